@@ -1,0 +1,48 @@
+//! `keyway testbed`: the test server in the foreground.
+
+use std::io::Write;
+
+use anyhow::Context;
+use keyway_testbed::Testbed;
+
+use crate::{cli::TestbedArgs, exit::CliError, printer::Printer};
+
+pub async fn run(args: TestbedArgs, printer: &Printer) -> Result<(), CliError> {
+    let _ = printer;
+    let testbed = Testbed::start(args.knobs)
+        .await
+        .map_err(|e| CliError::failure(e).with_hint("pick another --port, or 0 for a free one"))?;
+    // The one line scripts wait for: readiness, with every address they need.
+    {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, &testbed.announcement()).context("writing to stdout")?;
+        writeln!(out).context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
+    tracing::info!(
+        mcp_url = testbed.mcp_url(),
+        issuer = testbed.issuer(),
+        "testbed listening"
+    );
+    wait_for_stop().await?;
+    testbed.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn wait_for_stop() -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}

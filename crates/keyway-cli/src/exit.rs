@@ -1,0 +1,127 @@
+//! Exit codes and the error type that decides them. Errors carry a hint that says
+//! what to do next.
+
+use std::{fmt, process::ExitCode};
+
+/// keyway's documented exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    /// The server needs (new) authorization: run `keyway authorize`.
+    AuthorizationNeeded = 3,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        ExitCode::from(s as u8)
+    }
+}
+
+/// An error that ends a command.
+pub enum CliError {
+    /// Bad command line; clap has the message.
+    Usage(clap::Error),
+    /// Anything else.
+    Failed {
+        status: ExitStatus,
+        error: anyhow::Error,
+        hint: Option<String>,
+    },
+}
+
+impl CliError {
+    pub fn failure(error: impl Into<anyhow::Error>) -> Self {
+        Self::Failed {
+            status: ExitStatus::Failure,
+            error: error.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_status(self, status: ExitStatus) -> Self {
+        match self {
+            Self::Failed { error, hint, .. } => Self::Failed {
+                status,
+                error,
+                hint,
+            },
+            usage => usage,
+        }
+    }
+
+    pub fn with_hint(self, hint: impl Into<String>) -> Self {
+        match self {
+            Self::Failed { status, error, .. } => Self::Failed {
+                status,
+                error,
+                hint: Some(hint.into()),
+            },
+            usage => usage,
+        }
+    }
+
+    /// A failed connection: exit 3 when the fix is to authorize.
+    pub fn connect(e: keyway::mcp::ConnectError) -> Self {
+        if e.needs_authorization() {
+            Self::failure(e)
+                .with_status(ExitStatus::AuthorizationNeeded)
+                .with_hint("the server did not accept the credentials; authorize again")
+        } else {
+            Self::failure(e)
+        }
+    }
+
+    /// Print the error on stderr and give the exit status.
+    pub fn report(self) -> ExitStatus {
+        match self {
+            Self::Usage(e) => {
+                let _ = e.print();
+                match e.kind() {
+                    clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion => ExitStatus::Success,
+                    _ => ExitStatus::Usage,
+                }
+            }
+            Self::Failed {
+                status,
+                error,
+                hint,
+            } => {
+                eprintln!("error: {error}");
+                for cause in error.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+                if let Some(hint) = hint {
+                    eprintln!("  hint: {hint}");
+                }
+                status
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Usage(e) => write!(f, "Usage({})", e.kind()),
+            Self::Failed {
+                status,
+                error,
+                hint,
+            } => f
+                .debug_struct("Failed")
+                .field("status", status)
+                .field("error", &format_args!("{error:#}"))
+                .field("hint", hint)
+                .finish(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        Self::failure(e)
+    }
+}

@@ -1,0 +1,40 @@
+//! The `keyway` command. `main` only maps the result of [`run`] to an exit code.
+
+mod cli;
+mod commands;
+mod exit;
+mod logging;
+mod printer;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::{
+    cli::Cli,
+    exit::{CliError, ExitStatus},
+    printer::Printer,
+    settings::Settings,
+};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitStatus::Success.into(),
+        Err(e) => e.report().into(),
+    }
+}
+
+fn run() -> Result<(), CliError> {
+    let cli = Cli::try_parse().map_err(CliError::Usage)?;
+    logging::init(cli.global.verbose, cli.global.quiet);
+    let settings = Settings::resolve(&cli.global);
+    let printer = Printer::new(&cli.global);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::failure(anyhow::Error::new(e).context("cannot start the async runtime"))
+        })?;
+    runtime.block_on(commands::run(cli.command, &settings, &printer))
+}

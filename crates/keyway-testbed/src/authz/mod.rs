@@ -1,0 +1,227 @@
+//! The authorization server: metadata (RFC 8414 / OpenID Discovery), authorization
+//! (with PKCE and RFC 9207 `iss`), token (authorization_code, refresh_token,
+//! client_credentials, device_code), registration (RFC 7591), revocation (RFC 7009),
+//! introspection (RFC 7662) and device authorization (RFC 8628).
+
+mod authorize;
+mod client_auth;
+mod device;
+mod register;
+mod token;
+mod tokens_admin;
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    knobs::{Endpoint, MetadataDoc},
+    shared::{Shared, Urls},
+};
+
+/// The AS routes, at their full paths on the AS origin, and which endpoint each is.
+pub(crate) fn routes(shared: &Arc<Shared>) -> (Router<Arc<Shared>>, Vec<(String, Endpoint)>) {
+    let k = &shared.knobs;
+    let u = &shared.urls;
+    let mut table = Vec::new();
+    let mut router = Router::new();
+
+    for doc in &k.metadata {
+        if let Some(path) = u.metadata_path(*doc) {
+            let oidc = *doc != MetadataDoc::Oauth;
+            router = router.route(
+                &path,
+                get(move |state: axum::extract::State<Arc<Shared>>| async move {
+                    Json(metadata(&state, oidc))
+                }),
+            );
+            table.push((path, Endpoint::AsMetadata));
+        }
+    }
+
+    let mut add = |name: &str, endpoint: Endpoint, method_router| {
+        let path = u.endpoint_path(name);
+        router = std::mem::take(&mut router).route(&path, method_router);
+        table.push((path, endpoint));
+    };
+    add("authorize", Endpoint::Authorize, get(authorize::authorize));
+    add("token", Endpoint::Token, post(token::token));
+    add(
+        "jwks",
+        Endpoint::Jwks,
+        get(|| async { Json(json!({"keys": []})) }),
+    );
+    if !k.no_dcr {
+        add("register", Endpoint::Register, post(register::register));
+    }
+    if !k.no_revocation {
+        add("revoke", Endpoint::Revoke, post(tokens_admin::revoke));
+    }
+    if !k.no_introspection {
+        add(
+            "introspect",
+            Endpoint::Introspect,
+            post(tokens_admin::introspect),
+        );
+    }
+    if !k.no_device {
+        add(
+            "device_authorization",
+            Endpoint::DeviceAuthorization,
+            post(device::device_authorization),
+        );
+        add("device", Endpoint::DeviceVerify, get(device::verify));
+    }
+    (router, table)
+}
+
+/// The AS metadata document, as the knobs shape it.
+pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
+    let k = &shared.knobs;
+    let u: &Urls = &shared.urls;
+    let mut grants = vec!["authorization_code", "refresh_token"];
+    if !k.no_client_credentials {
+        grants.push("client_credentials");
+    }
+    if !k.no_device {
+        grants.push(crate::db::DEVICE_CODE_GRANT);
+    }
+    let mut obj = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| obj.insert(k.to_owned(), v);
+    put(
+        "issuer",
+        json!(
+            k.issuer_override
+                .clone()
+                .unwrap_or_else(|| u.issuer.clone())
+        ),
+    );
+    put("authorization_endpoint", json!(u.endpoint_url("authorize")));
+    put("token_endpoint", json!(u.endpoint_url("token")));
+    put("response_types_supported", json!(["code"]));
+    put("response_modes_supported", json!(["query"]));
+    put("grant_types_supported", json!(grants));
+    put(
+        "token_endpoint_auth_methods_supported",
+        json!(
+            k.token_auth_methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+        ),
+    );
+    if let Some(methods) = k.pkce.listed() {
+        obj.insert("code_challenge_methods_supported".into(), json!(methods));
+    }
+    if !k.as_scopes.is_empty() {
+        obj.insert("scopes_supported".into(), json!(k.as_scopes.0));
+    }
+    if !k.no_dcr {
+        obj.insert(
+            "registration_endpoint".into(),
+            json!(u.endpoint_url("register")),
+        );
+    }
+    if !k.no_revocation {
+        obj.insert(
+            "revocation_endpoint".into(),
+            json!(u.endpoint_url("revoke")),
+        );
+    }
+    if !k.no_introspection {
+        obj.insert(
+            "introspection_endpoint".into(),
+            json!(u.endpoint_url("introspect")),
+        );
+    }
+    if !k.no_device {
+        obj.insert(
+            "device_authorization_endpoint".into(),
+            json!(u.endpoint_url("device_authorization")),
+        );
+    }
+    if !k.no_iss_advertised {
+        obj.insert(
+            "authorization_response_iss_parameter_supported".into(),
+            json!(true),
+        );
+    }
+    if k.cimd {
+        obj.insert("client_id_metadata_document_supported".into(), json!(true));
+    }
+    if oidc {
+        obj.insert("jwks_uri".into(), json!(u.endpoint_url("jwks")));
+        obj.insert("subject_types_supported".into(), json!(["public"]));
+        obj.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(["RS256"]),
+        );
+    }
+    Value::Object(obj)
+}
+
+/// Form or query parameters, refusing a parameter given twice (RFC 6749 §3.1, §3.2).
+pub(crate) fn single_params(raw: &str) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+        if out.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err(format!("parameter {k} is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+/// An OAuth error answer from the token-style endpoints (RFC 6749 §5.2).
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut resp = (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    no_store(&mut resp);
+    resp
+}
+
+pub(crate) fn no_store(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The scopes a request names, refused when the AS lists scopes and one is not listed.
+pub(crate) fn requested_scopes(
+    shared: &Shared,
+    scope: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let scopes: Vec<String> = scope
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let known = &shared.knobs.as_scopes;
+    if !known.is_empty() {
+        if let Some(bad) = scopes.iter().find(|s| !known.0.contains(s)) {
+            return Err(format!("scope {bad} is not supported"));
+        }
+    }
+    Ok(scopes)
+}
+
+/// A `resource` parameter must be an absolute URI without a fragment (RFC 8707 §2).
+pub(crate) fn check_resource(shared: &Shared, resource: Option<&str>) -> Result<(), String> {
+    match resource {
+        None if shared.knobs.require_resource => Err("resource is required".into()),
+        None => Ok(()),
+        Some(r) => match url::Url::parse(r) {
+            Ok(u) if u.fragment().is_none() => Ok(()),
+            _ => Err(format!(
+                "resource {r:?} is not an absolute URI without a fragment"
+            )),
+        },
+    }
+}

@@ -1,0 +1,380 @@
+//! `POST /token`: authorization_code (PKCE-verified), refresh_token (rotation and
+//! reuse detection), client_credentials and device_code grants.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{
+    check_resource,
+    client_auth::{Authenticated, authenticate},
+    no_store, oauth_error, requested_scopes, single_params,
+};
+use crate::{
+    db::{DEVICE_CODE_GRANT, Db, Issued, pkce_matches},
+    shared::Shared,
+    stats::TokenSeen,
+};
+
+/// An OAuth error: status, code, description.
+type Refusal = (StatusCode, &'static str, String);
+
+fn refuse(error: &'static str, why: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, error, why.into())
+}
+
+pub(crate) async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let params = match single_params(&body) {
+        Ok(p) => p,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+    };
+    let grant_type = params.get("grant_type").cloned().unwrap_or_default();
+    let mut seen = TokenSeen {
+        grant_type: grant_type.clone(),
+        client_id: params.get("client_id").cloned(),
+        client_auth: "unauthenticated".into(),
+        scope: params.get("scope").cloned(),
+        resource: params.get("resource").cloned(),
+        outcome: String::new(),
+    };
+    let caller = match authenticate(&shared, &headers, &params) {
+        Ok(c) => c,
+        Err(resp) => {
+            seen.outcome = "invalid_client".into();
+            shared.stats().log_token(seen);
+            return resp;
+        }
+    };
+    seen.client_id = Some(caller.client.id.clone());
+    seen.client_auth = caller.method.as_str().into();
+
+    if !grant_type.is_empty() && !caller.client.may_use(&grant_type) {
+        seen.outcome = "unauthorized_client".into();
+        shared.stats().log_token(seen);
+        let why = format!("client is not registered for {grant_type}");
+        return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &why);
+    }
+    let result = match grant_type.as_str() {
+        "authorization_code" => authorization_code(&shared, &caller, &params),
+        "refresh_token" => refresh(&shared, &caller, &params),
+        "client_credentials" if !shared.knobs.no_client_credentials => {
+            client_credentials(&shared, &caller, &params)
+        }
+        DEVICE_CODE_GRANT if !shared.knobs.no_device => device_code(&shared, &caller, &params),
+        "" => Err(refuse("invalid_request", "grant_type is missing")),
+        other => Err(refuse(
+            "unsupported_grant_type",
+            format!("grant_type {other} is not supported"),
+        )),
+    };
+    match result {
+        Ok(issued) => {
+            seen.outcome = "ok".into();
+            shared.stats().log_token(seen);
+            let mut body = json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": shared.knobs.token_lifetime,
+            });
+            if let Some(rt) = issued.refresh_token {
+                body["refresh_token"] = json!(rt);
+            }
+            if !issued.scope.is_empty() {
+                body["scope"] = json!(issued.scope.join(" "));
+            }
+            let mut resp = Json(body).into_response();
+            no_store(&mut resp);
+            resp
+        }
+        Err((status, error, why)) => {
+            seen.outcome = error.into();
+            shared.stats().log_token(seen);
+            oauth_error(status, error, &why)
+        }
+    }
+}
+
+fn authorization_code(
+    shared: &Shared,
+    caller: &Authenticated,
+    p: &HashMap<String, String>,
+) -> Result<Issued, Refusal> {
+    let code = p
+        .get("code")
+        .ok_or_else(|| refuse("invalid_request", "code is missing"))?;
+    let now = shared.now();
+    let mut db = shared.db();
+    let stored = db
+        .codes
+        .get(code)
+        .cloned()
+        .ok_or_else(|| refuse("invalid_grant", "unknown authorization code"))?;
+    if let Some(family) = stored.issued_family {
+        // RFC 6749 §4.1.2: a code used twice revokes what it already issued.
+        db.revoke_family(family);
+        return Err(refuse("invalid_grant", "authorization code already used"));
+    }
+    if stored.expires_at <= now {
+        return Err(refuse("invalid_grant", "authorization code expired"));
+    }
+    if stored.client_id != caller.client.id {
+        return Err(refuse("invalid_grant", "code was issued to another client"));
+    }
+    if p.get("redirect_uri") != Some(&stored.redirect_uri) {
+        return Err(refuse(
+            "invalid_grant",
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    let verifier = p
+        .get("code_verifier")
+        .ok_or_else(|| refuse("invalid_grant", "code_verifier is missing (PKCE)"))?;
+    if !pkce_matches(&stored.method, &stored.challenge, verifier) {
+        return Err(refuse(
+            "invalid_grant",
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    let resource = p.get("resource").map(String::as_str);
+    check_resource(shared, resource).map_err(|e| refuse("invalid_target", e))?;
+    if let (Some(asked), Some(granted)) = (resource, stored.resource.as_deref()) {
+        if asked != granted {
+            return Err(refuse(
+                "invalid_target",
+                "resource differs from the authorization request",
+            ));
+        }
+    }
+    let resource = resource.or(stored.resource.as_deref()).map(str::to_owned);
+    let family = db.new_family(&caller.client.id, &stored.scope, resource.as_deref());
+    if let Some(c) = db.codes.get_mut(code) {
+        c.issued_family = Some(family);
+    }
+    let issued = issue(
+        shared,
+        &mut db,
+        &caller.client.id,
+        &stored.scope,
+        resource.as_deref(),
+        Some(family),
+        true,
+    );
+    drop(db);
+    shared.stats().code_exchanges += 1;
+    Ok(issued)
+}
+
+fn refresh(
+    shared: &Shared,
+    caller: &Authenticated,
+    p: &HashMap<String, String>,
+) -> Result<Issued, Refusal> {
+    let presented = p
+        .get("refresh_token")
+        .ok_or_else(|| refuse("invalid_request", "refresh_token is missing"))?;
+    let k = &shared.knobs;
+    let mut db = shared.db();
+    let rt = db
+        .refresh
+        .get(presented)
+        .cloned()
+        .ok_or_else(|| refuse("invalid_grant", "unknown or revoked refresh token"))?;
+    let family = db
+        .families
+        .get(&rt.family)
+        .cloned()
+        .ok_or_else(|| refuse("invalid_grant", "unknown grant"))?;
+    if family.client_id != caller.client.id {
+        return Err(refuse(
+            "invalid_grant",
+            "refresh token was issued to another client",
+        ));
+    }
+    if family.revoked {
+        return Err(refuse("invalid_grant", "grant revoked"));
+    }
+    if rt.used && !k.no_reuse_detection {
+        db.revoke_family(rt.family);
+        drop(db);
+        shared.stats().reuse_revocations += 1;
+        return Err(refuse(
+            "invalid_grant",
+            "refresh token reused: the whole grant is revoked",
+        ));
+    }
+    let resource = p.get("resource").map(String::as_str);
+    check_resource(shared, resource).map_err(|e| refuse("invalid_target", e))?;
+    if let (Some(asked), Some(granted)) = (resource, family.resource.as_deref()) {
+        if asked != granted {
+            return Err(refuse("invalid_target", "resource differs from the grant"));
+        }
+    }
+    let scope = match p.get("scope") {
+        None => family.scope.clone(),
+        Some(s) => {
+            let asked =
+                requested_scopes(shared, Some(s)).map_err(|e| refuse("invalid_scope", e))?;
+            if let Some(extra) = asked.iter().find(|s| !family.scope.contains(s)) {
+                return Err(refuse(
+                    "invalid_scope",
+                    format!("scope {extra} was not granted"),
+                ));
+            }
+            asked
+        }
+    };
+    let rotate = !k.no_rotation && !k.omit_refresh_token_on_refresh;
+    if rotate {
+        if let Some(old) = db.refresh.get_mut(presented) {
+            old.used = true;
+        }
+    }
+    let resource = family.resource.as_deref();
+    let mut issued = issue(
+        shared,
+        &mut db,
+        &caller.client.id,
+        &scope,
+        resource,
+        Some(rt.family),
+        rotate,
+    );
+    if !rotate && !k.omit_refresh_token_on_refresh {
+        issued.refresh_token = Some(presented.clone());
+    }
+    drop(db);
+    shared.stats().refreshes += 1;
+    Ok(issued)
+}
+
+fn client_credentials(
+    shared: &Shared,
+    caller: &Authenticated,
+    p: &HashMap<String, String>,
+) -> Result<Issued, Refusal> {
+    if caller.client.secret.is_none() {
+        return Err(refuse(
+            "unauthorized_client",
+            "client_credentials needs a confidential client",
+        ));
+    }
+    let resource = p.get("resource").map(String::as_str);
+    check_resource(shared, resource).map_err(|e| refuse("invalid_target", e))?;
+    let scope = requested_scopes(shared, p.get("scope").map(String::as_str))
+        .map_err(|e| refuse("invalid_scope", e))?;
+    let now = shared.now();
+    let token = shared.db().mint_access(
+        &caller.client.id,
+        &scope,
+        resource,
+        None,
+        now,
+        shared.knobs.access_token_lifetime(),
+    );
+    shared.stats().client_credentials_grants += 1;
+    Ok(Issued {
+        access_token: token,
+        refresh_token: None,
+        scope,
+    })
+}
+
+fn device_code(
+    shared: &Shared,
+    caller: &Authenticated,
+    p: &HashMap<String, String>,
+) -> Result<Issued, Refusal> {
+    let code = p
+        .get("device_code")
+        .ok_or_else(|| refuse("invalid_request", "device_code is missing"))?;
+    let now = shared.now();
+    let mut db = shared.db();
+    let grant = db
+        .devices
+        .get_mut(code)
+        .ok_or_else(|| refuse("invalid_grant", "unknown device code"))?;
+    if grant.client_id != caller.client.id {
+        return Err(refuse(
+            "invalid_grant",
+            "device code was issued to another client",
+        ));
+    }
+    if grant.expires_at <= now {
+        return Err(refuse("expired_token", "device code expired"));
+    }
+    if grant.denied {
+        return Err(refuse("access_denied", "the user denied the request"));
+    }
+    if !grant.approved {
+        grant.polls += 1;
+        if grant.polls <= shared.knobs.device_pending_polls {
+            return Err(refuse("authorization_pending", "waiting for the user"));
+        }
+        grant.approved = true;
+    }
+    let (scope, resource) = (grant.scope.clone(), grant.resource.clone());
+    db.devices.remove(code);
+    let family = db.new_family(&caller.client.id, &scope, resource.as_deref());
+    let issued = issue(
+        shared,
+        &mut db,
+        &caller.client.id,
+        &scope,
+        resource.as_deref(),
+        Some(family),
+        true,
+    );
+    drop(db);
+    shared.stats().device_grants += 1;
+    Ok(issued)
+}
+
+/// Mint an access token (and a refresh token when the knobs allow and `with_refresh`).
+fn issue(
+    shared: &Shared,
+    db: &mut Db,
+    client_id: &str,
+    scope: &[String],
+    resource: Option<&str>,
+    family: Option<u64>,
+    with_refresh: bool,
+) -> Issued {
+    let k = &shared.knobs;
+    let now = shared.now();
+    db.sweep(now);
+    let access_token = db.mint_access(
+        client_id,
+        scope,
+        resource,
+        family,
+        now,
+        k.access_token_lifetime(),
+    );
+    let may_refresh = db
+        .clients
+        .get(client_id)
+        .is_none_or(|c| c.may_use("refresh_token"));
+    let wants_refresh = with_refresh
+        && may_refresh
+        && !k.no_refresh_token
+        && (!k.refresh_requires_offline_access || scope.iter().any(|s| s == "offline_access"));
+    let refresh_token = match family {
+        Some(f) if wants_refresh => Some(db.mint_refresh(f)),
+        _ => None,
+    };
+    Issued {
+        access_token,
+        refresh_token,
+        scope: scope.to_vec(),
+    }
+}

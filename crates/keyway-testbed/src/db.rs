@@ -1,0 +1,316 @@
+//! The authorization server's memory: clients, codes, tokens and grant families.
+//! Plain data and the rules that change it; no I/O, no locking (the caller holds
+//! one lock around a whole operation, so every grant is atomic).
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::knobs::{ClientSpec, TokenAuthMethod};
+
+/// How long an authorization code stays valid.
+pub(crate) const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a device code stays valid.
+pub(crate) const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    pub id: String,
+    pub secret: Option<String>,
+    pub auth: TokenAuthMethod,
+    pub redirect_uris: Vec<String>,
+    /// Grants the client may use (RFC 7591 `grant_types`).
+    pub grant_types: Vec<String>,
+}
+
+impl Client {
+    pub fn from_spec(spec: &ClientSpec) -> Self {
+        Self {
+            id: spec.id.clone(),
+            secret: spec.secret.clone(),
+            auth: spec.auth,
+            redirect_uris: spec.redirect_uris.clone(),
+            grant_types: vec![
+                "authorization_code".into(),
+                "refresh_token".into(),
+                "client_credentials".into(),
+                DEVICE_CODE_GRANT.into(),
+            ],
+        }
+    }
+
+    pub fn may_use(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+
+    /// Whether `uri` is one of the client's redirect URIs. Loopback IP redirects match
+    /// on any port (RFC 8252 §7.3); everything else matches exactly.
+    pub fn allows_redirect(&self, uri: &str) -> bool {
+        self.redirect_uris
+            .iter()
+            .any(|registered| redirect_matches(registered, uri))
+    }
+}
+
+pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+pub(crate) fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(r), Ok(q)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    let loopback_ip = matches!(r.host_str(), Some("127.0.0.1" | "[::1]"));
+    loopback_ip
+        && r.scheme() == "http"
+        && q.scheme() == "http"
+        && r.host_str() == q.host_str()
+        && r.path() == q.path()
+        && r.query() == q.query()
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Code {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub challenge: String,
+    pub method: String,
+    pub scope: Vec<String>,
+    pub resource: Option<String>,
+    pub expires_at: SystemTime,
+    /// Set once exchanged; a second exchange revokes what the first one issued.
+    pub issued_family: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AccessToken {
+    pub client_id: String,
+    pub scope: Vec<String>,
+    pub resource: Option<String>,
+    pub issued_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub family: Option<u64>,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RefreshToken {
+    pub family: u64,
+    /// Rotated out: presenting it again is reuse.
+    pub used: bool,
+}
+
+/// One grant: the access and refresh tokens descending from one authorization.
+#[derive(Clone, Debug)]
+pub(crate) struct Family {
+    pub client_id: String,
+    pub scope: Vec<String>,
+    pub resource: Option<String>,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct DeviceGrant {
+    pub client_id: String,
+    pub user_code: String,
+    pub scope: Vec<String>,
+    pub resource: Option<String>,
+    pub expires_at: SystemTime,
+    pub polls: u32,
+    pub approved: bool,
+    pub denied: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Db {
+    pub clients: HashMap<String, Client>,
+    pub codes: HashMap<String, Code>,
+    pub access: HashMap<String, AccessToken>,
+    pub refresh: HashMap<String, RefreshToken>,
+    pub families: HashMap<u64, Family>,
+    pub devices: HashMap<String, DeviceGrant>,
+    next_family: u64,
+}
+
+/// Tokens a grant hands out.
+#[derive(Debug)]
+pub(crate) struct Issued {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub scope: Vec<String>,
+}
+
+impl Db {
+    pub fn new(clients: &[ClientSpec]) -> Self {
+        let mut db = Self::default();
+        for spec in clients {
+            db.clients.insert(spec.id.clone(), Client::from_spec(spec));
+        }
+        db
+    }
+
+    pub fn new_family(&mut self, client_id: &str, scope: &[String], resource: Option<&str>) -> u64 {
+        self.next_family += 1;
+        let id = self.next_family;
+        self.families.insert(
+            id,
+            Family {
+                client_id: client_id.to_owned(),
+                scope: scope.to_vec(),
+                resource: resource.map(str::to_owned),
+                revoked: false,
+            },
+        );
+        id
+    }
+
+    pub fn mint_access(
+        &mut self,
+        client_id: &str,
+        scope: &[String],
+        resource: Option<&str>,
+        family: Option<u64>,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> String {
+        let token = random_token("tb_at_");
+        self.access.insert(
+            token.clone(),
+            AccessToken {
+                client_id: client_id.to_owned(),
+                scope: scope.to_vec(),
+                resource: resource.map(str::to_owned),
+                issued_at: now,
+                expires_at: now + lifetime,
+                family,
+                revoked: false,
+            },
+        );
+        token
+    }
+
+    pub fn mint_refresh(&mut self, family: u64) -> String {
+        let token = random_token("tb_rt_");
+        self.refresh.insert(
+            token.clone(),
+            RefreshToken {
+                family,
+                used: false,
+            },
+        );
+        token
+    }
+
+    /// Revoke a grant: its family, every refresh token and every access token of it.
+    pub fn revoke_family(&mut self, family: u64) {
+        if let Some(f) = self.families.get_mut(&family) {
+            f.revoked = true;
+        }
+        for at in self.access.values_mut() {
+            if at.family == Some(family) {
+                at.revoked = true;
+            }
+        }
+        self.refresh.retain(|_, rt| rt.family != family);
+    }
+
+    /// Forget expired codes, device grants and access tokens (long benchmark runs).
+    pub fn sweep(&mut self, now: SystemTime) {
+        self.codes
+            .retain(|_, c| c.expires_at > now || c.issued_family.is_some());
+        self.devices.retain(|_, d| d.expires_at > now);
+        self.access
+            .retain(|_, t| t.expires_at + Duration::from_secs(3600) > now);
+    }
+}
+
+/// A random URL-safe token with a readable prefix.
+pub(crate) fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A user code for the device grant: 8 letters without look-alikes, as `ABCD-EFGH`.
+pub(crate) fn user_code() -> String {
+    const ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    let letters: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    format!("{}-{}", &letters[..4], &letters[4..])
+}
+
+/// RFC 7636 §4.6: does `verifier` answer `challenge` under `method`?
+pub(crate) fn pkce_matches(method: &str, challenge: &str, verifier: &str) -> bool {
+    let valid_verifier = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !valid_verifier {
+        return false;
+    }
+    match method {
+        "S256" => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == challenge,
+        "plain" => verifier == challenge,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(pkce_matches("S256", challenge, verifier));
+        assert!(!pkce_matches(
+            "S256",
+            challenge,
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX"
+        ));
+        assert!(!pkce_matches("plain", challenge, verifier));
+        assert!(!pkce_matches("S256", challenge, "short"));
+    }
+
+    #[test]
+    fn loopback_redirects_match_any_port_only_for_ip_literals() {
+        let reg = "http://127.0.0.1/callback";
+        assert!(redirect_matches(reg, "http://127.0.0.1:4711/callback"));
+        assert!(!redirect_matches(reg, "http://127.0.0.1:4711/other"));
+        assert!(!redirect_matches(reg, "http://evil.example:4711/callback"));
+        assert!(!redirect_matches(
+            "http://localhost/cb",
+            "http://localhost:9/cb"
+        ));
+        assert!(redirect_matches(
+            "https://app.example/cb",
+            "https://app.example/cb"
+        ));
+    }
+
+    #[test]
+    fn revoking_a_family_revokes_its_tokens_only() {
+        let mut db = Db::default();
+        let now = SystemTime::now();
+        let f1 = db.new_family("c", &[], None);
+        let f2 = db.new_family("c", &[], None);
+        let a1 = db.mint_access("c", &[], None, Some(f1), now, Duration::from_secs(9));
+        let a2 = db.mint_access("c", &[], None, Some(f2), now, Duration::from_secs(9));
+        let r1 = db.mint_refresh(f1);
+        let r2 = db.mint_refresh(f2);
+        db.revoke_family(f1);
+        assert!(db.access[&a1].revoked && !db.access[&a2].revoked);
+        assert!(!db.refresh.contains_key(&r1) && db.refresh.contains_key(&r2));
+    }
+}

@@ -1,0 +1,649 @@
+//! Every behaviour of the testbed that a test may want to change, as one value.
+//!
+//! The same struct is the `keyway testbed` command line (clap `Args`), so the
+//! defaults and the help text live here only. `Knobs::default()` is what the flags
+//! give when none is passed.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+
+/// How the testbed behaves. Start from `Knobs::default()` and change fields.
+#[derive(Args, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Knobs {
+    // ---------------------------------------------------------------- listeners
+    /// Port of the MCP server (0 picks a free one).
+    #[arg(long, default_value_t = 0, help_heading = "Listeners")]
+    pub port: u16,
+
+    /// Port of the authorization server (0 picks a free one). Ignored with --shared-origin.
+    #[arg(long, default_value_t = 0, help_heading = "Listeners")]
+    pub as_port: u16,
+
+    /// Serve the authorization server on the MCP server's origin (as 2025-03-26 servers did).
+    #[arg(long, help_heading = "Listeners")]
+    pub shared_origin: bool,
+
+    /// Path of the MCP endpoint.
+    #[arg(long, default_value = "/mcp", help_heading = "Listeners")]
+    pub mcp_path: String,
+
+    // ------------------------------------------------- protected resource metadata
+    /// Where the protected resource metadata (RFC 9728) is served: `header` (path
+    /// well-known, named in the 401's resource_metadata), `path` (path well-known only,
+    /// not named in the 401), `root` (root well-known only), `custom` (at
+    /// --prm-custom-path, named in the 401), `absent` (nowhere).
+    #[arg(long, value_enum, default_value_t = PrmLocation::Header, help_heading = "Protected resource metadata")]
+    pub prm: PrmLocation,
+
+    /// Path of the metadata document with `--prm custom`.
+    #[arg(
+        long,
+        default_value = "/custom/metadata/location.json",
+        help_heading = "Protected resource metadata"
+    )]
+    pub prm_custom_path: String,
+
+    /// Replace the `resource` value of the metadata (for mismatch tests).
+    #[arg(long, value_name = "URL", help_heading = "Protected resource metadata")]
+    pub prm_resource: Option<String>,
+
+    /// List the authorization server in the metadata as this URL instead of the real issuer.
+    #[arg(long, value_name = "URL", help_heading = "Protected resource metadata")]
+    pub prm_authorization_server: Option<String>,
+
+    /// `scopes_supported` of the metadata, space separated; "" leaves the field out.
+    #[arg(
+        long,
+        default_value = "mcp:tools mcp:admin",
+        help_heading = "Protected resource metadata"
+    )]
+    pub scopes_supported: ScopeList,
+
+    /// `scope` of the 401 challenge, space separated; "" leaves it out.
+    #[arg(
+        long,
+        default_value = "mcp:tools",
+        help_heading = "Protected resource metadata"
+    )]
+    pub challenge_scope: ScopeList,
+
+    // ---------------------------------------------------------- authorization server
+    /// Path of the issuer (e.g. /tenant1); the issuer is the AS origin plus this path.
+    #[arg(long, default_value = "", help_heading = "Authorization server")]
+    pub issuer_path: String,
+
+    /// Which AS metadata documents exist, comma separated: `oauth` (RFC 8414, path
+    /// inserted), `oidc-insert` (OpenID, path inserted), `oidc-append` (OpenID, path
+    /// appended), or `none`.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "oauth,oidc-insert",
+        help_heading = "Authorization server"
+    )]
+    pub metadata: Vec<MetadataDoc>,
+
+    /// Put this `issuer` in the AS metadata instead of the real one (mismatch tests).
+    #[arg(long, value_name = "URL", help_heading = "Authorization server")]
+    pub issuer_override: Option<String>,
+
+    /// `code_challenge_methods_supported`: `s256`, `plain-only`, `s256-and-plain`, or
+    /// `absent` (field left out).
+    #[arg(long, value_enum, default_value_t = PkceAdvertised::S256, help_heading = "Authorization server")]
+    pub pkce: PkceAdvertised,
+
+    /// Turn off dynamic client registration (RFC 7591): no registration_endpoint.
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_dcr: bool,
+
+    /// Advertise client ID metadata documents and accept https URL client ids.
+    #[arg(long, help_heading = "Authorization server")]
+    pub cimd: bool,
+
+    /// A pre-registered client: `id=ID[,secret=S][,auth=METHOD][,redirect=URI]...`
+    /// (auth: none, client_secret_basic, client_secret_post; redirect may repeat; a
+    /// loopback redirect matches any port). Repeat the flag for more clients.
+    #[arg(
+        long = "client",
+        value_name = "SPEC",
+        help_heading = "Authorization server"
+    )]
+    pub clients: Vec<ClientSpec>,
+
+    /// `token_endpoint_auth_methods_supported`, comma separated; registrations get the
+    /// requested method when listed, else the first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,client_secret_basic,client_secret_post",
+        help_heading = "Authorization server"
+    )]
+    pub token_auth_methods: Vec<TokenAuthMethod>,
+
+    /// `scopes_supported` of the AS metadata, space separated; "" leaves the field out.
+    #[arg(
+        long,
+        default_value = "mcp:tools mcp:admin offline_access",
+        help_heading = "Authorization server"
+    )]
+    pub as_scopes: ScopeList,
+
+    /// Do not advertise `authorization_response_iss_parameter_supported` (RFC 9207).
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_iss_advertised: bool,
+
+    /// The `iss` the authorization response carries: `right`, `wrong` (another
+    /// issuer), `absent`, or `normalized` (the issuer with a trailing slash: equal only
+    /// after normalization, which RFC 9207 forbids).
+    #[arg(long, value_enum, default_value_t = IssMode::Right, help_heading = "Authorization server")]
+    pub iss: IssMode,
+
+    /// Deny every authorization (`error=access_denied`), device grants included.
+    #[arg(long, help_heading = "Authorization server")]
+    pub deny: bool,
+
+    /// Turn off the device authorization grant (RFC 8628).
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_device: bool,
+
+    /// Polls answered `authorization_pending` before a device grant is approved
+    /// (visiting verification_uri_complete approves at once).
+    #[arg(long, default_value_t = 1, help_heading = "Authorization server")]
+    pub device_pending_polls: u32,
+
+    /// `interval` of device authorization responses, in seconds.
+    #[arg(long, default_value_t = 1, help_heading = "Authorization server")]
+    pub device_interval: u64,
+
+    /// Turn off the client_credentials grant.
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_client_credentials: bool,
+
+    /// Turn off token revocation (RFC 7009): no revocation_endpoint.
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_revocation: bool,
+
+    /// Turn off token introspection (RFC 7662): no introspection_endpoint.
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_introspection: bool,
+
+    // ------------------------------------------------------------------ tokens
+    /// Access-token lifetime in seconds (`expires_in`).
+    #[arg(long, default_value_t = 3600, help_heading = "Tokens")]
+    pub token_lifetime: u64,
+
+    /// Keep the same refresh token on refresh instead of rotating it.
+    #[arg(long, help_heading = "Tokens")]
+    pub no_rotation: bool,
+
+    /// Accept a rotated-out refresh token instead of revoking its whole family.
+    #[arg(long, help_heading = "Tokens")]
+    pub no_reuse_detection: bool,
+
+    /// Answer refreshes without a refresh token (the old one stays valid).
+    #[arg(long, help_heading = "Tokens")]
+    pub omit_refresh_token_on_refresh: bool,
+
+    /// Never issue refresh tokens.
+    #[arg(long, help_heading = "Tokens")]
+    pub no_refresh_token: bool,
+
+    /// Issue refresh tokens only when `offline_access` was granted.
+    #[arg(long, help_heading = "Tokens")]
+    pub refresh_requires_offline_access: bool,
+
+    /// Refuse authorization and token requests without `resource` (RFC 8707).
+    #[arg(long, help_heading = "Tokens")]
+    pub require_resource: bool,
+
+    /// Accept tokens issued for any resource (by default a token is accepted only by the
+    /// resource it was issued for).
+    #[arg(long, help_heading = "Tokens")]
+    pub no_audience_binding: bool,
+
+    // ------------------------------------------------------------------ faults
+    /// Tools that need --step-up-scope (403 insufficient_scope without it), comma
+    /// separated. `admin_only` always does.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TOOLS",
+        help_heading = "Faults"
+    )]
+    pub step_up_tools: Vec<String>,
+
+    /// The scope that step-up tools need.
+    #[arg(long, default_value = "mcp:admin", help_heading = "Faults")]
+    pub step_up_scope: String,
+
+    /// Answer step-up tools with 403 insufficient_scope even when the scope is held.
+    #[arg(long, help_heading = "Faults")]
+    pub step_up_never_satisfied: bool,
+
+    /// Tools refused with a plain 403 (no insufficient_scope), comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TOOLS",
+        help_heading = "Faults"
+    )]
+    pub forbidden_tools: Vec<String>,
+
+    /// Answer every MCP request with 401, whatever the token.
+    #[arg(long, help_heading = "Faults")]
+    pub always_401: bool,
+
+    /// After N requests to ENDPOINT, drop the connection of the next one without an
+    /// answer (for `mcp`, every session is dropped too, as if the server restarted).
+    /// ENDPOINT:N; may repeat.
+    #[arg(long, value_name = "ENDPOINT:N", help_heading = "Faults")]
+    pub drop_after: Vec<EndpointFault>,
+
+    /// Answer the Nth request to ENDPOINT with a 5xx status (503 unless given).
+    /// ENDPOINT:N[:STATUS]; may repeat.
+    #[arg(long, value_name = "ENDPOINT:N[:STATUS]", help_heading = "Faults")]
+    pub fail_nth: Vec<EndpointFault>,
+
+    /// Delay every answer of ENDPOINT by MS milliseconds. ENDPOINT:MS; may repeat.
+    #[arg(long, value_name = "ENDPOINT:MS", help_heading = "Faults")]
+    pub delay: Vec<EndpointFault>,
+
+    /// Pad every answer of ENDPOINT to at least BYTES bytes (JSON gets a padding field,
+    /// event streams a comment). ENDPOINT:BYTES; may repeat.
+    #[arg(long, value_name = "ENDPOINT:BYTES", help_heading = "Faults")]
+    pub oversize: Vec<EndpointFault>,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            knobs: Knobs,
+        }
+        // No arguments: clap only applies the literal defaults above, and
+        // `defaults_parse` in the tests below proves they all parse.
+        match Defaults::try_parse_from(["testbed"]) {
+            Ok(d) => d.knobs,
+            Err(e) => panic!("testbed knob defaults do not parse: {e}"),
+        }
+    }
+}
+
+impl Knobs {
+    /// The fault rules for one endpoint.
+    pub(crate) fn faults_for(&self, endpoint: Endpoint) -> EndpointFaults {
+        let pick = |v: &[EndpointFault]| v.iter().find(|f| f.endpoint == endpoint).cloned();
+        EndpointFaults {
+            drop_after: pick(&self.drop_after).map(|f| f.n),
+            fail_nth: pick(&self.fail_nth).map(|f| (f.n, f.status.unwrap_or(503))),
+            delay: pick(&self.delay).map(|f| Duration::from_millis(f.n)),
+            oversize: pick(&self.oversize).map(|f| f.n as usize),
+        }
+    }
+
+    pub(crate) fn access_token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.token_lifetime)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EndpointFaults {
+    pub drop_after: Option<u64>,
+    pub fail_nth: Option<(u64, u16)>,
+    pub delay: Option<Duration>,
+    pub oversize: Option<usize>,
+}
+
+/// Where the protected resource metadata lives.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrmLocation {
+    Header,
+    Path,
+    Root,
+    Custom,
+    Absent,
+}
+
+/// One authorization server metadata document.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataDoc {
+    Oauth,
+    OidcInsert,
+    OidcAppend,
+    None,
+}
+
+/// What the AS says about PKCE methods.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PkceAdvertised {
+    S256,
+    PlainOnly,
+    S256AndPlain,
+    Absent,
+}
+
+impl PkceAdvertised {
+    pub(crate) fn listed(self) -> Option<&'static [&'static str]> {
+        match self {
+            Self::S256 => Some(&["S256"]),
+            Self::PlainOnly => Some(&["plain"]),
+            Self::S256AndPlain => Some(&["S256", "plain"]),
+            Self::Absent => None,
+        }
+    }
+
+    /// Methods the authorization endpoint accepts. An AS that says nothing accepts
+    /// both, as legacy servers did.
+    pub(crate) fn accepts(self, method: &str) -> bool {
+        self.listed()
+            .unwrap_or(&["S256", "plain"])
+            .contains(&method)
+    }
+}
+
+/// The `iss` parameter of authorization responses.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssMode {
+    Right,
+    Wrong,
+    Absent,
+    Normalized,
+}
+
+/// Token endpoint client authentication methods the testbed implements.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub enum TokenAuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl TokenAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        <Self as ValueEnum>::from_str(s, false).ok()
+    }
+}
+
+/// A space-separated scope list, as OAuth writes them; empty means "leave it out".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeList(pub Vec<String>);
+
+impl ScopeList {
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I) -> Self {
+        Self(scopes.into_iter().map(Into::into).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn joined(&self) -> String {
+        self.0.join(" ")
+    }
+}
+
+impl FromStr for ScopeList {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.split_whitespace().map(str::to_owned).collect()))
+    }
+}
+
+impl fmt::Display for ScopeList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.joined())
+    }
+}
+
+/// The named endpoints of the testbed, for faults and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Endpoint {
+    Mcp,
+    Prm,
+    AsMetadata,
+    Authorize,
+    Token,
+    Register,
+    Revoke,
+    Introspect,
+    DeviceAuthorization,
+    DeviceVerify,
+    Jwks,
+    Other,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mcp => "mcp",
+            Self::Prm => "prm",
+            Self::AsMetadata => "as_metadata",
+            Self::Authorize => "authorize",
+            Self::Token => "token",
+            Self::Register => "register",
+            Self::Revoke => "revoke",
+            Self::Introspect => "introspect",
+            Self::DeviceAuthorization => "device_authorization",
+            Self::DeviceVerify => "device_verify",
+            Self::Jwks => "jwks",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// `ENDPOINT:N[:STATUS]`: a fault rule for one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointFault {
+    pub endpoint: Endpoint,
+    pub n: u64,
+    pub status: Option<u16>,
+}
+
+impl EndpointFault {
+    pub fn new(endpoint: Endpoint, n: u64) -> Self {
+        Self {
+            endpoint,
+            n,
+            status: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+}
+
+impl FromStr for EndpointFault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let name = parts.next().unwrap_or_default();
+        let endpoint = <Endpoint as ValueEnum>::from_str(name, false).map_err(|_| {
+            let names: Vec<_> = Endpoint::value_variants()
+                .iter()
+                .map(|e| e.as_str())
+                .collect();
+            format!("unknown endpoint {name:?}; one of: {}", names.join(", "))
+        })?;
+        let n = parts
+            .next()
+            .ok_or_else(|| format!("{s:?}: expected ENDPOINT:N"))?
+            .parse::<u64>()
+            .map_err(|e| format!("{s:?}: N is not a number: {e}"))?;
+        let status = parts
+            .next()
+            .map(|st| match st.parse::<u16>() {
+                Ok(code @ 100..=599) => Ok(code),
+                _ => Err(format!("{s:?}: STATUS must be an HTTP status code")),
+            })
+            .transpose()?;
+        if parts.next().is_some() {
+            return Err(format!(
+                "{s:?}: too many parts; expected ENDPOINT:N[:STATUS]"
+            ));
+        }
+        Ok(Self {
+            endpoint,
+            n,
+            status,
+        })
+    }
+}
+
+/// A pre-registered client: `id=ID[,secret=S][,auth=METHOD][,redirect=URI]...`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSpec {
+    pub id: String,
+    pub secret: Option<String>,
+    pub auth: TokenAuthMethod,
+    pub redirect_uris: Vec<String>,
+}
+
+impl fmt::Debug for ClientSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSpec")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("auth", &self.auth)
+            .field("redirect_uris", &self.redirect_uris)
+            .finish()
+    }
+}
+
+impl ClientSpec {
+    /// A public client (auth `none`) that may redirect to any loopback port.
+    pub fn public(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: None,
+            auth: TokenAuthMethod::None,
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+        }
+    }
+
+    /// A confidential client using `auth`.
+    pub fn confidential(
+        id: impl Into<String>,
+        secret: impl Into<String>,
+        auth: TokenAuthMethod,
+    ) -> Self {
+        Self {
+            secret: Some(secret.into()),
+            auth,
+            ..Self::public(id)
+        }
+    }
+}
+
+impl FromStr for ClientSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut id = None;
+        let mut secret = None;
+        let mut auth = None;
+        let mut redirect_uris = Vec::new();
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected key=value"))?;
+            match k {
+                "id" => id = Some(v.to_owned()),
+                "secret" => secret = Some(v.to_owned()),
+                "auth" => {
+                    auth = Some(TokenAuthMethod::parse(v).ok_or_else(|| {
+                        format!("auth={v:?}: one of none, client_secret_basic, client_secret_post")
+                    })?)
+                }
+                "redirect" => redirect_uris.push(v.to_owned()),
+                other => return Err(format!("unknown client key {other:?}")),
+            }
+        }
+        let id = id.ok_or("a client needs id=")?;
+        let auth = auth.unwrap_or(if secret.is_some() {
+            TokenAuthMethod::ClientSecretBasic
+        } else {
+            TokenAuthMethod::None
+        });
+        if auth != TokenAuthMethod::None && secret.is_none() {
+            return Err(format!(
+                "client {id:?}: auth={} needs secret=",
+                auth.as_str()
+            ));
+        }
+        if redirect_uris.is_empty() {
+            redirect_uris.push("http://127.0.0.1/callback".into());
+        }
+        Ok(Self {
+            id,
+            secret,
+            auth,
+            redirect_uris,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let k = Knobs::default();
+        assert_eq!(k.mcp_path, "/mcp");
+        assert_eq!(k.prm, PrmLocation::Header);
+        assert_eq!(
+            k.metadata,
+            vec![MetadataDoc::Oauth, MetadataDoc::OidcInsert]
+        );
+        assert_eq!(k.challenge_scope, ScopeList::new(["mcp:tools"]));
+        assert_eq!(k.token_lifetime, 3600);
+    }
+
+    #[test]
+    fn endpoint_fault_parses() {
+        let f: EndpointFault = "token:2:502".parse().unwrap();
+        assert_eq!(f, EndpointFault::new(Endpoint::Token, 2).with_status(502));
+        assert!(
+            "nope:1"
+                .parse::<EndpointFault>()
+                .unwrap_err()
+                .contains("one of")
+        );
+        assert!("mcp".parse::<EndpointFault>().is_err());
+        assert!("mcp:1:42".parse::<EndpointFault>().is_err());
+    }
+
+    #[test]
+    fn client_spec_parses_and_redacts() {
+        let c: ClientSpec = "id=a,secret=s3cr3t,auth=client_secret_post"
+            .parse()
+            .unwrap();
+        assert_eq!(c.auth, TokenAuthMethod::ClientSecretPost);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(
+            "id=a,auth=client_secret_basic"
+                .parse::<ClientSpec>()
+                .is_err()
+        );
+        assert_eq!(
+            "id=p".parse::<ClientSpec>().unwrap().auth,
+            TokenAuthMethod::None
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! keyway-testbed: a real OAuth 2.1 authorization server and a protected MCP server
+//! (Streamable HTTP) on 127.0.0.1, with a knob for every behaviour a client must cope
+//! with, and counters that show what the client did.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyway_testbed::TestbedError> {
+//! use keyway_testbed::{Knobs, Testbed};
+//! let mut knobs = Knobs::default();
+//! knobs.token_lifetime = 2;
+//! let testbed = Testbed::start(knobs).await?;
+//! println!("MCP at {}, issuer {}", testbed.mcp_url(), testbed.issuer());
+//! # Ok(()) }
+//! ```
+
+mod authz;
+mod clock;
+mod db;
+mod faults;
+mod knobs;
+mod resource;
+mod serve;
+mod shared;
+mod stats;
+mod tools;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use axum::{Json, Router, http::StatusCode, middleware, response::IntoResponse};
+use serde::Serialize;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub use crate::{
+    clock::{Clock, ManualClock, SystemClock},
+    knobs::{
+        ClientSpec, Endpoint, EndpointFault, IssMode, Knobs, MetadataDoc, PkceAdvertised,
+        PrmLocation, ScopeList, TokenAuthMethod,
+    },
+    stats::{AuthorizeSeen, Stats, TokenSeen},
+};
+use crate::{faults::RouteTable, shared::Shared, shared::Urls};
+
+/// Why a testbed could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestbedError {
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid knob: {0}")]
+    InvalidKnob(String),
+}
+
+/// Where a running testbed can be reached; printed by `keyway testbed`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Announcement {
+    pub mcp_url: String,
+    pub issuer: String,
+    pub stats_url: String,
+}
+
+/// A running testbed. Dropping it stops it.
+#[derive(Debug)]
+pub struct Testbed {
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Testbed {
+    /// Start on the real clock.
+    pub async fn start(knobs: Knobs) -> Result<Self, TestbedError> {
+        Self::start_with_clock(knobs, Arc::new(SystemClock)).await
+    }
+
+    /// Start with an injected clock (a [`ManualClock`] lets tests expire tokens).
+    /// Both listeners are bound when this returns: the testbed is ready.
+    pub async fn start_with_clock(
+        knobs: Knobs,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TestbedError> {
+        validate(&knobs)?;
+        let rs = bind(knobs.port).await?;
+        let as_ = if knobs.shared_origin {
+            None
+        } else {
+            Some(bind(knobs.as_port).await?)
+        };
+        let rs_addr = local_addr(&rs, knobs.port)?;
+        let as_addr = match &as_ {
+            Some(l) => local_addr(l, knobs.as_port)?,
+            None => rs_addr,
+        };
+        let urls = Urls::new(&knobs, rs_addr, as_addr);
+        let shared = Arc::new(Shared::new(knobs, clock, urls));
+        let shutdown = CancellationToken::new();
+
+        let (rs_router, rs_table) = resource::routes(&shared, shutdown.child_token());
+        let (as_router, as_table) = authz::routes(&shared);
+        let mut tasks = Vec::new();
+        if let Some(as_listener) = as_ {
+            let app = finish(&shared, as_router, as_table)?;
+            tasks.push(tokio::spawn(serve::serve(
+                as_listener,
+                app,
+                shutdown.clone(),
+            )));
+            let app = finish(&shared, rs_router, rs_table)?;
+            tasks.push(tokio::spawn(serve::serve(rs, app, shutdown.clone())));
+        } else {
+            let mut table = rs_table;
+            for (path, _) in &as_table {
+                if table.iter().any(|(p, _)| p == path) {
+                    return Err(TestbedError::InvalidKnob(format!(
+                        "with --shared-origin, {path} is both an MCP server and an authorization server path"
+                    )));
+                }
+            }
+            table.extend(as_table);
+            let app = finish(&shared, rs_router.merge(as_router), table)?;
+            tasks.push(tokio::spawn(serve::serve(rs, app, shutdown.clone())));
+        }
+        Ok(Self {
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The MCP endpoint, e.g. `http://127.0.0.1:41234/mcp`.
+    pub fn mcp_url(&self) -> &str {
+        &self.shared.urls.mcp_url
+    }
+
+    /// The authorization server's issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.shared.urls.issuer
+    }
+
+    /// The resource identifier tokens for this server must be bound to.
+    pub fn resource(&self) -> &str {
+        &self.shared.urls.resource
+    }
+
+    /// Origin of the MCP listener, e.g. `http://127.0.0.1:41234`.
+    pub fn rs_origin(&self) -> &str {
+        &self.shared.urls.rs_origin
+    }
+
+    /// Origin of the authorization server listener.
+    pub fn as_origin(&self) -> &str {
+        &self.shared.urls.as_origin
+    }
+
+    /// Where the protected resource metadata is served, if the knobs serve it.
+    pub fn prm_url(&self) -> Option<String> {
+        self.shared.urls.prm_url()
+    }
+
+    /// URL of an authorization server endpoint (`authorize`, `token`, `register`,
+    /// `revoke`, `introspect`, `device_authorization`, `device`, `jwks`).
+    pub fn endpoint_url(&self, name: &str) -> String {
+        self.shared.urls.endpoint_url(name)
+    }
+
+    pub fn stats_url(&self) -> String {
+        format!("{}{}", self.shared.urls.rs_origin, resource::STATS_PATH)
+    }
+
+    pub fn announcement(&self) -> Announcement {
+        Announcement {
+            mcp_url: self.mcp_url().to_owned(),
+            issuer: self.issuer().to_owned(),
+            stats_url: self.stats_url(),
+        }
+    }
+
+    pub fn knobs(&self) -> &Knobs {
+        &self.shared.knobs
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats().clone()
+    }
+
+    /// Mint an access token for this server with `scope` (space separated), as if an
+    /// administrator had issued a static API token. It expires per `--token-lifetime`.
+    pub fn mint_access_token(&self, scope: &str) -> String {
+        let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+        let now = self.shared.now();
+        self.shared.db().mint_access(
+            "testbed-minted",
+            &scopes,
+            Some(&self.shared.urls.resource),
+            None,
+            now,
+            self.shared.knobs.access_token_lifetime(),
+        )
+    }
+
+    /// Stop serving and wait for the listeners to close.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn bind(port: u16) -> Result<TcpListener, TestbedError> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| TestbedError::Bind { port, source })
+}
+
+fn local_addr(l: &TcpListener, port: u16) -> Result<SocketAddr, TestbedError> {
+    l.local_addr()
+        .map_err(|source| TestbedError::Bind { port, source })
+}
+
+/// Paths become axum routes: refuse what axum would read as a pattern, or panic on.
+fn validate(k: &Knobs) -> Result<(), TestbedError> {
+    for (name, path) in [
+        ("--mcp-path", &k.mcp_path),
+        ("--prm-custom-path", &k.prm_custom_path),
+        ("--issuer-path", &k.issuer_path),
+    ] {
+        if path
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | '*' | '?' | '#') || c.is_whitespace())
+        {
+            return Err(TestbedError::InvalidKnob(format!(
+                "{name} {path:?}: use a plain path"
+            )));
+        }
+    }
+    if k.mcp_path.trim_matches('/').is_empty() {
+        return Err(TestbedError::InvalidKnob(
+            "--mcp-path must not be the root".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Add the fallback and the counting/fault layer, then bind the state.
+fn finish(
+    shared: &Arc<Shared>,
+    router: Router<Arc<Shared>>,
+    table: Vec<(String, Endpoint)>,
+) -> Result<Router, TestbedError> {
+    let table: RouteTable = table.into_iter().collect::<HashMap<_, _>>();
+    Ok(router
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({"error": "not_found"})),
+            )
+                .into_response()
+        })
+        .layer(middleware::from_fn_with_state(
+            (shared.clone(), Arc::new(table)),
+            faults::faults,
+        ))
+        .with_state(shared.clone()))
+}

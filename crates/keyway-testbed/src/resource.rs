@@ -1,0 +1,234 @@
+//! The protected resource: its metadata (RFC 9728), the bearer check in front of the
+//! MCP endpoint (RFC 6750 challenges, audience binding, step-up scopes), and the
+//! counters endpoint.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::{Body, to_bytes},
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    knobs::{Endpoint, PrmLocation},
+    shared::Shared,
+    tools::TestbedTools,
+};
+
+/// Largest MCP request body the bearer check will read.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Where the counters are served.
+pub(crate) const STATS_PATH: &str = "/_testbed/stats";
+
+pub(crate) fn routes(
+    shared: &Arc<Shared>,
+    shutdown: CancellationToken,
+) -> (Router<Arc<Shared>>, Vec<(String, Endpoint)>) {
+    let mut table = Vec::new();
+    let mut router = Router::new().route(
+        STATS_PATH,
+        get(|State(s): State<Arc<Shared>>| async move { Json(s.stats().clone()) }),
+    );
+    if let Some(path) = &shared.urls.prm_path {
+        router = router.route(
+            path,
+            get(
+                |State(s): State<Arc<Shared>>| async move { Json(protected_resource_metadata(&s)) },
+            ),
+        );
+        table.push((path.clone(), Endpoint::Prm));
+    }
+
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
+    let mcp =
+        StreamableHttpService::new(|| Ok(TestbedTools::new()), shared.sessions.clone(), config);
+    let mcp_path = shared.urls.mcp_path.clone();
+    let mcp_router = Router::new()
+        .route_service(&mcp_path, mcp)
+        .route_layer(middleware::from_fn_with_state(shared.clone(), bearer_check));
+    table.push((mcp_path, Endpoint::Mcp));
+    (router.merge(mcp_router), table)
+}
+
+fn protected_resource_metadata(shared: &Shared) -> Value {
+    let k = &shared.knobs;
+    let mut doc = json!({
+        "resource": k.prm_resource.clone().unwrap_or_else(|| shared.urls.resource.clone()),
+        "authorization_servers": [
+            k.prm_authorization_server.clone().unwrap_or_else(|| shared.urls.issuer.clone())
+        ],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "keyway testbed",
+    });
+    if !k.scopes_supported.is_empty() {
+        doc["scopes_supported"] = json!(k.scopes_supported.0);
+    }
+    doc
+}
+
+/// The bearer check: 401 with a challenge without a valid token for this resource;
+/// 403 insufficient_scope for step-up tools without the step-up scope; a plain 403
+/// for forbidden tools.
+async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let k = &shared.knobs;
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        });
+    let Some(token) = token else {
+        return unauthorized(&shared, None);
+    };
+    if k.always_401 {
+        return unauthorized(
+            &shared,
+            Some("the testbed refuses every token (--always-401)"),
+        );
+    }
+    let now = shared.now();
+    let scopes = {
+        let db = shared.db();
+        match db.access.get(&token) {
+            None => None,
+            Some(at) if at.revoked => None,
+            Some(at) if at.expires_at <= now => None,
+            Some(at)
+                if !k.no_audience_binding
+                    && at.resource.as_deref() != Some(shared.urls.resource.as_str()) =>
+            {
+                None
+            }
+            Some(at) => Some(at.scope.clone()),
+        }
+    };
+    let Some(scopes) = scopes else {
+        return unauthorized(
+            &shared,
+            Some("the access token is unknown, expired, revoked, or for another resource"),
+        );
+    };
+
+    let req = if req.method() == Method::POST {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+        };
+        if let Some(tool) = called_tool(&bytes) {
+            if k.forbidden_tools.iter().any(|t| *t == tool) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({"error": "forbidden", "error_description": "this tool is refused to every client"})),
+                )
+                    .into_response();
+            }
+            let needs_step_up = tool == "admin_only" || k.step_up_tools.iter().any(|t| *t == tool);
+            let has_scope = scopes.iter().any(|s| *s == k.step_up_scope);
+            if needs_step_up && (k.step_up_never_satisfied || !has_scope) {
+                shared.stats().insufficient_scope += 1;
+                let value = challenge(
+                    &shared,
+                    Some("insufficient_scope"),
+                    Some(&k.step_up_scope),
+                    None,
+                );
+                return (StatusCode::FORBIDDEN, [(header::WWW_AUTHENTICATE, value)])
+                    .into_response();
+            }
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        req
+    };
+    shared.stats().authorized_mcp_requests += 1;
+    next.run(req).await
+}
+
+/// The tool a JSON-RPC `tools/call` request names, if the body is one.
+fn called_tool(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    (v.get("method")?.as_str()? == "tools/call")
+        .then(|| v.get("params")?.get("name")?.as_str().map(str::to_owned))
+        .flatten()
+}
+
+fn unauthorized(shared: &Shared, invalid_token: Option<&str>) -> Response {
+    shared.stats().unauthorized += 1;
+    let scope =
+        (!shared.knobs.challenge_scope.is_empty()).then(|| shared.knobs.challenge_scope.joined());
+    let value = challenge(
+        shared,
+        invalid_token.map(|_| "invalid_token"),
+        scope.as_deref(),
+        invalid_token,
+    );
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, value)],
+    )
+        .into_response()
+}
+
+/// A `Bearer` challenge (RFC 6750 §3) with `resource_metadata` (RFC 9728 §5.1) when the
+/// knobs put the metadata location in the header.
+fn challenge(
+    shared: &Shared,
+    error: Option<&str>,
+    scope: Option<&str>,
+    description: Option<&str>,
+) -> HeaderValue {
+    let mut params = Vec::new();
+    if let Some(e) = error {
+        params.push(format!("error=\"{e}\""));
+    }
+    if let Some(d) = description {
+        params.push(format!(
+            "error_description=\"{}\"",
+            d.replace(['"', '\\'], "'")
+        ));
+    }
+    if let Some(s) = scope {
+        params.push(format!("scope=\"{s}\""));
+    }
+    if matches!(shared.knobs.prm, PrmLocation::Header | PrmLocation::Custom) {
+        if let Some(url) = shared.urls.prm_url() {
+            params.push(format!("resource_metadata=\"{url}\""));
+        }
+    }
+    let value = if params.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", params.join(", "))
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_called_tool() {
+        let call =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_only"}}"#;
+        assert_eq!(called_tool(call).as_deref(), Some("admin_only"));
+        assert_eq!(
+            called_tool(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            None
+        );
+        assert_eq!(called_tool(b"not json"), None);
+    }
+}

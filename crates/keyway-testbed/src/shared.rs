@@ -1,0 +1,241 @@
+//! What every handler of one testbed sees: the knobs, the clock, the addresses, the
+//! authorization server's memory and the counters.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+use crate::{
+    clock::Clock,
+    db::Db,
+    knobs::{Endpoint, EndpointFaults, Knobs, MetadataDoc, PrmLocation},
+    stats::Stats,
+};
+
+pub(crate) struct Shared {
+    pub knobs: Knobs,
+    pub clock: Arc<dyn Clock>,
+    pub urls: Urls,
+    pub db: Mutex<Db>,
+    pub stats: Mutex<Stats>,
+    pub sessions: Arc<LocalSessionManager>,
+    faults: HashMap<Endpoint, EndpointFaults>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new(knobs: Knobs, clock: Arc<dyn Clock>, urls: Urls) -> Self {
+        let faults = [
+            Endpoint::Mcp,
+            Endpoint::Prm,
+            Endpoint::AsMetadata,
+            Endpoint::Authorize,
+            Endpoint::Token,
+            Endpoint::Register,
+            Endpoint::Revoke,
+            Endpoint::Introspect,
+            Endpoint::DeviceAuthorization,
+            Endpoint::DeviceVerify,
+            Endpoint::Jwks,
+            Endpoint::Other,
+        ]
+        .into_iter()
+        .map(|e| (e, knobs.faults_for(e)))
+        .collect();
+        Self {
+            db: Mutex::new(Db::new(&knobs.clients)),
+            stats: Mutex::new(Stats::default()),
+            sessions: Arc::new(LocalSessionManager::default()),
+            knobs,
+            clock,
+            urls,
+            faults,
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// The AS memory. A poisoned lock means a handler panicked mid-update; the testbed
+    /// is a test tool, so it carries on with what is there.
+    pub fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stats(&self) -> MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn faults(&self, endpoint: Endpoint) -> &EndpointFaults {
+        // Every endpoint was put in the map by `new`.
+        &self.faults[&endpoint]
+    }
+
+    /// Drop every MCP session, as a server restart would.
+    pub async fn drop_sessions(&self) {
+        let handles: Vec<_> = self.sessions.sessions.write().await.drain().collect();
+        for (_, handle) in handles {
+            let _ = handle.close().await;
+        }
+    }
+}
+
+/// Every address the testbed serves, derived once from the knobs and the bound ports.
+#[derive(Clone, Debug)]
+pub(crate) struct Urls {
+    /// `http://127.0.0.1:PORT` of the MCP listener.
+    pub rs_origin: String,
+    /// `http://127.0.0.1:PORT` of the AS listener (the same as rs_origin when shared).
+    pub as_origin: String,
+    pub mcp_path: String,
+    /// The MCP endpoint URL.
+    pub mcp_url: String,
+    /// The resource identifier this server really is (what tokens must be bound to).
+    pub resource: String,
+    /// Where the protected resource metadata is served, if anywhere.
+    pub prm_path: Option<String>,
+    pub issuer_path: String,
+    pub issuer: String,
+}
+
+impl Urls {
+    pub fn new(knobs: &Knobs, rs: SocketAddr, as_: SocketAddr) -> Self {
+        let rs_origin = format!("http://{rs}");
+        let as_origin = format!("http://{as_}");
+        let mcp_path = normalize_path(&knobs.mcp_path);
+        let mcp_url = format!("{rs_origin}{mcp_path}");
+        let resource = match knobs.prm {
+            PrmLocation::Root => rs_origin.clone(),
+            _ => mcp_url.clone(),
+        };
+        let prm_path = match knobs.prm {
+            PrmLocation::Header | PrmLocation::Path => {
+                Some(format!("/.well-known/oauth-protected-resource{mcp_path}"))
+            }
+            PrmLocation::Root => Some("/.well-known/oauth-protected-resource".to_owned()),
+            PrmLocation::Custom => Some(normalize_path(&knobs.prm_custom_path)),
+            PrmLocation::Absent => None,
+        };
+        let issuer_path = normalize_path(&knobs.issuer_path);
+        let issuer_path = if issuer_path == "/" {
+            String::new()
+        } else {
+            issuer_path
+        };
+        let issuer = format!("{as_origin}{issuer_path}");
+        Self {
+            rs_origin,
+            as_origin,
+            mcp_path,
+            mcp_url,
+            resource,
+            prm_path,
+            issuer_path,
+            issuer,
+        }
+    }
+
+    pub fn prm_url(&self) -> Option<String> {
+        self.prm_path
+            .as_ref()
+            .map(|p| format!("{}{p}", self.rs_origin))
+    }
+
+    /// Path (on the AS origin) of an AS endpoint, e.g. `endpoint_path("token")`.
+    pub fn endpoint_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.issuer_path)
+    }
+
+    pub fn endpoint_url(&self, name: &str) -> String {
+        format!("{}{}", self.as_origin, self.endpoint_path(name))
+    }
+
+    /// Path of one AS metadata document (RFC 8414 §3.1; OpenID Discovery §4).
+    pub fn metadata_path(&self, doc: MetadataDoc) -> Option<String> {
+        let p = &self.issuer_path;
+        match doc {
+            MetadataDoc::Oauth => Some(format!("/.well-known/oauth-authorization-server{p}")),
+            MetadataDoc::OidcInsert => Some(format!("/.well-known/openid-configuration{p}")),
+            MetadataDoc::OidcAppend => Some(format!("{p}/.well-known/openid-configuration")),
+            MetadataDoc::None => None,
+        }
+    }
+}
+
+/// `x/y/` -> `/x/y`; "" stays "".
+fn normalize_path(p: &str) -> String {
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        if p.is_empty() {
+            String::new()
+        } else {
+            "/".to_owned()
+        }
+    } else if trimmed.starts_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(k: &Knobs) -> Urls {
+        Urls::new(
+            k,
+            "127.0.0.1:1000".parse().unwrap(),
+            "127.0.0.1:2000".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn metadata_paths_follow_rfc8414_and_oidc() {
+        let mut k = Knobs::default();
+        k.issuer_path = "tenant1/".into();
+        let u = urls(&k);
+        assert_eq!(u.issuer, "http://127.0.0.1:2000/tenant1");
+        assert_eq!(
+            u.metadata_path(MetadataDoc::Oauth).unwrap(),
+            "/.well-known/oauth-authorization-server/tenant1"
+        );
+        assert_eq!(
+            u.metadata_path(MetadataDoc::OidcAppend).unwrap(),
+            "/tenant1/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            u.endpoint_url("token"),
+            "http://127.0.0.1:2000/tenant1/token"
+        );
+    }
+
+    #[test]
+    fn prm_location_decides_resource_and_path() {
+        let mut k = Knobs::default();
+        let u = urls(&k);
+        assert_eq!(u.resource, "http://127.0.0.1:1000/mcp");
+        assert_eq!(
+            u.prm_path.as_deref(),
+            Some("/.well-known/oauth-protected-resource/mcp")
+        );
+        k.prm = PrmLocation::Root;
+        let u = urls(&k);
+        assert_eq!(u.resource, "http://127.0.0.1:1000");
+        k.prm = PrmLocation::Absent;
+        assert_eq!(urls(&k).prm_url(), None);
+    }
+}

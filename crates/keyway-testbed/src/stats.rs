@@ -1,0 +1,118 @@
+//! Counters a test reads to see what a client did (also served as JSON on
+//! `GET /_testbed/stats`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::knobs::Endpoint;
+
+/// How many recent authorization and token requests are kept for inspection.
+const LOG_LEN: usize = 64;
+
+/// A snapshot of the testbed's counters.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests per named endpoint (`mcp`, `token`, ...).
+    pub endpoints: BTreeMap<String, u64>,
+    /// Requests per `METHOD path`, including paths the testbed does not serve.
+    pub paths: BTreeMap<String, u64>,
+    /// Authorization codes issued (approved authorization requests).
+    pub authorizations: u64,
+    /// Authorization requests denied (`--deny`).
+    pub denials: u64,
+    /// Authorization codes exchanged for tokens.
+    pub code_exchanges: u64,
+    /// Successful refresh_token grants.
+    pub refreshes: u64,
+    /// Refresh token families revoked because a rotated-out token was used again.
+    pub reuse_revocations: u64,
+    /// Clients registered dynamically (RFC 7591).
+    pub registrations: u64,
+    /// Successful client_credentials grants.
+    pub client_credentials_grants: u64,
+    /// Successful device_code grants.
+    pub device_grants: u64,
+    /// Tokens revoked through the revocation endpoint.
+    pub revocations: u64,
+    /// Token requests refused (any OAuth error).
+    pub token_errors: u64,
+    /// MCP requests refused with 401.
+    pub unauthorized: u64,
+    /// MCP requests refused with 403 insufficient_scope.
+    pub insufficient_scope: u64,
+    /// Connections dropped on purpose (`--drop-after`).
+    pub dropped_connections: u64,
+    /// Answers replaced by an injected 5xx (`--fail-nth`).
+    pub injected_failures: u64,
+    /// MCP requests that carried a token the testbed accepted.
+    pub authorized_mcp_requests: u64,
+    /// The last authorization requests, oldest first.
+    pub authorize_log: VecDeque<AuthorizeSeen>,
+    /// The last token requests, oldest first.
+    pub token_log: VecDeque<TokenSeen>,
+}
+
+/// What an authorization request asked for.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct AuthorizeSeen {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub has_state: bool,
+}
+
+/// What a token request asked for (never the secrets it carried).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct TokenSeen {
+    pub grant_type: String,
+    pub client_id: Option<String>,
+    /// How the client authenticated: none, client_secret_basic, client_secret_post.
+    pub client_auth: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    /// `ok` or the OAuth error code returned.
+    pub outcome: String,
+}
+
+impl Stats {
+    pub(crate) fn hit(&mut self, endpoint: Endpoint, method: &str, path: &str) {
+        *self
+            .endpoints
+            .entry(endpoint.as_str().to_owned())
+            .or_default() += 1;
+        *self.paths.entry(format!("{method} {path}")).or_default() += 1;
+    }
+
+    pub(crate) fn log_authorize(&mut self, seen: AuthorizeSeen) {
+        if self.authorize_log.len() == LOG_LEN {
+            self.authorize_log.pop_front();
+        }
+        self.authorize_log.push_back(seen);
+    }
+
+    pub(crate) fn log_token(&mut self, seen: TokenSeen) {
+        if seen.outcome != "ok" {
+            self.token_errors += 1;
+        }
+        if self.token_log.len() == LOG_LEN {
+            self.token_log.pop_front();
+        }
+        self.token_log.push_back(seen);
+    }
+
+    /// Requests seen by a named endpoint.
+    pub fn endpoint(&self, endpoint: Endpoint) -> u64 {
+        self.endpoints.get(endpoint.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Requests seen for `METHOD path`.
+    pub fn path(&self, method_and_path: &str) -> u64 {
+        self.paths.get(method_and_path).copied().unwrap_or(0)
+    }
+}

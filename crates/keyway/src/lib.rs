@@ -1,0 +1,12 @@
+//! keyway: reach remote MCP servers that need authorization.
+//!
+//! The library behind the `keyway` command: connections to MCP servers over
+//! Streamable HTTP with the token injected per request ([`mcp`]), secrets that cannot
+//! leak through logs ([`Secret`]), and the HTTP client policy ([`http`]). The
+//! authorization flow, the encrypted store, the bridge and the gateway grow here.
+
+pub mod http;
+pub mod mcp;
+mod secret;
+
+pub use secret::Secret;

@@ -1,0 +1,174 @@
+//! The HTTP side of an MCP connection: rmcp's Streamable HTTP client over keyway's
+//! reqwest client, with the bearer token asked for on every request (so a refreshed
+//! token is picked up at once) and never kept in a config struct that derives `Debug`.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use futures::{future::BoxFuture, stream::BoxStream};
+use http::{HeaderName, HeaderValue};
+use rmcp::{
+    model::ClientJsonRpcMessage,
+    transport::{
+        auth::AuthError,
+        streamable_http_client::{
+            StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+            StreamableHttpResponseLimits,
+        },
+    },
+};
+use sse_stream::{Error as SseError, Sse};
+
+use crate::Secret;
+
+/// Where a connection gets the token for its next request.
+pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
+    /// The token to send now, or `None` to send the request without one (the server's
+    /// 401 challenge then says what it takes).
+    fn bearer(&self) -> BoxFuture<'_, Result<Option<Secret>, AuthError>>;
+}
+
+/// A fixed token (or none): static API tokens, and tests.
+#[derive(Debug, Clone, Default)]
+pub struct StaticToken(Option<Secret>);
+
+impl StaticToken {
+    pub fn new(token: Option<Secret>) -> Self {
+        Self(token)
+    }
+}
+
+impl TokenSource for StaticToken {
+    fn bearer(&self) -> BoxFuture<'_, Result<Option<Secret>, AuthError>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// rmcp's `StreamableHttpClient` for keyway: reqwest plus a [`TokenSource`].
+#[derive(Clone, Debug)]
+pub(crate) struct BearerHttp {
+    http: reqwest::Client,
+    tokens: Arc<dyn TokenSource>,
+}
+
+type HttpResult<T> = Result<T, StreamableHttpError<reqwest::Error>>;
+
+impl BearerHttp {
+    pub(crate) fn new(http: reqwest::Client, tokens: Arc<dyn TokenSource>) -> Self {
+        Self { http, tokens }
+    }
+
+    /// The header value rmcp wants: the bare token, sent as `Authorization: Bearer`.
+    async fn auth_header(&self) -> HttpResult<Option<String>> {
+        let token = self
+            .tokens
+            .bearer()
+            .await
+            .map_err(StreamableHttpError::Auth)?;
+        Ok(token.map(|t| t.expose().to_owned()))
+    }
+}
+
+impl StreamableHttpClient for BearerHttp {
+    type Error = reqwest::Error;
+
+    fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        _auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> impl Future<Output = HttpResult<StreamableHttpPostResponse>> + Send + '_ {
+        self.post_message_with_response_limits(
+            uri,
+            message,
+            session_id,
+            None,
+            custom_headers,
+            StreamableHttpResponseLimits::default(),
+        )
+    }
+
+    fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        _auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> impl Future<Output = HttpResult<StreamableHttpPostResponse>> + Send + '_ {
+        async move {
+            let auth = self.auth_header().await?;
+            self.http
+                .post_message_with_response_limits(
+                    uri,
+                    message,
+                    session_id,
+                    auth,
+                    custom_headers,
+                    limits,
+                )
+                .await
+        }
+    }
+
+    fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        _auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> impl Future<Output = HttpResult<()>> + Send + '_ {
+        async move {
+            let auth = self.auth_header().await?;
+            self.http
+                .delete_session(uri, session_id, auth, custom_headers)
+                .await
+        }
+    }
+
+    fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        _auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> impl Future<Output = HttpResult<BoxStream<'static, Result<Sse, SseError>>>> + Send + '_
+    {
+        self.get_stream_with_max_sse_event_size(
+            uri,
+            session_id,
+            last_event_id,
+            None,
+            custom_headers,
+            StreamableHttpResponseLimits::default().max_sse_event_size,
+        )
+    }
+
+    fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        _auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> impl Future<Output = HttpResult<BoxStream<'static, Result<Sse, SseError>>>> + Send + '_
+    {
+        async move {
+            let auth = self.auth_header().await?;
+            self.http
+                .get_stream_with_max_sse_event_size(
+                    uri,
+                    session_id,
+                    last_event_id,
+                    auth,
+                    custom_headers,
+                    max_sse_event_size,
+                )
+                .await
+        }
+    }
+}

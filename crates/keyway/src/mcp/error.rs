@@ -1,0 +1,119 @@
+//! What can go wrong talking to an MCP server, in terms a person can act on.
+
+use rmcp::service::{ClientInitializeError, ServiceError};
+
+/// Opening a connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("{url} is not a usable MCP server URL: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// The server answered 401: it needs (new) authorization.
+    #[error("{url} needs authorization")]
+    AuthorizationRequired {
+        url: String,
+        /// The `WWW-Authenticate` challenge, if the server sent one.
+        challenge: Option<String>,
+    },
+
+    /// The server answered 403 insufficient_scope.
+    #[error("{url} needs more scopes than the token has")]
+    InsufficientScope { url: String, challenge: String },
+
+    /// Anything else: unreachable, not an MCP server, a protocol error.
+    #[error("could not connect to {url}: {reason}")]
+    Failed { url: String, reason: String },
+}
+
+impl ConnectError {
+    pub(crate) fn from_initialize(url: &str, e: ClientInitializeError) -> Self {
+        let url = url.to_owned();
+        if let Some(challenge) = e.auth_challenge() {
+            let challenge = challenge.to_owned();
+            return if e.is_authorization_required() {
+                Self::AuthorizationRequired {
+                    url,
+                    challenge: Some(challenge),
+                }
+            } else {
+                Self::InsufficientScope { url, challenge }
+            };
+        }
+        let reason = describe(&e);
+        if reason.contains("HTTP 401") {
+            return Self::AuthorizationRequired {
+                url,
+                challenge: None,
+            };
+        }
+        Self::Failed { url, reason }
+    }
+
+    /// Whether the fix is to (re-)authorize.
+    pub fn needs_authorization(&self) -> bool {
+        matches!(
+            self,
+            Self::AuthorizationRequired { .. } | Self::InsufficientScope { .. }
+        )
+    }
+}
+
+/// A request on an open connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error("{url} needs authorization")]
+    AuthorizationRequired {
+        url: String,
+        challenge: Option<String>,
+    },
+    #[error("{url} needs more scopes than the token has")]
+    InsufficientScope { url: String, challenge: String },
+    #[error("the server refused the request: {message} (JSON-RPC error {code})")]
+    Server { code: i32, message: String },
+    #[error("the connection to {url} failed: {reason}")]
+    Transport { url: String, reason: String },
+}
+
+impl RequestError {
+    pub(crate) fn from_service(url: &str, e: ServiceError) -> Self {
+        let url = url.to_owned();
+        if let Some(challenge) = e.auth_challenge() {
+            let challenge = challenge.to_owned();
+            return if e.is_authorization_required() {
+                Self::AuthorizationRequired {
+                    url,
+                    challenge: Some(challenge),
+                }
+            } else {
+                Self::InsufficientScope { url, challenge }
+            };
+        }
+        match e {
+            ServiceError::McpError(data) => Self::Server {
+                code: data.code.0,
+                message: data.message.into_owned(),
+            },
+            other => Self::Transport {
+                url,
+                reason: describe(&other),
+            },
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
