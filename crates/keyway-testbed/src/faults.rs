@@ -60,16 +60,16 @@ pub(crate) async fn faults(
         }
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    if let Some((n, status)) = rules.fail_nth {
-        if nth == n {
-            shared.stats().injected_failures += 1;
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return (
-                status,
-                Json(json!({"error": "temporarily_unavailable", "error_description": "injected by --fail-nth"})),
-            )
-                .into_response();
-        }
+    if let Some((n, status)) = rules.fail_nth
+        && nth == n
+    {
+        shared.stats().injected_failures += 1;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return (
+            status,
+            Json(json!({"error": "temporarily_unavailable", "error_description": "injected by --fail-nth"})),
+        )
+            .into_response();
     }
     let resp = next.run(req).await;
     match rules.oversize {

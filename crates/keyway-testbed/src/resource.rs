@@ -128,15 +128,15 @@ async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Nex
             return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
         };
         if let Some(tool) = called_tool(&bytes) {
-            if k.forbidden_tools.iter().any(|t| *t == tool) {
+            if k.forbidden_tools.contains(&tool) {
                 return (
                     StatusCode::FORBIDDEN,
                     Json(json!({"error": "forbidden", "error_description": "this tool is refused to every client"})),
                 )
                     .into_response();
             }
-            let needs_step_up = tool == "admin_only" || k.step_up_tools.iter().any(|t| *t == tool);
-            let has_scope = scopes.iter().any(|s| *s == k.step_up_scope);
+            let needs_step_up = tool == "admin_only" || k.step_up_tools.contains(&tool);
+            let has_scope = scopes.contains(&k.step_up_scope);
             if needs_step_up && (k.step_up_never_satisfied || !has_scope) {
                 shared.stats().insufficient_scope += 1;
                 let value = challenge(
@@ -203,10 +203,10 @@ fn challenge(
     if let Some(s) = scope {
         params.push(format!("scope=\"{s}\""));
     }
-    if matches!(shared.knobs.prm, PrmLocation::Header | PrmLocation::Custom) {
-        if let Some(url) = shared.urls.prm_url() {
-            params.push(format!("resource_metadata=\"{url}\""));
-        }
+    if matches!(shared.knobs.prm, PrmLocation::Header | PrmLocation::Custom)
+        && let Some(url) = shared.urls.prm_url()
+    {
+        params.push(format!("resource_metadata=\"{url}\""));
     }
     let value = if params.is_empty() {
         "Bearer".to_owned()

@@ -205,8 +205,10 @@ mod tests {
 
     #[test]
     fn metadata_paths_follow_rfc8414_and_oidc() {
-        let mut k = Knobs::default();
-        k.issuer_path = "tenant1/".into();
+        let k = Knobs {
+            issuer_path: "tenant1/".into(),
+            ..Knobs::default()
+        };
         let u = urls(&k);
         assert_eq!(u.issuer, "http://127.0.0.1:2000/tenant1");
         assert_eq!(

@@ -33,7 +33,11 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> (Router<Arc<Shared>>, Vec<(String,
     let mut router = Router::new();
 
     for doc in &k.metadata {
-        if let Some(path) = u.metadata_path(*doc) {
+        // Without an issuer path the two OpenID locations are one URL.
+        let path = u
+            .metadata_path(*doc)
+            .filter(|p| !table.iter().any(|(t, _)| t == p));
+        if let Some(path) = path {
             let oidc = *doc != MetadataDoc::Oauth;
             router = router.route(
                 &path,
@@ -204,10 +208,10 @@ pub(crate) fn requested_scopes(
         .map(str::to_owned)
         .collect();
     let known = &shared.knobs.as_scopes;
-    if !known.is_empty() {
-        if let Some(bad) = scopes.iter().find(|s| !known.0.contains(s)) {
-            return Err(format!("scope {bad} is not supported"));
-        }
+    if !known.is_empty()
+        && let Some(bad) = scopes.iter().find(|s| !known.0.contains(s))
+    {
+        return Err(format!("scope {bad} is not supported"));
     }
     Ok(scopes)
 }

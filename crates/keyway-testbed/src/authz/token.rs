@@ -147,13 +147,13 @@ fn authorization_code(
     }
     let resource = p.get("resource").map(String::as_str);
     check_resource(shared, resource).map_err(|e| refuse("invalid_target", e))?;
-    if let (Some(asked), Some(granted)) = (resource, stored.resource.as_deref()) {
-        if asked != granted {
-            return Err(refuse(
-                "invalid_target",
-                "resource differs from the authorization request",
-            ));
-        }
+    if let (Some(asked), Some(granted)) = (resource, stored.resource.as_deref())
+        && asked != granted
+    {
+        return Err(refuse(
+            "invalid_target",
+            "resource differs from the authorization request",
+        ));
     }
     let resource = resource.or(stored.resource.as_deref()).map(str::to_owned);
     let family = db.new_family(&caller.client.id, &stored.scope, resource.as_deref());
@@ -214,10 +214,10 @@ fn refresh(
     }
     let resource = p.get("resource").map(String::as_str);
     check_resource(shared, resource).map_err(|e| refuse("invalid_target", e))?;
-    if let (Some(asked), Some(granted)) = (resource, family.resource.as_deref()) {
-        if asked != granted {
-            return Err(refuse("invalid_target", "resource differs from the grant"));
-        }
+    if let (Some(asked), Some(granted)) = (resource, family.resource.as_deref())
+        && asked != granted
+    {
+        return Err(refuse("invalid_target", "resource differs from the grant"));
     }
     let scope = match p.get("scope") {
         None => family.scope.clone(),
@@ -234,10 +234,8 @@ fn refresh(
         }
     };
     let rotate = !k.no_rotation && !k.omit_refresh_token_on_refresh;
-    if rotate {
-        if let Some(old) = db.refresh.get_mut(presented) {
-            old.used = true;
-        }
+    if rotate && let Some(old) = db.refresh.get_mut(presented) {
+        old.used = true;
     }
     let resource = family.resource.as_deref();
     let mut issued = issue(

@@ -43,11 +43,12 @@ pub(crate) async fn revoke(
             db.revoke_family(rt.family);
             revoked = true;
         }
-    } else if let Some(at) = db.access.get_mut(token) {
-        if at.client_id == caller.client.id && !at.revoked {
-            at.revoked = true;
-            revoked = true;
-        }
+    } else if let Some(at) = db.access.get_mut(token)
+        && at.client_id == caller.client.id
+        && !at.revoked
+    {
+        at.revoked = true;
+        revoked = true;
     }
     drop(db);
     if revoked {

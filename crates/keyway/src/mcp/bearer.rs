@@ -89,7 +89,7 @@ impl StreamableHttpClient for BearerHttp {
         )
     }
 
-    fn post_message_with_response_limits(
+    async fn post_message_with_response_limits(
         &self,
         uri: Arc<str>,
         message: ClientJsonRpcMessage,
@@ -97,35 +97,31 @@ impl StreamableHttpClient for BearerHttp {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
-    ) -> impl Future<Output = HttpResult<StreamableHttpPostResponse>> + Send + '_ {
-        async move {
-            let auth = self.auth_header().await?;
-            self.http
-                .post_message_with_response_limits(
-                    uri,
-                    message,
-                    session_id,
-                    auth,
-                    custom_headers,
-                    limits,
-                )
-                .await
-        }
+    ) -> HttpResult<StreamableHttpPostResponse> {
+        let auth = self.auth_header().await?;
+        self.http
+            .post_message_with_response_limits(
+                uri,
+                message,
+                session_id,
+                auth,
+                custom_headers,
+                limits,
+            )
+            .await
     }
 
-    fn delete_session(
+    async fn delete_session(
         &self,
         uri: Arc<str>,
         session_id: Arc<str>,
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
-    ) -> impl Future<Output = HttpResult<()>> + Send + '_ {
-        async move {
-            let auth = self.auth_header().await?;
-            self.http
-                .delete_session(uri, session_id, auth, custom_headers)
-                .await
-        }
+    ) -> HttpResult<()> {
+        let auth = self.auth_header().await?;
+        self.http
+            .delete_session(uri, session_id, auth, custom_headers)
+            .await
     }
 
     fn get_stream(
@@ -147,7 +143,7 @@ impl StreamableHttpClient for BearerHttp {
         )
     }
 
-    fn get_stream_with_max_sse_event_size(
+    async fn get_stream_with_max_sse_event_size(
         &self,
         uri: Arc<str>,
         session_id: Option<Arc<str>>,
@@ -155,20 +151,17 @@ impl StreamableHttpClient for BearerHttp {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
-    ) -> impl Future<Output = HttpResult<BoxStream<'static, Result<Sse, SseError>>>> + Send + '_
-    {
-        async move {
-            let auth = self.auth_header().await?;
-            self.http
-                .get_stream_with_max_sse_event_size(
-                    uri,
-                    session_id,
-                    last_event_id,
-                    auth,
-                    custom_headers,
-                    max_sse_event_size,
-                )
-                .await
-        }
+    ) -> HttpResult<BoxStream<'static, Result<Sse, SseError>>> {
+        let auth = self.auth_header().await?;
+        self.http
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await
     }
 }

@@ -1,0 +1,103 @@
+//! --drop-after, --fail-nth, --delay, --oversize.
+
+use std::time::{Duration, Instant};
+
+use keyway_testbed::{Endpoint, EndpointFault};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::bed;
+
+#[tokio::test]
+async fn drop_after_closes_the_connection_and_forgets_sessions() {
+    let b = bed(|k| k.drop_after = vec![EndpointFault::new(Endpoint::Mcp, 3)]).await;
+    let at = b.tb.mint_access_token("mcp:tools");
+    let s = b.mcp_session(&at).await; // requests 1 and 2
+    let ok = b.call_tool(&at, &s, "echo", json!({"text": "a"})).await; // 3
+    assert_eq!(ok.status(), StatusCode::OK);
+    let _ = ok.text().await;
+    // 4: no answer at all.
+    let err = b
+        .http
+        .post(b.tb.mcp_url())
+        .bearer_auth(&at)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &s)
+        .json(&json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}))
+        .send()
+        .await
+        .expect_err("the connection is dropped without an answer");
+    assert!(err.is_request() || err.is_connect(), "{err:?}");
+    assert_eq!(b.tb.stats().dropped_connections, 1);
+    // The session is gone, as after a restart; new ones work.
+    let r = b.call_tool(&at, &s, "echo", json!({"text": "b"})).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    b.mcp_session(&at).await;
+}
+
+#[tokio::test]
+async fn fail_nth_answers_one_request_with_a_5xx() {
+    let b = bed(|k| {
+        k.fail_nth = vec![
+            EndpointFault::new(Endpoint::AsMetadata, 2).with_status(502),
+            EndpointFault::new(Endpoint::Prm, 1),
+        ]
+    })
+    .await;
+    let url = format!(
+        "{}/.well-known/oauth-authorization-server",
+        b.tb.as_origin()
+    );
+    assert_eq!(b.get(&url).await.status(), StatusCode::OK);
+    assert_eq!(b.get(&url).await.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(b.get(&url).await.status(), StatusCode::OK);
+    assert_eq!(
+        b.get(&b.tb.prm_url().unwrap()).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(b.tb.stats().injected_failures, 2);
+}
+
+#[tokio::test]
+async fn delay_holds_every_answer_of_one_endpoint() {
+    let b = bed(|k| k.delay = vec![EndpointFault::new(Endpoint::Prm, 150)]).await;
+    let t = Instant::now();
+    assert_eq!(
+        b.get(&b.tb.prm_url().unwrap()).await.status(),
+        StatusCode::OK
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn oversize_pads_json_and_event_streams() {
+    let b = bed(|k| {
+        k.oversize = vec![
+            EndpointFault::new(Endpoint::Prm, 200_000),
+            EndpointFault::new(Endpoint::Mcp, 100_000),
+        ]
+    })
+    .await;
+    let body = b.get(&b.tb.prm_url().unwrap()).await.bytes().await.unwrap();
+    assert!(body.len() >= 200_000);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["resource"], b.tb.mcp_url(), "still the same document");
+
+    let at = b.tb.mint_access_token("mcp:tools");
+    let r = b
+        .mcp_post(
+            Some(&at),
+            None,
+            json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+                "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"h","version":"0"}}}),
+        )
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(text.len() >= 100_000);
+    assert!(text.starts_with(": xxx"), "an SSE comment first");
+    assert!(text.contains("\"serverInfo\""));
+}

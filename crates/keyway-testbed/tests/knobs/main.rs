@@ -1,0 +1,12 @@
+//! Every testbed knob, exercised over raw HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod faults;
+mod flow;
+mod grants;
+mod harness;
+mod listeners;
+mod mcp;
+mod metadata;
+mod tokens;

@@ -1,0 +1,136 @@
+//! Connections against a real testbed on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use keyway::{
+    Secret,
+    mcp::{ConnectError, Connection, RequestError, StaticToken, result_text},
+};
+use keyway_testbed::{Knobs, Testbed};
+use serde_json::json;
+
+fn token(t: &str) -> Arc<StaticToken> {
+    Arc::new(StaticToken::new(Some(Secret::new(t))))
+}
+
+fn http() -> reqwest::Client {
+    keyway::http::client().unwrap()
+}
+
+#[tokio::test]
+async fn without_a_token_the_challenge_comes_back() {
+    let tb = Testbed::start(Knobs::default()).await.unwrap();
+    let err = Connection::open(tb.mcp_url(), http(), Arc::new(StaticToken::default()))
+        .await
+        .unwrap_err();
+    let ConnectError::AuthorizationRequired { challenge, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let challenge = challenge.as_deref().unwrap();
+    assert!(challenge.contains(&tb.prm_url().unwrap()), "{challenge}");
+    assert!(err.needs_authorization());
+}
+
+#[tokio::test]
+async fn a_rejected_token_needs_authorization_and_never_shows_in_the_error() {
+    let tb = Testbed::start(Knobs::default()).await.unwrap();
+    let err = Connection::open(tb.mcp_url(), http(), token("tb_at_not-a-real-token"))
+        .await
+        .unwrap_err();
+    assert!(err.needs_authorization(), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("invalid_token"), "{shown}");
+    assert!(!shown.contains("not-a-real-token"), "{shown}");
+}
+
+#[tokio::test]
+async fn list_call_and_close_with_a_bearer_token() {
+    let tb = Testbed::start(Knobs::default()).await.unwrap();
+    let conn = Connection::open(
+        tb.mcp_url(),
+        http(),
+        token(&tb.mint_access_token("mcp:tools")),
+    )
+    .await
+    .unwrap();
+    let server = conn.server();
+    assert_eq!(server.name.as_deref(), Some("keyway-testbed"));
+    assert_eq!(server.protocol_version, "2025-11-25");
+    let mut names: Vec<_> = conn
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["add", "admin_only", "echo", "slow"]);
+    let r = conn
+        .call_tool("add", json!({"a": 40, "b": 2}).as_object().cloned())
+        .await
+        .unwrap();
+    assert_eq!(result_text(&r), "42");
+    conn.close().await;
+    let stats = tb.stats();
+    assert_eq!(
+        stats.path("DELETE /mcp"),
+        1,
+        "the session is closed with a DELETE"
+    );
+    assert_eq!(stats.unauthorized, 0);
+}
+
+#[tokio::test]
+async fn insufficient_scope_on_a_call_is_reported_as_such() {
+    let tb = Testbed::start(Knobs::default()).await.unwrap();
+    let conn = Connection::open(
+        tb.mcp_url(),
+        http(),
+        token(&tb.mint_access_token("mcp:tools")),
+    )
+    .await
+    .unwrap();
+    let err = conn.call_tool("admin_only", None).await.unwrap_err();
+    let RequestError::InsufficientScope { challenge, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        challenge.contains("insufficient_scope") && challenge.contains("mcp:admin"),
+        "{challenge}"
+    );
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused_before_any_request() {
+    for url in ["not a url", "ftp://127.0.0.1/mcp", "file:///etc/passwd"] {
+        let err = Connection::open(url, http(), Arc::new(StaticToken::default()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectError::InvalidUrl { .. }),
+            "{url}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_plain_failure() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Connection::open(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        http(),
+        Arc::new(StaticToken::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ConnectError::Failed { .. }), "{err:?}");
+    assert!(!err.needs_authorization());
+}
