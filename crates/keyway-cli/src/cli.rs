@@ -46,6 +46,12 @@ pub enum Command {
     /// Run keyway end to end against a built-in test server (nothing is saved).
     Demo(DemoArgs),
 
+    /// Call one tool on a server, authorizing as needed: connect, list tools, call,
+    /// print the result.
+    ///
+    /// Example: keyway call --url https://mcp.example.com/mcp echo --args '{"text":"hi"}'
+    Call(Box<CallArgs>),
+
     /// Run the test server (an OAuth 2.1 authorization server and a protected MCP
     /// server on 127.0.0.1) in the foreground, until Ctrl-C.
     ///
@@ -58,6 +64,145 @@ pub struct DemoArgs {
     /// Text to send through the `echo` tool.
     #[arg(long, default_value = "hello from keyway")]
     pub text: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// The MCP server URL (Streamable HTTP endpoint).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+
+    /// The tool to call.
+    pub tool: String,
+
+    /// Tool arguments as a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// How to authorize when a server asks for it.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Authorization")]
+pub struct AuthArgs {
+    /// How the authorization URL reaches a browser: `system` (open the OS browser),
+    /// `none` (print the URL; paste the redirect URL or the code on stdin), `follow`
+    /// (keyway follows the redirects itself, for servers that approve without a person).
+    #[arg(long, value_enum, default_value_t = BrowserArg::System)]
+    pub browser: BrowserArg,
+
+    /// Use the device authorization grant (RFC 8628): a code to enter on another device.
+    #[arg(long, conflicts_with = "client_credentials")]
+    pub device: bool,
+
+    /// Authorize as a machine with client credentials (needs --client-id and
+    /// --client-secret or --private-key).
+    #[arg(long, requires = "client_id")]
+    pub client_credentials: bool,
+
+    /// A pre-registered client id at the authorization server.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Its secret: `@FILE` reads it from a file. Prefer KEYWAY_CLIENT_SECRET or @FILE: a
+    /// value given here is visible to other users in the process list.
+    #[arg(
+        long,
+        value_name = "SECRET|@FILE",
+        env = "KEYWAY_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: Option<String>,
+
+    /// How the client authenticates at the token endpoint [default: from the secret or
+    /// key and what the server supports].
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub client_auth: Option<ClientAuthArg>,
+
+    /// A PEM private key for private_key_jwt (EC, RSA or Ed25519).
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<std::path::PathBuf>,
+
+    /// The JWS algorithm for --private-key [default: from the key type].
+    #[arg(long, value_name = "ALG", requires = "private_key")]
+    pub signing_alg: Option<String>,
+
+    /// An https URL serving keyway's client ID metadata document; used when the
+    /// authorization server supports them.
+    #[arg(long, value_name = "URL")]
+    pub client_metadata_url: Option<String>,
+
+    /// Enterprise-managed authorization: the identity provider's token endpoint, where
+    /// the ID token is exchanged for an ID-JAG (needs --id-token and --client-id).
+    #[arg(long, value_name = "URL", requires_all = ["id_token", "client_id"])]
+    pub idp_token_endpoint: Option<String>,
+
+    /// keyway's client id at the identity provider.
+    #[arg(long, value_name = "ID", requires = "idp_token_endpoint")]
+    pub idp_client_id: Option<String>,
+
+    /// Its secret at the identity provider (`@FILE` reads a file).
+    #[arg(
+        long,
+        value_name = "SECRET|@FILE",
+        env = "KEYWAY_IDP_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub idp_client_secret: Option<String>,
+
+    /// The person's ID token from the identity provider (`@FILE` reads a file).
+    #[arg(
+        long,
+        value_name = "TOKEN|@FILE",
+        env = "KEYWAY_ID_TOKEN",
+        hide_env_values = true
+    )]
+    pub id_token: Option<String>,
+
+    /// Authorize with a JWT this workload already holds (workload identity federation;
+    /// RFC 7523 jwt-bearer grant). `@FILE` reads it from a file. Needs --client-id.
+    #[arg(
+        long,
+        value_name = "JWT|@FILE",
+        env = "KEYWAY_ASSERTION",
+        hide_env_values = true,
+        requires = "client_id"
+    )]
+    pub assertion: Option<String>,
+
+    /// Scopes to ask for (space separated) instead of the server's challenge.
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: Option<String>,
+
+    /// A fixed loopback callback port (for a registration with an exact redirect URI).
+    #[arg(long, value_name = "PORT")]
+    pub callback_port: Option<u16>,
+
+    /// Seconds to wait for the browser to come back.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub auth_timeout: u64,
+
+    /// Allow plain http to non-loopback authorization servers (development only).
+    #[arg(long)]
+    pub allow_http: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrowserArg {
+    System,
+    None,
+    Follow,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub enum ClientAuthArg {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
 }
 
 #[derive(Args, Debug)]

@@ -21,6 +21,14 @@ impl Printer {
         }
     }
 
+    pub fn json_mode(&self) -> bool {
+        self.json
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Progress and narration: human mode only, not with -q.
     pub fn step(&self, line: impl AsRef<str>) {
         if !self.json && !self.quiet {

@@ -8,6 +8,7 @@ use std::{
     time::SystemTime,
 };
 
+use clap::ValueEnum;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use crate::{
@@ -37,23 +38,10 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub fn new(knobs: Knobs, clock: Arc<dyn Clock>, urls: Urls) -> Self {
-        let faults = [
-            Endpoint::Mcp,
-            Endpoint::Prm,
-            Endpoint::AsMetadata,
-            Endpoint::Authorize,
-            Endpoint::Token,
-            Endpoint::Register,
-            Endpoint::Revoke,
-            Endpoint::Introspect,
-            Endpoint::DeviceAuthorization,
-            Endpoint::DeviceVerify,
-            Endpoint::Jwks,
-            Endpoint::Other,
-        ]
-        .into_iter()
-        .map(|e| (e, knobs.faults_for(e)))
-        .collect();
+        let faults = Endpoint::value_variants()
+            .iter()
+            .map(|e| (*e, knobs.faults_for(*e)))
+            .collect();
         Self {
             db: Mutex::new(Db::new(&knobs.clients)),
             stats: Mutex::new(Stats::default()),
@@ -80,7 +68,7 @@ impl Shared {
     }
 
     pub fn faults(&self, endpoint: Endpoint) -> &EndpointFaults {
-        // Every endpoint was put in the map by `new`.
+        // `new` puts every variant of `Endpoint` in the map.
         &self.faults[&endpoint]
     }
 

@@ -5,6 +5,7 @@
 //! leak through logs ([`Secret`]), and the HTTP client policy ([`http`]). The
 //! authorization flow, the encrypted store, the bridge and the gateway grow here.
 
+pub mod auth;
 pub mod http;
 pub mod mcp;
 mod secret;

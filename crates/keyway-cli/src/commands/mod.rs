@@ -1,6 +1,8 @@
 //! One module per command; each is a plain function of its arguments, the resolved
 //! settings and the printer.
 
+mod auth;
+mod call;
 mod demo;
 mod testbed;
 
@@ -10,6 +12,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
     let _ = settings;
     match command {
         Command::Demo(args) => demo::run(args, printer).await,
+        Command::Call(args) => call::run(*args, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
     }
 }

@@ -18,27 +18,32 @@ use rmcp::{
 };
 use sse_stream::{Error as SseError, Sse};
 
+use oauth2::AccessToken;
+
 use crate::Secret;
 
 /// Where a connection gets the token for its next request.
 pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
-    /// The token to send now, or `None` to send the request without one (the server's
-    /// 401 challenge then says what it takes).
-    fn bearer(&self) -> BoxFuture<'_, Result<Option<Secret>, AuthError>>;
+    /// The token to send to `uri` now, or `None` to send the request without one
+    /// (the server's 401 challenge then says what it takes).
+    fn bearer<'a>(&'a self, uri: &'a str) -> BoxFuture<'a, Result<Option<AccessToken>, AuthError>>;
 }
 
 /// A fixed token (or none): static API tokens, and tests.
 #[derive(Debug, Clone, Default)]
-pub struct StaticToken(Option<Secret>);
+pub struct StaticToken(Option<AccessToken>);
 
 impl StaticToken {
     pub fn new(token: Option<Secret>) -> Self {
-        Self(token)
+        Self(token.map(|t| AccessToken::new(t.expose().to_owned())))
     }
 }
 
 impl TokenSource for StaticToken {
-    fn bearer(&self) -> BoxFuture<'_, Result<Option<Secret>, AuthError>> {
+    fn bearer<'a>(
+        &'a self,
+        _uri: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AccessToken>, AuthError>> {
         Box::pin(async move { Ok(self.0.clone()) })
     }
 }
@@ -58,13 +63,13 @@ impl BearerHttp {
     }
 
     /// The header value rmcp wants: the bare token, sent as `Authorization: Bearer`.
-    async fn auth_header(&self) -> HttpResult<Option<String>> {
+    async fn auth_header(&self, uri: &str) -> HttpResult<Option<String>> {
         let token = self
             .tokens
-            .bearer()
+            .bearer(uri)
             .await
             .map_err(StreamableHttpError::Auth)?;
-        Ok(token.map(|t| t.expose().to_owned()))
+        Ok(token.map(|t| t.secret().clone()))
     }
 }
 
@@ -98,7 +103,7 @@ impl StreamableHttpClient for BearerHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> HttpResult<StreamableHttpPostResponse> {
-        let auth = self.auth_header().await?;
+        let auth = self.auth_header(&uri).await?;
         self.http
             .post_message_with_response_limits(
                 uri,
@@ -118,7 +123,7 @@ impl StreamableHttpClient for BearerHttp {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> HttpResult<()> {
-        let auth = self.auth_header().await?;
+        let auth = self.auth_header(&uri).await?;
         self.http
             .delete_session(uri, session_id, auth, custom_headers)
             .await
@@ -152,7 +157,7 @@ impl StreamableHttpClient for BearerHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> HttpResult<BoxStream<'static, Result<Sse, SseError>>> {
-        let auth = self.auth_header().await?;
+        let auth = self.auth_header(&uri).await?;
         self.http
             .get_stream_with_max_sse_event_size(
                 uri,

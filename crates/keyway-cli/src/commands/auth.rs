@@ -1,0 +1,251 @@
+//! Shared by every command that may authorize: the flags turned into options, the
+//! reporter that tells the person what to do, and authorization errors turned into
+//! exit codes with hints.
+
+use std::{io::Write, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use keyway::{
+    Secret,
+    auth::{
+        AuthError, AuthMethod, AuthOptions, BrowserMode, ClientAuth, ClientOptions,
+        DiscoveryReport, GrantChoice, OAuthClient, RegistrationKind, Reporter, SigningKey,
+        enterprise::IdentityProvider,
+    },
+};
+
+use crate::{
+    cli::{AuthArgs, BrowserArg, ClientAuthArg},
+    exit::{CliError, ExitStatus},
+};
+
+pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
+    let client_secret = a.client_secret.as_deref().map(read_secret).transpose()?;
+    let private_key = match &a.private_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the private key {}", path.display()))?;
+            Some(
+                SigningKey::from_pem(&Secret::new(pem), a.signing_alg.as_deref())
+                    .map_err(|e| usage(format!("--private-key {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    if a.client_credentials && client_secret.is_none() && private_key.is_none() {
+        return Err(usage(
+            "--client-credentials needs --client-secret (or KEYWAY_CLIENT_SECRET) or --private-key"
+                .into(),
+        ));
+    }
+    if let Some(url) = &a.client_metadata_url {
+        let ok = url::Url::parse(url)
+            .is_ok_and(|u| u.scheme() == "https" && u.path() != "/" && u.fragment().is_none());
+        if !ok {
+            return Err(usage(format!(
+                "--client-metadata-url {url}: must be an https URL with a path and no fragment"
+            )));
+        }
+    }
+    let idp = match (&a.idp_token_endpoint, &a.id_token) {
+        (Some(endpoint), Some(id_token)) => {
+            let idp_secret = a
+                .idp_client_secret
+                .as_deref()
+                .map(read_secret)
+                .transpose()?;
+            let client_id = a
+                .idp_client_id
+                .clone()
+                .or_else(|| a.client_id.clone())
+                .unwrap_or_default();
+            Some(IdentityProvider {
+                token_endpoint: endpoint.clone(),
+                client: OAuthClient {
+                    client_id,
+                    auth: match idp_secret {
+                        Some(s) => ClientAuth::SecretBasic(oauth2::ClientSecret::new(
+                            s.expose().to_owned(),
+                        )),
+                        None => ClientAuth::None,
+                    },
+                    kind: RegistrationKind::Preregistered,
+                    issuer: endpoint.clone(),
+                    redirect_uris: Vec::new(),
+                },
+                id_token: read_secret(id_token)?,
+            })
+        }
+        _ => None,
+    };
+    Ok(AuthOptions {
+        client: ClientOptions {
+            client_id: a.client_id.clone(),
+            client_secret,
+            auth_method: a.client_auth.map(|m| match m {
+                ClientAuthArg::None => AuthMethod::None,
+                ClientAuthArg::ClientSecretBasic => AuthMethod::ClientSecretBasic,
+                ClientAuthArg::ClientSecretPost => AuthMethod::ClientSecretPost,
+                ClientAuthArg::PrivateKeyJwt => AuthMethod::PrivateKeyJwt,
+            }),
+            private_key,
+            client_metadata_url: a.client_metadata_url.clone(),
+        },
+        grant: if idp.is_some() {
+            GrantChoice::EnterpriseManaged
+        } else if a.assertion.is_some() {
+            GrantChoice::JwtBearer
+        } else if a.client_credentials {
+            GrantChoice::ClientCredentials
+        } else if a.device {
+            GrantChoice::Device
+        } else {
+            GrantChoice::Auto
+        },
+        browser: match a.browser {
+            BrowserArg::System => BrowserMode::System,
+            BrowserArg::None => BrowserMode::None,
+            BrowserArg::Follow => BrowserMode::Follow,
+        },
+        scopes: a
+            .scope
+            .as_ref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+        callback_port: a.callback_port,
+        callback_timeout: Duration::from_secs(a.auth_timeout.max(1)),
+        allow_http: a.allow_http,
+        client_name: "keyway".into(),
+        idp,
+        assertion: a.assertion.as_deref().map(read_secret).transpose()?,
+    })
+}
+
+/// `@FILE` reads the secret from a file (trailing newline dropped).
+fn read_secret(v: &str) -> Result<Secret, CliError> {
+    match v.strip_prefix('@') {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the client secret from {path}"))?;
+            Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        None => Ok(Secret::new(v.to_owned())),
+    }
+}
+
+fn usage(msg: String) -> CliError {
+    CliError::failure(anyhow::anyhow!(msg)).with_status(ExitStatus::Usage)
+}
+
+/// Tells the person on stderr what the flow needs from them. The URL and the device
+/// code are shown even with -q: without them nothing can proceed.
+#[derive(Debug, Clone, Copy)]
+pub struct StderrReporter {
+    pub quiet: bool,
+}
+
+impl StderrReporter {
+    fn say(&self, always: bool, text: &str) {
+        if always || !self.quiet {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{text}");
+        }
+    }
+}
+
+impl Reporter for StderrReporter {
+    fn discovered(&self, r: &DiscoveryReport) {
+        if let Some(s) = &r.authorization_server {
+            self.say(false, &format!("keyway: authorization server {}", s.issuer));
+        }
+        for p in r.problems.iter().filter(|p| !p.fatal) {
+            tracing::info!(problem = ?p.code, "{}", p.message);
+        }
+    }
+    fn registered(&self, kind: RegistrationKind, client_id: &str) {
+        let how = match kind {
+            RegistrationKind::Dynamic => "registered dynamically",
+            RegistrationKind::MetadataDocument => "using the client ID metadata document",
+            RegistrationKind::Preregistered => "using the pre-registered client",
+        };
+        self.say(false, &format!("keyway: {how} (client {client_id})"));
+    }
+    fn authorization_url(&self, url: &str, opened: bool) {
+        if opened {
+            self.say(
+                false,
+                &format!("keyway: opened your browser. If it did not appear, open:\n\n  {url}\n"),
+            );
+        } else {
+            self.say(
+                true,
+                &format!("keyway: open this URL in a browser to authorize:\n\n  {url}\n"),
+            );
+        }
+    }
+    fn waiting_for_paste(&self) {
+        self.say(true, "keyway: waiting for the browser; or paste the URL it ends on (or the code) here and press Enter");
+    }
+    fn device_code(&self, uri: &str, complete: Option<&str>, code: &str) {
+        let mut text = format!("keyway: to authorize, visit {uri} and enter the code {code}");
+        if let Some(c) = complete {
+            text.push_str(&format!("\n        (or open {c})"));
+        }
+        self.say(true, &text);
+    }
+    fn authorized(&self, issuer: &str, scopes: &[String]) {
+        let s = if scopes.is_empty() {
+            String::new()
+        } else {
+            format!(" (scopes: {})", scopes.join(" "))
+        };
+        self.say(false, &format!("keyway: authorized by {issuer}{s}"));
+    }
+    fn note(&self, message: &str) {
+        self.say(false, &format!("keyway: {message}"));
+    }
+}
+
+pub fn reporter(quiet: bool) -> Arc<dyn Reporter> {
+    Arc::new(StderrReporter { quiet })
+}
+
+/// An authorization error as a CLI error: exit 3 with what to do next.
+pub fn error(e: AuthError) -> CliError {
+    let hint: Option<String> = match &e {
+        AuthError::Discovery(report) => report.fatal().map(|p| hint_for(p.code)),
+        AuthError::PkceUnsupported { .. } => Some("the server's authorization server must support PKCE S256; ask its operator, or use an access token".into()),
+        AuthError::InsecureUrl(_) => Some("keyway only follows https (and http on loopback); --allow-http permits http for development".into()),
+        AuthError::NoRegistration { .. } => Some("pass a pre-registered --client-id (and --client-secret), or use an access token the server's operator gives you".into()),
+        AuthError::Registration { .. } => Some("the authorization server refused dynamic registration; pre-register a client and pass --client-id".into()),
+        AuthError::Callback(_) => Some("the authorization response did not check out; nothing was stored. Try again, and report it if it repeats".into()),
+        AuthError::Declined => Some("run the command again and approve the request".into()),
+        AuthError::Timeout { .. } => Some("run the command again and finish in the browser sooner, or raise --auth-timeout; without a browser here use --browser none or --device".into()),
+        AuthError::Browser(_) => Some("use --browser none to paste the redirect by hand, or --device".into()),
+        AuthError::Listener(_) => Some("free the port or drop --callback-port".into()),
+        AuthError::Token(_) => Some("the authorization server refused the token request; run again, and check the client flags if it repeats".into()),
+        AuthError::StepUpExhausted { .. } => Some("the server keeps asking for more scopes; your account may lack the permission".into()),
+        AuthError::Config(_) => None,
+        _ => None,
+    };
+    let status = match &e {
+        AuthError::Config(_) => ExitStatus::Usage,
+        _ => ExitStatus::AuthorizationNeeded,
+    };
+    let mut err = CliError::failure(e).with_status(status);
+    if let Some(h) = hint {
+        err = err.with_hint(h);
+    }
+    err
+}
+
+fn hint_for(code: keyway::auth::ProblemCode) -> String {
+    use keyway::auth::ProblemCode as P;
+    match code {
+        P::ResourceMismatch => "the server's metadata claims to be another server; it may be misconfigured or hostile. Nothing was sent to it".into(),
+        P::IssuerMismatch => "the authorization server's metadata names another issuer (RFC 8414 §3.3); it is misconfigured or hostile. Nothing was sent to it".into(),
+        P::InsecureUrl => "keyway only follows https (and http on loopback); --allow-http permits http for development".into(),
+        P::AuthServerMetadataMissing | P::NoAuthorizationServers => "the server names no reachable authorization server; use an access token if you have one".into(),
+        P::MissingEndpoint => "the authorization server metadata is incomplete; ask the server's operator".into(),
+        _ => "run with -v to see every URL keyway tried".into(),
+    }
+}

@@ -1,0 +1,132 @@
+//! Getting the person (or a program) to the authorization URL: the system browser,
+//! launched without a shell; nothing (print it, take a pasted answer); or `follow`,
+//! where keyway fetches the URL itself for servers that approve without a person.
+
+use std::{process::Stdio, time::Duration};
+
+use url::Url;
+
+use super::urls::UrlPolicy;
+
+/// How the authorization URL reaches a browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BrowserMode {
+    /// The OS browser (or `$BROWSER`).
+    #[default]
+    System,
+    /// Print the URL; take the redirect URL or the code pasted on stdin.
+    None,
+    /// Fetch the URL and follow its redirects back to the loopback listener.
+    Follow,
+}
+
+/// Whether this session can plausibly show a browser.
+pub fn browser_available() -> bool {
+    if std::env::var_os("BROWSER").is_some_and(|b| !b.is_empty()) {
+        return true;
+    }
+    if cfg!(target_os = "linux") || cfg!(target_os = "freebsd") || cfg!(target_os = "openbsd") {
+        return ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    }
+    true
+}
+
+/// Launch the system browser on `url` (already checked to be https or loopback
+/// http). Arguments go to the program directly; no shell ever sees the URL.
+pub async fn open_system(url: &Url) -> Result<(), String> {
+    let (program, mut args): (String, Vec<String>) = match std::env::var("BROWSER") {
+        Ok(b) if !b.trim().is_empty() => {
+            let mut parts = b.split_whitespace().map(str::to_owned);
+            let program = parts.next().unwrap_or_default();
+            (program, parts.collect())
+        }
+        _ if cfg!(target_os = "macos") => ("open".into(), vec![]),
+        _ if cfg!(windows) => (
+            "rundll32.exe".into(),
+            vec!["url.dll,FileProtocolHandler".into()],
+        ),
+        _ => ("xdg-open".into(), vec![]),
+    };
+    if args.iter().any(|a| a.contains("%s")) {
+        args = args
+            .into_iter()
+            .map(|a| a.replace("%s", url.as_str()))
+            .collect();
+    } else {
+        args.push(url.to_string());
+    }
+    let mut child = tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    // Openers return at once; a browser started directly keeps running. Either way
+    // its exit status is reaped in the background.
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(Ok(status)) if !status.success() => Err(format!("{program} failed ({status})")),
+        Ok(Err(e)) => Err(format!("{program}: {e}")),
+        Ok(Ok(_)) => Ok(()),
+        Err(_) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Fetch `url` and follow redirects (cookies kept, at most 10 hops, http(s) only,
+/// every hop allowed by `policy` or pointing at our own `redirect_uri`). Returns the
+/// final status; the loopback listener sees the callback if the server approved.
+pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<u16, String> {
+    let own = redirect_uri.to_owned();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("more than 10 redirects");
+        }
+        let next = attempt.url();
+        if next.as_str().starts_with(&own) || policy.check_url(next).is_ok() {
+            attempt.follow()
+        } else {
+            let why = format!("refusing to follow a redirect to {next}");
+            attempt.error(why)
+        }
+    });
+    let client = reqwest::Client::builder()
+        .user_agent(crate::http::USER_AGENT)
+        .cookie_store(true)
+        .redirect(redirects)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| super::fetch::describe(&e))?;
+    Ok(resp.status().as_u16())
+}
+
+/// Lines typed on stdin, read on a blocking thread.
+pub fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.blocking_send(line.trim().to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}

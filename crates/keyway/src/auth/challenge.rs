@@ -1,0 +1,314 @@
+//! `WWW-Authenticate` parsing (RFC 9110 §11.6.1): several challenges per header and
+//! across headers, any case for schemes and parameter names, quoted strings with
+//! escapes, token68. Pure; never fails: what cannot be parsed is skipped and noted.
+
+use std::fmt;
+
+/// One challenge: a scheme with either a token68 or parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The scheme, lowercased (`bearer`, `basic`, ...).
+    pub scheme: String,
+    pub token68: Option<String>,
+    /// Parameters in order, names lowercased.
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    /// The first value of a parameter (names are case-insensitive).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a `Bearer` challenge says (RFC 6750 §3, RFC 9728 §5.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BearerChallenge {
+    pub realm: Option<String>,
+    /// `resource_metadata`: where the protected resource metadata is.
+    pub resource_metadata: Option<String>,
+    /// `scope`, split on spaces; `None` when absent.
+    pub scope: Option<Vec<String>>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+impl BearerChallenge {
+    pub fn is_insufficient_scope(&self) -> bool {
+        self.error.as_deref() == Some("insufficient_scope")
+    }
+
+    pub fn is_invalid_token(&self) -> bool {
+        self.error.as_deref() == Some("invalid_token")
+    }
+
+    fn from_challenge(c: &Challenge) -> Self {
+        let text = |name: &str| c.param(name).map(str::to_owned);
+        Self {
+            realm: text("realm"),
+            resource_metadata: text("resource_metadata").filter(|s| !s.is_empty()),
+            scope: c
+                .param("scope")
+                .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+            error: text("error"),
+            error_description: text("error_description"),
+        }
+    }
+}
+
+impl fmt::Display for BearerChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bearer")?;
+        let mut sep = " ";
+        let mut field = |f: &mut fmt::Formatter<'_>, k: &str, v: &str| -> fmt::Result {
+            write!(f, "{sep}{k}=\"{v}\"")?;
+            sep = ", ";
+            Ok(())
+        };
+        if let Some(e) = &self.error {
+            field(f, "error", e)?;
+        }
+        if let Some(s) = &self.scope {
+            field(f, "scope", &s.join(" "))?;
+        }
+        if let Some(r) = &self.resource_metadata {
+            field(f, "resource_metadata", r)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse every challenge in the given header values.
+pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Challenge> {
+    values.into_iter().flat_map(parse_one).collect()
+}
+
+/// The first `Bearer` challenge among the header values, if any.
+pub fn bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
+    parse(values)
+        .iter()
+        .find(|c| c.scheme == "bearer")
+        .map(BearerChallenge::from_challenge)
+}
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn is_token68_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~+/".contains(c)
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<char> {
+        self.s[self.pos..].chars().next()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.pos += c.len_utf8();
+        Some(c)
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t')) {
+            self.bump();
+        }
+    }
+
+    fn skip_ws_and_commas(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t' | ',')) {
+            self.bump();
+        }
+    }
+
+    fn token(&mut self) -> &'a str {
+        let start = self.pos;
+        while self.peek().is_some_and(is_tchar) {
+            self.bump();
+        }
+        &self.s[start..self.pos]
+    }
+
+    /// A quoted string (the opening quote already seen); an unterminated one ends at
+    /// the end of the header.
+    fn quoted(&mut self) -> String {
+        let mut out = String::new();
+        while let Some(c) = self.bump() {
+            match c {
+                '"' => break,
+                '\\' => {
+                    if let Some(escaped) = self.bump() {
+                        out.push(escaped);
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// Whether the text ahead is `token BWS "="` but not a token68's trailing `=`s.
+    fn at_param(&self) -> bool {
+        let rest = &self.s[self.pos..];
+        let name_len = rest.find(|c: char| !is_tchar(c)).unwrap_or(rest.len());
+        if name_len == 0 {
+            return false;
+        }
+        let after = rest[name_len..].trim_start_matches([' ', '\t']);
+        after.starts_with('=')
+            && !after[1..]
+                .trim_start_matches([' ', '\t'])
+                .starts_with(['=', ','])
+            && !after[1..].trim().is_empty()
+    }
+}
+
+fn parse_one(header: &str) -> Vec<Challenge> {
+    let mut out = Vec::new();
+    let mut cur = Cursor { s: header, pos: 0 };
+    loop {
+        cur.skip_ws_and_commas();
+        if cur.peek().is_none() {
+            break;
+        }
+        let scheme = cur.token();
+        if scheme.is_empty() {
+            // Not a token: skip one character and resynchronise.
+            cur.bump();
+            continue;
+        }
+        let mut challenge = Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            token68: None,
+            params: Vec::new(),
+        };
+        cur.skip_ws();
+        // token68 (e.g. `Basic dXNlcjpw==`): chars of the token68 set, then `=`s, then
+        // the end or a comma.
+        if !cur.at_param() {
+            let rest = &cur.s[cur.pos..];
+            let body_len = rest
+                .find(|c: char| !is_token68_char(c))
+                .unwrap_or(rest.len());
+            let pad_len = rest[body_len..]
+                .find(|c: char| c != '=')
+                .unwrap_or(rest.len() - body_len);
+            let end = body_len + pad_len;
+            let after = rest[end..].trim_start_matches([' ', '\t']);
+            if body_len > 0 && (after.is_empty() || after.starts_with(',')) {
+                challenge.token68 = Some(rest[..end].to_owned());
+                cur.pos += end;
+            }
+        }
+        // Parameters until the next scheme (a token not followed by `=`).
+        loop {
+            cur.skip_ws_and_commas();
+            if cur.peek().is_none() || !cur.at_param() {
+                break;
+            }
+            let name = cur.token().to_ascii_lowercase();
+            cur.skip_ws();
+            cur.bump(); // '='
+            cur.skip_ws();
+            let value = if cur.peek() == Some('"') {
+                cur.bump();
+                cur.quoted()
+            } else {
+                cur.token().to_owned()
+            };
+            // A repeated parameter is invalid (RFC 9110 §11.2); the first one counts.
+            if challenge.param(&name).is_none() {
+                challenge.params.push((name, value));
+            }
+        }
+        out.push(challenge);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_bearer_among_several_challenges() {
+        let h = r#"Basic realm="x", Bearer resource_metadata="https://a.example/prm", scope="a b""#;
+        let all = parse([h]);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].scheme, "basic");
+        assert_eq!(all[0].param("realm"), Some("x"));
+        let b = bearer([h]).unwrap();
+        assert_eq!(
+            b.resource_metadata.as_deref(),
+            Some("https://a.example/prm")
+        );
+        assert_eq!(b.scope, Some(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn scheme_and_names_are_case_insensitive_and_quotes_unescape() {
+        let h = r#"BEARER Error="insufficient_scope", SCOPE=admin, Error_Description="say \"no\", twice""#;
+        let b = bearer([h]).unwrap();
+        assert!(b.is_insufficient_scope());
+        assert_eq!(b.scope, Some(vec!["admin".into()]));
+        assert_eq!(b.error_description.as_deref(), Some(r#"say "no", twice"#));
+    }
+
+    #[test]
+    fn challenges_across_headers_and_token68() {
+        let all = parse(["Basic dXNlcjpwYXNz==, Negotiate", r#"Bearer realm="r""#]);
+        let schemes: Vec<_> = all.iter().map(|c| c.scheme.as_str()).collect();
+        assert_eq!(schemes, ["basic", "negotiate", "bearer"]);
+        assert_eq!(all[0].token68.as_deref(), Some("dXNlcjpwYXNz=="));
+        assert_eq!(
+            bearer(["Negotiate abc", "bearer"]).unwrap(),
+            BearerChallenge::default()
+        );
+    }
+
+    #[test]
+    fn commas_inside_quotes_do_not_split() {
+        let b = bearer([r#"Bearer scope="a,b", resource_metadata="https://x/y?a=1,2""#]).unwrap();
+        assert_eq!(b.scope, Some(vec!["a,b".into()]));
+        assert_eq!(b.resource_metadata.as_deref(), Some("https://x/y?a=1,2"));
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for h in [
+            "",
+            ",,,",
+            "=",
+            "\"",
+            "Bearer =",
+            "Bearer a=\"unterminated",
+            "Bearer a=",
+            "é Bearer x=y",
+            "Bearer ,,, scope=\"x\"",
+        ] {
+            let _ = parse([h]);
+            let _ = bearer([h]);
+        }
+        assert_eq!(
+            bearer(["Bearer ,,, scope=\"x\""]).unwrap().scope,
+            Some(vec!["x".into()])
+        );
+        assert!(bearer(["Basic realm=x"]).is_none());
+    }
+
+    #[test]
+    fn repeated_params_keep_the_first() {
+        let b = bearer([r#"Bearer scope="a", scope="b""#]).unwrap();
+        assert_eq!(b.scope, Some(vec!["a".into()]));
+    }
+}

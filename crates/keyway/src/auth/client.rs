@@ -1,0 +1,271 @@
+//! Who keyway is at an authorization server: a client id, how it got it, and how it
+//! authenticates at the token endpoint (none, client_secret_basic,
+//! client_secret_post, private_key_jwt).
+
+use std::{fmt, time::SystemTime};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use oauth2::ClientSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Token endpoint authentication methods keyway speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "client_secret_basic" => Self::ClientSecretBasic,
+            "client_secret_post" => Self::ClientSecretPost,
+            "private_key_jwt" => Self::PrivateKeyJwt,
+            _ => return None,
+        })
+    }
+}
+
+/// How the client id was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationKind {
+    Preregistered,
+    MetadataDocument,
+    Dynamic,
+}
+
+type KeyLoader = fn(&[u8]) -> Result<jsonwebtoken::EncodingKey, jsonwebtoken::errors::Error>;
+
+/// A private key for private_key_jwt (RFC 7523 §2.2).
+#[derive(Clone)]
+pub struct SigningKey {
+    key: jsonwebtoken::EncodingKey,
+    alg: jsonwebtoken::Algorithm,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({:?}, [redacted])", self.alg)
+    }
+}
+
+impl SigningKey {
+    /// Read a PEM private key (EC P-256/P-384, RSA, or Ed25519). `alg` overrides the
+    /// algorithm the key type implies (e.g. PS256 for an RSA key).
+    pub fn from_pem(pem: &Secret, alg: Option<&str>) -> Result<Self, String> {
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        let bytes = pem.expose().as_bytes();
+        let wanted = alg
+            .map(|a| {
+                a.parse::<Algorithm>()
+                    .map_err(|_| format!("unknown signing algorithm {a:?}"))
+            })
+            .transpose()?;
+        let attempts: [(Algorithm, KeyLoader); 4] = [
+            (Algorithm::ES256, EncodingKey::from_ec_pem),
+            (Algorithm::RS256, EncodingKey::from_rsa_pem),
+            (Algorithm::EdDSA, EncodingKey::from_ed_pem),
+            (Algorithm::ES384, EncodingKey::from_ec_pem),
+        ];
+        for (implied, load) in attempts {
+            if let Some(w) = wanted {
+                let family_matches = match implied {
+                    Algorithm::ES256 | Algorithm::ES384 => {
+                        matches!(w, Algorithm::ES256 | Algorithm::ES384)
+                    }
+                    Algorithm::RS256 => matches!(
+                        w,
+                        Algorithm::RS256
+                            | Algorithm::RS384
+                            | Algorithm::RS512
+                            | Algorithm::PS256
+                            | Algorithm::PS384
+                            | Algorithm::PS512
+                    ),
+                    other => other == w,
+                };
+                if !family_matches {
+                    continue;
+                }
+            }
+            if let Ok(key) = load(bytes) {
+                return Ok(Self {
+                    key,
+                    alg: wanted.unwrap_or(implied),
+                });
+            }
+        }
+        Err(
+            "the private key is not a PEM EC, RSA or Ed25519 private key (PKCS#8 or traditional)"
+                .into(),
+        )
+    }
+
+    /// A client assertion: iss = sub = client id, aud = the issuer, short-lived, unique.
+    pub(crate) fn assertion(
+        &self,
+        client_id: &str,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<String, String> {
+        let iat = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut jti = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut jti);
+        let claims = serde_json::json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "iat": iat,
+            "exp": iat + 60,
+            "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
+        });
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(self.alg), &claims, &self.key)
+            .map_err(|e| format!("signing the client assertion failed: {e}"))
+    }
+}
+
+/// How the client proves itself at the token endpoint.
+#[derive(Clone, Debug)]
+pub enum ClientAuth {
+    None,
+    SecretBasic(ClientSecret),
+    SecretPost(ClientSecret),
+    PrivateKeyJwt(SigningKey),
+}
+
+impl ClientAuth {
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Self::None => AuthMethod::None,
+            Self::SecretBasic(_) => AuthMethod::ClientSecretBasic,
+            Self::SecretPost(_) => AuthMethod::ClientSecretPost,
+            Self::PrivateKeyJwt(_) => AuthMethod::PrivateKeyJwt,
+        }
+    }
+
+    pub fn secret(&self) -> Option<&ClientSecret> {
+        match self {
+            Self::SecretBasic(s) | Self::SecretPost(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A client at one authorization server.
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    pub client_id: String,
+    pub auth: ClientAuth,
+    pub kind: RegistrationKind,
+    /// The issuer this client belongs to (registrations are bound to it).
+    pub issuer: String,
+    /// Redirect URIs it is registered with (empty when unknown).
+    pub redirect_uris: Vec<String>,
+}
+
+impl OAuthClient {
+    /// Add the client's authentication to a token-style request (RFC 6749 §2.3.1,
+    /// RFC 7523 §2.2): a header, or fields of the form.
+    pub(crate) fn authenticate(
+        &self,
+        req: reqwest::RequestBuilder,
+        form: &mut Vec<(&'static str, String)>,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        Ok(match &self.auth {
+            ClientAuth::None => {
+                form.push(("client_id", self.client_id.clone()));
+                req
+            }
+            ClientAuth::SecretBasic(secret) => {
+                // The id and secret are form-encoded before Base64 (RFC 6749 §2.3.1).
+                let creds = format!(
+                    "{}:{}",
+                    form_encode(&self.client_id),
+                    form_encode(secret.secret())
+                );
+                req.header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Basic {}", STANDARD.encode(creds)),
+                )
+            }
+            ClientAuth::SecretPost(secret) => {
+                form.push(("client_id", self.client_id.clone()));
+                form.push(("client_secret", secret.secret().clone()));
+                req
+            }
+            ClientAuth::PrivateKeyJwt(key) => {
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push((
+                    "client_assertion",
+                    key.assertion(&self.client_id, audience, now)?,
+                ));
+                req
+            }
+        })
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        assert_eq!(form_encode("a b:c/+"), "a+b%3Ac%2F%2B");
+        assert_eq!(
+            form_encode("pre-registered-client"),
+            "pre-registered-client"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = OAuthClient {
+            client_id: "id".into(),
+            auth: ClientAuth::SecretBasic(ClientSecret::new("hunter2".into())),
+            kind: RegistrationKind::Preregistered,
+            issuer: "https://as".into(),
+            redirect_uris: vec![],
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn non_pem_keys_are_refused_clearly() {
+        let err = SigningKey::from_pem(&Secret::new("nope"), None).unwrap_err();
+        assert!(err.contains("PEM"));
+        assert!(
+            SigningKey::from_pem(&Secret::new("x"), Some("HS999"))
+                .unwrap_err()
+                .contains("unknown")
+        );
+    }
+}

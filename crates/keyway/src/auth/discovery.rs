@@ -1,0 +1,568 @@
+//! Discovery: from a 401 challenge to a validated authorization server, recording
+//! every URL tried, what came back, and every problem found ([`DiscoveryReport`]).
+//!
+//! Order (MCP 2025-11-25 / 2026-07-28): the challenge's `resource_metadata`, else the
+//! path-inserted then root well-known PRM; then each `authorization_servers` entry's
+//! metadata in the spec's order. Without any PRM, the 2025-03-26 rules: RFC 8414
+//! metadata at the MCP origin, else the default endpoints.
+
+use serde::Serialize;
+use url::Url;
+
+use super::{
+    challenge::{self, BearerChallenge},
+    fetch::{Fetched, get_json},
+    metadata::{AuthServerMetadata, ProtectedResourceMetadata},
+    urls::{self, UrlPolicy},
+};
+
+/// Everything discovery learned and tried.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiscoveryReport {
+    pub mcp_url: String,
+    /// The Bearer challenge of the 401, if there was one.
+    pub challenge: Option<ChallengeSummary>,
+    /// Every URL fetched, in order.
+    pub steps: Vec<Step>,
+    pub protected_resource: Option<FoundResource>,
+    pub authorization_server: Option<FoundServer>,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChallengeSummary {
+    pub resource_metadata: Option<String>,
+    pub scope: Option<Vec<String>>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// `protected_resource_metadata` or `authorization_server_metadata`.
+    pub purpose: &'static str,
+    pub url: String,
+    /// The HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// `used`, `not_found`, `rejected`, `failed`.
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FoundResource {
+    pub url: String,
+    pub metadata: ProtectedResourceMetadata,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FoundServer {
+    pub issuer: String,
+    /// Where the metadata came from (absent for 2025-03-26 default endpoints).
+    pub metadata_url: Option<String>,
+    pub source: MetadataSource,
+    pub metadata: AuthServerMetadata,
+}
+
+/// How the authorization server was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataSource {
+    /// Through protected resource metadata (2025-06-18 and later).
+    ProtectedResource,
+    /// 2025-03-26: RFC 8414 metadata at the MCP server's origin.
+    LegacyOrigin,
+    /// 2025-03-26: no metadata at all; the default /authorize, /token, /register.
+    LegacyDefaults,
+}
+
+/// Something wrong or missing. `fatal` problems stop an authorization flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub code: ProblemCode,
+    pub fatal: bool,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemCode {
+    NoBearerChallenge,
+    NoResourceMetadataInChallenge,
+    ResourceMetadataUnusable,
+    NoProtectedResourceMetadata,
+    ResourceMismatch,
+    NoAuthorizationServers,
+    InsecureUrl,
+    AuthServerMetadataMissing,
+    IssuerMismatch,
+    PkceNotAdvertised,
+    NoS256,
+    NoCodeResponseType,
+    MissingEndpoint,
+    LegacyDefaultEndpoints,
+}
+
+impl DiscoveryReport {
+    pub fn fatal(&self) -> Option<&Problem> {
+        self.problems.iter().find(|p| p.fatal)
+    }
+
+    pub fn has(&self, code: ProblemCode) -> bool {
+        self.problems.iter().any(|p| p.code == code)
+    }
+
+    fn problem(&mut self, code: ProblemCode, fatal: bool, message: impl Into<String>) {
+        self.problems.push(Problem {
+            code,
+            fatal,
+            message: message.into(),
+        });
+    }
+
+    fn step(
+        &mut self,
+        purpose: &'static str,
+        url: &Url,
+        fetched: &Fetched,
+        outcome: &'static str,
+        detail: Option<String>,
+    ) {
+        let (status, fetch_detail) = match fetched {
+            Fetched::Json { status, .. } => (Some(*status), None),
+            Fetched::Status { status, detail } => {
+                (Some(*status).filter(|s| *s != 0), Some(detail.clone()))
+            }
+            Fetched::Failed { detail } => (None, Some(detail.clone())),
+        };
+        self.steps.push(Step {
+            purpose,
+            url: url.to_string(),
+            status,
+            outcome,
+            detail: detail.or(fetch_detail).filter(|d| !d.is_empty()),
+        });
+    }
+}
+
+/// What an authorization flow needs from discovery.
+#[derive(Clone, Debug)]
+pub struct AuthTarget {
+    /// The resource indicator to send (RFC 8707): the validated PRM `resource`, or the
+    /// canonical MCP URL for 2025-03-26 servers.
+    pub resource: String,
+    pub issuer: String,
+    pub metadata: AuthServerMetadata,
+    pub source: MetadataSource,
+    /// `scope` of the 401 challenge.
+    pub challenge_scope: Option<Vec<String>>,
+    /// `scopes_supported` of the protected resource metadata.
+    pub resource_scopes: Option<Vec<String>>,
+}
+
+const PRM: &str = "protected_resource_metadata";
+const ASM: &str = "authorization_server_metadata";
+
+/// Run discovery for `mcp_url` given the `WWW-Authenticate` values of its 401.
+pub async fn discover(
+    http: &reqwest::Client,
+    mcp_url: &Url,
+    www_authenticate: &[String],
+    policy: &UrlPolicy,
+) -> (DiscoveryReport, Option<AuthTarget>) {
+    let bearer: Option<BearerChallenge> =
+        challenge::bearer(www_authenticate.iter().map(String::as_str));
+    let mut report = DiscoveryReport {
+        mcp_url: mcp_url.to_string(),
+        challenge: bearer.as_ref().map(|b| ChallengeSummary {
+            resource_metadata: b.resource_metadata.clone(),
+            scope: b.scope.clone(),
+            error: b.error.clone(),
+        }),
+        steps: Vec::new(),
+        protected_resource: None,
+        authorization_server: None,
+        problems: Vec::new(),
+    };
+    match &bearer {
+        None => report.problem(
+            ProblemCode::NoBearerChallenge,
+            false,
+            "the 401 carries no Bearer challenge (WWW-Authenticate)",
+        ),
+        Some(b) if b.resource_metadata.is_none() => report.problem(
+            ProblemCode::NoResourceMetadataInChallenge,
+            false,
+            "the Bearer challenge does not name resource_metadata; probing the well-known locations",
+        ),
+        Some(_) => {}
+    }
+
+    let prm = find_prm(http, mcp_url, bearer.as_ref(), policy, &mut report).await;
+    if report.fatal().is_some() {
+        return (report, None);
+    }
+    let challenge_scope = bearer.as_ref().and_then(|b| b.scope.clone());
+    let target = match prm {
+        Some(found) => {
+            let resource = found.metadata.resource.clone();
+            let resource_scopes = found.metadata.scopes_supported.clone();
+            let servers = found.metadata.authorization_servers.clone();
+            report.protected_resource = Some(found);
+            let server = find_server(http, &servers, policy, &mut report).await;
+            server.map(|(issuer, metadata)| AuthTarget {
+                resource,
+                issuer,
+                metadata,
+                source: MetadataSource::ProtectedResource,
+                challenge_scope,
+                resource_scopes,
+            })
+        }
+        None => legacy_server(http, mcp_url, policy, &mut report).await.map(
+            |(issuer, metadata, source)| AuthTarget {
+                resource: urls::canonical_resource(mcp_url),
+                issuer,
+                metadata,
+                source,
+                challenge_scope,
+                resource_scopes: None,
+            },
+        ),
+    };
+    if let Some(t) = &target {
+        check_server(t, policy, &mut report);
+    }
+    let target = target.filter(|_| report.fatal().is_none());
+    (report, target)
+}
+
+async fn find_prm(
+    http: &reqwest::Client,
+    mcp_url: &Url,
+    bearer: Option<&BearerChallenge>,
+    policy: &UrlPolicy,
+    report: &mut DiscoveryReport,
+) -> Option<FoundResource> {
+    let mut candidates = Vec::new();
+    if let Some(named) = bearer.and_then(|b| b.resource_metadata.as_deref()) {
+        match policy.check(named) {
+            Ok(u) => candidates.push(u),
+            Err(e) => report.problem(
+                ProblemCode::InsecureUrl,
+                true,
+                format!("resource_metadata: {e}"),
+            ),
+        }
+        if report.fatal().is_some() {
+            return None;
+        }
+    }
+    let named_count = candidates.len();
+    for u in urls::prm_well_known(mcp_url) {
+        if !candidates.contains(&u) {
+            candidates.push(u);
+        }
+    }
+    for (i, url) in candidates.iter().enumerate() {
+        let fetched = get_json(http, url, policy).await;
+        let Fetched::Json { body, .. } = &fetched else {
+            let outcome = if matches!(fetched, Fetched::Status { status: 404, .. }) {
+                "not_found"
+            } else {
+                "failed"
+            };
+            report.step(PRM, url, &fetched, outcome, None);
+            if i < named_count {
+                report.problem(
+                    ProblemCode::ResourceMetadataUnusable,
+                    false,
+                    format!("the resource_metadata URL named by the challenge ({url}) did not answer with metadata"),
+                );
+            }
+            continue;
+        };
+        let metadata: ProtectedResourceMetadata = match serde_json::from_value(body.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                report.step(
+                    PRM,
+                    url,
+                    &fetched,
+                    "rejected",
+                    Some(format!("malformed metadata: {e}")),
+                );
+                continue;
+            }
+        };
+        if !urls::resource_matches(&metadata.resource, mcp_url) {
+            report.step(
+                PRM,
+                url,
+                &fetched,
+                "rejected",
+                Some("resource does not match the server URL".into()),
+            );
+            report.problem(
+                ProblemCode::ResourceMismatch,
+                true,
+                format!(
+                    "the protected resource metadata at {url} is for {:?}, not {mcp_url}: refusing it (RFC 9728 §3.3)",
+                    metadata.resource
+                ),
+            );
+            return None;
+        }
+        if metadata.authorization_servers.is_empty() {
+            report.step(
+                PRM,
+                url,
+                &fetched,
+                "rejected",
+                Some("no authorization_servers".into()),
+            );
+            report.problem(
+                ProblemCode::NoAuthorizationServers,
+                true,
+                format!("the protected resource metadata at {url} lists no authorization server"),
+            );
+            return None;
+        }
+        report.step(PRM, url, &fetched, "used", None);
+        return Some(FoundResource {
+            url: url.to_string(),
+            metadata,
+        });
+    }
+    None
+}
+
+async fn find_server(
+    http: &reqwest::Client,
+    issuers: &[String],
+    policy: &UrlPolicy,
+    report: &mut DiscoveryReport,
+) -> Option<(String, AuthServerMetadata)> {
+    for issuer in issuers {
+        let issuer_url = match policy.check(issuer) {
+            Ok(u) if u.query().is_none() && u.fragment().is_none() => u,
+            Ok(_) => {
+                report.problem(
+                    ProblemCode::InsecureUrl,
+                    false,
+                    format!("issuer {issuer} has a query or fragment (RFC 8414 §2)"),
+                );
+                continue;
+            }
+            Err(e) => {
+                report.problem(
+                    ProblemCode::InsecureUrl,
+                    false,
+                    format!("authorization server: {e}"),
+                );
+                continue;
+            }
+        };
+        if let Some(m) = fetch_server_metadata(
+            http,
+            issuer,
+            &urls::as_metadata_urls(&issuer_url),
+            policy,
+            report,
+        )
+        .await
+        {
+            return Some((issuer.clone(), m));
+        }
+    }
+    if !report.has(ProblemCode::IssuerMismatch) {
+        report.problem(
+            ProblemCode::AuthServerMetadataMissing,
+            true,
+            format!(
+                "no usable authorization server metadata for {}",
+                issuers.join(", ")
+            ),
+        );
+    } else {
+        report
+            .problems
+            .iter_mut()
+            .filter(|p| p.code == ProblemCode::IssuerMismatch)
+            .for_each(|p| p.fatal = true);
+    }
+    None
+}
+
+/// Try each metadata URL; the first whose `issuer` is exactly `issuer` wins.
+async fn fetch_server_metadata(
+    http: &reqwest::Client,
+    issuer: &str,
+    candidates: &[Url],
+    policy: &UrlPolicy,
+    report: &mut DiscoveryReport,
+) -> Option<AuthServerMetadata> {
+    for url in candidates {
+        let fetched = get_json(http, url, policy).await;
+        let Fetched::Json { body, .. } = &fetched else {
+            let outcome = if matches!(fetched, Fetched::Status { status: 404, .. }) {
+                "not_found"
+            } else {
+                "failed"
+            };
+            report.step(ASM, url, &fetched, outcome, None);
+            continue;
+        };
+        let metadata: AuthServerMetadata = match serde_json::from_value(body.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                report.step(
+                    ASM,
+                    url,
+                    &fetched,
+                    "rejected",
+                    Some(format!("malformed metadata: {e}")),
+                );
+                continue;
+            }
+        };
+        // RFC 8414 §3.3: identical, by simple string comparison.
+        if metadata.issuer != issuer {
+            report.step(
+                ASM,
+                url,
+                &fetched,
+                "rejected",
+                Some(format!("issuer is {:?}", metadata.issuer)),
+            );
+            report.problem(
+                ProblemCode::IssuerMismatch,
+                false,
+                format!(
+                    "the metadata at {url} names issuer {:?}, not {issuer:?}: refusing it (RFC 8414 §3.3)",
+                    metadata.issuer
+                ),
+            );
+            continue;
+        }
+        report.step(ASM, url, &fetched, "used", None);
+        report.authorization_server = Some(FoundServer {
+            issuer: issuer.to_owned(),
+            metadata_url: Some(url.to_string()),
+            source: MetadataSource::ProtectedResource,
+            metadata: metadata.clone(),
+        });
+        return Some(metadata);
+    }
+    None
+}
+
+/// 2025-03-26: no protected resource metadata. The MCP origin is the issuer.
+async fn legacy_server(
+    http: &reqwest::Client,
+    mcp_url: &Url,
+    policy: &UrlPolicy,
+    report: &mut DiscoveryReport,
+) -> Option<(String, AuthServerMetadata, MetadataSource)> {
+    report.problem(
+        ProblemCode::NoProtectedResourceMetadata,
+        false,
+        "no protected resource metadata (RFC 9728); treating it as a 2025-03-26 server",
+    );
+    let issuer = urls::origin_string(mcp_url);
+    let mut root = urls::origin_url(mcp_url);
+    root.set_path("/.well-known/oauth-authorization-server");
+    let mismatches_before = report.problems.len();
+    if let Some(m) =
+        fetch_server_metadata(http, &issuer, std::slice::from_ref(&root), policy, report).await
+    {
+        if let Some(found) = &mut report.authorization_server {
+            found.source = MetadataSource::LegacyOrigin;
+        }
+        return Some((issuer, m, MetadataSource::LegacyOrigin));
+    }
+    if report.problems.len() > mismatches_before {
+        report
+            .problems
+            .iter_mut()
+            .filter(|p| p.code == ProblemCode::IssuerMismatch)
+            .for_each(|p| p.fatal = true);
+        return None;
+    }
+    report.problem(
+        ProblemCode::LegacyDefaultEndpoints,
+        false,
+        "no authorization server metadata either; using the 2025-03-26 default endpoints /authorize, /token, /register",
+    );
+    let at = |p: &str| format!("{issuer}{p}");
+    let metadata = AuthServerMetadata {
+        issuer: issuer.clone(),
+        authorization_endpoint: Some(at("/authorize")),
+        token_endpoint: Some(at("/token")),
+        registration_endpoint: Some(at("/register")),
+        // 2025-03-26 requires PKCE S256 of clients, and these are its endpoints.
+        code_challenge_methods_supported: Some(vec!["S256".into()]),
+        response_types_supported: Some(vec!["code".into()]),
+        ..AuthServerMetadata::default()
+    };
+    report.authorization_server = Some(FoundServer {
+        issuer: issuer.clone(),
+        metadata_url: None,
+        source: MetadataSource::LegacyDefaults,
+        metadata: metadata.clone(),
+    });
+    Some((issuer, metadata, MetadataSource::LegacyDefaults))
+}
+
+/// The checks on a selected server that decide whether a code flow may start.
+fn check_server(t: &AuthTarget, policy: &UrlPolicy, report: &mut DiscoveryReport) {
+    let m = &t.metadata;
+    match &m.code_challenge_methods_supported {
+        None => report.problem(
+            ProblemCode::PkceNotAdvertised,
+            false,
+            "the authorization server does not advertise code_challenge_methods_supported; MCP clients must refuse to start a flow",
+        ),
+        Some(_) if !m.supports_s256() => report.problem(
+            ProblemCode::NoS256,
+            false,
+            "the authorization server does not support PKCE S256",
+        ),
+        Some(_) => {}
+    }
+    if m.response_types_supported
+        .as_ref()
+        .is_some_and(|r| !r.iter().any(|x| x == "code"))
+    {
+        report.problem(
+            ProblemCode::NoCodeResponseType,
+            false,
+            "the authorization server does not offer response_type=code",
+        );
+    }
+    for (name, value) in [
+        ("authorization_endpoint", &m.authorization_endpoint),
+        ("token_endpoint", &m.token_endpoint),
+        ("registration_endpoint", &m.registration_endpoint),
+        (
+            "device_authorization_endpoint",
+            &m.device_authorization_endpoint,
+        ),
+        ("revocation_endpoint", &m.revocation_endpoint),
+    ] {
+        match value {
+            Some(v) => {
+                if let Err(e) = policy.check(v) {
+                    let fatal = name == "token_endpoint";
+                    report.problem(ProblemCode::InsecureUrl, fatal, format!("{name}: {e}"));
+                }
+            }
+            None if name == "token_endpoint" => report.problem(
+                ProblemCode::MissingEndpoint,
+                true,
+                "the authorization server metadata has no token_endpoint",
+            ),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! The flows, start to token: discovery, scope selection, registration, then the
+//! authorization code grant (PKCE S256, state, resource, iss) through the browser, a
+//! pasted answer, or `follow`; the device grant; client credentials.
+
+use std::{
+    collections::{HashMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use oauth2::{CsrfToken, PkceCodeChallenge};
+use url::Url;
+
+use super::{
+    AuthError, AuthOptions, GrantChoice, Reporter,
+    browser::{self, BrowserMode},
+    callback::{self, Expected, Verdict},
+    client::{ClientAuth, OAuthClient, RegistrationKind},
+    device,
+    discovery::{self, AuthTarget, MetadataSource, ProblemCode},
+    loopback::{Loopback, Page},
+    registration::{self, Plan, RegistrationStore},
+    scopes,
+    token::{self, TokenError},
+    tokens::Grant,
+    urls::UrlPolicy,
+};
+
+/// Runs authorizations for one caller. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    http: reqwest::Client,
+    options: AuthOptions,
+    registrations: Arc<dyn RegistrationStore>,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Step-up bookkeeping: at most [`StepUp::MAX_ATTEMPTS`] authorizations per resource
+/// and operation (MCP "Step-Up Authorization Flow").
+#[derive(Debug, Default)]
+pub struct StepUp {
+    attempts: HashMap<(String, String), u32>,
+}
+
+impl StepUp {
+    pub const MAX_ATTEMPTS: u32 = 3;
+
+    /// Count one more authorization for `operation` on `resource`; false once the
+    /// limit is reached.
+    pub fn allow(&mut self, resource: &str, operation: &str) -> bool {
+        let n = self
+            .attempts
+            .entry((resource.to_owned(), operation.to_owned()))
+            .or_insert(0);
+        if *n >= Self::MAX_ATTEMPTS {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn attempts(&self, resource: &str, operation: &str) -> u32 {
+        self.attempts
+            .get(&(resource.to_owned(), operation.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Authorizer {
+    pub fn new(
+        http: reqwest::Client,
+        options: AuthOptions,
+        registrations: Arc<dyn RegistrationStore>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Self {
+        Self {
+            http,
+            options,
+            registrations,
+            reporter,
+        }
+    }
+
+    pub fn options(&self) -> &AuthOptions {
+        &self.options
+    }
+
+    /// Authorize for `mcp_url` after a 401 (or a 403 insufficient_scope) whose
+    /// `WWW-Authenticate` values are given. With `previous`, the scopes asked are the
+    /// union of its scopes and the challenge's (step-up).
+    pub async fn authorize(
+        &self,
+        mcp_url: &Url,
+        www_authenticate: &[String],
+        previous: Option<&Grant>,
+    ) -> Result<Grant, AuthError> {
+        let policy = UrlPolicy::for_server(mcp_url, self.options.allow_http);
+        let (report, target) =
+            discovery::discover(&self.http, mcp_url, www_authenticate, &policy).await;
+        self.reporter.discovered(&report);
+        let Some(target) = target else {
+            return Err(AuthError::Discovery(Box::new(report)));
+        };
+
+        let challenged = target.challenge_scope.clone().unwrap_or_default();
+        let wanted = match previous {
+            Some(p) => scopes::union(&p.requested_scopes, &challenged),
+            None => scopes::initial(
+                self.options.scopes.as_deref(),
+                target.challenge_scope.as_deref(),
+                target.resource_scopes.as_deref(),
+            ),
+        };
+
+        let grant = match self.options.grant {
+            GrantChoice::ClientCredentials => {
+                self.client_credentials(&target, &policy, wanted).await
+            }
+            GrantChoice::Device => self.device(&target, &policy, wanted).await,
+            GrantChoice::EnterpriseManaged => self.enterprise(&target, &policy, wanted).await,
+            GrantChoice::JwtBearer => self.jwt_bearer(&target, &policy, wanted).await,
+            GrantChoice::Auto => {
+                let no_browser =
+                    self.options.browser == BrowserMode::System && !browser::browser_available();
+                if no_browser && target.metadata.device_authorization_endpoint.is_some() {
+                    self.reporter.note(
+                        "no browser can be opened here; using the device authorization grant",
+                    );
+                    self.device(&target, &policy, wanted).await
+                } else {
+                    self.code_flow(&target, &report, &policy, wanted).await
+                }
+            }
+        }?;
+        self.reporter
+            .authorized(&grant.issuer, &grant.requested_scopes);
+        Ok(grant)
+    }
+
+    fn token_endpoint(&self, t: &AuthTarget, policy: &UrlPolicy) -> Result<String, AuthError> {
+        let raw = t.metadata.token_endpoint.as_deref().unwrap_or_default();
+        Ok(policy.check(raw)?.to_string())
+    }
+
+    async fn client_credentials(
+        &self,
+        t: &AuthTarget,
+        policy: &UrlPolicy,
+        wanted: Vec<String>,
+    ) -> Result<Grant, AuthError> {
+        let client = registration::preregistered(&self.options.client, &t.metadata)?;
+        if matches!(client.auth, ClientAuth::None) {
+            return Err(AuthError::Config(
+                "client credentials need a confidential client: pass --client-secret or --private-key".into(),
+            ));
+        }
+        let token_endpoint = self.token_endpoint(t, policy)?;
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("resource", t.resource.clone()),
+        ];
+        if !wanted.is_empty() {
+            form.push(("scope", wanted.join(" ")));
+        }
+        let now = SystemTime::now();
+        let r = token::request(&self.http, &token_endpoint, &t.issuer, &client, form, now).await?;
+        Ok(Grant::from_response(
+            r,
+            wanted,
+            t.resource.clone(),
+            t.issuer.clone(),
+            token_endpoint,
+            client,
+            now,
+        ))
+    }
+
+    /// RFC 7523 §2.1 with a workload's own JWT. Errors surface as they are: no retry,
+    /// no switching to another grant.
+    async fn jwt_bearer(
+        &self,
+        t: &AuthTarget,
+        policy: &UrlPolicy,
+        wanted: Vec<String>,
+    ) -> Result<Grant, AuthError> {
+        let Some(assertion) = &self.options.assertion else {
+            return Err(AuthError::Config(
+                "the jwt-bearer grant needs --assertion".into(),
+            ));
+        };
+        let token_endpoint = self.token_endpoint(t, policy)?;
+        let client = registration::preregistered(&self.options.client, &t.metadata)?;
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned(),
+            ),
+            ("assertion", assertion.expose().to_owned()),
+            ("resource", t.resource.clone()),
+        ];
+        if !wanted.is_empty() {
+            form.push(("scope", wanted.join(" ")));
+        }
+        let now = SystemTime::now();
+        let r = token::request(&self.http, &token_endpoint, &t.issuer, &client, form, now).await?;
+        Ok(Grant::from_response(
+            r,
+            wanted,
+            t.resource.clone(),
+            t.issuer.clone(),
+            token_endpoint,
+            client,
+            now,
+        ))
+    }
+
+    async fn enterprise(
+        &self,
+        t: &AuthTarget,
+        policy: &UrlPolicy,
+        wanted: Vec<String>,
+    ) -> Result<Grant, AuthError> {
+        let Some(idp) = &self.options.idp else {
+            return Err(AuthError::Config(
+                "enterprise-managed authorization needs the identity provider flags".into(),
+            ));
+        };
+        policy.check(&idp.token_endpoint)?;
+        let token_endpoint = self.token_endpoint(t, policy)?;
+        let client = registration::preregistered(&self.options.client, &t.metadata)?;
+        let r = super::enterprise::run(
+            &self.http,
+            idp,
+            &t.issuer,
+            &token_endpoint,
+            &client,
+            &t.resource,
+            &wanted,
+        )
+        .await?;
+        Ok(Grant::from_response(
+            r,
+            wanted,
+            t.resource.clone(),
+            t.issuer.clone(),
+            token_endpoint,
+            client,
+            SystemTime::now(),
+        ))
+    }
+
+    async fn device(
+        &self,
+        t: &AuthTarget,
+        policy: &UrlPolicy,
+        wanted: Vec<String>,
+    ) -> Result<Grant, AuthError> {
+        let Some(endpoint) = t.metadata.device_authorization_endpoint.as_deref() else {
+            return Err(AuthError::Config(format!(
+                "the authorization server {} does not offer the device authorization grant",
+                t.issuer
+            )));
+        };
+        let endpoint = policy.check(endpoint)?.to_string();
+        let token_endpoint = self.token_endpoint(t, policy)?;
+        let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
+        let client = match registration::plan(&self.options.client, &t.metadata)? {
+            Plan::Preregistered => registration::preregistered(&self.options.client, &t.metadata)?,
+            Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
+            Plan::Dynamic(reg) => {
+                let stored = self
+                    .registration_for(
+                        t,
+                        &reg,
+                        "http://127.0.0.1/callback",
+                        &[
+                            "authorization_code",
+                            "refresh_token",
+                            "urn:ietf:params:oauth:grant-type:device_code",
+                        ],
+                    )
+                    .await?;
+                stored.client()
+            }
+        };
+        let r = device::run(
+            &self.http,
+            &endpoint,
+            &token_endpoint,
+            &t.issuer,
+            &client,
+            &wanted,
+            &t.resource,
+            self.reporter.as_ref(),
+        )
+        .await?;
+        Ok(Grant::from_response(
+            r,
+            wanted,
+            t.resource.clone(),
+            t.issuer.clone(),
+            token_endpoint,
+            client,
+            SystemTime::now(),
+        ))
+    }
+
+    /// The stored dynamic registration for this issuer if it fits `redirect_uri`,
+    /// else a new one (saved).
+    async fn registration_for(
+        &self,
+        t: &AuthTarget,
+        endpoint: &str,
+        redirect_uri: &str,
+        grant_types: &[&str],
+    ) -> Result<registration::StoredRegistration, AuthError> {
+        if let Some(r) = self.registrations.load(&t.issuer).await?
+            && r.kind == RegistrationKind::Dynamic
+            && r.redirect_uris.iter().any(|u| u == redirect_uri)
+        {
+            return Ok(r);
+        }
+        let r = registration::register(
+            &self.http,
+            endpoint,
+            &t.metadata,
+            &self.options.client_name,
+            redirect_uri,
+            grant_types,
+        )
+        .await?;
+        self.registrations.save(&r).await?;
+        self.reporter
+            .registered(RegistrationKind::Dynamic, &r.client_id);
+        Ok(r)
+    }
+
+    async fn code_flow(
+        &self,
+        t: &AuthTarget,
+        report: &discovery::DiscoveryReport,
+        policy: &UrlPolicy,
+        wanted: Vec<String>,
+    ) -> Result<Grant, AuthError> {
+        // MCP "Authorization Code Protection": refuse without advertised S256. The
+        // 2025-03-26 default endpoints have no metadata to advertise anything.
+        if t.source != MetadataSource::LegacyDefaults {
+            if report.has(ProblemCode::PkceNotAdvertised) {
+                return Err(AuthError::PkceUnsupported {
+                    issuer: t.issuer.clone(),
+                    why: "does not advertise code_challenge_methods_supported",
+                });
+            }
+            if report.has(ProblemCode::NoS256) {
+                return Err(AuthError::PkceUnsupported {
+                    issuer: t.issuer.clone(),
+                    why: "does not support S256",
+                });
+            }
+        }
+        let Some(auth_endpoint) = t.metadata.authorization_endpoint.as_deref() else {
+            return Err(AuthError::Config(format!(
+                "the authorization server {} has no authorization_endpoint",
+                t.issuer
+            )));
+        };
+        let auth_endpoint = policy.check(auth_endpoint)?;
+        let token_endpoint = self.token_endpoint(t, policy)?;
+        let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
+
+        // One retry: a dynamic client the server no longer knows is registered anew.
+        let mut retried = false;
+        loop {
+            let result = self
+                .code_flow_once(t, &auth_endpoint, &token_endpoint, policy, &wanted)
+                .await;
+            match result {
+                Err(AuthError::Token(TokenError::OAuth { ref error, .. }))
+                    if error == "invalid_client" && !retried =>
+                {
+                    if let Some(r) = self.registrations.load(&t.issuer).await?
+                        && r.kind == RegistrationKind::Dynamic
+                    {
+                        self.reporter.note("the authorization server no longer knows keyway's client; registering again");
+                        self.registrations.forget(&t.issuer).await?;
+                        retried = true;
+                        continue;
+                    }
+                    return result;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn code_flow_once(
+        &self,
+        t: &AuthTarget,
+        auth_endpoint: &Url,
+        token_endpoint: &str,
+        policy: &UrlPolicy,
+        wanted: &[String],
+    ) -> Result<Grant, AuthError> {
+        let state = CsrfToken::new_random();
+        let plan = registration::plan(&self.options.client, &t.metadata)?;
+        let fixed_port = self.options.callback_port;
+        let port = match (&plan, fixed_port) {
+            (_, Some(p)) => p,
+            (Plan::Dynamic(_), None) => stable_port(&t.issuer, &t.resource),
+            _ => 0,
+        };
+        let mut listener = match Loopback::bind(port, state.secret()).await {
+            Ok(l) => l,
+            Err(e) if fixed_port.is_none() && port != 0 => {
+                tracing::debug!(port, error = %e, "stable callback port busy; using any port");
+                Loopback::bind(0, state.secret())
+                    .await
+                    .map_err(|e| AuthError::Listener(e.to_string()))?
+            }
+            Err(e) => return Err(AuthError::Listener(format!("127.0.0.1:{port}: {e}"))),
+        };
+        let redirect_uri = listener.redirect_uri();
+        let client = match plan {
+            Plan::Preregistered => registration::preregistered(&self.options.client, &t.metadata)?,
+            Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
+            Plan::Dynamic(endpoint) => self
+                .registration_for(
+                    t,
+                    &endpoint,
+                    &redirect_uri,
+                    &["authorization_code", "refresh_token"],
+                )
+                .await?
+                .client(),
+        };
+
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut url = auth_endpoint.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code");
+            q.append_pair("client_id", &client.client_id);
+            q.append_pair("redirect_uri", &redirect_uri);
+            if !wanted.is_empty() {
+                q.append_pair("scope", &wanted.join(" "));
+            }
+            q.append_pair("state", state.secret());
+            q.append_pair("code_challenge", challenge.as_str());
+            q.append_pair("code_challenge_method", challenge.method().as_str());
+            q.append_pair("resource", &t.resource);
+        }
+        let expected = Expected {
+            state: state.secret(),
+            issuer: &t.metadata.issuer,
+            iss_required: t.metadata.iss_parameter_required(),
+        };
+        let code = self
+            .obtain_code(&url, &redirect_uri, &mut listener, &expected, *policy)
+            .await?;
+        drop(listener);
+
+        let form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.secret().clone()),
+            ("redirect_uri", redirect_uri.clone()),
+            ("code_verifier", verifier.secret().clone()),
+            ("resource", t.resource.clone()),
+        ];
+        let now = SystemTime::now();
+        let r = token::request(&self.http, token_endpoint, &t.issuer, &client, form, now).await?;
+        Ok(Grant::from_response(
+            r,
+            wanted.to_vec(),
+            t.resource.clone(),
+            t.issuer.clone(),
+            token_endpoint.to_owned(),
+            client,
+            now,
+        ))
+    }
+
+    /// Get the person to `url` and wait for the code, per the browser mode.
+    async fn obtain_code(
+        &self,
+        url: &Url,
+        redirect_uri: &str,
+        listener: &mut Loopback,
+        expected: &Expected<'_>,
+        policy: UrlPolicy,
+    ) -> Result<oauth2::AuthorizationCode, AuthError> {
+        let timeout = self.options.callback_timeout;
+        let mut paste = None;
+        let mut follow = None;
+        match self.options.browser {
+            BrowserMode::Follow => {
+                let (u, r) = (url.clone(), redirect_uri.to_owned());
+                follow = Some(tokio::spawn(async move {
+                    browser::follow(&u, &r, policy).await
+                }));
+            }
+            BrowserMode::System if browser::browser_available() => {
+                let opened = browser::open_system(url).await;
+                if let Err(e) = &opened {
+                    tracing::info!(error = %e, "could not open a browser");
+                }
+                self.reporter
+                    .authorization_url(url.as_str(), opened.is_ok());
+                if opened.is_err() {
+                    self.reporter.waiting_for_paste();
+                    paste = Some(browser::stdin_lines());
+                }
+            }
+            BrowserMode::System | BrowserMode::None => {
+                self.reporter.authorization_url(url.as_str(), false);
+                self.reporter.waiting_for_paste();
+                paste = Some(browser::stdin_lines());
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::select! {
+                arrived = listener.next(remaining) => {
+                    let Some(arrived) = arrived else {
+                        return Err(AuthError::Timeout { waited: timeout, what: "the browser to come back" });
+                    };
+                    match callback::judge(expected, &arrived.params) {
+                        Verdict::Ignore => { let _ = arrived.reply.send(Page::Failed("not this sign-in".into())); }
+                        Verdict::Code(code) => {
+                            let _ = arrived.reply.send(Page::Done);
+                            return Ok(code);
+                        }
+                        Verdict::Refused(r) => {
+                            let _ = arrived.reply.send(Page::Failed(r.to_string()));
+                            return Err(r.into());
+                        }
+                    }
+                }
+                line = recv_line(&mut paste), if paste.is_some() => {
+                    let Some(line) = line else { paste = None; continue };
+                    match pasted(&line, expected) {
+                        Some(Ok(code)) => return Ok(code),
+                        Some(Err(r)) => return Err(r.into()),
+                        None => self.reporter.note("that is not the redirect URL of this sign-in; paste the whole URL the browser ended on"),
+                    }
+                }
+                done = join_follow(&mut follow), if follow.is_some() => {
+                    match done {
+                        // The callback, if any, is already queued at the listener.
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(AuthError::Browser(format!("following the authorization URL failed: {e}"))),
+                        Err(e) => return Err(AuthError::Browser(e.to_string())),
+                    }
+                    if let Some(arrived) = listener.next(std::time::Duration::from_millis(0)).await {
+                        // Same handling as above, inline for the queued callback.
+                        return match callback::judge(expected, &arrived.params) {
+                            Verdict::Code(code) => { let _ = arrived.reply.send(Page::Done); Ok(code) }
+                            Verdict::Refused(r) => { let _ = arrived.reply.send(Page::Failed(r.to_string())); Err(r.into()) }
+                            Verdict::Ignore => Err(AuthError::Browser("the authorization server redirected back with another state".into())),
+                        };
+                    }
+                    return Err(AuthError::Browser(
+                        "the authorization server did not redirect back without a person; use --browser system or none".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+async fn recv_line(rx: &mut Option<tokio::sync::mpsc::Receiver<String>>) -> Option<String> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_follow(
+    task: &mut Option<tokio::task::JoinHandle<Result<u16, String>>>,
+) -> Result<Result<u16, String>, tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A pasted answer: the whole redirect URL (judged like a callback), or a bare code
+/// when the server does not promise `iss` (there is nothing else to check then).
+fn pasted(
+    line: &str,
+    expected: &Expected<'_>,
+) -> Option<Result<oauth2::AuthorizationCode, callback::Refusal>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    if let Ok(u) = Url::parse(line) {
+        let params: HashMap<String, String> = u.query_pairs().into_owned().collect();
+        return match callback::judge(expected, &params) {
+            Verdict::Ignore => None,
+            Verdict::Code(c) => Some(Ok(c)),
+            Verdict::Refused(r) => Some(Err(r)),
+        };
+    }
+    if expected.iss_required || line.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(Ok(oauth2::AuthorizationCode::new(line.to_owned())))
+}
+
+fn cimd_client(url: &str, issuer: &str) -> OAuthClient {
+    OAuthClient {
+        client_id: url.to_owned(),
+        auth: ClientAuth::None,
+        kind: RegistrationKind::MetadataDocument,
+        issuer: issuer.to_owned(),
+        redirect_uris: Vec::new(),
+    }
+}
+
+/// A callback port that stays the same for one server (so an exact-match redirect
+/// registration keeps working), in the dynamic range.
+pub fn stable_port(issuer: &str, resource: &str) -> u16 {
+    let mut h = DefaultHasher::new();
+    (issuer, resource).hash(&mut h);
+    49152 + (h.finish() % 16384) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_up_stops_at_three_per_resource_and_operation() {
+        let mut s = StepUp::default();
+        assert!((0..3).all(|_| s.allow("r", "tools/call admin")));
+        assert!(!s.allow("r", "tools/call admin"));
+        assert!(s.allow("r", "tools/call other"));
+        assert!(s.allow("r2", "tools/call admin"));
+    }
+
+    #[test]
+    fn pasted_answers() {
+        let e = Expected {
+            state: "s",
+            issuer: "https://as",
+            iss_required: false,
+        };
+        assert!(matches!(
+            pasted("http://127.0.0.1:1/callback?code=c&state=s", &e),
+            Some(Ok(_))
+        ));
+        assert!(pasted("http://127.0.0.1:1/callback?code=c&state=x", &e).is_none());
+        assert!(matches!(pasted("abc123", &e), Some(Ok(_))));
+        let strict = Expected {
+            iss_required: true,
+            ..e
+        };
+        assert!(
+            pasted("abc123", &strict).is_none(),
+            "a bare code cannot prove iss"
+        );
+        assert!(pasted("   ", &strict).is_none());
+    }
+
+    #[test]
+    fn stable_ports_are_stable_and_dynamic() {
+        let a = stable_port("https://as", "https://r");
+        assert_eq!(a, stable_port("https://as", "https://r"));
+        assert!(a >= 49152);
+    }
+}

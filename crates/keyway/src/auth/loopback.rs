@@ -1,0 +1,156 @@
+//! The loopback redirect listener (RFC 8252 §7.3): 127.0.0.1 only, one path, callbacks
+//! with an unknown `state` answered and ignored, one small page for the person at the
+//! browser, closed as soon as the flow has its answer (dropping it closes it).
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{RawQuery, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// The path keyway registers: `http://127.0.0.1:PORT/callback`.
+pub const CALLBACK_PATH: &str = "/callback";
+
+/// A callback whose `state` matched; answer it with the page to show.
+#[derive(Debug)]
+pub struct Arrived {
+    pub params: HashMap<String, String>,
+    pub reply: oneshot::Sender<Page>,
+}
+
+/// What the browser tab shows.
+#[derive(Debug, Clone)]
+pub enum Page {
+    Done,
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: String,
+    tx: mpsc::Sender<Arrived>,
+}
+
+/// A bound listener. Dropping it stops it.
+#[derive(Debug)]
+pub struct Loopback {
+    addr: SocketAddr,
+    rx: mpsc::Receiver<Arrived>,
+    stop: CancellationToken,
+}
+
+impl Loopback {
+    /// Bind 127.0.0.1:`port` (0 for any) and serve callbacks carrying `state`.
+    pub async fn bind(port: u16, state: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(4);
+        let shared = Arc::new(Shared {
+            state: state.to_owned(),
+            tx,
+        });
+        let app = Router::new()
+            .route(CALLBACK_PATH, get(callback))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+            .with_state(shared);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await;
+        });
+        Ok(Self { addr, rx, stop })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn redirect_uri(&self) -> String {
+        format!("http://127.0.0.1:{}{CALLBACK_PATH}", self.addr.port())
+    }
+
+    /// The next callback with the right state; `None` when `timeout` passes first.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Arrived> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn callback(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    if params.get("state") != Some(&shared.state) {
+        // Not this flow's: never consumes it. A stale tab or a forged request.
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Unknown sign-in",
+            "keyway is not waiting for this sign-in (it may have expired or been completed). You can close this tab.",
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    if shared.tx.send(Arrived { params, reply }).await.is_err() {
+        return page(
+            StatusCode::GONE,
+            "Sign-in finished",
+            "keyway is no longer waiting. You can close this tab.",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(30), answer).await {
+        Ok(Ok(Page::Done)) => page(
+            StatusCode::OK,
+            "Signed in",
+            "keyway has the authorization. You can close this tab and return to your terminal.",
+        ),
+        Ok(Ok(Page::Failed(why))) => page(StatusCode::BAD_REQUEST, "Sign-in failed", &why),
+        _ => page(
+            StatusCode::GONE,
+            "Sign-in finished",
+            "keyway is no longer waiting. You can close this tab.",
+        ),
+    }
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} · keyway</title>\
+         <style>body{{font:16px system-ui,sans-serif;max-width:32em;margin:4em auto;padding:0 1em;color:#222}}\
+         h1{{font-size:1.4em}}</style></head><body><h1>{t}</h1><p>{x}</p></body></html>",
+        t = escape(title),
+        x = escape(text)
+    );
+    let mut resp = (status, Html(body)).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

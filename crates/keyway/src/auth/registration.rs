@@ -1,0 +1,398 @@
+//! How keyway gets a client id at an authorization server, in the MCP priority
+//! (2025-11-25 "Client Registration Approaches"): a pre-registered client, a client ID
+//! metadata document, dynamic client registration (RFC 7591). Registrations are
+//! bound to the issuer: a new authorization server means a new registration.
+
+use std::{collections::HashMap, fmt, sync::Mutex};
+
+use oauth2::ClientSecret;
+use reqwest::header;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    AuthError,
+    callback::printable,
+    client::{AuthMethod, ClientAuth, OAuthClient, RegistrationKind, SigningKey},
+    fetch::{describe, read_capped, snippet},
+    metadata::AuthServerMetadata,
+};
+use crate::Secret;
+
+/// What the user told keyway about its client.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// A pre-registered client id (`--client-id`).
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// How to authenticate; derived from the secret/key and the server when absent.
+    pub auth_method: Option<AuthMethod>,
+    pub private_key: Option<SigningKey>,
+    /// An https URL serving keyway's client ID metadata document.
+    pub client_metadata_url: Option<String>,
+}
+
+/// Which way to get a client id, decided from the options and the server. Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Preregistered,
+    MetadataDocument(String),
+    Dynamic(String),
+}
+
+pub fn plan(opts: &ClientOptions, m: &AuthServerMetadata) -> Result<Plan, AuthError> {
+    if opts.client_id.is_some() {
+        return Ok(Plan::Preregistered);
+    }
+    if let Some(url) = &opts.client_metadata_url
+        && m.supports_cimd()
+    {
+        return Ok(Plan::MetadataDocument(url.clone()));
+    }
+    if let Some(endpoint) = &m.registration_endpoint {
+        return Ok(Plan::Dynamic(endpoint.clone()));
+    }
+    Err(AuthError::NoRegistration {
+        issuer: m.issuer.clone(),
+        cimd_offered: m.supports_cimd(),
+    })
+}
+
+/// The pre-registered client from the options.
+pub fn preregistered(
+    opts: &ClientOptions,
+    m: &AuthServerMetadata,
+) -> Result<OAuthClient, AuthError> {
+    let Some(client_id) = opts.client_id.clone() else {
+        return Err(AuthError::Config(
+            "a pre-registered client needs --client-id".into(),
+        ));
+    };
+    let secret = opts
+        .client_secret
+        .as_ref()
+        .map(|s| ClientSecret::new(s.expose().to_owned()));
+    let method = match (opts.auth_method, &opts.private_key, &secret) {
+        (Some(m), _, _) => m,
+        (None, Some(_), _) => AuthMethod::PrivateKeyJwt,
+        (None, None, Some(_)) if m.supports_auth_method("client_secret_basic") => {
+            AuthMethod::ClientSecretBasic
+        }
+        (None, None, Some(_)) if m.supports_auth_method("client_secret_post") => {
+            AuthMethod::ClientSecretPost
+        }
+        (None, None, Some(_)) => AuthMethod::ClientSecretBasic,
+        (None, None, None) => AuthMethod::None,
+    };
+    let auth = match method {
+        AuthMethod::None => ClientAuth::None,
+        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
+            let Some(secret) = secret else {
+                return Err(AuthError::Config(format!(
+                    "{} needs --client-secret",
+                    method.as_str()
+                )));
+            };
+            if method == AuthMethod::ClientSecretBasic {
+                ClientAuth::SecretBasic(secret)
+            } else {
+                ClientAuth::SecretPost(secret)
+            }
+        }
+        AuthMethod::PrivateKeyJwt => match &opts.private_key {
+            Some(k) => ClientAuth::PrivateKeyJwt(k.clone()),
+            None => {
+                return Err(AuthError::Config(
+                    "private_key_jwt needs --private-key FILE".into(),
+                ));
+            }
+        },
+    };
+    Ok(OAuthClient {
+        client_id,
+        auth,
+        kind: RegistrationKind::Preregistered,
+        issuer: m.issuer.clone(),
+        redirect_uris: Vec::new(),
+    })
+}
+
+/// A registration as keyway keeps it, per issuer.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredRegistration {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<ClientSecret>,
+    pub auth_method: AuthMethod,
+    pub redirect_uris: Vec<String>,
+    pub kind: RegistrationKind,
+}
+
+impl fmt::Debug for StoredRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredRegistration")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("auth_method", &self.auth_method)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl StoredRegistration {
+    pub fn client(&self) -> OAuthClient {
+        let auth = match (self.auth_method, &self.client_secret) {
+            (AuthMethod::ClientSecretBasic, Some(s)) => ClientAuth::SecretBasic(s.clone()),
+            (AuthMethod::ClientSecretPost, Some(s)) => ClientAuth::SecretPost(s.clone()),
+            _ => ClientAuth::None,
+        };
+        OAuthClient {
+            client_id: self.client_id.clone(),
+            auth,
+            kind: self.kind,
+            issuer: self.issuer.clone(),
+            redirect_uris: self.redirect_uris.clone(),
+        }
+    }
+}
+
+/// Where registrations live between flows. The in-memory one serves ad hoc calls;
+/// the encrypted store implements the same trait.
+#[async_trait::async_trait]
+pub trait RegistrationStore: Send + Sync + fmt::Debug {
+    async fn load(&self, issuer: &str) -> Result<Option<StoredRegistration>, AuthError>;
+    async fn save(&self, registration: &StoredRegistration) -> Result<(), AuthError>;
+    async fn forget(&self, issuer: &str) -> Result<(), AuthError>;
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryRegistrations(Mutex<HashMap<String, StoredRegistration>>);
+
+#[async_trait::async_trait]
+impl RegistrationStore for MemoryRegistrations {
+    async fn load(&self, issuer: &str) -> Result<Option<StoredRegistration>, AuthError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(issuer)
+            .cloned())
+    }
+    async fn save(&self, r: &StoredRegistration) -> Result<(), AuthError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(r.issuer.clone(), r.clone());
+        Ok(())
+    }
+    async fn forget(&self, issuer: &str) -> Result<(), AuthError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(issuer);
+        Ok(())
+    }
+}
+
+/// Register dynamically (RFC 7591) as a native public client, and use what the
+/// server hands back, including the auth method it chose (§3.2.1).
+pub(crate) async fn register(
+    http: &reqwest::Client,
+    endpoint: &str,
+    m: &AuthServerMetadata,
+    client_name: &str,
+    redirect_uri: &str,
+    grant_types: &[&str],
+) -> Result<StoredRegistration, AuthError> {
+    let body = json!({
+        "client_name": client_name,
+        "redirect_uris": [redirect_uri],
+        "grant_types": grant_types,
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "application_type": "native",
+        "software_id": "keyway",
+        "software_version": env!("CARGO_PKG_VERSION"),
+    });
+    let failed = |detail: String| AuthError::Registration {
+        issuer: m.issuer.clone(),
+        detail,
+    };
+    let mut resp = http
+        .post(endpoint)
+        .header(header::ACCEPT, "application/json")
+        .json(&body)
+        .timeout(super::token::TOKEN_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| failed(describe(&e)))?;
+    let status = resp.status().as_u16();
+    let bytes = read_capped(&mut resp, 64 * 1024).await.map_err(failed)?;
+    let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+    if !(200..300).contains(&status) {
+        let detail = match json
+            .as_ref()
+            .and_then(|j| j.get("error"))
+            .and_then(Value::as_str)
+        {
+            Some(e) => {
+                let d = json
+                    .as_ref()
+                    .and_then(|j| j.get("error_description"))
+                    .and_then(Value::as_str);
+                format!(
+                    "HTTP {status}: {}{}",
+                    printable(e),
+                    d.map(|d| format!(" ({})", printable(d)))
+                        .unwrap_or_default()
+                )
+            }
+            None => format!("HTTP {status}: {}", snippet(&bytes)),
+        };
+        return Err(failed(detail));
+    }
+    let Some(obj) = json.as_ref().and_then(Value::as_object) else {
+        return Err(failed(format!(
+            "the answer is not a JSON object: {}",
+            snippet(&bytes)
+        )));
+    };
+    let client_id = obj
+        .get("client_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| failed("the answer has no client_id".into()))?;
+    // Some servers send an empty secret for public clients: that is no secret.
+    let secret = obj
+        .get("client_secret")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(|s| ClientSecret::new(s.to_owned()));
+    let auth_method = match obj
+        .get("token_endpoint_auth_method")
+        .and_then(Value::as_str)
+    {
+        Some(m) => AuthMethod::parse(m).ok_or_else(|| {
+            failed(format!(
+                "the server chose auth method {m:?}, which keyway cannot use"
+            ))
+        })?,
+        None if secret.is_some() => AuthMethod::ClientSecretBasic,
+        None => AuthMethod::None,
+    };
+    if matches!(
+        auth_method,
+        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
+    ) && secret.is_none()
+    {
+        return Err(failed(format!(
+            "the server chose {} but issued no client_secret",
+            auth_method.as_str()
+        )));
+    }
+    if auth_method == AuthMethod::PrivateKeyJwt {
+        return Err(failed(
+            "the server chose private_key_jwt for a registration without keys".into(),
+        ));
+    }
+    let redirect_uris = obj
+        .get("redirect_uris")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_else(|| vec![redirect_uri.to_owned()]);
+    Ok(StoredRegistration {
+        issuer: m.issuer.clone(),
+        client_id: client_id.to_owned(),
+        client_secret: secret,
+        auth_method,
+        redirect_uris,
+        kind: RegistrationKind::Dynamic,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(f: impl FnOnce(&mut AuthServerMetadata)) -> AuthServerMetadata {
+        let mut m = AuthServerMetadata {
+            issuer: "https://as".into(),
+            ..Default::default()
+        };
+        f(&mut m);
+        m
+    }
+
+    #[test]
+    fn priority_is_preregistered_then_cimd_then_dcr() {
+        let both = meta(|m| {
+            m.client_id_metadata_document_supported = Some(true);
+            m.registration_endpoint = Some("https://as/register".into());
+        });
+        let cimd = ClientOptions {
+            client_metadata_url: Some("https://me/c.json".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&cimd, &both).unwrap(),
+            Plan::MetadataDocument("https://me/c.json".into())
+        );
+        let pre = ClientOptions {
+            client_id: Some("x".into()),
+            ..cimd.clone()
+        };
+        assert_eq!(plan(&pre, &both).unwrap(), Plan::Preregistered);
+        let dcr_only = meta(|m| m.registration_endpoint = Some("https://as/register".into()));
+        assert_eq!(
+            plan(&cimd, &dcr_only).unwrap(),
+            Plan::Dynamic("https://as/register".into())
+        );
+        assert!(matches!(
+            plan(&ClientOptions::default(), &meta(|_| {})),
+            Err(AuthError::NoRegistration { .. })
+        ));
+    }
+
+    #[test]
+    fn preregistered_auth_method_follows_the_server() {
+        let secret = ClientOptions {
+            client_id: Some("c".into()),
+            client_secret: Some(Secret::new("s")),
+            ..Default::default()
+        };
+        let post_only = meta(|m| {
+            m.token_endpoint_auth_methods_supported = Some(vec!["client_secret_post".into()])
+        });
+        assert_eq!(
+            preregistered(&secret, &post_only).unwrap().auth.method(),
+            AuthMethod::ClientSecretPost
+        );
+        assert_eq!(
+            preregistered(&secret, &meta(|_| {})).unwrap().auth.method(),
+            AuthMethod::ClientSecretBasic
+        );
+        let public = ClientOptions {
+            client_id: Some("c".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            preregistered(&public, &meta(|_| {})).unwrap().auth.method(),
+            AuthMethod::None
+        );
+        let wants_post = ClientOptions {
+            auth_method: Some(AuthMethod::ClientSecretPost),
+            ..public
+        };
+        assert!(matches!(
+            preregistered(&wants_post, &meta(|_| {})),
+            Err(AuthError::Config(_))
+        ));
+    }
+}

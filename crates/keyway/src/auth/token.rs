@@ -1,0 +1,218 @@
+//! Token endpoint requests (RFC 6749 §3.2, §4.1.3, §6; RFC 8628 §3.4; client
+//! credentials) and their answers. `resource` rides on every request (RFC 8707).
+
+use std::time::{Duration, SystemTime};
+
+use oauth2::{AccessToken, RefreshToken};
+use reqwest::header;
+use serde_json::Value;
+
+use super::{
+    callback::printable,
+    client::OAuthClient,
+    fetch::{describe, read_capped, snippet},
+};
+
+/// Largest token response keyway reads.
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Time for one token request.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A successful token response.
+#[derive(Debug)]
+pub struct TokenResponse {
+    pub access_token: AccessToken,
+    pub refresh_token: Option<RefreshToken>,
+    pub expires_in: Option<Duration>,
+    /// The granted scope, when the server says (else the requested one applies).
+    pub scope: Option<Vec<String>>,
+}
+
+/// A token request that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The server answered with an OAuth error (RFC 6749 §5.2).
+    #[error("the token endpoint refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    OAuth {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+    #[error("the token endpoint answered HTTP {status} without a usable body: {detail}")]
+    Malformed { status: u16, detail: String },
+    #[error("the token endpoint could not be reached: {0}")]
+    Transport(String),
+    #[error("{0}")]
+    Client(String),
+}
+
+impl TokenError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::OAuth { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// POST a grant to the token endpoint as `client`. `audience` is the issuer (the
+/// `aud` of private_key_jwt assertions).
+pub(crate) async fn request(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    audience: &str,
+    client: &OAuthClient,
+    mut form: Vec<(&'static str, String)>,
+    now: SystemTime,
+) -> Result<TokenResponse, TokenError> {
+    let req = http
+        .post(token_endpoint)
+        .header(header::ACCEPT, "application/json")
+        .timeout(TOKEN_TIMEOUT);
+    let req = client
+        .authenticate(req, &mut form, audience, now)
+        .map_err(TokenError::Client)?;
+    let mut resp = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transport(describe(&e)))?;
+    let status = resp.status().as_u16();
+    let body = read_capped(&mut resp, MAX_TOKEN_BYTES)
+        .await
+        .map_err(|detail| TokenError::Malformed { status, detail })?;
+    parse_response(status, &body)
+}
+
+/// Parse a token endpoint answer. Pure.
+pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    if !(200..300).contains(&status) {
+        return Err(
+            match json
+                .as_ref()
+                .and_then(|j| j.get("error"))
+                .and_then(Value::as_str)
+            {
+                Some(error) => TokenError::OAuth {
+                    status,
+                    error: printable(error),
+                    description: json
+                        .as_ref()
+                        .and_then(|j| j.get("error_description"))
+                        .and_then(Value::as_str)
+                        .map(printable),
+                },
+                None => TokenError::Malformed {
+                    status,
+                    detail: snippet(body),
+                },
+            },
+        );
+    }
+    let Some(Value::Object(obj)) = json else {
+        return Err(TokenError::Malformed {
+            status,
+            detail: format!("not a JSON object: {}", snippet(body)),
+        });
+    };
+    let malformed = |detail: &str| TokenError::Malformed {
+        status,
+        detail: detail.to_owned(),
+    };
+    let access_token = obj
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed("no access_token"))?;
+    // RFC 6749 §7.1: the type is case-insensitive; keyway only sends Bearer tokens.
+    match obj.get("token_type").and_then(Value::as_str) {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(t) => {
+            return Err(malformed(&format!(
+                "token_type {:?} is not Bearer",
+                printable(t)
+            )));
+        }
+        None => return Err(malformed("no token_type")),
+    }
+    // Some servers send expires_in as a string; a negative or absurd one counts as absent.
+    let expires_in = match obj.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .filter(|s| *s <= 10 * 365 * 24 * 3600)
+    .map(Duration::from_secs);
+    Ok(TokenResponse {
+        access_token: AccessToken::new(access_token.to_owned()),
+        refresh_token: obj
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(|t| RefreshToken::new(t.to_owned())),
+        expires_in,
+        scope: obj
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_answers_leniently_where_servers_differ() {
+        let r = parse_response(
+            200,
+            br#"{"access_token":"a","token_type":"bearer","expires_in":"60","scope":"x y"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.access_token.secret(), "a");
+        assert_eq!(r.expires_in, Some(Duration::from_secs(60)));
+        assert_eq!(r.scope, Some(vec!["x".into(), "y".into()]));
+        assert!(r.refresh_token.is_none());
+        let r = parse_response(
+            200,
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+        )
+        .unwrap();
+        assert_eq!(r.expires_in, None);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_used() {
+        for body in [
+            &br#"{"token_type":"Bearer"}"#[..],
+            br#"{"access_token":"a"}"#,
+            br#"{"access_token":"a","token_type":"DPoP"}"#,
+            br#"[]"#,
+            b"<html>",
+        ] {
+            assert!(
+                matches!(parse_response(200, body), Err(TokenError::Malformed { .. })),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn oauth_errors_are_kept_printable_and_never_echo_secrets() {
+        let e = parse_response(
+            400,
+            br#"{"error":"invalid_grant","error_description":"gone\n"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), Some("invalid_grant"));
+        assert_eq!(
+            e.to_string(),
+            "the token endpoint refused: invalid_grant (gone)"
+        );
+        let e = parse_response(502, b"Bad Gateway").unwrap_err();
+        assert!(matches!(e, TokenError::Malformed { status: 502, .. }));
+    }
+}

@@ -1,0 +1,236 @@
+//! Tokens as keyway holds them: bound to the resource, issuer and client that
+//! produced them, refreshed shortly before they expire, and only ever handed to a
+//! request for their own resource.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures::future::BoxFuture;
+use oauth2::{AccessToken, RefreshToken};
+use rmcp::transport::auth::AuthError as RmcpAuthError;
+use url::Url;
+
+use super::{
+    client::OAuthClient,
+    token::{self, TokenError, TokenResponse},
+    urls,
+};
+use crate::mcp::TokenSource;
+
+/// Refresh when less than this remains (seed: "less than 60 s").
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// An access grant for one resource.
+#[derive(Clone)]
+pub struct Grant {
+    pub access_token: AccessToken,
+    pub refresh_token: Option<RefreshToken>,
+    pub expires_at: Option<SystemTime>,
+    /// The scopes keyway asked for (the base of a step-up union).
+    pub requested_scopes: Vec<String>,
+    /// The scopes the server says it granted, when it says.
+    pub granted_scopes: Option<Vec<String>>,
+    /// Binding: the resource indicator, issuer, token endpoint and client.
+    pub resource: String,
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub client: OAuthClient,
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("expires_at", &self.expires_at)
+            .field("requested_scopes", &self.requested_scopes)
+            .field("resource", &self.resource)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grant {
+    pub(crate) fn from_response(
+        r: TokenResponse,
+        requested: Vec<String>,
+        resource: String,
+        issuer: String,
+        token_endpoint: String,
+        client: OAuthClient,
+        now: SystemTime,
+    ) -> Self {
+        Self {
+            access_token: r.access_token,
+            refresh_token: r.refresh_token,
+            expires_at: r.expires_in.map(|d| now + d),
+            requested_scopes: requested,
+            granted_scopes: r.scope,
+            resource,
+            issuer,
+            token_endpoint,
+            client,
+        }
+    }
+
+    /// Whether the access token should be refreshed at `now`.
+    pub fn needs_refresh(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now + REFRESH_MARGIN)
+    }
+
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether this grant may be sent to `uri` (invariant 1).
+    pub fn is_for(&self, uri: &str) -> bool {
+        Url::parse(uri).is_ok_and(|u| urls::resource_matches(&self.resource, &u))
+    }
+}
+
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    #[error("there is no refresh token; authorize again")]
+    NoRefreshToken,
+    /// `invalid_grant`: the refresh token is dead. Authorize again.
+    #[error("the authorization server rejected the refresh token; authorize again")]
+    Rejected(#[source] TokenError),
+    #[error(transparent)]
+    Failed(TokenError),
+}
+
+/// Refresh `grant` (RFC 6749 §6, with `resource`). The old refresh token is kept
+/// when none comes back; the expiry is recomputed; the scope kept if omitted.
+pub async fn refresh(
+    http: &reqwest::Client,
+    grant: &Grant,
+    now: SystemTime,
+) -> Result<Grant, RefreshError> {
+    let Some(rt) = &grant.refresh_token else {
+        return Err(RefreshError::NoRefreshToken);
+    };
+    let form = vec![
+        ("grant_type", "refresh_token".to_owned()),
+        ("refresh_token", rt.secret().clone()),
+        ("resource", grant.resource.clone()),
+    ];
+    let r = token::request(
+        http,
+        &grant.token_endpoint,
+        &grant.issuer,
+        &grant.client,
+        form,
+        now,
+    )
+    .await
+    .map_err(|e| match e.code() {
+        Some("invalid_grant") => RefreshError::Rejected(e),
+        _ => RefreshError::Failed(e),
+    })?;
+    Ok(Grant {
+        access_token: r.access_token,
+        refresh_token: r.refresh_token.or_else(|| grant.refresh_token.clone()),
+        expires_at: r.expires_in.map(|d| now + d),
+        requested_scopes: grant.requested_scopes.clone(),
+        granted_scopes: r.scope.or_else(|| grant.granted_scopes.clone()),
+        resource: grant.resource.clone(),
+        issuer: grant.issuer.clone(),
+        token_endpoint: grant.token_endpoint.clone(),
+        client: grant.client.clone(),
+    })
+}
+
+/// A [`TokenSource`] over a grant held in memory: refreshed once (the lock makes
+/// concurrent requests wait for the one refresh), never sent to another resource.
+#[derive(Debug)]
+pub struct OAuthTokens {
+    http: reqwest::Client,
+    grant: tokio::sync::Mutex<Option<Grant>>,
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+impl OAuthTokens {
+    pub fn new(http: reqwest::Client) -> Arc<Self> {
+        Arc::new(Self {
+            http,
+            grant: tokio::sync::Mutex::new(None),
+            refreshes: Default::default(),
+        })
+    }
+
+    pub async fn set(&self, grant: Grant) {
+        *self.grant.lock().await = Some(grant);
+    }
+
+    pub async fn current(&self) -> Option<Grant> {
+        self.grant.lock().await.clone()
+    }
+
+    pub async fn clear(&self) {
+        *self.grant.lock().await = None;
+    }
+
+    /// How many refreshes this source made.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Refresh now, whatever the expiry (after a 401 with a token that looked valid).
+    pub async fn force_refresh(&self) -> Result<(), RefreshError> {
+        let mut slot = self.grant.lock().await;
+        let Some(g) = slot.as_ref() else {
+            return Err(RefreshError::NoRefreshToken);
+        };
+        let fresh = refresh(&self.http, g, SystemTime::now()).await?;
+        self.refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some(fresh);
+        Ok(())
+    }
+}
+
+impl TokenSource for OAuthTokens {
+    fn bearer<'a>(
+        &'a self,
+        uri: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AccessToken>, RmcpAuthError>> {
+        Box::pin(async move {
+            let mut slot = self.grant.lock().await;
+            let Some(g) = slot.as_ref() else {
+                return Ok(None);
+            };
+            if !g.is_for(uri) {
+                tracing::warn!(uri, resource = %g.resource, "not sending a token issued for another resource");
+                return Ok(None);
+            }
+            let now = SystemTime::now();
+            if !g.needs_refresh(now) || g.refresh_token.is_none() {
+                return Ok(Some(g.access_token.clone()));
+            }
+            match refresh(&self.http, g, now).await {
+                Ok(fresh) => {
+                    self.refreshes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let token = fresh.access_token.clone();
+                    *slot = Some(fresh);
+                    Ok(Some(token))
+                }
+                // Still valid for a moment: use it; the next request tries again.
+                Err(RefreshError::Failed(e)) if !g.expired(now) => {
+                    tracing::warn!(error = %e, "refresh failed; using the current token while it lasts");
+                    Ok(Some(g.access_token.clone()))
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "refresh failed; authorization is needed");
+                    Ok(None)
+                }
+            }
+        })
+    }
+}

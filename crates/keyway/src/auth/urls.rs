@@ -1,0 +1,379 @@
+//! Pure URL rules of the MCP authorization spec: where metadata lives, what a
+//! resource identifier is, which URLs a flow may use. No I/O.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use url::Url;
+
+/// Protected resource metadata locations to try when the challenge names none
+/// (RFC 9728 §3.1; MCP 2025-11-25): path-inserted, then the root. Deduplicated.
+pub fn prm_well_known(mcp_url: &Url) -> Vec<Url> {
+    let mut out = Vec::new();
+    let path = mcp_url.path().trim_end_matches('/');
+    if !path.is_empty() {
+        let mut u = origin_url(mcp_url);
+        u.set_path(&format!("/.well-known/oauth-protected-resource{path}"));
+        u.set_query(mcp_url.query());
+        out.push(u);
+    }
+    let mut root = origin_url(mcp_url);
+    root.set_path("/.well-known/oauth-protected-resource");
+    if !out.contains(&root) {
+        out.push(root);
+    }
+    out
+}
+
+/// Authorization server metadata locations for an issuer, in the spec's order
+/// (MCP 2025-11-25 "Authorization Server Metadata Discovery"): RFC 8414 path-inserted,
+/// OpenID path-inserted, OpenID path-appended; without a path, RFC 8414 then OpenID.
+pub fn as_metadata_urls(issuer: &Url) -> Vec<Url> {
+    let path = issuer.path().trim_end_matches('/');
+    let at = |p: String| {
+        let mut u = origin_url(issuer);
+        u.set_path(&p);
+        u
+    };
+    if path.is_empty() {
+        vec![
+            at("/.well-known/oauth-authorization-server".into()),
+            at("/.well-known/openid-configuration".into()),
+        ]
+    } else {
+        vec![
+            at(format!("/.well-known/oauth-authorization-server{path}")),
+            at(format!("/.well-known/openid-configuration{path}")),
+            at(format!("{path}/.well-known/openid-configuration")),
+        ]
+    }
+}
+
+/// `scheme://host[:port]/` of a URL.
+pub fn origin_url(u: &Url) -> Url {
+    let mut o = u.clone();
+    o.set_path("/");
+    o.set_query(None);
+    o.set_fragment(None);
+    let _ = o.set_username("");
+    let _ = o.set_password(None);
+    o
+}
+
+/// `scheme://host[:port]` as a string, without the trailing slash.
+pub fn origin_string(u: &Url) -> String {
+    u.origin().ascii_serialization()
+}
+
+/// The canonical resource identifier of an MCP server URL (RFC 8707, MCP "Canonical
+/// Server URI"): lowercase scheme and host (the URL parser does that), no fragment,
+/// no userinfo, and no trailing slash on a bare origin.
+pub fn canonical_resource(u: &Url) -> String {
+    let mut c = u.clone();
+    c.set_fragment(None);
+    let _ = c.set_username("");
+    let _ = c.set_password(None);
+    if c.path() == "/" && c.query().is_none() {
+        origin_string(&c)
+    } else {
+        c.to_string()
+    }
+}
+
+/// Whether a protected resource's `resource` value may describe `mcp_url`: the same
+/// origin, and a path that is the MCP URL's path or a segment prefix of it (the exact
+/// match RFC 9728 §3.3 asks for, plus the prefix form MCP SDKs accept).
+pub fn resource_matches(resource: &str, mcp_url: &Url) -> bool {
+    let Ok(r) = Url::parse(resource) else {
+        return false;
+    };
+    if r.fragment().is_some() || r.origin() != mcp_url.origin() {
+        return false;
+    }
+    let rp = r.path().trim_end_matches('/');
+    let mp = mcp_url.path().trim_end_matches('/');
+    rp.is_empty() || mp == rp || mp.starts_with(&format!("{rp}/"))
+}
+
+/// What kind of host a URL names, for the SSRF rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HostClass {
+    Loopback,
+    /// Private (RFC 1918, unique local) addresses.
+    Private,
+    /// Link-local addresses (cloud metadata lives here).
+    LinkLocal,
+    /// Public addresses and DNS names.
+    Public,
+}
+
+pub fn host_class(u: &Url) -> HostClass {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip_class(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => ip_class(IpAddr::V6(ip)),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            if d == "localhost" || d.ends_with(".localhost") {
+                HostClass::Loopback
+            } else if d == "metadata.google.internal" || d == "metadata" {
+                HostClass::LinkLocal
+            } else {
+                HostClass::Public
+            }
+        }
+        None => HostClass::Public,
+    }
+}
+
+pub fn ip_class(ip: IpAddr) -> HostClass {
+    match ip {
+        IpAddr::V4(v4) => v4_class(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4_class(v4),
+            None => v6_class(v6),
+        },
+    }
+}
+
+fn v4_class(ip: Ipv4Addr) -> HostClass {
+    if ip.is_loopback() {
+        HostClass::Loopback
+    } else if ip.is_link_local() {
+        HostClass::LinkLocal
+    } else if ip.is_private() || ip.is_unspecified() || ip.octets()[0] == 0 {
+        HostClass::Private
+    } else {
+        HostClass::Public
+    }
+}
+
+fn v6_class(ip: Ipv6Addr) -> HostClass {
+    let first = ip.segments()[0];
+    if ip.is_loopback() {
+        HostClass::Loopback
+    } else if first & 0xffc0 == 0xfe80 {
+        HostClass::LinkLocal
+    } else if first & 0xfe00 == 0xfc00 || ip.is_unspecified() {
+        HostClass::Private
+    } else {
+        HostClass::Public
+    }
+}
+
+/// Why a URL may not be used in an authorization flow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlRefusal {
+    #[error("{url:?} is not a URL")]
+    NotAUrl { url: String },
+    #[error("{url} uses the {scheme}: scheme; only https (and http on loopback) is allowed")]
+    Scheme { url: String, scheme: String },
+    #[error("{url} uses plain http on a non-loopback host; https is required")]
+    PlainHttp { url: String },
+    #[error("{url} points at a {class:?} address while the MCP server does not")]
+    Private { url: String, class: HostClass },
+    #[error("{url} carries credentials in the URL")]
+    Userinfo { url: String },
+}
+
+/// The rules every URL of a flow obeys (MCP "Communication Security", SBP SSRF):
+/// https, or http on a loopback host (or anywhere with `allow_http`); no userinfo;
+/// no private or link-local address unless the MCP server itself is in that range.
+#[derive(Clone, Copy, Debug)]
+pub struct UrlPolicy {
+    /// The MCP server's host class: URLs may reach "down" to it, not further.
+    pub server: HostClass,
+    pub allow_http: bool,
+}
+
+impl UrlPolicy {
+    pub fn for_server(mcp_url: &Url, allow_http: bool) -> Self {
+        Self {
+            server: host_class(mcp_url),
+            allow_http,
+        }
+    }
+
+    pub fn check(&self, raw: &str) -> Result<Url, UrlRefusal> {
+        let url = Url::parse(raw).map_err(|_| UrlRefusal::NotAUrl {
+            url: raw.to_owned(),
+        })?;
+        self.check_url(&url)?;
+        Ok(url)
+    }
+
+    pub fn check_url(&self, url: &Url) -> Result<(), UrlRefusal> {
+        let shown = || url.as_str().to_owned();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlRefusal::Userinfo { url: shown() });
+        }
+        let class = host_class(url);
+        match url.scheme() {
+            "https" => {}
+            "http" if class == HostClass::Loopback || self.allow_http => {}
+            "http" => return Err(UrlRefusal::PlainHttp { url: shown() }),
+            other => {
+                return Err(UrlRefusal::Scheme {
+                    url: shown(),
+                    scheme: other.to_owned(),
+                });
+            }
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(UrlRefusal::NotAUrl { url: shown() });
+        }
+        let allowed = match class {
+            HostClass::Public => true,
+            // A loopback server may use loopback and private peers; a private one,
+            // private peers; a public one, neither. Link-local only for its own kind.
+            HostClass::Loopback => self.server == HostClass::Loopback,
+            HostClass::Private => matches!(self.server, HostClass::Loopback | HostClass::Private),
+            HostClass::LinkLocal => self.server == HostClass::LinkLocal,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(UrlRefusal::Private {
+                url: shown(),
+                class,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn prm_locations_insert_the_path_then_the_root() {
+        let got: Vec<String> = prm_well_known(&u("https://a.example/x/mcp/"))
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "https://a.example/.well-known/oauth-protected-resource/x/mcp",
+                "https://a.example/.well-known/oauth-protected-resource"
+            ]
+        );
+        assert_eq!(prm_well_known(&u("https://a.example")).len(), 1);
+        assert_eq!(
+            prm_well_known(&u("https://a.example/mcp?t=1"))[0].as_str(),
+            "https://a.example/.well-known/oauth-protected-resource/mcp?t=1"
+        );
+    }
+
+    #[test]
+    fn as_metadata_order_follows_the_spec() {
+        let got: Vec<String> = as_metadata_urls(&u("https://a.example/t1"))
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "https://a.example/.well-known/oauth-authorization-server/t1",
+                "https://a.example/.well-known/openid-configuration/t1",
+                "https://a.example/t1/.well-known/openid-configuration",
+            ]
+        );
+        let got: Vec<String> = as_metadata_urls(&u("https://a.example/"))
+            .iter()
+            .map(Url::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "https://a.example/.well-known/oauth-authorization-server",
+                "https://a.example/.well-known/openid-configuration",
+            ]
+        );
+    }
+
+    #[test]
+    fn canonical_resources() {
+        assert_eq!(
+            canonical_resource(&u("HTTPS://MCP.Example.com/")),
+            "https://mcp.example.com"
+        );
+        assert_eq!(
+            canonical_resource(&u("https://mcp.example.com:8443")),
+            "https://mcp.example.com:8443"
+        );
+        assert_eq!(
+            canonical_resource(&u("https://mcp.example.com/mcp#frag")),
+            "https://mcp.example.com/mcp"
+        );
+        assert_eq!(
+            canonical_resource(&u("https://u:p@mcp.example.com/mcp")),
+            "https://mcp.example.com/mcp"
+        );
+    }
+
+    #[test]
+    fn resource_matching_is_same_origin_and_segment_prefix() {
+        let m = u("https://a.example/api/mcp");
+        assert!(resource_matches("https://a.example/api/mcp", &m));
+        assert!(resource_matches("https://a.example/api", &m));
+        assert!(resource_matches("https://a.example", &m));
+        assert!(resource_matches("https://a.example/", &m));
+        assert!(!resource_matches("https://a.example/ap", &m));
+        assert!(!resource_matches("https://evil.example.com/api/mcp", &m));
+        assert!(!resource_matches("http://a.example/api/mcp", &m));
+        assert!(!resource_matches("https://a.example:444/api/mcp", &m));
+        assert!(!resource_matches("https://a.example/api/mcp#x", &m));
+        assert!(!resource_matches("not a url", &m));
+    }
+
+    #[test]
+    fn host_classes_cover_the_tricky_forms() {
+        for (s, c) in [
+            ("http://127.0.0.1/", HostClass::Loopback),
+            ("http://0177.0.0.1/", HostClass::Loopback),
+            ("http://[::1]/", HostClass::Loopback),
+            ("http://[::ffff:127.0.0.1]/", HostClass::Loopback),
+            ("http://foo.localhost/", HostClass::Loopback),
+            ("http://10.0.0.1/", HostClass::Private),
+            ("http://[fd00::1]/", HostClass::Private),
+            ("http://169.254.169.254/", HostClass::LinkLocal),
+            ("http://[::ffff:169.254.169.254]/", HostClass::LinkLocal),
+            ("http://[fe80::1]/", HostClass::LinkLocal),
+            ("http://metadata.google.internal/", HostClass::LinkLocal),
+            ("https://example.com/", HostClass::Public),
+        ] {
+            assert_eq!(host_class(&u(s)), c, "{s}");
+        }
+    }
+
+    #[test]
+    fn the_url_policy_refuses_what_the_spec_forbids() {
+        let public = UrlPolicy::for_server(&u("https://mcp.example.com/mcp"), false);
+        assert!(public.check("https://as.example.com/authorize").is_ok());
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "file:///etc/passwd",
+            "vbscript:x",
+            "http://as.example.com/authorize",
+            "https://169.254.169.254/latest",
+            "https://10.0.0.1/x",
+            "https://127.0.0.1/x",
+            "https://user:pw@as.example.com/x",
+            "not a url",
+        ] {
+            assert!(public.check(bad).is_err(), "{bad}");
+        }
+        let local = UrlPolicy::for_server(&u("http://127.0.0.1:9/mcp"), false);
+        assert!(local.check("http://127.0.0.1:10/authorize").is_ok());
+        assert!(local.check("http://localhost:10/authorize").is_ok());
+        assert!(local.check("http://as.example.com/authorize").is_err());
+        assert!(local.check("https://169.254.169.254/").is_err());
+        let dev = UrlPolicy::for_server(&u("http://10.1.2.3/mcp"), true);
+        assert!(dev.check("http://10.1.2.4/token").is_ok());
+    }
+}
