@@ -142,6 +142,11 @@ pub struct Knobs {
     #[arg(long, value_enum, default_value_t = IssMode::Right, help_heading = "Authorization server")]
     pub iss: IssMode,
 
+    /// Put this URL in the metadata as `authorization_endpoint` (hostile-server tests:
+    /// javascript:, data:, file:, http on a public host).
+    #[arg(long, value_name = "URL", help_heading = "Authorization server")]
+    pub authorization_endpoint_override: Option<String>,
+
     /// Deny every authorization (`error=access_denied`), device grants included.
     #[arg(long, help_heading = "Authorization server")]
     pub deny: bool,
@@ -204,6 +209,30 @@ pub struct Knobs {
     /// resource it was issued for).
     #[arg(long, help_heading = "Tokens")]
     pub no_audience_binding: bool,
+
+    // ------------------------------------------------------ external issuer
+    /// Trust an external authorization server instead of the built-in one: the metadata
+    /// names this issuer, and tokens are validated by introspection (needs
+    /// --introspection-url and --introspection-client).
+    #[arg(long, value_name = "ISSUER", requires_all = ["introspection_url", "introspection_client"], help_heading = "External authorization server")]
+    pub external_issuer: Option<String>,
+
+    /// The external server's introspection endpoint (RFC 7662).
+    #[arg(
+        long,
+        value_name = "URL",
+        help_heading = "External authorization server"
+    )]
+    pub introspection_url: Option<String>,
+
+    /// The testbed's own client at the external server, for introspection:
+    /// `id=ID,secret=S` (client_secret_basic).
+    #[arg(
+        long,
+        value_name = "SPEC",
+        help_heading = "External authorization server"
+    )]
+    pub introspection_client: Option<ClientSpec>,
 
     // ------------------------------------------------------------------ faults
     /// Tools that need --step-up-scope (403 insufficient_scope without it), comma

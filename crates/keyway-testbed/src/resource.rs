@@ -64,7 +64,10 @@ fn protected_resource_metadata(shared: &Shared) -> Value {
     let mut doc = json!({
         "resource": k.prm_resource.clone().unwrap_or_else(|| shared.urls.resource.clone()),
         "authorization_servers": [
-            k.prm_authorization_server.clone().unwrap_or_else(|| shared.urls.issuer.clone())
+            k.prm_authorization_server
+                .clone()
+                .or_else(|| k.external_issuer.clone())
+                .unwrap_or_else(|| shared.urls.issuer.clone())
         ],
         "bearer_methods_supported": ["header"],
         "resource_name": "keyway testbed",
@@ -93,27 +96,16 @@ async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Nex
     let Some(token) = token else {
         return unauthorized(&shared, None);
     };
+    shared.stats().mcp_requests_with_token += 1;
     if k.always_401 {
         return unauthorized(
             &shared,
             Some("the testbed refuses every token (--always-401)"),
         );
     }
-    let now = shared.now();
-    let scopes = {
-        let db = shared.db();
-        match db.access.get(&token) {
-            None => None,
-            Some(at) if at.revoked => None,
-            Some(at) if at.expires_at <= now => None,
-            Some(at)
-                if !k.no_audience_binding
-                    && at.resource.as_deref() != Some(shared.urls.resource.as_str()) =>
-            {
-                None
-            }
-            Some(at) => Some(at.scope.clone()),
-        }
+    let scopes = match &k.external_issuer {
+        None => local_token_scopes(&shared, &token),
+        Some(_) => introspected_scopes(&shared, &token).await,
     };
     let Some(scopes) = scopes else {
         return unauthorized(
@@ -155,6 +147,67 @@ async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Nex
     };
     shared.stats().authorized_mcp_requests += 1;
     next.run(req).await
+}
+
+/// The scopes of a token the built-in authorization server issued for this resource.
+fn local_token_scopes(shared: &Shared, token: &str) -> Option<Vec<String>> {
+    let now = shared.now();
+    let db = shared.db();
+    let at = db.access.get(token)?;
+    let bound = shared.knobs.no_audience_binding
+        || at.resource.as_deref() == Some(shared.urls.resource.as_str());
+    (!at.revoked && at.expires_at > now && bound).then(|| at.scope.clone())
+}
+
+/// The scopes of a token an external authorization server issued, by introspection
+/// (RFC 7662): active, for this resource (`aud`), not expired.
+async fn introspected_scopes(shared: &Shared, token: &str) -> Option<Vec<String>> {
+    let k = &shared.knobs;
+    let (url, client) = (
+        k.introspection_url.as_deref()?,
+        k.introspection_client.as_ref()?,
+    );
+    let resp = shared
+        .http
+        .post(url)
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("token", token)])
+        .send()
+        .await
+        .ok()?;
+    let info: Value = resp.json().await.ok()?;
+    if info.get("active") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let resource = shared.urls.resource.as_str();
+    let aud_ok = match info.get("aud") {
+        Some(Value::String(a)) => a == resource,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(resource)),
+        _ => false,
+    };
+    if !aud_ok && !k.no_audience_binding {
+        return None;
+    }
+    let now = shared
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if info
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|exp| exp <= now)
+    {
+        return None;
+    }
+    Some(
+        info.get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// The tool a JSON-RPC `tools/call` request names, if the body is one.

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub db: Mutex<Db>,
     pub stats: Mutex<Stats>,
     pub sessions: Arc<LocalSessionManager>,
+    /// For introspection at an external authorization server.
+    pub http: reqwest::Client,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -46,6 +48,10 @@ impl Shared {
             db: Mutex::new(Db::new(&knobs.clients)),
             stats: Mutex::new(Stats::default()),
             sessions: Arc::new(LocalSessionManager::default()),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
             knobs,
             clock,
             urls,

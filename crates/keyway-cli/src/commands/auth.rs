@@ -117,6 +117,7 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
         client_name: "keyway".into(),
         idp,
         assertion: a.assertion.as_deref().map(read_secret).transpose()?,
+        opener: None,
     })
 }
 
@@ -222,7 +223,10 @@ pub fn error(e: AuthError) -> CliError {
         AuthError::Timeout { .. } => Some("run the command again and finish in the browser sooner, or raise --auth-timeout; without a browser here use --browser none or --device".into()),
         AuthError::Browser(_) => Some("use --browser none to paste the redirect by hand, or --device".into()),
         AuthError::Listener(_) => Some("free the port or drop --callback-port".into()),
-        AuthError::Token(_) => Some("the authorization server refused the token request; run again, and check the client flags if it repeats".into()),
+        AuthError::Token(t) if t.code() == Some("invalid_client") => {
+            Some("the authorization server does not accept this client: check --client-id, --client-secret and --client-auth".into())
+        }
+        AuthError::Token(_) => Some("the authorization server refused the token request; run again, and report it if it repeats".into()),
         AuthError::StepUpExhausted { .. } => Some("the server keeps asking for more scopes; your account may lack the permission".into()),
         AuthError::Config(_) => None,
         _ => None,

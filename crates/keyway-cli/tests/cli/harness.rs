@@ -27,6 +27,12 @@ impl Keyway {
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
+
+    /// Run without blocking the async runtime (for tests that serve a testbed).
+    pub async fn run_async(&self, args: &[&str]) -> Output {
+        let cmd = self.cmd(args);
+        tokio::process::Command::from(cmd).output().await.unwrap()
+    }
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -106,7 +106,14 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
                 .unwrap_or_else(|| u.issuer.clone())
         ),
     );
-    put("authorization_endpoint", json!(u.endpoint_url("authorize")));
+    put(
+        "authorization_endpoint",
+        json!(
+            k.authorization_endpoint_override
+                .clone()
+                .unwrap_or_else(|| u.endpoint_url("authorize"))
+        ),
+    );
     put("token_endpoint", json!(u.endpoint_url("token")));
     put("response_types_supported", json!(["code"]));
     put("response_modes_supported", json!(["query"]));

@@ -20,6 +20,12 @@ pub enum BrowserMode {
     Follow,
 }
 
+/// Something that shows an authorization URL to a person (see
+/// [`AuthOptions::opener`](super::AuthOptions::opener)).
+pub trait Opener: Send + Sync + std::fmt::Debug {
+    fn open<'a>(&'a self, url: &'a Url) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
 /// Whether this session can plausibly show a browser.
 pub fn browser_available() -> bool {
     if std::env::var_os("BROWSER").is_some_and(|b| !b.is_empty()) {

@@ -130,8 +130,9 @@ impl Authorizer {
             GrantChoice::EnterpriseManaged => self.enterprise(&target, &policy, wanted).await,
             GrantChoice::JwtBearer => self.jwt_bearer(&target, &policy, wanted).await,
             GrantChoice::Auto => {
-                let no_browser =
-                    self.options.browser == BrowserMode::System && !browser::browser_available();
+                let no_browser = self.options.browser == BrowserMode::System
+                    && self.options.opener.is_none()
+                    && !browser::browser_available();
                 if no_browser && target.metadata.device_authorization_endpoint.is_some() {
                     self.reporter.note(
                         "no browser can be opened here; using the device authorization grant",
@@ -501,6 +502,7 @@ impl Authorizer {
         let timeout = self.options.callback_timeout;
         let mut paste = None;
         let mut follow = None;
+        let mut opening: Option<futures::future::BoxFuture<'_, Result<(), String>>> = None;
         match self.options.browser {
             BrowserMode::Follow => {
                 let (u, r) = (url.clone(), redirect_uri.to_owned());
@@ -508,17 +510,15 @@ impl Authorizer {
                     browser::follow(&u, &r, policy).await
                 }));
             }
-            BrowserMode::System if browser::browser_available() => {
-                let opened = browser::open_system(url).await;
-                if let Err(e) = &opened {
-                    tracing::info!(error = %e, "could not open a browser");
-                }
-                self.reporter
-                    .authorization_url(url.as_str(), opened.is_ok());
-                if opened.is_err() {
-                    self.reporter.waiting_for_paste();
-                    paste = Some(browser::stdin_lines());
-                }
+            BrowserMode::System
+                if self.options.opener.is_some() || browser::browser_available() =>
+            {
+                // Opening runs beside the wait: an opener may only return once the
+                // page is done, and the callback must be answered meanwhile.
+                opening = Some(match &self.options.opener {
+                    Some(opener) => opener.open(url),
+                    None => Box::pin(browser::open_system(url)),
+                });
             }
             BrowserMode::System | BrowserMode::None => {
                 self.reporter.authorization_url(url.as_str(), false);
@@ -530,6 +530,17 @@ impl Authorizer {
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
+                opened = poll_opening(&mut opening), if opening.is_some() => {
+                    opening = None;
+                    if let Err(e) = &opened {
+                        tracing::info!(error = %e, "could not open a browser");
+                    }
+                    self.reporter.authorization_url(url.as_str(), opened.is_ok());
+                    if opened.is_err() {
+                        self.reporter.waiting_for_paste();
+                        paste = Some(browser::stdin_lines());
+                    }
+                }
                 arrived = listener.next(remaining) => {
                     let Some(arrived) = arrived else {
                         return Err(AuthError::Timeout { waited: timeout, what: "the browser to come back" });
@@ -575,6 +586,15 @@ impl Authorizer {
                 }
             }
         }
+    }
+}
+
+async fn poll_opening(
+    opening: &mut Option<futures::future::BoxFuture<'_, Result<(), String>>>,
+) -> Result<(), String> {
+    match opening {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }
 

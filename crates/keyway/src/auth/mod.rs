@@ -31,10 +31,10 @@ pub mod urls;
 
 use std::time::Duration;
 
-pub use browser::BrowserMode;
+pub use browser::{BrowserMode, Opener};
 pub use client::{AuthMethod, ClientAuth, OAuthClient, RegistrationKind, SigningKey};
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
-pub use flow::{Authorizer, StepUp};
+pub use flow::{Authorizer, StepUp, stable_port as stable_callback_port};
 pub use registration::{ClientOptions, MemoryRegistrations, RegistrationStore, StoredRegistration};
 pub use tokens::{Grant, OAuthTokens, RefreshError, refresh};
 
@@ -77,6 +77,9 @@ pub struct AuthOptions {
     pub idp: Option<enterprise::IdentityProvider>,
     /// The workload JWT for [`GrantChoice::JwtBearer`].
     pub assertion: Option<crate::Secret>,
+    /// Opens authorization URLs in [`BrowserMode::System`] instead of the OS
+    /// browser: for applications with their own way to show a page (and tests).
+    pub opener: Option<std::sync::Arc<dyn browser::Opener>>,
 }
 
 impl Default for AuthOptions {
@@ -92,6 +95,7 @@ impl Default for AuthOptions {
             client_name: "keyway".into(),
             idp: None,
             assertion: None,
+            opener: None,
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct TokenResponse {
 #[non_exhaustive]
 pub enum TokenError {
     /// The server answered with an OAuth error (RFC 6749 §5.2).
-    #[error("the token endpoint refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("the token endpoint refused (HTTP {status}): {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     OAuth {
         status: u16,
         error: String,
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(e.code(), Some("invalid_grant"));
         assert_eq!(
             e.to_string(),
-            "the token endpoint refused: invalid_grant (gone)"
+            "the token endpoint refused (HTTP 400): invalid_grant (gone)"
         );
         let e = parse_response(502, b"Bad Gateway").unwrap_err();
         assert!(matches!(e, TokenError::Malformed { status: 502, .. }));

@@ -29,6 +29,8 @@ pub struct Grant {
     pub access_token: AccessToken,
     pub refresh_token: Option<RefreshToken>,
     pub expires_at: Option<SystemTime>,
+    /// When the access token was obtained.
+    pub issued_at: SystemTime,
     /// The scopes keyway asked for (the base of a step-up union).
     pub requested_scopes: Vec<String>,
     /// The scopes the server says it granted, when it says.
@@ -68,6 +70,7 @@ impl Grant {
             access_token: r.access_token,
             refresh_token: r.refresh_token,
             expires_at: r.expires_in.map(|d| now + d),
+            issued_at: now,
             requested_scopes: requested,
             granted_scopes: r.scope,
             resource,
@@ -77,9 +80,15 @@ impl Grant {
         }
     }
 
-    /// Whether the access token should be refreshed at `now`.
+    /// Whether the access token should be refreshed at `now`: less than 60 s left, or
+    /// less than half its life for tokens that live under two minutes (else a 30 s
+    /// token would be refreshed on every request).
     pub fn needs_refresh(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now + REFRESH_MARGIN)
+        let Some(at) = self.expires_at else {
+            return false;
+        };
+        let life = at.duration_since(self.issued_at).unwrap_or_default();
+        at <= now + REFRESH_MARGIN.min(life / 2)
     }
 
     pub fn expired(&self, now: SystemTime) -> bool {
@@ -89,6 +98,57 @@ impl Grant {
     /// Whether this grant may be sent to `uri` (invariant 1).
     pub fn is_for(&self, uri: &str) -> bool {
         Url::parse(uri).is_ok_and(|u| urls::resource_matches(&self.resource, &u))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::client::{ClientAuth, RegistrationKind};
+
+    fn grant(life: u64) -> Grant {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        Grant {
+            access_token: AccessToken::new("a".into()),
+            refresh_token: None,
+            expires_at: Some(now + Duration::from_secs(life)),
+            issued_at: now,
+            requested_scopes: vec![],
+            granted_scopes: None,
+            resource: "https://r.example/mcp".into(),
+            issuer: "https://as".into(),
+            token_endpoint: "https://as/token".into(),
+            client: OAuthClient {
+                client_id: "c".into(),
+                auth: ClientAuth::None,
+                kind: RegistrationKind::Dynamic,
+                issuer: "https://as".into(),
+                redirect_uris: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn refresh_timing() {
+        let g = grant(3600);
+        let t0 = g.issued_at;
+        assert!(!g.needs_refresh(t0 + Duration::from_secs(3539)));
+        assert!(g.needs_refresh(t0 + Duration::from_secs(3541)));
+        let short = grant(30);
+        assert!(!short.needs_refresh(t0 + Duration::from_secs(14)));
+        assert!(short.needs_refresh(t0 + Duration::from_secs(16)));
+        let mut forever = grant(1);
+        forever.expires_at = None;
+        assert!(!forever.needs_refresh(t0 + Duration::from_secs(1 << 30)));
+    }
+
+    #[test]
+    fn a_grant_goes_only_to_its_resource() {
+        let g = grant(60);
+        assert!(g.is_for("https://r.example/mcp"));
+        assert!(!g.is_for("https://r.example/other"));
+        assert!(!g.is_for("https://evil.example/mcp"));
+        assert!(!format!("{g:?}").contains("\"a\""));
     }
 }
 
@@ -137,6 +197,7 @@ pub async fn refresh(
         access_token: r.access_token,
         refresh_token: r.refresh_token.or_else(|| grant.refresh_token.clone()),
         expires_at: r.expires_in.map(|d| now + d),
+        issued_at: now,
         requested_scopes: grant.requested_scopes.clone(),
         granted_scopes: r.scope.or_else(|| grant.granted_scopes.clone()),
         resource: grant.resource.clone(),
