@@ -192,3 +192,87 @@ async fn bad_arguments_are_usage_errors_and_unknown_tools_failures() {
         "client credentials without --client-id"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_none_takes_the_pasted_redirect_url() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    let mut cmd = tokio::process::Command::from(k.cmd(&[
+        "call",
+        "--url",
+        tb.mcp_url(),
+        "echo",
+        "--args",
+        r#"{"text":"pasted"}"#,
+        "--browser",
+        "none",
+    ]));
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut auth_url = None;
+    while let Some(line) = err.next_line().await.unwrap() {
+        if let Some(u) = line.trim().strip_prefix("http://") {
+            auth_url = Some(format!("http://{u}"));
+            break;
+        }
+    }
+    // The person's browser goes to the server, which redirects to the loopback URL;
+    // the browser is elsewhere, so they paste that URL.
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let back = redirect
+        .get(auth_url.unwrap())
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"not the url\n").await.unwrap();
+    stdin
+        .write_all(format!("{back}\n").as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "pasted\n");
+    assert_eq!(tb.stats().code_exchanges, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_display_the_device_grant_is_offered() {
+    let tb = testbed(|k| {
+        k.device_interval = 0;
+        k.device_pending_polls = 1;
+    })
+    .await;
+    let k = Keyway::new();
+    let mut cmd = k.cmd(&[
+        "call",
+        "--url",
+        tb.mcp_url(),
+        "echo",
+        "--args",
+        r#"{"text":"device"}"#,
+    ]);
+    cmd.env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("BROWSER");
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "device\n");
+    let err = stderr(&out);
+    assert!(
+        err.contains("device authorization grant") && err.contains("enter the code"),
+        "{err}"
+    );
+    assert_eq!(tb.stats().device_grants, 1);
+}
