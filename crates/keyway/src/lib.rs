@@ -8,6 +8,10 @@
 pub mod auth;
 pub mod http;
 pub mod mcp;
+pub mod naming;
+pub mod probe;
 mod secret;
+pub mod status;
+pub mod store;
 
 pub use secret::Secret;

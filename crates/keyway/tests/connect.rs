@@ -131,6 +131,6 @@ async fn an_unreachable_server_is_a_plain_failure() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ConnectError::Failed { .. }), "{err:?}");
+    assert!(matches!(err, ConnectError::Unreachable { .. }), "{err:?}");
     assert!(!err.needs_authorization());
 }

@@ -53,13 +53,37 @@ impl TokenSource for StaticToken {
 pub(crate) struct BearerHttp {
     http: reqwest::Client,
     tokens: Arc<dyn TokenSource>,
+    /// Extra headers (API keys and the like), added to every request here rather than
+    /// kept in rmcp's transport config, which derives `Debug`.
+    headers: Arc<Vec<(HeaderName, Secret)>>,
 }
 
 type HttpResult<T> = Result<T, StreamableHttpError<reqwest::Error>>;
 
 impl BearerHttp {
-    pub(crate) fn new(http: reqwest::Client, tokens: Arc<dyn TokenSource>) -> Self {
-        Self { http, tokens }
+    pub(crate) fn new(
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        headers: Vec<(HeaderName, Secret)>,
+    ) -> Self {
+        Self {
+            http,
+            tokens,
+            headers: Arc::new(headers),
+        }
+    }
+
+    fn with_headers(
+        &self,
+        mut custom: HashMap<HeaderName, HeaderValue>,
+    ) -> HashMap<HeaderName, HeaderValue> {
+        for (name, value) in self.headers.iter() {
+            if let Ok(mut v) = HeaderValue::from_str(value.expose()) {
+                v.set_sensitive(true);
+                custom.insert(name.clone(), v);
+            }
+        }
+        custom
     }
 
     /// The header value rmcp wants: the bare token, sent as `Authorization: Bearer`.
@@ -110,7 +134,7 @@ impl StreamableHttpClient for BearerHttp {
                 message,
                 session_id,
                 auth,
-                custom_headers,
+                self.with_headers(custom_headers),
                 limits,
             )
             .await
@@ -125,7 +149,7 @@ impl StreamableHttpClient for BearerHttp {
     ) -> HttpResult<()> {
         let auth = self.auth_header(&uri).await?;
         self.http
-            .delete_session(uri, session_id, auth, custom_headers)
+            .delete_session(uri, session_id, auth, self.with_headers(custom_headers))
             .await
     }
 
@@ -164,7 +188,7 @@ impl StreamableHttpClient for BearerHttp {
                 session_id,
                 last_event_id,
                 auth,
-                custom_headers,
+                self.with_headers(custom_headers),
                 max_sse_event_size,
             )
             .await

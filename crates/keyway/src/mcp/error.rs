@@ -21,7 +21,11 @@ pub enum ConnectError {
     #[error("{url} needs more scopes than the token has")]
     InsufficientScope { url: String, challenge: String },
 
-    /// Anything else: unreachable, not an MCP server, a protocol error.
+    /// No answer: refused, DNS, TLS, timeout.
+    #[error("{url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+
+    /// Anything else: an HTTP error, not an MCP server, a protocol error.
     #[error("could not connect to {url}: {reason}")]
     Failed { url: String, reason: String },
 }
@@ -46,6 +50,9 @@ impl ConnectError {
                 url,
                 challenge: None,
             };
+        }
+        if no_answer(&e) {
+            return Self::Unreachable { url, reason };
         }
         Self::Failed { url, reason }
     }
@@ -101,6 +108,30 @@ impl RequestError {
             },
         }
     }
+}
+
+/// Whether the failure is "nobody answered" (connect, DNS, TLS, timeout).
+fn no_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<reqwest::Error>()
+            && (r.is_connect() || r.is_timeout())
+        {
+            return true;
+        }
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::HostUnreachable
+            )
+        }) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// An error and its causes on one line.

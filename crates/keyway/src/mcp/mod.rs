@@ -56,6 +56,17 @@ impl Connection {
         http: reqwest::Client,
         tokens: Arc<dyn TokenSource>,
     ) -> Result<Self, ConnectError> {
+        Self::open_with(url, http, tokens, Vec::new()).await
+    }
+
+    /// [`Connection::open`] with extra headers on every request (API keys). Their
+    /// values are secrets: marked sensitive, never in a config that derives `Debug`.
+    pub async fn open_with(
+        url: &str,
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        headers: Vec<(http::HeaderName, crate::Secret)>,
+    ) -> Result<Self, ConnectError> {
         let parsed = url::Url::parse(url).map_err(|e| ConnectError::InvalidUrl {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -66,7 +77,7 @@ impl Connection {
                 reason: "the scheme must be http or https".into(),
             });
         }
-        let client = BearerHttp::new(http, tokens);
+        let client = BearerHttp::new(http, tokens, headers);
         let transport = StreamableHttpClientTransport::with_client(
             client,
             StreamableHttpClientTransportConfig::with_uri(url),

@@ -1,0 +1,265 @@
+//! `probe`: connect without saving anything and say exactly what it takes to get in.
+//! The classification is a pure function of what the connection and discovery saw.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use url::Url;
+
+use crate::{
+    Secret,
+    auth::{
+        ClientOptions, DiscoveryReport, ProblemCode,
+        discovery::{self, AuthTarget, MetadataSource},
+        urls::UrlPolicy,
+    },
+    mcp::{ConnectError, Connection, ServerSummary, StaticToken},
+};
+
+/// What it takes to get in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeClass {
+    /// It answers (without a token, or with the one given).
+    Open,
+    /// The token given was refused (keyway never starts OAuth for it).
+    TokenRejected,
+    /// OAuth that keyway can run.
+    Oauth,
+    /// It needs a token keyway cannot obtain by itself.
+    TokenOnly,
+    /// No answer.
+    Unreachable,
+    /// Anything else, including metadata that must not be trusted.
+    Error,
+}
+
+impl ProbeClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::TokenRejected => "token-rejected",
+            Self::Oauth => "oauth",
+            Self::TokenOnly => "token-only",
+            Self::Unreachable => "unreachable",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What a probe found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Probe {
+    pub url: String,
+    pub class: ProbeClass,
+    /// Whether a token (or headers) was sent.
+    pub authenticated: bool,
+    pub server: Option<ServerSummaryOut>,
+    pub tools: Vec<String>,
+    /// How a client can register, for `oauth`: `pre-registered`, `cimd`, `dcr`.
+    pub registration: Vec<&'static str>,
+    pub device: bool,
+    pub client_credentials: bool,
+    pub detail: Option<String>,
+    pub discovery: Option<DiscoveryReport>,
+    pub next_step: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerSummaryOut {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub protocol_version: String,
+}
+
+impl From<ServerSummary> for ServerSummaryOut {
+    fn from(s: ServerSummary) -> Self {
+        Self {
+            name: s.name,
+            version: s.version,
+            protocol_version: s.protocol_version,
+        }
+    }
+}
+
+/// What the caller brings to a probe.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOptions {
+    pub token: Option<Secret>,
+    pub headers: Vec<(http::HeaderName, Secret)>,
+    /// What the caller could register with (a pre-registered id, a metadata URL).
+    pub client: ClientOptions,
+    pub allow_http: bool,
+}
+
+/// Probe `url`: connect, list tools, always close; on a 401, run discovery.
+pub async fn probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Probe {
+    let authenticated = opts.token.is_some() || !opts.headers.is_empty();
+    let mut p = Probe {
+        url: url.to_owned(),
+        class: ProbeClass::Error,
+        authenticated,
+        server: None,
+        tools: Vec::new(),
+        registration: Vec::new(),
+        device: false,
+        client_credentials: false,
+        detail: None,
+        discovery: None,
+        next_step: String::new(),
+    };
+    let tokens = Arc::new(StaticToken::new(opts.token.clone()));
+    match Connection::open_with(url, http.clone(), tokens, opts.headers.clone()).await {
+        Ok(conn) => {
+            p.server = Some(conn.server().into());
+            match conn.list_tools().await {
+                Ok(tools) => {
+                    p.class = ProbeClass::Open;
+                    p.tools = tools.iter().map(|t| t.name.to_string()).collect();
+                }
+                Err(e) => p.detail = Some(format!("connected, but listing tools failed: {e}")),
+            }
+            conn.close().await;
+        }
+        Err(ConnectError::AuthorizationRequired { challenge, .. }) if authenticated => {
+            p.class = ProbeClass::TokenRejected;
+            p.detail = challenge;
+        }
+        Err(ConnectError::InsufficientScope { challenge, .. }) => {
+            p.class = if authenticated {
+                ProbeClass::TokenRejected
+            } else {
+                ProbeClass::Error
+            };
+            p.detail = Some(format!("403: {challenge}"));
+        }
+        Err(ConnectError::AuthorizationRequired { challenge, .. }) => {
+            let Ok(parsed) = Url::parse(url) else {
+                p.detail = Some("not a URL".into());
+                return finish(p);
+            };
+            let policy = UrlPolicy::for_server(&parsed, opts.allow_http);
+            let values: Vec<String> = challenge.into_iter().collect();
+            let (report, target) = discovery::discover(http, &parsed, &values, &policy).await;
+            let verdict = classify(&report, target.as_ref(), &opts.client);
+            p.class = verdict.class;
+            p.registration = verdict.registration;
+            p.device = verdict.device;
+            p.client_credentials = verdict.client_credentials;
+            p.detail = report.fatal().map(|f| f.message.clone());
+            p.discovery = Some(report);
+        }
+        Err(ConnectError::Unreachable { reason, .. }) => {
+            p.class = ProbeClass::Unreachable;
+            p.detail = Some(reason);
+        }
+        Err(e) => p.detail = Some(e.to_string()),
+    }
+    finish(p)
+}
+
+fn finish(mut p: Probe) -> Probe {
+    p.next_step = next_step(&p);
+    p
+}
+
+/// The outcome of discovery, as a class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub class: ProbeClass,
+    pub registration: Vec<&'static str>,
+    pub device: bool,
+    pub client_credentials: bool,
+}
+
+/// Pure: what discovery means for getting in.
+pub fn classify(
+    report: &DiscoveryReport,
+    target: Option<&AuthTarget>,
+    client: &ClientOptions,
+) -> Verdict {
+    let mut v = Verdict {
+        class: ProbeClass::TokenOnly,
+        registration: Vec::new(),
+        device: false,
+        client_credentials: false,
+    };
+    let Some(t) = target else {
+        // Metadata that must not be trusted is an error; otherwise a token is needed.
+        let hostile = report.problems.iter().any(|p| {
+            p.fatal
+                && matches!(
+                    p.code,
+                    ProblemCode::ResourceMismatch
+                        | ProblemCode::IssuerMismatch
+                        | ProblemCode::InsecureUrl
+                )
+        });
+        if hostile {
+            v.class = ProbeClass::Error;
+        }
+        return v;
+    };
+    let m = &t.metadata;
+    if t.source == MetadataSource::LegacyDefaults {
+        // No OAuth metadata at all: a token is what it takes (a 2025-03-26 server may
+        // still take its default endpoints; `keyway authorize` tries them).
+        return v;
+    }
+    v.device = m.device_authorization_endpoint.is_some();
+    v.client_credentials = m.supports_grant("client_credentials");
+    if client.client_id.is_some() {
+        v.registration.push("pre-registered");
+    }
+    if m.supports_cimd() {
+        v.registration.push("cimd");
+    }
+    if m.registration_endpoint.is_some() {
+        v.registration.push("dcr");
+    }
+    let can_register = client.client_id.is_some()
+        || m.registration_endpoint.is_some()
+        || (m.supports_cimd() && client.client_metadata_url.is_some());
+    let code_flow = m.supports_s256() && m.authorization_endpoint.is_some();
+    if can_register && code_flow {
+        v.class = ProbeClass::Oauth;
+    }
+    v
+}
+
+fn next_step(p: &Probe) -> String {
+    let url = &p.url;
+    match p.class {
+        ProbeClass::Open if p.authenticated => {
+            format!("keyway add {url} --token <TOKEN> to keep it")
+        }
+        ProbeClass::Open => format!("keyway add {url}"),
+        ProbeClass::TokenRejected => {
+            "the server refused this token: get a new one from its operator".into()
+        }
+        ProbeClass::Oauth => format!(
+            "keyway add {url} (authorizes in your browser; --device or --browser none without one)"
+        ),
+        ProbeClass::TokenOnly if p.registration.contains(&"cimd") => format!(
+            "keyway add {url} --client-metadata-url <URL> (the server takes client ID metadata documents), or --token <TOKEN>"
+        ),
+        ProbeClass::TokenOnly => format!(
+            "keyway add {url} --token <TOKEN> (get an access token from the server's operator), or --client-id for a pre-registered client"
+        ),
+        ProbeClass::Unreachable => {
+            "check the URL, and that the server is up and reachable from here".into()
+        }
+        ProbeClass::Error => match p.discovery.as_ref().and_then(DiscoveryReport::fatal) {
+            Some(f)
+                if matches!(
+                    f.code,
+                    ProblemCode::ResourceMismatch | ProblemCode::IssuerMismatch
+                ) =>
+            {
+                "do not authorize: the server's metadata points elsewhere; tell its operator".into()
+            }
+            _ => "run with -v for details; the server answered, but not as an MCP server should"
+                .into(),
+        },
+    }
+}

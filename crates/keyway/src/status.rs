@@ -1,0 +1,238 @@
+//! The state of a stored server and the action it offers, from what is stored. One
+//! pure function serves `add` and `list`, so a token-only server never offers
+//! "authorize" (a defect the reference application shipped).
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::store::{AuthKind, Credential, LastStatus};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Reachable without (further) credentials.
+    Ready,
+    /// OAuth tokens that work (or refresh).
+    Authorized,
+    /// A static token is stored.
+    Token,
+    NeedsAuth,
+    NeedsToken,
+    TokenRejected,
+    Error,
+    Disabled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    None,
+    Authorize,
+    Reauthorize,
+    SetToken,
+    Enable,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Authorized => "authorized",
+            Self::Token => "token",
+            Self::NeedsAuth => "needs-auth",
+            Self::NeedsToken => "needs-token",
+            Self::TokenRejected => "token-rejected",
+            Self::Error => "error",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Authorize => "authorize",
+            Self::Reauthorize => "re-authorize",
+            Self::SetToken => "set-token",
+            Self::Enable => "enable",
+        }
+    }
+}
+
+/// What the stored credential says, without its secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialView {
+    None,
+    Bearer,
+    OAuth { expired: bool, refreshable: bool },
+}
+
+impl CredentialView {
+    pub fn of(c: Option<&Credential>, now: SystemTime) -> Self {
+        match c {
+            None => Self::None,
+            Some(Credential::Bearer { .. }) => Self::Bearer,
+            Some(Credential::OAuth(o)) => Self::OAuth {
+                expired: o.expires_at.is_some_and(|e| e <= now),
+                refreshable: o.refresh_token.is_some(),
+            },
+        }
+    }
+}
+
+/// The state and the one action to offer.
+pub fn state_and_action(
+    auth: AuthKind,
+    cred: CredentialView,
+    last: Option<LastStatus>,
+    enabled: bool,
+) -> (State, Action) {
+    if !enabled {
+        return (State::Disabled, Action::Enable);
+    }
+    match (auth, cred, last) {
+        // A static token, whatever the server also offers: never "authorize" for it.
+        (_, CredentialView::Bearer, Some(LastStatus::TokenRejected | LastStatus::NeedsAuth)) => {
+            (State::TokenRejected, Action::SetToken)
+        }
+        (_, CredentialView::Bearer, Some(LastStatus::Error)) => (State::Error, Action::None),
+        (_, CredentialView::Bearer, _) => (State::Token, Action::None),
+        (AuthKind::Token, _, Some(LastStatus::Error)) => (State::Error, Action::None),
+        (AuthKind::Token, _, _) => (State::NeedsToken, Action::SetToken),
+        (AuthKind::Oauth, CredentialView::None, _) => (State::NeedsAuth, Action::Authorize),
+        (
+            AuthKind::Oauth,
+            CredentialView::OAuth {
+                expired: true,
+                refreshable: false,
+            },
+            _,
+        ) => (State::NeedsAuth, Action::Authorize),
+        (AuthKind::Oauth, _, Some(LastStatus::NeedsAuth | LastStatus::TokenRejected)) => {
+            (State::NeedsAuth, Action::Authorize)
+        }
+        (AuthKind::Oauth, _, Some(LastStatus::Error)) => (State::Error, Action::None),
+        (AuthKind::Oauth, _, _) => (State::Authorized, Action::Reauthorize),
+        (AuthKind::None, _, Some(LastStatus::Error)) => (State::Error, Action::None),
+        // An open server that started answering 401: it needs authorization now.
+        (AuthKind::None, _, Some(LastStatus::NeedsAuth)) => (State::NeedsAuth, Action::Authorize),
+        (AuthKind::None, CredentialView::OAuth { .. }, _) => {
+            (State::Authorized, Action::Reauthorize)
+        }
+        (AuthKind::None, _, _) => (State::Ready, Action::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CredentialView as C;
+
+    #[test]
+    fn a_token_only_server_never_offers_authorize() {
+        for cred in [
+            C::None,
+            C::Bearer,
+            C::OAuth {
+                expired: true,
+                refreshable: false,
+            },
+        ] {
+            for last in [
+                None,
+                Some(LastStatus::Connected),
+                Some(LastStatus::NeedsAuth),
+                Some(LastStatus::TokenRejected),
+                Some(LastStatus::Error),
+            ] {
+                let (_, action) = state_and_action(AuthKind::Token, cred, last, true);
+                assert_ne!(action, Action::Authorize, "{cred:?} {last:?}");
+                assert_ne!(action, Action::Reauthorize, "{cred:?} {last:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn oauth_states() {
+        let ok = C::OAuth {
+            expired: false,
+            refreshable: true,
+        };
+        assert_eq!(
+            state_and_action(AuthKind::Oauth, C::None, None, true),
+            (State::NeedsAuth, Action::Authorize)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::Oauth, ok, None, true),
+            (State::Authorized, Action::Reauthorize)
+        );
+        assert_eq!(
+            state_and_action(
+                AuthKind::Oauth,
+                C::OAuth {
+                    expired: true,
+                    refreshable: true
+                },
+                None,
+                true
+            ),
+            (State::Authorized, Action::Reauthorize),
+            "an expired token with a refresh token is still authorized"
+        );
+        assert_eq!(
+            state_and_action(
+                AuthKind::Oauth,
+                C::OAuth {
+                    expired: true,
+                    refreshable: false
+                },
+                None,
+                true
+            ),
+            (State::NeedsAuth, Action::Authorize)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::Oauth, ok, Some(LastStatus::NeedsAuth), true),
+            (State::NeedsAuth, Action::Authorize)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::Oauth, ok, Some(LastStatus::Error), true),
+            (State::Error, Action::None)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::Oauth, ok, None, false),
+            (State::Disabled, Action::Enable)
+        );
+    }
+
+    #[test]
+    fn bearer_and_open_states() {
+        assert_eq!(
+            state_and_action(AuthKind::Token, C::Bearer, None, true),
+            (State::Token, Action::None)
+        );
+        assert_eq!(
+            state_and_action(
+                AuthKind::Token,
+                C::Bearer,
+                Some(LastStatus::TokenRejected),
+                true
+            ),
+            (State::TokenRejected, Action::SetToken)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::Token, C::None, None, true),
+            (State::NeedsToken, Action::SetToken)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::None, C::None, None, true),
+            (State::Ready, Action::None)
+        );
+        assert_eq!(
+            state_and_action(AuthKind::None, C::None, Some(LastStatus::Error), true),
+            (State::Error, Action::None)
+        );
+    }
+}

@@ -1,0 +1,992 @@
+//! The SQLite store: `<home>/keyway.db` (0600, in a 0700 home), WAL journaling so a
+//! crash at any point leaves the last committed state, schema migrations by
+//! `user_version`, secrets sealed by [`Cipher`].
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use oauth2::{AccessToken, ClientSecret, RefreshToken};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AuthKind, Credential, LastStatus, NewServer, OAuthCredential, PendingFlowSummary, ServerRecord,
+    Store, StoreError, StoreInfo, StoredCredential, Transport,
+    crypto::{self, Cipher, KeySource},
+    from_unix, unix,
+};
+use crate::{
+    Secret,
+    auth::{AuthError, AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration},
+};
+
+/// The schema this keyway writes.
+const SCHEMA_VERSION: i64 = 1;
+const KEY_CHECK: &[u8] = b"keyway store key check v1";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE servers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        transport TEXT NOT NULL CHECK (transport IN ('http', 'sse')),
+        auth TEXT NOT NULL CHECK (auth IN ('none', 'token', 'oauth')),
+        enabled INTEGER NOT NULL DEFAULT 1,
+        headers BLOB,
+        header_names TEXT NOT NULL DEFAULT '[]',
+        last_status TEXT,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deleted_at INTEGER
+    );
+    CREATE UNIQUE INDEX servers_live_name ON servers (name) WHERE deleted_at IS NULL;
+    CREATE TABLE credentials (
+        server_id TEXT PRIMARY KEY REFERENCES servers (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('bearer', 'oauth')),
+        secret BLOB NOT NULL,
+        expires_at INTEGER,
+        issued_at INTEGER,
+        scope TEXT,
+        issuer TEXT,
+        token_endpoint TEXT,
+        client_id TEXT,
+        resource TEXT,
+        as_metadata TEXT,
+        version INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        CHECK (kind = 'bearer' OR (issuer IS NOT NULL AND token_endpoint IS NOT NULL
+                                   AND client_id IS NOT NULL AND resource IS NOT NULL))
+    );
+    CREATE TABLE registrations (
+        issuer TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        secret BLOB,
+        auth_method TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        redirect_uris TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE pending_flows (
+        state_hash TEXT PRIMARY KEY,
+        server_id TEXT,
+        issuer TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        key TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// How to open a store.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// Look for (and put new) keys in the OS keychain. Tests turn it off so they never
+    /// touch the user's keychain.
+    pub use_keychain: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { use_keychain: true }
+    }
+}
+
+/// The SQLite [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    cipher: Cipher,
+    key_source: KeySource,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("key_source", &self.inner.key_source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (or create) the store in `home`.
+    pub fn open(home: &Path, options: OpenOptions) -> Result<Self, StoreError> {
+        ensure_private_dir(home)?;
+        let path = home.join("keyway.db");
+        let fresh = check_file(&path)?;
+        if fresh && !path.exists() {
+            crypto::write_private(&path, b"")?;
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| classify_open_error(&path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| classify_open_error(&path, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut conn = conn;
+        migrate(&mut conn, &path)?;
+        let (key, key_source) = unlock(&mut conn, home, &path, options.use_keychain)?;
+        tighten(&path);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+                cipher: Cipher::new(&key),
+                key_source,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run `f` on the connection on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Cipher) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn, &inner.cipher)
+        })
+        .await
+        .map_err(|e| StoreError::Sqlite(format!("store task failed: {e}")))?
+    }
+}
+
+/// `home` exists and only its owner can read it.
+fn ensure_private_dir(home: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: home.to_owned(),
+        source,
+    };
+    if !home.exists() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(home).map_err(io)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(home).map_err(io)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(home = %home.display(), "keyway's home was readable by others; restricting it to its owner");
+            std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The database and its WAL files readable by the owner only.
+fn tighten(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
+            if let Ok(m) = std::fs::metadata(&p)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+    let _ = path;
+}
+
+/// Whether the store is new; an existing file must at least look like SQLite.
+fn check_file(path: &Path) -> Result<bool, StoreError> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut header = [0u8; 16];
+    let n = f.read(&mut header).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if n == 0 {
+        return Ok(true);
+    }
+    if n < 16 || &header != b"SQLite format 3\0" {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+            why: "it is not an SQLite database".into(),
+        });
+    }
+    Ok(false)
+}
+
+fn classify_open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("not a database") || text.contains("malformed") || text.contains("corrupt") {
+        StoreError::Corrupt {
+            path: path.to_owned(),
+            why: text,
+        }
+    } else {
+        StoreError::Sqlite(text)
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| classify_open_error(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| classify_open_error(path, e))?;
+        if tables > 0 {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+                why: "an SQLite database of another program".into(),
+            });
+        }
+    } else {
+        let ok: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(|e| classify_open_error(path, e))?;
+        if ok != "ok" {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                why: ok,
+            });
+        }
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let target = i as i64 + 1;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current < target {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", target)?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Find the key that opens this store, or make one for a new store.
+fn unlock(
+    conn: &mut Connection,
+    home: &Path,
+    path: &Path,
+    use_keychain: bool,
+) -> Result<(crypto::StoreKey, KeySource), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let check: Option<Vec<u8>> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(check) = check else {
+        let (key, source) = match crypto::candidate_keys(home, use_keychain)?
+            .into_iter()
+            .next()
+        {
+            // A key left by a creation that crashed before committing: reuse it.
+            Some(found) => found,
+            None => crypto::create_key(home, use_keychain)?,
+        };
+        let sealed = Cipher::new(&key).seal("meta.key_check", KEY_CHECK);
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
+            params![sealed],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('created_at', ?1)",
+            params![unix(SystemTime::now()).to_string().into_bytes()],
+        )?;
+        tx.commit()?;
+        return Ok((key, source));
+    };
+    tx.commit()?;
+    let candidates = crypto::candidate_keys(home, use_keychain)?;
+    if candidates.is_empty() {
+        return Err(StoreError::KeyMissing {
+            path: path.to_owned(),
+            looked: crypto::looked_in(home, use_keychain),
+        });
+    }
+    let tried: Vec<String> = candidates.iter().map(|(_, s)| s.to_string()).collect();
+    for (key, source) in candidates {
+        if Cipher::new(&key)
+            .open("meta.key_check", &check)
+            .is_ok_and(|v| v.as_slice() == KEY_CHECK)
+        {
+            return Ok((key, source));
+        }
+    }
+    Err(StoreError::WrongKey {
+        path: path.to_owned(),
+        tried: tried.join(", "),
+    })
+}
+
+fn now() -> u64 {
+    unix(SystemTime::now())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode(format!("{what}: {e}")))
+}
+
+/// The sealed part of a credential.
+#[derive(Serialize, Deserialize)]
+struct CredentialSecret {
+    token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistrationSecret {
+    client_secret: Option<String>,
+}
+
+const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error";
+
+fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
+    let transport: String = r.get(3)?;
+    let auth: String = r.get(5)?;
+    let header_names: String = r.get(6)?;
+    let status: Option<String> = r.get(9)?;
+    Ok(ServerRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        url: r.get(2)?,
+        transport: Transport::parse(&transport).unwrap_or(Transport::Http),
+        enabled: r.get::<_, i64>(4)? != 0,
+        auth: AuthKind::parse(&auth).unwrap_or(AuthKind::None),
+        header_names: serde_json::from_str(&header_names).unwrap_or_default(),
+        created_at: r.get::<_, i64>(7)? as u64,
+        updated_at: r.get::<_, i64>(8)? as u64,
+        last_status: status.as_deref().and_then(LastStatus::parse),
+        last_error: r.get(10)?,
+    })
+}
+
+fn find_server(conn: &Connection, name_or_id: &str) -> Result<Option<ServerRecord>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {SERVER_COLUMNS} FROM servers WHERE deleted_at IS NULL AND (id = ?1 OR name = ?1)
+                 ORDER BY (id = ?1) DESC LIMIT 1"
+            ),
+            params![name_or_id],
+            server_row,
+        )
+        .optional()?)
+}
+
+fn write_credential(
+    tx: &rusqlite::Transaction<'_>,
+    cipher: &Cipher,
+    server_id: &str,
+    c: &Credential,
+    version: u64,
+) -> Result<(), StoreError> {
+    let aad = format!("credentials.secret:{server_id}");
+    let (secret, o): (CredentialSecret, Option<&OAuthCredential>) = match c {
+        Credential::Bearer { token } => (
+            CredentialSecret {
+                token: token.expose().to_owned(),
+                refresh_token: None,
+            },
+            None,
+        ),
+        Credential::OAuth(o) => (
+            CredentialSecret {
+                token: o.access_token.secret().clone(),
+                refresh_token: o.refresh_token.as_ref().map(|r| r.secret().clone()),
+            },
+            Some(o),
+        ),
+    };
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(&secret).map_err(|e| StoreError::Decode(e.to_string()))?,
+    );
+    let sealed = cipher.seal(&aad, &plain);
+    tx.execute(
+        "INSERT INTO credentials (server_id, kind, secret, expires_at, issued_at, scope, issuer, token_endpoint,
+                                  client_id, resource, as_metadata, version, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (server_id) DO UPDATE SET kind = excluded.kind, secret = excluded.secret,
+             expires_at = excluded.expires_at, issued_at = excluded.issued_at, scope = excluded.scope,
+             issuer = excluded.issuer, token_endpoint = excluded.token_endpoint, client_id = excluded.client_id,
+             resource = excluded.resource, as_metadata = excluded.as_metadata, version = excluded.version,
+             updated_at = excluded.updated_at",
+        params![
+            server_id,
+            c.kind(),
+            sealed,
+            o.and_then(|o| o.expires_at).map(|t| unix(t) as i64),
+            o.map(|o| unix(o.issued_at) as i64),
+            o.map(|o| o.scopes.join(" ")),
+            o.map(|o| o.issuer.as_str()),
+            o.map(|o| o.token_endpoint.as_str()),
+            o.map(|o| o.client_id.as_str()),
+            o.map(|o| o.resource.as_str()),
+            o.and_then(|o| o.as_metadata.as_ref()).and_then(|m| serde_json::to_string(m).ok()),
+            version as i64,
+            now() as i64,
+        ],
+    )?;
+    Ok(())
+}
+
+fn read_credential(
+    conn: &Connection,
+    cipher: &Cipher,
+    server_id: &str,
+) -> Result<Option<StoredCredential>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT kind, secret, expires_at, issued_at, scope, issuer, token_endpoint, client_id, resource,
+                    as_metadata, version, updated_at
+             FROM credentials WHERE server_id = ?1",
+            params![server_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, i64>(10)?,
+                    r.get::<_, i64>(11)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((
+        kind,
+        sealed,
+        expires,
+        issued,
+        scope,
+        issuer,
+        token_endpoint,
+        client_id,
+        resource,
+        meta,
+        version,
+        updated,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let plain = cipher.open(&format!("credentials.secret:{server_id}"), &sealed)?;
+    let secret: CredentialSecret = decode_json("credential", &plain)?;
+    let credential = match kind.as_str() {
+        "bearer" => Credential::Bearer {
+            token: Secret::new(secret.token),
+        },
+        _ => {
+            let missing =
+                |what: &str| StoreError::Decode(format!("oauth credential without {what}"));
+            Credential::OAuth(Box::new(OAuthCredential {
+                access_token: AccessToken::new(secret.token),
+                refresh_token: secret.refresh_token.map(RefreshToken::new),
+                expires_at: expires.map(|s| from_unix(s.max(0) as u64)),
+                issued_at: from_unix(issued.unwrap_or(0).max(0) as u64),
+                scopes: scope
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                issuer: issuer.ok_or_else(|| missing("issuer"))?,
+                token_endpoint: token_endpoint.ok_or_else(|| missing("token endpoint"))?,
+                client_id: client_id.ok_or_else(|| missing("client id"))?,
+                resource: resource.ok_or_else(|| missing("resource"))?,
+                as_metadata: meta.and_then(|m| serde_json::from_str(&m).ok()),
+            }))
+        }
+    };
+    Ok(Some(StoredCredential {
+        credential,
+        version: version as u64,
+        updated_at: updated as u64,
+    }))
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_server(
+        &self,
+        s: &NewServer,
+        credential: Option<&Credential>,
+    ) -> Result<ServerRecord, StoreError> {
+        let s = s.clone();
+        let credential = credential.cloned();
+        self.run(move |conn, cipher| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The same id again (a retried add): return what is there if it matches.
+            if let Some(existing) = find_server(&tx, &s.id)?.filter(|e| e.id == s.id) {
+                if existing.name == s.name && existing.url == s.url {
+                    return Ok(existing);
+                }
+                return Err(StoreError::NameTaken(s.id.clone()));
+            }
+            if find_server(&tx, &s.name)?.is_some() {
+                return Err(StoreError::NameTaken(s.name.clone()));
+            }
+            let names: Vec<&str> = s.headers.iter().map(|(k, _)| k.as_str()).collect();
+            let sealed_headers = if s.headers.is_empty() {
+                None
+            } else {
+                let pairs: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+                let plain = zeroize::Zeroizing::new(serde_json::to_vec(&pairs).map_err(|e| StoreError::Decode(e.to_string()))?);
+                Some(cipher.seal(&format!("servers.headers:{}", s.id), &plain))
+            };
+            let t = now() as i64;
+            tx.execute(
+                "INSERT INTO servers (id, name, url, transport, auth, enabled, headers, header_names, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8)",
+                params![
+                    s.id,
+                    s.name,
+                    s.url,
+                    s.transport.as_str(),
+                    s.auth.as_str(),
+                    sealed_headers,
+                    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()),
+                    t
+                ],
+            )?;
+            if let Some(c) = &credential {
+                write_credential(&tx, cipher, &s.id, c, 1)?;
+            }
+            let record = find_server(&tx, &s.id)?.ok_or_else(|| StoreError::NoSuchServer(s.id.clone()))?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
+        self.run(|conn, _| {
+            let mut st = conn.prepare(&format!(
+                "SELECT {SERVER_COLUMNS} FROM servers WHERE deleted_at IS NULL ORDER BY name"
+            ))?;
+            let rows = st
+                .query_map([], server_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn server(&self, name_or_id: &str) -> Result<Option<ServerRecord>, StoreError> {
+        let key = name_or_id.to_owned();
+        self.run(move |conn, _| find_server(conn, &key)).await
+    }
+
+    async fn headers(&self, server_id: &str) -> Result<Vec<(String, Secret)>, StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, cipher| {
+            let sealed: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT headers FROM servers WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let Some(sealed) = sealed else {
+                return Ok(Vec::new());
+            };
+            let plain = cipher.open(&format!("servers.headers:{id}"), &sealed)?;
+            let pairs: Vec<(String, String)> = decode_json("headers", &plain)?;
+            Ok(pairs
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn set_enabled(&self, server_id: &str, enabled: bool) -> Result<(), StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            let n = conn.execute(
+                "UPDATE servers SET enabled = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
+                params![id, enabled as i64, now() as i64],
+            )?;
+            if n == 0 { Err(StoreError::NoSuchServer(id)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn set_status(
+        &self,
+        server_id: &str,
+        status: LastStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (id, error) = (server_id.to_owned(), error.map(str::to_owned));
+        self.run(move |conn, _| {
+            conn.execute(
+                "UPDATE servers SET last_status = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, status.as_str(), error],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+            let n = tx.execute(
+                "UPDATE servers SET deleted_at = ?2, updated_at = ?2, headers = NULL WHERE id = ?1 AND deleted_at IS NULL",
+                params![id, now() as i64],
+            )?;
+            tx.commit()?;
+            if n == 0 { Err(StoreError::NoSuchServer(id)) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn purge_server(&self, server_id: &str) -> Result<(), StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+            tx.execute("DELETE FROM servers WHERE id = ?1", params![id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn credential(&self, server_id: &str) -> Result<Option<StoredCredential>, StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, cipher| read_credential(conn, cipher, &id))
+            .await
+    }
+
+    async fn save_credential(
+        &self,
+        server_id: &str,
+        credential: &Credential,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let (id, c) = (server_id.to_owned(), credential.clone());
+        self.run(move |conn, cipher| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM credentials WHERE server_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(expected) = expected_version
+                && current.map(|v| v as u64) != Some(expected)
+            {
+                return Err(StoreError::Conflict);
+            }
+            let exists: bool = tx
+                .query_row(
+                    "SELECT 1 FROM servers WHERE id = ?1 AND deleted_at IS NULL",
+                    params![id],
+                    |_| Ok(true),
+                )
+                .optional()?
+                .unwrap_or(false);
+            if !exists {
+                return Err(StoreError::NoSuchServer(id));
+            }
+            let version = current.map(|v| v as u64 + 1).unwrap_or(1);
+            write_credential(&tx, cipher, &id, &c, version)?;
+            tx.commit()?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            conn.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let (key, holder) = (key.to_owned(), holder.to_owned());
+        self.run(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let t = now_ms();
+            tx.execute("DELETE FROM leases WHERE key = ?1 AND expires_at_ms <= ?2", params![key, t])?;
+            tx.execute(
+                "INSERT INTO leases (key, holder, expires_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET expires_at_ms = excluded.expires_at_ms WHERE holder = excluded.holder",
+                params![key, holder, t + ttl.as_millis() as i64],
+            )?;
+            let owner: String = tx.query_row("SELECT holder FROM leases WHERE key = ?1", params![key], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(owner == holder)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        let (key, holder) = (key.to_owned(), holder.to_owned());
+        self.run(move |conn, _| {
+            conn.execute(
+                "DELETE FROM leases WHERE key = ?1 AND holder = ?2",
+                params![key, holder],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_flows(&self) -> Result<Vec<PendingFlowSummary>, StoreError> {
+        self.run(|conn, _| {
+            let cutoff = now().saturating_sub(super::state::PENDING_FLOW_TTL.as_secs()) as i64;
+            conn.execute(
+                "DELETE FROM pending_flows WHERE created_at < ?1",
+                params![cutoff],
+            )?;
+            let mut st = conn.prepare(
+                "SELECT server_id, issuer, created_at FROM pending_flows ORDER BY created_at",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(PendingFlowSummary {
+                        server_id: r.get(0)?,
+                        issuer: r.get(1)?,
+                        created_at: r.get::<_, i64>(2)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    fn describe(&self) -> StoreInfo {
+        StoreInfo {
+            path: self.inner.path.clone(),
+            key_source: self.inner.key_source.to_string(),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Record a pending flow (sealed), keyed by a hash of its `state`.
+    pub async fn save_pending_flow(
+        &self,
+        state: &str,
+        server_id: Option<&str>,
+        issuer: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = super::state::state_hash(state);
+        let (server_id, issuer, data) = (
+            server_id.map(str::to_owned),
+            issuer.to_owned(),
+            data.to_vec(),
+        );
+        self.run(move |conn, cipher| {
+            let sealed = cipher.seal(&format!("pending_flows.data:{key}"), &data);
+            conn.execute(
+                "INSERT OR REPLACE INTO pending_flows (state_hash, server_id, issuer, data, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, server_id, issuer, sealed, now() as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The data of a live pending flow (not consumed).
+    pub async fn load_pending_flow(&self, state: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = super::state::state_hash(state);
+        self.run(move |conn, cipher| {
+            let cutoff = now().saturating_sub(super::state::PENDING_FLOW_TTL.as_secs()) as i64;
+            let sealed: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT data FROM pending_flows WHERE state_hash = ?1 AND created_at >= ?2",
+                    params![key, cutoff],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            sealed
+                .map(|s| {
+                    cipher
+                        .open(&format!("pending_flows.data:{key}"), &s)
+                        .map(|p| p.to_vec())
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn delete_pending_flow(&self, state: &str) -> Result<(), StoreError> {
+        let key = super::state::state_hash(state);
+        self.run(move |conn, _| {
+            conn.execute(
+                "DELETE FROM pending_flows WHERE state_hash = ?1",
+                params![key],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl RegistrationStore for SqliteStore {
+    async fn load(&self, issuer: &str) -> Result<Option<StoredRegistration>, AuthError> {
+        let issuer = issuer.to_owned();
+        Ok(self
+            .run(move |conn, cipher| {
+                let row = conn
+                    .query_row(
+                        "SELECT client_id, secret, auth_method, kind, redirect_uris FROM registrations WHERE issuer = ?1",
+                        params![issuer],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, Option<Vec<u8>>>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, String>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((client_id, sealed, method, kind, redirects)) = row else { return Ok(None) };
+                let client_secret = match sealed {
+                    Some(s) => {
+                        let plain = cipher.open(&format!("registrations.secret:{issuer}"), &s)?;
+                        let secret: RegistrationSecret = decode_json("registration", &plain)?;
+                        secret.client_secret.map(ClientSecret::new)
+                    }
+                    None => None,
+                };
+                Ok(Some(StoredRegistration {
+                    issuer: issuer.clone(),
+                    client_id,
+                    client_secret,
+                    auth_method: AuthMethod::parse(&method).unwrap_or(AuthMethod::None),
+                    redirect_uris: serde_json::from_str(&redirects).unwrap_or_default(),
+                    kind: match kind.as_str() {
+                        "preregistered" => RegistrationKind::Preregistered,
+                        "metadata_document" => RegistrationKind::MetadataDocument,
+                        _ => RegistrationKind::Dynamic,
+                    },
+                }))
+            })
+            .await?)
+    }
+
+    async fn save(&self, r: &StoredRegistration) -> Result<(), AuthError> {
+        let r = r.clone();
+        Ok(self
+            .run(move |conn, cipher| {
+                let sealed = r.client_secret.as_ref().map(|s| {
+                    let plain = zeroize::Zeroizing::new(
+                        serde_json::to_vec(&RegistrationSecret { client_secret: Some(s.secret().clone()) }).unwrap_or_default(),
+                    );
+                    cipher.seal(&format!("registrations.secret:{}", r.issuer), &plain)
+                });
+                let kind = match r.kind {
+                    RegistrationKind::Preregistered => "preregistered",
+                    RegistrationKind::MetadataDocument => "metadata_document",
+                    RegistrationKind::Dynamic => "dynamic",
+                };
+                conn.execute(
+                    "INSERT OR REPLACE INTO registrations (issuer, client_id, secret, auth_method, kind, redirect_uris, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        r.issuer,
+                        r.client_id,
+                        sealed,
+                        r.auth_method.as_str(),
+                        kind,
+                        serde_json::to_string(&r.redirect_uris).unwrap_or_else(|_| "[]".into()),
+                        now() as i64
+                    ],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn forget(&self, issuer: &str) -> Result<(), AuthError> {
+        let issuer = issuer.to_owned();
+        Ok(self
+            .run(move |conn, _| {
+                conn.execute(
+                    "DELETE FROM registrations WHERE issuer = ?1",
+                    params![issuer],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+}

@@ -1,0 +1,19 @@
+//! The encrypted SQLite store, on real files in a temporary home.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod files;
+mod records;
+mod refresh;
+
+use keyway::store::{OpenOptions, SqliteStore};
+
+/// Open a store in `home` without ever touching the OS keychain.
+pub fn open(home: &std::path::Path) -> Result<SqliteStore, keyway::store::StoreError> {
+    SqliteStore::open(
+        home,
+        OpenOptions {
+            use_keychain: false,
+        },
+    )
+}

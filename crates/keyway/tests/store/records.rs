@@ -1,0 +1,226 @@
+//! Servers, credentials, registrations, leases, pending flows.
+
+use std::time::{Duration, SystemTime};
+
+use keyway::{
+    Secret,
+    auth::{AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration},
+    store::{
+        AuthKind, Credential, LastStatus, NewServer, OAuthCredential, Store, StoreError, Transport,
+    },
+};
+use oauth2::{AccessToken, ClientSecret, RefreshToken};
+
+use crate::open;
+
+fn server(id: &str, name: &str) -> NewServer {
+    NewServer {
+        id: id.into(),
+        name: name.into(),
+        url: format!("https://{name}.example/mcp"),
+        transport: Transport::Http,
+        auth: AuthKind::Oauth,
+        headers: vec![],
+    }
+}
+
+pub fn oauth(at: &str, rt: Option<&str>) -> Credential {
+    Credential::OAuth(Box::new(OAuthCredential {
+        access_token: AccessToken::new(at.into()),
+        refresh_token: rt.map(|r| RefreshToken::new(r.into())),
+        expires_at: Some(SystemTime::now() + Duration::from_secs(3600)),
+        issued_at: SystemTime::now(),
+        scopes: vec!["a".into(), "b".into()],
+        issuer: "https://as.example".into(),
+        token_endpoint: "https://as.example/token".into(),
+        client_id: "c".into(),
+        resource: "https://one.example/mcp".into(),
+        as_metadata: None,
+    }))
+}
+
+#[tokio::test]
+async fn servers_are_created_with_their_credential_listed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let rec = store
+        .create_server(&server("id1", "one"), Some(&oauth("at1", Some("rt1"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        (rec.name.as_str(), rec.enabled, rec.auth),
+        ("one", true, AuthKind::Oauth)
+    );
+    // A retried add with the same id returns the same record, no duplicate.
+    let again = store
+        .create_server(&server("id1", "one"), None)
+        .await
+        .unwrap();
+    assert_eq!(again.id, "id1");
+    assert_eq!(store.servers().await.unwrap().len(), 1);
+    // Another id with the same name is refused.
+    assert!(matches!(
+        store.create_server(&server("id2", "one"), None).await,
+        Err(StoreError::NameTaken(_))
+    ));
+
+    let c = store.credential("id1").await.unwrap().unwrap();
+    assert_eq!(c.version, 1);
+    let Credential::OAuth(o) = c.credential else {
+        panic!()
+    };
+    assert_eq!(
+        (o.access_token.secret().as_str(), o.scopes.len()),
+        ("at1", 2)
+    );
+
+    store.set_enabled("id1", false).await.unwrap();
+    store
+        .set_status("id1", LastStatus::NeedsAuth, Some("401"))
+        .await
+        .unwrap();
+    let r = store.server("one").await.unwrap().unwrap();
+    assert!(!r.enabled);
+    assert_eq!(r.last_status, Some(LastStatus::NeedsAuth));
+
+    store.remove_server("id1").await.unwrap();
+    assert!(store.server("one").await.unwrap().is_none());
+    assert!(
+        store.credential("id1").await.unwrap().is_none(),
+        "removing deletes the credential too"
+    );
+    // The name is free again.
+    store
+        .create_server(&server("id3", "one"), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_server("nope").await,
+        Err(StoreError::NoSuchServer(_))
+    ));
+}
+
+#[tokio::test]
+async fn credential_writes_compare_and_swap_on_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    store
+        .create_server(&server("id1", "one"), Some(&oauth("at1", Some("rt1"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save_credential("id1", &oauth("at2", Some("rt2")), Some(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        store
+            .save_credential("id1", &oauth("at3", None), Some(1))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    let Credential::OAuth(o) = store.credential("id1").await.unwrap().unwrap().credential else {
+        panic!()
+    };
+    assert_eq!(
+        o.access_token.secret(),
+        "at2",
+        "the losing write changed nothing"
+    );
+    assert!(matches!(
+        store
+            .save_credential("ghost", &oauth("x", None), None)
+            .await,
+        Err(StoreError::NoSuchServer(_))
+    ));
+}
+
+#[tokio::test]
+async fn registrations_are_kept_per_issuer_with_sealed_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let r = StoredRegistration {
+        issuer: "https://as.example".into(),
+        client_id: "cid".into(),
+        client_secret: Some(ClientSecret::new("registration-secret".into())),
+        auth_method: AuthMethod::ClientSecretBasic,
+        redirect_uris: vec!["http://127.0.0.1:5000/callback".into()],
+        kind: RegistrationKind::Dynamic,
+    };
+    store.save(&r).await.unwrap();
+    let back = store.load("https://as.example").await.unwrap().unwrap();
+    assert_eq!(back.client_secret.unwrap().secret(), "registration-secret");
+    assert_eq!(back.redirect_uris, r.redirect_uris);
+    assert!(store.load("https://other.example").await.unwrap().is_none());
+    store.forget("https://as.example").await.unwrap();
+    assert!(store.load("https://as.example").await.unwrap().is_none());
+    let raw = std::fs::read(dir.path().join("keyway.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("keyway.db-wal")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&[raw, wal].concat()).contains("registration-secret"));
+}
+
+#[tokio::test]
+async fn leases_have_one_holder_until_released_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path()).unwrap();
+    let b = open(dir.path()).unwrap();
+    assert!(
+        a.try_lease("k", "a", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.try_lease("k", "b", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.try_lease("k", "a", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "the holder may renew"
+    );
+    a.release_lease("k", "a").await.unwrap();
+    // A lease that has lapsed (zero length) is taken over.
+    assert!(b.try_lease("k", "b", Duration::ZERO).await.unwrap());
+    assert!(
+        a.try_lease("k", "a", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "an expired lease can be taken over"
+    );
+}
+
+#[tokio::test]
+async fn pending_flows_are_sealed_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    store
+        .save_pending_flow(
+            "state-abc",
+            Some("id1"),
+            "https://as.example",
+            b"verifier-secret",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_pending_flow("state-abc").await.unwrap().unwrap(),
+        b"verifier-secret"
+    );
+    assert!(
+        store
+            .load_pending_flow("state-other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let list = store.pending_flows().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].server_id.as_deref(), Some("id1"));
+    store.delete_pending_flow("state-abc").await.unwrap();
+    assert!(store.pending_flows().await.unwrap().is_empty());
+    let _ = Secret::new("x");
+}

@@ -1,0 +1,165 @@
+//! Refresh through the store: once across tasks and store handles (processes), the
+//! old refresh token kept when none comes back, invalid_grant leaves the credential.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use keyway::{
+    auth::{AuthOptions, Authorizer, BrowserMode, Silent},
+    store::{
+        AuthKind, Credential, LastStatus, NewServer, Store, Transport,
+        tokens::{StoredTokens, credential_from_grant},
+    },
+};
+use keyway_testbed::{Knobs, Testbed};
+
+use crate::open;
+
+async fn authorized(
+    knobs: impl FnOnce(&mut Knobs),
+    home: &std::path::Path,
+) -> (Testbed, keyway::store::SqliteStore) {
+    let mut k = Knobs::default();
+    knobs(&mut k);
+    let tb = Testbed::start(k).await.unwrap();
+    let store = open(home).unwrap();
+    let http = keyway::http::client().unwrap();
+    let opts = AuthOptions {
+        browser: BrowserMode::Follow,
+        ..AuthOptions::default()
+    };
+    let auth = Authorizer::new(
+        http.clone(),
+        opts,
+        Arc::new(store.clone()),
+        Arc::new(Silent),
+    );
+    let challenge = reqwest::Client::new()
+        .post(tb.mcp_url())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let values: Vec<String> = challenge
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().into())
+        .collect();
+    let mut grant = auth
+        .authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &values, None)
+        .await
+        .unwrap();
+    // Make the access token due for a refresh (it still works at the server).
+    grant.issued_at = SystemTime::now() - Duration::from_secs(3500);
+    grant.expires_at = Some(SystemTime::now() + Duration::from_secs(30));
+    let c = Credential::OAuth(Box::new(credential_from_grant(&grant, None)));
+    let server = NewServer {
+        id: "srv".into(),
+        name: "tb".into(),
+        url: tb.mcp_url().into(),
+        transport: Transport::Http,
+        auth: AuthKind::Oauth,
+        headers: vec![],
+    };
+    store.create_server(&server, Some(&c)).await.unwrap();
+    (tb, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_across_tasks_and_store_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tb, store) = authorized(|_| {}, dir.path()).await;
+    let http = keyway::http::client().unwrap();
+    // Two handles on the same file stand for two processes.
+    let other = open(dir.path()).unwrap();
+    let sources = [
+        StoredTokens::new(Arc::new(store.clone()), "srv", http.clone()),
+        StoredTokens::new(Arc::new(other), "srv", http.clone()),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = sources[i % 2].clone();
+        tasks.push(tokio::spawn(
+            async move { s.current().await.unwrap().unwrap() },
+        ));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        let Credential::OAuth(o) = t.await.unwrap() else {
+            panic!()
+        };
+        tokens.push(o.access_token.secret().clone());
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "everyone got the one new token");
+    let stats = tb.stats();
+    assert_eq!(stats.refreshes, 1);
+    assert_eq!(stats.reuse_revocations, 0);
+    assert_eq!(sources[0].refreshes() + sources[1].refreshes(), 1);
+    assert_eq!(store.credential("srv").await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn the_old_refresh_token_stays_when_none_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tb, store) = authorized(|k| k.omit_refresh_token_on_refresh = true, dir.path()).await;
+    let Credential::OAuth(before) = store.credential("srv").await.unwrap().unwrap().credential
+    else {
+        panic!()
+    };
+    let source = StoredTokens::new(
+        Arc::new(store.clone()),
+        "srv",
+        keyway::http::client().unwrap(),
+    );
+    source.current().await.unwrap().unwrap();
+    let Credential::OAuth(after) = store.credential("srv").await.unwrap().unwrap().credential
+    else {
+        panic!()
+    };
+    assert_ne!(after.access_token.secret(), before.access_token.secret());
+    assert_eq!(
+        after.refresh_token.unwrap().secret(),
+        before.refresh_token.unwrap().secret()
+    );
+    assert!(
+        after.expires_at.unwrap() > SystemTime::now(),
+        "expiry recomputed, not left in the past"
+    );
+}
+
+#[tokio::test]
+async fn invalid_grant_leaves_the_credential_and_marks_needs_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tb, store) = authorized(|_| {}, dir.path()).await;
+    // Revoke the grant at the server, behind keyway's back.
+    let Credential::OAuth(o) = store.credential("srv").await.unwrap().unwrap().credential else {
+        panic!()
+    };
+    let r = reqwest::Client::new()
+        .post(tb.endpoint_url("revoke"))
+        .form(&[
+            ("token", o.refresh_token.as_ref().unwrap().secret().as_str()),
+            ("client_id", o.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let source = StoredTokens::new(
+        Arc::new(store.clone()),
+        "srv",
+        keyway::http::client().unwrap(),
+    );
+    // Not expired yet: the current token is still offered.
+    assert!(source.current().await.unwrap().is_some());
+    let after = store.credential("srv").await.unwrap().unwrap();
+    assert_eq!(after.version, 1, "the stored credential is unchanged");
+    assert_eq!(
+        store.server("srv").await.unwrap().unwrap().last_status,
+        Some(LastStatus::NeedsAuth)
+    );
+}
