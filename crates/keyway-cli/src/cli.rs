@@ -46,10 +46,51 @@ pub enum Command {
     /// Run keyway end to end against a built-in test server (nothing is saved).
     Demo(DemoArgs),
 
-    /// Call one tool on a server, authorizing as needed: connect, list tools, call,
-    /// print the result.
+    /// Say what it takes to get into a server, without saving anything.
     ///
-    /// Example: keyway call --url https://mcp.example.com/mcp echo --args '{"text":"hi"}'
+    /// Prints the class (open, token-rejected, oauth, token-only, unreachable, error),
+    /// every URL discovery tried, the problems found, and the next step.
+    Probe(Box<ProbeArgs>),
+
+    /// Add a server: probe it, save it, and authorize it right away if it uses OAuth.
+    Add(Box<AddArgs>),
+
+    /// List the saved servers with their state and the action each needs.
+    List,
+
+    /// Show one saved server (never its secrets).
+    Show(NameArg),
+
+    /// Authorize (or re-authorize) a saved server.
+    Authorize(Box<AuthorizeArgs>),
+
+    /// Forget a server's tokens, revoking them at the authorization server first.
+    Logout(NameArg),
+
+    /// Remove a saved server and its credential.
+    Remove(NameArg),
+
+    /// Use a saved server again.
+    Enable(NameArg),
+
+    /// Keep a saved server but stop using it.
+    Disable(NameArg),
+
+    /// Where the store and its key live, each server's state, pending flows.
+    Doctor,
+
+    /// Add the remote servers of an MCP client config (Claude Desktop or Cursor
+    /// `mcpServers`, VS Code `servers`).
+    Import(ImportArgs),
+
+    /// Print the config snippet that runs `keyway proxy NAME` for each saved server.
+    Export(ExportArgs),
+
+    /// Call one tool, authorizing as needed: connect, list tools, call, print the
+    /// result.
+    ///
+    /// keyway call NAME TOOL [--args JSON]          (a saved server)
+    /// keyway call --url URL TOOL [--args JSON]     (any server, nothing saved)
     Call(Box<CallArgs>),
 
     /// Run the test server (an OAuth 2.1 authorization server and a protected MCP
@@ -68,12 +109,13 @@ pub struct DemoArgs {
 
 #[derive(Args, Debug)]
 pub struct CallArgs {
-    /// The MCP server URL (Streamable HTTP endpoint).
+    /// Call a server that is not saved: its MCP URL (Streamable HTTP endpoint).
     #[arg(long, value_name = "URL")]
-    pub url: String,
+    pub url: Option<String>,
 
-    /// The tool to call.
-    pub tool: String,
+    /// NAME TOOL for a saved server; TOOL with --url.
+    #[arg(value_name = "NAME TOOL", num_args = 1..=2, required = true)]
+    pub target: Vec<String>,
 
     /// Tool arguments as a JSON object.
     #[arg(long, value_name = "JSON", default_value = "{}")]
@@ -81,6 +123,120 @@ pub struct CallArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArg {
+    /// The server's name (or id).
+    pub name: String,
+}
+
+/// A token and headers to send.
+#[derive(Args, Debug, Clone)]
+pub struct CredentialArgs {
+    /// A static access token (sent as Authorization: Bearer). `@FILE` reads it from a
+    /// file; KEYWAY_TOKEN also works and keeps it out of the process list.
+    #[arg(
+        long,
+        value_name = "TOKEN|@FILE",
+        env = "KEYWAY_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// An extra header for every request, e.g. 'X-Api-Key: abc' (may repeat). Its value
+    /// is stored encrypted.
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The MCP server URL.
+    pub url: String,
+
+    #[command(flatten)]
+    pub credential: CredentialArgs,
+
+    /// A pre-registered client id you could use (changes what "oauth" means).
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// A client ID metadata document URL you could use.
+    #[arg(long, value_name = "URL")]
+    pub client_metadata_url: Option<String>,
+
+    /// Allow plain http to non-loopback authorization servers (development only).
+    #[arg(long)]
+    pub allow_http: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The MCP server URL.
+    pub url: String,
+
+    /// Its name in keyway [default: from the host, e.g. api.github.com -> github].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// A stable id chosen by the caller, so a retried add never makes a duplicate.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+
+    #[command(flatten)]
+    pub credential: CredentialArgs,
+
+    /// The transport: `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
+    #[arg(long, value_enum, default_value_t = TransportArg::Http)]
+    pub transport: TransportArg,
+
+    /// Save an OAuth (or token-only) server without authorizing it now.
+    #[arg(long)]
+    pub no_authorize: bool,
+
+    /// Save the server even when it is unreachable or answers with an error.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportArg {
+    Http,
+    Sse,
+}
+
+#[derive(Args, Debug)]
+pub struct AuthorizeArgs {
+    /// The server's name (or id).
+    pub name: String,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The config file (JSON), e.g. claude_desktop_config.json, .cursor/mcp.json,
+    /// .vscode/mcp.json.
+    pub file: std::path::PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The client the snippet is for.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Claude,
+    Cursor,
+    Vscode,
 }
 
 /// How to authorize when a server asks for it.

@@ -7,15 +7,22 @@ use crate::cli::GlobalArgs;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// keyway's home: `--home`, else `KEYWAY_HOME`, else the XDG data dir. Nothing is
-    /// created here until a command needs to store something.
-    #[allow(dead_code, reason = "the store (a later command) is the first user")]
+    /// created there until a command stores something.
     pub home: PathBuf,
+    /// Whether the home was chosen (and must be passed on, e.g. in exported configs).
+    pub home_explicit: bool,
+    /// Use the OS keychain for the store key (off with KEYWAY_NO_KEYCHAIN=1).
+    pub use_keychain: bool,
 }
 
 impl Settings {
     pub fn resolve(global: &GlobalArgs) -> Self {
-        let home = global.home.clone().unwrap_or_else(default_home);
-        Self { home }
+        Self {
+            home: global.home.clone().unwrap_or_else(default_home),
+            home_explicit: global.home.is_some(),
+            use_keychain: std::env::var_os("KEYWAY_NO_KEYCHAIN")
+                .is_none_or(|v| v.is_empty() || v == "0"),
+        }
     }
 }
 

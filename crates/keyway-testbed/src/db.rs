@@ -135,6 +135,9 @@ pub(crate) struct Db {
     pub refresh: HashMap<String, RefreshToken>,
     pub families: HashMap<u64, Family>,
     pub devices: HashMap<String, DeviceGrant>,
+    /// Every secret value the testbed issued or received (tokens, codes, client
+    /// secrets, PKCE verifiers), so tests can check that none leaked anywhere.
+    pub secrets: Vec<String>,
     next_family: u64,
 }
 
@@ -180,6 +183,7 @@ impl Db {
         lifetime: Duration,
     ) -> String {
         let token = random_token("tb_at_");
+        self.secrets.push(token.clone());
         self.access.insert(
             token.clone(),
             AccessToken {
@@ -197,6 +201,7 @@ impl Db {
 
     pub fn mint_refresh(&mut self, family: u64) -> String {
         let token = random_token("tb_rt_");
+        self.secrets.push(token.clone());
         self.refresh.insert(
             token.clone(),
             RefreshToken {

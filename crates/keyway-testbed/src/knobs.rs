@@ -262,6 +262,10 @@ pub struct Knobs {
     )]
     pub forbidden_tools: Vec<String>,
 
+    /// Serve MCP without any authorization (an open server).
+    #[arg(long, help_heading = "Faults")]
+    pub open: bool,
+
     /// Answer every MCP request with 401, whatever the token.
     #[arg(long, help_heading = "Faults")]
     pub always_401: bool,

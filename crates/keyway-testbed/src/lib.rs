@@ -190,6 +190,12 @@ impl Testbed {
         self.shared.stats().clone()
     }
 
+    /// Every secret the testbed issued or received so far: access and refresh
+    /// tokens, authorization codes, client secrets, PKCE verifiers.
+    pub fn secrets(&self) -> Vec<String> {
+        self.shared.db().secrets.clone()
+    }
+
     /// Mint an access token for this server with `scope` (space separated), as if an
     /// administrator had issued a static API token. It expires per `--token-lifetime`.
     pub fn mint_access_token(&self, scope: &str) -> String {

@@ -93,6 +93,9 @@ async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Nex
                 .eq_ignore_ascii_case("bearer")
                 .then(|| rest.trim().to_owned())
         });
+    if k.open {
+        return next.run(req).await;
+    }
     let Some(token) = token else {
         return unauthorized(&shared, None);
     };

@@ -29,6 +29,7 @@ pub enum State {
 pub enum Action {
     None,
     Authorize,
+    #[serde(rename = "re-authorize")]
     Reauthorize,
     SetToken,
     Enable,

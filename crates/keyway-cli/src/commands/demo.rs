@@ -1,37 +1,45 @@
-//! `keyway demo`: keyway's main job end to end against the built-in testbed, with
-//! nothing saved. It starts the testbed on 127.0.0.1, shows the server's challenge to
-//! an unauthenticated client, connects with a bearer token, lists the tools, calls
-//! `echo`, and closes the session.
+//! `keyway demo`: keyway's main job end to end against the built-in testbed, in a
+//! temporary home (yours is never touched): probe, add with authorization (no
+//! browser: `--browser follow`), list, call, a refresh after a short token lifetime,
+//! call again.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{Context, anyhow};
+use clap::Parser;
 use keyway::{
-    Secret,
-    mcp::{ConnectError, Connection, StaticToken, result_text},
+    mcp::{Connection, result_text},
+    probe::{ProbeOptions, probe},
+    store::{Credential, Store, tokens::StoredTokens},
 };
 use keyway_testbed::{Announcement, Knobs, Testbed};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{cli::DemoArgs, exit::CliError, printer::Printer};
+use super::{add, servers, store};
+use crate::{
+    cli::{Cli, Command, DemoArgs},
+    exit::CliError,
+    printer::Printer,
+    settings::Settings,
+};
+
+/// Access tokens of the demo's server live this long, so a refresh happens soon.
+const TOKEN_LIFETIME: u64 = 2;
 
 #[derive(Serialize)]
 struct Report {
     testbed: Announcement,
-    challenge: Option<String>,
-    server: Server,
-    tools: Vec<String>,
-    call: Call,
-    session_closed: bool,
+    probe: String,
+    registration: Vec<&'static str>,
+    added: add::Added,
+    list: Vec<servers::Row>,
+    calls: Vec<Call>,
+    refreshes: u64,
     elapsed_ms: u128,
-}
-
-#[derive(Serialize)]
-struct Server {
-    name: Option<String>,
-    version: Option<String>,
-    protocol_version: String,
 }
 
 #[derive(Serialize)]
@@ -39,121 +47,149 @@ struct Call {
     tool: &'static str,
     arguments: serde_json::Value,
     result: String,
-    elapsed_ms: f64,
 }
 
-pub async fn run(args: DemoArgs, printer: &Printer) -> Result<(), CliError> {
+pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Result<(), CliError> {
     let started = Instant::now();
-    let testbed = Testbed::start(Knobs::default())
+    let home = tempfile::Builder::new()
+        .prefix("keyway-demo-")
+        .tempdir()
+        .context("making a temporary home")?;
+    // A throwaway store: its key goes in a file beside it, never in your keychain.
+    let settings = Settings {
+        home: home.path().join("home"),
+        home_explicit: true,
+        use_keychain: false,
+    };
+    let mut knobs = Knobs::default();
+    knobs.token_lifetime = TOKEN_LIFETIME;
+    let testbed = Testbed::start(knobs)
         .await
         .context("starting the built-in test server")?;
     let url = testbed.mcp_url().to_owned();
     let http = keyway::http::client().context("building the HTTP client")?;
-    printer.step("keyway demo: a real MCP session against a built-in test server on 127.0.0.1\n");
+    printer.step("keyway demo: the whole job against a built-in test server on 127.0.0.1");
     printer.step(format!(
-        "  testbed   MCP server {url}\n            authorization server {}",
+        "(a temporary home, deleted at the end: {})\n",
+        home.path().display()
+    ));
+    printer.step(format!(
+        "  testbed   MCP server {url} (access tokens live {TOKEN_LIFETIME} s)"
+    ));
+    printer.step(format!(
+        "            authorization server {}",
         testbed.issuer()
     ));
 
-    // 1. No token: the server must say what it takes.
-    let challenge =
-        match Connection::open(&url, http.clone(), Arc::new(StaticToken::default())).await {
-            Err(ConnectError::AuthorizationRequired { challenge, .. }) => challenge,
-            Err(e) => {
-                return Err(
-                    CliError::failure(e).with_hint("the testbed should answer 401; run with -vv")
-                );
-            }
-            Ok(conn) => {
-                conn.close().await;
-                return Err(CliError::failure(anyhow!(
-                    "the testbed let an unauthenticated client in"
-                )));
-            }
-        };
+    // 1. Probe: what does it take to get in?
+    let p = probe(&http, &url, &ProbeOptions::default()).await;
+    let tried = p.discovery.as_ref().map(|d| d.steps.len()).unwrap_or(0);
     printer.step(format!(
-        "  ✓ without a token: 401 Unauthorized, {}",
-        challenge.as_deref().unwrap_or("no challenge")
+        "  1 probe   {}: register by {}, device flow {}; {tried} metadata URLs tried",
+        p.class.as_str(),
+        p.registration.join(", "),
+        if p.device { "offered" } else { "not offered" }
     ));
 
-    // 2. A static bearer token, as an administrator would hand out.
-    let scope = "mcp:tools";
-    let token = Secret::new(testbed.mint_access_token(scope));
+    // 2. Add: the same code as `keyway add URL --browser follow`.
+    let add_args = match Cli::try_parse_from(["keyway", "add", url.as_str(), "--browser", "follow"])
+    {
+        Ok(Cli {
+            command: Command::Add(a),
+            ..
+        }) => a,
+        _ => {
+            return Err(CliError::failure(anyhow!(
+                "the demo's own add command line does not parse"
+            )));
+        }
+    };
+    let added = add::execute(&add_args, &settings, true).await?;
     printer.step(format!(
-        "  ✓ bearer token issued by the test server (scope {scope})"
+        "  2 add     {} saved and authorized by {} ({} tools)",
+        added.name,
+        added.issuer.as_deref().unwrap_or("?"),
+        added.tools.unwrap_or(0)
     ));
 
-    let t = Instant::now();
-    let conn = Connection::open(&url, http, Arc::new(StaticToken::new(Some(token))))
-        .await
-        .map_err(CliError::connect)?;
-    let summary = conn.server();
+    // 3. List.
+    let st = store::open(&settings)?;
+    let mut rows = Vec::new();
+    for rec in st.servers().await.map_err(store::store_error)? {
+        rows.push(servers::row(&st, &rec).await?.0);
+    }
+    for r in &rows {
+        printer.step(format!(
+            "  3 list    {}  {}  {}  {}",
+            r.name,
+            r.auth,
+            r.state.as_str(),
+            r.url
+        ));
+    }
+
+    // 4. Call, with the stored (encrypted) credential.
+    let rec = store::find(&st, &added.name).await?;
+    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id, http.clone());
+    let mut calls = Vec::new();
+    let text = call_echo(&url, &http, &tokens, &args.text).await?;
     printer.step(format!(
-        "  ✓ connected to {} {}, protocol {} ({})",
-        summary.name.as_deref().unwrap_or("(unnamed server)"),
-        summary.version.as_deref().unwrap_or(""),
-        summary.protocol_version,
-        ms(t),
+        "  4 call    echo {{\"text\":{:?}}} -> {text:?}",
+        args.text
     ));
+    calls.push(Call {
+        tool: "echo",
+        arguments: json!({"text": args.text}),
+        result: text,
+    });
 
-    let tools: Vec<String> = conn
-        .list_tools()
+    // 5. Wait until the access token is due for a refresh, then call again: keyway
+    //    refreshes it first (once, whatever the number of processes).
+    let due = match st
+        .credential(&rec.id)
         .await
-        .context("listing tools")?
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    printer.step(format!("  ✓ {} tools: {}", tools.len(), tools.join(", ")));
-
-    let arguments = json!({ "text": args.text });
-    let t = Instant::now();
-    let result = conn
-        .call_tool("echo", arguments.as_object().cloned())
-        .await
-        .context("calling echo")?;
-    let call_ms = t.elapsed().as_secs_f64() * 1000.0;
-    if result.is_error == Some(true) {
+        .map_err(store::store_error)?
+        .map(|c| c.credential)
+    {
+        Some(Credential::OAuth(o)) => o.expires_at,
+        _ => None,
+    };
+    if let Some(expires) = due {
+        let wait = expires
+            .checked_sub(Duration::from_millis(TOKEN_LIFETIME * 1000 / 2 - 100))
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        printer.step(format!(
+            "  5 wait    {} ms for the token to near its expiry",
+            wait.as_millis()
+        ));
+        tokio::time::sleep(wait).await;
+    }
+    let again = format!("{} (again)", args.text);
+    let text = call_echo(&url, &http, &tokens, &again).await?;
+    let refreshes = testbed.stats().refreshes;
+    printer.step(format!(
+        "  6 call    echo again -> {text:?}, after {refreshes} refresh"
+    ));
+    calls.push(Call {
+        tool: "echo",
+        arguments: json!({"text": again}),
+        result: text,
+    });
+    if refreshes != 1 {
         return Err(CliError::failure(anyhow!(
-            "echo answered with an error: {}",
-            result_text(&result)
+            "expected exactly one refresh, the testbed counted {refreshes}"
         )));
     }
-    let text = result_text(&result);
-    printer.step(format!(
-        "  ✓ called echo {arguments} -> {text:?} ({call_ms:.1} ms)"
-    ));
-
-    conn.close().await;
-    let session_closed = testbed
-        .stats()
-        .path(&format!("DELETE {}", testbed.knobs().mcp_path))
-        > 0;
-    printer.step(format!(
-        "  {} session closed{}",
-        if session_closed { "✓" } else { "!" },
-        if session_closed {
-            " (DELETE sent)"
-        } else {
-            " without a DELETE"
-        }
-    ));
 
     let report = Report {
         testbed: testbed.announcement(),
-        challenge,
-        server: Server {
-            name: summary.name,
-            version: summary.version,
-            protocol_version: summary.protocol_version,
-        },
-        tools,
-        call: Call {
-            tool: "echo",
-            arguments,
-            result: text,
-            elapsed_ms: call_ms,
-        },
-        session_closed,
+        probe: p.class.as_str().to_owned(),
+        registration: p.registration,
+        added,
+        list: rows,
+        calls,
+        refreshes,
         elapsed_ms: started.elapsed().as_millis(),
     };
     testbed.shutdown().await;
@@ -163,6 +199,25 @@ pub async fn run(args: DemoArgs, printer: &Printer) -> Result<(), CliError> {
     Ok(())
 }
 
-fn ms(since: Instant) -> String {
-    format!("{:.1} ms", since.elapsed().as_secs_f64() * 1000.0)
+async fn call_echo(
+    url: &str,
+    http: &reqwest::Client,
+    tokens: &Arc<StoredTokens>,
+    text: &str,
+) -> Result<String, CliError> {
+    let conn = Connection::open(url, http.clone(), tokens.clone())
+        .await
+        .map_err(CliError::connect)?;
+    let result = conn
+        .call_tool("echo", json!({ "text": text }).as_object().cloned())
+        .await;
+    conn.close().await;
+    let result = result.context("calling echo")?;
+    if result.is_error == Some(true) {
+        return Err(CliError::failure(anyhow!(
+            "echo answered with an error: {}",
+            result_text(&result)
+        )));
+    }
+    Ok(result_text(&result))
 }

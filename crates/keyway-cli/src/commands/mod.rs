@@ -1,18 +1,35 @@
 //! One module per command; each is a plain function of its arguments, the resolved
 //! settings and the printer.
 
+mod add;
 mod auth;
+mod authorize;
 mod call;
 mod demo;
+mod probe;
+mod servers;
+mod store;
 mod testbed;
+mod transfer;
 
 use crate::{cli::Command, exit::CliError, printer::Printer, settings::Settings};
 
 pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let _ = settings;
     match command {
-        Command::Demo(args) => demo::run(args, printer).await,
-        Command::Call(args) => call::run(*args, printer).await,
+        Command::Demo(args) => demo::run(args, settings, printer).await,
+        Command::Probe(args) => probe::run(*args, printer).await,
+        Command::Add(args) => add::run(*args, settings, printer).await,
+        Command::List => servers::list(settings, printer).await,
+        Command::Show(args) => servers::show(args, settings, printer).await,
+        Command::Authorize(args) => authorize::run(*args, settings, printer).await,
+        Command::Logout(args) => authorize::logout(args, settings, printer).await,
+        Command::Remove(args) => servers::remove(args, settings, printer).await,
+        Command::Enable(args) => servers::set_enabled(args, true, settings, printer).await,
+        Command::Disable(args) => servers::set_enabled(args, false, settings, printer).await,
+        Command::Doctor => servers::doctor(settings, printer).await,
+        Command::Import(args) => transfer::import(args, settings, printer).await,
+        Command::Export(args) => transfer::export(args, settings, printer).await,
+        Command::Call(args) => call::run(*args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
     }
 }

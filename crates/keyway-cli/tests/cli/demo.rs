@@ -26,16 +26,12 @@ fn demo_json_is_one_document() {
     let out = k.run(&["--json", "demo", "--text", "über ✓"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    assert_eq!(v["call"]["result"], "über ✓");
-    assert_eq!(v["server"]["name"], "keyway-testbed");
-    assert_eq!(v["session_closed"], true);
-    assert!(
-        v["challenge"]
-            .as_str()
-            .unwrap()
-            .contains("resource_metadata=")
-    );
-    assert_eq!(v["tools"].as_array().unwrap().len(), 4);
+    assert_eq!(v["probe"], "oauth");
+    assert_eq!(v["added"]["state"], "authorized");
+    assert_eq!(v["list"][0]["state"], "authorized");
+    assert_eq!(v["calls"][0]["result"], "über ✓");
+    assert_eq!(v["calls"][1]["result"], "über ✓ (again)");
+    assert_eq!(v["refreshes"], 1);
 }
 
 #[test]

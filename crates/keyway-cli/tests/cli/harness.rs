@@ -18,6 +18,11 @@ impl Keyway {
         let mut c = Command::new(env!("CARGO_BIN_EXE_keyway"));
         c.args(args)
             .env("KEYWAY_HOME", self.home.path())
+            // Never the user's keychain: the store key goes in a file in the test home.
+            .env("KEYWAY_NO_KEYCHAIN", "1")
+            .env_remove("KEYWAY_STORE_KEY")
+            .env_remove("KEYWAY_TOKEN")
+            .env_remove("KEYWAY_CLIENT_SECRET")
             .env_remove("KEYWAY_LOG")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
@@ -43,11 +48,28 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
+/// A testbed with the default knobs changed by `f`.
+pub async fn testbed(f: impl FnOnce(&mut keyway_testbed::Knobs)) -> keyway_testbed::Testbed {
+    let mut k = keyway_testbed::Knobs::default();
+    f(&mut k);
+    keyway_testbed::Testbed::start(k).await.unwrap()
+}
+
+/// The JSON printed on stdout.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
 /// Settings that make output with ports and timings stable for snapshots.
 pub fn stable() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
     s.add_filter(r"\d+(\.\d+)? ms", "[TIME]");
     s.add_filter(r"keyway-testbed \d+\.\d+\.\d+", "keyway-testbed [VERSION]");
+    s.add_filter(r"localhost-\d+", "localhost-[PORT]");
+    s.add_filter(r"in \d+ (s|min|h)", "in [TIME]");
+    s.add_filter(r"/tmp/[^ \n)]*", "[TMP]");
+    s.add_filter(r"tbc_[A-Za-z0-9_-]+", "[CLIENT]");
     s
 }

@@ -3,7 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod call;
+mod crash;
 mod demo;
 mod harness;
+mod hygiene;
+mod race;
+mod servers;
 mod testbed;
 mod usage;

@@ -97,7 +97,11 @@ pub(crate) async fn authorize(
         match verdict {
             Ok(code) => {
                 let value = random_token("tb_code_");
-                shared.db().codes.insert(value.clone(), code);
+                {
+                    let mut db = shared.db();
+                    db.secrets.push(value.clone());
+                    db.codes.insert(value.clone(), code);
+                }
                 shared.stats().authorizations += 1;
                 q.append_pair("code", &value);
             }

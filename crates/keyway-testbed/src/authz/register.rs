@@ -87,7 +87,13 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, body: String) ->
         answer["client_secret"] = json!(secret);
         answer["client_secret_expires_at"] = json!(0);
     }
-    shared.db().clients.insert(client.id.clone(), client);
+    {
+        let mut db = shared.db();
+        if let Some(secret) = &client.secret {
+            db.secrets.push(secret.clone());
+        }
+        db.clients.insert(client.id.clone(), client);
+    }
     shared.stats().registrations += 1;
     let mut resp = (StatusCode::CREATED, Json(answer)).into_response();
     no_store(&mut resp);

@@ -139,6 +139,7 @@ fn authorization_code(
     let verifier = p
         .get("code_verifier")
         .ok_or_else(|| refuse("invalid_grant", "code_verifier is missing (PKCE)"))?;
+    db.secrets.push(verifier.clone());
     if !pkce_matches(&stored.method, &stored.challenge, verifier) {
         return Err(refuse(
             "invalid_grant",

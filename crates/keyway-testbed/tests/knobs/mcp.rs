@@ -141,3 +141,18 @@ async fn always_401_refuses_every_token() {
     }
     assert_eq!(b.tb.stats().unauthorized, 3);
 }
+
+#[tokio::test]
+async fn open_serves_without_a_token() {
+    let b = bed(|k| k.open = true).await;
+    let r = b
+        .mcp_post(
+            None,
+            None,
+            json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+                "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"h","version":"0"}}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(b.tb.stats().unauthorized, 0);
+}

@@ -96,13 +96,13 @@ impl Authorizer {
     }
 
     /// Authorize for `mcp_url` after a 401 (or a 403 insufficient_scope) whose
-    /// `WWW-Authenticate` values are given. With `previous`, the scopes asked are the
-    /// union of its scopes and the challenge's (step-up).
+    /// `WWW-Authenticate` values are given. With `previous_scopes` (the scopes asked
+    /// last time), the scopes asked are their union with the challenge's (step-up).
     pub async fn authorize(
         &self,
         mcp_url: &Url,
         www_authenticate: &[String],
-        previous: Option<&Grant>,
+        previous_scopes: Option<&[String]>,
     ) -> Result<Grant, AuthError> {
         let policy = UrlPolicy::for_server(mcp_url, self.options.allow_http);
         let (report, target) =
@@ -113,8 +113,8 @@ impl Authorizer {
         };
 
         let challenged = target.challenge_scope.clone().unwrap_or_default();
-        let wanted = match previous {
-            Some(p) => scopes::union(&p.requested_scopes, &challenged),
+        let wanted = match previous_scopes {
+            Some(p) => scopes::union(p, &challenged),
             None => scopes::initial(
                 self.options.scopes.as_deref(),
                 target.challenge_scope.as_deref(),
@@ -143,6 +143,8 @@ impl Authorizer {
                 }
             }
         }?;
+        let mut grant = grant;
+        grant.as_metadata = Some(target.metadata.clone());
         self.reporter
             .authorized(&grant.issuer, &grant.requested_scopes);
         Ok(grant)

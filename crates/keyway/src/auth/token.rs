@@ -85,6 +85,45 @@ pub(crate) async fn request(
     parse_response(status, &body)
 }
 
+/// Revoke a token (RFC 7009). Unknown tokens are fine (200); an error answer is
+/// returned for the caller to report.
+pub async fn revoke(
+    http: &reqwest::Client,
+    endpoint: &str,
+    issuer: &str,
+    client: &OAuthClient,
+    token: &str,
+    hint: &'static str,
+) -> Result<(), TokenError> {
+    let mut form = vec![
+        ("token", token.to_owned()),
+        ("token_type_hint", hint.to_owned()),
+    ];
+    let req = http.post(endpoint).timeout(TOKEN_TIMEOUT);
+    let req = client
+        .authenticate(req, &mut form, issuer, SystemTime::now())
+        .map_err(TokenError::Client)?;
+    let mut resp = req
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transport(describe(&e)))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body = read_capped(&mut resp, MAX_TOKEN_BYTES)
+        .await
+        .unwrap_or_default();
+    match parse_response(status, &body) {
+        Err(e) => Err(e),
+        Ok(_) => Err(TokenError::Malformed {
+            status,
+            detail: "unexpected answer".into(),
+        }),
+    }
+}
+
 /// Parse a token endpoint answer. Pure.
 pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
     let json: Option<Value> = serde_json::from_slice(body).ok();

@@ -40,6 +40,8 @@ pub struct Grant {
     pub issuer: String,
     pub token_endpoint: String,
     pub client: OAuthClient,
+    /// The authorization server metadata the grant was obtained under.
+    pub as_metadata: Option<super::metadata::AuthServerMetadata>,
 }
 
 impl fmt::Debug for Grant {
@@ -77,6 +79,7 @@ impl Grant {
             issuer,
             token_endpoint,
             client,
+            as_metadata: None,
         }
     }
 
@@ -125,6 +128,7 @@ mod tests {
                 issuer: "https://as".into(),
                 redirect_uris: vec![],
             },
+            as_metadata: None,
         }
     }
 
@@ -204,6 +208,7 @@ pub async fn refresh(
         issuer: grant.issuer.clone(),
         token_endpoint: grant.token_endpoint.clone(),
         client: grant.client.clone(),
+        as_metadata: grant.as_metadata.clone(),
     })
 }
 

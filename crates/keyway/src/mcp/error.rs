@@ -1,6 +1,9 @@
 //! What can go wrong talking to an MCP server, in terms a person can act on.
 
-use rmcp::service::{ClientInitializeError, ServiceError};
+use rmcp::{
+    service::{ClientInitializeError, ServiceError},
+    transport::streamable_http_client::StreamableHttpError,
+};
 
 /// Opening a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +54,11 @@ impl ConnectError {
                 challenge: None,
             };
         }
-        if no_answer(&e) {
+        let transport = match &e {
+            ClientInitializeError::TransportError { error, .. } => Some(error.error.as_ref()),
+            _ => None,
+        };
+        if transport.is_some_and(no_answer) {
             return Self::Unreachable { url, reason };
         }
         Self::Failed { url, reason }
@@ -111,10 +118,18 @@ impl RequestError {
 }
 
 /// Whether the failure is "nobody answered" (connect, DNS, TLS, timeout).
-fn no_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+fn no_answer(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let e: &(dyn std::error::Error + 'static) = e;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(r) = s.downcast_ref::<reqwest::Error>()
+            && (r.is_connect() || r.is_timeout())
+        {
+            return true;
+        }
+        // rmcp keeps the reqwest error inside a variant without `source()`.
+        if let Some(StreamableHttpError::Client(r)) =
+            s.downcast_ref::<StreamableHttpError<reqwest::Error>>()
             && (r.is_connect() || r.is_timeout())
         {
             return true;

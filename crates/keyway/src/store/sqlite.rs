@@ -3,6 +3,7 @@
 //! `user_version`, secrets sealed by [`Cipher`].
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -81,11 +82,6 @@ const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL,
         created_at INTEGER NOT NULL
     );
-    CREATE TABLE leases (
-        key TEXT PRIMARY KEY,
-        holder TEXT NOT NULL,
-        expires_at_ms INTEGER NOT NULL
-    );
     "#,
 ];
 
@@ -114,6 +110,8 @@ struct Inner {
     conn: Mutex<Connection>,
     cipher: Cipher,
     key_source: KeySource,
+    /// Leases this process holds: key -> (holder, the locked file).
+    leases: Mutex<HashMap<String, (String, std::fs::File)>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -154,12 +152,33 @@ impl SqliteStore {
                 conn: Mutex::new(conn),
                 cipher: Cipher::new(&key),
                 key_source,
+                leases: Mutex::new(HashMap::new()),
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self
+            .inner
+            .path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        dir.join("locks").join(format!("{safe}.lock"))
     }
 
     /// Run `f` on the connection on the blocking pool.
@@ -369,13 +388,6 @@ fn unlock(
 
 fn now() -> u64 {
     unix(SystemTime::now())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -773,34 +785,54 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+    /// A lease is an OS file lock on `<home>/locks/<key>.lock`: exclusive across
+    /// processes (and across handles in one process), and released by the OS when its
+    /// holder dies, so a killed keyway never leaves the others waiting. `ttl` is not
+    /// needed for that.
+    async fn try_lease(&self, key: &str, holder: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        let path = self.lock_path(key);
         let (key, holder) = (key.to_owned(), holder.to_owned());
-        self.run(move |conn, _| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let t = now_ms();
-            tx.execute("DELETE FROM leases WHERE key = ?1 AND expires_at_ms <= ?2", params![key, t])?;
-            tx.execute(
-                "INSERT INTO leases (key, holder, expires_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET expires_at_ms = excluded.expires_at_ms WHERE holder = excluded.holder",
-                params![key, holder, t + ttl.as_millis() as i64],
-            )?;
-            let owner: String = tx.query_row("SELECT holder FROM leases WHERE key = ?1", params![key], |r| r.get(0))?;
-            tx.commit()?;
-            Ok(owner == holder)
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut held = inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((h, _)) = held.get(&key) {
+                return Ok(*h == holder);
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            match file.try_lock() {
+                Ok(()) => {
+                    held.insert(key, (holder, file));
+                    Ok(true)
+                }
+                Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+                Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+            }
         })
         .await
+        .map_err(|e| StoreError::Sqlite(format!("lease task failed: {e}")))?
     }
 
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
-        let (key, holder) = (key.to_owned(), holder.to_owned());
-        self.run(move |conn, _| {
-            conn.execute(
-                "DELETE FROM leases WHERE key = ?1 AND holder = ?2",
-                params![key, holder],
-            )?;
-            Ok(())
-        })
-        .await
+        let mut held = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if held.get(key).is_some_and(|(h, _)| h == holder) {
+            // Dropping the file unlocks it.
+            held.remove(key);
+        }
+        Ok(())
     }
 
     async fn pending_flows(&self) -> Result<Vec<PendingFlowSummary>, StoreError> {

@@ -82,6 +82,18 @@ impl StoredTokens {
     /// The token to use now, refreshing first when it is about to expire. `None`: no
     /// usable credential (authorization is needed; what is stored is left as it is).
     pub async fn current(&self) -> Result<Option<Credential>, TokenFailure> {
+        self.current_with(false).await
+    }
+
+    /// Refresh now (after the server refused a token that looked valid), unless another
+    /// task or process already did.
+    pub async fn force_refresh(&self) -> Result<Option<Credential>, TokenFailure> {
+        self.current_with(true).await
+    }
+
+    async fn current_with(&self, force: bool) -> Result<Option<Credential>, TokenFailure> {
+        let mut force = force;
+        let mut first_seen = None;
         // One refresh per process at a time; the lease makes it one across processes.
         let _local = self.local.lock().await;
         let started = tokio::time::Instant::now();
@@ -90,13 +102,17 @@ impl StoredTokens {
             let Some(stored) = self.store.credential(&self.server_id).await? else {
                 return Ok(None);
             };
+            // A forced refresh is satisfied by anyone's newer version.
+            if *first_seen.get_or_insert(stored.version) != stored.version {
+                force = false;
+            }
             let oauth = match &stored.credential {
                 Credential::Bearer { .. } => return Ok(Some(stored.credential)),
                 Credential::OAuth(o) => o.clone(),
             };
             let now = SystemTime::now();
             let grant_view = self.grant(&oauth).await?;
-            if !grant_view.needs_refresh(now) {
+            if !force && !grant_view.needs_refresh(now) {
                 return Ok(Some(stored.credential));
             }
             if oauth.refresh_token.is_none() {
@@ -117,8 +133,12 @@ impl StoredTokens {
                 match outcome? {
                     Outcome::Use(c) => return Ok(Some(c)),
                     Outcome::Unusable => return Ok(None),
-                    // Someone refreshed between our read and our lease: read again.
-                    Outcome::Changed => continue,
+                    // Someone refreshed between our read and our lease: read again,
+                    // and take theirs.
+                    Outcome::Changed => {
+                        force = false;
+                        continue;
+                    }
                 }
             }
             // Another process is refreshing: wait for its new version, not our own request.
@@ -144,10 +164,7 @@ impl StoredTokens {
         }
         match refresh(&self.http, &grant, now).await {
             Ok(fresh) => {
-                let c = Credential::OAuth(Box::new(credential_from_grant(
-                    &fresh,
-                    grant_metadata(seen),
-                )));
+                let c = Credential::OAuth(Box::new(credential_from_grant(&fresh)));
                 match self
                     .store
                     .save_credential(&self.server_id, &c, Some(seen.version))
@@ -210,22 +227,13 @@ impl StoredTokens {
             issuer: o.issuer.clone(),
             token_endpoint: o.token_endpoint.clone(),
             client,
+            as_metadata: o.as_metadata.clone(),
         })
     }
 }
 
-fn grant_metadata(seen: &StoredCredential) -> Option<crate::auth::metadata::AuthServerMetadata> {
-    match &seen.credential {
-        Credential::OAuth(o) => o.as_metadata.clone(),
-        Credential::Bearer { .. } => None,
-    }
-}
-
 /// A grant as a stored credential.
-pub fn credential_from_grant(
-    g: &Grant,
-    as_metadata: Option<crate::auth::metadata::AuthServerMetadata>,
-) -> OAuthCredential {
+pub fn credential_from_grant(g: &Grant) -> OAuthCredential {
     OAuthCredential {
         access_token: g.access_token.clone(),
         refresh_token: g.refresh_token.clone(),
@@ -239,7 +247,7 @@ pub fn credential_from_grant(
         token_endpoint: g.token_endpoint.clone(),
         client_id: g.client.client_id.clone(),
         resource: g.resource.clone(),
-        as_metadata,
+        as_metadata: g.as_metadata.clone(),
     }
 }
 

@@ -292,7 +292,7 @@ async fn step_up_asks_for_the_union_of_scopes() {
         .unwrap();
     let forbidden = r#"Bearer error="insufficient_scope", scope="mcp:admin""#.to_owned();
     let g2 = auth
-        .authorize(&url(&tb), &[forbidden], Some(&g1))
+        .authorize(&url(&tb), &[forbidden], Some(&g1.requested_scopes))
         .await
         .unwrap();
     assert_eq!(

@@ -162,35 +162,23 @@ async fn registrations_are_kept_per_issuer_with_sealed_secrets() {
 }
 
 #[tokio::test]
-async fn leases_have_one_holder_until_released_or_expired() {
+async fn leases_have_one_holder_until_released_or_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let a = open(dir.path()).unwrap();
     let b = open(dir.path()).unwrap();
+    let ttl = Duration::from_secs(30);
+    assert!(a.try_lease("k", "a", ttl).await.unwrap());
+    assert!(!b.try_lease("k", "b", ttl).await.unwrap());
     assert!(
-        a.try_lease("k", "a", Duration::from_secs(30))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !b.try_lease("k", "b", Duration::from_secs(30))
-            .await
-            .unwrap()
-    );
-    assert!(
-        a.try_lease("k", "a", Duration::from_secs(30))
-            .await
-            .unwrap(),
+        a.try_lease("k", "a", ttl).await.unwrap(),
         "the holder may renew"
     );
     a.release_lease("k", "a").await.unwrap();
-    // A lease that has lapsed (zero length) is taken over.
-    assert!(b.try_lease("k", "b", Duration::ZERO).await.unwrap());
-    assert!(
-        a.try_lease("k", "a", Duration::from_secs(30))
-            .await
-            .unwrap(),
-        "an expired lease can be taken over"
-    );
+    assert!(b.try_lease("k", "b", ttl).await.unwrap());
+    assert!(!a.try_lease("k", "a", ttl).await.unwrap());
+    // Dropping a handle (as a dying process does) releases what it held.
+    drop(b);
+    assert!(a.try_lease("k", "a", ttl).await.unwrap());
 }
 
 #[tokio::test]

@@ -55,7 +55,7 @@ async fn authorized(
     // Make the access token due for a refresh (it still works at the server).
     grant.issued_at = SystemTime::now() - Duration::from_secs(3500);
     grant.expires_at = Some(SystemTime::now() + Duration::from_secs(30));
-    let c = Credential::OAuth(Box::new(credential_from_grant(&grant, None)));
+    let c = Credential::OAuth(Box::new(credential_from_grant(&grant)));
     let server = NewServer {
         id: "srv".into(),
         name: "tb".into(),

@@ -1,0 +1,318 @@
+//! `keyway add URL`: probe first, pick a name, save; an OAuth server is authorized
+//! at once. A failure before the flow completes rolls the server back; a failure
+//! after it never deletes the newly authorized server.
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use keyway::{
+    auth::ClientOptions,
+    mcp::Connection,
+    naming,
+    probe::{Probe, ProbeClass, ProbeOptions},
+    status::{CredentialView, state_and_action},
+    store::{
+        AuthKind, Credential, LastStatus, NewServer, ServerRecord, SqliteStore, Store, Transport,
+        tokens::StoredTokens,
+    },
+};
+use serde::Serialize;
+
+use super::{auth, authorize::authorize_server, probe::run_probe, store};
+use crate::{
+    cli::{AddArgs, TransportArg},
+    exit::{CliError, ExitStatus},
+    printer::Printer,
+    settings::Settings,
+};
+
+/// What `add` did.
+#[derive(Debug, Serialize)]
+pub struct Added {
+    pub name: String,
+    pub id: String,
+    pub url: String,
+    pub class: String,
+    pub auth: String,
+    pub state: String,
+    pub action: String,
+    pub tools: Option<usize>,
+    pub issuer: Option<String>,
+    pub note: Option<String>,
+}
+
+pub async fn run(args: AddArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let added = execute(&args, settings, printer.quiet()).await?;
+    if printer.json_mode() {
+        printer.json(&added)?;
+    } else {
+        printer.result(format!("added {} ({})", added.name, added.url));
+        printer.step(format!("  auth    {}", added.auth));
+        printer.step(format!("  state   {}", added.state));
+        if let Some(next) = next_step(&added) {
+            printer.step(format!("  next    {next}"));
+        }
+        if let Some(n) = added.tools {
+            printer.step(format!("  tools   {n}"));
+        }
+        if let Some(i) = &added.issuer {
+            printer.step(format!("  issuer  {i}"));
+        }
+        if let Some(n) = &added.note {
+            printer.step(format!("  note    {n}"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result<Added, CliError> {
+    let url = url::Url::parse(&args.url)
+        .map_err(|e| store::usage(format!("{} is not a URL: {e}", args.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(store::usage(format!(
+            "{}: the scheme must be http or https",
+            args.url
+        )));
+    }
+    let token = store::token(&args.credential)?;
+    let headers = store::headers(&args.credential)?;
+    let options = auth::options(&args.auth)?;
+    let http = keyway::http::client().context("building the HTTP client")?;
+    let st = store::open(settings)?;
+
+    // The name first: a taken one is an error before anything else happens.
+    let taken: Vec<String> = st
+        .servers()
+        .await
+        .map_err(store::store_error)?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let name = match &args.name {
+        Some(n) => {
+            if n.trim().is_empty() || n.chars().any(char::is_control) {
+                return Err(store::usage(format!("--name {n:?}: use a plain name")));
+            }
+            n.clone()
+        }
+        None => naming::unique(&naming::default_name(&url), &taken),
+    };
+    let id = args.id.clone().unwrap_or_else(store::new_id);
+    if let Some(existing) = st.server(&id).await.map_err(store::store_error)?
+        && existing.id == id
+    {
+        // A retried add: report what is there.
+        return report(&st, &existing, "already added", None, None, None).await;
+    }
+    if taken.contains(&name) {
+        return Err(store::store_error(keyway::store::StoreError::NameTaken(
+            name,
+        )));
+    }
+
+    let probe_opts = ProbeOptions {
+        token: token.clone(),
+        headers: headers.clone(),
+        client: ClientOptions {
+            client_id: args.auth.client_id.clone(),
+            client_metadata_url: args.auth.client_metadata_url.clone(),
+            ..Default::default()
+        },
+        allow_http: args.auth.allow_http,
+    };
+    let probe = run_probe(&http, url.as_str(), &probe_opts).await;
+    let transport = match args.transport {
+        TransportArg::Http => Transport::Http,
+        TransportArg::Sse => Transport::Sse,
+    };
+    let new = |auth: AuthKind| NewServer {
+        id: id.clone(),
+        name: name.clone(),
+        url: url.to_string(),
+        transport,
+        auth,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect(),
+    };
+    let class = probe.class.as_str();
+    match probe.class {
+        ProbeClass::Open => {
+            let auth = if token.is_some() || !headers.is_empty() {
+                AuthKind::Token
+            } else {
+                AuthKind::None
+            };
+            let cred = token.map(|t| Credential::Bearer { token: t });
+            let rec = st
+                .create_server(&new(auth), cred.as_ref())
+                .await
+                .map_err(store::store_error)?;
+            st.set_status(&rec.id, LastStatus::Connected, None)
+                .await
+                .map_err(store::store_error)?;
+            report(&st, &rec, class, Some(probe.tools.len()), None, None).await
+        }
+        ProbeClass::TokenRejected => Err(CliError::failure(anyhow!(
+            "{url} rejected the token; nothing was saved"
+        ))
+        .with_status(ExitStatus::AuthorizationNeeded)
+        .with_hint("get a new token from the server's operator and add again")),
+        ProbeClass::TokenOnly if !args.no_authorize => Err(refusal(
+            &probe,
+            "this server needs an access token; nothing was saved",
+        )),
+        ProbeClass::TokenOnly => {
+            let rec = st
+                .create_server(&new(AuthKind::Token), None)
+                .await
+                .map_err(store::store_error)?;
+            report(&st, &rec, class, None, None, Some(probe.next_step.clone())).await
+        }
+        ProbeClass::Oauth if args.no_authorize => {
+            let rec = st
+                .create_server(&new(AuthKind::Oauth), None)
+                .await
+                .map_err(store::store_error)?;
+            report(&st, &rec, class, None, None, None).await
+        }
+        ProbeClass::Oauth => {
+            let rec = st
+                .create_server(&new(AuthKind::Oauth), None)
+                .await
+                .map_err(store::store_error)?;
+            // Before the flow completes, any failure takes the row (and its headers) away.
+            let grant = match authorize_server(&st, &rec, options, quiet).await {
+                Ok(g) => g,
+                Err(e) => {
+                    if let Err(rollback) = st.purge_server(&rec.id).await {
+                        tracing::warn!(error = %rollback, "rolling back the new server failed");
+                    }
+                    return Err(e);
+                }
+            };
+            // After it, the server stays whatever happens.
+            let tools = verify(&st, &rec, &http).await;
+            let note = tools.as_ref().err().cloned();
+            report(&st, &rec, class, tools.ok(), Some(grant.issuer), note).await
+        }
+        ProbeClass::Unreachable | ProbeClass::Error if args.force => {
+            let auth = if token.is_some() {
+                AuthKind::Token
+            } else {
+                AuthKind::None
+            };
+            let cred = token.map(|t| Credential::Bearer { token: t });
+            let rec = st
+                .create_server(&new(auth), cred.as_ref())
+                .await
+                .map_err(store::store_error)?;
+            st.set_status(&rec.id, LastStatus::Error, probe.detail.as_deref())
+                .await
+                .map_err(store::store_error)?;
+            report(&st, &rec, class, None, None, probe.detail.clone()).await
+        }
+        ProbeClass::Unreachable | ProbeClass::Error => Err(refusal(
+            &probe,
+            &format!(
+                "{url} is {}; nothing was saved (--force saves it anyway)",
+                if probe.class == ProbeClass::Unreachable {
+                    "unreachable"
+                } else {
+                    "not usable"
+                }
+            ),
+        )),
+    }
+}
+
+/// The command that does what the state asks for, if anything.
+pub fn next_step(a: &Added) -> Option<String> {
+    match a.action.as_str() {
+        "authorize" => Some(format!("keyway authorize {}", a.name)),
+        "set-token" => Some(format!(
+            "keyway remove {0}, then keyway add {1} --name {0} --token <TOKEN>",
+            a.name, a.url
+        )),
+        "enable" => Some(format!("keyway enable {}", a.name)),
+        _ => None,
+    }
+}
+
+fn refusal(p: &Probe, what: &str) -> CliError {
+    let detail = p
+        .detail
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    let status = if p.class == ProbeClass::TokenOnly {
+        ExitStatus::AuthorizationNeeded
+    } else {
+        ExitStatus::Failure
+    };
+    CliError::failure(anyhow!("{what}{detail}"))
+        .with_status(status)
+        .with_hint(p.next_step.clone())
+}
+
+/// Connect with the new credential and list tools; the outcome becomes the status.
+async fn verify(
+    st: &SqliteStore,
+    rec: &ServerRecord,
+    http: &reqwest::Client,
+) -> Result<usize, String> {
+    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id, http.clone());
+    let result = async {
+        let conn = Connection::open(&rec.url, http.clone(), tokens)
+            .await
+            .map_err(|e| e.to_string())?;
+        let n = conn
+            .list_tools()
+            .await
+            .map(|t| t.len())
+            .map_err(|e| e.to_string());
+        conn.close().await;
+        n
+    }
+    .await;
+    let (status, error) = match &result {
+        Ok(_) => (LastStatus::Connected, None),
+        Err(e) => (LastStatus::Error, Some(e.as_str())),
+    };
+    let _ = st.set_status(&rec.id, status, error).await;
+    result
+}
+
+async fn report(
+    st: &SqliteStore,
+    rec: &ServerRecord,
+    class: &str,
+    tools: Option<usize>,
+    issuer: Option<String>,
+    note: Option<String>,
+) -> Result<Added, CliError> {
+    let rec = st
+        .server(&rec.id)
+        .await
+        .map_err(store::store_error)?
+        .unwrap_or_else(|| rec.clone());
+    let cred = st.credential(&rec.id).await.map_err(store::store_error)?;
+    let view = CredentialView::of(
+        cred.as_ref().map(|c| &c.credential),
+        std::time::SystemTime::now(),
+    );
+    let (state, action) = state_and_action(rec.auth, view, rec.last_status, rec.enabled);
+    Ok(Added {
+        name: rec.name.clone(),
+        id: rec.id.clone(),
+        url: rec.url.clone(),
+        class: class.to_owned(),
+        auth: rec.auth.as_str().to_owned(),
+        state: state.as_str().to_owned(),
+        action: action.as_str().to_owned(),
+        tools,
+        issuer,
+        note,
+    })
+}

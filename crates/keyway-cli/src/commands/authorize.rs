@@ -1,0 +1,203 @@
+//! `keyway authorize NAME` and `keyway logout NAME`, and the authorization step
+//! `keyway add` shares.
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use keyway::{
+    auth::{
+        AuthOptions, Authorizer, ClientAuth, Grant, OAuthClient, RegistrationKind,
+        RegistrationStore, StoredRegistration, token,
+    },
+    mcp::{ConnectError, Connection, StaticToken},
+    store::{
+        Credential, LastStatus, ServerRecord, SqliteStore, Store, tokens::credential_from_grant,
+    },
+};
+use url::Url;
+
+use super::{auth, store};
+use crate::{
+    cli::{AuthorizeArgs, NameArg},
+    exit::CliError,
+    printer::Printer,
+    settings::Settings,
+};
+
+pub async fn run(
+    args: AuthorizeArgs,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    let options = auth::options(&args.auth)?;
+    let store = store::open(settings)?;
+    let server = store::find(&store, &args.name).await?;
+    let grant = authorize_server(&store, &server, options, printer.quiet()).await?;
+    if printer.json_mode() {
+        printer.json(&serde_json::json!({
+            "name": server.name,
+            "issuer": grant.issuer,
+            "scopes": grant.requested_scopes,
+            "state": "authorized",
+        }))?;
+    } else {
+        printer.result(format!(
+            "authorized {} (issuer {})",
+            server.name, grant.issuer
+        ));
+    }
+    Ok(())
+}
+
+/// Run the flow for a saved server and save what it yields (with the pre-registered
+/// client it used, so refreshes can authenticate later).
+pub async fn authorize_server(
+    store: &SqliteStore,
+    server: &ServerRecord,
+    options: AuthOptions,
+    quiet: bool,
+) -> Result<Grant, CliError> {
+    let http = keyway::http::client().context("building the HTTP client")?;
+    let url = Url::parse(&server.url)
+        .with_context(|| format!("the saved URL {} is not a URL", server.url))?;
+    let headers = store
+        .headers(&server.id)
+        .await
+        .map_err(store::store_error)?;
+    let headers = headers
+        .into_iter()
+        .filter_map(|(k, v)| {
+            http::HeaderName::from_bytes(k.as_bytes())
+                .ok()
+                .map(|k| (k, v))
+        })
+        .collect();
+    let challenge = match Connection::open_with(
+        url.as_str(),
+        http.clone(),
+        Arc::new(StaticToken::default()),
+        headers,
+    )
+    .await
+    {
+        Err(ConnectError::AuthorizationRequired { challenge, .. }) => challenge,
+        Err(ConnectError::InsufficientScope { challenge, .. }) => Some(challenge),
+        Ok(conn) => {
+            conn.close().await;
+            return Err(CliError::failure(anyhow!(
+                "{} answers without authorization; there is nothing to authorize",
+                server.name
+            )));
+        }
+        Err(e) => return Err(CliError::connect(e)),
+    };
+    let authorizer = Authorizer::new(
+        http,
+        options,
+        Arc::new(store.clone()),
+        auth::reporter(quiet),
+    );
+    let values: Vec<String> = challenge.into_iter().collect();
+    let grant = authorizer
+        .authorize(&url, &values, None)
+        .await
+        .map_err(auth::error)?;
+    save_grant(store, &server.id, &grant).await?;
+    Ok(grant)
+}
+
+pub async fn save_grant(
+    store: &SqliteStore,
+    server_id: &str,
+    grant: &Grant,
+) -> Result<(), CliError> {
+    if grant.client.kind == RegistrationKind::Preregistered {
+        let registration = StoredRegistration {
+            issuer: grant.issuer.clone(),
+            client_id: grant.client.client_id.clone(),
+            client_secret: grant.client.auth.secret().cloned(),
+            auth_method: grant.client.auth.method(),
+            redirect_uris: grant.client.redirect_uris.clone(),
+            kind: RegistrationKind::Preregistered,
+        };
+        RegistrationStore::save(store, &registration)
+            .await
+            .map_err(auth::error)?;
+    }
+    let credential = Credential::OAuth(Box::new(credential_from_grant(grant)));
+    store
+        .save_credential(server_id, &credential, None)
+        .await
+        .map_err(store::store_error)?;
+    store
+        .set_status(server_id, LastStatus::Connected, None)
+        .await
+        .map_err(store::store_error)?;
+    Ok(())
+}
+
+pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let store = store::open(settings)?;
+    let server = store::find(&store, &args.name).await?;
+    let Some(stored) = store
+        .credential(&server.id)
+        .await
+        .map_err(store::store_error)?
+    else {
+        printer.result(format!("{} has no credential to forget", server.name));
+        return Ok(());
+    };
+    let mut revoked = "not revoked (static token)".to_owned();
+    if let Credential::OAuth(o) = &stored.credential {
+        revoked = match o
+            .as_metadata
+            .as_ref()
+            .and_then(|m| m.revocation_endpoint.clone())
+        {
+            None => "not revoked: the authorization server has no revocation endpoint".into(),
+            Some(endpoint) => {
+                let client = match RegistrationStore::load(&store, &o.issuer)
+                    .await
+                    .map_err(auth::error)?
+                {
+                    Some(r) if r.client_id == o.client_id => r.client(),
+                    _ => OAuthClient {
+                        client_id: o.client_id.clone(),
+                        auth: ClientAuth::None,
+                        kind: RegistrationKind::Dynamic,
+                        issuer: o.issuer.clone(),
+                        redirect_uris: Vec::new(),
+                    },
+                };
+                let http = keyway::http::client().context("building the HTTP client")?;
+                let (token, hint) = match &o.refresh_token {
+                    Some(rt) => (rt.secret().clone(), "refresh_token"),
+                    None => (o.access_token.secret().clone(), "access_token"),
+                };
+                match token::revoke(&http, &endpoint, &o.issuer, &client, &token, hint).await {
+                    Ok(()) => format!("revoked at {}", o.issuer),
+                    Err(e) => format!("revocation failed ({e}); forgotten anyway"),
+                }
+            }
+        };
+    }
+    store
+        .forget_credential(&server.id)
+        .await
+        .map_err(store::store_error)?;
+    store
+        .set_status(&server.id, LastStatus::NeedsAuth, None)
+        .await
+        .map_err(store::store_error)?;
+    if printer.json_mode() {
+        printer.json(
+            &serde_json::json!({"name": server.name, "forgotten": true, "revocation": revoked}),
+        )?;
+    } else {
+        printer.result(format!(
+            "logged out of {}: tokens forgotten, {revoked}",
+            server.name
+        ));
+    }
+    Ok(())
+}

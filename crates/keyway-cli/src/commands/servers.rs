@@ -1,0 +1,297 @@
+//! `keyway list`, `show`, `remove`, `enable`, `disable`, `doctor`.
+
+use std::time::SystemTime;
+
+use keyway::{
+    status::{Action, CredentialView, State, state_and_action},
+    store::{Credential, ServerRecord, SqliteStore, Store},
+};
+use serde::Serialize;
+
+use super::store;
+use crate::{cli::NameArg, exit::CliError, printer::Printer, settings::Settings};
+
+/// One row of `list` (and the core of `show`). Field names are a contract.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub id: String,
+    pub url: String,
+    pub transport: String,
+    pub enabled: bool,
+    pub auth: String,
+    pub state: State,
+    pub action: Action,
+    /// Unix seconds when the access token expires, if known.
+    pub expires_at: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+pub async fn row(
+    st: &SqliteStore,
+    rec: &ServerRecord,
+) -> Result<(Row, Option<Credential>), CliError> {
+    let cred = st
+        .credential(&rec.id)
+        .await
+        .map_err(store::store_error)?
+        .map(|c| c.credential);
+    let view = CredentialView::of(cred.as_ref(), SystemTime::now());
+    let (state, action) = state_and_action(rec.auth, view, rec.last_status, rec.enabled);
+    let expires_at = match &cred {
+        Some(Credential::OAuth(o)) => o.expires_at.map(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        }),
+        _ => None,
+    };
+    Ok((
+        Row {
+            name: rec.name.clone(),
+            id: rec.id.clone(),
+            url: rec.url.clone(),
+            transport: rec.transport.as_str().to_owned(),
+            enabled: rec.enabled,
+            auth: rec.auth.as_str().to_owned(),
+            state,
+            action,
+            expires_at,
+            last_error: rec.last_error.clone(),
+        },
+        cred,
+    ))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub async fn list(settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let st = store::open(settings)?;
+    let mut rows = Vec::new();
+    for rec in st.servers().await.map_err(store::store_error)? {
+        rows.push(row(&st, &rec).await?.0);
+    }
+    if printer.json_mode() {
+        printer.json(&rows)?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        printer.result("no servers yet: keyway add URL");
+        return Ok(());
+    }
+    print_table(&rows, printer);
+    Ok(())
+}
+
+pub fn print_table(rows: &[Row], printer: &Printer) {
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.url.clone(),
+                r.auth.clone(),
+                r.state.as_str().to_owned(),
+                if r.action == Action::None {
+                    "-".into()
+                } else {
+                    r.action.as_str().to_owned()
+                },
+                r.expires_at
+                    .map(|t| store::relative(t, now()))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "URL", "AUTH", "STATE", "ACTION", "EXPIRES"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for c in &cells {
+        for (w, v) in widths.iter_mut().zip(c) {
+            *w = (*w).max(v.chars().count());
+        }
+    }
+    let line = |c: &[String; 6]| {
+        c.iter()
+            .zip(widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    printer.result(line(&header));
+    for c in &cells {
+        printer.result(line(c));
+    }
+}
+
+pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let st = store::open(settings)?;
+    let rec = store::find(&st, &args.name).await?;
+    let (r, cred) = row(&st, &rec).await?;
+    let credential = match &cred {
+        None => serde_json::json!(null),
+        Some(Credential::Bearer { .. }) => serde_json::json!({"kind": "bearer"}),
+        Some(Credential::OAuth(o)) => serde_json::json!({
+            "kind": "oauth",
+            "issuer": o.issuer,
+            "client_id": o.client_id,
+            "resource": o.resource,
+            "scopes": o.scopes,
+            "refresh_token": o.refresh_token.is_some(),
+            "expires_at": r.expires_at,
+        }),
+    };
+    if printer.json_mode() {
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        v["headers"] = serde_json::json!(rec.header_names);
+        v["credential"] = credential;
+        v["created_at"] = serde_json::json!(rec.created_at);
+        printer.json(&v)?;
+        return Ok(());
+    }
+    let field = |k: &str, v: String| printer.result(format!("{k:<12} {v}"));
+    field("name", r.name.clone());
+    field("id", r.id.clone());
+    field("url", r.url.clone());
+    field("transport", r.transport.clone());
+    field("enabled", r.enabled.to_string());
+    field("auth", r.auth.clone());
+    field("state", r.state.as_str().to_owned());
+    field("action", r.action.as_str().to_owned());
+    if !rec.header_names.is_empty() {
+        field("headers", rec.header_names.join(", "));
+    }
+    match &cred {
+        None => field("credential", "none".into()),
+        Some(Credential::Bearer { .. }) => field("credential", "static token".into()),
+        Some(Credential::OAuth(o)) => {
+            field(
+                "credential",
+                format!(
+                    "oauth{}",
+                    if o.refresh_token.is_some() {
+                        " (refreshable)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            field("issuer", o.issuer.clone());
+            field("client id", o.client_id.clone());
+            field("resource", o.resource.clone());
+            field(
+                "scopes",
+                if o.scopes.is_empty() {
+                    "-".into()
+                } else {
+                    o.scopes.join(" ")
+                },
+            );
+            if let Some(t) = r.expires_at {
+                field("expires", store::relative(t, now()));
+            }
+        }
+    }
+    if let Some(e) = &r.last_error {
+        field("last error", e.clone());
+    }
+    Ok(())
+}
+
+pub async fn remove(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let st = store::open(settings)?;
+    let rec = store::find(&st, &args.name).await?;
+    st.remove_server(&rec.id)
+        .await
+        .map_err(store::store_error)?;
+    printer.json(&serde_json::json!({"name": rec.name, "removed": true}))?;
+    printer.result(format!("removed {}", rec.name));
+    Ok(())
+}
+
+pub async fn set_enabled(
+    args: NameArg,
+    enabled: bool,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    let st = store::open(settings)?;
+    let rec = store::find(&st, &args.name).await?;
+    st.set_enabled(&rec.id, enabled)
+        .await
+        .map_err(store::store_error)?;
+    printer.json(&serde_json::json!({"name": rec.name, "enabled": enabled}))?;
+    printer.result(format!(
+        "{} {}",
+        if enabled { "enabled" } else { "disabled" },
+        rec.name
+    ));
+    Ok(())
+}
+
+pub async fn doctor(settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let st = store::open(settings)?;
+    let info = st.describe();
+    let mut rows = Vec::new();
+    for rec in st.servers().await.map_err(store::store_error)? {
+        rows.push(row(&st, &rec).await?.0);
+    }
+    let flows = st.pending_flows().await.map_err(store::store_error)?;
+    let home_mode = home_mode(&settings.home);
+    if printer.json_mode() {
+        printer.json(&serde_json::json!({
+            "home": settings.home,
+            "home_mode": home_mode,
+            "store": info.path,
+            "key_source": info.key_source,
+            "keychain": settings.use_keychain,
+            "servers": rows,
+            "pending_flows": flows,
+        }))?;
+        return Ok(());
+    }
+    printer.result(format!(
+        "home        {} ({})",
+        settings.home.display(),
+        home_mode.as_deref().unwrap_or("?")
+    ));
+    printer.result(format!("store       {}", info.path.display()));
+    printer.result(format!("key         {}", info.key_source));
+    if !settings.use_keychain {
+        printer.result("keychain    off (KEYWAY_NO_KEYCHAIN)");
+    }
+    printer.result(format!("servers     {}", rows.len()));
+    if !rows.is_empty() {
+        print_table(&rows, printer);
+    }
+    printer.result(format!("pending     {} authorization flow(s)", flows.len()));
+    for f in flows {
+        printer.result(format!(
+            "  {} started {}",
+            f.issuer,
+            store::relative(f.created_at, now())
+        ));
+    }
+    Ok(())
+}
+
+fn home_mode(home: &std::path::Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(home)
+            .ok()
+            .map(|m| format!("{:o}", m.permissions().mode() & 0o777))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = home;
+        None
+    }
+}

@@ -1,0 +1,123 @@
+//! Opening the store and finding servers in it, with errors that say what to do.
+
+use anyhow::anyhow;
+use keyway::{
+    Secret,
+    store::{OpenOptions, ServerRecord, SqliteStore, Store, StoreError},
+};
+
+use crate::{
+    cli::CredentialArgs,
+    exit::{CliError, ExitStatus},
+    settings::Settings,
+};
+
+pub fn open(settings: &Settings) -> Result<SqliteStore, CliError> {
+    SqliteStore::open(
+        &settings.home,
+        OpenOptions {
+            use_keychain: settings.use_keychain,
+        },
+    )
+    .map_err(store_error)
+}
+
+pub fn store_error(e: StoreError) -> CliError {
+    let hint = match &e {
+        StoreError::NameTaken(_) => Some("pick another --name, or `keyway remove` the old one"),
+        StoreError::NoSuchServer(_) => Some("`keyway list` shows the saved servers"),
+        StoreError::KeyMissing { .. } | StoreError::WrongKey { .. } => {
+            Some("`keyway doctor` shows where keyway looks for the key")
+        }
+        _ => None,
+    };
+    let err = CliError::failure(e);
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+/// A saved server by name or id.
+pub async fn find(store: &SqliteStore, name: &str) -> Result<ServerRecord, CliError> {
+    store
+        .server(name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| store_error(StoreError::NoSuchServer(name.to_owned())))
+}
+
+/// `@FILE` reads a secret from a file (a trailing newline dropped).
+pub fn secret_value(v: &str, what: &str) -> Result<Secret, CliError> {
+    match v.strip_prefix('@') {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow!("reading {what} from {path}: {e}"))?;
+            Ok(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        None => Ok(Secret::new(v.to_owned())),
+    }
+}
+
+pub fn token(c: &CredentialArgs) -> Result<Option<Secret>, CliError> {
+    c.token
+        .as_deref()
+        .map(|t| secret_value(t, "the token"))
+        .transpose()
+}
+
+/// `Name: value` headers; the values are secrets.
+pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, CliError> {
+    c.headers
+        .iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| usage(format!("--header {h:?}: expected 'Name: value'")))?;
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| usage(format!("--header: {:?} is not a header name", name.trim())))?;
+            let value = value.trim();
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(usage(format!(
+                    "--header {}: the value has characters a header cannot carry",
+                    name
+                )));
+            }
+            if name == http::header::AUTHORIZATION {
+                return Err(usage("use --token for the Authorization header".into()));
+            }
+            Ok((name, Secret::new(value.to_owned())))
+        })
+        .collect()
+}
+
+pub fn usage(msg: String) -> CliError {
+    CliError::failure(anyhow!(msg)).with_status(ExitStatus::Usage)
+}
+
+/// A fresh server id: 16 random hex digits.
+pub fn new_id() -> String {
+    let mut b = [0u8; 8];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// "in 5 min", "3 h ago" for a unix time.
+pub fn relative(at: u64, now: u64) -> String {
+    let (d, future) = if at >= now {
+        (at - now, true)
+    } else {
+        (now - at, false)
+    };
+    let text = match d {
+        0..=89 => format!("{d} s"),
+        90..=5399 => format!("{} min", (d + 30) / 60),
+        5400..=129_599 => format!("{} h", (d + 1800) / 3600),
+        _ => format!("{} days", (d + 43_200) / 86_400),
+    };
+    if future {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}

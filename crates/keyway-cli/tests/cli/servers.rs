@@ -1,0 +1,494 @@
+//! probe, add, list, show, authorize, logout, remove, enable/disable, doctor,
+//! import/export: every probe class and every list state, on testbed knobs.
+
+use std::{sync::Arc, time::Duration};
+
+use keyway_testbed::{Clock, Knobs, ManualClock, Testbed};
+use serde_json::Value;
+
+use crate::harness::{Keyway, json, stable, stderr, stdout, testbed};
+
+async fn probe_class(k: &Keyway, args: &[&str]) -> (Option<i32>, Value) {
+    let mut v = vec!["--json", "probe"];
+    v.extend_from_slice(args);
+    let out = k.run_async(&v).await;
+    (out.status.code(), json(&out))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_probe_class() {
+    let k = Keyway::new();
+    let open = testbed(|k| k.open = true).await;
+    let (code, v) = probe_class(&k, &[open.mcp_url()]).await;
+    assert_eq!((code, v["class"].as_str()), (Some(0), Some("open")));
+    assert_eq!(v["tools"].as_array().unwrap().len(), 4);
+
+    let oauth = testbed(|_| {}).await;
+    let (code, v) = probe_class(&k, &[oauth.mcp_url()]).await;
+    assert_eq!((code, v["class"].as_str()), (Some(0), Some("oauth")));
+    assert_eq!(v["registration"], serde_json::json!(["dcr"]));
+    assert_eq!(v["device"], true);
+    assert_eq!(v["client_credentials"], true);
+    assert!(v["discovery"]["steps"].as_array().unwrap().len() >= 2);
+
+    let token = oauth.mint_access_token("mcp:tools");
+    let (_, v) = probe_class(&k, &[oauth.mcp_url(), "--token", &token]).await;
+    assert_eq!(
+        (v["class"].as_str(), v["authenticated"].as_bool()),
+        (Some("open"), Some(true))
+    );
+    let (_, v) = probe_class(&k, &[oauth.mcp_url(), "--token", "tb_at_bogus"]).await;
+    assert_eq!(v["class"], "token-rejected");
+    assert_eq!(
+        oauth.stats().endpoint(keyway_testbed::Endpoint::Register),
+        0,
+        "no OAuth for a rejected token"
+    );
+
+    let no_dcr = testbed(|k| k.no_dcr = true).await;
+    let (_, v) = probe_class(&k, &[no_dcr.mcp_url()]).await;
+    assert_eq!(v["class"], "token-only");
+    assert!(v["next_step"].as_str().unwrap().contains("--token"));
+    let (_, v) = probe_class(&k, &[no_dcr.mcp_url(), "--client-id", "mine"]).await;
+    assert_eq!(
+        v["class"], "oauth",
+        "a pre-registered client makes it authorizable"
+    );
+    assert_eq!(v["registration"], serde_json::json!(["pre-registered"]));
+
+    // A 401 with a Bearer challenge and no OAuth metadata at all.
+    let bare = testbed(|k| {
+        k.prm = keyway_testbed::PrmLocation::Absent;
+        k.shared_origin = true;
+        k.metadata = vec![keyway_testbed::MetadataDoc::None];
+    })
+    .await;
+    let (_, v) = probe_class(&k, &[bare.mcp_url()]).await;
+    assert_eq!(v["class"], "token-only");
+
+    let hostile = testbed(|k| k.prm_resource = Some("https://evil.example.com/mcp".into())).await;
+    let (code, v) = probe_class(&k, &[hostile.mcp_url()]).await;
+    assert_eq!((code, v["class"].as_str()), (Some(1), Some("error")));
+    assert!(
+        v["discovery"]["problems"]
+            .to_string()
+            .contains("resource_mismatch")
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, v) = probe_class(&k, &[&format!("http://127.0.0.1:{port}/mcp")]).await;
+    assert_eq!((code, v["class"].as_str()), (Some(1), Some("unreachable")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_output_reads_well() {
+    let tb = testbed(|k| k.prm = keyway_testbed::PrmLocation::Path).await;
+    let out = Keyway::new().run_async(&["probe", tb.mcp_url()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    stable().bind(|| insta::assert_snapshot!(stdout(&out)));
+}
+
+async fn state_of(k: &Keyway, name: &str) -> (String, String) {
+    let v = json(&k.run_async(&["--json", "list"]).await);
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {v}"));
+    (
+        row["state"].as_str().unwrap().to_owned(),
+        row["action"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_list_state() {
+    let k = Keyway::new();
+    let add = |args: Vec<String>| {
+        let k = &k;
+        async move {
+            let v: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = k.run_async(&v).await;
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        }
+    };
+    let s = |x: &str| x.to_owned();
+
+    let open = testbed(|k| k.open = true).await;
+    add(vec![s("add"), s(open.mcp_url()), s("--name"), s("open")]).await;
+    assert_eq!(state_of(&k, "open").await, (s("ready"), s("none")));
+
+    let oauth = testbed(|_| {}).await;
+    add(vec![
+        s("add"),
+        s(oauth.mcp_url()),
+        s("--name"),
+        s("oauth"),
+        s("--browser"),
+        s("follow"),
+    ])
+    .await;
+    assert_eq!(
+        state_of(&k, "oauth").await,
+        (s("authorized"), s("re-authorize"))
+    );
+
+    add(vec![
+        s("add"),
+        s(oauth.mcp_url()),
+        s("--name"),
+        s("later"),
+        s("--no-authorize"),
+    ])
+    .await;
+    assert_eq!(
+        state_of(&k, "later").await,
+        (s("needs-auth"), s("authorize"))
+    );
+
+    let no_dcr = testbed(|k| k.no_dcr = true).await;
+    add(vec![
+        s("add"),
+        s(no_dcr.mcp_url()),
+        s("--name"),
+        s("tokenonly"),
+        s("--no-authorize"),
+    ])
+    .await;
+    assert_eq!(
+        state_of(&k, "tokenonly").await,
+        (s("needs-token"), s("set-token"))
+    );
+
+    // A static token that the server later stops accepting.
+    let clock = ManualClock::new();
+    let mut knobs = Knobs::default();
+    knobs.token_lifetime = 60;
+    let expiring = Testbed::start_with_clock(knobs, Arc::new(clock.clone()) as Arc<dyn Clock>)
+        .await
+        .unwrap();
+    let token = expiring.mint_access_token("mcp:tools");
+    add(vec![
+        s("add"),
+        s(expiring.mcp_url()),
+        s("--name"),
+        s("static"),
+        s("--token"),
+        token,
+    ])
+    .await;
+    assert_eq!(state_of(&k, "static").await, (s("token"), s("none")));
+    clock.advance(Duration::from_secs(61));
+    let out = k
+        .run_async(&["call", "static", "echo", "--args", r#"{"text":"x"}"#])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        state_of(&k, "static").await,
+        (s("token-rejected"), s("set-token"))
+    );
+    assert_eq!(
+        expiring
+            .stats()
+            .endpoint(keyway_testbed::Endpoint::Authorize),
+        0,
+        "a token server is never authorized"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    add(vec![
+        s("add"),
+        format!("http://127.0.0.1:{port}/mcp"),
+        s("--name"),
+        s("down"),
+        s("--force"),
+    ])
+    .await;
+    assert_eq!(state_of(&k, "down").await, (s("error"), s("none")));
+
+    assert!(k.run_async(&["disable", "open"]).await.status.success());
+    assert_eq!(state_of(&k, "open").await, (s("disabled"), s("enable")));
+
+    let out = k.run_async(&["list"]).await;
+    stable().bind(|| insta::assert_snapshot!(stdout(&out)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_names_rolls_back_and_refuses_clearly() {
+    let k = Keyway::new();
+    let tb = testbed(|k| k.deny = true).await;
+    // The flow fails: nothing is left behind.
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "--browser", "follow"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("declined"));
+    assert_eq!(
+        json(&k.run_async(&["--json", "list"]).await),
+        serde_json::json!([])
+    );
+
+    let tb = testbed(|_| {}).await;
+    let out = k
+        .run_async(&[
+            "--json",
+            "add",
+            tb.mcp_url(),
+            "--browser",
+            "follow",
+            "--id",
+            "fixed-id",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert!(
+        v["name"].as_str().unwrap().starts_with("localhost-"),
+        "the default name rule"
+    );
+    // The same id again is the same server, not a duplicate.
+    let again = k
+        .run_async(&[
+            "add",
+            tb.mcp_url(),
+            "--browser",
+            "follow",
+            "--id",
+            "fixed-id",
+        ])
+        .await;
+    assert!(again.status.success());
+    assert_eq!(
+        json(&k.run_async(&["--json", "list"]).await)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A taken name is refused.
+    let name = v["name"].as_str().unwrap().to_owned();
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "--name", &name, "--no-authorize"])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"));
+    // A rejected token is never saved.
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "--name", "x", "--token", "tb_at_nope"])
+        .await;
+    assert_eq!(out.status.code(), Some(3));
+    // Unreachable without --force is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = k
+        .run_async(&["add", &format!("http://127.0.0.1:{port}/mcp")])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"));
+    assert_eq!(
+        json(&k.run_async(&["--json", "list"]).await)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Bad input.
+    for bad in [
+        vec!["add", "not a url"],
+        vec!["add", "ftp://x/mcp"],
+        vec!["add", tb.mcp_url(), "--header", "nocolon"],
+    ] {
+        assert_eq!(k.run_async(&bad).await.status.code(), Some(2), "{bad:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_show_call_logout_authorize_remove() {
+    let k = Keyway::new();
+    let tb = testbed(|_| {}).await;
+    let out = k
+        .run_async(&[
+            "--json",
+            "add",
+            tb.mcp_url(),
+            "--name",
+            "tb",
+            "--browser",
+            "follow",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = k.run_async(&["--json", "show", "tb"]).await;
+    let v = json(&out);
+    assert_eq!(v["credential"]["kind"], "oauth");
+    assert_eq!(v["credential"]["issuer"], tb.issuer());
+    assert_eq!(v["credential"]["resource"], tb.resource());
+    assert!(!stdout(&out).contains("tb_at_") && !stdout(&out).contains("tb_rt_"));
+
+    let out = k
+        .run_async(&["call", "tb", "add", "--args", r#"{"a":20,"b":22}"#])
+        .await;
+    assert_eq!(stdout(&out), "42\n", "{}", stderr(&out));
+    assert_eq!(
+        tb.stats().authorizations,
+        1,
+        "the saved credential was used"
+    );
+
+    let out = k.run_async(&["logout", "tb"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("revoked"), "{}", stdout(&out));
+    assert_eq!(tb.stats().revocations, 1);
+    assert_eq!(state_of(&k, "tb").await.0, "needs-auth");
+
+    let out = k
+        .run_async(&["authorize", "tb", "--browser", "follow"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(state_of(&k, "tb").await.0, "authorized");
+    assert_eq!(
+        tb.stats().registrations,
+        1,
+        "the registration for that issuer was reused"
+    );
+
+    let out = k.run_async(&["--json", "doctor"]).await;
+    let v = json(&out);
+    assert!(v["key_source"].as_str().unwrap().contains("key file"));
+    assert_eq!(v["home_mode"], "700");
+    assert_eq!(v["servers"].as_array().unwrap().len(), 1);
+
+    assert!(k.run_async(&["remove", "tb"]).await.status.success());
+    assert_eq!(k.run_async(&["show", "tb"]).await.status.code(), Some(1));
+    assert_eq!(k.run_async(&["remove", "tb"]).await.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_and_export() {
+    let k = Keyway::new();
+    let open = testbed(|k| k.open = true).await;
+    let oauth = testbed(|_| {}).await;
+    let token = oauth.mint_access_token("mcp:tools");
+    let config = serde_json::json!({"mcpServers": {
+        "local": {"command": "node", "args": ["x.js"]},
+        "plain": {"url": open.mcp_url()},
+        "keyed": {"url": oauth.mcp_url(), "headers": {"Authorization": format!("Bearer {token}")}},
+        "bridged": {"command": "npx", "args": ["mcp-remote", oauth.mcp_url()]}
+    }});
+    let file = k.home.path().join("claude_desktop_config.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let out = k
+        .run_async(&["--json", "import", file.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "added")
+            .count(),
+        3
+    );
+    assert_eq!(state_of(&k, "plain").await.0, "ready");
+    assert_eq!(state_of(&k, "keyed").await.0, "token");
+    assert_eq!(
+        state_of(&k, "bridged").await,
+        ("needs-auth".into(), "authorize".into())
+    );
+    let out = k
+        .run_async(&["call", "keyed", "echo", "--args", r#"{"text":"imported"}"#])
+        .await;
+    assert_eq!(stdout(&out), "imported\n", "{}", stderr(&out));
+
+    for (format, key) in [
+        ("claude", "mcpServers"),
+        ("cursor", "mcpServers"),
+        ("vscode", "servers"),
+    ] {
+        let out = k
+            .run_async(&[
+                "--home",
+                k.home.path().to_str().unwrap(),
+                "export",
+                "--format",
+                format,
+            ])
+            .await;
+        let v = json(&out);
+        let entry = &v[key]["plain"];
+        assert!(
+            entry["command"].as_str().unwrap().ends_with("keyway"),
+            "{v}"
+        );
+        let args: Vec<&str> = entry["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[args.len() - 2..], ["proxy", "plain"]);
+        assert_eq!(args[0], "--home");
+    }
+    let out = k.run_async(&["import", "/nonexistent.json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::write(&file, "{nope").unwrap();
+    assert_eq!(
+        k.run_async(&["import", file.to_str().unwrap()])
+            .await
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_or_foreign_store_is_a_clear_error() {
+    let k = Keyway::new();
+    std::fs::write(
+        k.home.path().join("keyway.db"),
+        b"definitely not sqlite, just some text",
+    )
+    .unwrap();
+    let out = k.run_async(&["list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a keyway store") && err.contains("move it aside"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(k.home.path().join("keyway.db")).unwrap(),
+        b"definitely not sqlite, just some text"
+    );
+
+    let k = Keyway::new();
+    let tb = testbed(|k| k.open = true).await;
+    assert!(k.run_async(&["add", tb.mcp_url()]).await.status.success());
+    std::fs::write(
+        k.home.path().join("store.key"),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )
+    .unwrap();
+    let out = k.run_async(&["list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no store key opens"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("keyway doctor"), "{}", stderr(&out));
+}
