@@ -286,6 +286,7 @@ impl Authorizer {
                         t,
                         &reg,
                         "http://127.0.0.1/callback",
+                        &["http://127.0.0.1/callback".to_owned()],
                         &[
                             "authorization_code",
                             "refresh_token",
@@ -319,12 +320,13 @@ impl Authorizer {
     }
 
     /// The stored dynamic registration for this issuer if it fits `redirect_uri`,
-    /// else a new one (saved).
+    /// else a new one (saved) for `redirect_uris`.
     async fn registration_for(
         &self,
         t: &AuthTarget,
         endpoint: &str,
         redirect_uri: &str,
+        redirect_uris: &[String],
         grant_types: &[&str],
     ) -> Result<registration::StoredRegistration, AuthError> {
         if let Some(r) = self.registrations.load(&t.issuer).await?
@@ -338,7 +340,7 @@ impl Authorizer {
             endpoint,
             &t.metadata,
             &self.options.client_name,
-            redirect_uri,
+            redirect_uris,
             grant_types,
         )
         .await?;
@@ -346,6 +348,78 @@ impl Authorizer {
         self.reporter
             .registered(RegistrationKind::Dynamic, &r.client_id);
         Ok(r)
+    }
+
+    /// A listener and a dynamic client whose registered redirect it serves: a port of
+    /// the stored registration if one is free, else one of this server's stable
+    /// ports (all of them registered, so the next flow finds one free), else any.
+    async fn dynamic_client(
+        &self,
+        t: &AuthTarget,
+        endpoint: &str,
+        state: &str,
+    ) -> Result<(Loopback, OAuthClient), AuthError> {
+        let stored = self
+            .registrations
+            .load(&t.issuer)
+            .await?
+            .filter(|r| r.kind == RegistrationKind::Dynamic);
+        let ports: Vec<u16> = match self.options.callback_port {
+            Some(p) => vec![p],
+            None => stored
+                .iter()
+                .flat_map(|r| r.redirect_uris.iter())
+                .filter_map(|u| Url::parse(u).ok())
+                .filter(|u| {
+                    u.host_str() == Some("127.0.0.1") && u.path() == super::loopback::CALLBACK_PATH
+                })
+                .filter_map(|u| u.port())
+                .chain(stable_ports(&t.issuer, &t.resource))
+                .collect(),
+        };
+        let mut listener = None;
+        for port in &ports {
+            match Loopback::bind(*port, state).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(e) => tracing::debug!(port, error = %e, "callback port busy"),
+            }
+        }
+        let listener = match listener {
+            Some(l) => l,
+            None if self.options.callback_port.is_some() => {
+                return Err(AuthError::Listener(format!(
+                    "127.0.0.1:{} is in use",
+                    ports[0]
+                )));
+            }
+            None => Loopback::bind(0, state)
+                .await
+                .map_err(|e| AuthError::Listener(e.to_string()))?,
+        };
+        let redirect_uri = listener.redirect_uri();
+        let mut redirect_uris = vec![redirect_uri.clone()];
+        if self.options.callback_port.is_none() {
+            for port in stable_ports(&t.issuer, &t.resource) {
+                let uri = format!("http://127.0.0.1:{port}{}", super::loopback::CALLBACK_PATH);
+                if !redirect_uris.contains(&uri) {
+                    redirect_uris.push(uri);
+                }
+            }
+        }
+        let client = self
+            .registration_for(
+                t,
+                endpoint,
+                &redirect_uri,
+                &redirect_uris,
+                &["authorization_code", "refresh_token"],
+            )
+            .await?
+            .client();
+        Ok((listener, client))
     }
 
     async fn code_flow(
@@ -416,36 +490,21 @@ impl Authorizer {
     ) -> Result<Grant, AuthError> {
         let state = CsrfToken::new_random();
         let plan = registration::plan(&self.options.client, &t.metadata)?;
-        let fixed_port = self.options.callback_port;
-        let port = match (&plan, fixed_port) {
-            (_, Some(p)) => p,
-            (Plan::Dynamic(_), None) => stable_port(&t.issuer, &t.resource),
-            _ => 0,
-        };
-        let mut listener = match Loopback::bind(port, state.secret()).await {
-            Ok(l) => l,
-            Err(e) if fixed_port.is_none() && port != 0 => {
-                tracing::debug!(port, error = %e, "stable callback port busy; using any port");
-                Loopback::bind(0, state.secret())
+        let (mut listener, client) = match plan {
+            Plan::Dynamic(endpoint) => self.dynamic_client(t, &endpoint, state.secret()).await?,
+            other => {
+                let port = self.options.callback_port.unwrap_or(0);
+                let listener = Loopback::bind(port, state.secret())
                     .await
-                    .map_err(|e| AuthError::Listener(e.to_string()))?
+                    .map_err(|e| AuthError::Listener(format!("127.0.0.1:{port}: {e}")))?;
+                let client = match other {
+                    Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
+                    _ => registration::preregistered(&self.options.client, &t.metadata)?,
+                };
+                (listener, client)
             }
-            Err(e) => return Err(AuthError::Listener(format!("127.0.0.1:{port}: {e}"))),
         };
         let redirect_uri = listener.redirect_uri();
-        let client = match plan {
-            Plan::Preregistered => registration::preregistered(&self.options.client, &t.metadata)?,
-            Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
-            Plan::Dynamic(endpoint) => self
-                .registration_for(
-                    t,
-                    &endpoint,
-                    &redirect_uri,
-                    &["authorization_code", "refresh_token"],
-                )
-                .await?
-                .client(),
-        };
 
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut url = auth_endpoint.clone();
@@ -650,12 +709,15 @@ fn cimd_client(url: &str, issuer: &str) -> OAuthClient {
     }
 }
 
-/// A callback port that stays the same for one server (so an exact-match redirect
-/// registration keeps working), in the dynamic range.
-pub fn stable_port(issuer: &str, resource: &str) -> u16 {
-    let mut h = DefaultHasher::new();
-    (issuer, resource).hash(&mut h);
-    49152 + (h.finish() % 16384) as u16
+/// Callback ports that stay the same for one server (so an exact-match redirect
+/// registration keeps working), in the dynamic range: three, so one being taken by
+/// another program does not force a new registration.
+pub fn stable_ports(issuer: &str, resource: &str) -> [u16; 3] {
+    [0u8, 1, 2].map(|i| {
+        let mut h = DefaultHasher::new();
+        (issuer, resource, i).hash(&mut h);
+        49152 + (h.finish() % 16384) as u16
+    })
 }
 
 #[cfg(test)]
@@ -697,8 +759,9 @@ mod tests {
 
     #[test]
     fn stable_ports_are_stable_and_dynamic() {
-        let a = stable_port("https://as", "https://r");
-        assert_eq!(a, stable_port("https://as", "https://r"));
-        assert!(a >= 49152);
+        let a = stable_ports("https://as", "https://r");
+        assert_eq!(a, stable_ports("https://as", "https://r"));
+        assert!(a.iter().all(|p| *p >= 49152));
+        assert_ne!(a, stable_ports("https://as", "https://other"));
     }
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 pub use browser::{BrowserMode, Opener};
 pub use client::{AuthMethod, ClientAuth, OAuthClient, RegistrationKind, SigningKey};
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
-pub use flow::{Authorizer, StepUp, stable_port as stable_callback_port};
+pub use flow::{Authorizer, StepUp, stable_ports as stable_callback_ports};
 pub use registration::{ClientOptions, MemoryRegistrations, RegistrationStore, StoredRegistration};
 pub use tokens::{Grant, OAuthTokens, RefreshError, refresh};
 

@@ -203,12 +203,12 @@ pub(crate) async fn register(
     endpoint: &str,
     m: &AuthServerMetadata,
     client_name: &str,
-    redirect_uri: &str,
+    redirect_uris: &[String],
     grant_types: &[&str],
 ) -> Result<StoredRegistration, AuthError> {
     let body = json!({
         "client_name": client_name,
-        "redirect_uris": [redirect_uri],
+        "redirect_uris": redirect_uris,
         "grant_types": grant_types,
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
@@ -306,7 +306,7 @@ pub(crate) async fn register(
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_else(|| vec![redirect_uri.to_owned()]);
+        .unwrap_or_else(|| redirect_uris.to_vec());
     Ok(StoredRegistration {
         issuer: m.issuer.clone(),
         client_id: client_id.to_owned(),

@@ -3,8 +3,8 @@ use std::{sync::Arc, time::SystemTime};
 use keyway::{
     Secret,
     auth::{
-        AuthMethod, ClientOptions, GrantChoice, MemoryRegistrations, OAuthTokens, RefreshError,
-        RegistrationKind, RegistrationStore, StoredRegistration, refresh,
+        AuthMethod, AuthOptions, ClientOptions, GrantChoice, MemoryRegistrations, OAuthTokens,
+        RefreshError, RegistrationKind, RegistrationStore, StoredRegistration, refresh,
     },
     mcp::{Connection, result_text},
 };
@@ -92,7 +92,13 @@ async fn registrations_are_reused_per_issuer_and_never_across_servers() {
 async fn a_dynamic_client_refused_with_invalid_client_is_registered_again_once() {
     let tb = testbed(|_| {}).await;
     let u = url(&tb);
-    let port = keyway::auth::stable_callback_port(tb.issuer(), tb.resource());
+    // A fixed callback port, so the stored registration's redirect matches (the stable
+    // per-server port may be taken by another test running beside this one).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     // A confidential registration, then forget its secret: the token endpoint will
     // answer invalid_client.
@@ -117,10 +123,16 @@ async fn a_dynamic_client_refused_with_invalid_client_is_registered_again_once()
     })
     .await
     .unwrap();
-    let grant = authorizer_with(follow(), regs.clone())
-        .authorize(&u, &challenge(&tb).await, None)
-        .await
-        .unwrap();
+    let grant = authorizer_with(
+        AuthOptions {
+            callback_port: Some(port),
+            ..follow()
+        },
+        regs.clone(),
+    )
+    .authorize(&u, &challenge(&tb).await, None)
+    .await
+    .unwrap();
     let stats = tb.stats();
     assert_eq!(
         stats
