@@ -96,7 +96,8 @@ pub async fn authorize_server(
         options,
         Arc::new(store.clone()),
         auth::reporter(quiet),
-    );
+    )
+    .with_pending_flows(Arc::new(store.clone()));
     let values: Vec<String> = challenge.into_iter().collect();
     let grant = authorizer
         .authorize(&url, &values, None)

@@ -95,7 +95,8 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
                 options,
                 Arc::new(st.clone()),
                 auth::reporter(printer.quiet()),
-            );
+            )
+            .with_pending_flows(Arc::new(st.clone()));
             let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id, http.clone());
             Session::new(
                 url,

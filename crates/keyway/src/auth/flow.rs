@@ -34,6 +34,7 @@ pub struct Authorizer {
     options: AuthOptions,
     registrations: Arc<dyn RegistrationStore>,
     reporter: Arc<dyn Reporter>,
+    pending: Option<Arc<dyn super::PendingFlows>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -88,7 +89,14 @@ impl Authorizer {
             options,
             registrations,
             reporter,
+            pending: None,
         }
+    }
+
+    /// Record each authorization code flow in `pending` while it waits for its callback.
+    pub fn with_pending_flows(mut self, pending: Arc<dyn super::PendingFlows>) -> Self {
+        self.pending = Some(pending);
+        self
     }
 
     pub fn options(&self) -> &AuthOptions {
@@ -526,9 +534,31 @@ impl Authorizer {
             issuer: &t.metadata.issuer,
             iss_required: t.metadata.iss_parameter_required(),
         };
+        if let Some(p) = &self.pending {
+            let flow = super::PendingFlow {
+                issuer: t.issuer.clone(),
+                resource: t.resource.clone(),
+                redirect_uri: redirect_uri.clone(),
+                client_id: client.client_id.clone(),
+                token_endpoint: token_endpoint.to_owned(),
+                scopes: wanted.to_vec(),
+                code_verifier: verifier.secret().clone(),
+                started_at: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            p.begin(state.secret(), &flow).await?;
+        }
         let code = self
             .obtain_code(&url, &redirect_uri, &mut listener, &expected, *policy)
-            .await?;
+            .await;
+        if let Some(p) = &self.pending
+            && let Err(e) = p.end(state.secret()).await
+        {
+            tracing::warn!(error = %e, "could not forget a finished authorization flow");
+        }
+        let code = code?;
         drop(listener);
 
         let form = vec![

@@ -35,7 +35,10 @@ pub use browser::{BrowserMode, Opener};
 pub use client::{AuthMethod, ClientAuth, OAuthClient, RegistrationKind, SigningKey};
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
 pub use flow::{Authorizer, StepUp, stable_ports as stable_callback_ports};
-pub use registration::{ClientOptions, MemoryRegistrations, RegistrationStore, StoredRegistration};
+pub use registration::{
+    ClientOptions, MemoryRegistrations, PendingFlow, PendingFlows, RegistrationStore,
+    StoredRegistration,
+};
 pub use tokens::{Grant, OAuthTokens, RefreshError, refresh};
 
 /// Which grant to use.

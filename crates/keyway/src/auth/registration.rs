@@ -167,6 +167,39 @@ pub trait RegistrationStore: Send + Sync + fmt::Debug {
     async fn forget(&self, issuer: &str) -> Result<(), AuthError>;
 }
 
+/// An authorization flow waiting for its callback, recorded before the browser opens
+/// (so another process could finish it, and `keyway doctor` can show it).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingFlow {
+    pub issuer: String,
+    pub resource: String,
+    pub redirect_uri: String,
+    pub client_id: String,
+    pub token_endpoint: String,
+    pub scopes: Vec<String>,
+    /// The PKCE verifier: a secret; the store seals it.
+    pub code_verifier: String,
+    pub started_at: u64,
+}
+
+impl fmt::Debug for PendingFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingFlow")
+            .field("issuer", &self.issuer)
+            .field("resource", &self.resource)
+            .field("client_id", &self.client_id)
+            .field("code_verifier", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where pending flows are recorded, keyed by `state`.
+#[async_trait::async_trait]
+pub trait PendingFlows: Send + Sync + fmt::Debug {
+    async fn begin(&self, state: &str, flow: &PendingFlow) -> Result<(), AuthError>;
+    async fn end(&self, state: &str) -> Result<(), AuthError>;
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryRegistrations(Mutex<HashMap<String, StoredRegistration>>);
 

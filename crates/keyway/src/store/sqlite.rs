@@ -931,6 +931,22 @@ impl SqliteStore {
 }
 
 #[async_trait::async_trait]
+impl crate::auth::PendingFlows for SqliteStore {
+    async fn begin(&self, state: &str, flow: &crate::auth::PendingFlow) -> Result<(), AuthError> {
+        let data = zeroize::Zeroizing::new(
+            serde_json::to_vec(flow).map_err(|e| AuthError::Store(e.to_string()))?,
+        );
+        Ok(self
+            .save_pending_flow(state, None, &flow.issuer, &data)
+            .await?)
+    }
+
+    async fn end(&self, state: &str) -> Result<(), AuthError> {
+        Ok(self.delete_pending_flow(state).await?)
+    }
+}
+
+#[async_trait::async_trait]
 impl RegistrationStore for SqliteStore {
     async fn load(&self, issuer: &str) -> Result<Option<StoredRegistration>, AuthError> {
         let issuer = issuer.to_owned();

@@ -212,3 +212,81 @@ async fn pending_flows_are_sealed_and_listed() {
     assert!(store.pending_flows().await.unwrap().is_empty());
     let _ = Secret::new("x");
 }
+
+#[tokio::test]
+async fn a_flow_is_pending_while_it_waits_for_its_callback() {
+    use std::sync::{Arc, Mutex};
+
+    use futures::future::BoxFuture;
+    use keyway::auth::{AuthOptions, Authorizer, BrowserMode, Opener, Silent};
+
+    #[derive(Debug)]
+    struct Peek(keyway::store::SqliteStore, Arc<Mutex<usize>>);
+    impl Opener for Peek {
+        fn open<'a>(&'a self, url: &'a url::Url) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                *self.1.lock().unwrap() = self.0.pending_flows().await.unwrap().len();
+                let c = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap();
+                let back = c.get(url.as_str()).send().await.unwrap().headers()["location"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                reqwest::get(back).await.map_err(|e| e.to_string())?;
+                Ok(())
+            })
+        }
+    }
+
+    let tb = keyway_testbed::Testbed::start(keyway_testbed::Knobs::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let seen = Arc::new(Mutex::new(0));
+    let opts = AuthOptions {
+        browser: BrowserMode::System,
+        opener: Some(Arc::new(Peek(store.clone(), seen.clone()))),
+        ..AuthOptions::default()
+    };
+    let auth = Authorizer::new(
+        keyway::http::client().unwrap(),
+        opts,
+        Arc::new(store.clone()),
+        Arc::new(Silent),
+    )
+    .with_pending_flows(Arc::new(store.clone()));
+    let r = reqwest::Client::new()
+        .post(tb.mcp_url())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let challenge: Vec<String> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().into())
+        .collect();
+    auth.authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &challenge, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        1,
+        "recorded before the browser opened"
+    );
+    assert!(
+        store.pending_flows().await.unwrap().is_empty(),
+        "forgotten once done"
+    );
+    // The verifier is sealed in the file.
+    let raw = std::fs::read(dir.path().join("keyway.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("keyway.db-wal")).unwrap_or_default();
+    let all = [raw, wal].concat();
+    for s in tb.secrets() {
+        assert!(!all.windows(s.len()).any(|w| w == s.as_bytes()));
+    }
+}

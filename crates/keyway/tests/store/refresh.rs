@@ -163,3 +163,64 @@ async fn invalid_grant_leaves_the_credential_and_marks_needs_auth() {
         Some(LastStatus::NeedsAuth)
     );
 }
+
+#[tokio::test]
+async fn rmcp_sees_the_store_through_its_own_traits() {
+    use keyway::store::rmcp_adapter::{RmcpCredentials, RmcpStates};
+    use rmcp::transport::auth::{CredentialStore, StateStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (tb, store) = authorized(|_| {}, dir.path()).await;
+    let a = RmcpCredentials::new(
+        store.clone(),
+        "srv",
+        &tb.endpoint_url("token"),
+        tb.resource(),
+    );
+    let loaded = a.load().await.unwrap().unwrap();
+    assert_eq!(loaded.issuer.as_deref(), Some(tb.issuer()));
+    // Saving what rmcp hands back keeps the binding and bumps the version.
+    a.save(loaded.clone()).await.unwrap();
+    let Credential::OAuth(o) = store.credential("srv").await.unwrap().unwrap().credential else {
+        panic!()
+    };
+    assert_eq!(
+        (o.resource.as_str(), o.issuer.as_str()),
+        (tb.resource(), tb.issuer())
+    );
+    // The refresh guard is the cross-process lease: a second holder waits.
+    let guard = a.acquire_refresh_guard().await.unwrap();
+    assert!(guard.is_some());
+    let other = open(dir.path()).unwrap();
+    assert!(
+        !other
+            .try_lease("refresh:srv", "someone-else", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    drop(guard);
+    let mut free = false;
+    for _ in 0..200 {
+        // The guard is released on a background task; give it its turn.
+        tokio::task::yield_now().await;
+        if other
+            .try_lease("refresh:srv", "someone-else", Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            free = true;
+            break;
+        }
+    }
+    assert!(free, "dropping the guard released the lease");
+
+    let states = RmcpStates::new(store.clone(), tb.issuer());
+    let state: rmcp::transport::auth::StoredAuthorizationState = serde_json::from_value(
+        serde_json::json!({"pkce_verifier": "v", "csrf_token": "c", "created_at": 1}),
+    )
+    .unwrap();
+    states.save("c", state).await.unwrap();
+    assert_eq!(states.load("c").await.unwrap().unwrap().pkce_verifier, "v");
+    states.delete("c").await.unwrap();
+    assert!(states.load("c").await.unwrap().is_none());
+}
