@@ -39,6 +39,10 @@ pub struct GlobalArgs {
     /// Print only results and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +90,14 @@ pub enum Command {
     /// Print the config snippet that runs `keyway proxy NAME` for each saved server.
     Export(ExportArgs),
 
+    /// Bridge a local MCP client (stdio) to a remote server: every message both ways,
+    /// authorizing, refreshing and reconnecting as needed. Only MCP frames go to stdout;
+    /// logs go to stderr (or --log-file).
+    ///
+    /// In an MCP client config: {"command": "keyway", "args": ["proxy", "NAME"]}
+    /// (`keyway export` prints it).
+    Proxy(Box<ProxyArgs>),
+
     /// Call one tool, authorizing as needed: connect, list tools, call, print the
     /// result.
     ///
@@ -120,6 +132,22 @@ pub struct CallArgs {
     /// Tool arguments as a JSON object.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     pub args: String,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// A saved server's name, or a URL (tokens then live only as long as the proxy).
+    pub target: String,
+
+    /// The transport for a URL: `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
+    #[arg(long, value_enum, default_value_t = TransportArg::Http)]
+    pub transport: TransportArg,
+
+    #[command(flatten)]
+    pub credential: CredentialArgs,
 
     #[command(flatten)]
     pub auth: AuthArgs,

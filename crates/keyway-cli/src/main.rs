@@ -27,7 +27,11 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), CliError> {
     let cli = Cli::try_parse().map_err(CliError::Usage)?;
-    logging::init(cli.global.verbose, cli.global.quiet);
+    logging::init(
+        cli.global.verbose,
+        cli.global.quiet,
+        cli.global.log_file.as_deref(),
+    )?;
     let settings = Settings::resolve(&cli.global);
     let printer = Printer::new(&cli.global);
     let runtime = tokio::runtime::Builder::new_multi_thread()

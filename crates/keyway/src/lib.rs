@@ -6,6 +6,7 @@
 //! authorization flow, the encrypted store, the bridge and the gateway grow here.
 
 pub mod auth;
+pub mod bridge;
 pub mod http;
 pub mod mcp;
 pub mod naming;

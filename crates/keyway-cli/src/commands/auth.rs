@@ -117,6 +117,7 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
         client_name: "keyway".into(),
         idp,
         assertion: a.assertion.as_deref().map(read_secret).transpose()?,
+        allow_paste: true,
         opener: None,
     })
 }

@@ -7,6 +7,7 @@ mod authorize;
 mod call;
 mod demo;
 mod probe;
+mod proxy;
 mod servers;
 mod store;
 mod testbed;
@@ -30,6 +31,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Import(args) => transfer::import(args, settings, printer).await,
         Command::Export(args) => transfer::export(args, settings, printer).await,
         Command::Call(args) => call::run(*args, settings, printer).await,
+        Command::Proxy(args) => proxy::run(*args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
     }
 }

@@ -611,6 +611,13 @@ impl Authorizer {
                     None => Box::pin(browser::open_system(url)),
                 });
             }
+            BrowserMode::System | BrowserMode::None if !self.options.allow_paste => {
+                self.reporter.authorization_url(url.as_str(), false);
+                return Err(AuthError::Browser(
+                    "no browser can be opened here, and stdin is not free for pasting the answer"
+                        .into(),
+                ));
+            }
             BrowserMode::System | BrowserMode::None => {
                 self.reporter.authorization_url(url.as_str(), false);
                 self.reporter.waiting_for_paste();
@@ -628,6 +635,11 @@ impl Authorizer {
                     }
                     self.reporter.authorization_url(url.as_str(), opened.is_ok());
                     if opened.is_err() {
+                        if !self.options.allow_paste {
+                            return Err(AuthError::Browser(
+                                "no browser could be opened, and stdin is not free for pasting the answer".into(),
+                            ));
+                        }
                         self.reporter.waiting_for_paste();
                         paste = Some(browser::stdin_lines());
                     }

@@ -20,6 +20,9 @@ mod device;
 pub mod discovery;
 pub mod enterprise;
 mod fetch;
+pub(crate) use fetch::{
+    describe as fetch_describe, read_capped as fetch_read_capped, snippet as fetch_snippet,
+};
 mod flow;
 pub mod loopback;
 pub mod metadata;
@@ -80,6 +83,9 @@ pub struct AuthOptions {
     pub idp: Option<enterprise::IdentityProvider>,
     /// The workload JWT for [`GrantChoice::JwtBearer`].
     pub assertion: Option<crate::Secret>,
+    /// Whether keyway may read a pasted answer from stdin (not when stdin carries MCP
+    /// frames, as in `keyway proxy`).
+    pub allow_paste: bool,
     /// Opens authorization URLs in [`BrowserMode::System`] instead of the OS
     /// browser: for applications with their own way to show a page (and tests).
     pub opener: Option<std::sync::Arc<dyn browser::Opener>>,
@@ -98,6 +104,7 @@ impl Default for AuthOptions {
             client_name: "keyway".into(),
             idp: None,
             assertion: None,
+            allow_paste: true,
             opener: None,
         }
     }

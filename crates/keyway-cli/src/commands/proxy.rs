@@ -1,0 +1,315 @@
+//! `keyway proxy NAME|URL`: the stdio bridge. It authorizes by itself when the server
+//! asks, and across processes only one proxy opens the browser for a server: the
+//! others wait for its tokens (a lease in the store).
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, anyhow};
+use keyway::{
+    auth::{AuthOptions, Authorizer, BrowserMode, MemoryRegistrations, OAuthTokens, StepUp},
+    bridge::{self, Authorize},
+    mcp::{
+        StaticToken, TokenSource,
+        wire::{WireConfig, WireKind},
+    },
+    store::{
+        AuthKind, Credential, ServerRecord, SqliteStore, Store, Transport, tokens::StoredTokens,
+    },
+};
+use url::Url;
+
+use super::{auth, authorize::save_grant, store};
+use crate::{
+    cli::{ProxyArgs, TransportArg},
+    exit::CliError,
+    printer::Printer,
+    settings::Settings,
+};
+
+pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let mut options = auth::options(&args.auth)?;
+    if options.browser == BrowserMode::None {
+        return Err(store::usage(
+            "--browser none reads stdin, which the MCP client uses; use system, follow or --device"
+                .into(),
+        ));
+    }
+    options.allow_paste = false;
+    let http = keyway::http::client().context("building the HTTP client")?;
+    let reporter = auth::reporter(printer.quiet());
+
+    let (config, target, url) =
+        if args.target.starts_with("http://") || args.target.starts_with("https://") {
+            let url = Url::parse(&args.target)
+                .map_err(|e| store::usage(format!("{}: {e}", args.target)))?;
+            let token = store::token(&args.credential)?;
+            let (tokens, target): (Arc<dyn TokenSource>, Target) = match token {
+                Some(t) => (Arc::new(StaticToken::new(Some(t))), Target::Static),
+                None => {
+                    let t = OAuthTokens::new(http.clone());
+                    (t.clone(), Target::Memory(t))
+                }
+            };
+            let kind = match args.transport {
+                TransportArg::Http => WireKind::StreamableHttp,
+                TransportArg::Sse => WireKind::LegacySse,
+            };
+            let config = WireConfig {
+                url: url.clone(),
+                http: http.clone(),
+                tokens,
+                headers: store::headers(&args.credential)?,
+                kind,
+            };
+            let authorizer = Authorizer::new(
+                http.clone(),
+                options,
+                Arc::new(MemoryRegistrations::default()),
+                reporter,
+            );
+            (config, (target, authorizer), url)
+        } else {
+            let st = store::open(settings)?;
+            let server = store::find(&st, &args.target).await?;
+            if !server.enabled {
+                return Err(CliError::failure(anyhow!("{} is disabled", server.name))
+                    .with_hint(format!("keyway enable {}", server.name)));
+            }
+            let url = Url::parse(&server.url)
+                .with_context(|| format!("the saved URL {} is not a URL", server.url))?;
+            let headers = st
+                .headers(&server.id)
+                .await
+                .map_err(store::store_error)?
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    http::HeaderName::from_bytes(k.as_bytes())
+                        .ok()
+                        .map(|k| (k, v))
+                })
+                .collect();
+            let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id, http.clone());
+            let kind = match server.transport {
+                Transport::Http => WireKind::StreamableHttp,
+                Transport::Sse => WireKind::LegacySse,
+            };
+            let config = WireConfig {
+                url: url.clone(),
+                http: http.clone(),
+                tokens: tokens.clone(),
+                headers,
+                kind,
+            };
+            let authorizer = Authorizer::new(http.clone(), options, Arc::new(st.clone()), reporter)
+                .with_pending_flows(Arc::new(st.clone()));
+            (
+                config,
+                (
+                    Target::Stored {
+                        store: st,
+                        server,
+                        tokens,
+                    },
+                    authorizer,
+                ),
+                url,
+            )
+        };
+    let (target, authorizer) = target;
+    let handler = Arc::new(ProxyAuth {
+        url,
+        authorizer,
+        target,
+        step_up: tokio::sync::Mutex::new(StepUp::default()),
+    });
+    tracing::info!(url = %handler.url, "proxy started");
+    let stats = bridge::run(config, handler, tokio::io::stdin(), tokio::io::stdout())
+        .await
+        .map_err(|e| CliError::failure(anyhow!("{e}")))?;
+    tracing::info!(?stats, "proxy ended");
+    Ok(())
+}
+
+enum Target {
+    Stored {
+        store: SqliteStore,
+        server: ServerRecord,
+        tokens: Arc<StoredTokens>,
+    },
+    Memory(Arc<OAuthTokens>),
+    Static,
+}
+
+struct ProxyAuth {
+    url: Url,
+    authorizer: Authorizer,
+    target: Target,
+    step_up: tokio::sync::Mutex<StepUp>,
+}
+
+/// How long a proxy waits for another one's authorization.
+fn wait_limit(options: &AuthOptions) -> Duration {
+    options.callback_timeout + Duration::from_secs(30)
+}
+
+impl ProxyAuth {
+    async fn version(&self) -> Option<u64> {
+        match &self.target {
+            Target::Stored { store, server, .. } => store
+                .credential(&server.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.version),
+            _ => None,
+        }
+    }
+
+    async fn previous_scopes(&self) -> Option<Vec<String>> {
+        match &self.target {
+            Target::Stored { store, server, .. } => match store
+                .credential(&server.id)
+                .await
+                .ok()
+                .flatten()?
+                .credential
+            {
+                Credential::OAuth(o) => Some(o.scopes),
+                Credential::Bearer { .. } => None,
+            },
+            Target::Memory(t) => t.current().await.map(|g| g.requested_scopes),
+            Target::Static => None,
+        }
+    }
+
+    /// Run the flow and keep what it yields. For a saved server, one proxy at a time
+    /// across processes: whoever holds the lease authorizes; the others wait until
+    /// the stored credential changes, then use it.
+    async fn authorize(
+        &self,
+        challenge: Vec<String>,
+        previous: Option<Vec<String>>,
+    ) -> Result<(), String> {
+        match &self.target {
+            Target::Static => Err("the server rejected the token given to the proxy".into()),
+            Target::Memory(tokens) => {
+                let grant = self
+                    .authorizer
+                    .authorize(&self.url, &challenge, previous.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokens.set(grant).await;
+                Ok(())
+            }
+            Target::Stored { store, server, .. } => {
+                let before = self.version().await;
+                let lease = format!("authorize:{}", server.id);
+                let holder = format!("proxy-{}", std::process::id());
+                let started = tokio::time::Instant::now();
+                loop {
+                    if store
+                        .try_lease(&lease, &holder, Duration::from_secs(600))
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        // Someone may have finished while we waited for the lease.
+                        let outcome = if self.version().await != before {
+                            Ok(())
+                        } else {
+                            match self
+                                .authorizer
+                                .authorize(&self.url, &challenge, previous.as_deref())
+                                .await
+                            {
+                                Ok(grant) => save_grant(store, &server.id, &grant)
+                                    .await
+                                    .map_err(|_| "saving the new tokens failed".to_owned()),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        };
+                        let _ = store.release_lease(&lease, &holder).await;
+                        return outcome;
+                    }
+                    if self.version().await != before {
+                        tracing::info!(
+                            "another keyway authorized {}; using its tokens",
+                            server.name
+                        );
+                        return Ok(());
+                    }
+                    if started.elapsed() > wait_limit(self.authorizer.options()) {
+                        return Err(format!(
+                            "another keyway has been authorizing {} for too long",
+                            server.name
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Authorize for ProxyAuth {
+    async fn unauthorized(&self, challenge: Option<String>) -> Result<(), String> {
+        if let Target::Stored {
+            store,
+            server,
+            tokens,
+        } = &self.target
+        {
+            let cred = store
+                .credential(&server.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.credential);
+            if matches!(cred, Some(Credential::Bearer { .. })) {
+                return Err(format!(
+                    "{} rejected its saved token; add it again with a new --token",
+                    server.name
+                ));
+            }
+            if server.auth == AuthKind::Token {
+                return Err(format!(
+                    "{} needs an access token: keyway add {} --name {} --token <TOKEN>",
+                    server.name, server.url, server.name
+                ));
+            }
+            // One refresh first, unless someone else already refreshed.
+            let before = self.version().await;
+            if matches!(&cred, Some(Credential::OAuth(o)) if o.refresh_token.is_some())
+                && tokens.force_refresh().await.is_ok()
+                && self.version().await != before
+            {
+                return Ok(());
+            }
+        }
+        if let Target::Memory(t) = &self.target
+            && t.current().await.is_some_and(|g| g.refresh_token.is_some())
+            && t.force_refresh().await.is_ok()
+        {
+            return Ok(());
+        }
+        let previous = self.previous_scopes().await;
+        self.authorize(challenge.into_iter().collect(), previous)
+            .await
+    }
+
+    async fn insufficient_scope(&self, challenge: &str, operation: &str) -> Result<(), String> {
+        if !self
+            .step_up
+            .lock()
+            .await
+            .allow(self.url.as_str(), operation)
+        {
+            return Err(format!(
+                "the server still refuses {operation} after {} authorizations",
+                StepUp::MAX_ATTEMPTS
+            ));
+        }
+        let previous = self.previous_scopes().await;
+        self.authorize(vec![challenge.to_owned()], previous).await
+    }
+}

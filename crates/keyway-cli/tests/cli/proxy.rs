@@ -1,0 +1,261 @@
+//! `keyway proxy`: a stdio MCP client (this test) through keyway to a testbed.
+
+use std::{process::Stdio, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout},
+};
+
+use crate::harness::{Keyway, stderr, testbed};
+
+/// A minimal MCP client on a proxy's stdio.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    next_id: i64,
+    /// Notifications and requests from the server, in arrival order.
+    seen: Vec<Value>,
+}
+
+impl Client {
+    fn spawn(k: &Keyway, args: &[&str]) -> Self {
+        let mut cmd = tokio::process::Command::from(k.cmd(args));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, v: &Value) {
+        let mut line = serde_json::to_vec(v).unwrap();
+        line.push(b'\n');
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(&line).await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+                .await
+                .expect("an answer within 60 s")
+                .unwrap()
+                .expect("the proxy's stdout stays open");
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
+            if v.get("id") == Some(&json!(id)) && v.get("method").is_none() {
+                return v;
+            }
+            self.seen.push(v);
+        }
+    }
+
+    async fn notify(&mut self, method: &str) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method}))
+            .await;
+    }
+
+    async fn initialize(&mut self) -> Value {
+        let r = self
+            .request(
+                "initialize",
+                json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test-client", "version": "1"}}),
+            )
+            .await;
+        self.notify("notifications/initialized").await;
+        r
+    }
+
+    /// Close stdin and wait for a clean exit.
+    async fn finish(mut self) -> std::process::Output {
+        drop(self.stdin.take());
+        let out = self.child.wait_with_output().await.unwrap();
+        assert!(out.status.success(), "the proxy failed: {}", stderr(&out));
+        out
+    }
+}
+
+fn text(r: &Value) -> &str {
+    r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {r}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_through_the_proxy() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "tb", "--browser", "follow"])
+            .await
+            .status
+            .success()
+    );
+    let deletes_before = tb.stats().path("DELETE /mcp");
+    let mut c = Client::spawn(&k, &["proxy", "tb"]);
+    let init = c.initialize().await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "keyway-testbed");
+    let tools = c.request("tools/list", json!({})).await;
+    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 4);
+    // A field keyway does not know about travels untouched.
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "hi"}, "x-vendor": {"keep": true}}),
+        )
+        .await;
+    assert_eq!(text(&r), "hi");
+    let bad = c
+        .request("tools/call", json!({"name": "nope", "arguments": {}}))
+        .await;
+    assert!(
+        bad.get("error").is_some() || bad["result"]["isError"] == true,
+        "{bad}"
+    );
+    let out = c.finish().await;
+    assert!(
+        out.stdout.is_empty(),
+        "nothing but frames, all read already"
+    );
+    assert_eq!(
+        tb.stats().path("DELETE /mcp"),
+        deletes_before + 1,
+        "the session is closed on exit"
+    );
+    assert_eq!(
+        tb.stats().authorizations,
+        1,
+        "the add's authorization was reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_authorizes_when_the_server_asks() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "tb", "--no-authorize"])
+            .await
+            .status
+            .success()
+    );
+    let mut c = Client::spawn(&k, &["proxy", "tb", "--browser", "follow"]);
+    assert_eq!(
+        c.initialize().await["result"]["serverInfo"]["name"],
+        "keyway-testbed"
+    );
+    let r = c
+        .request("tools/call", json!({"name": "admin_only", "arguments": {}}))
+        .await;
+    assert_eq!(
+        text(&r),
+        "admin access granted",
+        "step-up through the proxy"
+    );
+    c.finish().await;
+    assert_eq!(tb.stats().authorizations, 2);
+    let list = k.run_async(&["--json", "list"]).await;
+    assert!(String::from_utf8_lossy(&list.stdout).contains("\"authorized\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_proxies_started_together_authorize_once() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "tb", "--no-authorize"])
+            .await
+            .status
+            .success()
+    );
+    let mut a = Client::spawn(&k, &["proxy", "tb", "--browser", "follow"]);
+    let mut b = Client::spawn(&k, &["proxy", "tb", "--browser", "follow"]);
+    let (ia, ib) = tokio::join!(a.initialize(), b.initialize());
+    assert_eq!(ia["result"]["serverInfo"]["name"], "keyway-testbed");
+    assert_eq!(ib["result"]["serverInfo"]["name"], "keyway-testbed");
+    let (ra, rb) = tokio::join!(
+        a.request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "a"}})
+        ),
+        b.request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "b"}})
+        )
+    );
+    assert_eq!((text(&ra), text(&rb)), ("a", "b"));
+    a.finish().await;
+    b.finish().await;
+    assert_eq!(tb.stats().authorizations, 1, "one browser for both proxies");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_connection_is_invisible_to_the_client() {
+    // The 6th MCP request's connection drops, and the server forgets its sessions.
+    let tb = testbed(|k| {
+        k.drop_after = vec![keyway_testbed::EndpointFault::new(
+            keyway_testbed::Endpoint::Mcp,
+            5,
+        )]
+    })
+    .await;
+    let k = Keyway::new();
+    let token = tb.mint_access_token("mcp:tools");
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--token", &token]);
+    c.initialize().await;
+    for i in 0..6 {
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": format!("n{i}")}}),
+            )
+            .await;
+        assert_eq!(text(&r), format!("n{i}"), "call {i}: {r}");
+    }
+    c.finish().await;
+    let stats = tb.stats();
+    assert_eq!(stats.dropped_connections, 1);
+    assert!(
+        stats.path("POST /mcp") > 8,
+        "a second initialize happened: {:?}",
+        stats.paths
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_an_error_frame_and_exit_is_clean() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url()]);
+    c.send(&json!("not an object")).await;
+    c.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"{broken json\n")
+        .await
+        .unwrap();
+    let init = c.initialize().await;
+    assert!(init.get("result").is_some());
+    assert!(
+        c.seen.iter().any(|v| v["error"]["code"] == -32700),
+        "{:?}",
+        c.seen
+    );
+    c.finish().await;
+}

@@ -1,0 +1,363 @@
+//! The stdio bridge: a local MCP client on newline-delimited JSON-RPC (stdin/stdout)
+//! to one remote server, message for message, as raw JSON (unknown fields survive).
+//!
+//! It keeps the remote side working: a 401 asks the owner to authorize (once, however
+//! many requests hit it), a 403 insufficient_scope asks for a step-up, a dropped
+//! connection or an expired session is re-initialized once with the client's own
+//! `initialize` (its answer is swallowed: the client already has one) and the failed
+//! message is sent again. A request that cannot be delivered gets a JSON-RPC error, so
+//! the client never hangs. Only MCP frames go to stdout.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    auth::challenge,
+    mcp::wire::{Inbound, Wire, WireConfig, WireError},
+};
+
+/// What the bridge asks of its owner when the server wants (more) authorization.
+#[async_trait::async_trait]
+pub trait Authorize: Send + Sync {
+    /// The server answered 401. `Ok` once new credentials are in place (the token
+    /// source picks them up); `Err` with what the person should do.
+    async fn unauthorized(&self, challenge: Option<String>) -> Result<(), String>;
+    /// The server answered 403 insufficient_scope for `operation`.
+    async fn insufficient_scope(&self, challenge: &str, operation: &str) -> Result<(), String>;
+}
+
+/// JSON-RPC error code for "the bridge could not deliver this request".
+pub const DELIVERY_FAILED: i64 = -32000;
+
+/// Counts, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeStats {
+    pub to_server: u64,
+    pub to_client: u64,
+    pub reconnects: u64,
+    pub authorizations: u64,
+}
+
+struct Shared {
+    wire: Wire,
+    authorize: Arc<dyn Authorize>,
+    out: mpsc::UnboundedSender<Value>,
+    /// The client's `initialize` request, replayed on reconnect.
+    initialize: Mutex<Option<Value>>,
+    /// Answers to keyway's own requests (the replayed initialize), by id.
+    internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Bumped by every reconnect and authorization, so concurrent failures share one.
+    generation: AtomicU64,
+    recover: tokio::sync::Mutex<()>,
+    stats: Mutex<BridgeStats>,
+    initialized: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn stats(&self) -> std::sync::MutexGuard<'_, BridgeStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Run the bridge until the client closes stdin (or stdout breaks).
+pub async fn run<R, W>(
+    config: WireConfig,
+    authorize: Arc<dyn Authorize>,
+    input: R,
+    output: W,
+) -> Result<BridgeStats, WireError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (wire, inbound) = Wire::connect(config).await?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        wire,
+        authorize,
+        out: out_tx,
+        initialize: Mutex::new(None),
+        internal: Mutex::new(HashMap::new()),
+        generation: AtomicU64::new(0),
+        recover: tokio::sync::Mutex::new(()),
+        stats: Mutex::new(BridgeStats::default()),
+        initialized: Default::default(),
+    });
+    let writer = tokio::spawn(write_out(out_rx, output));
+    let forwarder = tokio::spawn(forward_inbound(shared.clone(), inbound));
+
+    let mut lines = BufReader::new(input).lines();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading stdin failed");
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = shared.out.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}}));
+                continue;
+            }
+        };
+        if message.get("method").and_then(Value::as_str) == Some("initialize") {
+            *shared.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        }
+        let is_request = message.get("method").is_some() && message.get("id").is_some();
+        if is_request {
+            // Requests run side by side; a slow one does not hold up the others.
+            let s = shared.clone();
+            tasks.spawn(async move { deliver(&s, message).await });
+        } else {
+            // Notifications and answers keep their order (initialized before the rest).
+            deliver(&shared, message).await;
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    shared.wire.close().await;
+    forwarder.abort();
+    let stats = *shared.stats();
+    drop(shared);
+    let _ = writer.await;
+    Ok(stats)
+}
+
+/// Send one client message, recovering from what can be recovered.
+async fn deliver(s: &Arc<Shared>, message: Value) {
+    let id = message.get("id").cloned();
+    let is_request = message.get("method").is_some() && id.is_some();
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let operation = match (
+        method.as_str(),
+        message.pointer("/params/name").and_then(Value::as_str),
+    ) {
+        ("tools/call", Some(tool)) => format!("tools/call {tool}"),
+        _ => method.clone(),
+    };
+    let mut reconnected = false;
+    let mut authorizations = 0;
+    let result = loop {
+        let generation = s.generation.load(Ordering::SeqCst);
+        match s.wire.send(&message).await {
+            Ok(()) => break Ok(()),
+            Err(WireError::Unauthorized { challenge }) if authorizations < 2 => {
+                authorizations += 1;
+                if let Err(e) = recover(s, generation, Recovery::Authorize(challenge)).await {
+                    break Err(e);
+                }
+            }
+            Err(WireError::Forbidden { challenge }) if authorizations < 3 => {
+                let step_up = challenge::bearer([challenge.as_str()])
+                    .is_some_and(|c| c.is_insufficient_scope());
+                if !step_up {
+                    break Err(format!("the server refused {operation} (403 Forbidden)"));
+                }
+                authorizations += 1;
+                if let Err(e) = recover(
+                    s,
+                    generation,
+                    Recovery::StepUp(challenge, operation.clone()),
+                )
+                .await
+                {
+                    break Err(e);
+                }
+            }
+            Err(e) if e.is_dropped() && !reconnected && method != "initialize" => {
+                reconnected = true;
+                if let Err(e) = recover(s, generation, Recovery::Reconnect).await {
+                    break Err(e);
+                }
+            }
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    match result {
+        Ok(()) => {
+            s.stats().to_server += 1;
+            if method == "notifications/initialized" {
+                s.initialized.store(true, Ordering::SeqCst);
+                if let Err(e) = s.wire.open_standalone_stream().await {
+                    tracing::info!(error = %e, "no standalone stream for server messages");
+                }
+            }
+        }
+        Err(why) => {
+            tracing::warn!(method, "could not deliver: {why}");
+            if is_request {
+                let _ = s.out.send(json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": DELIVERY_FAILED, "message": format!("keyway could not deliver {method}: {why}")}
+                }));
+            }
+        }
+    }
+}
+
+enum Recovery {
+    Authorize(Option<String>),
+    StepUp(String, String),
+    Reconnect,
+}
+
+/// One recovery at a time; a failure that a concurrent recovery already fixed (the
+/// generation moved on) just retries.
+async fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> Result<(), String> {
+    let _one = s.recover.lock().await;
+    if s.generation.load(Ordering::SeqCst) != seen {
+        return Ok(());
+    }
+    match what {
+        Recovery::Authorize(challenge) => {
+            s.authorize.unauthorized(challenge).await?;
+            s.stats().authorizations += 1;
+        }
+        Recovery::StepUp(challenge, operation) => {
+            s.authorize
+                .insufficient_scope(&challenge, &operation)
+                .await?;
+            s.stats().authorizations += 1;
+        }
+        Recovery::Reconnect => {
+            reinitialize(s).await?;
+            s.stats().reconnects += 1;
+        }
+    }
+    s.generation.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// A new session, initialized with the client's own `initialize`.
+async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
+    s.wire
+        .reset()
+        .await
+        .map_err(|e| format!("reconnecting failed: {e}"))?;
+    let Some(mut init) = s
+        .initialize
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    else {
+        return Ok(());
+    };
+    let id = format!(
+        "keyway-reinitialize-{}",
+        s.generation.load(Ordering::SeqCst)
+    );
+    init["id"] = json!(id);
+    let (tx, rx) = oneshot::channel();
+    s.internal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), tx);
+    let mut sent = s.wire.send(&init).await;
+    if let Err(WireError::Unauthorized { challenge }) = &sent {
+        s.authorize.unauthorized(challenge.clone()).await?;
+        sent = s.wire.send(&init).await;
+    }
+    sent.map_err(|e| format!("re-initializing failed: {e}"))?;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+        .await
+        .map_err(|_| "the server did not answer the re-initialize".to_owned())?
+        .map_err(|_| "the connection closed during the re-initialize".to_owned())?;
+    if let Some(err) = answer.get("error") {
+        return Err(format!("the server refused the re-initialize: {err}"));
+    }
+    if s.initialized.load(Ordering::SeqCst) {
+        s.wire
+            .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await
+            .map_err(|e| format!("re-initializing failed: {e}"))?;
+        if let Err(e) = s.wire.open_standalone_stream().await {
+            tracing::info!(error = %e, "no standalone stream after reconnecting");
+        }
+    }
+    tracing::info!("reconnected to {}", s.wire.url());
+    Ok(())
+}
+
+/// Server messages to the client, except answers to keyway's own requests. A
+/// standalone stream that ends is opened again once per session.
+async fn forward_inbound(s: Arc<Shared>, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
+    while let Some(item) = inbound.recv().await {
+        match item {
+            Inbound::Message(v) => {
+                let internal = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|id| id.starts_with("keyway-"))
+                    .and_then(|id| {
+                        s.internal
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(id)
+                    });
+                match internal {
+                    Some(tx) => {
+                        let _ = tx.send(v);
+                    }
+                    None => {
+                        s.stats().to_client += 1;
+                        if s.out.send(v).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Inbound::StreamEnded(why) => {
+                tracing::debug!("the server's event stream ended: {why}");
+                if s.initialized.load(Ordering::SeqCst) {
+                    let s2 = s.clone();
+                    tokio::spawn(async move {
+                        let generation = s2.generation.load(Ordering::SeqCst);
+                        if let Err(WireError::SessionExpired) =
+                            s2.wire.open_standalone_stream().await
+                        {
+                            let _ = recover(&s2, generation, Recovery::Reconnect).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One JSON message per line on the client's stdout. A closed stdout ends the
+/// bridge's output quietly (the client went away).
+async fn write_out<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<Value>, mut out: W) {
+    while let Some(v) = rx.recv().await {
+        let mut line = match serde_json::to_vec(&v) {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The MCP wire as raw JSON-RPC values, for the bridge and the gateway: a field
+//! rmcp's types do not know must still reach the other side, so nothing here parses
+//! messages into types. Streamable HTTP (POST per message, JSON or event-stream
+//! answers, a standalone GET stream, session ids, DELETE on close) and the legacy
+//! HTTP+SSE transport (a GET event stream that names the POST endpoint).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use http::HeaderName;
+use reqwest::{StatusCode, header};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::TokenSource;
+use crate::Secret;
+
+/// Largest single JSON answer or event keyway reads.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Why a message could not be delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("the server needs authorization")]
+    Unauthorized { challenge: Option<String> },
+    #[error("the server refused: 403 {challenge}")]
+    Forbidden { challenge: String },
+    #[error("the session expired (404)")]
+    SessionExpired,
+    #[error("the connection failed: {0}")]
+    Transport(String),
+    #[error("the server answered HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("the connection is closed")]
+    Closed,
+}
+
+impl WireError {
+    /// A connection problem a reconnect may fix.
+    pub fn is_dropped(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport(_) | Self::SessionExpired | Self::Closed
+        )
+    }
+}
+
+/// What arrives from the server.
+#[derive(Debug)]
+pub enum Inbound {
+    Message(Value),
+    /// The standalone stream (or the legacy SSE stream) ended or failed.
+    StreamEnded(String),
+}
+
+/// Which transport to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireKind {
+    StreamableHttp,
+    LegacySse,
+}
+
+/// Everything needed to reach one server.
+#[derive(Clone)]
+pub struct WireConfig {
+    pub url: Url,
+    pub http: reqwest::Client,
+    pub tokens: Arc<dyn TokenSource>,
+    pub headers: Vec<(HeaderName, Secret)>,
+    pub kind: WireKind,
+}
+
+impl std::fmt::Debug for WireConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireConfig")
+            .field("url", &self.url.as_str())
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A raw connection to one MCP server. Messages from the server (answers, requests,
+/// notifications) come out of the receiver returned by [`Wire::connect`].
+#[derive(Debug, Clone)]
+pub struct Wire {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: WireConfig,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    state: Mutex<State>,
+    /// Legacy SSE: signalled once the `endpoint` event arrived.
+    endpoint_known: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    session: Option<String>,
+    protocol: Option<String>,
+    /// The id of an `initialize` request in flight (its answer names the version).
+    initialize_id: Option<Value>,
+    /// Legacy SSE: where to POST, learned from the `endpoint` event.
+    post_url: Option<Url>,
+    closed: bool,
+}
+
+impl Wire {
+    /// Open a connection. For legacy SSE this opens the event stream and waits for
+    /// the `endpoint` event; for Streamable HTTP nothing is sent yet.
+    pub async fn connect(
+        config: WireConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), WireError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let wire = Self {
+            inner: Arc::new(Inner {
+                config,
+                inbound: tx,
+                state: Mutex::default(),
+                endpoint_known: tokio::sync::Notify::new(),
+            }),
+        };
+        if wire.inner.config.kind == WireKind::LegacySse {
+            wire.open_legacy_stream().await?;
+        }
+        Ok((wire, rx))
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.inner.config.url
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.state().session.clone()
+    }
+
+    pub fn protocol_version(&self) -> Option<String> {
+        self.state().protocol.clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn auth(
+        &self,
+        req: reqwest::RequestBuilder,
+        uri: &str,
+    ) -> Result<reqwest::RequestBuilder, WireError> {
+        let c = &self.inner.config;
+        let mut req = req;
+        for (k, v) in &c.headers {
+            if let Ok(mut hv) = header::HeaderValue::from_str(v.expose()) {
+                hv.set_sensitive(true);
+                req = req.header(k.clone(), hv);
+            }
+        }
+        match c.tokens.bearer(uri).await {
+            Ok(Some(t)) => Ok(req.bearer_auth(t.secret())),
+            Ok(None) => Ok(req),
+            Err(e) => Err(WireError::Transport(format!("credentials: {e}"))),
+        }
+    }
+
+    /// Deliver one message (or batch). Returns once the server has answered the HTTP
+    /// request; its JSON-RPC answers arrive on the inbound channel.
+    pub async fn send(&self, message: &Value) -> Result<(), WireError> {
+        if self.state().closed {
+            return Err(WireError::Closed);
+        }
+        match self.inner.config.kind {
+            WireKind::StreamableHttp => self.send_streamable(message).await,
+            WireKind::LegacySse => self.send_legacy(message).await,
+        }
+    }
+
+    async fn send_streamable(&self, message: &Value) -> Result<(), WireError> {
+        let c = &self.inner.config;
+        let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
+        let (session, protocol) = {
+            let mut st = self.state();
+            if is_initialize {
+                st.initialize_id = message.get("id").cloned();
+                st.session = None;
+            }
+            (st.session.clone(), st.protocol.clone())
+        };
+        let mut req = c
+            .http
+            .post(c.url.clone())
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .json(message);
+        if let Some(s) = &session {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some(p) = &protocol {
+            req = req.header("mcp-protocol-version", p);
+        }
+        let req = self.auth(req, c.url.as_str()).await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
+        let status = resp.status();
+        if let Some(id) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.state().session = Some(id.to_owned());
+        }
+        match status {
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(()),
+            s if s.is_success() => {
+                let sse = resp
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.starts_with("text/event-stream"));
+                if sse {
+                    let wire = self.clone();
+                    tokio::spawn(async move { wire.read_events(resp, false).await });
+                    Ok(())
+                } else {
+                    let body = read_limited(resp).await?;
+                    if body.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(());
+                    }
+                    let v: Value = serde_json::from_slice(&body).map_err(|e| WireError::Http {
+                        status: s.as_u16(),
+                        body: format!("not JSON: {e}"),
+                    })?;
+                    self.deliver(v);
+                    Ok(())
+                }
+            }
+            _ => Err(self.http_error(resp, session.is_some()).await),
+        }
+    }
+
+    async fn http_error(&self, resp: reqwest::Response, had_session: bool) -> WireError {
+        let status = resp.status();
+        let challenge: Vec<String> = resp
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        match status {
+            StatusCode::UNAUTHORIZED => WireError::Unauthorized {
+                challenge: (!challenge.is_empty()).then(|| challenge.join(", ")),
+            },
+            StatusCode::FORBIDDEN => WireError::Forbidden {
+                challenge: challenge.join(", "),
+            },
+            StatusCode::NOT_FOUND if had_session => {
+                self.state().session = None;
+                WireError::SessionExpired
+            }
+            s => {
+                let body = read_limited(resp).await.unwrap_or_default();
+                WireError::Http {
+                    status: s.as_u16(),
+                    body: crate::auth::fetch_snippet(&body),
+                }
+            }
+        }
+    }
+
+    /// One JSON-RPC message (or batch) from the server to the inbound channel, noting
+    /// the protocol version an `initialize` answer names.
+    fn deliver(&self, v: Value) {
+        {
+            let mut st = self.state();
+            if let Some(id) = &st.initialize_id
+                && v.get("id") == Some(id)
+            {
+                st.protocol = v
+                    .get("result")
+                    .and_then(|r| r.get("protocolVersion"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                st.initialize_id = None;
+            }
+        }
+        let _ = self.inner.inbound.send(Inbound::Message(v));
+    }
+
+    /// Read an event stream to its end, delivering each message.
+    async fn read_events(&self, resp: reqwest::Response, standalone: bool) {
+        let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
+        let mut reason = "the server closed the stream".to_owned();
+        while let Some(ev) = events.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    reason = format!("the stream broke: {e}");
+                    break;
+                }
+            };
+            match ev.event.as_deref() {
+                Some("endpoint") if self.inner.config.kind == WireKind::LegacySse => {
+                    self.set_endpoint(ev.data.as_deref().unwrap_or_default());
+                    continue;
+                }
+                None | Some("message") => {}
+                Some(_) => continue,
+            }
+            let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) else {
+                continue;
+            };
+            if data.len() > MAX_MESSAGE {
+                reason = "an event larger than 16 MiB".into();
+                break;
+            }
+            match serde_json::from_str::<Value>(&data) {
+                Ok(v) => self.deliver(v),
+                Err(e) => tracing::warn!(error = %e, "an event that is not JSON-RPC; skipped"),
+            }
+        }
+        if standalone {
+            let _ = self.inner.inbound.send(Inbound::StreamEnded(reason));
+        }
+    }
+
+    /// After `notifications/initialized`: the standalone stream for server-initiated
+    /// messages (a 405 means the server has none).
+    pub async fn open_standalone_stream(&self) -> Result<(), WireError> {
+        if self.inner.config.kind != WireKind::StreamableHttp {
+            return Ok(());
+        }
+        let c = &self.inner.config;
+        let (session, protocol) = {
+            let st = self.state();
+            (st.session.clone(), st.protocol.clone())
+        };
+        let mut req = c
+            .http
+            .get(c.url.clone())
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(s) = &session {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some(p) = &protocol {
+            req = req.header("mcp-protocol-version", p);
+        }
+        let req = self.auth(req, c.url.as_str()).await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
+        match resp.status() {
+            s if s.is_success() => {
+                let wire = self.clone();
+                tokio::spawn(async move { wire.read_events(resp, true).await });
+                Ok(())
+            }
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND if session.is_none() => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => Ok(()),
+            _ => Err(self.http_error(resp, session.is_some()).await),
+        }
+    }
+
+    /// Forget the session (after it expired or the connection dropped), so the next
+    /// `initialize` starts a new one; legacy SSE opens its event stream again.
+    pub async fn reset(&self) -> Result<(), WireError> {
+        {
+            let mut st = self.state();
+            st.session = None;
+            st.post_url = None;
+            st.closed = false;
+        }
+        if self.inner.config.kind == WireKind::LegacySse {
+            self.open_legacy_stream().await?;
+        }
+        Ok(())
+    }
+
+    /// End the session: DELETE with its id (Streamable HTTP), at most 5 s.
+    pub async fn close(&self) {
+        let session = {
+            let mut st = self.state();
+            st.closed = true;
+            st.session.take()
+        };
+        let Some(session) = session else { return };
+        let c = &self.inner.config;
+        let req = c
+            .http
+            .delete(c.url.clone())
+            .header("mcp-session-id", session)
+            .timeout(Duration::from_secs(5));
+        if let Ok(req) = self.auth(req, c.url.as_str()).await
+            && let Err(e) = req.send().await
+        {
+            tracing::debug!(error = %e, "DELETE of the session failed");
+        }
+    }
+
+    // ------------------------------------------------------------ legacy SSE
+
+    async fn open_legacy_stream(&self) -> Result<(), WireError> {
+        let c = &self.inner.config;
+        let req = c
+            .http
+            .get(c.url.clone())
+            .header(header::ACCEPT, "text/event-stream");
+        let req = self.auth(req, c.url.as_str()).await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
+        if !resp.status().is_success() {
+            return Err(self.http_error(resp, false).await);
+        }
+        let wire = self.clone();
+        tokio::spawn(async move { wire.read_events(resp, true).await });
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            self.inner.endpoint_known.notified(),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(WireError::Transport(
+                "the SSE stream named no endpoint within 10 s".into(),
+            )),
+        }
+    }
+
+    fn set_endpoint(&self, data: &str) {
+        let base = &self.inner.config.url;
+        match base.join(data.trim()) {
+            // The endpoint must stay on the server's origin: a token is sent there.
+            Ok(u) if u.origin() == base.origin() => {
+                self.state().post_url = Some(u);
+                self.inner.endpoint_known.notify_one();
+            }
+            Ok(u) => {
+                tracing::warn!(endpoint = %u, "the SSE endpoint is on another origin; refused")
+            }
+            Err(e) => tracing::warn!(error = %e, "the SSE endpoint is not a URL"),
+        }
+    }
+
+    async fn send_legacy(&self, message: &Value) -> Result<(), WireError> {
+        let Some(post_url) = self.state().post_url.clone() else {
+            return Err(WireError::Closed);
+        };
+        let c = &self.inner.config;
+        let req = c.http.post(post_url.clone()).json(message);
+        let req = self.auth(req, c.url.as_str()).await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.http_error(resp, false).await)
+        }
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, WireError> {
+    let status = resp.status().as_u16();
+    crate::auth::fetch_read_capped(&mut resp, MAX_MESSAGE)
+        .await
+        .map_err(|body| WireError::Http { status, body })
+}
