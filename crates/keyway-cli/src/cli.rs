@@ -90,6 +90,11 @@ pub enum Command {
     /// Print the config snippet that runs `keyway proxy NAME` for each saved server.
     Export(ExportArgs),
 
+    /// List the tools of every enabled server (or the named ones), all at once: a slow
+    /// or failing server is reported in its own row and never delays the others beyond
+    /// its timeout. Names are prefixed by server (`github__search`).
+    Tools(ToolsArgs),
+
     /// Bridge a local MCP client (stdio) to a remote server: every message both ways,
     /// authorizing, refreshing and reconnecting as needed. Only MCP frames go to stdout;
     /// logs go to stderr (or --log-file).
@@ -135,6 +140,16 @@ pub struct CallArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ToolsArgs {
+    /// Only these servers (names or ids).
+    pub names: Vec<String>,
+
+    /// Seconds each server gets to connect and list its tools.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
 }
 
 #[derive(Args, Debug)]

@@ -44,6 +44,10 @@ pub(crate) async fn faults(
         stats.endpoint(endpoint)
     };
     let rules = shared.faults(endpoint).clone();
+    if endpoint == Endpoint::Mcp && shared.hung.load(std::sync::atomic::Ordering::SeqCst) {
+        // Accept the request and never answer, as a wedged server does.
+        std::future::pending::<()>().await;
+    }
 
     if let Some(delay) = rules.delay {
         tokio::time::sleep(delay).await;

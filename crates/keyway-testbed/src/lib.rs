@@ -190,6 +190,13 @@ impl Testbed {
         self.shared.stats().clone()
     }
 
+    /// Make the MCP endpoint hang (accept requests and never answer), or recover.
+    pub fn set_hung(&self, hung: bool) {
+        self.shared
+            .hung
+            .store(hung, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every secret the testbed issued or received so far: access and refresh
     /// tokens, authorization codes, client secrets, PKCE verifiers.
     pub fn secrets(&self) -> Vec<String> {

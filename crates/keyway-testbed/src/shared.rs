@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub sessions: Arc<LocalSessionManager>,
     /// For introspection at an external authorization server.
     pub http: reqwest::Client,
+    /// Set at run time: MCP requests never get an answer (a hung server).
+    pub hung: std::sync::atomic::AtomicBool,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -48,6 +50,7 @@ impl Shared {
             db: Mutex::new(Db::new(&knobs.clients)),
             stats: Mutex::new(Stats::default()),
             sessions: Arc::new(LocalSessionManager::default()),
+            hung: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bridge;
 pub mod http;
 pub mod mcp;
+pub mod merge;
 pub mod naming;
 pub mod probe;
 mod secret;

@@ -11,6 +11,7 @@ mod proxy;
 mod servers;
 mod store;
 mod testbed;
+mod tools;
 mod transfer;
 
 use crate::{cli::Command, exit::CliError, printer::Printer, settings::Settings};
@@ -32,6 +33,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Export(args) => transfer::export(args, settings, printer).await,
         Command::Call(args) => call::run(*args, settings, printer).await,
         Command::Proxy(args) => proxy::run(*args, settings, printer).await,
+        Command::Tools(args) => tools::run(args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
     }
 }

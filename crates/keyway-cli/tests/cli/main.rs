@@ -11,4 +11,5 @@ mod proxy;
 mod race;
 mod servers;
 mod testbed;
+mod tools;
 mod usage;

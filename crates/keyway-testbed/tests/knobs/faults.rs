@@ -101,3 +101,31 @@ async fn oversize_pads_json_and_event_streams() {
     assert!(text.starts_with(": xxx"), "an SSE comment first");
     assert!(text.contains("\"serverInfo\""));
 }
+
+#[tokio::test]
+async fn a_hung_endpoint_never_answers_until_released() {
+    let b = bed(|k| k.open = true).await;
+    b.tb.set_hung(true);
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = quick
+        .post(b.tb.mcp_url())
+        .body("{}")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    b.tb.set_hung(false);
+    assert_ne!(
+        quick
+            .post(b.tb.mcp_url())
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        0
+    );
+}
