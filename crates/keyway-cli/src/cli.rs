@@ -95,6 +95,11 @@ pub enum Command {
     /// its timeout. Names are prefixed by server (`github__search`).
     Tools(ToolsArgs),
 
+    /// One MCP server in front of every enabled saved server: their tools and prompts
+    /// (as `prefix__name`) and resources, each call routed to its server. On stdio by
+    /// default; Streamable HTTP with --listen.
+    Serve(ServeArgs),
+
     /// Bridge a local MCP client (stdio) to a remote server: every message both ways,
     /// authorizing, refreshing and reconnecting as needed. Only MCP frames go to stdout;
     /// logs go to stderr (or --log-file).
@@ -150,6 +155,23 @@ pub struct ToolsArgs {
     /// Seconds each server gets to connect and list its tools.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Serve Streamable HTTP at this address (e.g. 127.0.0.1:8788) instead of stdio.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// A file holding the token clients must send (Authorization: Bearer). Required
+    /// when listening beyond loopback.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Another Host name the listener answers to (DNS rebinding protection refuses the
+    /// rest); may repeat.
+    #[arg(long, value_name = "HOST", requires = "listen")]
+    pub allowed_host: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -8,9 +8,11 @@ mod call;
 mod demo;
 mod probe;
 mod proxy;
+mod serve;
 mod servers;
 mod store;
 mod testbed;
+mod testbed_signals;
 mod tools;
 mod transfer;
 
@@ -34,6 +36,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Call(args) => call::run(*args, settings, printer).await,
         Command::Proxy(args) => proxy::run(*args, settings, printer).await,
         Command::Tools(args) => tools::run(args, settings, printer).await,
+        Command::Serve(args) => serve::run(args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
     }
 }

@@ -9,6 +9,7 @@ mod harness;
 mod hygiene;
 mod proxy;
 mod race;
+mod serve;
 mod servers;
 mod testbed;
 mod tools;

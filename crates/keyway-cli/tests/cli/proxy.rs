@@ -11,17 +11,17 @@ use tokio::{
 use crate::harness::{Keyway, stderr, testbed};
 
 /// A minimal MCP client on a proxy's stdio.
-struct Client {
+pub struct Client {
     child: Child,
-    stdin: Option<ChildStdin>,
+    pub stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
     next_id: i64,
     /// Notifications and requests from the server, in arrival order.
-    seen: Vec<Value>,
+    pub seen: Vec<Value>,
 }
 
 impl Client {
-    fn spawn(k: &Keyway, args: &[&str]) -> Self {
+    pub fn spawn(k: &Keyway, args: &[&str]) -> Self {
         let mut cmd = tokio::process::Command::from(k.cmd(args));
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -38,7 +38,7 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, v: &Value) {
+    pub async fn send(&mut self, v: &Value) {
         let mut line = serde_json::to_vec(v).unwrap();
         line.push(b'\n');
         let stdin = self.stdin.as_mut().unwrap();
@@ -46,7 +46,7 @@ impl Client {
         stdin.flush().await.unwrap();
     }
 
-    async fn request(&mut self, method: &str, params: Value) -> Value {
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
@@ -66,12 +66,12 @@ impl Client {
         }
     }
 
-    async fn notify(&mut self, method: &str) {
+    pub async fn notify(&mut self, method: &str) {
         self.send(&json!({"jsonrpc": "2.0", "method": method}))
             .await;
     }
 
-    async fn initialize(&mut self) -> Value {
+    pub async fn initialize(&mut self) -> Value {
         let r = self
             .request(
                 "initialize",
@@ -83,7 +83,7 @@ impl Client {
     }
 
     /// Close stdin and wait for a clean exit.
-    async fn finish(mut self) -> std::process::Output {
+    pub async fn finish(mut self) -> std::process::Output {
         drop(self.stdin.take());
         let out = self.child.wait_with_output().await.unwrap();
         assert!(out.status.success(), "the proxy failed: {}", stderr(&out));
@@ -91,7 +91,7 @@ impl Client {
     }
 }
 
-fn text(r: &Value) -> &str {
+pub fn text(r: &Value) -> &str {
     r["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_else(|| panic!("no text in {r}"))

@@ -1,0 +1,243 @@
+//! `keyway serve`: the gateway on stdio and on HTTP.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    harness::{Keyway, testbed},
+    proxy::{Client, text},
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_merges_routes_and_says_what_needs_authorization() {
+    let open = testbed(|k| k.open = true).await;
+    let oauth = testbed(|_| {}).await;
+    let locked = testbed(|_| {}).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        k.run_async(&[
+            "add",
+            oauth.mcp_url(),
+            "--name",
+            "beta",
+            "--browser",
+            "follow"
+        ])
+        .await
+        .status
+        .success()
+    );
+    assert!(
+        k.run_async(&[
+            "add",
+            locked.mcp_url(),
+            "--name",
+            "locked",
+            "--no-authorize"
+        ])
+        .await
+        .status
+        .success()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert!(
+        k.run_async(&[
+            "add",
+            &format!("http://127.0.0.1:{port}/mcp"),
+            "--name",
+            "gone",
+            "--force"
+        ])
+        .await
+        .status
+        .success()
+    );
+
+    let deletes = open.stats().path("DELETE /mcp");
+    let mut c = Client::spawn(&k, &["serve"]);
+    let init = c.initialize().await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "keyway-gateway");
+    let list = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "alpha__echo",
+        "alpha__add",
+        "beta__echo",
+        "beta__admin_only",
+        "locked__keyway_authorize",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(!names.iter().any(|n| n.starts_with("gone__")));
+    let schema = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "alpha__add")
+        .unwrap();
+    assert!(
+        schema["inputSchema"]["properties"]["a"].is_object(),
+        "tool objects pass through whole"
+    );
+
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "alpha__add", "arguments": {"a": 1, "b": 2}}),
+        )
+        .await;
+    assert_eq!(text(&r), "3");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "beta__echo", "arguments": {"text": "routed"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "routed");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "locked__keyway_authorize", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], true);
+    assert!(text(&r).contains("keyway authorize locked"), "{r}");
+    let r = c
+        .request("tools/call", json!({"name": "gone__echo", "arguments": {}}))
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "nobody__echo", "arguments": {}}),
+        )
+        .await;
+    assert!(r.get("error").is_some(), "{r}");
+    let r = c.request("no/such/method", json!({})).await;
+    assert_eq!(r["error"]["code"], -32601);
+    assert_eq!(c.request("ping", json!({})).await["result"], json!({}));
+    c.finish().await;
+    assert_eq!(
+        locked.stats().endpoint(keyway_testbed::Endpoint::Authorize),
+        0,
+        "the gateway never opens a browser"
+    );
+    assert_eq!(
+        open.stats().path("DELETE /mcp"),
+        deletes + 1,
+        "upstream sessions are closed on exit"
+    );
+}
+
+/// Start `keyway serve --listen`, return it and its URL.
+async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, String) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut cmd = tokio::process::Command::from(k.cmd(&args));
+    cmd.stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.strip_prefix("keyway gateway on ") {
+            let url = rest.split_whitespace().next().unwrap().to_owned();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, url);
+        }
+    }
+    panic!("the gateway did not start");
+}
+
+async fn post(url: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(url).json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_listener_guards_host_origin_and_token() {
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
+            .await
+            .status
+            .success()
+    );
+    let token_file = k.home.path().join("gateway.token");
+    std::fs::write(&token_file, "a-long-enough-gateway-token\n").unwrap();
+    let (_child, url) = listen(&k, &["--token-file", token_file.to_str().unwrap()]).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let auth = ("authorization", "Bearer a-long-enough-gateway-token");
+
+    assert_eq!(post(&url, init.clone(), &[]).await.status(), 401);
+    assert_eq!(
+        post(&url, init.clone(), &[("authorization", "Bearer wrong")])
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(&url, init.clone(), &[auth, ("host", "evil.example")])
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(
+            &url,
+            init.clone(),
+            &[auth, ("origin", "https://evil.example")]
+        )
+        .await
+        .status(),
+        403
+    );
+    let r = post(&url, init.clone(), &[auth]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("mcp-session-id").is_some());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["protocolVersion"], "2025-06-18");
+    let r = post(
+        &url,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        &[auth],
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let r = post(&url, json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "alpha__echo", "arguments": {"text": "over http"}}}), &[auth]).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "over http");
+    assert_eq!(post(&url, json!([1, 2]), &[auth]).await.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listening_beyond_loopback_needs_a_token() {
+    let k = Keyway::new();
+    let out = k.run_async(&["serve", "--listen", "0.0.0.0:0"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+}

@@ -1,0 +1,527 @@
+//! The gateway: many upstream servers behind one MCP endpoint. Tools and prompts are
+//! exposed as `prefix__name` (see [`crate::merge`]), resources by their own URIs;
+//! each call is routed to its server as raw JSON (unknown fields survive). A server
+//! that fails never takes the gateway down; one that needs authorization shows up as
+//! a tool whose call says what to run.
+
+pub mod http;
+pub mod upstream;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+pub use upstream::{Event, Upstream, UpstreamError};
+
+use crate::{mcp::wire::WireConfig, merge};
+
+/// How long listing one upstream may take before it is left out of a merged list.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Protocol revisions the gateway speaks downstream (the classic handshake).
+const PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// The synthetic tool of a server that needs authorization.
+const AUTHORIZE_TOOL: &str = "keyway_authorize";
+
+/// One configured upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub wire: WireConfig,
+}
+
+enum Slot {
+    Ready(Arc<Upstream>),
+    Down(UpstreamError),
+}
+
+/// The gateway's state, shared by every downstream connection.
+pub struct Gateway {
+    names: Vec<String>,
+    prefixes: Vec<String>,
+    slots: Vec<Mutex<Slot>>,
+    configs: Vec<UpstreamConfig>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    /// Messages for the downstream client(s): notifications and server requests.
+    downstream: broadcast::Sender<Value>,
+    /// Which server owns a resource URI (first wins), learned from the lists.
+    resources: Mutex<HashMap<String, usize>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("servers", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Connect to every upstream (all at once; a failing one is recorded, not fatal).
+    pub async fn start(configs: Vec<UpstreamConfig>) -> Arc<Self> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (downstream, _) = broadcast::channel(256);
+        let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+        let prefixes = merge::prefixes(names.iter().map(String::as_str));
+        let connected = join_all(configs.iter().enumerate().map(|(i, c)| {
+            let tx = events_tx.clone();
+            async move {
+                match tokio::time::timeout(
+                    LIST_TIMEOUT,
+                    Upstream::connect(i, &c.name, c.wire.clone(), tx),
+                )
+                .await
+                {
+                    Ok(Ok(u)) => Slot::Ready(u),
+                    Ok(Err(e)) => Slot::Down(e),
+                    Err(_) => Slot::Down(UpstreamError::Failed {
+                        server: c.name.clone(),
+                        message: "no answer within 10 s".into(),
+                    }),
+                }
+            }
+        }))
+        .await;
+        for (name, slot) in names.iter().zip(&connected) {
+            if let Slot::Down(e) = slot {
+                tracing::warn!(server = %name, "not available: {e}");
+            }
+        }
+        let gw = Arc::new(Self {
+            names,
+            prefixes,
+            slots: connected.into_iter().map(Mutex::new).collect(),
+            configs,
+            events_tx,
+            downstream,
+            resources: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(pump_events(gw.clone(), events_rx));
+        gw
+    }
+
+    /// Messages for the downstream side (notifications, server requests).
+    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+        self.downstream.subscribe()
+    }
+
+    fn slot(&self, i: usize) -> Result<Arc<Upstream>, UpstreamError> {
+        match &*self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) {
+            Slot::Ready(u) => Ok(u.clone()),
+            Slot::Down(e) => Err(e.clone()),
+        }
+    }
+
+    /// Try a server that was down once more (it may have been authorized since).
+    async fn revive(&self, i: usize) -> Result<Arc<Upstream>, UpstreamError> {
+        if let Ok(u) = self.slot(i) {
+            return Ok(u);
+        }
+        let c = &self.configs[i];
+        let u = Upstream::connect(i, &c.name, c.wire.clone(), self.events_tx.clone()).await?;
+        *self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Slot::Ready(u.clone());
+        Ok(u)
+    }
+
+    /// Handle one downstream message; `Some` is the answer to send back.
+    pub async fn handle(&self, message: Value) -> Option<Value> {
+        let id = message.get("id").cloned();
+        let Some(method) = message.get("method").and_then(Value::as_str) else {
+            // An answer to a server request we forwarded.
+            self.answer_upstream(message).await;
+            return None;
+        };
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let id = id?; // notifications need no answer
+        let outcome = match method {
+            "initialize" => Ok(self.initialize(&params)),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(self.list("tools/list", "tools", true).await),
+            "prompts/list" => Ok(self.list("prompts/list", "prompts", false).await),
+            "resources/list" => Ok(self.list_resources("resources/list", "resources").await),
+            "resources/templates/list" => Ok(self
+                .list_resources("resources/templates/list", "resourceTemplates")
+                .await),
+            "tools/call" => self.call_tool(params).await,
+            "prompts/get" => self.by_prefix("prompts/get", params).await,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.by_uri(method, params).await
+            }
+            "logging/setLevel" => {
+                for i in 0..self.slots.len() {
+                    if let Ok(u) = self.slot(i) {
+                        let _ = u.request("logging/setLevel", params.clone()).await;
+                    }
+                }
+                Ok(json!({}))
+            }
+            other => Err(json!({"code": -32601, "message": format!("method not found: {other}")})),
+        };
+        Some(match outcome {
+            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+        })
+    }
+
+    fn initialize(&self, params: &Value) -> Value {
+        let asked = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(PROTOCOLS[0]);
+        let version = if PROTOCOLS.contains(&asked) {
+            asked
+        } else {
+            PROTOCOLS[0]
+        };
+        let servers: Vec<String> = self
+            .names
+            .iter()
+            .zip(&self.prefixes)
+            .map(|(n, p)| format!("{p}__ tools come from {n}"))
+            .collect();
+        json!({
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": {"listChanged": true},
+                "prompts": {"listChanged": true},
+                "resources": {"listChanged": true, "subscribe": true},
+                "logging": {},
+            },
+            "serverInfo": {"name": "keyway-gateway", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": format!("keyway gateway for {} servers: {}", self.names.len(), servers.join("; ")),
+        })
+    }
+
+    /// Every upstream's list (all pages), names prefixed, merged first-wins. A server
+    /// that needs authorization contributes one tool that says so.
+    async fn list(&self, method: &str, key: &str, tools: bool) -> Value {
+        let lists = join_all((0..self.slots.len()).map(|i| async move {
+            let u = match self.slot(i) {
+                Ok(u) => u,
+                Err(e) => return Err(e),
+            };
+            tokio::time::timeout(LIST_TIMEOUT, all_pages(&u, method, key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(UpstreamError::Failed {
+                        server: u.name.clone(),
+                        message: "listing timed out".into(),
+                    })
+                })
+        }))
+        .await;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (i, list) in lists.into_iter().enumerate() {
+            let prefix = &self.prefixes[i];
+            match list {
+                Ok(items) => {
+                    for mut item in items {
+                        let Some(name) =
+                            item.get("name").and_then(Value::as_str).map(str::to_owned)
+                        else {
+                            continue;
+                        };
+                        let exposed = format!("{prefix}{}{name}", merge::SEPARATOR);
+                        if seen.insert(exposed.clone()) {
+                            item["name"] = json!(exposed);
+                            out.push(item);
+                        }
+                    }
+                }
+                Err(UpstreamError::NeedsAuth { server }) if tools => {
+                    out.push(json!({
+                        "name": format!("{prefix}{}{AUTHORIZE_TOOL}", merge::SEPARATOR),
+                        "description": format!("{server} needs authorization: run `keyway authorize {server}` in a terminal, then call its tools again."),
+                        "inputSchema": {"type": "object", "properties": {}},
+                    }));
+                }
+                Err(e) => tracing::warn!("{method}: {e}"),
+            }
+        }
+        json!({ key: out })
+    }
+
+    async fn list_resources(&self, method: &str, key: &str) -> Value {
+        let lists = join_all((0..self.slots.len()).map(|i| async move {
+            let u = self.slot(i)?;
+            tokio::time::timeout(LIST_TIMEOUT, all_pages(&u, method, key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(UpstreamError::Failed {
+                        server: u.name.clone(),
+                        message: "listing timed out".into(),
+                    })
+                })
+        }))
+        .await;
+        let mut out = Vec::new();
+        let mut owners = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, list) in lists.into_iter().enumerate() {
+            match list {
+                Ok(items) => {
+                    for item in items {
+                        let uri = item
+                            .get("uri")
+                            .or_else(|| item.get("uriTemplate"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        if let Some(uri) = uri {
+                            if owners.get(&uri).is_some_and(|o| *o != i) {
+                                continue;
+                            }
+                            owners.insert(uri, i);
+                        }
+                        out.push(item);
+                    }
+                }
+                Err(e) => tracing::debug!("{method}: {e}"),
+            }
+        }
+        json!({ key: out })
+    }
+
+    /// Route by the `prefix__name` in `params.name`.
+    fn route_name(&self, params: &Value) -> Result<(usize, String), Value> {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let unknown = || json!({"code": -32602, "message": format!("unknown name: {name}")});
+        let (prefix, rest) = merge::split(name).ok_or_else(unknown)?;
+        let i = self
+            .prefixes
+            .iter()
+            .position(|p| p == prefix)
+            .ok_or_else(unknown)?;
+        Ok((i, rest.to_owned()))
+    }
+
+    async fn call_tool(&self, mut params: Value) -> Result<Value, Value> {
+        let (i, tool) = self.route_name(&params)?;
+        let tool_error = |text: String| {
+            Ok(json!({"content": [{"type": "text", "text": text}], "isError": true}))
+        };
+        let upstream = match self.slot(i) {
+            Ok(u) => u,
+            Err(_) => match self.revive(i).await {
+                Ok(u) => u,
+                Err(e) => return tool_error(e.to_string()),
+            },
+        };
+        if tool == AUTHORIZE_TOOL {
+            return tool_error(format!(
+                "{} is reachable now; list the tools again",
+                self.names[i]
+            ));
+        }
+        params["name"] = json!(tool);
+        match upstream.request("tools/call", params).await {
+            Ok(result) => Ok(result),
+            Err(UpstreamError::Rpc { error, .. }) => Err(error),
+            Err(e) => tool_error(e.to_string()),
+        }
+    }
+
+    async fn by_prefix(&self, method: &str, mut params: Value) -> Result<Value, Value> {
+        let (i, name) = self.route_name(&params)?;
+        let upstream = self
+            .slot(i)
+            .map_err(|e| json!({"code": -32603, "message": e.to_string()}))?;
+        params["name"] = json!(name);
+        upstream.request(method, params).await.map_err(rpc_error)
+    }
+
+    async fn by_uri(&self, method: &str, params: Value) -> Result<Value, Value> {
+        let uri = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut owner = self
+            .resources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uri)
+            .copied();
+        if owner.is_none() {
+            self.list_resources("resources/list", "resources").await;
+            owner = self
+                .resources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&uri)
+                .copied();
+        }
+        // A templated or unlisted URI: ask each server until one knows it.
+        let candidates: Vec<usize> = match owner {
+            Some(i) => vec![i],
+            None => (0..self.slots.len()).collect(),
+        };
+        let mut last = json!({"code": -32002, "message": format!("resource not found: {uri}")});
+        for i in candidates {
+            let Ok(u) = self.slot(i) else { continue };
+            match u.request(method, params.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = rpc_error(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// The client's answer to a request a server made through us.
+    async fn answer_upstream(&self, mut message: Value) {
+        let Some(id) = message.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        let Some((server, original)) = parse_forwarded_id(&id) else {
+            return;
+        };
+        if let Ok(u) = self.slot(server) {
+            message["id"] = original;
+            if let Err(e) = u.send_raw(&message).await {
+                tracing::warn!("passing an answer back failed: {e}");
+            }
+        }
+    }
+
+    /// Close every upstream session.
+    pub async fn close(&self) {
+        for i in 0..self.slots.len() {
+            if let Ok(u) = self.slot(i) {
+                u.close().await;
+            }
+        }
+    }
+}
+
+fn rpc_error(e: UpstreamError) -> Value {
+    match e {
+        UpstreamError::Rpc { error, .. } => error,
+        e => json!({"code": -32603, "message": e.to_string()}),
+    }
+}
+
+/// All pages of a list.
+async fn all_pages(u: &Upstream, method: &str, key: &str) -> Result<Vec<Value>, UpstreamError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Value> = None;
+    for _ in 0..100 {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let page = u.request(method, params).await?;
+        if let Some(items) = page.get(key).and_then(Value::as_array) {
+            out.extend(items.iter().cloned());
+        }
+        cursor = page.get("nextCursor").filter(|c| !c.is_null()).cloned();
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Server requests are passed down with ids that say where they came from.
+fn forwarded_id(server: usize, id: &Value) -> String {
+    format!("keyway-up-{server}-{id}")
+}
+
+fn parse_forwarded_id(id: &str) -> Option<(usize, Value)> {
+    let rest = id.strip_prefix("keyway-up-")?;
+    let (server, original) = rest.split_once('-')?;
+    Some((server.parse().ok()?, serde_json::from_str(original).ok()?))
+}
+
+/// Upstream events to the downstream side: list changes as the gateway's own, server
+/// requests with forwarded ids, other notifications as they are.
+async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(ev) = events.recv().await {
+        let message = match ev {
+            Event::Notification { message, .. } => message,
+            Event::Request {
+                server,
+                mut message,
+            } => {
+                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                message["id"] = json!(forwarded_id(server, &id));
+                message
+            }
+        };
+        let _ = gw.downstream.send(message);
+    }
+}
+
+/// Serve the gateway on newline-delimited JSON-RPC (stdio).
+pub async fn serve_stdio<R, W>(gw: Arc<Gateway>, input: R, output: W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let mut output = output;
+    let writer = tokio::spawn(async move {
+        while let Some(v) = rx.recv().await {
+            let Ok(mut line) = serde_json::to_vec(&v) else {
+                continue;
+            };
+            line.push(b'\n');
+            if output.write_all(&line).await.is_err() || output.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut notices = gw.subscribe();
+    let tx_notices = tx.clone();
+    let relay = tokio::spawn(async move {
+        loop {
+            match notices.recv().await {
+                Ok(v) => {
+                    if tx_notices.send(v).is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("dropped {n} server notifications")
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let mut lines = BufReader::new(input).lines();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}));
+                continue;
+            }
+        };
+        let (gw, tx) = (gw.clone(), tx.clone());
+        tasks.spawn(async move {
+            if let Some(answer) = gw.handle(message).await {
+                let _ = tx.send(answer);
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    relay.abort();
+    gw.close().await;
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
