@@ -252,8 +252,9 @@ pub struct AddArgs {
     #[command(flatten)]
     pub credential: CredentialArgs,
 
-    /// The transport: `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
-    #[arg(long, value_enum, default_value_t = TransportArg::Http)]
+    /// The transport: `http` (Streamable HTTP), `sse` (legacy HTTP+SSE), or `auto`
+    /// (Streamable HTTP, falling back to legacy SSE as old servers need).
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
 
     /// Save an OAuth (or token-only) server without authorizing it now.
@@ -272,6 +273,8 @@ pub struct AddArgs {
 pub enum TransportArg {
     Http,
     Sse,
+    /// Streamable HTTP, else the legacy HTTP+SSE transport (add only).
+    Auto,
 }
 
 #[derive(Args, Debug)]

@@ -262,6 +262,16 @@ pub struct Knobs {
     )]
     pub forbidden_tools: Vec<String>,
 
+    /// Also serve the legacy HTTP+SSE transport (2024-11-05): GET /sse and POST
+    /// /messages, behind the same bearer check.
+    #[arg(long, help_heading = "Listeners")]
+    pub legacy_sse: bool,
+
+    /// Serve only the legacy HTTP+SSE transport: the Streamable HTTP endpoint answers
+    /// 404 (as old servers do), so clients must fall back.
+    #[arg(long, help_heading = "Listeners")]
+    pub legacy_sse_only: bool,
+
     /// Serve MCP without any authorization (an open server).
     #[arg(long, help_heading = "Faults")]
     pub open: bool,

@@ -20,6 +20,7 @@ mod clock;
 mod db;
 mod faults;
 mod knobs;
+mod legacy;
 mod resource;
 mod serve;
 mod shared;
@@ -146,6 +147,11 @@ impl Testbed {
     /// The resource identifier tokens for this server must be bound to.
     pub fn resource(&self) -> &str {
         &self.shared.urls.resource
+    }
+
+    /// The legacy HTTP+SSE endpoint (with `--legacy-sse`).
+    pub fn sse_url(&self) -> String {
+        format!("{}{}", self.shared.urls.rs_origin, legacy::SSE_PATH)
     }
 
     /// Origin of the MCP listener, e.g. `http://127.0.0.1:41234`.

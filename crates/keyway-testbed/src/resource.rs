@@ -52,10 +52,20 @@ pub(crate) fn routes(
     let mcp =
         StreamableHttpService::new(|| Ok(TestbedTools::new()), shared.sessions.clone(), config);
     let mcp_path = shared.urls.mcp_path.clone();
-    let mcp_router = Router::new()
-        .route_service(&mcp_path, mcp)
-        .route_layer(middleware::from_fn_with_state(shared.clone(), bearer_check));
-    table.push((mcp_path, Endpoint::Mcp));
+    let mut mcp_router = Router::new();
+    if !shared.knobs.legacy_sse_only {
+        mcp_router = mcp_router.route_service(&mcp_path, mcp);
+        table.push((mcp_path, Endpoint::Mcp));
+    }
+    if shared.knobs.legacy_sse || shared.knobs.legacy_sse_only {
+        mcp_router = mcp_router.merge(crate::legacy::routes(Arc::new(
+            crate::legacy::Sessions::default(),
+        )));
+        table.push((crate::legacy::SSE_PATH.to_owned(), Endpoint::Mcp));
+        table.push((crate::legacy::MESSAGES_PATH.to_owned(), Endpoint::Mcp));
+    }
+    let mcp_router =
+        mcp_router.route_layer(middleware::from_fn_with_state(shared.clone(), bearer_check));
     (router.merge(mcp_router), table)
 }
 

@@ -63,6 +63,8 @@ pub struct Probe {
     pub detail: Option<String>,
     pub discovery: Option<DiscoveryReport>,
     pub next_step: String,
+    /// The transport that answered: `http` (Streamable HTTP) or `sse` (legacy).
+    pub transport: &'static str,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -90,6 +92,7 @@ pub struct ProbeOptions {
     /// What the caller could register with (a pre-registered id, a metadata URL).
     pub client: ClientOptions,
     pub allow_http: bool,
+    pub transport: crate::mcp::TransportChoice,
 }
 
 /// Probe `url`: connect, list tools, always close; on a 401, run discovery.
@@ -107,10 +110,25 @@ pub async fn probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Pr
         detail: None,
         discovery: None,
         next_step: String::new(),
+        transport: match opts.transport {
+            crate::mcp::TransportChoice::LegacySse => "sse",
+            _ => "http",
+        },
     };
     let tokens = Arc::new(StaticToken::new(opts.token.clone()));
-    match Connection::open_with(url, http.clone(), tokens, opts.headers.clone()).await {
+    match Connection::open_transport(
+        url,
+        http.clone(),
+        tokens,
+        opts.headers.clone(),
+        opts.transport,
+    )
+    .await
+    {
         Ok(conn) => {
+            if conn.transport() == crate::mcp::TransportChoice::LegacySse {
+                p.transport = "sse";
+            }
             p.server = Some(conn.server().into());
             match conn.list_tools().await {
                 Ok(tools) => {

@@ -134,3 +134,40 @@ async fn an_unreachable_server_is_a_plain_failure() {
     assert!(matches!(err, ConnectError::Unreachable { .. }), "{err:?}");
     assert!(!err.needs_authorization());
 }
+
+#[tokio::test]
+async fn the_legacy_sse_transport_explicitly_and_by_fallback() {
+    use keyway::mcp::TransportChoice;
+    let mut knobs = Knobs::default();
+    knobs.legacy_sse_only = true;
+    let tb = Testbed::start(knobs).await.unwrap();
+    let t = token(&tb.mint_access_token("mcp:tools"));
+    for choice in [TransportChoice::LegacySse, TransportChoice::Auto] {
+        let conn = Connection::open_transport(&tb.sse_url(), http(), t.clone(), vec![], choice)
+            .await
+            .unwrap();
+        assert_eq!(conn.server().name.as_deref(), Some("keyway-testbed"));
+        let r = conn
+            .call_tool("echo", json!({"text": "old"}).as_object().cloned())
+            .await
+            .unwrap();
+        assert_eq!(result_text(&r), "old", "{choice:?}");
+        conn.close().await;
+    }
+    // Without a token the SSE stream itself is refused with the challenge.
+    let err = Connection::open_transport(
+        &tb.sse_url(),
+        http(),
+        Arc::new(StaticToken::default()),
+        vec![],
+        TransportChoice::LegacySse,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.needs_authorization(), "{err:?}");
+    // Streamable HTTP only is refused by a legacy-only server.
+    let err = Connection::open(&tb.sse_url(), http(), t)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Failed { .. }), "{err:?}");
+}

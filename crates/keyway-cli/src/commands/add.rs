@@ -119,11 +119,16 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
             ..Default::default()
         },
         allow_http: args.auth.allow_http,
+        transport: match args.transport {
+            TransportArg::Http => keyway::mcp::TransportChoice::StreamableHttp,
+            TransportArg::Sse => keyway::mcp::TransportChoice::LegacySse,
+            TransportArg::Auto => keyway::mcp::TransportChoice::Auto,
+        },
     };
     let probe = run_probe(&http, url.as_str(), &probe_opts).await;
-    let transport = match args.transport {
-        TransportArg::Http => Transport::Http,
-        TransportArg::Sse => Transport::Sse,
+    let transport = match (args.transport, probe.transport) {
+        (TransportArg::Sse, _) | (TransportArg::Auto, "sse") => Transport::Sse,
+        _ => Transport::Http,
     };
     let new = |auth: AuthKind| NewServer {
         id: id.clone(),
@@ -264,9 +269,15 @@ async fn verify(
 ) -> Result<usize, String> {
     let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id, http.clone());
     let result = async {
-        let conn = Connection::open(&rec.url, http.clone(), tokens)
-            .await
-            .map_err(|e| e.to_string())?;
+        let conn = Connection::open_transport(
+            &rec.url,
+            http.clone(),
+            tokens,
+            Vec::new(),
+            store::choice(rec.transport),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let n = conn
             .list_tools()
             .await

@@ -72,11 +72,12 @@ pub async fn authorize_server(
                 .map(|k| (k, v))
         })
         .collect();
-    let challenge = match Connection::open_with(
+    let challenge = match Connection::open_transport(
         url.as_str(),
         http.clone(),
         Arc::new(StaticToken::default()),
         headers,
+        store::choice(server.transport),
     )
     .await
     {

@@ -200,6 +200,14 @@ impl Tokens {
         }
     }
 
+    /// The transport to use: a saved server's, else Streamable HTTP.
+    fn transport(&self) -> keyway::mcp::TransportChoice {
+        match self {
+            Self::Stored { server, .. } => store::choice(server.transport),
+            Self::Memory(_) => keyway::mcp::TransportChoice::StreamableHttp,
+        }
+    }
+
     /// Whether a static token is what was refused (then never authorize).
     async fn is_static(&self) -> bool {
         match self {
@@ -327,11 +335,12 @@ impl Session {
         tool: &str,
         arguments: &JsonObject,
     ) -> Result<CallToolResult, (String, Failure)> {
-        let conn = Connection::open_with(
+        let conn = Connection::open_transport(
             self.url.as_str(),
             self.http.clone(),
             self.tokens.source(),
             self.headers.clone(),
+            self.tokens.transport(),
         )
         .await
         .map_err(|e| ("initialize".to_owned(), Failure::from(e)))?;

@@ -24,6 +24,7 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
             ..Default::default()
         },
         allow_http: args.allow_http,
+        transport: keyway::mcp::TransportChoice::Auto,
     };
     let http = keyway::http::client().context("building the HTTP client")?;
     let p = run_probe(&http, &args.url, &opts).await;
@@ -64,6 +65,7 @@ pub async fn run_probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -
             discovery: None,
             next_step: "check that the server is up; it accepted the connection but never answered"
                 .into(),
+            transport: "http",
         },
     }
 }

@@ -51,7 +51,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 }
             };
             let kind = match args.transport {
-                TransportArg::Http => WireKind::StreamableHttp,
+                TransportArg::Http | TransportArg::Auto => WireKind::StreamableHttp,
                 TransportArg::Sse => WireKind::LegacySse,
             };
             let config = WireConfig {

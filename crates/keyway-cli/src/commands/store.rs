@@ -121,3 +121,11 @@ pub fn relative(at: u64, now: u64) -> String {
         format!("{text} ago")
     }
 }
+
+/// The connection transport for a saved server.
+pub fn choice(t: keyway::store::Transport) -> keyway::mcp::TransportChoice {
+    match t {
+        keyway::store::Transport::Http => keyway::mcp::TransportChoice::StreamableHttp,
+        keyway::store::Transport::Sse => keyway::mcp::TransportChoice::LegacySse,
+    }
+}

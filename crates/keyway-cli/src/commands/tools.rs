@@ -197,7 +197,15 @@ async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Client) -
         })
         .collect();
     let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id, http.clone());
-    let conn = match Connection::open_with(&s.url, http.clone(), tokens, headers).await {
+    let conn = match Connection::open_transport(
+        &s.url,
+        http.clone(),
+        tokens,
+        headers,
+        store::choice(s.transport),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(
             e @ (ConnectError::AuthorizationRequired { .. }

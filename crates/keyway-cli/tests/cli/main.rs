@@ -7,6 +7,7 @@ mod crash;
 mod demo;
 mod harness;
 mod hygiene;
+mod legacy;
 mod proxy;
 mod race;
 mod serve;

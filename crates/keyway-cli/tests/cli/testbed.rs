@@ -121,6 +121,8 @@ fn testbed_help_documents_every_knob() {
         "--forbidden-tools",
         "--always-401",
         "--open",
+        "--legacy-sse",
+        "--legacy-sse-only",
         "--external-issuer",
         "--introspection-url",
         "--introspection-client",

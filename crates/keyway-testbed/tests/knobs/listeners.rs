@@ -97,3 +97,65 @@ async fn stats_are_served_as_json() {
     // Reading the stats is not counted.
     assert_eq!(b.tb.stats().path("GET /_testbed/stats"), 0);
 }
+
+#[tokio::test]
+async fn legacy_sse_names_its_endpoint_and_answers_on_the_stream() {
+    use futures::StreamExt;
+    let b = bed(|k| k.legacy_sse = true).await;
+    let at = b.tb.mint_access_token("mcp:tools");
+    // Without a token: the same challenge as the Streamable HTTP endpoint.
+    assert_eq!(
+        b.get(&b.tb.sse_url()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let resp = b
+        .http
+        .get(b.tb.sse_url())
+        .bearer_auth(&at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    let mut posted = false;
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if !posted
+            && let Some(line) = seen
+                .lines()
+                .find(|l| l.starts_with("data: /messages?sessionId="))
+        {
+            let endpoint = format!("{}{}", b.tb.rs_origin(), line.trim_start_matches("data: "));
+            let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+                "protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"h","version":"0"}}});
+            let r = b
+                .http
+                .post(&endpoint)
+                .bearer_auth(&at)
+                .json(&init)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            posted = true;
+        }
+        if seen.contains("\"serverInfo\"") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("event: endpoint") && seen.contains("keyway-testbed"),
+        "{seen}"
+    );
+    // The Streamable HTTP endpoint is still there (only --legacy-sse-only removes it).
+    assert_eq!(
+        b.get(b.tb.mcp_url()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let only = bed(|k| k.legacy_sse_only = true).await;
+    assert_eq!(
+        only.get(only.tb.mcp_url()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

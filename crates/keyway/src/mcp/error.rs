@@ -34,7 +34,26 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    pub(crate) fn from_wire(url: &str, e: super::wire::WireError) -> Self {
+        use super::wire::WireError as W;
+        let url = url.to_owned();
+        match e {
+            W::Unauthorized { challenge } => Self::AuthorizationRequired { url, challenge },
+            W::Forbidden { challenge } => Self::InsufficientScope { url, challenge },
+            W::Transport(reason) => Self::Unreachable { url, reason },
+            other => Self::Failed {
+                url,
+                reason: other.to_string(),
+            },
+        }
+    }
+
     pub(crate) fn from_initialize(url: &str, e: ClientInitializeError) -> Self {
+        if let ClientInitializeError::TransportError { error, .. } = &e
+            && let Some(w) = error.error.downcast_ref::<super::wire::WireError>()
+        {
+            return Self::from_wire(url, w.clone());
+        }
         let url = url.to_owned();
         if let Some(challenge) = e.auth_challenge() {
             let challenge = challenge.to_owned();
@@ -92,6 +111,25 @@ pub enum RequestError {
 
 impl RequestError {
     pub(crate) fn from_service(url: &str, e: ServiceError) -> Self {
+        if let ServiceError::TransportSend(t) = &e
+            && let Some(w) = t.error.downcast_ref::<super::wire::WireError>()
+        {
+            use super::wire::WireError as W;
+            return match w.clone() {
+                W::Unauthorized { challenge } => Self::AuthorizationRequired {
+                    url: url.to_owned(),
+                    challenge,
+                },
+                W::Forbidden { challenge } => Self::InsufficientScope {
+                    url: url.to_owned(),
+                    challenge,
+                },
+                other => Self::Transport {
+                    url: url.to_owned(),
+                    reason: other.to_string(),
+                },
+            };
+        }
         let url = url.to_owned();
         if let Some(challenge) = e.auth_challenge() {
             let challenge = challenge.to_owned();
@@ -115,6 +153,21 @@ impl RequestError {
             },
         }
     }
+}
+
+/// Whether a failed handshake was the server refusing the POST itself (400, 404,
+/// 405): an old server that only speaks the legacy SSE transport.
+pub(crate) fn refused_post(reason: &str) -> bool {
+    [
+        "HTTP 400",
+        "HTTP 404",
+        "HTTP 405",
+        "400 Bad Request",
+        "404 Not Found",
+        "405 Method Not Allowed",
+    ]
+    .iter()
+    .any(|s| reason.contains(s))
 }
 
 /// Whether the failure is "nobody answered" (connect, DNS, TLS, timeout).

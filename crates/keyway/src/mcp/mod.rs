@@ -35,6 +35,24 @@ pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 /// How long closing a session may take before keyway gives up on the `DELETE`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which transport a connection uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    #[default]
+    StreamableHttp,
+    LegacySse,
+    /// Streamable HTTP, falling back to legacy SSE.
+    Auto,
+}
+
+fn client_info() -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("keyway", env!("CARGO_PKG_VERSION")),
+    )
+    .with_protocol_version(PROTOCOL_VERSION)
+}
+
 /// What the server said about itself in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSummary {
@@ -48,6 +66,7 @@ pub struct ServerSummary {
 pub struct Connection {
     url: String,
     service: RunningService<RoleClient, ClientConfig>,
+    transport: TransportChoice,
 }
 
 impl Connection {
@@ -68,6 +87,19 @@ impl Connection {
         tokens: Arc<dyn TokenSource>,
         headers: Vec<(http::HeaderName, crate::Secret)>,
     ) -> Result<Self, ConnectError> {
+        Self::open_transport(url, http, tokens, headers, TransportChoice::StreamableHttp).await
+    }
+
+    /// Connect over the chosen transport. `Auto` tries Streamable HTTP and falls back
+    /// to the legacy HTTP+SSE transport when the `initialize` POST is refused with 400,
+    /// 404 or 405 (MCP "Backwards Compatibility").
+    pub async fn open_transport(
+        url: &str,
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        headers: Vec<(http::HeaderName, crate::Secret)>,
+        choice: TransportChoice,
+    ) -> Result<Self, ConnectError> {
         let parsed = url::Url::parse(url).map_err(|e| ConnectError::InvalidUrl {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -78,28 +110,81 @@ impl Connection {
                 reason: "the scheme must be http or https".into(),
             });
         }
+        match choice {
+            TransportChoice::StreamableHttp => Self::streamable(url, http, tokens, headers).await,
+            TransportChoice::LegacySse => Self::legacy(parsed, http, tokens, headers).await,
+            TransportChoice::Auto => {
+                match Self::streamable(url, http.clone(), tokens.clone(), headers.clone()).await {
+                    Err(ConnectError::Failed { reason, .. }) if error::refused_post(&reason) => {
+                        tracing::info!(
+                            url,
+                            "Streamable HTTP refused; trying the legacy HTTP+SSE transport"
+                        );
+                        Self::legacy(parsed, http, tokens, headers).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    async fn streamable(
+        url: &str,
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        headers: Vec<(http::HeaderName, crate::Secret)>,
+    ) -> Result<Self, ConnectError> {
         let client = BearerHttp::new(http, tokens, headers);
         let transport = StreamableHttpClientTransport::with_client(
             client,
             StreamableHttpClientTransportConfig::with_uri(url),
         );
-        let info = ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("keyway", env!("CARGO_PKG_VERSION")),
-        )
-        .with_protocol_version(PROTOCOL_VERSION);
-        let service = info
+        let service = client_info()
             .serve(transport)
             .await
             .map_err(|e| ConnectError::from_initialize(url, e))?;
         Ok(Self {
             url: url.to_owned(),
             service,
+            transport: TransportChoice::StreamableHttp,
+        })
+    }
+
+    async fn legacy(
+        url: url::Url,
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        headers: Vec<(http::HeaderName, crate::Secret)>,
+    ) -> Result<Self, ConnectError> {
+        let config = wire::WireConfig {
+            url: url.clone(),
+            http,
+            tokens,
+            headers,
+            kind: wire::WireKind::LegacySse,
+        };
+        let (w, inbound) = wire::Wire::connect(config)
+            .await
+            .map_err(|e| ConnectError::from_wire(url.as_str(), e))?;
+        let transport = wire::WireTransport::new(w, inbound);
+        let service = client_info()
+            .serve(transport)
+            .await
+            .map_err(|e| ConnectError::from_initialize(url.as_str(), e))?;
+        Ok(Self {
+            url: url.to_string(),
+            service,
+            transport: TransportChoice::LegacySse,
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The transport in use (never `Auto`).
+    pub fn transport(&self) -> TransportChoice {
+        self.transport
     }
 
     /// The server's name, version and the protocol revision it chose.

@@ -474,3 +474,59 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, WireError>
         .await
         .map_err(|body| WireError::Http { status, body })
 }
+
+/// rmcp's client `Transport` over a [`Wire`]: lets the typed client (handshakes, tool
+/// lists) use the legacy SSE transport, which rmcp itself no longer has.
+#[derive(Debug)]
+pub struct WireTransport {
+    wire: Wire,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+}
+
+impl WireTransport {
+    pub fn new(wire: Wire, inbound: mpsc::UnboundedReceiver<Inbound>) -> Self {
+        Self { wire, inbound }
+    }
+}
+
+impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
+    type Error = WireError;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<rmcp::RoleClient>,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let wire = self.wire.clone();
+        async move {
+            let v = serde_json::to_value(&item).map_err(|e| WireError::Transport(e.to_string()))?;
+            wire.send(&v).await?;
+            if v.get("method").and_then(Value::as_str) == Some("notifications/initialized")
+                && let Err(e) = wire.open_standalone_stream().await
+            {
+                tracing::debug!(error = %e, "no standalone stream");
+            }
+            Ok(())
+        }
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleClient>> {
+        loop {
+            match self.inbound.recv().await? {
+                Inbound::Message(v) => match serde_json::from_value(v) {
+                    Ok(m) => return Some(m),
+                    Err(e) => tracing::warn!(error = %e, "a message rmcp cannot read; skipped"),
+                },
+                // Legacy SSE: the stream is the connection.
+                Inbound::StreamEnded(_) if self.wire.inner.config.kind == WireKind::LegacySse => {
+                    return None;
+                }
+                Inbound::StreamEnded(_) => {}
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.wire.close().await;
+        Ok(())
+    }
+}
