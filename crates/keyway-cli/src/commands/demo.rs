@@ -168,18 +168,19 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
     let again = format!("{} (again)", args.text);
     let text = call_echo(&url, &http, &tokens, &again).await?;
     let refreshes = testbed.stats().refreshes;
+    let plural = if refreshes == 1 { "" } else { "es" };
     printer.step(format!(
-        "  6 call    echo again -> {text:?}, after {refreshes} refresh"
+        "  6 call    echo again -> {text:?}, after {refreshes} refresh{plural}"
     ));
     calls.push(Call {
         tool: "echo",
         arguments: json!({"text": again}),
         result: text,
     });
-    if refreshes != 1 {
-        return Err(CliError::failure(anyhow!(
-            "expected exactly one refresh, the testbed counted {refreshes}"
-        )));
+    // One refresh per token lifetime; a very slow machine may need a second one
+    // within the same call, never none.
+    if refreshes == 0 {
+        return Err(CliError::failure(anyhow!("the token was not refreshed")));
     }
 
     let report = Report {

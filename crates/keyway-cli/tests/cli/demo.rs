@@ -31,7 +31,7 @@ fn demo_json_is_one_document() {
     assert_eq!(v["list"][0]["state"], "authorized");
     assert_eq!(v["calls"][0]["result"], "über ✓");
     assert_eq!(v["calls"][1]["result"], "über ✓ (again)");
-    assert_eq!(v["refreshes"], 1);
+    assert!(v["refreshes"].as_u64().unwrap() >= 1);
 }
 
 #[test]
