@@ -52,7 +52,11 @@ pub(crate) async fn faults(
     if let Some(delay) = rules.delay {
         tokio::time::sleep(delay).await;
     }
-    if rules.drop_after.is_some_and(|after| nth == after + 1) {
+    let armed = endpoint == Endpoint::Mcp
+        && shared
+            .drop_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+    if armed || rules.drop_after.is_some_and(|after| nth == after + 1) {
         shared.stats().dropped_connections += 1;
         if endpoint == Endpoint::Mcp {
             shared.drop_sessions().await;

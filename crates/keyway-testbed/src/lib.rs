@@ -196,6 +196,14 @@ impl Testbed {
         self.shared.stats().clone()
     }
 
+    /// Drop the connection of the next MCP request without an answer, and forget
+    /// every session (as `--drop-after` does), once.
+    pub fn drop_next_request(&self) {
+        self.shared
+            .drop_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Make the MCP endpoint hang (accept requests and never answer), or recover.
     pub fn set_hung(&self, hung: bool) {
         self.shared

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     /// Set at run time: MCP requests never get an answer (a hung server).
     pub hung: std::sync::atomic::AtomicBool,
+    /// Set at run time: the next MCP request's connection is dropped, once.
+    pub drop_next: std::sync::atomic::AtomicBool,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -51,6 +53,7 @@ impl Shared {
             stats: Mutex::new(Stats::default()),
             sessions: Arc::new(LocalSessionManager::default()),
             hung: Default::default(),
+            drop_next: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()

@@ -35,6 +35,11 @@ pub trait Authorize: Send + Sync {
     async fn unauthorized(&self, challenge: Option<String>) -> Result<(), String>;
     /// The server answered 403 insufficient_scope for `operation`.
     async fn insufficient_scope(&self, challenge: &str, operation: &str) -> Result<(), String>;
+    /// Asked before reconnecting: `false` when the server was removed or disabled
+    /// meanwhile (then nothing is reconnected).
+    async fn still_wanted(&self) -> bool {
+        true
+    }
 }
 
 /// JSON-RPC error code for "the bridge could not deliver this request".
@@ -243,6 +248,9 @@ async fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> Result<(), Strin
             s.stats().authorizations += 1;
         }
         Recovery::Reconnect => {
+            if !s.authorize.still_wanted().await {
+                return Err("the server was removed or disabled; not reconnecting".into());
+            }
             reinitialize(s).await?;
             s.stats().reconnects += 1;
         }

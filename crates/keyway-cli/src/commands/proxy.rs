@@ -297,6 +297,20 @@ impl Authorize for ProxyAuth {
             .await
     }
 
+    async fn still_wanted(&self) -> bool {
+        match &self.target {
+            Target::Stored { store, server, .. } => {
+                store::StillSaved {
+                    store: store.clone(),
+                    id: server.id.clone(),
+                }
+                .check()
+                .await
+            }
+            _ => true,
+        }
+    }
+
     async fn insufficient_scope(&self, challenge: &str, operation: &str) -> Result<(), String> {
         if !self
             .step_up

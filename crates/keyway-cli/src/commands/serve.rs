@@ -64,6 +64,10 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 headers,
                 kind,
             },
+            liveness: Some(Arc::new(store::StillSaved {
+                store: st.clone(),
+                id: s.id.clone(),
+            })),
         });
     }
     if upstreams.is_empty() {

@@ -129,3 +129,21 @@ pub fn choice(t: keyway::store::Transport) -> keyway::mcp::TransportChoice {
         keyway::store::Transport::Sse => keyway::mcp::TransportChoice::LegacySse,
     }
 }
+
+/// Whether a saved server is still there and enabled (asked before reconnecting).
+pub struct StillSaved {
+    pub store: SqliteStore,
+    pub id: String,
+}
+
+impl StillSaved {
+    pub async fn check(&self) -> bool {
+        matches!(self.store.server(&self.id).await, Ok(Some(s)) if s.enabled)
+    }
+}
+
+impl keyway::gateway::Liveness for StillSaved {
+    fn alive(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(self.check())
+    }
+}

@@ -259,3 +259,52 @@ async fn bad_input_gets_an_error_frame_and_exit_is_clean() {
     );
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_removed_meanwhile_is_not_reconnected() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "tb"])
+            .await
+            .status
+            .success()
+    );
+    let posts = tb.stats().path("POST /mcp");
+    let mut c = Client::spawn(&k, &["proxy", "tb"]);
+    c.initialize().await;
+    assert_eq!(
+        text(
+            &c.request(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": "a"}})
+            )
+            .await
+        ),
+        "a"
+    );
+    assert!(k.run_async(&["disable", "tb"]).await.status.success());
+    tb.drop_next_request();
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "b"}}),
+        )
+        .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("removed or disabled"),
+        "{r}"
+    );
+    c.finish().await;
+    assert_eq!(tb.stats().dropped_connections, 1);
+    // initialize, initialized, two calls: no second initialize.
+    assert_eq!(
+        tb.stats().path("POST /mcp") - posts,
+        4,
+        "{:?}",
+        tb.stats().paths
+    );
+}

@@ -129,3 +129,12 @@ async fn a_hung_endpoint_never_answers_until_released() {
         0
     );
 }
+
+#[tokio::test]
+async fn drop_next_request_drops_exactly_one() {
+    let b = bed(|k| k.open = true).await;
+    b.tb.drop_next_request();
+    assert!(b.http.post(b.tb.mcp_url()).body("{}").send().await.is_err());
+    assert!(b.http.post(b.tb.mcp_url()).body("{}").send().await.is_ok());
+    assert_eq!(b.tb.stats().dropped_connections, 1);
+}

@@ -30,11 +30,27 @@ const PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-
 /// The synthetic tool of a server that needs authorization.
 const AUTHORIZE_TOOL: &str = "keyway_authorize";
 
+/// Whether an upstream is still wanted (not removed or disabled since the start).
+pub trait Liveness: Send + Sync {
+    fn alive(&self) -> futures::future::BoxFuture<'_, bool>;
+}
+
 /// One configured upstream.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpstreamConfig {
     pub name: String,
     pub wire: WireConfig,
+    /// Asked before reconnecting; absent means always.
+    pub liveness: Option<Arc<dyn Liveness>>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("wire", &self.wire)
+            .finish_non_exhaustive()
+    }
 }
 
 enum Slot {
@@ -75,7 +91,7 @@ impl Gateway {
             async move {
                 match tokio::time::timeout(
                     LIST_TIMEOUT,
-                    Upstream::connect(i, &c.name, c.wire.clone(), tx),
+                    Upstream::connect(i, &c.name, c.wire.clone(), c.liveness.clone(), tx),
                 )
                 .await
                 {
@@ -125,7 +141,22 @@ impl Gateway {
             return Ok(u);
         }
         let c = &self.configs[i];
-        let u = Upstream::connect(i, &c.name, c.wire.clone(), self.events_tx.clone()).await?;
+        if let Some(l) = &c.liveness
+            && !l.alive().await
+        {
+            return Err(UpstreamError::Failed {
+                server: c.name.clone(),
+                message: "removed or disabled".into(),
+            });
+        }
+        let u = Upstream::connect(
+            i,
+            &c.name,
+            c.wire.clone(),
+            c.liveness.clone(),
+            self.events_tx.clone(),
+        )
+        .await?;
         *self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Slot::Ready(u.clone());
         Ok(u)
     }

@@ -41,7 +41,6 @@ pub enum Event {
     Request { server: usize, message: Value },
 }
 
-#[derive(Debug)]
 pub struct Upstream {
     pub index: usize,
     pub name: String,
@@ -51,6 +50,15 @@ pub struct Upstream {
     /// The server's `initialize` result.
     pub server_info: Mutex<Option<Value>>,
     reconnect: tokio::sync::Mutex<u64>,
+    liveness: Option<Arc<dyn super::Liveness>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
@@ -59,6 +67,7 @@ impl Upstream {
         index: usize,
         name: &str,
         config: WireConfig,
+        liveness: Option<Arc<dyn super::Liveness>>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<Arc<Self>, UpstreamError> {
         let failed = |message: String| UpstreamError::Failed {
@@ -79,6 +88,7 @@ impl Upstream {
             next_id: AtomicU64::new(1),
             server_info: Mutex::new(None),
             reconnect: tokio::sync::Mutex::new(0),
+            liveness,
         });
         tokio::spawn(route(up.clone(), inbound, events));
         up.handshake().await?;
@@ -128,7 +138,16 @@ impl Upstream {
             Err(UpstreamError::Failed { message, .. }) if message.starts_with(DROPPED) => {
                 {
                     let mut g = self.reconnect.lock().await;
-                    // Concurrent failures share one reconnect.
+                    // Concurrent failures share one reconnect; a server removed or
+                    // disabled meanwhile is not reconnected.
+                    if let Some(l) = &self.liveness
+                        && !l.alive().await
+                    {
+                        return Err(UpstreamError::Failed {
+                            server: self.name.clone(),
+                            message: "removed or disabled".into(),
+                        });
+                    }
                     if *g == generation {
                         self.wire.reset().await.map_err(|e| self.error(e))?;
                         self.handshake().await?;
