@@ -45,6 +45,14 @@ pub trait Authorize: Send + Sync {
 /// JSON-RPC error code for "the bridge could not deliver this request".
 pub const DELIVERY_FAILED: i64 = -32000;
 
+/// The standalone stream for server-initiated messages is opened once the client's
+/// start-up burst (initialize, initialized, tools/list, a first call...) has settled:
+/// this long without a message from the client, or at the latest [`SETTLE_MAX`] after
+/// `initialized`. Start-up then costs the server only the client's own requests, and
+/// the stream's connection does not compete with them.
+const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Counts, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BridgeStats {
@@ -67,6 +75,8 @@ struct Shared {
     recover: tokio::sync::Mutex<()>,
     stats: Mutex<BridgeStats>,
     initialized: std::sync::atomic::AtomicBool,
+    /// When the client last sent something.
+    last_activity: Mutex<tokio::time::Instant>,
 }
 
 impl Shared {
@@ -98,6 +108,7 @@ where
         recover: tokio::sync::Mutex::new(()),
         stats: Mutex::new(BridgeStats::default()),
         initialized: Default::default(),
+        last_activity: Mutex::new(tokio::time::Instant::now()),
     });
     let writer = tokio::spawn(write_out(out_rx, output));
     let forwarder = tokio::spawn(forward_inbound(shared.clone(), inbound));
@@ -116,6 +127,10 @@ where
         if line.trim().is_empty() {
             continue;
         }
+        *shared
+            .last_activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
         let message: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
@@ -205,9 +220,7 @@ async fn deliver(s: &Arc<Shared>, message: Value) {
             s.stats().to_server += 1;
             if method == "notifications/initialized" {
                 s.initialized.store(true, Ordering::SeqCst);
-                if let Err(e) = s.wire.open_standalone_stream().await {
-                    tracing::info!(error = %e, "no standalone stream for server messages");
-                }
+                tokio::spawn(open_when_settled(s.clone()));
             }
         }
         Err(why) => {
@@ -220,6 +233,22 @@ async fn deliver(s: &Arc<Shared>, message: Value) {
                 }));
             }
         }
+    }
+}
+
+/// Open the standalone stream once the client's start-up traffic has settled.
+async fn open_when_settled(s: Arc<Shared>) {
+    let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+    loop {
+        let quiet_at = *s.last_activity.lock().unwrap_or_else(|p| p.into_inner()) + SETTLE_QUIET;
+        let now = tokio::time::Instant::now();
+        if now >= quiet_at || now >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(quiet_at.min(deadline)).await;
+    }
+    if let Err(e) = s.wire.open_standalone_stream().await {
+        tracing::info!(error = %e, "no standalone stream for server messages");
     }
 }
 

@@ -15,6 +15,7 @@ pub mod naming;
 pub mod probe;
 mod secret;
 pub mod status;
+pub mod stdio;
 pub mod store;
 
 pub use secret::Secret;

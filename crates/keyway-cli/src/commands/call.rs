@@ -177,25 +177,11 @@ impl Tokens {
                 server,
                 tokens,
             } => {
-                let before = store
-                    .credential(&server.id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|c| c.version);
                 let refreshable = matches!(
                     store.credential(&server.id).await.ok().flatten().map(|c| c.credential),
                     Some(Credential::OAuth(ref o)) if o.refresh_token.is_some()
                 );
-                refreshable
-                    && tokens.force_refresh().await.is_ok()
-                    && store
-                        .credential(&server.id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|c| c.version)
-                        != before
+                refreshable && tokens.renew().await.unwrap_or(false)
             }
         }
     }

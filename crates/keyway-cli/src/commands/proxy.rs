@@ -123,9 +123,14 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         step_up: tokio::sync::Mutex::new(StepUp::default()),
     });
     tracing::info!(url = %handler.url, "proxy started");
-    let stats = bridge::run(config, handler, tokio::io::stdin(), tokio::io::stdout())
-        .await
-        .map_err(|e| CliError::failure(anyhow!("{e}")))?;
+    let stats = bridge::run(
+        config,
+        handler,
+        keyway::stdio::input(),
+        keyway::stdio::output(),
+    )
+    .await
+    .map_err(|e| CliError::failure(anyhow!("{e}")))?;
     tracing::info!(?stats, "proxy ended");
     Ok(())
 }
@@ -145,6 +150,15 @@ struct ProxyAuth {
     authorizer: Authorizer,
     target: Target,
     step_up: tokio::sync::Mutex<StepUp>,
+}
+
+/// Makes the token source read the store again when dropped.
+struct ForgetOnDrop<'a>(&'a StoredTokens);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.forget();
+    }
 }
 
 /// How long a proxy waits for another one's authorization.
@@ -201,7 +215,13 @@ impl ProxyAuth {
                 tokens.set(grant).await;
                 Ok(())
             }
-            Target::Stored { store, server, .. } => {
+            Target::Stored {
+                store,
+                server,
+                tokens,
+            } => {
+                // Whatever comes of it, the credential may have changed under us.
+                let _forget = ForgetOnDrop(tokens);
                 let before = self.version().await;
                 let lease = format!("authorize:{}", server.id);
                 let holder = format!("proxy-{}", std::process::id());
@@ -277,11 +297,8 @@ impl Authorize for ProxyAuth {
                     server.name, server.url, server.name
                 ));
             }
-            // One refresh first, unless someone else already refreshed.
-            let before = self.version().await;
-            if matches!(&cred, Some(Credential::OAuth(o)) if o.refresh_token.is_some())
-                && tokens.force_refresh().await.is_ok()
-                && self.version().await != before
+            // Another process's new token, else one refresh, before a new authorization.
+            if matches!(&cred, Some(Credential::OAuth(_))) && tokens.renew().await.unwrap_or(false)
             {
                 return Ok(());
             }

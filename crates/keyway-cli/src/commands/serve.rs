@@ -77,7 +77,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
     let gw = Gateway::start(upstreams).await;
     match args.listen {
         None => {
-            gateway::serve_stdio(gw, tokio::io::stdin(), tokio::io::stdout())
+            gateway::serve_stdio(gw, keyway::stdio::input(), keyway::stdio::output())
                 .await
                 .context("serving on stdio")?;
             Ok(())

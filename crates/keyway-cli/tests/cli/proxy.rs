@@ -107,12 +107,25 @@ async fn a_session_through_the_proxy() {
             .status
             .success()
     );
-    let deletes_before = tb.stats().path("DELETE /mcp");
+    let before = tb.stats();
+    let deletes_before = before.path("DELETE /mcp");
     let mut c = Client::spawn(&k, &["proxy", "tb"]);
     let init = c.initialize().await;
     assert_eq!(init["result"]["serverInfo"]["name"], "keyway-testbed");
     let tools = c.request("tools/list", json!({})).await;
     assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 4);
+    // With a stored, valid token the proxy adds nothing of its own to start-up: the
+    // client's three messages, no discovery, no token request; the server-message
+    // stream comes once start-up settles (at most one GET by now, on a slow machine).
+    let after = tb.stats();
+    for (path, n) in &after.paths {
+        let new = n - before.paths.get(path).copied().unwrap_or(0);
+        match path.as_str() {
+            "POST /mcp" => assert_eq!(new, 3, "initialize, initialized, tools/list"),
+            "GET /mcp" => assert!(new <= 1),
+            _ => assert_eq!(new, 0, "{path} during start-up"),
+        }
+    }
     // A field keyway does not know about travels untouched.
     let r = c
         .request(

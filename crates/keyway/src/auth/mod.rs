@@ -42,7 +42,7 @@ pub use registration::{
     ClientOptions, MemoryRegistrations, PendingFlow, PendingFlows, RegistrationStore,
     StoredRegistration,
 };
-pub use tokens::{Grant, OAuthTokens, RefreshError, refresh};
+pub use tokens::{Grant, OAuthTokens, RefreshError, refresh, refresh_due};
 
 /// Which grant to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -23,6 +23,15 @@ use crate::mcp::TokenSource;
 /// Refresh when less than this remains (seed: "less than 60 s").
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
+/// When a token issued at `issued_at` and expiring at `expires_at` falls due for a
+/// refresh: 60 s before it expires, or half-way for tokens that live under two minutes
+/// (else a 30 s token would be refreshed on every request). `None`: it never expires.
+pub fn refresh_due(expires_at: Option<SystemTime>, issued_at: SystemTime) -> Option<SystemTime> {
+    let at = expires_at?;
+    let life = at.duration_since(issued_at).unwrap_or_default();
+    Some(at.checked_sub(REFRESH_MARGIN.min(life / 2)).unwrap_or(at))
+}
+
 /// An access grant for one resource.
 #[derive(Clone)]
 pub struct Grant {
@@ -87,11 +96,7 @@ impl Grant {
     /// less than half its life for tokens that live under two minutes (else a 30 s
     /// token would be refreshed on every request).
     pub fn needs_refresh(&self, now: SystemTime) -> bool {
-        let Some(at) = self.expires_at else {
-            return false;
-        };
-        let life = at.duration_since(self.issued_at).unwrap_or_default();
-        at <= now + REFRESH_MARGIN.min(life / 2)
+        refresh_due(self.expires_at, self.issued_at).is_some_and(|due| due <= now)
     }
 
     pub fn expired(&self, now: SystemTime) -> bool {

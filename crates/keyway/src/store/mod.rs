@@ -166,6 +166,19 @@ pub struct OAuthCredential {
     pub as_metadata: Option<AuthServerMetadata>,
 }
 
+/// Credential writes this process made, through any store handle: a reader that keeps a
+/// copy of a credential reads it again once this moves, so its own process's
+/// authorization, step-up or logout is seen at once.
+static CREDENTIAL_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn credential_written() {
+    CREDENTIAL_WRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub(crate) fn credential_writes() -> u64 {
+    CREDENTIAL_WRITES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A credential for one server.
 #[derive(Clone, Debug)]
 pub enum Credential {

@@ -587,7 +587,7 @@ impl Store for SqliteStore {
     ) -> Result<ServerRecord, StoreError> {
         let s = s.clone();
         let credential = credential.cloned();
-        self.run(move |conn, cipher| {
+        let written = self.run(move |conn, cipher| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // The same id again (a retried add): return what is there if it matches.
             if let Some(existing) = find_server(&tx, &s.id)?.filter(|e| e.id == s.id) {
@@ -629,7 +629,9 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(record)
         })
-        .await
+        .await;
+        super::credential_written();
+        written
     }
 
     async fn servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
@@ -705,7 +707,7 @@ impl Store for SqliteStore {
 
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
         let id = server_id.to_owned();
-        self.run(move |conn, _| {
+        let written = self.run(move |conn, _| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
             let n = tx.execute(
@@ -715,19 +717,24 @@ impl Store for SqliteStore {
             tx.commit()?;
             if n == 0 { Err(StoreError::NoSuchServer(id)) } else { Ok(()) }
         })
-        .await
+        .await;
+        super::credential_written();
+        written
     }
 
     async fn purge_server(&self, server_id: &str) -> Result<(), StoreError> {
         let id = server_id.to_owned();
-        self.run(move |conn, _| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
-            tx.execute("DELETE FROM servers WHERE id = ?1", params![id])?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        let written = self
+            .run(move |conn, _| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+                tx.execute("DELETE FROM servers WHERE id = ?1", params![id])?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        super::credential_written();
+        written
     }
 
     async fn credential(&self, server_id: &str) -> Result<Option<StoredCredential>, StoreError> {
@@ -743,46 +750,52 @@ impl Store for SqliteStore {
         expected_version: Option<u64>,
     ) -> Result<u64, StoreError> {
         let (id, c) = (server_id.to_owned(), credential.clone());
-        self.run(move |conn, cipher| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<i64> = tx
-                .query_row(
-                    "SELECT version FROM credentials WHERE server_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(expected) = expected_version
-                && current.map(|v| v as u64) != Some(expected)
-            {
-                return Err(StoreError::Conflict);
-            }
-            let exists: bool = tx
-                .query_row(
-                    "SELECT 1 FROM servers WHERE id = ?1 AND deleted_at IS NULL",
-                    params![id],
-                    |_| Ok(true),
-                )
-                .optional()?
-                .unwrap_or(false);
-            if !exists {
-                return Err(StoreError::NoSuchServer(id));
-            }
-            let version = current.map(|v| v as u64 + 1).unwrap_or(1);
-            write_credential(&tx, cipher, &id, &c, version)?;
-            tx.commit()?;
-            Ok(version)
-        })
-        .await
+        let written = self
+            .run(move |conn, cipher| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let current: Option<i64> = tx
+                    .query_row(
+                        "SELECT version FROM credentials WHERE server_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(expected) = expected_version
+                    && current.map(|v| v as u64) != Some(expected)
+                {
+                    return Err(StoreError::Conflict);
+                }
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT 1 FROM servers WHERE id = ?1 AND deleted_at IS NULL",
+                        params![id],
+                        |_| Ok(true),
+                    )
+                    .optional()?
+                    .unwrap_or(false);
+                if !exists {
+                    return Err(StoreError::NoSuchServer(id));
+                }
+                let version = current.map(|v| v as u64 + 1).unwrap_or(1);
+                write_credential(&tx, cipher, &id, &c, version)?;
+                tx.commit()?;
+                Ok(version)
+            })
+            .await;
+        super::credential_written();
+        written
     }
 
     async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError> {
         let id = server_id.to_owned();
-        self.run(move |conn, _| {
-            conn.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
-            Ok(())
-        })
-        .await
+        let written = self
+            .run(move |conn, _| {
+                conn.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+                Ok(())
+            })
+            .await;
+        super::credential_written();
+        written
     }
 
     /// A lease is an OS file lock on `<home>/locks/<key>.lock`: exclusive across

@@ -25,6 +25,11 @@ use crate::{
 const LEASE_TTL: Duration = Duration::from_secs(35);
 /// How long a process waits for another's refresh before giving up.
 const WAIT_LIMIT: Duration = Duration::from_secs(40);
+/// How long a credential read from the store is used without reading it again (unless
+/// it falls due for a refresh first). Every request used to read and decrypt it; now a
+/// busy bridge reads it at most once a second, and still sees another process's
+/// refresh, `keyway logout` or a new token within a second.
+const REUSE_FOR: Duration = Duration::from_secs(1);
 
 /// What using a stored credential can end in.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +44,21 @@ pub enum TokenFailure {
 }
 
 enum Outcome {
-    Use(Credential),
+    Use(Credential, u64),
     Unusable,
     Changed,
+}
+
+/// The credential last handed out (`None`: there was none, as for an open server).
+#[derive(Debug)]
+struct Recent {
+    credential: Option<Arc<Credential>>,
+    version: Option<u64>,
+    read_at: tokio::time::Instant,
+    /// [`super::credential_writes`] before it was read.
+    writes: u64,
+    /// When it falls due for a refresh (`None`: never).
+    due: Option<SystemTime>,
 }
 
 /// A [`TokenSource`] over a stored server's credential.
@@ -53,6 +70,8 @@ pub struct StoredTokens {
     holder: String,
     local: tokio::sync::Mutex<()>,
     refreshes: AtomicU64,
+    store_reads: AtomicU64,
+    recent: std::sync::Mutex<Option<Recent>>,
 }
 
 impl StoredTokens {
@@ -71,6 +90,8 @@ impl StoredTokens {
             holder,
             local: tokio::sync::Mutex::new(()),
             refreshes: AtomicU64::new(0),
+            store_reads: AtomicU64::new(0),
+            recent: std::sync::Mutex::new(None),
         })
     }
 
@@ -79,27 +100,93 @@ impl StoredTokens {
         self.refreshes.load(Ordering::Relaxed)
     }
 
+    /// Times this source read the credential from the store.
+    pub fn store_reads(&self) -> u64 {
+        self.store_reads.load(Ordering::Relaxed)
+    }
+
     /// The token to use now, refreshing first when it is about to expire. `None`: no
     /// usable credential (authorization is needed; what is stored is left as it is).
     pub async fn current(&self) -> Result<Option<Credential>, TokenFailure> {
+        if let Some(c) = self.reusable() {
+            return Ok(c.map(|c| (*c).clone()));
+        }
         self.current_with(false).await
     }
 
     /// Refresh now (after the server refused a token that looked valid), unless another
-    /// task or process already did.
+    /// task or process already replaced the token last handed out.
     pub async fn force_refresh(&self) -> Result<Option<Credential>, TokenFailure> {
         self.current_with(true).await
     }
 
+    /// After the server refused the token last handed out: `true` once a different
+    /// one is in place (another process's, or one this call refreshed).
+    pub async fn renew(&self) -> Result<bool, TokenFailure> {
+        let Some(refused) = self.recent_version() else {
+            // No token was handed out: whatever the store holds now is new.
+            self.forget();
+            return Ok(self.current().await?.is_some());
+        };
+        let fresh = self.force_refresh().await?.is_some();
+        Ok(fresh && self.recent_version() != Some(refused))
+    }
+
+    /// Read the store again on the next use: another process changed the credential
+    /// (this process's own writes are noticed without being told).
+    pub fn forget(&self) {
+        *self.recent() = None;
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Option<Recent>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent_version(&self) -> Option<u64> {
+        self.recent().as_ref().and_then(|r| r.version)
+    }
+
+    /// The credential last handed out, while it may be used without reading the store.
+    fn reusable(&self) -> Option<Option<Arc<Credential>>> {
+        let recent = self.recent();
+        let r = recent.as_ref()?;
+        let fresh = r.read_at.elapsed() < REUSE_FOR
+            && r.writes == super::credential_writes()
+            && r.due.is_none_or(|due| SystemTime::now() < due);
+        fresh.then(|| r.credential.clone())
+    }
+
+    fn remember(&self, credential: Option<&Credential>, version: Option<u64>, writes: u64) {
+        let due = match credential {
+            Some(Credential::OAuth(o)) => crate::auth::refresh_due(o.expires_at, o.issued_at),
+            _ => None,
+        };
+        *self.recent() = Some(Recent {
+            credential: credential.map(|c| Arc::new(c.clone())),
+            version,
+            read_at: tokio::time::Instant::now(),
+            writes,
+            due,
+        });
+    }
+
     async fn current_with(&self, force: bool) -> Result<Option<Credential>, TokenFailure> {
         let mut force = force;
-        let mut first_seen = None;
+        // A forced refresh is for the version that was refused: the one handed out.
+        let mut first_seen = if force { self.recent_version() } else { None };
         // One refresh per process at a time; the lease makes it one across processes.
         let _local = self.local.lock().await;
+        // Whoever held the lock before us may have done the work.
+        if !force && let Some(c) = self.reusable() {
+            return Ok(c.map(|c| (*c).clone()));
+        }
         let started = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(20);
         loop {
+            self.store_reads.fetch_add(1, Ordering::Relaxed);
+            let writes = super::credential_writes();
             let Some(stored) = self.store.credential(&self.server_id).await? else {
+                self.remember(None, None, writes);
                 return Ok(None);
             };
             // A forced refresh is satisfied by anyone's newer version.
@@ -107,12 +194,16 @@ impl StoredTokens {
                 force = false;
             }
             let oauth = match &stored.credential {
-                Credential::Bearer { .. } => return Ok(Some(stored.credential)),
+                Credential::Bearer { .. } => {
+                    self.remember(Some(&stored.credential), Some(stored.version), writes);
+                    return Ok(Some(stored.credential));
+                }
                 Credential::OAuth(o) => o.clone(),
             };
             let now = SystemTime::now();
             let grant_view = self.grant(&oauth).await?;
             if !force && !grant_view.needs_refresh(now) {
+                self.remember(Some(&stored.credential), Some(stored.version), writes);
                 return Ok(Some(stored.credential));
             }
             if oauth.refresh_token.is_none() {
@@ -131,7 +222,12 @@ impl StoredTokens {
                 let outcome = self.refresh_under_lease(&stored, grant_view, now).await;
                 self.store.release_lease(&lease, &self.holder).await?;
                 match outcome? {
-                    Outcome::Use(c) => return Ok(Some(c)),
+                    Outcome::Use(c, version) => {
+                        if version != stored.version {
+                            self.remember(Some(&c), Some(version), super::credential_writes());
+                        }
+                        return Ok(Some(c));
+                    }
                     Outcome::Unusable => return Ok(None),
                     // Someone refreshed between our read and our lease: read again,
                     // and take theirs.
@@ -170,9 +266,9 @@ impl StoredTokens {
                     .save_credential(&self.server_id, &c, Some(seen.version))
                     .await
                 {
-                    Ok(_) => {
+                    Ok(version) => {
                         self.refreshes.fetch_add(1, Ordering::Relaxed);
-                        Ok(Outcome::Use(c))
+                        Ok(Outcome::Use(c, version))
                     }
                     Err(StoreError::Conflict) => Ok(Outcome::Changed),
                     Err(e) => Err(e.into()),
@@ -192,12 +288,12 @@ impl StoredTokens {
                 Ok(if grant.expired(now) {
                     Outcome::Unusable
                 } else {
-                    Outcome::Use(seen.credential.clone())
+                    Outcome::Use(seen.credential.clone(), seen.version)
                 })
             }
             Err(e) if !grant.expired(now) => {
                 tracing::warn!(server = %self.server_id, error = %e, "refresh failed; using the current token while it lasts");
-                Ok(Outcome::Use(seen.credential.clone()))
+                Ok(Outcome::Use(seen.credential.clone(), seen.version))
             }
             Err(e) => Err(TokenFailure::Refresh(e)),
         }
@@ -278,21 +374,28 @@ impl TokenSource for StoredTokens {
         uri: &'a str,
     ) -> BoxFuture<'a, Result<Option<AccessToken>, RmcpAuthError>> {
         Box::pin(async move {
-            match self.current().await {
-                Ok(Some(Credential::Bearer { token })) => {
+            let credential = match self.reusable() {
+                Some(Some(c)) => c,
+                Some(None) => return Ok(None),
+                None => match self.current().await {
+                    Ok(Some(c)) => Arc::new(c),
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(RmcpAuthError::CredentialStoreError(e.to_string())),
+                },
+            };
+            match &*credential {
+                Credential::Bearer { token } => {
                     Ok(Some(AccessToken::new(token.expose().to_owned())))
                 }
-                Ok(Some(Credential::OAuth(o))) => {
+                Credential::OAuth(o) => {
                     let for_uri = url::Url::parse(uri)
                         .is_ok_and(|u| crate::auth::urls::resource_matches(&o.resource, &u));
                     if !for_uri {
                         tracing::warn!(uri, resource = %o.resource, "not sending a token issued for another resource");
                         return Ok(None);
                     }
-                    Ok(Some(o.access_token))
+                    Ok(Some(o.access_token.clone()))
                 }
-                Ok(None) => Ok(None),
-                Err(e) => Err(RmcpAuthError::CredentialStoreError(e.to_string())),
             }
         })
     }

@@ -8,6 +8,7 @@ use std::{
 
 use keyway::{
     auth::{AuthOptions, Authorizer, BrowserMode, Silent},
+    mcp::TokenSource,
     store::{
         AuthKind, Credential, LastStatus, NewServer, Store, Transport,
         tokens::{StoredTokens, credential_from_grant},
@@ -100,6 +101,66 @@ async fn one_refresh_across_tasks_and_store_handles() {
     assert_eq!(stats.reuse_revocations, 0);
     assert_eq!(sources[0].refreshes() + sources[1].refreshes(), 1);
     assert_eq!(store.credential("srv").await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_source_reads_the_store_about_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tb, store) = authorized(|_| {}, dir.path()).await;
+    let http = keyway::http::client().unwrap();
+    let source = StoredTokens::new(Arc::new(store.clone()), "srv", http);
+    // Refreshed once (the helper stores a token due for it), then reused.
+    source.current().await.unwrap().unwrap();
+    let reads_before = source.store_reads();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let s = source.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                let t = s.bearer("http://127.0.0.1:1/").await;
+                assert!(t.is_ok());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let reads = source.store_reads() - reads_before;
+    let bound = 1 + started.elapsed().as_secs();
+    assert!(
+        reads <= bound,
+        "{reads} store reads for 3,200 requests in under {bound} s"
+    );
+    assert_eq!(source.refreshes(), 1);
+}
+
+#[tokio::test]
+async fn a_token_another_process_renewed_is_taken_not_refreshed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tb, store) = authorized(|_| {}, dir.path()).await;
+    let http = keyway::http::client().unwrap();
+    let here = StoredTokens::new(Arc::new(store.clone()), "srv", http.clone());
+    let there = StoredTokens::new(Arc::new(open(dir.path()).unwrap()), "srv", http);
+    let Some(Credential::OAuth(used)) = here.current().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(tb.stats().refreshes, 1);
+    // The other process refreshes (its server refused the token, say).
+    there.force_refresh().await.unwrap().unwrap();
+    assert_eq!(tb.stats().refreshes, 2);
+    // Our token is refused too: the other process's new one is taken, no third refresh.
+    assert!(here.renew().await.unwrap());
+    assert_eq!(tb.stats().refreshes, 2);
+    let Some(Credential::OAuth(now)) = here.current().await.unwrap() else {
+        panic!()
+    };
+    assert_ne!(now.access_token.secret(), used.access_token.secret());
+    let stored = store.credential("srv").await.unwrap().unwrap();
+    let Credential::OAuth(stored) = stored.credential else {
+        panic!()
+    };
+    assert_eq!(now.access_token.secret(), stored.access_token.secret());
 }
 
 #[tokio::test]

@@ -1,0 +1,573 @@
+//! keyway-bench: keyway beside mcp-remote (the bridge people use today) and a direct
+//! Streamable HTTP client (the floor), scenario by scenario, peers alternating within
+//! every round. Run it through `bench/run`, which installs the peers and builds keyway.
+
+mod direct;
+mod measure;
+mod oauth;
+mod peers;
+mod report;
+mod scenarios;
+mod stdio;
+mod upstream;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::{
+    peers::{Env, Route},
+    report::{Check, Peer, Results},
+    upstream::Upstream,
+};
+
+pub const PROTOCOL_VERSION: &str = "2025-06-18";
+
+pub fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "keyway-bench", "version": env!("CARGO_PKG_VERSION")}
+    })
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "keyway beside mcp-remote and a direct client, in one run"
+)]
+struct Args {
+    /// Rounds per scenario (each round runs every peer once, alternating).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// One round, for CI: proves the benchmark still runs, not how fast anything is.
+    #[arg(long)]
+    quick: bool,
+    /// Sequential echo calls in the per-call latency scenario.
+    #[arg(long, default_value_t = 1000)]
+    calls: usize,
+    /// Calls per caller in the gateway scenario.
+    #[arg(long, default_value_t = 200)]
+    gateway_calls: usize,
+    /// Only these scenarios (1-8), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u8>,
+    /// Only these peers (keyway, mcp-remote, direct), comma-separated; for profiling
+    /// one of them. Ratios need keyway and the peer they compare with.
+    #[arg(long, value_delimiter = ',', value_parser = ["keyway", "mcp-remote", "direct"])]
+    peers: Vec<String>,
+    /// The repository root (where target/release/keyway and bench/peer are).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Where results.md and results.json go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+/// Access-token lifetime of the refresh-storm testbed.
+const STORM_LIFETIME: Duration = Duration::from_secs(2);
+const STORM_CALLS: usize = 1000;
+const PARALLEL_BRIDGES: usize = 8;
+const PARALLEL_CALLS: usize = 200;
+const FAN_OUT_SERVERS: usize = 50;
+const FAN_OUT_TIMEOUT_S: f64 = 2.0;
+const GATEWAY_CALLERS: usize = 32;
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyway-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn wanted(args: &Args, n: u8) -> bool {
+    args.only.is_empty() || args.only.contains(&n)
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("bench: {}", msg.as_ref());
+}
+
+async fn run(mut args: Args) -> Result<()> {
+    if args.quick {
+        args.rounds = 1;
+    }
+    if args.rounds == 0 || args.calls == 0 {
+        bail!("--rounds and --calls must be at least 1");
+    }
+    let root = std::fs::canonicalize(&args.root).context("the --root directory")?;
+    let work = tempfile::Builder::new()
+        .prefix("keyway-bench-")
+        .tempdir()
+        .context("making the work directory")?;
+    let env = environment(&root, work.path())?;
+    let begun = Instant::now();
+
+    say("starting the upstreams");
+    let testbed = Upstream::testbed("testbed", &env.keyway, &[]).await?;
+    let everything = Upstream::everything(&env.peers, &work.path().join("everything.log")).await?;
+    let tb = prepare(&env, testbed, "tb").await?;
+    let ev = prepare(&env, everything, "everything").await?;
+    let storm = if wanted(&args, 8) {
+        let lifetime = STORM_LIFETIME.as_secs().to_string();
+        let up =
+            Upstream::testbed("testbed-2s", &env.keyway, &["--token-lifetime", &lifetime]).await?;
+        Some(prepare(&env, up, "storm").await?)
+    } else {
+        None
+    };
+    let fan_out = if wanted(&args, 6) {
+        Some(FanOutSet::start(&env, FAN_OUT_SERVERS).await?)
+    } else {
+        None
+    };
+
+    let mut res = Results::default();
+    declare_targets(&mut res);
+    for round in 1..=args.rounds {
+        say(format!("round {round} of {}", args.rounds));
+        let peers: Vec<Peer> = Peer::ALL
+            .into_iter()
+            .filter(|p| args.peers.is_empty() || args.peers.iter().any(|x| x == p.label()))
+            .collect();
+        let peers = peers.as_slice();
+        if wanted(&args, 1) {
+            for route in [&tb, &ev] {
+                let s = format!("1 cold start, {}", route.upstream.name);
+                for &p in peers {
+                    let c = scenarios::cold_start(&env, route, p, round)
+                        .await
+                        .with_context(|| format!("{s}: {}", p.label()))?;
+                    res.record(&s, "spawn to tools/list", "ms", p, c.ms);
+                    if let Some(n) = c.requests_before_call {
+                        res.record(&s, "HTTP requests before first tools/call", "count", p, n);
+                    }
+                    if let Some(d) = c.deleted {
+                        res.record(&s, "session DELETEd on exit", "1=yes", p, d);
+                    }
+                }
+            }
+        }
+        if wanted(&args, 2) {
+            let s = "2 full authorization, testbed";
+            for &p in peers {
+                let v = scenarios::full_authorization(&env, &tb.upstream, p, round)
+                    .await
+                    .with_context(|| format!("{s}: {}", p.label()))?;
+                res.record(s, "empty store to initialize answer", "ms", p, v);
+            }
+        }
+        if wanted(&args, 3) || wanted(&args, 4) {
+            for route in [&tb, &ev] {
+                let s = format!("3 per-call latency, {}", route.upstream.name);
+                let s4 = format!("4 memory, {}", route.upstream.name);
+                let mut p50 = Vec::new();
+                for &p in peers {
+                    let l = scenarios::latency(&env, route, p, args.calls, round)
+                        .await
+                        .with_context(|| format!("{s}: {}", p.label()))?;
+                    res.record(&s, "echo p50", "ms", p, l.p50);
+                    res.record(&s, "echo p90", "ms", p, l.p90);
+                    res.record(&s, "echo p99", "ms", p, l.p99);
+                    if let Some(rss) = l.peak_rss {
+                        res.record(&s4, "peak RSS per bridge", "MiB", p, rss / MIB);
+                    }
+                    if let Some(cpu) = l.cpu_us_per_call {
+                        res.record(&s, "bridge CPU per call", "µs", p, cpu);
+                    }
+                    p50.push((p, l.p50));
+                }
+                if let Some(&(_, direct)) = p50.iter().find(|(p, _)| *p == Peer::Direct) {
+                    for (p, v) in p50 {
+                        if p != Peer::Direct {
+                            res.record(&s, "added p50 over direct", "ms", p, v - direct);
+                        }
+                    }
+                }
+            }
+        }
+        if wanted(&args, 5) {
+            for route in [&tb, &ev] {
+                let s = format!("5 parallel bridges, {}", route.upstream.name);
+                for &p in peers {
+                    let r = scenarios::parallel(
+                        &env,
+                        route,
+                        p,
+                        PARALLEL_BRIDGES,
+                        PARALLEL_CALLS,
+                        round,
+                    )
+                    .await
+                    .with_context(|| format!("{s}: {}", p.label()))?;
+                    res.record(
+                        &s,
+                        &format!("{PARALLEL_BRIDGES} up (spawn to all initialized)"),
+                        "ms",
+                        p,
+                        r.up_ms,
+                    );
+                    res.record(
+                        &s,
+                        &format!("{PARALLEL_BRIDGES} x {PARALLEL_CALLS} calls"),
+                        "calls/s",
+                        p,
+                        r.calls_per_s,
+                    );
+                    if let Some(rss) = r.total_rss {
+                        res.record(&s, "total peak RSS", "MiB", p, rss / MIB);
+                    }
+                    if let Some(cpu) = r.cpu_us_per_call {
+                        res.record(&s, "bridge CPU per call", "µs", p, cpu);
+                    }
+                }
+            }
+        }
+        if let Some(set) = &fan_out {
+            let s = format!("6 fan-out, {FAN_OUT_SERVERS} servers, 1 hung");
+            let f = scenarios::fan_out(&env, &set.home, FAN_OUT_TIMEOUT_S)
+                .await
+                .context("fan-out")?;
+            res.record(
+                &s,
+                &format!("keyway tools --timeout {FAN_OUT_TIMEOUT_S}"),
+                "ms",
+                Peer::Keyway,
+                f.wall_ms,
+            );
+            res.record(&s, "tools listed", "count", Peer::Keyway, f.tools);
+        }
+        if wanted(&args, 7) {
+            for route in [&tb, &ev] {
+                let s = format!(
+                    "7 gateway, {GATEWAY_CALLERS} callers, {}",
+                    route.upstream.name
+                );
+                let g = gateway_round(&env, route, args.gateway_calls)
+                    .await
+                    .with_context(|| s.clone())?;
+                res.record(&s, "calls/s", "calls/s", Peer::Keyway, g.0.calls_per_s);
+                res.record(&s, "calls/s", "calls/s", Peer::Direct, g.1.calls_per_s);
+                res.record(&s, "p50", "ms", Peer::Keyway, g.0.p50);
+                res.record(&s, "p50", "ms", Peer::Direct, g.1.p50);
+                res.record(
+                    &s,
+                    "added p50 over direct",
+                    "ms",
+                    Peer::Keyway,
+                    g.0.p50 - g.1.p50,
+                );
+                if let Some(cpu) = g.0.cpu_us_per_call {
+                    res.record(&s, "gateway CPU per call", "µs", Peer::Keyway, cpu);
+                }
+            }
+        }
+        if let Some(route) = &storm {
+            let s = format!("8 refresh storm, {STORM_CALLS} calls");
+            for &p in peers.iter().filter(|p| **p != Peer::Direct) {
+                let r = scenarios::storm(&env, route, p, STORM_LIFETIME, STORM_CALLS, round)
+                    .await
+                    .with_context(|| format!("{s}: {}", p.label()))?;
+                res.record(&s, "refreshes", "count", p, r.refreshes);
+                res.record(&s, "call p99", "ms", p, r.p99);
+                res.record(&s, "failed calls", "count", p, r.failed);
+                res.record(
+                    &s,
+                    "refresh-token reuse revocations",
+                    "count",
+                    p,
+                    r.reuse_revocations,
+                );
+            }
+        }
+    }
+
+    let rows = res.rows();
+    let header = format!(
+        "# keyway benchmark\n\n{} round(s), medians with (min-max) over rounds; {} cores; {}; mcp-remote 0.15.1 on node {}; took {:.0} s.",
+        args.rounds,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        if args.quick {
+            "QUICK MODE (numbers are not comparable)"
+        } else {
+            "full run"
+        },
+        node_version().await,
+        begun.elapsed().as_secs_f64()
+    );
+    let md = report::markdown(&rows, &header);
+    println!("{md}");
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    let meta = json!({
+        "rounds": args.rounds,
+        "quick": args.quick,
+        "calls": args.calls,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "node": node_version().await,
+    });
+    report::write(&out, &rows, &header, &meta)?;
+    let missed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.met == Some(false))
+        .map(|r| format!("{}: {}", r.scenario, r.metric))
+        .collect();
+    say(format!(
+        "wrote {} and results.json",
+        out.join("results.md").display()
+    ));
+    if !missed.is_empty() {
+        say(format!("targets missed: {}", missed.join("; ")));
+    }
+    Ok(())
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn declare_targets(res: &mut Results) {
+    let ratio = |v: f64| Check::RatioToRemoteAtMost(v);
+    for up in ["testbed", "server-everything"] {
+        let cold = format!("1 cold start, {up}");
+        res.declare(&cold, "spawn to tools/list", "ms", &[ratio(1.0 / 15.0)]);
+        let lat = format!("3 per-call latency, {up}");
+        res.declare(&lat, "echo p50", "ms", &[]);
+        res.declare(&lat, "echo p90", "ms", &[]);
+        res.declare(&lat, "echo p99", "ms", &[]);
+        res.declare(
+            &lat,
+            "added p50 over direct",
+            "ms",
+            &[Check::AtMost(0.2), ratio(1.0 / 6.0)],
+        );
+        let par = format!("5 parallel bridges, {up}");
+        res.declare(
+            &par,
+            &format!("{PARALLEL_BRIDGES} x {PARALLEL_CALLS} calls"),
+            "calls/s",
+            &[Check::RatioToDirectAtLeast(0.85)],
+        );
+        let gw = format!("7 gateway, {GATEWAY_CALLERS} callers, {up}");
+        res.declare(
+            &gw,
+            "calls/s",
+            "calls/s",
+            &[Check::RatioToDirectAtLeast(0.8)],
+        );
+        res.declare(&gw, "added p50 over direct", "ms", &[Check::AtMost(0.5)]);
+    }
+    res.declare(
+        "1 cold start, testbed",
+        "HTTP requests before first tools/call",
+        "count",
+        &[Check::AtMost(3.0)],
+    );
+    res.declare(
+        "1 cold start, testbed",
+        "session DELETEd on exit",
+        "1=yes",
+        &[Check::Always],
+    );
+    res.declare(
+        "2 full authorization, testbed",
+        "empty store to initialize answer",
+        "ms",
+        &[ratio(0.1)],
+    );
+    res.declare(
+        &format!("8 refresh storm, {STORM_CALLS} calls"),
+        "refreshes",
+        "count",
+        &[Check::Exactly(1.0)],
+    );
+    res.declare(
+        &format!("6 fan-out, {FAN_OUT_SERVERS} servers, 1 hung"),
+        &format!("keyway tools --timeout {FAN_OUT_TIMEOUT_S}"),
+        "ms",
+        &[Check::AtMost(FAN_OUT_TIMEOUT_S * 1000.0 + 150.0)],
+    );
+    for up in ["testbed", "server-everything"] {
+        res.declare(
+            &format!("4 memory, {up}"),
+            "peak RSS per bridge",
+            "MiB",
+            &[ratio(1.0 / 8.0)],
+        );
+    }
+}
+
+fn environment(root: &Path, work: &Path) -> Result<Env> {
+    let release = root.join("target/release");
+    let keyway = release.join("keyway");
+    let browser = release.join("keyway-bench-browser");
+    for b in [&keyway, &browser] {
+        if !b.exists() {
+            bail!(
+                "{} is missing: run bench/run (it builds keyway in release mode first)",
+                b.display()
+            );
+        }
+    }
+    let peers = upstream::peers_dir(root);
+    let mcp_remote = peers.join("node_modules/mcp-remote/dist/proxy.js");
+    if !mcp_remote.exists() {
+        bail!(
+            "mcp-remote is not installed under {}: run bench/run (it runs npm ci there)",
+            peers.display()
+        );
+    }
+    Ok(Env {
+        keyway,
+        browser,
+        mcp_remote,
+        peers,
+        work: work.to_owned(),
+        http: direct::http_client()?,
+    })
+}
+
+/// Give every peer what it needs to reach `up` with stored credentials: a keyway home
+/// with the server saved (and authorized), an mcp-remote config directory whose
+/// authorization already ran, and the direct client's token.
+async fn prepare(env: &Env, up: Upstream, name: &str) -> Result<Route> {
+    let home = env.work.join(format!("home-{name}"));
+    let remote_dir = env.work.join(format!("mcp-remote-{name}"));
+    std::fs::create_dir_all(&remote_dir)?;
+    env.keyway_run(
+        &home,
+        &["add", &up.mcp_url, "--name", name, "--browser", "follow"],
+    )
+    .await
+    .with_context(|| format!("saving {} in keyway", up.name))?;
+    let token = match up.stats_url {
+        Some(_) => Some(
+            oauth::authorize(&env.http, &up.mcp_url)
+                .await
+                .context("the direct client's authorization")?,
+        ),
+        None => None,
+    };
+    let route = Route {
+        upstream: up,
+        home,
+        name: name.into(),
+        remote_dir,
+        token,
+    };
+    // One untimed run each: mcp-remote authorizes and stores its tokens; both warm up.
+    for p in [Peer::Keyway, Peer::McpRemote] {
+        let b = env.bridge(p, &route, &format!("prepare-{name}"))?;
+        b.initialize()
+            .await
+            .with_context(|| format!("{} to {}", p.label(), route.upstream.name))?;
+        b.request("tools/list", json!({})).await?;
+        b.close().await?;
+    }
+    Ok(route)
+}
+
+/// One gateway round: the gateway over `route`'s home, then the same callers direct.
+async fn gateway_round(
+    env: &Env,
+    route: &Route,
+    calls: usize,
+) -> Result<(scenarios::Gateway, scenarios::Gateway)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = env
+        .keyway_cmd(&route.home)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting keyway serve")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(rest) = l.split("keyway gateway on ").nth(1) {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .context("keyway serve did not announce its address in 30 s")?
+    .context("keyway serve exited before listening")?;
+    // Keep draining its stderr so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let up = &route.upstream;
+    let mut via = up.echo_args("gateway");
+    via["name"] = json!(format!("{}__echo", route.name));
+    let pid = child.id().context("keyway serve exited")?;
+    let cpu_before = measure::cpu_ns_tree(pid);
+    let mut gw = scenarios::callers(&url, None, &via, GATEWAY_CALLERS, calls).await?;
+    gw.cpu_us_per_call = Some(
+        measure::cpu_ns_tree(pid).saturating_sub(cpu_before) as f64
+            / 1000.0
+            / (GATEWAY_CALLERS * calls) as f64,
+    );
+    let _ = child.kill().await;
+    let direct = scenarios::callers(
+        &up.mcp_url,
+        route.token.clone(),
+        &up.echo_args("gateway"),
+        GATEWAY_CALLERS,
+        calls,
+    )
+    .await?;
+    Ok((gw, direct))
+}
+
+/// The fan-out set: open testbeds in this process, one of them hung, all saved in one
+/// keyway home.
+struct FanOutSet {
+    home: PathBuf,
+    _testbeds: Vec<keyway_testbed::Testbed>,
+}
+
+impl FanOutSet {
+    async fn start(env: &Env, n: usize) -> Result<Self> {
+        let home = env.work.join("home-fan-out");
+        let mut testbeds = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut knobs = keyway_testbed::Knobs::default();
+            knobs.open = true;
+            let t = keyway_testbed::Testbed::start(knobs).await?;
+            env.keyway_run(&home, &["add", t.mcp_url(), "--name", &format!("s{i:02}")])
+                .await?;
+            testbeds.push(t);
+        }
+        // Saved while healthy, hung from now on: it accepts connections, answers nothing.
+        if let Some(t) = testbeds.last() {
+            t.set_hung(true);
+        }
+        Ok(Self {
+            home,
+            _testbeds: testbeds,
+        })
+    }
+}
+
+async fn node_version() -> String {
+    tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}

@@ -1,0 +1,134 @@
+//! Numbers: percentiles of samples, medians of rounds, and peak memory from /proc.
+
+/// The `p`-th percentile (0..=100) by nearest rank; `None` for no samples.
+pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
+/// Median, min and max of per-round values.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub rounds: usize,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            return None;
+        }
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            rounds: n,
+        })
+    }
+}
+
+/// Peak resident set size (VmHWM) of `pid` and every descendant, in bytes; 0 where
+/// /proc is not there.
+pub fn peak_rss_tree(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        total += status_kib(p, "VmHWM:") * 1024;
+        todo.extend(children(p));
+    }
+    total
+}
+
+/// CPU time used so far by `pid`'s live threads and its children's, in nanoseconds
+/// (from each thread's schedstat); 0 where /proc is not there.
+pub fn cpu_ns_tree(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                total += std::fs::read_to_string(t.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.split_whitespace()
+                            .next()
+                            .and_then(|n| n.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0);
+            }
+        }
+        todo.extend(children(p));
+    }
+    total
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn spread_of_rounds() {
+        let s = Spread::of(&[5.0, 1.0, 3.0, 2.0]).expect("values");
+        assert_eq!((s.median, s.min, s.max, s.rounds), (2.5, 1.0, 5.0, 4));
+        assert!(Spread::of(&[]).is_none());
+    }
+
+    #[test]
+    fn own_peak_memory_and_cpu_are_read() {
+        assert!(peak_rss_tree(std::process::id()) > 0);
+        let spin = (0..1_000_000u64).fold(0u64, |a, b| a.wrapping_add(b * b));
+        assert!(spin > 0 && cpu_ns_tree(std::process::id()) > 0);
+    }
+}

@@ -1,0 +1,116 @@
+//! How each bridge is started, and the state each one keeps per upstream (a keyway home,
+//! an mcp-remote config directory, the direct client's token).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tokio::process::Command;
+
+use crate::{report::Peer, stdio::Bridge, upstream::Upstream};
+
+/// Binaries and places shared by every scenario.
+#[derive(Debug)]
+pub struct Env {
+    pub keyway: PathBuf,
+    pub browser: PathBuf,
+    pub mcp_remote: PathBuf,
+    pub peers: PathBuf,
+    pub work: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// One upstream as each peer knows it.
+#[derive(Debug)]
+pub struct Route {
+    pub upstream: Upstream,
+    /// keyway's home holding this one server, saved as `name`.
+    pub home: PathBuf,
+    pub name: String,
+    /// mcp-remote's config directory (its stored client and tokens).
+    pub remote_dir: PathBuf,
+    /// The direct client's access token (when the upstream needs one).
+    pub token: Option<String>,
+}
+
+impl Env {
+    fn log(&self, what: &str) -> PathBuf {
+        self.work.join(format!("{what}.log"))
+    }
+
+    /// `keyway` with a throwaway home and no keychain: the store key lives beside it.
+    pub fn keyway_cmd(&self, home: &Path) -> Command {
+        let mut c = Command::new(&self.keyway);
+        c.arg("--home")
+            .arg(home)
+            .env("KEYWAY_NO_KEYCHAIN", "1")
+            .env("BROWSER", &self.browser)
+            .env_remove("KEYWAY_LOG");
+        c
+    }
+
+    /// mcp-remote as its README has people run it (node directly, not through npx, so
+    /// npm's own start-up is not counted against it).
+    pub fn remote_cmd(&self, url: &str, config_dir: &Path) -> Command {
+        let mut c = Command::new("node");
+        c.arg(&self.mcp_remote)
+            .arg(url)
+            .arg("--allow-http")
+            .env("MCP_REMOTE_CONFIG_DIR", config_dir)
+            .env("BROWSER", &self.browser)
+            // No desktop: the browser is $BROWSER, which clicks Allow.
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        c
+    }
+
+    /// Start `peer`'s bridge to `route` with what it has stored.
+    pub fn bridge(&self, peer: Peer, route: &Route, tag: &str) -> Result<Bridge> {
+        let log = self.log(&format!("{}-{tag}", peer.label()));
+        match peer {
+            Peer::Keyway => {
+                let mut c = self.keyway_cmd(&route.home);
+                c.arg("proxy").arg(&route.name);
+                Bridge::spawn("keyway proxy", c, &log)
+            }
+            Peer::McpRemote => Bridge::spawn(
+                "mcp-remote",
+                self.remote_cmd(&route.upstream.mcp_url, &route.remote_dir),
+                &log,
+            ),
+            Peer::Direct => anyhow::bail!("the direct client is not a bridge"),
+        }
+    }
+
+    /// Start `peer`'s bridge to `url` with nothing stored (a fresh home or config dir).
+    pub fn fresh_bridge(&self, peer: Peer, url: &str, dir: &Path, tag: &str) -> Result<Bridge> {
+        let log = self.log(&format!("{}-{tag}", peer.label()));
+        match peer {
+            Peer::Keyway => {
+                let mut c = self.keyway_cmd(dir);
+                c.args(["proxy", url, "--browser", "system"]);
+                Bridge::spawn("keyway proxy", c, &log)
+            }
+            Peer::McpRemote => Bridge::spawn("mcp-remote", self.remote_cmd(url, dir), &log),
+            Peer::Direct => anyhow::bail!("the direct client is not a bridge"),
+        }
+    }
+
+    /// Run a keyway command to completion; its stdout, or the error with its stderr.
+    pub async fn keyway_run(&self, home: &Path, args: &[&str]) -> Result<String> {
+        let out = self
+            .keyway_cmd(home)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .with_context(|| format!("running keyway {}", args.join(" ")))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "keyway {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}

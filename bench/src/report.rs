@@ -1,0 +1,284 @@
+//! Results: per-round values per peer, reduced to medians and min-max, with the
+//! keyway/mcp-remote ratio and each target's verdict; printed as a table and written as
+//! Markdown and JSON.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::measure::Spread;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    Keyway,
+    McpRemote,
+    Direct,
+}
+
+impl Peer {
+    pub const ALL: [Peer; 3] = [Peer::Keyway, Peer::McpRemote, Peer::Direct];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Peer::Keyway => "keyway",
+            Peer::McpRemote => "mcp-remote",
+            Peer::Direct => "direct",
+        }
+    }
+}
+
+/// What a target asks of keyway's median.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Check {
+    /// keyway <= value.
+    AtMost(f64),
+    /// keyway == value (counts).
+    Exactly(f64),
+    /// keyway <= value x mcp-remote.
+    RatioToRemoteAtMost(f64),
+    /// keyway >= value x direct.
+    RatioToDirectAtLeast(f64),
+    /// Every round of keyway is true (1).
+    Always,
+}
+
+impl Check {
+    fn describe(self) -> String {
+        match self {
+            Check::AtMost(v) => format!("<= {}", trim(v)),
+            Check::Exactly(v) => format!("= {}", trim(v)),
+            Check::RatioToRemoteAtMost(v) => format!("<= {} x mcp-remote", fraction(v)),
+            Check::RatioToDirectAtLeast(v) => format!(">= {:.0}% of direct", v * 100.0),
+            Check::Always => "yes, every round".into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Metric {
+    pub scenario: String,
+    pub name: String,
+    pub unit: &'static str,
+    pub values: BTreeMap<Peer, Vec<f64>>,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Default)]
+pub struct Results {
+    metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub metric: String,
+    pub unit: &'static str,
+    pub keyway: Option<Spread>,
+    pub mcp_remote: Option<Spread>,
+    pub direct: Option<Spread>,
+    /// keyway's median over mcp-remote's.
+    pub ratio_to_mcp_remote: Option<f64>,
+    pub target: String,
+    /// `None` where there is no target or no value.
+    pub met: Option<bool>,
+}
+
+impl Results {
+    /// Declare a metric (its place in the table and its targets).
+    pub fn declare(&mut self, scenario: &str, name: &str, unit: &'static str, checks: &[Check]) {
+        if self.find(scenario, name).is_none() {
+            self.metrics.push(Metric {
+                scenario: scenario.into(),
+                name: name.into(),
+                unit,
+                values: BTreeMap::new(),
+                checks: checks.to_vec(),
+            });
+        }
+    }
+
+    fn find(&mut self, scenario: &str, name: &str) -> Option<&mut Metric> {
+        self.metrics
+            .iter_mut()
+            .find(|m| m.scenario == scenario && m.name == name)
+    }
+
+    /// One round's value; the metric is declared (without targets) if it was not.
+    pub fn record(&mut self, scenario: &str, name: &str, unit: &'static str, peer: Peer, v: f64) {
+        self.declare(scenario, name, unit, &[]);
+        if let Some(m) = self.find(scenario, name) {
+            m.values.entry(peer).or_default().push(v);
+        }
+    }
+
+    /// Rows in scenario order (scenario names start with their number), metrics in the
+    /// order they were declared; metrics without a value in any round are left out.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut metrics: Vec<&Metric> = self
+            .metrics
+            .iter()
+            .filter(|m| !m.values.is_empty())
+            .collect();
+        metrics.sort_by_key(|m| scenario_number(&m.scenario));
+        metrics
+            .into_iter()
+            .map(|m| {
+                let spread = |p: Peer| m.values.get(&p).and_then(|v| Spread::of(v));
+                let (k, r, d) = (
+                    spread(Peer::Keyway),
+                    spread(Peer::McpRemote),
+                    spread(Peer::Direct),
+                );
+                let ratio = match (k, r) {
+                    (Some(k), Some(r)) if r.median != 0.0 => Some(k.median / r.median),
+                    _ => None,
+                };
+                let met = if m.checks.is_empty() {
+                    None
+                } else {
+                    k.map(|k| {
+                        m.checks.iter().all(|c| match *c {
+                            Check::AtMost(v) => k.median <= v,
+                            Check::Exactly(v) => k.min == v && k.max == v,
+                            Check::RatioToRemoteAtMost(v) => {
+                                r.is_some_and(|r| k.median <= v * r.median)
+                            }
+                            Check::RatioToDirectAtLeast(v) => {
+                                d.is_some_and(|d| k.median >= v * d.median)
+                            }
+                            Check::Always => k.min == 1.0,
+                        })
+                    })
+                };
+                Row {
+                    scenario: m.scenario.clone(),
+                    metric: m.name.clone(),
+                    unit: m.unit,
+                    keyway: k,
+                    mcp_remote: r,
+                    direct: d,
+                    ratio_to_mcp_remote: ratio,
+                    target: m
+                        .checks
+                        .iter()
+                        .map(|c| c.describe())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    met,
+                }
+            })
+            .collect()
+    }
+}
+
+fn scenario_number(s: &str) -> u32 {
+    s.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn fraction(v: f64) -> String {
+    let inv = 1.0 / v;
+    if (inv - inv.round()).abs() < 1e-9 {
+        format!("1/{}", inv.round())
+    } else {
+        trim(v)
+    }
+}
+
+fn cell(s: Option<Spread>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s.rounds == 1 || s.min == s.max => num(s.median),
+        Some(s) => format!("{} ({}-{})", num(s.median), num(s.min), num(s.max)),
+    }
+}
+
+fn num(v: f64) -> String {
+    if (v == v.trunc() && v.abs() < 1e9) || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The Markdown table (also what is printed).
+pub fn markdown(rows: &[Row], header: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}\n");
+    let _ = writeln!(
+        out,
+        "| scenario | metric | keyway | mcp-remote | direct | keyway/mcp-remote | target | met |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.metric,
+            r.unit,
+            cell(r.keyway),
+            cell(r.mcp_remote),
+            cell(r.direct),
+            r.ratio_to_mcp_remote
+                .map(|x| format!("{x:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            if r.target.is_empty() { "-" } else { &r.target },
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "**NO**",
+                None => "-",
+            }
+        );
+    }
+    out
+}
+
+pub fn write(dir: &Path, rows: &[Row], header: &str, meta: &serde_json::Value) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("results.md"), markdown(rows, header))?;
+    let json = serde_json::json!({"meta": meta, "rows": rows});
+    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_follow_the_medians() {
+        let mut r = Results::default();
+        r.declare("s", "ms", "ms", &[Check::RatioToRemoteAtMost(1.0 / 15.0)]);
+        for (k, m) in [(10.0, 300.0), (30.0, 310.0), (12.0, 290.0)] {
+            r.record("s", "ms", "ms", Peer::Keyway, k);
+            r.record("s", "ms", "ms", Peer::McpRemote, m);
+        }
+        r.declare("s", "refreshes", "count", &[Check::Exactly(1.0)]);
+        r.record("s", "refreshes", "count", Peer::Keyway, 1.0);
+        r.record("s", "refreshes", "count", Peer::Keyway, 2.0);
+        let rows = r.rows();
+        assert_eq!(rows[0].met, Some(true), "12 <= 300/15");
+        assert_eq!(rows[0].target, "<= 1/15 x mcp-remote");
+        assert_eq!(rows[1].met, Some(false), "one round refreshed twice");
+        let md = markdown(&rows, "# t");
+        assert!(
+            md.contains("| s | ms (ms) | 12 (10-30) | 300 (290-310) |"),
+            "{md}"
+        );
+    }
+}
