@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use rmcp::{
-    ServerHandler,
+    RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
-    schemars, tool, tool_handler, tool_router,
+    model::ProgressNotificationParam,
+    schemars,
+    service::RequestContext,
+    tool, tool_handler, tool_router,
 };
 use serde::Deserialize;
 
@@ -58,10 +61,24 @@ impl TestbedTools {
         }
     }
 
-    #[tool(description = "Wait `ms` milliseconds, then answer.")]
-    async fn slow(&self, Parameters(SlowArgs { ms }): Parameters<SlowArgs>) -> String {
+    #[tool(
+        description = "Wait `ms` milliseconds, then answer. With a progress token, report progress at the start and half-way."
+    )]
+    async fn slow(
+        &self,
+        Parameters(SlowArgs { ms }): Parameters<SlowArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> String {
         let ms = ms.min(SLOW_MAX_MS);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let progress = context.meta.get_progress_token();
+        let total = ms as f64;
+        for (step, wait) in [(0.0, ms / 2), (total / 2.0, ms - ms / 2)] {
+            if let Some(token) = &progress {
+                let note = ProgressNotificationParam::new(token.clone(), step).with_total(total);
+                let _ = context.peer.notify_progress(note).await;
+            }
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
         format!("waited {ms} ms")
     }
 

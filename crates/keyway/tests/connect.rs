@@ -171,3 +171,105 @@ async fn the_legacy_sse_transport_explicitly_and_by_fallback() {
         .unwrap_err();
     assert!(matches!(err, ConnectError::Failed { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_call_returns_its_answer_and_passes_on_what_came_before_it() {
+    use keyway::mcp::wire::{Inbound, Wire, WireConfig, WireKind};
+    let tb = Testbed::start(Knobs::default()).await.unwrap();
+    let config = WireConfig {
+        url: url::Url::parse(tb.mcp_url()).unwrap(),
+        http: http(),
+        tokens: token(&tb.mint_access_token("mcp:tools")),
+        headers: vec![],
+        kind: WireKind::StreamableHttp,
+    };
+    let (wire, mut inbound) = Wire::connect(config).await.unwrap();
+    let init = wire
+        .call(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(init["id"], 1);
+    assert_eq!(wire.protocol_version().as_deref(), Some("2025-11-25"));
+    wire.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .unwrap();
+    // Progress comes on the call's own stream before its answer.
+    let answer = wire
+        .call(
+            &json!({"jsonrpc": "2.0", "id": "p", "method": "tools/call", "params": {
+            "name": "slow", "arguments": {"ms": 20}, "_meta": {"progressToken": "t1"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["id"], "p");
+    assert_eq!(answer["result"]["content"][0]["text"], "waited 20 ms");
+    let mut progress = Vec::new();
+    while let Ok(Inbound::Message(m)) = inbound.try_recv() {
+        assert_eq!(m["method"], "notifications/progress", "{m}");
+        assert_eq!(m["params"]["progressToken"], "t1");
+        progress.push(m["params"]["progress"].as_f64().unwrap());
+    }
+    assert_eq!(progress, [0.0, 10.0]);
+    // Many calls at once each get their own answer.
+    let calls = (0..20).map(|i| {
+        let wire = wire.clone();
+        async move {
+            wire.call(&json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": format!("n{i}")}}}))
+                .await
+                .unwrap()
+        }
+    });
+    for (i, a) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(a["result"]["content"][0]["text"], format!("n{i}"));
+    }
+    wire.close().await;
+    let err = wire
+        .call(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}))
+        .await
+        .unwrap_err();
+    assert!(err.is_dropped(), "{err}");
+}
+
+#[tokio::test]
+async fn a_call_over_legacy_sse_gets_its_answer_from_the_event_stream() {
+    use keyway::mcp::wire::{Wire, WireConfig, WireKind};
+    let mut knobs = Knobs::default();
+    knobs.legacy_sse_only = true;
+    let tb = Testbed::start(knobs).await.unwrap();
+    let config = WireConfig {
+        url: url::Url::parse(&tb.sse_url()).unwrap(),
+        http: http(),
+        tokens: token(&tb.mint_access_token("mcp:tools")),
+        headers: vec![],
+        kind: WireKind::LegacySse,
+    };
+    let (wire, _inbound) = Wire::connect(config).await.unwrap();
+    let init = wire
+        .call(
+            &json!({"jsonrpc": "2.0", "id": "i", "method": "initialize", "params": {
+            "protocolVersion": "2024-11-05", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(init["result"]["serverInfo"]["name"], "keyway-testbed");
+    wire.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .unwrap();
+    let a = wire
+        .call(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "old"}}}))
+        .await
+        .unwrap();
+    assert_eq!(a["result"]["content"][0]["text"], "old");
+    wire.close().await;
+}

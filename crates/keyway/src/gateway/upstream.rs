@@ -3,7 +3,6 @@
 //! and the server's own requests and notifications handed to the gateway.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -12,7 +11,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::mcp::wire::{Inbound, Wire, WireConfig, WireError};
 
@@ -45,11 +44,13 @@ pub struct Upstream {
     pub index: usize,
     pub name: String,
     wire: Wire,
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
     next_id: AtomicU64,
     /// The server's `initialize` result.
     pub server_info: Mutex<Option<Value>>,
-    reconnect: tokio::sync::Mutex<u64>,
+    /// Bumped by every reconnect; read on every request, so not behind the lock.
+    generation: AtomicU64,
+    /// Held while reconnecting, so concurrent failures share one reconnect.
+    reconnect: tokio::sync::Mutex<()>,
     liveness: Option<Arc<dyn super::Liveness>>,
 }
 
@@ -84,10 +85,10 @@ impl Upstream {
             index,
             name: name.to_owned(),
             wire,
-            pending: Arc::default(),
             next_id: AtomicU64::new(1),
             server_info: Mutex::new(None),
-            reconnect: tokio::sync::Mutex::new(0),
+            generation: AtomicU64::new(0),
+            reconnect: tokio::sync::Mutex::new(()),
             liveness,
         });
         tokio::spawn(route(up.clone(), inbound, events));
@@ -133,11 +134,11 @@ impl Upstream {
 
     /// A request; a dropped connection is re-initialized once and the request sent again.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
-        let generation = *self.reconnect.lock().await;
+        let generation = self.generation.load(Ordering::SeqCst);
         match self.request_once(method, params.clone()).await {
             Err(UpstreamError::Failed { message, .. }) if message.starts_with(DROPPED) => {
                 {
-                    let mut g = self.reconnect.lock().await;
+                    let _one = self.reconnect.lock().await;
                     // Concurrent failures share one reconnect; a server removed or
                     // disabled meanwhile is not reconnected.
                     if let Some(l) = &self.liveness
@@ -148,10 +149,10 @@ impl Upstream {
                             message: "removed or disabled".into(),
                         });
                     }
-                    if *g == generation {
+                    if self.generation.load(Ordering::SeqCst) == generation {
                         self.wire.reset().await.map_err(|e| self.error(e))?;
                         self.handshake().await?;
-                        *g += 1;
+                        self.generation.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 self.request_once(method, params).await
@@ -162,42 +163,34 @@ impl Upstream {
 
     async fn request_once(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
         let id = format!("gw-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), tx);
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if let Err(e) = self.wire.send(&message).await {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            return Err(match e {
-                e if e.is_dropped() => UpstreamError::Failed {
+        let mut answer = match tokio::time::timeout(REQUEST_TIMEOUT, self.wire.call(&message)).await
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) if e.is_dropped() => {
+                return Err(UpstreamError::Failed {
                     server: self.name.clone(),
                     message: format!("{DROPPED}{e}"),
-                },
-                e => self.error(e),
-            });
-        }
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, rx)
-            .await
-            .map_err(|_| UpstreamError::Failed {
-                server: self.name.clone(),
-                message: format!("no answer to {method} within 60 s"),
-            })?
-            .map_err(|_| UpstreamError::Failed {
-                server: self.name.clone(),
-                message: format!("{DROPPED}the connection closed"),
-            })?;
-        if let Some(error) = answer.get("error") {
+                });
+            }
+            Ok(Err(e)) => return Err(self.error(e)),
+            Err(_) => {
+                return Err(UpstreamError::Failed {
+                    server: self.name.clone(),
+                    message: format!("no answer to {method} within 60 s"),
+                });
+            }
+        };
+        if let Some(error) = answer.get_mut("error") {
             return Err(UpstreamError::Rpc {
                 server: self.name.clone(),
-                error: error.clone(),
+                error: error.take(),
             });
         }
-        Ok(answer.get("result").cloned().unwrap_or(Value::Null))
+        Ok(answer
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
     }
 
     /// Send a message as it is (answers to the server's own requests).
@@ -212,7 +205,8 @@ impl Upstream {
 
 const DROPPED: &str = "dropped: ";
 
-/// Answers to their waiters; everything else to the gateway.
+/// The server's own requests and notifications to the gateway (answers go straight
+/// to their callers; one that comes here was given up on).
 async fn route(
     up: Arc<Upstream>,
     mut inbound: mpsc::UnboundedReceiver<Inbound>,
@@ -220,18 +214,8 @@ async fn route(
 ) {
     while let Some(item) = inbound.recv().await {
         let Inbound::Message(v) = item else { continue };
-        let is_answer =
-            v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some());
-        if is_answer {
-            let waiter = v.get("id").and_then(Value::as_str).and_then(|id| {
-                up.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(id)
-            });
-            if let Some(tx) = waiter {
-                let _ = tx.send(v);
-            }
+        if v.get("method").is_none() {
+            tracing::debug!(server = %up.name, "an answer nobody waits for any more");
         } else if v.get("id").is_some() {
             let _ = events.send(Event::Request {
                 server: up.index,
@@ -244,6 +228,4 @@ async fn route(
             });
         }
     }
-    // The connection is gone: fail whatever still waits.
-    up.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }

@@ -5,15 +5,17 @@
 //! HTTP+SSE transport (a GET event stream that names the POST endpoint).
 
 use std::{
+    collections::HashMap,
+    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, Stream, StreamExt};
 use http::HeaderName;
 use reqwest::{StatusCode, header};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
 use super::TokenSource;
@@ -98,6 +100,37 @@ struct Inner {
     state: Mutex<State>,
     /// Legacy SSE: signalled once the `endpoint` event arrived.
     endpoint_known: tokio::sync::Notify,
+    /// Answers awaited by [`Wire::call`] that did not come on their own POST's stream,
+    /// by the request id's JSON text.
+    waiters: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
+
+fn events(resp: reqwest::Response) -> Events {
+    Box::pin(sse_stream::SseStream::from_bytes_stream(
+        resp.bytes_stream(),
+    ))
+}
+
+/// What one event of a stream amounts to.
+enum Event {
+    Message(Value),
+    Skip,
+    End(String),
+}
+
+/// Takes an awaited answer's waiter out of the table when the caller is done with it
+/// (or gave up).
+struct Waiting<'a> {
+    wire: &'a Wire,
+    key: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.wire.waiters().remove(&self.key);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +157,7 @@ impl Wire {
                 inbound: tx,
                 state: Mutex::default(),
                 endpoint_known: tokio::sync::Notify::new(),
+                waiters: Mutex::default(),
             }),
         };
         if wire.inner.config.kind == WireKind::LegacySse {
@@ -146,6 +180,10 @@ impl Wire {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Value>>> {
+        self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn auth(
@@ -175,12 +213,45 @@ impl Wire {
             return Err(WireError::Closed);
         }
         match self.inner.config.kind {
-            WireKind::StreamableHttp => self.send_streamable(message).await,
+            WireKind::StreamableHttp => self.send_streamable(message, None).await.map(drop),
             WireKind::LegacySse => self.send_legacy(message).await,
         }
     }
 
-    async fn send_streamable(&self, message: &Value) -> Result<(), WireError> {
+    /// Send a request and return its answer (a JSON-RPC result or error object). The
+    /// answer is read on the caller's own task as it arrives on the POST's stream, with
+    /// no hand-off to another task; what else the stream carries (progress, the
+    /// server's own requests) goes to the inbound channel as usual.
+    pub async fn call(&self, request: &Value) -> Result<Value, WireError> {
+        if self.state().closed {
+            return Err(WireError::Closed);
+        }
+        let key = request
+            .get("id")
+            .map(id_key)
+            .ok_or_else(|| WireError::Transport("a request without an id".into()))?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters().insert(key.clone(), tx);
+        let waiting = Waiting { wire: self, key };
+        let answer = match self.inner.config.kind {
+            WireKind::StreamableHttp => self.send_streamable(request, Some(&waiting.key)).await?,
+            WireKind::LegacySse => {
+                self.send_legacy(request).await?;
+                None
+            }
+        };
+        match answer {
+            Some(a) => Ok(a),
+            // On another stream (legacy SSE, or a server that answers elsewhere).
+            None => rx.await.map_err(|_| WireError::Closed),
+        }
+    }
+
+    async fn send_streamable(
+        &self,
+        message: &Value,
+        answer_to: Option<&str>,
+    ) -> Result<Option<Value>, WireError> {
         let c = &self.inner.config;
         let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
         let (session, protocol) = {
@@ -216,7 +287,7 @@ impl Wire {
             self.state().session = Some(id.to_owned());
         }
         match status {
-            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(()),
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(None),
             s if s.is_success() => {
                 let sse = resp
                     .headers()
@@ -224,20 +295,32 @@ impl Wire {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|t| t.starts_with("text/event-stream"));
                 if sse {
-                    let wire = self.clone();
-                    tokio::spawn(async move { wire.read_events(resp, false).await });
-                    Ok(())
+                    let Some(key) = answer_to else {
+                        let wire = self.clone();
+                        let events = events(resp);
+                        tokio::spawn(async move { wire.read_events(events, false).await });
+                        return Ok(None);
+                    };
+                    Ok(self.read_answer(events(resp), key).await)
                 } else {
                     let body = read_limited(resp).await?;
                     if body.iter().all(u8::is_ascii_whitespace) {
-                        return Ok(());
+                        return Ok(None);
                     }
                     let v: Value = serde_json::from_slice(&body).map_err(|e| WireError::Http {
                         status: s.as_u16(),
                         body: format!("not JSON: {e}"),
                     })?;
-                    self.deliver(v);
-                    Ok(())
+                    match answer_to {
+                        Some(key) if is_answer_to(&v, key) => {
+                            self.note_answer(&v);
+                            Ok(Some(v))
+                        }
+                        _ => {
+                            self.deliver(v);
+                            Ok(None)
+                        }
+                    }
                 }
             }
             _ => Err(self.http_error(resp, session.is_some()).await),
@@ -273,60 +356,116 @@ impl Wire {
         }
     }
 
-    /// One JSON-RPC message (or batch) from the server to the inbound channel, noting
-    /// the protocol version an `initialize` answer names.
-    fn deliver(&self, v: Value) {
+    /// Note the protocol version an `initialize` answer names.
+    fn note_answer(&self, v: &Value) {
+        let mut st = self.state();
+        if let Some(id) = &st.initialize_id
+            && v.get("id") == Some(id)
         {
-            let mut st = self.state();
-            if let Some(id) = &st.initialize_id
-                && v.get("id") == Some(id)
-            {
-                st.protocol = v
-                    .get("result")
-                    .and_then(|r| r.get("protocolVersion"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                st.initialize_id = None;
-            }
+            st.protocol = v
+                .get("result")
+                .and_then(|r| r.get("protocolVersion"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            st.initialize_id = None;
+        }
+    }
+
+    /// One JSON-RPC message (or batch) from the server: to whoever [`Wire::call`]s for
+    /// it, else to the inbound channel.
+    fn deliver(&self, v: Value) {
+        self.note_answer(&v);
+        if v.get("method").is_none()
+            && let Some(key) = v.get("id").map(id_key)
+            && let Some(tx) = self.waiters().remove(&key)
+        {
+            let _ = tx.send(v);
+            return;
         }
         let _ = self.inner.inbound.send(Inbound::Message(v));
     }
 
+    /// What one event carries.
+    fn event(&self, ev: Result<sse_stream::Sse, sse_stream::Error>) -> Event {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => return Event::End(format!("the stream broke: {e}")),
+        };
+        match ev.event.as_deref() {
+            Some("endpoint") if self.inner.config.kind == WireKind::LegacySse => {
+                self.set_endpoint(ev.data.as_deref().unwrap_or_default());
+                return Event::Skip;
+            }
+            None | Some("message") => {}
+            Some(_) => return Event::Skip,
+        }
+        let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) else {
+            return Event::Skip;
+        };
+        if data.len() > MAX_MESSAGE {
+            return Event::End("an event larger than 16 MiB".into());
+        }
+        match serde_json::from_str::<Value>(&data) {
+            Ok(v) => Event::Message(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "an event that is not JSON-RPC; skipped");
+                Event::Skip
+            }
+        }
+    }
+
     /// Read an event stream to its end, delivering each message.
-    async fn read_events(&self, resp: reqwest::Response, standalone: bool) {
-        let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
+    async fn read_events(&self, mut events: Events, standalone: bool) {
         let mut reason = "the server closed the stream".to_owned();
         while let Some(ev) = events.next().await {
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(e) => {
-                    reason = format!("the stream broke: {e}");
+            match self.event(ev) {
+                Event::Message(v) => self.deliver(v),
+                Event::Skip => {}
+                Event::End(why) => {
+                    reason = why;
                     break;
                 }
-            };
-            match ev.event.as_deref() {
-                Some("endpoint") if self.inner.config.kind == WireKind::LegacySse => {
-                    self.set_endpoint(ev.data.as_deref().unwrap_or_default());
-                    continue;
-                }
-                None | Some("message") => {}
-                Some(_) => continue,
-            }
-            let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) else {
-                continue;
-            };
-            if data.len() > MAX_MESSAGE {
-                reason = "an event larger than 16 MiB".into();
-                break;
-            }
-            match serde_json::from_str::<Value>(&data) {
-                Ok(v) => self.deliver(v),
-                Err(e) => tracing::warn!(error = %e, "an event that is not JSON-RPC; skipped"),
             }
         }
         if standalone {
             let _ = self.inner.inbound.send(Inbound::StreamEnded(reason));
         }
+    }
+
+    /// Read a POST's stream until the answer with id `key` (returned, not delivered).
+    /// What follows it is read here if it has already arrived (the usual end of the
+    /// stream, so the connection goes back to the pool), else by a task of its own.
+    async fn read_answer(&self, mut events: Events, key: &str) -> Option<Value> {
+        let mut answer = None;
+        while let Some(ev) = events.next().await {
+            match self.event(ev) {
+                Event::Message(v) if is_answer_to(&v, key) => {
+                    self.note_answer(&v);
+                    answer = Some(v);
+                    break;
+                }
+                Event::Message(v) => self.deliver(v),
+                Event::Skip => {}
+                Event::End(_) => return None,
+            }
+        }
+        answer.as_ref()?;
+        loop {
+            match events.next().now_or_never() {
+                Some(None) => break,
+                Some(Some(ev)) => match self.event(ev) {
+                    Event::Message(v) => self.deliver(v),
+                    Event::Skip => {}
+                    Event::End(_) => break,
+                },
+                None => {
+                    let wire = self.clone();
+                    tokio::spawn(async move { wire.read_events(events, false).await });
+                    break;
+                }
+            }
+        }
+        answer
     }
 
     /// After `notifications/initialized`: the standalone stream for server-initiated
@@ -358,7 +497,8 @@ impl Wire {
         match resp.status() {
             s if s.is_success() => {
                 let wire = self.clone();
-                tokio::spawn(async move { wire.read_events(resp, true).await });
+                let events = events(resp);
+                tokio::spawn(async move { wire.read_events(events, true).await });
                 Ok(())
             }
             StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND if session.is_none() => Ok(()),
@@ -376,6 +516,8 @@ impl Wire {
             st.post_url = None;
             st.closed = false;
         }
+        // Answers the old session still owed will not come.
+        self.waiters().clear();
         if self.inner.config.kind == WireKind::LegacySse {
             self.open_legacy_stream().await?;
         }
@@ -389,6 +531,7 @@ impl Wire {
             st.closed = true;
             st.session.take()
         };
+        self.waiters().clear();
         let Some(session) = session else { return };
         let c = &self.inner.config;
         let req = c
@@ -420,7 +563,8 @@ impl Wire {
             return Err(self.http_error(resp, false).await);
         }
         let wire = self.clone();
-        tokio::spawn(async move { wire.read_events(resp, true).await });
+        let events = events(resp);
+        tokio::spawn(async move { wire.read_events(events, true).await });
         match tokio::time::timeout(
             Duration::from_secs(10),
             self.inner.endpoint_known.notified(),
@@ -466,6 +610,18 @@ impl Wire {
             Err(self.http_error(resp, false).await)
         }
     }
+}
+
+/// A request id as a table key: its JSON text, so `1` and `"1"` stay apart.
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// Whether `v` is the answer (result or error) to the request whose id's JSON is `key`.
+fn is_answer_to(v: &Value, key: &str) -> bool {
+    v.get("method").is_none()
+        && (v.get("result").is_some() || v.get("error").is_some())
+        && v.get("id").is_some_and(|id| id_key(id) == key)
 }
 
 async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, WireError> {

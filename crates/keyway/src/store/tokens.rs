@@ -72,6 +72,9 @@ pub struct StoredTokens {
     refreshes: AtomicU64,
     store_reads: AtomicU64,
     recent: std::sync::Mutex<Option<Recent>>,
+    /// The last (resource, URI) checked and the verdict: a connection asks for the same
+    /// URI on every request.
+    checked: std::sync::Mutex<Option<(String, String, bool)>>,
 }
 
 impl StoredTokens {
@@ -92,6 +95,7 @@ impl StoredTokens {
             refreshes: AtomicU64::new(0),
             store_reads: AtomicU64::new(0),
             recent: std::sync::Mutex::new(None),
+            checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -136,6 +140,21 @@ impl StoredTokens {
     /// (this process's own writes are noticed without being told).
     pub fn forget(&self) {
         *self.recent() = None;
+    }
+
+    /// Whether a token issued for `resource` may be sent to `uri` (invariant 1).
+    fn sendable(&self, resource: &str, uri: &str) -> bool {
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((r, u, ok)) = checked.as_ref()
+            && r == resource
+            && u == uri
+        {
+            return *ok;
+        }
+        let ok =
+            url::Url::parse(uri).is_ok_and(|u| crate::auth::urls::resource_matches(resource, &u));
+        *checked = Some((resource.to_owned(), uri.to_owned(), ok));
+        ok
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Option<Recent>> {
@@ -388,8 +407,7 @@ impl TokenSource for StoredTokens {
                     Ok(Some(AccessToken::new(token.expose().to_owned())))
                 }
                 Credential::OAuth(o) => {
-                    let for_uri = url::Url::parse(uri)
-                        .is_ok_and(|u| crate::auth::urls::resource_matches(&o.resource, &u));
+                    let for_uri = self.sendable(&o.resource, uri);
                     if !for_uri {
                         tracing::warn!(uri, resource = %o.resource, "not sending a token issued for another resource");
                         return Ok(None);
