@@ -57,9 +57,9 @@ struct Args {
     /// Only these scenarios (1-8), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
-    /// Only these peers (keyway, mcp-remote, direct), comma-separated; for profiling
+    /// Only these peers (keyway, mcp-remote, direct, floor), comma-separated; for profiling
     /// one of them. Ratios need keyway and the peer they compare with.
-    #[arg(long, value_delimiter = ',', value_parser = ["keyway", "mcp-remote", "direct"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["keyway", "mcp-remote", "direct", "floor"])]
     peers: Vec<String>,
     /// The repository root (where target/release/keyway and bench/peer are).
     #[arg(long, default_value = ".")]
@@ -143,7 +143,7 @@ async fn run(mut args: Args) -> Result<()> {
         if wanted(&args, 1) {
             for route in [&tb, &ev] {
                 let s = format!("1 cold start, {}", route.upstream.name);
-                for &p in peers {
+                for &p in peers.iter().filter(|p| **p != Peer::Floor) {
                     let c = scenarios::cold_start(&env, route, p, round)
                         .await
                         .with_context(|| format!("{s}: {}", p.label()))?;
@@ -159,7 +159,7 @@ async fn run(mut args: Args) -> Result<()> {
         }
         if wanted(&args, 2) {
             let s = "2 full authorization, testbed";
-            for &p in peers {
+            for &p in peers.iter().filter(|p| **p != Peer::Floor) {
                 let v = scenarios::full_authorization(&env, &tb.upstream, p, round)
                     .await
                     .with_context(|| format!("{s}: {}", p.label()))?;
@@ -255,25 +255,29 @@ async fn run(mut args: Args) -> Result<()> {
                 let g = gateway_round(&env, route, args.gateway_calls)
                     .await
                     .with_context(|| s.clone())?;
-                res.record(&s, "calls/s", "calls/s", Peer::Keyway, g.0.calls_per_s);
-                res.record(&s, "calls/s", "calls/s", Peer::Direct, g.1.calls_per_s);
-                res.record(&s, "p50", "ms", Peer::Keyway, g.0.p50);
-                res.record(&s, "p50", "ms", Peer::Direct, g.1.p50);
-                res.record(
-                    &s,
-                    "added p50 over direct",
-                    "ms",
-                    Peer::Keyway,
-                    g.0.p50 - g.1.p50,
-                );
-                if let Some(cpu) = g.0.cpu_us_per_call {
-                    res.record(&s, "gateway CPU per call", "µs", Peer::Keyway, cpu);
+                let direct_p50 = g.direct.p50;
+                for (p, r) in [
+                    (Peer::Keyway, &g.keyway),
+                    (Peer::Direct, &g.direct),
+                    (Peer::Floor, &g.floor),
+                ] {
+                    res.record(&s, "calls/s", "calls/s", p, r.calls_per_s);
+                    res.record(&s, "p50", "ms", p, r.p50);
+                    if p != Peer::Direct {
+                        res.record(&s, "added p50 over direct", "ms", p, r.p50 - direct_p50);
+                    }
+                    if let Some(cpu) = r.cpu_us_per_call {
+                        res.record(&s, "gateway CPU per call", "µs", p, cpu);
+                    }
                 }
             }
         }
         if let Some(route) = &storm {
             let s = format!("8 refresh storm, {STORM_CALLS} calls");
-            for &p in peers.iter().filter(|p| **p != Peer::Direct) {
+            for &p in peers
+                .iter()
+                .filter(|p| !matches!(p, Peer::Direct | Peer::Floor))
+            {
                 let r = scenarios::storm(&env, route, p, STORM_LIFETIME, STORM_CALLS, round)
                     .await
                     .with_context(|| format!("{s}: {}", p.label()))?;
@@ -413,7 +417,8 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
     let release = root.join("target/release");
     let keyway = release.join("keyway");
     let browser = release.join("keyway-bench-browser");
-    for b in [&keyway, &browser] {
+    let floor = release.join("keyway-bench-floor");
+    for b in [&keyway, &browser, &floor] {
         if !b.exists() {
             bail!(
                 "{} is missing: run bench/run (it builds keyway in release mode first)",
@@ -432,6 +437,7 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
     Ok(Env {
         keyway,
         browser,
+        floor,
         mcp_remote,
         peers,
         work: work.to_owned(),
@@ -479,13 +485,15 @@ async fn prepare(env: &Env, up: Upstream, name: &str) -> Result<Route> {
     Ok(route)
 }
 
-/// One gateway round: the gateway over `route`'s home, then the same callers direct.
-async fn gateway_round(
-    env: &Env,
-    route: &Route,
-    calls: usize,
-) -> Result<(scenarios::Gateway, scenarios::Gateway)> {
-    use tokio::io::AsyncBufReadExt;
+/// One gateway round: the callers through keyway's gateway over `route`'s home, then
+/// direct, then through the floor forwarder.
+struct GatewayRound {
+    keyway: scenarios::Gateway,
+    direct: scenarios::Gateway,
+    floor: scenarios::Gateway,
+}
+
+async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<GatewayRound> {
     let mut child = env
         .keyway_cmd(&route.home)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -496,27 +504,14 @@ async fn gateway_round(
         .spawn()
         .context("starting keyway serve")?;
     let stderr = child.stderr.take().context("no stderr")?;
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if let Some(rest) = l.split("keyway gateway on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        None
-    })
-    .await
-    .context("keyway serve did not announce its address in 30 s")?
-    .context("keyway serve exited before listening")?;
-    // Keep draining its stderr so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = announced(stderr, "keyway gateway on ", "keyway serve").await?;
     let up = &route.upstream;
     let mut via = up.echo_args("gateway");
     via["name"] = json!(format!("{}__echo", route.name));
     let pid = child.id().context("keyway serve exited")?;
     let cpu_before = measure::cpu_ns_tree(pid);
-    let mut gw = scenarios::callers(&url, None, &via, GATEWAY_CALLERS, calls).await?;
-    gw.cpu_us_per_call = Some(
+    let mut keyway = scenarios::callers(&url, None, &via, GATEWAY_CALLERS, calls).await?;
+    keyway.cpu_us_per_call = Some(
         measure::cpu_ns_tree(pid).saturating_sub(cpu_before) as f64
             / 1000.0
             / (GATEWAY_CALLERS * calls) as f64,
@@ -530,7 +525,72 @@ async fn gateway_round(
         calls,
     )
     .await?;
-    Ok((gw, direct))
+
+    let upstream = url::Url::parse(&up.mcp_url)?;
+    let authority = format!(
+        "{}:{}",
+        upstream.host_str().context("the upstream has no host")?,
+        upstream.port_or_known_default().unwrap_or(80)
+    );
+    let mut child = tokio::process::Command::new(&env.floor)
+        .args(["forward", &authority])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting keyway-bench-floor forward")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let base = announced(stdout, "", "keyway-bench-floor forward").await?;
+    let pid = child.id().context("keyway-bench-floor exited")?;
+    // Its threads end with their connections: count exited threads too.
+    let cpu_before = measure::cpu_ns_process(pid);
+    let mut floor = scenarios::callers(
+        &format!("{base}{}", upstream.path()),
+        route.token.clone(),
+        &up.echo_args("gateway"),
+        GATEWAY_CALLERS,
+        calls,
+    )
+    .await?;
+    floor.cpu_us_per_call = Some(
+        measure::cpu_ns_process(pid).saturating_sub(cpu_before) as f64
+            / 1000.0
+            / (GATEWAY_CALLERS * calls) as f64,
+    );
+    let _ = child.kill().await;
+    Ok(GatewayRound {
+        keyway,
+        direct,
+        floor,
+    })
+}
+
+/// The first word after `prefix` on a line a child prints (its address), within 30 s;
+/// the rest of its output is drained so it never blocks on a full pipe.
+async fn announced(
+    out: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    prefix: &str,
+    who: &str,
+) -> Result<String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(at) = l.find(prefix) {
+                return l[at + prefix.len()..]
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await
+    .with_context(|| format!("{who} did not announce its address in 30 s"))?
+    .with_context(|| format!("{who} exited before listening"))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(url)
 }
 
 /// The fan-out set: open testbeds in this process, one of them hung, all saved in one

@@ -77,6 +77,23 @@ pub fn cpu_ns_tree(pid: u32) -> u64 {
     total
 }
 
+/// CPU time used so far by process `pid`, exited threads included (its /proc stat
+/// utime + stime), in nanoseconds; 10 ms resolution (USER_HZ is 100 on Linux). For a
+/// process whose threads come and go, which [`cpu_ns_tree`] would miss.
+pub fn cpu_ns_process(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name is in parentheses and may hold spaces: count after it.
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // Fields 14 and 15 of stat; `rest` starts at field 3.
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10_000_000)
+        })
+        .unwrap_or(0)
+}
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -130,5 +147,26 @@ mod tests {
         assert!(peak_rss_tree(std::process::id()) > 0);
         let spin = (0..1_000_000u64).fold(0u64, |a, b| a.wrapping_add(b * b));
         assert!(spin > 0 && cpu_ns_tree(std::process::id()) > 0);
+    }
+
+    #[test]
+    fn process_cpu_counts_a_thread_that_ended() {
+        let me = std::process::id();
+        let before = cpu_ns_process(me);
+        // Work on a thread that then exits, until the process's count moves (one tick
+        // is 10 ms of CPU); a thread's own schedstat would be gone with it.
+        let worked = std::thread::spawn(move || {
+            let mut x = 0u64;
+            let started = std::time::Instant::now();
+            while cpu_ns_process(me) == before && started.elapsed().as_secs() < 20 {
+                x = (0..100_000u64).fold(x, |a, b| a.wrapping_add(b * b));
+            }
+            x
+        })
+        .join()
+        .expect("the worker");
+        assert!(worked > 0);
+        assert!(cpu_ns_process(me) > before);
+        assert_eq!(cpu_ns_process(u32::MAX), 0, "no such process");
     }
 }

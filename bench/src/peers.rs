@@ -13,6 +13,7 @@ use crate::{report::Peer, stdio::Bridge, upstream::Upstream};
 pub struct Env {
     pub keyway: PathBuf,
     pub browser: PathBuf,
+    pub floor: PathBuf,
     pub mcp_remote: PathBuf,
     pub peers: PathBuf,
     pub work: PathBuf,
@@ -77,6 +78,15 @@ impl Env {
                 self.remote_cmd(&route.upstream.mcp_url, &route.remote_dir),
                 &log,
             ),
+            Peer::Floor => {
+                let mut c = Command::new(&self.floor);
+                c.arg("relay").arg(&route.upstream.mcp_url);
+                // A throwaway token of the loopback testbed, for this bench-only relay.
+                if let Some(t) = &route.token {
+                    c.env("KEYWAY_BENCH_FLOOR_TOKEN", t);
+                }
+                Bridge::spawn("floor relay", c, &log)
+            }
             Peer::Direct => anyhow::bail!("the direct client is not a bridge"),
         }
     }
@@ -91,7 +101,7 @@ impl Env {
                 Bridge::spawn("keyway proxy", c, &log)
             }
             Peer::McpRemote => Bridge::spawn("mcp-remote", self.remote_cmd(url, dir), &log),
-            Peer::Direct => anyhow::bail!("the direct client is not a bridge"),
+            Peer::Direct | Peer::Floor => anyhow::bail!("{} has no authorization", peer.label()),
         }
     }
 

@@ -15,16 +15,19 @@ pub enum Peer {
     Keyway,
     McpRemote,
     Direct,
+    /// The least any separate bridge (or gateway) process costs: `keyway-bench-floor`.
+    Floor,
 }
 
 impl Peer {
-    pub const ALL: [Peer; 3] = [Peer::Keyway, Peer::McpRemote, Peer::Direct];
+    pub const ALL: [Peer; 4] = [Peer::Keyway, Peer::McpRemote, Peer::Direct, Peer::Floor];
 
     pub fn label(self) -> &'static str {
         match self {
             Peer::Keyway => "keyway",
             Peer::McpRemote => "mcp-remote",
             Peer::Direct => "direct",
+            Peer::Floor => "floor",
         }
     }
 }
@@ -79,6 +82,7 @@ pub struct Row {
     pub keyway: Option<Spread>,
     pub mcp_remote: Option<Spread>,
     pub direct: Option<Spread>,
+    pub floor: Option<Spread>,
     /// keyway's median over mcp-remote's.
     pub ratio_to_mcp_remote: Option<f64>,
     pub target: String,
@@ -160,6 +164,7 @@ impl Results {
                     keyway: k,
                     mcp_remote: r,
                     direct: d,
+                    floor: spread(Peer::Floor),
                     ratio_to_mcp_remote: ratio,
                     target: m
                         .checks
@@ -221,19 +226,20 @@ pub fn markdown(rows: &[Row], header: &str) -> String {
     let _ = writeln!(out, "{header}\n");
     let _ = writeln!(
         out,
-        "| scenario | metric | keyway | mcp-remote | direct | keyway/mcp-remote | target | met |"
+        "| scenario | metric | keyway | mcp-remote | direct | floor | keyway/mcp-remote | target | met |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.metric,
             r.unit,
             cell(r.keyway),
             cell(r.mcp_remote),
             cell(r.direct),
+            cell(r.floor),
             r.ratio_to_mcp_remote
                 .map(|x| format!("{x:.3}"))
                 .unwrap_or_else(|| "-".into()),

@@ -1,0 +1,368 @@
+//! The floor for any bridge or gateway process: the least a separate process between an
+//! MCP client and a Streamable HTTP server can cost on this machine. It is the "floor"
+//! column of the benchmark, so keyway's numbers can be read against what is possible,
+//! not only against the in-process direct client.
+//!
+//! - `keyway-bench-floor relay URL`: a stdio bridge. One blocking thread: read a line
+//!   from stdin, POST it on one kept-alive connection, write each `data:` of the answer
+//!   to stdout. The bearer token comes from `KEYWAY_BENCH_FLOOR_TOKEN` (a throwaway
+//!   token of the benchmark's loopback testbed). No authorization flow, no reconnects,
+//!   no JSON parsing beyond finding the protocol version: nothing a real bridge could
+//!   do without.
+//! - `keyway-bench-floor forward UPSTREAM`: an HTTP forwarder on 127.0.0.1 (port 0; the
+//!   address is printed on stdout). One blocking thread per client connection, each
+//!   with its own upstream connection; requests and answers are copied as they are,
+//!   headers included. The least any HTTP gateway costs.
+//!
+//! Both speak only as much HTTP/1.1 as the benchmark's peers need: Content-Length
+//! request bodies, Content-Length or chunked answers.
+
+use std::{
+    io::{self, BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["relay", url] => relay(url),
+        ["forward", upstream] => forward(upstream),
+        _ => {
+            eprintln!("usage: keyway-bench-floor relay URL | forward HOST:PORT");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("keyway-bench-floor: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn fail(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// `http://host:port/path` into (`host:port`, `/path`).
+fn split_url(url: &str) -> io::Result<(String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| fail("only http:// URLs"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Ok((authority.to_owned(), path.to_owned()))
+}
+
+/// The head of an HTTP message: its lines (start line first) and its length in bytes.
+fn read_head(r: &mut impl BufRead) -> io::Result<Option<Vec<String>>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return if lines.is_empty() {
+                Ok(None)
+            } else {
+                Err(fail("the connection closed inside a head"))
+            };
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            if lines.is_empty() {
+                continue;
+            }
+            return Ok(Some(lines));
+        }
+        lines.push(line);
+    }
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// How an answer's body is framed.
+enum Body {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+fn body_of(head: &[String], request: bool) -> Body {
+    let status: u16 = head[0]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if header(head, "transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        return Body::Chunked;
+    }
+    if let Some(n) = header(head, "content-length").and_then(|n| n.parse().ok()) {
+        return Body::Length(n);
+    }
+    if request || status == 204 || status == 304 || (100..200).contains(&status) {
+        Body::None
+    } else {
+        Body::UntilClose
+    }
+}
+
+/// Read one chunk of a chunked body: its bytes and, for copying, its framing line. The
+/// last chunk (empty) is read with the trailer section that ends the body.
+fn read_chunk(r: &mut impl BufRead) -> io::Result<(String, Vec<u8>)> {
+    let mut size_line = String::new();
+    r.read_line(&mut size_line)?;
+    let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+        .map_err(|_| fail(format!("a bad chunk size: {size_line:?}")))?;
+    if size == 0 {
+        loop {
+            let mut trailer = String::new();
+            if r.read_line(&mut trailer)? == 0 || trailer.trim().is_empty() {
+                return Ok((size_line, Vec::new()));
+            }
+        }
+    }
+    let mut data = vec![0; size + 2];
+    r.read_exact(&mut data)?;
+    data.truncate(size);
+    Ok((size_line, data))
+}
+
+// ------------------------------------------------------------------------ relay
+
+fn relay(url: &str) -> io::Result<()> {
+    let (authority, path) = split_url(url)?;
+    let token = std::env::var("KEYWAY_BENCH_FLOOR_TOKEN").ok();
+    let stream = TcpStream::connect(&authority)?;
+    stream.set_nodelay(true)?;
+    let mut upstream_w = stream.try_clone()?;
+    let mut upstream = BufReader::new(stream);
+    let stdin = io::stdin();
+    let mut stdin = stdin.lock();
+    let mut stdout = io::stdout().lock();
+    let mut session: Option<String> = None;
+    let mut protocol: Option<String> = None;
+    let mut line = String::new();
+    let mut request = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if stdin.read_line(&mut line)? == 0 {
+            break;
+        }
+        let body = line.trim();
+        if body.is_empty() {
+            continue;
+        }
+        request.clear();
+        write!(
+            request,
+            "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
+            body.len()
+        )?;
+        if let Some(t) = &token {
+            write!(request, "authorization: Bearer {t}\r\n")?;
+        }
+        if let Some(s) = &session {
+            write!(request, "mcp-session-id: {s}\r\n")?;
+        }
+        if let Some(p) = &protocol {
+            write!(request, "mcp-protocol-version: {p}\r\n")?;
+        }
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(body.as_bytes());
+        upstream_w.write_all(&request)?;
+        let head = read_head(&mut upstream)?.ok_or_else(|| fail("the server closed"))?;
+        if let Some(s) = header(&head, "mcp-session-id") {
+            session = Some(s.to_owned());
+        }
+        let mut pending = Vec::new();
+        let mut emit = |bytes: &[u8], out: &mut dyn Write| -> io::Result<()> {
+            pending.extend_from_slice(bytes);
+            // Complete lines only; every `data:` line is one message.
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = pending.drain(..=end).collect();
+                let l = String::from_utf8_lossy(&l);
+                let l = l.trim_end();
+                let data = l.strip_prefix("data:").map(str::trim).unwrap_or_else(|| {
+                    // A plain JSON answer is one line of its own.
+                    if l.starts_with('{') || l.starts_with('[') {
+                        l
+                    } else {
+                        ""
+                    }
+                });
+                if data.is_empty() {
+                    continue;
+                }
+                if protocol.is_none()
+                    && let Some(v) = data.split("\"protocolVersion\":\"").nth(1)
+                {
+                    protocol = v.split('"').next().map(str::to_owned);
+                }
+                out.write_all(data.as_bytes())?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+            }
+            Ok(())
+        };
+        match body_of(&head, false) {
+            Body::None => {}
+            Body::Length(n) => {
+                let mut data = vec![0; n];
+                upstream.read_exact(&mut data)?;
+                data.push(b'\n');
+                emit(&data, &mut stdout)?;
+            }
+            Body::Chunked => loop {
+                let (_, data) = read_chunk(&mut upstream)?;
+                if data.is_empty() {
+                    break;
+                }
+                emit(&data, &mut stdout)?;
+            },
+            Body::UntilClose => return Err(fail("an answer without a length")),
+        }
+    }
+    if let Some(s) = session {
+        let mut t = String::new();
+        if let Some(tok) = &token {
+            t = format!("authorization: Bearer {tok}\r\n");
+        }
+        write!(
+            upstream_w,
+            "DELETE {path} HTTP/1.1\r\nhost: {authority}\r\nmcp-session-id: {s}\r\n{t}content-length: 0\r\n\r\n"
+        )?;
+        let _ = read_head(&mut upstream);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------- forward
+
+fn forward(upstream: &str) -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    println!("http://{}", listener.local_addr()?);
+    io::stdout().flush()?;
+    for client in listener.incoming() {
+        let client = client?;
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            if let Err(e) = forward_connection(client, &upstream) {
+                eprintln!("keyway-bench-floor: a connection ended: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn forward_connection(client: TcpStream, upstream: &str) -> io::Result<()> {
+    client.set_nodelay(true)?;
+    let mut client_w = client.try_clone()?;
+    let mut client = BufReader::new(client);
+    let server = TcpStream::connect(upstream)?;
+    server.set_nodelay(true)?;
+    let mut server_w = server.try_clone()?;
+    let mut server = BufReader::new(server);
+    let mut buf = Vec::with_capacity(4096);
+    while let Some(head) = read_head(&mut client)? {
+        buf.clear();
+        for l in &head {
+            buf.extend_from_slice(l.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        if let Body::Length(n) = body_of(&head, true) {
+            let at = buf.len();
+            buf.resize(at + n, 0);
+            client.read_exact(&mut buf[at..])?;
+        }
+        server_w.write_all(&buf)?;
+        let answer = read_head(&mut server)?.ok_or_else(|| fail("the upstream closed"))?;
+        buf.clear();
+        for l in &answer {
+            buf.extend_from_slice(l.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        match body_of(&answer, false) {
+            Body::None => client_w.write_all(&buf)?,
+            Body::Length(n) => {
+                let at = buf.len();
+                buf.resize(at + n, 0);
+                server.read_exact(&mut buf[at..])?;
+                client_w.write_all(&buf)?;
+            }
+            Body::Chunked => {
+                // Copy each chunk as it comes (an event stream may stay open).
+                client_w.write_all(&buf)?;
+                loop {
+                    let (size_line, data) = read_chunk(&mut server)?;
+                    buf.clear();
+                    buf.extend_from_slice(size_line.as_bytes());
+                    buf.extend_from_slice(&data);
+                    buf.extend_from_slice(b"\r\n");
+                    client_w.write_all(&buf)?;
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+            }
+            Body::UntilClose => {
+                client_w.write_all(&buf)?;
+                io::copy(&mut server, &mut client_w)?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        let (a, p) = split_url("http://127.0.0.1:8080/mcp?x=1").expect("a URL");
+        assert_eq!((a.as_str(), p.as_str()), ("127.0.0.1:8080", "/mcp?x=1"));
+        assert_eq!(split_url("http://h:1").expect("a URL").1, "/");
+        assert!(split_url("https://h/mcp").is_err());
+    }
+
+    #[test]
+    fn chunks_and_the_last_chunk_with_its_trailers() {
+        let mut r: &[u8] = b"5\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let (line, data) = read_chunk(&mut r).expect("a chunk");
+        assert_eq!((line.as_str(), data.as_slice()), ("5\r\n", &b"hello"[..]));
+        let (_, last) = read_chunk(&mut r).expect("the last chunk");
+        assert!(last.is_empty());
+        assert_eq!(r, b"NEXT", "the body ends after the trailers");
+        assert!(read_chunk(&mut &b"zz\r\n"[..]).is_err());
+    }
+
+    #[test]
+    fn framing_of_answers_and_requests() {
+        let chunked = head(&["HTTP/1.1 200 OK", "Transfer-Encoding: chunked"]);
+        assert!(matches!(body_of(&chunked, false), Body::Chunked));
+        let sized = head(&["HTTP/1.1 200 OK", "content-length: 12"]);
+        assert!(matches!(body_of(&sized, false), Body::Length(12)));
+        let accepted = head(&["HTTP/1.1 204 No Content"]);
+        assert!(matches!(body_of(&accepted, false), Body::None));
+        let open = head(&["HTTP/1.1 200 OK"]);
+        assert!(matches!(body_of(&open, false), Body::UntilClose));
+        let get = head(&["GET /mcp HTTP/1.1", "host: x"]);
+        assert!(matches!(body_of(&get, true), Body::None));
+        let mut r: &[u8] = b"\r\nPOST / HTTP/1.1\r\nA: b\r\n\r\n";
+        let h = read_head(&mut r).expect("a head").expect("not the end");
+        assert_eq!(header(&h, "a"), Some("b"));
+        assert!(read_head(&mut &b""[..]).expect("the end").is_none());
+    }
+}
