@@ -165,22 +165,21 @@ where
 async fn deliver(s: &Arc<Shared>, message: Value) {
     let id = message.get("id").cloned();
     let is_request = message.get("method").is_some() && id.is_some();
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let operation = match (
-        method.as_str(),
+    let method = message.get("method").and_then(Value::as_str).unwrap_or("");
+    // What a step-up is for (only needed on a 403, so only written then).
+    let operation = || match (
+        method,
         message.pointer("/params/name").and_then(Value::as_str),
     ) {
         ("tools/call", Some(tool)) => format!("tools/call {tool}"),
-        _ => method.clone(),
+        _ => method.to_owned(),
     };
     let mut reconnected = false;
     let mut authorizations = 0;
     let result = loop {
         let generation = s.generation.load(Ordering::SeqCst);
+        // Answers come back through the inbound stream, in order with whatever the
+        // server sent before them (progress, its own requests).
         match s.wire.send(&message).await {
             Ok(()) => break Ok(()),
             Err(WireError::Unauthorized { challenge }) if authorizations < 2 => {
@@ -193,15 +192,14 @@ async fn deliver(s: &Arc<Shared>, message: Value) {
                 let step_up = challenge::bearer([challenge.as_str()])
                     .is_some_and(|c| c.is_insufficient_scope());
                 if !step_up {
-                    break Err(format!("the server refused {operation} (403 Forbidden)"));
+                    break Err(format!(
+                        "the server refused {} (403 Forbidden)",
+                        operation()
+                    ));
                 }
                 authorizations += 1;
-                if let Err(e) = recover(
-                    s,
-                    generation,
-                    Recovery::StepUp(challenge, operation.clone()),
-                )
-                .await
+                if let Err(e) =
+                    recover(s, generation, Recovery::StepUp(challenge, operation())).await
                 {
                     break Err(e);
                 }

@@ -273,3 +273,136 @@ async fn a_call_over_legacy_sse_gets_its_answer_from_the_event_stream() {
     assert_eq!(a["result"]["content"][0]["text"], "old");
     wire.close().await;
 }
+
+/// A bare HTTP/1.1 server on loopback that answers every POST with a JSON-RPC result
+/// echoing the request's id, counts the connections it accepts, and sends
+/// `Connection: close` (then closes) on the answer numbered `close_after`. Raw sockets
+/// rather than the testbed: the testbed cannot report TCP connections, and only a raw
+/// server can close a kept-alive connection at an exact point.
+fn counting_server(close_after: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            loop {
+                let mut length = 0;
+                let mut line = String::new();
+                let mut first = true;
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line.trim().is_empty() && !first {
+                        break;
+                    }
+                    first = false;
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                if first {
+                    break; // the client closed the connection
+                }
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                answered += 1;
+                let close = answered == close_after;
+                let answer =
+                    json!({"jsonrpc": "2.0", "id": request["id"], "result": {"n": answered}})
+                        .to_string();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+                    answer.len(),
+                    if close { "connection: close\r\n" } else { "" }
+                );
+                w.write_all(head.as_bytes()).unwrap();
+                w.write_all(answer.as_bytes()).unwrap();
+                if close {
+                    break;
+                }
+            }
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn posts_reuse_one_connection_and_open_another_when_the_server_closes_it() {
+    use keyway::mcp::wire::{Wire, WireConfig, WireKind};
+    let (url, accepted) = counting_server(5);
+    let config = WireConfig {
+        url: url::Url::parse(&url).unwrap(),
+        http: http(),
+        tokens: Arc::new(StaticToken::default()),
+        headers: vec![],
+        kind: WireKind::StreamableHttp,
+    };
+    let (wire, _inbound) = Wire::connect(config).await.unwrap();
+    for i in 1..=12 {
+        let answer = wire
+            .call(&json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+            .await
+            .unwrap();
+        assert_eq!(answer["id"], i);
+        assert_eq!(answer["result"]["n"], i);
+    }
+    // Calls 1-5 on the first connection (closed by the server after the 5th answer),
+    // 6-12 on a second one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_lean_post_path_refuses_a_certificate_nobody_vouches_for() {
+    use keyway::mcp::wire::{Wire, WireConfig, WireError, WireKind};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    // A TLS server on loopback with a self-signed certificate for 127.0.0.1: the
+    // handshake must fail on the client's side, before any request is written.
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert: CertificateDer<'static> = key.cert.der().clone();
+    let pkcs8 = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], pkcs8)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        // The client gives up during the handshake; nothing else may arrive.
+        acceptor.accept(tcp).await.is_ok()
+    });
+    let (wire, _inbound) = Wire::connect(WireConfig {
+        url: url::Url::parse(&format!("https://{addr}/mcp")).unwrap(),
+        http: http(),
+        tokens: token("a-token-that-must-not-leave"),
+        headers: vec![],
+        kind: WireKind::StreamableHttp,
+    })
+    .await
+    .unwrap();
+    let err = wire
+        .call(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .await
+        .unwrap_err();
+    let WireError::Transport(why) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(why.contains("certificate"), "{why}");
+    assert!(!why.contains("a-token-that-must-not-leave"), "{why}");
+    assert!(!server.await.unwrap(), "the handshake must not complete");
+}

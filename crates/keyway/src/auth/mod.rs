@@ -20,9 +20,7 @@ mod device;
 pub mod discovery;
 pub mod enterprise;
 mod fetch;
-pub(crate) use fetch::{
-    describe as fetch_describe, read_capped as fetch_read_capped, snippet as fetch_snippet,
-};
+pub(crate) use fetch::{describe as fetch_describe, snippet as fetch_snippet};
 mod flow;
 pub mod loopback;
 pub mod metadata;

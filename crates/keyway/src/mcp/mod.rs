@@ -6,6 +6,7 @@
 
 mod bearer;
 mod error;
+mod post;
 pub mod wire;
 
 use std::{sync::Arc, time::Duration};

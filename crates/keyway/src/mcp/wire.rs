@@ -18,11 +18,17 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
-use super::TokenSource;
+use super::{
+    TokenSource,
+    post::{ByteStream, Poster, Reply},
+};
 use crate::Secret;
 
 /// Largest single JSON answer or event keyway reads.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// Why a message could not be delivered.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,14 +109,14 @@ struct Inner {
     /// Answers awaited by [`Wire::call`] that did not come on their own POST's stream,
     /// by the request id's JSON text.
     waiters: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// The lean path for Streamable HTTP POSTs (`None`: they go through reqwest).
+    poster: Option<Arc<Poster>>,
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
 
-fn events(resp: reqwest::Response) -> Events {
-    Box::pin(sse_stream::SseStream::from_bytes_stream(
-        resp.bytes_stream(),
-    ))
+fn events(body: ByteStream) -> Events {
+    Box::pin(sse_stream::SseStream::from_bytes_stream(body))
 }
 
 /// What one event of a stream amounts to.
@@ -151,8 +157,13 @@ impl Wire {
         config: WireConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), WireError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let poster = match config.kind {
+            WireKind::StreamableHttp => Poster::new(&config.url),
+            WireKind::LegacySse => None,
+        };
         let wire = Self {
             inner: Arc::new(Inner {
+                poster,
                 config,
                 inbound: tx,
                 state: Mutex::default(),
@@ -186,24 +197,42 @@ impl Wire {
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The configured headers and the bearer token for `uri`, added to `headers`.
+    async fn add_credentials(
+        &self,
+        headers: &mut header::HeaderMap,
+        uri: &str,
+    ) -> Result<(), WireError> {
+        let c = &self.inner.config;
+        for (k, v) in &c.headers {
+            if let Ok(mut hv) = header::HeaderValue::from_str(v.expose()) {
+                hv.set_sensitive(true);
+                headers.insert(k.clone(), hv);
+            }
+        }
+        match c.tokens.bearer(uri).await {
+            Ok(Some(t)) => {
+                let mut hv = header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
+                    .map_err(|_| {
+                        WireError::Transport("credentials: the token is not a header value".into())
+                    })?;
+                hv.set_sensitive(true);
+                headers.insert(header::AUTHORIZATION, hv);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(WireError::Transport(format!("credentials: {e}"))),
+        }
+    }
+
     async fn auth(
         &self,
         req: reqwest::RequestBuilder,
         uri: &str,
     ) -> Result<reqwest::RequestBuilder, WireError> {
-        let c = &self.inner.config;
-        let mut req = req;
-        for (k, v) in &c.headers {
-            if let Ok(mut hv) = header::HeaderValue::from_str(v.expose()) {
-                hv.set_sensitive(true);
-                req = req.header(k.clone(), hv);
-            }
-        }
-        match c.tokens.bearer(uri).await {
-            Ok(Some(t)) => Ok(req.bearer_auth(t.secret())),
-            Ok(None) => Ok(req),
-            Err(e) => Err(WireError::Transport(format!("credentials: {e}"))),
-        }
+        let mut headers = header::HeaderMap::new();
+        self.add_credentials(&mut headers, uri).await?;
+        Ok(req.headers(headers))
     }
 
     /// Deliver one message (or batch). Returns once the server has answered the HTTP
@@ -262,46 +291,69 @@ impl Wire {
             }
             (st.session.clone(), st.protocol.clone())
         };
-        let mut req = c
-            .http
-            .post(c.url.clone())
-            .header(header::ACCEPT, "application/json, text/event-stream")
-            .json(message);
-        if let Some(s) = &session {
-            req = req.header("mcp-session-id", s);
-        }
-        if let Some(p) = &protocol {
-            req = req.header("mcp-protocol-version", p);
-        }
-        let req = self.auth(req, c.url.as_str()).await?;
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
-        let status = resp.status();
-        if let Some(id) = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        if let Some(s) = session
+            .as_deref()
+            .and_then(|s| header::HeaderValue::from_str(s).ok())
         {
+            headers.insert(SESSION_ID, s);
+        }
+        if let Some(p) = protocol
+            .as_deref()
+            .and_then(|p| header::HeaderValue::from_str(p).ok())
+        {
+            headers.insert(PROTOCOL_VERSION, p);
+        }
+        self.add_credentials(&mut headers, c.url.as_str()).await?;
+        let body = serde_json::to_vec(message)
+            .map_err(|e| WireError::Transport(format!("a message that is not JSON: {e}")))?;
+        let resp = match &self.inner.poster {
+            Some(poster) => {
+                headers.insert(
+                    header::USER_AGENT,
+                    header::HeaderValue::from_static(crate::http::USER_AGENT),
+                );
+                poster
+                    .post(headers, body.into())
+                    .await
+                    .map_err(WireError::Transport)?
+            }
+            None => Reply::from_reqwest(
+                c.http
+                    .post(c.url.clone())
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
+            ),
+        };
+        let status = resp.status;
+        if let Some(id) = resp.header(SESSION_ID) {
             self.state().session = Some(id.to_owned());
         }
         match status {
             StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(None),
             s if s.is_success() => {
                 let sse = resp
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
+                    .header(header::CONTENT_TYPE)
                     .is_some_and(|t| t.starts_with("text/event-stream"));
                 if sse {
                     let Some(key) = answer_to else {
                         let wire = self.clone();
-                        let events = events(resp);
+                        let events = events(resp.body);
                         tokio::spawn(async move { wire.read_events(events, false).await });
                         return Ok(None);
                     };
-                    Ok(self.read_answer(events(resp), key).await)
+                    Ok(self.read_answer(events(resp.body), key).await)
                 } else {
                     let body = read_limited(resp).await?;
                     if body.iter().all(u8::is_ascii_whitespace) {
@@ -327,10 +379,10 @@ impl Wire {
         }
     }
 
-    async fn http_error(&self, resp: reqwest::Response, had_session: bool) -> WireError {
-        let status = resp.status();
+    async fn http_error(&self, resp: Reply, had_session: bool) -> WireError {
+        let status = resp.status;
         let challenge: Vec<String> = resp
-            .headers()
+            .headers
             .get_all(header::WWW_AUTHENTICATE)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
@@ -490,14 +542,15 @@ impl Wire {
             req = req.header("mcp-protocol-version", p);
         }
         let req = self.auth(req, c.url.as_str()).await?;
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
-        match resp.status() {
+        let resp = Reply::from_reqwest(
+            req.send()
+                .await
+                .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
+        );
+        match resp.status {
             s if s.is_success() => {
                 let wire = self.clone();
-                let events = events(resp);
+                let events = events(resp.body);
                 tokio::spawn(async move { wire.read_events(events, true).await });
                 Ok(())
             }
@@ -555,15 +608,16 @@ impl Wire {
             .get(c.url.clone())
             .header(header::ACCEPT, "text/event-stream");
         let req = self.auth(req, c.url.as_str()).await?;
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
-        if !resp.status().is_success() {
+        let resp = Reply::from_reqwest(
+            req.send()
+                .await
+                .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
+        );
+        if !resp.status.is_success() {
             return Err(self.http_error(resp, false).await);
         }
         let wire = self.clone();
-        let events = events(resp);
+        let events = events(resp.body);
         tokio::spawn(async move { wire.read_events(events, true).await });
         match tokio::time::timeout(
             Duration::from_secs(10),
@@ -600,11 +654,12 @@ impl Wire {
         let c = &self.inner.config;
         let req = c.http.post(post_url.clone()).json(message);
         let req = self.auth(req, c.url.as_str()).await?;
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?;
-        if resp.status().is_success() {
+        let resp = Reply::from_reqwest(
+            req.send()
+                .await
+                .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
+        );
+        if resp.status.is_success() {
             Ok(())
         } else {
             Err(self.http_error(resp, false).await)
@@ -624,9 +679,9 @@ fn is_answer_to(v: &Value, key: &str) -> bool {
         && v.get("id").is_some_and(|id| id_key(id) == key)
 }
 
-async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, WireError> {
-    let status = resp.status().as_u16();
-    crate::auth::fetch_read_capped(&mut resp, MAX_MESSAGE)
+async fn read_limited(resp: Reply) -> Result<Vec<u8>, WireError> {
+    let status = resp.status.as_u16();
+    resp.read_capped(MAX_MESSAGE)
         .await
         .map_err(|body| WireError::Http { status, body })
 }
