@@ -385,14 +385,17 @@ async fn forward_inbound(s: Arc<Shared>, mut inbound: mpsc::UnboundedReceiver<In
 /// One JSON message per line on the client's stdout. A closed stdout ends the
 /// bridge's output quietly (the client went away).
 async fn write_out<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<Value>, mut out: W) {
+    let mut line = Vec::with_capacity(4096);
     while let Some(v) = rx.recv().await {
-        let mut line = match serde_json::to_vec(&v) {
-            Ok(l) => l,
-            Err(_) => continue,
-        };
+        line.clear();
+        if serde_json::to_writer(&mut line, &v).is_err() {
+            continue;
+        }
         line.push(b'\n');
         if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
             break;
         }
+        // A very large message does not keep its buffer.
+        line.shrink_to(64 * 1024);
     }
 }

@@ -111,6 +111,9 @@ struct Inner {
     waiters: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// The lean path for Streamable HTTP POSTs (`None`: they go through reqwest).
     poster: Option<Arc<Poster>>,
+    /// The last `Authorization` value sent (marked sensitive: Debug does not show it),
+    /// reused while the token stays the same.
+    bearer: Mutex<Option<header::HeaderValue>>,
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
@@ -164,6 +167,7 @@ impl Wire {
         let wire = Self {
             inner: Arc::new(Inner {
                 poster,
+                bearer: Mutex::default(),
                 config,
                 inbound: tx,
                 state: Mutex::default(),
@@ -212,12 +216,27 @@ impl Wire {
         }
         match c.tokens.bearer(uri).await {
             Ok(Some(t)) => {
-                let mut hv = header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
-                    .map_err(|_| {
-                        WireError::Transport("credentials: the token is not a header value".into())
-                    })?;
-                hv.set_sensitive(true);
-                headers.insert(header::AUTHORIZATION, hv);
+                let mut last = self.inner.bearer.lock().unwrap_or_else(|p| p.into_inner());
+                let value = match &*last {
+                    Some(v)
+                        if v.as_bytes().strip_prefix(b"Bearer ") == Some(t.secret().as_bytes()) =>
+                    {
+                        v.clone()
+                    }
+                    _ => {
+                        let mut v =
+                            header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
+                                .map_err(|_| {
+                                    WireError::Transport(
+                                        "credentials: the token is not a header value".into(),
+                                    )
+                                })?;
+                        v.set_sensitive(true);
+                        *last = Some(v.clone());
+                        v
+                    }
+                };
+                headers.insert(header::AUTHORIZATION, value);
                 Ok(())
             }
             Ok(None) => Ok(()),
