@@ -26,6 +26,10 @@ impl Keyway {
             .env_remove("KEYWAY_LOG")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
+        // The machine's proxy settings would route the loopback testbeds elsewhere.
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            c.env_remove(var).env_remove(var.to_ascii_lowercase());
+        }
         c
     }
 

@@ -321,3 +321,59 @@ async fn a_server_removed_meanwhile_is_not_reconnected() {
         tb.stats().paths
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_set_in_the_environment_carries_the_posts() {
+    use std::io::{Read, Write};
+    // An HTTP proxy that refuses everything, counting what reaches it: the lean POST
+    // path cannot speak through proxies, so with HTTP_PROXY set the POSTs must go
+    // through reqwest, which honours it, and never straight to the server.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = reached.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let mut cmd = k.cmd(&["proxy", tb.mcp_url()]);
+    cmd.env("HTTP_PROXY", &proxy)
+        .env("http_proxy", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut c = Client {
+        stdin: child.stdin.take(),
+        lines: BufReader::new(child.stdout.take().unwrap()).lines(),
+        child,
+        next_id: 1,
+        seen: Vec::new(),
+    };
+    let init = c.initialize().await;
+    assert!(
+        init["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("502")),
+        "{init}"
+    );
+    assert!(reached.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(
+        tb.stats().path("POST /mcp"),
+        0,
+        "nothing went around the proxy"
+    );
+    c.finish().await;
+}
