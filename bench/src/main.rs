@@ -1,5 +1,6 @@
 //! keyway-bench: keyway beside mcp-remote (the bridge people use today) and a direct
-//! Streamable HTTP client (the floor), scenario by scenario, peers alternating within
+//! Streamable HTTP client (the baseline) and the floor (`keyway-bench-floor`, the least
+//! a process in between can cost), scenario by scenario, peers alternating within
 //! every round. Run it through `bench/run`, which installs the peers and builds keyway.
 
 mod direct;
