@@ -404,5 +404,8 @@ async fn the_lean_post_path_refuses_a_certificate_nobody_vouches_for() {
     };
     assert!(why.contains("certificate"), "{why}");
     assert!(!why.contains("a-token-that-must-not-leave"), "{why}");
+    // The Authorization value kept for reuse is marked sensitive: Debug hides it.
+    let debug = format!("{wire:?}");
+    assert!(!debug.contains("a-token-that-must-not-leave"), "{debug}");
     assert!(!server.await.unwrap(), "the handshake must not complete");
 }

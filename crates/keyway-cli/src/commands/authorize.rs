@@ -14,7 +14,6 @@ use keyway::{
         Credential, LastStatus, ServerRecord, SqliteStore, Store, tokens::credential_from_grant,
     },
 };
-use url::Url;
 
 use super::{auth, store};
 use crate::{
@@ -58,20 +57,8 @@ pub async fn authorize_server(
     quiet: bool,
 ) -> Result<Grant, CliError> {
     let http = keyway::http::client().context("building the HTTP client")?;
-    let url = Url::parse(&server.url)
-        .with_context(|| format!("the saved URL {} is not a URL", server.url))?;
-    let headers = store
-        .headers(&server.id)
-        .await
-        .map_err(store::store_error)?;
-    let headers = headers
-        .into_iter()
-        .filter_map(|(k, v)| {
-            http::HeaderName::from_bytes(k.as_bytes())
-                .ok()
-                .map(|k| (k, v))
-        })
-        .collect();
+    let url = store::saved_url(server)?;
+    let headers = store::saved_headers(store, server).await?;
     let challenge = match Connection::open_transport(
         url.as_str(),
         http.clone(),

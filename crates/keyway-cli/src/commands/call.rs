@@ -73,23 +73,9 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         None => {
             let st = store::open(settings)?;
             let server = store::find(&st, &args.target[0]).await?;
-            if !server.enabled {
-                return Err(CliError::failure(anyhow!("{} is disabled", server.name))
-                    .with_hint(format!("keyway enable {}", server.name)));
-            }
-            let url = Url::parse(&server.url)
-                .with_context(|| format!("the saved URL {} is not a URL", server.url))?;
-            let headers = st
-                .headers(&server.id)
-                .await
-                .map_err(store::store_error)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    http::HeaderName::from_bytes(k.as_bytes())
-                        .ok()
-                        .map(|k| (k, v))
-                })
-                .collect();
+            store::ensure_enabled(&server)?;
+            let url = store::saved_url(&server)?;
+            let headers = store::saved_headers(&st, &server).await?;
             let authorizer = Authorizer::new(
                 http.clone(),
                 options,

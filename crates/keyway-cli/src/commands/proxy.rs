@@ -12,9 +12,7 @@ use keyway::{
         StaticToken, TokenSource,
         wire::{WireConfig, WireKind},
     },
-    store::{
-        AuthKind, Credential, ServerRecord, SqliteStore, Store, Transport, tokens::StoredTokens,
-    },
+    store::{AuthKind, Credential, ServerRecord, SqliteStore, Store, tokens::StoredTokens},
 };
 use url::Url;
 
@@ -71,28 +69,11 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         } else {
             let st = store::open(settings)?;
             let server = store::find(&st, &args.target).await?;
-            if !server.enabled {
-                return Err(CliError::failure(anyhow!("{} is disabled", server.name))
-                    .with_hint(format!("keyway enable {}", server.name)));
-            }
-            let url = Url::parse(&server.url)
-                .with_context(|| format!("the saved URL {} is not a URL", server.url))?;
-            let headers = st
-                .headers(&server.id)
-                .await
-                .map_err(store::store_error)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    http::HeaderName::from_bytes(k.as_bytes())
-                        .ok()
-                        .map(|k| (k, v))
-                })
-                .collect();
+            store::ensure_enabled(&server)?;
+            let url = store::saved_url(&server)?;
+            let headers = store::saved_headers(&st, &server).await?;
             let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id, http.clone());
-            let kind = match server.transport {
-                Transport::Http => WireKind::StreamableHttp,
-                Transport::Sse => WireKind::LegacySse,
-            };
+            let kind = store::wire_kind(server.transport);
             let config = WireConfig {
                 url: url.clone(),
                 http: http.clone(),

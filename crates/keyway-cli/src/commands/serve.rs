@@ -6,8 +6,8 @@ use anyhow::{Context, anyhow};
 use keyway::{
     Secret,
     gateway::{self, Gateway, UpstreamConfig, http::Guard},
-    mcp::wire::{WireConfig, WireKind},
-    store::{Store, Transport, tokens::StoredTokens},
+    mcp::wire::WireConfig,
+    store::{Store, tokens::StoredTokens},
 };
 
 use super::{store, testbed_signals::StopSignals};
@@ -37,23 +37,9 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         .into_iter()
         .filter(|s| s.enabled)
     {
-        let url = url::Url::parse(&s.url)
-            .with_context(|| format!("the saved URL {} is not a URL", s.url))?;
-        let headers = st
-            .headers(&s.id)
-            .await
-            .map_err(store::store_error)?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                http::HeaderName::from_bytes(k.as_bytes())
-                    .ok()
-                    .map(|k| (k, v))
-            })
-            .collect();
-        let kind = match s.transport {
-            Transport::Http => WireKind::StreamableHttp,
-            Transport::Sse => WireKind::LegacySse,
-        };
+        let url = store::saved_url(&s)?;
+        let headers = store::saved_headers(&st, &s).await?;
+        let kind = store::wire_kind(s.transport);
         let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id, http.clone());
         upstreams.push(UpstreamConfig {
             name: s.name.clone(),

@@ -91,6 +91,54 @@ pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, Cl
         .collect()
 }
 
+/// Saved `(name, value)` headers as they are sent: names were checked when saved, so
+/// one that no longer parses (a store written by hand) is skipped.
+pub fn header_names(
+    saved: impl IntoIterator<Item = (String, Secret)>,
+) -> Vec<(http::HeaderName, Secret)> {
+    saved
+        .into_iter()
+        .filter_map(|(k, v)| {
+            http::HeaderName::from_bytes(k.as_bytes())
+                .ok()
+                .map(|k| (k, v))
+        })
+        .collect()
+}
+
+/// A saved server's extra headers, ready to send.
+pub async fn saved_headers(
+    store: &SqliteStore,
+    server: &ServerRecord,
+) -> Result<Vec<(http::HeaderName, Secret)>, CliError> {
+    Ok(header_names(
+        store.headers(&server.id).await.map_err(store_error)?,
+    ))
+}
+
+/// A saved server's URL.
+pub fn saved_url(server: &ServerRecord) -> Result<url::Url, CliError> {
+    url::Url::parse(&server.url)
+        .map_err(|e| CliError::failure(anyhow!("the saved URL {} is not a URL: {e}", server.url)))
+}
+
+/// Refuse a disabled server, naming the command that enables it.
+pub fn ensure_enabled(server: &ServerRecord) -> Result<(), CliError> {
+    if server.enabled {
+        return Ok(());
+    }
+    Err(CliError::failure(anyhow!("{} is disabled", server.name))
+        .with_hint(format!("keyway enable {}", server.name)))
+}
+
+/// The raw wire's transport for a saved server.
+pub fn wire_kind(t: keyway::store::Transport) -> keyway::mcp::wire::WireKind {
+    match t {
+        keyway::store::Transport::Http => keyway::mcp::wire::WireKind::StreamableHttp,
+        keyway::store::Transport::Sse => keyway::mcp::wire::WireKind::LegacySse,
+    }
+}
+
 pub fn usage(msg: String) -> CliError {
     CliError::failure(anyhow!(msg)).with_status(ExitStatus::Usage)
 }

@@ -185,17 +185,11 @@ async fn list_with_retry(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Cli
 }
 
 async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Client) -> Listed {
-    let headers = st
-        .headers(&s.id)
-        .await
-        .map_err(|e| ("error", e.to_string()))?
-        .into_iter()
-        .filter_map(|(k, v)| {
-            http::HeaderName::from_bytes(k.as_bytes())
-                .ok()
-                .map(|k| (k, v))
-        })
-        .collect();
+    let headers = store::header_names(
+        st.headers(&s.id)
+            .await
+            .map_err(|e| ("error", e.to_string()))?,
+    );
     let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id, http.clone());
     let conn = match Connection::open_transport(
         &s.url,

@@ -175,15 +175,7 @@ pub async fn import(
     let probes = futures::future::join_all(entries.iter().map(|e| {
         let opts = ProbeOptions {
             token: e.token.clone(),
-            headers: e
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    http::HeaderName::from_bytes(k.as_bytes())
-                        .ok()
-                        .map(|k| (k, v.clone()))
-                })
-                .collect(),
+            headers: store::header_names(e.headers.iter().cloned()),
             ..Default::default()
         };
         let http = http.clone();

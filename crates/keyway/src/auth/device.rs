@@ -108,13 +108,13 @@ async fn start(
         .authenticate(req, &mut form, issuer, SystemTime::now())
         .map_err(AuthError::Config)?;
     let failed = |detail: String| AuthError::Device { detail };
-    let mut resp = req
+    let resp = req
         .form(&form)
         .send()
         .await
         .map_err(|e| failed(describe(&e)))?;
     let status = resp.status().as_u16();
-    let body = read_capped(&mut resp, 64 * 1024).await.map_err(failed)?;
+    let body = read_capped(resp, 64 * 1024).await.map_err(failed)?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|_| failed(format!("HTTP {status}: {}", snippet(&body))))?;
     if !(200..300).contains(&status) {

@@ -91,13 +91,13 @@ async fn exchange(
         .client
         .authenticate(req, &mut form, &idp.token_endpoint, SystemTime::now())
         .map_err(AuthError::Config)?;
-    let mut resp = req
+    let resp = req
         .form(&form)
         .send()
         .await
         .map_err(|e| failed(describe(&e)))?;
     let status = resp.status().as_u16();
-    let body = read_capped(&mut resp, 64 * 1024).await.map_err(failed)?;
+    let body = read_capped(resp, 64 * 1024).await.map_err(failed)?;
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     if !(200..300).contains(&status) {
         let e = json

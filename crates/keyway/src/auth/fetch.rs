@@ -39,7 +39,7 @@ pub(crate) async fn get_json(http: &reqwest::Client, url: &Url, policy: &UrlPoli
             .timeout(METADATA_TIMEOUT)
             .send()
             .await;
-        let mut resp = match sent {
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 return Fetched::Failed {
@@ -75,7 +75,7 @@ pub(crate) async fn get_json(http: &reqwest::Client, url: &Url, policy: &UrlPoli
             current = next;
             continue;
         }
-        let body = match read_capped(&mut resp, MAX_METADATA_BYTES).await {
+        let body = match read_capped(resp, MAX_METADATA_BYTES).await {
             Ok(b) => b,
             Err(detail) => {
                 return Fetched::Status {
@@ -112,26 +112,10 @@ pub(crate) async fn get_json(http: &reqwest::Client, url: &Url, policy: &UrlPoli
 }
 
 /// Read a body, refusing more than `limit` bytes (whatever Content-Length says).
-pub(crate) async fn read_capped(
-    resp: &mut reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, String> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("answer larger than {limit} bytes"));
-    }
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(format!("answer larger than {limit} bytes"));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => return Err(describe(&e)),
-        }
-    }
+pub(crate) async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    crate::mcp::Reply::from_reqwest(resp)
+        .read_capped(limit)
+        .await
 }
 
 /// The start of a body, printable, for error messages.

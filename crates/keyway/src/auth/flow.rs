@@ -176,24 +176,9 @@ impl Authorizer {
             ));
         }
         let token_endpoint = self.token_endpoint(t, policy)?;
-        let mut form = vec![
-            ("grant_type", "client_credentials".to_owned()),
-            ("resource", t.resource.clone()),
-        ];
-        if !wanted.is_empty() {
-            form.push(("scope", wanted.join(" ")));
-        }
-        let now = SystemTime::now();
-        let r = token::request(&self.http, &token_endpoint, &t.issuer, &client, form, now).await?;
-        Ok(Grant::from_response(
-            r,
-            wanted,
-            t.resource.clone(),
-            t.issuer.clone(),
-            token_endpoint,
-            client,
-            now,
-        ))
+        let form = vec![("grant_type", "client_credentials".to_owned())];
+        self.direct_grant(t, token_endpoint, client, form, wanted)
+            .await
     }
 
     /// RFC 7523 §2.1 with a workload's own JWT. Errors surface as they are: no retry,
@@ -211,14 +196,28 @@ impl Authorizer {
         };
         let token_endpoint = self.token_endpoint(t, policy)?;
         let client = registration::preregistered(&self.options.client, &t.metadata)?;
-        let mut form = vec![
+        let form = vec![
             (
                 "grant_type",
                 "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned(),
             ),
             ("assertion", assertion.expose().to_owned()),
-            ("resource", t.resource.clone()),
         ];
+        self.direct_grant(t, token_endpoint, client, form, wanted)
+            .await
+    }
+
+    /// A grant made at the token endpoint alone (no user, no redirect): `form` names
+    /// the grant; the resource and the scope are added here.
+    async fn direct_grant(
+        &self,
+        t: &AuthTarget,
+        token_endpoint: String,
+        client: OAuthClient,
+        mut form: Vec<(&'static str, String)>,
+        wanted: Vec<String>,
+    ) -> Result<Grant, AuthError> {
+        form.push(("resource", t.resource.clone()));
         if !wanted.is_empty() {
             form.push(("scope", wanted.join(" ")));
         }

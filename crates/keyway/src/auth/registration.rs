@@ -253,7 +253,7 @@ pub(crate) async fn register(
         issuer: m.issuer.clone(),
         detail,
     };
-    let mut resp = http
+    let resp = http
         .post(endpoint)
         .header(header::ACCEPT, "application/json")
         .json(&body)
@@ -262,7 +262,7 @@ pub(crate) async fn register(
         .await
         .map_err(|e| failed(describe(&e)))?;
     let status = resp.status().as_u16();
-    let bytes = read_capped(&mut resp, 64 * 1024).await.map_err(failed)?;
+    let bytes = read_capped(resp, 64 * 1024).await.map_err(failed)?;
     let json: Option<Value> = serde_json::from_slice(&bytes).ok();
     if !(200..300).contains(&status) {
         let detail = match json

@@ -73,13 +73,13 @@ pub(crate) async fn request(
     let req = client
         .authenticate(req, &mut form, audience, now)
         .map_err(TokenError::Client)?;
-    let mut resp = req
+    let resp = req
         .form(&form)
         .send()
         .await
         .map_err(|e| TokenError::Transport(describe(&e)))?;
     let status = resp.status().as_u16();
-    let body = read_capped(&mut resp, MAX_TOKEN_BYTES)
+    let body = read_capped(resp, MAX_TOKEN_BYTES)
         .await
         .map_err(|detail| TokenError::Malformed { status, detail })?;
     parse_response(status, &body)
@@ -103,7 +103,7 @@ pub async fn revoke(
     let req = client
         .authenticate(req, &mut form, issuer, SystemTime::now())
         .map_err(TokenError::Client)?;
-    let mut resp = req
+    let resp = req
         .form(&form)
         .send()
         .await
@@ -112,9 +112,7 @@ pub async fn revoke(
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let body = read_capped(&mut resp, MAX_TOKEN_BYTES)
-        .await
-        .unwrap_or_default();
+    let body = read_capped(resp, MAX_TOKEN_BYTES).await.unwrap_or_default();
     match parse_response(status, &body) {
         Err(e) => Err(e),
         Ok(_) => Err(TokenError::Malformed {

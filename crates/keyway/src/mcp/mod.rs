@@ -7,6 +7,7 @@
 mod bearer;
 mod error;
 mod post;
+pub(crate) use post::Reply;
 pub mod wire;
 
 use std::{sync::Arc, time::Duration};

@@ -555,10 +555,10 @@ impl Wire {
             .get(c.url.clone())
             .header(header::ACCEPT, "text/event-stream");
         if let Some(s) = &session {
-            req = req.header("mcp-session-id", s);
+            req = req.header(SESSION_ID, s);
         }
         if let Some(p) = &protocol {
-            req = req.header("mcp-protocol-version", p);
+            req = req.header(PROTOCOL_VERSION, p);
         }
         let req = self.auth(req, c.url.as_str()).await?;
         let resp = Reply::from_reqwest(
@@ -609,7 +609,7 @@ impl Wire {
         let req = c
             .http
             .delete(c.url.clone())
-            .header("mcp-session-id", session)
+            .header(SESSION_ID, session)
             .timeout(Duration::from_secs(5));
         if let Ok(req) = self.auth(req, c.url.as_str()).await
             && let Err(e) = req.send().await
