@@ -52,6 +52,16 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
+/// An MCP URL on a loopback port nothing listens on (bound to find it, then let go).
+pub fn dead_mcp_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
 /// A testbed with the default knobs changed by `f`.
 pub async fn testbed(f: impl FnOnce(&mut keyway_testbed::Knobs)) -> keyway_testbed::Testbed {
     let mut k = keyway_testbed::Knobs::default();

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
-    harness::{Keyway, testbed},
+    harness::{Keyway, dead_mcp_url, testbed},
     proxy::{Client, text},
 };
 
@@ -47,22 +47,12 @@ async fn the_gateway_merges_routes_and_says_what_needs_authorization() {
         .status
         .success()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = dead_mcp_url();
     assert!(
-        k.run_async(&[
-            "add",
-            &format!("http://127.0.0.1:{port}/mcp"),
-            "--name",
-            "gone",
-            "--force"
-        ])
-        .await
-        .status
-        .success()
+        k.run_async(&["add", &dead, "--name", "gone", "--force"])
+            .await
+            .status
+            .success()
     );
 
     let deletes = open.stats().path("DELETE /mcp");

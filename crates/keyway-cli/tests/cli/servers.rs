@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use keyway_testbed::{Clock, Knobs, ManualClock, Testbed};
 use serde_json::Value;
 
-use crate::harness::{Keyway, json, stable, stderr, stdout, testbed};
+use crate::harness::{Keyway, dead_mcp_url, json, stable, stderr, stdout, testbed};
 
 async fn probe_class(k: &Keyway, args: &[&str]) -> (Option<i32>, Value) {
     let mut v = vec!["--json", "probe"];
@@ -75,12 +75,8 @@ async fn every_probe_class() {
             .contains("resource_mismatch")
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (code, v) = probe_class(&k, &[&format!("http://127.0.0.1:{port}/mcp")]).await;
+    let dead = dead_mcp_url();
+    let (code, v) = probe_class(&k, &[&dead]).await;
     assert_eq!((code, v["class"].as_str()), (Some(1), Some("unreachable")));
 }
 
@@ -200,14 +196,10 @@ async fn every_list_state() {
         "a token server is never authorized"
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = dead_mcp_url();
     add(vec![
         s("add"),
-        format!("http://127.0.0.1:{port}/mcp"),
+        dead.clone(),
         s("--name"),
         s("down"),
         s("--force"),
@@ -287,14 +279,8 @@ async fn add_names_rolls_back_and_refuses_clearly() {
         .await;
     assert_eq!(out.status.code(), Some(3));
     // Unreachable without --force is refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = k
-        .run_async(&["add", &format!("http://127.0.0.1:{port}/mcp")])
-        .await;
+    let dead = dead_mcp_url();
+    let out = k.run_async(&["add", &dead]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--force"));
     assert_eq!(

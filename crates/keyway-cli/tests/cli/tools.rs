@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::harness::{Keyway, json, stderr, testbed};
+use crate::harness::{Keyway, dead_mcp_url, json, stderr, testbed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_servers_one_hung_answer_within_the_timeout() {
@@ -84,22 +84,12 @@ async fn merged_names_and_failures_per_server() {
             .status
             .success()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = dead_mcp_url();
     assert!(
-        k.run_async(&[
-            "add",
-            &format!("http://127.0.0.1:{port}/mcp"),
-            "--name",
-            "down",
-            "--force"
-        ])
-        .await
-        .status
-        .success()
+        k.run_async(&["add", &dead, "--name", "down", "--force"])
+            .await
+            .status
+            .success()
     );
     let v = json(&k.run_async(&["--json", "tools"]).await);
     let names: Vec<&str> = v["tools"]
