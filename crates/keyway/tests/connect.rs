@@ -382,9 +382,13 @@ async fn the_lean_post_path_refuses_a_certificate_nobody_vouches_for() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        // The client gives up during the handshake; nothing else may arrive.
-        acceptor.accept(tcp).await.is_ok()
+        // The lean POST path, then reqwest: both give up during the handshake.
+        let mut completed = 0;
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            completed += usize::from(acceptor.accept(tcp).await.is_ok());
+        }
+        completed
     });
     let (wire, _inbound) = Wire::connect(WireConfig {
         url: url::Url::parse(&format!("https://{addr}/mcp")).unwrap(),
@@ -407,5 +411,18 @@ async fn the_lean_post_path_refuses_a_certificate_nobody_vouches_for() {
     // The Authorization value kept for reuse is marked sensitive: Debug hides it.
     let debug = format!("{wire:?}");
     assert!(!debug.contains("a-token-that-must-not-leave"), "{debug}");
-    assert!(!server.await.unwrap(), "the handshake must not complete");
+    // keyway's reqwest clients are given the same TLS setup.
+    let err = http()
+        .get(format!("https://{addr}/mcp"))
+        .send()
+        .await
+        .unwrap_err();
+    let mut why = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        why.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    assert!(why.contains("UnknownIssuer"), "{why}");
+    assert_eq!(server.await.unwrap(), 0, "no handshake may complete");
 }

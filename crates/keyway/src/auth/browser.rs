@@ -102,8 +102,7 @@ pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<
             attempt.error(why)
         }
     });
-    let client = reqwest::Client::builder()
-        .user_agent(crate::http::USER_AGENT)
+    let client = crate::http::builder()
         .cookie_store(true)
         .redirect(redirects)
         .timeout(Duration::from_secs(60))

@@ -4,8 +4,8 @@
 //! parallel-bridges scenario that was a quarter of the bridge's CPU per call (a
 //! reqwest relay cost 71 µs per call where the same relay on hyper's connection API
 //! cost 45). This path keeps what a POST to one MCP endpoint needs: kept-alive
-//! connections used one request at a time, TLS through the same rustls and platform
-//! verifier reqwest uses (http/1.1 by ALPN), the same connect timeout and user agent,
+//! connections used one request at a time, TLS from the one setup keyway's reqwest
+//! clients are given too (http/1.1 by ALPN), the same connect timeout and user agent,
 //! and no redirects. Everything else (event streams, DELETE, metadata, OAuth) stays on
 //! reqwest, and so do the POSTs when a proxy is configured in the environment, which
 //! reqwest honours and this path does not.
@@ -102,30 +102,12 @@ fn proxy_configured() -> bool {
     .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
 }
 
-/// TLS as reqwest sets it up with its `rustls` feature: the process's crypto provider
-/// (else aws-lc-rs), the platform verifier, TLS 1.2 and 1.3; http/1.1 by ALPN.
+/// keyway's TLS setup ([`crate::http::tls_config`]) speaking http/1.1 by ALPN.
 fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let provider = rustls::crypto::CryptoProvider::get_default()
-                .cloned()
-                .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-            let verifier = match rustls_platform_verifier::Verifier::new(provider.clone()) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::debug!(error = %e, "no platform verifier; POSTs stay on reqwest");
-                    return None;
-                }
-            };
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .ok()?
-                // The platform verifier checks chains and names in full; `dangerous`
-                // is only the API's way to install a verifier of one's choosing.
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
+            let mut config = (*crate::http::tls_config()?).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             Some(Arc::new(config))
         })
