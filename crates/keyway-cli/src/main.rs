@@ -38,7 +38,9 @@ fn run() -> Result<(), CliError> {
     // wake-ups (a third of the CPU per message, and less memory). The rest may use
     // every core.
     let mut builder = match cli.command {
-        cli::Command::Proxy(_) => tokio::runtime::Builder::new_current_thread(),
+        cli::Command::Proxy(_) | cli::Command::Serve(_) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = builder.enable_all().build().map_err(|e| {

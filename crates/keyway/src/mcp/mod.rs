@@ -6,6 +6,7 @@
 
 mod bearer;
 mod error;
+mod h1;
 mod post;
 pub(crate) use post::Reply;
 pub mod wire;

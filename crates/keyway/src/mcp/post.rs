@@ -1,14 +1,15 @@
 //! A lean HTTP/1.1 client for the Streamable HTTP POSTs that carry every message of the
 //! bridge and the gateway. reqwest wraps each request in redirect, retry, cookie and
-//! timeout layers and parses the URL of every answer again; in the benchmark's
-//! parallel-bridges scenario that was a quarter of the bridge's CPU per call (a
-//! reqwest relay cost 71 µs per call where the same relay on hyper's connection API
-//! cost 45). This path keeps what a POST to one MCP endpoint needs: kept-alive
-//! connections used one request at a time, TLS from the one setup keyway's reqwest
-//! clients are given too (http/1.1 by ALPN), the same connect timeout and user agent,
-//! and no redirects. Everything else (event streams, DELETE, metadata, OAuth) stays on
-//! reqwest, and so do the POSTs when a proxy is configured in the environment, which
-//! reqwest honours and this path does not.
+//! timeout layers and parses the URL of every answer again, and hyper (under it) drives
+//! each connection from a task of its own, so every message crossed tasks four times.
+//! Here the task that POSTs writes the request and reads the answer on the connection
+//! itself ([`super::h1`] does the HTTP/1.1), and the body is read where it is consumed.
+//! It keeps what a POST to one MCP endpoint needs: kept-alive connections used one
+//! request at a time, TLS from the one setup keyway's reqwest clients are given too
+//! (http/1.1 by ALPN), the same connect timeout and user agent, and no redirects.
+//! Everything else (event streams, DELETE, metadata, OAuth) stays on reqwest, and so do
+//! the POSTs when a proxy is configured in the environment, which reqwest honours and
+//! this path does not.
 
 use std::{
     pin::Pin,
@@ -16,18 +17,17 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
-use http_body_util::Full;
-use hyper::{
-    body::{Body as _, Incoming},
-    client::conn::http1::SendRequest,
-};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use rustls::pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::TcpStream,
+};
 use url::Url;
 
+use super::h1::{self, Framing};
 use crate::auth::fetch_describe as describe;
 
 /// Idle connections kept per server (as many as requests were in flight at once).
@@ -121,13 +121,99 @@ struct Target {
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
+impl Target {
+    fn name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Bytes read from a connection at a time (at least).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection's socket, plain or TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One kept-alive connection and what was read from it but not yet used.
+struct Conn {
+    io: Io,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// Whether an idle connection can carry a request: the server has not closed it
+    /// and sent nothing unasked. Looks without waiting.
+    fn still_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        matches!(
+            tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf),
+            Poll::Pending
+        )
+    }
+
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(request).await?;
+        self.io.flush().await
+    }
+
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        self.buf.reserve(READ_CHUNK);
+        self.io.read_buf(&mut self.buf).await
+    }
+}
+
 /// POSTs to one URL over kept-alive HTTP/1.1 connections.
 pub struct Poster {
     target: Target,
     /// The request target (path and query) and the `Host` header.
-    uri: Uri,
+    path: String,
     host: HeaderValue,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
 }
 
 impl std::fmt::Debug for Poster {
@@ -161,169 +247,224 @@ impl Poster {
             }
             _ => return None,
         };
-        let uri: Uri = url[url::Position::BeforePath..url::Position::AfterQuery]
-            .parse()
-            .ok()?;
+        // A parsed URL's path and query hold no spaces or control characters.
+        let path = url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
         let host_header =
             HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort])
                 .ok()?;
         Some(Arc::new(Self {
             target: Target { host, port, tls },
-            uri,
+            path,
             host: host_header,
             idle: Mutex::default(),
         }))
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Full<Bytes>>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// POST `body` with `headers` (`Host` is added). A kept-alive connection is used
-    /// when one is idle; one the server closed meanwhile hands the request back unsent
-    /// and the next (or a new connection) takes it. An error after the request went
-    /// out is returned, not retried: the server may have acted on it.
+    /// POST `body` with `headers` (`Host` and `Content-Length` are added). A kept-alive
+    /// connection is used when one is idle; one the server closed meanwhile, or that
+    /// would not take the whole request, is dropped and the next (or a new connection)
+    /// takes it: the server cannot act on a request it did not get whole. An error
+    /// after the request went out is returned, not retried: the server may have acted
+    /// on it.
     pub async fn post(self: &Arc<Self>, headers: HeaderMap, body: Bytes) -> Result<Reply, String> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = headers;
-        req.headers_mut().insert(header::HOST, self.host.clone());
+        let mut request = Vec::with_capacity(512 + body.len());
+        h1::request_head(&self.path, &self.host, &headers, body.len(), &mut request);
+        request.extend_from_slice(&body);
         loop {
             let taken = self.idle().pop();
-            let Some(mut sender) = taken else { break };
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.reply(resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(describe(e.error())),
-                },
+            let Some(mut conn) = taken else { break };
+            if conn.still_open() && conn.send(&request).await.is_ok() {
+                return self.answer(conn).await;
             }
         }
-        let mut sender = self.connect().await?;
-        let resp = sender.send_request(req).await.map_err(|e| describe(&e))?;
-        Ok(self.reply(resp, sender))
+        let mut conn = self.connect().await?;
+        conn.send(&request)
+            .await
+            .map_err(|e| format!("sending to {} failed: {e}", self.target.name()))?;
+        self.answer(conn).await
     }
 
-    fn reply(
-        self: &Arc<Self>,
-        resp: http::Response<Incoming>,
-        sender: SendRequest<Full<Bytes>>,
-    ) -> Reply {
-        let (parts, body) = resp.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: Box::pin(Pooled {
-                body,
-                sender: Some(sender),
+    /// Read the answer's head; its body is read as the reply is consumed.
+    async fn answer(self: &Arc<Self>, mut conn: Conn) -> Result<Reply, String> {
+        let head = loop {
+            if let Some(head) = h1::parse_head(&mut conn.buf)? {
+                break head;
+            }
+            let read = conn.read_more().await.map_err(|e| {
+                format!("reading the answer from {} failed: {e}", self.target.name())
+            })?;
+            if read == 0 {
+                return Err(format!(
+                    "{} closed the connection before answering",
+                    self.target.name()
+                ));
+            }
+        };
+        let left = match head.framing {
+            Framing::Length(0) => Left::Done,
+            Framing::Length(n) => Left::Length(n),
+            Framing::Chunked => Left::Chunked(h1::Chunked::Size),
+            Framing::Close => Left::UntilClose,
+        };
+        Ok(Reply {
+            status: head.status,
+            headers: head.headers,
+            body: Box::pin(Body {
+                conn: Some(conn),
+                left,
+                keep_alive: head.keep_alive,
                 home: self.clone(),
             }),
-        }
+        })
     }
 
-    fn give_back(&self, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn give_back(&self, conn: Conn) {
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect(&self) -> Result<Conn, String> {
         let t = &self.target;
         let timeout = crate::http::CONNECT_TIMEOUT;
-        let where_ = || format!("{}:{}", t.host, t.port);
-        let tcp = tokio::time::timeout(
-            timeout,
-            tokio::net::TcpStream::connect((t.host.as_str(), t.port)),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "connecting to {} timed out after {} s",
-                where_(),
-                timeout.as_secs()
-            )
-        })?
-        .map_err(|e| format!("could not connect to {}: {e}", where_()))?;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect((t.host.as_str(), t.port)))
+            .await
+            .map_err(|_| {
+                format!(
+                    "connecting to {} timed out after {} s",
+                    t.name(),
+                    timeout.as_secs()
+                )
+            })?
+            .map_err(|e| format!("could not connect to {}: {e}", t.name()))?;
         // Small messages, one at a time: do not wait to fill a segment.
         let _ = tcp.set_nodelay(true);
-        match &t.tls {
-            None => handshake(tcp).await,
+        let io = match &t.tls {
+            None => Io::Plain(tcp),
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
                     .await
-                    .map_err(|_| format!("the TLS handshake with {} timed out", where_()))?
-                    .map_err(|e| format!("the TLS handshake with {} failed: {e}", where_()))?;
-                handshake(tls).await
+                    .map_err(|_| format!("the TLS handshake with {} timed out", t.name()))?
+                    .map_err(|e| format!("the TLS handshake with {} failed: {e}", t.name()))?;
+                Io::Tls(Box::new(tls))
             }
-        }
+        };
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
     }
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| describe(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %describe(&e), "an HTTP connection ended");
-        }
-    });
-    Ok(sender)
+/// What is left of a body.
+enum Left {
+    Length(u64),
+    Chunked(h1::Chunked),
+    UntilClose,
+    Done,
 }
 
-/// An answer's body; its connection goes back to the idle list once the body has been
-/// read to its end (or was empty), and is closed if it is dropped halfway.
-struct Pooled {
-    body: Incoming,
-    sender: Option<SendRequest<Full<Bytes>>>,
+/// An answer's body, read from its connection as it is polled. The connection goes
+/// back to the idle list once the body has been read to its end (or was empty) and the
+/// server allows it; it is closed if the body is dropped halfway.
+struct Body {
+    conn: Option<Conn>,
+    left: Left,
+    keep_alive: bool,
     home: Arc<Poster>,
 }
 
-impl Stream for Pooled {
+impl Body {
+    /// The body is complete: the connection goes back if nothing past it was sent.
+    fn finish(&mut self) {
+        self.left = Left::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            self.home.give_back(conn);
+        }
+    }
+
+    fn fail(&mut self, why: String) -> Poll<Option<Result<Bytes, BodyError>>> {
+        self.conn = None;
+        self.left = Left::Done;
+        Poll::Ready(Some(Err(BodyError(why))))
+    }
+}
+
+impl Stream for Body {
     type Item = Result<Bytes, BodyError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    if let Some(s) = self.sender.take() {
-                        self.home.give_back(s);
-                    }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // What the bytes already read give.
+            match &mut this.left {
+                Left::Done => {
+                    this.finish();
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    self.sender = None;
-                    return Poll::Ready(Some(Err(BodyError(describe(&e)))));
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Poll::Ready(Some(Ok(data)));
+                Left::Length(n) if !conn.buf.is_empty() => {
+                    let take = usize::try_from(*n)
+                        .unwrap_or(usize::MAX)
+                        .min(conn.buf.len());
+                    let data = conn.buf.split_to(take).freeze();
+                    *n -= take as u64;
+                    if *n == 0 {
+                        this.left = Left::Done;
                     }
-                    // Trailers: nothing an MCP client reads.
+                    return Poll::Ready(Some(Ok(data)));
                 }
+                Left::Chunked(state) => match state.step(&mut conn.buf) {
+                    Ok(h1::Step::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(h1::Step::Progress) => continue,
+                    Ok(h1::Step::Done) => {
+                        this.left = Left::Done;
+                        continue;
+                    }
+                    Ok(h1::Step::NeedMore) => {}
+                    Err(why) => return this.fail(why),
+                },
+                Left::UntilClose if !conn.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                }
+                Left::Length(_) | Left::UntilClose => {}
+            }
+            // More is needed.
+            conn.buf.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    let why = format!("reading the answer failed: {e}");
+                    return this.fail(why);
+                }
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.left, Left::UntilClose) {
+                        this.conn = None;
+                        this.left = Left::Done;
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("the server closed the connection inside an answer".into());
+                }
+                Poll::Ready(Ok(_)) => {}
             }
         }
     }
 }
 
-impl Drop for Pooled {
+impl Drop for Body {
     fn drop(&mut self) {
-        if let Some(s) = self.sender.take()
-            && self.body.is_end_stream()
-        {
-            self.home.give_back(s);
+        if matches!(self.left, Left::Done) {
+            self.finish();
         }
     }
 }
@@ -340,7 +481,7 @@ mod tests {
             return;
         }
         let p = Poster::new(&Url::parse("http://127.0.0.1:8080/mcp?x=1").unwrap()).unwrap();
-        assert_eq!(p.uri, "/mcp?x=1");
+        assert_eq!(p.path, "/mcp?x=1");
         assert_eq!(p.host, "127.0.0.1:8080");
         assert!(p.target.tls.is_none());
         let p = Poster::new(&Url::parse("http://[::1]/mcp").unwrap()).unwrap();
