@@ -24,7 +24,7 @@ use tokio::{
 
 use crate::{
     auth::challenge,
-    mcp::wire::{Inbound, Wire, WireConfig, WireError},
+    mcp::wire::{Inbound, Message, Wire, WireConfig, WireError},
 };
 
 /// What the bridge asks of its owner when the server wants (more) authorization.
@@ -65,9 +65,9 @@ pub struct BridgeStats {
 struct Shared {
     wire: Wire,
     authorize: Arc<dyn Authorize>,
-    out: mpsc::UnboundedSender<Value>,
+    out: mpsc::UnboundedSender<Message>,
     /// The client's `initialize` request, replayed on reconnect.
-    initialize: Mutex<Option<Value>>,
+    initialize: Mutex<Option<Message>>,
     /// Answers to keyway's own requests (the replayed initialize), by id.
     internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// Bumped by every reconnect and authorization, so concurrent failures share one.
@@ -131,18 +131,17 @@ where
             .last_activity
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-        let message: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
+        let message = match Message::parse(line) {
+            Ok(m) => m,
             Err(e) => {
-                let _ = shared.out.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}}));
+                let _ = shared.out.send(Message::from_value(&json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}})));
                 continue;
             }
         };
-        if message.get("method").and_then(Value::as_str) == Some("initialize") {
+        if message.method() == Some("initialize") {
             *shared.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
         }
-        let is_request = message.get("method").is_some() && message.get("id").is_some();
-        if is_request {
+        if message.is_request() {
             // Requests run side by side; a slow one does not hold up the others.
             let s = shared.clone();
             tasks.spawn(async move { deliver(&s, message).await });
@@ -162,14 +161,16 @@ where
 }
 
 /// Send one client message, recovering from what can be recovered.
-async fn deliver(s: &Arc<Shared>, message: Value) {
-    let id = message.get("id").cloned();
-    let is_request = message.get("method").is_some() && id.is_some();
-    let method = message.get("method").and_then(Value::as_str).unwrap_or("");
-    // What a step-up is for (only needed on a 403, so only written then).
+async fn deliver(s: &Arc<Shared>, message: Message) {
+    let is_request = message.is_request();
+    let method = message.method().unwrap_or("");
+    // What a step-up is for (only needed on a 403, so only worked out then).
     let operation = || match (
         method,
-        message.pointer("/params/name").and_then(Value::as_str),
+        message
+            .value()
+            .pointer("/params/name")
+            .and_then(Value::as_str),
     ) {
         ("tools/call", Some(tool)) => format!("tools/call {tool}"),
         _ => method.to_owned(),
@@ -180,7 +181,7 @@ async fn deliver(s: &Arc<Shared>, message: Value) {
         let generation = s.generation.load(Ordering::SeqCst);
         // Answers come back through the inbound stream, in order with whatever the
         // server sent before them (progress, its own requests).
-        match s.wire.send(&message).await {
+        match s.wire.send_message(&message).await {
             Ok(()) => break Ok(()),
             Err(WireError::Unauthorized { challenge }) if authorizations < 2 => {
                 authorizations += 1;
@@ -224,11 +225,12 @@ async fn deliver(s: &Arc<Shared>, message: Value) {
         Err(why) => {
             tracing::warn!(method, "could not deliver: {why}");
             if is_request {
-                let _ = s.out.send(json!({
+                let id = message.value().get("id").cloned();
+                let _ = s.out.send(Message::from_value(&json!({
                     "jsonrpc": "2.0",
                     "id": id,
                     "error": {"code": DELIVERY_FAILED, "message": format!("keyway could not deliver {method}: {why}")}
-                }));
+                })));
             }
         }
     }
@@ -296,7 +298,8 @@ async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
         .initialize
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .clone()
+        .as_ref()
+        .map(Message::value)
     else {
         return Ok(());
     };
@@ -342,19 +345,19 @@ async fn forward_inbound(s: Arc<Shared>, mut inbound: mpsc::UnboundedReceiver<In
     while let Some(item) = inbound.recv().await {
         match item {
             Inbound::Message(v) => {
+                // keyway's own ids are JSON strings: `"keyway-..."`.
                 let internal = v
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .filter(|id| id.starts_with("keyway-"))
+                    .id()
+                    .filter(|id| id.starts_with("\"keyway-"))
                     .and_then(|id| {
                         s.internal
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .remove(id)
+                            .remove(id.trim_matches('"'))
                     });
                 match internal {
                     Some(tx) => {
-                        let _ = tx.send(v);
+                        let _ = tx.send(v.value());
                     }
                     None => {
                         s.stats().to_client += 1;
@@ -384,13 +387,11 @@ async fn forward_inbound(s: Arc<Shared>, mut inbound: mpsc::UnboundedReceiver<In
 
 /// One JSON message per line on the client's stdout. A closed stdout ends the
 /// bridge's output quietly (the client went away).
-async fn write_out<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<Value>, mut out: W) {
+async fn write_out<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<Message>, mut out: W) {
     let mut line = Vec::with_capacity(4096);
     while let Some(v) = rx.recv().await {
         line.clear();
-        if serde_json::to_writer(&mut line, &v).is_err() {
-            continue;
-        }
+        line.extend_from_slice(v.text().as_bytes());
         line.push(b'\n');
         if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
             break;

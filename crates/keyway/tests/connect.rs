@@ -209,6 +209,7 @@ async fn a_call_returns_its_answer_and_passes_on_what_came_before_it() {
     assert_eq!(answer["result"]["content"][0]["text"], "waited 20 ms");
     let mut progress = Vec::new();
     while let Ok(Inbound::Message(m)) = inbound.try_recv() {
+        let m = m.value();
         assert_eq!(m["method"], "notifications/progress", "{m}");
         assert_eq!(m["params"]["progressToken"], "t1");
         progress.push(m["params"]["progress"].as_f64().unwrap());

@@ -213,18 +213,18 @@ async fn route(
     events: mpsc::UnboundedSender<Event>,
 ) {
     while let Some(item) = inbound.recv().await {
-        let Inbound::Message(v) = item else { continue };
-        if v.get("method").is_none() {
+        let Inbound::Message(m) = item else { continue };
+        if m.method().is_none() {
             tracing::debug!(server = %up.name, "an answer nobody waits for any more");
-        } else if v.get("id").is_some() {
+        } else if m.id().is_some() {
             let _ = events.send(Event::Request {
                 server: up.index,
-                message: v,
+                message: m.value(),
             });
         } else {
             let _ = events.send(Event::Notification {
                 server: up.index,
-                message: v,
+                message: m.value(),
             });
         }
     }

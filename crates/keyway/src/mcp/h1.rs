@@ -222,7 +222,7 @@ impl Chunked {
                     return Ok(Step::NeedMore);
                 }
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                let data = buf.split_to(n).freeze();
+                let data = take(buf, n);
                 let left = left - n as u64;
                 *self = if left == 0 {
                     Self::DataEnd
@@ -263,6 +263,16 @@ impl Chunked {
     }
 }
 
+/// The first `n` bytes of `buf`, copied out. A slice split off would share the
+/// buffer's allocation, and the next read would then need a new one: for the small
+/// messages of MCP, one copy costs less than that allocation (and the
+/// consolidation of the allocator's free lists it sets off).
+pub fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    let data = Bytes::copy_from_slice(&buf[..n]);
+    buf.advance(n);
+    data
+}
+
 /// One CRLF-terminated line off the front of `buf`, without its CRLF.
 fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
     match buf.windows(2).position(|w| w == b"\r\n") {
@@ -270,7 +280,7 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
             "a line in the server's chunked answer is over {MAX_LINE} bytes"
         )),
         Some(end) => {
-            let line = buf.split_to(end).freeze();
+            let line = take(buf, end);
             buf.advance(2);
             Ok(Some(line))
         }

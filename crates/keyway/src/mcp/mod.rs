@@ -7,6 +7,7 @@
 mod bearer;
 mod error;
 mod h1;
+mod message;
 mod post;
 pub(crate) use post::Reply;
 pub mod wire;

@@ -189,6 +189,7 @@ impl Conn {
         if !self.buf.is_empty() {
             return false;
         }
+        self.make_room();
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         matches!(
             tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf),
@@ -202,8 +203,16 @@ impl Conn {
     }
 
     async fn read_more(&mut self) -> std::io::Result<usize> {
-        self.buf.reserve(READ_CHUNK);
+        self.make_room();
         self.io.read_buf(&mut self.buf).await
+    }
+
+    /// Room to read into. The buffer is only ever copied out of, so once what it holds
+    /// is used up this reuses its allocation.
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
     }
 }
 
@@ -417,7 +426,7 @@ impl Stream for Body {
                     let take = usize::try_from(*n)
                         .unwrap_or(usize::MAX)
                         .min(conn.buf.len());
-                    let data = conn.buf.split_to(take).freeze();
+                    let data = h1::take(&mut conn.buf, take);
                     *n -= take as u64;
                     if *n == 0 {
                         this.left = Left::Done;
@@ -435,12 +444,13 @@ impl Stream for Body {
                     Err(why) => return this.fail(why),
                 },
                 Left::UntilClose if !conn.buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                    let all = conn.buf.len();
+                    return Poll::Ready(Some(Ok(h1::take(&mut conn.buf, all))));
                 }
                 Left::Length(_) | Left::UntilClose => {}
             }
             // More is needed.
-            conn.buf.reserve(READ_CHUNK);
+            conn.make_room();
             match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
+pub use super::message::Message;
 use super::{
     TokenSource,
     post::{ByteStream, Poster, Reply},
@@ -61,7 +62,7 @@ impl WireError {
 /// What arrives from the server.
 #[derive(Debug)]
 pub enum Inbound {
-    Message(Value),
+    Message(Message),
     /// The standalone stream (or the legacy SSE stream) ended or failed.
     StreamEnded(String),
 }
@@ -124,7 +125,7 @@ fn events(body: ByteStream) -> Events {
 
 /// What one event of a stream amounts to.
 enum Event {
-    Message(Value),
+    Message(Message),
     Skip,
     End(String),
 }
@@ -146,8 +147,9 @@ impl Drop for Waiting<'_> {
 struct State {
     session: Option<String>,
     protocol: Option<String>,
-    /// The id of an `initialize` request in flight (its answer names the version).
-    initialize_id: Option<Value>,
+    /// The id (JSON text) of an `initialize` request in flight (its answer names the
+    /// version).
+    initialize_id: Option<String>,
     /// Legacy SSE: where to POST, learned from the `endpoint` event.
     post_url: Option<Url>,
     closed: bool,
@@ -257,6 +259,11 @@ impl Wire {
     /// Deliver one message (or batch). Returns once the server has answered the HTTP
     /// request; its JSON-RPC answers arrive on the inbound channel.
     pub async fn send(&self, message: &Value) -> Result<(), WireError> {
+        self.send_message(&Message::from_value(message)).await
+    }
+
+    /// [`Wire::send`] for a message already in text.
+    pub async fn send_message(&self, message: &Message) -> Result<(), WireError> {
         if self.state().closed {
             return Err(WireError::Closed);
         }
@@ -274,22 +281,23 @@ impl Wire {
         if self.state().closed {
             return Err(WireError::Closed);
         }
+        let request = Message::from_value(request);
         let key = request
-            .get("id")
-            .map(id_key)
-            .ok_or_else(|| WireError::Transport("a request without an id".into()))?;
+            .id()
+            .ok_or_else(|| WireError::Transport("a request without an id".into()))?
+            .to_owned();
         let (tx, rx) = oneshot::channel();
         self.waiters().insert(key.clone(), tx);
         let waiting = Waiting { wire: self, key };
         let answer = match self.inner.config.kind {
-            WireKind::StreamableHttp => self.send_streamable(request, Some(&waiting.key)).await?,
+            WireKind::StreamableHttp => self.send_streamable(&request, Some(&waiting.key)).await?,
             WireKind::LegacySse => {
-                self.send_legacy(request).await?;
+                self.send_legacy(&request).await?;
                 None
             }
         };
         match answer {
-            Some(a) => Ok(a),
+            Some(a) => Ok(a.value()),
             // On another stream (legacy SSE, or a server that answers elsewhere).
             None => rx.await.map_err(|_| WireError::Closed),
         }
@@ -297,15 +305,15 @@ impl Wire {
 
     async fn send_streamable(
         &self,
-        message: &Value,
+        message: &Message,
         answer_to: Option<&str>,
-    ) -> Result<Option<Value>, WireError> {
+    ) -> Result<Option<Message>, WireError> {
         let c = &self.inner.config;
-        let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
+        let is_initialize = message.method() == Some("initialize");
         let (session, protocol) = {
             let mut st = self.state();
             if is_initialize {
-                st.initialize_id = message.get("id").cloned();
+                st.initialize_id = message.id().map(str::to_owned);
                 st.session = None;
             }
             (st.session.clone(), st.protocol.clone())
@@ -332,8 +340,7 @@ impl Wire {
             headers.insert(PROTOCOL_VERSION, p);
         }
         self.add_credentials(&mut headers, c.url.as_str()).await?;
-        let body = serde_json::to_vec(message)
-            .map_err(|e| WireError::Transport(format!("a message that is not JSON: {e}")))?;
+        let body = bytes::Bytes::copy_from_slice(message.text().as_bytes());
         let resp = match &self.inner.poster {
             Some(poster) => {
                 headers.insert(
@@ -341,7 +348,7 @@ impl Wire {
                     header::HeaderValue::from_static(crate::http::USER_AGENT),
                 );
                 poster
-                    .post(headers, body.into())
+                    .post(headers, body)
                     .await
                     .map_err(WireError::Transport)?
             }
@@ -378,12 +385,14 @@ impl Wire {
                     if body.iter().all(u8::is_ascii_whitespace) {
                         return Ok(None);
                     }
-                    let v: Value = serde_json::from_slice(&body).map_err(|e| WireError::Http {
+                    let not_json = |e: String| WireError::Http {
                         status: s.as_u16(),
                         body: format!("not JSON: {e}"),
-                    })?;
+                    };
+                    let text = String::from_utf8(body).map_err(|e| not_json(e.to_string()))?;
+                    let v = Message::parse(text).map_err(|e| not_json(e.to_string()))?;
                     match answer_to {
-                        Some(key) if is_answer_to(&v, key) => {
+                        Some(key) if v.answers(key) => {
                             self.note_answer(&v);
                             Ok(Some(v))
                         }
@@ -428,12 +437,13 @@ impl Wire {
     }
 
     /// Note the protocol version an `initialize` answer names.
-    fn note_answer(&self, v: &Value) {
+    fn note_answer(&self, v: &Message) {
         let mut st = self.state();
         if let Some(id) = &st.initialize_id
-            && v.get("id") == Some(id)
+            && v.id() == Some(id.as_str())
         {
             st.protocol = v
+                .value()
                 .get("result")
                 .and_then(|r| r.get("protocolVersion"))
                 .and_then(Value::as_str)
@@ -444,13 +454,13 @@ impl Wire {
 
     /// One JSON-RPC message (or batch) from the server: to whoever [`Wire::call`]s for
     /// it, else to the inbound channel.
-    fn deliver(&self, v: Value) {
+    fn deliver(&self, v: Message) {
         self.note_answer(&v);
-        if v.get("method").is_none()
-            && let Some(key) = v.get("id").map(id_key)
-            && let Some(tx) = self.waiters().remove(&key)
+        if v.method().is_none()
+            && let Some(key) = v.id()
+            && let Some(tx) = self.waiters().remove(key)
         {
-            let _ = tx.send(v);
+            let _ = tx.send(v.value());
             return;
         }
         let _ = self.inner.inbound.send(Inbound::Message(v));
@@ -476,7 +486,7 @@ impl Wire {
         if data.len() > MAX_MESSAGE {
             return Event::End("an event larger than 16 MiB".into());
         }
-        match serde_json::from_str::<Value>(&data) {
+        match Message::parse(data) {
             Ok(v) => Event::Message(v),
             Err(e) => {
                 tracing::warn!(error = %e, "an event that is not JSON-RPC; skipped");
@@ -506,11 +516,11 @@ impl Wire {
     /// Read a POST's stream until the answer with id `key` (returned, not delivered).
     /// What follows it is read here if it has already arrived (the usual end of the
     /// stream, so the connection goes back to the pool), else by a task of its own.
-    async fn read_answer(&self, mut events: Events, key: &str) -> Option<Value> {
+    async fn read_answer(&self, mut events: Events, key: &str) -> Option<Message> {
         let mut answer = None;
         while let Some(ev) = events.next().await {
             match self.event(ev) {
-                Event::Message(v) if is_answer_to(&v, key) => {
+                Event::Message(v) if v.answers(key) => {
                     self.note_answer(&v);
                     answer = Some(v);
                     break;
@@ -666,12 +676,16 @@ impl Wire {
         }
     }
 
-    async fn send_legacy(&self, message: &Value) -> Result<(), WireError> {
+    async fn send_legacy(&self, message: &Message) -> Result<(), WireError> {
         let Some(post_url) = self.state().post_url.clone() else {
             return Err(WireError::Closed);
         };
         let c = &self.inner.config;
-        let req = c.http.post(post_url.clone()).json(message);
+        let req = c
+            .http
+            .post(post_url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(message.text().to_owned());
         let req = self.auth(req, c.url.as_str()).await?;
         let resp = Reply::from_reqwest(
             req.send()
@@ -684,18 +698,6 @@ impl Wire {
             Err(self.http_error(resp, false).await)
         }
     }
-}
-
-/// A request id as a table key: its JSON text, so `1` and `"1"` stay apart.
-fn id_key(id: &Value) -> String {
-    id.to_string()
-}
-
-/// Whether `v` is the answer (result or error) to the request whose id's JSON is `key`.
-fn is_answer_to(v: &Value, key: &str) -> bool {
-    v.get("method").is_none()
-        && (v.get("result").is_some() || v.get("error").is_some())
-        && v.get("id").is_some_and(|id| id_key(id) == key)
 }
 
 async fn read_limited(resp: Reply) -> Result<Vec<u8>, WireError> {
@@ -742,7 +744,7 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
     async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleClient>> {
         loop {
             match self.inbound.recv().await? {
-                Inbound::Message(v) => match serde_json::from_value(v) {
+                Inbound::Message(v) => match serde_json::from_str(v.text()) {
                     Ok(m) => return Some(m),
                     Err(e) => tracing::warn!(error = %e, "a message rmcp cannot read; skipped"),
                 },

@@ -1,0 +1,196 @@
+//! One JSON-RPC message as text. The bridge moves messages between a client and a
+//! server without needing what is inside them beyond their id and method; parsing
+//! each into a `Value` tree and writing it out again cost more than everything else it
+//! did with them. A [`Message`] is checked to be JSON once, keeps its id and method,
+//! and is written on as it came (on one line: a message that spans lines is written
+//! compactly). Unknown fields survive either way.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, de::IgnoredAny};
+use serde_json::Value;
+
+/// A JSON-RPC message (or batch), validated, on one line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    text: String,
+    /// The id's JSON text (`1`, `"a"`), if it has one that is not null.
+    id: Option<String>,
+    method: Option<String>,
+    /// Whether it carries `result` or `error` (an answer, with an id).
+    answer: bool,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Messages carry what people send their tools: not for logs.
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("bytes", &self.text.len())
+            .finish()
+    }
+}
+
+/// The parts of a message keyway reads.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+/// A field that is there, whatever its value (null included).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+impl Message {
+    /// Check `text` is one JSON-RPC object or a batch (an array).
+    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
+        let trimmed = text.trim_ascii();
+        if trimmed.starts_with('[') {
+            let v: Value = serde_json::from_str(trimmed)?;
+            return Ok(Self::from_value(&v));
+        }
+        let peek: Peek<'_> = serde_json::from_str(trimmed)?;
+        let id = peek.id.map(|id| id.to_string());
+        let method = peek.method.map(Cow::into_owned);
+        let answer = peek.result || peek.error;
+        // JSON strings cannot hold raw line breaks, so these are whitespace between
+        // tokens: the line-per-message framing of stdio needs them gone.
+        let text = if trimmed.contains(['\n', '\r']) {
+            serde_json::from_str::<Value>(trimmed)?.to_string()
+        } else if trimmed.len() == text.len() {
+            text
+        } else {
+            trimmed.to_owned()
+        };
+        Ok(Self {
+            text,
+            id,
+            method,
+            answer,
+        })
+    }
+
+    /// The message for a value.
+    pub fn from_value(v: &Value) -> Self {
+        Self {
+            text: v.to_string(),
+            id: v.get("id").filter(|id| !id.is_null()).map(Value::to_string),
+            method: v.get("method").and_then(Value::as_str).map(str::to_owned),
+            answer: v.get("result").is_some() || v.get("error").is_some(),
+        }
+    }
+
+    /// The message as JSON text, on one line.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn into_text(self) -> String {
+        self.text
+    }
+
+    /// The message as a value (parsed again).
+    pub fn value(&self) -> Value {
+        // Checked to be JSON when the message was made.
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// The id's JSON text (`1` and `"1"` stay apart), when there is one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// A request: a method and an id.
+    pub fn is_request(&self) -> bool {
+        self.method.is_some() && self.id.is_some()
+    }
+
+    /// Whether this is the answer (result or error) to the request whose id's JSON
+    /// text is `key`.
+    pub fn answers(&self, key: &str) -> bool {
+        self.method.is_none() && self.answer && self.id.as_deref() == Some(key)
+    }
+
+    /// An answer (no method, an id, and a result or an error).
+    pub fn is_answer(&self) -> bool {
+        self.method.is_none() && self.answer && self.id.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_text_id_and_method() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"x":"a\nb","unknown":[1,2]}}"#;
+        let m = Message::parse(text.to_owned()).unwrap();
+        assert_eq!(m.text(), text);
+        assert_eq!(
+            (m.id(), m.method(), m.is_request()),
+            (Some("7"), Some("tools/call"), true)
+        );
+        assert_eq!(m.value()["params"]["unknown"], json!([1, 2]));
+        let m = Message::parse(r#" {"jsonrpc":"2.0","id":"7","result":null} "#.to_owned()).unwrap();
+        assert_eq!(
+            (m.id(), m.is_answer(), m.answers("\"7\""), m.answers("7")),
+            (Some("\"7\""), true, true, false)
+        );
+        assert_eq!(m.text(), r#"{"jsonrpc":"2.0","id":"7","result":null}"#);
+        let m = Message::parse(
+            r#"{"jsonrpc":"2.0","method":"notifications/\u0070rogress"}"#.to_owned(),
+        )
+        .unwrap();
+        assert_eq!(
+            (m.id(), m.method(), m.is_answer()),
+            (None, Some("notifications/progress"), false)
+        );
+        // Line breaks between tokens go: one message per line.
+        let m = Message::parse(
+            "{\n  \"jsonrpc\": \"2.0\",\r\n  \"id\": 1, \"result\": {}\n}".to_owned(),
+        )
+        .unwrap();
+        assert!(!m.text().contains(['\n', '\r']), "{}", m.text());
+        assert_eq!(m.value(), json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+        assert_eq!(Message::from_value(&m.value()), m);
+        // Batches pass; what is not JSON-RPC-shaped JSON does not.
+        let m = Message::parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.to_owned()).unwrap();
+        assert_eq!((m.id(), m.method()), (None, None));
+        for bad in [
+            "",
+            "{",
+            "nope",
+            "1",
+            r#""s""#,
+            r#"{"id":1} x"#,
+            r#"{"method":5}"#,
+        ] {
+            assert!(Message::parse(bad.to_owned()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_content() {
+        let m = Message::parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"secret":"hunter2"}}"#
+                .to_owned(),
+        )
+        .unwrap();
+        assert!(!format!("{m:?}").contains("hunter2"));
+    }
+}
