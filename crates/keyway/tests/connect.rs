@@ -362,6 +362,145 @@ async fn posts_reuse_one_connection_and_open_another_when_the_server_closes_it()
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// A bare HTTP/1.1 server on loopback that answers the POST numbered n (from 1) with
+/// the pieces `answer(n, id)` gives, each written (and sent, no delay) on its own, and
+/// counts the connections it accepts. Raw sockets: only a raw server can split an
+/// answer at exact points or send framing no well-behaved server library would.
+fn scripted_server(
+    answer: fn(usize, &serde_json::Value) -> Vec<Vec<u8>>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            conn.set_nodelay(true).unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            'requests: loop {
+                let mut length = 0;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break 'requests;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                n += 1;
+                for piece in answer(n, &request["id"]) {
+                    if w.write_all(&piece).is_err() {
+                        break 'requests;
+                    }
+                }
+            }
+        }
+    });
+    (url, accepted)
+}
+
+async fn raw_wire(url: &str) -> keyway::mcp::wire::Wire {
+    use keyway::mcp::wire::{Wire, WireConfig, WireKind};
+    let config = WireConfig {
+        url: url::Url::parse(url).unwrap(),
+        http: http(),
+        tokens: Arc::new(StaticToken::default()),
+        headers: vec![],
+        kind: WireKind::StreamableHttp,
+    };
+    let (wire, _inbound) = Wire::connect(config).await.unwrap();
+    wire
+}
+
+#[tokio::test]
+async fn chunked_event_streams_are_read_however_they_are_cut() {
+    // An early hint first, then the answer as an event stream, chunked, with the event
+    // cut mid-line and mid-chunk, a chunk extension and a trailer; every piece a TCP
+    // segment of its own.
+    fn answer(n: usize, id: &serde_json::Value) -> Vec<Vec<u8>> {
+        let event = format!(
+            "event: message\ndata: {}\n\n",
+            json!({"jsonrpc": "2.0", "id": id, "result": {"n": n}})
+        );
+        let (a, b) = event.split_at(event.len() / 2);
+        vec![
+            b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-en".to_vec(),
+            b"coding: chunked\r\n\r\n".to_vec(),
+            format!("{:x};note=1\r\n{a}", a.len()).into_bytes(),
+            format!("\r\n{:X}\r\n", b.len()).into_bytes(),
+            b.as_bytes().to_vec(),
+            b"\r\n0\r\nx-done: ".to_vec(),
+            b"yes\r\n\r\n".to_vec(),
+        ]
+    }
+    let (url, accepted) = scripted_server(answer);
+    let wire = raw_wire(&url).await;
+    for i in 1..=5 {
+        let a = wire
+            .call(&json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (a["id"].as_i64(), a["result"]["n"].as_i64()),
+            (Some(i), Some(i))
+        );
+    }
+    // Each answer was read to its end, so the one connection served them all.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn answers_framed_ambiguously_are_not_trusted_with_the_next_request() {
+    // Answer 1 has Transfer-Encoding beside Content-Length (a request-smuggling shape):
+    // read by its chunks, then its connection is closed. Answer 2 is fine. Answer 3 has
+    // a bad chunk size: an error, not a guess.
+    fn answer(n: usize, id: &serde_json::Value) -> Vec<Vec<u8>> {
+        let body = json!({"jsonrpc": "2.0", "id": id, "result": {"n": n}}).to_string();
+        let chunked = |size: String| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n{size}\r\n{body}\r\n0\r\n\r\n"
+            )
+        };
+        let text = match n {
+            1 => chunked(format!("{:x}", body.len())),
+            3 => chunked("zz".into()),
+            _ => format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        };
+        vec![text.into_bytes()]
+    }
+    let (url, accepted) = scripted_server(answer);
+    let wire = raw_wire(&url).await;
+    let call = |i: i64| {
+        let wire = wire.clone();
+        async move {
+            wire.call(&json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+                .await
+        }
+    };
+    assert_eq!(call(1).await.unwrap()["result"]["n"], 1);
+    assert_eq!(call(2).await.unwrap()["result"]["n"], 2);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let err = call(3).await.unwrap_err();
+    assert!(err.to_string().contains("chunk size"), "{err}");
+}
+
 #[tokio::test]
 async fn the_lean_post_path_refuses_a_certificate_nobody_vouches_for() {
     use keyway::mcp::wire::{Wire, WireConfig, WireError, WireKind};
