@@ -30,6 +30,10 @@ use url::Url;
 use super::h1::{self, Framing};
 use crate::auth::fetch_describe as describe;
 
+/// Connections opened to one server at the same time; more requests at once wait
+/// their turn (or an idle connection), never for another request to finish.
+const MAX_CONNECTING: usize = 32;
+
 /// Idle connections kept per server (as many as requests were in flight at once).
 const MAX_IDLE: usize = 64;
 
@@ -223,6 +227,8 @@ pub struct Poster {
     path: String,
     host: HeaderValue,
     idle: Mutex<Vec<Conn>>,
+    /// Connections being opened at once, at most [`MAX_CONNECTING`].
+    connecting: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Poster {
@@ -266,6 +272,7 @@ impl Poster {
             path,
             host: host_header,
             idle: Mutex::default(),
+            connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
         }))
     }
 
@@ -283,18 +290,34 @@ impl Poster {
         let mut request = Vec::with_capacity(512 + body.len());
         h1::request_head(&self.path, &self.host, &headers, body.len(), &mut request);
         request.extend_from_slice(&body);
-        loop {
-            let taken = self.idle().pop();
-            let Some(mut conn) = taken else { break };
-            if conn.still_open() && conn.send(&request).await.is_ok() {
-                return self.answer(conn).await;
-            }
+        if let Some(conn) = self.reuse(&request).await {
+            return self.answer(conn).await;
         }
-        let mut conn = self.connect().await?;
+        // A burst of requests would open a burst of connections; a server's accept
+        // queue can drop part of one, and each dropped one waits out a SYN
+        // retransmission (a second). Connections are opened a few at a time, and a
+        // request that waited for its turn takes one that came free meanwhile.
+        let turn = self.connecting.acquire().await;
+        if let Some(conn) = self.reuse(&request).await {
+            return self.answer(conn).await;
+        }
+        let connected = self.connect().await;
+        drop(turn);
+        let mut conn = connected?;
         conn.send(&request)
             .await
             .map_err(|e| format!("sending to {} failed: {e}", self.target.name()))?;
         self.answer(conn).await
+    }
+
+    /// An idle connection that took the whole request.
+    async fn reuse(&self, request: &[u8]) -> Option<Conn> {
+        loop {
+            let mut conn = self.idle().pop()?;
+            if conn.still_open() && conn.send(request).await.is_ok() {
+                return Some(conn);
+            }
+        }
     }
 
     /// Read the answer's head; its body is read as the reply is consumed.
