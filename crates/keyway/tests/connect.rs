@@ -511,6 +511,50 @@ async fn answers_framed_ambiguously_are_not_trusted_with_the_next_request() {
     assert!(err.to_string().contains("chunk size"), "{err}");
 }
 
+// The clock is paused (tokio moves it on whenever nothing else can run), so the
+// connect timeouts pass at once and the elapsed time counts the turns taken.
+#[tokio::test(start_paused = true)]
+async fn requests_waiting_to_connect_share_the_failure_of_the_attempt_before_them() {
+    use keyway::mcp::wire::{Wire, WireConfig, WireKind};
+    // A server that accepts TCP and never says a word: every TLS handshake times out.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut silent = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            silent.push(s);
+        }
+    });
+    let (wire, _inbound) = Wire::connect(WireConfig {
+        url: url::Url::parse(&format!("https://{addr}/mcp")).unwrap(),
+        http: http(),
+        tokens: Arc::new(StaticToken::default()),
+        headers: vec![],
+        kind: WireKind::StreamableHttp,
+    })
+    .await
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    // More requests than connections are opened at once (32): the rest wait their turn,
+    // and then fail with the attempt that ended meanwhile instead of waiting out a
+    // timeout of their own.
+    let calls = (0..70).map(|i| {
+        let wire = wire.clone();
+        async move {
+            wire.call(&json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let took = started.elapsed();
+    for r in &results {
+        let err = r.as_ref().unwrap_err().to_string();
+        assert!(err.contains("timed out"), "{err}");
+    }
+    // One connect timeout (10 s), not one per turn (30 s for three turns).
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+}
+
 #[tokio::test]
 async fn the_lean_post_path_refuses_a_certificate_nobody_vouches_for() {
     use keyway::mcp::wire::{Wire, WireConfig, WireError, WireKind};

@@ -229,6 +229,8 @@ pub struct Poster {
     idle: Mutex<Vec<Conn>>,
     /// Connections being opened at once, at most [`MAX_CONNECTING`].
     connecting: tokio::sync::Semaphore,
+    /// When the last attempt to connect failed, and why.
+    last_failure: Mutex<Option<(tokio::time::Instant, String)>>,
 }
 
 impl std::fmt::Debug for Poster {
@@ -273,11 +275,16 @@ impl Poster {
             host: host_header,
             idle: Mutex::default(),
             connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
+            last_failure: Mutex::default(),
         }))
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, Option<(tokio::time::Instant, String)>> {
+        self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// POST `body` with `headers` (`Host` and `Content-Length` are added). A kept-alive
@@ -296,12 +303,23 @@ impl Poster {
         // A burst of requests would open a burst of connections; a server's accept
         // queue can drop part of one, and each dropped one waits out a SYN
         // retransmission (a second). Connections are opened a few at a time, and a
-        // request that waited for its turn takes one that came free meanwhile.
+        // request that waited for its turn takes one that came free meanwhile, or
+        // shares the failure of an attempt that ended while it waited (a server that
+        // does not answer would otherwise cost each turn its own connect timeout).
+        let asked = tokio::time::Instant::now();
         let turn = self.connecting.acquire().await;
         if let Some(conn) = self.reuse(&request).await {
             return self.answer(conn).await;
         }
+        if let Some((when, why)) = &*self.failed()
+            && *when >= asked
+        {
+            return Err(why.clone());
+        }
         let connected = self.connect().await;
+        if let Err(why) = &connected {
+            *self.failed() = Some((tokio::time::Instant::now(), why.clone()));
+        }
         drop(turn);
         let mut conn = connected?;
         conn.send(&request)
