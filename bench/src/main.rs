@@ -118,6 +118,12 @@ async fn run(mut args: Args) -> Result<()> {
     let everything = Upstream::everything(&env.peers, &work.path().join("everything.log")).await?;
     let tb = prepare(&env, testbed, "tb").await?;
     let ev = prepare(&env, everything, "everything").await?;
+    say("warming the upstreams up");
+    for route in [&tb, &ev] {
+        scenarios::warm_up(route)
+            .await
+            .with_context(|| format!("warming {} up", route.upstream.name))?;
+    }
     let storm = if wanted(&args, 8) {
         let lifetime = STORM_LIFETIME.as_secs().to_string();
         let up =
