@@ -275,80 +275,25 @@ async fn a_call_over_legacy_sse_gets_its_answer_from_the_event_stream() {
     wire.close().await;
 }
 
-/// A bare HTTP/1.1 server on loopback that answers every POST with a JSON-RPC result
-/// echoing the request's id, counts the connections it accepts, and sends
-/// `Connection: close` (then closes) on the answer numbered `close_after`. Raw sockets
-/// rather than the testbed: the testbed cannot report TCP connections, and only a raw
-/// server can close a kept-alive connection at an exact point.
-fn counting_server(close_after: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        let mut answered = 0;
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut w = conn.try_clone().unwrap();
-            let mut r = BufReader::new(conn);
-            loop {
-                let mut length = 0;
-                let mut line = String::new();
-                let mut first = true;
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    if line.trim().is_empty() && !first {
-                        break;
-                    }
-                    first = false;
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap();
-                    }
-                }
-                if first {
-                    break; // the client closed the connection
-                }
-                let mut body = vec![0; length];
-                r.read_exact(&mut body).unwrap();
-                let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                answered += 1;
-                let close = answered == close_after;
-                let answer =
-                    json!({"jsonrpc": "2.0", "id": request["id"], "result": {"n": answered}})
-                        .to_string();
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
-                    answer.len(),
-                    if close { "connection: close\r\n" } else { "" }
-                );
-                w.write_all(head.as_bytes()).unwrap();
-                w.write_all(answer.as_bytes()).unwrap();
-                if close {
-                    break;
-                }
-            }
-        }
-    });
-    (url, accepted)
-}
-
 #[tokio::test]
 async fn posts_reuse_one_connection_and_open_another_when_the_server_closes_it() {
-    use keyway::mcp::wire::{Wire, WireConfig, WireKind};
-    let (url, accepted) = counting_server(5);
-    let config = WireConfig {
-        url: url::Url::parse(&url).unwrap(),
-        http: http(),
-        tokens: Arc::new(StaticToken::default()),
-        headers: vec![],
-        kind: WireKind::StreamableHttp,
-    };
-    let (wire, _inbound) = Wire::connect(config).await.unwrap();
+    // Answer 5 says `Connection: close`, and the server closes the connection.
+    fn answer(n: usize, id: &serde_json::Value) -> Vec<Vec<u8>> {
+        let body = json!({"jsonrpc": "2.0", "id": id, "result": {"n": n}}).to_string();
+        let close = n == 5;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        let mut pieces = vec![[head.into_bytes(), body.into_bytes()].concat()];
+        if close {
+            pieces.push(Vec::new());
+        }
+        pieces
+    }
+    let (url, accepted) = scripted_server(answer);
+    let wire = raw_wire(&url).await;
     for i in 1..=12 {
         let answer = wire
             .call(&json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
@@ -364,7 +309,8 @@ async fn posts_reuse_one_connection_and_open_another_when_the_server_closes_it()
 
 /// A bare HTTP/1.1 server on loopback that answers the POST numbered n (from 1) with
 /// the pieces `answer(n, id)` gives, each written (and sent, no delay) on its own, and
-/// counts the connections it accepts (each served by a thread of its own). Raw
+/// counts the connections it accepts (each served by a thread of its own). An empty
+/// piece closes the connection. Raw
 /// sockets: only a raw server can split an answer at exact points or send framing no
 /// well-behaved server library would.
 fn scripted_server(
@@ -412,7 +358,7 @@ fn scripted_server(
             let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let n = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             for piece in answer(n, &request["id"]) {
-                if w.write_all(&piece).is_err() {
+                if piece.is_empty() || w.write_all(&piece).is_err() {
                     break 'requests;
                 }
             }

@@ -22,9 +22,10 @@ use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use rustls::pki_types::ServerName;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_util::either::Either;
 use url::Url;
 
 use super::h1::{self, Framing};
@@ -135,50 +136,7 @@ impl Target {
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A connection's socket, plain or TLS.
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+type Io = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// One kept-alive connection and what was read from it but not yet used.
 struct Conn {
@@ -395,13 +353,13 @@ impl Poster {
         // Small messages, one at a time: do not wait to fill a segment.
         let _ = tcp.set_nodelay(true);
         let io = match &t.tls {
-            None => Io::Plain(tcp),
+            None => Either::Left(tcp),
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp))
                     .await
                     .map_err(|_| format!("the TLS handshake with {} timed out", t.name()))?
                     .map_err(|e| format!("the TLS handshake with {} failed: {e}", t.name()))?;
-                Io::Tls(Box::new(tls))
+                Either::Right(Box::new(tls))
             }
         };
         Ok(Conn {
