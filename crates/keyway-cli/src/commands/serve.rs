@@ -70,7 +70,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         }
         Some(addr) => {
             let stop = StopSignals::install()?;
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            let listener = gateway::http::listen(addr).map_err(|e| {
                 CliError::failure(anyhow!("cannot listen on {addr}: {e}"))
                     .with_hint("pick another port")
             })?;

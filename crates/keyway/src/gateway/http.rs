@@ -23,6 +23,27 @@ use serde_json::{Value, json};
 use super::Gateway;
 use crate::Secret;
 
+/// Connections the kernel queues for the gateway before it accepts them. tokio's
+/// `TcpListener::bind` asks for 128: a burst of clients beyond that (a fleet of agents
+/// starting together) overflows the queue, and each dropped connection waits out a
+/// one-second SYN retransmission. Servers people run ask for more (node and nginx 511,
+/// Go the system's maximum); the kernel caps it at `net.core.somaxconn`.
+pub const BACKLOG: u32 = 1024;
+
+/// Listen on `addr` with a queue of [`BACKLOG`] connections.
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind does on Unix: a restarted gateway can take its port back
+    // while the old one's connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Who may talk to the listener.
 #[derive(Clone, Debug)]
 pub struct Guard {
@@ -256,6 +277,31 @@ mod tests {
             );
         }
         h
+    }
+
+    /// A burst of connections beyond tokio's default queue of 128, none accepted yet:
+    /// each must complete its handshake from the queue, not wait out a dropped SYN.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_listener_queues_a_burst_beyond_128() {
+        // The kernel caps the queue at net.core.somaxconn.
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = cap.min(BACKLOG).min(300) as usize;
+        if burst < 200 {
+            eprintln!("net.core.somaxconn is {cap}: this machine cannot queue a burst past 128");
+            return;
+        }
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = futures::future::join_all((0..burst).map(|_| {
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        }))
+        .await;
+        let queued = connects.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+        assert_eq!(queued, burst, "connections left out of the listen queue");
     }
 
     #[test]
