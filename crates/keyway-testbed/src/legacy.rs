@@ -22,7 +22,11 @@ use tokio::{
     sync::{Mutex, mpsc},
 };
 
-use crate::{db::random_token, shared::Shared, tools::TestbedTools};
+use crate::{
+    db::random_token,
+    shared::{Counter, Shared},
+    tools::TestbedTools,
+};
 
 pub(crate) const SSE_PATH: &str = "/sse";
 pub(crate) const MESSAGES_PATH: &str = "/messages";
@@ -31,21 +35,32 @@ pub(crate) const MESSAGES_PATH: &str = "/messages";
 #[derive(Default)]
 pub(crate) struct Sessions(Mutex<HashMap<String, tokio::io::WriteHalf<tokio::io::DuplexStream>>>);
 
-pub(crate) fn routes(sessions: Arc<Sessions>) -> Router<Arc<Shared>> {
+/// Counts `slow` calls cancelled by their client.
+#[derive(Clone)]
+struct Cancelled(Arc<Counter>);
+
+pub(crate) fn routes(sessions: Arc<Sessions>, cancelled: Arc<Counter>) -> Router<Arc<Shared>> {
     Router::new()
         .route(SSE_PATH, get(open_stream))
         .route(MESSAGES_PATH, post(post_message))
         .layer(axum::Extension(sessions))
+        .layer(axum::Extension(Cancelled(cancelled)))
 }
 
-async fn open_stream(axum::Extension(sessions): axum::Extension<Arc<Sessions>>) -> Response {
+async fn open_stream(
+    axum::Extension(sessions): axum::Extension<Arc<Sessions>>,
+    axum::Extension(Cancelled(cancelled)): axum::Extension<Cancelled>,
+) -> Response {
     let id = random_token("sse_");
     // client side <-> server side
     let (client_end, server_end) = tokio::io::duplex(1 << 20);
     let (server_read, server_write) = tokio::io::split(server_end);
     let (client_read, client_write) = tokio::io::split(client_end);
     tokio::spawn(async move {
-        if let Ok(running) = TestbedTools::new().serve((server_read, server_write)).await {
+        if let Ok(running) = TestbedTools::new(cancelled)
+            .serve((server_read, server_write))
+            .await
+        {
             let _ = running.waiting().await;
         }
     });

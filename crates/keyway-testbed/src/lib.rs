@@ -193,7 +193,12 @@ impl Testbed {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.shared.stats().clone()
+        self.shared.snapshot()
+    }
+
+    /// Returns once `n` `slow` calls in all were cancelled by their client.
+    pub async fn cancelled_calls_reach(&self, n: u64) {
+        self.shared.cancelled_calls.reach(n).await;
     }
 
     /// Drop the connection of the next MCP request without an answer, and forget

@@ -36,7 +36,7 @@ pub(crate) fn routes(
     let mut table = Vec::new();
     let mut router = Router::new().route(
         STATS_PATH,
-        get(|State(s): State<Arc<Shared>>| async move { Json(s.stats().clone()) }),
+        get(|State(s): State<Arc<Shared>>| async move { Json(s.snapshot()) }),
     );
     if let Some(path) = &shared.urls.prm_path {
         router = router.route(
@@ -49,8 +49,12 @@ pub(crate) fn routes(
     }
 
     let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
-    let mcp =
-        StreamableHttpService::new(|| Ok(TestbedTools::new()), shared.sessions.clone(), config);
+    let cancelled = shared.cancelled_calls.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(TestbedTools::new(cancelled.clone())),
+        shared.sessions.clone(),
+        config,
+    );
     let mcp_path = shared.urls.mcp_path.clone();
     let mut mcp_router = Router::new();
     if !shared.knobs.legacy_sse_only {
@@ -58,9 +62,10 @@ pub(crate) fn routes(
         table.push((mcp_path, Endpoint::Mcp));
     }
     if shared.knobs.legacy_sse || shared.knobs.legacy_sse_only {
-        mcp_router = mcp_router.merge(crate::legacy::routes(Arc::new(
-            crate::legacy::Sessions::default(),
-        )));
+        mcp_router = mcp_router.merge(crate::legacy::routes(
+            Arc::new(crate::legacy::Sessions::default()),
+            shared.cancelled_calls.clone(),
+        ));
         table.push((crate::legacy::SSE_PATH.to_owned(), Endpoint::Mcp));
         table.push((crate::legacy::MESSAGES_PATH.to_owned(), Endpoint::Mcp));
     }

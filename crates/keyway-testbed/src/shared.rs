@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pub hung: std::sync::atomic::AtomicBool,
     /// Set at run time: the next MCP request's connection is dropped, once.
     pub drop_next: std::sync::atomic::AtomicBool,
+    /// `slow` calls their client cancelled (the tools bump it; [`Shared::snapshot`]
+    /// reports it).
+    pub cancelled_calls: Arc<Counter>,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -54,6 +57,7 @@ impl Shared {
             sessions: Arc::new(LocalSessionManager::default()),
             hung: Default::default(),
             drop_next: Default::default(),
+            cancelled_calls: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -63,6 +67,13 @@ impl Shared {
             urls,
             faults,
         }
+    }
+
+    /// The counters as they are now.
+    pub fn snapshot(&self) -> Stats {
+        let mut stats = self.stats().clone();
+        stats.cancelled_calls = self.cancelled_calls.get();
+        stats
     }
 
     pub fn now(&self) -> SystemTime {
@@ -239,5 +250,37 @@ mod tests {
         assert_eq!(u.resource, "http://127.0.0.1:1000");
         k.prm = PrmLocation::Absent;
         assert_eq!(urls(&k).prm_url(), None);
+    }
+}
+
+/// A count a test can wait for, with no polling.
+#[derive(Debug, Default)]
+pub struct Counter {
+    n: std::sync::atomic::AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Counter {
+    pub fn bump(&self) {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn get(&self) -> u64 {
+        self.n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns once the count is at least `n`.
+    pub async fn reach(&self, n: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a bump in between is not missed.
+            changed.as_mut().enable();
+            if self.get() >= n {
+                return;
+            }
+            changed.await;
+        }
     }
 }

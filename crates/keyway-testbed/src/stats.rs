@@ -50,6 +50,8 @@ pub struct Stats {
     pub authorized_mcp_requests: u64,
     /// MCP requests that carried any bearer token at all (accepted or not).
     pub mcp_requests_with_token: u64,
+    /// `slow` calls stopped by their client's `notifications/cancelled`.
+    pub cancelled_calls: u64,
     /// The last authorization requests, oldest first.
     pub authorize_log: VecDeque<AuthorizeSeen>,
     /// The last token requests, oldest first.

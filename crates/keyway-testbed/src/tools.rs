@@ -1,6 +1,6 @@
 //! The MCP server behind the bearer check: four small tools, served by rmcp.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use rmcp::{
     RoleServer, ServerHandler,
@@ -11,6 +11,8 @@ use rmcp::{
     tool, tool_handler, tool_router,
 };
 use serde::Deserialize;
+
+use crate::shared::Counter;
 
 /// Longest `slow` call, so a typo cannot hang a test for hours.
 const SLOW_MAX_MS: u64 = 60_000;
@@ -36,13 +38,16 @@ pub(crate) struct SlowArgs {
 #[derive(Clone, Debug)]
 pub(crate) struct TestbedTools {
     tool_router: ToolRouter<Self>,
+    /// Bumped when a `slow` call is cancelled by its client before it answered.
+    cancelled: Arc<Counter>,
 }
 
 #[tool_router]
 impl TestbedTools {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(cancelled: Arc<Counter>) -> Self {
         Self {
             tool_router: Self::tool_router(),
+            cancelled,
         }
     }
 
@@ -62,7 +67,7 @@ impl TestbedTools {
     }
 
     #[tool(
-        description = "Wait `ms` milliseconds, then answer. With a progress token, report progress at the start and half-way."
+        description = "Wait `ms` milliseconds, then answer. With a progress token, report progress at the start and half-way. Stops early when the call is cancelled."
     )]
     async fn slow(
         &self,
@@ -77,7 +82,14 @@ impl TestbedTools {
                 let note = ProgressNotificationParam::new(token.clone(), step).with_total(total);
                 let _ = context.peer.notify_progress(note).await;
             }
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                // notifications/cancelled for this call (rmcp cancels its token).
+                () = context.ct.cancelled() => {
+                    self.cancelled.bump();
+                    return "cancelled".to_owned();
+                }
+            }
         }
         format!("waited {ms} ms")
     }

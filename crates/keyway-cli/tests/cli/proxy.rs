@@ -66,6 +66,16 @@ impl Client {
         }
     }
 
+    /// The next message on stdout, whatever it is.
+    pub async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("a message within 60 s")
+            .unwrap()
+            .expect("the proxy's stdout stays open");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"))
+    }
+
     pub async fn notify(&mut self, method: &str) {
         self.send(&json!({"jsonrpc": "2.0", "method": method}))
             .await;

@@ -231,3 +231,120 @@ async fn listening_beyond_loopback_needs_a_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
 }
+
+/// A slow call with a progress token, and the cancellation of it.
+fn slow_call(id: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__slow", "arguments": {"ms": 60000}, "_meta": {"progressToken": id}}})
+}
+
+fn cancel(id: &str) -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id, "reason": "not needed any more"}})
+}
+
+fn is_progress_of(m: &Value, token: &str) -> bool {
+    m["method"] == "notifications/progress" && m["params"]["progressToken"] == token
+}
+
+/// The upstream stops a call the client cancelled: the gateway passes the cancellation
+/// on under the id it gave the call there.
+async fn upstream_cancels(tb: &keyway_testbed::Testbed) {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tb.cancelled_calls_reach(1),
+    )
+    .await
+    .expect("the server carrying the call heard of the cancellation");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cancelled_on_stdio_is_cancelled_upstream_and_not_answered() {
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
+            .await
+            .status
+            .success()
+    );
+    let mut c = Client::spawn(&k, &["serve"]);
+    c.initialize().await;
+    c.send(&slow_call("long")).await;
+    // Its first progress report: the call is running upstream.
+    loop {
+        let m = c.next().await;
+        assert_ne!(m.get("id"), Some(&json!("long")), "answered early: {m}");
+        if is_progress_of(&m, "long") {
+            break;
+        }
+    }
+    c.send(&cancel("long")).await;
+    upstream_cancels(&open).await;
+    assert_eq!(c.request("ping", json!({})).await["result"], json!({}));
+    assert!(
+        !c.seen.iter().any(|m| m.get("id") == Some(&json!("long"))),
+        "a cancelled call is not answered: {:?}",
+        c.seen
+    );
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cancelled_over_http_is_cancelled_upstream() {
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
+            .await
+            .status
+            .success()
+    );
+    let (_child, url) = listen(&k, &[]).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = post(&url, init, &[]).await;
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let with_session = [("mcp-session-id", session.as_str())];
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(&url, initialized, &with_session).await.status(), 202);
+    // Progress comes on the event stream.
+    let mut events = reqwest::Client::new()
+        .get(&url)
+        .header("mcp-session-id", &session)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let call = tokio::spawn({
+        let (url, session) = (url.clone(), session.clone());
+        async move {
+            post(
+                &url,
+                slow_call("long"),
+                &[("mcp-session-id", session.as_str())],
+            )
+            .await
+        }
+    });
+    let mut seen = String::new();
+    while !seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .any(|d| serde_json::from_str::<Value>(d.trim()).is_ok_and(|m| is_progress_of(&m, "long")))
+    {
+        let chunk = events
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the event stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(
+        post(&url, cancel("long"), &with_session).await.status(),
+        202
+    );
+    upstream_cancels(&open).await;
+    // The call's POST still gets an answer over HTTP: a cancellation error.
+    let answer: Value = call.await.unwrap().json().await.unwrap();
+    assert_eq!(answer["id"], "long");
+    assert_eq!(answer["error"]["code"], -32800, "{answer}");
+}

@@ -44,6 +44,10 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// The JSON-RPC error code of a request the client cancelled. MCP defines none (its
+/// clients ignore whatever comes after they cancel); this is the one LSP uses.
+pub const CANCELLED: i64 = -32800;
+
 /// Who may talk to the listener.
 #[derive(Clone, Debug)]
 pub struct Guard {
@@ -193,8 +197,19 @@ async fn handle_post(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
         }
     };
     let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
-    match s.gw.handle(message).await {
-        None => StatusCode::ACCEPTED.into_response(),
+    // A request (method and id) gets an answer whatever happens; see below.
+    let request_id = message.get("method").and(message.get("id")).cloned();
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match s.gw.handle(session, message).await {
+        None => match request_id {
+            // Cancelled by the client meanwhile. Over HTTP a request's POST still
+            // needs an answer; the client ignores it (it cancelled).
+            Some(id) => Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": CANCELLED, "message": "cancelled by the client"}})).into_response(),
+            None => StatusCode::ACCEPTED.into_response(),
+        },
         Some(answer) => {
             let mut r = Json(answer).into_response();
             if is_initialize {

@@ -17,7 +17,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-pub use upstream::{Event, Upstream, UpstreamError};
+pub use upstream::{Carrier, Event, Upstream, UpstreamError};
 
 use crate::{mcp::wire::WireConfig, merge};
 
@@ -69,6 +69,36 @@ pub struct Gateway {
     downstream: broadcast::Sender<Value>,
     /// Which server owns a resource URI (first wins), learned from the lists.
     resources: Mutex<HashMap<String, usize>>,
+    /// Downstream requests being served, by session and id (its JSON text).
+    in_flight: Mutex<HashMap<(String, String), Arc<InFlight>>>,
+}
+
+/// A downstream request being served: cancelled by the client's
+/// `notifications/cancelled`, and carried upstream under an id of the gateway's own.
+#[derive(Debug, Default)]
+struct InFlight {
+    cancelled: tokio_util::sync::CancellationToken,
+    carrier: Carrier,
+}
+
+/// Takes a request out of [`Gateway::in_flight`] when it is done (or dropped), unless
+/// a later request with the same id took its place.
+struct Landing<'a> {
+    gw: &'a Gateway,
+    key: (String, String),
+    flight: Arc<InFlight>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut table = self.gw.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if table
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            table.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -118,6 +148,7 @@ impl Gateway {
             events_tx,
             downstream,
             resources: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         });
         tokio::spawn(pump_events(gw.clone(), events_rx));
         gw
@@ -161,8 +192,10 @@ impl Gateway {
         Ok(u)
     }
 
-    /// Handle one downstream message; `Some` is the answer to send back.
-    pub async fn handle(&self, message: Value) -> Option<Value> {
+    /// Handle one downstream message from `session` (the client's session id; empty
+    /// on stdio). `Some` is the answer to send back; a request the client cancelled
+    /// meanwhile gets none.
+    pub async fn handle(&self, session: &str, message: Value) -> Option<Value> {
         let id = message.get("id").cloned();
         let Some(method) = message.get("method").and_then(Value::as_str) else {
             // An answer to a server request we forwarded.
@@ -170,8 +203,75 @@ impl Gateway {
             return None;
         };
         let params = message.get("params").cloned().unwrap_or(Value::Null);
-        let id = id?; // notifications need no answer
-        let outcome = match method {
+        let Some(id) = id else {
+            if method == "notifications/cancelled" {
+                self.cancel(session, &params).await;
+            }
+            return None; // notifications need no answer
+        };
+        // Registered before the first await: a cancellation handled after this
+        // message finds it.
+        let flight = Arc::new(InFlight::default());
+        let key = (session.to_owned(), id.to_string());
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), flight.clone());
+        let _landing = Landing {
+            gw: self,
+            key,
+            flight: flight.clone(),
+        };
+        let outcome = tokio::select! {
+            biased;
+            () = flight.cancelled.cancelled() => return None,
+            outcome = self.dispatch(method, params, &flight.carrier) => outcome,
+        };
+        Some(match outcome {
+            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+        })
+    }
+
+    /// The client's `notifications/cancelled`: the request stops waiting, and the
+    /// server carrying it hears of it under the id the gateway gave it. A request
+    /// that is unknown or already answered is ignored, as the spec says.
+    async fn cancel(&self, session: &str, params: &Value) {
+        let Some(request_id) = params.get("requestId") else {
+            return;
+        };
+        let flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(session.to_owned(), request_id.to_string()))
+            .cloned();
+        let Some(flight) = flight else { return };
+        flight.cancelled.cancel();
+        let Some((server, upstream_id)) = flight.carrier.get() else {
+            return;
+        };
+        let mut note = json!({"requestId": upstream_id});
+        if let Some(reason) = params.get("reason") {
+            note["reason"] = reason.clone();
+        }
+        if let Ok(u) = self.slot(server) {
+            let message =
+                json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": note});
+            if let Err(e) = u.send_raw(&message).await {
+                tracing::debug!(server = %self.names[server], "passing a cancellation on failed: {e}");
+            }
+        }
+    }
+
+    /// A downstream request's result or JSON-RPC error.
+    async fn dispatch(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: &Carrier,
+    ) -> Result<Value, Value> {
+        match method {
             "initialize" => Ok(self.initialize(&params)),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list("tools/list", "tools", true).await),
@@ -180,10 +280,10 @@ impl Gateway {
             "resources/templates/list" => Ok(self
                 .list_resources("resources/templates/list", "resourceTemplates")
                 .await),
-            "tools/call" => self.call_tool(params).await,
-            "prompts/get" => self.by_prefix("prompts/get", params).await,
+            "tools/call" => self.call_tool(params, carrier).await,
+            "prompts/get" => self.by_prefix("prompts/get", params, carrier).await,
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                self.by_uri(method, params).await
+                self.by_uri(method, params, carrier).await
             }
             "logging/setLevel" => {
                 for i in 0..self.slots.len() {
@@ -194,11 +294,7 @@ impl Gateway {
                 Ok(json!({}))
             }
             other => Err(json!({"code": -32601, "message": format!("method not found: {other}")})),
-        };
-        Some(match outcome {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
-        })
+        }
     }
 
     fn initialize(&self, params: &Value) -> Value {
@@ -335,7 +431,7 @@ impl Gateway {
         Ok((i, rest.to_owned()))
     }
 
-    async fn call_tool(&self, mut params: Value) -> Result<Value, Value> {
+    async fn call_tool(&self, mut params: Value, carrier: &Carrier) -> Result<Value, Value> {
         let (i, tool) = self.route_name(&params)?;
         let tool_error = |text: String| {
             Ok(json!({"content": [{"type": "text", "text": text}], "isError": true}))
@@ -354,23 +450,34 @@ impl Gateway {
             ));
         }
         params["name"] = json!(tool);
-        match upstream.request("tools/call", params).await {
+        match upstream
+            .request_carrying("tools/call", params, Some(carrier))
+            .await
+        {
             Ok(result) => Ok(result),
             Err(UpstreamError::Rpc { error, .. }) => Err(error),
             Err(e) => tool_error(e.to_string()),
         }
     }
 
-    async fn by_prefix(&self, method: &str, mut params: Value) -> Result<Value, Value> {
+    async fn by_prefix(
+        &self,
+        method: &str,
+        mut params: Value,
+        carrier: &Carrier,
+    ) -> Result<Value, Value> {
         let (i, name) = self.route_name(&params)?;
         let upstream = self
             .slot(i)
             .map_err(|e| json!({"code": -32603, "message": e.to_string()}))?;
         params["name"] = json!(name);
-        upstream.request(method, params).await.map_err(rpc_error)
+        upstream
+            .request_carrying(method, params, Some(carrier))
+            .await
+            .map_err(rpc_error)
     }
 
-    async fn by_uri(&self, method: &str, params: Value) -> Result<Value, Value> {
+    async fn by_uri(&self, method: &str, params: Value, carrier: &Carrier) -> Result<Value, Value> {
         let uri = params
             .get("uri")
             .and_then(Value::as_str)
@@ -399,7 +506,10 @@ impl Gateway {
         let mut last = json!({"code": -32002, "message": format!("resource not found: {uri}")});
         for i in candidates {
             let Ok(u) = self.slot(i) else { continue };
-            match u.request(method, params.clone()).await {
+            match u
+                .request_carrying(method, params.clone(), Some(carrier))
+                .await
+            {
                 Ok(r) => return Ok(r),
                 Err(e) => last = rpc_error(e),
             }
@@ -477,6 +587,19 @@ fn parse_forwarded_id(id: &str) -> Option<(usize, Value)> {
 async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::UnboundedReceiver<Event>) {
     while let Some(ev) = events.recv().await {
         let message = match ev {
+            // A server cancelling its own request: the client knows that request by
+            // the id the gateway passed down.
+            Event::Notification {
+                server,
+                mut message,
+            } if message.get("method").and_then(Value::as_str)
+                == Some("notifications/cancelled") =>
+            {
+                if let Some(id) = message.pointer_mut("/params/requestId") {
+                    *id = json!(forwarded_id(server, id));
+                }
+                message
+            }
             Event::Notification { message, .. } => message,
             Event::Request {
                 server,
@@ -543,7 +666,7 @@ where
         };
         let (gw, tx) = (gw.clone(), tx.clone());
         tasks.spawn(async move {
-            if let Some(answer) = gw.handle(message).await {
+            if let Some(answer) = gw.handle("", message).await {
                 let _ = tx.send(answer);
             }
         });
@@ -555,4 +678,45 @@ where
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server's request goes down under a forwarded id; when the server cancels it,
+    /// the cancellation must name that same id, or the client cannot match it.
+    #[tokio::test]
+    async fn a_server_cancelling_its_request_names_the_forwarded_id() {
+        let gw = Gateway::start(Vec::new()).await;
+        let mut down = gw.subscribe();
+        let request =
+            json!({"jsonrpc": "2.0", "id": 7, "method": "sampling/createMessage", "params": {}});
+        gw.events_tx
+            .send(Event::Request {
+                server: 3,
+                message: request,
+            })
+            .unwrap();
+        let forwarded = down.recv().await.unwrap();
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "timed out"}});
+        gw.events_tx
+            .send(Event::Notification {
+                server: 3,
+                message: cancel,
+            })
+            .unwrap();
+        let cancelled = down.recv().await.unwrap();
+        assert_eq!(cancelled["params"]["requestId"], forwarded["id"]);
+        assert_eq!(cancelled["params"]["reason"], "timed out");
+        // Other notifications pass as they are.
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 7, "progress": 1}});
+        gw.events_tx
+            .send(Event::Notification {
+                server: 3,
+                message: progress.clone(),
+            })
+            .unwrap();
+        assert_eq!(down.recv().await.unwrap(), progress);
+    }
 }

@@ -40,6 +40,24 @@ pub enum Event {
     Request { server: usize, message: Value },
 }
 
+/// Where a downstream request is upstream: the server and the id of the request that
+/// carries it, so a cancellation can follow it there. A reconnect sends the request
+/// again under a new id, and a resource read may try one server after another; the
+/// carrier always names the latest.
+#[derive(Debug, Default)]
+pub struct Carrier(Mutex<Option<(usize, String)>>);
+
+impl Carrier {
+    /// The server and upstream request id, once the request was sent.
+    pub fn get(&self) -> Option<(usize, String)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, server: usize, id: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((server, id.to_owned()));
+    }
+}
+
 pub struct Upstream {
     pub index: usize,
     pub name: String,
@@ -105,6 +123,7 @@ impl Upstream {
                     "capabilities": {"roots": {"listChanged": true}, "sampling": {}, "elicitation": {}},
                     "clientInfo": {"name": "keyway-gateway", "version": env!("CARGO_PKG_VERSION")},
                 }),
+                None,
             )
             .await?;
         *self.server_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
@@ -134,8 +153,19 @@ impl Upstream {
 
     /// A request; a dropped connection is re-initialized once and the request sent again.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
+        self.request_carrying(method, params, None).await
+    }
+
+    /// [`Upstream::request`] on behalf of a downstream request, noting in `carrier`
+    /// the id it goes under.
+    pub async fn request_carrying(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: Option<&Carrier>,
+    ) -> Result<Value, UpstreamError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        match self.request_once(method, params.clone()).await {
+        match self.request_once(method, params.clone(), carrier).await {
             Err(UpstreamError::Failed { message, .. }) if message.starts_with(DROPPED) => {
                 {
                     let _one = self.reconnect.lock().await;
@@ -155,14 +185,22 @@ impl Upstream {
                         self.generation.fetch_add(1, Ordering::SeqCst);
                     }
                 }
-                self.request_once(method, params).await
+                self.request_once(method, params, carrier).await
             }
             other => other,
         }
     }
 
-    async fn request_once(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
+    async fn request_once(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: Option<&Carrier>,
+    ) -> Result<Value, UpstreamError> {
         let id = format!("gw-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        if let Some(c) = carrier {
+            c.set(self.index, &id);
+        }
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let mut answer = match tokio::time::timeout(REQUEST_TIMEOUT, self.wire.call(&message)).await
         {
