@@ -348,3 +348,109 @@ async fn a_call_cancelled_over_http_is_cancelled_upstream() {
     assert_eq!(answer["id"], "long");
     assert_eq!(answer["error"]["code"], -32800, "{answer}");
 }
+
+/// An event stream of the HTTP gateway, read a message at a time.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    async fn open(url: &str, session: &str) -> Self {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .header("mcp-session-id", session)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next message (keep-alive comments skipped).
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
+                    return serde_json::from_str(data.trim()).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.resp.chunk())
+                .await
+                .expect("an event within 30 s")
+                .unwrap()
+                .expect("the event stream stays open");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// Start an HTTP session: its id.
+async fn http_session(url: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = post(url, init, &[]).await;
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(
+        post(url, initialized, &[("mcp-session-id", session.as_str())])
+            .await
+            .status(),
+        202
+    );
+    session
+}
+
+/// Two clients of one HTTP gateway use the same progress token for calls to the same
+/// server at once. Upstream the gateway is the one sender, so it gives each call a
+/// token of its own; each client gets only its own call's progress, under its token.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_goes_to_the_session_that_asked_under_its_own_token() {
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
+            .await
+            .status
+            .success()
+    );
+    let (_child, url) = listen(&k, &[]).await;
+    let (a, b) = (http_session(&url).await, http_session(&url).await);
+    let (mut a_events, mut b_events) = (Events::open(&url, &a).await, Events::open(&url, &b).await);
+    let slow = |id: i64, ms: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__slow", "arguments": {"ms": ms}, "_meta": {"progressToken": "same"}}});
+    let call = |session: &str, body: Value| {
+        let (url, session) = (url.clone(), session.to_owned());
+        tokio::spawn(async move { post(&url, body, &[("mcp-session-id", session.as_str())]).await })
+    };
+    // A's call reports at once and again after a second; B's starts in between.
+    let a_call = call(&a, slow(10, 2000));
+    let first = a_events.next().await;
+    assert_eq!(first["params"]["progressToken"], "same", "{first}");
+    assert_eq!(first["params"]["total"], 2000.0, "{first}");
+    let b_call = call(&b, slow(10, 2500));
+    let b_first = b_events.next().await;
+    assert_eq!(b_first["params"]["progressToken"], "same", "{b_first}");
+    assert_eq!(b_first["params"]["total"], 2500.0, "{b_first}");
+    // B's report went to B alone: A's next one is its own half-way report.
+    let second = a_events.next().await;
+    assert_eq!(
+        second["params"]["total"], 2000.0,
+        "B's progress reached A: {second}"
+    );
+    assert_eq!(second["params"]["progress"], 1000.0, "{second}");
+    for c in [a_call, b_call] {
+        let answer: Value = c.await.unwrap().json().await.unwrap();
+        assert!(
+            answer["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("waited"),
+            "{answer}"
+        );
+    }
+}

@@ -230,21 +230,33 @@ async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return r.into_response();
     }
     let rx = s.gw.subscribe();
-    let stream = events(rx);
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let stream = events(rx, session);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
+/// What the gateway has for a client of `session`, as events.
 fn events(
-    mut rx: tokio::sync::broadcast::Receiver<Value>,
+    mut rx: tokio::sync::broadcast::Receiver<super::Notice>,
+    session: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     async_stream_events(move |tx| async move {
         loop {
             match rx.recv().await {
-                Ok(v) => {
+                Ok(notice) if !notice.is_for(&session) => {}
+                Ok(notice) => {
                     if tx
-                        .send(Event::default().event("message").data(v.to_string()))
+                        .send(
+                            Event::default()
+                                .event("message")
+                                .data(notice.message.to_string()),
+                        )
                         .await
                         .is_err()
                     {

@@ -8,7 +8,7 @@ pub mod http;
 pub mod upstream;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -66,11 +66,76 @@ pub struct Gateway {
     configs: Vec<UpstreamConfig>,
     events_tx: mpsc::UnboundedSender<Event>,
     /// Messages for the downstream client(s): notifications and server requests.
-    downstream: broadcast::Sender<Value>,
+    downstream: broadcast::Sender<Notice>,
     /// Which server owns a resource URI (first wins), learned from the lists.
     resources: Mutex<HashMap<String, usize>>,
     /// Downstream requests being served, by session and id (its JSON text).
     in_flight: Mutex<HashMap<(String, String), Arc<InFlight>>>,
+    progress: Mutex<ProgressRoutes>,
+}
+
+/// A message for the downstream side: for one session (a progress report), or for
+/// every client (list changes, logging, the servers' own requests).
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The session it is for; `None`: every session.
+    pub session: Option<String>,
+    pub message: Value,
+}
+
+impl Notice {
+    fn everyone(message: Value) -> Self {
+        Self {
+            session: None,
+            message,
+        }
+    }
+
+    /// Whether a client of `session` ("" on stdio) gets it.
+    pub fn is_for(&self, session: &str) -> bool {
+        self.session.as_deref().is_none_or(|s| s == session)
+    }
+}
+
+/// How many finished requests keep their progress route: a report the server sent
+/// just before its answer can reach the event pump after the answer reached the
+/// caller, and must still find its client.
+const KEEP_FINISHED_ROUTES: usize = 1024;
+
+/// Progress tokens the gateway put on the requests it forwards, to the session and
+/// token of the client's request. A progress token must be unique among the sender's
+/// active requests, and upstream the gateway is the one sender for all its clients,
+/// whose own tokens may well be the same.
+#[derive(Debug, Default)]
+struct ProgressRoutes {
+    next: u64,
+    routes: HashMap<String, (String, Value)>,
+    finished: VecDeque<String>,
+}
+
+impl ProgressRoutes {
+    /// A token of the gateway's own for `token` of a request from `session`.
+    fn open(&mut self, session: &str, token: Value) -> String {
+        self.next += 1;
+        let ours = format!("keyway-progress-{}", self.next);
+        self.routes
+            .insert(ours.clone(), (session.to_owned(), token));
+        ours
+    }
+
+    /// The request that carried `ours` got its answer.
+    fn finish(&mut self, ours: String) {
+        self.finished.push_back(ours);
+        while self.finished.len() > KEEP_FINISHED_ROUTES {
+            if let Some(old) = self.finished.pop_front() {
+                self.routes.remove(&old);
+            }
+        }
+    }
+
+    fn route(&self, ours: &str) -> Option<(String, Value)> {
+        self.routes.get(ours).cloned()
+    }
 }
 
 /// A downstream request being served: cancelled by the client's
@@ -82,15 +147,19 @@ struct InFlight {
 }
 
 /// Takes a request out of [`Gateway::in_flight`] when it is done (or dropped), unless
-/// a later request with the same id took its place.
+/// a later request with the same id took its place, and retires its progress token.
 struct Landing<'a> {
     gw: &'a Gateway,
     key: (String, String),
     flight: Arc<InFlight>,
+    progress: Option<String>,
 }
 
 impl Drop for Landing<'_> {
     fn drop(&mut self) {
+        if let Some(ours) = self.progress.take() {
+            self.gw.progress().finish(ours);
+        }
         let mut table = self.gw.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if table
             .get(&self.key)
@@ -149,14 +218,20 @@ impl Gateway {
             downstream,
             resources: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            progress: Mutex::default(),
         });
         tokio::spawn(pump_events(gw.clone(), events_rx));
         gw
     }
 
-    /// Messages for the downstream side (notifications, server requests).
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+    /// Messages for the downstream side (notifications, server requests); each
+    /// client keeps those [`Notice::is_for`] it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.downstream.subscribe()
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, ProgressRoutes> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn slot(&self, i: usize) -> Result<Arc<Upstream>, UpstreamError> {
@@ -202,7 +277,7 @@ impl Gateway {
             self.answer_upstream(message).await;
             return None;
         };
-        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let mut params = message.get("params").cloned().unwrap_or(Value::Null);
         let Some(id) = id else {
             if method == "notifications/cancelled" {
                 self.cancel(session, &params).await;
@@ -217,10 +292,19 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), flight.clone());
+        let progress = params
+            .pointer("/_meta/progressToken")
+            .cloned()
+            .map(|token| {
+                let ours = self.progress().open(session, token);
+                params["_meta"]["progressToken"] = json!(ours);
+                ours
+            });
         let _landing = Landing {
             gw: self,
             key,
             flight: flight.clone(),
+            progress,
         };
         let outcome = tokio::select! {
             biased;
@@ -582,11 +666,31 @@ fn parse_forwarded_id(id: &str) -> Option<(usize, Value)> {
     Some((server.parse().ok()?, serde_json::from_str(original).ok()?))
 }
 
-/// Upstream events to the downstream side: list changes as the gateway's own, server
-/// requests with forwarded ids, other notifications as they are.
+/// Upstream events to the downstream side: progress to the client whose request it is
+/// about, under that client's token; server requests with forwarded ids; other
+/// notifications as they are, to every client.
 async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::UnboundedReceiver<Event>) {
     while let Some(ev) = events.recv().await {
         let message = match ev {
+            Event::Notification { mut message, .. }
+                if message.get("method").and_then(Value::as_str)
+                    == Some("notifications/progress") =>
+            {
+                let route = message
+                    .pointer("/params/progressToken")
+                    .and_then(Value::as_str)
+                    .and_then(|ours| gw.progress().route(ours));
+                // A token the gateway did not give goes on as it came.
+                if let Some((session, token)) = route {
+                    message["params"]["progressToken"] = token;
+                    let _ = gw.downstream.send(Notice {
+                        session: Some(session),
+                        message,
+                    });
+                    continue;
+                }
+                message
+            }
             // A server cancelling its own request: the client knows that request by
             // the id the gateway passed down.
             Event::Notification {
@@ -610,7 +714,7 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::UnboundedReceiver<Event
                 message
             }
         };
-        let _ = gw.downstream.send(message);
+        let _ = gw.downstream.send(Notice::everyone(message));
     }
 }
 
@@ -639,8 +743,8 @@ where
     let relay = tokio::spawn(async move {
         loop {
             match notices.recv().await {
-                Ok(v) => {
-                    if tx_notices.send(v).is_err() {
+                Ok(notice) => {
+                    if notice.is_for("") && tx_notices.send(notice.message).is_err() {
                         break;
                     }
                 }
@@ -698,7 +802,7 @@ mod tests {
                 message: request,
             })
             .unwrap();
-        let forwarded = down.recv().await.unwrap();
+        let forwarded = down.recv().await.unwrap().message;
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "timed out"}});
         gw.events_tx
             .send(Event::Notification {
@@ -706,7 +810,7 @@ mod tests {
                 message: cancel,
             })
             .unwrap();
-        let cancelled = down.recv().await.unwrap();
+        let cancelled = down.recv().await.unwrap().message;
         assert_eq!(cancelled["params"]["requestId"], forwarded["id"]);
         assert_eq!(cancelled["params"]["reason"], "timed out");
         // Other notifications pass as they are.
@@ -717,6 +821,6 @@ mod tests {
                 message: progress.clone(),
             })
             .unwrap();
-        assert_eq!(down.recv().await.unwrap(), progress);
+        assert_eq!(down.recv().await.unwrap().message, progress);
     }
 }
