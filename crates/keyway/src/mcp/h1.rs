@@ -14,6 +14,18 @@ pub const MAX_LINE: usize = 4 * 1024;
 /// Most header fields in an answer.
 const MAX_HEADERS: usize = 128;
 
+/// The answer headers an MCP client acts on; [`parse_head`] keeps these and passes
+/// over the rest (dates, caching, server banners...), which would cost an allocation
+/// each for nothing. A field added here is read in `mcp::wire` or `mcp::post`.
+static KEPT: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::WWW_AUTHENTICATE,
+    HeaderName::from_static("mcp-session-id"),
+];
+
 /// The request head for a POST of `length` bytes to `target` on `host` (written first,
 /// as RFC 9112 §3.2 asks).
 pub fn request_head(
@@ -82,13 +94,18 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
         let status = StatusCode::from_u16(code)
             .map_err(|_| format!("the server answered with status {code}, which is not one"))?;
         let version = resp.version.unwrap_or(1);
-        let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        // httparse checked every name and value against RFC 9110's grammar.
+        let mut headers = HeaderMap::with_capacity(KEPT.len());
         for h in resp.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| format!("the server sent a bad header name {:?}", h.name))?;
+            let Some(name) = KEPT
+                .iter()
+                .find(|k| k.as_str().eq_ignore_ascii_case(h.name))
+            else {
+                continue;
+            };
             let value = HeaderValue::from_bytes(h.value)
                 .map_err(|_| format!("the server sent a bad value for {name}"))?;
-            headers.append(name, value);
+            headers.append(name.clone(), value);
         }
         buf.advance(used);
         if status.is_informational() {
@@ -393,6 +410,33 @@ mod tests {
         );
         assert!(
             head("HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n").is_err()
+        );
+    }
+
+    #[test]
+    fn only_the_headers_an_mcp_client_reads_are_kept() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nDate: Fri, 27 Nov 2026 03:00:00 GMT\r\nServer: x\r\nMcp-Session-Id: s1\r\nContent-Type: text/event-stream\r\nX-Custom: y\r\nWWW-Authenticate: Bearer a\r\nWWW-Authenticate: Basic b\r\nContent-Length: 0\r\n\r\n",
+        );
+        let head = parse_head(&mut buf).unwrap().unwrap();
+        let mut names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "content-length",
+                "content-type",
+                "mcp-session-id",
+                "www-authenticate"
+            ]
+        );
+        assert_eq!(head.headers["mcp-session-id"], "s1");
+        assert_eq!(
+            head.headers
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .count(),
+            2
         );
     }
 

@@ -251,10 +251,10 @@ impl Poster {
     /// takes it: the server cannot act on a request it did not get whole. An error
     /// after the request went out is returned, not retried: the server may have acted
     /// on it.
-    pub async fn post(self: &Arc<Self>, headers: HeaderMap, body: Bytes) -> Result<Reply, String> {
+    pub async fn post(self: &Arc<Self>, headers: HeaderMap, body: &[u8]) -> Result<Reply, String> {
         let mut request = Vec::with_capacity(512 + body.len());
         h1::request_head(&self.path, &self.host, &headers, body.len(), &mut request);
-        request.extend_from_slice(&body);
+        request.extend_from_slice(body);
         if let Some(conn) = self.reuse(&request).await {
             return self.answer(conn).await;
         }

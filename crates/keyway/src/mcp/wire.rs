@@ -256,8 +256,10 @@ impl Wire {
         Ok(req.headers(headers))
     }
 
-    /// Deliver one message (or batch). Returns once the server has answered the HTTP
-    /// request; its JSON-RPC answers arrive on the inbound channel.
+    /// Deliver one message (or batch); its JSON-RPC answers arrive on the inbound
+    /// channel. For a request answered with an event stream (Streamable HTTP), this
+    /// returns once the stream has ended, its messages delivered; otherwise once the
+    /// server has answered the HTTP request.
     pub async fn send(&self, message: &Value) -> Result<(), WireError> {
         self.send_message(&Message::from_value(message)).await
     }
@@ -340,7 +342,7 @@ impl Wire {
             headers.insert(PROTOCOL_VERSION, p);
         }
         self.add_credentials(&mut headers, c.url.as_str()).await?;
-        let body = bytes::Bytes::copy_from_slice(message.text().as_bytes());
+        let body = message.text().as_bytes();
         let resp = match &self.inner.poster {
             Some(poster) => {
                 headers.insert(
@@ -356,7 +358,7 @@ impl Wire {
                 c.http
                     .post(c.url.clone())
                     .headers(headers)
-                    .body(body)
+                    .body(bytes::Bytes::copy_from_slice(body))
                     .send()
                     .await
                     .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
@@ -374,9 +376,16 @@ impl Wire {
                     .is_some_and(|t| t.starts_with("text/event-stream"));
                 if sse {
                     let Some(key) = answer_to else {
-                        let wire = self.clone();
                         let events = events(resp.body);
-                        tokio::spawn(async move { wire.read_events(events, false).await });
+                        if message.is_request() {
+                            // Its answer and what comes with it, read on the sender's
+                            // own task: a task per stream would cost a spawn and a
+                            // hand-off for every request.
+                            self.read_events(events, false).await;
+                        } else {
+                            let wire = self.clone();
+                            tokio::spawn(async move { wire.read_events(events, false).await });
+                        }
                         return Ok(None);
                     };
                     Ok(self.read_answer(events(resp.body), key).await)
