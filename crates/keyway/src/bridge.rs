@@ -65,15 +65,12 @@ pub struct BridgeStats {
 struct Shared {
     wire: Wire,
     authorize: Arc<dyn Authorize>,
-    out: mpsc::UnboundedSender<Message>,
+    route: Arc<Route>,
     /// The client's `initialize` request, replayed on reconnect.
     initialize: Mutex<Option<Message>>,
-    /// Answers to keyway's own requests (the replayed initialize), by id.
-    internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// Bumped by every reconnect and authorization, so concurrent failures share one.
     generation: AtomicU64,
     recover: tokio::sync::Mutex<()>,
-    stats: Mutex<BridgeStats>,
     initialized: std::sync::atomic::AtomicBool,
     /// When the client last sent something.
     last_activity: Mutex<tokio::time::Instant>,
@@ -81,7 +78,56 @@ struct Shared {
 
 impl Shared {
     fn stats(&self) -> std::sync::MutexGuard<'_, BridgeStats> {
+        self.route.stats()
+    }
+
+    fn out(&self, message: Message) {
+        let _ = self.route.out.send(message);
+    }
+}
+
+/// Where the server's messages go, decided on the task that read them (no hand-off
+/// per message): answers to keyway's own requests to their waiters, the rest to the
+/// client; the end of the server's standalone stream to [`reopen_streams`].
+struct Route {
+    out: mpsc::UnboundedSender<Message>,
+    /// Answers to keyway's own requests (the replayed initialize), by id.
+    internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    stats: Mutex<BridgeStats>,
+    stream_ended: mpsc::UnboundedSender<String>,
+}
+
+impl Route {
+    fn stats(&self) -> std::sync::MutexGuard<'_, BridgeStats> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn internal(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Value>>> {
+        self.internal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, item: Inbound) {
+        match item {
+            Inbound::Message(v) => {
+                // keyway's own ids are JSON strings: `"keyway-..."`.
+                let internal = v
+                    .id()
+                    .filter(|id| id.starts_with("\"keyway-"))
+                    .and_then(|id| self.internal().remove(id.trim_matches('"')));
+                match internal {
+                    Some(tx) => {
+                        let _ = tx.send(v.value());
+                    }
+                    None => {
+                        self.stats().to_client += 1;
+                        let _ = self.out.send(v);
+                    }
+                }
+            }
+            Inbound::StreamEnded(why) => {
+                let _ = self.stream_ended.send(why);
+            }
+        }
     }
 }
 
@@ -96,22 +142,29 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (wire, inbound) = Wire::connect(config).await?;
     let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+    let route = Arc::new(Route {
+        out: out_tx,
+        internal: Mutex::new(HashMap::new()),
+        stats: Mutex::new(BridgeStats::default()),
+        stream_ended: ended_tx,
+    });
+    let sink = route.clone();
+    let wire = Wire::connect_to(config, Arc::new(move |item| sink.take(item))).await?;
     let shared = Arc::new(Shared {
         wire,
         authorize,
-        out: out_tx,
+        route,
         initialize: Mutex::new(None),
-        internal: Mutex::new(HashMap::new()),
         generation: AtomicU64::new(0),
         recover: tokio::sync::Mutex::new(()),
-        stats: Mutex::new(BridgeStats::default()),
         initialized: Default::default(),
         last_activity: Mutex::new(tokio::time::Instant::now()),
     });
-    let writer = tokio::spawn(write_out(out_rx, output));
-    let forwarder = tokio::spawn(forward_inbound(shared.clone(), inbound));
+    let (finish, finished) = oneshot::channel();
+    let writer = tokio::spawn(write_out(out_rx, output, finished));
+    let reopener = tokio::spawn(reopen_streams(shared.clone(), ended_rx));
 
     let mut lines = BufReader::new(input).lines();
     let mut tasks = tokio::task::JoinSet::new();
@@ -134,7 +187,7 @@ where
         let message = match Message::parse(line) {
             Ok(m) => m,
             Err(e) => {
-                let _ = shared.out.send(Message::from_value(&json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}})));
+                shared.out(Message::from_value(&json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}})));
                 continue;
             }
         };
@@ -153,9 +206,12 @@ where
     }
     while tasks.join_next().await.is_some() {}
     shared.wire.close().await;
-    forwarder.abort();
+    reopener.abort();
     let stats = *shared.stats();
     drop(shared);
+    // A task still reading a server stream holds the wire, and through its sink a
+    // sender of client messages: the writer is told to finish with what is queued.
+    let _ = finish.send(());
     let _ = writer.await;
     Ok(stats)
 }
@@ -226,7 +282,7 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
             tracing::warn!(method, "could not deliver: {why}");
             if is_request {
                 let id = message.value().get("id").cloned();
-                let _ = s.out.send(Message::from_value(&json!({
+                s.out(Message::from_value(&json!({
                     "jsonrpc": "2.0",
                     "id": id,
                     "error": {"code": DELIVERY_FAILED, "message": format!("keyway could not deliver {method}: {why}")}
@@ -309,10 +365,7 @@ async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
     );
     init["id"] = json!(id);
     let (tx, rx) = oneshot::channel();
-    s.internal
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), tx);
+    s.route.internal().insert(id.clone(), tx);
     let mut sent = s.wire.send(&init).await;
     if let Err(WireError::Unauthorized { challenge }) = &sent {
         s.authorize.unauthorized(challenge.clone()).await?;
@@ -339,57 +392,48 @@ async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
     Ok(())
 }
 
-/// Server messages to the client, except answers to keyway's own requests. A
-/// standalone stream that ends is opened again once per session.
-async fn forward_inbound(s: Arc<Shared>, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
-    while let Some(item) = inbound.recv().await {
-        match item {
-            Inbound::Message(v) => {
-                // keyway's own ids are JSON strings: `"keyway-..."`.
-                let internal = v
-                    .id()
-                    .filter(|id| id.starts_with("\"keyway-"))
-                    .and_then(|id| {
-                        s.internal
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(id.trim_matches('"'))
-                    });
-                match internal {
-                    Some(tx) => {
-                        let _ = tx.send(v.value());
-                    }
-                    None => {
-                        s.stats().to_client += 1;
-                        if s.out.send(v).is_err() {
-                            break;
-                        }
-                    }
+/// The server's standalone stream ended: opened again once per session (a session
+/// the server forgot is re-initialized).
+async fn reopen_streams(s: Arc<Shared>, mut ended: mpsc::UnboundedReceiver<String>) {
+    while let Some(why) = ended.recv().await {
+        tracing::debug!("the server's event stream ended: {why}");
+        if s.initialized.load(Ordering::SeqCst) {
+            let s2 = s.clone();
+            tokio::spawn(async move {
+                let generation = s2.generation.load(Ordering::SeqCst);
+                if let Err(WireError::SessionExpired) = s2.wire.open_standalone_stream().await {
+                    let _ = recover(&s2, generation, Recovery::Reconnect).await;
                 }
-            }
-            Inbound::StreamEnded(why) => {
-                tracing::debug!("the server's event stream ended: {why}");
-                if s.initialized.load(Ordering::SeqCst) {
-                    let s2 = s.clone();
-                    tokio::spawn(async move {
-                        let generation = s2.generation.load(Ordering::SeqCst);
-                        if let Err(WireError::SessionExpired) =
-                            s2.wire.open_standalone_stream().await
-                        {
-                            let _ = recover(&s2, generation, Recovery::Reconnect).await;
-                        }
-                    });
-                }
-            }
+            });
         }
     }
 }
 
-/// One JSON message per line on the client's stdout. A closed stdout ends the
-/// bridge's output quietly (the client went away).
-async fn write_out<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<Message>, mut out: W) {
+/// One JSON message per line on the client's stdout, until `finish` (then what is
+/// queued still goes out). A closed stdout ends the bridge's output quietly (the client
+/// went away).
+async fn write_out<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut out: W,
+    mut finish: oneshot::Receiver<()>,
+) {
     let mut line = Vec::with_capacity(4096);
-    while let Some(v) = rx.recv().await {
+    let mut finishing = false;
+    loop {
+        let next = if finishing {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                biased;
+                _ = &mut finish => {
+                    finishing = true;
+                    rx.close();
+                    continue;
+                }
+                v = rx.recv() => v,
+            }
+        };
+        let Some(v) = next else { break };
         line.clear();
         line.extend_from_slice(v.text().as_bytes());
         line.push(b'\n');

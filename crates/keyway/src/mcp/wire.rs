@@ -100,10 +100,9 @@ pub struct Wire {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     config: WireConfig,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: Sink,
     state: Mutex<State>,
     /// Legacy SSE: signalled once the `endpoint` event arrived.
     endpoint_known: tokio::sync::Notify,
@@ -116,6 +115,20 @@ struct Inner {
     /// reused while the token stays the same.
     bearer: Mutex<Option<header::HeaderValue>>,
 }
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("poster", &self.poster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a wire hands what the server sends that no [`Wire::call`] waits for. It is
+/// called on the task that read the message, so it must not block.
+pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
 
 type Events = Pin<Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
 
@@ -162,6 +175,14 @@ impl Wire {
         config: WireConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), WireError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let sink: Sink = Arc::new(move |item| {
+            let _ = tx.send(item);
+        });
+        Ok((Self::connect_to(config, sink).await?, rx))
+    }
+
+    /// [`Wire::connect`] handing what the server sends to `sink` instead of a channel.
+    pub async fn connect_to(config: WireConfig, sink: Sink) -> Result<Self, WireError> {
         let poster = match config.kind {
             WireKind::StreamableHttp => Poster::new(&config.url),
             WireKind::LegacySse => None,
@@ -171,7 +192,7 @@ impl Wire {
                 poster,
                 bearer: Mutex::default(),
                 config,
-                inbound: tx,
+                inbound: sink,
                 state: Mutex::default(),
                 endpoint_known: tokio::sync::Notify::new(),
                 waiters: Mutex::default(),
@@ -180,7 +201,7 @@ impl Wire {
         if wire.inner.config.kind == WireKind::LegacySse {
             wire.open_legacy_stream().await?;
         }
-        Ok((wire, rx))
+        Ok(wire)
     }
 
     pub fn url(&self) -> &Url {
@@ -472,7 +493,7 @@ impl Wire {
             let _ = tx.send(v.value());
             return;
         }
-        let _ = self.inner.inbound.send(Inbound::Message(v));
+        (self.inner.inbound)(Inbound::Message(v));
     }
 
     /// What one event carries.
@@ -518,7 +539,7 @@ impl Wire {
             }
         }
         if standalone {
-            let _ = self.inner.inbound.send(Inbound::StreamEnded(reason));
+            (self.inner.inbound)(Inbound::StreamEnded(reason));
         }
     }
 
