@@ -72,8 +72,9 @@ struct Shared {
     generation: AtomicU64,
     recover: tokio::sync::Mutex<()>,
     initialized: std::sync::atomic::AtomicBool,
-    /// When the client last sent something.
+    /// When the client last sent something, until the standalone stream is opened.
     last_activity: Mutex<tokio::time::Instant>,
+    settled: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -161,13 +162,14 @@ where
         recover: tokio::sync::Mutex::new(()),
         initialized: Default::default(),
         last_activity: Mutex::new(tokio::time::Instant::now()),
+        settled: Default::default(),
     });
     let (finish, finished) = oneshot::channel();
     let writer = tokio::spawn(write_out(out_rx, output, finished));
     let reopener = tokio::spawn(reopen_streams(shared.clone(), ended_rx));
 
     let mut lines = BufReader::new(input).lines();
-    let mut tasks = tokio::task::JoinSet::new();
+    let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let line = match lines.next_line().await {
             Ok(Some(l)) => l,
@@ -180,10 +182,12 @@ where
         if line.trim().is_empty() {
             continue;
         }
-        *shared
-            .last_activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        if !shared.settled.load(Ordering::Relaxed) {
+            *shared
+                .last_activity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        }
         let message = match Message::parse(line) {
             Ok(m) => m,
             Err(e) => {
@@ -202,9 +206,9 @@ where
             // Notifications and answers keep their order (initialized before the rest).
             deliver(&shared, message).await;
         }
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
+    tasks.close();
+    tasks.wait().await;
     shared.wire.close().await;
     reopener.abort();
     let stats = *shared.stats();
@@ -303,6 +307,7 @@ async fn open_when_settled(s: Arc<Shared>) {
         }
         tokio::time::sleep_until(quiet_at.min(deadline)).await;
     }
+    s.settled.store(true, Ordering::Relaxed);
     if let Err(e) = s.wire.open_standalone_stream().await {
         tracing::info!(error = %e, "no standalone stream for server messages");
     }

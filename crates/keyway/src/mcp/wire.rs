@@ -126,6 +126,11 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// A header value kept in [`State`] as text (they are all visible ASCII).
+fn header_text(v: Option<&header::HeaderValue>) -> Option<String> {
+    v.and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 /// Where a wire hands what the server sends that no [`Wire::call`] waits for. It is
 /// called on the task that read the message, so it must not block.
 pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
@@ -158,8 +163,10 @@ impl Drop for Waiting<'_> {
 
 #[derive(Debug, Default)]
 struct State {
-    session: Option<String>,
-    protocol: Option<String>,
+    /// Kept as header values (visible ASCII), sent with every request: a clone is a
+    /// reference count, not a copy.
+    session: Option<header::HeaderValue>,
+    protocol: Option<header::HeaderValue>,
     /// The id (JSON text) of an `initialize` request in flight (its answer names the
     /// version).
     initialize_id: Option<String>,
@@ -209,11 +216,11 @@ impl Wire {
     }
 
     pub fn session_id(&self) -> Option<String> {
-        self.state().session.clone()
+        header_text(self.state().session.as_ref())
     }
 
     pub fn protocol_version(&self) -> Option<String> {
-        self.state().protocol.clone()
+        header_text(self.state().protocol.as_ref())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -350,16 +357,10 @@ impl Wire {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
-        if let Some(s) = session
-            .as_deref()
-            .and_then(|s| header::HeaderValue::from_str(s).ok())
-        {
-            headers.insert(SESSION_ID, s);
+        if let Some(s) = &session {
+            headers.insert(SESSION_ID, s.clone());
         }
-        if let Some(p) = protocol
-            .as_deref()
-            .and_then(|p| header::HeaderValue::from_str(p).ok())
-        {
+        if let Some(p) = protocol {
             headers.insert(PROTOCOL_VERSION, p);
         }
         self.add_credentials(&mut headers, c.url.as_str()).await?;
@@ -386,8 +387,13 @@ impl Wire {
             ),
         };
         let status = resp.status;
-        if let Some(id) = resp.header(SESSION_ID) {
-            self.state().session = Some(id.to_owned());
+        if let Some(id) = resp.headers.get(SESSION_ID)
+            && id.to_str().is_ok()
+        {
+            let mut st = self.state();
+            if st.session.as_ref() != Some(id) {
+                st.session = Some(id.clone());
+            }
         }
         match status {
             StatusCode::ACCEPTED | StatusCode::NO_CONTENT => Ok(None),
@@ -477,7 +483,7 @@ impl Wire {
                 .get("result")
                 .and_then(|r| r.get("protocolVersion"))
                 .and_then(Value::as_str)
-                .map(str::to_owned);
+                .and_then(|p| header::HeaderValue::from_str(p).ok());
             st.initialize_id = None;
         }
     }
