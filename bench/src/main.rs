@@ -62,6 +62,10 @@ struct Args {
     /// one of them. Ratios need keyway and the peer they compare with.
     #[arg(long, value_delimiter = ',', value_parser = ["keyway", "mcp-remote", "direct", "floor"])]
     peers: Vec<String>,
+    /// The floor bridges run the relay on tokio (`keyway-bench-floor relay-async`)
+    /// instead of blocking I/O: what async I/O costs by itself.
+    #[arg(long)]
+    async_floor: bool,
     /// The repository root (where target/release/keyway and bench/peer are).
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -110,7 +114,10 @@ async fn run(mut args: Args) -> Result<()> {
         .prefix("keyway-bench-")
         .tempdir()
         .context("making the work directory")?;
-    let env = environment(&root, work.path())?;
+    let mut env = environment(&root, work.path())?;
+    if args.async_floor {
+        env.floor_relay = "relay-async";
+    }
     let begun = Instant::now();
 
     say("starting the upstreams");
@@ -304,7 +311,7 @@ async fn run(mut args: Args) -> Result<()> {
 
     let rows = res.rows();
     let header = format!(
-        "# keyway benchmark\n\n{} round(s), medians with (min-max) over rounds; {} cores; {}; mcp-remote 0.15.1 on node {}; took {:.0} s.",
+        "# keyway benchmark\n\n{} round(s), medians with (min-max) over rounds; {} cores; {}; mcp-remote 0.15.1 on node {}; floor bridges: {}; took {:.0} s.",
         args.rounds,
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -315,6 +322,11 @@ async fn run(mut args: Args) -> Result<()> {
             "full run"
         },
         node_version().await,
+        if args.async_floor {
+            "async relay (tokio)"
+        } else {
+            "blocking relay"
+        },
         begun.elapsed().as_secs_f64()
     );
     let md = report::markdown(&rows, &header);
@@ -445,6 +457,7 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
         keyway,
         browser,
         floor,
+        floor_relay: "relay",
         mcp_remote,
         peers,
         work: work.to_owned(),

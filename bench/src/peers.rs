@@ -14,6 +14,8 @@ pub struct Env {
     pub keyway: PathBuf,
     pub browser: PathBuf,
     pub floor: PathBuf,
+    /// The floor's bridge mode: `relay` (blocking) or `relay-async` (tokio).
+    pub floor_relay: &'static str,
     pub mcp_remote: PathBuf,
     pub peers: PathBuf,
     pub work: PathBuf,
@@ -80,7 +82,7 @@ impl Env {
             ),
             Peer::Floor => {
                 let mut c = Command::new(&self.floor);
-                c.arg("relay").arg(&route.upstream.mcp_url);
+                c.arg(self.floor_relay).arg(&route.upstream.mcp_url);
                 // A throwaway token of the loopback testbed, for this bench-only relay.
                 if let Some(t) = &route.token {
                     c.env("KEYWAY_BENCH_FLOOR_TOKEN", t);

@@ -9,6 +9,9 @@
 //!   token of the benchmark's loopback testbed). No authorization flow, no reconnects,
 //!   no JSON parsing beyond finding the protocol version: nothing a real bridge could
 //!   do without.
+//! - `keyway-bench-floor relay-async URL`: the same relay on tokio (a current-thread
+//!   runtime, non-blocking pipes and socket, one task): what readiness-based I/O costs
+//!   by itself, to tell it apart from the layers of a real bridge (`--async-floor`).
 //! - `keyway-bench-floor forward UPSTREAM`: an HTTP forwarder on 127.0.0.1 (port 0; the
 //!   address is printed on stdout). One blocking thread per client connection, each
 //!   with its own upstream connection; requests and answers are copied as they are,
@@ -20,15 +23,22 @@
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
+    os::fd::AsFd,
 };
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["relay", url] => relay(url),
+        ["relay-async", url] => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| rt.block_on(relay_async(url.to_owned()))),
         ["forward", upstream] => forward(upstream),
         _ => {
-            eprintln!("usage: keyway-bench-floor relay URL | forward HOST:PORT");
+            eprintln!("usage: keyway-bench-floor relay URL | relay-async URL | forward HOST:PORT");
             std::process::exit(2);
         }
     };
@@ -237,6 +247,122 @@ fn relay(url: &str) -> io::Result<()> {
             "DELETE {path} HTTP/1.1\r\nhost: {authority}\r\nmcp-session-id: {s}\r\n{t}content-length: 0\r\n\r\n"
         )?;
         let _ = read_head(&mut upstream);
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ relay-async
+
+/// [`relay`]'s logic, the same bytes in and out, on a tokio current-thread runtime.
+async fn relay_async(url: String) -> io::Result<()> {
+    let (authority, path) = split_url(&url)?;
+    let (authority, path) = (authority.as_str(), path.as_str());
+    let token = std::env::var("KEYWAY_BENCH_FLOOR_TOKEN").ok();
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let (r, mut up_w) = stream.into_split();
+    let mut up = tokio::io::BufReader::new(r);
+    let stdin = tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(
+        std::io::stdin().as_fd().try_clone_to_owned()?,
+    ))?;
+    let mut stdout = tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(
+        std::io::stdout().as_fd().try_clone_to_owned()?,
+    ))?;
+    let mut stdin = tokio::io::BufReader::new(stdin);
+    let (mut session, mut protocol): (Option<String>, Option<String>) = (None, None);
+    let mut line = String::new();
+    let mut request = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if stdin.read_line(&mut line).await? == 0 {
+            break;
+        }
+        let body = line.trim();
+        if body.is_empty() {
+            continue;
+        }
+        request.clear();
+        write!(
+            request,
+            "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
+            body.len()
+        )?;
+        if let Some(t) = &token {
+            write!(request, "authorization: Bearer {t}\r\n")?;
+        }
+        if let Some(s) = &session {
+            write!(request, "mcp-session-id: {s}\r\n")?;
+        }
+        if let Some(p) = &protocol {
+            write!(request, "mcp-protocol-version: {p}\r\n")?;
+        }
+        request.extend_from_slice(b"\r\n");
+        request.extend_from_slice(body.as_bytes());
+        up_w.write_all(&request).await?;
+        let mut chunked = false;
+        let mut length = None;
+        loop {
+            let mut h = String::new();
+            up.read_line(&mut h).await?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("mcp-session-id:") {
+                session = Some(h[h.len() - v.trim().len()..].to_owned());
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut emit = |data: &[u8], out: &mut Vec<u8>| {
+            for l in data.split(|&b| b == b'\n') {
+                let l = String::from_utf8_lossy(l);
+                let l = l.trim_end();
+                let d = l
+                    .strip_prefix("data:")
+                    .map(str::trim)
+                    .unwrap_or(if l.starts_with('{') { l } else { "" });
+                if d.is_empty() {
+                    continue;
+                }
+                if protocol.is_none()
+                    && let Some(v) = d.split("\"protocolVersion\":\"").nth(1)
+                {
+                    protocol = v.split('"').next().map(str::to_owned);
+                }
+                out.extend_from_slice(d.as_bytes());
+                out.push(b'\n');
+            }
+        };
+        let mut out = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                up.read_line(&mut size).await?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                    .unwrap_or(0);
+                if n == 0 {
+                    let mut t = String::new();
+                    up.read_line(&mut t).await?;
+                    break;
+                }
+                let mut data = vec![0; n + 2];
+                up.read_exact(&mut data).await?;
+                out.clear();
+                emit(&data[..n], &mut out);
+                stdout.write_all(&out).await?;
+            }
+        } else if let Some(n) = length {
+            let mut data = vec![0; n];
+            up.read_exact(&mut data).await?;
+            emit(&data, &mut out);
+            stdout.write_all(&out).await?;
+        }
     }
     Ok(())
 }
