@@ -144,6 +144,56 @@ fn read_chunk(r: &mut impl BufRead) -> io::Result<(String, Vec<u8>)> {
 
 // ------------------------------------------------------------------------ relay
 
+/// A POST of `body` (one JSON-RPC message) to `path`, into `out`.
+fn post_request(
+    out: &mut Vec<u8>,
+    path: &str,
+    authority: &str,
+    body: &str,
+    token: &Option<String>,
+    session: &Option<String>,
+    protocol: &Option<String>,
+) -> io::Result<()> {
+    out.clear();
+    write!(
+        out,
+        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
+        body.len()
+    )?;
+    if let Some(t) = token {
+        write!(out, "authorization: Bearer {t}\r\n")?;
+    }
+    if let Some(s) = session {
+        write!(out, "mcp-session-id: {s}\r\n")?;
+    }
+    if let Some(p) = protocol {
+        write!(out, "mcp-protocol-version: {p}\r\n")?;
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    Ok(())
+}
+
+/// The message a line of an answer body carries: a `data:` line of an event stream, or
+/// a plain JSON answer (a line of its own). The first protocol version seen is kept.
+fn answer_line<'a>(line: &'a str, protocol: &mut Option<String>) -> Option<&'a str> {
+    let line = line.trim_end();
+    let data = match line.strip_prefix("data:") {
+        Some(d) => d.trim(),
+        None if line.starts_with('{') || line.starts_with('[') => line,
+        None => return None,
+    };
+    if data.is_empty() {
+        return None;
+    }
+    if protocol.is_none()
+        && let Some(v) = data.split("\"protocolVersion\":\"").nth(1)
+    {
+        *protocol = v.split('"').next().map(str::to_owned);
+    }
+    Some(data)
+}
+
 fn relay(url: &str) -> io::Result<()> {
     let (authority, path) = split_url(url)?;
     let token = std::env::var("KEYWAY_BENCH_FLOOR_TOKEN").ok();
@@ -167,23 +217,15 @@ fn relay(url: &str) -> io::Result<()> {
         if body.is_empty() {
             continue;
         }
-        request.clear();
-        write!(
-            request,
-            "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
-            body.len()
+        post_request(
+            &mut request,
+            &path,
+            &authority,
+            body,
+            &token,
+            &session,
+            &protocol,
         )?;
-        if let Some(t) = &token {
-            write!(request, "authorization: Bearer {t}\r\n")?;
-        }
-        if let Some(s) = &session {
-            write!(request, "mcp-session-id: {s}\r\n")?;
-        }
-        if let Some(p) = &protocol {
-            write!(request, "mcp-protocol-version: {p}\r\n")?;
-        }
-        request.extend_from_slice(b"\r\n");
-        request.extend_from_slice(body.as_bytes());
         upstream_w.write_all(&request)?;
         let head = read_head(&mut upstream)?.ok_or_else(|| fail("the server closed"))?;
         if let Some(s) = header(&head, "mcp-session-id") {
@@ -196,23 +238,9 @@ fn relay(url: &str) -> io::Result<()> {
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let l: Vec<u8> = pending.drain(..=end).collect();
                 let l = String::from_utf8_lossy(&l);
-                let l = l.trim_end();
-                let data = l.strip_prefix("data:").map(str::trim).unwrap_or_else(|| {
-                    // A plain JSON answer is one line of its own.
-                    if l.starts_with('{') || l.starts_with('[') {
-                        l
-                    } else {
-                        ""
-                    }
-                });
-                if data.is_empty() {
+                let Some(data) = answer_line(&l, &mut protocol) else {
                     continue;
-                }
-                if protocol.is_none()
-                    && let Some(v) = data.split("\"protocolVersion\":\"").nth(1)
-                {
-                    protocol = v.split('"').next().map(str::to_owned);
-                }
+                };
                 out.write_all(data.as_bytes())?;
                 out.write_all(b"\n")?;
                 out.flush()?;
@@ -281,23 +309,15 @@ async fn relay_async(url: String) -> io::Result<()> {
         if body.is_empty() {
             continue;
         }
-        request.clear();
-        write!(
-            request,
-            "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
-            body.len()
+        post_request(
+            &mut request,
+            &path,
+            &authority,
+            body,
+            &token,
+            &session,
+            &protocol,
         )?;
-        if let Some(t) = &token {
-            write!(request, "authorization: Bearer {t}\r\n")?;
-        }
-        if let Some(s) = &session {
-            write!(request, "mcp-session-id: {s}\r\n")?;
-        }
-        if let Some(p) = &protocol {
-            write!(request, "mcp-protocol-version: {p}\r\n")?;
-        }
-        request.extend_from_slice(b"\r\n");
-        request.extend_from_slice(body.as_bytes());
         up_w.write_all(&request).await?;
         let mut chunked = false;
         let mut length = None;
@@ -322,19 +342,9 @@ async fn relay_async(url: String) -> io::Result<()> {
         let mut emit = |data: &[u8], out: &mut Vec<u8>| {
             for l in data.split(|&b| b == b'\n') {
                 let l = String::from_utf8_lossy(l);
-                let l = l.trim_end();
-                let d = l
-                    .strip_prefix("data:")
-                    .map(str::trim)
-                    .unwrap_or(if l.starts_with('{') { l } else { "" });
-                if d.is_empty() {
+                let Some(d) = answer_line(&l, &mut protocol) else {
                     continue;
-                }
-                if protocol.is_none()
-                    && let Some(v) = d.split("\"protocolVersion\":\"").nth(1)
-                {
-                    protocol = v.split('"').next().map(str::to_owned);
-                }
+                };
                 out.extend_from_slice(d.as_bytes());
                 out.push(b'\n');
             }

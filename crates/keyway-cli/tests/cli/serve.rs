@@ -232,9 +232,23 @@ async fn listening_beyond_loopback_needs_a_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
 }
 
-/// A slow call with a progress token, and the cancellation of it.
-fn slow_call(id: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__slow", "arguments": {"ms": 60000}, "_meta": {"progressToken": id}}})
+/// An open testbed behind the gateway as `alpha`, and the keyway home that has it.
+async fn alpha() -> (keyway_testbed::Testbed, Keyway) {
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
+            .await
+            .status
+            .success()
+    );
+    (open, k)
+}
+
+/// A call of alpha's `slow` tool (`ms` long) with a progress token; the cancellation of
+/// one.
+fn slow_call(id: Value, ms: u64, token: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__slow", "arguments": {"ms": ms}, "_meta": {"progressToken": token}}})
 }
 
 fn cancel(id: &str) -> Value {
@@ -258,17 +272,10 @@ async fn upstream_cancels(tb: &keyway_testbed::Testbed) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_cancelled_on_stdio_is_cancelled_upstream_and_not_answered() {
-    let open = testbed(|k| k.open = true).await;
-    let k = Keyway::new();
-    assert!(
-        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
-            .await
-            .status
-            .success()
-    );
+    let (open, k) = alpha().await;
     let mut c = Client::spawn(&k, &["serve"]);
     c.initialize().await;
-    c.send(&slow_call("long")).await;
+    c.send(&slow_call(json!("long"), 60_000, "long")).await;
     // Its first progress report: the call is running upstream.
     loop {
         let m = c.next().await;
@@ -290,54 +297,18 @@ async fn a_call_cancelled_on_stdio_is_cancelled_upstream_and_not_answered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_cancelled_over_http_is_cancelled_upstream() {
-    let open = testbed(|k| k.open = true).await;
-    let k = Keyway::new();
-    assert!(
-        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
-            .await
-            .status
-            .success()
-    );
+    let (open, k) = alpha().await;
     let (_child, url) = listen(&k, &[]).await;
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-    let r = post(&url, init, &[]).await;
-    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = http_session(&url).await;
     let with_session = [("mcp-session-id", session.as_str())];
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    assert_eq!(post(&url, initialized, &with_session).await.status(), 202);
     // Progress comes on the event stream.
-    let mut events = reqwest::Client::new()
-        .get(&url)
-        .header("mcp-session-id", &session)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(events.status(), 200);
+    let mut events = Events::open(&url, &session).await;
     let call = tokio::spawn({
         let (url, session) = (url.clone(), session.clone());
-        async move {
-            post(
-                &url,
-                slow_call("long"),
-                &[("mcp-session-id", session.as_str())],
-            )
-            .await
-        }
+        let body = slow_call(json!("long"), 60_000, "long");
+        async move { post(&url, body, &[("mcp-session-id", session.as_str())]).await }
     });
-    let mut seen = String::new();
-    while !seen
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .any(|d| serde_json::from_str::<Value>(d.trim()).is_ok_and(|m| is_progress_of(&m, "long")))
-    {
-        let chunk = events
-            .chunk()
-            .await
-            .unwrap()
-            .expect("the event stream stays open");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    while !is_progress_of(&events.next().await, "long") {}
     assert_eq!(
         post(&url, cancel("long"), &with_session).await.status(),
         202
@@ -411,28 +382,20 @@ async fn http_session(url: &str) -> String {
 /// token of its own; each client gets only its own call's progress, under its token.
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_goes_to_the_session_that_asked_under_its_own_token() {
-    let open = testbed(|k| k.open = true).await;
-    let k = Keyway::new();
-    assert!(
-        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
-            .await
-            .status
-            .success()
-    );
+    let (_open, k) = alpha().await;
     let (_child, url) = listen(&k, &[]).await;
     let (a, b) = (http_session(&url).await, http_session(&url).await);
     let (mut a_events, mut b_events) = (Events::open(&url, &a).await, Events::open(&url, &b).await);
-    let slow = |id: i64, ms: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__slow", "arguments": {"ms": ms}, "_meta": {"progressToken": "same"}}});
     let call = |session: &str, body: Value| {
         let (url, session) = (url.clone(), session.to_owned());
         tokio::spawn(async move { post(&url, body, &[("mcp-session-id", session.as_str())]).await })
     };
     // A's call reports at once and again after a second; B's starts in between.
-    let a_call = call(&a, slow(10, 2000));
+    let a_call = call(&a, slow_call(json!(10), 2000, "same"));
     let first = a_events.next().await;
     assert_eq!(first["params"]["progressToken"], "same", "{first}");
     assert_eq!(first["params"]["total"], 2000.0, "{first}");
-    let b_call = call(&b, slow(10, 2500));
+    let b_call = call(&b, slow_call(json!(10), 2500, "same"));
     let b_first = b_events.next().await;
     assert_eq!(b_first["params"]["progressToken"], "same", "{b_first}");
     assert_eq!(b_first["params"]["total"], 2500.0, "{b_first}");

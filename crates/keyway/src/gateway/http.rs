@@ -199,11 +199,7 @@ async fn handle_post(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
     let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
     // A request (method and id) gets an answer whatever happens; see below.
     let request_id = message.get("method").and(message.get("id")).cloned();
-    let session = headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    match s.gw.handle(session, message).await {
+    match s.gw.handle(session_of(&headers), message).await {
         None => match request_id {
             // Cancelled by the client meanwhile. Over HTTP a request's POST still
             // needs an answer; the client ignores it (it cancelled).
@@ -225,17 +221,20 @@ async fn handle_post(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
     }
 }
 
+/// The client's session id ("" when it sent none).
+fn session_of(headers: &HeaderMap) -> &str {
+    headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
 async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = s.guard.check(&headers) {
         return r.into_response();
     }
     let rx = s.gw.subscribe();
-    let session = headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let stream = events(rx, session);
+    let stream = events(rx, session_of(&headers).to_owned());
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

@@ -794,6 +794,7 @@ mod tests {
     async fn a_server_cancelling_its_request_names_the_forwarded_id() {
         let gw = Gateway::start(Vec::new()).await;
         let mut down = gw.subscribe();
+        let from_server_3 = |message| Event::Notification { server: 3, message };
         let request =
             json!({"jsonrpc": "2.0", "id": 7, "method": "sampling/createMessage", "params": {}});
         gw.events_tx
@@ -804,23 +805,13 @@ mod tests {
             .unwrap();
         let forwarded = down.recv().await.unwrap().message;
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "timed out"}});
-        gw.events_tx
-            .send(Event::Notification {
-                server: 3,
-                message: cancel,
-            })
-            .unwrap();
+        gw.events_tx.send(from_server_3(cancel)).unwrap();
         let cancelled = down.recv().await.unwrap().message;
         assert_eq!(cancelled["params"]["requestId"], forwarded["id"]);
         assert_eq!(cancelled["params"]["reason"], "timed out");
         // Other notifications pass as they are.
         let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 7, "progress": 1}});
-        gw.events_tx
-            .send(Event::Notification {
-                server: 3,
-                message: progress.clone(),
-            })
-            .unwrap();
+        gw.events_tx.send(from_server_3(progress.clone())).unwrap();
         assert_eq!(down.recv().await.unwrap().message, progress);
     }
 }
