@@ -311,8 +311,8 @@ async fn relay_async(url: String) -> io::Result<()> {
         }
         post_request(
             &mut request,
-            &path,
-            &authority,
+            path,
+            authority,
             body,
             &token,
             &session,
