@@ -62,7 +62,7 @@ struct Args {
     /// one of them. Ratios need keyway and the peer they compare with.
     #[arg(long, value_delimiter = ',', value_parser = ["keyway", "mcp-remote", "direct", "floor"])]
     peers: Vec<String>,
-    /// The floor bridges run the relay on tokio (`keyway-bench-floor relay-async`)
+    /// The floors run on tokio (`keyway-bench-floor relay-async` and `forward-async`)
     /// instead of blocking I/O: what async I/O costs by itself.
     #[arg(long)]
     async_floor: bool,
@@ -117,6 +117,7 @@ async fn run(mut args: Args) -> Result<()> {
     let mut env = environment(&root, work.path())?;
     if args.async_floor {
         env.floor_relay = "relay-async";
+        env.floor_forward = "forward-async";
     }
     let begun = Instant::now();
 
@@ -311,7 +312,7 @@ async fn run(mut args: Args) -> Result<()> {
 
     let rows = res.rows();
     let header = format!(
-        "# keyway benchmark\n\n{} round(s), medians with (min-max) over rounds; {} cores; {}; mcp-remote 0.15.1 on node {}; floor bridges: {}; took {:.0} s.",
+        "# keyway benchmark\n\n{} round(s), medians with (min-max) over rounds; {} cores; {}; mcp-remote 0.15.1 on node {}; floors: {}; took {:.0} s.",
         args.rounds,
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -323,9 +324,9 @@ async fn run(mut args: Args) -> Result<()> {
         },
         node_version().await,
         if args.async_floor {
-            "async relay (tokio)"
+            "async relay and forwarder (tokio)"
         } else {
-            "blocking relay"
+            "blocking relay and forwarder"
         },
         begun.elapsed().as_secs_f64()
     );
@@ -458,6 +459,7 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
         browser,
         floor,
         floor_relay: "relay",
+        floor_forward: "forward",
         mcp_remote,
         peers,
         work: work.to_owned(),
@@ -553,7 +555,7 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
         upstream.port_or_known_default().unwrap_or(80)
     );
     let mut child = tokio::process::Command::new(&env.floor)
-        .args(["forward", &authority])
+        .args([env.floor_forward, &authority])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -16,6 +16,8 @@ pub struct Env {
     pub floor: PathBuf,
     /// The floor's bridge mode: `relay` (blocking) or `relay-async` (tokio).
     pub floor_relay: &'static str,
+    /// The floor's gateway mode: `forward` (blocking) or `forward-async` (tokio).
+    pub floor_forward: &'static str,
     pub mcp_remote: PathBuf,
     pub peers: PathBuf,
     pub work: PathBuf,

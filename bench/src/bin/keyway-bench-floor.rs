@@ -16,6 +16,9 @@
 //!   address is printed on stdout). One blocking thread per client connection, each
 //!   with its own upstream connection; requests and answers are copied as they are,
 //!   headers included. The least any HTTP gateway costs.
+//! - `keyway-bench-floor forward-async UPSTREAM`: the same forwarder on tokio (a
+//!   current-thread runtime, one task per client connection): the least a gateway on
+//!   readiness-based I/O costs, which is what keyway's gateway is.
 //!
 //! Both speak only as much HTTP/1.1 as the benchmark's peers need: Content-Length
 //! request bodies, Content-Length or chunked answers.
@@ -37,8 +40,14 @@ fn main() {
             .build()
             .and_then(|rt| rt.block_on(relay_async(url.to_owned()))),
         ["forward", upstream] => forward(upstream),
+        ["forward-async", upstream] => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| rt.block_on(forward_async(upstream.to_owned()))),
         _ => {
-            eprintln!("usage: keyway-bench-floor relay URL | relay-async URL | forward HOST:PORT");
+            eprintln!(
+                "usage: keyway-bench-floor relay URL | relay-async URL | forward HOST:PORT | forward-async HOST:PORT"
+            );
             std::process::exit(2);
         }
     };
@@ -455,6 +464,128 @@ fn forward_connection(client: TcpStream, upstream: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------- forward-async
+
+/// [`forward`] on a tokio current-thread runtime.
+async fn forward_async(upstream: String) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}", listener.local_addr()?);
+    io::stdout().flush()?;
+    loop {
+        let (client, _) = listener.accept().await?;
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            if let Err(e) = forward_connection_async(client, &upstream).await {
+                eprintln!("keyway-bench-floor: a connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// An HTTP/1.1 head from `r` into `out` as it came (its lines and the blank line):
+/// false when the connection ended before one began. Its framing is returned through
+/// `body`, for requests when `request`.
+async fn copy_head_async(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    out: &mut Vec<u8>,
+    request: bool,
+) -> io::Result<Option<Body>> {
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return if lines.is_empty() {
+                Ok(None)
+            } else {
+                Err(fail("the connection closed inside a head"))
+            };
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if lines.is_empty() {
+                continue;
+            }
+            for l in &lines {
+                out.extend_from_slice(l.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            return Ok(Some(body_of(&lines, request)));
+        }
+        lines.push(line.to_owned());
+    }
+}
+
+async fn forward_connection_async(client: tokio::net::TcpStream, upstream: &str) -> io::Result<()> {
+    client.set_nodelay(true)?;
+    let (client_r, mut client_w) = client.into_split();
+    let mut client = tokio::io::BufReader::new(client_r);
+    let server = tokio::net::TcpStream::connect(upstream).await?;
+    server.set_nodelay(true)?;
+    let (server_r, mut server_w) = server.into_split();
+    let mut server = tokio::io::BufReader::new(server_r);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        let Some(body) = copy_head_async(&mut client, &mut buf, true).await? else {
+            return Ok(());
+        };
+        if let Body::Length(n) = body {
+            let at = buf.len();
+            buf.resize(at + n, 0);
+            client.read_exact(&mut buf[at..]).await?;
+        }
+        server_w.write_all(&buf).await?;
+        buf.clear();
+        let body = copy_head_async(&mut server, &mut buf, false)
+            .await?
+            .ok_or_else(|| fail("the upstream closed"))?;
+        match body {
+            Body::None => client_w.write_all(&buf).await?,
+            Body::Length(n) => {
+                let at = buf.len();
+                buf.resize(at + n, 0);
+                server.read_exact(&mut buf[at..]).await?;
+                client_w.write_all(&buf).await?;
+            }
+            Body::Chunked => {
+                // Each chunk as it comes, the head with the first (an event stream may
+                // stay open).
+                loop {
+                    let mut size_line = String::new();
+                    server.read_line(&mut size_line).await?;
+                    let size =
+                        usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
+                            .map_err(|_| fail(format!("a bad chunk size: {size_line:?}")))?;
+                    buf.extend_from_slice(size_line.as_bytes());
+                    if size == 0 {
+                        loop {
+                            let mut trailer = String::new();
+                            let n = server.read_line(&mut trailer).await?;
+                            buf.extend_from_slice(trailer.as_bytes());
+                            if n == 0 || trailer.trim().is_empty() {
+                                break;
+                            }
+                        }
+                        client_w.write_all(&buf).await?;
+                        break;
+                    }
+                    let at = buf.len();
+                    buf.resize(at + size + 2, 0);
+                    server.read_exact(&mut buf[at..]).await?;
+                    client_w.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+            Body::UntilClose => {
+                client_w.write_all(&buf).await?;
+                tokio::io::copy(&mut server, &mut client_w).await?;
+                return Ok(());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
