@@ -213,6 +213,7 @@ async fn run(mut args: Args) -> Result<()> {
         if wanted(&args, 5) {
             for route in [&tb, &ev] {
                 let s = format!("5 parallel bridges, {}", route.upstream.name);
+                let mut rates = Vec::new();
                 for &p in peers {
                     let r = scenarios::parallel(
                         &env,
@@ -238,6 +239,7 @@ async fn run(mut args: Args) -> Result<()> {
                         p,
                         r.calls_per_s,
                     );
+                    rates.push((p, r.calls_per_s));
                     if let Some(rss) = r.total_rss {
                         res.record(&s, "total peak RSS", "MiB", p, rss / MIB);
                     }
@@ -245,6 +247,7 @@ async fn run(mut args: Args) -> Result<()> {
                         res.record(&s, "bridge CPU per call", "µs", p, cpu);
                     }
                 }
+                record_shares(&mut res, &s, &rates);
             }
         }
         if let Some(set) = &fan_out {
@@ -271,6 +274,15 @@ async fn run(mut args: Args) -> Result<()> {
                     .await
                     .with_context(|| s.clone())?;
                 let direct_p50 = g.direct.p50;
+                record_shares(
+                    &mut res,
+                    &s,
+                    &[
+                        (Peer::Keyway, g.keyway.calls_per_s),
+                        (Peer::Direct, g.direct.calls_per_s),
+                        (Peer::Floor, g.floor.calls_per_s),
+                    ],
+                );
                 for (p, r) in [
                     (Peer::Keyway, &g.keyway),
                     (Peer::Direct, &g.direct),
@@ -361,6 +373,28 @@ async fn run(mut args: Args) -> Result<()> {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Each peer's calls/s as a share of the direct clients' in the same round. Neighbours
+/// in time share the machine's mood, so this ratio is steadier than one of medians
+/// taken over rounds; and the floor's share shows what any process in between can
+/// reach here.
+fn record_shares(res: &mut Results, scenario: &str, rates: &[(Peer, f64)]) {
+    let Some(&(_, direct)) = rates.iter().find(|(p, _)| *p == Peer::Direct) else {
+        return;
+    };
+    if direct <= 0.0 {
+        return;
+    }
+    for &(p, rate) in rates.iter().filter(|(p, _)| *p != Peer::Direct) {
+        res.record(
+            scenario,
+            "share of direct, same round",
+            "%",
+            p,
+            100.0 * rate / direct,
+        );
+    }
+}
 
 fn declare_targets(res: &mut Results) {
     let ratio = |v: f64| Check::RatioToRemoteAtMost(v);

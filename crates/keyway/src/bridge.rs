@@ -10,16 +10,18 @@
 
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll, Waker},
 };
 
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
-    sync::{mpsc, oneshot},
+    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader},
+    sync::{Notify, mpsc, oneshot},
 };
 
 use crate::{
@@ -83,7 +85,7 @@ impl Shared {
     }
 
     fn out(&self, message: Message) {
-        let _ = self.route.out.send(message);
+        self.route.out.send(&message);
     }
 }
 
@@ -91,7 +93,7 @@ impl Shared {
 /// per message): answers to keyway's own requests to their waiters, the rest to the
 /// client; the end of the server's standalone stream to [`reopen_streams`].
 struct Route {
-    out: mpsc::UnboundedSender<Message>,
+    out: Arc<Out>,
     /// Answers to keyway's own requests (the replayed initialize), by id.
     internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     stats: Mutex<BridgeStats>,
@@ -121,7 +123,7 @@ impl Route {
                     }
                     None => {
                         self.stats().to_client += 1;
-                        let _ = self.out.send(v);
+                        self.out.send(&v);
                     }
                 }
             }
@@ -143,10 +145,10 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let out = Arc::new(Out::new(Box::new(output)));
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let route = Arc::new(Route {
-        out: out_tx,
+        out: out.clone(),
         internal: Mutex::new(HashMap::new()),
         stats: Mutex::new(BridgeStats::default()),
         stream_ended: ended_tx,
@@ -165,13 +167,32 @@ where
         settled: Default::default(),
     });
     let (finish, finished) = oneshot::channel();
-    let writer = tokio::spawn(write_out(out_rx, output, finished));
+    let writer = tokio::spawn(write_out(out, finished));
     let reopener = tokio::spawn(reopen_streams(shared.clone(), ended_rx));
 
     let mut lines = BufReader::new(input).lines();
     let tasks = tokio_util::task::TaskTracker::new();
+    // The latest request, run on this task while the client waits for it: a client
+    // that sends one request at a time costs no task per request. Should the client
+    // send something else meanwhile, the request moves to a task of its own (it is
+    // boxed, so moving it moves a pointer) and runs on beside the rest.
+    let mut current: Option<Delivery> = None;
     loop {
-        let line = match lines.next_line().await {
+        let read = match current.as_mut() {
+            None => lines.next_line().await,
+            Some(request) => tokio::select! {
+                // `next_line` is cancel-safe: a line half read stays in the buffer.
+                read = lines.next_line() => read,
+                () = request => {
+                    current = None;
+                    continue;
+                }
+            },
+        };
+        if let Some(request) = current.take() {
+            tasks.spawn(request);
+        }
+        let line = match read {
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(e) => {
@@ -201,11 +222,14 @@ where
         if message.is_request() {
             // Requests run side by side; a slow one does not hold up the others.
             let s = shared.clone();
-            tasks.spawn(async move { deliver(&s, message).await });
+            current = Some(Box::pin(async move { deliver(&s, message).await }));
         } else {
             // Notifications and answers keep their order (initialized before the rest).
             deliver(&shared, message).await;
         }
+    }
+    if let Some(request) = current.take() {
+        request.await;
     }
     tasks.close();
     tasks.wait().await;
@@ -219,6 +243,9 @@ where
     let _ = writer.await;
     Ok(stats)
 }
+
+/// A client request on its way (see [`run`]).
+type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Send one client message, recovering from what can be recovered.
 async fn deliver(s: &Arc<Shared>, message: Message) {
@@ -245,7 +272,9 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
             Ok(()) => break Ok(()),
             Err(WireError::Unauthorized { challenge }) if authorizations < 2 => {
                 authorizations += 1;
-                if let Err(e) = recover(s, generation, Recovery::Authorize(challenge)).await {
+                if let Err(e) =
+                    Box::pin(recover(s, generation, Recovery::Authorize(challenge))).await
+                {
                     break Err(e);
                 }
             }
@@ -259,15 +288,19 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
                     ));
                 }
                 authorizations += 1;
-                if let Err(e) =
-                    recover(s, generation, Recovery::StepUp(challenge, operation())).await
+                if let Err(e) = Box::pin(recover(
+                    s,
+                    generation,
+                    Recovery::StepUp(challenge, operation()),
+                ))
+                .await
                 {
                     break Err(e);
                 }
             }
             Err(e) if e.is_dropped() && !reconnected && method != "initialize" => {
                 reconnected = true;
-                if let Err(e) = recover(s, generation, Recovery::Reconnect).await {
+                if let Err(e) = Box::pin(recover(s, generation, Recovery::Reconnect)).await {
                     break Err(e);
                 }
             }
@@ -414,38 +447,199 @@ async fn reopen_streams(s: Arc<Shared>, mut ended: mpsc::UnboundedReceiver<Strin
     }
 }
 
-/// One JSON message per line on the client's stdout, until `finish` (then what is
-/// queued still goes out). A closed stdout ends the bridge's output quietly (the client
-/// went away).
-async fn write_out<W: AsyncWrite + Unpin>(
-    mut rx: mpsc::UnboundedReceiver<Message>,
-    mut out: W,
-    mut finish: oneshot::Receiver<()>,
-) {
-    let mut line = Vec::with_capacity(4096);
-    let mut finishing = false;
-    loop {
-        let next = if finishing {
-            rx.recv().await
-        } else {
-            tokio::select! {
-                biased;
-                _ = &mut finish => {
-                    finishing = true;
-                    rx.close();
-                    continue;
-                }
-                v = rx.recv() => v,
-            }
-        };
-        let Some(v) = next else { break };
-        line.clear();
-        line.extend_from_slice(v.text().as_bytes());
-        line.push(b'\n');
-        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
-            break;
+/// The client's stdout: one JSON message per line, in the order they are given. A
+/// message is written by the task that has it when the pipe takes it at once (the usual
+/// case: no hand-off to another task per message); what the pipe does not take is
+/// queued for [`write_out`], which waits until it can. A broken stdout (the client went
+/// away) ends the output quietly.
+struct Out {
+    state: Mutex<OutState>,
+    /// Tells [`write_out`] there is something queued or left to flush.
+    wake: Notify,
+}
+
+struct OutState {
+    w: Box<dyn AsyncWrite + Unpin + Send>,
+    /// Bytes that must go out before anything else.
+    queued: Vec<u8>,
+    /// A message and its newline, so they go out in one write.
+    line: Vec<u8>,
+    /// Written but not flushed (tokio's blocking stdout buffers; pipes do not).
+    unflushed: bool,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Out").finish_non_exhaustive()
+    }
+}
+
+/// Kept by a queue between bursts; a larger one is given back once drained.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+impl Out {
+    fn new(w: Box<dyn AsyncWrite + Unpin + Send>) -> Self {
+        Self {
+            state: Mutex::new(OutState {
+                w,
+                queued: Vec::new(),
+                line: Vec::with_capacity(4096),
+                unflushed: false,
+                closed: false,
+            }),
+            wake: Notify::new(),
         }
-        // A very large message does not keep its buffer.
-        line.shrink_to(64 * 1024);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write `message` now if the pipe takes it, else queue it for [`write_out`].
+    /// Never waits.
+    fn send(&self, message: &Message) {
+        let mut st = self.state();
+        let st = &mut *st;
+        if st.closed {
+            return;
+        }
+        if !st.queued.is_empty() || st.unflushed {
+            // Behind what is already waiting, which the writer task is on.
+            st.queued.extend_from_slice(message.text().as_bytes());
+            st.queued.push(b'\n');
+            return;
+        }
+        st.line.clear();
+        st.line.extend_from_slice(message.text().as_bytes());
+        st.line.push(b'\n');
+        // A waker that does nothing: whatever is left is handed to the writer task,
+        // whose own poll registers its real waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut w = Pin::new(&mut st.w);
+        let mut written = 0;
+        while written < st.line.len() {
+            match w.as_mut().poll_write(&mut cx, &st.line[written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => written += n,
+                Poll::Ready(_) => {
+                    st.closed = true;
+                    return;
+                }
+                Poll::Pending => break,
+            }
+        }
+        st.queued.extend_from_slice(&st.line[written..]);
+        if st.line.capacity() > KEPT_BUFFER {
+            st.line = Vec::with_capacity(4096);
+        }
+        if st.queued.is_empty() {
+            match w.poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => return,
+                Poll::Ready(Err(_)) => {
+                    st.closed = true;
+                    return;
+                }
+                Poll::Pending => st.unflushed = true,
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Write and flush what is queued; ready when nothing is left (or stdout broke).
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.state();
+        let st = &mut *st;
+        let mut w = Pin::new(&mut st.w);
+        while !st.closed && !st.queued.is_empty() {
+            match w.as_mut().poll_write(cx, &st.queued) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    st.queued.drain(..n);
+                    st.unflushed = true;
+                }
+                Poll::Ready(_) => st.closed = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if st.queued.capacity() > KEPT_BUFFER {
+            st.queued = Vec::new();
+        }
+        if !st.closed && st.unflushed {
+            match w.poll_flush(cx) {
+                Poll::Ready(Ok(())) => st.unflushed = false,
+                Poll::Ready(Err(_)) => st.closed = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if st.closed {
+            st.queued = Vec::new();
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Writes what [`Out::send`] could not, until `finish`; then what is queued still goes
+/// out, and later messages are dropped.
+async fn write_out(out: Arc<Out>, mut finish: oneshot::Receiver<()>) {
+    loop {
+        let finishing = tokio::select! {
+            biased;
+            _ = &mut finish => true,
+            _ = out.wake.notified() => false,
+        };
+        std::future::poll_fn(|cx| out.poll_drain(cx)).await;
+        if finishing {
+            out.state().closed = true;
+            return;
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader, BufWriter};
+
+    use super::*;
+
+    /// Messages reach stdout whole and in order when the pipe fills up (the direct
+    /// write is refused and the rest queues) and when the writer buffers (a flush is
+    /// owed): a real pipe, read only after the writes began, behind a small BufWriter.
+    #[tokio::test]
+    async fn output_keeps_order_through_a_full_pipe_and_a_buffering_writer() {
+        let (tx, rx) = tokio::net::unix::pipe::pipe().expect("a pipe");
+        let out = Arc::new(Out::new(Box::new(BufWriter::with_capacity(1000, tx))));
+        let (finish, finished) = oneshot::channel();
+        let writer = tokio::spawn(write_out(out.clone(), finished));
+        let message = |i: usize| {
+            // Small ones stay in the buffer; large ones fill the pipe (64 KiB).
+            let pad = "x".repeat(if i.is_multiple_of(3) { 5000 } else { 50 });
+            Message::from_value(
+                &json!({"jsonrpc": "2.0", "method": "m", "params": {"i": i, "pad": pad}}),
+            )
+        };
+        let count = 300;
+        for i in 0..count {
+            out.send(&message(i));
+        }
+        assert!(
+            !out.state().queued.is_empty(),
+            "the pipe was full: the test must reach the queue"
+        );
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(rx).lines();
+            let mut got = Vec::new();
+            while let Some(l) = lines.next_line().await.expect("reading the pipe") {
+                got.push(l);
+            }
+            got
+        });
+        let _ = finish.send(());
+        writer.await.expect("the writer ends");
+        out.send(&message(count));
+        drop(out);
+        let got = reader.await.expect("the reader ends");
+        assert_eq!(got.len(), count, "every message before finish, none after");
+        for (i, line) in got.iter().enumerate() {
+            assert_eq!(line, message(i).text(), "message {i}");
+        }
     }
 }

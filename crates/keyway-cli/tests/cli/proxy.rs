@@ -168,6 +168,46 @@ async fn a_session_through_the_proxy() {
     );
 }
 
+/// A request the server takes long over does not hold up the ones after it: the
+/// bridge runs the first on its own task while it is alone, and moves it aside when the
+/// next one comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_request_does_not_hold_up_the_next() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "tb", "--browser", "follow"])
+            .await
+            .status
+            .success()
+    );
+    let mut c = Client::spawn(&k, &["proxy", "tb"]);
+    c.initialize().await;
+    c.send(&json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 600_000}}}))
+        .await;
+    let echo = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "next"}}),
+        ),
+    )
+    .await
+    .expect("the echo is answered while the slow call runs");
+    assert_eq!(text(&echo), "next");
+    assert!(
+        c.seen.iter().all(|m| m.get("id") != Some(&json!("slow"))),
+        "the slow call is still running"
+    );
+    // Ended by cancelling it, so the bridge has nothing left to wait for at exit.
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "slow"}}))
+        .await;
+    tokio::time::timeout(Duration::from_secs(20), tb.cancelled_calls_reach(1))
+        .await
+        .expect("the cancellation reaches the server");
+    c.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxy_authorizes_when_the_server_asks() {
     let tb = testbed(|_| {}).await;

@@ -9,6 +9,7 @@ mod error;
 mod h1;
 mod message;
 mod post;
+mod sse;
 pub(crate) use post::Reply;
 pub mod wire;
 

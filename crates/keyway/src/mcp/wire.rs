@@ -6,12 +6,11 @@
 
 use std::{
     collections::HashMap,
-    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, StreamExt};
 use http::HeaderName;
 use reqwest::{StatusCode, header};
 use serde_json::Value;
@@ -22,11 +21,12 @@ pub use super::message::Message;
 use super::{
     TokenSource,
     post::{ByteStream, Poster, Reply},
+    sse::{Sse, SseError, SseStream},
 };
 use crate::Secret;
 
 /// Largest single JSON answer or event keyway reads.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+const MAX_MESSAGE: usize = super::sse::MAX_EVENT;
 
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -135,10 +135,10 @@ fn header_text(v: Option<&header::HeaderValue>) -> Option<String> {
 /// called on the task that read the message, so it must not block.
 pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
 
-type Events = Pin<Box<dyn Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>>;
+type Events = SseStream;
 
 fn events(body: ByteStream) -> Events {
-    Box::pin(sse_stream::SseStream::from_bytes_stream(body))
+    SseStream::new(body)
 }
 
 /// What one event of a stream amounts to.
@@ -503,26 +503,24 @@ impl Wire {
     }
 
     /// What one event carries.
-    fn event(&self, ev: Result<sse_stream::Sse, sse_stream::Error>) -> Event {
+    fn event(&self, ev: Result<Sse, SseError>) -> Event {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => return Event::End(format!("the stream broke: {e}")),
         };
         match ev.event.as_deref() {
             Some("endpoint") if self.inner.config.kind == WireKind::LegacySse => {
-                self.set_endpoint(ev.data.as_deref().unwrap_or_default());
+                self.set_endpoint(&ev.data);
                 return Event::Skip;
             }
             None | Some("message") => {}
             Some(_) => return Event::Skip,
         }
-        let Some(data) = ev.data.filter(|d| !d.trim().is_empty()) else {
+        if ev.data.trim_ascii().is_empty() {
             return Event::Skip;
-        };
-        if data.len() > MAX_MESSAGE {
-            return Event::End("an event larger than 16 MiB".into());
         }
-        match Message::parse(data) {
+        // No larger than MAX_MESSAGE: the event parser refuses longer ones.
+        match Message::parse(ev.data) {
             Ok(v) => Event::Message(v),
             Err(e) => {
                 tracing::warn!(error = %e, "an event that is not JSON-RPC; skipped");
