@@ -31,7 +31,7 @@ static KEPT: [HeaderName; 6] = [
 pub fn request_head(
     target: &str,
     host: &HeaderValue,
-    headers: &HeaderMap,
+    headers: &[(HeaderName, HeaderValue)],
     length: usize,
     out: &mut Vec<u8>,
 ) {
@@ -47,8 +47,8 @@ pub fn request_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(length.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    // Writing to a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(out, format_args!("{length}\r\n\r\n"));
 }
 
 /// An answer's head.
@@ -223,10 +223,11 @@ impl Chunked {
         match *self {
             Self::Done => Ok(Step::Done),
             Self::Size => {
-                let Some(line) = take_line(buf)? else {
+                let Some(end) = line_end(buf)? else {
                     return Ok(Step::NeedMore);
                 };
-                let size = chunk_size(&line)?;
+                let size = chunk_size(&buf[..end])?;
+                buf.advance(end + 2);
                 *self = if size == 0 {
                     Self::Trailers(0)
                 } else {
@@ -260,14 +261,15 @@ impl Chunked {
                 Ok(Step::Progress)
             }
             Self::Trailers(seen) => {
-                let Some(line) = take_line(buf)? else {
+                let Some(end) = line_end(buf)? else {
                     return Ok(Step::NeedMore);
                 };
-                if line.is_empty() {
+                buf.advance(end + 2);
+                if end == 0 {
                     *self = Self::Done;
                     return Ok(Step::Done);
                 }
-                let seen = seen + line.len() + 2;
+                let seen = seen + end + 2;
                 if seen > MAX_HEAD {
                     return Err(format!(
                         "the server's answer has over {MAX_HEAD} bytes of trailers"
@@ -290,17 +292,14 @@ pub fn take(buf: &mut BytesMut, n: usize) -> Bytes {
     data
 }
 
-/// One CRLF-terminated line off the front of `buf`, without its CRLF.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
+/// Where the CRLF-terminated line at the front of `buf` ends (its length without the
+/// CRLF), once it is all there.
+fn line_end(buf: &[u8]) -> Result<Option<usize>, String> {
+    match memchr::memmem::find(buf, b"\r\n") {
         Some(end) if end > MAX_LINE => Err(format!(
             "a line in the server's chunked answer is over {MAX_LINE} bytes"
         )),
-        Some(end) => {
-            let line = take(buf, end);
-            buf.advance(2);
-            Ok(Some(line))
-        }
+        Some(end) => Ok(Some(end)),
         None if buf.len() > MAX_LINE => Err(format!(
             "a line in the server's chunked answer is over {MAX_LINE} bytes"
         )),
@@ -339,8 +338,7 @@ mod tests {
 
     #[test]
     fn request_heads_carry_the_headers_and_the_length() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let headers = [(header::ACCEPT, HeaderValue::from_static("application/json"))];
         let mut out = Vec::new();
         let host = HeaderValue::from_static("127.0.0.1:8");
         request_head("/mcp?x=1", &host, &headers, 12, &mut out);

@@ -64,7 +64,7 @@ impl Message {
         let answer = peek.result || peek.error;
         // JSON strings cannot hold raw line breaks, so these are whitespace between
         // tokens: the line-per-message framing of stdio needs them gone.
-        let text = if trimmed.contains(['\n', '\r']) {
+        let text = if memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_some() {
             serde_json::from_str::<Value>(trimmed)?.to_string()
         } else if trimmed.len() == text.len() {
             text

@@ -19,7 +19,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -45,6 +45,37 @@ pub struct BodyError(pub String);
 
 /// An answer's body, as it arrives.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+/// A request's headers, in the order given; a name given again replaces its value.
+/// A few per request: a list, with none of a map's hashing and allocations.
+#[derive(Debug, Default)]
+pub struct Headers(Vec<(HeaderName, HeaderValue)>);
+
+impl Headers {
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    pub fn put(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.0
+    }
+
+    /// For reqwest.
+    pub fn into_map(self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.0.len());
+        for (name, value) in self.0 {
+            map.insert(name, value);
+        }
+        map
+    }
+}
 
 /// An HTTP answer, from either client.
 pub struct Reply {
@@ -251,9 +282,15 @@ impl Poster {
     /// takes it: the server cannot act on a request it did not get whole. An error
     /// after the request went out is returned, not retried: the server may have acted
     /// on it.
-    pub async fn post(self: &Arc<Self>, headers: HeaderMap, body: &[u8]) -> Result<Reply, String> {
+    pub async fn post(self: &Arc<Self>, headers: &Headers, body: &[u8]) -> Result<Reply, String> {
         let mut request = Vec::with_capacity(512 + body.len());
-        h1::request_head(&self.path, &self.host, &headers, body.len(), &mut request);
+        h1::request_head(
+            &self.path,
+            &self.host,
+            headers.as_slice(),
+            body.len(),
+            &mut request,
+        );
         request.extend_from_slice(body);
         if let Some(conn) = self.reuse(&request).await {
             return self.answer(conn).await;

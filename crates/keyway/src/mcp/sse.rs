@@ -92,7 +92,7 @@ impl Parser {
                 self.after_cr = false;
             }
             let rest = &self.buf[self.at..];
-            let end = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
+            let end = memchr::memchr2(b'\n', b'\r', rest)?;
             self.after_cr = rest[end] == b'\r';
             let (start, line_end) = (self.at, self.at + end);
             self.at = line_end + 1;
@@ -130,7 +130,7 @@ impl Parser {
         if line[0] == b':' {
             return None;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let value = &line[i + 1..];
                 (&line[..i], value.strip_prefix(b" ").unwrap_or(value))

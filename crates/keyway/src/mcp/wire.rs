@@ -20,7 +20,7 @@ use url::Url;
 pub use super::message::Message;
 use super::{
     TokenSource,
-    post::{ByteStream, Poster, Reply},
+    post::{ByteStream, Headers, Poster, Reply},
     sse::{Sse, SseError, SseStream},
 };
 use crate::Secret;
@@ -114,6 +114,8 @@ struct Inner {
     /// The last `Authorization` value sent (marked sensitive: Debug does not show it),
     /// reused while the token stays the same.
     bearer: Mutex<Option<header::HeaderValue>>,
+    /// The configured headers as header values (marked sensitive), made once.
+    configured: Vec<(HeaderName, header::HeaderValue)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -194,10 +196,27 @@ impl Wire {
             WireKind::StreamableHttp => Poster::new(&config.url),
             WireKind::LegacySse => None,
         };
+        // A value that is not a header value cannot be sent: it is left out, as
+        // before, with a warning that names the header and not its value.
+        let configured = config
+            .headers
+            .iter()
+            .filter_map(|(k, v)| match header::HeaderValue::from_str(v.expose()) {
+                Ok(mut hv) => {
+                    hv.set_sensitive(true);
+                    Some((k.clone(), hv))
+                }
+                Err(_) => {
+                    tracing::warn!(header = %k, "a configured header is not a valid header value; not sent");
+                    None
+                }
+            })
+            .collect();
         let wire = Self {
             inner: Arc::new(Inner {
                 poster,
                 bearer: Mutex::default(),
+                configured,
                 config,
                 inbound: sink,
                 state: Mutex::default(),
@@ -232,17 +251,10 @@ impl Wire {
     }
 
     /// The configured headers and the bearer token for `uri`, added to `headers`.
-    async fn add_credentials(
-        &self,
-        headers: &mut header::HeaderMap,
-        uri: &str,
-    ) -> Result<(), WireError> {
+    async fn add_credentials(&self, headers: &mut Headers, uri: &str) -> Result<(), WireError> {
         let c = &self.inner.config;
-        for (k, v) in &c.headers {
-            if let Ok(mut hv) = header::HeaderValue::from_str(v.expose()) {
-                hv.set_sensitive(true);
-                headers.insert(k.clone(), hv);
-            }
+        for (k, v) in &self.inner.configured {
+            headers.put(k.clone(), v.clone());
         }
         match c.tokens.bearer(uri).await {
             Ok(Some(t)) => {
@@ -266,7 +278,7 @@ impl Wire {
                         v
                     }
                 };
-                headers.insert(header::AUTHORIZATION, value);
+                headers.put(header::AUTHORIZATION, value);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -279,9 +291,9 @@ impl Wire {
         req: reqwest::RequestBuilder,
         uri: &str,
     ) -> Result<reqwest::RequestBuilder, WireError> {
-        let mut headers = header::HeaderMap::new();
+        let mut headers = Headers::with_capacity(1 + self.inner.configured.len());
         self.add_credentials(&mut headers, uri).await?;
-        Ok(req.headers(headers))
+        Ok(req.headers(headers.into_map()))
     }
 
     /// Deliver one message (or batch); its JSON-RPC answers arrive on the inbound
@@ -348,38 +360,38 @@ impl Wire {
             }
             (st.session.clone(), st.protocol.clone())
         };
-        let mut headers = header::HeaderMap::new();
-        headers.insert(
+        let mut headers = Headers::with_capacity(6 + self.inner.configured.len());
+        headers.put(
             header::ACCEPT,
             header::HeaderValue::from_static("application/json, text/event-stream"),
         );
-        headers.insert(
+        headers.put(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
         if let Some(s) = &session {
-            headers.insert(SESSION_ID, s.clone());
+            headers.put(SESSION_ID, s.clone());
         }
         if let Some(p) = protocol {
-            headers.insert(PROTOCOL_VERSION, p);
+            headers.put(PROTOCOL_VERSION, p);
         }
         self.add_credentials(&mut headers, c.url.as_str()).await?;
         let body = message.text().as_bytes();
         let resp = match &self.inner.poster {
             Some(poster) => {
-                headers.insert(
+                headers.put(
                     header::USER_AGENT,
                     header::HeaderValue::from_static(crate::http::USER_AGENT),
                 );
                 poster
-                    .post(headers, body)
+                    .post(&headers, body)
                     .await
                     .map_err(WireError::Transport)?
             }
             None => Reply::from_reqwest(
                 c.http
                     .post(c.url.clone())
-                    .headers(headers)
+                    .headers(headers.into_map())
                     .body(bytes::Bytes::copy_from_slice(body))
                     .send()
                     .await
