@@ -55,6 +55,10 @@ struct Args {
     /// Calls per caller in the gateway scenario.
     #[arg(long, default_value_t = 200)]
     gateway_calls: usize,
+    /// Calls per bridge in the parallel-bridges scenario (more calls keep the bridges
+    /// running long enough to attach perf or strace to them).
+    #[arg(long, default_value_t = 200)]
+    parallel_calls: usize,
     /// Only these scenarios (1-8), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
@@ -78,7 +82,6 @@ struct Args {
 const STORM_LIFETIME: Duration = Duration::from_secs(2);
 const STORM_CALLS: usize = 1000;
 const PARALLEL_BRIDGES: usize = 8;
-const PARALLEL_CALLS: usize = 200;
 const FAN_OUT_SERVERS: usize = 50;
 const FAN_OUT_TIMEOUT_S: f64 = 2.0;
 const GATEWAY_CALLERS: usize = 32;
@@ -147,7 +150,7 @@ async fn run(mut args: Args) -> Result<()> {
     };
 
     let mut res = Results::default();
-    declare_targets(&mut res);
+    declare_targets(&mut res, args.parallel_calls);
     for round in 1..=args.rounds {
         say(format!("round {round} of {}", args.rounds));
         let peers: Vec<Peer> = Peer::ALL
@@ -220,7 +223,7 @@ async fn run(mut args: Args) -> Result<()> {
                         route,
                         p,
                         PARALLEL_BRIDGES,
-                        PARALLEL_CALLS,
+                        args.parallel_calls,
                         round,
                     )
                     .await
@@ -234,7 +237,7 @@ async fn run(mut args: Args) -> Result<()> {
                     );
                     res.record(
                         &s,
-                        &format!("{PARALLEL_BRIDGES} x {PARALLEL_CALLS} calls"),
+                        &format!("{PARALLEL_BRIDGES} x {} calls", args.parallel_calls),
                         "calls/s",
                         p,
                         r.calls_per_s,
@@ -396,7 +399,7 @@ fn record_shares(res: &mut Results, scenario: &str, rates: &[(Peer, f64)]) {
     }
 }
 
-fn declare_targets(res: &mut Results) {
+fn declare_targets(res: &mut Results, parallel_calls: usize) {
     let ratio = |v: f64| Check::RatioToRemoteAtMost(v);
     for up in ["testbed", "server-everything"] {
         let cold = format!("1 cold start, {up}");
@@ -414,7 +417,7 @@ fn declare_targets(res: &mut Results) {
         let par = format!("5 parallel bridges, {up}");
         res.declare(
             &par,
-            &format!("{PARALLEL_BRIDGES} x {PARALLEL_CALLS} calls"),
+            &format!("{PARALLEL_BRIDGES} x {parallel_calls} calls"),
             "calls/s",
             &[Check::RatioToDirectAtLeast(0.85)],
         );
@@ -572,7 +575,7 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
             / 1000.0
             / (GATEWAY_CALLERS * calls) as f64,
     );
-    let _ = child.kill().await;
+    stop(&mut child, pid).await;
     let direct = scenarios::callers(
         &up.mcp_url,
         route.token.clone(),
@@ -620,6 +623,23 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
         direct,
         floor,
     })
+}
+
+/// Ask `keyway serve` to stop (SIGTERM, as a service manager would), so it ends its
+/// sessions and a profiler wrapped around it can write its data; killed after 10 s.
+async fn stop(child: &mut tokio::process::Child, pid: u32) {
+    let asked = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !asked
+        || tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+    {
+        let _ = child.kill().await;
+    }
 }
 
 /// The first word after `prefix` on a line a child prints (its address), within 30 s;

@@ -207,7 +207,14 @@ async fn handle_post(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
             None => StatusCode::ACCEPTED.into_response(),
         },
         Some(answer) => {
-            let mut r = Json(answer).into_response();
+            let mut r = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                answer,
+            )
+                .into_response();
             if is_initialize {
                 let mut id = [0u8; 16];
                 rand::Rng::fill_bytes(&mut rand::rng(), &mut id);

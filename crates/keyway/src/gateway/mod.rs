@@ -138,6 +138,12 @@ impl ProgressRoutes {
     }
 }
 
+/// A downstream request's result: built by the gateway, or the server's as it wrote it.
+enum Outcome {
+    Built(Value),
+    Raw(Box<serde_json::value::RawValue>),
+}
+
 /// A downstream request being served: cancelled by the client's
 /// `notifications/cancelled`, and carried upstream under an id of the gateway's own.
 #[derive(Debug, Default)]
@@ -268,16 +274,19 @@ impl Gateway {
     }
 
     /// Handle one downstream message from `session` (the client's session id; empty
-    /// on stdio). `Some` is the answer to send back; a request the client cancelled
-    /// meanwhile gets none.
-    pub async fn handle(&self, session: &str, message: Value) -> Option<Value> {
+    /// on stdio). `Some` is the answer to send back, as JSON text; a request the client
+    /// cancelled meanwhile gets none.
+    pub async fn handle(&self, session: &str, mut message: Value) -> Option<String> {
         let id = message.get("id").cloned();
+        let mut params = message
+            .get_mut("params")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
         let Some(method) = message.get("method").and_then(Value::as_str) else {
-            // An answer to a server request we forwarded.
+            // An answer to a server request we forwarded (it has no params).
             self.answer_upstream(message).await;
             return None;
         };
-        let mut params = message.get("params").cloned().unwrap_or(Value::Null);
         let Some(id) = id else {
             if method == "notifications/cancelled" {
                 self.cancel(session, &params).await;
@@ -293,7 +302,8 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), flight.clone());
         let progress = params
-            .pointer("/_meta/progressToken")
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
             .cloned()
             .map(|token| {
                 let ours = self.progress().open(session, token);
@@ -312,8 +322,20 @@ impl Gateway {
             outcome = self.dispatch(method, params, &flight.carrier) => outcome,
         };
         Some(match outcome {
-            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}),
+            Ok(Outcome::Built(result)) => {
+                json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()
+            }
+            // `id` displays as its JSON text.
+            Ok(Outcome::Raw(result)) => {
+                let mut text = String::with_capacity(result.get().len() + 64);
+                text.push_str(r#"{"jsonrpc":"2.0","id":"#);
+                text.push_str(&id.to_string());
+                text.push_str(r#","result":"#);
+                text.push_str(result.get());
+                text.push('}');
+                text
+            }
+            Err(error) => json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string(),
         })
     }
 
@@ -354,28 +376,34 @@ impl Gateway {
         method: &str,
         params: Value,
         carrier: &Carrier,
-    ) -> Result<Value, Value> {
+    ) -> Result<Outcome, Value> {
+        let built = |v: Value| Ok(Outcome::Built(v));
         match method {
-            "initialize" => Ok(self.initialize(&params)),
-            "ping" => Ok(json!({})),
-            "tools/list" => Ok(self.list("tools/list", "tools", true).await),
-            "prompts/list" => Ok(self.list("prompts/list", "prompts", false).await),
-            "resources/list" => Ok(self.list_resources("resources/list", "resources").await),
-            "resources/templates/list" => Ok(self
-                .list_resources("resources/templates/list", "resourceTemplates")
-                .await),
+            "initialize" => built(self.initialize(&params)),
+            "ping" => built(json!({})),
+            "tools/list" => built(self.list("tools/list", "tools", true).await),
+            "prompts/list" => built(self.list("prompts/list", "prompts", false).await),
+            "resources/list" => built(self.list_resources("resources/list", "resources").await),
+            "resources/templates/list" => built(
+                self.list_resources("resources/templates/list", "resourceTemplates")
+                    .await,
+            ),
             "tools/call" => self.call_tool(params, carrier).await,
-            "prompts/get" => self.by_prefix("prompts/get", params, carrier).await,
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                self.by_uri(method, params, carrier).await
-            }
+            "prompts/get" => self
+                .by_prefix("prompts/get", params, carrier)
+                .await
+                .map(Outcome::Built),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => self
+                .by_uri(method, params, carrier)
+                .await
+                .map(Outcome::Built),
             "logging/setLevel" => {
                 for i in 0..self.slots.len() {
                     if let Ok(u) = self.slot(i) {
                         let _ = u.request("logging/setLevel", params.clone()).await;
                     }
                 }
-                Ok(json!({}))
+                built(json!({}))
             }
             other => Err(json!({"code": -32601, "message": format!("method not found: {other}")})),
         }
@@ -515,10 +543,12 @@ impl Gateway {
         Ok((i, rest.to_owned()))
     }
 
-    async fn call_tool(&self, mut params: Value, carrier: &Carrier) -> Result<Value, Value> {
+    async fn call_tool(&self, mut params: Value, carrier: &Carrier) -> Result<Outcome, Value> {
         let (i, tool) = self.route_name(&params)?;
         let tool_error = |text: String| {
-            Ok(json!({"content": [{"type": "text", "text": text}], "isError": true}))
+            Ok(Outcome::Built(
+                json!({"content": [{"type": "text", "text": text}], "isError": true}),
+            ))
         };
         let upstream = match self.slot(i) {
             Ok(u) => u,
@@ -534,11 +564,12 @@ impl Gateway {
             ));
         }
         params["name"] = json!(tool);
+        // The result goes back as the server wrote it (the hot path of a gateway).
         match upstream
-            .request_carrying("tools/call", params, Some(carrier))
+            .request_raw("tools/call", params, Some(carrier))
             .await
         {
-            Ok(result) => Ok(result),
+            Ok(result) => Ok(Outcome::Raw(result)),
             Err(UpstreamError::Rpc { error, .. }) => Err(error),
             Err(e) => tool_error(e.to_string()),
         }
@@ -725,13 +756,13 @@ where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    // Messages for the client, as JSON text (on one line: serde_json writes no line
+    // breaks, and answers passed on from a server were checked to be on one).
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let mut output = output;
     let writer = tokio::spawn(async move {
-        while let Some(v) = rx.recv().await {
-            let Ok(mut line) = serde_json::to_vec(&v) else {
-                continue;
-            };
+        while let Some(text) = rx.recv().await {
+            let mut line = text.into_bytes();
             line.push(b'\n');
             if output.write_all(&line).await.is_err() || output.flush().await.is_err() {
                 break;
@@ -744,7 +775,7 @@ where
         loop {
             match notices.recv().await {
                 Ok(notice) => {
-                    if notice.is_for("") && tx_notices.send(notice.message).is_err() {
+                    if notice.is_for("") && tx_notices.send(notice.message.to_string()).is_err() {
                         break;
                     }
                 }
@@ -764,7 +795,7 @@ where
         let message: Value = match serde_json::from_str(&line) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
-                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}));
+                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}).to_string());
                 continue;
             }
         };

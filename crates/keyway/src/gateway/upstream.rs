@@ -10,10 +10,11 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json, value::RawValue};
 use tokio::sync::mpsc;
 
-use crate::mcp::wire::{Inbound, Wire, WireConfig, WireError};
+use crate::mcp::wire::{Inbound, Message, Wire, WireConfig, WireError};
 
 /// How long one upstream request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,7 +119,7 @@ impl Upstream {
         let result = self
             .request_once(
                 "initialize",
-                json!({
+                &json!({
                     "protocolVersion": crate::mcp::PROTOCOL_VERSION.to_string(),
                     "capabilities": {"roots": {"listChanged": true}, "sampling": {}, "elicitation": {}},
                     "clientInfo": {"name": "keyway-gateway", "version": env!("CARGO_PKG_VERSION")},
@@ -126,6 +127,7 @@ impl Upstream {
                 None,
             )
             .await?;
+        let result = self.result_of(&result)?;
         *self.server_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         self.wire
             .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
@@ -164,8 +166,69 @@ impl Upstream {
         params: Value,
         carrier: Option<&Carrier>,
     ) -> Result<Value, UpstreamError> {
+        let answer = self.exchange(method, params, carrier).await?;
+        self.result_of(&answer)
+    }
+
+    /// [`Upstream::request_carrying`] with the result as the server wrote it, for a
+    /// gateway that passes it on: no tree of values is built and written out again.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: Option<&Carrier>,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        /// The two members of an answer keyway reads.
+        #[derive(Deserialize)]
+        struct Parts<'a> {
+            #[serde(borrow, default)]
+            result: Option<&'a RawValue>,
+            #[serde(default)]
+            error: Option<Value>,
+        }
+        let answer = self.exchange(method, params, carrier).await?;
+        let malformed = |e: serde_json::Error| UpstreamError::Failed {
+            server: self.name.clone(),
+            message: format!("a malformed answer to {method}: {e}"),
+        };
+        let parts: Parts<'_> = serde_json::from_str(answer.text()).map_err(malformed)?;
+        if let Some(error) = parts.error {
+            return Err(UpstreamError::Rpc {
+                server: self.name.clone(),
+                error,
+            });
+        }
+        match parts.result {
+            Some(r) => Ok(r.to_owned()),
+            None => serde_json::value::to_raw_value(&Value::Null).map_err(malformed),
+        }
+    }
+
+    /// The result of an answer, or its error.
+    fn result_of(&self, answer: &Message) -> Result<Value, UpstreamError> {
+        let mut answer = answer.value();
+        if let Some(error) = answer.get_mut("error") {
+            return Err(UpstreamError::Rpc {
+                server: self.name.clone(),
+                error: error.take(),
+            });
+        }
+        Ok(answer
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
+    }
+
+    /// A request and its answer; a dropped connection is re-initialized once and the
+    /// request sent again.
+    async fn exchange(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: Option<&Carrier>,
+    ) -> Result<Message, UpstreamError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        match self.request_once(method, params.clone(), carrier).await {
+        match self.request_once(method, &params, carrier).await {
             Err(UpstreamError::Failed { message, .. }) if message.starts_with(DROPPED) => {
                 {
                     let _one = self.reconnect.lock().await;
@@ -185,50 +248,36 @@ impl Upstream {
                         self.generation.fetch_add(1, Ordering::SeqCst);
                     }
                 }
-                self.request_once(method, params, carrier).await
+                self.request_once(method, &params, carrier).await
             }
             other => other,
         }
     }
 
+    /// Send `method` with `params` under a new id; the answer.
     async fn request_once(
         &self,
         method: &str,
-        params: Value,
+        params: &Value,
         carrier: Option<&Carrier>,
-    ) -> Result<Value, UpstreamError> {
+    ) -> Result<Message, UpstreamError> {
         let id = format!("gw-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         if let Some(c) = carrier {
             c.set(self.index, &id);
         }
-        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let mut answer = match tokio::time::timeout(REQUEST_TIMEOUT, self.wire.call(&message)).await
-        {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) if e.is_dropped() => {
-                return Err(UpstreamError::Failed {
-                    server: self.name.clone(),
-                    message: format!("{DROPPED}{e}"),
-                });
-            }
-            Ok(Err(e)) => return Err(self.error(e)),
-            Err(_) => {
-                return Err(UpstreamError::Failed {
-                    server: self.name.clone(),
-                    message: format!("no answer to {method} within 60 s"),
-                });
-            }
-        };
-        if let Some(error) = answer.get_mut("error") {
-            return Err(UpstreamError::Rpc {
+        let message = Message::request(&id, method, params);
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.wire.call_message(message)).await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) if e.is_dropped() => Err(UpstreamError::Failed {
                 server: self.name.clone(),
-                error: error.take(),
-            });
+                message: format!("{DROPPED}{e}"),
+            }),
+            Ok(Err(e)) => Err(self.error(e)),
+            Err(_) => Err(UpstreamError::Failed {
+                server: self.name.clone(),
+                message: format!("no answer to {method} within 60 s"),
+            }),
         }
-        Ok(answer
-            .get_mut("result")
-            .map(Value::take)
-            .unwrap_or(Value::Null))
     }
 
     /// Send a message as it is (answers to the server's own requests).

@@ -79,6 +79,36 @@ impl Message {
         })
     }
 
+    /// A request keyway writes itself, with the string `id`: serde_json writes it out
+    /// in one buffer, as JSON on one line, and it is not parsed again.
+    pub fn request(id: &str, method: &str, params: &Value) -> Self {
+        #[derive(serde::Serialize)]
+        struct Request<'a> {
+            jsonrpc: &'static str,
+            id: &'a str,
+            method: &'a str,
+            params: &'a Value,
+        }
+        let mut text = Vec::with_capacity(256);
+        let request = Request {
+            jsonrpc: "2.0",
+            id,
+            method,
+            params,
+        };
+        // Writing a Value to a Vec cannot fail (its map keys are strings).
+        let _ = serde_json::to_writer(&mut text, &request);
+        let mut id_json = Vec::with_capacity(id.len() + 2);
+        let _ = serde_json::to_writer(&mut id_json, id);
+        Self {
+            // serde_json writes UTF-8.
+            text: String::from_utf8(text).unwrap_or_default(),
+            id: Some(String::from_utf8(id_json).unwrap_or_default()),
+            method: Some(method.to_owned()),
+            answer: false,
+        }
+    }
+
     /// The message for a value.
     pub fn from_value(v: &Value) -> Self {
         Self {
@@ -135,6 +165,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn requests_keyway_writes_read_back_the_same() {
+        let params =
+            json!({"name": "a \"quoted\" tool", "arguments": {"n": 1, "s": "line\nbreak"}});
+        let m = Message::request("gw-7", "tools/call", &params);
+        assert!(!m.text().contains('\n'), "on one line: {}", m.text());
+        let again = Message::parse(m.text().to_owned()).expect("JSON");
+        assert_eq!(again, m, "the id, method and text agree with a parse");
+        assert_eq!(m.id(), Some("\"gw-7\""));
+        assert!(m.is_request());
+        assert_eq!(m.value()["params"], params);
+    }
 
     #[test]
     fn messages_keep_their_text_id_and_method() {

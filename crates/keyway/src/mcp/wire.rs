@@ -320,10 +320,16 @@ impl Wire {
     /// no hand-off to another task; what else the stream carries (progress, the
     /// server's own requests) goes to the inbound channel as usual.
     pub async fn call(&self, request: &Value) -> Result<Value, WireError> {
+        self.call_message(Message::from_value(request))
+            .await
+            .map(|a| a.value())
+    }
+
+    /// [`Wire::call`] for a request already in text; the answer as it came.
+    pub async fn call_message(&self, request: Message) -> Result<Message, WireError> {
         if self.state().closed {
             return Err(WireError::Closed);
         }
-        let request = Message::from_value(request);
         let key = request
             .id()
             .ok_or_else(|| WireError::Transport("a request without an id".into()))?
@@ -339,9 +345,12 @@ impl Wire {
             }
         };
         match answer {
-            Some(a) => Ok(a.value()),
+            Some(a) => Ok(a),
             // On another stream (legacy SSE, or a server that answers elsewhere).
-            None => rx.await.map_err(|_| WireError::Closed),
+            None => rx
+                .await
+                .map(|v| Message::from_value(&v))
+                .map_err(|_| WireError::Closed),
         }
     }
 
