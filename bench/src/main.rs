@@ -617,7 +617,7 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
             / 1000.0
             / (GATEWAY_CALLERS * calls) as f64,
     );
-    let _ = child.kill().await;
+    stop(&mut child, pid).await;
     Ok(GatewayRound {
         keyway,
         direct,
@@ -625,7 +625,7 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
     })
 }
 
-/// Ask `keyway serve` to stop (SIGTERM, as a service manager would), so it ends its
+/// Ask a gateway to stop (SIGTERM, as a service manager would), so it ends its
 /// sessions and a profiler wrapped around it can write its data; killed after 10 s.
 async fn stop(child: &mut tokio::process::Child, pid: u32) {
     let asked = tokio::process::Command::new("kill")
