@@ -172,6 +172,12 @@ pub struct ServeArgs {
     /// rest); may repeat.
     #[arg(long, value_name = "HOST", requires = "listen")]
     pub allowed_host: Vec<String>,
+
+    /// Seconds a call to a server may go without its answer or a progress report before
+    /// the gateway gives up on it (each report starts the wait again; 30 minutes at most
+    /// in all).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout: u64,
 }
 
 #[derive(Args, Debug)]

@@ -54,6 +54,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 store: st.clone(),
                 id: s.id.clone(),
             })),
+            request_timeout: std::time::Duration::from_secs(args.request_timeout),
         });
     }
     if upstreams.is_empty() {

@@ -270,6 +270,32 @@ async fn upstream_cancels(tb: &keyway_testbed::Testbed) {
     .expect("the server carrying the call heard of the cancellation");
 }
 
+/// A long call that reports progress outlives the request timeout (each report starts
+/// the wait again); one that reports nothing is given up on with a clear error. The
+/// testbed's `slow` reports at its start and half-way, so a 3 s call with a token goes
+/// 1.5 s at a time without a word, against a 2 s timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_keeps_a_long_call_alive_and_silence_times_it_out() {
+    let (_open, k) = alpha().await;
+    let bad = k.run_async(&["serve", "--request-timeout", "1.5"]).await;
+    assert_eq!(bad.status.code(), Some(2), "whole seconds only");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--request-timeout"));
+
+    let mut c = Client::spawn(&k, &["serve", "--request-timeout", "2"]);
+    c.initialize().await;
+    let talks = slow_call(json!(0), 3_000, "talks")["params"].clone();
+    let r = c.request("tools/call", talks).await;
+    assert_eq!(text(&r), "waited 3000 ms", "{r}");
+    let silent = json!({"name": "alpha__slow", "arguments": {"ms": 5_000}});
+    let r = c.request("tools/call", silent).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        text(&r).contains("no progress for 2 s"),
+        "the error says what happened: {r}"
+    );
+    c.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_cancelled_on_stdio_is_cancelled_upstream_and_not_answered() {
     let (open, k) = alpha().await;

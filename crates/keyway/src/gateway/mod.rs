@@ -42,6 +42,9 @@ pub struct UpstreamConfig {
     pub wire: WireConfig,
     /// Asked before reconnecting; absent means always.
     pub liveness: Option<Arc<dyn Liveness>>,
+    /// How long a request may go without its answer or a progress report
+    /// ([`upstream::REQUEST_TIMEOUT`] is the usual).
+    pub request_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -109,17 +112,32 @@ const KEEP_FINISHED_ROUTES: usize = 1024;
 #[derive(Debug, Default)]
 struct ProgressRoutes {
     next: u64,
-    routes: HashMap<String, (String, Value)>,
+    routes: HashMap<String, ProgressRoute>,
     finished: VecDeque<String>,
 }
 
+/// Where the progress of one forwarded request goes.
+#[derive(Debug, Clone)]
+struct ProgressRoute {
+    session: String,
+    token: Value,
+    /// The request, while it is served (its progress restarts its timeout).
+    flight: std::sync::Weak<InFlight>,
+}
+
 impl ProgressRoutes {
-    /// A token of the gateway's own for `token` of a request from `session`.
-    fn open(&mut self, session: &str, token: Value) -> String {
+    /// A token of the gateway's own for `token` of `flight`, a request from `session`.
+    fn open(&mut self, session: &str, token: Value, flight: &Arc<InFlight>) -> String {
         self.next += 1;
         let ours = format!("keyway-progress-{}", self.next);
-        self.routes
-            .insert(ours.clone(), (session.to_owned(), token));
+        self.routes.insert(
+            ours.clone(),
+            ProgressRoute {
+                session: session.to_owned(),
+                token,
+                flight: Arc::downgrade(flight),
+            },
+        );
         ours
     }
 
@@ -133,7 +151,7 @@ impl ProgressRoutes {
         }
     }
 
-    fn route(&self, ours: &str) -> Option<(String, Value)> {
+    fn route(&self, ours: &str) -> Option<ProgressRoute> {
         self.routes.get(ours).cloned()
     }
 }
@@ -196,7 +214,14 @@ impl Gateway {
             async move {
                 match tokio::time::timeout(
                     LIST_TIMEOUT,
-                    Upstream::connect(i, &c.name, c.wire.clone(), c.liveness.clone(), tx),
+                    Upstream::connect(
+                        i,
+                        &c.name,
+                        c.wire.clone(),
+                        c.liveness.clone(),
+                        c.request_timeout,
+                        tx,
+                    ),
                 )
                 .await
                 {
@@ -266,6 +291,7 @@ impl Gateway {
             &c.name,
             c.wire.clone(),
             c.liveness.clone(),
+            c.request_timeout,
             self.events_tx.clone(),
         )
         .await?;
@@ -306,7 +332,7 @@ impl Gateway {
             .and_then(|m| m.get("progressToken"))
             .cloned()
             .map(|token| {
-                let ours = self.progress().open(session, token);
+                let ours = self.progress().open(session, token, &flight);
                 params["_meta"]["progressToken"] = json!(ours);
                 ours
             });
@@ -712,7 +738,15 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::UnboundedReceiver<Event
                     .and_then(Value::as_str)
                     .and_then(|ours| gw.progress().route(ours));
                 // A token the gateway did not give goes on as it came.
-                if let Some((session, token)) = route {
+                if let Some(ProgressRoute {
+                    session,
+                    token,
+                    flight,
+                }) = route
+                {
+                    if let Some(flight) = flight.upgrade() {
+                        flight.carrier.progressed();
+                    }
                     message["params"]["progressToken"] = token;
                     let _ = gw.downstream.send(Notice {
                         session: Some(session),

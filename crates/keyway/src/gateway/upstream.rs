@@ -16,8 +16,13 @@ use tokio::sync::mpsc;
 
 use crate::mcp::wire::{Inbound, Message, Wire, WireConfig, WireError};
 
-/// How long one upstream request may take.
+/// How long an upstream request may go without its answer or a progress report (each
+/// report starts the wait again, as MCP's lifecycle allows), unless configured.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an upstream request may take at most, whatever progress it reports (MCP:
+/// a maximum should always be enforced); at least the request timeout.
+pub const REQUEST_MAX: Duration = Duration::from_secs(30 * 60);
 
 /// Why an upstream request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,17 +50,26 @@ pub enum Event {
 /// carries it, so a cancellation can follow it there. A reconnect sends the request
 /// again under a new id, and a resource read may try one server after another; the
 /// carrier always names the latest.
+/// It also hears of the request's progress reports, which restart its timeout.
 #[derive(Debug, Default)]
-pub struct Carrier(Mutex<Option<(usize, String)>>);
+pub struct Carrier {
+    at: Mutex<Option<(usize, String)>>,
+    progressed: tokio::sync::Notify,
+}
 
 impl Carrier {
     /// The server and upstream request id, once the request was sent.
     pub fn get(&self) -> Option<(usize, String)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn set(&self, server: usize, id: &str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((server, id.to_owned()));
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = Some((server, id.to_owned()));
+    }
+
+    /// The server reported progress on the request.
+    pub fn progressed(&self) {
+        self.progressed.notify_one();
     }
 }
 
@@ -71,6 +85,8 @@ pub struct Upstream {
     /// Held while reconnecting, so concurrent failures share one reconnect.
     reconnect: tokio::sync::Mutex<()>,
     liveness: Option<Arc<dyn super::Liveness>>,
+    /// How long a request may go without an answer or progress.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -88,6 +104,7 @@ impl Upstream {
         name: &str,
         config: WireConfig,
         liveness: Option<Arc<dyn super::Liveness>>,
+        timeout: Duration,
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<Arc<Self>, UpstreamError> {
         let failed = |message: String| UpstreamError::Failed {
@@ -109,6 +126,7 @@ impl Upstream {
             generation: AtomicU64::new(0),
             reconnect: tokio::sync::Mutex::new(()),
             liveness,
+            timeout,
         });
         tokio::spawn(route(up.clone(), inbound, events));
         up.handshake().await?;
@@ -266,16 +284,45 @@ impl Upstream {
             c.set(self.index, &id);
         }
         let message = Message::request(&id, method, params);
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.wire.call_message(message)).await {
-            Ok(Ok(a)) => Ok(a),
-            Ok(Err(e)) if e.is_dropped() => Err(UpstreamError::Failed {
+        let call = self.wire.call_message(message);
+        tokio::pin!(call);
+        let started = tokio::time::Instant::now();
+        let latest = started + REQUEST_MAX.max(self.timeout);
+        let mut deadline = started + self.timeout;
+        let answer = loop {
+            let progressed = async {
+                match carrier {
+                    Some(c) => c.progressed.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                answer = &mut call => break Some(answer),
+                () = tokio::time::sleep_until(deadline.min(latest)) => break None,
+                () = progressed => deadline = tokio::time::Instant::now() + self.timeout,
+            }
+        };
+        match answer {
+            Some(Ok(a)) => Ok(a),
+            Some(Err(e)) if e.is_dropped() => Err(UpstreamError::Failed {
                 server: self.name.clone(),
                 message: format!("{DROPPED}{e}"),
             }),
-            Ok(Err(e)) => Err(self.error(e)),
-            Err(_) => Err(UpstreamError::Failed {
+            Some(Err(e)) => Err(self.error(e)),
+            None if deadline >= latest => Err(UpstreamError::Failed {
                 server: self.name.clone(),
-                message: format!("no answer to {method} within 60 s"),
+                message: format!(
+                    "no answer to {method} within the longest a request may take ({} min), progress or not",
+                    latest.duration_since(started).as_secs() / 60
+                ),
+            }),
+            None => Err(UpstreamError::Failed {
+                server: self.name.clone(),
+                message: format!(
+                    "no answer to {method} and no progress for {} s",
+                    self.timeout.as_secs_f64()
+                ),
             }),
         }
     }
