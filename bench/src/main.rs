@@ -575,7 +575,7 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
             / 1000.0
             / (GATEWAY_CALLERS * calls) as f64,
     );
-    stop(&mut child, pid).await;
+    stop(&mut child).await;
     let direct = scenarios::callers(
         &up.mcp_url,
         route.token.clone(),
@@ -617,7 +617,7 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
             / 1000.0
             / (GATEWAY_CALLERS * calls) as f64,
     );
-    stop(&mut child, pid).await;
+    stop(&mut child).await;
     Ok(GatewayRound {
         keyway,
         direct,
@@ -627,7 +627,10 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
 
 /// Ask a gateway to stop (SIGTERM, as a service manager would), so it ends its
 /// sessions and a profiler wrapped around it can write its data; killed after 10 s.
-async fn stop(child: &mut tokio::process::Child, pid: u32) {
+async fn stop(child: &mut tokio::process::Child) {
+    let Some(pid) = child.id() else {
+        return; // it has exited already
+    };
     let asked = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()

@@ -130,13 +130,27 @@ fn body_of(head: &[String], request: bool) -> Body {
     }
 }
 
+/// The size a chunk-size line gives (extensions after `;` ignored).
+fn chunk_size(line: &str) -> io::Result<usize> {
+    usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+        .map_err(|_| fail(format!("a bad chunk size: {line:?}")))
+}
+
+/// A head's lines, as they go on the wire, into `out`.
+fn write_head(lines: &[String], out: &mut Vec<u8>) {
+    for l in lines {
+        out.extend_from_slice(l.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Read one chunk of a chunked body: its bytes and, for copying, its framing line. The
 /// last chunk (empty) is read with the trailer section that ends the body.
 fn read_chunk(r: &mut impl BufRead) -> io::Result<(String, Vec<u8>)> {
     let mut size_line = String::new();
     r.read_line(&mut size_line)?;
-    let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
-        .map_err(|_| fail(format!("a bad chunk size: {size_line:?}")))?;
+    let size = chunk_size(&size_line)?;
     if size == 0 {
         loop {
             let mut trailer = String::new();
@@ -363,8 +377,7 @@ async fn relay_async(url: String) -> io::Result<()> {
             loop {
                 let mut size = String::new();
                 up.read_line(&mut size).await?;
-                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                    .unwrap_or(0);
+                let n = chunk_size(&size)?;
                 if n == 0 {
                     let mut t = String::new();
                     up.read_line(&mut t).await?;
@@ -415,11 +428,7 @@ fn forward_connection(client: TcpStream, upstream: &str) -> io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
     while let Some(head) = read_head(&mut client)? {
         buf.clear();
-        for l in &head {
-            buf.extend_from_slice(l.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
+        write_head(&head, &mut buf);
         if let Body::Length(n) = body_of(&head, true) {
             let at = buf.len();
             buf.resize(at + n, 0);
@@ -428,11 +437,7 @@ fn forward_connection(client: TcpStream, upstream: &str) -> io::Result<()> {
         server_w.write_all(&buf)?;
         let answer = read_head(&mut server)?.ok_or_else(|| fail("the upstream closed"))?;
         buf.clear();
-        for l in &answer {
-            buf.extend_from_slice(l.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
+        write_head(&answer, &mut buf);
         match body_of(&answer, false) {
             Body::None => client_w.write_all(&buf)?,
             Body::Length(n) => {
@@ -507,11 +512,7 @@ async fn copy_head_async(
             if lines.is_empty() {
                 continue;
             }
-            for l in &lines {
-                out.extend_from_slice(l.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
+            write_head(&lines, out);
             return Ok(Some(body_of(&lines, request)));
         }
         lines.push(line.to_owned());
@@ -556,9 +557,7 @@ async fn forward_connection_async(client: tokio::net::TcpStream, upstream: &str)
                 loop {
                     let mut size_line = String::new();
                     server.read_line(&mut size_line).await?;
-                    let size =
-                        usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
-                            .map_err(|_| fail(format!("a bad chunk size: {size_line:?}")))?;
+                    let size = chunk_size(&size_line)?;
                     buf.extend_from_slice(size_line.as_bytes());
                     if size == 0 {
                         loop {

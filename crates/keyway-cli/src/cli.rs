@@ -176,7 +176,7 @@ pub struct ServeArgs {
     /// Seconds a call to a server may go without its answer or a progress report before
     /// the gateway gives up on it (each report starts the wait again; 30 minutes at most
     /// in all).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, value_name = "SECONDS", default_value_t = keyway::gateway::upstream::REQUEST_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout: u64,
 }
 

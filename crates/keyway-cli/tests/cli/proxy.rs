@@ -107,16 +107,20 @@ pub fn text(r: &Value) -> &str {
         .unwrap_or_else(|| panic!("no text in {r}"))
 }
 
+/// A keyway home with `tb` saved as "tb", authorized.
+async fn saved_tb(tb: &keyway_testbed::Testbed) -> Keyway {
+    let k = Keyway::new();
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "--name", "tb", "--browser", "follow"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    k
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_through_the_proxy() {
     let tb = testbed(|_| {}).await;
-    let k = Keyway::new();
-    assert!(
-        k.run_async(&["add", tb.mcp_url(), "--name", "tb", "--browser", "follow"])
-            .await
-            .status
-            .success()
-    );
+    let k = saved_tb(&tb).await;
     let before = tb.stats();
     let deletes_before = before.path("DELETE /mcp");
     let mut c = Client::spawn(&k, &["proxy", "tb"]);
@@ -174,13 +178,7 @@ async fn a_session_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_request_does_not_hold_up_the_next() {
     let tb = testbed(|_| {}).await;
-    let k = Keyway::new();
-    assert!(
-        k.run_async(&["add", tb.mcp_url(), "--name", "tb", "--browser", "follow"])
-            .await
-            .status
-            .success()
-    );
+    let k = saved_tb(&tb).await;
     let mut c = Client::spawn(&k, &["proxy", "tb"]);
     c.initialize().await;
     c.send(&json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call", "params": {"name": "slow", "arguments": {"ms": 600_000}}}))

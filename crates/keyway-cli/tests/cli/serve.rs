@@ -169,14 +169,7 @@ async fn post(url: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Resp
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_listener_guards_host_origin_and_token() {
-    let open = testbed(|k| k.open = true).await;
-    let k = Keyway::new();
-    assert!(
-        k.run_async(&["add", open.mcp_url(), "--name", "alpha"])
-            .await
-            .status
-            .success()
-    );
+    let (_open, k) = alpha().await;
     let token_file = k.home.path().join("gateway.token");
     std::fs::write(&token_file, "a-long-enough-gateway-token\n").unwrap();
     let (_child, url) = listen(&k, &["--token-file", token_file.to_str().unwrap()]).await;

@@ -145,7 +145,7 @@ impl Upstream {
                 None,
             )
             .await?;
-        let result = self.result_of(&result)?;
+        let result = self.value_of(&self.result_of("initialize", &result)?)?;
         *self.server_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         self.wire
             .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
@@ -185,7 +185,7 @@ impl Upstream {
         carrier: Option<&Carrier>,
     ) -> Result<Value, UpstreamError> {
         let answer = self.exchange(method, params, carrier).await?;
-        self.result_of(&answer)
+        self.value_of(&self.result_of(method, &answer)?)
     }
 
     /// [`Upstream::request_carrying`] with the result as the server wrote it, for a
@@ -196,6 +196,13 @@ impl Upstream {
         params: Value,
         carrier: Option<&Carrier>,
     ) -> Result<Box<RawValue>, UpstreamError> {
+        let answer = self.exchange(method, params, carrier).await?;
+        self.result_of(method, &answer)
+    }
+
+    /// An answer's result as the server wrote it (`null` when it has none), or its
+    /// error.
+    fn result_of(&self, method: &str, answer: &Message) -> Result<Box<RawValue>, UpstreamError> {
         /// The two members of an answer keyway reads.
         #[derive(Deserialize)]
         struct Parts<'a> {
@@ -204,7 +211,6 @@ impl Upstream {
             #[serde(default)]
             error: Option<Value>,
         }
-        let answer = self.exchange(method, params, carrier).await?;
         let malformed = |e: serde_json::Error| UpstreamError::Failed {
             server: self.name.clone(),
             message: format!("a malformed answer to {method}: {e}"),
@@ -222,19 +228,13 @@ impl Upstream {
         }
     }
 
-    /// The result of an answer, or its error.
-    fn result_of(&self, answer: &Message) -> Result<Value, UpstreamError> {
-        let mut answer = answer.value();
-        if let Some(error) = answer.get_mut("error") {
-            return Err(UpstreamError::Rpc {
-                server: self.name.clone(),
-                error: error.take(),
-            });
-        }
-        Ok(answer
-            .get_mut("result")
-            .map(Value::take)
-            .unwrap_or(Value::Null))
+    /// A result as a value, for the gateway's own use of it.
+    fn value_of(&self, result: &RawValue) -> Result<Value, UpstreamError> {
+        // Parsed as JSON already: an error here is not expected.
+        serde_json::from_str(result.get()).map_err(|e| UpstreamError::Failed {
+            server: self.name.clone(),
+            message: format!("a malformed result: {e}"),
+        })
     }
 
     /// A request and its answer; a dropped connection is re-initialized once and the

@@ -20,7 +20,7 @@ use url::Url;
 pub use super::message::Message;
 use super::{
     TokenSource,
-    post::{ByteStream, Headers, Poster, Reply},
+    post::{Headers, Poster, Reply},
     sse::{Sse, SseError, SseStream},
 };
 use crate::Secret;
@@ -136,12 +136,6 @@ fn header_text(v: Option<&header::HeaderValue>) -> Option<String> {
 /// Where a wire hands what the server sends that no [`Wire::call`] waits for. It is
 /// called on the task that read the message, so it must not block.
 pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
-
-type Events = SseStream;
-
-fn events(body: ByteStream) -> Events {
-    SseStream::new(body)
-}
 
 /// What one event of a stream amounts to.
 enum Event {
@@ -424,7 +418,7 @@ impl Wire {
                     .is_some_and(|t| t.starts_with("text/event-stream"));
                 if sse {
                     let Some(key) = answer_to else {
-                        let events = events(resp.body);
+                        let events = SseStream::new(resp.body);
                         if message.is_request() {
                             // Its answer and what comes with it, read on the sender's
                             // own task: a task per stream would cost a spawn and a
@@ -436,7 +430,7 @@ impl Wire {
                         }
                         return Ok(None);
                     };
-                    Ok(self.read_answer(events(resp.body), key).await)
+                    Ok(self.read_answer(SseStream::new(resp.body), key).await)
                 } else {
                     let body = read_limited(resp).await?;
                     if body.iter().all(u8::is_ascii_whitespace) {
@@ -551,7 +545,7 @@ impl Wire {
     }
 
     /// Read an event stream to its end, delivering each message.
-    async fn read_events(&self, mut events: Events, standalone: bool) {
+    async fn read_events(&self, mut events: SseStream, standalone: bool) {
         let mut reason = "the server closed the stream".to_owned();
         while let Some(ev) = events.next().await {
             match self.event(ev) {
@@ -571,7 +565,7 @@ impl Wire {
     /// Read a POST's stream until the answer with id `key` (returned, not delivered).
     /// What follows it is read here if it has already arrived (the usual end of the
     /// stream, so the connection goes back to the pool), else by a task of its own.
-    async fn read_answer(&self, mut events: Events, key: &str) -> Option<Message> {
+    async fn read_answer(&self, mut events: SseStream, key: &str) -> Option<Message> {
         let mut answer = None;
         while let Some(ev) = events.next().await {
             match self.event(ev) {
@@ -634,7 +628,7 @@ impl Wire {
         match resp.status {
             s if s.is_success() => {
                 let wire = self.clone();
-                let events = events(resp.body);
+                let events = SseStream::new(resp.body);
                 tokio::spawn(async move { wire.read_events(events, true).await });
                 Ok(())
             }
@@ -701,7 +695,7 @@ impl Wire {
             return Err(self.http_error(resp, false).await);
         }
         let wire = self.clone();
-        let events = events(resp.body);
+        let events = SseStream::new(resp.body);
         tokio::spawn(async move { wire.read_events(events, true).await });
         match tokio::time::timeout(
             Duration::from_secs(10),
