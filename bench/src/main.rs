@@ -66,6 +66,10 @@ struct Args {
     /// one of them. Ratios need keyway and the peer they compare with.
     #[arg(long, value_delimiter = ',', value_parser = ["keyway", "mcp-remote", "direct", "floor"])]
     peers: Vec<String>,
+    /// Only against these upstreams (testbed, server-everything), comma-separated, in
+    /// the scenarios that run against both; for profiling one of them.
+    #[arg(long, value_delimiter = ',', value_parser = ["testbed", "server-everything"])]
+    upstreams: Vec<String>,
     /// The floors run on tokio (`keyway-bench-floor relay-async` and `forward-async`)
     /// instead of blocking I/O: what async I/O costs by itself.
     #[arg(long)]
@@ -149,6 +153,12 @@ async fn run(mut args: Args) -> Result<()> {
         None
     };
 
+    let routes: Vec<&Route> = [&tb, &ev]
+        .into_iter()
+        .filter(|r| {
+            args.upstreams.is_empty() || args.upstreams.iter().any(|u| u == r.upstream.name)
+        })
+        .collect();
     let mut res = Results::default();
     declare_targets(&mut res, args.parallel_calls);
     for round in 1..=args.rounds {
@@ -159,7 +169,7 @@ async fn run(mut args: Args) -> Result<()> {
             .collect();
         let peers = peers.as_slice();
         if wanted(&args, 1) {
-            for route in [&tb, &ev] {
+            for &route in &routes {
                 let s = format!("1 cold start, {}", route.upstream.name);
                 for &p in peers.iter().filter(|p| **p != Peer::Floor) {
                     let c = scenarios::cold_start(&env, route, p, round)
@@ -185,7 +195,7 @@ async fn run(mut args: Args) -> Result<()> {
             }
         }
         if wanted(&args, 3) || wanted(&args, 4) {
-            for route in [&tb, &ev] {
+            for &route in &routes {
                 let s = format!("3 per-call latency, {}", route.upstream.name);
                 let s4 = format!("4 memory, {}", route.upstream.name);
                 let mut p50 = Vec::new();
@@ -214,7 +224,7 @@ async fn run(mut args: Args) -> Result<()> {
             }
         }
         if wanted(&args, 5) {
-            for route in [&tb, &ev] {
+            for &route in &routes {
                 let s = format!("5 parallel bridges, {}", route.upstream.name);
                 let mut rates = Vec::new();
                 for &p in peers {
@@ -268,7 +278,7 @@ async fn run(mut args: Args) -> Result<()> {
             res.record(&s, "tools listed", "count", Peer::Keyway, f.tools);
         }
         if wanted(&args, 7) {
-            for route in [&tb, &ev] {
+            for &route in &routes {
                 let s = format!(
                     "7 gateway, {GATEWAY_CALLERS} callers, {}",
                     route.upstream.name
