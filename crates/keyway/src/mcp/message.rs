@@ -35,8 +35,8 @@ impl std::fmt::Debug for Message {
 /// The parts of a message keyway reads.
 #[derive(Deserialize)]
 struct Peek<'a> {
-    #[serde(default)]
-    id: Option<Value>,
+    #[serde(default, borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
     #[serde(default, borrow)]
     method: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "present")]
@@ -50,6 +50,27 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     IgnoredAny::deserialize(d).map(|_| true)
 }
 
+/// An id's JSON text as serde_json writes it, so that one id written two ways (`"a"`
+/// and `"\u0061"`) is one key; `None` for null. Plain strings and integers, which is
+/// what ids are, are already written that way and are taken as they are.
+fn id_text(raw: &serde_json::value::RawValue) -> Option<String> {
+    let t = raw.get();
+    let b = t.as_bytes();
+    let plain_string = b.len() >= 2 && b[0] == b'"' && !b[1..b.len() - 1].contains(&b'\\');
+    // Up to 18 digits always fits an i64; `-0` and leading zeros are not plain.
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let plain_integer = (1..=18).contains(&digits.len())
+        && digits.bytes().all(|c| c.is_ascii_digit())
+        && (digits == "0" && digits.len() == t.len() || !digits.starts_with('0'));
+    if plain_string || plain_integer {
+        return Some(t.to_owned());
+    }
+    match serde_json::from_str::<Value>(t) {
+        Ok(Value::Null) | Err(_) => None,
+        Ok(v) => Some(v.to_string()),
+    }
+}
+
 impl Message {
     /// Check `text` is one JSON-RPC object or a batch (an array).
     pub fn parse(text: String) -> Result<Self, serde_json::Error> {
@@ -59,7 +80,7 @@ impl Message {
             return Ok(Self::from_value(&v));
         }
         let peek: Peek<'_> = serde_json::from_str(trimmed)?;
-        let id = peek.id.map(|id| id.to_string());
+        let id = peek.id.and_then(id_text);
         let method = peek.method.map(Cow::into_owned);
         let answer = peek.result || peek.error;
         // JSON strings cannot hold raw line breaks, so these are whitespace between
@@ -225,6 +246,37 @@ mod tests {
         ] {
             assert!(Message::parse(bad.to_owned()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_id_is_one_key_however_it_is_written() {
+        for id in [
+            "7",
+            "-7",
+            "0",
+            "-0",
+            "1.50",
+            "1e3",
+            "123456789012345678",
+            "123456789012345678901234",
+            r#""a""#,
+            r#""\u0061""#,
+            r#""a\"b""#,
+            r#""é""#,
+            "null",
+        ] {
+            let m = Message::parse(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+            let m = m.unwrap_or_else(|e| panic!("{id}: {e}"));
+            let v: Value = serde_json::from_str(id).unwrap();
+            let expected = (!v.is_null()).then(|| v.to_string());
+            assert_eq!(
+                m.id().map(str::to_owned),
+                expected,
+                "{id} as serde_json writes it"
+            );
+        }
+        let m = Message::parse(r#"{"jsonrpc":"2.0","id":"\u0061","result":1}"#.to_owned());
+        assert!(m.unwrap().answers(r#""a""#));
     }
 
     #[test]
