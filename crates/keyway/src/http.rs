@@ -38,11 +38,12 @@ pub(crate) fn builder() -> reqwest::ClientBuilder {
     }
 }
 
-/// The TLS setup every connection keyway makes shares, built once per process so the
-/// platform's root certificates are loaded once: what reqwest builds with its `rustls`
-/// feature (the process's crypto provider, else aws-lc-rs; the platform verifier; TLS
-/// 1.2 and 1.3), without ALPN (each client sets its own). `None` when the platform
-/// verifier cannot be set up.
+/// The TLS setup every connection keyway makes shares, built once per process: what
+/// reqwest builds with its `rustls` feature (the process's crypto provider, else
+/// aws-lc-rs; the platform verifier; TLS 1.2 and 1.3), without ALPN (each client sets
+/// its own). The platform's root certificates are loaded by the first certificate
+/// check ([`LazyVerifier`]), not here. `None` when the provider offers no safe
+/// protocol version.
 pub(crate) fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
     CONFIG
@@ -50,12 +51,9 @@ pub(crate) fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
             let provider = rustls::crypto::CryptoProvider::get_default()
                 .cloned()
                 .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-            let verifier = match rustls_platform_verifier::Verifier::new(provider.clone()) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::debug!(error = %e, "no platform verifier of keyway's own");
-                    return None;
-                }
+            let verifier = LazyVerifier {
+                provider: provider.clone(),
+                platform: OnceLock::new(),
             };
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -68,4 +66,112 @@ pub(crate) fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
             Some(Arc::new(config))
         })
         .clone()
+}
+
+/// The platform verifier, made when the first server certificate is to be checked.
+/// Making it reads and parses every root certificate of the platform (about 6 ms and
+/// 19M instructions here), which every start of a bridge or gateway paid before its
+/// first message even when it only ever spoke plain HTTP to a local server.
+/// Signatures in the handshake are checked with the provider's algorithms, as the
+/// platform verifier itself does.
+#[derive(Debug)]
+struct LazyVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    platform: OnceLock<Result<rustls_platform_verifier::Verifier, String>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let platform = self.platform.get_or_init(|| {
+            rustls_platform_verifier::Verifier::new(self.provider.clone()).map_err(|e| {
+                tracing::warn!(error = %e, "the platform's root certificates could not be loaded");
+                e.to_string()
+            })
+        });
+        match platform {
+            Ok(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            Err(e) => Err(rustls::Error::General(format!(
+                "no server certificate can be checked: the platform's root certificates could not be loaded ({e}); install the CA certificates package (Debian: ca-certificates)"
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::client::danger::ServerCertVerifier;
+
+    use super::*;
+
+    #[test]
+    fn root_certificates_wait_for_the_first_certificate_check() {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let lazy = LazyVerifier {
+            provider: provider.clone(),
+            platform: OnceLock::new(),
+        };
+        assert!(!lazy.supported_verify_schemes().is_empty());
+        assert!(lazy.platform.get().is_none(), "nothing loaded yet");
+        // A certificate that is not one: refused, and the platform verifier is made.
+        let name = rustls::pki_types::ServerName::try_from("example.com").unwrap();
+        let not_a_cert = rustls::pki_types::CertificateDer::from(vec![0u8; 8]);
+        let refused = lazy.verify_server_cert(
+            &not_a_cert,
+            &[],
+            &name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        );
+        assert!(refused.is_err());
+        assert!(lazy.platform.get().is_some(), "loaded on the first check");
+        // The schemes are the platform verifier's own.
+        let platform = rustls_platform_verifier::Verifier::new(provider).unwrap();
+        assert_eq!(
+            lazy.supported_verify_schemes(),
+            platform.supported_verify_schemes()
+        );
+    }
 }
