@@ -77,9 +77,13 @@ pub enum Framing {
 /// skipped: they are followed by the real one.
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let used = match resp.parse(buf) {
+        // Slots httparse fills itself: not zeroed first (4 KiB per answer).
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let used = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+        {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(format!("the server's answer head is over {MAX_HEAD} bytes"));
