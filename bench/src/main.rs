@@ -133,8 +133,14 @@ async fn run(mut args: Args) -> Result<()> {
     let everything = Upstream::everything(&env.peers, &work.path().join("everything.log")).await?;
     let tb = prepare(&env, testbed, "tb").await?;
     let ev = prepare(&env, everything, "everything").await?;
+    let routes: Vec<&Route> = [&tb, &ev]
+        .into_iter()
+        .filter(|r| {
+            args.upstreams.is_empty() || args.upstreams.iter().any(|u| u == r.upstream.name)
+        })
+        .collect();
     say("warming the upstreams up");
-    for route in [&tb, &ev] {
+    for &route in &routes {
         scenarios::warm_up(route)
             .await
             .with_context(|| format!("warming {} up", route.upstream.name))?;
@@ -153,12 +159,6 @@ async fn run(mut args: Args) -> Result<()> {
         None
     };
 
-    let routes: Vec<&Route> = [&tb, &ev]
-        .into_iter()
-        .filter(|r| {
-            args.upstreams.is_empty() || args.upstreams.iter().any(|u| u == r.upstream.name)
-        })
-        .collect();
     let mut res = Results::default();
     declare_targets(&mut res, args.parallel_calls);
     for round in 1..=args.rounds {

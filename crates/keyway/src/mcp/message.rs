@@ -61,7 +61,7 @@ fn id_text(raw: &serde_json::value::RawValue) -> Option<String> {
     let digits = t.strip_prefix('-').unwrap_or(t);
     let plain_integer = (1..=18).contains(&digits.len())
         && digits.bytes().all(|c| c.is_ascii_digit())
-        && (digits == "0" && digits.len() == t.len() || !digits.starts_with('0'));
+        && (t == "0" || !digits.starts_with('0'));
     if plain_string || plain_integer {
         return Some(t.to_owned());
     }
@@ -277,6 +277,9 @@ mod tests {
         }
         let m = Message::parse(r#"{"jsonrpc":"2.0","id":"\u0061","result":1}"#.to_owned());
         assert!(m.unwrap().answers(r#""a""#));
+        // Whitespace around an id is not part of it.
+        let m = Message::parse(r#"{"jsonrpc":"2.0","id" :  7 ,"result":1}"#.to_owned());
+        assert_eq!(m.unwrap().id(), Some("7"));
     }
 
     #[test]
