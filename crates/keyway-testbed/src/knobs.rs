@@ -147,6 +147,12 @@ pub struct Knobs {
     #[arg(long, value_name = "URL", help_heading = "Authorization server")]
     pub authorization_endpoint_override: Option<String>,
 
+    /// Replace (or add) one field of the AS metadata with a string: `FIELD=VALUE`,
+    /// e.g. `registration_endpoint=http://[fe80::1]/register` (hostile-server tests);
+    /// may repeat.
+    #[arg(long = "metadata-override", value_name = "FIELD=VALUE", value_parser = parse_field_override, help_heading = "Authorization server")]
+    pub metadata_overrides: Vec<(String, String)>,
+
     /// Deny every authorization (`error=access_denied`), device grants included.
     #[arg(long, help_heading = "Authorization server")]
     pub deny: bool,
@@ -340,6 +346,13 @@ pub(crate) struct EndpointFaults {
     pub fail_nth: Option<(u64, u16)>,
     pub delay: Option<Duration>,
     pub oversize: Option<usize>,
+}
+
+fn parse_field_override(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected FIELD=VALUE")),
+    }
 }
 
 /// Where the protected resource metadata lives.

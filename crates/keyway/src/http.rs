@@ -3,9 +3,12 @@
 //! a token attached), and a recognizable user agent.
 
 use std::{
+    net::SocketAddr,
     sync::{Arc, OnceLock},
     time::Duration,
 };
+
+use crate::auth::urls::{HostClass, UrlPolicy, ip_class};
 
 /// Connection timeout for every request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +24,116 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
+}
+
+/// The client for every request an authorization flow makes on a server's behalf
+/// (metadata, registration, token, device, revocation, the redirects `--browser
+/// follow` walks): like [`client`], plus a resolver that refuses addresses
+/// `policy` does not allow. A public server's metadata can name any host; this makes
+/// sure the name does not lead to a loopback, private or link-local address (DNS
+/// rebinding included: the addresses checked are the ones connected to). Literal
+/// addresses never reach a resolver; [`UrlPolicy::check_url`] judges those. One
+/// client per server class, made once per process.
+///
+/// Through a proxy (`HTTPS_PROXY`), the proxy resolves the name: the literal check
+/// still applies, the address check is the proxy's.
+pub fn guarded(policy: &UrlPolicy) -> Result<reqwest::Client, GuardedClientError> {
+    static CLIENTS: [OnceLock<Result<reqwest::Client, String>>; 4] = [const { OnceLock::new() }; 4];
+    let slot = match policy.server {
+        HostClass::Loopback => 0,
+        HostClass::Private => 1,
+        HostClass::LinkLocal => 2,
+        HostClass::Public => 3,
+    };
+    let server = policy.server;
+    CLIENTS[slot]
+        .get_or_init(|| {
+            builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .dns_resolver(GuardedResolver { server })
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(GuardedClientError)
+}
+
+/// The guarded client could not be built (the TLS setup failed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("building the HTTP client failed: {0}")]
+pub struct GuardedClientError(String);
+
+/// Resolves names with the system resolver and keeps only the addresses a server of
+/// class `server` may reach.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver {
+    pub server: HostClass,
+}
+
+/// A name that resolved only to addresses the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} resolves only to {classes} addresses, which keyway does not reach for a server that is not there itself"
+)]
+pub struct RefusedAddresses {
+    pub name: String,
+    pub classes: String,
+}
+
+impl GuardedResolver {
+    /// The addresses of `addrs` that may be used; an error naming what was refused
+    /// when none may.
+    pub fn keep(
+        &self,
+        name: &str,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, RefusedAddresses> {
+        let policy = UrlPolicy {
+            server: self.server,
+            allow_http: false,
+        };
+        let mut refused = std::collections::BTreeSet::new();
+        let kept: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| {
+                let class = ip_class(a.ip());
+                let ok = policy.allows(class);
+                if !ok {
+                    refused.insert(class);
+                }
+                ok
+            })
+            .collect();
+        if kept.is_empty() && !refused.is_empty() {
+            let classes: Vec<&str> = refused.iter().map(|c| c.as_str()).collect();
+            return Err(RefusedAddresses {
+                name: name.to_owned(),
+                classes: classes.join(" and "),
+            });
+        }
+        if !refused.is_empty() {
+            tracing::warn!(
+                name,
+                "some addresses of this name are not public; using only the public ones"
+            );
+        }
+        Ok(kept)
+    }
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = *self;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let kept = guard.keep(&host, found)?;
+            let addrs: reqwest::dns::Addrs = Box::new(kept.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 /// A reqwest builder with keyway's user agent and its one TLS setup ([`tls_config`],
@@ -145,6 +258,96 @@ mod tests {
     use rustls::client::danger::ServerCertVerifier;
 
     use super::*;
+
+    fn at(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 443)
+    }
+
+    /// What a name resolves to is judged like a literal address: a public server's
+    /// metadata cannot reach the machine or its network by naming a host whose DNS
+    /// answers with such addresses (rebinding included). Mixed answers keep the
+    /// public addresses only.
+    #[test]
+    fn resolved_addresses_obey_the_server_class() {
+        let public = GuardedResolver {
+            server: HostClass::Public,
+        };
+        for inside in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "169.254.169.254",
+            "100.64.1.1",
+            "::1",
+            "fd00::1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+        ] {
+            let e = public.keep("evil.example", [at(inside)]).unwrap_err();
+            assert!(e.to_string().contains("evil.example"), "{e}");
+        }
+        let mixed = public
+            .keep("split.example", [at("10.0.0.1"), at("93.184.216.34")])
+            .unwrap();
+        assert_eq!(mixed, [at("93.184.216.34")]);
+        // A server in a private network may use its neighbours, not the machine.
+        let private = GuardedResolver {
+            server: HostClass::Private,
+        };
+        assert!(private.keep("as.corp", [at("10.0.0.2")]).is_ok());
+        assert!(private.keep("as.corp", [at("127.0.0.1")]).is_err());
+        assert!(private.keep("as.corp", [at("169.254.169.254")]).is_err());
+        // A loopback server (the testbed, a local proxy) reaches loopback.
+        let local = GuardedResolver {
+            server: HostClass::Loopback,
+        };
+        assert!(local.keep("localhost", [at("127.0.0.1")]).is_ok());
+        assert!(local.keep("localhost", [at("169.254.169.254")]).is_err());
+    }
+
+    /// The guarded client refuses a name that resolves to loopback for a public
+    /// server, before any connection: a real request, through the real resolver.
+    #[tokio::test]
+    async fn the_guarded_client_does_not_connect_where_its_server_may_not_reach() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let public = UrlPolicy {
+            server: HostClass::Public,
+            allow_http: true,
+        };
+        let err = guarded(&public)
+            .unwrap()
+            .get(format!("http://localhost:{port}/x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            crate::auth::fetch_describe(&err).contains("resolves only to loopback"),
+            "{err:?}"
+        );
+        // Nobody connected.
+        let accepted = tokio::time::timeout(Duration::from_millis(0), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection reached the listener");
+        // The same name for a loopback server goes through.
+        let local = UrlPolicy {
+            server: HostClass::Loopback,
+            allow_http: false,
+        };
+        let client = guarded(&local).unwrap();
+        let (served, sent) = tokio::join!(
+            async {
+                let (mut s, _) = listener.accept().await.unwrap();
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+            },
+            client.get(format!("http://localhost:{port}/x")).send()
+        );
+        let () = served;
+        assert_eq!(sent.unwrap().status(), 204);
+    }
 
     #[test]
     fn root_certificates_wait_for_the_first_certificate_check() {

@@ -156,9 +156,17 @@ pub async fn probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Pr
                 p.detail = Some("not a URL".into());
                 return finish(p);
             };
-            let policy = UrlPolicy::for_server(&parsed, opts.allow_http);
+            let policy = UrlPolicy::for_server_resolved(&parsed, opts.allow_http).await;
             let values: Vec<String> = challenge.into_iter().collect();
-            let (report, target) = discovery::discover(http, &parsed, &values, &policy).await;
+            // Discovery follows what the server names: through the guarded client.
+            let guarded = match crate::http::guarded(&policy) {
+                Ok(c) => c,
+                Err(e) => {
+                    p.detail = Some(e.to_string());
+                    return finish(p);
+                }
+            };
+            let (report, target) = discovery::discover(&guarded, &parsed, &values, &policy).await;
             let verdict = classify(&report, target.as_ref(), &opts.client);
             p.class = verdict.class;
             p.registration = verdict.registration;

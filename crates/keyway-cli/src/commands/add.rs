@@ -267,7 +267,7 @@ async fn verify(
     rec: &ServerRecord,
     http: &reqwest::Client,
 ) -> Result<usize, String> {
-    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id, http.clone());
+    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id);
     let result = async {
         let conn = Connection::open_transport(
             &rec.url,

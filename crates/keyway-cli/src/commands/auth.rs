@@ -216,7 +216,7 @@ pub fn error(e: AuthError) -> CliError {
     let hint: Option<String> = match &e {
         AuthError::Discovery(report) => report.fatal().map(|p| hint_for(p.code)),
         AuthError::PkceUnsupported { .. } => Some("the server's authorization server must support PKCE S256; ask its operator, or use an access token".into()),
-        AuthError::InsecureUrl(_) => Some("keyway only follows https (and http on loopback); --allow-http permits http for development".into()),
+        AuthError::InsecureUrl { .. } => Some("keyway only sends a flow to https (http on loopback), and never to an address the server itself is not on; --allow-http permits plain http for development".into()),
         AuthError::NoRegistration { .. } => Some("pass a pre-registered --client-id (and --client-secret), or use an access token the server's operator gives you".into()),
         AuthError::Registration { .. } => Some("the authorization server refused dynamic registration; pre-register a client and pass --client-id".into()),
         AuthError::Callback(_) => Some("the authorization response did not check out; nothing was stored. Try again, and report it if it repeats".into()),

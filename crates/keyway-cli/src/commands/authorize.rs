@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use keyway::{
+    Secret,
     auth::{
         AuthOptions, Authorizer, ClientAuth, Grant, OAuthClient, RegistrationKind,
         RegistrationStore, StoredRegistration, token,
@@ -79,13 +80,9 @@ pub async fn authorize_server(
         }
         Err(e) => return Err(CliError::connect(e)),
     };
-    let authorizer = Authorizer::new(
-        http,
-        options,
-        Arc::new(store.clone()),
-        auth::reporter(quiet),
-    )
-    .with_pending_flows(Arc::new(store.clone()));
+    let authorizer = Authorizer::new(options, Arc::new(store.clone()), auth::reporter(quiet))
+        .map_err(auth::error)?
+        .with_pending_flows(Arc::new(store.clone()));
     let values: Vec<String> = challenge.into_iter().collect();
     let grant = authorizer
         .authorize(&url, &values, None)
@@ -158,12 +155,14 @@ pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Re
                         redirect_uris: Vec::new(),
                     },
                 };
-                let http = keyway::http::client().context("building the HTTP client")?;
                 let (token, hint) = match &o.refresh_token {
-                    Some(rt) => (rt.secret().clone(), "refresh_token"),
-                    None => (o.access_token.secret().clone(), "access_token"),
+                    Some(rt) => (Secret::new(rt.secret().clone()), "refresh_token"),
+                    None => (Secret::new(o.access_token.secret().clone()), "access_token"),
                 };
-                match token::revoke(&http, &endpoint, &o.issuer, &client, &token, hint).await {
+                // The endpoint came from the server's metadata: it obeys the same URL
+                // rules as every other request of a flow, checked in `revoke`.
+                match token::revoke(&o.resource, &endpoint, &o.issuer, &client, &token, hint).await
+                {
                     Ok(()) => format!("revoked at {}", o.issuer),
                     Err(e) => format!("revocation failed ({e}); forgotten anyway"),
                 }

@@ -57,16 +57,16 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         Some(raw) => {
             let url = Url::parse(raw).map_err(|e| store::usage(format!("--url {raw}: {e}")))?;
             let authorizer = Authorizer::new(
-                http.clone(),
                 options,
                 Arc::new(MemoryRegistrations::default()),
                 auth::reporter(printer.quiet()),
-            );
+            )
+            .map_err(auth::error)?;
             Session::new(
                 url,
                 http.clone(),
                 authorizer,
-                Tokens::Memory(OAuthTokens::new(http)),
+                Tokens::Memory(OAuthTokens::new()),
                 Vec::new(),
             )
         }
@@ -77,13 +77,13 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
             let url = store::saved_url(&server)?;
             let headers = store::saved_headers(&st, &server).await?;
             let authorizer = Authorizer::new(
-                http.clone(),
                 options,
                 Arc::new(st.clone()),
                 auth::reporter(printer.quiet()),
             )
+            .map_err(auth::error)?
             .with_pending_flows(Arc::new(st.clone()));
-            let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id, http.clone());
+            let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id);
             Session::new(
                 url,
                 http,

@@ -130,7 +130,7 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
 
     // 4. Call, with the stored (encrypted) credential.
     let rec = store::find(&st, &added.name).await?;
-    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id, http.clone());
+    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id);
     let mut calls = Vec::new();
     let text = call_echo(&url, &http, &tokens, &args.text).await?;
     printer.step(format!(

@@ -44,7 +44,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
             let (tokens, target): (Arc<dyn TokenSource>, Target) = match token {
                 Some(t) => (Arc::new(StaticToken::new(Some(t))), Target::Static),
                 None => {
-                    let t = OAuthTokens::new(http.clone());
+                    let t = OAuthTokens::new();
                     (t.clone(), Target::Memory(t))
                 }
             };
@@ -59,12 +59,9 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 headers: store::headers(&args.credential)?,
                 kind,
             };
-            let authorizer = Authorizer::new(
-                http.clone(),
-                options,
-                Arc::new(MemoryRegistrations::default()),
-                reporter,
-            );
+            let authorizer =
+                Authorizer::new(options, Arc::new(MemoryRegistrations::default()), reporter)
+                    .map_err(auth::error)?;
             (config, (target, authorizer), url)
         } else {
             let st = store::open(settings)?;
@@ -72,7 +69,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
             store::ensure_enabled(&server)?;
             let url = store::saved_url(&server)?;
             let headers = store::saved_headers(&st, &server).await?;
-            let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id, http.clone());
+            let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id);
             let kind = store::wire_kind(server.transport);
             let config = WireConfig {
                 url: url.clone(),
@@ -81,7 +78,8 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 headers,
                 kind,
             };
-            let authorizer = Authorizer::new(http.clone(), options, Arc::new(st.clone()), reporter)
+            let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)
+                .map_err(auth::error)?
                 .with_pending_flows(Arc::new(st.clone()));
             (
                 config,

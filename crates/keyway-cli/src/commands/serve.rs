@@ -40,7 +40,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         let url = store::saved_url(&s)?;
         let headers = store::saved_headers(&st, &s).await?;
         let kind = store::wire_kind(s.transport);
-        let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id, http.clone());
+        let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id);
         upstreams.push(UpstreamConfig {
             name: s.name.clone(),
             wire: WireConfig {

@@ -190,7 +190,7 @@ async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Client) -
             .await
             .map_err(|e| ("error", e.to_string()))?,
     );
-    let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id, http.clone());
+    let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id);
     let conn = match Connection::open_transport(
         &s.url,
         http.clone(),

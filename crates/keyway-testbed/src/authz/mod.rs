@@ -157,6 +157,9 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
             json!(u.endpoint_url("device_authorization")),
         );
     }
+    for (field, value) in &k.metadata_overrides {
+        obj.insert(field.clone(), json!(value));
+    }
     if !k.no_iss_advertised {
         obj.insert(
             "authorization_response_iss_parameter_supported".into(),

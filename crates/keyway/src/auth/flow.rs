@@ -27,9 +27,17 @@ use super::{
     urls::UrlPolicy,
 };
 
+/// [`crate::http::guarded`] as an [`AuthError`].
+fn guarded_client(policy: &UrlPolicy) -> Result<reqwest::Client, AuthError> {
+    crate::http::guarded(policy).map_err(|e| AuthError::Config(e.to_string()))
+}
+
 /// Runs authorizations for one caller. Cheap to clone.
 #[derive(Clone)]
 pub struct Authorizer {
+    /// The client of the flow under way: [`crate::http::guarded`] for the class of
+    /// the server being authorized (set by [`Authorizer::authorize`]; until then the
+    /// strictest, a public server's).
     http: reqwest::Client,
     options: AuthOptions,
     registrations: Arc<dyn RegistrationStore>,
@@ -78,19 +86,24 @@ impl StepUp {
 }
 
 impl Authorizer {
+    /// Every request a flow makes goes through a client that refuses addresses its
+    /// server may not send keyway to ([`crate::http::guarded`]): none is injected.
     pub fn new(
-        http: reqwest::Client,
         options: AuthOptions,
         registrations: Arc<dyn RegistrationStore>,
         reporter: Arc<dyn Reporter>,
-    ) -> Self {
-        Self {
-            http,
+    ) -> Result<Self, AuthError> {
+        let strictest = UrlPolicy {
+            server: super::urls::HostClass::Public,
+            allow_http: false,
+        };
+        Ok(Self {
+            http: guarded_client(&strictest)?,
             options,
             registrations,
             reporter,
             pending: None,
-        }
+        })
     }
 
     /// Record each authorization code flow in `pending` while it waits for its callback.
@@ -112,7 +125,22 @@ impl Authorizer {
         www_authenticate: &[String],
         previous_scopes: Option<&[String]>,
     ) -> Result<Grant, AuthError> {
-        let policy = UrlPolicy::for_server(mcp_url, self.options.allow_http);
+        let policy = UrlPolicy::for_server_resolved(mcp_url, self.options.allow_http).await;
+        let flow = Self {
+            http: guarded_client(&policy)?,
+            ..self.clone()
+        };
+        flow.authorize_under(mcp_url, www_authenticate, previous_scopes, policy)
+            .await
+    }
+
+    async fn authorize_under(
+        &self,
+        mcp_url: &Url,
+        www_authenticate: &[String],
+        previous_scopes: Option<&[String]>,
+        policy: UrlPolicy,
+    ) -> Result<Grant, AuthError> {
         let (report, target) =
             discovery::discover(&self.http, mcp_url, www_authenticate, &policy).await;
         self.reporter.discovered(&report);
@@ -160,7 +188,10 @@ impl Authorizer {
 
     fn token_endpoint(&self, t: &AuthTarget, policy: &UrlPolicy) -> Result<String, AuthError> {
         let raw = t.metadata.token_endpoint.as_deref().unwrap_or_default();
-        Ok(policy.check(raw)?.to_string())
+        Ok(policy
+            .check(raw)
+            .map_err(AuthError::refused("token_endpoint"))?
+            .to_string())
     }
 
     async fn client_credentials(
@@ -245,7 +276,9 @@ impl Authorizer {
                 "enterprise-managed authorization needs the identity provider flags".into(),
             ));
         };
-        policy.check(&idp.token_endpoint)?;
+        policy
+            .check(&idp.token_endpoint)
+            .map_err(AuthError::refused("identity provider's token endpoint"))?;
         let token_endpoint = self.token_endpoint(t, policy)?;
         let client = registration::preregistered(&self.options.client, &t.metadata)?;
         let r = super::enterprise::run(
@@ -281,10 +314,13 @@ impl Authorizer {
                 t.issuer
             )));
         };
-        let endpoint = policy.check(endpoint)?.to_string();
+        let endpoint = policy
+            .check(endpoint)
+            .map_err(AuthError::refused("device_authorization_endpoint"))?
+            .to_string();
         let token_endpoint = self.token_endpoint(t, policy)?;
         let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
-        let client = match registration::plan(&self.options.client, &t.metadata)? {
+        let client = match registration::plan(&self.options.client, &t.metadata, policy)? {
             Plan::Preregistered => registration::preregistered(&self.options.client, &t.metadata)?,
             Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
             Plan::Dynamic(reg) => {
@@ -458,7 +494,9 @@ impl Authorizer {
                 t.issuer
             )));
         };
-        let auth_endpoint = policy.check(auth_endpoint)?;
+        let auth_endpoint = policy
+            .check(auth_endpoint)
+            .map_err(AuthError::refused("authorization_endpoint"))?;
         let token_endpoint = self.token_endpoint(t, policy)?;
         let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
 
@@ -496,7 +534,7 @@ impl Authorizer {
         wanted: &[String],
     ) -> Result<Grant, AuthError> {
         let state = CsrfToken::new_random();
-        let plan = registration::plan(&self.options.client, &t.metadata)?;
+        let plan = registration::plan(&self.options.client, &t.metadata, policy)?;
         let (mut listener, client) = match plan {
             Plan::Dynamic(endpoint) => self.dynamic_client(t, &endpoint, state.secret()).await?,
             other => {

@@ -89,6 +89,13 @@ pub struct AuthOptions {
     pub opener: Option<std::sync::Arc<dyn browser::Opener>>,
 }
 
+impl AuthError {
+    /// A refusal of the endpoint named `what`, for `map_err`.
+    pub(crate) fn refused(what: &'static str) -> impl FnOnce(urls::UrlRefusal) -> Self {
+        move |refusal| Self::InsecureUrl { what, refusal }
+    }
+}
+
 impl Default for AuthOptions {
     fn default() -> Self {
         Self {
@@ -137,8 +144,14 @@ pub enum AuthError {
         "the authorization server {issuer} {why}; MCP requires PKCE with S256, so keyway will not start a flow"
     )]
     PkceUnsupported { issuer: String, why: &'static str },
-    #[error("refusing the authorization endpoint: {0}")]
-    InsecureUrl(#[from] urls::UrlRefusal),
+    /// An endpoint the server named is refused by the URL rules: nothing was sent.
+    #[error("refusing the {what}: {refusal}")]
+    InsecureUrl {
+        /// Which endpoint (`authorization_endpoint`, `registration_endpoint`, ...).
+        what: &'static str,
+        #[source]
+        refusal: urls::UrlRefusal,
+    },
     #[error("the authorization server {issuer} offers no way for keyway to register{}", if *cimd_offered { " (it takes client ID metadata documents: pass --client-metadata-url)" } else { "" })]
     NoRegistration { issuer: String, cimd_offered: bool },
     #[error("registration at {issuer} failed: {detail}")]

@@ -16,6 +16,7 @@ use super::{
     client::{AuthMethod, ClientAuth, OAuthClient, RegistrationKind, SigningKey},
     fetch::{describe, read_capped, snippet},
     metadata::AuthServerMetadata,
+    urls::UrlPolicy,
 };
 use crate::Secret;
 
@@ -40,7 +41,13 @@ pub enum Plan {
     Dynamic(String),
 }
 
-pub fn plan(opts: &ClientOptions, m: &AuthServerMetadata) -> Result<Plan, AuthError> {
+/// A `registration_endpoint` the URL rules refuse is an error here, before anything
+/// is sent to it: nothing about keyway's client goes where the server may not send it.
+pub fn plan(
+    opts: &ClientOptions,
+    m: &AuthServerMetadata,
+    policy: &UrlPolicy,
+) -> Result<Plan, AuthError> {
     if opts.client_id.is_some() {
         return Ok(Plan::Preregistered);
     }
@@ -50,7 +57,10 @@ pub fn plan(opts: &ClientOptions, m: &AuthServerMetadata) -> Result<Plan, AuthEr
         return Ok(Plan::MetadataDocument(url.clone()));
     }
     if let Some(endpoint) = &m.registration_endpoint {
-        return Ok(Plan::Dynamic(endpoint.clone()));
+        let checked = policy
+            .check(endpoint)
+            .map_err(AuthError::refused("registration_endpoint"))?;
+        return Ok(Plan::Dynamic(checked.to_string()));
     }
     Err(AuthError::NoRegistration {
         issuer: m.issuer.clone(),
@@ -363,6 +373,42 @@ mod tests {
         m
     }
 
+    fn public_server() -> UrlPolicy {
+        UrlPolicy {
+            server: crate::auth::urls::HostClass::Public,
+            allow_http: false,
+        }
+    }
+
+    /// A public server's metadata cannot aim the registration POST at the user's
+    /// machine, network or cloud metadata, nor over plain http.
+    #[test]
+    fn a_registration_endpoint_the_rules_refuse_is_never_planned() {
+        for bad in [
+            "http://127.0.0.1:8080/register",
+            "https://127.0.0.1/register",
+            "https://10.0.0.7/register",
+            "https://169.254.169.254/latest/register",
+            "https://[::ffff:192.168.1.1]/register",
+            "https://[64:ff9b::7f00:1]/register",
+            "http://as.example.com/register",
+            "file:///etc/passwd",
+        ] {
+            let m = meta(|m| m.registration_endpoint = Some(bad.into()));
+            let err = plan(&ClientOptions::default(), &m, &public_server()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AuthError::InsecureUrl {
+                        what: "registration_endpoint",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn priority_is_preregistered_then_cimd_then_dcr() {
         let both = meta(|m| {
@@ -374,21 +420,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plan(&cimd, &both).unwrap(),
+            plan(&cimd, &both, &public_server()).unwrap(),
             Plan::MetadataDocument("https://me/c.json".into())
         );
         let pre = ClientOptions {
             client_id: Some("x".into()),
             ..cimd.clone()
         };
-        assert_eq!(plan(&pre, &both).unwrap(), Plan::Preregistered);
+        assert_eq!(
+            plan(&pre, &both, &public_server()).unwrap(),
+            Plan::Preregistered
+        );
         let dcr_only = meta(|m| m.registration_endpoint = Some("https://as/register".into()));
         assert_eq!(
-            plan(&cimd, &dcr_only).unwrap(),
+            plan(&cimd, &dcr_only, &public_server()).unwrap(),
             Plan::Dynamic("https://as/register".into())
         );
         assert!(matches!(
-            plan(&ClientOptions::default(), &meta(|_| {})),
+            plan(&ClientOptions::default(), &meta(|_| {}), &public_server()),
             Err(AuthError::NoRegistration { .. })
         ));
     }

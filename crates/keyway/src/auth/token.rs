@@ -45,6 +45,13 @@ pub enum TokenError {
     Transport(String),
     #[error("{0}")]
     Client(String),
+    /// The endpoint is refused by the URL rules; nothing was sent.
+    #[error("refusing the {what}: {refusal}")]
+    Refused {
+        what: &'static str,
+        #[source]
+        refusal: super::urls::UrlRefusal,
+    },
 }
 
 impl TokenError {
@@ -85,18 +92,33 @@ pub(crate) async fn request(
     parse_response(status, &body)
 }
 
-/// Revoke a token (RFC 7009). Unknown tokens are fine (200); an error answer is
+/// Revoke a token issued for `resource` (RFC 7009). The endpoint comes from the
+/// authorization server's metadata, so it obeys the URL rules of that resource
+/// ([`super::tokens`]' `policy_for_resource`) before the token and the client's
+/// authentication go anywhere. Unknown tokens are fine (200); an error answer is
 /// returned for the caller to report.
 pub async fn revoke(
-    http: &reqwest::Client,
+    resource: &str,
     endpoint: &str,
     issuer: &str,
     client: &OAuthClient,
-    token: &str,
+    token: &crate::Secret,
     hint: &'static str,
 ) -> Result<(), TokenError> {
+    let refused = |refusal| TokenError::Refused {
+        what: "revocation_endpoint",
+        refusal,
+    };
+    let policy = super::tokens::policy_for_resource(resource)
+        .await
+        .map_err(|e| match e {
+            super::RefreshError::Refused(r) => refused(r),
+            other => TokenError::Client(other.to_string()),
+        })?;
+    let endpoint = policy.check(endpoint).map_err(refused)?;
+    let http = crate::http::guarded(&policy).map_err(|e| TokenError::Transport(e.to_string()))?;
     let mut form = vec![
-        ("token", token.to_owned()),
+        ("token", token.expose().to_owned()),
         ("token_type_hint", hint.to_owned()),
     ];
     let req = http.post(endpoint).timeout(TOKEN_TIMEOUT);

@@ -172,18 +172,42 @@ pub enum RefreshError {
     Rejected(#[source] TokenError),
     #[error(transparent)]
     Failed(TokenError),
+    /// The token endpoint the grant names is refused by the URL rules (nothing was
+    /// sent to it). Authorize again.
+    #[error(
+        "refusing to send the refresh token to the stored token endpoint: {0}; authorize again"
+    )]
+    Refused(#[source] urls::UrlRefusal),
+}
+
+/// The URL rules for the requests a grant for `resource` makes: the server is the
+/// resource (resolved), and plain http is allowed only where the resource itself is
+/// plain http on a host that is not loopback (it was added with `--allow-http`).
+pub(crate) async fn policy_for_resource(resource: &str) -> Result<urls::UrlPolicy, RefreshError> {
+    let url = Url::parse(resource).map_err(|_| {
+        RefreshError::Refused(urls::UrlRefusal::NotAUrl {
+            url: resource.to_owned(),
+        })
+    })?;
+    let allow_http = url.scheme() == "http" && urls::host_class(&url) != urls::HostClass::Loopback;
+    Ok(urls::UrlPolicy::for_server_resolved(&url, allow_http).await)
 }
 
 /// Refresh `grant` (RFC 6749 §6, with `resource`). The old refresh token is kept
-/// when none comes back; the expiry is recomputed; the scope kept if omitted.
-pub async fn refresh(
-    http: &reqwest::Client,
-    grant: &Grant,
-    now: SystemTime,
-) -> Result<Grant, RefreshError> {
+/// when none comes back; the expiry is recomputed; the scope kept if omitted. The
+/// token endpoint is checked again by the URL rules of the grant's resource before
+/// the refresh token goes anywhere, and the request goes through the guarded client.
+pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshError> {
     let Some(rt) = &grant.refresh_token else {
         return Err(RefreshError::NoRefreshToken);
     };
+    let policy = policy_for_resource(&grant.resource).await?;
+    policy
+        .check(&grant.token_endpoint)
+        .map_err(RefreshError::Refused)?;
+    let http = crate::http::guarded(&policy)
+        .map_err(|e| RefreshError::Failed(TokenError::Transport(e.to_string())))?;
+    let http = &http;
     let form = vec![
         ("grant_type", "refresh_token".to_owned()),
         ("refresh_token", rt.secret().clone()),
@@ -221,15 +245,13 @@ pub async fn refresh(
 /// concurrent requests wait for the one refresh), never sent to another resource.
 #[derive(Debug)]
 pub struct OAuthTokens {
-    http: reqwest::Client,
     grant: tokio::sync::Mutex<Option<Grant>>,
     refreshes: std::sync::atomic::AtomicU64,
 }
 
 impl OAuthTokens {
-    pub fn new(http: reqwest::Client) -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            http,
             grant: tokio::sync::Mutex::new(None),
             refreshes: Default::default(),
         })
@@ -258,7 +280,7 @@ impl OAuthTokens {
         let Some(g) = slot.as_ref() else {
             return Err(RefreshError::NoRefreshToken);
         };
-        let fresh = refresh(&self.http, g, SystemTime::now()).await?;
+        let fresh = refresh(g, SystemTime::now()).await?;
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *slot = Some(fresh);
@@ -284,7 +306,7 @@ impl TokenSource for OAuthTokens {
             if !g.needs_refresh(now) || g.refresh_token.is_none() {
                 return Ok(Some(g.access_token.clone()));
             }
-            match refresh(&self.http, g, now).await {
+            match refresh(g, now).await {
                 Ok(fresh) => {
                     self.refreshes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

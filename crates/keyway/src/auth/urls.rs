@@ -95,10 +95,15 @@ pub fn resource_matches(resource: &str, mcp_url: &Url) -> bool {
 }
 
 /// What kind of host a URL names, for the SSRF rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HostClass {
+    /// This machine: 127.0.0.0/8, ::1, and 0.0.0.0/8 and :: (a connection to them
+    /// reaches this machine).
     Loopback,
-    /// Private (RFC 1918, unique local) addresses.
+    /// Addresses that are not on the public internet: private (RFC 1918, unique
+    /// local, site-local), shared (CGNAT), special-purpose, reserved, documentation,
+    /// benchmarking, multicast.
     Private,
     /// Link-local addresses (cloud metadata lives here).
     LinkLocal,
@@ -106,40 +111,71 @@ pub enum HostClass {
     Public,
 }
 
+impl HostClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loopback => "loopback",
+            Self::Private => "private",
+            Self::LinkLocal => "link-local",
+            Self::Public => "public",
+        }
+    }
+}
+
+impl std::fmt::Display for HostClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The class of a URL's host as written (a DNS name counts as public: what it
+/// resolves to is checked when it is resolved, see [`crate::http::guarded`]).
 pub fn host_class(u: &Url) -> HostClass {
     match u.host() {
         Some(url::Host::Ipv4(ip)) => ip_class(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => ip_class(IpAddr::V6(ip)),
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            if d == "localhost" || d.ends_with(".localhost") {
-                HostClass::Loopback
-            } else if d == "metadata.google.internal" || d == "metadata" {
-                HostClass::LinkLocal
-            } else {
-                HostClass::Public
-            }
-        }
+        Some(url::Host::Domain(d)) => name_class(d),
         None => HostClass::Public,
+    }
+}
+
+/// The class of a DNS name before it is resolved: the names that are loopback or
+/// link-local by definition; every other name is judged by its addresses.
+fn name_class(name: &str) -> HostClass {
+    let d = name.trim_end_matches('.').to_ascii_lowercase();
+    if d == "localhost" || d.ends_with(".localhost") {
+        HostClass::Loopback
+    } else if d == "metadata.google.internal" || d == "metadata" {
+        HostClass::LinkLocal
+    } else {
+        HostClass::Public
     }
 }
 
 pub fn ip_class(ip: IpAddr) -> HostClass {
     match ip {
         IpAddr::V4(v4) => v4_class(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4_class(v4),
-            None => v6_class(v6),
-        },
+        IpAddr::V6(v6) => v6_class(v6),
     }
 }
 
 fn v4_class(ip: Ipv4Addr) -> HostClass {
-    if ip.is_loopback() {
+    let [a, b, c, _] = ip.octets();
+    // 0.0.0.0/8 ("this network"): a connection to 0.0.0.0 reaches this machine.
+    if ip.is_loopback() || a == 0 {
         HostClass::Loopback
     } else if ip.is_link_local() {
         HostClass::LinkLocal
-    } else if ip.is_private() || ip.is_unspecified() || ip.octets()[0] == 0 {
+    } else if ip.is_private()
+        || (a == 100 && b & 0xc0 == 64) // 100.64.0.0/10, shared (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2) // 192.0.2.0/24, documentation
+        || (a == 198 && b & 0xfe == 18) // 198.18.0.0/15, benchmarking
+        || (a == 198 && b == 51 && c == 100) // documentation
+        || (a == 203 && b == 0 && c == 113) // documentation
+        || a >= 224
+    // multicast, reserved, broadcast
+    {
         HostClass::Private
     } else {
         HostClass::Public
@@ -147,19 +183,48 @@ fn v4_class(ip: Ipv4Addr) -> HostClass {
 }
 
 fn v6_class(ip: Ipv6Addr) -> HostClass {
-    let first = ip.segments()[0];
-    if ip.is_loopback() {
+    let s = ip.segments();
+    let embedded = |hi: u16, lo: u16| {
+        v4_class(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        ))
+    };
+    // `::`, like 0.0.0.0, reaches this machine.
+    if ip.is_loopback() || ip.is_unspecified() {
         HostClass::Loopback
-    } else if first & 0xffc0 == 0xfe80 {
+    } else if let Some(v4) = ip.to_ipv4_mapped() {
+        // ::ffff:a.b.c.d
+        v4_class(v4)
+    } else if s[..6] == [0; 6] {
+        // ::a.b.c.d, IPv4-compatible (deprecated, still routed by some stacks)
+        embedded(s[6], s[7])
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // 64:ff9b::/96, NAT64 of a.b.c.d
+        embedded(s[6], s[7])
+    } else if s[0] == 0x2002 {
+        // 2002::/16, 6to4 of a.b.c.d
+        embedded(s[1], s[2])
+    } else if s[0] & 0xffc0 == 0xfe80 {
         HostClass::LinkLocal
-    } else if first & 0xfe00 == 0xfc00 || ip.is_unspecified() {
+    } else if s[0] & 0xfe00 == 0xfc00 // fc00::/7, unique local
+        || s[0] & 0xffc0 == 0xfec0 // fec0::/10, site-local (deprecated)
+        || s[0] & 0xff00 == 0xff00 // multicast
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // 64:ff9b:1::/48, local NAT64
+        || (s[0] == 0x2001 && s[1] == 0) // 2001::/32, Teredo (an IPv4 hidden inside)
+        || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+        || s[..4] == [0x100, 0, 0, 0]
+    // 100::/64, discard
+    {
         HostClass::Private
     } else {
         HostClass::Public
     }
 }
 
-/// Why a URL may not be used in an authorization flow.
+/// Why a URL may not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlRefusal {
@@ -167,9 +232,13 @@ pub enum UrlRefusal {
     NotAUrl { url: String },
     #[error("{url} uses the {scheme}: scheme; only https (and http on loopback) is allowed")]
     Scheme { url: String, scheme: String },
-    #[error("{url} uses plain http on a non-loopback host; https is required")]
+    #[error(
+        "{url} uses plain http on a non-loopback host; https is required (--allow-http permits it for development)"
+    )]
     PlainHttp { url: String },
-    #[error("{url} points at a {class:?} address while the MCP server does not")]
+    #[error(
+        "{url} points at a {class} address, which a server that is not there itself may not send keyway to"
+    )]
     Private { url: String, class: HostClass },
     #[error("{url} carries credentials in the URL")]
     Userinfo { url: String },
@@ -177,8 +246,10 @@ pub enum UrlRefusal {
 
 /// The rules every URL of a flow obeys (MCP "Communication Security", SBP SSRF):
 /// https, or http on a loopback host (or anywhere with `allow_http`); no userinfo;
-/// no private or link-local address unless the MCP server itself is in that range.
-#[derive(Clone, Copy, Debug)]
+/// no loopback, private or link-local address unless the MCP server itself is in
+/// that range. Addresses a name resolves to obey the same classes
+/// ([`crate::http::guarded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UrlPolicy {
     /// The MCP server's host class: URLs may reach "down" to it, not further.
     pub server: HostClass,
@@ -186,10 +257,44 @@ pub struct UrlPolicy {
 }
 
 impl UrlPolicy {
+    /// The policy for a server, judged by its URL as written: a DNS name counts as
+    /// public. [`UrlPolicy::for_server_resolved`] looks the name up.
     pub fn for_server(mcp_url: &Url, allow_http: bool) -> Self {
         Self {
             server: host_class(mcp_url),
             allow_http,
+        }
+    }
+
+    /// The policy for a server whose host may be a DNS name: the name is resolved,
+    /// and the server is in the most public class among its addresses (so a public
+    /// server whose DNS also lists a private address gains nothing by it). A name
+    /// that does not resolve counts as public.
+    pub async fn for_server_resolved(mcp_url: &Url, allow_http: bool) -> Self {
+        let mut policy = Self::for_server(mcp_url, allow_http);
+        if let Some(url::Host::Domain(d)) = mcp_url.host()
+            && name_class(d) == HostClass::Public
+        {
+            let port = mcp_url.port_or_known_default().unwrap_or(443);
+            if let Ok(addrs) = tokio::net::lookup_host((d, port)).await {
+                policy.server = addrs
+                    .map(|a| ip_class(a.ip()))
+                    .max()
+                    .unwrap_or(HostClass::Public);
+            }
+        }
+        policy
+    }
+
+    /// Whether an address of `class` may be used: public always; a loopback server
+    /// may use loopback and private peers; a private one, private peers; link-local
+    /// only by a link-local server.
+    pub fn allows(&self, class: HostClass) -> bool {
+        match class {
+            HostClass::Public => true,
+            HostClass::Loopback => self.server == HostClass::Loopback,
+            HostClass::Private => matches!(self.server, HostClass::Loopback | HostClass::Private),
+            HostClass::LinkLocal => self.server == HostClass::LinkLocal,
         }
     }
 
@@ -206,30 +311,12 @@ impl UrlPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRefusal::Userinfo { url: shown() });
         }
-        let class = host_class(url);
-        match url.scheme() {
-            "https" => {}
-            "http" if class == HostClass::Loopback || self.allow_http => {}
-            "http" => return Err(UrlRefusal::PlainHttp { url: shown() }),
-            other => {
-                return Err(UrlRefusal::Scheme {
-                    url: shown(),
-                    scheme: other.to_owned(),
-                });
-            }
-        }
+        check_scheme(url, self.allow_http)?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(UrlRefusal::NotAUrl { url: shown() });
         }
-        let allowed = match class {
-            HostClass::Public => true,
-            // A loopback server may use loopback and private peers; a private one,
-            // private peers; a public one, neither. Link-local only for its own kind.
-            HostClass::Loopback => self.server == HostClass::Loopback,
-            HostClass::Private => matches!(self.server, HostClass::Loopback | HostClass::Private),
-            HostClass::LinkLocal => self.server == HostClass::LinkLocal,
-        };
-        if allowed {
+        let class = host_class(url);
+        if self.allows(class) {
             Ok(())
         } else {
             Err(UrlRefusal::Private {
@@ -238,6 +325,27 @@ impl UrlPolicy {
             })
         }
     }
+}
+
+/// https, or http to a loopback host (anywhere with `allow_http`).
+fn check_scheme(url: &Url, allow_http: bool) -> Result<(), UrlRefusal> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http || host_class(url) == HostClass::Loopback => Ok(()),
+        "http" => Err(UrlRefusal::PlainHttp {
+            url: url.as_str().to_owned(),
+        }),
+        other => Err(UrlRefusal::Scheme {
+            url: url.as_str().to_owned(),
+            scheme: other.to_owned(),
+        }),
+    }
+}
+
+/// Whether a static token or a configured header may be sent to `url`: over https,
+/// or plain http to a loopback host, or anywhere with `allow_http` (development).
+pub fn may_carry_secrets(url: &Url, allow_http: bool) -> Result<(), UrlRefusal> {
+    check_scheme(url, allow_http)
 }
 
 #[cfg(test)]
@@ -345,6 +453,38 @@ mod tests {
             ("http://[fe80::1]/", HostClass::LinkLocal),
             ("http://metadata.google.internal/", HostClass::LinkLocal),
             ("https://example.com/", HostClass::Public),
+            ("http://8.8.8.8/", HostClass::Public),
+            ("http://[2606:4700::1111]/", HostClass::Public),
+            // The ranges a review found missing.
+            ("http://100.64.0.1/", HostClass::Private),
+            ("http://100.127.255.254/", HostClass::Private),
+            ("http://100.128.0.1/", HostClass::Public),
+            ("http://192.0.0.8/", HostClass::Private),
+            ("http://198.18.0.1/", HostClass::Private),
+            ("http://224.0.0.1/", HostClass::Private),
+            ("http://255.255.255.255/", HostClass::Private),
+            ("http://0.0.0.0/", HostClass::Loopback),
+            ("http://0.1.2.3/", HostClass::Loopback),
+            ("http://[64:ff9b::7f00:1]/", HostClass::Loopback),
+            ("http://[64:ff9b::a9fe:a9fe]/", HostClass::LinkLocal),
+            ("http://[64:ff9b::a00:1]/", HostClass::Private),
+            ("http://[64:ff9b::808:808]/", HostClass::Public),
+            ("http://[64:ff9b:1::1]/", HostClass::Private),
+            ("http://[2002:7f00:1::1]/", HostClass::Loopback),
+            ("http://[2002:a9fe:a9fe::1]/", HostClass::LinkLocal),
+            ("http://[2002:c0a8:101::1]/", HostClass::Private),
+            ("http://[2002:808:808::1]/", HostClass::Public),
+            ("http://[::7f00:1]/", HostClass::Loopback),
+            ("http://[::a9fe:a9fe]/", HostClass::LinkLocal),
+            ("http://[::a00:1]/", HostClass::Private),
+            ("http://[fec0::1]/", HostClass::Private),
+            ("http://[ff02::1]/", HostClass::Private),
+            (
+                "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+                HostClass::Private,
+            ),
+            ("http://[::]/", HostClass::Loopback),
+            ("http://[::ffff:0.0.0.0]/", HostClass::Loopback),
         ] {
             assert_eq!(host_class(&u(s)), c, "{s}");
         }
@@ -363,6 +503,10 @@ mod tests {
             "https://169.254.169.254/latest",
             "https://10.0.0.1/x",
             "https://127.0.0.1/x",
+            "https://0.0.0.0/x",
+            "https://[::]/x",
+            "https://100.64.0.1/x",
+            "https://[64:ff9b::a9fe:a9fe]/x",
             "https://user:pw@as.example.com/x",
             "not a url",
         ] {

@@ -66,7 +66,6 @@ struct Recent {
 pub struct StoredTokens {
     store: Arc<dyn Store>,
     server_id: String,
-    http: reqwest::Client,
     holder: String,
     local: tokio::sync::Mutex<()>,
     refreshes: AtomicU64,
@@ -78,7 +77,7 @@ pub struct StoredTokens {
 }
 
 impl StoredTokens {
-    pub fn new(store: Arc<dyn Store>, server_id: &str, http: reqwest::Client) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, server_id: &str) -> Arc<Self> {
         let mut tag = [0u8; 6];
         rand::rng().fill_bytes(&mut tag);
         let holder = format!(
@@ -89,7 +88,6 @@ impl StoredTokens {
         Arc::new(Self {
             store,
             server_id: server_id.to_owned(),
-            http,
             holder,
             local: tokio::sync::Mutex::new(()),
             refreshes: AtomicU64::new(0),
@@ -277,7 +275,7 @@ impl StoredTokens {
             Some(cur) if cur.version == seen.version => {}
             _ => return Ok(Outcome::Changed),
         }
-        match refresh(&self.http, &grant, now).await {
+        match refresh(&grant, now).await {
             Ok(fresh) => {
                 let c = Credential::OAuth(Box::new(credential_from_grant(&fresh)));
                 match self

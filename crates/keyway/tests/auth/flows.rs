@@ -44,7 +44,7 @@ async fn dynamic_registration_and_pkce_give_a_bound_grant_that_works() {
         "resource on the code exchange too"
     );
 
-    let tokens = OAuthTokens::new(http());
+    let tokens = OAuthTokens::new();
     tokens.set(grant).await;
     let conn = Connection::open(tb.mcp_url(), http(), tokens.clone())
         .await
@@ -265,7 +265,7 @@ async fn refresh_rotates_keeps_the_old_token_when_none_comes_and_reports_invalid
         .authorize(&url(&tb), &challenge(&tb).await, None)
         .await
         .unwrap();
-    let g2 = refresh(&http(), &g1, SystemTime::now()).await.unwrap();
+    let g2 = refresh(&g1, SystemTime::now()).await.unwrap();
     assert_ne!(
         g2.refresh_token.as_ref().unwrap().secret(),
         g1.refresh_token.as_ref().unwrap().secret()
@@ -277,7 +277,7 @@ async fn refresh_rotates_keeps_the_old_token_when_none_comes_and_reports_invalid
     );
     // The rotated-out token is dead (and reusing it revokes the family): invalid_grant.
     assert!(matches!(
-        refresh(&http(), &g1, SystemTime::now()).await,
+        refresh(&g1, SystemTime::now()).await,
         Err(RefreshError::Rejected(_))
     ));
 
@@ -286,7 +286,7 @@ async fn refresh_rotates_keeps_the_old_token_when_none_comes_and_reports_invalid
         .authorize(&url(&tb), &challenge(&tb).await, None)
         .await
         .unwrap();
-    let g2 = refresh(&http(), &g1, SystemTime::now()).await.unwrap();
+    let g2 = refresh(&g1, SystemTime::now()).await.unwrap();
     assert_eq!(
         g2.refresh_token.as_ref().unwrap().secret(),
         g1.refresh_token.as_ref().unwrap().secret()

@@ -34,7 +34,7 @@ pub fn authorizer(options: AuthOptions) -> Authorizer {
 }
 
 pub fn authorizer_with(options: AuthOptions, regs: Arc<dyn RegistrationStore>) -> Authorizer {
-    Authorizer::new(http(), options, regs, Arc::new(Silent))
+    Authorizer::new(options, regs, Arc::new(Silent)).unwrap()
 }
 
 /// The `WWW-Authenticate` values an unauthenticated request gets.

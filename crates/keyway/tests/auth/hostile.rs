@@ -125,7 +125,7 @@ async fn dangerous_authorization_endpoints_are_never_opened() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, AuthError::InsecureUrl(_)),
+            matches!(err, AuthError::InsecureUrl { .. }),
             "{endpoint}: {err}"
         );
         assert!(
@@ -214,7 +214,7 @@ async fn a_token_for_server_a_is_never_sent_to_server_b_on_the_same_as() {
         .authorize(&url(&a), &challenge(&a).await, None)
         .await
         .unwrap();
-    let tokens = OAuthTokens::new(http());
+    let tokens = OAuthTokens::new();
     tokens.set(grant_a).await;
     let err = Connection::open(b.mcp_url(), http(), tokens.clone())
         .await
@@ -289,4 +289,140 @@ async fn a_server_that_denies_is_reported_as_declined() {
         "{err}"
     );
     let _ = AtomicUsize::new(0).load(Ordering::Relaxed);
+}
+
+/// The testbed's metadata with `field` replaced by `value`.
+async fn with_metadata(field: &str, value: &str) -> keyway_testbed::Testbed {
+    let (field, value) = (field.to_owned(), value.to_owned());
+    testbed(move |k| k.metadata_overrides = vec![(field, value)]).await
+}
+
+/// A server's metadata cannot aim keyway's dynamic registration at an address the
+/// server itself is not on (here link-local, over plain http): the flow stops with a
+/// refusal naming the endpoint, and nothing is sent there (before the fix, keyway
+/// POSTed its registration to it and failed to connect).
+#[tokio::test]
+async fn a_registration_endpoint_the_url_rules_refuse_is_fatal_for_registration() {
+    for endpoint in [
+        "http://[fe80::1]:9/register",
+        "https://[fe80::1]:9/register",
+        "http://[::ffff:169.254.169.254]/register",
+    ] {
+        let tb = with_metadata("registration_endpoint", endpoint).await;
+        let err = authorizer(follow())
+            .authorize(&url(&tb), &challenge(&tb).await, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuthError::InsecureUrl {
+                    what: "registration_endpoint",
+                    ..
+                }
+            ),
+            "{endpoint}: {err}"
+        );
+        assert!(err.to_string().contains("registration_endpoint"), "{err}");
+        assert_eq!(tb.stats().endpoint(Endpoint::Authorize), 0, "{endpoint}");
+    }
+}
+
+/// A refused registration endpoint does not matter to a pre-registered client: the
+/// refusal is fatal for the step that would use it, not for the whole server.
+#[tokio::test]
+async fn a_preregistered_client_does_not_need_the_refused_registration_endpoint() {
+    let tb = testbed(|k| {
+        k.metadata_overrides = vec![(
+            "registration_endpoint".into(),
+            "http://[fe80::1]:9/register".into(),
+        )];
+        k.clients = vec!["id=pre".parse().unwrap()];
+    })
+    .await;
+    let mut options = follow();
+    options.client.client_id = Some("pre".into());
+    let grant = authorizer(options)
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap();
+    assert_eq!(grant.client.client_id, "pre");
+}
+
+/// The stored token endpoint is judged again at every refresh, by the rules of the
+/// grant's resource: a public resource's refresh token never goes to a private,
+/// loopback or link-local address, nor over plain http (before the fix, the refresh
+/// was sent wherever the stored endpoint said).
+#[tokio::test]
+async fn a_refresh_checks_the_stored_token_endpoint_first() {
+    let tb = testbed(|_| {}).await;
+    let good = authorizer(follow())
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap();
+    for (resource, endpoint) in [
+        ("https://93.184.216.34/mcp", "https://10.0.0.1/token"),
+        ("https://93.184.216.34/mcp", "https://127.0.0.1:9/token"),
+        ("https://93.184.216.34/mcp", "https://169.254.169.254/token"),
+        ("https://93.184.216.34/mcp", "http://93.184.216.35/token"),
+        (tb.resource(), "http://[fe80::1]:9/token"),
+    ] {
+        let mut g = good.clone();
+        g.resource = resource.to_owned();
+        g.token_endpoint = endpoint.to_owned();
+        let before = tb.stats().endpoint(Endpoint::Token);
+        let err = keyway::auth::refresh(&g, std::time::SystemTime::now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, keyway::auth::RefreshError::Refused(_)),
+            "{endpoint}: {err}"
+        );
+        assert_eq!(tb.stats().endpoint(Endpoint::Token), before);
+    }
+}
+
+/// Revocation sends the refresh token and the client's authentication: its endpoint
+/// obeys the same rules (a link-local one is refused without a connection).
+#[tokio::test]
+async fn revocation_refuses_an_endpoint_the_rules_refuse() {
+    let tb = testbed(|_| {}).await;
+    let g = authorizer(follow())
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap();
+    let token = keyway::Secret::new(g.refresh_token.as_ref().unwrap().secret().clone());
+    for endpoint in ["http://[fe80::1]:9/revoke", "file:///etc/passwd"] {
+        let err = keyway::auth::token::revoke(
+            &g.resource,
+            endpoint,
+            &g.issuer,
+            &g.client,
+            &token,
+            "refresh_token",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                keyway::auth::token::TokenError::Refused {
+                    what: "revocation_endpoint",
+                    ..
+                }
+            ),
+            "{endpoint}: {err}"
+        );
+    }
+    // The testbed's own endpoint (loopback, like the server) is fine.
+    keyway::auth::token::revoke(
+        &g.resource,
+        &tb.endpoint_url("revoke"),
+        &g.issuer,
+        &g.client,
+        &token,
+        "refresh_token",
+    )
+    .await
+    .unwrap();
 }

@@ -251,13 +251,9 @@ async fn a_flow_is_pending_while_it_waits_for_its_callback() {
         opener: Some(Arc::new(Peek(store.clone(), seen.clone()))),
         ..AuthOptions::default()
     };
-    let auth = Authorizer::new(
-        keyway::http::client().unwrap(),
-        opts,
-        Arc::new(store.clone()),
-        Arc::new(Silent),
-    )
-    .with_pending_flows(Arc::new(store.clone()));
+    let auth = Authorizer::new(opts, Arc::new(store.clone()), Arc::new(Silent))
+        .unwrap()
+        .with_pending_flows(Arc::new(store.clone()));
     let r = reqwest::Client::new()
         .post(tb.mcp_url())
         .body("{}")

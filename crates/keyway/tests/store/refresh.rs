@@ -26,17 +26,11 @@ async fn authorized(
     knobs(&mut k);
     let tb = Testbed::start(k).await.unwrap();
     let store = open(home).unwrap();
-    let http = keyway::http::client().unwrap();
     let opts = AuthOptions {
         browser: BrowserMode::Follow,
         ..AuthOptions::default()
     };
-    let auth = Authorizer::new(
-        http.clone(),
-        opts,
-        Arc::new(store.clone()),
-        Arc::new(Silent),
-    );
+    let auth = Authorizer::new(opts, Arc::new(store.clone()), Arc::new(Silent)).unwrap();
     let challenge = reqwest::Client::new()
         .post(tb.mcp_url())
         .body("{}")
@@ -73,12 +67,11 @@ async fn authorized(
 async fn one_refresh_across_tasks_and_store_handles() {
     let dir = tempfile::tempdir().unwrap();
     let (tb, store) = authorized(|_| {}, dir.path()).await;
-    let http = keyway::http::client().unwrap();
     // Two handles on the same file stand for two processes.
     let other = open(dir.path()).unwrap();
     let sources = [
-        StoredTokens::new(Arc::new(store.clone()), "srv", http.clone()),
-        StoredTokens::new(Arc::new(other), "srv", http.clone()),
+        StoredTokens::new(Arc::new(store.clone()), "srv"),
+        StoredTokens::new(Arc::new(other), "srv"),
     ];
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -107,8 +100,7 @@ async fn one_refresh_across_tasks_and_store_handles() {
 async fn a_busy_source_reads_the_store_about_once_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let (_tb, store) = authorized(|_| {}, dir.path()).await;
-    let http = keyway::http::client().unwrap();
-    let source = StoredTokens::new(Arc::new(store.clone()), "srv", http);
+    let source = StoredTokens::new(Arc::new(store.clone()), "srv");
     // Refreshed once (the helper stores a token due for it), then reused.
     source.current().await.unwrap().unwrap();
     let reads_before = source.store_reads();
@@ -139,9 +131,8 @@ async fn a_busy_source_reads_the_store_about_once_a_second() {
 async fn a_token_another_process_renewed_is_taken_not_refreshed_again() {
     let dir = tempfile::tempdir().unwrap();
     let (tb, store) = authorized(|_| {}, dir.path()).await;
-    let http = keyway::http::client().unwrap();
-    let here = StoredTokens::new(Arc::new(store.clone()), "srv", http.clone());
-    let there = StoredTokens::new(Arc::new(open(dir.path()).unwrap()), "srv", http);
+    let here = StoredTokens::new(Arc::new(store.clone()), "srv");
+    let there = StoredTokens::new(Arc::new(open(dir.path()).unwrap()), "srv");
     let Some(Credential::OAuth(used)) = here.current().await.unwrap() else {
         panic!()
     };
@@ -171,11 +162,7 @@ async fn the_old_refresh_token_stays_when_none_comes_back() {
     else {
         panic!()
     };
-    let source = StoredTokens::new(
-        Arc::new(store.clone()),
-        "srv",
-        keyway::http::client().unwrap(),
-    );
+    let source = StoredTokens::new(Arc::new(store.clone()), "srv");
     source.current().await.unwrap().unwrap();
     let Credential::OAuth(after) = store.credential("srv").await.unwrap().unwrap().credential
     else {
@@ -210,11 +197,7 @@ async fn invalid_grant_leaves_the_credential_and_marks_needs_auth() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let source = StoredTokens::new(
-        Arc::new(store.clone()),
-        "srv",
-        keyway::http::client().unwrap(),
-    );
+    let source = StoredTokens::new(Arc::new(store.clone()), "srv");
     // Not expired yet: the current token is still offered.
     assert!(source.current().await.unwrap().is_some());
     let after = store.credential("srv").await.unwrap().unwrap();
