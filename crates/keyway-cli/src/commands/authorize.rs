@@ -12,7 +12,8 @@ use keyway::{
     },
     mcp::{ConnectError, Connection, StaticToken},
     store::{
-        Credential, LastStatus, ServerRecord, SqliteStore, Store, tokens::credential_from_grant,
+        Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError,
+        tokens::credential_from_grant,
     },
 };
 
@@ -125,16 +126,54 @@ pub async fn save_grant(
 pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
     let store = store::open(settings)?;
     let server = store::find(&store, &args.name).await?;
-    let Some(stored) = store
-        .credential(&server.id)
-        .await
-        .map_err(store::store_error)?
-    else {
-        printer.result(format!("{} has no credential to forget", server.name));
-        return Ok(());
+    let stored = match store.credential(&server.id).await {
+        Ok(s) => s,
+        // It cannot be used, nor revoked: forgetting it is all there is to do.
+        Err(StoreError::Unreadable { .. }) => None,
+        Err(e) => return Err(store::store_error(e)),
     };
+    let revoked = match &stored {
+        None if !has_credential(&store, &server.id).await? => {
+            printer.result(format!("{} has no credential to forget", server.name));
+            return Ok(());
+        }
+        None => "not revoked: the stored credential could not be opened".to_owned(),
+        Some(stored) => revoke_stored(&store, &stored.credential).await?,
+    };
+    store
+        .forget_credential(&server.id)
+        .await
+        .map_err(store::store_error)?;
+    store
+        .set_status(&server.id, LastStatus::NeedsAuth, None)
+        .await
+        .map_err(store::store_error)?;
+    if printer.json_mode() {
+        printer.json(
+            &serde_json::json!({"name": server.name, "forgotten": true, "revocation": revoked}),
+        )?;
+    } else {
+        printer.result(format!(
+            "logged out of {}: tokens forgotten, {revoked}",
+            server.name
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a credential row exists, readable or not.
+async fn has_credential(store: &SqliteStore, server_id: &str) -> Result<bool, CliError> {
+    store
+        .has_credential(server_id)
+        .await
+        .map_err(store::store_error)
+}
+
+/// Revoke a stored credential at its authorization server, when it can be; what
+/// happened, in words.
+async fn revoke_stored(store: &SqliteStore, credential: &Credential) -> Result<String, CliError> {
     let mut revoked = "not revoked (static token)".to_owned();
-    if let Credential::OAuth(o) = &stored.credential {
+    if let Credential::OAuth(o) = credential {
         revoked = match o
             .as_metadata
             .as_ref()
@@ -142,9 +181,11 @@ pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Re
         {
             None => "not revoked: the authorization server has no revocation endpoint".into(),
             Some(endpoint) => {
-                let client = match RegistrationStore::load(&store, &o.issuer)
+                // A registration that cannot be read: revoke as a public client.
+                let client = match RegistrationStore::load(store, &o.issuer)
                     .await
-                    .map_err(auth::error)?
+                    .ok()
+                    .flatten()
                 {
                     Some(r) if r.client_id == o.client_id => r.client(),
                     _ => OAuthClient {
@@ -169,23 +210,5 @@ pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Re
             }
         };
     }
-    store
-        .forget_credential(&server.id)
-        .await
-        .map_err(store::store_error)?;
-    store
-        .set_status(&server.id, LastStatus::NeedsAuth, None)
-        .await
-        .map_err(store::store_error)?;
-    if printer.json_mode() {
-        printer.json(
-            &serde_json::json!({"name": server.name, "forgotten": true, "revocation": revoked}),
-        )?;
-    } else {
-        printer.result(format!(
-            "logged out of {}: tokens forgotten, {revoked}",
-            server.name
-        ));
-    }
-    Ok(())
+    Ok(revoked)
 }

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use keyway::{
     status::{Action, CredentialView, State, state_and_action},
-    store::{Credential, ServerRecord, SqliteStore, Store},
+    store::{AuthKind, Credential, ServerRecord, SqliteStore, Store, StoreError},
 };
 use serde::Serialize;
 
@@ -25,19 +25,39 @@ pub struct Row {
     /// Unix seconds when the access token expires, if known.
     pub expires_at: Option<u64>,
     pub last_error: Option<String>,
+    /// Why the stored credential (or headers) cannot be used: the row was changed
+    /// outside keyway, or damaged. The other servers are unaffected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 pub async fn row(
     st: &SqliteStore,
     rec: &ServerRecord,
 ) -> Result<(Row, Option<Credential>), CliError> {
-    let cred = st
-        .credential(&rec.id)
-        .await
-        .map_err(store::store_error)?
-        .map(|c| c.credential);
+    // One row that does not open is this server's problem, not the whole list's.
+    let (cred, unreadable) = match st.credential(&rec.id).await {
+        Ok(c) => (c.map(|c| c.credential), None),
+        Err(e @ StoreError::Unreadable { .. }) => (None, Some(e.to_string())),
+        Err(e) => return Err(store::store_error(e)),
+    };
+    let unreadable = match (unreadable, st.headers(&rec.id).await) {
+        (None, Err(e @ StoreError::Unreadable { .. })) => Some(e.to_string()),
+        (u, _) => u,
+    };
     let view = CredentialView::of(cred.as_ref(), SystemTime::now());
-    let (state, action) = state_and_action(rec.auth, view, rec.last_status, rec.enabled);
+    let (state, action) = match &unreadable {
+        None => state_and_action(rec.auth, view, rec.last_status, rec.enabled),
+        Some(_) if !rec.enabled => state_and_action(rec.auth, view, rec.last_status, false),
+        Some(_) => (
+            State::Error,
+            match rec.auth {
+                AuthKind::Oauth => Action::Reauthorize,
+                AuthKind::Token => Action::SetToken,
+                AuthKind::None => Action::None,
+            },
+        ),
+    };
     let expires_at = match &cred {
         Some(Credential::OAuth(o)) => o.expires_at.map(|t| {
             t.duration_since(SystemTime::UNIX_EPOCH)
@@ -58,6 +78,7 @@ pub async fn row(
             action,
             expires_at,
             last_error: rec.last_error.clone(),
+            unreadable,
         },
         cred,
     ))
@@ -85,7 +106,17 @@ pub async fn list(settings: &Settings, printer: &Printer) -> Result<(), CliError
         return Ok(());
     }
     print_table(&rows, printer);
+    print_unreadable(&rows);
     Ok(())
+}
+
+/// The rows whose secrets cannot be opened, named on stderr with what to do.
+fn print_unreadable(rows: &[Row]) {
+    for r in rows {
+        if let Some(why) = &r.unreadable {
+            eprintln!("warning: {}: {why}", r.name);
+        }
+    }
 }
 
 pub fn print_table(rows: &[Row], printer: &Printer) {
@@ -201,6 +232,9 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
     if let Some(e) = &r.last_error {
         field("last error", e.clone());
     }
+    if let Some(e) = &r.unreadable {
+        field("unreadable", e.clone());
+    }
     Ok(())
 }
 
@@ -269,6 +303,17 @@ pub async fn doctor(settings: &Settings, printer: &Printer) -> Result<(), CliErr
     printer.result(format!("servers     {}", rows.len()));
     if !rows.is_empty() {
         print_table(&rows, printer);
+    }
+    let unreadable: Vec<&Row> = rows.iter().filter(|r| r.unreadable.is_some()).collect();
+    if !unreadable.is_empty() {
+        printer.result(format!("unreadable  {} server(s)", unreadable.len()));
+        for r in unreadable {
+            printer.result(format!(
+                "  {}: {}",
+                r.name,
+                r.unreadable.as_deref().unwrap_or_default()
+            ));
+        }
     }
     printer.result(format!("pending     {} authorization flow(s)", flows.len()));
     for f in flows {

@@ -10,6 +10,7 @@ mod hygiene;
 mod legacy;
 mod proxy;
 mod race;
+mod security;
 mod serve;
 mod servers;
 mod testbed;

@@ -86,7 +86,8 @@ pub async fn open_system(url: &Url) -> Result<(), String> {
 }
 
 /// Fetch `url` and follow redirects (cookies kept, at most 10 hops, http(s) only,
-/// every hop allowed by `policy` or pointing at our own `redirect_uri`). Returns the
+/// every hop allowed by `policy` or pointing at our own `redirect_uri`, and every
+/// name resolved to addresses `policy` allows). Returns the
 /// final status; the loopback listener sees the callback if the server approved.
 pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<u16, String> {
     let own = redirect_uri.to_owned();
@@ -104,6 +105,9 @@ pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<
     });
     let client = crate::http::builder()
         .cookie_store(true)
+        .dns_resolver(crate::http::GuardedResolver {
+            server: policy.server,
+        })
         .redirect(redirects)
         .timeout(Duration::from_secs(60))
         .build()

@@ -156,9 +156,49 @@ pub(crate) fn candidate_keys(
     if let Ok(text) = fs::read_to_string(&path)
         && let Some(k) = StoreKey::parse(&text)
     {
-        out.push((k, KeySource::File(path)));
+        match key_file_exposure(&path) {
+            None => out.push((k, KeySource::File(path))),
+            // A key another user could have read, or replaced, is not used. With
+            // another key at hand, the store may not need it.
+            Some(why) if !out.is_empty() => {
+                tracing::warn!(file = %path.display(), "the key file is not used: {why}");
+            }
+            Some(why) => return Err(StoreError::KeyFileExposed { path, why }),
+        }
     }
     Ok(out)
+}
+
+/// Why the key file may not be trusted: another user can read or write it, or it is
+/// another user's. `None` when only its owner, this user, can.
+fn key_file_exposure(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("its permissions cannot be read ({e})")),
+        };
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "its mode is {mode:03o}, so other users can read or change it"
+            ));
+        }
+        let me = rustix::process::getuid().as_raw();
+        if meta.uid() != me {
+            return Some(format!(
+                "it belongs to user {}, not to this user ({me})",
+                meta.uid()
+            ));
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// A key for a new store: the env key, else a new key in the keychain, else a new

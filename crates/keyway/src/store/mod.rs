@@ -8,6 +8,7 @@
 //! missing or wrong is an error and is never wiped; a refresh that rotates a refresh
 //! token happens once across all processes ([`tokens::StoredTokens`]).
 
+mod binding;
 mod crypto;
 pub mod rmcp_adapter;
 mod sqlite;
@@ -240,6 +241,10 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "the store key file {path} is not used: {why}. If nobody else could have read it, `chmod 600` it (as its owner); otherwise treat the stored secrets as exposed: move the store aside and add the servers again. The store was not changed"
+    )]
+    KeyFileExposed { path: PathBuf, why: String },
     #[error("KEYWAY_STORE_KEY is not a 32-byte key in base64 or hex")]
     BadEnvKey,
     #[error("a server named {0:?} already exists")]
@@ -258,6 +263,13 @@ pub enum StoreError {
     Sqlite(String),
     #[error("a stored value cannot be decrypted or read ({0}); the store key may be wrong")]
     Decode(String),
+    /// One sealed value does not open: its row was edited outside keyway (a URL, an
+    /// issuer, an endpoint...), or it was damaged. It is never used; the rest of the
+    /// store is unaffected.
+    #[error(
+        "{what} cannot be opened: its record was changed outside keyway, or it is damaged, so it is not used. {fix}"
+    )]
+    Unreadable { what: String, fix: String },
 }
 
 impl From<rusqlite::Error> for StoreError {

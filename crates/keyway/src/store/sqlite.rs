@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AuthKind, Credential, LastStatus, NewServer, OAuthCredential, PendingFlowSummary, ServerRecord,
-    Store, StoreError, StoreInfo, StoredCredential, Transport,
+    Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
     crypto::{self, Cipher, KeySource},
     from_unix, unix,
 };
@@ -24,8 +24,9 @@ use crate::{
     auth::{AuthError, AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration},
 };
 
-/// The schema this keyway writes.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this keyway writes: 1, the tables ([`MIGRATIONS`]); 2, every sealed
+/// value bound to the columns that decide where it goes ([`binding`]).
+const SCHEMA_VERSION: i64 = 2;
 const KEY_CHECK: &[u8] = b"keyway store key check v1";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,12 +146,14 @@ impl SqliteStore {
         let mut conn = conn;
         migrate(&mut conn, &path)?;
         let (key, key_source) = unlock(&mut conn, home, &path, options.use_keychain)?;
+        let cipher = Cipher::new(&key);
+        bind_values(&mut conn, &cipher)?;
         tighten(&path);
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 conn: Mutex::new(conn),
-                cipher: Cipher::new(&key),
+                cipher,
                 key_source,
                 leases: Mutex::new(HashMap::new()),
             }),
@@ -316,6 +319,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             });
         }
     }
+    // Schema 2 needs the key: [`bind_values`] takes the store there after unlocking.
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let target = i as i64 + 1;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -325,6 +329,32 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             tx.pragma_update(None, "user_version", target)?;
         }
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Schema 2: every sealed value of a schema-1 store resealed under its binding, in one
+/// transaction (another process opening the store meanwhile waits, then finds it
+/// done). A value that does not open is left as it is and named in the log.
+fn bind_values(conn: &mut Connection, cipher: &Cipher) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current >= 2 {
+        return Ok(());
+    }
+    let rebound = binding::bind_all(&tx, cipher)?;
+    tx.pragma_update(None, "user_version", 2)?;
+    tx.commit()?;
+    if rebound.sealed > 0 {
+        tracing::info!(
+            values = rebound.sealed,
+            "store upgraded: every secret is now bound to where it goes"
+        );
+    }
+    for what in &rebound.unreadable {
+        tracing::warn!(
+            "the {what} could not be opened while upgrading the store; it will not be used"
+        );
     }
     Ok(())
 }
@@ -449,7 +479,6 @@ fn write_credential(
     c: &Credential,
     version: u64,
 ) -> Result<(), StoreError> {
-    let aad = format!("credentials.secret:{server_id}");
     let (secret, o): (CredentialSecret, Option<&OAuthCredential>) = match c {
         Credential::Bearer { token } => (
             CredentialSecret {
@@ -468,6 +497,19 @@ fn write_credential(
     };
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(&secret).map_err(|e| StoreError::Decode(e.to_string()))?,
+    );
+    let as_metadata = o
+        .and_then(|o| o.as_metadata.as_ref())
+        .and_then(|m| serde_json::to_string(m).ok());
+    let aad = binding::credential(
+        server_id,
+        &binding::server_url(tx, server_id)?,
+        c.kind(),
+        o.map(|o| o.issuer.as_str()),
+        o.map(|o| o.token_endpoint.as_str()),
+        o.map(|o| o.client_id.as_str()),
+        o.map(|o| o.resource.as_str()),
+        as_metadata.as_deref(),
     );
     let sealed = cipher.seal(&aad, &plain);
     tx.execute(
@@ -490,7 +532,7 @@ fn write_credential(
             o.map(|o| o.token_endpoint.as_str()),
             o.map(|o| o.client_id.as_str()),
             o.map(|o| o.resource.as_str()),
-            o.and_then(|o| o.as_metadata.as_ref()).and_then(|m| serde_json::to_string(m).ok()),
+            as_metadata,
             version as i64,
             now() as i64,
         ],
@@ -505,9 +547,9 @@ fn read_credential(
 ) -> Result<Option<StoredCredential>, StoreError> {
     let row = conn
         .query_row(
-            "SELECT kind, secret, expires_at, issued_at, scope, issuer, token_endpoint, client_id, resource,
-                    as_metadata, version, updated_at
-             FROM credentials WHERE server_id = ?1",
+            "SELECT c.kind, c.secret, c.expires_at, c.issued_at, c.scope, c.issuer, c.token_endpoint,
+                    c.client_id, c.resource, c.as_metadata, c.version, c.updated_at, s.url, s.name
+             FROM credentials c JOIN servers s ON s.id = c.server_id WHERE c.server_id = ?1",
             params![server_id],
             |r| {
                 Ok((
@@ -523,6 +565,8 @@ fn read_credential(
                     r.get::<_, Option<String>>(9)?,
                     r.get::<_, i64>(10)?,
                     r.get::<_, i64>(11)?,
+                    r.get::<_, String>(12)?,
+                    r.get::<_, String>(13)?,
                 ))
             },
         )
@@ -540,11 +584,30 @@ fn read_credential(
         meta,
         version,
         updated,
+        url,
+        name,
     )) = row
     else {
         return Ok(None);
     };
-    let plain = cipher.open(&format!("credentials.secret:{server_id}"), &sealed)?;
+    let aad = binding::credential(
+        server_id,
+        &url,
+        &kind,
+        issuer.as_deref(),
+        token_endpoint.as_deref(),
+        client_id.as_deref(),
+        resource.as_deref(),
+        meta.as_deref(),
+    );
+    let plain = cipher
+        .open(&aad, &sealed)
+        .map_err(|_| StoreError::Unreadable {
+            what: format!("the stored credential of {name}"),
+            fix: format!(
+                "`keyway logout {name}` forgets it; then `keyway authorize {name}` (or, for a token, remove the server and add it again with --token)"
+            ),
+        })?;
     let secret: CredentialSecret = decode_json("credential", &plain)?;
     let credential = match kind.as_str() {
         "bearer" => Credential::Bearer {
@@ -605,7 +668,7 @@ impl Store for SqliteStore {
             } else {
                 let pairs: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
                 let plain = zeroize::Zeroizing::new(serde_json::to_vec(&pairs).map_err(|e| StoreError::Decode(e.to_string()))?);
-                Some(cipher.seal(&format!("servers.headers:{}", s.id), &plain))
+                Some(cipher.seal(&binding::headers(&s.id, &s.url), &plain))
             };
             let t = now() as i64;
             tx.execute(
@@ -655,18 +718,22 @@ impl Store for SqliteStore {
     async fn headers(&self, server_id: &str) -> Result<Vec<(String, Secret)>, StoreError> {
         let id = server_id.to_owned();
         self.run(move |conn, cipher| {
-            let sealed: Option<Vec<u8>> = conn
+            let row: Option<(Option<Vec<u8>>, String, String)> = conn
                 .query_row(
-                    "SELECT headers FROM servers WHERE id = ?1",
+                    "SELECT headers, url, name FROM servers WHERE id = ?1",
                     params![id],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
-                .optional()?
-                .flatten();
-            let Some(sealed) = sealed else {
+                .optional()?;
+            let Some((Some(sealed), url, name)) = row else {
                 return Ok(Vec::new());
             };
-            let plain = cipher.open(&format!("servers.headers:{id}"), &sealed)?;
+            let plain = cipher
+                .open(&binding::headers(&id, &url), &sealed)
+                .map_err(|_| StoreError::Unreadable {
+                    what: format!("the stored headers of {name}"),
+                    fix: format!("remove {name} and add it again with its --header values"),
+                })?;
             let pairs: Vec<(String, String)> = decode_json("headers", &plain)?;
             Ok(pairs
                 .into_iter()
@@ -881,6 +948,23 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Whether a server has a credential row, without opening it (one that cannot be
+    /// opened still counts).
+    pub async fn has_credential(&self, server_id: &str) -> Result<bool, StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM credentials WHERE server_id = ?1",
+                    params![id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
     /// Record a pending flow (sealed), keyed by a hash of its `state`.
     pub async fn save_pending_flow(
         &self,
@@ -983,7 +1067,11 @@ impl RegistrationStore for SqliteStore {
                 let Some((client_id, sealed, method, kind, redirects)) = row else { return Ok(None) };
                 let client_secret = match sealed {
                     Some(s) => {
-                        let plain = cipher.open(&format!("registrations.secret:{issuer}"), &s)?;
+                        let aad = binding::registration(&issuer, &client_id, &method, &kind, &redirects);
+                        let plain = cipher.open(&aad, &s).map_err(|_| StoreError::Unreadable {
+                            what: format!("the stored client registration at {issuer}"),
+                            fix: "authorize again: keyway registers anew when the server allows it, or pass --client-id and --client-secret".into(),
+                        })?;
                         let secret: RegistrationSecret = decode_json("registration", &plain)?;
                         secret.client_secret.map(ClientSecret::new)
                     }
@@ -1009,17 +1097,19 @@ impl RegistrationStore for SqliteStore {
         let r = r.clone();
         Ok(self
             .run(move |conn, cipher| {
-                let sealed = r.client_secret.as_ref().map(|s| {
-                    let plain = zeroize::Zeroizing::new(
-                        serde_json::to_vec(&RegistrationSecret { client_secret: Some(s.secret().clone()) }).unwrap_or_default(),
-                    );
-                    cipher.seal(&format!("registrations.secret:{}", r.issuer), &plain)
-                });
                 let kind = match r.kind {
                     RegistrationKind::Preregistered => "preregistered",
                     RegistrationKind::MetadataDocument => "metadata_document",
                     RegistrationKind::Dynamic => "dynamic",
                 };
+                let redirects = serde_json::to_string(&r.redirect_uris).unwrap_or_else(|_| "[]".into());
+                let sealed = r.client_secret.as_ref().map(|s| {
+                    let plain = zeroize::Zeroizing::new(
+                        serde_json::to_vec(&RegistrationSecret { client_secret: Some(s.secret().clone()) }).unwrap_or_default(),
+                    );
+                    let aad = binding::registration(&r.issuer, &r.client_id, r.auth_method.as_str(), kind, &redirects);
+                    cipher.seal(&aad, &plain)
+                });
                 conn.execute(
                     "INSERT OR REPLACE INTO registrations (issuer, client_id, secret, auth_method, kind, redirect_uris, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1029,7 +1119,7 @@ impl RegistrationStore for SqliteStore {
                         sealed,
                         r.auth_method.as_str(),
                         kind,
-                        serde_json::to_string(&r.redirect_uris).unwrap_or_else(|_| "[]".into()),
+                        redirects,
                         now() as i64
                     ],
                 )?;

@@ -105,9 +105,38 @@ async fn a_missing_key_is_a_clear_error_and_the_store_is_untouched() {
         !home.join("store.key").exists(),
         "no new key was made for an existing store"
     );
-    // Putting the key back opens it again with everything in it.
+    // Putting the key back (readable by its owner only) opens it again with
+    // everything in it.
     fs::write(home.join("store.key"), key).unwrap();
+    fs::set_permissions(home.join("store.key"), fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(open(home).unwrap().servers().await.unwrap().len(), 1);
+}
+
+/// A key file other users can read (or change) is not used: the error says what to do,
+/// and nothing in the store changes. Before the fix it was used whatever its mode.
+#[tokio::test]
+async fn a_key_file_others_can_read_is_refused_and_the_store_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    with_one_server(home).await;
+    let before = fs::read(home.join("keyway.db")).unwrap();
+    for exposed in [0o644, 0o640, 0o606, 0o620] {
+        fs::set_permissions(home.join("store.key"), fs::Permissions::from_mode(exposed)).unwrap();
+        let err = open(home).unwrap_err();
+        assert!(
+            matches!(err, StoreError::KeyFileExposed { .. }),
+            "{exposed:o}: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("chmod 600") && text.contains(&format!("{exposed:03o}")),
+            "{text}"
+        );
+        assert_eq!(fs::read(home.join("keyway.db")).unwrap(), before);
+    }
+    fs::set_permissions(home.join("store.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    let store = open(home).unwrap();
+    assert!(store.credential("s1").await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 mod files;
 mod records;
 mod refresh;
+mod tampering;
+mod upgrade;
 
 use keyway::store::{OpenOptions, SqliteStore};
 
