@@ -579,7 +579,12 @@ async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<Gateway
     via["name"] = json!(format!("{}__echo", route.name));
     let pid = child.id().context("keyway serve exited")?;
     let cpu_before = measure::cpu_ns_tree(pid);
-    let mut keyway = scenarios::callers(&url, None, &via, GATEWAY_CALLERS, calls).await?;
+    // The gateway always wants its token: the one it made in the home.
+    let token = std::fs::read_to_string(route.home.join("gateway.token"))
+        .context("reading the gateway's token")?
+        .trim()
+        .to_owned();
+    let mut keyway = scenarios::callers(&url, Some(token), &via, GATEWAY_CALLERS, calls).await?;
     keyway.cpu_us_per_call = Some(
         measure::cpu_ns_tree(pid).saturating_sub(cpu_before) as f64
             / 1000.0

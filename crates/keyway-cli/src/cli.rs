@@ -163,10 +163,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,
 
-    /// A file holding the token clients must send (Authorization: Bearer). Required
-    /// when listening beyond loopback.
+    /// A file holding the token clients must send (Authorization: Bearer), readable
+    /// by you only. Without it, keyway makes one in its home (gateway.token) and says
+    /// where; a token is always required. Required when listening beyond loopback.
     #[arg(long, value_name = "FILE", requires = "listen")]
     pub token_file: Option<std::path::PathBuf>,
+
+    /// Connections served at once; more wait until one ends.
+    #[arg(long, value_name = "N", default_value_t = keyway::gateway::edge::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=65_536), requires = "listen")]
+    pub max_connections: u32,
 
     /// Another Host name the listener answers to (DNS rebinding protection refuses the
     /// rest); may repeat.

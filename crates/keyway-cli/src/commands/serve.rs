@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use keyway::{
     Secret,
-    gateway::{self, Gateway, UpstreamConfig, http::Guard},
+    gateway::{self, Gateway, UpstreamConfig, edge::EdgeLimits, http::Guard},
     mcp::wire::WireConfig,
     store::{Store, tokens::StoredTokens},
 };
@@ -15,16 +15,12 @@ use crate::{cli::ServeArgs, exit::CliError, printer::Printer, settings::Settings
 
 pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
     let _ = printer;
-    let token = match &args.token_file {
-        Some(path) => Some(read_token(path)?),
-        None => None,
-    };
     if let Some(addr) = args.listen
         && !addr.ip().is_loopback()
-        && token.is_none()
+        && args.token_file.is_none()
     {
         return Err(store::usage(format!(
-            "listening on {addr}, beyond loopback, needs --token-file"
+            "listening on {addr}, beyond loopback, needs --token-file (a token you hand to the clients on purpose)"
         )));
     }
     let st = store::open(settings)?;
@@ -71,31 +67,65 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         }
         Some(addr) => {
             let stop = StopSignals::install()?;
-            let listener = gateway::http::listen(addr).map_err(|e| {
+            // Always a token: any web page the user visits can send requests to a
+            // loopback port; only a page that knows the token gets an answer.
+            let token_path = args
+                .token_file
+                .clone()
+                .unwrap_or_else(|| settings.home.join(GATEWAY_TOKEN_FILE));
+            let token = read_token(&token_path, args.token_file.is_none())?;
+            let listener = gateway::edge::listen(addr).map_err(|e| {
                 CliError::failure(anyhow!("cannot listen on {addr}: {e}"))
                     .with_hint("pick another port")
             })?;
             let local = listener
                 .local_addr()
                 .context("reading the listen address")?;
+            let limits = EdgeLimits {
+                max_connections: args.max_connections as usize,
+                ..EdgeLimits::default()
+            };
             let app = gateway::http::app(
                 gw.clone(),
                 Guard::for_addr(local, token, &args.allowed_host),
+                limits,
             );
             eprintln!("keyway gateway on http://{local}/mcp for {count} server(s)");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
+            eprintln!(
+                "clients send Authorization: Bearer <the token in {}>",
+                token_path.display()
+            );
+            gateway::edge::serve(
+                listener,
+                app,
+                limits,
+                async move {
                     let _ = stop.wait().await;
-                })
-                .await
-                .context("serving HTTP")?;
+                },
+                DRAIN,
+            )
+            .await
+            .context("serving HTTP")?;
             gw.close().await;
             Ok(())
         }
     }
 }
 
-fn read_token(path: &std::path::Path) -> Result<Secret, CliError> {
+/// The token file `keyway serve --listen` makes in the home when none is given.
+pub const GATEWAY_TOKEN_FILE: &str = "gateway.token";
+
+/// How long requests under way may take to finish once the gateway is told to stop.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The gateway's token: from `path`, made there first when keyway owns the file.
+/// Either way it must be readable by its owner only.
+fn read_token(path: &std::path::Path, ours: bool) -> Result<Secret, CliError> {
+    if ours {
+        std::fs::create_dir_all(path.parent().unwrap_or(path))
+            .with_context(|| format!("creating {}", path.display()))?;
+        return keyway::store::private_token_file(path).map_err(store::store_error);
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the token file {}", path.display()))?;
     let token = text.trim();
@@ -105,15 +135,11 @@ fn read_token(path: &std::path::Path) -> Result<Secret, CliError> {
             path.display()
         )));
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if std::fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o077 != 0)
-            .unwrap_or(false)
-        {
-            tracing::warn!(file = %path.display(), "the token file is readable by others; chmod 600 it");
-        }
+    if let Some(why) = keyway::store::secret_file_exposure(path) {
+        return Err(store::usage(format!(
+            "the token file {} is not used: {why}; `chmod 600` it",
+            path.display()
+        )));
     }
     Ok(Secret::new(token.to_owned()))
 }

@@ -137,3 +137,101 @@ async fn a_url_edited_outside_keyway_does_not_get_the_token() {
         "the token went to the new URL"
     );
 }
+
+/// `keyway serve --listen` on loopback used to run without a token, accept any
+/// localhost origin and parse any POST: a page the user visited could call tools with
+/// the user's credentials by a text/plain POST (no CORS preflight). Now a token is
+/// always needed (made in the home, 0600, and announced), only JSON POSTs are read,
+/// and only the gateway's own origin is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loopback_gateway_cannot_be_driven_by_a_web_page() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncBufReadExt;
+
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let out = k
+        .run_async(&["add", open.mcp_url(), "--name", "alpha"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut child = tokio::process::Command::from(k.cmd(&["serve", "--listen", "127.0.0.1:0"]))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = String::new();
+    let token_path = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the gateway starts");
+        if let Some(rest) = line.strip_prefix("keyway gateway on ") {
+            url = rest.split_whitespace().next().unwrap().to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("clients send Authorization: Bearer <the token in ") {
+            break std::path::PathBuf::from(rest.trim_end_matches('>'));
+        }
+    };
+    assert_eq!(token_path, k.home.path().join("gateway.token"));
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert!(token.trim().len() >= 32);
+    let bearer = format!("Bearer {}", token.trim());
+
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"pwned"}}}"#;
+    let send = |content_type: &'static str, auth: Option<String>, origin: Option<&'static str>| {
+        let mut req = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", content_type)
+            .body(call);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let calls_before = open.stats().path("POST /mcp");
+    // What a page can send without a preflight: text/plain, no Authorization.
+    assert_eq!(
+        send("text/plain", None, Some("http://localhost:3000")).await,
+        403
+    );
+    assert_eq!(send("text/plain", None, None).await, 401);
+    // Each hurdle on its own.
+    assert_eq!(send("text/plain", Some(bearer.clone()), None).await, 415);
+    assert_eq!(
+        send(
+            "application/json",
+            Some(bearer.clone()),
+            Some("http://localhost:3000")
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        send(
+            "application/json",
+            Some(bearer.clone()),
+            Some("http://127.0.0.1:1")
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        open.stats().path("POST /mcp"),
+        calls_before,
+        "a refused call reached the server"
+    );
+    assert_eq!(
+        send("application/json", Some(bearer.clone()), None).await,
+        200
+    );
+    drop(child);
+}

@@ -139,8 +139,16 @@ async fn the_gateway_merges_routes_and_says_what_needs_authorization() {
     );
 }
 
-/// Start `keyway serve --listen`, return it and its URL.
-async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, String) {
+/// A gateway listening over HTTP: its URL and the token clients send.
+#[derive(Clone)]
+struct Gw {
+    url: String,
+    token: String,
+}
+
+/// Start `keyway serve --listen`, return it, its URL and its token (from the file it
+/// names).
+async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, Gw) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut cmd = tokio::process::Command::from(k.cmd(&args));
@@ -149,14 +157,28 @@ async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, String) {
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = None;
     while let Some(line) = lines.next_line().await.unwrap() {
         if let Some(rest) = line.strip_prefix("keyway gateway on ") {
-            let url = rest.split_whitespace().next().unwrap().to_owned();
+            url = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("clients send Authorization: Bearer <the token in ") {
+            let path = rest.trim_end_matches('>');
+            let token = std::fs::read_to_string(path).unwrap().trim().to_owned();
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, url);
+            let url = url.expect("the address comes first");
+            return (child, Gw { url, token });
         }
     }
     panic!("the gateway did not start");
+}
+
+/// A POST to the gateway with its token.
+async fn post_as(gw: &Gw, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let bearer = format!("Bearer {}", gw.token);
+    let mut all = vec![("authorization", bearer.as_str())];
+    all.extend_from_slice(headers);
+    post(&gw.url, body, &all).await
 }
 
 async fn post(url: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -172,7 +194,10 @@ async fn the_http_listener_guards_host_origin_and_token() {
     let (_open, k) = alpha().await;
     let token_file = k.home.path().join("gateway.token");
     std::fs::write(&token_file, "a-long-enough-gateway-token\n").unwrap();
-    let (_child, url) = listen(&k, &["--token-file", token_file.to_str().unwrap()]).await;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_child, gw) = listen(&k, &["--token-file", token_file.to_str().unwrap()]).await;
+    let url = gw.url;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let auth = ("authorization", "Bearer a-long-enough-gateway-token");
 
@@ -317,19 +342,19 @@ async fn a_call_cancelled_on_stdio_is_cancelled_upstream_and_not_answered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_cancelled_over_http_is_cancelled_upstream() {
     let (open, k) = alpha().await;
-    let (_child, url) = listen(&k, &[]).await;
-    let session = http_session(&url).await;
+    let (_child, gw) = listen(&k, &[]).await;
+    let session = http_session(&gw).await;
     let with_session = [("mcp-session-id", session.as_str())];
     // Progress comes on the event stream.
-    let mut events = Events::open(&url, &session).await;
+    let mut events = Events::open(&gw, &session).await;
     let call = tokio::spawn({
-        let (url, session) = (url.clone(), session.clone());
+        let (gw, session) = (gw.clone(), session.clone());
         let body = slow_call(json!("long"), 60_000, "long");
-        async move { post(&url, body, &[("mcp-session-id", session.as_str())]).await }
+        async move { post_as(&gw, body, &[("mcp-session-id", session.as_str())]).await }
     });
     while !is_progress_of(&events.next().await, "long") {}
     assert_eq!(
-        post(&url, cancel("long"), &with_session).await.status(),
+        post_as(&gw, cancel("long"), &with_session).await.status(),
         202
     );
     upstream_cancels(&open).await;
@@ -346,9 +371,10 @@ struct Events {
 }
 
 impl Events {
-    async fn open(url: &str, session: &str) -> Self {
+    async fn open(gw: &Gw, session: &str) -> Self {
         let resp = reqwest::Client::new()
-            .get(url)
+            .get(&gw.url)
+            .header("authorization", format!("Bearer {}", gw.token))
             .header("mcp-session-id", session)
             .header("accept", "text/event-stream")
             .send()
@@ -382,13 +408,13 @@ impl Events {
 }
 
 /// Start an HTTP session: its id.
-async fn http_session(url: &str) -> String {
+async fn http_session(gw: &Gw) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-    let r = post(url, init, &[]).await;
+    let r = post_as(gw, init, &[]).await;
     let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     assert_eq!(
-        post(url, initialized, &[("mcp-session-id", session.as_str())])
+        post_as(gw, initialized, &[("mcp-session-id", session.as_str())])
             .await
             .status(),
         202
@@ -402,12 +428,14 @@ async fn http_session(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_goes_to_the_session_that_asked_under_its_own_token() {
     let (_open, k) = alpha().await;
-    let (_child, url) = listen(&k, &[]).await;
-    let (a, b) = (http_session(&url).await, http_session(&url).await);
-    let (mut a_events, mut b_events) = (Events::open(&url, &a).await, Events::open(&url, &b).await);
+    let (_child, gw) = listen(&k, &[]).await;
+    let (a, b) = (http_session(&gw).await, http_session(&gw).await);
+    let (mut a_events, mut b_events) = (Events::open(&gw, &a).await, Events::open(&gw, &b).await);
     let call = |session: &str, body: Value| {
-        let (url, session) = (url.clone(), session.to_owned());
-        tokio::spawn(async move { post(&url, body, &[("mcp-session-id", session.as_str())]).await })
+        let (gw, session) = (gw.clone(), session.to_owned());
+        tokio::spawn(
+            async move { post_as(&gw, body, &[("mcp-session-id", session.as_str())]).await },
+        )
     };
     // A's call reports at once and again after a second; B's starts in between.
     let a_call = call(&a, slow_call(json!(10), 2000, "same"));

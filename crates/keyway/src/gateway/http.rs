@@ -1,8 +1,11 @@
 //! The gateway over Streamable HTTP (`keyway serve --listen`): POST for requests (JSON
 //! answers), GET for the event stream of notifications and server requests, DELETE to
-//! end. Every request is checked before anything else: the Host header (DNS rebinding),
-//! the Origin header (other web pages), and the gateway's own bearer token when one is
-//! set (required when listening beyond loopback).
+//! end. Every request is checked before anything else, its body included: the Host
+//! header (DNS rebinding), the Origin header (a web page may only be the gateway's own
+//! origin), and the gateway's bearer token (always required: a page the user visits
+//! can send a request to a loopback port, but cannot know the token). A POST must say
+//! `Content-Type: application/json`, which a page cannot send to another origin
+//! without the browser asking first (CORS), and which the gateway never allows.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -23,26 +26,7 @@ use serde_json::{Value, json};
 use super::Gateway;
 use crate::Secret;
 
-/// Connections the kernel queues for the gateway before it accepts them. tokio's
-/// `TcpListener::bind` asks for 128: a burst of clients beyond that (a fleet of agents
-/// starting together) overflows the queue, and each dropped connection waits out a
-/// one-second SYN retransmission. Servers people run ask for more (node and nginx 511,
-/// Go the system's maximum); the kernel caps it at `net.core.somaxconn`.
-pub const BACKLOG: u32 = 1024;
-
-/// Listen on `addr` with a queue of [`BACKLOG`] connections.
-pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // As TcpListener::bind does on Unix: a restarted gateway can take its port back
-    // while the old one's connections linger in TIME_WAIT.
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
-}
+pub use super::edge::{BACKLOG, EdgeLimits, listen};
 
 /// The JSON-RPC error code of a request the client cancelled. MCP defines none (its
 /// clients ignore whatever comes after they cancel); this is the one LSP uses.
@@ -53,13 +37,16 @@ pub const CANCELLED: i64 = -32800;
 pub struct Guard {
     /// Accepted `Host` values (names or addresses, any port).
     pub hosts: Vec<String>,
-    /// The token clients must present, if any.
-    pub token: Option<Secret>,
+    /// Those of `hosts` named by the operator (`--allowed-host`): a proxy in front may
+    /// serve the gateway over https under them.
+    pub proxied: Vec<String>,
+    /// The token clients must present.
+    pub token: Secret,
 }
 
 impl Guard {
     /// The hosts for a listen address: loopback names, plus the address itself.
-    pub fn for_addr(addr: SocketAddr, token: Option<Secret>, extra_hosts: &[String]) -> Self {
+    pub fn for_addr(addr: SocketAddr, token: Secret, extra_hosts: &[String]) -> Self {
         let mut hosts = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -73,8 +60,13 @@ impl Guard {
         if !hosts.contains(&ip) {
             hosts.push(ip);
         }
-        hosts.extend(extra_hosts.iter().map(|h| h.to_ascii_lowercase()));
-        Self { hosts, token }
+        let proxied: Vec<String> = extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        hosts.extend(proxied.iter().cloned());
+        Self {
+            hosts,
+            proxied,
+            token,
+        }
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -91,41 +83,68 @@ impl Guard {
                 "this Host is not allowed (DNS rebinding protection)",
             ));
         }
-        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-            let allowed = url::Url::parse(origin)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .and_then(|u| u.host_str().map(|h| h.to_ascii_lowercase()))
-                .is_some_and(|h| {
-                    self.hosts.iter().any(|a| {
-                        *a == h || a.trim_matches(['[', ']']) == h.trim_matches(['[', ']'])
-                    })
-                });
-            if !allowed {
-                return Err(refuse(
-                    StatusCode::FORBIDDEN,
-                    "requests from this Origin are not allowed",
-                ));
-            }
+        let https_too = self.proxied.iter().any(|h| h == host_name);
+        if let Some(origin) = headers.get(header::ORIGIN)
+            && !origin
+                .to_str()
+                .is_ok_and(|o| same_origin(o, &host, https_too))
+        {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "requests from another origin are not allowed",
+            ));
         }
-        if let Some(token) = &self.token {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .unwrap_or_default();
-            if !constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "the gateway needs its token",
-                ));
-            }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .unwrap_or_default();
+        if !constant_time_eq(given.trim().as_bytes(), self.token.expose().as_bytes()) {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "the gateway needs its token",
+            ));
         }
         Ok(())
     }
+}
+
+/// Whether `origin` is the origin the request was sent to: http (or https behind a
+/// proxy, `https_too`), and the host and port of the `Host` header (a page of another
+/// port on the same machine is another origin).
+fn same_origin(origin: &str, host: &str, https_too: bool) -> bool {
+    let Ok(o) = url::Url::parse(origin) else {
+        return false;
+    };
+    let default_port = match o.scheme() {
+        "http" => 80,
+        "https" if https_too => 443,
+        _ => return false,
+    };
+    let (Some(o_host), Some(o_port)) = (o.host_str(), o.port_or_known_default()) else {
+        return false;
+    };
+    let name = strip_port(host);
+    let port = match host[name.len()..].strip_prefix(':') {
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return false,
+        },
+        None => default_port,
+    };
+    o_host.eq_ignore_ascii_case(name) && o_port == port
+}
+
+/// Whether a request says its body is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Why a request was turned away, before anything else happened.
@@ -167,10 +186,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct AppState {
     gw: Arc<Gateway>,
     guard: Arc<Guard>,
+    limits: EdgeLimits,
 }
 
-/// The listener's routes at `/mcp`.
-pub fn app(gw: Arc<Gateway>, guard: Guard) -> Router {
+/// The listener's routes at `/mcp`. Serve them with [`super::edge::serve`], which
+/// applies the connection limits of `limits`; the body limits are applied here.
+pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
     Router::new()
         .route(
             "/mcp",
@@ -179,13 +200,64 @@ pub fn app(gw: Arc<Gateway>, guard: Guard) -> Router {
         .with_state(AppState {
             gw,
             guard: Arc::new(guard),
+            limits,
         })
 }
 
-async fn handle_post(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// A request's body, read only now that its headers passed the guard: at most
+/// `max_body` bytes, within `body_timeout`.
+async fn read_body(
+    limits: &EdgeLimits,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Bytes, Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": format!("a message may be at most {} MiB", limits.max_body / (1024 * 1024))})),
+        )
+            .into_response()
+    };
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        limits.body_timeout,
+        axum::body::to_bytes(body, limits.max_body),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            Json(json!({"error": "the request body did not arrive in time"})),
+        )
+            .into_response()),
+    }
+}
+
+async fn handle_post(State(s): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     if let Err(r) = s.guard.check(&headers) {
         return r.into_response();
     }
+    if !is_json(&headers) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(json!({"error": "a POST must be Content-Type: application/json"})),
+        )
+            .into_response();
+    }
+    let body = match read_body(&s.limits, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
@@ -301,6 +373,22 @@ async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Respons
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_json_posts() {
+        for (ct, ok) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("text/plain", false),
+            ("text/plain; charset=application/json", false),
+            ("application/x-www-form-urlencoded", false),
+            ("multipart/form-data; boundary=x", false),
+        ] {
+            assert_eq!(is_json(&headers(&[("content-type", ct)])), ok, "{ct}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -312,38 +400,9 @@ mod tests {
         h
     }
 
-    /// A burst of connections beyond tokio's default queue of 128, none accepted yet:
-    /// each must complete its handshake from the queue, not wait out a dropped SYN.
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn the_listener_queues_a_burst_beyond_128() {
-        // The kernel caps the queue at net.core.somaxconn.
-        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(4096);
-        let burst = cap.min(BACKLOG).min(300) as usize;
-        if burst < 200 {
-            eprintln!("net.core.somaxconn is {cap}: this machine cannot queue a burst past 128");
-            return;
-        }
-        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connects = futures::future::join_all((0..burst).map(|_| {
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        }))
-        .await;
-        let queued = connects.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
-        assert_eq!(queued, burst, "connections left out of the listen queue");
-    }
-
     #[test]
     fn host_origin_and_token() {
-        let g = Guard::for_addr(
-            "127.0.0.1:7000".parse().unwrap(),
-            Some(Secret::new("t0k")),
-            &[],
-        );
+        let g = Guard::for_addr("127.0.0.1:7000".parse().unwrap(), Secret::new("t0k"), &[]);
         let ok = [("host", "127.0.0.1:7000"), ("authorization", "Bearer t0k")];
         assert!(g.check(&headers(&ok)).is_ok());
         assert!(
@@ -374,12 +433,55 @@ mod tests {
             ("origin", "https://evil.example"),
         ];
         assert!(g.check(&headers(&from_page)).is_err());
-        let local_page = [
-            ("host", "127.0.0.1:7000"),
-            ("authorization", "Bearer t0k"),
-            ("origin", "http://localhost:3000"),
-        ];
-        assert!(g.check(&headers(&local_page)).is_ok());
+        // A page of another port on the same machine is another origin.
+        for other in [
+            "http://localhost:3000",
+            "http://127.0.0.1:3000",
+            "http://127.0.0.1",
+            "https://127.0.0.1:7000",
+            "http://127.0.0.1.evil.example:7000",
+            "null",
+            "file://",
+        ] {
+            let from = [
+                ("host", "127.0.0.1:7000"),
+                ("authorization", "Bearer t0k"),
+                ("origin", other),
+            ];
+            assert!(g.check(&headers(&from)).is_err(), "{other}");
+        }
+        // The gateway's own origin (a page it served, were it to serve one) is fine.
+        for (host, own) in [
+            ("127.0.0.1:7000", "http://127.0.0.1:7000"),
+            ("localhost:7000", "http://LOCALHOST:7000"),
+            ("[::1]:7000", "http://[::1]:7000"),
+        ] {
+            let from = [
+                ("host", host),
+                ("authorization", "Bearer t0k"),
+                ("origin", own),
+            ];
+            assert!(g.check(&headers(&from)).is_ok(), "{own}");
+        }
+        // Behind a proxy under an allowed host, its https origin is the gateway's own.
+        let proxied = Guard::for_addr(
+            "127.0.0.1:7000".parse().unwrap(),
+            Secret::new("t0k"),
+            &["gw.example.com".into()],
+        );
+        for (origin, ok) in [
+            ("https://gw.example.com", true),
+            ("http://gw.example.com", true),
+            ("https://gw.example.com:8443", false),
+            ("https://evil.example.com", false),
+        ] {
+            let from = [
+                ("host", "gw.example.com"),
+                ("authorization", "Bearer t0k"),
+                ("origin", origin),
+            ];
+            assert_eq!(proxied.check(&headers(&from)).is_ok(), ok, "{origin}");
+        }
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("localhost"), "localhost");
     }

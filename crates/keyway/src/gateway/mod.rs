@@ -4,6 +4,7 @@
 //! that fails never takes the gateway down; one that needs authorization shows up as
 //! a tool whose call says what to run.
 
+pub mod edge;
 pub mod http;
 pub mod upstream;
 

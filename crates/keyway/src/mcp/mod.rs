@@ -11,6 +11,9 @@ mod message;
 mod post;
 mod sse;
 pub(crate) use post::Reply;
+/// The largest single message keyway reads or accepts (an answer, an event, a
+/// request to the gateway).
+pub const MAX_MESSAGE: usize = sse::MAX_EVENT;
 pub mod wire;
 
 use std::{sync::Arc, time::Duration};

@@ -169,9 +169,9 @@ pub(crate) fn candidate_keys(
     Ok(out)
 }
 
-/// Why the key file may not be trusted: another user can read or write it, or it is
-/// another user's. `None` when only its owner, this user, can.
-fn key_file_exposure(path: &Path) -> Option<String> {
+/// Why a file holding a secret may not be trusted: another user can read or write
+/// it, or it is another user's. `None` when only its owner, this user, can.
+pub fn key_file_exposure(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -199,6 +199,37 @@ fn key_file_exposure(path: &Path) -> Option<String> {
         let _ = path;
         None
     }
+}
+
+/// Create `path` holding a new random secret (32 bytes, base64url) readable by its
+/// owner only, or read the one already there (which must be private). For tokens
+/// keyway makes itself, such as the gateway's.
+pub fn private_token_file(path: &Path) -> Result<crate::Secret, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.exists() {
+        let mut raw = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(raw.as_mut());
+        let text =
+            Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref()));
+        match write_private(path, text.as_bytes()) {
+            Ok(()) => return Ok(crate::Secret::new(text.to_string())),
+            // Another process made it meanwhile: read theirs.
+            Err(StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(why) = key_file_exposure(path) {
+        return Err(StoreError::SecretFileExposed {
+            path: path.to_owned(),
+            why,
+        });
+    }
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+    Ok(crate::Secret::new(text.trim().to_owned()))
 }
 
 /// A key for a new store: the env key, else a new key in the keychain, else a new

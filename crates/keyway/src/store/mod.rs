@@ -20,7 +20,7 @@ use std::{fmt, path::PathBuf, time::SystemTime};
 use oauth2::{AccessToken, RefreshToken};
 use serde::{Deserialize, Serialize};
 
-pub use crypto::KeySource;
+pub use crypto::{KeySource, key_file_exposure as secret_file_exposure, private_token_file};
 pub use sqlite::{OpenOptions, SqliteStore};
 
 use crate::{
@@ -245,6 +245,10 @@ pub enum StoreError {
         "the store key file {path} is not used: {why}. If nobody else could have read it, `chmod 600` it (as its owner); otherwise treat the stored secrets as exposed: move the store aside and add the servers again. The store was not changed"
     )]
     KeyFileExposed { path: PathBuf, why: String },
+    #[error(
+        "{path} is not used: {why}. `chmod 600` it (as its owner) if nobody else could have read it; otherwise delete it, and keyway makes a new one"
+    )]
+    SecretFileExposed { path: PathBuf, why: String },
     #[error("KEYWAY_STORE_KEY is not a 32-byte key in base64 or hex")]
     BadEnvKey,
     #[error("a server named {0:?} already exists")]

@@ -1,0 +1,333 @@
+//! The gateway's HTTP edge: accepting connections with limits a slow or hostile
+//! client cannot get around. At most [`EdgeLimits::max_connections`] at once (the
+//! next waits in the kernel's queue until one ends); a connection that does not send
+//! a request's headers within [`EdgeLimits::header_timeout`] (half-open, slowloris,
+//! or idle between requests) is closed. Bodies are read only after a request's
+//! headers passed the guard, within [`EdgeLimits::body_timeout`] and
+//! [`EdgeLimits::max_body`] (see [`super::http`]).
+//!
+//! axum's `serve` offers none of these knobs (hyper's header timeout needs a timer
+//! it does not set), so connections are served here with hyper's own HTTP/1.1 server,
+//! as axum does. HTTP/1.1 only: MCP clients speak it to a plain-http endpoint, and
+//! hyper's protocol detection for h2c waits for the first bytes without a deadline.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::sync::{Semaphore, watch};
+
+/// Connections the kernel queues for the gateway before it accepts them. tokio's
+/// `TcpListener::bind` asks for 128: a burst of clients beyond that (a fleet of agents
+/// starting together) overflows the queue, and each dropped connection waits out a
+/// one-second SYN retransmission. Servers people run ask for more (node and nginx 511,
+/// Go the system's maximum); the kernel caps it at `net.core.somaxconn`.
+pub const BACKLOG: u32 = 1024;
+
+/// Listen on `addr` with a queue of [`BACKLOG`] connections.
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind does on Unix: a restarted gateway can take its port back
+    // while the old one's connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Connections served at once unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// What one client may take of the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgeLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time for a request's headers, from the connection's start or the end of the
+    /// previous request (so also how long a connection may idle between requests).
+    pub header_timeout: Duration,
+    /// Time for a request's body, once its headers passed the guard.
+    pub body_timeout: Duration,
+    /// Largest request body (one JSON-RPC message).
+    pub max_body: usize,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_body: crate::mcp::MAX_MESSAGE,
+        }
+    }
+}
+
+/// How many connections are open now (for tests and logs).
+#[derive(Clone, Debug)]
+pub struct OpenConnections(watch::Receiver<usize>);
+
+impl OpenConnections {
+    pub fn now(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    /// Wait until `f` holds for the number of open connections.
+    pub async fn until(&mut self, f: impl Fn(usize) -> bool) {
+        let _ = self.0.wait_for(|n| f(*n)).await;
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves; then stop accepting, let
+/// requests under way finish (at most `drain` long), and return.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: EdgeLimits,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let (edge, _open) = Edge::new(limits);
+    edge.run(listener, app, shutdown, drain).await
+}
+
+/// The accept loop and its bookkeeping.
+#[derive(Debug)]
+pub struct Edge {
+    limits: EdgeLimits,
+    permits: Arc<Semaphore>,
+    open: watch::Sender<usize>,
+}
+
+impl Edge {
+    pub fn new(limits: EdgeLimits) -> (Self, OpenConnections) {
+        let (open, rx) = watch::channel(0);
+        (
+            Self {
+                limits,
+                permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+                open,
+            },
+            OpenConnections(rx),
+        )
+    }
+
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .keep_alive(true);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let service = TowerToHyperService::new(app);
+        tokio::pin!(shutdown);
+        loop {
+            // A free slot first: at the limit, connections wait in the kernel's queue
+            // (they are not accepted and dropped).
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = self.permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, _) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: say so, and keep going
+                        // once something was released.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = http1.serve_connection(TokioIo::new(stream), service.clone());
+            let conn = graceful.watch(conn);
+            self.open.send_modify(|n| *n += 1);
+            let open = self.open.clone();
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "a connection ended with an error");
+                }
+                open.send_modify(|n| *n = n.saturating_sub(1));
+                drop(permit);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::info!("requests still under way at shutdown were cut off");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{
+        Secret,
+        gateway::{Gateway, http::Guard},
+    };
+
+    const TOKEN: &str = "a-token-of-the-gateway";
+
+    /// A gateway with no upstreams behind an edge with `limits`, on a port of its own.
+    async fn start(limits: EdgeLimits) -> (SocketAddr, OpenConnections) {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gw = Gateway::start(Vec::new()).await;
+        let app =
+            crate::gateway::http::app(gw, Guard::for_addr(addr, Secret::new(TOKEN), &[]), limits);
+        let (edge, open) = Edge::new(limits);
+        tokio::spawn(edge.run(listener, app, std::future::pending(), Duration::ZERO));
+        (addr, open)
+    }
+
+    /// The status line of the answer on `s`, or `None` if it closed without one.
+    async fn status_line(s: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => buf.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&buf).trim().to_owned())
+    }
+
+    /// A guard against a test that would otherwise hang: far longer than any wait
+    /// here should take.
+    const GUARD: Duration = Duration::from_secs(20);
+
+    /// Before the fix the body was read first: a caller without the token could hold
+    /// a connection by promising a large body and never sending it. Now the token
+    /// and the content type are checked on the headers alone.
+    #[tokio::test]
+    async fn a_request_is_judged_before_its_body_is_read() {
+        let (addr, _) = start(EdgeLimits::default()).await;
+        for (auth, content_type, expected) in [
+            ("", "application/json", "401"),
+            ("Authorization: Bearer wrong\r\n", "application/json", "401"),
+            (
+                &*format!("Authorization: Bearer {TOKEN}\r\n"),
+                "text/plain",
+                "415",
+            ),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: 1000000\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            let line = tokio::time::timeout(GUARD, status_line(&mut s))
+                .await
+                .expect("an answer without the body")
+                .expect("a status line");
+            assert!(line.starts_with(&format!("HTTP/1.1 {expected}")), "{line}");
+        }
+    }
+
+    /// A connection that does not finish its headers in time (half-open, slowloris)
+    /// is closed, so such connections cannot pile up.
+    #[tokio::test]
+    async fn a_connection_that_does_not_send_its_headers_is_closed() {
+        let limits = EdgeLimits {
+            header_timeout: Duration::from_millis(300),
+            ..EdgeLimits::default()
+        };
+        let (addr, mut open) = start(limits).await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        for s in [&mut silent, &mut slow] {
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(GUARD, s.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "the connection was left open");
+        }
+        tokio::time::timeout(GUARD, open.until(|n| n == 0))
+            .await
+            .unwrap();
+    }
+
+    /// At the limit, the next connection waits for a free slot instead of being
+    /// served beside the others; it is served once one ends.
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_one() {
+        let limits = EdgeLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(60),
+            ..EdgeLimits::default()
+        };
+        let (addr, mut open) = start(limits).await;
+        let idle_a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _idle_b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::timeout(GUARD, open.until(|n| n == 2))
+            .await
+            .unwrap();
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "DELETE /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        );
+        third.write_all(head.as_bytes()).await.unwrap();
+        // Not served while both slots are held (without a limit it would be at once).
+        let early = tokio::time::timeout(Duration::from_millis(200), status_line(&mut third)).await;
+        assert!(early.is_err(), "served beyond the limit: {early:?}");
+        assert_eq!(open.now(), 2);
+        drop(idle_a);
+        let line = tokio::time::timeout(GUARD, status_line(&mut third))
+            .await
+            .expect("served once a slot is free")
+            .expect("a status line");
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    }
+
+    /// A burst of connections beyond tokio's default queue of 128, none accepted yet:
+    /// each must complete its handshake from the queue, not wait out a dropped SYN.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_listener_queues_a_burst_beyond_128() {
+        // The kernel caps the queue at net.core.somaxconn.
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = cap.min(BACKLOG).min(300) as usize;
+        if burst < 200 {
+            eprintln!("net.core.somaxconn is {cap}: this machine cannot queue a burst past 128");
+            return;
+        }
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = futures::future::join_all((0..burst).map(|_| {
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        }))
+        .await;
+        let queued = connects.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+        assert_eq!(queued, burst, "connections left out of the listen queue");
+    }
+}
