@@ -27,7 +27,7 @@ use tokio::{
 
 use crate::{
     auth::challenge,
-    mcp::wire::{Inbound, Message, Wire, WireConfig, WireError},
+    mcp::wire::{Backpressure, Inbound, Message, Wire, WireConfig, WireError},
 };
 
 /// What the bridge asks of its owner when the server wants (more) authorization.
@@ -98,7 +98,8 @@ struct Route {
     /// Answers to keyway's own requests (the replayed initialize), by id.
     internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     stats: Mutex<BridgeStats>,
-    stream_ended: mpsc::UnboundedSender<String>,
+    /// At most one end waits here: a second one while a reopen is pending adds nothing.
+    stream_ended: mpsc::Sender<String>,
 }
 
 impl Route {
@@ -110,7 +111,8 @@ impl Route {
         self.internal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take(&self, item: Inbound) {
+    /// Route one message; backpressure while the client's stdout is behind.
+    fn take(&self, item: Inbound) -> Option<Backpressure> {
         match item {
             Inbound::Message(v) => {
                 // keyway's own ids are JSON strings: `"keyway-..."`.
@@ -125,13 +127,15 @@ impl Route {
                     None => {
                         self.stats().to_client += 1;
                         self.out.send(&v);
+                        return self.out.room();
                     }
                 }
             }
             Inbound::StreamEnded(why) => {
-                let _ = self.stream_ended.send(why);
+                let _ = self.stream_ended.try_send(why);
             }
         }
+        None
     }
 }
 
@@ -147,7 +151,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let out = Arc::new(Out::new(Box::new(output)));
-    let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+    let (ended_tx, ended_rx) = mpsc::channel(1);
     let route = Arc::new(Route {
         out: out.clone(),
         internal: Mutex::new(HashMap::new()),
@@ -179,6 +183,20 @@ where
     // boxed, so moving it moves a pointer) and runs on beside the rest.
     let mut current: Option<BoxFuture<'static, ()>> = None;
     loop {
+        // The client does not read its stdout: read no more from it either until it
+        // does (its own requests keep running meanwhile).
+        if let Some(full) = shared.route.out.room() {
+            match current.as_mut() {
+                None => full.await,
+                Some(request) => {
+                    tokio::select! {
+                        () = full => {}
+                        () = request => current = None,
+                    }
+                    continue;
+                }
+            }
+        }
         let read = match current.as_mut() {
             None => lines.next_line().await,
             Some(request) => tokio::select! {
@@ -427,7 +445,7 @@ async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
 
 /// The server's standalone stream ended: opened again once per session (a session
 /// the server forgot is re-initialized).
-async fn reopen_streams(s: Arc<Shared>, mut ended: mpsc::UnboundedReceiver<String>) {
+async fn reopen_streams(s: Arc<Shared>, mut ended: mpsc::Receiver<String>) {
     while let Some(why) = ended.recv().await {
         tracing::debug!("the server's event stream ended: {why}");
         if s.initialized.load(Ordering::SeqCst) {
@@ -451,6 +469,8 @@ struct Out {
     state: Mutex<OutState>,
     /// Tells [`write_out`] there is something queued or left to flush.
     wake: Notify,
+    /// Tells readers held back by [`Out::room`] that the queue went down.
+    room: Arc<Notify>,
 }
 
 struct OutState {
@@ -471,6 +491,10 @@ impl std::fmt::Debug for Out {
 /// Kept by a queue between bursts; a larger one is given back once drained.
 const KEPT_BUFFER: usize = 64 * 1024;
 
+/// Bytes queued for stdout beyond which the server's streams are read no further
+/// ([`Out::room`]): the queue holds at most this plus the message that crossed it.
+pub const OUT_LIMIT: usize = 1024 * 1024;
+
 impl Out {
     fn new(w: Box<dyn AsyncWrite + Unpin + Send>) -> Self {
         Self {
@@ -481,7 +505,29 @@ impl Out {
                 closed: false,
             }),
             wake: Notify::new(),
+            room: Arc::new(Notify::new()),
         }
+    }
+
+    /// `None` while the queue is under [`OUT_LIMIT`]; else a future that resolves once
+    /// it is (or stdout is gone).
+    fn room(self: &Arc<Self>) -> Option<Backpressure> {
+        if !self.state().over_limit() {
+            return None;
+        }
+        let out = self.clone();
+        Some(Box::pin(async move {
+            loop {
+                let room = out.room.clone();
+                let notified = room.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !out.state().over_limit() {
+                    return;
+                }
+                notified.await;
+            }
+        }))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
@@ -510,7 +556,18 @@ impl Out {
     }
 
     fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {
-        drain(&mut self.state(), cx)
+        let mut st = self.state();
+        let done = drain(&mut st, cx);
+        if !st.over_limit() {
+            self.room.notify_waiters();
+        }
+        done
+    }
+}
+
+impl OutState {
+    fn over_limit(&self) -> bool {
+        !self.closed && self.queued.len() > OUT_LIMIT
     }
 }
 
@@ -555,6 +612,7 @@ async fn write_out(out: Arc<Out>, mut finish: oneshot::Receiver<()>) {
         std::future::poll_fn(|cx| out.poll_drain(cx)).await;
         if finishing {
             out.state().closed = true;
+            out.room.notify_waiters();
             return;
         }
     }
@@ -610,5 +668,63 @@ mod tests {
             None,
             "nothing after finish"
         );
+    }
+
+    /// Messages from the server for a client that does not read its stdout are queued
+    /// up to [`OUT_LIMIT`] (plus the one that crossed it); from then on the reader is
+    /// held back until the client reads. Nothing is dropped.
+    #[tokio::test]
+    async fn the_output_queue_is_bounded_and_holds_back_the_server() {
+        let (tx, rx) = tokio::net::unix::pipe::pipe().expect("a pipe");
+        let out = Arc::new(Out::new(Box::new(tx)));
+        let (finish, finished) = oneshot::channel();
+        let writer = tokio::spawn(write_out(out.clone(), finished));
+        let (ended, _ended) = mpsc::channel(1);
+        let route = Route {
+            out: out.clone(),
+            internal: Mutex::new(HashMap::new()),
+            stats: Mutex::new(BridgeStats::default()),
+            stream_ended: ended,
+        };
+        let message = |i: usize| {
+            Message::from_value(
+                &json!({"jsonrpc": "2.0", "method": "m", "params": {"i": i, "pad": "y".repeat(10_000)}}),
+            )
+        };
+        let one = message(0).text().len() + 1;
+        // As a wire does: take messages until told to wait.
+        let mut sent = 0;
+        let held = loop {
+            let took = route.take(Inbound::Message(message(sent)));
+            sent += 1;
+            if let Some(wait) = took {
+                break wait;
+            }
+            assert!(sent < 1_000, "never held back");
+        };
+        let queued = out.state().queued.len();
+        assert!(queued <= OUT_LIMIT + one, "{queued} bytes queued");
+        assert!(queued > OUT_LIMIT);
+        // Still held while nobody reads.
+        let mut held = held;
+        assert!(futures::FutureExt::now_or_never(&mut held).is_none());
+        // The client reads: the reader is let go, and every message came out in order.
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(rx).lines();
+            let mut seen = 0;
+            while seen < sent {
+                let line = lines.next_line().await.unwrap().unwrap();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(v["params"]["i"], seen);
+                seen += 1;
+            }
+            seen
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(30), held)
+            .await
+            .expect("let go once the client reads");
+        assert_eq!(reader.await.unwrap(), sent);
+        let _ = finish.send(());
+        writer.await.unwrap();
     }
 }

@@ -22,6 +22,14 @@ pub use upstream::{Carrier, Event, Upstream, UpstreamError};
 
 use crate::{mcp::wire::WireConfig, merge};
 
+/// Upstream events (notifications, server requests) waiting for the gateway to pass
+/// them on; when full, the upstreams' streams are read no further until there is room.
+pub const EVENTS_QUEUE: usize = 256;
+
+/// Messages waiting for a stdio client's stdout, and requests of it served at once:
+/// beyond these, the gateway reads no more of its stdin until the client catches up.
+pub const STDIO_QUEUE: usize = 256;
+
 /// How long listing one upstream may take before it is left out of a merged list.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,7 +76,7 @@ pub struct Gateway {
     prefixes: Vec<String>,
     slots: Vec<Mutex<Slot>>,
     configs: Vec<UpstreamConfig>,
-    events_tx: mpsc::UnboundedSender<Event>,
+    events_tx: mpsc::Sender<Event>,
     /// Messages for the downstream client(s): notifications and server requests.
     downstream: broadcast::Sender<Notice>,
     /// Which server owns a resource URI (first wins), learned from the lists.
@@ -206,7 +214,7 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Connect to every upstream (all at once; a failing one is recorded, not fatal).
     pub async fn start(configs: Vec<UpstreamConfig>) -> Arc<Self> {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE);
         let (downstream, _) = broadcast::channel(256);
         let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
         let prefixes = merge::prefixes(names.iter().map(String::as_str));
@@ -727,7 +735,7 @@ fn parse_forwarded_id(id: &str) -> Option<(usize, Value)> {
 /// Upstream events to the downstream side: progress to the client whose request it is
 /// about, under that client's token; server requests with forwarded ids; other
 /// notifications as they are, to every client.
-async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::UnboundedReceiver<Event>) {
+async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
     while let Some(ev) = events.recv().await {
         let message = match ev {
             Event::Notification { mut message, .. }
@@ -793,7 +801,7 @@ where
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     // Messages for the client, as JSON text (on one line: serde_json writes no line
     // breaks, and answers passed on from a server were checked to be on one).
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::channel::<String>(STDIO_QUEUE);
     let mut output = output;
     let writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
@@ -809,8 +817,12 @@ where
     let relay = tokio::spawn(async move {
         loop {
             match notices.recv().await {
+                // Behind a client that does not read, this waits; the notices it misses
+                // meanwhile are dropped (and counted) rather than kept.
                 Ok(notice) => {
-                    if notice.is_for("") && tx_notices.send(notice.message.to_string()).is_err() {
+                    if notice.is_for("")
+                        && tx_notices.send(notice.message.to_string()).await.is_err()
+                    {
                         break;
                     }
                 }
@@ -823,6 +835,7 @@ where
     });
     let mut lines = BufReader::new(input).lines();
     let mut tasks = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(STDIO_QUEUE));
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
@@ -830,15 +843,20 @@ where
         let message: Value = match serde_json::from_str(&line) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
-                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}).to_string());
+                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}).to_string()).await;
                 continue;
             }
+        };
+        // At most STDIO_QUEUE requests at once: the next line waits for one to end.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
         };
         let (gw, tx) = (gw.clone(), tx.clone());
         tasks.spawn(async move {
             if let Some(answer) = gw.handle("", message).await {
-                let _ = tx.send(answer);
+                let _ = tx.send(answer).await;
             }
+            drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     }
@@ -868,16 +886,20 @@ mod tests {
                 server: 3,
                 message: request,
             })
+            .await
             .unwrap();
         let forwarded = down.recv().await.unwrap().message;
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "timed out"}});
-        gw.events_tx.send(from_server_3(cancel)).unwrap();
+        gw.events_tx.send(from_server_3(cancel)).await.unwrap();
         let cancelled = down.recv().await.unwrap().message;
         assert_eq!(cancelled["params"]["requestId"], forwarded["id"]);
         assert_eq!(cancelled["params"]["reason"], "timed out");
         // Other notifications pass as they are.
         let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 7, "progress": 1}});
-        gw.events_tx.send(from_server_3(progress.clone())).unwrap();
+        gw.events_tx
+            .send(from_server_3(progress.clone()))
+            .await
+            .unwrap();
         assert_eq!(down.recv().await.unwrap().message, progress);
     }
 }

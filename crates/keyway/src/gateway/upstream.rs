@@ -105,7 +105,7 @@ impl Upstream {
         config: WireConfig,
         liveness: Option<Arc<dyn super::Liveness>>,
         timeout: Duration,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::Sender<Event>,
     ) -> Result<Arc<Self>, UpstreamError> {
         let failed = |message: String| UpstreamError::Failed {
             server: name.to_owned(),
@@ -340,26 +340,31 @@ impl Upstream {
 const DROPPED: &str = "dropped: ";
 
 /// The server's own requests and notifications to the gateway (answers go straight
-/// to their callers; one that comes here was given up on).
+/// to their callers; one that comes here was given up on). A full event queue holds
+/// this task, which fills the wire's queue, which stops the wire reading the server.
 async fn route(
     up: Arc<Upstream>,
-    mut inbound: mpsc::UnboundedReceiver<Inbound>,
-    events: mpsc::UnboundedSender<Event>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    events: mpsc::Sender<Event>,
 ) {
     while let Some(item) = inbound.recv().await {
         let Inbound::Message(m) = item else { continue };
-        if m.method().is_none() {
+        let event = if m.method().is_none() {
             tracing::debug!(server = %up.name, "an answer nobody waits for any more");
+            continue;
         } else if m.id().is_some() {
-            let _ = events.send(Event::Request {
+            Event::Request {
                 server: up.index,
                 message: m.value(),
-            });
+            }
         } else {
-            let _ = events.send(Event::Notification {
+            Event::Notification {
                 server: up.index,
                 message: m.value(),
-            });
+            }
+        };
+        if events.send(event).await.is_err() {
+            break;
         }
     }
 }

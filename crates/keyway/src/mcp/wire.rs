@@ -134,8 +134,17 @@ fn header_text(v: Option<&header::HeaderValue>) -> Option<String> {
 }
 
 /// Where a wire hands what the server sends that no [`Wire::call`] waits for. It is
-/// called on the task that read the message, so it must not block.
-pub type Sink = Arc<dyn Fn(Inbound) + Send + Sync>;
+/// called on the task that read the message, so it must not block: when whoever takes
+/// the messages is behind (its queue is full), it returns a [`Backpressure`] future,
+/// and the reader stops reading from the server until that resolves. A server that
+/// floods a client that does not read is held back by TCP, not by keyway's memory.
+pub type Sink = Arc<dyn Fn(Inbound) -> Option<Backpressure> + Send + Sync>;
+
+/// Resolves once the receiver of a [`Sink`] can take more.
+pub type Backpressure = futures::future::BoxFuture<'static, ()>;
+
+/// Messages [`Wire::connect`]'s receiver holds before the wire stops reading.
+pub const INBOUND_QUEUE: usize = 32;
 
 /// What one event of a stream amounts to.
 enum Event {
@@ -174,12 +183,16 @@ struct State {
 impl Wire {
     /// Open a connection. For legacy SSE this opens the event stream and waits for
     /// the `endpoint` event; for Streamable HTTP nothing is sent yet.
-    pub async fn connect(
-        config: WireConfig,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Inbound>), WireError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let sink: Sink = Arc::new(move |item| {
-            let _ = tx.send(item);
+    pub async fn connect(config: WireConfig) -> Result<(Self, mpsc::Receiver<Inbound>), WireError> {
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let sink: Sink = Arc::new(move |item| match tx.try_send(item) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                let tx = tx.clone();
+                Some(Box::pin(async move {
+                    let _ = tx.send(item).await;
+                }))
+            }
         });
         Ok((Self::connect_to(config, sink).await?, rx))
     }
@@ -448,7 +461,9 @@ impl Wire {
                             Ok(Some(v))
                         }
                         _ => {
-                            self.deliver(v);
+                            if let Some(full) = self.deliver(v) {
+                                full.await;
+                            }
                             Ok(None)
                         }
                     }
@@ -504,17 +519,18 @@ impl Wire {
     }
 
     /// One JSON-RPC message (or batch) from the server: to whoever [`Wire::call`]s for
-    /// it, else to the inbound channel.
-    fn deliver(&self, v: Message) {
+    /// it, else to the inbound channel; what to wait for before reading more.
+    #[must_use = "the reader waits on backpressure before reading more"]
+    fn deliver(&self, v: Message) -> Option<Backpressure> {
         self.note_answer(&v);
         if v.method().is_none()
             && let Some(key) = v.id()
             && let Some(tx) = self.waiters().remove(key)
         {
             let _ = tx.send(v.value());
-            return;
+            return None;
         }
-        (self.inner.inbound)(Inbound::Message(v));
+        (self.inner.inbound)(Inbound::Message(v))
     }
 
     /// What one event carries.
@@ -549,7 +565,11 @@ impl Wire {
         let mut reason = "the server closed the stream".to_owned();
         while let Some(ev) = events.next().await {
             match self.event(ev) {
-                Event::Message(v) => self.deliver(v),
+                Event::Message(v) => {
+                    if let Some(full) = self.deliver(v) {
+                        full.await;
+                    }
+                }
                 Event::Skip => {}
                 Event::End(why) => {
                     reason = why;
@@ -557,8 +577,8 @@ impl Wire {
                 }
             }
         }
-        if standalone {
-            (self.inner.inbound)(Inbound::StreamEnded(reason));
+        if standalone && let Some(full) = (self.inner.inbound)(Inbound::StreamEnded(reason)) {
+            full.await;
         }
     }
 
@@ -574,7 +594,11 @@ impl Wire {
                     answer = Some(v);
                     break;
                 }
-                Event::Message(v) => self.deliver(v),
+                Event::Message(v) => {
+                    if let Some(full) = self.deliver(v) {
+                        full.await;
+                    }
+                }
                 Event::Skip => {}
                 Event::End(_) => return None,
             }
@@ -584,7 +608,18 @@ impl Wire {
             match events.next().now_or_never() {
                 Some(None) => break,
                 Some(Some(ev)) => match self.event(ev) {
-                    Event::Message(v) => self.deliver(v),
+                    Event::Message(v) => {
+                        // Behind a full receiver: the rest is read by a task of its own
+                        // once there is room (the caller has its answer now).
+                        if let Some(full) = self.deliver(v) {
+                            let wire = self.clone();
+                            tokio::spawn(async move {
+                                full.await;
+                                wire.read_events(events, false).await;
+                            });
+                            break;
+                        }
+                    }
                     Event::Skip => {}
                     Event::End(_) => break,
                 },
@@ -761,11 +796,11 @@ async fn read_limited(resp: Reply) -> Result<Vec<u8>, WireError> {
 #[derive(Debug)]
 pub struct WireTransport {
     wire: Wire,
-    inbound: mpsc::UnboundedReceiver<Inbound>,
+    inbound: mpsc::Receiver<Inbound>,
 }
 
 impl WireTransport {
-    pub fn new(wire: Wire, inbound: mpsc::UnboundedReceiver<Inbound>) -> Self {
+    pub fn new(wire: Wire, inbound: mpsc::Receiver<Inbound>) -> Self {
         Self { wire, inbound }
     }
 }
@@ -809,5 +844,141 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.wire.close().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use axum::{Router, response::IntoResponse, routing::post};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Notifications a flooding server sends before its answer: ~40 MB, more than the
+    /// sockets between the two can buffer (Linux lets a loopback connection grow to
+    /// 32 MB received and 4 MB sent, unread).
+    const FLOOD: usize = 40_000;
+
+    /// How far the flooding server got.
+    #[derive(Default)]
+    struct Flood {
+        produced: AtomicUsize,
+        done: AtomicBool,
+    }
+
+    /// A server that answers any POST with an event stream of [`FLOOD`] notifications
+    /// of 1 KB, then the answer to id 1. It produces each event only when the socket
+    /// takes the one before (hyper polls the body as it writes).
+    async fn flooding_server() -> (Url, Arc<Flood>) {
+        let flood = Arc::new(Flood::default());
+        let f = flood.clone();
+        let app = Router::new().route(
+            "/mcp",
+            post(move || {
+                let f = f.clone();
+                async move {
+                    let pad = "x".repeat(1000);
+                    let events = futures::stream::iter(0..=FLOOD).map(move |i| {
+                        let data = if i < FLOOD {
+                            f.produced.fetch_add(1, Ordering::SeqCst);
+                            json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"i": i, "pad": pad}})
+                        } else {
+                            f.done.store(true, Ordering::SeqCst);
+                            json!({"jsonrpc": "2.0", "id": 1, "result": {}})
+                        };
+                        Ok::<_, std::convert::Infallible>(format!("event: message\ndata: {data}\n\n"))
+                    });
+                    (
+                        [(header::CONTENT_TYPE, "text/event-stream")],
+                        axum::body::Body::from_stream(events),
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, flood)
+    }
+
+    /// A server flooding a receiver that does not keep up is read no further until the
+    /// receiver makes room: the server's own writes stall (TCP), keyway holds only its
+    /// bounded queue, and once there is room every message arrives, in order.
+    /// (Before, the reader delivered into an unbounded queue: a `keyway proxy` whose
+    /// client did not read grew by gigabytes.)
+    #[tokio::test]
+    async fn a_flooding_server_is_held_back_while_the_receiver_is_behind() {
+        let (url, flood) = flooding_server().await;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (held_tx, held) = oneshot::channel();
+        let held_tx = Mutex::new(Some(held_tx));
+        let sink: Sink = {
+            let (got, release) = (got.clone(), release.clone());
+            Arc::new(move |item| {
+                let Inbound::Message(m) = item else {
+                    return None;
+                };
+                let mut got = got.lock().unwrap();
+                got.push(m.value()["params"]["i"].as_u64().unwrap());
+                // Behind after 100 messages, once.
+                if got.len() != 100 {
+                    return None;
+                }
+                let tx = held_tx.lock().unwrap().take()?;
+                let _ = tx.send(());
+                let release = release.clone();
+                Some(Box::pin(async move { release.notified().await }))
+            })
+        };
+        let wire = Wire::connect_to(
+            WireConfig {
+                url,
+                http: crate::http::client().unwrap(),
+                tokens: Arc::new(crate::mcp::StaticToken::default()),
+                headers: Vec::new(),
+                kind: WireKind::StreamableHttp,
+            },
+            sink,
+        )
+        .await
+        .unwrap();
+        let call = tokio::spawn({
+            let wire = wire.clone();
+            async move {
+                wire.call(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+                    .await
+            }
+        });
+        let guard = std::time::Duration::from_secs(30);
+        tokio::time::timeout(guard, held).await.unwrap().unwrap();
+        // Held: the server cannot have got far past what the sockets buffer.
+        assert!(
+            !flood.done.load(Ordering::SeqCst),
+            "the server was read to its end"
+        );
+        let produced = flood.produced.load(Ordering::SeqCst);
+        assert!(
+            produced < FLOOD / 2,
+            "{produced} messages produced while held"
+        );
+        assert_eq!(got.lock().unwrap().len(), 100);
+
+        release.notify_one();
+        let answer = tokio::time::timeout(guard, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer["id"], 1);
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), FLOOD, "every message arrived");
+        assert!(
+            got.iter().enumerate().all(|(i, n)| *n == i as u64),
+            "in order"
+        );
     }
 }
