@@ -25,11 +25,30 @@ pub fn init(
         .with_target(verbose >= 2);
     match file {
         Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
+            // Logs name servers, URLs and errors: readable by their owner only.
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let f = options
                 .open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                // A file that was there already keeps its mode when opened: tighten it.
+                if f.metadata()
+                    .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+                {
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot make the log file {} private: {e}",
+                                path.display()
+                            )
+                        })?;
+                }
+            }
             let _ = builder
                 .with_writer(std::sync::Mutex::new(f))
                 .with_ansi(false)

@@ -26,12 +26,17 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), CliError> {
+    // Before any secret is read: no core file, no peeking from other processes.
+    let not_hardened = keyway::process::harden();
     let cli = Cli::try_parse().map_err(CliError::Usage)?;
     logging::init(
         cli.global.verbose,
         cli.global.quiet,
         cli.global.log_file.as_deref(),
     )?;
+    for why in not_hardened {
+        tracing::warn!("{why}");
+    }
     let settings = Settings::resolve(&cli.global);
     let printer = Printer::new(&cli.global);
     // A bridge moves one client's messages: one thread does that with no cross-thread

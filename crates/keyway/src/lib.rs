@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod merge;
 pub mod naming;
 pub mod probe;
+pub mod process;
 mod secret;
 pub mod status;
 pub mod stdio;

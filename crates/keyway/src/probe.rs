@@ -115,6 +115,15 @@ pub async fn probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Pr
             _ => "http",
         },
     };
+    // A static token or header crosses the network only encrypted (or stays on this
+    // machine), unless the caller allowed plain http.
+    if authenticated
+        && let Ok(parsed) = Url::parse(url)
+        && let Err(e) = crate::auth::urls::may_carry_secrets(&parsed, opts.allow_http)
+    {
+        p.detail = Some(format!("not sending the token or headers: {e}"));
+        return finish(p);
+    }
     let tokens = Arc::new(StaticToken::new(opts.token.clone()));
     match Connection::open_transport(
         url,

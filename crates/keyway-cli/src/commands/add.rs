@@ -76,6 +76,11 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
     }
     let token = store::token(&args.credential)?;
     let headers = store::headers(&args.credential)?;
+    store::check_secrets_destination(
+        &url,
+        token.is_some() || !headers.is_empty(),
+        args.auth.allow_http,
+    )?;
     let options = auth::options(&args.auth)?;
     let http = keyway::http::client().context("building the HTTP client")?;
     let st = store::open(settings)?;

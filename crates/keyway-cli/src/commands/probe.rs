@@ -26,6 +26,13 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
         allow_http: args.allow_http,
         transport: keyway::mcp::TransportChoice::Auto,
     };
+    if let Ok(url) = url::Url::parse(&args.url) {
+        store::check_secrets_destination(
+            &url,
+            opts.token.is_some() || !opts.headers.is_empty(),
+            args.allow_http,
+        )?;
+    }
     let http = keyway::http::client().context("building the HTTP client")?;
     let p = run_probe(&http, &args.url, &opts).await;
     if printer.json_mode() {

@@ -41,6 +41,11 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
             let url = Url::parse(&args.target)
                 .map_err(|e| store::usage(format!("{}: {e}", args.target)))?;
             let token = store::token(&args.credential)?;
+            store::check_secrets_destination(
+                &url,
+                token.is_some() || !args.credential.headers.is_empty(),
+                args.auth.allow_http,
+            )?;
             let (tokens, target): (Arc<dyn TokenSource>, Target) = match token {
                 Some(t) => (Arc::new(StaticToken::new(Some(t))), Target::Static),
                 None => {
@@ -100,6 +105,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         authorizer,
         target,
         step_up: tokio::sync::Mutex::new(StepUp::default()),
+        sign_ins: Default::default(),
     });
     tracing::info!(url = %handler.url, "proxy started");
     let stats = bridge::run(
@@ -129,7 +135,14 @@ struct ProxyAuth {
     authorizer: Authorizer,
     target: Target,
     step_up: tokio::sync::Mutex<StepUp>,
+    /// Sign-ins this session started (each may open a browser).
+    sign_ins: std::sync::atomic::AtomicU32,
 }
+
+/// Sign-ins one proxy session may start: the first, and a few step-ups. A server
+/// that keeps refusing whatever it is given would otherwise open a browser for every
+/// message the client sends.
+const MAX_SIGN_INS: u32 = 5;
 
 /// Makes the token source read the store again when dropped.
 struct ForgetOnDrop<'a>(&'a StoredTokens);
@@ -175,6 +188,24 @@ impl ProxyAuth {
         }
     }
 
+    /// Run an authorization flow, unless this session already ran [`MAX_SIGN_INS`].
+    async fn sign_in(
+        &self,
+        challenge: &[String],
+        previous: Option<&[String]>,
+    ) -> Result<keyway::auth::Grant, String> {
+        use std::sync::atomic::Ordering;
+        if self.sign_ins.fetch_add(1, Ordering::SeqCst) >= MAX_SIGN_INS {
+            return Err(format!(
+                "the server still refuses after {MAX_SIGN_INS} sign-ins in this session; not signing in again. Run `keyway authorize` for it in a terminal (or check the server), then restart the MCP client"
+            ));
+        }
+        self.authorizer
+            .authorize(&self.url, challenge, previous)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Run the flow and keep what it yields. For a saved server, one proxy at a time
     /// across processes: whoever holds the lease authorizes; the others wait until
     /// the stored credential changes, then use it.
@@ -186,11 +217,7 @@ impl ProxyAuth {
         match &self.target {
             Target::Static => Err("the server rejected the token given to the proxy".into()),
             Target::Memory(tokens) => {
-                let grant = self
-                    .authorizer
-                    .authorize(&self.url, &challenge, previous.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let grant = self.sign_in(&challenge, previous.as_deref()).await?;
                 tokens.set(grant).await;
                 Ok(())
             }
@@ -215,15 +242,11 @@ impl ProxyAuth {
                         let outcome = if self.version().await != before {
                             Ok(())
                         } else {
-                            match self
-                                .authorizer
-                                .authorize(&self.url, &challenge, previous.as_deref())
-                                .await
-                            {
+                            match self.sign_in(&challenge, previous.as_deref()).await {
                                 Ok(grant) => save_grant(store, &server.id, &grant)
                                     .await
                                     .map_err(|_| "saving the new tokens failed".to_owned()),
-                                Err(e) => Err(e.to_string()),
+                                Err(e) => Err(e),
                             }
                         };
                         let _ = store.release_lease(&lease, &holder).await;

@@ -66,29 +66,79 @@ pub fn token(c: &CredentialArgs) -> Result<Option<Secret>, CliError> {
         .transpose()
 }
 
-/// `Name: value` headers; the values are secrets.
+/// `Name: value` headers; the values are secrets, so no error shows one. A value
+/// `@FILE` is read from FILE; `${VAR}` in a value is replaced by the environment
+/// variable VAR (as mcp-remote does), so a secret need not be on the command line,
+/// where other users of the machine can read it.
 pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, CliError> {
     c.headers
         .iter()
-        .map(|h| {
-            let (name, value) = h
-                .split_once(':')
-                .ok_or_else(|| usage(format!("--header {h:?}: expected 'Name: value'")))?;
-            let name = http::HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| usage(format!("--header: {:?} is not a header name", name.trim())))?;
-            let value = value.trim();
-            if http::HeaderValue::from_str(value).is_err() {
+        .enumerate()
+        .map(|(i, h)| {
+            let which = format!("--header number {}", i + 1);
+            let (name, value) = h.split_once(':').ok_or_else(|| {
+                usage(format!(
+                    "{which} is not 'Name: value' (it has no ':'); its text is not shown, as it may be a secret"
+                ))
+            })?;
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                usage(format!("{which}: the part before ':' is not a header name"))
+            })?;
+            let what = format!("--header {name}");
+            let raw = value.trim();
+            let value = match raw.strip_prefix('@') {
+                Some(path) => secret_value(raw, &format!("the value of {what} (from {path})"))?,
+                None => Secret::new(expand_env(raw, &what)?),
+            };
+            if http::HeaderValue::from_str(value.expose()).is_err() {
                 return Err(usage(format!(
-                    "--header {}: the value has characters a header cannot carry",
-                    name
+                    "{what}: the value has characters a header cannot carry"
                 )));
             }
             if name == http::header::AUTHORIZATION {
                 return Err(usage("use --token for the Authorization header".into()));
             }
-            Ok((name, Secret::new(value.to_owned())))
+            Ok((name, value))
         })
         .collect()
+}
+
+/// `${VAR}` in `value` replaced by the environment variable VAR; a missing one is an
+/// error naming it (never the value).
+fn expand_env(value: &str, what: &str) -> Result<String, CliError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(usage(format!("{what}: an unclosed ${{ in the value")));
+        };
+        let var = &after[..end];
+        let found = std::env::var(var)
+            .map_err(|_| usage(format!("{what}: the environment variable {var} is not set")))?;
+        out.push_str(&found);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Refuse to send a static token or configured headers to `url` over plain http to
+/// a host that is not this machine, unless `allow_http` (development).
+pub fn check_secrets_destination(
+    url: &url::Url,
+    has_secrets: bool,
+    allow_http: bool,
+) -> Result<(), CliError> {
+    if !has_secrets {
+        return Ok(());
+    }
+    keyway::auth::urls::may_carry_secrets(url, allow_http).map_err(|e| {
+        usage(format!("not sending the token or headers: {e}")).with_hint(
+            "use the server's https URL; --allow-http sends them anyway (development only)",
+        )
+    })
 }
 
 /// Saved `(name, value)` headers as they are sent: names were checked when saved, so

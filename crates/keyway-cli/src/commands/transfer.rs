@@ -171,19 +171,40 @@ pub async fn import(
     }
     let st = store::open(settings)?;
     let http = keyway::http::client().context("building the HTTP client")?;
+    // A token or header for a plain-http server elsewhere is neither sent nor stored:
+    // it would cross the network in the clear on every request.
+    let in_clear = |e: &Entry| {
+        (e.token.is_some() || !e.headers.is_empty())
+            && url::Url::parse(&e.url)
+                .is_ok_and(|u| keyway::auth::urls::may_carry_secrets(&u, false).is_err())
+    };
     // Probe them all at once: one slow server does not hold up the others.
     let probes = futures::future::join_all(entries.iter().map(|e| {
-        let opts = ProbeOptions {
+        let opts = (!in_clear(e)).then(|| ProbeOptions {
             token: e.token.clone(),
             headers: store::header_names(e.headers.iter().cloned()),
             ..Default::default()
-        };
+        });
         let http = http.clone();
         let url = e.url.clone();
-        async move { run_probe(&http, &url, &opts).await }
+        async move {
+            match opts {
+                Some(opts) => Some(run_probe(&http, &url, &opts).await),
+                None => None,
+            }
+        }
     }))
     .await;
     for (e, p) in entries.into_iter().zip(probes) {
+        let Some(p) = p else {
+            results.push(Imported {
+                name: e.name.clone(),
+                url: Some(e.url.clone()),
+                outcome: "skipped",
+                detail: "its token or headers would go over plain http to another machine; add it with its https URL (or `keyway add URL --allow-http` for development)".into(),
+            });
+            continue;
+        };
         let taken: Vec<String> = st
             .servers()
             .await

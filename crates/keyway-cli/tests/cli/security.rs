@@ -235,3 +235,287 @@ async fn a_loopback_gateway_cannot_be_driven_by_a_web_page() {
     );
     drop(child);
 }
+
+/// A static token or a configured header is not sent over plain http to another
+/// machine unless --allow-http says so: `add`, `probe` and `proxy` refuse before
+/// connecting, and nothing is saved. (Before, they were sent in the clear.)
+#[test]
+fn secrets_never_cross_the_network_in_the_clear() {
+    let k = Keyway::new();
+    for args in [
+        &[
+            "add",
+            "http://mcp.example.com/mcp",
+            "--token",
+            "tok-secret",
+            "--force",
+        ][..],
+        &[
+            "add",
+            "http://10.1.2.3/mcp",
+            "--header",
+            "X-Api-Key: key-secret",
+            "--force",
+        ],
+        &[
+            "probe",
+            "http://mcp.example.com/mcp",
+            "--token",
+            "tok-secret",
+        ],
+        &[
+            "proxy",
+            "http://mcp.example.com/mcp",
+            "--token",
+            "tok-secret",
+        ],
+    ] {
+        let out = k.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("plain http") && err.contains("--allow-http"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("-secret"),
+            "the error shows the secret: {err}"
+        );
+    }
+    let listed = json(&k.run(&["--json", "list"]));
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(0),
+        "nothing was saved"
+    );
+    // On purpose, for development: saved.
+    let out = k.run(&[
+        "add",
+        "http://mcp.example.com/mcp",
+        "--token",
+        "tok-secret",
+        "--force",
+        "--allow-http",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Header values can come from a file (`@FILE`) or the environment (`${VAR}`), so they
+/// need not be on the command line where other users see them; a malformed header is
+/// reported without its text.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_values_come_from_files_and_the_environment_and_errors_hide_them() {
+    let k = Keyway::new();
+    let file = k.home.path().join("api-key");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let out = k
+        .cmd(&[
+            "add",
+            "https://mcp.example.com/mcp",
+            "--name",
+            "ex",
+            "--header",
+            &format!("X-Api-Key: @{}", file.display()),
+            "--header",
+            "X-Tenant: t-${KEYWAY_TEST_TENANT}-1",
+            "--force",
+        ])
+        .env("KEYWAY_TEST_TENANT", "from-the-env")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = keyway::store::SqliteStore::open(
+        k.home.path(),
+        keyway::store::OpenOptions {
+            use_keychain: false,
+        },
+    )
+    .unwrap();
+    use keyway::store::Store;
+    let server = store.server("ex").await.unwrap().unwrap();
+    let headers: Vec<(String, String)> = store
+        .headers(&server.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.expose().to_owned()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("x-api-key".to_owned(), "from-a-file".to_owned()),
+            ("x-tenant".to_owned(), "t-from-the-env-1".to_owned())
+        ]
+    );
+
+    for (header, shown, hidden) in [
+        (
+            "no-colon-here-secret-value",
+            "--header number 1",
+            "secret-value",
+        ),
+        (
+            "X-Key: ${KEYWAY_TEST_UNSET_VAR}",
+            "KEYWAY_TEST_UNSET_VAR",
+            "$$",
+        ),
+        (
+            "X-Key: bad\u{1}secret-value",
+            "--header x-key",
+            "secret-value",
+        ),
+    ] {
+        let out = k.run(&["probe", "https://mcp.example.com/mcp", "--header", header]);
+        assert_eq!(out.status.code(), Some(2), "{header}");
+        let err = stderr(&out);
+        assert!(err.contains(shown), "{err}");
+        assert!(!err.contains(hidden), "the value is shown: {err}");
+    }
+}
+
+/// The browser (and whatever it starts, which outlives keyway) gets none of keyway's
+/// environment variables: the store key and secrets stay with keyway.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_browser_gets_none_of_keyways_variables() {
+    use std::os::unix::fs::PermissionsExt;
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    let script = k.home.path().join("browser.sh");
+    let seen = k.home.path().join("browser.env");
+    std::fs::write(&script, "#!/bin/sh\nenv > \"$BROWSER_ENV_OUT\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = tokio::process::Command::from(k.cmd(&[
+        "call",
+        "--url",
+        tb.mcp_url(),
+        "echo",
+        "--auth-timeout",
+        "1",
+    ]))
+    .env("BROWSER", &script)
+    .env("BROWSER_ENV_OUT", &seen)
+    .env(
+        "KEYWAY_STORE_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )
+    .env("KEYWAY_SOMETHING_SECRET", "marker-value")
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "nobody came back from the browser");
+    let env = std::fs::read_to_string(&seen).expect("the browser ran");
+    assert!(env.contains("BROWSER_ENV_OUT="), "{env}");
+    assert!(
+        !env.contains("KEYWAY_"),
+        "keyway's variables reached the browser: {env}"
+    );
+    assert!(!env.contains("marker-value"));
+}
+
+/// `--log-file` is created readable by its owner only, and an existing one is made so.
+#[test]
+fn the_log_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = Keyway::new();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let new = k.home.path().join("new.log");
+    assert!(
+        k.run(&["-v", "--log-file", new.to_str().unwrap(), "list"])
+            .status
+            .success()
+    );
+    assert_eq!(mode(&new), 0o600);
+    let old = k.home.path().join("old.log");
+    std::fs::write(&old, "").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        k.run(&["--log-file", old.to_str().unwrap(), "list"])
+            .status
+            .success()
+    );
+    assert_eq!(mode(&old), 0o600);
+}
+
+/// A keyway process never leaves a core file with its secrets, even when started
+/// with core dumps allowed.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyway_process_dumps_no_core() {
+    use tokio::io::AsyncBufReadExt;
+    let k = Keyway::new();
+    let keyway = k.cmd(&[]).get_program().to_owned();
+    let mut cmd = tokio::process::Command::from(k.cmd(&[]));
+    // The same command, started by a shell that allows core dumps first (as far as
+    // the machine's hard limit lets it).
+    let mut sh = tokio::process::Command::new("/bin/sh");
+    sh.args([
+        "-c",
+        "ulimit -S -c \"$(ulimit -H -c)\" 2>/dev/null; exec \"$0\" \"$@\"",
+    ])
+    .arg(&keyway)
+    .args(["serve", "--listen", "127.0.0.1:0"]);
+    for (key, value) in cmd.as_std().get_envs() {
+        match value {
+            Some(v) => sh.env(key, v),
+            None => sh.env_remove(key),
+        };
+    }
+    let _ = &mut cmd;
+    let mut child = sh
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("keyway gateway on ") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}
+
+/// A server that refuses every token does not get the person signed in again and
+/// again for every message through one proxy: after a few sign-ins the proxy stops
+/// asking and says what to do. (Before, each message started up to two.)
+#[tokio::test(flavor = "multi_thread")]
+async fn one_proxy_session_signs_in_a_bounded_number_of_times() {
+    // No refresh tokens: every refusal can only be met by signing in again.
+    let tb = testbed(|k| {
+        k.always_401 = true;
+        k.no_refresh_token = true;
+    })
+    .await;
+    let k = Keyway::new();
+    let mut c = crate::proxy::Client::spawn(&k, &["proxy", tb.mcp_url(), "--browser", "follow"]);
+    let mut errors = Vec::new();
+    for _ in 0..8 {
+        let r = c.request("tools/list", serde_json::json!({})).await;
+        errors.push(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("sign-ins in this session")),
+        "{errors:?}"
+    );
+    assert!(
+        tb.stats().authorizations <= 5,
+        "{} sign-ins",
+        tb.stats().authorizations
+    );
+    c.finish().await;
+}

@@ -63,11 +63,20 @@ pub async fn open_system(url: &Url) -> Result<(), String> {
     } else {
         args.push(url.to_string());
     }
-    let mut child = tokio::process::Command::new(&program)
+    let mut command = tokio::process::Command::new(&program);
+    command
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    // The browser and whatever it starts outlive keyway, and read their environment:
+    // none of keyway's own variables (the store key, tokens, secrets) go with it.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYWAY_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
     // Openers return at once; a browser started directly keeps running. Either way
