@@ -36,9 +36,10 @@ pub fn init(
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                // A file that was there already keeps its mode when opened: tighten it.
+                // A file that was there already keeps its mode when opened: tighten it
+                // (a regular file: not /dev/null or a terminal).
                 if f.metadata()
-                    .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o077 != 0)
                 {
                     f.set_permissions(std::fs::Permissions::from_mode(0o600))
                         .map_err(|e| {

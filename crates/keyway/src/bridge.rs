@@ -43,6 +43,9 @@ pub trait Authorize: Send + Sync {
     async fn still_wanted(&self) -> bool {
         true
     }
+    /// A message reached the server after an authorization or step-up: the session
+    /// works again (a cap on sign-ins may start over).
+    fn delivered_after_authorizing(&self) {}
 }
 
 /// JSON-RPC error code for "the bridge could not deliver this request".
@@ -78,6 +81,8 @@ struct Shared {
     /// When the client last sent something, until the standalone stream is opened.
     last_activity: Mutex<tokio::time::Instant>,
     settled: std::sync::atomic::AtomicBool,
+    /// An authorization or step-up succeeded, and no message got through since.
+    authorized_unproven: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -170,6 +175,7 @@ where
         initialized: Default::default(),
         last_activity: Mutex::new(tokio::time::Instant::now()),
         settled: Default::default(),
+        authorized_unproven: Default::default(),
     });
     let (finish, finished) = oneshot::channel();
     let writer = tokio::spawn(write_out(out, finished));
@@ -320,6 +326,11 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
     match result {
         Ok(()) => {
             s.stats().to_server += 1;
+            if s.authorized_unproven.load(Ordering::Relaxed)
+                && s.authorized_unproven.swap(false, Ordering::SeqCst)
+            {
+                s.authorize.delivered_after_authorizing();
+            }
             if method == "notifications/initialized" {
                 s.initialized.store(true, Ordering::SeqCst);
                 tokio::spawn(open_when_settled(s.clone()));
@@ -375,12 +386,14 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
             Recovery::Authorize(challenge) => {
                 s.authorize.unauthorized(challenge).await?;
                 s.stats().authorizations += 1;
+                s.authorized_unproven.store(true, Ordering::SeqCst);
             }
             Recovery::StepUp(challenge, operation) => {
                 s.authorize
                     .insufficient_scope(&challenge, &operation)
                     .await?;
                 s.stats().authorizations += 1;
+                s.authorized_unproven.store(true, Ordering::SeqCst);
             }
             Recovery::Reconnect => {
                 if !s.authorize.still_wanted().await {

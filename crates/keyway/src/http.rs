@@ -52,12 +52,35 @@ pub fn guarded(policy: &UrlPolicy) -> Result<reqwest::Client, GuardedClientError
                 .connect_timeout(CONNECT_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .pool_idle_timeout(Duration::from_secs(90))
-                .dns_resolver(GuardedResolver { server })
+                .dns_resolver(GuardedResolver::new(server))
                 .build()
                 .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(GuardedClientError)
+}
+
+/// The hosts of the proxies set in the environment (`HTTP_PROXY`, `HTTPS_PROXY`,
+/// `ALL_PROXY`, in either case): reqwest resolves them through the same resolver, and
+/// a proxy the user configured may well be on their network.
+fn proxy_hosts() -> Vec<String> {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+        .iter()
+        .flat_map(|v| [v.to_string(), v.to_ascii_lowercase()])
+        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|raw| {
+            let raw = raw.trim();
+            let with_scheme = if raw.contains("://") {
+                raw.to_owned()
+            } else {
+                format!("http://{raw}")
+            };
+            url::Url::parse(&with_scheme)
+                .ok()?
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+        })
+        .collect()
 }
 
 /// The guarded client could not be built (the TLS setup failed).
@@ -66,10 +89,12 @@ pub fn guarded(policy: &UrlPolicy) -> Result<reqwest::Client, GuardedClientError
 pub struct GuardedClientError(String);
 
 /// Resolves names with the system resolver and keeps only the addresses a server of
-/// class `server` may reach.
-#[derive(Debug, Clone, Copy)]
+/// class `server` may reach. The proxies configured in the environment are resolved
+/// without a check (the user chose them).
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
-    pub server: HostClass,
+    server: HostClass,
+    exempt: Arc<[String]>,
 }
 
 /// A name that resolved only to addresses the policy refuses.
@@ -83,6 +108,14 @@ pub struct RefusedAddresses {
 }
 
 impl GuardedResolver {
+    /// A resolver for a server of class `server`, exempting the environment's proxies.
+    pub fn new(server: HostClass) -> Self {
+        Self {
+            server,
+            exempt: proxy_hosts().into(),
+        }
+    }
+
     /// The addresses of `addrs` that may be used; an error naming what was refused
     /// when none may.
     pub fn keep(
@@ -94,6 +127,13 @@ impl GuardedResolver {
             server: self.server,
             allow_http: false,
         };
+        if self
+            .exempt
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name.trim_end_matches('.')))
+        {
+            return Ok(addrs.into_iter().collect());
+        }
         let mut refused = std::collections::BTreeSet::new();
         let kept: Vec<SocketAddr> = addrs
             .into_iter()
@@ -123,9 +163,21 @@ impl GuardedResolver {
     }
 }
 
+/// The refusal of [`GuardedResolver`] behind a failed request, if that is why it failed.
+pub fn refused_addresses(e: &reqwest::Error) -> Option<&RefusedAddresses> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<RefusedAddresses>() {
+            return Some(r);
+        }
+        source = s.source();
+    }
+    None
+}
+
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let guard = *self;
+        let guard = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
@@ -269,9 +321,7 @@ mod tests {
     /// public addresses only.
     #[test]
     fn resolved_addresses_obey_the_server_class() {
-        let public = GuardedResolver {
-            server: HostClass::Public,
-        };
+        let public = GuardedResolver::new(HostClass::Public);
         for inside in [
             "127.0.0.1",
             "10.1.2.3",
@@ -290,18 +340,27 @@ mod tests {
             .unwrap();
         assert_eq!(mixed, [at("93.184.216.34")]);
         // A server in a private network may use its neighbours, not the machine.
-        let private = GuardedResolver {
-            server: HostClass::Private,
-        };
+        let private = GuardedResolver::new(HostClass::Private);
         assert!(private.keep("as.corp", [at("10.0.0.2")]).is_ok());
         assert!(private.keep("as.corp", [at("127.0.0.1")]).is_err());
         assert!(private.keep("as.corp", [at("169.254.169.254")]).is_err());
         // A loopback server (the testbed, a local proxy) reaches loopback.
-        let local = GuardedResolver {
-            server: HostClass::Loopback,
-        };
+        let local = GuardedResolver::new(HostClass::Loopback);
         assert!(local.keep("localhost", [at("127.0.0.1")]).is_ok());
         assert!(local.keep("localhost", [at("169.254.169.254")]).is_err());
+    }
+
+    /// The proxies the user set are theirs to choose: resolved without the check (a
+    /// corporate proxy on the private network keeps working for public servers).
+    #[test]
+    fn configured_proxies_are_exempt() {
+        let public = GuardedResolver {
+            server: HostClass::Public,
+            exempt: vec!["proxy.corp".to_owned()].into(),
+        };
+        assert!(public.keep("proxy.corp", [at("10.0.0.3")]).is_ok());
+        assert!(public.keep("PROXY.corp.", [at("10.0.0.3")]).is_ok());
+        assert!(public.keep("other.corp", [at("10.0.0.3")]).is_err());
     }
 
     /// The guarded client refuses a name that resolves to loopback for a public

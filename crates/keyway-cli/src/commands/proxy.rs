@@ -135,13 +135,14 @@ struct ProxyAuth {
     authorizer: Authorizer,
     target: Target,
     step_up: tokio::sync::Mutex<StepUp>,
-    /// Sign-ins this session started (each may open a browser).
+    /// Sign-ins started since a message last got through after one (each may open a
+    /// browser).
     sign_ins: std::sync::atomic::AtomicU32,
 }
 
-/// Sign-ins one proxy session may start: the first, and a few step-ups. A server
-/// that keeps refusing whatever it is given would otherwise open a browser for every
-/// message the client sends.
+/// Sign-ins a proxy session may start in a row without any of them letting a message
+/// through: the first, and a few step-ups. A server that keeps refusing whatever it
+/// is given would otherwise open a browser for every message the client sends.
 const MAX_SIGN_INS: u32 = 5;
 
 /// Makes the token source read the store again when dropped.
@@ -197,7 +198,7 @@ impl ProxyAuth {
         use std::sync::atomic::Ordering;
         if self.sign_ins.fetch_add(1, Ordering::SeqCst) >= MAX_SIGN_INS {
             return Err(format!(
-                "the server still refuses after {MAX_SIGN_INS} sign-ins in this session; not signing in again. Run `keyway authorize` for it in a terminal (or check the server), then restart the MCP client"
+                "the server still refuses after {MAX_SIGN_INS} sign-ins in a row in this session; not signing in again. Run `keyway authorize` for it in a terminal (or check the server), then restart the MCP client"
             ));
         }
         self.authorizer
@@ -314,6 +315,10 @@ impl Authorize for ProxyAuth {
         let previous = self.previous_scopes().await;
         self.authorize(challenge.into_iter().collect(), previous)
             .await
+    }
+
+    fn delivered_after_authorizing(&self) {
+        self.sign_ins.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn still_wanted(&self) -> bool {

@@ -34,7 +34,16 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         .filter(|s| s.enabled)
     {
         let url = store::saved_url(&s)?;
-        let headers = store::saved_headers(&st, &s).await?;
+        // One server whose headers do not open is left out, named; the rest are served.
+        let headers = match st.headers(&s.id).await {
+            Ok(h) => store::header_names(h),
+            Err(e @ keyway::store::StoreError::Unreadable { .. }) => {
+                tracing::warn!(server = %s.name, "not served: {e}");
+                eprintln!("warning: {} is not served: {e}", s.name);
+                continue;
+            }
+            Err(e) => return Err(store::store_error(e)),
+        };
         let kind = store::wire_kind(s.transport);
         let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id);
         upstreams.push(UpstreamConfig {
@@ -112,6 +121,9 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
     }
 }
 
+/// The shortest gateway token keyway accepts.
+const MIN_TOKEN_LEN: usize = 16;
+
 /// The token file `keyway serve --listen` makes in the home when none is given.
 pub const GATEWAY_TOKEN_FILE: &str = "gateway.token";
 
@@ -124,22 +136,44 @@ fn read_token(path: &std::path::Path, ours: bool) -> Result<Secret, CliError> {
     if ours {
         std::fs::create_dir_all(path.parent().unwrap_or(path))
             .with_context(|| format!("creating {}", path.display()))?;
-        return keyway::store::private_token_file(path).map_err(store::store_error);
+        let token = keyway::store::private_token_file(path).map_err(store::store_error)?;
+        if token.expose().len() < MIN_TOKEN_LEN {
+            return Err(CliError::failure(anyhow!(
+                "the gateway's token file {} is empty or cut short",
+                path.display()
+            ))
+            .with_hint("delete it: keyway makes a new one at the next start"));
+        }
+        return Ok(token);
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the token file {}", path.display()))?;
     let token = text.trim();
-    if token.len() < 16 {
+    if token.len() < MIN_TOKEN_LEN {
         return Err(store::usage(format!(
-            "the token in {} is shorter than 16 characters",
+            "the token in {} is shorter than {MIN_TOKEN_LEN} characters",
             path.display()
         )));
     }
-    if let Some(why) = keyway::store::secret_file_exposure(path) {
-        return Err(store::usage(format!(
-            "the token file {} is not used: {why}; `chmod 600` it",
-            path.display()
-        )));
+    // A file you were handed (a container's secret mount is often root's, 0444) is
+    // fine to read; one that others could change is not.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let me = rustix::process::getuid().as_raw();
+        if meta.mode() & 0o022 != 0 || (meta.uid() != me && meta.uid() != 0) {
+            return Err(store::usage(format!(
+                "the token file {} can be changed by other users (mode {:03o}, owner {}); `chmod 600` it",
+                path.display(),
+                meta.mode() & 0o777,
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), "the token file is readable by every user of this machine");
+        }
     }
     Ok(Secret::new(token.to_owned()))
 }

@@ -36,13 +36,19 @@ pub async fn row(
     rec: &ServerRecord,
 ) -> Result<(Row, Option<Credential>), CliError> {
     // One row that does not open is this server's problem, not the whole list's.
+    let per_row = |e: &StoreError| {
+        matches!(
+            e,
+            StoreError::Unreadable { .. } | StoreError::Decode(_) | StoreError::Sqlite(_)
+        )
+    };
     let (cred, unreadable) = match st.credential(&rec.id).await {
         Ok(c) => (c.map(|c| c.credential), None),
-        Err(e @ StoreError::Unreadable { .. }) => (None, Some(e.to_string())),
+        Err(e) if per_row(&e) => (None, Some(e.to_string())),
         Err(e) => return Err(store::store_error(e)),
     };
     let unreadable = match (unreadable, st.headers(&rec.id).await) {
-        (None, Err(e @ StoreError::Unreadable { .. })) => Some(e.to_string()),
+        (None, Err(e)) if per_row(&e) => Some(e.to_string()),
         (u, _) => u,
     };
     let view = CredentialView::of(cred.as_ref(), SystemTime::now());

@@ -86,9 +86,13 @@ pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, Cl
             })?;
             let what = format!("--header {name}");
             let raw = value.trim();
-            let value = match raw.strip_prefix('@') {
-                Some(path) => secret_value(raw, &format!("the value of {what} (from {path})"))?,
-                None => Secret::new(expand_env(raw, &what)?),
+            let value = if let Some(literal) = raw.strip_prefix("@@") {
+                // `@@...` is a value that starts with `@`.
+                Secret::new(format!("@{}", expand_env(literal, &what)?))
+            } else if let Some(path) = raw.strip_prefix('@') {
+                secret_value(raw, &format!("the value of {what} (from the file {path})"))?
+            } else {
+                Secret::new(expand_env(raw, &what)?)
             };
             if http::HeaderValue::from_str(value.expose()).is_err() {
                 return Err(usage(format!(
@@ -103,12 +107,18 @@ pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, Cl
         .collect()
 }
 
-/// `${VAR}` in `value` replaced by the environment variable VAR; a missing one is an
-/// error naming it (never the value).
+/// `${VAR}` in `value` replaced by the environment variable VAR (`$${` is a literal
+/// `${`); a missing one is an error naming it (never the value).
 fn expand_env(value: &str, what: &str) -> Result<String, CliError> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('$') {
+            out.push_str(&rest[..start]);
+            out.push('{');
+            rest = &rest[start + 2..];
+            continue;
+        }
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {

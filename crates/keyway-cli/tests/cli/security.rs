@@ -46,14 +46,14 @@ fn one_unreadable_row_does_not_hide_the_others() {
     let db = rusqlite::Connection::open(k.home.path().join("keyway.db")).unwrap();
     let mut sealed: Vec<u8> = db
         .query_row(
-            "SELECT c.secret FROM credentials c JOIN servers s ON s.id = c.server_id WHERE s.name = 'bad'",
+            "SELECT c.sealed FROM credentials c JOIN servers s ON s.id = c.server_id WHERE s.name = 'bad'",
             [],
             |r| r.get(0),
         )
         .unwrap();
     *sealed.last_mut().unwrap() ^= 1;
     db.execute(
-        "UPDATE credentials SET secret = ?1 WHERE server_id = (SELECT id FROM servers WHERE name = 'bad')",
+        "UPDATE credentials SET sealed = ?1 WHERE server_id = (SELECT id FROM servers WHERE name = 'bad')",
         [sealed],
     )
     .unwrap();
@@ -233,6 +233,12 @@ async fn a_loopback_gateway_cannot_be_driven_by_a_web_page() {
         send("application/json", Some(bearer.clone()), None).await,
         200
     );
+    // A page the gateway itself served (its own origin) is fine.
+    let own: &'static str = Box::leak(url.trim_end_matches("/mcp").to_owned().into_boxed_str());
+    assert_eq!(
+        send("application/json", Some(bearer.clone()), Some(own)).await,
+        200
+    );
     drop(child);
 }
 
@@ -318,6 +324,8 @@ async fn header_values_come_from_files_and_the_environment_and_errors_hide_them(
             &format!("X-Api-Key: @{}", file.display()),
             "--header",
             "X-Tenant: t-${KEYWAY_TEST_TENANT}-1",
+            "--header",
+            "X-Literal: @@at-$${not-a-var}",
             "--force",
         ])
         .env("KEYWAY_TEST_TENANT", "from-the-env")
@@ -344,7 +352,8 @@ async fn header_values_come_from_files_and_the_environment_and_errors_hide_them(
         headers,
         [
             ("x-api-key".to_owned(), "from-a-file".to_owned()),
-            ("x-tenant".to_owned(), "t-from-the-env-1".to_owned())
+            ("x-tenant".to_owned(), "t-from-the-env-1".to_owned()),
+            ("x-literal".to_owned(), "@at-${not-a-var}".to_owned()),
         ]
     );
 
@@ -479,8 +488,12 @@ async fn a_keyway_process_dumps_no_core() {
         .lines()
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
+    // "Max core file size  SOFT  HARD  bytes": the soft limit is keyway's to lower
+    // (programs it starts keep the hard one). Where the machine's hard limit is 0
+    // already, this cannot tell the fix from its absence; elsewhere the shell raised
+    // the soft limit first.
     let fields: Vec<&str> = core.split_whitespace().collect();
-    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    assert_eq!(fields[4], "0", "{core}");
 }
 
 /// A server that refuses every token does not get the person signed in again and
@@ -507,9 +520,7 @@ async fn one_proxy_session_signs_in_a_bounded_number_of_times() {
         );
     }
     assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("sign-ins in this session")),
+        errors.iter().any(|e| e.contains("sign-ins in a row")),
         "{errors:?}"
     );
     assert!(

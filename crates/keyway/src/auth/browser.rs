@@ -114,9 +114,7 @@ pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<
     });
     let client = crate::http::builder()
         .cookie_store(true)
-        .dns_resolver(crate::http::GuardedResolver {
-            server: policy.server,
-        })
+        .dns_resolver(crate::http::GuardedResolver::new(policy.server))
         .redirect(redirects)
         .timeout(Duration::from_secs(60))
         .build()

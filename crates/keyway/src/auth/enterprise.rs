@@ -33,6 +33,8 @@ pub struct IdentityProvider {
 }
 
 /// Token exchange at the IdP, then the jwt-bearer grant at the MCP authorization server.
+/// The IdP is the user's choice, reached with keyway's ordinary client (it may well be
+/// on the user's network); the authorization server with `http`, the flow's guarded one.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     http: &reqwest::Client,
@@ -43,7 +45,10 @@ pub(crate) async fn run(
     resource: &str,
     scopes: &[String],
 ) -> Result<TokenResponse, AuthError> {
-    let id_jag = exchange(http, idp, as_issuer, resource, scopes).await?;
+    let ordinary = crate::http::client().map_err(|e| AuthError::IdentityProvider {
+        detail: format!("building the HTTP client: {e}"),
+    })?;
+    let id_jag = exchange(&ordinary, idp, as_issuer, resource, scopes).await?;
     let mut form = vec![
         ("grant_type", JWT_BEARER.to_owned()),
         ("assertion", id_jag.expose().to_owned()),

@@ -39,6 +39,8 @@ pub struct Authorizer {
     /// the server being authorized (set by [`Authorizer::authorize`]; until then the
     /// strictest, a public server's).
     http: reqwest::Client,
+    /// The URL rules of the flow under way (its server's), set with `http`.
+    policy: UrlPolicy,
     options: AuthOptions,
     registrations: Arc<dyn RegistrationStore>,
     reporter: Arc<dyn Reporter>,
@@ -99,6 +101,7 @@ impl Authorizer {
         };
         Ok(Self {
             http: guarded_client(&strictest)?,
+            policy: strictest,
             options,
             registrations,
             reporter,
@@ -128,6 +131,7 @@ impl Authorizer {
         let policy = UrlPolicy::for_server_resolved(mcp_url, self.options.allow_http).await;
         let flow = Self {
             http: guarded_client(&policy)?,
+            policy,
             ..self.clone()
         };
         flow.authorize_under(mcp_url, www_authenticate, previous_scopes, policy)
@@ -276,8 +280,16 @@ impl Authorizer {
                 "enterprise-managed authorization needs the identity provider flags".into(),
             ));
         };
-        policy
-            .check(&idp.token_endpoint)
+        // The user named the identity provider: https (or http on this machine, or with
+        // --allow-http), wherever it is.
+        let idp_url = Url::parse(&idp.token_endpoint).map_err(|_| {
+            AuthError::refused("identity provider's token endpoint")(
+                super::urls::UrlRefusal::NotAUrl {
+                    url: idp.token_endpoint.clone(),
+                },
+            )
+        })?;
+        super::urls::may_carry_secrets(&idp_url, policy.allow_http)
             .map_err(AuthError::refused("identity provider's token endpoint"))?;
         let token_endpoint = self.token_endpoint(t, policy)?;
         let client = registration::preregistered(&self.options.client, &t.metadata)?;
@@ -320,7 +332,7 @@ impl Authorizer {
             .to_string();
         let token_endpoint = self.token_endpoint(t, policy)?;
         let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
-        let client = match registration::plan(&self.options.client, &t.metadata, policy)? {
+        let client = match registration::plan(&self.options.client, &t.metadata)? {
             Plan::Preregistered => registration::preregistered(&self.options.client, &t.metadata)?,
             Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
             Plan::Dynamic(reg) => {
@@ -380,6 +392,7 @@ impl Authorizer {
         }
         let r = registration::register(
             &self.http,
+            &self.policy,
             endpoint,
             &t.metadata,
             &self.options.client_name,
@@ -534,7 +547,7 @@ impl Authorizer {
         wanted: &[String],
     ) -> Result<Grant, AuthError> {
         let state = CsrfToken::new_random();
-        let plan = registration::plan(&self.options.client, &t.metadata, policy)?;
+        let plan = registration::plan(&self.options.client, &t.metadata)?;
         let (mut listener, client) = match plan {
             Plan::Dynamic(endpoint) => self.dynamic_client(t, &endpoint, state.secret()).await?,
             other => {

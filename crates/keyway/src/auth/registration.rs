@@ -41,13 +41,7 @@ pub enum Plan {
     Dynamic(String),
 }
 
-/// A `registration_endpoint` the URL rules refuse is an error here, before anything
-/// is sent to it: nothing about keyway's client goes where the server may not send it.
-pub fn plan(
-    opts: &ClientOptions,
-    m: &AuthServerMetadata,
-    policy: &UrlPolicy,
-) -> Result<Plan, AuthError> {
+pub fn plan(opts: &ClientOptions, m: &AuthServerMetadata) -> Result<Plan, AuthError> {
     if opts.client_id.is_some() {
         return Ok(Plan::Preregistered);
     }
@@ -57,10 +51,7 @@ pub fn plan(
         return Ok(Plan::MetadataDocument(url.clone()));
     }
     if let Some(endpoint) = &m.registration_endpoint {
-        let checked = policy
-            .check(endpoint)
-            .map_err(AuthError::refused("registration_endpoint"))?;
-        return Ok(Plan::Dynamic(checked.to_string()));
+        return Ok(Plan::Dynamic(endpoint.clone()));
     }
     Err(AuthError::NoRegistration {
         issuer: m.issuer.clone(),
@@ -240,9 +231,14 @@ impl RegistrationStore for MemoryRegistrations {
 }
 
 /// Register dynamically (RFC 7591) as a native public client, and use what the
-/// server hands back, including the auth method it chose (§3.2.1).
+/// server hands back, including the auth method it chose (§3.2.1). An `endpoint` the
+/// URL rules refuse is an error before anything is sent: nothing about keyway's client
+/// goes where the server may not send it. (A registration already stored is used
+/// without coming here, so a server whose endpoint is refused only now keeps working
+/// for as long as that registration does.)
 pub(crate) async fn register(
     http: &reqwest::Client,
+    policy: &UrlPolicy,
     endpoint: &str,
     m: &AuthServerMetadata,
     client_name: &str,
@@ -263,6 +259,9 @@ pub(crate) async fn register(
         issuer: m.issuer.clone(),
         detail,
     };
+    let endpoint = policy
+        .check(endpoint)
+        .map_err(AuthError::refused("registration_endpoint"))?;
     let resp = http
         .post(endpoint)
         .header(header::ACCEPT, "application/json")
@@ -381,9 +380,11 @@ mod tests {
     }
 
     /// A public server's metadata cannot aim the registration POST at the user's
-    /// machine, network or cloud metadata, nor over plain http.
-    #[test]
-    fn a_registration_endpoint_the_rules_refuse_is_never_planned() {
+    /// machine, network or cloud metadata, nor over plain http: refused before any
+    /// request.
+    #[tokio::test]
+    async fn a_registration_endpoint_the_rules_refuse_gets_nothing() {
+        let http = crate::http::client().unwrap();
         for bad in [
             "http://127.0.0.1:8080/register",
             "https://127.0.0.1/register",
@@ -395,7 +396,9 @@ mod tests {
             "file:///etc/passwd",
         ] {
             let m = meta(|m| m.registration_endpoint = Some(bad.into()));
-            let err = plan(&ClientOptions::default(), &m, &public_server()).unwrap_err();
+            let err = register(&http, &public_server(), bad, &m, "keyway", &[], &[])
+                .await
+                .unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -420,24 +423,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plan(&cimd, &both, &public_server()).unwrap(),
+            plan(&cimd, &both).unwrap(),
             Plan::MetadataDocument("https://me/c.json".into())
         );
         let pre = ClientOptions {
             client_id: Some("x".into()),
             ..cimd.clone()
         };
-        assert_eq!(
-            plan(&pre, &both, &public_server()).unwrap(),
-            Plan::Preregistered
-        );
+        assert_eq!(plan(&pre, &both).unwrap(), Plan::Preregistered);
         let dcr_only = meta(|m| m.registration_endpoint = Some("https://as/register".into()));
         assert_eq!(
-            plan(&cimd, &dcr_only, &public_server()).unwrap(),
+            plan(&cimd, &dcr_only).unwrap(),
             Plan::Dynamic("https://as/register".into())
         );
         assert!(matches!(
-            plan(&ClientOptions::default(), &meta(|_| {}), &public_server()),
+            plan(&ClientOptions::default(), &meta(|_| {})),
             Err(AuthError::NoRegistration { .. })
         ));
     }

@@ -84,12 +84,27 @@ pub(crate) async fn request(
         .form(&form)
         .send()
         .await
-        .map_err(|e| TokenError::Transport(describe(&e)))?;
+        .map_err(|e| transport_error("token_endpoint", token_endpoint, &e))?;
     let status = resp.status().as_u16();
     let body = read_capped(resp, MAX_TOKEN_BYTES)
         .await
         .map_err(|detail| TokenError::Malformed { status, detail })?;
     parse_response(status, &body)
+}
+
+/// A request that failed: [`TokenError::Refused`] when the guarded resolver refused
+/// the addresses of `endpoint`'s name (nothing was sent), else a transport error.
+fn transport_error(what: &'static str, endpoint: &str, e: &reqwest::Error) -> TokenError {
+    match crate::http::refused_addresses(e) {
+        Some(r) => TokenError::Refused {
+            what,
+            refusal: super::urls::UrlRefusal::Addresses {
+                url: super::urls::redacted_str(endpoint),
+                detail: r.to_string(),
+            },
+        },
+        None => TokenError::Transport(describe(e)),
+    }
 }
 
 /// Revoke a token issued for `resource` (RFC 7009). The endpoint comes from the
@@ -121,7 +136,7 @@ pub async fn revoke(
         ("token", token.expose().to_owned()),
         ("token_type_hint", hint.to_owned()),
     ];
-    let req = http.post(endpoint).timeout(TOKEN_TIMEOUT);
+    let req = http.post(endpoint.clone()).timeout(TOKEN_TIMEOUT);
     let req = client
         .authenticate(req, &mut form, issuer, SystemTime::now())
         .map_err(TokenError::Client)?;
@@ -129,7 +144,7 @@ pub async fn revoke(
         .form(&form)
         .send()
         .await
-        .map_err(|e| TokenError::Transport(describe(&e)))?;
+        .map_err(|e| transport_error("revocation_endpoint", endpoint.as_str(), &e))?;
     let status = resp.status().as_u16();
     if (200..300).contains(&status) {
         return Ok(());

@@ -222,9 +222,10 @@ pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshErr
         now,
     )
     .await
-    .map_err(|e| match e.code() {
-        Some("invalid_grant") => RefreshError::Rejected(e),
-        _ => RefreshError::Failed(e),
+    .map_err(|e| match e {
+        TokenError::Refused { refusal, .. } => RefreshError::Refused(refusal),
+        e if e.code() == Some("invalid_grant") => RefreshError::Rejected(e),
+        e => RefreshError::Failed(e),
     })?;
     Ok(Grant {
         access_token: r.access_token,

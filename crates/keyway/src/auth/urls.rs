@@ -170,6 +170,7 @@ fn v4_class(ip: Ipv4Addr) -> HostClass {
         || (a == 100 && b & 0xc0 == 64) // 100.64.0.0/10, shared (CGNAT)
         || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, IETF protocol assignments
         || (a == 192 && b == 0 && c == 2) // 192.0.2.0/24, documentation
+        || (a == 192 && b == 88 && c == 99) // 192.88.99.0/24, former 6to4 relays
         || (a == 198 && b & 0xfe == 18) // 198.18.0.0/15, benchmarking
         || (a == 198 && b == 51 && c == 100) // documentation
         || (a == 203 && b == 0 && c == 113) // documentation
@@ -198,6 +199,9 @@ fn v6_class(ip: Ipv6Addr) -> HostClass {
     } else if let Some(v4) = ip.to_ipv4_mapped() {
         // ::ffff:a.b.c.d
         v4_class(v4)
+    } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // ::ffff:0:a.b.c.d, IPv4-translated (SIIT)
+        embedded(s[6], s[7])
     } else if s[..6] == [0; 6] {
         // ::a.b.c.d, IPv4-compatible (deprecated, still routed by some stacks)
         embedded(s[6], s[7])
@@ -242,6 +246,34 @@ pub enum UrlRefusal {
     Private { url: String, class: HostClass },
     #[error("{url} carries credentials in the URL")]
     Userinfo { url: String },
+    /// The name resolved only to addresses the rules refuse.
+    #[error("{url}: {detail}")]
+    Addresses { url: String, detail: String },
+}
+
+/// A URL as errors show it: without user and password, and with its query replaced
+/// (an API key often rides there).
+pub fn redacted(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// [`redacted`] for text that may not parse: then at most its first 60 characters
+/// before any `?`.
+pub fn redacted_str(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(u) => redacted(&u),
+        Err(_) => {
+            let head = raw.split(['?', '#']).next().unwrap_or_default();
+            head.chars().take(60).collect()
+        }
+    }
 }
 
 /// The rules every URL of a flow obeys (MCP "Communication Security", SBP SSRF):
@@ -266,10 +298,13 @@ impl UrlPolicy {
         }
     }
 
-    /// The policy for a server whose host may be a DNS name: the name is resolved,
-    /// and the server is in the most public class among its addresses (so a public
-    /// server whose DNS also lists a private address gains nothing by it). A name
-    /// that does not resolve counts as public.
+    /// The policy for a server whose host may be a DNS name: a name whose addresses
+    /// are all inside a private network makes a private server (its metadata and
+    /// authorization server may be its neighbours); any public address, or no answer,
+    /// makes a public one. A name never makes a loopback or link-local server: its DNS
+    /// could answer this lookup differently from the one the connection used
+    /// (rebinding), and this machine and cloud metadata are not worth that risk. Use
+    /// `localhost` or an address for a server on this machine.
     pub async fn for_server_resolved(mcp_url: &Url, allow_http: bool) -> Self {
         let mut policy = Self::for_server(mcp_url, allow_http);
         if let Some(url::Host::Domain(d)) = mcp_url.host()
@@ -277,10 +312,10 @@ impl UrlPolicy {
         {
             let port = mcp_url.port_or_known_default().unwrap_or(443);
             if let Ok(addrs) = tokio::net::lookup_host((d, port)).await {
-                policy.server = addrs
-                    .map(|a| ip_class(a.ip()))
-                    .max()
-                    .unwrap_or(HostClass::Public);
+                let most_public = addrs.map(|a| ip_class(a.ip())).max();
+                if most_public.is_some_and(|c| c != HostClass::Public) {
+                    policy.server = HostClass::Private;
+                }
             }
         }
         policy
@@ -300,14 +335,14 @@ impl UrlPolicy {
 
     pub fn check(&self, raw: &str) -> Result<Url, UrlRefusal> {
         let url = Url::parse(raw).map_err(|_| UrlRefusal::NotAUrl {
-            url: raw.to_owned(),
+            url: redacted_str(raw),
         })?;
         self.check_url(&url)?;
         Ok(url)
     }
 
     pub fn check_url(&self, url: &Url) -> Result<(), UrlRefusal> {
-        let shown = || url.as_str().to_owned();
+        let shown = || redacted(url);
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRefusal::Userinfo { url: shown() });
         }
@@ -332,11 +367,9 @@ fn check_scheme(url: &Url, allow_http: bool) -> Result<(), UrlRefusal> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_http || host_class(url) == HostClass::Loopback => Ok(()),
-        "http" => Err(UrlRefusal::PlainHttp {
-            url: url.as_str().to_owned(),
-        }),
+        "http" => Err(UrlRefusal::PlainHttp { url: redacted(url) }),
         other => Err(UrlRefusal::Scheme {
-            url: url.as_str().to_owned(),
+            url: redacted(url),
             scheme: other.to_owned(),
         }),
     }
@@ -485,6 +518,9 @@ mod tests {
             ),
             ("http://[::]/", HostClass::Loopback),
             ("http://[::ffff:0.0.0.0]/", HostClass::Loopback),
+            ("http://[::ffff:0:7f00:1]/", HostClass::Loopback),
+            ("http://[::ffff:0:a00:1]/", HostClass::Private),
+            ("http://192.88.99.1/", HostClass::Private),
         ] {
             assert_eq!(host_class(&u(s)), c, "{s}");
         }

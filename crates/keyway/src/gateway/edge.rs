@@ -43,6 +43,9 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// Connections served at once unless configured.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
+/// How long the accept loop rests after accepting failed (file descriptors exhausted).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// What one client may take of the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EdgeLimits {
@@ -149,10 +152,10 @@ impl Edge {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // Out of file descriptors and the like: say so, and keep going
-                        // once something was released.
+                        // Out of file descriptors and the like: say so, and try again
+                        // a moment later (at once would spin and flood the log).
                         tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::task::yield_now().await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
@@ -269,6 +272,35 @@ mod tests {
             let closed = tokio::time::timeout(GUARD, s.read_to_end(&mut rest)).await;
             assert!(closed.is_ok(), "the connection was left open");
         }
+        tokio::time::timeout(GUARD, open.until(|n| n == 0))
+            .await
+            .unwrap();
+    }
+
+    /// A connection idle after its request (keep-alive) is closed once it goes the
+    /// header timeout without a new one, so idle connections do not hold slots.
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed() {
+        let limits = EdgeLimits {
+            header_timeout: Duration::from_millis(300),
+            ..EdgeLimits::default()
+        };
+        let (addr, mut open) = start(limits).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "DELETE /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let line = tokio::time::timeout(GUARD, status_line(&mut s))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        let mut rest = Vec::new();
+        tokio::time::timeout(GUARD, s.read_to_end(&mut rest))
+            .await
+            .expect("the idle connection was closed")
+            .unwrap();
         tokio::time::timeout(GUARD, open.until(|n| n == 0))
             .await
             .unwrap();

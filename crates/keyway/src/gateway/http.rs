@@ -102,7 +102,9 @@ impl Guard {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .unwrap_or_default();
-        if !constant_time_eq(given.trim().as_bytes(), self.token.expose().as_bytes()) {
+        // An empty token (a file cut short) opens nothing.
+        let expected = self.token.expose().as_bytes();
+        if expected.is_empty() || !constant_time_eq(given.trim().as_bytes(), expected) {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 "the gateway needs its token",
@@ -372,6 +374,18 @@ async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_token_opens_nothing() {
+        let g = Guard::for_addr("127.0.0.1:7000".parse().unwrap(), Secret::new(""), &[]);
+        for auth in [None, Some("Bearer "), Some("Bearer"), Some("")] {
+            let mut h = vec![("host", "127.0.0.1:7000")];
+            if let Some(a) = auth {
+                h.push(("authorization", a));
+            }
+            assert!(g.check(&headers(&h)).is_err(), "{auth:?}");
+        }
+    }
 
     #[test]
     fn only_json_posts() {

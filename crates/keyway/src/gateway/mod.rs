@@ -848,8 +848,16 @@ where
             }
         };
         // At most STDIO_QUEUE requests at once: the next line waits for one to end.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
+        // Answers and notifications take no slot (a request may be waiting for one of
+        // the client's answers).
+        let is_request = message.get("method").is_some() && message.get("id").is_some();
+        let permit = if is_request {
+            match in_flight.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => break,
+            }
+        } else {
+            None
         };
         let (gw, tx) = (gw.clone(), tx.clone());
         tasks.spawn(async move {

@@ -849,7 +849,7 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use axum::{Router, response::IntoResponse, routing::post};
     use serde_json::json;
@@ -861,10 +861,9 @@ mod tests {
     /// 32 MB received and 4 MB sent, unread).
     const FLOOD: usize = 40_000;
 
-    /// How far the flooding server got.
+    /// Whether the flooding server got to its end.
     #[derive(Default)]
     struct Flood {
-        produced: AtomicUsize,
         done: AtomicBool,
     }
 
@@ -882,7 +881,6 @@ mod tests {
                     let pad = "x".repeat(1000);
                     let events = futures::stream::iter(0..=FLOOD).map(move |i| {
                         let data = if i < FLOOD {
-                            f.produced.fetch_add(1, Ordering::SeqCst);
                             json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"i": i, "pad": pad}})
                         } else {
                             f.done.store(true, Ordering::SeqCst);
@@ -959,11 +957,6 @@ mod tests {
         assert!(
             !flood.done.load(Ordering::SeqCst),
             "the server was read to its end"
-        );
-        let produced = flood.produced.load(Ordering::SeqCst);
-        assert!(
-            produced < FLOOD / 2,
-            "{produced} messages produced while held"
         );
         assert_eq!(got.lock().unwrap().len(), 100);
 

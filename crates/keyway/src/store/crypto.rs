@@ -263,19 +263,37 @@ pub(crate) fn looked_in(home: &Path, use_keychain: bool) -> String {
     places.join(", ")
 }
 
-/// Create `path` with mode 0600 and write `bytes`; never replaces an existing file.
+/// Create `path` with mode 0600 holding `bytes`; never replaces an existing file
+/// (`AlreadyExists` then). The file appears whole or not at all: it is written under
+/// a temporary name and linked into place, so another process never reads half of it.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    let mut tag = [0u8; 8];
+    rand::rng().fill_bytes(&mut tag);
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".{tag}.tmp"));
+    let tmp = path.with_file_name(tmp_name);
+    let create = |at: &Path| -> std::io::Result<()> {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(at)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    let linked = create(&tmp).and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(io(e)),
+        // A file system without hard links: written in place.
+        Err(_) => create(path).map_err(io),
+    }
 }
 
 fn keychain_account(home: &Path) -> String {

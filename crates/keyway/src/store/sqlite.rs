@@ -343,6 +343,14 @@ fn bind_values(conn: &mut Connection, cipher: &Cipher) -> Result<(), StoreError>
         return Ok(());
     }
     let rebound = binding::bind_all(&tx, cipher)?;
+    // New names for the sealed columns: a keyway from before, still running, fails
+    // loudly on them instead of writing values sealed the old way, which would not
+    // open any more.
+    tx.execute_batch(
+        "ALTER TABLE credentials RENAME COLUMN secret TO sealed;
+         ALTER TABLE servers RENAME COLUMN headers TO sealed_headers;
+         ALTER TABLE registrations RENAME COLUMN secret TO sealed;",
+    )?;
     tx.pragma_update(None, "user_version", 2)?;
     tx.commit()?;
     if rebound.sealed > 0 {
@@ -513,10 +521,10 @@ fn write_credential(
     );
     let sealed = cipher.seal(&aad, &plain);
     tx.execute(
-        "INSERT INTO credentials (server_id, kind, secret, expires_at, issued_at, scope, issuer, token_endpoint,
+        "INSERT INTO credentials (server_id, kind, sealed, expires_at, issued_at, scope, issuer, token_endpoint,
                                   client_id, resource, as_metadata, version, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT (server_id) DO UPDATE SET kind = excluded.kind, secret = excluded.secret,
+         ON CONFLICT (server_id) DO UPDATE SET kind = excluded.kind, sealed = excluded.sealed,
              expires_at = excluded.expires_at, issued_at = excluded.issued_at, scope = excluded.scope,
              issuer = excluded.issuer, token_endpoint = excluded.token_endpoint, client_id = excluded.client_id,
              resource = excluded.resource, as_metadata = excluded.as_metadata, version = excluded.version,
@@ -547,7 +555,7 @@ fn read_credential(
 ) -> Result<Option<StoredCredential>, StoreError> {
     let row = conn
         .query_row(
-            "SELECT c.kind, c.secret, c.expires_at, c.issued_at, c.scope, c.issuer, c.token_endpoint,
+            "SELECT c.kind, c.sealed, c.expires_at, c.issued_at, c.scope, c.issuer, c.token_endpoint,
                     c.client_id, c.resource, c.as_metadata, c.version, c.updated_at, s.url, s.name
              FROM credentials c JOIN servers s ON s.id = c.server_id WHERE c.server_id = ?1",
             params![server_id],
@@ -672,7 +680,7 @@ impl Store for SqliteStore {
             };
             let t = now() as i64;
             tx.execute(
-                "INSERT INTO servers (id, name, url, transport, auth, enabled, headers, header_names, created_at, updated_at)
+                "INSERT INTO servers (id, name, url, transport, auth, enabled, sealed_headers, header_names, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?8)",
                 params![
                     s.id,
@@ -720,7 +728,7 @@ impl Store for SqliteStore {
         self.run(move |conn, cipher| {
             let row: Option<(Option<Vec<u8>>, String, String)> = conn
                 .query_row(
-                    "SELECT headers, url, name FROM servers WHERE id = ?1",
+                    "SELECT sealed_headers, url, name FROM servers WHERE id = ?1",
                     params![id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
@@ -778,7 +786,7 @@ impl Store for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
             let n = tx.execute(
-                "UPDATE servers SET deleted_at = ?2, updated_at = ?2, headers = NULL WHERE id = ?1 AND deleted_at IS NULL",
+                "UPDATE servers SET deleted_at = ?2, updated_at = ?2, sealed_headers = NULL WHERE id = ?1 AND deleted_at IS NULL",
                 params![id, now() as i64],
             )?;
             tx.commit()?;
@@ -1051,7 +1059,7 @@ impl RegistrationStore for SqliteStore {
             .run(move |conn, cipher| {
                 let row = conn
                     .query_row(
-                        "SELECT client_id, secret, auth_method, kind, redirect_uris FROM registrations WHERE issuer = ?1",
+                        "SELECT client_id, sealed, auth_method, kind, redirect_uris FROM registrations WHERE issuer = ?1",
                         params![issuer],
                         |r| {
                             Ok((
@@ -1111,7 +1119,7 @@ impl RegistrationStore for SqliteStore {
                     cipher.seal(&aad, &plain)
                 });
                 conn.execute(
-                    "INSERT OR REPLACE INTO registrations (issuer, client_id, secret, auth_method, kind, redirect_uris, created_at)
+                    "INSERT OR REPLACE INTO registrations (issuer, client_id, sealed, auth_method, kind, redirect_uris, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         r.issuer,

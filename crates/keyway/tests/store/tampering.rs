@@ -179,7 +179,7 @@ async fn a_sealed_value_moved_to_another_row_does_not_open() {
     two_servers(dir.path()).await;
     sql(
         dir.path(),
-        "UPDATE credentials SET secret = (SELECT secret FROM credentials WHERE server_id = 's2') WHERE server_id = 's1'",
+        "UPDATE credentials SET sealed = (SELECT sealed FROM credentials WHERE server_id = 's2') WHERE server_id = 's1'",
     );
     assert_eq!(readable(dir.path()).await, [false, true, true, true]);
 }

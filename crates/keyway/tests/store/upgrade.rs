@@ -43,6 +43,16 @@ async fn a_schema_1_store_keeps_every_secret_and_is_bound_from_then_on() {
     assert_eq!(user_version(home.path()), 1);
     let store = open(home.path()).unwrap();
     assert_eq!(user_version(home.path()), 2);
+    // A keyway from before that is still running finds none of the columns it seals
+    // into: it fails loudly rather than writing values that would not open.
+    for old in [
+        "SELECT secret FROM credentials",
+        "SELECT headers FROM servers",
+        "SELECT secret FROM registrations",
+    ] {
+        let db = rusqlite::Connection::open(home.path().join("keyway.db")).unwrap();
+        assert!(db.prepare(old).is_err(), "{old}");
+    }
 
     let servers = store.servers().await.unwrap();
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
