@@ -72,125 +72,114 @@ pub(crate) struct Rebound {
     pub unreadable: Vec<String>,
 }
 
+/// One sealed value to reseal: the key of its row, its schema-1 and schema-2
+/// associated data, the value, and what it is (for the report).
+struct ToReseal {
+    key: String,
+    old_aad: String,
+    new_aad: String,
+    sealed: Vec<u8>,
+    what: String,
+}
+
 /// Reseal every schema-1 value of the store under its binding, in `tx`.
 pub(crate) fn bind_all(tx: &Transaction<'_>, cipher: &Cipher) -> Result<Rebound, StoreError> {
     let mut out = Rebound::default();
-    let mut reseal = |old_aad: String, new_aad: String, sealed: Vec<u8>, what: String| match cipher
-        .open(&old_aad, &sealed)
-    {
-        Ok(plain) => {
-            out.sealed += 1;
-            Some(cipher.seal(&new_aad, &plain))
-        }
-        Err(_) => {
-            out.unreadable.push(what);
-            None
-        }
-    };
-
-    type CredRow = (
-        String,
-        String,
-        Vec<u8>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let rows: Vec<CredRow> = tx
-        .prepare(
-            "SELECT c.server_id, c.kind, c.secret, c.issuer, c.token_endpoint, c.client_id,
-                    c.resource, c.as_metadata, s.url
-             FROM credentials c JOIN servers s ON s.id = c.server_id",
-        )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (id, kind, sealed, issuer, te, client, resource, meta, url) in rows {
-        let aad = credential(
-            &id,
-            &url,
-            &kind,
-            issuer.as_deref(),
-            te.as_deref(),
-            client.as_deref(),
-            resource.as_deref(),
-            meta.as_deref(),
-        );
-        if let Some(new) = reseal(
-            format!("credentials.secret:{id}"),
-            aad,
-            sealed,
-            format!("credential of server {id}"),
-        ) {
-            tx.execute(
-                "UPDATE credentials SET secret = ?2 WHERE server_id = ?1",
-                params![id, new],
-            )?;
-        }
-    }
-
-    let rows: Vec<(String, String, Vec<u8>)> = tx
-        .prepare("SELECT id, url, headers FROM servers WHERE headers IS NOT NULL")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, url, sealed) in rows {
-        if let Some(new) = reseal(
-            format!("servers.headers:{id}"),
-            headers(&id, &url),
-            sealed,
-            format!("headers of server {id}"),
-        ) {
-            tx.execute(
-                "UPDATE servers SET headers = ?2 WHERE id = ?1",
-                params![id, new],
-            )?;
-        }
-    }
-
-    let rows: Vec<(String, String, String, String, String, Vec<u8>)> = tx
-        .prepare(
-            "SELECT issuer, client_id, auth_method, kind, redirect_uris, secret
-             FROM registrations WHERE secret IS NOT NULL",
-        )?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (issuer, client_id, method, kind, redirects, sealed) in rows {
-        if let Some(new) = reseal(
-            format!("registrations.secret:{issuer}"),
-            registration(&issuer, &client_id, &method, &kind, &redirects),
-            sealed,
-            format!("registration at {issuer}"),
-        ) {
-            tx.execute(
-                "UPDATE registrations SET secret = ?2 WHERE issuer = ?1",
-                params![issuer, new],
-            )?;
-        }
-    }
+    reseal_rows(
+        tx,
+        cipher,
+        &mut out,
+        "SELECT c.server_id, c.kind, c.secret, c.issuer, c.token_endpoint, c.client_id,
+                c.resource, c.as_metadata, s.url
+         FROM credentials c JOIN servers s ON s.id = c.server_id",
+        "UPDATE credentials SET secret = ?2 WHERE server_id = ?1",
+        |r| {
+            let (id, kind, url): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(8)?);
+            let text = |i| r.get::<_, Option<String>>(i);
+            Ok(ToReseal {
+                old_aad: format!("credentials.secret:{id}"),
+                new_aad: credential(
+                    &id,
+                    &url,
+                    &kind,
+                    text(3)?.as_deref(),
+                    text(4)?.as_deref(),
+                    text(5)?.as_deref(),
+                    text(6)?.as_deref(),
+                    text(7)?.as_deref(),
+                ),
+                sealed: r.get(2)?,
+                what: format!("credential of server {id}"),
+                key: id,
+            })
+        },
+    )?;
+    reseal_rows(
+        tx,
+        cipher,
+        &mut out,
+        "SELECT id, url, headers FROM servers WHERE headers IS NOT NULL",
+        "UPDATE servers SET headers = ?2 WHERE id = ?1",
+        |r| {
+            let (id, url): (String, String) = (r.get(0)?, r.get(1)?);
+            Ok(ToReseal {
+                old_aad: format!("servers.headers:{id}"),
+                new_aad: headers(&id, &url),
+                sealed: r.get(2)?,
+                what: format!("headers of server {id}"),
+                key: id,
+            })
+        },
+    )?;
+    reseal_rows(
+        tx,
+        cipher,
+        &mut out,
+        "SELECT issuer, client_id, auth_method, kind, redirect_uris, secret
+         FROM registrations WHERE secret IS NOT NULL",
+        "UPDATE registrations SET secret = ?2 WHERE issuer = ?1",
+        |r| {
+            let issuer: String = r.get(0)?;
+            let (client_id, method, kind, redirects): (String, String, String, String) =
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            Ok(ToReseal {
+                old_aad: format!("registrations.secret:{issuer}"),
+                new_aad: registration(&issuer, &client_id, &method, &kind, &redirects),
+                sealed: r.get(5)?,
+                what: format!("registration at {issuer}"),
+                key: issuer,
+            })
+        },
+    )?;
     Ok(out)
+}
+
+/// Reseal the value of every row `select` yields (`row` says what it is), writing
+/// it back with `update` (`?1` the row's key, `?2` the value). A value that does not
+/// open is left as it is and reported.
+fn reseal_rows(
+    tx: &Transaction<'_>,
+    cipher: &Cipher,
+    out: &mut Rebound,
+    select: &str,
+    update: &str,
+    row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<ToReseal>,
+) -> Result<(), StoreError> {
+    let rows: Vec<ToReseal> = tx
+        .prepare(select)?
+        .query_map([], row)?
+        .collect::<Result<_, _>>()?;
+    for r in rows {
+        match cipher.open(&r.old_aad, &r.sealed) {
+            Ok(plain) => {
+                let new = cipher.seal(&r.new_aad, &plain);
+                tx.execute(update, params![r.key, new])?;
+                out.sealed += 1;
+            }
+            Err(_) => out.unreadable.push(r.what),
+        }
+    }
+    Ok(())
 }
 
 /// The URL of a live server, for binding its values.
