@@ -164,9 +164,11 @@ async fn a_loopback_gateway_cannot_be_driven_by_a_web_page() {
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut url = String::new();
     let token_path = loop {
-        let line = lines
-            .next_line()
+        // Bounded: a gateway that never names its token (as before the fix) fails
+        // the test instead of hanging it.
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
             .await
+            .expect("the gateway names its token file when it starts")
             .unwrap()
             .expect("the gateway starts");
         if let Some(rest) = line.strip_prefix("keyway gateway on ") {
