@@ -90,8 +90,10 @@ impl Shared {
         self.route.stats()
     }
 
+    /// A message of the bridge's own to the client (held back, if need be, by the
+    /// main loop, which reads no more of stdin while stdout is behind).
     fn out(&self, message: Message) {
-        self.route.out.send(&message);
+        let _ = self.route.out.send(&message);
     }
 }
 
@@ -131,8 +133,9 @@ impl Route {
                     }
                     None => {
                         self.stats().to_client += 1;
-                        self.out.send(&v);
-                        return self.out.room();
+                        if self.out.send(&v) {
+                            return self.out.room();
+                        }
                     }
                 }
             }
@@ -549,23 +552,25 @@ impl Out {
 
     /// Write `message` now if the pipe takes it, else leave the rest for
     /// [`write_out`]. Never waits.
-    fn send(&self, message: &Message) {
+    /// Whether the queue is over [`OUT_LIMIT`] now (then [`Out::room`] is worth
+    /// waiting on), told under the same lock.
+    fn send(&self, message: &Message) -> bool {
         let mut st = self.state();
         if st.closed {
-            return;
+            return false;
         }
         // With something already waiting, the writer task is on it: behind that.
         let waiting = !st.queued.is_empty() || st.unflushed;
         st.queued.extend_from_slice(message.text().as_bytes());
         st.queued.push(b'\n');
-        if waiting {
-            return;
-        }
-        // A waker that does nothing: what the pipe does not take now is the writer
-        // task's, whose own poll registers its real waker.
-        if drain(&mut st, &mut Context::from_waker(Waker::noop())).is_pending() {
+        if !waiting
+            // A waker that does nothing: what the pipe does not take now is the
+            // writer task's, whose own poll registers its real waker.
+            && drain(&mut st, &mut Context::from_waker(Waker::noop())).is_pending()
+        {
             self.wake.notify_one();
         }
+        st.over_limit()
     }
 
     fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {

@@ -38,7 +38,8 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
 /// Through a proxy (`HTTPS_PROXY`), the proxy resolves the name: the literal check
 /// still applies, the address check is the proxy's.
 pub fn guarded(policy: &UrlPolicy) -> Result<reqwest::Client, GuardedClientError> {
-    static CLIENTS: [OnceLock<Result<reqwest::Client, String>>; 4] = [const { OnceLock::new() }; 4];
+    static CLIENTS: [OnceLock<Result<reqwest::Client, GuardedClientError>>; 4] =
+        [const { OnceLock::new() }; 4];
     let slot = match policy.server {
         HostClass::Loopback => 0,
         HostClass::Private => 1,
@@ -54,10 +55,9 @@ pub fn guarded(policy: &UrlPolicy) -> Result<reqwest::Client, GuardedClientError
                 .pool_idle_timeout(Duration::from_secs(90))
                 .dns_resolver(GuardedResolver::new(server))
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| GuardedClientError(e.to_string()))
         })
         .clone()
-        .map_err(GuardedClientError)
 }
 
 /// The hosts of the proxies set in the environment (`HTTP_PROXY`, `HTTPS_PROXY`,
@@ -391,21 +391,18 @@ mod tests {
             server: HostClass::Loopback,
             allow_http: false,
         };
-        let client = guarded(&local).unwrap();
-        let (served, sent) = tokio::join!(
-            async {
-                let (mut s, _) = listener.accept().await.unwrap();
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                    .await
-                    .unwrap();
-            },
-            client.get(format!("http://localhost:{port}/x")).send()
+        let app = axum::Router::new().route(
+            "/x",
+            axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
         );
-        let () = served;
-        assert_eq!(sent.unwrap().status(), 204);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sent = guarded(&local)
+            .unwrap()
+            .get(format!("http://localhost:{port}/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 204);
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Edge {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     use super::*;
     use crate::{
@@ -208,17 +208,40 @@ mod tests {
         (addr, open)
     }
 
-    /// The status line of the answer on `s`, or `None` if it closed without one.
-    async fn status_line(s: &mut tokio::net::TcpStream) -> Option<String> {
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\r\n") {
-            match s.read(&mut byte).await {
-                Ok(1) => buf.push(byte[0]),
-                _ => return None,
-            }
-        }
-        Some(String::from_utf8_lossy(&buf).trim().to_owned())
+    /// A request body that never comes (a caller promising one and stalling).
+    type Stalled = http_body_util::StreamBody<
+        futures::stream::Pending<
+            Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >,
+    >;
+
+    /// An HTTP/1.1 connection to `addr` through hyper's own client, and the task
+    /// driving it (it ends when the gateway closes the connection).
+    async fn connect<B>(
+        addr: SocketAddr,
+    ) -> (
+        hyper::client::conn::http1::SendRequest<B>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    )
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        (send, tokio::spawn(conn))
+    }
+
+    /// A DELETE of the session with the token: what the tests below send to be served.
+    fn delete(addr: SocketAddr) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+        http::Request::delete("/mcp")
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
     }
 
     /// A guard against a test that would otherwise hang: far longer than any wait
@@ -232,29 +255,31 @@ mod tests {
     async fn a_request_is_judged_before_its_body_is_read() {
         let (addr, _) = start(EdgeLimits::default()).await;
         for (auth, content_type, expected) in [
-            ("", "application/json", "401"),
-            ("Authorization: Bearer wrong\r\n", "application/json", "401"),
-            (
-                &*format!("Authorization: Bearer {TOKEN}\r\n"),
-                "text/plain",
-                "415",
-            ),
+            (None, "application/json", 401),
+            (Some("Bearer wrong".to_owned()), "application/json", 401),
+            (Some(format!("Bearer {TOKEN}")), "text/plain", 415),
         ] {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let head = format!(
-                "POST /mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: 1000000\r\n\r\n"
-            );
-            s.write_all(head.as_bytes()).await.unwrap();
-            let line = tokio::time::timeout(GUARD, status_line(&mut s))
+            let (mut send, _conn) = connect::<Stalled>(addr).await;
+            let mut req = http::Request::post("/mcp")
+                .header(http::header::HOST, addr.to_string())
+                .header(http::header::CONTENT_TYPE, content_type)
+                .header(http::header::CONTENT_LENGTH, "1000000");
+            if let Some(a) = auth {
+                req = req.header(http::header::AUTHORIZATION, a);
+            }
+            let req = req
+                .body(http_body_util::StreamBody::new(futures::stream::pending()))
+                .unwrap();
+            let answer = tokio::time::timeout(GUARD, send.send_request(req))
                 .await
                 .expect("an answer without the body")
-                .expect("a status line");
-            assert!(line.starts_with(&format!("HTTP/1.1 {expected}")), "{line}");
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), expected, "{content_type}");
         }
     }
 
-    /// A connection that does not finish its headers in time (half-open, slowloris)
-    /// is closed, so such connections cannot pile up.
+    /// A connection that sends nothing (half-open, slowloris) is closed once the
+    /// header timeout passes, so such connections cannot pile up.
     #[tokio::test]
     async fn a_connection_that_does_not_send_its_headers_is_closed() {
         let limits = EdgeLimits {
@@ -263,15 +288,9 @@ mod tests {
         };
         let (addr, mut open) = start(limits).await;
         let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-        slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            .await
-            .unwrap();
-        for s in [&mut silent, &mut slow] {
-            let mut rest = Vec::new();
-            let closed = tokio::time::timeout(GUARD, s.read_to_end(&mut rest)).await;
-            assert!(closed.is_ok(), "the connection was left open");
-        }
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(GUARD, silent.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the connection was left open");
         tokio::time::timeout(GUARD, open.until(|n| n == 0))
             .await
             .unwrap();
@@ -286,20 +305,16 @@ mod tests {
             ..EdgeLimits::default()
         };
         let (addr, mut open) = start(limits).await;
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "DELETE /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        let line = tokio::time::timeout(GUARD, status_line(&mut s))
+        let (mut send, conn) = connect(addr).await;
+        let answer = tokio::time::timeout(GUARD, send.send_request(delete(addr)))
             .await
             .unwrap()
             .unwrap();
-        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut rest = Vec::new();
-        tokio::time::timeout(GUARD, s.read_to_end(&mut rest))
+        assert_eq!(answer.status(), 200);
+        tokio::time::timeout(GUARD, conn)
             .await
             .expect("the idle connection was closed")
+            .unwrap()
             .unwrap();
         tokio::time::timeout(GUARD, open.until(|n| n == 0))
             .await
@@ -321,21 +336,19 @@ mod tests {
         tokio::time::timeout(GUARD, open.until(|n| n == 2))
             .await
             .unwrap();
-        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "DELETE /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
-        );
-        third.write_all(head.as_bytes()).await.unwrap();
+        let (mut send, _conn) = connect(addr).await;
+        let answer = send.send_request(delete(addr));
+        tokio::pin!(answer);
         // Not served while both slots are held (without a limit it would be at once).
-        let early = tokio::time::timeout(Duration::from_millis(200), status_line(&mut third)).await;
-        assert!(early.is_err(), "served beyond the limit: {early:?}");
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut answer).await;
+        assert!(early.is_err(), "served beyond the limit");
         assert_eq!(open.now(), 2);
         drop(idle_a);
-        let line = tokio::time::timeout(GUARD, status_line(&mut third))
+        let answer = tokio::time::timeout(GUARD, answer)
             .await
             .expect("served once a slot is free")
-            .expect("a status line");
-        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+            .unwrap();
+        assert_eq!(answer.status(), 200);
     }
 
     /// A burst of connections beyond tokio's default queue of 128, none accepted yet:

@@ -171,7 +171,7 @@ pub(crate) fn candidate_keys(
 
 /// Why a file holding a secret may not be trusted: another user can read or write
 /// it, or it is another user's. `None` when only its owner, this user, can.
-pub fn key_file_exposure(path: &Path) -> Option<String> {
+fn key_file_exposure(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -20,7 +20,7 @@ use std::{fmt, path::PathBuf, time::SystemTime};
 use oauth2::{AccessToken, RefreshToken};
 use serde::{Deserialize, Serialize};
 
-pub use crypto::{KeySource, key_file_exposure as secret_file_exposure, private_token_file};
+pub use crypto::{KeySource, private_token_file};
 pub use sqlite::{OpenOptions, SqliteStore};
 
 use crate::{

@@ -337,6 +337,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 /// transaction (another process opening the store meanwhile waits, then finds it
 /// done). A value that does not open is left as it is and named in the log.
 fn bind_values(conn: &mut Connection, cipher: &Cipher) -> Result<(), StoreError> {
+    // Done already (every open after the first): no write lock taken.
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= 2 {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if current >= 2 {
