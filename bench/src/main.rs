@@ -74,7 +74,7 @@ struct Args {
     /// instead of blocking I/O: what async I/O costs by itself.
     #[arg(long)]
     async_floor: bool,
-    /// The repository root (where target/release/keyway and bench/peer are).
+    /// The repository root (where target/dist/keyway and bench/peer are).
     #[arg(long, default_value = ".")]
     root: PathBuf,
     /// Where results.md and results.json go.
@@ -481,14 +481,14 @@ fn declare_targets(res: &mut Results, parallel_calls: usize) {
 }
 
 fn environment(root: &Path, work: &Path) -> Result<Env> {
-    let release = root.join("target/release");
-    let keyway = release.join("keyway");
-    let browser = release.join("keyway-bench-browser");
-    let floor = release.join("keyway-bench-floor");
+    let dist = root.join("target/dist");
+    let keyway = dist.join("keyway");
+    let browser = dist.join("keyway-bench-browser");
+    let floor = dist.join("keyway-bench-floor");
     for b in [&keyway, &browser, &floor] {
         if !b.exists() {
             bail!(
-                "{} is missing: run bench/run (it builds keyway in release mode first)",
+                "{} is missing: run bench/run (it builds keyway with the dist profile first)",
                 b.display()
             );
         }

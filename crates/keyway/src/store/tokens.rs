@@ -61,9 +61,15 @@ struct Recent {
     due: Option<SystemTime>,
 }
 
+/// What time it is, for deciding when a token falls due. [`StoredTokens::new`] reads
+/// the system clock; a test or the demo injects its own with
+/// [`StoredTokens::with_clock`], so a refresh happens when they say, not when a loaded
+/// machine happens to get there.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// A [`TokenSource`] over a stored server's credential.
-#[derive(Debug)]
 pub struct StoredTokens {
+    clock: Clock,
     store: Arc<dyn Store>,
     server_id: String,
     holder: String,
@@ -76,8 +82,25 @@ pub struct StoredTokens {
     checked: std::sync::Mutex<Option<(String, String, bool)>>,
 }
 
+impl std::fmt::Debug for StoredTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredTokens")
+            .field("server_id", &self.server_id)
+            .field("holder", &self.holder)
+            .field("refreshes", &self.refreshes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl StoredTokens {
+    /// The tokens of the stored server `server_id`, on the system clock.
     pub fn new(store: Arc<dyn Store>, server_id: &str) -> Arc<Self> {
+        Self::with_clock(store, server_id, Arc::new(SystemTime::now))
+    }
+
+    /// [`StoredTokens::new`] deciding expiry by `clock`. Refreshed tokens are dated by
+    /// it too, so a clock moved past one token's refresh time refreshes exactly once.
+    pub fn with_clock(store: Arc<dyn Store>, server_id: &str, clock: Clock) -> Arc<Self> {
         let mut tag = [0u8; 6];
         rand::rng().fill_bytes(&mut tag);
         let holder = format!(
@@ -86,6 +109,7 @@ impl StoredTokens {
             tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
         Arc::new(Self {
+            clock,
             store,
             server_id: server_id.to_owned(),
             holder,
@@ -169,7 +193,7 @@ impl StoredTokens {
         let r = recent.as_ref()?;
         let fresh = r.read_at.elapsed() < REUSE_FOR
             && r.writes == super::credential_writes()
-            && r.due.is_none_or(|due| SystemTime::now() < due);
+            && r.due.is_none_or(|due| (self.clock)() < due);
         fresh.then(|| r.credential.clone())
     }
 
@@ -217,7 +241,7 @@ impl StoredTokens {
                 }
                 Credential::OAuth(o) => o.clone(),
             };
-            let now = SystemTime::now();
+            let now = (self.clock)();
             let grant_view = self.grant(&oauth).await?;
             if !force && !grant_view.needs_refresh(now) {
                 self.remember(Some(&stored.credential), Some(stored.version), writes);
