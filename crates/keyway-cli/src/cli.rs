@@ -145,6 +145,9 @@ pub struct CallArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub deadlines: DeadlineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +186,45 @@ pub struct ServeArgs {
     /// in all).
     #[arg(long, value_name = "SECONDS", default_value_t = keyway::gateway::upstream::REQUEST_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout: u64,
+
+    #[command(flatten)]
+    pub deadlines: DeadlineArgs,
+}
+
+/// The time limits on each request to a server.
+#[derive(Args, Debug, Clone, Copy)]
+#[command(next_help_heading = "Time limits")]
+pub struct DeadlineArgs {
+    /// Seconds to open a connection to a server (all its addresses, TLS included).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub connect_timeout: u64,
+
+    /// Seconds a server may take to start answering a request.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub answer_timeout: u64,
+
+    /// Seconds a server may go silent in the middle of an answer (an event stream
+    /// without events or keep-alives).
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+}
+
+impl DeadlineArgs {
+    /// As the library takes them.
+    pub fn deadlines(&self) -> keyway::http::Deadlines {
+        use std::time::Duration;
+        keyway::http::Deadlines {
+            connect: Duration::from_secs(self.connect_timeout),
+            first_byte: Duration::from_secs(self.answer_timeout),
+            idle: Duration::from_secs(self.idle_timeout),
+        }
+    }
+
+    /// keyway's HTTP client connecting within the connect limit.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        use anyhow::Context;
+        keyway::http::client_with(&self.deadlines()).context("building the HTTP client")
+    }
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +241,9 @@ pub struct ProxyArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub deadlines: DeadlineArgs,
 }
 
 #[derive(Args, Debug)]

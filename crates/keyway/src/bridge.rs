@@ -317,11 +317,18 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
                     break Err(e);
                 }
             }
-            Err(e) if e.is_dropped() && !reconnected && method != "initialize" => {
+            // Sent again on a new connection only when that cannot make the server act
+            // twice (see WireError::may_retry); else the client hears what happened.
+            Err(e) if e.may_retry(method, is_request) && !reconnected && method != "initialize" => {
                 reconnected = true;
                 if let Err(e) = recover(s, generation, Recovery::Reconnect).await {
                     break Err(e);
                 }
+            }
+            Err(e) if e.is_dropped() && !e.may_retry(method, is_request) => {
+                break Err(format!(
+                    "{e} (not sent again: the server may have acted on it)"
+                ));
             }
             Err(e) => break Err(e.to_string()),
         }

@@ -10,16 +10,64 @@ use std::{
 
 use crate::auth::urls::{HostClass, UrlPolicy, ip_class};
 
+pub mod reply;
+
 /// Connection timeout for every request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The time limits on every request to an MCP server. Each one that is hit ends the
+/// request with an error naming the server and the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// To open a connection (TCP and TLS), over all the addresses a name has.
+    pub connect: Duration,
+    /// From sending a request to the first byte of its answer's head.
+    pub first_byte: Duration,
+    /// Between two pieces of an answer that is still arriving (an event stream's
+    /// events, a slow body). A server streaming a long tool call sends progress or
+    /// keep-alive comments well within it.
+    pub idle: Duration,
+}
+
+impl Default for Deadlines {
+    /// 10 s to connect, 2 min to the first byte (a tool answering with plain JSON after
+    /// working for a while), 5 min of silence inside an answer.
+    fn default() -> Self {
+        Self {
+            connect: CONNECT_TIMEOUT,
+            first_byte: Duration::from_secs(120),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// TCP keep-alive on every connection: a connection a NAT dropped silently is noticed
+/// within about a minute (30 s idle, then 3 probes 10 s apart), not the ~15 minutes the
+/// operating system's retransmissions take. HTTP/2 connections are pinged as well.
+fn keepalive(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    b.tcp_keepalive(Duration::from_secs(30))
+        .tcp_keepalive_interval(Duration::from_secs(10))
+        .tcp_keepalive_retries(3)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(20))
+}
 
 /// The `User-Agent` keyway sends.
 pub const USER_AGENT: &str = concat!("keyway/", env!("CARGO_PKG_VERSION"));
 
-/// Build keyway's HTTP client for MCP traffic.
+/// Build keyway's HTTP client for MCP traffic, with the default [`Deadlines`].
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    builder()
-        .connect_timeout(CONNECT_TIMEOUT)
+    client_with(&Deadlines::default())
+}
+
+/// keyway's HTTP client for MCP traffic, connecting within `deadlines.connect`: HTTP/2
+/// to https servers that offer it (by ALPN; concurrent requests share one connection),
+/// HTTP/1.1 keep-alive otherwise, both address families tried side by side (Happy
+/// Eyeballs), idle pooled connections closed after 90 s, TCP keep-alive, and the
+/// proxies of `HTTP(S)_PROXY` / `NO_PROXY`.
+pub fn client_with(deadlines: &Deadlines) -> Result<reqwest::Client, reqwest::Error> {
+    keepalive(builder())
+        .connect_timeout(deadlines.connect)
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -49,7 +97,7 @@ pub fn guarded(policy: &UrlPolicy) -> Result<reqwest::Client, GuardedClientError
     let server = policy.server;
     CLIENTS[slot]
         .get_or_init(|| {
-            builder()
+            keepalive(builder())
                 .connect_timeout(CONNECT_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .pool_idle_timeout(Duration::from_secs(90))
@@ -380,7 +428,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            crate::auth::fetch_describe(&err).contains("resolves only to loopback"),
+            reply::describe(&err).contains("resolves only to loopback"),
             "{err:?}"
         );
         // Nobody connected.

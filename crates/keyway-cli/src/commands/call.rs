@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use keyway::{
     Secret,
     auth::{Authorizer, Grant, MemoryRegistrations, OAuthTokens, StepUp, challenge},
@@ -51,7 +51,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         Err(e) => return Err(store::usage(format!("--args is not JSON: {e}"))),
     };
     let options = auth::options(&args.auth)?;
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http = args.deadlines.client()?;
 
     let mut session = match &args.url {
         Some(raw) => {
@@ -97,6 +97,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
             )
         }
     };
+    session.deadlines = args.deadlines.deadlines();
     let outcome = session.call(&tool, arguments).await;
     session.record(&outcome).await;
     let result = outcome?;
@@ -242,6 +243,7 @@ struct Session {
     authorizer: Authorizer,
     tokens: Tokens,
     headers: Vec<(http::HeaderName, Secret)>,
+    deadlines: keyway::http::Deadlines,
     authorizations: u32,
     step_up: StepUp,
     /// The failure that ended the call, for the saved server's status.
@@ -262,6 +264,7 @@ impl Session {
             authorizer,
             tokens,
             headers,
+            deadlines: keyway::http::Deadlines::default(),
             authorizations: 0,
             step_up: StepUp::default(),
             last: None,
@@ -307,15 +310,13 @@ impl Session {
         tool: &str,
         arguments: &JsonObject,
     ) -> Result<CallToolResult, (String, Failure)> {
-        let conn = Connection::open_transport(
-            self.url.as_str(),
-            self.http.clone(),
-            self.tokens.source(),
-            self.headers.clone(),
-            self.tokens.transport(),
-        )
-        .await
-        .map_err(|e| ("initialize".to_owned(), Failure::from(e)))?;
+        let mut config =
+            keyway::mcp::WireConfig::new(self.url.clone(), self.http.clone(), self.tokens.source());
+        config.headers = self.headers.clone();
+        config.deadlines = self.deadlines;
+        let conn = Connection::connect(config, self.tokens.transport())
+            .await
+            .map_err(|e| ("initialize".to_owned(), Failure::from(e)))?;
         let outcome = async {
             let tools = conn
                 .list_tools()

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use keyway::{
     auth::{AuthOptions, Authorizer, BrowserMode, MemoryRegistrations, OAuthTokens, StepUp},
     bridge::{self, Authorize},
@@ -33,7 +33,8 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         ));
     }
     options.allow_paste = false;
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http = args.deadlines.client()?;
+    let deadlines = args.deadlines.deadlines();
     let reporter = auth::reporter(printer.quiet());
 
     let (config, target, url) =
@@ -63,6 +64,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 tokens,
                 headers: store::headers(&args.credential)?,
                 kind,
+                deadlines,
             };
             let authorizer =
                 Authorizer::new(options, Arc::new(MemoryRegistrations::default()), reporter)
@@ -82,6 +84,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 tokens: tokens.clone(),
                 headers,
                 kind,
+                deadlines,
             };
             let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)
                 .map_err(auth::error)?

@@ -24,7 +24,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         )));
     }
     let st = store::open(settings)?;
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http = args.deadlines.client()?;
     let mut upstreams = Vec::new();
     for s in st
         .servers()
@@ -54,6 +54,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 tokens,
                 headers,
                 kind,
+                deadlines: args.deadlines.deadlines(),
             },
             liveness: Some(Arc::new(store::StillSaved {
                 store: st.clone(),

@@ -268,7 +268,9 @@ async fn two_proxies_started_together_authorize_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_connection_is_invisible_to_the_client() {
-    // The 6th MCP request's connection drops, and the server forgets its sessions.
+    // The 6th MCP request's connection drops, and the server forgets its sessions. The
+    // requests are tools/list: repeating one changes nothing, so keyway reconnects
+    // and sends it again.
     let tb = testbed(|k| {
         k.drop_after = vec![keyway_testbed::EndpointFault::new(
             keyway_testbed::Endpoint::Mcp,
@@ -281,13 +283,12 @@ async fn a_dropped_connection_is_invisible_to_the_client() {
     let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--token", &token]);
     c.initialize().await;
     for i in 0..6 {
-        let r = c
-            .request(
-                "tools/call",
-                json!({"name": "echo", "arguments": {"text": format!("n{i}")}}),
-            )
-            .await;
-        assert_eq!(text(&r), format!("n{i}"), "call {i}: {r}");
+        let r = c.request("tools/list", json!({})).await;
+        assert_eq!(
+            r["result"]["tools"].as_array().map(Vec::len),
+            Some(4),
+            "list {i}: {r}"
+        );
     }
     c.finish().await;
     let stats = tb.stats();
@@ -297,6 +298,46 @@ async fn a_dropped_connection_is_invisible_to_the_client() {
         "a second initialize happened: {:?}",
         stats.paths
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_connection_drops_is_reported_not_sent_twice() {
+    // The same drop under tools/call: the server may have run the tool before the
+    // connection broke, so keyway says so instead of running it again; the next call
+    // reconnects and works.
+    let tb = testbed(|k| {
+        k.drop_after = vec![keyway_testbed::EndpointFault::new(
+            keyway_testbed::Endpoint::Mcp,
+            5,
+        )]
+    })
+    .await;
+    let k = Keyway::new();
+    let token = tb.mint_access_token("mcp:tools");
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--token", &token]);
+    c.initialize().await;
+    let mut failed = Vec::new();
+    for i in 0..7 {
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": format!("n{i}")}}),
+            )
+            .await;
+        match r["error"]["message"].as_str() {
+            Some(m) => failed.push((i, m.to_owned())),
+            None => assert_eq!(text(&r), format!("n{i}"), "call {i}: {r}"),
+        }
+    }
+    c.finish().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let (i, message) = &failed[0];
+    assert!(*i < 6, "{failed:?}");
+    assert!(
+        message.contains("broke") && message.contains("not sent again"),
+        "{message}"
+    );
+    assert_eq!(tb.stats().dropped_connections, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -346,12 +387,9 @@ async fn a_server_removed_meanwhile_is_not_reconnected() {
     );
     assert!(k.run_async(&["disable", "tb"]).await.status.success());
     tb.drop_next_request();
-    let r = c
-        .request(
-            "tools/call",
-            json!({"name": "echo", "arguments": {"text": "b"}}),
-        )
-        .await;
+    // A list, which keyway would send again on a new connection, were the server
+    // still wanted.
+    let r = c.request("tools/list", json!({})).await;
     assert!(
         r["error"]["message"]
             .as_str()
@@ -373,9 +411,9 @@ async fn a_server_removed_meanwhile_is_not_reconnected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_set_in_the_environment_carries_the_posts() {
     use std::io::{Read, Write};
-    // An HTTP proxy that refuses everything, counting what reaches it: the lean POST
-    // path cannot speak through proxies, so with HTTP_PROXY set the POSTs must go
-    // through reqwest, which honours it, and never straight to the server.
+    // An HTTP proxy that refuses everything, counting what reaches it: with HTTP_PROXY
+    // set, the POSTs go through it (the same client and code path as without one),
+    // never straight to the server.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -113,31 +113,10 @@ pub(crate) async fn get_json(http: &reqwest::Client, url: &Url, policy: &UrlPoli
 
 /// Read a body, refusing more than `limit` bytes (whatever Content-Length says).
 pub(crate) async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    crate::mcp::Reply::from_reqwest(resp)
+    crate::http::reply::Reply::from_reqwest(resp, None)
         .read_capped(limit)
         .await
+        .map_err(|e| e.to_string())
 }
 
-/// The start of a body, printable, for error messages.
-pub(crate) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    clean.trim().to_owned()
-}
-
-pub(crate) fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        source = s.source();
-    }
-    out
-}
+pub(crate) use crate::http::reply::{describe, snippet};

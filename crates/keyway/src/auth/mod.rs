@@ -20,7 +20,6 @@ mod device;
 pub mod discovery;
 pub mod enterprise;
 mod fetch;
-pub(crate) use fetch::{describe as fetch_describe, snippet as fetch_snippet};
 mod flow;
 pub mod loopback;
 pub mod metadata;

@@ -1,47 +1,42 @@
-//! Connections to MCP servers over Streamable HTTP.
+//! Connections to MCP servers.
 //!
 //! [`Connection::open`] runs the MCP handshake with the token from a [`TokenSource`];
 //! a server that wants authorization answers with a [`ConnectError`] that says so and
-//! carries its challenge.
+//! carries its challenge. Everything goes through keyway's one transport,
+//! [`wire::Wire`]: the typed client here puts rmcp on top of it.
 
 mod bearer;
 mod error;
-mod h1;
 mod message;
-mod post;
 mod sse;
-pub(crate) use post::Reply;
 /// The largest single message keyway reads or accepts (an answer, an event, a
 /// request to the gateway).
 pub const MAX_MESSAGE: usize = sse::MAX_EVENT;
 pub mod wire;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use rmcp::{
     RoleClient, ServiceExt,
     model::{
-        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-        JsonObject, ProtocolVersion, Tool,
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+        GetPromptRequestParams, GetPromptResult, Implementation, JsonObject, Prompt,
+        ProtocolVersion, ReadResourceRequestParams, ReadResourceResult, Resource, Tool,
     },
     service::RunningService,
-    transport::{
-        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
-    },
 };
 
 pub use bearer::{StaticToken, TokenSource};
 pub use error::{ConnectError, RequestError};
-
-use bearer::BearerHttp;
+pub use wire::{Deadlines, WireConfig, WireKind};
 
 /// The protocol revision keyway offers in `initialize`. Servers answer with their own;
 /// 2025-11-25 is the newest revision with the classic handshake, which every server
 /// since 2025-03-26 understands.
 pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
-/// How long closing a session may take before keyway gives up on the `DELETE`.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long closing a session may take before keyway gives up.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which transport a connection uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -108,27 +103,40 @@ impl Connection {
         headers: Vec<(http::HeaderName, crate::Secret)>,
         choice: TransportChoice,
     ) -> Result<Self, ConnectError> {
-        let parsed = url::Url::parse(url).map_err(|e| ConnectError::InvalidUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ConnectError::InvalidUrl {
-                url: url.to_owned(),
-                reason: "the scheme must be http or https".into(),
-            });
-        }
+        let parsed = parse_url(url)?;
+        let mut config = WireConfig::new(parsed, http, tokens);
+        config.headers = headers;
+        Self::connect(config, choice).await
+    }
+
+    /// Connect with a whole [`WireConfig`] (deadlines included); its `kind` is
+    /// replaced by what `choice` says.
+    pub async fn connect(
+        mut config: WireConfig,
+        choice: TransportChoice,
+    ) -> Result<Self, ConnectError> {
+        parse_url(config.url.as_str())?;
         match choice {
-            TransportChoice::StreamableHttp => Self::streamable(url, http, tokens, headers).await,
-            TransportChoice::LegacySse => Self::legacy(parsed, http, tokens, headers).await,
+            TransportChoice::StreamableHttp | TransportChoice::LegacySse => {
+                config.kind = match choice {
+                    TransportChoice::LegacySse => WireKind::LegacySse,
+                    _ => WireKind::StreamableHttp,
+                };
+                Self::handshake(config).await
+            }
             TransportChoice::Auto => {
-                match Self::streamable(url, http.clone(), tokens.clone(), headers.clone()).await {
-                    Err(ConnectError::Failed { reason, .. }) if error::refused_post(&reason) => {
+                config.kind = WireKind::StreamableHttp;
+                match Self::handshake(config.clone()).await {
+                    Err(ConnectError::Failed {
+                        status: Some(400 | 404 | 405),
+                        ..
+                    }) => {
                         tracing::info!(
-                            url,
+                            url = %config.url,
                             "Streamable HTTP refused; trying the legacy HTTP+SSE transport"
                         );
-                        Self::legacy(parsed, http, tokens, headers).await
+                        config.kind = WireKind::LegacySse;
+                        Self::handshake(config).await
                     }
                     other => other,
                 }
@@ -136,56 +144,27 @@ impl Connection {
         }
     }
 
-    async fn streamable(
-        url: &str,
-        http: reqwest::Client,
-        tokens: Arc<dyn TokenSource>,
-        headers: Vec<(http::HeaderName, crate::Secret)>,
-    ) -> Result<Self, ConnectError> {
-        let client = BearerHttp::new(http, tokens, headers);
-        let transport = StreamableHttpClientTransport::with_client(
-            client,
-            StreamableHttpClientTransportConfig::with_uri(url),
-        );
-        let service = client_info()
-            .serve(transport)
-            .await
-            .map_err(|e| ConnectError::from_initialize(url, e))?;
-        Ok(Self {
-            url: url.to_owned(),
-            service,
-            transport: TransportChoice::StreamableHttp,
-        })
-    }
-
-    async fn legacy(
-        url: url::Url,
-        http: reqwest::Client,
-        tokens: Arc<dyn TokenSource>,
-        headers: Vec<(http::HeaderName, crate::Secret)>,
-    ) -> Result<Self, ConnectError> {
-        let config = wire::WireConfig {
-            url: url.clone(),
-            http,
-            tokens,
-            headers,
-            kind: wire::WireKind::LegacySse,
+    async fn handshake(config: WireConfig) -> Result<Self, ConnectError> {
+        let url = config.url.to_string();
+        let transport = match config.kind {
+            WireKind::StreamableHttp => TransportChoice::StreamableHttp,
+            WireKind::LegacySse => TransportChoice::LegacySse,
         };
         let (w, inbound) = wire::Wire::connect(config)
             .await
-            .map_err(|e| ConnectError::from_wire(url.as_str(), e))?;
-        let transport = wire::WireTransport::new(w, inbound);
+            .map_err(|e| ConnectError::from_wire(&url, e))?;
         let service = client_info()
-            .serve(transport)
+            .serve(wire::WireTransport::new(w, inbound))
             .await
-            .map_err(|e| ConnectError::from_initialize(url.as_str(), e))?;
+            .map_err(|e| ConnectError::from_initialize(&url, e))?;
         Ok(Self {
-            url: url.to_string(),
+            url,
             service,
-            transport: TransportChoice::LegacySse,
+            transport,
         })
     }
 
+    /// The server's URL.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -238,12 +217,66 @@ impl Connection {
             .map_err(|e| RequestError::from_service(&self.url, e))
     }
 
+    /// Every resource the server offers (all pages).
+    pub async fn list_resources(&self) -> Result<Vec<Resource>, RequestError> {
+        self.service
+            .list_all_resources()
+            .await
+            .map_err(|e| RequestError::from_service(&self.url, e))
+    }
+
+    /// Read one resource.
+    pub async fn read_resource(&self, uri: &str) -> Result<ReadResourceResult, RequestError> {
+        self.service
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await
+            .map_err(|e| RequestError::from_service(&self.url, e))
+    }
+
+    /// Every prompt the server offers (all pages).
+    pub async fn list_prompts(&self) -> Result<Vec<Prompt>, RequestError> {
+        self.service
+            .list_all_prompts()
+            .await
+            .map_err(|e| RequestError::from_service(&self.url, e))
+    }
+
+    /// Get one prompt, with its arguments.
+    pub async fn get_prompt(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<GetPromptResult, RequestError> {
+        let mut params = GetPromptRequestParams::new(name);
+        if let Some(args) = arguments {
+            params = params.with_arguments(args);
+        }
+        self.service
+            .get_prompt(params)
+            .await
+            .map_err(|e| RequestError::from_service(&self.url, e))
+    }
+
     /// End the session (the server gets a `DELETE` for it).
     pub async fn close(mut self) {
         if let Err(e) = self.service.close_with_timeout(CLOSE_TIMEOUT).await {
             tracing::debug!(url = %self.url, error = %e, "closing the MCP session failed");
         }
     }
+}
+
+fn parse_url(url: &str) -> Result<url::Url, ConnectError> {
+    let parsed = url::Url::parse(url).map_err(|e| ConnectError::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConnectError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "the scheme must be http or https".into(),
+        });
+    }
+    Ok(parsed)
 }
 
 /// The text parts of a tool result, joined by newlines.

@@ -2,8 +2,10 @@
 //! interpretation" says: lines end with CRLF, LF or CR; `data` lines of one event are
 //! joined with LF; a blank line dispatches the event; a line starting with `:` is a
 //! comment; one leading BOM is skipped; an event cut off by the end of the stream is
-//! dropped. Only what keyway reads is kept: the event type and its data (`id` and
-//! `retry` are parsed past, as keyway does not resume streams).
+//! dropped. keyway keeps the event type and its data, the last event ID (an `id`
+//! field, taken when its event ends, as the standard says: also from an event with no
+//! data, such as the priming event of MCP 2025-11-25) and the reconnection time (a
+//! `retry` field of digits), so a stream that ends early can be resumed.
 //!
 //! Every message of the bridge and the gateway comes through here. The parser works
 //! on the bytes as they arrive, keeps one buffer per stream and allocates only the
@@ -17,7 +19,7 @@ use std::{
 
 use futures::Stream;
 
-use super::post::ByteStream;
+use crate::http::reply::{BodyError, ByteStream};
 
 /// The most one event (its lines and its data) may take.
 pub const MAX_EVENT: usize = 16 * 1024 * 1024;
@@ -34,8 +36,8 @@ pub struct Sse {
 /// Why a stream of events ended early.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
-    #[error("{0}")]
-    Body(String),
+    #[error(transparent)]
+    Body(BodyError),
     #[error("an event larger than {} MiB", MAX_EVENT / (1024 * 1024))]
     TooLarge,
 }
@@ -56,6 +58,14 @@ pub struct Parser {
     data: Vec<u8>,
     /// Whether a `data` field was seen (an event with none is not dispatched).
     has_data: bool,
+    /// The last `id` field's value (the standard's "last event ID buffer").
+    id_buffer: Option<String>,
+    /// Whether an `id` field came since the last blank line.
+    id_seen: bool,
+    /// The last event ID of the stream, set when an event ends.
+    last_id: Option<String>,
+    /// The reconnection time the server asked for, in milliseconds.
+    retry: Option<u64>,
 }
 
 impl Parser {
@@ -103,6 +113,17 @@ impl Parser {
         }
     }
 
+    /// The ID of the last event that ended (`None`: the server sent none, or an empty
+    /// one, which resets it).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// The reconnection time the server set with `retry`, if it did.
+    pub fn retry(&self) -> Option<std::time::Duration> {
+        self.retry.map(std::time::Duration::from_millis)
+    }
+
     /// Give back the space of parsed bytes once they are a good part of the buffer.
     fn compact(&mut self) {
         if self.at == self.buf.len() {
@@ -118,6 +139,9 @@ impl Parser {
     fn line(&mut self, start: usize, end: usize) -> Option<Sse> {
         let line = &self.buf[start..end];
         if line.is_empty() {
+            if std::mem::take(&mut self.id_seen) {
+                self.last_id = self.id_buffer.clone().filter(|id| !id.is_empty());
+            }
             let event = self.event.take();
             if !std::mem::take(&mut self.has_data) {
                 return None;
@@ -146,8 +170,21 @@ impl Parser {
                 self.data.extend_from_slice(value);
             }
             b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
-            // `id` and `retry` matter only to a client that resumes streams; other
-            // fields are ignored, as the standard says.
+            // An id with a NUL is ignored, as the standard says.
+            b"id" if !value.contains(&0) => {
+                self.id_buffer = Some(String::from_utf8_lossy(value).into_owned());
+                self.id_seen = true;
+            }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                // Digits past u64 are a server's nonsense: the longest wait there is.
+                self.retry = Some(
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(u64::MAX),
+                );
+            }
+            // Other fields are ignored, as the standard says.
             _ => {}
         }
         None
@@ -177,6 +214,24 @@ impl SseStream {
             done: false,
         }
     }
+
+    /// A stream resuming one whose last event ID was `last_id`: it keeps that ID until
+    /// the server sends another.
+    pub fn resuming(body: ByteStream, last_id: Option<String>) -> Self {
+        let mut s = Self::new(body);
+        s.parser.last_id = last_id;
+        s
+    }
+
+    /// The ID of the last event that ended.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.parser.last_event_id()
+    }
+
+    /// The reconnection time the server set.
+    pub fn retry(&self) -> Option<std::time::Duration> {
+        self.parser.retry()
+    }
 }
 
 impl Stream for SseStream {
@@ -200,7 +255,7 @@ impl Stream for SseStream {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(SseError::Body(e.0))));
+                    return Poll::Ready(Some(Err(SseError::Body(e))));
                 }
                 // What is left is an incomplete event: dropped, as the standard says.
                 Poll::Ready(None) => this.done = true,
@@ -268,7 +323,8 @@ mod tests {
     #[test]
     fn fields_as_the_standard_reads_them() {
         // One space after the colon is dropped, no more; a field without a colon has an
-        // empty value; unknown fields, id and retry are ignored; a BOM is skipped.
+        // empty value; unknown fields are ignored (id and retry are not data); a BOM
+        // is skipped.
         let input =
             b"\xEF\xBB\xBFdata:  two spaces\n\ndata\ndata\n\nfoo: bar\nretry: 10\ndata: x\n\n";
         assert_eq!(
@@ -277,6 +333,34 @@ mod tests {
         );
         // A BOM split over pieces is still skipped.
         assert_eq!(parse_in_pieces(input, &[1, 1, 1]).len(), 3);
+    }
+
+    #[test]
+    fn the_last_event_id_and_the_reconnection_time() {
+        let mut p = Parser::default();
+        // The priming event of MCP 2025-11-25: an id and empty data.
+        p.feed(b"id: prime-1\ndata:\n\n").unwrap();
+        while p.next().is_some() {}
+        assert_eq!(p.last_event_id(), Some("prime-1"));
+        assert_eq!(p.retry(), None);
+        // Taken when the event ends, not before.
+        p.feed(b"retry: 1500\nid: 2\ndata: {}\n").unwrap();
+        assert!(p.next().is_none());
+        assert_eq!(p.last_event_id(), Some("prime-1"));
+        assert_eq!(p.retry(), Some(std::time::Duration::from_millis(1500)));
+        p.feed(b"\n").unwrap();
+        assert!(p.next().is_some());
+        assert_eq!(p.last_event_id(), Some("2"));
+        // An event without an id keeps the last one; an empty id resets it; an id with
+        // a NUL and a retry that is not digits are ignored.
+        p.feed(b"data: x\n\nretry: 1s\nid: a\0b\ndata: y\n\n")
+            .unwrap();
+        while p.next().is_some() {}
+        assert_eq!(p.last_event_id(), Some("2"));
+        assert_eq!(p.retry(), Some(std::time::Duration::from_millis(1500)));
+        p.feed(b"id\ndata: z\n\n").unwrap();
+        while p.next().is_some() {}
+        assert_eq!(p.last_event_id(), None);
     }
 
     #[test]

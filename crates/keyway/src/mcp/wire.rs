@@ -1,8 +1,15 @@
-//! The MCP wire as raw JSON-RPC values, for the bridge and the gateway: a field
-//! rmcp's types do not know must still reach the other side, so nothing here parses
-//! messages into types. Streamable HTTP (POST per message, JSON or event-stream
-//! answers, a standalone GET stream, session ids, DELETE on close) and the legacy
-//! HTTP+SSE transport (a GET event stream that names the POST endpoint).
+//! keyway's one MCP client transport: every command, the bridge and the gateway talk
+//! to servers through a [`Wire`]. It carries raw JSON-RPC text, so a field rmcp's types
+//! do not know still reaches the other side; [`WireTransport`] puts rmcp's typed client
+//! on top where keyway itself speaks (handshakes, tool lists).
+//!
+//! Streamable HTTP (a POST per message, JSON or event-stream answers, the standalone
+//! GET stream, session ids, streams resumed with `Last-Event-ID`, DELETE on close) and
+//! the legacy HTTP+SSE transport (a GET event stream that names the POST endpoint).
+//! The HTTP itself is reqwest's (hyper underneath): HTTP/2 by ALPN, keep-alive,
+//! Happy Eyeballs, pooled connections closed when idle, proxies from the environment.
+//! The event-stream parser is keyway's own ([`super::sse`]): small, tested, and it
+//! bounds what a hostile server can make it hold.
 
 use std::{
     collections::HashMap,
@@ -11,7 +18,7 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt};
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -20,33 +27,134 @@ use url::Url;
 pub use super::message::Message;
 use super::{
     TokenSource,
-    post::{Headers, Poster, Reply},
     sse::{Sse, SseError, SseStream},
 };
-use crate::Secret;
+pub use crate::http::Deadlines;
+use crate::{
+    Secret,
+    http::reply::{BodyError, Reply, describe, snippet},
+};
 
 /// Largest single JSON answer or event keyway reads.
 const MAX_MESSAGE: usize = super::sse::MAX_EVENT;
 
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// Why a message could not be delivered.
+/// How long closing a session may take before keyway gives up on the `DELETE`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the legacy SSE stream may take to name its POST endpoint.
+const ENDPOINT_WAIT: Duration = Duration::from_secs(10);
+
+/// Times in a row a response stream is resumed without bringing a new event.
+const MAX_RESUMES: u32 = 3;
+
+/// The longest a server's `retry` makes keyway wait before resuming a stream.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Which time limit was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Opening the connection.
+    Connect(Duration),
+    /// Waiting for the answer's head.
+    FirstByte(Duration),
+    /// Waiting for the next piece of an answer.
+    Idle(Duration),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(d) => write!(f, "could not connect within {} s", d.as_secs()),
+            Self::FirstByte(d) => write!(f, "sent no answer within {} s", d.as_secs()),
+            Self::Idle(d) => write!(
+                f,
+                "went silent for {} s in the middle of an answer",
+                d.as_secs()
+            ),
+        }
+    }
+}
+
+/// Why a message could not be delivered. Decisions (authorize, reconnect, retry, fall
+/// back to legacy SSE) match on these variants, never on message text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
+    /// 401: the server needs (new) authorization.
     #[error("the server needs authorization")]
-    Unauthorized { challenge: Option<String> },
+    Unauthorized {
+        /// The `WWW-Authenticate` challenge, if any.
+        challenge: Option<String>,
+    },
+    /// 403, with the challenge (step-up when it says `insufficient_scope`).
     #[error("the server refused: 403 {challenge}")]
-    Forbidden { challenge: String },
+    Forbidden {
+        /// The `WWW-Authenticate` challenge.
+        challenge: String,
+    },
+    /// 404 for a session id the server no longer knows.
     #[error("the session expired (404)")]
     SessionExpired,
-    #[error("the connection failed: {0}")]
-    Transport(String),
+    /// No connection (DNS, refused, TLS, a proxy's refusal): the request was not sent.
+    #[error("could not reach {server}: {reason}")]
+    Connect {
+        /// Where keyway tried to go (scheme, host, port).
+        server: String,
+        /// What went wrong, with the certificate problem for TLS failures.
+        reason: String,
+    },
+    /// A deadline was hit ([`Deadlines`]).
+    #[error("{server} {limit} (raise it with --{} if the server is just slow)", limit_flag(.limit))]
+    Deadline {
+        /// The server.
+        server: String,
+        /// Which limit, and how long it is.
+        limit: Limit,
+    },
+    /// The connection broke after the request went out (reset, closed early, an
+    /// HTTP/2 GOAWAY or stream reset): the server may have acted on it.
+    #[error("the connection to {server} broke: {reason}")]
+    Dropped {
+        /// The server.
+        server: String,
+        /// What broke.
+        reason: String,
+    },
+    /// An HTTP status MCP does not expect.
     #[error("the server answered HTTP {status}: {body}")]
-    Http { status: u16, body: String },
+    Http {
+        /// The status code.
+        status: u16,
+        /// The start of the body, printable.
+        body: String,
+    },
+    /// An answer that is not what MCP says (not JSON, too large).
+    #[error("{server} sent an answer keyway cannot use: {reason}")]
+    Protocol {
+        /// The server.
+        server: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The credentials for the request could not be had.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// The connection was closed (by [`Wire::close`], or the session's stream ended).
     #[error("the connection is closed")]
     Closed,
+}
+
+fn limit_flag(limit: &Limit) -> &'static str {
+    match limit {
+        Limit::Connect(_) => "connect-timeout",
+        Limit::FirstByte(_) => "answer-timeout",
+        Limit::Idle(_) => "idle-timeout",
+    }
 }
 
 impl WireError {
@@ -54,14 +162,63 @@ impl WireError {
     pub fn is_dropped(&self) -> bool {
         matches!(
             self,
-            Self::Transport(_) | Self::SessionExpired | Self::Closed
+            Self::Connect { .. }
+                | Self::Deadline { .. }
+                | Self::Dropped { .. }
+                | Self::SessionExpired
+                | Self::Closed
         )
     }
+
+    /// Whether `method` may be sent again after this failure: always when the server
+    /// cannot have acted on it (nothing was sent, or the session it went to is gone);
+    /// after a broken connection or a deadline only when repeating it changes nothing
+    /// (lists, reads, pings) or it is a notification.
+    pub fn may_retry(&self, method: &str, is_request: bool) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::Deadline {
+                limit: Limit::Connect(_),
+                ..
+            }
+            | Self::SessionExpired
+            | Self::Closed => true,
+            Self::Dropped { .. } | Self::Deadline { .. } => !is_request || read_only(method),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status of a refusal, if the server answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Unauthorized { .. } => Some(401),
+            Self::Forbidden { .. } => Some(403),
+            Self::SessionExpired => Some(404),
+            Self::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Requests that change nothing on the server: safe to send again.
+pub fn read_only(method: &str) -> bool {
+    matches!(
+        method,
+        "ping"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "prompts/list"
+            | "prompts/get"
+            | "completion/complete"
+    )
 }
 
 /// What arrives from the server.
 #[derive(Debug)]
 pub enum Inbound {
+    /// A message no [`Wire::call`] waits for.
     Message(Message),
     /// The standalone stream (or the legacy SSE stream) ended or failed.
     StreamEnded(String),
@@ -70,18 +227,42 @@ pub enum Inbound {
 /// Which transport to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireKind {
+    /// Streamable HTTP (MCP 2025-03-26 and later).
     StreamableHttp,
+    /// The HTTP+SSE transport of MCP 2024-11-05.
     LegacySse,
 }
 
 /// Everything needed to reach one server.
 #[derive(Clone)]
 pub struct WireConfig {
+    /// The MCP endpoint.
     pub url: Url,
+    /// The HTTP client ([`crate::http::client_with`]: its connect timeout should be
+    /// `deadlines.connect`).
     pub http: reqwest::Client,
+    /// Where the bearer token of each request comes from.
     pub tokens: Arc<dyn TokenSource>,
+    /// Extra headers on every request (API keys); their values are secrets.
     pub headers: Vec<(HeaderName, Secret)>,
+    /// The transport.
     pub kind: WireKind,
+    /// The time limits of every request.
+    pub deadlines: Deadlines,
+}
+
+impl WireConfig {
+    /// Streamable HTTP to `url` with no extra headers and the default deadlines.
+    pub fn new(url: Url, http: reqwest::Client, tokens: Arc<dyn TokenSource>) -> Self {
+        Self {
+            url,
+            http,
+            tokens,
+            headers: Vec::new(),
+            kind: WireKind::StreamableHttp,
+            deadlines: Deadlines::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for WireConfig {
@@ -89,6 +270,7 @@ impl std::fmt::Debug for WireConfig {
         f.debug_struct("WireConfig")
             .field("url", &self.url.as_str())
             .field("kind", &self.kind)
+            .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +284,8 @@ pub struct Wire {
 
 struct Inner {
     config: WireConfig,
+    /// The server as errors name it: scheme, host and port.
+    server: String,
     inbound: Sink,
     state: Mutex<State>,
     /// Legacy SSE: signalled once the `endpoint` event arrived.
@@ -109,13 +293,11 @@ struct Inner {
     /// Answers awaited by [`Wire::call`] that did not come on their own POST's stream,
     /// by the request id's JSON text.
     waiters: Mutex<HashMap<String, oneshot::Sender<Value>>>,
-    /// The lean path for Streamable HTTP POSTs (`None`: they go through reqwest).
-    poster: Option<Arc<Poster>>,
     /// The last `Authorization` value sent (marked sensitive: Debug does not show it),
     /// reused while the token stays the same.
-    bearer: Mutex<Option<header::HeaderValue>>,
+    bearer: Mutex<Option<HeaderValue>>,
     /// The configured headers as header values (marked sensitive), made once.
-    configured: Vec<(HeaderName, header::HeaderValue)>,
+    configured: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -123,13 +305,12 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("config", &self.config)
             .field("state", &self.state)
-            .field("poster", &self.poster)
             .finish_non_exhaustive()
     }
 }
 
 /// A header value kept in [`State`] as text (they are all visible ASCII).
-fn header_text(v: Option<&header::HeaderValue>) -> Option<String> {
+fn header_text(v: Option<&HeaderValue>) -> Option<String> {
     v.and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
@@ -150,7 +331,7 @@ pub const INBOUND_QUEUE: usize = 32;
 enum Event {
     Message(Message),
     Skip,
-    End(String),
+    End(WireError),
 }
 
 /// Takes an awaited answer's waiter out of the table when the caller is done with it
@@ -170,14 +351,37 @@ impl Drop for Waiting<'_> {
 struct State {
     /// Kept as header values (visible ASCII), sent with every request: a clone is a
     /// reference count, not a copy.
-    session: Option<header::HeaderValue>,
-    protocol: Option<header::HeaderValue>,
+    session: Option<HeaderValue>,
+    protocol: Option<HeaderValue>,
     /// The id (JSON text) of an `initialize` request in flight (its answer names the
     /// version).
     initialize_id: Option<String>,
     /// Legacy SSE: where to POST, learned from the `endpoint` event.
     post_url: Option<Url>,
+    /// The standalone stream's last event ID, sent when it is opened again.
+    standalone_last_id: Option<String>,
     closed: bool,
+}
+
+/// What a POST's event stream is read for.
+#[derive(Clone, Copy)]
+enum Reading<'a> {
+    /// A notification's or an answer's stream: everything is delivered.
+    Deliver,
+    /// A request's: everything is delivered, its answer included; the stream is
+    /// resumed if it ends before the answer.
+    Request(&'a str),
+    /// [`Wire::call`]'s: the answer is returned, the rest delivered.
+    Call(&'a str),
+}
+
+impl Reading<'_> {
+    fn request(&self) -> Option<&str> {
+        match self {
+            Self::Deliver => None,
+            Self::Request(k) | Self::Call(k) => Some(k),
+        }
+    }
 }
 
 impl Wire {
@@ -199,16 +403,12 @@ impl Wire {
 
     /// [`Wire::connect`] handing what the server sends to `sink` instead of a channel.
     pub async fn connect_to(config: WireConfig, sink: Sink) -> Result<Self, WireError> {
-        let poster = match config.kind {
-            WireKind::StreamableHttp => Poster::new(&config.url),
-            WireKind::LegacySse => None,
-        };
         // A value that is not a header value cannot be sent: it is left out, as
         // before, with a warning that names the header and not its value.
         let configured = config
             .headers
             .iter()
-            .filter_map(|(k, v)| match header::HeaderValue::from_str(v.expose()) {
+            .filter_map(|(k, v)| match HeaderValue::from_str(v.expose()) {
                 Ok(mut hv) => {
                     hv.set_sensitive(true);
                     Some((k.clone(), hv))
@@ -219,11 +419,12 @@ impl Wire {
                 }
             })
             .collect();
+        let server = config.url.origin().ascii_serialization();
         let wire = Self {
             inner: Arc::new(Inner {
-                poster,
                 bearer: Mutex::default(),
                 configured,
+                server,
                 config,
                 inbound: sink,
                 state: Mutex::default(),
@@ -237,14 +438,22 @@ impl Wire {
         Ok(wire)
     }
 
+    /// The MCP endpoint.
     pub fn url(&self) -> &Url {
         &self.inner.config.url
     }
 
+    /// The transport spoken.
+    pub fn kind(&self) -> WireKind {
+        self.inner.config.kind
+    }
+
+    /// The session id the server gave, if any.
     pub fn session_id(&self) -> Option<String> {
         header_text(self.state().session.as_ref())
     }
 
+    /// The protocol revision the server chose in `initialize`.
     pub fn protocol_version(&self) -> Option<String> {
         header_text(self.state().protocol.as_ref())
     }
@@ -258,12 +467,11 @@ impl Wire {
     }
 
     /// The configured headers and the bearer token for `uri`, added to `headers`.
-    async fn add_credentials(&self, headers: &mut Headers, uri: &str) -> Result<(), WireError> {
-        let c = &self.inner.config;
+    async fn add_credentials(&self, headers: &mut HeaderMap, uri: &str) -> Result<(), WireError> {
         for (k, v) in &self.inner.configured {
-            headers.put(k.clone(), v.clone());
+            headers.insert(k.clone(), v.clone());
         }
-        match c.tokens.bearer(uri).await {
+        match self.inner.config.tokens.bearer(uri).await {
             Ok(Some(t)) => {
                 let mut last = self.inner.bearer.lock().unwrap_or_else(|p| p.into_inner());
                 let value = match &*last {
@@ -273,34 +481,95 @@ impl Wire {
                         v.clone()
                     }
                     _ => {
-                        let mut v =
-                            header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
-                                .map_err(|_| {
-                                    WireError::Transport(
-                                        "credentials: the token is not a header value".into(),
-                                    )
-                                })?;
+                        let mut v = HeaderValue::from_str(&format!("Bearer {}", t.secret()))
+                            .map_err(|_| {
+                                WireError::Credentials("the token is not a header value".into())
+                            })?;
                         v.set_sensitive(true);
                         *last = Some(v.clone());
                         v
                     }
                 };
-                headers.put(header::AUTHORIZATION, value);
+                headers.insert(header::AUTHORIZATION, value);
                 Ok(())
             }
             Ok(None) => Ok(()),
-            Err(e) => Err(WireError::Transport(format!("credentials: {e}"))),
+            Err(e) => Err(WireError::Credentials(e.to_string())),
         }
     }
 
-    async fn auth(
+    /// The headers of a request in the session: its id, the protocol revision, the
+    /// credentials.
+    async fn session_headers(
         &self,
-        req: reqwest::RequestBuilder,
-        uri: &str,
-    ) -> Result<reqwest::RequestBuilder, WireError> {
-        let mut headers = Headers::with_capacity(1 + self.inner.configured.len());
-        self.add_credentials(&mut headers, uri).await?;
-        Ok(req.headers(headers.into_map()))
+        capacity: usize,
+    ) -> Result<(HeaderMap, Option<HeaderValue>), WireError> {
+        let (session, protocol) = {
+            let st = self.state();
+            (st.session.clone(), st.protocol.clone())
+        };
+        let mut headers = HeaderMap::with_capacity(capacity + self.inner.configured.len());
+        if let Some(s) = &session {
+            headers.insert(SESSION_ID, s.clone());
+        }
+        if let Some(p) = protocol {
+            headers.insert(PROTOCOL_VERSION, p);
+        }
+        self.add_credentials(&mut headers, self.inner.config.url.as_str())
+            .await?;
+        Ok((headers, session))
+    }
+
+    /// Send a request and read its answer's head within the first-byte deadline; the
+    /// body is then read within the idle deadline (`idle`: whether it applies).
+    async fn exchange(&self, req: reqwest::RequestBuilder, idle: bool) -> Result<Reply, WireError> {
+        let d = &self.inner.config.deadlines;
+        match tokio::time::timeout(d.first_byte, req.send()).await {
+            Ok(Ok(resp)) => Ok(Reply::from_reqwest(resp, idle.then_some(d.idle))),
+            Ok(Err(e)) => Err(self.failed(&e)),
+            Err(_) => Err(WireError::Deadline {
+                server: self.inner.server.clone(),
+                limit: Limit::FirstByte(d.first_byte),
+            }),
+        }
+    }
+
+    /// A failed request in terms a person (and a retry decision) can act on.
+    fn failed(&self, e: &reqwest::Error) -> WireError {
+        let server = self.inner.server.clone();
+        if e.is_connect() {
+            if e.is_timeout() {
+                return WireError::Deadline {
+                    server,
+                    limit: Limit::Connect(self.inner.config.deadlines.connect),
+                };
+            }
+            return WireError::Connect {
+                server,
+                reason: describe(e),
+            };
+        }
+        // reqwest's own line repeats the URL the error already names.
+        let reason = match std::error::Error::source(e) {
+            Some(cause) => describe(cause),
+            None => describe(e),
+        };
+        WireError::Dropped { server, reason }
+    }
+
+    fn body_failed(&self, e: BodyError) -> WireError {
+        let server = self.inner.server.clone();
+        match e {
+            BodyError::Idle(d) => WireError::Deadline {
+                server,
+                limit: Limit::Idle(d),
+            },
+            BodyError::Broken(reason) => WireError::Dropped { server, reason },
+            BodyError::TooLarge(n) => WireError::Protocol {
+                server,
+                reason: format!("an answer larger than {} MiB", n / (1024 * 1024)),
+            },
+        }
     }
 
     /// Deliver one message (or batch); its JSON-RPC answers arrive on the inbound
@@ -317,7 +586,13 @@ impl Wire {
             return Err(WireError::Closed);
         }
         match self.inner.config.kind {
-            WireKind::StreamableHttp => self.send_streamable(message, None).await.map(drop),
+            WireKind::StreamableHttp => {
+                let reading = match message.id() {
+                    Some(id) if message.is_request() => Reading::Request(id),
+                    _ => Reading::Deliver,
+                };
+                self.send_streamable(message, reading).await.map(drop)
+            }
             WireKind::LegacySse => self.send_legacy(message).await,
         }
     }
@@ -339,13 +614,19 @@ impl Wire {
         }
         let key = request
             .id()
-            .ok_or_else(|| WireError::Transport("a request without an id".into()))?
+            .ok_or_else(|| WireError::Protocol {
+                server: self.inner.server.clone(),
+                reason: "keyway was asked to call with a request that has no id".into(),
+            })?
             .to_owned();
         let (tx, rx) = oneshot::channel();
         self.waiters().insert(key.clone(), tx);
         let waiting = Waiting { wire: self, key };
         let answer = match self.inner.config.kind {
-            WireKind::StreamableHttp => self.send_streamable(&request, Some(&waiting.key)).await?,
+            WireKind::StreamableHttp => {
+                self.send_streamable(&request, Reading::Call(&waiting.key))
+                    .await?
+            }
             WireKind::LegacySse => {
                 self.send_legacy(&request).await?;
                 None
@@ -364,56 +645,26 @@ impl Wire {
     async fn send_streamable(
         &self,
         message: &Message,
-        answer_to: Option<&str>,
+        reading: Reading<'_>,
     ) -> Result<Option<Message>, WireError> {
         let c = &self.inner.config;
-        let is_initialize = message.method() == Some("initialize");
-        let (session, protocol) = {
+        if message.method() == Some("initialize") {
             let mut st = self.state();
-            if is_initialize {
-                st.initialize_id = message.id().map(str::to_owned);
-                st.session = None;
-            }
-            (st.session.clone(), st.protocol.clone())
-        };
-        let mut headers = Headers::with_capacity(6 + self.inner.configured.len());
-        headers.put(
+            st.initialize_id = message.id().map(str::to_owned);
+            st.session = None;
+        }
+        let (mut headers, session) = self.session_headers(2).await?;
+        headers.insert(
             header::ACCEPT,
-            header::HeaderValue::from_static("application/json, text/event-stream"),
+            HeaderValue::from_static("application/json, text/event-stream"),
         );
-        headers.put(
+        headers.insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+            HeaderValue::from_static("application/json"),
         );
-        if let Some(s) = &session {
-            headers.put(SESSION_ID, s.clone());
-        }
-        if let Some(p) = protocol {
-            headers.put(PROTOCOL_VERSION, p);
-        }
-        self.add_credentials(&mut headers, c.url.as_str()).await?;
-        let body = message.text().as_bytes();
-        let resp = match &self.inner.poster {
-            Some(poster) => {
-                headers.put(
-                    header::USER_AGENT,
-                    header::HeaderValue::from_static(crate::http::USER_AGENT),
-                );
-                poster
-                    .post(&headers, body)
-                    .await
-                    .map_err(WireError::Transport)?
-            }
-            None => Reply::from_reqwest(
-                c.http
-                    .post(c.url.clone())
-                    .headers(headers.into_map())
-                    .body(bytes::Bytes::copy_from_slice(body))
-                    .send()
-                    .await
-                    .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
-            ),
-        };
+        let body = bytes::Bytes::copy_from_slice(message.text().as_bytes());
+        let req = c.http.post(c.url.clone()).headers(headers).body(body);
+        let resp = self.exchange(req, true).await?;
         let status = resp.status;
         if let Some(id) = resp.headers.get(SESSION_ID)
             && id.to_str().is_ok()
@@ -430,42 +681,42 @@ impl Wire {
                     .header(header::CONTENT_TYPE)
                     .is_some_and(|t| t.starts_with("text/event-stream"));
                 if sse {
-                    let Some(key) = answer_to else {
-                        let events = SseStream::new(resp.body);
-                        if message.is_request() {
-                            // Its answer and what comes with it, read on the sender's
-                            // own task: a task per stream would cost a spawn and a
-                            // hand-off for every request.
-                            self.read_events(events, false).await;
-                        } else {
-                            let wire = self.clone();
-                            tokio::spawn(async move { wire.read_events(events, false).await });
-                        }
-                        return Ok(None);
-                    };
-                    Ok(self.read_answer(SseStream::new(resp.body), key).await)
-                } else {
-                    let body = read_limited(resp).await?;
-                    if body.iter().all(u8::is_ascii_whitespace) {
+                    let events = SseStream::new(resp.body);
+                    if let Reading::Deliver = reading {
+                        // An answer's or a notification's stream: read on by a task of
+                        // its own, the sender does not wait for it.
+                        let wire = self.clone();
+                        tokio::spawn(async move { wire.read_events(events, false).await });
                         return Ok(None);
                     }
-                    let not_json = |e: String| WireError::Http {
-                        status: s.as_u16(),
-                        body: format!("not JSON: {e}"),
-                    };
-                    let text = String::from_utf8(body).map_err(|e| not_json(e.to_string()))?;
-                    let v = Message::parse(text).map_err(|e| not_json(e.to_string()))?;
-                    match answer_to {
-                        Some(key) if v.answers(key) => {
-                            self.note_answer(&v);
-                            Ok(Some(v))
+                    // A request's: its answer and what comes with it, read on the
+                    // sender's own task (a task per stream would cost a spawn and a
+                    // hand-off for every request).
+                    return self.read_stream(events, reading).await;
+                }
+                let body = resp
+                    .read_capped(MAX_MESSAGE)
+                    .await
+                    .map_err(|e| self.body_failed(e))?;
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
+                let not_json = |e: String| WireError::Protocol {
+                    server: self.inner.server.clone(),
+                    reason: format!("HTTP {} with a body that is not JSON: {e}", s.as_u16()),
+                };
+                let text = String::from_utf8(body).map_err(|e| not_json(e.to_string()))?;
+                let v = Message::parse(text).map_err(|e| not_json(e.to_string()))?;
+                match reading {
+                    Reading::Call(key) if v.answers(key) => {
+                        self.note_answer(&v);
+                        Ok(Some(v))
+                    }
+                    _ => {
+                        if let Some(full) = self.deliver(v) {
+                            full.await;
                         }
-                        _ => {
-                            if let Some(full) = self.deliver(v) {
-                                full.await;
-                            }
-                            Ok(None)
-                        }
+                        Ok(None)
                     }
                 }
             }
@@ -493,10 +744,13 @@ impl Wire {
                 WireError::SessionExpired
             }
             s => {
-                let body = read_limited(resp).await.unwrap_or_default();
+                let body = match resp.read_capped(MAX_MESSAGE).await {
+                    Ok(body) => snippet(&body),
+                    Err(e) => e.to_string(),
+                };
                 WireError::Http {
                     status: s.as_u16(),
-                    body: crate::auth::fetch_snippet(&body),
+                    body,
                 }
             }
         }
@@ -513,7 +767,7 @@ impl Wire {
                 .get("result")
                 .and_then(|r| r.get("protocolVersion"))
                 .and_then(Value::as_str)
-                .and_then(|p| header::HeaderValue::from_str(p).ok());
+                .and_then(|p| HeaderValue::from_str(p).ok());
             st.initialize_id = None;
         }
     }
@@ -537,7 +791,10 @@ impl Wire {
     fn event(&self, ev: Result<Sse, SseError>) -> Event {
         let ev = match ev {
             Ok(ev) => ev,
-            Err(e) => return Event::End(format!("the stream broke: {e}")),
+            Err(SseError::Body(e)) => return Event::End(self.body_failed(e)),
+            Err(SseError::TooLarge) => {
+                return Event::End(self.body_failed(BodyError::TooLarge(MAX_MESSAGE)));
+            }
         };
         match ev.event.as_deref() {
             Some("endpoint") if self.inner.config.kind == WireKind::LegacySse => {
@@ -572,38 +829,106 @@ impl Wire {
                 }
                 Event::Skip => {}
                 Event::End(why) => {
-                    reason = why;
+                    reason = why.to_string();
                     break;
                 }
             }
         }
-        if standalone && let Some(full) = (self.inner.inbound)(Inbound::StreamEnded(reason)) {
-            full.await;
+        if standalone {
+            if let Some(id) = events.last_event_id() {
+                self.state().standalone_last_id = Some(id.to_owned());
+            }
+            // The server's reconnection time is honoured before whoever reopens the
+            // stream hears that it ended.
+            if let Some(wait) = events.retry() {
+                tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+            }
+            if let Some(full) = (self.inner.inbound)(Inbound::StreamEnded(reason)) {
+                full.await;
+            }
         }
     }
 
-    /// Read a POST's stream until the answer with id `key` (returned, not delivered).
-    /// What follows it is read here if it has already arrived (the usual end of the
-    /// stream, so the connection goes back to the pool), else by a task of its own.
-    async fn read_answer(&self, mut events: SseStream, key: &str) -> Option<Message> {
-        let mut answer = None;
-        while let Some(ev) = events.next().await {
-            match self.event(ev) {
-                Event::Message(v) if v.answers(key) => {
-                    self.note_answer(&v);
-                    answer = Some(v);
-                    break;
-                }
-                Event::Message(v) => {
-                    if let Some(full) = self.deliver(v) {
-                        full.await;
+    /// Read a request's event stream until its answer. For [`Reading::Call`] the answer
+    /// is returned (not delivered); what follows it is read here if it has already
+    /// arrived (the usual end of the stream, so the connection goes back to the pool),
+    /// else by a task of its own. For [`Reading::Request`] the answer is delivered and
+    /// the stream read to its end.
+    ///
+    /// A stream that ends before the answer after the server gave its events IDs is
+    /// resumed (MCP 2025-11-25): after the server's `retry` time, a GET with
+    /// `Last-Event-ID` continues it, so the answer still arrives.
+    async fn read_stream(
+        &self,
+        mut events: SseStream,
+        reading: Reading<'_>,
+    ) -> Result<Option<Message>, WireError> {
+        let mut answered = false;
+        let mut resumes = 0;
+        loop {
+            let mut ended = None;
+            let id_before = events.last_event_id().map(str::to_owned);
+            while let Some(ev) = events.next().await {
+                match self.event(ev) {
+                    Event::Message(v) if reading.request().is_some_and(|k| v.answers(k)) => {
+                        if let Reading::Call(_) = reading {
+                            self.note_answer(&v);
+                            self.read_rest(events);
+                            return Ok(Some(v));
+                        }
+                        answered = true;
+                        if let Some(full) = self.deliver(v) {
+                            full.await;
+                        }
+                    }
+                    Event::Message(v) => {
+                        if let Some(full) = self.deliver(v) {
+                            full.await;
+                        }
+                    }
+                    Event::Skip => {}
+                    Event::End(e) => {
+                        ended = Some(e);
+                        break;
                     }
                 }
-                Event::Skip => {}
-                Event::End(_) => return None,
             }
+            if answered {
+                return Ok(None);
+            }
+            // Ended before the answer.
+            let Some(last_id) = events.last_event_id().map(str::to_owned) else {
+                return match ended {
+                    Some(e) => Err(e),
+                    // A clean end with no way to resume: the answer may still come on
+                    // the standalone stream.
+                    None => Ok(None),
+                };
+            };
+            resumes = if id_before.as_deref() == Some(last_id.as_str()) {
+                resumes + 1
+            } else {
+                1
+            };
+            if resumes > MAX_RESUMES {
+                return Err(ended.unwrap_or_else(|| WireError::Dropped {
+                    server: self.inner.server.clone(),
+                    reason: format!(
+                        "the answer's event stream ended {MAX_RESUMES} times in a row without a new event"
+                    ),
+                }));
+            }
+            if let Some(wait) = events.retry() {
+                tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+            }
+            tracing::debug!(last_event_id = %last_id, "resuming an answer's event stream");
+            events = self.resume(last_id).await?;
         }
-        answer.as_ref()?;
+    }
+
+    /// What follows a call's answer on its stream: read now if it has arrived, else
+    /// by a task of its own.
+    fn read_rest(&self, mut events: SseStream) {
         loop {
             match events.next().now_or_never() {
                 Some(None) => break,
@@ -630,45 +955,62 @@ impl Wire {
                 }
             }
         }
-        answer
+    }
+
+    /// A GET that continues the stream whose last event was `last_id`.
+    async fn resume(&self, last_id: String) -> Result<SseStream, WireError> {
+        let c = &self.inner.config;
+        let (mut headers, session) = self.session_headers(2).await?;
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let id = HeaderValue::from_str(&last_id).map_err(|_| WireError::Protocol {
+            server: self.inner.server.clone(),
+            reason: "an event ID that cannot be sent back in a header".into(),
+        })?;
+        headers.insert(LAST_EVENT_ID, id);
+        let resp = self
+            .exchange(c.http.get(c.url.clone()).headers(headers), true)
+            .await?;
+        if !resp.status.is_success() {
+            return Err(self.http_error(resp, session.is_some()).await);
+        }
+        Ok(SseStream::resuming(resp.body, Some(last_id)))
     }
 
     /// After `notifications/initialized`: the standalone stream for server-initiated
-    /// messages (a 405 means the server has none).
+    /// messages (a 405 means the server has none). Opened again after it ended, it
+    /// names the last event it carried (`Last-Event-ID`).
     pub async fn open_standalone_stream(&self) -> Result<(), WireError> {
         if self.inner.config.kind != WireKind::StreamableHttp {
             return Ok(());
         }
         let c = &self.inner.config;
-        let (session, protocol) = {
-            let st = self.state();
-            (st.session.clone(), st.protocol.clone())
-        };
-        let mut req = c
-            .http
-            .get(c.url.clone())
-            .header(header::ACCEPT, "text/event-stream");
-        if let Some(s) = &session {
-            req = req.header(SESSION_ID, s);
-        }
-        if let Some(p) = &protocol {
-            req = req.header(PROTOCOL_VERSION, p);
-        }
-        let req = self.auth(req, c.url.as_str()).await?;
-        let resp = Reply::from_reqwest(
-            req.send()
-                .await
-                .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
+        let (mut headers, session) = self.session_headers(2).await?;
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
         );
+        let last_id = self.state().standalone_last_id.clone();
+        if let Some(id) = last_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            headers.insert(LAST_EVENT_ID, id);
+        }
+        let resp = self
+            .exchange(c.http.get(c.url.clone()).headers(headers), true)
+            .await?;
         match resp.status {
             s if s.is_success() => {
                 let wire = self.clone();
-                let events = SseStream::new(resp.body);
+                let events = SseStream::resuming(resp.body, last_id);
                 tokio::spawn(async move { wire.read_events(events, true).await });
                 Ok(())
             }
-            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND if session.is_none() => Ok(()),
             StatusCode::METHOD_NOT_ALLOWED => Ok(()),
+            StatusCode::NOT_FOUND if session.is_none() => Ok(()),
             _ => Err(self.http_error(resp, session.is_some()).await),
         }
     }
@@ -680,6 +1022,7 @@ impl Wire {
             let mut st = self.state();
             st.session = None;
             st.post_url = None;
+            st.standalone_last_id = None;
             st.closed = false;
         }
         // Answers the old session still owed will not come.
@@ -700,14 +1043,21 @@ impl Wire {
         self.waiters().clear();
         let Some(session) = session else { return };
         let c = &self.inner.config;
+        let mut headers = HeaderMap::with_capacity(1 + self.inner.configured.len());
+        headers.insert(SESSION_ID, session);
+        if self
+            .add_credentials(&mut headers, c.url.as_str())
+            .await
+            .is_err()
+        {
+            return;
+        }
         let req = c
             .http
             .delete(c.url.clone())
-            .header(SESSION_ID, session)
-            .timeout(Duration::from_secs(5));
-        if let Ok(req) = self.auth(req, c.url.as_str()).await
-            && let Err(e) = req.send().await
-        {
+            .headers(headers)
+            .timeout(CLOSE_TIMEOUT);
+        if let Err(e) = req.send().await {
             tracing::debug!(error = %e, "DELETE of the session failed");
         }
     }
@@ -716,32 +1066,33 @@ impl Wire {
 
     async fn open_legacy_stream(&self) -> Result<(), WireError> {
         let c = &self.inner.config;
-        let req = c
-            .http
-            .get(c.url.clone())
-            .header(header::ACCEPT, "text/event-stream");
-        let req = self.auth(req, c.url.as_str()).await?;
-        let resp = Reply::from_reqwest(
-            req.send()
-                .await
-                .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
+        let mut headers = HeaderMap::with_capacity(2 + self.inner.configured.len());
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
         );
+        self.add_credentials(&mut headers, c.url.as_str()).await?;
+        // The stream is the session: no idle limit (TCP keep-alive notices a dead
+        // connection); a quiet server is not a broken one.
+        let resp = self
+            .exchange(c.http.get(c.url.clone()).headers(headers), false)
+            .await?;
         if !resp.status.is_success() {
             return Err(self.http_error(resp, false).await);
         }
         let wire = self.clone();
         let events = SseStream::new(resp.body);
+        let endpoint = self.inner.endpoint_known.notified();
         tokio::spawn(async move { wire.read_events(events, true).await });
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            self.inner.endpoint_known.notified(),
-        )
-        .await
-        {
+        match tokio::time::timeout(ENDPOINT_WAIT, endpoint).await {
             Ok(()) => Ok(()),
-            Err(_) => Err(WireError::Transport(
-                "the SSE stream named no endpoint within 10 s".into(),
-            )),
+            Err(_) => Err(WireError::Protocol {
+                server: self.inner.server.clone(),
+                reason: format!(
+                    "its SSE stream named no endpoint within {} s (is this a legacy HTTP+SSE server?)",
+                    ENDPOINT_WAIT.as_secs()
+                ),
+            }),
         }
     }
 
@@ -765,17 +1116,18 @@ impl Wire {
             return Err(WireError::Closed);
         };
         let c = &self.inner.config;
+        let mut headers = HeaderMap::with_capacity(2 + self.inner.configured.len());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.add_credentials(&mut headers, c.url.as_str()).await?;
         let req = c
             .http
-            .post(post_url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
+            .post(post_url)
+            .headers(headers)
             .body(message.text().to_owned());
-        let req = self.auth(req, c.url.as_str()).await?;
-        let resp = Reply::from_reqwest(
-            req.send()
-                .await
-                .map_err(|e| WireError::Transport(crate::auth::fetch_describe(&e)))?,
-        );
+        let resp = self.exchange(req, true).await?;
         if resp.status.is_success() {
             Ok(())
         } else {
@@ -784,24 +1136,38 @@ impl Wire {
     }
 }
 
-async fn read_limited(resp: Reply) -> Result<Vec<u8>, WireError> {
-    let status = resp.status.as_u16();
-    resp.read_capped(MAX_MESSAGE)
-        .await
-        .map_err(|body| WireError::Http { status, body })
-}
-
-/// rmcp's client `Transport` over a [`Wire`]: lets the typed client (handshakes, tool
-/// lists) use the legacy SSE transport, which rmcp itself no longer has.
+/// rmcp's client `Transport` over a [`Wire`]: rmcp's typed client (handshakes, tool
+/// lists and calls, resources, prompts) on keyway's one transport, with its
+/// deadlines, resumption and credentials. Programs built on rmcp can use it as their
+/// transport: `rmcp::ServiceExt::serve(client_info, transport)`.
 #[derive(Debug)]
 pub struct WireTransport {
     wire: Wire,
     inbound: mpsc::Receiver<Inbound>,
+    /// When the standalone stream was last reopened, and how many times in a row it
+    /// ended within [`QUICK_END`] of that.
+    reopened: Option<tokio::time::Instant>,
+    quick_ends: u32,
 }
 
+/// A standalone stream that ends sooner than this after being reopened counts as
+/// ending at once; after three of those in a row it is not reopened again.
+const QUICK_END: Duration = Duration::from_secs(10);
+
 impl WireTransport {
+    /// A transport over `wire`, reading what [`Wire::connect`] returned beside it.
     pub fn new(wire: Wire, inbound: mpsc::Receiver<Inbound>) -> Self {
-        Self { wire, inbound }
+        Self {
+            wire,
+            inbound,
+            reopened: None,
+            quick_ends: 0,
+        }
+    }
+
+    /// The wire underneath.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
     }
 }
 
@@ -814,11 +1180,17 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
         let wire = self.wire.clone();
         async move {
-            let v = serde_json::to_value(&item).map_err(|e| WireError::Transport(e.to_string()))?;
-            wire.send(&v).await?;
-            if v.get("method").and_then(Value::as_str) == Some("notifications/initialized")
-                && let Err(e) = wire.open_standalone_stream().await
-            {
+            let text = serde_json::to_string(&item).map_err(|e| WireError::Protocol {
+                server: wire.inner.server.clone(),
+                reason: format!("a message rmcp made does not serialize: {e}"),
+            })?;
+            let message = Message::parse(text).map_err(|e| WireError::Protocol {
+                server: wire.inner.server.clone(),
+                reason: format!("a message rmcp made is not JSON-RPC: {e}"),
+            })?;
+            let initialized = message.method() == Some("notifications/initialized");
+            wire.send_message(&message).await?;
+            if initialized && let Err(e) = wire.open_standalone_stream().await {
                 tracing::debug!(error = %e, "no standalone stream");
             }
             Ok(())
@@ -836,7 +1208,23 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
                 Inbound::StreamEnded(_) if self.wire.inner.config.kind == WireKind::LegacySse => {
                     return None;
                 }
-                Inbound::StreamEnded(_) => {}
+                Inbound::StreamEnded(_) => {
+                    // The standalone stream ended: opened again, unless it keeps ending
+                    // at once.
+                    let quick = self.reopened.is_some_and(|t| t.elapsed() < QUICK_END);
+                    self.quick_ends = if quick { self.quick_ends + 1 } else { 0 };
+                    if self.quick_ends >= 3 {
+                        tracing::info!("the server's standalone stream keeps ending; not reopened");
+                        continue;
+                    }
+                    self.reopened = Some(tokio::time::Instant::now());
+                    let wire = self.wire.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = wire.open_standalone_stream().await {
+                            tracing::debug!(error = %e, "the standalone stream was not reopened");
+                        }
+                    });
+                }
             }
         }
     }
@@ -939,6 +1327,7 @@ mod tests {
                 tokens: Arc::new(crate::mcp::StaticToken::default()),
                 headers: Vec::new(),
                 kind: WireKind::StreamableHttp,
+                deadlines: Deadlines::default(),
             },
             sink,
         )
