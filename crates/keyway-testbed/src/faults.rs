@@ -40,7 +40,12 @@ pub(crate) async fn faults(
     let endpoint = table.get(&path).copied().unwrap_or(Endpoint::Other);
     let nth = {
         let mut stats = shared.stats();
-        stats.hit(endpoint, req.method().as_str(), &path);
+        stats.hit(
+            endpoint,
+            req.method().as_str(),
+            &path,
+            req.version() == http::Version::HTTP_2,
+        );
         stats.endpoint(endpoint)
     };
     let rules = shared.faults(endpoint).clone();

@@ -29,6 +29,26 @@ pub struct Knobs {
     #[arg(long, default_value = "/mcp", help_heading = "Listeners")]
     pub mcp_path: String,
 
+    /// Serve the MCP server over TLS with this certificate chain (PEM), offering
+    /// HTTP/2 and HTTP/1.1 by ALPN; its URLs become https. Needs --tls-key. The
+    /// authorization server stays plain HTTP on loopback unless --shared-origin.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Listeners"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Listeners"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
     // ------------------------------------------------- protected resource metadata
     /// Where the protected resource metadata (RFC 9728) is served: `header` (path
     /// well-known, named in the 401's resource_metadata), `path` (path well-known only,

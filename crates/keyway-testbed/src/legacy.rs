@@ -24,7 +24,7 @@ use tokio::{
 
 use crate::{
     db::random_token,
-    shared::{Counter, Shared},
+    shared::{Shared, ToolCounters},
     tools::TestbedTools,
 };
 
@@ -37,9 +37,9 @@ pub(crate) struct Sessions(Mutex<HashMap<String, tokio::io::WriteHalf<tokio::io:
 
 /// Counts `slow` calls cancelled by their client.
 #[derive(Clone)]
-struct Cancelled(Arc<Counter>);
+struct Cancelled(Arc<ToolCounters>);
 
-pub(crate) fn routes(sessions: Arc<Sessions>, cancelled: Arc<Counter>) -> Router<Arc<Shared>> {
+pub(crate) fn routes(sessions: Arc<Sessions>, cancelled: Arc<ToolCounters>) -> Router<Arc<Shared>> {
     Router::new()
         .route(SSE_PATH, get(open_stream))
         .route(MESSAGES_PATH, post(post_message))

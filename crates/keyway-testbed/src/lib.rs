@@ -87,6 +87,12 @@ impl Testbed {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TestbedError> {
         validate(&knobs)?;
+        let tls = match (&knobs.tls_cert, &knobs.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(serve::tls_acceptor(cert, key).map_err(TestbedError::InvalidKnob)?)
+            }
+            _ => None,
+        };
         let rs = bind(knobs.port).await?;
         let as_ = if knobs.shared_origin {
             None
@@ -101,6 +107,10 @@ impl Testbed {
         let urls = Urls::new(&knobs, rs_addr, as_addr);
         let shared = Arc::new(Shared::new(knobs, clock, urls));
         let shutdown = CancellationToken::new();
+        let mcp_listener = serve::Listener {
+            tls: tls.clone(),
+            counted: Some(shared.clone()),
+        };
 
         let (rs_router, rs_table) = resource::routes(&shared, shutdown.child_token());
         let (as_router, as_table) = authz::routes(&shared);
@@ -111,9 +121,15 @@ impl Testbed {
                 as_listener,
                 app,
                 shutdown.clone(),
+                serve::Listener::default(),
             )));
             let app = finish(&shared, rs_router, rs_table)?;
-            tasks.push(tokio::spawn(serve::serve(rs, app, shutdown.clone())));
+            tasks.push(tokio::spawn(serve::serve(
+                rs,
+                app,
+                shutdown.clone(),
+                mcp_listener,
+            )));
         } else {
             let mut table = rs_table;
             for (path, _) in &as_table {
@@ -125,7 +141,12 @@ impl Testbed {
             }
             table.extend(as_table);
             let app = finish(&shared, rs_router.merge(as_router), table)?;
-            tasks.push(tokio::spawn(serve::serve(rs, app, shutdown.clone())));
+            tasks.push(tokio::spawn(serve::serve(
+                rs,
+                app,
+                shutdown.clone(),
+                mcp_listener,
+            )));
         }
         Ok(Self {
             shared,
@@ -198,7 +219,7 @@ impl Testbed {
 
     /// Returns once `n` `slow` calls in all were cancelled by their client.
     pub async fn cancelled_calls_reach(&self, n: u64) {
-        self.shared.cancelled_calls.reach(n).await;
+        self.shared.tools.cancelled.reach(n).await;
     }
 
     /// Drop the connection of the next MCP request without an answer, and forget

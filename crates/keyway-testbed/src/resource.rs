@@ -49,7 +49,7 @@ pub(crate) fn routes(
     }
 
     let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
-    let cancelled = shared.cancelled_calls.clone();
+    let cancelled = shared.tools.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(TestbedTools::new(cancelled.clone())),
         shared.sessions.clone(),
@@ -64,7 +64,7 @@ pub(crate) fn routes(
     if shared.knobs.legacy_sse || shared.knobs.legacy_sse_only {
         mcp_router = mcp_router.merge(crate::legacy::routes(
             Arc::new(crate::legacy::Sessions::default()),
-            shared.cancelled_calls.clone(),
+            shared.tools.clone(),
         ));
         table.push((crate::legacy::SSE_PATH.to_owned(), Endpoint::Mcp));
         table.push((crate::legacy::MESSAGES_PATH.to_owned(), Endpoint::Mcp));

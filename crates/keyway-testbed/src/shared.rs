@@ -33,7 +33,7 @@ pub(crate) struct Shared {
     pub drop_next: std::sync::atomic::AtomicBool,
     /// `slow` calls their client cancelled (the tools bump it; [`Shared::snapshot`]
     /// reports it).
-    pub cancelled_calls: Arc<Counter>,
+    pub tools: Arc<ToolCounters>,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -57,7 +57,7 @@ impl Shared {
             sessions: Arc::new(LocalSessionManager::default()),
             hung: Default::default(),
             drop_next: Default::default(),
-            cancelled_calls: Default::default(),
+            tools: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -72,7 +72,8 @@ impl Shared {
     /// The counters as they are now.
     pub fn snapshot(&self) -> Stats {
         let mut stats = self.stats().clone();
-        stats.cancelled_calls = self.cancelled_calls.get();
+        stats.cancelled_calls = self.tools.cancelled.get();
+        stats.most_slow_calls_at_once = self.tools.most_slow_at_once();
         stats
     }
 
@@ -124,8 +125,17 @@ pub(crate) struct Urls {
 
 impl Urls {
     pub fn new(knobs: &Knobs, rs: SocketAddr, as_: SocketAddr) -> Self {
-        let rs_origin = format!("http://{rs}");
-        let as_origin = format!("http://{as_}");
+        let scheme = if knobs.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let rs_origin = format!("{scheme}://{rs}");
+        let as_origin = if knobs.shared_origin {
+            rs_origin.clone()
+        } else {
+            format!("http://{as_}")
+        };
         let mcp_path = normalize_path(&knobs.mcp_path);
         let mcp_url = format!("{rs_origin}{mcp_path}");
         let resource = match knobs.prm {
@@ -282,5 +292,41 @@ impl Counter {
             }
             changed.await;
         }
+    }
+}
+
+/// What the tools count, across every session.
+#[derive(Debug, Default)]
+pub struct ToolCounters {
+    /// `slow` calls stopped by their client's `notifications/cancelled`.
+    pub cancelled: Counter,
+    running_slow: std::sync::atomic::AtomicU64,
+    most_slow: std::sync::atomic::AtomicU64,
+}
+
+impl ToolCounters {
+    /// A `slow` call starts; it counts as running until the guard is dropped.
+    pub fn slow_started(self: &Arc<Self>) -> SlowRunning {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running_slow.fetch_add(1, SeqCst) + 1;
+        self.most_slow.fetch_max(now, SeqCst);
+        SlowRunning(self.clone())
+    }
+
+    /// The most `slow` calls that ran at the same time.
+    pub fn most_slow_at_once(&self) -> u64 {
+        self.most_slow.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A running `slow` call.
+#[derive(Debug)]
+pub struct SlowRunning(Arc<ToolCounters>);
+
+impl Drop for SlowRunning {
+    fn drop(&mut self) {
+        self.0
+            .running_slow
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

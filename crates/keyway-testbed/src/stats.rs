@@ -52,6 +52,12 @@ pub struct Stats {
     pub mcp_requests_with_token: u64,
     /// `slow` calls stopped by their client's `notifications/cancelled`.
     pub cancelled_calls: u64,
+    /// The most `slow` calls that ran at the same time.
+    pub most_slow_calls_at_once: u64,
+    /// Connections the MCP server's listener accepted.
+    pub mcp_connections: u64,
+    /// Requests that came over HTTP/2.
+    pub http2_requests: u64,
     /// The last authorization requests, oldest first.
     pub authorize_log: VecDeque<AuthorizeSeen>,
     /// The last token requests, oldest first.
@@ -85,7 +91,8 @@ pub struct TokenSeen {
 }
 
 impl Stats {
-    pub(crate) fn hit(&mut self, endpoint: Endpoint, method: &str, path: &str) {
+    pub(crate) fn hit(&mut self, endpoint: Endpoint, method: &str, path: &str, http2: bool) {
+        self.http2_requests += u64::from(http2);
         *self
             .endpoints
             .entry(endpoint.as_str().to_owned())

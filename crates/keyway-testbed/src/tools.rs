@@ -12,7 +12,7 @@ use rmcp::{
 };
 use serde::Deserialize;
 
-use crate::shared::Counter;
+use crate::shared::ToolCounters;
 
 /// Longest `slow` call, so a typo cannot hang a test for hours.
 const SLOW_MAX_MS: u64 = 60_000;
@@ -38,16 +38,16 @@ pub(crate) struct SlowArgs {
 #[derive(Clone, Debug)]
 pub(crate) struct TestbedTools {
     tool_router: ToolRouter<Self>,
-    /// Bumped when a `slow` call is cancelled by its client before it answered.
-    cancelled: Arc<Counter>,
+    /// Cancelled and running `slow` calls.
+    counters: Arc<ToolCounters>,
 }
 
 #[tool_router]
 impl TestbedTools {
-    pub(crate) fn new(cancelled: Arc<Counter>) -> Self {
+    pub(crate) fn new(counters: Arc<ToolCounters>) -> Self {
         Self {
             tool_router: Self::tool_router(),
-            cancelled,
+            counters,
         }
     }
 
@@ -75,6 +75,7 @@ impl TestbedTools {
         context: RequestContext<RoleServer>,
     ) -> String {
         let ms = ms.min(SLOW_MAX_MS);
+        let _running = self.counters.slow_started();
         let progress = context.meta.get_progress_token();
         let total = ms as f64;
         for (step, wait) in [(0.0, ms / 2), (total / 2.0, ms - ms / 2)] {
@@ -86,7 +87,7 @@ impl TestbedTools {
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 // notifications/cancelled for this call (rmcp cancels its token).
                 () = context.ct.cancelled() => {
-                    self.cancelled.bump();
+                    self.counters.cancelled.bump();
                     return "cancelled".to_owned();
                 }
             }

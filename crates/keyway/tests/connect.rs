@@ -591,3 +591,174 @@ async fn a_certificate_nobody_vouches_for_is_refused_and_named() {
     assert!(why.contains("UnknownIssuer"), "{why}");
     assert_eq!(server.await.unwrap(), 0, "no handshake may complete");
 }
+
+/// A server written for one case with axum on loopback: what `app` serves at /mcp.
+async fn serve_case(app: axum::Router) -> url::Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn case_wire_config(url: url::Url) -> keyway::mcp::wire::WireConfig {
+    keyway::mcp::wire::WireConfig::new(url, http(), Arc::new(StaticToken::default()))
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_hits_the_idle_deadline() {
+    use axum::{response::IntoResponse, routing::post};
+    use keyway::mcp::wire::{Limit, Wire, WireError};
+    // The answer's stream starts (a progress notification) and then nothing more ever
+    // comes, the connection left open: what a connection a NAT dropped looks like.
+    let app = axum::Router::new().route(
+        "/mcp",
+        post(|| async {
+            let first = futures::stream::once(async {
+                Ok::<_, std::convert::Infallible>(
+                    "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":0}}\n\n",
+                )
+            });
+            (
+                [(http::header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(futures::StreamExt::chain(
+                    first,
+                    futures::stream::pending(),
+                )),
+            )
+                .into_response()
+        }),
+    );
+    let url = serve_case(app).await;
+    let mut config = case_wire_config(url.clone());
+    config.deadlines.idle = std::time::Duration::from_millis(300);
+    let (wire, mut inbound) = Wire::connect(config).await.unwrap();
+    let err = wire
+        .call(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::Deadline {
+                limit: Limit::Idle(d),
+                ..
+            } if d == std::time::Duration::from_millis(300)
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(url.origin().ascii_serialization().as_str())
+            && text.contains("--idle-timeout"),
+        "{text}"
+    );
+    // What came before the silence was passed on.
+    assert!(matches!(
+        inbound.try_recv(),
+        Ok(keyway::mcp::wire::Inbound::Message(_))
+    ));
+    // A tools/call may have run: the bridge would report it, not send it again.
+    assert!(!err.may_retry("tools/call", true));
+    assert!(err.may_retry("tools/list", true));
+}
+
+#[tokio::test]
+async fn a_server_with_no_answer_in_time_hits_the_first_byte_deadline() {
+    use axum::routing::post;
+    use keyway::mcp::wire::{Limit, Wire, WireError};
+    let app = axum::Router::new().route("/mcp", post(std::future::pending::<String>));
+    let mut config = case_wire_config(serve_case(app).await);
+    config.deadlines.first_byte = std::time::Duration::from_millis(300);
+    let (wire, _inbound) = Wire::connect(config).await.unwrap();
+    let err = wire
+        .call(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::Deadline {
+                limit: Limit::FirstByte(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--answer-timeout"), "{err}");
+}
+
+/// What the priming server saw: the Last-Event-ID of each GET.
+#[derive(Default)]
+struct Resumes(std::sync::Mutex<Vec<Option<String>>>);
+
+/// A server in the 2025-11-25 pattern: a request's stream carries a priming event (an
+/// ID, empty data, a retry time) and is closed before the answer; a GET naming that
+/// ID with Last-Event-ID gets the rest of the stream, the answer included.
+async fn priming_server() -> (url::Url, Arc<Resumes>) {
+    use axum::{extract::State, http::HeaderMap, response::IntoResponse, routing::post};
+    let seen = Arc::new(Resumes::default());
+    let sse =
+        |body: String| ([(http::header::CONTENT_TYPE, "text/event-stream")], body).into_response();
+    let app = axum::Router::new()
+        .route(
+            "/mcp",
+            post(move |body: String| async move {
+                let request: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let id = request["id"].to_string();
+                // The stream ends here, before the answer.
+                sse(format!("id: {id}-prime\nretry: 5\ndata:\n\n"))
+            })
+            .get(
+                move |State(seen): State<Arc<Resumes>>, headers: HeaderMap| async move {
+                    let last = headers
+                        .get("last-event-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    seen.0.lock().unwrap().push(last.clone());
+                    let Some(id) = last.as_deref().and_then(|l| l.strip_suffix("-prime")) else {
+                        return axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
+                    };
+                    sse(format!(
+                        "id: {id}-answer\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"resumed\":true}}}}\n\n"
+                    ))
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    (serve_case(app).await, seen)
+}
+
+#[tokio::test]
+async fn a_stream_closed_before_its_answer_resumes_with_last_event_id() {
+    use keyway::mcp::wire::{Inbound, Wire};
+    let (url, seen) = priming_server().await;
+    let (wire, mut inbound) = Wire::connect(case_wire_config(url)).await.unwrap();
+    // A call: the answer is returned.
+    // Without resumption the answer would never come: a bounded wait, so that fails
+    // rather than hangs.
+    let guard = std::time::Duration::from_secs(30);
+    let a = tokio::time::timeout(
+        guard,
+        wire.call(
+            &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "x"}}),
+        ),
+    )
+    .await
+    .expect("the answer within 30 s")
+    .unwrap();
+    assert_eq!(a["result"]["resumed"], true, "{a}");
+    assert_eq!(*seen.0.lock().unwrap(), vec![Some("7-prime".to_owned())]);
+    // A request sent as the bridge sends it: the answer arrives on the inbound side.
+    wire.send(&json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "x"}}))
+        .await
+        .unwrap();
+    let Some(Inbound::Message(m)) = tokio::time::timeout(guard, inbound.recv())
+        .await
+        .expect("the answer within 30 s")
+    else {
+        panic!("no answer")
+    };
+    assert_eq!(m.value()["id"], 8);
+    assert_eq!(m.value()["result"]["resumed"], true);
+    assert_eq!(seen.0.lock().unwrap().len(), 2);
+}

@@ -14,5 +14,6 @@ mod security;
 mod serve;
 mod servers;
 mod testbed;
+mod tls;
 mod tools;
 mod usage;

@@ -22,7 +22,16 @@ pub struct Client {
 
 impl Client {
     pub fn spawn(k: &Keyway, args: &[&str]) -> Self {
-        let mut cmd = tokio::process::Command::from(k.cmd(args));
+        Self::spawn_with(k, args, &[])
+    }
+
+    /// [`Client::spawn`] with extra environment variables.
+    pub fn spawn_with(k: &Keyway, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let mut cmd = k.cmd(args);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let mut cmd = tokio::process::Command::from(cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

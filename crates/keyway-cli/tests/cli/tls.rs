@@ -1,0 +1,143 @@
+//! keyway against a server over TLS, as remote servers are: HTTP/2 by ALPN, several
+//! calls in flight on one connection. The testbed serves a certificate from a test
+//! CA; keyway trusts that CA only because `SSL_CERT_FILE` names it, which the
+//! platform verifier honours on Linux (nothing in keyway is told to trust it).
+
+use std::{ffi::OsStr, path::Path};
+
+use serde_json::json;
+
+use crate::{
+    harness::{Keyway, testbed},
+    proxy::{Client, text},
+};
+
+/// A CA and a certificate it issued for 127.0.0.1, as PEM files in `dir`: (CA, chain,
+/// key).
+fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "keyway test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (ca_file, chain, key) = (
+        dir.join("ca.pem"),
+        dir.join("chain.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&chain, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (ca_file, chain, key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_share_one_http2_connection() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_pki(pki.path());
+    let tb = testbed(|k| {
+        k.tls_cert = Some(chain);
+        k.tls_key = Some(key);
+    })
+    .await;
+    assert!(tb.mcp_url().starts_with("https://127.0.0.1:"));
+    let token = tb.mint_access_token("mcp:tools");
+    let k = Keyway::new();
+    let mut c = Client::spawn_with(
+        &k,
+        &["proxy", tb.mcp_url(), "--token", &token],
+        &[
+            ("SSL_CERT_FILE", ca.as_os_str()),
+            ("SSL_CERT_DIR", OsStr::new("")),
+        ],
+    );
+    let init = c.initialize().await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "keyway-testbed",
+        "{init}"
+    );
+
+    // Eight slow calls sent at once, then their answers read: they run side by side.
+    const CALLS: i64 = 8;
+    for id in 100..100 + CALLS {
+        c.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"ms": 400}}}))
+            .await;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < CALLS as usize {
+        let m = c.next().await;
+        if let Some(id) = m["id"].as_i64().filter(|_| m.get("method").is_none()) {
+            assert_eq!(text(&m), "waited 400 ms", "{m}");
+            answered.insert(id);
+        }
+    }
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "h2"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "h2");
+    c.finish().await;
+
+    let stats = tb.stats();
+    assert_eq!(
+        stats.most_slow_calls_at_once, CALLS as u64,
+        "the calls were in flight together"
+    );
+    assert_eq!(
+        stats.mcp_connections, 1,
+        "every request on one connection: {stats:?}"
+    );
+    let mcp_requests: u64 = stats
+        .paths
+        .iter()
+        .filter(|(p, _)| p.ends_with(" /mcp"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(stats.http2_requests, mcp_requests, "all over HTTP/2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_an_unknown_ca_is_named_in_the_error() {
+    let pki = tempfile::tempdir().unwrap();
+    let (_ca, chain, key) = test_pki(pki.path());
+    let tb = testbed(|k| {
+        k.tls_cert = Some(chain);
+        k.tls_key = Some(key);
+    })
+    .await;
+    let token = tb.mint_access_token("mcp:tools");
+    let k = Keyway::new();
+    // No SSL_CERT_FILE: the test CA is trusted by nobody.
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--token", &token]);
+    let r = c
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    let err = r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        err.contains("could not reach https://127.0.0.1:")
+            && err.contains("certificate")
+            && err.contains("UnknownIssuer"),
+        "{r}"
+    );
+    assert!(!err.contains(&token), "{err}");
+    c.finish().await;
+    assert_eq!(tb.stats().http2_requests, 0, "no request got through");
+}
