@@ -27,17 +27,21 @@ use tokio::{
 
 use crate::{
     auth::challenge,
+    client::{ClientError, Policy},
     mcp::wire::{Backpressure, Inbound, Message, Wire, WireConfig, WireError},
 };
 
 /// What the bridge asks of its owner when the server wants (more) authorization.
+/// [`crate::client::Policy`] is keyway's; a test may bring its own.
 #[async_trait::async_trait]
 pub trait Authorize: Send + Sync {
     /// The server answered 401. `Ok` once new credentials are in place (the token
     /// source picks them up); `Err` with what the person should do.
-    async fn unauthorized(&self, challenge: Option<String>) -> Result<(), String>;
-    /// The server answered 403 insufficient_scope for `operation`.
-    async fn insufficient_scope(&self, challenge: &str, operation: &str) -> Result<(), String>;
+    async fn unauthorized(&self, challenge: Option<String>) -> Result<(), ClientError>;
+    /// The server answered 403 for `operation` (a step-up when it says
+    /// `insufficient_scope`).
+    async fn insufficient_scope(&self, challenge: &str, operation: &str)
+    -> Result<(), ClientError>;
     /// Asked before reconnecting: `false` when the server was removed or disabled
     /// meanwhile (then nothing is reconnected).
     async fn still_wanted(&self) -> bool {
@@ -46,6 +50,29 @@ pub trait Authorize: Send + Sync {
     /// A message reached the server after an authorization or step-up: the session
     /// works again (a cap on sign-ins may start over).
     fn delivered_after_authorizing(&self) {}
+}
+
+#[async_trait::async_trait]
+impl Authorize for Policy {
+    async fn unauthorized(&self, challenge: Option<String>) -> Result<(), ClientError> {
+        Policy::unauthorized(self, challenge).await
+    }
+
+    async fn insufficient_scope(
+        &self,
+        challenge: &str,
+        operation: &str,
+    ) -> Result<(), ClientError> {
+        Policy::insufficient_scope(self, challenge, operation).await
+    }
+
+    async fn still_wanted(&self) -> bool {
+        Policy::still_wanted(self).await
+    }
+
+    fn delivered_after_authorizing(&self) {
+        self.delivered();
+    }
 }
 
 /// JSON-RPC error code for "the bridge could not deliver this request".
@@ -394,14 +421,18 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
         }
         match what {
             Recovery::Authorize(challenge) => {
-                s.authorize.unauthorized(challenge).await?;
+                s.authorize
+                    .unauthorized(challenge)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 s.stats().authorizations += 1;
                 s.authorized_unproven.store(true, Ordering::SeqCst);
             }
             Recovery::StepUp(challenge, operation) => {
                 s.authorize
                     .insufficient_scope(&challenge, &operation)
-                    .await?;
+                    .await
+                    .map_err(|e| e.to_string())?;
                 s.stats().authorizations += 1;
                 s.authorized_unproven.store(true, Ordering::SeqCst);
             }
@@ -442,7 +473,10 @@ async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
     s.route.internal().insert(id.clone(), tx);
     let mut sent = s.wire.send(&init).await;
     if let Err(WireError::Unauthorized { challenge }) = &sent {
-        s.authorize.unauthorized(challenge.clone()).await?;
+        s.authorize
+            .unauthorized(challenge.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         sent = s.wire.send(&init).await;
     }
     sent.map_err(|e| format!("re-initializing failed: {e}"))?;

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod client;
 pub mod gateway;
 pub mod http;
 pub mod mcp;

@@ -211,6 +211,45 @@ pub fn reporter(quiet: bool) -> Arc<dyn Reporter> {
     Arc::new(StderrReporter { quiet })
 }
 
+/// A session's failure as a CLI error: the exit status and the next step it calls for.
+pub fn client_error(e: keyway::client::ClientError) -> CliError {
+    use keyway::client::ClientError as E;
+    match e {
+        E::Authorization(e) => error(e),
+        E::Store(e) => super::store::store_error(e),
+        E::Connect(e) => CliError::connect(e),
+        E::Disabled { ref name } => {
+            let hint = format!("keyway enable {name}");
+            CliError::failure(e).with_hint(hint)
+        }
+        E::TokenMissing { ref name, ref url } => {
+            let hint = format!("keyway remove {name}, then keyway add {url} --name {name} --token <TOKEN>");
+            CliError::failure(e)
+                .with_status(ExitStatus::AuthorizationNeeded)
+                .with_hint(hint)
+        }
+        E::TokenRejected { saved, .. } => {
+            let hint = if saved {
+                "get a new token and add the server again with --token"
+            } else {
+                "get a new token and pass it again"
+            };
+            CliError::failure(e)
+                .with_status(ExitStatus::AuthorizationNeeded)
+                .with_hint(hint)
+        }
+        E::StillUnauthorized { .. } => CliError::failure(e)
+            .with_status(ExitStatus::AuthorizationNeeded)
+            .with_hint("the server rejects the tokens its own authorization server issues; check its configuration"),
+        E::Forbidden { .. } => CliError::failure(e)
+            .with_hint("this is not a scope problem keyway can fix by authorizing again"),
+        E::SignInLimit { .. } | E::AuthorizeWait { .. } => CliError::failure(e)
+            .with_status(ExitStatus::AuthorizationNeeded)
+            .with_hint("run `keyway authorize` for it in a terminal (or check the server)"),
+        e => CliError::failure(e),
+    }
+}
+
 /// An authorization error as a CLI error: exit 3 with what to do next.
 pub fn error(e: AuthError) -> CliError {
     let hint: Option<String> = match &e {

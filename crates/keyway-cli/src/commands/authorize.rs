@@ -8,13 +8,10 @@ use keyway::{
     Secret,
     auth::{
         AuthOptions, Authorizer, ClientAuth, Grant, OAuthClient, RegistrationKind,
-        RegistrationStore, StoredRegistration, token,
+        RegistrationStore, token,
     },
     mcp::{ConnectError, Connection, StaticToken},
-    store::{
-        Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError,
-        tokens::credential_from_grant,
-    },
+    store::{Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError},
 };
 
 use super::{auth, store};
@@ -89,38 +86,10 @@ pub async fn authorize_server(
         .authorize(&url, &values, None)
         .await
         .map_err(auth::error)?;
-    save_grant(store, &server.id, &grant).await?;
+    keyway::client::save_grant(store, &server.id, &grant)
+        .await
+        .map_err(auth::client_error)?;
     Ok(grant)
-}
-
-pub async fn save_grant(
-    store: &SqliteStore,
-    server_id: &str,
-    grant: &Grant,
-) -> Result<(), CliError> {
-    if grant.client.kind == RegistrationKind::Preregistered {
-        let registration = StoredRegistration {
-            issuer: grant.issuer.clone(),
-            client_id: grant.client.client_id.clone(),
-            client_secret: grant.client.auth.secret().cloned(),
-            auth_method: grant.client.auth.method(),
-            redirect_uris: grant.client.redirect_uris.clone(),
-            kind: RegistrationKind::Preregistered,
-        };
-        RegistrationStore::save(store, &registration)
-            .await
-            .map_err(auth::error)?;
-    }
-    let credential = Credential::OAuth(Box::new(credential_from_grant(grant)));
-    store
-        .save_credential(server_id, &credential, None)
-        .await
-        .map_err(store::store_error)?;
-    store
-        .set_status(server_id, LastStatus::Connected, None)
-        .await
-        .map_err(store::store_error)?;
-    Ok(())
 }
 
 pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {

@@ -360,8 +360,14 @@ struct State {
     post_url: Option<Url>,
     /// The standalone stream's last event ID, sent when it is opened again.
     standalone_last_id: Option<String>,
+    /// Requests the client cancelled (their ids' JSON text), most recent last: their
+    /// streams are not resumed, as no answer will come.
+    cancelled: std::collections::VecDeque<String>,
     closed: bool,
 }
+
+/// Cancelled request ids remembered at most.
+const CANCELLED_KEPT: usize = 64;
 
 /// What a POST's event stream is read for.
 #[derive(Clone, Copy)]
@@ -584,6 +590,15 @@ impl Wire {
     pub async fn send_message(&self, message: &Message) -> Result<(), WireError> {
         if self.state().closed {
             return Err(WireError::Closed);
+        }
+        if message.method() == Some("notifications/cancelled")
+            && let Some(id) = message.value().pointer("/params/requestId")
+        {
+            let mut st = self.state();
+            if st.cancelled.len() == CANCELLED_KEPT {
+                st.cancelled.pop_front();
+            }
+            st.cancelled.push_back(id.to_string());
         }
         match self.inner.config.kind {
             WireKind::StreamableHttp => {
@@ -896,7 +911,14 @@ impl Wire {
             if answered {
                 return Ok(None);
             }
-            // Ended before the answer.
+            // Ended before the answer: none will come for a cancelled request.
+            if let Some(key) = reading.request() {
+                let mut st = self.state();
+                if let Some(at) = st.cancelled.iter().position(|c| c == key) {
+                    st.cancelled.remove(at);
+                    return Ok(None);
+                }
+            }
             let Some(last_id) = events.last_event_id().map(str::to_owned) else {
                 return match ended {
                     Some(e) => Err(e),
@@ -1023,6 +1045,7 @@ impl Wire {
             st.session = None;
             st.post_url = None;
             st.standalone_last_id = None;
+            st.cancelled.clear();
             st.closed = false;
         }
         // Answers the old session still owed will not come.
