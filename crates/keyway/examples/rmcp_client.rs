@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use keyway::client::{ClientError, Options, Session};
 use rmcp::{
     ServiceExt,
-    model::{ClientCapabilities, ClientInfo, Implementation},
+    model::{ClientCapabilities, ClientConfig, Implementation},
 };
 
 /// Why the example stopped.
@@ -31,7 +31,7 @@ enum Failed {
 async fn tool_names(target: &str, options: Options) -> Result<Vec<String>, Failed> {
     let session = Session::connect(target, options).await?;
     let transport = session.rmcp_transport().await?;
-    let info = ClientInfo::new(
+    let info = ClientConfig::new(
         ClientCapabilities::default(),
         Implementation::new("keyway-rmcp-example", env!("CARGO_PKG_VERSION")),
     );
