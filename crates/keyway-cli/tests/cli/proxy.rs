@@ -472,3 +472,31 @@ async fn a_proxy_set_in_the_environment_carries_the_posts() {
     );
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_answer_is_refused_with_a_clear_error() {
+    // Every MCP answer padded past the 16 MiB keyway reads for one message.
+    let tb = testbed(|k| {
+        k.open = true;
+        k.oversize = vec![keyway_testbed::EndpointFault::new(
+            keyway_testbed::Endpoint::Mcp,
+            17 * 1024 * 1024,
+        )];
+    })
+    .await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url()]);
+    let r = c
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(tb.rs_origin()) && message.contains("larger than 16 MiB"),
+        "{r}"
+    );
+    c.finish().await;
+}

@@ -141,3 +141,59 @@ async fn a_certificate_from_an_unknown_ca_is_named_in_the_error() {
     c.finish().await;
     assert_eq!(tb.stats().http2_requests, 0, "no request got through");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_reset_mid_request_is_retried_only_when_safe() {
+    // The testbed drops the connection under the 6th and 9th MCP requests (and forgets
+    // its sessions, as a restarted server would): over HTTP/2 that resets every stream
+    // on the connection.
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_pki(pki.path());
+    let tb = testbed(|k| {
+        k.tls_cert = Some(chain);
+        k.tls_key = Some(key);
+    })
+    .await;
+    let token = tb.mint_access_token("mcp:tools");
+    let k = Keyway::new();
+    let mut c = Client::spawn_with(
+        &k,
+        &["proxy", tb.mcp_url(), "--token", &token],
+        &[
+            ("SSL_CERT_FILE", ca.as_os_str()),
+            ("SSL_CERT_DIR", OsStr::new("")),
+        ],
+    );
+    c.initialize().await;
+    // A list: repeating it changes nothing, so it is sent again on a new connection.
+    tb.drop_next_request();
+    let r = c.request("tools/list", json!({})).await;
+    assert_eq!(
+        r["result"]["tools"].as_array().map(Vec::len),
+        Some(4),
+        "{r}"
+    );
+    // A call: the server may have run it, so it is reported, not run twice.
+    tb.drop_next_request();
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "once"}}),
+        )
+        .await;
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("broke") && message.contains("not sent again"),
+        "{r}"
+    );
+    // And the session goes on.
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "after"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "after");
+    c.finish().await;
+    assert_eq!(tb.stats().dropped_connections, 2);
+}
