@@ -171,15 +171,26 @@ mod tests {
             use_keychain: false,
             ..Options::default()
         };
-        let args = serde_json::json!({"text": "hi"}).as_object().cloned().unwrap();
+        let args = serde_json::json!({"text": "hi"})
+            .as_object()
+            .cloned()
+            .unwrap();
         let report = run(options.clone(), Some(("echo", args))).await.unwrap();
         assert!(report.failures.is_empty(), "{:?}", report.failures);
         let names: Vec<&str> = report.tools.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(names, ["guarded", "open"]);
-        assert!(report.tools.iter().all(|(_, t)| t.iter().any(|t| t == "echo")));
+        assert!(
+            report
+                .tools
+                .iter()
+                .all(|(_, t)| t.iter().any(|t| t == "echo"))
+        );
         assert_eq!(
             report.calls,
-            [("guarded".into(), "hi".into()), ("open".into(), "hi".into())]
+            [
+                ("guarded".into(), "hi".into()),
+                ("open".into(), "hi".into())
+            ]
         );
         assert_eq!(oauth.stats().authorizations, 1, "authorized once");
         // A second run uses the stored tokens: no new authorization.
