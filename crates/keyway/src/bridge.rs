@@ -55,7 +55,9 @@ pub trait Authorize: Send + Sync {
 #[async_trait::async_trait]
 impl Authorize for Policy {
     async fn unauthorized(&self, challenge: Option<String>) -> Result<(), ClientError> {
-        Policy::unauthorized(self, challenge).await
+        // The proxy's flows are capped by the sign-in limit (a message getting through
+        // resets it), not per operation.
+        Policy::unauthorized(self, challenge, None).await
     }
 
     async fn insufficient_scope(
@@ -89,9 +91,13 @@ const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Counts, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BridgeStats {
+    /// Messages from the client delivered to the server.
     pub to_server: u64,
+    /// Messages from the server passed on to the client (not keyway's own answers).
     pub to_client: u64,
+    /// Sessions re-initialized after a dropped connection or an expired session.
     pub reconnects: u64,
+    /// Authorizations and step-ups that succeeded.
     pub authorizations: u64,
 }
 

@@ -389,8 +389,15 @@ impl Policy {
     }
 
     /// The server answered 401. `Ok` once new credentials are in place (the token
-    /// source hands them out from the next request on).
-    pub async fn unauthorized(&self, challenge: Option<String>) -> Result<(), ClientError> {
+    /// source hands them out from the next request on). With `operation` (what was
+    /// refused), an authorization flow counts against that operation's step-up limit
+    /// too, as the MCP spec's scope-challenge handling asks: a server that answers
+    /// every new token with another challenge is not authorized for endlessly.
+    pub async fn unauthorized(
+        &self,
+        challenge: Option<String>,
+        operation: Option<&str>,
+    ) -> Result<(), ClientError> {
         match &self.credentials {
             Credentials::Static(_) => {
                 return Err(ClientError::TokenRejected {
@@ -426,6 +433,20 @@ impl Policy {
                     return Ok(());
                 }
             }
+        }
+        if let Some(operation) = operation
+            && !self
+                .step_up
+                .lock()
+                .await
+                .allow(self.url.as_str(), operation)
+        {
+            let scopes = self.previous_scopes().await.unwrap_or_default().join(" ");
+            return Err(AuthError::StepUpExhausted {
+                attempts: StepUp::MAX_ATTEMPTS,
+                scopes,
+            }
+            .into());
         }
         let previous = self.previous_scopes().await;
         self.authorize(challenge.into_iter().collect(), previous)
@@ -854,7 +875,7 @@ impl Session {
         loop {
             let failure = match self.connected().await {
                 Err(ConnectError::AuthorizationRequired { challenge, .. }) => {
-                    Refusal::Unauthorized(challenge)
+                    Refusal::Unauthorized(challenge, operation.to_owned())
                 }
                 Err(ConnectError::InsufficientScope { challenge, .. }) => {
                     Refusal::Forbidden(challenge, "initialize".to_owned())
@@ -866,7 +887,7 @@ impl Session {
                         return Ok(v);
                     }
                     Err(RequestError::AuthorizationRequired { challenge, .. }) => {
-                        Refusal::Unauthorized(challenge)
+                        Refusal::Unauthorized(challenge, operation.to_owned())
                     }
                     Err(RequestError::InsufficientScope { challenge, .. }) => {
                         Refusal::Forbidden(challenge, operation.to_owned())
@@ -894,7 +915,7 @@ impl Session {
                 });
             }
             match failure {
-                Refusal::Unauthorized(challenge) => {
+                Refusal::Unauthorized(challenge, operation) => {
                     unauthorized += 1;
                     if unauthorized > 2 {
                         return Err(ClientError::StillUnauthorized {
@@ -902,7 +923,9 @@ impl Session {
                             attempts: unauthorized - 1,
                         });
                     }
-                    self.policy.unauthorized(challenge).await?;
+                    self.policy
+                        .unauthorized(challenge, Some(&operation))
+                        .await?;
                 }
                 Refusal::Forbidden(challenge, operation) => {
                     self.policy
@@ -945,7 +968,7 @@ async fn close(c: Arc<Connection>) {
 
 /// Why a request was refused, as the policy sees it.
 enum Refusal {
-    Unauthorized(Option<String>),
+    Unauthorized(Option<String>, String),
     Forbidden(String, String),
 }
 
@@ -1002,7 +1025,7 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for AuthorizedTransport {
                 let sent = wire.send_message(&message).await;
                 let recovered = match &sent {
                     Err(WireError::Unauthorized { challenge }) if recoveries < MAX_RECOVERIES => {
-                        policy.unauthorized(challenge.clone()).await
+                        policy.unauthorized(challenge.clone(), Some(&operation)).await
                     }
                     Err(WireError::Forbidden { challenge }) if recoveries < MAX_RECOVERIES => {
                         policy.insufficient_scope(challenge, &operation).await

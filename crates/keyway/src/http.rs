@@ -16,7 +16,24 @@ pub mod reply;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The time limits on every request to an MCP server. Each one that is hit ends the
-/// request with an error naming the server and the limit.
+/// request with an error naming the server and the limit. The HTTP client enforces
+/// `connect` ([`client_with`]); the wire enforces the other two
+/// ([`WireConfig::deadlines`](crate::mcp::wire::WireConfig::deadlines)).
+///
+/// ```rust
+/// use std::time::Duration;
+///
+/// use keyway::http::{Deadlines, client_with};
+///
+/// let deadlines = Deadlines {
+///     connect: Duration::from_secs(3),
+///     ..Deadlines::default()
+/// };
+/// assert_eq!(deadlines.first_byte, Duration::from_secs(120));
+/// let http = client_with(&deadlines)?; // gives up connecting after 3 s
+/// # drop(http);
+/// # Ok::<(), reqwest::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
     /// To open a connection (TCP and TLS), over all the addresses a name has.
@@ -151,7 +168,9 @@ pub struct GuardedResolver {
     "{name} resolves only to {classes} addresses, which keyway does not reach for a server that is not there itself"
 )]
 pub struct RefusedAddresses {
+    /// The host name that was resolved.
     pub name: String,
+    /// The classes of the addresses refused, joined by "and" (`loopback and private`).
     pub classes: String,
 }
 

@@ -43,9 +43,11 @@ pub fn prefixes<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 /// One merged tool: its exposed name and where it comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Merged {
+    /// The exposed name: `prefix__tool`.
     pub name: String,
     /// Index of the server in the input.
     pub server: usize,
+    /// The tool's name on its server.
     pub tool: String,
 }
 

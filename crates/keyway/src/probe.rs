@@ -35,6 +35,7 @@ pub enum ProbeClass {
 }
 
 impl ProbeClass {
+    /// The kebab-case name shown to people and in JSON output (`token-only`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
@@ -50,27 +51,42 @@ impl ProbeClass {
 /// What a probe found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Probe {
+    /// The URL probed, as given.
     pub url: String,
+    /// What it takes to get in.
     pub class: ProbeClass,
     /// Whether a token (or headers) was sent.
     pub authenticated: bool,
+    /// What the server said about itself, when the handshake succeeded.
     pub server: Option<ServerSummaryOut>,
+    /// The names of its tools, when listing them succeeded.
     pub tools: Vec<String>,
     /// How a client can register, for `oauth`: `pre-registered`, `cimd`, `dcr`.
     pub registration: Vec<&'static str>,
+    /// The authorization server has a `device_authorization_endpoint` (RFC 8628).
     pub device: bool,
+    /// The authorization server lists the `client_credentials` grant in
+    /// `grant_types_supported` (RFC 8414).
     pub client_credentials: bool,
+    /// Why it was classed so, in words: the server's challenge, the error, or the fatal
+    /// discovery problem.
     pub detail: Option<String>,
+    /// What discovery found, when the server answered 401 to a probe without a token.
     pub discovery: Option<DiscoveryReport>,
+    /// What a person should run or do next.
     pub next_step: String,
     /// The transport that answered: `http` (Streamable HTTP) or `sse` (legacy).
     pub transport: &'static str,
 }
 
+/// What the server said about itself in the handshake ([`ServerSummary`], serializable).
 #[derive(Clone, Debug, Serialize)]
 pub struct ServerSummaryOut {
+    /// `serverInfo.name`, if given.
     pub name: Option<String>,
+    /// `serverInfo.version`, if given.
     pub version: Option<String>,
+    /// The protocol revision the server chose.
     pub protocol_version: String,
 }
 
@@ -87,15 +103,22 @@ impl From<ServerSummary> for ServerSummaryOut {
 /// What the caller brings to a probe.
 #[derive(Clone, Debug, Default)]
 pub struct ProbeOptions {
+    /// A static token to send as `Authorization: Bearer`.
     pub token: Option<Secret>,
+    /// Extra headers on every request (API keys).
     pub headers: Vec<(http::HeaderName, Secret)>,
     /// What the caller could register with (a pre-registered id, a metadata URL).
     pub client: ClientOptions,
+    /// Allow plain http to hosts that are not loopback, for the token, the headers and
+    /// discovery (development only).
     pub allow_http: bool,
+    /// The transport to try.
     pub transport: crate::mcp::TransportChoice,
 }
 
-/// Probe `url`: connect, list tools, always close; on a 401, run discovery.
+/// Probe `url`: connect, list tools, always close; on a 401, run discovery. Saves
+/// nothing. Never fails: what went wrong is in the [`Probe`] ([`ProbeClass::Error`],
+/// [`ProbeClass::Unreachable`] and [`Probe::detail`]).
 pub async fn probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Probe {
     let authenticated = opts.token.is_some() || !opts.headers.is_empty();
     let mut p = Probe {
@@ -200,7 +223,7 @@ fn finish(mut p: Probe) -> Probe {
 
 /// The outcome of discovery, as a class.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub class: ProbeClass,
     pub registration: Vec<&'static str>,
     pub device: bool,
@@ -208,7 +231,7 @@ pub struct Verdict {
 }
 
 /// Pure: what discovery means for getting in.
-pub fn classify(
+pub(crate) fn classify(
     report: &DiscoveryReport,
     target: Option<&AuthTarget>,
     client: &ClientOptions,

@@ -7,10 +7,20 @@ use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A token, secret or verifier.
+///
+/// ```rust
+/// use keyway::Secret;
+///
+/// let token = Secret::new("tok-123");
+/// assert_eq!(format!("{token:?}"), "Secret([redacted])");
+/// assert_eq!(token.to_string(), "[redacted]");
+/// assert_eq!(token.expose(), "tok-123");
+/// ```
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `value`; from here on it prints as `[redacted]`.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
@@ -21,6 +31,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the secret text is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::store::{AuthKind, Credential, LastStatus};
 
+/// Where a stored server stands, as `keyway list` and `keyway add` show it. Serialized
+/// in kebab-case, the same text as [`State::as_str`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
@@ -17,25 +19,41 @@ pub enum State {
     Authorized,
     /// A static token is stored.
     Token,
+    /// OAuth authorization is needed: no tokens, expired tokens that cannot be
+    /// refreshed, or the server answered 401.
     NeedsAuth,
+    /// The server takes a static token and none is stored.
     NeedsToken,
+    /// The server answered 401 to the stored static token.
     TokenRejected,
+    /// The last connection failed for another reason (the record's `last_error` says
+    /// why).
     Error,
+    /// The server was disabled (`keyway disable`); keyway does not connect to it until
+    /// it is enabled again.
     Disabled,
 }
 
+/// The one thing to offer for a server in a [`State`]. Serialized in kebab-case, the
+/// same text as [`Action::as_str`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// Nothing to do.
     None,
+    /// Run the OAuth flow.
     Authorize,
+    /// Run the OAuth flow again, replacing tokens that work.
     #[serde(rename = "re-authorize")]
     Reauthorize,
+    /// Store a (new) static token.
     SetToken,
+    /// Enable the disabled server.
     Enable,
 }
 
 impl State {
+    /// The kebab-case name shown to people and in JSON output (`needs-auth`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "ready",
@@ -51,6 +69,7 @@ impl State {
 }
 
 impl Action {
+    /// The kebab-case name shown to people and in JSON output (`re-authorize`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -65,12 +84,21 @@ impl Action {
 /// What the stored credential says, without its secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CredentialView {
+    /// No credential is stored.
     None,
+    /// A static token is stored.
     Bearer,
-    OAuth { expired: bool, refreshable: bool },
+    /// OAuth tokens are stored.
+    OAuth {
+        /// The access token's expiry time has passed.
+        expired: bool,
+        /// A refresh token is stored with it.
+        refreshable: bool,
+    },
 }
 
 impl CredentialView {
+    /// The view of `c`, judging expiry at `now`.
     pub fn of(c: Option<&Credential>, now: SystemTime) -> Self {
         match c {
             None => Self::None,
@@ -83,7 +111,9 @@ impl CredentialView {
     }
 }
 
-/// The state and the one action to offer.
+/// The state of a server and the one action to offer, from what it takes to get in
+/// (`auth`), its stored credential, the last status a connection recorded and whether
+/// it is enabled. A server with a static token stored is never offered authorization.
 pub fn state_and_action(
     auth: AuthKind,
     cred: CredentialView,

@@ -20,10 +20,56 @@ pub enum BrowserMode {
     Follow,
 }
 
+/// Why the authorization page could not be shown to a person, or followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrowserError {
+    /// The browser program could not be started.
+    #[error("cannot start {program}: {reason}")]
+    Start {
+        /// The program (`$BROWSER`, `xdg-open`, `open`...).
+        program: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The browser program ran and failed.
+    #[error("{program} failed ({status})")]
+    Failed {
+        /// The program.
+        program: String,
+        /// Its exit status, as the operating system words it.
+        status: String,
+    },
+    /// Following the page's redirects (`--browser follow`) failed.
+    #[error("following the authorization page failed: {0}")]
+    Follow(String),
+    /// An [`Opener`] of the caller's own could not show the page.
+    #[error("{0}")]
+    Opener(String),
+}
+
+impl From<String> for BrowserError {
+    fn from(why: String) -> Self {
+        Self::Opener(why)
+    }
+}
+
+impl From<&str> for BrowserError {
+    fn from(why: &str) -> Self {
+        Self::Opener(why.to_owned())
+    }
+}
+
 /// Something that shows an authorization URL to a person (see
 /// [`AuthOptions::opener`](super::AuthOptions::opener)).
 pub trait Opener: Send + Sync + std::fmt::Debug {
-    fn open<'a>(&'a self, url: &'a Url) -> futures::future::BoxFuture<'a, Result<(), String>>;
+    /// Show `url`. It runs beside the wait for the callback, so it may finish only
+    /// once the page is done. An error means no one will see the page: keyway then
+    /// offers to take a pasted answer, when it may read stdin.
+    fn open<'a>(
+        &'a self,
+        url: &'a Url,
+    ) -> futures::future::BoxFuture<'a, Result<(), BrowserError>>;
 }
 
 /// Whether this session can plausibly show a browser.
@@ -41,7 +87,7 @@ pub fn browser_available() -> bool {
 
 /// Launch the system browser on `url` (already checked to be https or loopback
 /// http). Arguments go to the program directly; no shell ever sees the URL.
-pub async fn open_system(url: &Url) -> Result<(), String> {
+pub async fn open_system(url: &Url) -> Result<(), BrowserError> {
     let (program, mut args): (String, Vec<String>) = match std::env::var("BROWSER") {
         Ok(b) if !b.trim().is_empty() => {
             let mut parts = b.split_whitespace().map(str::to_owned);
@@ -76,14 +122,21 @@ pub async fn open_system(url: &Url) -> Result<(), String> {
             command.env_remove(name);
         }
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let mut child = command.spawn().map_err(|e| BrowserError::Start {
+        program: program.clone(),
+        reason: e.to_string(),
+    })?;
     // Openers return at once; a browser started directly keeps running. Either way
     // its exit status is reaped in the background.
     match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        Ok(Ok(status)) if !status.success() => Err(format!("{program} failed ({status})")),
-        Ok(Err(e)) => Err(format!("{program}: {e}")),
+        Ok(Ok(status)) if !status.success() => Err(BrowserError::Failed {
+            program,
+            status: status.to_string(),
+        }),
+        Ok(Err(e)) => Err(BrowserError::Failed {
+            program,
+            status: e.to_string(),
+        }),
         Ok(Ok(_)) => Ok(()),
         Err(_) => {
             tokio::spawn(async move {
@@ -98,7 +151,11 @@ pub async fn open_system(url: &Url) -> Result<(), String> {
 /// every hop allowed by `policy` or pointing at our own `redirect_uri`, and every
 /// name resolved to addresses `policy` allows). Returns the
 /// final status; the loopback listener sees the callback if the server approved.
-pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<u16, String> {
+pub async fn follow(
+    url: &Url,
+    redirect_uri: &str,
+    policy: UrlPolicy,
+) -> Result<u16, BrowserError> {
     let own = redirect_uri.to_owned();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 10 {
@@ -118,12 +175,12 @@ pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<
         .redirect(redirects)
         .timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| BrowserError::Follow(e.to_string()))?;
     let resp = client
         .get(url.clone())
         .send()
         .await
-        .map_err(|e| super::fetch::describe(&e))?;
+        .map_err(|e| BrowserError::Follow(super::fetch::describe(&e)))?;
     Ok(resp.status().as_u16())
 }
 

@@ -8,46 +8,67 @@ use oauth2::AuthorizationCode;
 
 /// What the flow recorded before sending the user away.
 #[derive(Debug)]
-pub struct Expected<'a> {
-    pub state: &'a str,
+pub(crate) struct Expected<'a> {
+    /// The `state` sent with the authorization request.
+    pub(crate) state: &'a str,
     /// The validated metadata `issuer`, recorded with the verifier.
-    pub issuer: &'a str,
+    pub(crate) issuer: &'a str,
     /// `authorization_response_iss_parameter_supported` was true.
-    pub iss_required: bool,
+    pub(crate) iss_required: bool,
 }
 
 /// The verdict on one callback.
 #[derive(Debug)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Not ours (no or another `state`): ignore it, keep waiting.
     Ignore,
+    /// The authorization code, to redeem at the token endpoint.
     Code(AuthorizationCode),
+    /// Ours, and it ends the flow without a code.
     Refused(Refusal),
 }
 
+/// Why an authorization response with this flow's `state` gave no code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
+    /// The response's `iss` is not the issuer the flow started with (RFC 9207 §2.4,
+    /// exact string comparison): a mix-up attack, or a misconfigured server.
     #[error(
         "the authorization response came from issuer {got:?}, not {expected:?} (RFC 9207): refusing it"
     )]
-    IssMismatch { expected: String, got: String },
+    IssMismatch {
+        /// The issuer of the authorization server's metadata.
+        expected: String,
+        /// The `iss` the response carried, made printable.
+        got: String,
+    },
+    /// The server advertised `authorization_response_iss_parameter_supported` and the
+    /// response has no `iss` (RFC 9207 §2.4).
     #[error(
         "the authorization server promised an iss parameter (RFC 9207) and the response has none: refusing it"
     )]
     IssMissing,
+    /// `error=access_denied` (RFC 6749 §4.1.2.1): the person said no.
     #[error("authorization was declined")]
     Declined,
+    /// Any other `error` (RFC 6749 §4.1.2.1).
     #[error("authorization failed: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Failed {
+        /// `error`, made printable.
         error: String,
+        /// `error_description`, made printable.
         description: Option<String>,
     },
+    /// Neither a `code` nor an `error`.
     #[error("authorization was cancelled: the response has neither a code nor an error")]
     Cancelled,
 }
 
-pub fn judge(expected: &Expected<'_>, params: &HashMap<String, String>) -> Verdict {
+/// The verdict on the query parameters of one authorization response: `state` first
+/// (another one is ignored), then `iss` (a mismatch refuses before any `error` field
+/// is read), then `error`, then `code`.
+pub(crate) fn judge(expected: &Expected<'_>, params: &HashMap<String, String>) -> Verdict {
     if params.get("state").map(String::as_str) != Some(expected.state) {
         return Verdict::Ignore;
     }

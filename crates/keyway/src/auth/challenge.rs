@@ -1,6 +1,38 @@
 //! `WWW-Authenticate` parsing (RFC 9110 §11.6.1): several challenges per header and
 //! across headers, any case for schemes and parameter names, quoted strings with
-//! escapes, token68. Pure; never fails: what cannot be parsed is skipped and noted.
+//! escapes, token68. Pure; never fails: what cannot be parsed is skipped.
+//!
+//! ```
+//! use keyway::auth::challenge;
+//!
+//! // A 403 asking for more scope, after another scheme's challenge in its own
+//! // header; scheme and parameter names in any case.
+//! let headers = [
+//!     r#"Basic realm="corp""#,
+//!     concat!(
+//!         r#"BEARER Error="insufficient_scope", scope="files:read files:write", "#,
+//!         r#"resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource""#,
+//!     ),
+//! ];
+//! let all = challenge::parse(headers);
+//! assert_eq!(all.len(), 2);
+//! assert_eq!(all[0].scheme, "basic");
+//! assert_eq!(all[0].param("REALM"), Some("corp"));
+//!
+//! let bearer = challenge::bearer(headers).expect("a Bearer challenge");
+//! assert!(bearer.is_insufficient_scope());
+//! assert_eq!(
+//!     bearer.scope,
+//!     Some(vec!["files:read".to_owned(), "files:write".to_owned()])
+//! );
+//! assert_eq!(
+//!     bearer.resource_metadata.as_deref(),
+//!     Some("https://mcp.example.com/.well-known/oauth-protected-resource")
+//! );
+//!
+//! // Without a Bearer challenge there is nothing for OAuth to go on.
+//! assert!(challenge::bearer(["Basic realm=\"corp\""]).is_none());
+//! ```
 
 use std::fmt;
 
@@ -9,6 +41,8 @@ use std::fmt;
 pub struct Challenge {
     /// The scheme, lowercased (`bearer`, `basic`, ...).
     pub scheme: String,
+    /// The token68 form of the credentials (`Basic dXNlcjpw==`), as written; `None`
+    /// when the challenge has parameters instead.
     pub token68: Option<String>,
     /// Parameters in order, names lowercased.
     pub params: Vec<(String, String)>,
@@ -28,20 +62,29 @@ impl Challenge {
 /// What a `Bearer` challenge says (RFC 6750 §3, RFC 9728 §5.1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BearerChallenge {
+    /// `realm` (RFC 6750 §3): the protection space, for display only.
     pub realm: Option<String>,
-    /// `resource_metadata`: where the protected resource metadata is.
+    /// `resource_metadata` (RFC 9728 §5.1): where the protected resource metadata is;
+    /// `None` when absent or empty.
     pub resource_metadata: Option<String>,
     /// `scope`, split on spaces; `None` when absent.
     pub scope: Option<Vec<String>>,
+    /// `error` (RFC 6750 §3.1): `invalid_request`, `invalid_token`,
+    /// `insufficient_scope`, or whatever else the server sent.
     pub error: Option<String>,
+    /// `error_description`: human-readable text from the server, unvetted.
     pub error_description: Option<String>,
 }
 
 impl BearerChallenge {
+    /// Whether `error` is `insufficient_scope` (RFC 6750 §3.1): the token is good
+    /// but lacks a scope, named in [`scope`](Self::scope); MCP's step-up case.
     pub fn is_insufficient_scope(&self) -> bool {
         self.error.as_deref() == Some("insufficient_scope")
     }
 
+    /// Whether `error` is `invalid_token` (RFC 6750 §3.1): the token is expired,
+    /// revoked or malformed; refresh or authorize again.
     pub fn is_invalid_token(&self) -> bool {
         self.error.as_deref() == Some("invalid_token")
     }
@@ -82,12 +125,14 @@ impl fmt::Display for BearerChallenge {
     }
 }
 
-/// Parse every challenge in the given header values.
+/// Every challenge in the given `WWW-Authenticate` header values, in order. Never
+/// fails: text that is not a challenge is skipped.
 pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Challenge> {
     values.into_iter().flat_map(parse_one).collect()
 }
 
-/// The first `Bearer` challenge among the header values, if any.
+/// The first `Bearer` challenge among the header values, if any (a scheme named
+/// `bearer` in any case, with or without parameters).
 pub fn bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
     parse(values)
         .iter()

@@ -10,17 +10,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::Secret;
 
-/// Token endpoint authentication methods keyway speaks.
+/// Token endpoint authentication methods keyway speaks, by their registered names
+/// (`token_endpoint_auth_method`, RFC 7591 §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
+    /// `none`: a public client; only `client_id` is sent.
     None,
+    /// `client_secret_basic`: id and secret in an HTTP Basic header (RFC 6749 §2.3.1).
     ClientSecretBasic,
+    /// `client_secret_post`: id and secret as form fields (RFC 6749 §2.3.1).
     ClientSecretPost,
+    /// `private_key_jwt`: a signed client assertion (RFC 7523 §2.2).
     PrivateKeyJwt,
 }
 
 impl AuthMethod {
+    /// The registered name (`client_secret_basic`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -30,6 +36,8 @@ impl AuthMethod {
         }
     }
 
+    /// The method with registered name `s` (exact, lowercase); `None` for a method
+    /// keyway does not speak.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "none" => Self::None,
@@ -45,9 +53,30 @@ impl AuthMethod {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistrationKind {
+    /// Given by the user (`--client-id`), registered out of band.
     Preregistered,
+    /// An https URL serving a client ID metadata document, used as the client id
+    /// (MCP 2025-11-25 "Client ID Metadata Documents").
     MetadataDocument,
+    /// Obtained by dynamic client registration (RFC 7591).
     Dynamic,
+}
+
+/// Why a private key for private_key_jwt cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The algorithm asked for is not a JWS algorithm keyway knows.
+    #[error("unknown signing algorithm {0:?}")]
+    UnknownAlgorithm(String),
+    /// The PEM is none of the key types keyway reads.
+    #[error(
+        "the private key is not a PEM EC, RSA or Ed25519 private key (PKCS#8 or traditional)"
+    )]
+    NotAKey,
+    /// Signing the client assertion failed.
+    #[error("signing the client assertion failed: {0}")]
+    Signing(String),
 }
 
 type KeyLoader = fn(&[u8]) -> Result<jsonwebtoken::EncodingKey, jsonwebtoken::errors::Error>;
@@ -68,13 +97,13 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Read a PEM private key (EC P-256/P-384, RSA, or Ed25519). `alg` overrides the
     /// algorithm the key type implies (e.g. PS256 for an RSA key).
-    pub fn from_pem(pem: &Secret, alg: Option<&str>) -> Result<Self, String> {
+    pub fn from_pem(pem: &Secret, alg: Option<&str>) -> Result<Self, KeyError> {
         use jsonwebtoken::{Algorithm, EncodingKey};
         let bytes = pem.expose().as_bytes();
         let wanted = alg
             .map(|a| {
                 a.parse::<Algorithm>()
-                    .map_err(|_| format!("unknown signing algorithm {a:?}"))
+                    .map_err(|_| KeyError::UnknownAlgorithm(a.to_owned()))
             })
             .transpose()?;
         let attempts: [(Algorithm, KeyLoader); 4] = [
@@ -111,10 +140,7 @@ impl SigningKey {
                 });
             }
         }
-        Err(
-            "the private key is not a PEM EC, RSA or Ed25519 private key (PKCS#8 or traditional)"
-                .into(),
-        )
+        Err(KeyError::NotAKey)
     }
 
     /// A client assertion: iss = sub = client id, aud = the issuer, short-lived, unique.
@@ -123,7 +149,7 @@ impl SigningKey {
         client_id: &str,
         audience: &str,
         now: SystemTime,
-    ) -> Result<String, String> {
+    ) -> Result<String, KeyError> {
         let iat = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -139,20 +165,25 @@ impl SigningKey {
             "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
         });
         jsonwebtoken::encode(&jsonwebtoken::Header::new(self.alg), &claims, &self.key)
-            .map_err(|e| format!("signing the client assertion failed: {e}"))
+            .map_err(|e| KeyError::Signing(e.to_string()))
     }
 }
 
-/// How the client proves itself at the token endpoint.
+/// How the client proves itself at the token endpoint, with the credential it needs.
 #[derive(Clone, Debug)]
 pub enum ClientAuth {
+    /// [`AuthMethod::None`]: a public client.
     None,
+    /// [`AuthMethod::ClientSecretBasic`] with this secret.
     SecretBasic(ClientSecret),
+    /// [`AuthMethod::ClientSecretPost`] with this secret.
     SecretPost(ClientSecret),
+    /// [`AuthMethod::PrivateKeyJwt`] with this key.
     PrivateKeyJwt(SigningKey),
 }
 
 impl ClientAuth {
+    /// The method this is.
     pub fn method(&self) -> AuthMethod {
         match self {
             Self::None => AuthMethod::None,
@@ -162,6 +193,7 @@ impl ClientAuth {
         }
     }
 
+    /// The client secret, for the two secret methods.
     pub fn secret(&self) -> Option<&ClientSecret> {
         match self {
             Self::SecretBasic(s) | Self::SecretPost(s) => Some(s),
@@ -173,8 +205,11 @@ impl ClientAuth {
 /// A client at one authorization server.
 #[derive(Clone, Debug)]
 pub struct OAuthClient {
+    /// The `client_id` (for a metadata document client, the document's URL).
     pub client_id: String,
+    /// How it authenticates at the token endpoint.
     pub auth: ClientAuth,
+    /// How the client id was obtained.
     pub kind: RegistrationKind,
     /// The issuer this client belongs to (registrations are bound to it).
     pub issuer: String,
@@ -191,7 +226,7 @@ impl OAuthClient {
         form: &mut Vec<(&'static str, String)>,
         audience: &str,
         now: SystemTime,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    ) -> Result<reqwest::RequestBuilder, KeyError> {
         Ok(match &self.auth {
             ClientAuth::None => {
                 form.push(("client_id", self.client_id.clone()));
@@ -261,11 +296,11 @@ mod tests {
     #[test]
     fn non_pem_keys_are_refused_clearly() {
         let err = SigningKey::from_pem(&Secret::new("nope"), None).unwrap_err();
-        assert!(err.contains("PEM"));
-        assert!(
-            SigningKey::from_pem(&Secret::new("x"), Some("HS999"))
-                .unwrap_err()
-                .contains("unknown")
+        assert_eq!(err, KeyError::NotAKey);
+        assert!(err.to_string().contains("PEM"));
+        assert_eq!(
+            SigningKey::from_pem(&Secret::new("x"), Some("HS999")).unwrap_err(),
+            KeyError::UnknownAlgorithm("HS999".into())
         );
     }
 }

@@ -106,7 +106,7 @@ async fn start(
         .timeout(token::TOKEN_TIMEOUT);
     let req = client
         .authenticate(req, &mut form, issuer, SystemTime::now())
-        .map_err(AuthError::Config)?;
+        .map_err(|e| AuthError::Config(e.to_string()))?;
     let failed = |detail: String| AuthError::Device { detail };
     let resp = req
         .form(&form)

@@ -19,47 +19,66 @@ use super::{
 /// Everything discovery learned and tried.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiscoveryReport {
+    /// The MCP server URL discovery ran for.
     pub mcp_url: String,
     /// The Bearer challenge of the 401, if there was one.
     pub challenge: Option<ChallengeSummary>,
     /// Every URL fetched, in order.
     pub steps: Vec<Step>,
+    /// The protected resource metadata used, if any was found and accepted.
     pub protected_resource: Option<FoundResource>,
+    /// The authorization server selected, if one was.
     pub authorization_server: Option<FoundServer>,
+    /// What is wrong or missing, in the order found.
     pub problems: Vec<Problem>,
 }
 
+/// What the Bearer challenge of the 401 said (RFC 6750 §3, RFC 9728 §5.1).
 #[derive(Clone, Debug, Serialize)]
 pub struct ChallengeSummary {
+    /// `resource_metadata`: the protected resource metadata URL it named.
     pub resource_metadata: Option<String>,
+    /// `scope`, split on spaces.
     pub scope: Option<Vec<String>>,
+    /// `error` (`invalid_token`, `insufficient_scope`, ...).
     pub error: Option<String>,
 }
 
+/// One metadata URL discovery fetched, and what came of it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Step {
     /// `protected_resource_metadata` or `authorization_server_metadata`.
     pub purpose: &'static str,
+    /// The URL fetched.
     pub url: String,
     /// The HTTP status, if an answer came.
     pub status: Option<u16>,
     /// `used`, `not_found`, `rejected`, `failed`.
     pub outcome: &'static str,
+    /// Why it was not used: the check that failed, or what the fetch reported (a
+    /// transport error, the start of an error body, a redirect not followed).
     pub detail: Option<String>,
 }
 
+/// The protected resource metadata discovery accepted (RFC 9728).
 #[derive(Clone, Debug, Serialize)]
 pub struct FoundResource {
+    /// Where it was fetched from.
     pub url: String,
+    /// The document, validated against the MCP server URL (RFC 9728 §3.3).
     pub metadata: ProtectedResourceMetadata,
 }
 
+/// The authorization server discovery selected.
 #[derive(Clone, Debug, Serialize)]
 pub struct FoundServer {
+    /// Its issuer identifier, equal to the metadata's `issuer` (RFC 8414 §3.3).
     pub issuer: String,
     /// Where the metadata came from (absent for 2025-03-26 default endpoints).
     pub metadata_url: Option<String>,
+    /// How it was found.
     pub source: MetadataSource,
+    /// Its metadata (for [`MetadataSource::LegacyDefaults`], the default endpoints).
     pub metadata: AuthServerMetadata,
 }
 
@@ -78,36 +97,63 @@ pub enum MetadataSource {
 /// Something wrong or missing. `fatal` problems stop an authorization flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// What kind of problem, for programs (the CLI picks its hint by it).
     pub code: ProblemCode,
+    /// Whether it stops an authorization flow (discovery then names no
+    /// authorization server).
     pub fatal: bool,
+    /// What is wrong, in the server's terms, for people.
     pub message: String,
 }
 
+/// The kinds of [`Problem`]. Serialized in snake_case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ProblemCode {
+    /// The 401 carries no Bearer challenge.
     NoBearerChallenge,
+    /// The Bearer challenge names no `resource_metadata` (RFC 9728 §5.1); the
+    /// well-known locations are probed instead.
     NoResourceMetadataInChallenge,
+    /// The `resource_metadata` URL the challenge named did not answer with metadata.
     ResourceMetadataUnusable,
+    /// No protected resource metadata anywhere: treated as a 2025-03-26 server.
     NoProtectedResourceMetadata,
+    /// The protected resource metadata is for another resource (RFC 9728 §3.3).
+    /// Fatal.
     ResourceMismatch,
+    /// The protected resource metadata lists no `authorization_servers`. Fatal.
     NoAuthorizationServers,
+    /// A URL from the server is refused by the [`UrlPolicy`] (fatal for the
+    /// `resource_metadata` URL and the token endpoint).
     InsecureUrl,
+    /// No authorization server named answered with usable metadata. Fatal.
     AuthServerMetadataMissing,
+    /// Authorization server metadata names another `issuer` (RFC 8414 §3.3); fatal
+    /// when no other metadata could be used.
     IssuerMismatch,
+    /// No `code_challenge_methods_supported`: a code flow will not start.
     PkceNotAdvertised,
+    /// `code_challenge_methods_supported` lacks `S256`: a code flow will not start.
     NoS256,
+    /// `response_types_supported` lacks `code`.
     NoCodeResponseType,
+    /// The metadata has no `token_endpoint`. Fatal.
     MissingEndpoint,
+    /// No metadata at all: the 2025-03-26 default endpoints `/authorize`, `/token`
+    /// and `/register` at the MCP server's origin are used.
     LegacyDefaultEndpoints,
 }
 
 impl DiscoveryReport {
+    /// The first fatal problem, if any: when there is one, discovery named no
+    /// authorization server.
     pub fn fatal(&self) -> Option<&Problem> {
         self.problems.iter().find(|p| p.fatal)
     }
 
+    /// Whether a problem of kind `code` was found.
     pub fn has(&self, code: ProblemCode) -> bool {
         self.problems.iter().any(|p| p.code == code)
     }
@@ -151,8 +197,11 @@ pub struct AuthTarget {
     /// The resource indicator to send (RFC 8707): the validated PRM `resource`, or the
     /// canonical MCP URL for 2025-03-26 servers.
     pub resource: String,
+    /// The selected authorization server's issuer identifier.
     pub issuer: String,
+    /// Its metadata, validated; endpoints are still checked by each flow.
     pub metadata: AuthServerMetadata,
+    /// How it was found.
     pub source: MetadataSource,
     /// `scope` of the 401 challenge.
     pub challenge_scope: Option<Vec<String>>,
@@ -163,7 +212,10 @@ pub struct AuthTarget {
 const PRM: &str = "protected_resource_metadata";
 const ASM: &str = "authorization_server_metadata";
 
-/// Run discovery for `mcp_url` given the `WWW-Authenticate` values of its 401.
+/// Run discovery for `mcp_url` given the `WWW-Authenticate` values of its 401: every
+/// fetch goes through `http` and every URL the server names is checked by `policy`.
+/// Never fails: the report says what was tried and found; the target is `Some` only
+/// when an authorization server was selected and no problem is fatal.
 pub async fn discover(
     http: &reqwest::Client,
     mcp_url: &Url,

@@ -26,9 +26,12 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// The person's identity provider and their ID token.
 #[derive(Clone, Debug)]
 pub struct IdentityProvider {
+    /// The identity provider's token endpoint, where the RFC 8693 exchange is posted:
+    /// https, or http on this machine (or anywhere with `allow_http`).
     pub token_endpoint: String,
     /// keyway's client at the identity provider.
     pub client: OAuthClient,
+    /// The person's ID token, the exchange's `subject_token`.
     pub id_token: Secret,
 }
 
@@ -95,7 +98,7 @@ async fn exchange(
     let req = idp
         .client
         .authenticate(req, &mut form, &idp.token_endpoint, SystemTime::now())
-        .map_err(AuthError::Config)?;
+        .map_err(|e| AuthError::Config(e.to_string()))?;
     let resp = req
         .form(&form)
         .send()

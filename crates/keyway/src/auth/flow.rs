@@ -63,6 +63,7 @@ pub struct StepUp {
 }
 
 impl StepUp {
+    /// Authorizations allowed per resource and operation.
     pub const MAX_ATTEMPTS: u32 = 3;
 
     /// Count one more authorization for `operation` on `resource`; false once the
@@ -79,6 +80,8 @@ impl StepUp {
         true
     }
 
+    /// How many authorizations [`allow`](Self::allow) has counted for `operation` on
+    /// `resource`.
     pub fn attempts(&self, resource: &str, operation: &str) -> u32 {
         self.attempts
             .get(&(resource.to_owned(), operation.to_owned()))
@@ -90,6 +93,7 @@ impl StepUp {
 impl Authorizer {
     /// Every request a flow makes goes through a client that refuses addresses its
     /// server may not send keyway to ([`crate::http::guarded`]): none is injected.
+    /// Fails with [`AuthError::Config`] when that client cannot be built.
     pub fn new(
         options: AuthOptions,
         registrations: Arc<dyn RegistrationStore>,
@@ -115,6 +119,7 @@ impl Authorizer {
         self
     }
 
+    /// The options this authorizer was made with.
     pub fn options(&self) -> &AuthOptions {
         &self.options
     }
@@ -122,6 +127,10 @@ impl Authorizer {
     /// Authorize for `mcp_url` after a 401 (or a 403 insufficient_scope) whose
     /// `WWW-Authenticate` values are given. With `previous_scopes` (the scopes asked
     /// last time), the scopes asked are their union with the challenge's (step-up).
+    ///
+    /// The grant is bound to the resource, issuer and client it was obtained for. Fails
+    /// with [`AuthError::Discovery`] when discovery selects no authorization server,
+    /// else with whatever stopped the grant chosen by [`AuthOptions::grant`].
     pub async fn authorize(
         &self,
         mcp_url: &Url,
@@ -643,7 +652,7 @@ impl Authorizer {
         let timeout = self.options.callback_timeout;
         let mut paste = None;
         let mut follow = None;
-        let mut opening: Option<futures::future::BoxFuture<'_, Result<(), String>>> = None;
+        let mut opening: Option<futures::future::BoxFuture<'_, Result<(), browser::BrowserError>>> = None;
         match self.options.browser {
             BrowserMode::Follow => {
                 let (u, r) = (url.clone(), redirect_uri.to_owned());
@@ -722,7 +731,7 @@ impl Authorizer {
                     match done {
                         // The callback, if any, is already queued at the listener.
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(AuthError::Browser(format!("following the authorization URL failed: {e}"))),
+                        Ok(Err(e)) => return Err(AuthError::Browser(e.to_string())),
                         Err(e) => return Err(AuthError::Browser(e.to_string())),
                     }
                     if let Some(arrived) = listener.next(std::time::Duration::from_millis(0)).await {
@@ -743,8 +752,8 @@ impl Authorizer {
 }
 
 async fn poll_opening(
-    opening: &mut Option<futures::future::BoxFuture<'_, Result<(), String>>>,
-) -> Result<(), String> {
+    opening: &mut Option<futures::future::BoxFuture<'_, Result<(), browser::BrowserError>>>,
+) -> Result<(), browser::BrowserError> {
     match opening {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -759,8 +768,8 @@ async fn recv_line(rx: &mut Option<tokio::sync::mpsc::Receiver<String>>) -> Opti
 }
 
 async fn join_follow(
-    task: &mut Option<tokio::task::JoinHandle<Result<u16, String>>>,
-) -> Result<Result<u16, String>, tokio::task::JoinError> {
+    task: &mut Option<tokio::task::JoinHandle<Result<u16, browser::BrowserError>>>,
+) -> Result<Result<u16, browser::BrowserError>, tokio::task::JoinError> {
     match task {
         Some(t) => t.await,
         None => std::future::pending().await,

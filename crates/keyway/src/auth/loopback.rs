@@ -20,14 +20,19 @@ pub const CALLBACK_PATH: &str = "/callback";
 /// A callback whose `state` matched; answer it with the page to show.
 #[derive(Debug)]
 pub struct Arrived {
+    /// The query parameters of the callback, decoded (the last of a repeated name).
     pub params: HashMap<String, String>,
+    /// Send the page to show; without an answer within 30 s (or if this is dropped)
+    /// the tab is told keyway is no longer waiting.
     pub reply: oneshot::Sender<Page>,
 }
 
 /// What the browser tab shows.
 #[derive(Debug, Clone)]
 pub enum Page {
+    /// Signed in: the person may close the tab.
     Done,
+    /// Sign-in failed, for this reason (shown HTML-escaped).
     Failed(String),
 }
 
@@ -69,10 +74,12 @@ impl Loopback {
         Ok(Self { addr, rx, stop })
     }
 
+    /// The port bound (the one chosen by the OS when bound with 0).
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
+    /// The redirect URI this listener serves: `http://127.0.0.1:PORT/callback`.
     pub fn redirect_uri(&self) -> String {
         format!("http://127.0.0.1:{}{CALLBACK_PATH}", self.addr.port())
     }

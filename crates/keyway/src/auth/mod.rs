@@ -31,8 +31,8 @@ pub mod urls;
 
 use std::time::Duration;
 
-pub use browser::{BrowserMode, Opener};
-pub use client::{AuthMethod, ClientAuth, OAuthClient, RegistrationKind, SigningKey};
+pub use browser::{BrowserError, BrowserMode, Opener};
+pub use client::{AuthMethod, ClientAuth, KeyError, OAuthClient, RegistrationKind, SigningKey};
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
 pub use flow::{Authorizer, StepUp, stable_ports as stable_callback_ports};
 pub use registration::{
@@ -63,8 +63,12 @@ pub enum GrantChoice {
 /// Everything about how to authorize that does not come from the server.
 #[derive(Clone, Debug)]
 pub struct AuthOptions {
+    /// What the user said about the client: a pre-registered id and its credentials,
+    /// or a client ID metadata document URL.
     pub client: ClientOptions,
+    /// Which grant to run.
     pub grant: GrantChoice,
+    /// How the authorization URL reaches a browser.
     pub browser: BrowserMode,
     /// Scopes to ask for instead of the spec's selection.
     pub scopes: Option<Vec<String>>,
@@ -114,16 +118,24 @@ impl Default for AuthOptions {
     }
 }
 
-/// Progress of a flow, for whoever shows it (the CLI prints it on stderr).
+/// Progress of a flow, for whoever shows it (the CLI prints it on stderr). Every
+/// method does nothing by default.
 pub trait Reporter: Send + Sync {
+    /// Discovery finished (whether or not it selected an authorization server).
     fn discovered(&self, _report: &DiscoveryReport) {}
+    /// A new client was registered and saved, with this client id.
     fn registered(&self, _kind: RegistrationKind, _client_id: &str) {}
     /// The authorization URL, and whether a browser was opened on it.
     fn authorization_url(&self, _url: &str, _browser_opened: bool) {}
     /// Paste mode: the person may paste the redirect URL or the code.
     fn waiting_for_paste(&self) {}
+    /// The device grant (RFC 8628 §3.3): the person should visit `verification_uri`
+    /// and enter `user_code`, or visit `complete` (the URI with the code in it) when
+    /// the server gave one. All three are made printable.
     fn device_code(&self, _verification_uri: &str, _complete: Option<&str>, _user_code: &str) {}
+    /// A grant was obtained from `issuer`, for the scopes asked.
     fn authorized(&self, _issuer: &str, _scopes: &[String]) {}
+    /// Anything else worth telling the person (a fallback taken, a paste not understood).
     fn note(&self, _message: &str) {}
 }
 
@@ -137,47 +149,101 @@ impl Reporter for Silent {}
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
+    /// Discovery selected no authorization server; the report says what was tried
+    /// (the message is its first fatal problem).
     #[error("{}", .0.fatal().map(|p| p.message.clone()).unwrap_or_else(|| "authorization discovery failed".into()))]
     Discovery(Box<DiscoveryReport>),
+    /// The authorization server does not advertise PKCE S256, so no code flow starts
+    /// (MCP "Authorization Code Protection").
     #[error(
         "the authorization server {issuer} {why}; MCP requires PKCE with S256, so keyway will not start a flow"
     )]
-    PkceUnsupported { issuer: String, why: &'static str },
+    PkceUnsupported {
+        /// The authorization server.
+        issuer: String,
+        /// What its metadata lacks.
+        why: &'static str,
+    },
     /// An endpoint the server named is refused by the URL rules: nothing was sent.
     #[error("refusing the {what}: {refusal}")]
     InsecureUrl {
         /// Which endpoint (`authorization_endpoint`, `registration_endpoint`, ...).
         what: &'static str,
+        /// Why.
         #[source]
         refusal: urls::UrlRefusal,
     },
+    /// No client id was given, the server has no registration endpoint, and no client
+    /// ID metadata document can be used (no URL given, or the server does not take them).
     #[error("the authorization server {issuer} offers no way for keyway to register{}", if *cimd_offered { " (it takes client ID metadata documents: pass --client-metadata-url)" } else { "" })]
-    NoRegistration { issuer: String, cimd_offered: bool },
+    NoRegistration {
+        /// The authorization server.
+        issuer: String,
+        /// Whether it takes client ID metadata documents.
+        cimd_offered: bool,
+    },
+    /// Dynamic client registration (RFC 7591) failed: refused, no answer, or an
+    /// answer keyway cannot use.
     #[error("registration at {issuer} failed: {detail}")]
-    Registration { issuer: String, detail: String },
+    Registration {
+        /// The authorization server.
+        issuer: String,
+        /// What went wrong, with the server's `error` when it sent one (RFC 7591 §3.2.2).
+        detail: String,
+    },
+    /// The authorization response refused the flow (an error, a wrong `iss`, ...).
     #[error(transparent)]
     Callback(#[from] callback::Refusal),
+    /// The person declined at the device grant's verification page (`access_denied`).
     #[error("authorization was declined")]
     Declined,
+    /// The wait for the browser or the device code ran out.
     #[error("gave up waiting for {what} after {} s", waited.as_secs())]
     Timeout {
+        /// How long keyway waited.
         waited: Duration,
+        /// What it waited for.
         what: &'static str,
     },
+    /// The authorization URL could not be shown or followed, and no other way to get
+    /// the answer was open.
     #[error("the browser could not be used: {0}")]
     Browser(String),
+    /// The loopback redirect listener could not bind its port.
     #[error("the loopback listener could not start: {0}")]
     Listener(String),
+    /// The device authorization request (RFC 8628 §3.1) failed or its answer is
+    /// unusable.
     #[error("the device authorization failed: {detail}")]
-    Device { detail: String },
+    Device {
+        /// What went wrong.
+        detail: String,
+    },
+    /// The token exchange at the identity provider ([`GrantChoice::EnterpriseManaged`])
+    /// failed or issued no ID-JAG.
     #[error("the token exchange at the identity provider failed: {detail}")]
-    IdentityProvider { detail: String },
+    IdentityProvider {
+        /// What went wrong.
+        detail: String,
+    },
+    /// The token endpoint refused or failed.
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    /// Step-up authorization reached its cap ([`StepUp::MAX_ATTEMPTS`]) and the server
+    /// still answers `insufficient_scope`.
     #[error("the server still refuses after {attempts} authorizations (scopes asked: {scopes})")]
-    StepUpExhausted { attempts: u32, scopes: String },
+    StepUpExhausted {
+        /// How many authorizations were made.
+        attempts: u32,
+        /// The scopes asked for last, space-separated.
+        scopes: String,
+    },
+    /// The options do not fit the server or the grant (a missing client id, secret,
+    /// key or assertion; an endpoint the grant needs that the server lacks), or an HTTP
+    /// client or a client assertion could not be built.
     #[error("{0}")]
     Config(String),
+    /// The registration or credential store failed.
     #[error("the credential store failed: {0}")]
     Store(String),
 }

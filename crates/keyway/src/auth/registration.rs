@@ -25,9 +25,11 @@ use crate::Secret;
 pub struct ClientOptions {
     /// A pre-registered client id (`--client-id`).
     pub client_id: Option<String>,
+    /// The pre-registered client's secret (`--client-secret`).
     pub client_secret: Option<Secret>,
     /// How to authenticate; derived from the secret/key and the server when absent.
     pub auth_method: Option<AuthMethod>,
+    /// The key for private_key_jwt (`--private-key`).
     pub private_key: Option<SigningKey>,
     /// An https URL serving keyway's client ID metadata document.
     pub client_metadata_url: Option<String>,
@@ -35,13 +37,19 @@ pub struct ClientOptions {
 
 /// Which way to get a client id, decided from the options and the server. Pure.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
+    /// The client id the user gave.
     Preregistered,
+    /// This client ID metadata document URL as the client id.
     MetadataDocument(String),
+    /// Dynamic registration at this endpoint.
     Dynamic(String),
 }
 
-pub fn plan(opts: &ClientOptions, m: &AuthServerMetadata) -> Result<Plan, AuthError> {
+/// The first way that applies: a client id given, else a metadata document URL given
+/// and supported by the server, else the server's registration endpoint; else
+/// [`AuthError::NoRegistration`].
+pub(crate) fn plan(opts: &ClientOptions, m: &AuthServerMetadata) -> Result<Plan, AuthError> {
     if opts.client_id.is_some() {
         return Ok(Plan::Preregistered);
     }
@@ -121,11 +129,18 @@ pub fn preregistered(
 /// A registration as keyway keeps it, per issuer.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredRegistration {
+    /// The issuer that registered the client: the key it is stored under.
     pub issuer: String,
+    /// `client_id` (RFC 7591 §3.2.1).
     pub client_id: String,
+    /// `client_secret`, when the server issued one (RFC 7591 §3.2.1).
     pub client_secret: Option<ClientSecret>,
+    /// How it authenticates at the token endpoint (`token_endpoint_auth_method`,
+    /// RFC 7591 §2; for dynamic clients, the server's choice).
     pub auth_method: AuthMethod,
+    /// `redirect_uris` the client is registered with.
     pub redirect_uris: Vec<String>,
+    /// How the client id was obtained.
     pub kind: RegistrationKind,
 }
 
@@ -143,6 +158,8 @@ impl fmt::Debug for StoredRegistration {
 }
 
 impl StoredRegistration {
+    /// The client to use: its secret for the two secret methods when there is one,
+    /// else a public client (a stored registration holds no private key).
     pub fn client(&self) -> OAuthClient {
         let auth = match (self.auth_method, &self.client_secret) {
             (AuthMethod::ClientSecretBasic, Some(s)) => ClientAuth::SecretBasic(s.clone()),
@@ -163,8 +180,11 @@ impl StoredRegistration {
 /// the encrypted store implements the same trait.
 #[async_trait::async_trait]
 pub trait RegistrationStore: Send + Sync + fmt::Debug {
+    /// The registration for `issuer`, if one is kept.
     async fn load(&self, issuer: &str) -> Result<Option<StoredRegistration>, AuthError>;
+    /// Keep `registration` under its issuer, replacing any before it.
     async fn save(&self, registration: &StoredRegistration) -> Result<(), AuthError>;
+    /// Drop the registration for `issuer` (none kept is not an error).
     async fn forget(&self, issuer: &str) -> Result<(), AuthError>;
 }
 
@@ -172,14 +192,21 @@ pub trait RegistrationStore: Send + Sync + fmt::Debug {
 /// (so another process could finish it, and `keyway doctor` can show it).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PendingFlow {
+    /// The authorization server's issuer.
     pub issuer: String,
+    /// The resource indicator asked for (RFC 8707).
     pub resource: String,
+    /// The redirect URI sent with the authorization request.
     pub redirect_uri: String,
+    /// The client id used.
     pub client_id: String,
+    /// Where the code is to be redeemed.
     pub token_endpoint: String,
+    /// The scopes asked for.
     pub scopes: Vec<String>,
     /// The PKCE verifier: a secret; the store seals it.
     pub code_verifier: String,
+    /// When the flow started, in seconds since the Unix epoch.
     pub started_at: u64,
 }
 
@@ -197,10 +224,14 @@ impl fmt::Debug for PendingFlow {
 /// Where pending flows are recorded, keyed by `state`.
 #[async_trait::async_trait]
 pub trait PendingFlows: Send + Sync + fmt::Debug {
+    /// Record `flow` under `state` before the browser opens; an error stops the flow.
     async fn begin(&self, state: &str, flow: &PendingFlow) -> Result<(), AuthError>;
+    /// Forget the flow under `state` once it has its answer (or failed); an error is
+    /// only logged.
     async fn end(&self, state: &str) -> Result<(), AuthError>;
 }
 
+/// A [`RegistrationStore`] in memory: registrations last as long as it does.
 #[derive(Debug, Default)]
 pub struct MemoryRegistrations(Mutex<HashMap<String, StoredRegistration>>);
 

@@ -18,14 +18,17 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// Time for one token request.
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A successful token response.
+/// A successful token response (RFC 6749 §5.1).
 #[derive(Debug)]
-pub struct TokenResponse {
-    pub access_token: AccessToken,
-    pub refresh_token: Option<RefreshToken>,
-    pub expires_in: Option<Duration>,
+pub(crate) struct TokenResponse {
+    /// `access_token`, never empty.
+    pub(crate) access_token: AccessToken,
+    /// `refresh_token`; an empty one counts as none.
+    pub(crate) refresh_token: Option<RefreshToken>,
+    /// `expires_in`; absent, negative or over ten years counts as unknown.
+    pub(crate) expires_in: Option<Duration>,
     /// The granted scope, when the server says (else the requested one applies).
-    pub scope: Option<Vec<String>>,
+    pub(crate) scope: Option<Vec<String>>,
 }
 
 /// A token request that failed.
@@ -35,26 +38,43 @@ pub enum TokenError {
     /// The server answered with an OAuth error (RFC 6749 §5.2).
     #[error("the token endpoint refused (HTTP {status}): {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     OAuth {
+        /// The HTTP status.
         status: u16,
+        /// `error` (`invalid_grant`, `invalid_client`, ...), made printable.
         error: String,
+        /// `error_description`, made printable.
         description: Option<String>,
     },
+    /// An answer keyway cannot use: not JSON, no `access_token`, a `token_type` other
+    /// than Bearer, an error status without an OAuth error, or too large a body.
     #[error("the token endpoint answered HTTP {status} without a usable body: {detail}")]
-    Malformed { status: u16, detail: String },
+    Malformed {
+        /// The HTTP status.
+        status: u16,
+        /// What is wrong, with the start of the body where that helps.
+        detail: String,
+    },
+    /// No answer: the request failed or timed out (or the HTTP client for it could
+    /// not be built).
     #[error("the token endpoint could not be reached: {0}")]
     Transport(String),
+    /// The client's authentication could not be prepared (signing a private_key_jwt
+    /// assertion failed).
     #[error("{0}")]
     Client(String),
     /// The endpoint is refused by the URL rules; nothing was sent.
     #[error("refusing the {what}: {refusal}")]
     Refused {
+        /// Which endpoint (`token_endpoint`, `revocation_endpoint`).
         what: &'static str,
+        /// Why.
         #[source]
         refusal: super::urls::UrlRefusal,
     },
 }
 
 impl TokenError {
+    /// The OAuth `error` code, for [`TokenError::OAuth`].
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::OAuth { error, .. } => Some(error),
@@ -79,7 +99,7 @@ pub(crate) async fn request(
         .timeout(TOKEN_TIMEOUT);
     let req = client
         .authenticate(req, &mut form, audience, now)
-        .map_err(TokenError::Client)?;
+        .map_err(|e| TokenError::Client(e.to_string()))?;
     let resp = req
         .form(&form)
         .send()
@@ -109,7 +129,7 @@ fn transport_error(what: &'static str, endpoint: &str, e: &reqwest::Error) -> To
 
 /// Revoke a token issued for `resource` (RFC 7009). The endpoint comes from the
 /// authorization server's metadata, so it obeys the URL rules of that resource
-/// ([`super::tokens`]' `policy_for_resource`) before the token and the client's
+/// (the rules [`refresh`](super::refresh) applies) before the token and the client's
 /// authentication go anywhere. Unknown tokens are fine (200); an error answer is
 /// returned for the caller to report.
 pub async fn revoke(
@@ -139,7 +159,7 @@ pub async fn revoke(
     let req = http.post(endpoint.clone()).timeout(TOKEN_TIMEOUT);
     let req = client
         .authenticate(req, &mut form, issuer, SystemTime::now())
-        .map_err(TokenError::Client)?;
+        .map_err(|e| TokenError::Client(e.to_string()))?;
     let resp = req
         .form(&form)
         .send()

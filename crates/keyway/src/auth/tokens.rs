@@ -26,6 +26,18 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// When a token issued at `issued_at` and expiring at `expires_at` falls due for a
 /// refresh: 60 s before it expires, or half-way for tokens that live under two minutes
 /// (else a 30 s token would be refreshed on every request). `None`: it never expires.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use keyway::auth::refresh_due;
+///
+/// let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let hour = issued + Duration::from_secs(3600);
+/// assert_eq!(refresh_due(Some(hour), issued), Some(hour - Duration::from_secs(60)));
+/// let short = issued + Duration::from_secs(30);
+/// assert_eq!(refresh_due(Some(short), issued), Some(issued + Duration::from_secs(15)));
+/// assert_eq!(refresh_due(None, issued), None);
+/// ```
 pub fn refresh_due(expires_at: Option<SystemTime>, issued_at: SystemTime) -> Option<SystemTime> {
     let at = expires_at?;
     let life = at.duration_since(issued_at).unwrap_or_default();
@@ -35,8 +47,12 @@ pub fn refresh_due(expires_at: Option<SystemTime>, issued_at: SystemTime) -> Opt
 /// An access grant for one resource.
 #[derive(Clone)]
 pub struct Grant {
+    /// The access token, sent as `Authorization: Bearer` to
+    /// [`resource`](Self::resource) only.
     pub access_token: AccessToken,
+    /// The refresh token, if the server issued one.
     pub refresh_token: Option<RefreshToken>,
+    /// When the access token expires; `None` when the server did not say.
     pub expires_at: Option<SystemTime>,
     /// When the access token was obtained.
     pub issued_at: SystemTime,
@@ -44,10 +60,13 @@ pub struct Grant {
     pub requested_scopes: Vec<String>,
     /// The scopes the server says it granted, when it says.
     pub granted_scopes: Option<Vec<String>>,
-    /// Binding: the resource indicator, issuer, token endpoint and client.
+    /// Binding: the resource indicator (RFC 8707) the grant was issued for.
     pub resource: String,
+    /// Binding: the issuer of the authorization server that issued it.
     pub issuer: String,
+    /// Binding: the token endpoint refreshes go to (checked again before each).
     pub token_endpoint: String,
+    /// Binding: the client it was issued to, which refreshes it.
     pub client: OAuthClient,
     /// The authorization server metadata the grant was obtained under.
     pub as_metadata: Option<super::metadata::AuthServerMetadata>,
@@ -99,11 +118,13 @@ impl Grant {
         refresh_due(self.expires_at, self.issued_at).is_some_and(|due| due <= now)
     }
 
+    /// Whether the access token has expired at `now` (never, without an expiry).
     pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// Whether this grant may be sent to `uri` (invariant 1).
+    /// Whether this grant may be sent to `uri` (invariant 1): the test of
+    /// [`urls::resource_matches`] against [`resource`](Self::resource).
     pub fn is_for(&self, uri: &str) -> bool {
         Url::parse(uri).is_ok_and(|u| urls::resource_matches(&self.resource, &u))
     }
@@ -165,11 +186,14 @@ mod tests {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RefreshError {
+    /// The grant has no refresh token (or there is no grant). Authorize again.
     #[error("there is no refresh token; authorize again")]
     NoRefreshToken,
     /// `invalid_grant`: the refresh token is dead. Authorize again.
     #[error("the authorization server rejected the refresh token; authorize again")]
     Rejected(#[source] TokenError),
+    /// Any other failure of the token request (no answer, another OAuth error, an
+    /// unusable answer): the refresh token may still be good.
     #[error(transparent)]
     Failed(TokenError),
     /// The token endpoint the grant names is refused by the URL rules (nothing was
@@ -251,6 +275,7 @@ pub struct OAuthTokens {
 }
 
 impl OAuthTokens {
+    /// A source holding no grant yet: it sends no token until [`set`](Self::set).
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             grant: tokio::sync::Mutex::new(None),
@@ -258,14 +283,17 @@ impl OAuthTokens {
         })
     }
 
+    /// Hold `grant`, replacing any other.
     pub async fn set(&self, grant: Grant) {
         *self.grant.lock().await = Some(grant);
     }
 
+    /// A copy of the grant held now (as refreshed), if any.
     pub async fn current(&self) -> Option<Grant> {
         self.grant.lock().await.clone()
     }
 
+    /// Drop the grant: no token is sent until the next [`set`](Self::set).
     pub async fn clear(&self) {
         *self.grant.lock().await = None;
     }

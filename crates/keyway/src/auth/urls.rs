@@ -81,7 +81,28 @@ pub fn canonical_resource(u: &Url) -> String {
 
 /// Whether a protected resource's `resource` value may describe `mcp_url`: the same
 /// origin, and a path that is the MCP URL's path or a segment prefix of it (the exact
-/// match RFC 9728 §3.3 asks for, plus the prefix form MCP SDKs accept).
+/// match RFC 9728 §3.3 asks for, plus the prefix form MCP SDKs accept). A trailing
+/// slash makes no difference; a `resource` with a fragment, or that is not a URL,
+/// matches nothing. The same test decides where a stored token may be sent
+/// ([`Grant::is_for`](super::Grant::is_for)).
+///
+/// ```
+/// use keyway::auth::urls::{canonical_resource, resource_matches};
+/// use url::Url;
+///
+/// let mcp = Url::parse("https://mcp.example.com/tenant/mcp").unwrap();
+/// assert!(resource_matches("https://mcp.example.com/tenant/mcp", &mcp));
+/// assert!(resource_matches("https://mcp.example.com/tenant/", &mcp)); // segment prefix
+/// assert!(resource_matches("https://mcp.example.com", &mcp)); // the whole origin
+/// assert!(!resource_matches("https://mcp.example.com/ten", &mcp)); // not a segment
+/// assert!(!resource_matches("https://mcp.example.com:444/tenant/mcp", &mcp)); // other origin
+/// assert!(!resource_matches("https://evil.example/tenant/mcp", &mcp));
+///
+/// // What keyway sends as `resource` when there is no protected resource metadata.
+/// let bare = Url::parse("HTTPS://MCP.Example.com/#top").unwrap();
+/// assert_eq!(canonical_resource(&bare), "https://mcp.example.com");
+/// assert_eq!(canonical_resource(&mcp), "https://mcp.example.com/tenant/mcp");
+/// ```
 pub fn resource_matches(resource: &str, mcp_url: &Url) -> bool {
     let Ok(r) = Url::parse(resource) else {
         return false;
@@ -112,6 +133,7 @@ pub enum HostClass {
 }
 
 impl HostClass {
+    /// The kebab-case name, as serialized and displayed (`link-local`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Loopback => "loopback",
@@ -152,6 +174,23 @@ fn name_class(name: &str) -> HostClass {
     }
 }
 
+/// The class of an address. IPv4 addresses inside IPv6 ones (mapped, translated,
+/// compatible, NAT64, 6to4) are judged by the IPv4 address they carry; Teredo counts
+/// as private.
+///
+/// ```
+/// use keyway::auth::urls::{HostClass, ip_class};
+///
+/// let class = |s: &str| ip_class(s.parse().unwrap());
+/// assert_eq!(class("127.0.0.1"), HostClass::Loopback);
+/// assert_eq!(class("0.0.0.0"), HostClass::Loopback);
+/// assert_eq!(class("10.1.2.3"), HostClass::Private);
+/// assert_eq!(class("100.64.0.1"), HostClass::Private); // shared address space (CGNAT)
+/// assert_eq!(class("169.254.169.254"), HostClass::LinkLocal); // cloud metadata
+/// assert_eq!(class("::ffff:192.168.1.1"), HostClass::Private); // IPv4-mapped
+/// assert_eq!(class("64:ff9b::7f00:1"), HostClass::Loopback); // NAT64 of 127.0.0.1
+/// assert_eq!(class("93.184.215.14"), HostClass::Public);
+/// ```
 pub fn ip_class(ip: IpAddr) -> HostClass {
     match ip {
         IpAddr::V4(v4) => v4_class(v4),
@@ -232,23 +271,52 @@ fn v6_class(ip: Ipv6Addr) -> HostClass {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlRefusal {
+    /// The text does not parse as a URL, or has no host.
     #[error("{url:?} is not a URL")]
-    NotAUrl { url: String },
+    NotAUrl {
+        /// The text, [`redacted_str`] when [`UrlPolicy::check`] refused it.
+        url: String,
+    },
+    /// A scheme other than `https` and `http`.
     #[error("{url} uses the {scheme}: scheme; only https (and http on loopback) is allowed")]
-    Scheme { url: String, scheme: String },
+    Scheme {
+        /// The URL, [`redacted`].
+        url: String,
+        /// The scheme it uses.
+        scheme: String,
+    },
+    /// `http` to a host that is not loopback, without `allow_http`.
     #[error(
         "{url} uses plain http on a non-loopback host; https is required (--allow-http permits it for development)"
     )]
-    PlainHttp { url: String },
+    PlainHttp {
+        /// The URL, [`redacted`].
+        url: String,
+    },
+    /// A host in a class the policy does not allow ([`UrlPolicy::allows`]).
     #[error(
         "{url} points at a {class} address, which a server that is not there itself may not send keyway to"
     )]
-    Private { url: String, class: HostClass },
+    Private {
+        /// The URL, [`redacted`].
+        url: String,
+        /// The class of its host.
+        class: HostClass,
+    },
+    /// A user name or password in the URL.
     #[error("{url} carries credentials in the URL")]
-    Userinfo { url: String },
+    Userinfo {
+        /// The URL, [`redacted`] (so without them).
+        url: String,
+    },
     /// The name resolved only to addresses the rules refuse.
     #[error("{url}: {detail}")]
-    Addresses { url: String, detail: String },
+    Addresses {
+        /// The URL, [`redacted`].
+        url: String,
+        /// What the guarded resolver refused, and why.
+        detail: String,
+    },
 }
 
 /// A URL as errors show it: without user and password, and with its query replaced
@@ -281,10 +349,47 @@ pub fn redacted_str(raw: &str) -> String {
 /// no loopback, private or link-local address unless the MCP server itself is in
 /// that range. Addresses a name resolves to obey the same classes
 /// ([`crate::http::guarded`]).
+///
+/// ```
+/// use keyway::auth::urls::{HostClass, UrlPolicy, UrlRefusal};
+/// use url::Url;
+///
+/// let mcp = Url::parse("https://mcp.example.com/mcp").unwrap();
+/// let policy = UrlPolicy::for_server(&mcp, false);
+/// assert_eq!(policy.server, HostClass::Public);
+///
+/// assert!(policy.check("https://auth.example.com/token").is_ok());
+/// // A public server's metadata may not send keyway to cloud metadata, to this
+/// // machine, over plain http, or with credentials in the URL.
+/// assert!(matches!(
+///     policy.check("https://169.254.169.254/latest"),
+///     Err(UrlRefusal::Private { class: HostClass::LinkLocal, .. })
+/// ));
+/// assert!(matches!(
+///     policy.check("https://127.0.0.1/token"),
+///     Err(UrlRefusal::Private { class: HostClass::Loopback, .. })
+/// ));
+/// assert!(matches!(
+///     policy.check("http://auth.example.com/token"),
+///     Err(UrlRefusal::PlainHttp { .. })
+/// ));
+/// assert!(matches!(
+///     policy.check("https://user:pw@auth.example.com/token"),
+///     Err(UrlRefusal::Userinfo { .. })
+/// ));
+///
+/// // A server on this machine may use its neighbours, and plain http to them.
+/// let local_mcp = Url::parse("http://127.0.0.1:3000/mcp").unwrap();
+/// let local = UrlPolicy::for_server(&local_mcp, false);
+/// assert!(local.check("http://localhost:9000/token").is_ok());
+/// assert!(local.allows(HostClass::Private));
+/// assert!(!local.allows(HostClass::LinkLocal));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UrlPolicy {
     /// The MCP server's host class: URLs may reach "down" to it, not further.
     pub server: HostClass,
+    /// Allow plain http to any host, not only loopback (`--allow-http`, development).
     pub allow_http: bool,
 }
 
@@ -333,6 +438,8 @@ impl UrlPolicy {
         }
     }
 
+    /// Parse `raw` and apply [`check_url`](Self::check_url); the parsed URL when the
+    /// rules allow it. Fails with [`UrlRefusal::NotAUrl`] when it does not parse.
     pub fn check(&self, raw: &str) -> Result<Url, UrlRefusal> {
         let url = Url::parse(raw).map_err(|_| UrlRefusal::NotAUrl {
             url: redacted_str(raw),
@@ -341,6 +448,9 @@ impl UrlPolicy {
         Ok(url)
     }
 
+    /// Whether a flow may use `url`, judged as written (no DNS lookup): no userinfo,
+    /// https or allowed http, a host, and a host class the policy [`allows`](Self::allows).
+    /// The refusal names the first rule broken, with the URL [`redacted`].
     pub fn check_url(&self, url: &Url) -> Result<(), UrlRefusal> {
         let shown = || redacted(url);
         if !url.username().is_empty() || url.password().is_some() {

@@ -76,6 +76,7 @@ impl Default for EdgeLimits {
 pub struct OpenConnections(watch::Receiver<usize>);
 
 impl OpenConnections {
+    /// The number of connections open now.
     pub fn now(&self) -> usize {
         *self.0.borrow()
     }
@@ -108,6 +109,7 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// An edge with `limits`, and the count of its open connections.
     pub fn new(limits: EdgeLimits) -> (Self, OpenConnections) {
         let (open, rx) = watch::channel(0);
         (
@@ -120,6 +122,9 @@ impl Edge {
         )
     }
 
+    /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting, let
+    /// requests under way finish (at most `drain` long), and return `Ok`. A failure to
+    /// accept a connection is logged and accepting goes on.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,

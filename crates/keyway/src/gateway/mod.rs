@@ -18,7 +18,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-pub use upstream::{Carrier, Event, Upstream, UpstreamError};
+pub(crate) use upstream::{Carrier, Event, Upstream, UpstreamError};
 
 use crate::{mcp::wire::WireConfig, merge};
 
@@ -41,13 +41,18 @@ const AUTHORIZE_TOOL: &str = "keyway_authorize";
 
 /// Whether an upstream is still wanted (not removed or disabled since the start).
 pub trait Liveness: Send + Sync {
+    /// `false` once the upstream was removed or disabled: it is then not reconnected
+    /// (nor connected again after it was down).
     fn alive(&self) -> futures::future::BoxFuture<'_, bool>;
 }
 
 /// One configured upstream.
 #[derive(Clone)]
 pub struct UpstreamConfig {
+    /// The server's name: its tools and prompts are exposed under the prefix made
+    /// from it ([`merge::prefixes`]), and errors name it.
     pub name: String,
+    /// How to reach the server.
     pub wire: WireConfig,
     /// Asked before reconnecting; absent means always.
     pub liveness: Option<Arc<dyn Liveness>>,
@@ -92,6 +97,7 @@ pub struct Gateway {
 pub struct Notice {
     /// The session it is for; `None`: every session.
     pub session: Option<String>,
+    /// The JSON-RPC message to send the client.
     pub message: Value,
 }
 

@@ -27,23 +27,49 @@ pub const REQUEST_MAX: Duration = Duration::from_secs(30 * 60);
 /// Why an upstream request failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
+    /// The server answered 401 or 403.
     #[error("{server} needs authorization: run `keyway authorize {server}`")]
-    NeedsAuth { server: String },
+    NeedsAuth {
+        /// The server's name.
+        server: String,
+    },
+    /// The request did not get its answer (unreachable, dropped, timed out,
+    /// malformed).
     #[error("{server}: {message}")]
-    Failed { server: String, message: String },
+    Failed {
+        /// The server's name.
+        server: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The server answered with a JSON-RPC error (passed on as it is).
     #[error("{server} answered with an error")]
-    Rpc { server: String, error: Value },
+    Rpc {
+        /// The server's name.
+        server: String,
+        /// The answer's `error` object.
+        error: Value,
+    },
 }
 
 /// Something the upstream sent on its own.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// A notification (list_changed, progress, logging...).
-    Notification { server: usize, message: Value },
+    Notification {
+        /// The upstream's index.
+        server: usize,
+        /// The message.
+        message: Value,
+    },
     /// A request to the client (sampling, elicitation, roots...).
-    Request { server: usize, message: Value },
+    Request {
+        /// The upstream's index.
+        server: usize,
+        /// The message.
+        message: Value,
+    },
 }
 
 /// Where a downstream request is upstream: the server and the id of the request that
@@ -52,7 +78,7 @@ pub enum Event {
 /// carrier always names the latest.
 /// It also hears of the request's progress reports, which restart its timeout.
 #[derive(Debug, Default)]
-pub struct Carrier {
+pub(crate) struct Carrier {
     at: Mutex<Option<(usize, String)>>,
     progressed: tokio::sync::Notify,
 }
@@ -73,8 +99,11 @@ impl Carrier {
     }
 }
 
-pub struct Upstream {
+/// A connected upstream server.
+pub(crate) struct Upstream {
+    /// Its position among the gateway's upstreams.
     pub index: usize,
+    /// Its configured name.
     pub name: String,
     wire: Wire,
     next_id: AtomicU64,
@@ -332,6 +361,7 @@ impl Upstream {
         self.wire.send(message).await.map_err(|e| self.error(e))
     }
 
+    /// End the session ([`Wire::close`]).
     pub async fn close(&self) {
         self.wire.close().await;
     }

@@ -11,6 +11,22 @@ use serde::{Deserialize, Deserializer, de::IgnoredAny};
 use serde_json::Value;
 
 /// A JSON-RPC message (or batch), validated, on one line.
+///
+/// ```rust
+/// use keyway::mcp::wire::Message;
+///
+/// let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","x-extra":1}}"#;
+/// let m = Message::parse(text.to_owned())?;
+/// assert_eq!(m.id(), Some("7")); // the id's JSON text: `7` and `"7"` are different ids
+/// assert_eq!(m.method(), Some("tools/call"));
+/// assert!(m.is_request());
+/// assert_eq!(m.text(), text); // written on as it came, unknown fields included
+///
+/// let answer = Message::parse(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#.to_owned())?;
+/// assert!(answer.answers("7"));
+/// assert!(Message::parse("not json".to_owned()).is_err());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     text: String,
@@ -72,7 +88,10 @@ fn id_text(raw: &serde_json::value::RawValue) -> Option<String> {
 }
 
 impl Message {
-    /// Check `text` is one JSON-RPC object or a batch (an array).
+    /// Check `text` is one JSON-RPC object or a batch (an array). Line breaks between
+    /// tokens are removed, so the message fits on one line; the text is otherwise kept.
+    /// Fails when `text` is not JSON, is JSON with text after it, is neither an object
+    /// nor an array, or has a `method` that is not a string.
     pub fn parse(text: String) -> Result<Self, serde_json::Error> {
         let trimmed = text.trim_ascii();
         if trimmed.starts_with('[') {
@@ -145,6 +164,7 @@ impl Message {
         &self.text
     }
 
+    /// The message as JSON text, on one line, without a copy.
     pub fn into_text(self) -> String {
         self.text
     }
@@ -160,6 +180,7 @@ impl Message {
         self.id.as_deref()
     }
 
+    /// The method, for a request or a notification; `None` for an answer or a batch.
     pub fn method(&self) -> Option<&str> {
         self.method.as_deref()
     }

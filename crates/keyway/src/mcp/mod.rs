@@ -41,8 +41,10 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Which transport a connection uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TransportChoice {
+    /// Streamable HTTP (MCP "Transports", 2025-03-26 and later); the default.
     #[default]
     StreamableHttp,
+    /// The legacy HTTP+SSE transport of the 2024-11-05 revision.
     LegacySse,
     /// Streamable HTTP, falling back to legacy SSE.
     Auto,
@@ -59,8 +61,11 @@ fn client_info() -> ClientConfig {
 /// What the server said about itself in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSummary {
+    /// `serverInfo.name` from the `initialize` result, if given.
     pub name: Option<String>,
+    /// `serverInfo.version` from the `initialize` result, if given.
     pub version: Option<String>,
+    /// The protocol revision the server chose (`protocolVersion`); empty if unknown.
     pub protocol_version: String,
 }
 
@@ -73,7 +78,34 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connect to `url` and run the handshake, with tokens from `tokens`.
+    /// Connect to `url` over Streamable HTTP and run the handshake, with tokens from
+    /// `tokens`.
+    ///
+    /// Fails with [`ConnectError::AuthorizationRequired`] on a 401 (its challenge says
+    /// what the server takes), [`ConnectError::InsufficientScope`] on a 403
+    /// `insufficient_scope`, [`ConnectError::Unreachable`] when nothing answers,
+    /// [`ConnectError::InvalidUrl`] for a URL that is not http(s), and
+    /// [`ConnectError::Failed`] otherwise.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use keyway::{
+    ///     Secret,
+    ///     mcp::{Connection, StaticToken},
+    /// };
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let http = keyway::http::client()?;
+    /// let token = Arc::new(StaticToken::new(Some(Secret::new("tok-123"))));
+    /// let conn = Connection::open("https://mcp.example.com/mcp", http, token).await?;
+    /// println!("{:?} speaks {}", conn.server().name, conn.server().protocol_version);
+    /// for tool in conn.list_tools().await? {
+    ///     println!("{}", tool.name);
+    /// }
+    /// conn.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn open(
         url: &str,
         http: reqwest::Client,

@@ -252,7 +252,8 @@ pub struct WireConfig {
 }
 
 impl WireConfig {
-    /// Streamable HTTP to `url` with no extra headers and the default deadlines.
+    /// Streamable HTTP to `url` with no extra headers and the default deadlines; set
+    /// the public fields to change them (an example is at [`Wire::connect`]).
     pub fn new(url: Url, http: reqwest::Client, tokens: Arc<dyn TokenSource>) -> Self {
         Self {
             url,
@@ -392,7 +393,62 @@ impl Reading<'_> {
 
 impl Wire {
     /// Open a connection. For legacy SSE this opens the event stream and waits for
-    /// the `endpoint` event; for Streamable HTTP nothing is sent yet.
+    /// the `endpoint` event; for Streamable HTTP nothing is sent yet. Returns the wire
+    /// and the receiver of what the server sends that no [`Wire::call`] waits for
+    /// (at most [`INBOUND_QUEUE`] held before the wire stops reading). Only legacy SSE
+    /// can fail here: as its event stream's `GET` does (401, unreachable, a deadline),
+    /// or with [`WireError::Protocol`] when the stream names no endpoint in time.
+    ///
+    /// ```no_run
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// use keyway::{
+    ///     http::{Deadlines, client_with},
+    ///     mcp::{
+    ///         StaticToken,
+    ///         wire::{Inbound, Wire, WireConfig},
+    ///     },
+    /// };
+    /// use serde_json::json;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let deadlines = Deadlines {
+    ///     first_byte: Duration::from_secs(30),
+    ///     ..Deadlines::default()
+    /// };
+    /// let mut config = WireConfig::new(
+    ///     "https://mcp.example.com/mcp".parse()?,
+    ///     client_with(&deadlines)?,
+    ///     Arc::new(StaticToken::new(None)),
+    /// );
+    /// config.deadlines = deadlines;
+    /// let (wire, mut inbound) = Wire::connect(config).await?;
+    ///
+    /// let answer = wire
+    ///     .call(&json!({
+    ///         "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    ///         "params": {
+    ///             "protocolVersion": "2025-11-25",
+    ///             "capabilities": {},
+    ///             "clientInfo": {"name": "example", "version": "0.1.0"}
+    ///         }
+    ///     }))
+    ///     .await?;
+    /// println!("protocol {}", answer["result"]["protocolVersion"]);
+    /// wire.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    ///     .await?;
+    ///
+    /// // The server's own requests and notifications arrive here.
+    /// tokio::spawn(async move {
+    ///     while let Some(item) = inbound.recv().await {
+    ///         if let Inbound::Message(m) = item {
+    ///             println!("{:?}", m.method());
+    ///         }
+    ///     }
+    /// });
+    /// wire.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(config: WireConfig) -> Result<(Self, mpsc::Receiver<Inbound>), WireError> {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let sink: Sink = Arc::new(move |item| match tx.try_send(item) {

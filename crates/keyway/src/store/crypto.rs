@@ -32,8 +32,11 @@ const KEYCHAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Where the store key came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
+    /// The `KEYWAY_STORE_KEY` environment variable.
     Env,
+    /// The OS keychain.
     Keychain,
+    /// The key file at this path (`store.key` in the home).
     File(PathBuf),
 }
 

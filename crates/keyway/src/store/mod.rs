@@ -39,6 +39,7 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The name stored and shown: `http` or `sse`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
@@ -46,6 +47,8 @@ impl Transport {
         }
     }
 
+    /// The transport named `s` (as [`Transport::as_str`] writes it); `None` for any
+    /// other text.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "http" => Some(Self::Http),
@@ -68,6 +71,7 @@ pub enum AuthKind {
 }
 
 impl AuthKind {
+    /// The name stored and shown: `none`, `token` or `oauth`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -76,6 +80,8 @@ impl AuthKind {
         }
     }
 
+    /// The kind named `s` (as [`AuthKind::as_str`] writes it); `None` for any other
+    /// text.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "none" => Some(Self::None),
@@ -90,6 +96,7 @@ impl AuthKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LastStatus {
+    /// The connection succeeded.
     Connected,
     /// 401 (or a refresh that failed for good).
     NeedsAuth,
@@ -100,6 +107,8 @@ pub enum LastStatus {
 }
 
 impl LastStatus {
+    /// The name stored and shown: `connected`, `needs-auth`, `token-rejected` or
+    /// `error`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connected => "connected",
@@ -109,6 +118,8 @@ impl LastStatus {
         }
     }
 
+    /// The status named `s` (as [`LastStatus::as_str`] writes it); `None` for any
+    /// other text.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "connected" => Some(Self::Connected),
@@ -125,26 +136,41 @@ impl LastStatus {
 pub struct ServerRecord {
     /// Chosen by the caller, so a retried add never duplicates.
     pub id: String,
+    /// The name people use for it; unique among the servers not removed.
     pub name: String,
+    /// The MCP endpoint URL.
     pub url: String,
+    /// How the server is reached.
     pub transport: Transport,
+    /// `false` once disabled: keyway does not connect to it until it is enabled again.
     pub enabled: bool,
+    /// What the server takes to get in, as found when it was added.
     pub auth: AuthKind,
     /// Names of extra headers (values are secret and stay in the store).
     pub header_names: Vec<String>,
+    /// When the server was added, in seconds since the Unix epoch.
     pub created_at: u64,
+    /// When the record last changed (added, enabled or disabled, removed), in seconds
+    /// since the Unix epoch; recording a status does not change it.
     pub updated_at: u64,
+    /// What the last connection learned ([`Store::set_status`]); `None` before any.
     pub last_status: Option<LastStatus>,
+    /// The error the last connection recorded with its status, if any.
     pub last_error: Option<String>,
 }
 
 /// A server to create.
 #[derive(Clone, Debug)]
 pub struct NewServer {
+    /// Chosen by the caller, so a retried add never duplicates.
     pub id: String,
+    /// The name people use for it; must not be taken by another server.
     pub name: String,
+    /// The MCP endpoint URL.
     pub url: String,
+    /// How the server is reached.
     pub transport: Transport,
+    /// What the server takes to get in.
     pub auth: AuthKind,
     /// Extra request headers (e.g. an API key header); values are encrypted.
     pub headers: Vec<(String, Secret)>,
@@ -154,14 +180,26 @@ pub struct NewServer {
 /// fields can't refresh and falls into a re-authorize loop).
 #[derive(Clone, Debug)]
 pub struct OAuthCredential {
+    /// The access token sent to the resource.
     pub access_token: AccessToken,
+    /// The refresh token, when the authorization server issued one.
     pub refresh_token: Option<RefreshToken>,
+    /// When the access token expires (from `expires_in`, RFC 6749 section 5.1); `None`
+    /// when the token response did not say.
     pub expires_at: Option<SystemTime>,
+    /// When the access token was obtained.
     pub issued_at: SystemTime,
+    /// The scopes granted (the scopes requested, when the token response did not
+    /// list them).
     pub scopes: Vec<String>,
+    /// The authorization server's issuer identifier (RFC 8414 section 2).
     pub issuer: String,
+    /// The token endpoint refreshes go to.
     pub token_endpoint: String,
+    /// The client the tokens were issued to.
     pub client_id: String,
+    /// The canonical resource URI the tokens were issued for (RFC 8707); they are
+    /// sent to no other.
     pub resource: String,
     /// The authorization server metadata the tokens were obtained under.
     pub as_metadata: Option<AuthServerMetadata>,
@@ -183,11 +221,17 @@ pub(crate) fn credential_writes() -> u64 {
 /// A credential for one server.
 #[derive(Clone, Debug)]
 pub enum Credential {
-    Bearer { token: Secret },
+    /// A static token, sent as `Authorization: Bearer` (`--token`).
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
+    /// Tokens from an OAuth flow, with their binding.
     OAuth(Box<OAuthCredential>),
 }
 
 impl Credential {
+    /// The kind as stored: `bearer` or `oauth`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Bearer { .. } => "bearer",
@@ -200,16 +244,23 @@ impl Credential {
 /// on it keeps concurrent refreshes from losing a rotated refresh token).
 #[derive(Clone, Debug)]
 pub struct StoredCredential {
+    /// The credential.
     pub credential: Credential,
+    /// 1 when written where none was stored, one more with every write after.
     pub version: u64,
+    /// When it was last written, in seconds since the Unix epoch.
     pub updated_at: u64,
 }
 
 /// A pending authorization flow, keyed by `state` (kept 10 minutes).
 #[derive(Clone, Debug, Serialize)]
 pub struct PendingFlowSummary {
+    /// The stored server the flow authorizes, when whoever recorded the flow
+    /// ([`SqliteStore::save_pending_flow`]) named one.
     pub server_id: Option<String>,
+    /// The issuer of the authorization server the flow runs against.
     pub issuer: String,
+    /// When the flow started, in seconds since the Unix epoch.
     pub created_at: u64,
 }
 
@@ -217,54 +268,106 @@ pub struct PendingFlowSummary {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The store exists but none of the places a key can come from has one.
     #[error(
         "the store at {path} is encrypted with a key keyway cannot find (looked in: {looked}); restore the key file, or set KEYWAY_STORE_KEY. The store was not changed"
     )]
-    KeyMissing { path: PathBuf, looked: String },
+    KeyMissing {
+        /// The database file.
+        path: PathBuf,
+        /// The places looked in, for the message.
+        looked: String,
+    },
+    /// Keys were found, but none of them opens the store.
     #[error(
         "no store key opens {path} (tried: {tried}); it was made with another key. Set KEYWAY_STORE_KEY to the right one, or move the file aside to start over. The store was not changed"
     )]
-    WrongKey { path: PathBuf, tried: String },
+    WrongKey {
+        /// The database file.
+        path: PathBuf,
+        /// The key sources tried, for the message.
+        tried: String,
+    },
+    /// The file is not a keyway store (not SQLite, or another program's database).
     #[error(
         "{path} is not a keyway store ({why}); keyway never overwrites it: move it aside, or use another --home"
     )]
-    Foreign { path: PathBuf, why: String },
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
+    /// SQLite reports the database damaged.
     #[error(
         "{path} is damaged ({why}); keyway never deletes it: move it aside, or restore a backup"
     )]
-    Corrupt { path: PathBuf, why: String },
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's diagnosis.
+        why: String,
+    },
+    /// The schema version is newer than this keyway knows.
     #[error(
         "{path} was written by a newer keyway (schema {found}, this one knows {known}); upgrade keyway"
     )]
     TooNew {
+        /// The database file.
         path: PathBuf,
+        /// The schema version in the file (`user_version`).
         found: i64,
+        /// The newest schema version this keyway writes.
         known: i64,
     },
+    /// The key file can be read or changed by another user (or is another user's), and
+    /// no other key is at hand.
     #[error(
         "the store key file {path} is not used: {why}. If nobody else could have read it, `chmod 600` it (as its owner); otherwise treat the stored secrets as exposed: move the store aside and add the servers again. The store was not changed"
     )]
-    KeyFileExposed { path: PathBuf, why: String },
+    KeyFileExposed {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with its owner or mode.
+        why: String,
+    },
+    /// A secret file keyway made ([`private_token_file`], such as the gateway's token)
+    /// can be read or changed by another user, or is another user's.
     #[error(
         "{path} is not used: {why}. `chmod 600` it (as its owner) if nobody else could have read it; otherwise delete it, and keyway makes a new one"
     )]
-    SecretFileExposed { path: PathBuf, why: String },
+    SecretFileExposed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its owner or mode.
+        why: String,
+    },
+    /// `KEYWAY_STORE_KEY` is set but is not a key.
     #[error("KEYWAY_STORE_KEY is not a 32-byte key in base64 or hex")]
     BadEnvKey,
+    /// Another server already has this name (or id).
     #[error("a server named {0:?} already exists")]
     NameTaken(String),
+    /// No server (not removed) has this name or id.
     #[error("no server named {0:?}")]
     NoSuchServer(String),
+    /// A compare-and-swap write found another version than the one expected
+    /// ([`Store::save_credential`]).
     #[error("the credential changed under us (someone else wrote it first)")]
     Conflict,
+    /// A file or directory of the store cannot be read, written or created.
     #[error("cannot use {path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// SQLite failed (busy past its timeout, disk full, ...); SQLite's message.
     #[error("the store failed: {0}")]
     Sqlite(String),
+    /// A stored value does not decrypt or does not parse; what failed.
     #[error("a stored value cannot be decrypted or read ({0}); the store key may be wrong")]
     Decode(String),
     /// One sealed value does not open: its row was edited outside keyway (a URL, an
@@ -273,7 +376,12 @@ pub enum StoreError {
     #[error(
         "{what} cannot be opened: its record was changed outside keyway, or it is damaged, so it is not used. {fix}"
     )]
-    Unreadable { what: String, fix: String },
+    Unreadable {
+        /// The value, for the message ("the stored credential of NAME").
+        what: String,
+        /// The command that repairs it.
+        fix: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -305,7 +413,9 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
     async fn server(&self, name_or_id: &str) -> Result<Option<ServerRecord>, StoreError>;
     /// The extra headers of a server (decrypted).
     async fn headers(&self, server_id: &str) -> Result<Vec<(String, Secret)>, StoreError>;
+    /// Enable or disable a server ([`StoreError::NoSuchServer`] if it is not there).
     async fn set_enabled(&self, server_id: &str, enabled: bool) -> Result<(), StoreError>;
+    /// Record what the last connection learned, and its error if any.
     async fn set_status(
         &self,
         server_id: &str,
@@ -317,6 +427,8 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
     /// Delete a server row and its credential for good (rolling back a failed add).
     async fn purge_server(&self, server_id: &str) -> Result<(), StoreError>;
 
+    /// The credential of a server, decrypted; `None` if it has none.
+    /// [`StoreError::Unreadable`] when it does not open.
     async fn credential(&self, server_id: &str) -> Result<Option<StoredCredential>, StoreError>;
     /// Write a credential. With `expected_version`, only if the stored version is still
     /// that one ([`StoreError::Conflict`] otherwise). Returns the new version.
@@ -326,26 +438,34 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
         credential: &Credential,
         expected_version: Option<u64>,
     ) -> Result<u64, StoreError>;
+    /// Delete the credential of a server (none stored is not an error).
     async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError>;
 
     /// Take a lease named `key` for `ttl` unless another holder has a live one.
+    /// Returns whether `holder` holds it now (`true` also when it held it already).
     async fn try_lease(
         &self,
         key: &str,
         holder: &str,
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError>;
+    /// Give up the lease `key` if `holder` holds it; otherwise do nothing.
     async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
 
+    /// The authorization flows started and not finished within
+    /// [`state::PENDING_FLOW_TTL`], oldest first.
     async fn pending_flows(&self) -> Result<Vec<PendingFlowSummary>, StoreError>;
 
     /// Where the store lives and where its key came from (for `keyway doctor`).
     fn describe(&self) -> StoreInfo;
 }
 
+/// Where a store lives and where its key came from.
 #[derive(Clone, Debug, Serialize)]
 pub struct StoreInfo {
+    /// The database file.
     pub path: PathBuf,
+    /// Where the key came from, in words ([`KeySource`]'s `Display`).
     pub key_source: String,
 }
 

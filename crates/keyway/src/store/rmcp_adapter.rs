@@ -24,6 +24,8 @@ pub struct RmcpCredentials {
 }
 
 impl RmcpCredentials {
+    /// The adapter for the stored server `server_id`; credentials rmcp saves are bound
+    /// to `token_endpoint` and `resource`.
     pub fn new(store: SqliteStore, server_id: &str, token_endpoint: &str, resource: &str) -> Self {
         Self {
             store,
@@ -189,6 +191,7 @@ pub struct RmcpStates {
 }
 
 impl RmcpStates {
+    /// The adapter for flows against the authorization server `issuer`.
     pub fn new(store: SqliteStore, issuer: &str) -> Self {
         Self {
             store,

@@ -125,7 +125,39 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Open (or create) the store in `home`.
+    /// Open (or create) the store in `home`: `home` is created (0700) if missing, the
+    /// database `keyway.db` in it (0600) is created or migrated to the current schema,
+    /// and the key that opens it is found (or, for a new store, made: see
+    /// [`KeySource`]).
+    ///
+    /// Fails when no key opens an existing store ([`StoreError::KeyMissing`],
+    /// [`StoreError::WrongKey`]), when the file is not a keyway store or is damaged
+    /// ([`StoreError::Foreign`], [`StoreError::Corrupt`]), when a newer keyway wrote it
+    /// ([`StoreError::TooNew`]), or on I/O and SQLite errors. An existing file is never
+    /// overwritten or wiped.
+    ///
+    /// ```rust
+    /// use keyway::store::{OpenOptions, SqliteStore, Store};
+    ///
+    /// let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    /// let home = std::env::temp_dir().join(format!(
+    ///     "keyway-doc-{}-{}",
+    ///     std::process::id(),
+    ///     unique.as_nanos()
+    /// ));
+    /// // No keychain: the key goes to a 0600 key file in `home` (or comes from
+    /// // KEYWAY_STORE_KEY when that is set).
+    /// let store = SqliteStore::open(&home, OpenOptions { use_keychain: false })?;
+    /// assert_eq!(store.path(), home.join("keyway.db"));
+    /// println!("key from {}", store.describe().key_source);
+    ///
+    /// let servers = tokio::runtime::Runtime::new()?.block_on(store.servers())?;
+    /// assert!(servers.is_empty());
+    ///
+    /// drop(store);
+    /// std::fs::remove_dir_all(&home)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(home: &Path, options: OpenOptions) -> Result<Self, StoreError> {
         ensure_private_dir(home)?;
         let path = home.join("keyway.db");
@@ -160,6 +192,7 @@ impl SqliteStore {
         })
     }
 
+    /// The database file (`<home>/keyway.db`).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -1027,6 +1060,7 @@ impl SqliteStore {
         .await
     }
 
+    /// Forget a pending flow (none under that `state` is not an error).
     pub async fn delete_pending_flow(&self, state: &str) -> Result<(), StoreError> {
         let key = super::state::state_hash(state);
         self.run(move |conn, _| {

@@ -35,10 +35,13 @@ const REUSE_FOR: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenFailure {
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The refresh failed (no refresh token, refused, or the token endpoint failed).
     #[error("refreshing the token failed: {0}")]
     Refresh(RefreshError),
+    /// Another process held the refresh lease longer than this process waits.
     #[error("another keyway process held the refresh for more than {} s", WAIT_LIMIT.as_secs())]
     Stuck,
 }

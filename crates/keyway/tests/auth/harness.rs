@@ -5,7 +5,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use keyway::auth::{
-    AuthOptions, Authorizer, BrowserMode, MemoryRegistrations, Opener, RegistrationStore, Silent,
+    AuthOptions, Authorizer, BrowserError, BrowserMode, MemoryRegistrations, Opener, RegistrationStore, Silent,
 };
 use keyway_testbed::{Knobs, Testbed};
 use url::Url;
@@ -97,9 +97,10 @@ impl ScriptedBrowser {
 }
 
 impl Opener for ScriptedBrowser {
-    fn open<'a>(&'a self, url: &'a Url) -> BoxFuture<'a, Result<(), String>> {
+    fn open<'a>(&'a self, url: &'a Url) -> BoxFuture<'a, Result<(), BrowserError>> {
         self.opened.lock().unwrap().push(url.to_string());
-        (self.script)(url.clone())
+        let script = (self.script)(url.clone());
+        Box::pin(async move { script.await.map_err(BrowserError::from) })
     }
 }
 

@@ -223,7 +223,10 @@ async fn a_flow_is_pending_while_it_waits_for_its_callback() {
     #[derive(Debug)]
     struct Peek(keyway::store::SqliteStore, Arc<Mutex<usize>>);
     impl Opener for Peek {
-        fn open<'a>(&'a self, url: &'a url::Url) -> BoxFuture<'a, Result<(), String>> {
+        fn open<'a>(
+            &'a self,
+            url: &'a url::Url,
+        ) -> BoxFuture<'a, Result<(), keyway::auth::BrowserError>> {
             Box::pin(async move {
                 *self.1.lock().unwrap() = self.0.pending_flows().await.unwrap().len();
                 let c = reqwest::Client::builder()
