@@ -1025,7 +1025,9 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for AuthorizedTransport {
                 let sent = wire.send_message(&message).await;
                 let recovered = match &sent {
                     Err(WireError::Unauthorized { challenge }) if recoveries < MAX_RECOVERIES => {
-                        policy.unauthorized(challenge.clone(), Some(&operation)).await
+                        policy
+                            .unauthorized(challenge.clone(), Some(&operation))
+                            .await
                     }
                     Err(WireError::Forbidden { challenge }) if recoveries < MAX_RECOVERIES => {
                         policy.insufficient_scope(challenge, &operation).await

@@ -66,10 +66,8 @@ pub trait Opener: Send + Sync + std::fmt::Debug {
     /// Show `url`. It runs beside the wait for the callback, so it may finish only
     /// once the page is done. An error means no one will see the page: keyway then
     /// offers to take a pasted answer, when it may read stdin.
-    fn open<'a>(
-        &'a self,
-        url: &'a Url,
-    ) -> futures::future::BoxFuture<'a, Result<(), BrowserError>>;
+    fn open<'a>(&'a self, url: &'a Url)
+    -> futures::future::BoxFuture<'a, Result<(), BrowserError>>;
 }
 
 /// Whether this session can plausibly show a browser.
@@ -151,11 +149,7 @@ pub async fn open_system(url: &Url) -> Result<(), BrowserError> {
 /// every hop allowed by `policy` or pointing at our own `redirect_uri`, and every
 /// name resolved to addresses `policy` allows). Returns the
 /// final status; the loopback listener sees the callback if the server approved.
-pub async fn follow(
-    url: &Url,
-    redirect_uri: &str,
-    policy: UrlPolicy,
-) -> Result<u16, BrowserError> {
+pub async fn follow(url: &Url, redirect_uri: &str, policy: UrlPolicy) -> Result<u16, BrowserError> {
     let own = redirect_uri.to_owned();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 10 {

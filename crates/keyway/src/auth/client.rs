@@ -70,9 +70,7 @@ pub enum KeyError {
     #[error("unknown signing algorithm {0:?}")]
     UnknownAlgorithm(String),
     /// The PEM is none of the key types keyway reads.
-    #[error(
-        "the private key is not a PEM EC, RSA or Ed25519 private key (PKCS#8 or traditional)"
-    )]
+    #[error("the private key is not a PEM EC, RSA or Ed25519 private key (PKCS#8 or traditional)")]
     NotAKey,
     /// Signing the client assertion failed.
     #[error("signing the client assertion failed: {0}")]

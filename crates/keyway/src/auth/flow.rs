@@ -652,7 +652,8 @@ impl Authorizer {
         let timeout = self.options.callback_timeout;
         let mut paste = None;
         let mut follow = None;
-        let mut opening: Option<futures::future::BoxFuture<'_, Result<(), browser::BrowserError>>> = None;
+        let mut opening: Option<futures::future::BoxFuture<'_, Result<(), browser::BrowserError>>> =
+            None;
         match self.options.browser {
             BrowserMode::Follow => {
                 let (u, r) = (url.clone(), redirect_uri.to_owned());

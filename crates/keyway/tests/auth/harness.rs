@@ -5,7 +5,8 @@ use std::{
 
 use futures::future::BoxFuture;
 use keyway::auth::{
-    AuthOptions, Authorizer, BrowserError, BrowserMode, MemoryRegistrations, Opener, RegistrationStore, Silent,
+    AuthOptions, Authorizer, BrowserError, BrowserMode, MemoryRegistrations, Opener,
+    RegistrationStore, Silent,
 };
 use keyway_testbed::{Knobs, Testbed};
 use url::Url;
