@@ -411,6 +411,8 @@ fn record_shares(res: &mut Results, scenario: &str, rates: &[(Peer, f64)]) {
 
 fn declare_targets(res: &mut Results, parallel_calls: usize) {
     let ratio = |v: f64| Check::RatioToRemoteAtMost(v);
+    // CPU per message of a bridge: within 1.6x of the floor relay's.
+    let cpu = Check::RatioToFloorAtMost(1.6);
     for up in ["testbed", "server-everything"] {
         let cold = format!("1 cold start, {up}");
         res.declare(&cold, "spawn to tools/list", "ms", &[ratio(1.0 / 15.0)]);
@@ -424,19 +426,23 @@ fn declare_targets(res: &mut Results, parallel_calls: usize) {
             "ms",
             &[Check::AtMost(0.2), ratio(1.0 / 6.0)],
         );
+        res.declare(&lat, "bridge CPU per call", "µs", &[cpu]);
         let par = format!("5 parallel bridges, {up}");
+        // Retired by issue 15: the floor relay showed no separate process meets them
+        // on 2 cores. Still reported.
         res.declare(
             &par,
             &format!("{PARALLEL_BRIDGES} x {parallel_calls} calls"),
             "calls/s",
-            &[Check::RatioToDirectAtLeast(0.85)],
+            &[Check::Retired(">= 85% of direct")],
         );
+        res.declare(&par, "bridge CPU per call", "µs", &[cpu]);
         let gw = format!("7 gateway, {GATEWAY_CALLERS} callers, {up}");
         res.declare(
             &gw,
             "calls/s",
             "calls/s",
-            &[Check::RatioToDirectAtLeast(0.8)],
+            &[Check::Retired(">= 80% of direct")],
         );
         res.declare(&gw, "added p50 over direct", "ms", &[Check::AtMost(0.5)]);
     }
