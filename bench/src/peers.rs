@@ -14,6 +14,8 @@ pub struct Env {
     pub keyway: PathBuf,
     pub browser: PathBuf,
     pub floor: PathBuf,
+    /// `keyway-bench-rusage`: runs a bridge and writes its peak RSS at exit.
+    pub rusage: PathBuf,
     /// The floor's bridge mode: `relay` (blocking) or `relay-async` (tokio).
     pub floor_relay: &'static str,
     /// The floor's gateway mode: `forward` (blocking) or `forward-async` (tokio).
@@ -70,17 +72,29 @@ impl Env {
 
     /// Start `peer`'s bridge to `route` with what it has stored.
     pub fn bridge(&self, peer: Peer, route: &Route, tag: &str) -> Result<Bridge> {
+        self.bridge_with(peer, route, tag, false)
+    }
+
+    /// [`Env::bridge`], and with `at_exit` run under `keyway-bench-rusage` so that
+    /// [`Bridge::close`] reads its peak RSS over its whole life (the wrapper's own
+    /// process start is then part of the bridge's: not for timed starts).
+    pub fn bridge_with(
+        &self,
+        peer: Peer,
+        route: &Route,
+        tag: &str,
+        at_exit: bool,
+    ) -> Result<Bridge> {
         let log = self.log(&format!("{}-{tag}", peer.label()));
-        match peer {
+        let (name, command) = match peer {
             Peer::Keyway => {
                 let mut c = self.keyway_cmd(&route.home);
                 c.arg("proxy").arg(&route.name);
-                Bridge::spawn("keyway proxy", c, &log)
+                ("keyway proxy", c)
             }
-            Peer::McpRemote => Bridge::spawn(
+            Peer::McpRemote => (
                 "mcp-remote",
                 self.remote_cmd(&route.upstream.mcp_url, &route.remote_dir),
-                &log,
             ),
             Peer::Floor => {
                 let mut c = Command::new(&self.floor);
@@ -89,9 +103,15 @@ impl Env {
                 if let Some(t) = &route.token {
                     c.env("KEYWAY_BENCH_FLOOR_TOKEN", t);
                 }
-                Bridge::spawn("floor relay", c, &log)
+                ("floor relay", c)
             }
             Peer::Direct => anyhow::bail!("the direct client is not a bridge"),
+        };
+        if at_exit {
+            let out = self.work.join(format!("{}-{tag}.peak-rss", peer.label()));
+            Bridge::spawn_measured(name, command, &log, &self.rusage, &out)
+        } else {
+            Bridge::spawn(name, command, &log)
         }
     }
 

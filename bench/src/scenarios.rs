@@ -162,8 +162,11 @@ pub struct Latency {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
-    /// Peak RSS of the bridge (bytes); `None` for the in-process direct client.
+    /// Peak RSS of the bridge (bytes) before it was closed (VmHWM); `None` for the
+    /// in-process direct client.
     pub peak_rss: Option<f64>,
+    /// Peak RSS of the bridge (bytes) over its whole life, shutdown included.
+    pub peak_rss_at_exit: Option<f64>,
     /// The bridge's CPU time per timed call (µs).
     pub cpu_us_per_call: Option<f64>,
 }
@@ -179,7 +182,7 @@ pub async fn latency(
     let mut samples = Vec::with_capacity(calls);
     let text = "latency";
     let args = up.echo_args(text);
-    let (peak_rss, cpu_us_per_call) = match peer {
+    let (peak_rss, peak_rss_at_exit, cpu_us_per_call) = match peer {
         Peer::Direct => {
             let d =
                 Direct::connect(direct::http_client()?, &up.mcp_url, route.token.clone()).await?;
@@ -193,10 +196,10 @@ pub async fn latency(
                 check_echo(&r, text)?;
             }
             d.close().await;
-            (None, None)
+            (None, None, None)
         }
         _ => {
-            let b = env.bridge(peer, route, &format!("latency-{}-{round}", up.name))?;
+            let b = env.bridge_with(peer, route, &format!("latency-{}-{round}", up.name), true)?;
             b.initialize().await?;
             b.request("tools/list", json!({})).await?;
             let mut cpu_before = 0;
@@ -213,8 +216,8 @@ pub async fn latency(
             }
             let cpu = b.cpu_ns().saturating_sub(cpu_before) as f64 / 1000.0 / calls as f64;
             let rss = b.peak_rss() as f64;
-            b.close().await?;
-            (Some(rss), Some(cpu))
+            let at_exit = b.close().await?.map(|b| b as f64);
+            (Some(rss), at_exit, Some(cpu))
         }
     };
     Ok(Latency {
@@ -222,6 +225,7 @@ pub async fn latency(
         p90: percentile(&samples, 90.0).unwrap_or(f64::NAN),
         p99: percentile(&samples, 99.0).unwrap_or(f64::NAN),
         peak_rss,
+        peak_rss_at_exit,
         cpu_us_per_call,
     })
 }
