@@ -44,6 +44,8 @@ pub enum Check {
     RatioToRemoteAtMost(f64),
     /// keyway <= value x the floor.
     RatioToFloorAtMost(f64),
+    /// keyway <= direct + value (in the metric's unit).
+    AtMostDirectPlus(f64),
     /// Every round of keyway is true (1).
     Always,
     /// A target no longer held (the text says what it was and why): the number is
@@ -58,6 +60,7 @@ impl Check {
             Check::Exactly(v) => format!("= {}", trim(v)),
             Check::RatioToRemoteAtMost(v) => format!("<= {} x mcp-remote", fraction(v)),
             Check::RatioToFloorAtMost(v) => format!("<= {} x floor", trim(v)),
+            Check::AtMostDirectPlus(v) => format!("<= direct + {}", trim(v)),
             Check::Always => "yes, every round".into(),
             Check::Retired(was) => format!("none (retired: {was})"),
         }
@@ -158,6 +161,9 @@ impl Results {
                             }
                             Check::RatioToFloorAtMost(v) => {
                                 f.is_some_and(|f| k.median <= v * f.median)
+                            }
+                            Check::AtMostDirectPlus(v) => {
+                                d.is_some_and(|d| k.median <= d.median + v)
                             }
                             Check::Always => k.min == 1.0,
                             Check::Retired(_) => true,
@@ -299,11 +305,14 @@ mod tests {
     }
 
     #[test]
-    fn floor_checks_and_retired_targets() {
+    fn floor_and_direct_checks_and_retired_targets() {
         let mut r = Results::default();
         r.declare("s", "cpu", "µs", &[Check::RatioToFloorAtMost(1.6)]);
         r.record("s", "cpu", "µs", Peer::Keyway, 40.0);
         r.record("s", "cpu", "µs", Peer::Floor, 26.0);
+        r.declare("s", "first", "ms", &[Check::AtMostDirectPlus(25.0)]);
+        r.record("s", "first", "ms", Peer::Keyway, 110.0);
+        r.record("s", "first", "ms", Peer::Direct, 80.0);
         r.declare(
             "s",
             "rate",
@@ -318,7 +327,8 @@ mod tests {
             rows[0].ratio_to_floor.map(|x| (x * 100.0).round()),
             Some(154.0)
         );
-        assert_eq!(rows[1].met, None, "a retired target is not judged");
-        assert_eq!(rows[1].target, "none (retired: >= 85% of direct)");
+        assert_eq!(rows[1].met, Some(false), "110 > 80 + 25");
+        assert_eq!(rows[2].met, None, "a retired target is not judged");
+        assert_eq!(rows[2].target, "none (retired: >= 85% of direct)");
     }
 }
