@@ -146,8 +146,11 @@ impl Results {
                     spread(Peer::Direct),
                     spread(Peer::Floor),
                 );
+                // A ratio of differences that may be negative (added p50) says nothing.
                 let ratio = |other: Option<Spread>| match (k, other) {
-                    (Some(k), Some(o)) if o.median != 0.0 => Some(k.median / o.median),
+                    (Some(k), Some(o)) if o.median > 0.0 && k.median >= 0.0 => {
+                        Some(k.median / o.median)
+                    }
                     _ => None,
                 };
                 let judged = m.checks.iter().any(|c| !matches!(c, Check::Retired(_)));
@@ -329,6 +332,14 @@ mod tests {
         );
         assert_eq!(rows[1].met, Some(false), "110 > 80 + 25");
         assert_eq!(rows[2].met, None, "a retired target is not judged");
+        let mut r = Results::default();
+        r.record("s", "added", "ms", Peer::Keyway, -0.03);
+        r.record("s", "added", "ms", Peer::Floor, -0.04);
+        assert_eq!(
+            r.rows()[0].ratio_to_floor,
+            None,
+            "no ratio of negative numbers"
+        );
         assert_eq!(rows[2].target, "none (retired: >= 85% of direct)");
     }
 }
