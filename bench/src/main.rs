@@ -7,6 +7,8 @@ mod direct;
 mod measure;
 mod oauth;
 mod peers;
+mod pki;
+mod remote;
 mod report;
 mod scenarios;
 mod stdio;
@@ -59,7 +61,7 @@ struct Args {
     /// running long enough to attach perf or strace to them).
     #[arg(long, default_value_t = 200)]
     parallel_calls: usize,
-    /// Only these scenarios (1-8), comma-separated.
+    /// Only these scenarios (1-9), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Only these peers (keyway, mcp-remote, direct, floor), comma-separated; for profiling
@@ -153,6 +155,15 @@ async fn run(mut args: Args) -> Result<()> {
     } else {
         None
     };
+    let tls = if wanted(&args, 9) {
+        let pki = pki::Pki::write(work.path())?;
+        let delay = format!("mcp:{}", remote::DELAY_MS);
+        let up =
+            Upstream::testbed_tls("testbed-tls", &env.keyway, &pki, &["--delay", &delay]).await?;
+        Some(prepare(&env, up, "remote").await?)
+    } else {
+        None
+    };
     let fan_out = if wanted(&args, 6) {
         Some(FanOutSet::start(&env, FAN_OUT_SERVERS).await?)
     } else {
@@ -206,8 +217,11 @@ async fn run(mut args: Args) -> Result<()> {
                     res.record(&s, "echo p50", "ms", p, l.p50);
                     res.record(&s, "echo p90", "ms", p, l.p90);
                     res.record(&s, "echo p99", "ms", p, l.p99);
+                    if let Some(rss) = l.peak_rss_at_exit {
+                        res.record(&s4, "peak RSS at exit", "MiB", p, rss / MIB);
+                    }
                     if let Some(rss) = l.peak_rss {
-                        res.record(&s4, "peak RSS per bridge", "MiB", p, rss / MIB);
+                        res.record(&s4, "peak RSS before close (VmHWM)", "MiB", p, rss / MIB);
                     }
                     if let Some(cpu) = l.cpu_us_per_call {
                         res.record(&s, "bridge CPU per call", "µs", p, cpu);
@@ -333,6 +347,20 @@ async fn run(mut args: Args) -> Result<()> {
                 );
             }
         }
+        if let Some(route) = &tls {
+            let s = REMOTE_SCENARIO;
+            for &p in peers.iter().filter(|p| **p != Peer::Floor) {
+                let r = remote::remote(&env, route, p, round)
+                    .await
+                    .with_context(|| format!("{s}: {}", p.label()))?;
+                let m = RemoteMetrics::new();
+                res.record(s, &m.first_call, "ms", p, r.first_call_ms);
+                res.record(s, &m.wall, "ms", p, r.concurrent_ms);
+                res.record(s, &m.opened, "count", p, r.connections_during);
+                res.record(s, &m.connections, "count", p, r.connections_total);
+                res.record(s, &m.http2, "%", p, r.http2_share);
+            }
+        }
     }
 
     let rows = res.rows();
@@ -387,6 +415,34 @@ async fn run(mut args: Args) -> Result<()> {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+const REMOTE_SCENARIO: &str = "9 testbed over TLS, 25 ms per request";
+
+/// Scenario 9's rows.
+struct RemoteMetrics {
+    first_call: String,
+    wall: String,
+    opened: String,
+    connections: String,
+    http2: String,
+}
+
+impl RemoteMetrics {
+    fn new() -> Self {
+        let calls = format!(
+            "{} x slow({} ms) at once",
+            remote::CONCURRENT,
+            remote::SLOW_MS
+        );
+        Self {
+            first_call: "spawn to first tools/call answer".into(),
+            wall: format!("{calls}: wall"),
+            opened: format!("{calls}: connections opened meanwhile"),
+            connections: format!("connections, spawn to the last of the {calls}"),
+            http2: format!("{calls}: requests over HTTP/2"),
+        }
+    }
+}
+
 /// Each peer's calls/s as a share of the direct clients' in the same round. Neighbours
 /// in time share the machine's mood, so this ratio is steadier than one of medians
 /// taken over rounds; and the floor's share shows what any process in between can
@@ -411,6 +467,8 @@ fn record_shares(res: &mut Results, scenario: &str, rates: &[(Peer, f64)]) {
 
 fn declare_targets(res: &mut Results, parallel_calls: usize) {
     let ratio = |v: f64| Check::RatioToRemoteAtMost(v);
+    // CPU per message of a bridge: within 1.6x of the floor relay's.
+    let cpu = Check::RatioToFloorAtMost(1.6);
     for up in ["testbed", "server-everything"] {
         let cold = format!("1 cold start, {up}");
         res.declare(&cold, "spawn to tools/list", "ms", &[ratio(1.0 / 15.0)]);
@@ -424,19 +482,23 @@ fn declare_targets(res: &mut Results, parallel_calls: usize) {
             "ms",
             &[Check::AtMost(0.2), ratio(1.0 / 6.0)],
         );
+        res.declare(&lat, "bridge CPU per call", "µs", &[cpu]);
         let par = format!("5 parallel bridges, {up}");
+        // Retired by issue 15: the floor relay showed no separate process meets them
+        // on 2 cores. Still reported.
         res.declare(
             &par,
             &format!("{PARALLEL_BRIDGES} x {parallel_calls} calls"),
             "calls/s",
-            &[Check::RatioToDirectAtLeast(0.85)],
+            &[Check::Retired(">= 85% of direct")],
         );
+        res.declare(&par, "bridge CPU per call", "µs", &[cpu]);
         let gw = format!("7 gateway, {GATEWAY_CALLERS} callers, {up}");
         res.declare(
             &gw,
             "calls/s",
             "calls/s",
-            &[Check::RatioToDirectAtLeast(0.8)],
+            &[Check::Retired(">= 80% of direct")],
         );
         res.declare(&gw, "added p50 over direct", "ms", &[Check::AtMost(0.5)]);
     }
@@ -471,13 +533,29 @@ fn declare_targets(res: &mut Results, parallel_calls: usize) {
         &[Check::AtMost(FAN_OUT_TIMEOUT_S * 1000.0 + 150.0)],
     );
     for up in ["testbed", "server-everything"] {
-        res.declare(
-            &format!("4 memory, {up}"),
-            "peak RSS per bridge",
-            "MiB",
-            &[ratio(1.0 / 8.0)],
-        );
+        let mem = format!("4 memory, {up}");
+        res.declare(&mem, "peak RSS at exit", "MiB", &[ratio(1.0 / 8.0)]);
+        res.declare(&mem, "peak RSS before close (VmHWM)", "MiB", &[]);
     }
+    // keyway within one round trip of the direct client, and its concurrent calls
+    // over one connection (h2).
+    let m = RemoteMetrics::new();
+    let delay = remote::DELAY_MS as f64;
+    res.declare(
+        REMOTE_SCENARIO,
+        &m.first_call,
+        "ms",
+        &[Check::AtMostDirectPlus(delay)],
+    );
+    res.declare(REMOTE_SCENARIO, &m.wall, "ms", &[]);
+    res.declare(REMOTE_SCENARIO, &m.opened, "count", &[]);
+    res.declare(
+        REMOTE_SCENARIO,
+        &m.connections,
+        "count",
+        &[Check::Exactly(1.0)],
+    );
+    res.declare(REMOTE_SCENARIO, &m.http2, "%", &[]);
 }
 
 fn environment(root: &Path, work: &Path) -> Result<Env> {
@@ -485,7 +563,8 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
     let keyway = dist.join("keyway");
     let browser = dist.join("keyway-bench-browser");
     let floor = dist.join("keyway-bench-floor");
-    for b in [&keyway, &browser, &floor] {
+    let rusage = dist.join("keyway-bench-rusage");
+    for b in [&keyway, &browser, &floor, &rusage] {
         if !b.exists() {
             bail!(
                 "{} is missing: run bench/run (it builds keyway with the dist profile first)",
@@ -505,12 +584,12 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
         keyway,
         browser,
         floor,
+        rusage,
         floor_relay: "relay",
         floor_forward: "forward",
         mcp_remote,
         peers,
         work: work.to_owned(),
-        http: direct::http_client()?,
     })
 }
 
@@ -523,13 +602,14 @@ async fn prepare(env: &Env, up: Upstream, name: &str) -> Result<Route> {
     std::fs::create_dir_all(&remote_dir)?;
     env.keyway_run(
         &home,
+        up.ca(),
         &["add", &up.mcp_url, "--name", name, "--browser", "follow"],
     )
     .await
     .with_context(|| format!("saving {} in keyway", up.name))?;
     let token = match up.stats_url {
         Some(_) => Some(
-            oauth::authorize(&env.http, &up.mcp_url)
+            oauth::authorize(&up.client()?, &up.mcp_url)
                 .await
                 .context("the direct client's authorization")?,
         ),
@@ -564,7 +644,7 @@ struct GatewayRound {
 
 async fn gateway_round(env: &Env, route: &Route, calls: usize) -> Result<GatewayRound> {
     let mut child = env
-        .keyway_cmd(&route.home)
+        .keyway_cmd(&route.home, route.upstream.ca())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -702,8 +782,12 @@ impl FanOutSet {
             let mut knobs = keyway_testbed::Knobs::default();
             knobs.open = true;
             let t = keyway_testbed::Testbed::start(knobs).await?;
-            env.keyway_run(&home, &["add", t.mcp_url(), "--name", &format!("s{i:02}")])
-                .await?;
+            env.keyway_run(
+                &home,
+                None,
+                &["add", t.mcp_url(), "--name", &format!("s{i:02}")],
+            )
+            .await?;
             testbeds.push(t);
         }
         // Saved while healthy, hung from now on: it accepts connections, answers nothing.

@@ -106,7 +106,8 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn children(pid: u32) -> Vec<u32> {
+/// The processes `pid` started that are still there (from each of its threads).
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

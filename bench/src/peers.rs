@@ -14,6 +14,8 @@ pub struct Env {
     pub keyway: PathBuf,
     pub browser: PathBuf,
     pub floor: PathBuf,
+    /// `keyway-bench-rusage`: runs a bridge and writes its peak RSS at exit.
+    pub rusage: PathBuf,
     /// The floor's bridge mode: `relay` (blocking) or `relay-async` (tokio).
     pub floor_relay: &'static str,
     /// The floor's gateway mode: `forward` (blocking) or `forward-async` (tokio).
@@ -21,7 +23,6 @@ pub struct Env {
     pub mcp_remote: PathBuf,
     pub peers: PathBuf,
     pub work: PathBuf,
-    pub http: reqwest::Client,
 }
 
 /// One upstream as each peer knows it.
@@ -43,19 +44,25 @@ impl Env {
     }
 
     /// `keyway` with a throwaway home and no keychain: the store key lives beside it.
-    pub fn keyway_cmd(&self, home: &Path) -> Command {
+    /// With `ca`, it trusts that CA (and only it) through `SSL_CERT_FILE`, which the
+    /// platform verifier honours on Linux.
+    pub fn keyway_cmd(&self, home: &Path, ca: Option<&Path>) -> Command {
         let mut c = Command::new(&self.keyway);
         c.arg("--home")
             .arg(home)
             .env("KEYWAY_NO_KEYCHAIN", "1")
             .env("BROWSER", &self.browser)
             .env_remove("KEYWAY_LOG");
+        if let Some(ca) = ca {
+            c.env("SSL_CERT_FILE", ca).env("SSL_CERT_DIR", "");
+        }
         c
     }
 
     /// mcp-remote as its README has people run it (node directly, not through npx, so
-    /// npm's own start-up is not counted against it).
-    pub fn remote_cmd(&self, url: &str, config_dir: &Path) -> Command {
+    /// npm's own start-up is not counted against it); with `ca`, node trusts that CA
+    /// too (`NODE_EXTRA_CA_CERTS`).
+    pub fn remote_cmd(&self, url: &str, config_dir: &Path, ca: Option<&Path>) -> Command {
         let mut c = Command::new("node");
         c.arg(&self.mcp_remote)
             .arg(url)
@@ -65,22 +72,38 @@ impl Env {
             // No desktop: the browser is $BROWSER, which clicks Allow.
             .env_remove("DISPLAY")
             .env_remove("WAYLAND_DISPLAY");
+        if let Some(ca) = ca {
+            c.env("NODE_EXTRA_CA_CERTS", ca);
+        }
         c
     }
 
     /// Start `peer`'s bridge to `route` with what it has stored.
     pub fn bridge(&self, peer: Peer, route: &Route, tag: &str) -> Result<Bridge> {
+        self.bridge_with(peer, route, tag, false)
+    }
+
+    /// [`Env::bridge`], and with `at_exit` run under `keyway-bench-rusage` so that
+    /// [`Bridge::close`] reads its peak RSS over its whole life (the wrapper's own
+    /// process start is then part of the bridge's: not for timed starts).
+    pub fn bridge_with(
+        &self,
+        peer: Peer,
+        route: &Route,
+        tag: &str,
+        at_exit: bool,
+    ) -> Result<Bridge> {
         let log = self.log(&format!("{}-{tag}", peer.label()));
-        match peer {
+        let ca = route.upstream.ca();
+        let (name, command) = match peer {
             Peer::Keyway => {
-                let mut c = self.keyway_cmd(&route.home);
+                let mut c = self.keyway_cmd(&route.home, ca);
                 c.arg("proxy").arg(&route.name);
-                Bridge::spawn("keyway proxy", c, &log)
+                ("keyway proxy", c)
             }
-            Peer::McpRemote => Bridge::spawn(
+            Peer::McpRemote => (
                 "mcp-remote",
-                self.remote_cmd(&route.upstream.mcp_url, &route.remote_dir),
-                &log,
+                self.remote_cmd(&route.upstream.mcp_url, &route.remote_dir, ca),
             ),
             Peer::Floor => {
                 let mut c = Command::new(&self.floor);
@@ -89,9 +112,15 @@ impl Env {
                 if let Some(t) = &route.token {
                     c.env("KEYWAY_BENCH_FLOOR_TOKEN", t);
                 }
-                Bridge::spawn("floor relay", c, &log)
+                ("floor relay", c)
             }
             Peer::Direct => anyhow::bail!("the direct client is not a bridge"),
+        };
+        if at_exit {
+            let out = self.work.join(format!("{}-{tag}.peak-rss", peer.label()));
+            Bridge::spawn_measured(name, command, &log, &self.rusage, &out)
+        } else {
+            Bridge::spawn(name, command, &log)
         }
     }
 
@@ -100,19 +129,25 @@ impl Env {
         let log = self.log(&format!("{}-{tag}", peer.label()));
         match peer {
             Peer::Keyway => {
-                let mut c = self.keyway_cmd(dir);
+                let mut c = self.keyway_cmd(dir, None);
                 c.args(["proxy", url, "--browser", "system"]);
                 Bridge::spawn("keyway proxy", c, &log)
             }
-            Peer::McpRemote => Bridge::spawn("mcp-remote", self.remote_cmd(url, dir), &log),
+            Peer::McpRemote => Bridge::spawn("mcp-remote", self.remote_cmd(url, dir, None), &log),
             Peer::Direct | Peer::Floor => anyhow::bail!("{} has no authorization", peer.label()),
         }
     }
 
-    /// Run a keyway command to completion; its stdout, or the error with its stderr.
-    pub async fn keyway_run(&self, home: &Path, args: &[&str]) -> Result<String> {
+    /// Run a keyway command to completion (trusting `ca`, if given); its stdout, or
+    /// the error with its stderr.
+    pub async fn keyway_run(
+        &self,
+        home: &Path,
+        ca: Option<&Path>,
+        args: &[&str],
+    ) -> Result<String> {
         let out = self
-            .keyway_cmd(home)
+            .keyway_cmd(home, ca)
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()

@@ -42,10 +42,15 @@ pub enum Check {
     Exactly(f64),
     /// keyway <= value x mcp-remote.
     RatioToRemoteAtMost(f64),
-    /// keyway >= value x direct.
-    RatioToDirectAtLeast(f64),
+    /// keyway <= value x the floor.
+    RatioToFloorAtMost(f64),
+    /// keyway <= direct + value (in the metric's unit).
+    AtMostDirectPlus(f64),
     /// Every round of keyway is true (1).
     Always,
+    /// A target no longer held (the text says what it was and why): the number is
+    /// still reported, never judged.
+    Retired(&'static str),
 }
 
 impl Check {
@@ -54,8 +59,10 @@ impl Check {
             Check::AtMost(v) => format!("<= {}", trim(v)),
             Check::Exactly(v) => format!("= {}", trim(v)),
             Check::RatioToRemoteAtMost(v) => format!("<= {} x mcp-remote", fraction(v)),
-            Check::RatioToDirectAtLeast(v) => format!(">= {:.0}% of direct", v * 100.0),
+            Check::RatioToFloorAtMost(v) => format!("<= {} x floor", trim(v)),
+            Check::AtMostDirectPlus(v) => format!("<= direct + {}", trim(v)),
             Check::Always => "yes, every round".into(),
+            Check::Retired(was) => format!("none (retired: {was})"),
         }
     }
 }
@@ -85,6 +92,8 @@ pub struct Row {
     pub floor: Option<Spread>,
     /// keyway's median over mcp-remote's.
     pub ratio_to_mcp_remote: Option<f64>,
+    /// keyway's median over the floor's.
+    pub ratio_to_floor: Option<f64>,
     pub target: String,
     /// `None` where there is no target or no value.
     pub met: Option<bool>,
@@ -131,18 +140,21 @@ impl Results {
             .into_iter()
             .map(|m| {
                 let spread = |p: Peer| m.values.get(&p).and_then(|v| Spread::of(v));
-                let (k, r, d) = (
+                let (k, r, d, f) = (
                     spread(Peer::Keyway),
                     spread(Peer::McpRemote),
                     spread(Peer::Direct),
+                    spread(Peer::Floor),
                 );
-                let ratio = match (k, r) {
-                    (Some(k), Some(r)) if r.median != 0.0 => Some(k.median / r.median),
+                // A ratio of differences that may be negative (added p50) says nothing.
+                let ratio = |other: Option<Spread>| match (k, other) {
+                    (Some(k), Some(o)) if o.median > 0.0 && k.median >= 0.0 => {
+                        Some(k.median / o.median)
+                    }
                     _ => None,
                 };
-                let met = if m.checks.is_empty() {
-                    None
-                } else {
+                let judged = m.checks.iter().any(|c| !matches!(c, Check::Retired(_)));
+                let met = if judged {
                     k.map(|k| {
                         m.checks.iter().all(|c| match *c {
                             Check::AtMost(v) => k.median <= v,
@@ -150,12 +162,18 @@ impl Results {
                             Check::RatioToRemoteAtMost(v) => {
                                 r.is_some_and(|r| k.median <= v * r.median)
                             }
-                            Check::RatioToDirectAtLeast(v) => {
-                                d.is_some_and(|d| k.median >= v * d.median)
+                            Check::RatioToFloorAtMost(v) => {
+                                f.is_some_and(|f| k.median <= v * f.median)
+                            }
+                            Check::AtMostDirectPlus(v) => {
+                                d.is_some_and(|d| k.median <= d.median + v)
                             }
                             Check::Always => k.min == 1.0,
+                            Check::Retired(_) => true,
                         })
                     })
+                } else {
+                    None
                 };
                 Row {
                     scenario: m.scenario.clone(),
@@ -164,8 +182,9 @@ impl Results {
                     keyway: k,
                     mcp_remote: r,
                     direct: d,
-                    floor: spread(Peer::Floor),
-                    ratio_to_mcp_remote: ratio,
+                    floor: f,
+                    ratio_to_mcp_remote: ratio(r),
+                    ratio_to_floor: ratio(f),
                     target: m
                         .checks
                         .iter()
@@ -226,13 +245,14 @@ pub fn markdown(rows: &[Row], header: &str) -> String {
     let _ = writeln!(out, "{header}\n");
     let _ = writeln!(
         out,
-        "| scenario | metric | keyway | mcp-remote | direct | floor | keyway/mcp-remote | target | met |"
+        "| scenario | metric | keyway | mcp-remote | direct | floor | keyway/mcp-remote | keyway/floor | target | met |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let ratio = |x: Option<f64>| x.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.metric,
             r.unit,
@@ -240,9 +260,8 @@ pub fn markdown(rows: &[Row], header: &str) -> String {
             cell(r.mcp_remote),
             cell(r.direct),
             cell(r.floor),
-            r.ratio_to_mcp_remote
-                .map(|x| format!("{x:.3}"))
-                .unwrap_or_else(|| "-".into()),
+            ratio(r.ratio_to_mcp_remote),
+            ratio(r.ratio_to_floor),
             if r.target.is_empty() { "-" } else { &r.target },
             match r.met {
                 Some(true) => "yes",
@@ -286,5 +305,41 @@ mod tests {
             md.contains("| s | ms (ms) | 12 (10-30) | 300 (290-310) |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn floor_and_direct_checks_and_retired_targets() {
+        let mut r = Results::default();
+        r.declare("s", "cpu", "µs", &[Check::RatioToFloorAtMost(1.6)]);
+        r.record("s", "cpu", "µs", Peer::Keyway, 40.0);
+        r.record("s", "cpu", "µs", Peer::Floor, 26.0);
+        r.declare("s", "first", "ms", &[Check::AtMostDirectPlus(25.0)]);
+        r.record("s", "first", "ms", Peer::Keyway, 110.0);
+        r.record("s", "first", "ms", Peer::Direct, 80.0);
+        r.declare(
+            "s",
+            "rate",
+            "calls/s",
+            &[Check::Retired(">= 85% of direct")],
+        );
+        r.record("s", "rate", "calls/s", Peer::Keyway, 1.0);
+        r.record("s", "rate", "calls/s", Peer::Direct, 2.0);
+        let rows = r.rows();
+        assert_eq!(rows[0].met, Some(true), "40 <= 1.6 x 26");
+        assert_eq!(
+            rows[0].ratio_to_floor.map(|x| (x * 100.0).round()),
+            Some(154.0)
+        );
+        assert_eq!(rows[1].met, Some(false), "110 > 80 + 25");
+        assert_eq!(rows[2].met, None, "a retired target is not judged");
+        let mut r = Results::default();
+        r.record("s", "added", "ms", Peer::Keyway, -0.03);
+        r.record("s", "added", "ms", Peer::Floor, -0.04);
+        assert_eq!(
+            r.rows()[0].ratio_to_floor,
+            None,
+            "no ratio of negative numbers"
+        );
+        assert_eq!(rows[2].target, "none (retired: >= 85% of direct)");
     }
 }

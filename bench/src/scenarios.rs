@@ -1,5 +1,6 @@
-//! The eight scenarios. Each runs one peer once and returns that round's numbers; the
-//! caller alternates peers (keyway, mcp-remote, direct, keyway, ...).
+//! Scenarios 1 to 8 (9, the remote server, is in remote.rs). Each runs one peer once
+//! and returns that round's numbers; the caller alternates peers (keyway, mcp-remote,
+//! direct, keyway, ...).
 
 use std::{
     path::Path,
@@ -19,7 +20,7 @@ use crate::{
     upstream::Upstream,
 };
 
-fn ms(d: Duration) -> f64 {
+pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -47,7 +48,7 @@ fn mcp_path(url: &str) -> String {
 }
 
 /// An echo result's text, checked, so a bridge that answers with errors can't look fast.
-fn check_echo(result: &Value, text: &str) -> Result<()> {
+pub fn check_echo(result: &Value, text: &str) -> Result<()> {
     let got = result.to_string();
     if result.get("isError") == Some(&Value::Bool(true)) || !got.contains(text) {
         bail!("echo answered {got}");
@@ -69,21 +70,20 @@ pub struct ColdStart {
 pub async fn cold_start(env: &Env, route: &Route, peer: Peer, round: usize) -> Result<ColdStart> {
     let up = &route.upstream;
     let before = match up.stats_url {
-        Some(_) => Some(up.stats(&env.http).await?),
+        Some(_) => Some(up.stats().await?),
         None => None,
     };
     let started = Instant::now();
     let (ms, after_call) = match peer {
         Peer::Direct => {
-            let d =
-                Direct::connect(direct::http_client()?, &up.mcp_url, route.token.clone()).await?;
+            let d = Direct::connect(up.client()?, &up.mcp_url, route.token.clone()).await?;
             d.request("tools/list", json!({})).await?;
             let ms = ms(started.elapsed());
             check_echo(
                 &d.request("tools/call", up.echo_args("cold")).await?,
                 "cold",
             )?;
-            let after = stats_if(up, env).await?;
+            let after = stats_if(up).await?;
             d.close().await;
             (ms, after)
         }
@@ -96,7 +96,7 @@ pub async fn cold_start(env: &Env, route: &Route, peer: Peer, round: usize) -> R
                 &b.request("tools/call", up.echo_args("cold")).await?,
                 "cold",
             )?;
-            let after = stats_if(up, env).await?;
+            let after = stats_if(up).await?;
             b.close().await?;
             (ms, after)
         }
@@ -105,7 +105,7 @@ pub async fn cold_start(env: &Env, route: &Route, peer: Peer, round: usize) -> R
     if let (Some(before), Some(after)) = (before, after_call) {
         // Everything up to and including the call, less the call itself.
         requests_before_call = Some((requests(&after) - requests(&before)) as f64 - 1.0);
-        let closed = up.stats(&env.http).await?;
+        let closed = up.stats().await?;
         let key = format!("DELETE {}", mcp_path(&up.mcp_url));
         deleted = Some(if path_count(&closed, &key) > path_count(&before, &key) {
             1.0
@@ -120,9 +120,9 @@ pub async fn cold_start(env: &Env, route: &Route, peer: Peer, round: usize) -> R
     })
 }
 
-async fn stats_if(up: &Upstream, env: &Env) -> Result<Option<Value>> {
+async fn stats_if(up: &Upstream) -> Result<Option<Value>> {
     match up.stats_url {
-        Some(_) => Ok(Some(up.stats(&env.http).await?)),
+        Some(_) => Ok(Some(up.stats().await?)),
         None => Ok(None),
     }
 }
@@ -138,7 +138,7 @@ pub async fn full_authorization(env: &Env, up: &Upstream, peer: Peer, round: usi
     let started = Instant::now();
     match peer {
         Peer::Direct => {
-            let http = direct::http_client()?;
+            let http = up.client()?;
             let token = crate::oauth::authorize(&http, &up.mcp_url).await?;
             let d = Direct::connect(http, &up.mcp_url, Some(token)).await?;
             let ms = ms(started.elapsed());
@@ -162,8 +162,11 @@ pub struct Latency {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
-    /// Peak RSS of the bridge (bytes); `None` for the in-process direct client.
+    /// Peak RSS of the bridge (bytes) before it was closed (VmHWM); `None` for the
+    /// in-process direct client.
     pub peak_rss: Option<f64>,
+    /// Peak RSS of the bridge (bytes) over its whole life, shutdown included.
+    pub peak_rss_at_exit: Option<f64>,
     /// The bridge's CPU time per timed call (µs).
     pub cpu_us_per_call: Option<f64>,
 }
@@ -179,10 +182,9 @@ pub async fn latency(
     let mut samples = Vec::with_capacity(calls);
     let text = "latency";
     let args = up.echo_args(text);
-    let (peak_rss, cpu_us_per_call) = match peer {
+    let (peak_rss, peak_rss_at_exit, cpu_us_per_call) = match peer {
         Peer::Direct => {
-            let d =
-                Direct::connect(direct::http_client()?, &up.mcp_url, route.token.clone()).await?;
+            let d = Direct::connect(up.client()?, &up.mcp_url, route.token.clone()).await?;
             d.request("tools/list", json!({})).await?;
             for i in 0..calls + WARMUP {
                 let t = Instant::now();
@@ -193,10 +195,10 @@ pub async fn latency(
                 check_echo(&r, text)?;
             }
             d.close().await;
-            (None, None)
+            (None, None, None)
         }
         _ => {
-            let b = env.bridge(peer, route, &format!("latency-{}-{round}", up.name))?;
+            let b = env.bridge_with(peer, route, &format!("latency-{}-{round}", up.name), true)?;
             b.initialize().await?;
             b.request("tools/list", json!({})).await?;
             let mut cpu_before = 0;
@@ -213,8 +215,8 @@ pub async fn latency(
             }
             let cpu = b.cpu_ns().saturating_sub(cpu_before) as f64 / 1000.0 / calls as f64;
             let rss = b.peak_rss() as f64;
-            b.close().await?;
-            (Some(rss), Some(cpu))
+            let at_exit = b.close().await?.map(|b| b as f64);
+            (Some(rss), at_exit, Some(cpu))
         }
     };
     Ok(Latency {
@@ -222,6 +224,7 @@ pub async fn latency(
         p90: percentile(&samples, 90.0).unwrap_or(f64::NAN),
         p99: percentile(&samples, 99.0).unwrap_or(f64::NAN),
         peak_rss,
+        peak_rss_at_exit,
         cpu_us_per_call,
     })
 }
@@ -240,12 +243,13 @@ pub const UPSTREAM_WARMUP: usize = 6000;
 pub async fn warm_up(route: &Route) -> Result<()> {
     let up = &route.upstream;
     let args = up.echo_args("warm-up");
-    let clients = join_all((0..4).map(|_| async {
-        Direct::connect(direct::http_client()?, &up.mcp_url, route.token.clone()).await
-    }))
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>>>()?;
+    let clients =
+        join_all((0..4).map(|_| async {
+            Direct::connect(up.client()?, &up.mcp_url, route.token.clone()).await
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     join_all(clients.iter().map(|d| async {
         for _ in 0..UPSTREAM_WARMUP / 4 {
             check_echo(&d.request("tools/call", args.clone()).await?, "warm-up")?;
@@ -286,7 +290,7 @@ pub async fn parallel(
     match peer {
         Peer::Direct => {
             let ds = join_all((0..clients).map(|_| async {
-                Direct::connect(direct::http_client()?, &up.mcp_url, route.token.clone()).await
+                Direct::connect(up.client()?, &up.mcp_url, route.token.clone()).await
             }))
             .await
             .into_iter()
@@ -365,6 +369,7 @@ pub async fn fan_out(env: &Env, home: &Path, timeout_s: f64) -> Result<FanOut> {
     let out = env
         .keyway_run(
             home,
+            None,
             &["--json", "tools", "--timeout", &timeout_s.to_string()],
         )
         .await?;
@@ -447,7 +452,7 @@ pub async fn storm(
     let b = env.bridge(peer, route, &format!("storm-{round}"))?;
     b.initialize().await?;
     b.request("tools/list", json!({})).await?;
-    let before = up.stats(&env.http).await?;
+    let before = up.stats().await?;
     // Whatever token the bridge holds was issued by now: wait out its life.
     tokio::time::sleep(lifetime + Duration::from_millis(250)).await;
     let args = up.echo_args("storm");
@@ -457,7 +462,7 @@ pub async fn storm(
         (ms(t.elapsed()), r.and_then(|r| check_echo(&r, "storm")))
     }))
     .await;
-    let after = up.stats(&env.http).await?;
+    let after = up.stats().await?;
     b.close().await?;
     let samples: Vec<f64> = results.iter().map(|(t, _)| *t).collect();
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();

@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -33,9 +33,42 @@ pub struct Bridge {
     next_id: AtomicU64,
     pid: u32,
     name: String,
+    /// Run under `keyway-bench-rusage`, which writes the bridge's peak RSS at exit
+    /// here (and `pid` is the wrapper's).
+    peak_at_exit: Option<PathBuf>,
 }
 
 impl Bridge {
+    /// [`Bridge::spawn`] under `rusage` (`keyway-bench-rusage`), which writes the
+    /// bridge's peak RSS over its whole life to `out` when it exits.
+    pub fn spawn_measured(
+        name: &str,
+        command: Command,
+        log: &Path,
+        rusage: &Path,
+        out: &Path,
+    ) -> Result<Self> {
+        let inner = command.as_std();
+        let mut wrapped = Command::new(rusage);
+        wrapped
+            .arg(out)
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        if let Some(dir) = inner.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        let _ = std::fs::remove_file(out);
+        let mut me = Self::spawn(name, wrapped, log)?;
+        me.peak_at_exit = Some(out.to_owned());
+        Ok(me)
+    }
+
     /// Start `command` with piped stdin/stdout; its stderr goes to `log`.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
         let stderr =
@@ -82,6 +115,7 @@ impl Bridge {
             next_id: AtomicU64::new(1),
             pid,
             name: name.to_owned(),
+            peak_at_exit: None,
         })
     }
 
@@ -131,9 +165,16 @@ impl Bridge {
         Ok(result)
     }
 
-    /// Peak resident memory of the bridge and its children, in bytes.
+    /// Peak resident memory of the bridge and its children so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        crate::measure::peak_rss_tree(self.pid)
+        match self.peak_at_exit {
+            // Not the wrapper's own.
+            Some(_) => crate::measure::children(self.pid)
+                .into_iter()
+                .map(crate::measure::peak_rss_tree)
+                .sum(),
+            None => crate::measure::peak_rss_tree(self.pid),
+        }
     }
 
     /// CPU time the bridge (and its children) used so far, in nanoseconds.
@@ -142,18 +183,35 @@ impl Bridge {
     }
 
     /// Close stdin as a client does on exit and wait for the bridge to end (killed after
-    /// 10 s).
-    pub async fn close(mut self) -> Result<()> {
+    /// 10 s). Its peak RSS over its whole life, in bytes, when it ran measured
+    /// ([`Bridge::spawn_measured`]).
+    pub async fn close(mut self) -> Result<Option<u64>> {
         drop(self.stdin);
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(status) => {
                 status?;
-                Ok(())
             }
             Err(_) => {
+                // The bridge under a wrapper first, then the wrapper.
+                for pid in crate::measure::children(self.pid) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status()
+                        .await;
+                }
                 let _ = self.child.kill().await;
                 bail!("{} did not exit within 10 s of stdin closing", self.name)
             }
         }
+        let Some(out) = &self.peak_at_exit else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(out)
+            .with_context(|| format!("{}: its peak RSS at exit ({})", self.name, out.display()))?;
+        let bytes = text
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: peak RSS at exit {text:?}", self.name))?;
+        Ok(Some(bytes))
     }
 }

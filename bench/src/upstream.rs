@@ -16,6 +16,8 @@ use tokio::{
     process::{Child, Command},
 };
 
+use crate::pki::Pki;
+
 /// A running upstream; killed when dropped.
 #[derive(Debug)]
 pub struct Upstream {
@@ -25,6 +27,11 @@ pub struct Upstream {
     pub stats_url: Option<String>,
     /// The echo tool's argument name.
     pub echo_arg: &'static str,
+    /// The certificates of a TLS upstream (its clients must trust `ca`).
+    pub tls: Option<Pki>,
+    /// Reads the counters: one client for the upstream's life, so over TLS (h2) it
+    /// keeps one connection, opened before any peer's run is counted.
+    stats_http: reqwest::Client,
     _child: Child,
 }
 
@@ -37,9 +44,36 @@ struct Announcement {
 impl Upstream {
     /// `keyway testbed` with `knobs`, waiting for its one-line announcement.
     pub async fn testbed(name: &'static str, keyway: &Path, knobs: &[&str]) -> Result<Self> {
-        let mut child = Command::new(keyway)
-            .arg("testbed")
-            .args(knobs)
+        Self::start_testbed(name, keyway, knobs, None).await
+    }
+
+    /// `keyway testbed` serving MCP over TLS with `pki`'s certificate (h2 and
+    /// HTTP/1.1 by ALPN; the authorization server stays plain HTTP on loopback).
+    pub async fn testbed_tls(
+        name: &'static str,
+        keyway: &Path,
+        pki: &Pki,
+        knobs: &[&str],
+    ) -> Result<Self> {
+        Self::start_testbed(name, keyway, knobs, Some(pki.clone())).await
+    }
+
+    async fn start_testbed(
+        name: &'static str,
+        keyway: &Path,
+        knobs: &[&str],
+        tls: Option<Pki>,
+    ) -> Result<Self> {
+        let mut command = Command::new(keyway);
+        command.arg("testbed").args(knobs);
+        if let Some(pki) = &tls {
+            command
+                .arg("--tls-cert")
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -54,11 +88,14 @@ impl Upstream {
             .context("keyway testbed exited before listening")?;
         let a: Announcement = serde_json::from_str(&line)
             .with_context(|| format!("keyway testbed announced {line:?}"))?;
+        let stats_http = client_trusting(tls.as_ref())?;
         Ok(Self {
             name,
             mcp_url: a.mcp_url,
             stats_url: Some(a.stats_url),
             echo_arg: "text",
+            tls,
+            stats_http,
             _child: child,
         })
     }
@@ -91,6 +128,8 @@ impl Upstream {
             mcp_url: url,
             stats_url: None,
             echo_arg: "message",
+            tls: None,
+            stats_http: client_trusting(None)?,
             _child: child,
         })
     }
@@ -100,12 +139,34 @@ impl Upstream {
     }
 
     /// The testbed's counters now.
-    pub async fn stats(&self, http: &reqwest::Client) -> Result<Value> {
+    pub async fn stats(&self) -> Result<Value> {
         let url = self
             .stats_url
             .as_deref()
             .context("this upstream has no counters")?;
-        Ok(http.get(url).send().await?.json().await?)
+        Ok(self.stats_http.get(url).send().await?.json().await?)
+    }
+
+    /// A new HTTP client (its own connections) that trusts this upstream's CA.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        client_trusting(self.tls.as_ref())
+    }
+
+    /// The CA a peer must trust to reach this upstream, if it serves TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|p| p.ca.as_path())
+    }
+}
+
+/// The direct client's HTTP client; with `pki`, trusting its CA only.
+fn client_trusting(pki: Option<&Pki>) -> Result<reqwest::Client> {
+    match pki {
+        None => crate::direct::http_client(),
+        Some(pki) => reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([pki.ca_certificate()?])
+            .build()
+            .context("building the HTTP client"),
     }
 }
 
