@@ -379,7 +379,7 @@ pub enum StoreError {
     Unreadable {
         /// The value, for the message ("the stored credential of NAME").
         what: String,
-        /// The command that repairs it.
+        /// What to do about it.
         fix: String,
     },
 }
