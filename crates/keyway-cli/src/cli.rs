@@ -220,10 +220,10 @@ impl DeadlineArgs {
         }
     }
 
-    /// keyway's HTTP client connecting within the connect limit.
-    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+    /// keyway's HTTP client for MCP servers, connecting within the connect limit.
+    pub fn client(&self) -> anyhow::Result<keyway::http::WireClient> {
         use anyhow::Context;
-        keyway::http::client_with(&self.deadlines()).context("building the HTTP client")
+        keyway::http::WireClient::new(&self.deadlines()).context("building the HTTP client")
     }
 }
 

@@ -736,7 +736,7 @@ impl Session {
         deadlines: Deadlines,
         transport: TransportChoice,
     ) -> Result<Self, ClientError> {
-        let http = crate::http::client_with(&deadlines).map_err(|e| {
+        let http = crate::http::WireClient::new(&deadlines).map_err(|e| {
             ClientError::Connect(ConnectError::Failed {
                 url: policy.url.to_string(),
                 reason: format!("building the HTTP client failed: {e}"),

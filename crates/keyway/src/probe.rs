@@ -119,7 +119,7 @@ pub struct ProbeOptions {
 /// Probe `url`: connect, list tools, always close; on a 401, run discovery. Saves
 /// nothing. Never fails: what went wrong is in the [`Probe`] ([`ProbeClass::Error`],
 /// [`ProbeClass::Unreachable`] and [`Probe::detail`]).
-pub async fn probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Probe {
+pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOptions) -> Probe {
     let authenticated = opts.token.is_some() || !opts.headers.is_empty();
     let mut p = Probe {
         url: url.to_owned(),

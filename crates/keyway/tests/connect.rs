@@ -15,8 +15,8 @@ fn token(t: &str) -> Arc<StaticToken> {
     Arc::new(StaticToken::new(Some(Secret::new(t))))
 }
 
-fn http() -> reqwest::Client {
-    keyway::http::client().unwrap()
+fn http() -> keyway::http::WireClient {
+    keyway::http::WireClient::new(&Default::default()).unwrap()
 }
 
 #[tokio::test]
@@ -577,7 +577,8 @@ async fn a_certificate_nobody_vouches_for_is_refused_and_named() {
     let debug = format!("{wire:?}");
     assert!(!debug.contains("a-token-that-must-not-leave"), "{debug}");
     // keyway's reqwest clients are given the same TLS setup.
-    let err = http()
+    let err = keyway::http::client()
+        .unwrap()
         .get(format!("https://{addr}/mcp"))
         .send()
         .await

@@ -82,7 +82,8 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
         args.auth.allow_http,
     )?;
     let options = auth::options(&args.auth)?;
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     let st = store::open(settings)?;
 
     // The name first: a taken one is an error before anything else happens.
@@ -270,7 +271,7 @@ fn refusal(p: &Probe, what: &str) -> CliError {
 async fn verify(
     st: &SqliteStore,
     rec: &ServerRecord,
-    http: &reqwest::Client,
+    http: &keyway::http::WireClient,
 ) -> Result<usize, String> {
     let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id);
     let result = async {

@@ -55,7 +55,8 @@ pub async fn authorize_server(
     options: AuthOptions,
     quiet: bool,
 ) -> Result<Grant, CliError> {
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     let url = store::saved_url(server)?;
     let headers = store::saved_headers(store, server).await?;
     let challenge = match Connection::open_transport(

@@ -72,7 +72,8 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
         .await
         .context("starting the built-in test server")?;
     let url = testbed.mcp_url().to_owned();
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     printer.step("keyway demo: the whole job against a built-in test server on 127.0.0.1");
     printer.step(format!(
         "(a temporary home, deleted at the end: {})\n",
@@ -221,7 +222,7 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
 
 async fn call_echo(
     url: &str,
-    http: &reqwest::Client,
+    http: &keyway::http::WireClient,
     tokens: &Arc<StoredTokens>,
     text: &str,
 ) -> Result<String, CliError> {

@@ -33,7 +33,8 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
             args.allow_http,
         )?;
     }
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     let p = run_probe(&http, &args.url, &opts).await;
     if printer.json_mode() {
         printer.json(&p)?;
@@ -56,7 +57,7 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
 }
 
 /// A probe with an overall deadline.
-pub async fn run_probe(http: &reqwest::Client, url: &str, opts: &ProbeOptions) -> Probe {
+pub async fn run_probe(http: &keyway::http::WireClient, url: &str, opts: &ProbeOptions) -> Probe {
     match tokio::time::timeout(PROBE_TIMEOUT, probe(http, url, opts)).await {
         Ok(p) => p,
         Err(_) => Probe {

@@ -69,7 +69,8 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
         printer.result("no servers: keyway add URL");
         return Ok(());
     }
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     let results = join_all(servers.iter().map(|s| {
         let (st, http) = (st.clone(), http.clone());
         async move {
@@ -174,7 +175,11 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
 }
 
 /// Connect and list; a dropped connection gets one more try.
-async fn list_with_retry(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Client) -> Listed {
+async fn list_with_retry(
+    st: &SqliteStore,
+    s: &ServerRecord,
+    http: &keyway::http::WireClient,
+) -> Listed {
     let first = list_once(st, s, http).await;
     match &first {
         Err(("error", _)) | Err(("unreachable", _)) => list_once(st, s, http)
@@ -184,7 +189,7 @@ async fn list_with_retry(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Cli
     }
 }
 
-async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &reqwest::Client) -> Listed {
+async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &keyway::http::WireClient) -> Listed {
     let headers = store::header_names(
         st.headers(&s.id)
             .await

@@ -170,7 +170,8 @@ pub async fn import(
         )));
     }
     let st = store::open(settings)?;
-    let http = keyway::http::client().context("building the HTTP client")?;
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     // A token or header for a plain-http server elsewhere is neither sent nor stored:
     // it would cross the network in the clear on every request.
     let in_clear = |e: &Entry| {

@@ -420,19 +420,24 @@ async fn a_server_removed_meanwhile_is_not_reconnected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_set_in_the_environment_carries_the_posts() {
     use std::io::{Read, Write};
-    // An HTTP proxy that refuses everything, counting what reaches it: with HTTP_PROXY
+    // An HTTP proxy that refuses everything, keeping what reaches it: with HTTP_PROXY
     // set, the POSTs go through it (the same client and code path as without one),
-    // never straight to the server.
+    // never straight to the server, in absolute form with the proxy's credentials.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = format!("http://{}", listener.local_addr().unwrap());
-    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = reached.clone();
+    let proxy = format!(
+        "http://proxyuser:proxy-pass@{}",
+        listener.local_addr().unwrap()
+    );
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
+            let n = conn.read(&mut buf).unwrap_or(0);
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
             let _ = conn.write_all(
                 b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             );
@@ -464,7 +469,18 @@ async fn a_proxy_set_in_the_environment_carries_the_posts() {
             .is_some_and(|m| m.contains("502")),
         "{init}"
     );
-    assert!(reached.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let heads = heads.lock().unwrap().clone();
+    assert!(!heads.is_empty());
+    assert!(
+        heads[0].starts_with(&format!("POST {} HTTP/1.1\r\n", tb.mcp_url())),
+        "absolute form: {heads:?}"
+    );
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("proxy-authorization: basic chjvehl1c2vyonbyb3h5lxbhc3m="),
+        "{heads:?}"
+    );
     assert_eq!(
         tb.stats().path("POST /mcp"),
         0,

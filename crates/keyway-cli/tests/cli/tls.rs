@@ -197,3 +197,166 @@ async fn an_http2_connection_reset_mid_request_is_retried_only_when_safe() {
     c.finish().await;
     assert_eq!(tb.stats().dropped_connections, 2);
 }
+
+/// A CONNECT proxy on loopback for one test: it reads each tunnel request's head,
+/// keeps it, and either opens the tunnel (`refuse: None`) and copies bytes both ways,
+/// or answers with the status given. Kept small: it only needs to be a real proxy
+/// for keyway's side of the exchange (no such proxy is on npm or crates.io in a form
+/// a test can start in-process).
+async fn connect_proxy(
+    refuse: Option<u16>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                seen.lock().unwrap().push(head.clone());
+                if let Some(status) = refuse {
+                    let answer = format!("HTTP/1.1 {status} No\r\ncontent-length: 0\r\n\r\n");
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (format!("http://proxyuser:proxy-pass@{addr}"), heads)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_server_behind_a_proxy_is_reached_through_its_tunnel_over_http2() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_pki(pki.path());
+    let tb = testbed(|k| {
+        k.tls_cert = Some(chain);
+        k.tls_key = Some(key);
+    })
+    .await;
+    let (proxy, heads) = connect_proxy(None).await;
+    let token = tb.mint_access_token("mcp:tools");
+    let k = Keyway::new();
+    let mut c = Client::spawn_with(
+        &k,
+        &["proxy", tb.mcp_url(), "--token", &token],
+        &[
+            ("SSL_CERT_FILE", ca.as_os_str()),
+            ("SSL_CERT_DIR", OsStr::new("")),
+            ("HTTPS_PROXY", OsStr::new(&proxy)),
+        ],
+    );
+    c.initialize().await;
+    for n in 0..3 {
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": format!("tunnelled {n}")}}),
+            )
+            .await;
+        assert_eq!(text(&r), format!("tunnelled {n}"), "{r}");
+    }
+    c.finish().await;
+
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(
+        heads.len(),
+        1,
+        "one tunnel for the whole session: {heads:?}"
+    );
+    let port = tb
+        .mcp_url()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(
+        heads[0].starts_with(&format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n")),
+        "{heads:?}"
+    );
+    // The proxy's credentials from the URL, as Basic; the server's token never.
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("proxy-authorization: basic chjvehl1c2vyonbyb3h5lxbhc3m="),
+        "{heads:?}"
+    );
+    assert!(!heads[0].contains(&token), "{heads:?}");
+    let stats = tb.stats();
+    assert_eq!(stats.mcp_connections, 1, "{stats:?}");
+    let mcp_requests: u64 = stats
+        .paths
+        .iter()
+        .filter(|(p, _)| p.ends_with(" /mcp"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        stats.http2_requests, mcp_requests,
+        "HTTP/2 inside the tunnel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_that_refuses_the_tunnel_is_named_with_its_reason() {
+    let (proxy, heads) = connect_proxy(Some(403)).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn_with(
+        &k,
+        &[
+            "proxy",
+            "https://mcp.example.com/mcp",
+            "--token",
+            "tok-never-sent",
+        ],
+        &[("HTTPS_PROXY", OsStr::new(&proxy))],
+    );
+    let r = c
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    let err = r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let shown = proxy.replace("proxyuser:proxy-pass@", "");
+    assert!(
+        err.contains("could not reach https://mcp.example.com")
+            && err.contains(&format!("the proxy {shown} refused the tunnel"))
+            && err.contains("does not let keyway reach mcp.example.com:443 (403)"),
+        "{r}"
+    );
+    assert!(
+        !err.contains("proxy-pass") && !err.contains("tok-never-sent"),
+        "{err}"
+    );
+    assert!(heads.lock().unwrap()[0].starts_with("CONNECT mcp.example.com:443 HTTP/1.1\r\n"));
+    c.finish().await;
+}

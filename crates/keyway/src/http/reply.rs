@@ -58,14 +58,24 @@ impl Reply {
         let body = resp
             .bytes_stream()
             .map(|r| r.map_err(|e| BodyError::Broken(describe(&e))));
-        let body: ByteStream = match idle {
-            Some(limit) => Box::pin(IdleLimit::new(body, limit)),
-            None => Box::pin(body),
-        };
         Self {
             status,
             headers,
-            body,
+            body: limited(body, idle),
+        }
+    }
+
+    /// A hyper answer ([`super::WireClient`]'s), as [`Reply::from_reqwest`].
+    pub fn from_hyper(resp: http::Response<hyper::body::Incoming>, idle: Option<Duration>) -> Self {
+        use http_body_util::BodyExt;
+        let (head, body) = resp.into_parts();
+        let body = body
+            .into_data_stream()
+            .map(|r| r.map_err(|e| BodyError::Broken(describe(&e))));
+        Self {
+            status: head.status,
+            headers: head.headers,
+            body: limited(body, idle),
         }
     }
 
@@ -92,6 +102,17 @@ impl Reply {
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+}
+
+/// `body`, ending with [`BodyError::Idle`] once nothing has arrived for `idle`.
+fn limited(
+    body: impl Stream<Item = Result<Bytes, BodyError>> + Send + Unpin + 'static,
+    idle: Option<Duration>,
+) -> ByteStream {
+    match idle {
+        Some(limit) => Box::pin(IdleLimit::new(body, limit)),
+        None => Box::pin(body),
     }
 }
 

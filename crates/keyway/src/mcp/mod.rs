@@ -96,7 +96,7 @@ impl Connection {
     /// };
     ///
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let http = keyway::http::client()?;
+    /// let http = keyway::http::WireClient::new(&Default::default())?;
     /// let token = Arc::new(StaticToken::new(Some(Secret::new("tok-123"))));
     /// let conn = Connection::open("https://mcp.example.com/mcp", http, token).await?;
     /// println!("{:?} speaks {}", conn.server().name, conn.server().protocol_version);
@@ -108,7 +108,7 @@ impl Connection {
     /// ```
     pub async fn open(
         url: &str,
-        http: reqwest::Client,
+        http: crate::http::WireClient,
         tokens: Arc<dyn TokenSource>,
     ) -> Result<Self, ConnectError> {
         Self::open_with(url, http, tokens, Vec::new()).await
@@ -118,7 +118,7 @@ impl Connection {
     /// values are secrets: marked sensitive, never in a config that derives `Debug`.
     pub async fn open_with(
         url: &str,
-        http: reqwest::Client,
+        http: crate::http::WireClient,
         tokens: Arc<dyn TokenSource>,
         headers: Vec<(http::HeaderName, crate::Secret)>,
     ) -> Result<Self, ConnectError> {
@@ -130,7 +130,7 @@ impl Connection {
     /// 404 or 405 (MCP "Backwards Compatibility").
     pub async fn open_transport(
         url: &str,
-        http: reqwest::Client,
+        http: crate::http::WireClient,
         tokens: Arc<dyn TokenSource>,
         headers: Vec<(http::HeaderName, crate::Secret)>,
         choice: TransportChoice,

@@ -6,8 +6,9 @@
 //! Streamable HTTP (a POST per message, JSON or event-stream answers, the standalone
 //! GET stream, session ids, streams resumed with `Last-Event-ID`, DELETE on close) and
 //! the legacy HTTP+SSE transport (a GET event stream that names the POST endpoint).
-//! The HTTP itself is reqwest's (hyper underneath): HTTP/2 by ALPN, keep-alive,
-//! Happy Eyeballs, pooled connections closed when idle, proxies from the environment.
+//! The HTTP itself is hyper-util's pooled client ([`crate::http::WireClient`]): HTTP/2
+//! by ALPN, keep-alive, Happy Eyeballs, pooled connections closed when idle, proxies
+//! from the environment.
 //! The event-stream parser is keyway's own ([`super::sse`]): small, tested, and it
 //! bounds what a hostile server can make it hold.
 
@@ -17,9 +18,10 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::Full;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
@@ -32,6 +34,7 @@ use super::{
 pub use crate::http::Deadlines;
 use crate::{
     Secret,
+    http::WireClient,
     http::reply::{BodyError, Reply, describe, snippet},
 };
 
@@ -41,6 +44,11 @@ const MAX_MESSAGE: usize = super::sse::MAX_EVENT;
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Headers every request may carry besides its own: session id, protocol version,
+/// `Authorization`, `User-Agent`, `Proxy-Authorization`. Room for them is made up front
+/// (a map that grows rehashes what it holds).
+const EXTRA_HEADERS: usize = 5;
 
 /// How long closing a session may take before keyway gives up on the `DELETE`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,9 +246,9 @@ pub enum WireKind {
 pub struct WireConfig {
     /// The MCP endpoint.
     pub url: Url,
-    /// The HTTP client ([`crate::http::client_with`]: its connect timeout should be
+    /// The HTTP client ([`WireClient::new`]: its connect limit should be
     /// `deadlines.connect`).
-    pub http: reqwest::Client,
+    pub http: WireClient,
     /// Where the bearer token of each request comes from.
     pub tokens: Arc<dyn TokenSource>,
     /// Extra headers on every request (API keys); their values are secrets.
@@ -254,7 +262,7 @@ pub struct WireConfig {
 impl WireConfig {
     /// Streamable HTTP to `url` with no extra headers and the default deadlines; set
     /// the public fields to change them (an example is at [`Wire::connect`]).
-    pub fn new(url: Url, http: reqwest::Client, tokens: Arc<dyn TokenSource>) -> Self {
+    pub fn new(url: Url, http: WireClient, tokens: Arc<dyn TokenSource>) -> Self {
         Self {
             url,
             http,
@@ -285,6 +293,10 @@ pub struct Wire {
 
 struct Inner {
     config: WireConfig,
+    /// `config.url` as requests carry it.
+    uri: Uri,
+    /// `Proxy-Authorization` for a plain-http server behind a proxy with credentials.
+    proxy_auth: Option<HeaderValue>,
     /// The server as errors name it: scheme, host and port.
     server: String,
     inbound: Sink,
@@ -308,6 +320,11 @@ impl std::fmt::Debug for Inner {
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
+}
+
+/// `url` as an HTTP request's target: without its fragment, which is never sent.
+fn request_uri(url: &Url) -> Option<Uri> {
+    Uri::try_from(&url[..url::Position::AfterQuery]).ok()
 }
 
 /// A header value kept in [`State`] as text (they are all visible ASCII).
@@ -358,7 +375,7 @@ struct State {
     /// version).
     initialize_id: Option<String>,
     /// Legacy SSE: where to POST, learned from the `endpoint` event.
-    post_url: Option<Url>,
+    post_url: Option<Uri>,
     /// The standalone stream's last event ID, sent when it is opened again.
     standalone_last_id: Option<String>,
     /// Requests the client cancelled (their ids' JSON text), most recent last: their
@@ -482,8 +499,15 @@ impl Wire {
             })
             .collect();
         let server = config.url.origin().ascii_serialization();
+        let uri = request_uri(&config.url).ok_or_else(|| WireError::Connect {
+            server: server.clone(),
+            reason: "the URL cannot be sent in an HTTP request".into(),
+        })?;
+        let proxy_auth = config.http.proxy_authorization(&uri);
         let wire = Self {
             inner: Arc::new(Inner {
+                uri,
+                proxy_auth,
                 bearer: Mutex::default(),
                 configured,
                 server,
@@ -570,7 +594,8 @@ impl Wire {
             let st = self.state();
             (st.session.clone(), st.protocol.clone())
         };
-        let mut headers = HeaderMap::with_capacity(capacity + self.inner.configured.len());
+        let mut headers =
+            HeaderMap::with_capacity(capacity + EXTRA_HEADERS + self.inner.configured.len());
         if let Some(s) = &session {
             headers.insert(SESSION_ID, s.clone());
         }
@@ -584,10 +609,10 @@ impl Wire {
 
     /// Send a request and read its answer's head within the first-byte deadline; the
     /// body is then read within the idle deadline (`idle`: whether it applies).
-    async fn exchange(&self, req: reqwest::RequestBuilder, idle: bool) -> Result<Reply, WireError> {
+    async fn exchange(&self, req: Request<Full<Bytes>>, idle: bool) -> Result<Reply, WireError> {
         let d = &self.inner.config.deadlines;
-        match tokio::time::timeout(d.first_byte, req.send()).await {
-            Ok(Ok(resp)) => Ok(Reply::from_reqwest(resp, idle.then_some(d.idle))),
+        match tokio::time::timeout(d.first_byte, self.inner.config.http.request(req)).await {
+            Ok(Ok(resp)) => Ok(Reply::from_hyper(resp, idle.then_some(d.idle))),
             Ok(Err(e)) => Err(self.failed(&e)),
             Err(_) => Err(WireError::Deadline {
                 server: self.inner.server.clone(),
@@ -596,22 +621,48 @@ impl Wire {
         }
     }
 
+    /// A request to the server: `uri` (the endpoint, or legacy SSE's POST endpoint
+    /// on its origin), keyway's user agent, the proxy's credentials where one needs
+    /// them.
+    fn request(
+        &self,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(crate::http::USER_AGENT),
+        );
+        if let Some(auth) = &self.inner.proxy_auth {
+            headers.insert(header::PROXY_AUTHORIZATION, auth.clone());
+        }
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        req
+    }
+
     /// A failed request in terms a person (and a retry decision) can act on.
-    fn failed(&self, e: &reqwest::Error) -> WireError {
+    fn failed(&self, e: &hyper_util::client::legacy::Error) -> WireError {
         let server = self.inner.server.clone();
         if e.is_connect() {
-            if e.is_timeout() {
+            if let Some(limit) = crate::http::connect_timed_out(e) {
                 return WireError::Deadline {
                     server,
-                    limit: Limit::Connect(self.inner.config.deadlines.connect),
+                    limit: Limit::Connect(limit),
                 };
             }
-            return WireError::Connect {
-                server,
-                reason: describe(e),
+            // hyper-util's own line ("client error (Connect)") says nothing the
+            // variant does not.
+            let reason = match std::error::Error::source(e) {
+                Some(cause) => describe(cause),
+                None => describe(e),
             };
+            return WireError::Connect { server, reason };
         }
-        // reqwest's own line repeats the URL the error already names.
         let reason = match std::error::Error::source(e) {
             Some(cause) => describe(cause),
             None => describe(e),
@@ -718,7 +769,6 @@ impl Wire {
         message: &Message,
         reading: Reading<'_>,
     ) -> Result<Option<Message>, WireError> {
-        let c = &self.inner.config;
         if message.method() == Some("initialize") {
             let mut st = self.state();
             st.initialize_id = message.id().map(str::to_owned);
@@ -733,8 +783,8 @@ impl Wire {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let body = bytes::Bytes::copy_from_slice(message.text().as_bytes());
-        let req = c.http.post(c.url.clone()).headers(headers).body(body);
+        let body = Bytes::copy_from_slice(message.text().as_bytes());
+        let req = self.request(Method::POST, self.inner.uri.clone(), headers, body);
         let resp = self.exchange(req, true).await?;
         let status = resp.status;
         if let Some(id) = resp.headers.get(SESSION_ID)
@@ -1037,7 +1087,6 @@ impl Wire {
 
     /// A GET that continues the stream whose last event was `last_id`.
     async fn resume(&self, last_id: String) -> Result<SseStream, WireError> {
-        let c = &self.inner.config;
         let (mut headers, session) = self.session_headers(2).await?;
         headers.insert(
             header::ACCEPT,
@@ -1048,9 +1097,8 @@ impl Wire {
             reason: "an event ID that cannot be sent back in a header".into(),
         })?;
         headers.insert(LAST_EVENT_ID, id);
-        let resp = self
-            .exchange(c.http.get(c.url.clone()).headers(headers), true)
-            .await?;
+        let get = self.request(Method::GET, self.inner.uri.clone(), headers, Bytes::new());
+        let resp = self.exchange(get, true).await?;
         if !resp.status.is_success() {
             return Err(self.http_error(resp, session.is_some()).await);
         }
@@ -1064,7 +1112,6 @@ impl Wire {
         if self.inner.config.kind != WireKind::StreamableHttp {
             return Ok(());
         }
-        let c = &self.inner.config;
         let (mut headers, session) = self.session_headers(2).await?;
         headers.insert(
             header::ACCEPT,
@@ -1077,9 +1124,8 @@ impl Wire {
         {
             headers.insert(LAST_EVENT_ID, id);
         }
-        let resp = self
-            .exchange(c.http.get(c.url.clone()).headers(headers), true)
-            .await?;
+        let get = self.request(Method::GET, self.inner.uri.clone(), headers, Bytes::new());
+        let resp = self.exchange(get, true).await?;
         match resp.status {
             s if s.is_success() => {
                 let wire = self.clone();
@@ -1122,7 +1168,7 @@ impl Wire {
         self.waiters().clear();
         let Some(session) = session else { return };
         let c = &self.inner.config;
-        let mut headers = HeaderMap::with_capacity(1 + self.inner.configured.len());
+        let mut headers = HeaderMap::with_capacity(1 + EXTRA_HEADERS + self.inner.configured.len());
         headers.insert(SESSION_ID, session);
         if self
             .add_credentials(&mut headers, c.url.as_str())
@@ -1131,13 +1177,16 @@ impl Wire {
         {
             return;
         }
-        let req = c
-            .http
-            .delete(c.url.clone())
-            .headers(headers)
-            .timeout(CLOSE_TIMEOUT);
-        if let Err(e) = req.send().await {
-            tracing::debug!(error = %e, "DELETE of the session failed");
+        let delete = self.request(
+            Method::DELETE,
+            self.inner.uri.clone(),
+            headers,
+            Bytes::new(),
+        );
+        match tokio::time::timeout(CLOSE_TIMEOUT, c.http.request(delete)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %describe(&e), "DELETE of the session failed"),
+            Err(_) => tracing::debug!("DELETE of the session took too long; given up"),
         }
     }
 
@@ -1145,7 +1194,7 @@ impl Wire {
 
     async fn open_legacy_stream(&self) -> Result<(), WireError> {
         let c = &self.inner.config;
-        let mut headers = HeaderMap::with_capacity(2 + self.inner.configured.len());
+        let mut headers = HeaderMap::with_capacity(2 + EXTRA_HEADERS + self.inner.configured.len());
         headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
@@ -1153,9 +1202,8 @@ impl Wire {
         self.add_credentials(&mut headers, c.url.as_str()).await?;
         // The stream is the session: no idle limit (TCP keep-alive notices a dead
         // connection); a quiet server is not a broken one.
-        let resp = self
-            .exchange(c.http.get(c.url.clone()).headers(headers), false)
-            .await?;
+        let get = self.request(Method::GET, self.inner.uri.clone(), headers, Bytes::new());
+        let resp = self.exchange(get, false).await?;
         if !resp.status.is_success() {
             return Err(self.http_error(resp, false).await);
         }
@@ -1179,10 +1227,15 @@ impl Wire {
         let base = &self.inner.config.url;
         match base.join(data.trim()) {
             // The endpoint must stay on the server's origin: a token is sent there.
-            Ok(u) if u.origin() == base.origin() => {
-                self.state().post_url = Some(u);
-                self.inner.endpoint_known.notify_one();
-            }
+            Ok(u) if u.origin() == base.origin() => match request_uri(&u) {
+                Some(uri) => {
+                    self.state().post_url = Some(uri);
+                    self.inner.endpoint_known.notify_one();
+                }
+                None => {
+                    tracing::warn!(endpoint = %u, "the SSE endpoint cannot be sent in a request")
+                }
+            },
             Ok(u) => {
                 tracing::warn!(endpoint = %u, "the SSE endpoint is on another origin; refused")
             }
@@ -1195,17 +1248,14 @@ impl Wire {
             return Err(WireError::Closed);
         };
         let c = &self.inner.config;
-        let mut headers = HeaderMap::with_capacity(2 + self.inner.configured.len());
+        let mut headers = HeaderMap::with_capacity(2 + EXTRA_HEADERS + self.inner.configured.len());
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         self.add_credentials(&mut headers, c.url.as_str()).await?;
-        let req = c
-            .http
-            .post(post_url)
-            .headers(headers)
-            .body(message.text().to_owned());
+        let body = Bytes::copy_from_slice(message.text().as_bytes());
+        let req = self.request(Method::POST, post_url, headers, body);
         let resp = self.exchange(req, true).await?;
         if resp.status.is_success() {
             Ok(())
@@ -1402,7 +1452,7 @@ mod tests {
         let wire = Wire::connect_to(
             WireConfig {
                 url,
-                http: crate::http::client().unwrap(),
+                http: crate::http::WireClient::new(&Default::default()).unwrap(),
                 tokens: Arc::new(crate::mcp::StaticToken::default()),
                 headers: Vec::new(),
                 kind: WireKind::StreamableHttp,

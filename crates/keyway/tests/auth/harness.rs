@@ -17,8 +17,8 @@ pub async fn testbed(f: impl FnOnce(&mut Knobs)) -> Testbed {
     Testbed::start(k).await.unwrap()
 }
 
-pub fn http() -> reqwest::Client {
-    keyway::http::client().unwrap()
+pub fn http() -> keyway::http::WireClient {
+    keyway::http::WireClient::new(&Default::default()).unwrap()
 }
 
 /// Options for servers that approve at once: keyway follows the redirects itself.
