@@ -21,22 +21,22 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The time limits on every request to an MCP server. Each one that is hit ends the
 /// request with an error naming the server and the limit. The HTTP client enforces
-/// `connect` ([`client_with`]); the wire enforces the other two
+/// `connect` ([`WireClient::new`]); the wire enforces the other two
 /// ([`WireConfig::deadlines`](crate::mcp::wire::WireConfig::deadlines)).
 ///
 /// ```rust
 /// use std::time::Duration;
 ///
-/// use keyway::http::{Deadlines, client_with};
+/// use keyway::http::{Deadlines, WireClient};
 ///
 /// let deadlines = Deadlines {
 ///     connect: Duration::from_secs(3),
 ///     ..Deadlines::default()
 /// };
 /// assert_eq!(deadlines.first_byte, Duration::from_secs(120));
-/// let http = client_with(&deadlines)?; // gives up connecting after 3 s
+/// let http = WireClient::new(&deadlines)?; // gives up connecting after 3 s
 /// # drop(http);
-/// # Ok::<(), reqwest::Error>(())
+/// # Ok::<(), keyway::http::WireClientError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
@@ -76,16 +76,18 @@ fn keepalive(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
 /// The `User-Agent` keyway sends.
 pub const USER_AGENT: &str = concat!("keyway/", env!("CARGO_PKG_VERSION"));
 
-/// Build keyway's HTTP client for MCP traffic, with the default [`Deadlines`].
+/// keyway's reqwest client, with the default [`Deadlines`]: for HTTP that is not an
+/// MCP server's traffic (which goes through [`WireClient`]).
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     client_with(&Deadlines::default())
 }
 
-/// keyway's HTTP client for MCP traffic, connecting within `deadlines.connect`: HTTP/2
-/// to https servers that offer it (by ALPN; concurrent requests share one connection),
-/// HTTP/1.1 keep-alive otherwise, both address families tried side by side (Happy
-/// Eyeballs), idle pooled connections closed after 90 s, TCP keep-alive, and the
-/// proxies of `HTTP(S)_PROXY` / `NO_PROXY`.
+/// keyway's reqwest client connecting within `deadlines.connect`: HTTP/2 to https
+/// servers that offer it (by ALPN), HTTP/1.1 keep-alive otherwise, both address
+/// families tried side by side (Happy Eyeballs), idle pooled connections closed after
+/// 90 s, TCP keep-alive, no redirects followed, and the proxies of `HTTP(S)_PROXY` /
+/// `NO_PROXY`. MCP servers are reached through [`WireClient`] instead, which has the
+/// same properties without reqwest's per-request layers.
 pub fn client_with(deadlines: &Deadlines) -> Result<reqwest::Client, reqwest::Error> {
     keepalive(builder())
         .connect_timeout(deadlines.connect)

@@ -420,7 +420,7 @@ impl Wire {
     /// use std::{sync::Arc, time::Duration};
     ///
     /// use keyway::{
-    ///     http::{Deadlines, client_with},
+    ///     http::{Deadlines, WireClient},
     ///     mcp::{
     ///         StaticToken,
     ///         wire::{Inbound, Wire, WireConfig},
@@ -435,7 +435,7 @@ impl Wire {
     /// };
     /// let mut config = WireConfig::new(
     ///     "https://mcp.example.com/mcp".parse()?,
-    ///     client_with(&deadlines)?,
+    ///     WireClient::new(&deadlines)?,
     ///     Arc::new(StaticToken::new(None)),
     /// );
     /// config.deadlines = deadlines;
