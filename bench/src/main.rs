@@ -76,9 +76,13 @@ struct Args {
     /// instead of blocking I/O: what async I/O costs by itself.
     #[arg(long)]
     async_floor: bool,
-    /// The repository root (where target/dist/keyway and bench/peer are).
+    /// The repository root (where target/PROFILE/keyway and bench/peer are).
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// The cargo profile whose binaries run: `dist` (fat LTO, what is packaged) for
+    /// numbers; CI's smoke run uses `release`, which its earlier steps already built.
+    #[arg(long, default_value = "dist", value_name = "PROFILE")]
+    profile: String,
     /// Where results.md and results.json go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -123,7 +127,7 @@ async fn run(mut args: Args) -> Result<()> {
         .prefix("keyway-bench-")
         .tempdir()
         .context("making the work directory")?;
-    let mut env = environment(&root, work.path())?;
+    let mut env = environment(&root, &args.profile, work.path())?;
     if args.async_floor {
         env.floor_relay = "relay-async";
         env.floor_forward = "forward-async";
@@ -558,8 +562,8 @@ fn declare_targets(res: &mut Results, parallel_calls: usize) {
     res.declare(REMOTE_SCENARIO, &m.http2, "%", &[]);
 }
 
-fn environment(root: &Path, work: &Path) -> Result<Env> {
-    let dist = root.join("target/dist");
+fn environment(root: &Path, profile: &str, work: &Path) -> Result<Env> {
+    let dist = root.join("target").join(profile);
     let keyway = dist.join("keyway");
     let browser = dist.join("keyway-bench-browser");
     let floor = dist.join("keyway-bench-floor");
@@ -567,7 +571,7 @@ fn environment(root: &Path, work: &Path) -> Result<Env> {
     for b in [&keyway, &browser, &floor, &rusage] {
         if !b.exists() {
             bail!(
-                "{} is missing: run bench/run (it builds keyway with the dist profile first)",
+                "{} is missing: run bench/run (it builds keyway with the {profile} profile first)",
                 b.display()
             );
         }

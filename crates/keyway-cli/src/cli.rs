@@ -132,7 +132,7 @@ pub struct DemoArgs {
 #[derive(Args, Debug)]
 pub struct CallArgs {
     /// Call a server that is not saved: its MCP URL (Streamable HTTP endpoint).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = server_url)]
     pub url: Option<String>,
 
     /// NAME TOOL for a saved server; TOOL with --url.
@@ -274,6 +274,7 @@ pub struct CredentialArgs {
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
     /// The MCP server URL.
+    #[arg(value_parser = server_url)]
     pub url: String,
 
     #[command(flatten)]
@@ -295,6 +296,7 @@ pub struct ProbeArgs {
 #[derive(Args, Debug)]
 pub struct AddArgs {
     /// The MCP server URL.
+    #[arg(value_parser = server_url)]
     pub url: String,
 
     /// Its name in keyway [default: from the host, e.g. api.github.com -> github].
@@ -489,4 +491,28 @@ pub enum ClientAuthArg {
 pub struct TestbedArgs {
     #[command(flatten)]
     pub knobs: keyway_testbed::Knobs,
+}
+
+/// A server's URL on the command line: http or https, with a host. Without a scheme it
+/// is a usage error that suggests the https URL (keyway does not guess a scheme: the
+/// token would go wherever the guess leads).
+pub fn server_url(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if !t.contains("://") {
+        return Err(format!(
+            "a server URL starts with its scheme: did you mean https://{}?",
+            t.trim_start_matches('/')
+        ));
+    }
+    let u = url::Url::parse(t).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "keyway reaches MCP servers over https (or http), not {}:",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("the URL names no host".into());
+    }
+    Ok(t.to_owned())
 }

@@ -73,22 +73,45 @@ impl CliError {
         }
     }
 
-    /// Print the error on stderr and give the exit status.
-    pub fn report(self) -> ExitStatus {
+    /// Print the error on stderr and give the exit status. With `json` (the command
+    /// line asked for `--json`) the error is also written on stdout as one JSON
+    /// document, `{"error": {"kind", "message", "hint"}}`, so a program reading the
+    /// output gets JSON whatever happened; the exit status is the same.
+    pub fn report(self, json: bool) -> ExitStatus {
         match self {
             Self::Usage(e) => {
-                let _ = e.print();
-                match e.kind() {
+                let status = match e.kind() {
                     clap::error::ErrorKind::DisplayHelp
                     | clap::error::ErrorKind::DisplayVersion => ExitStatus::Success,
                     _ => ExitStatus::Usage,
+                };
+                if json && status != ExitStatus::Success {
+                    let message = e
+                        .render()
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                        .to_owned();
+                    json_error(status, &message, Some("run with --help for the usage"));
                 }
+                let _ = e.print();
+                status
             }
             Self::Failed {
                 status,
                 error,
                 hint,
             } => {
+                if json {
+                    let message = error
+                        .chain()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                    json_error(status, &message, hint.as_deref());
+                }
                 eprintln!("error: {error}");
                 for cause in error.chain().skip(1) {
                     eprintln!("  caused by: {cause}");
@@ -100,6 +123,33 @@ impl CliError {
             }
         }
     }
+}
+
+impl ExitStatus {
+    /// The error's kind in `--json` output.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Success => "none",
+            Self::Failure => "failure",
+            Self::Usage => "usage",
+            Self::AuthorizationNeeded => "authorization-needed",
+        }
+    }
+}
+
+/// `{"error": {"kind", "message", "hint"}}` on stdout (a reader that left is ignored),
+/// unless the command already wrote its JSON result (which then says what went wrong).
+fn json_error(status: ExitStatus, message: &str, hint: Option<&str>) {
+    if crate::printer::json_written() {
+        return;
+    }
+    let doc = serde_json::json!({
+        "error": {"kind": status.kind(), "message": message, "hint": hint}
+    });
+    let _ = crate::printer::emit(|out| {
+        serde_json::to_writer(&mut *out, &doc)?;
+        std::io::Write::write_all(out, b"\n")
+    });
 }
 
 impl fmt::Debug for CliError {

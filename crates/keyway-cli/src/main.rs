@@ -21,8 +21,17 @@ use crate::{
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitStatus::Success.into(),
-        Err(e) => e.report().into(),
+        Err(e) => e.report(json_wanted()).into(),
     }
+}
+
+/// Whether the command line asks for `--json` (read from the arguments themselves, so
+/// that a command line clap refused still gets its error as JSON).
+fn json_wanted() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 fn run() -> Result<(), CliError> {

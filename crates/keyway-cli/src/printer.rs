@@ -32,27 +32,50 @@ impl Printer {
     /// Progress and narration: human mode only, not with -q.
     pub fn step(&self, line: impl AsRef<str>) {
         if !self.json && !self.quiet {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", line.as_ref());
-            let _ = out.flush();
+            let _ = emit(|out| writeln!(out, "{}", line.as_ref()));
         }
     }
 
     /// A result line in human mode (also printed with -q).
     pub fn result(&self, line: impl AsRef<str>) {
         if !self.json {
-            println!("{}", line.as_ref());
+            let _ = emit(|out| writeln!(out, "{}", line.as_ref()));
         }
     }
 
     /// The result as one JSON document (with --json).
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
         if self.json {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, value)?;
-            writeln!(out)?;
-            out.flush()?;
+            JSON_WRITTEN.store(true, std::sync::atomic::Ordering::Relaxed);
+            emit(|out| {
+                serde_json::to_writer(&mut *out, value)?;
+                writeln!(out)
+            })?;
         }
         Ok(())
+    }
+}
+
+/// Whether a JSON result was written: an error after it (a probe that found the
+/// server unreachable) is not written as a second document.
+static JSON_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`Printer::json`] wrote a document.
+pub fn json_written() -> bool {
+    JSON_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Write to stdout and flush. When whoever reads it has gone (`keyway list | head -1`),
+/// the command ends here, quietly and successfully, as Unix tools do when their reader
+/// leaves: what it was printing is no longer wanted. Nothing is lost by ending here:
+/// the store commits whole transactions, and locks and leases are released by the
+/// operating system with the process.
+pub fn emit(
+    write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
     }
 }

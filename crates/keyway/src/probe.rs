@@ -77,6 +77,8 @@ pub struct Probe {
     pub next_step: String,
     /// The transport that answered: `http` (Streamable HTTP) or `sse` (legacy).
     pub transport: &'static str,
+    /// The HTTP status of an answer MCP does not expect (a 404 for a wrong path).
+    pub status: Option<u16>,
 }
 
 /// What the server said about itself in the handshake ([`ServerSummary`], serializable).
@@ -137,6 +139,7 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             crate::mcp::TransportChoice::LegacySse => "sse",
             _ => "http",
         },
+        status: None,
     };
     // A static token or header crosses the network only encrypted (or stays on this
     // machine), unless the caller allowed plain http.
@@ -211,7 +214,12 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             p.class = ProbeClass::Unreachable;
             p.detail = Some(reason);
         }
-        Err(e) => p.detail = Some(e.to_string()),
+        Err(e) => {
+            if let ConnectError::Failed { status, .. } = &e {
+                p.status = *status;
+            }
+            p.detail = Some(e.to_string());
+        }
     }
     finish(p)
 }
@@ -285,6 +293,25 @@ pub(crate) fn classify(
     v
 }
 
+/// The next step after a 404: MCP servers are usually served at `/mcp` (Streamable
+/// HTTP) or `/sse` (legacy HTTP+SSE), rarely at the root.
+fn not_found(url: &str) -> String {
+    let Ok(u) = Url::parse(url) else {
+        return "check the URL's path".into();
+    };
+    if matches!(u.path(), "" | "/") {
+        let base = url.trim_end_matches('/');
+        format!(
+            "nothing is served at the root: MCP servers usually listen on a path; try {base}/mcp (Streamable HTTP) or {base}/sse (legacy HTTP+SSE)"
+        )
+    } else {
+        format!(
+            "there is no MCP endpoint at {}: check the path (servers usually use /mcp, or /sse for the legacy transport)",
+            u.path()
+        )
+    }
+}
+
 fn next_step(p: &Probe) -> String {
     let url = &p.url;
     match p.class {
@@ -316,6 +343,7 @@ fn next_step(p: &Probe) -> String {
             {
                 "do not authorize: the server's metadata points elsewhere; tell its operator".into()
             }
+            _ if p.status == Some(404) => not_found(url),
             _ => "run with -v for details; the server answered, but not as an MCP server should"
                 .into(),
         },

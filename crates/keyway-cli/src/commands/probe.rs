@@ -74,6 +74,7 @@ pub async fn run_probe(http: &keyway::http::WireClient, url: &str, opts: &ProbeO
             next_step: "check that the server is up; it accepted the connection but never answered"
                 .into(),
             transport: "http",
+            status: None,
         },
     }
 }

@@ -39,6 +39,16 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
     let deadlines = args.deadlines.deadlines();
     let reporter = auth::reporter(printer.quiet());
 
+    if !args.target.contains("://") && args.target.contains('/') {
+        // Not a name (names have no slash): a URL without its scheme.
+        return Err(store::usage(format!(
+            "{}: {}",
+            args.target,
+            crate::cli::server_url(&args.target)
+                .err()
+                .unwrap_or_default()
+        )));
+    }
     let (config, credentials, authorizer, url) =
         if args.target.starts_with("http://") || args.target.starts_with("https://") {
             let url = Url::parse(&args.target)

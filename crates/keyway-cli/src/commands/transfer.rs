@@ -1,6 +1,8 @@
 //! `keyway import FILE` from the MCP client configs people already have, and
 //! `keyway export --format` for the snippet that runs `keyway proxy NAME`.
 
+use std::io::Write;
+
 use anyhow::{Context, anyhow};
 use keyway::{
     Secret, naming,
@@ -311,7 +313,7 @@ pub async fn export(
     let doc = json!({ key: map });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| anyhow!("{e}"))?;
     // The snippet is the result, JSON either way.
-    println!("{text}");
+    crate::printer::emit(|out| writeln!(out, "{text}"))?;
     let _ = printer;
     Ok(())
 }
