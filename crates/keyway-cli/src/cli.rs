@@ -71,6 +71,17 @@ pub enum Command {
     /// Forget a server's tokens, revoking them at the authorization server first.
     Logout(NameArg),
 
+    /// Give a saved server a new static token, replacing the one it has.
+    ///
+    /// The token is read from stdin (not shown on a terminal), from a file (`@FILE`),
+    /// or from KEYWAY_TOKEN; never from the command line, where other users of the
+    /// machine could read it. It is tried on the server first: one the server refuses
+    /// is not saved, and the old one stays.
+    #[command(
+        after_help = "Examples:\n  keyway set-token github                 (paste it, then Enter)\n  keyway set-token github @~/.github-token\n  pass show github | keyway set-token github -"
+    )]
+    SetToken(SetTokenArgs),
+
     /// Remove a saved server and its credential.
     Remove(NameArg),
 
@@ -244,6 +255,20 @@ pub struct ProxyArgs {
 
     #[command(flatten)]
     pub deadlines: DeadlineArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SetTokenArgs {
+    /// The server's name (or id).
+    pub name: String,
+
+    /// Where the token is: `-` (stdin, the default) or `@FILE`.
+    #[arg(value_name = "-|@FILE")]
+    pub from: Option<String>,
+
+    /// Save it even when the server cannot be reached to try it.
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 #[derive(Args, Debug)]

@@ -30,6 +30,14 @@ pub async fn run(
     let options = auth::options(&args.auth)?;
     let store = store::open(settings)?;
     let server = store::find(&store, &args.name).await?;
+    if server.auth == keyway::store::AuthKind::Token {
+        let client = keyway::auth::ClientOptions {
+            client_id: args.auth.client_id.clone(),
+            client_metadata_url: args.auth.client_metadata_url.clone(),
+            ..Default::default()
+        };
+        refuse_token_only(&store, &server, client).await?;
+    }
     let grant = authorize_server(&store, &server, options, printer.quiet()).await?;
     if printer.json_mode() {
         printer.json(&serde_json::json!({
@@ -43,6 +51,37 @@ pub async fn run(
             "authorized {} (issuer {})",
             server.name, grant.issuer
         ));
+    }
+    Ok(())
+}
+
+/// A server saved with a static token whose server offers no OAuth sign-in: say so,
+/// rather than try to register with an authorization server that is not there.
+async fn refuse_token_only(
+    store: &SqliteStore,
+    server: &ServerRecord,
+    client: keyway::auth::ClientOptions,
+) -> Result<(), CliError> {
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
+    let url = store::saved_url(server)?;
+    let opts = keyway::probe::ProbeOptions {
+        headers: store::saved_headers(store, server).await?,
+        transport: store::choice(server.transport),
+        client,
+        ..Default::default()
+    };
+    let p = super::probe::run_probe(&http, url.as_str(), &opts).await;
+    if p.class == keyway::probe::ProbeClass::TokenOnly {
+        return Err(CliError::failure(anyhow!(
+            "{} takes an access token only: its server offers no OAuth sign-in to authorize with",
+            server.name
+        ))
+        .with_status(crate::exit::ExitStatus::Usage)
+        .with_hint(format!(
+            "`keyway set-token {}` replaces its token (get one from the server's operator)",
+            server.name
+        )));
     }
     Ok(())
 }
@@ -122,6 +161,14 @@ pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Re
         printer.json(
             &serde_json::json!({"name": server.name, "forgotten": true, "revocation": revoked}),
         )?;
+    } else if matches!(
+        stored.as_ref().map(|s| &s.credential),
+        Some(Credential::Bearer { .. })
+    ) {
+        printer.result(format!(
+            "forgot the static token of {name} (keyway cannot revoke a static token: revoke it where it was issued); `keyway set-token {name}` gives it a new one",
+            name = server.name
+        ));
     } else {
         printer.result(format!(
             "logged out of {}: tokens forgotten, {revoked}",

@@ -13,6 +13,7 @@ mod servers;
 mod store;
 mod testbed;
 mod testbed_signals;
+mod token;
 mod tools;
 mod transfer;
 
@@ -27,6 +28,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Show(args) => servers::show(args, settings, printer).await,
         Command::Authorize(args) => authorize::run(*args, settings, printer).await,
         Command::Logout(args) => authorize::logout(args, settings, printer).await,
+        Command::SetToken(args) => token::set_token(args, settings, printer).await,
         Command::Remove(args) => servers::remove(args, settings, printer).await,
         Command::Enable(args) => servers::set_enabled(args, true, settings, printer).await,
         Command::Disable(args) => servers::set_enabled(args, false, settings, printer).await,

@@ -478,3 +478,143 @@ async fn a_corrupt_or_foreign_store_is_a_clear_error() {
     );
     assert!(stderr(&out).contains("keyway doctor"), "{}", stderr(&out));
 }
+
+/// The credential's version and auth kind of server `name`, read from the store.
+fn credential_version(k: &Keyway, name: &str) -> (i64, String) {
+    let db = rusqlite::Connection::open(k.home.path().join("keyway.db")).unwrap();
+    db.query_row(
+        "SELECT c.version, s.auth FROM credentials c JOIN servers s ON s.id = c.server_id WHERE s.name = ?1",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// Run keyway with `input` on stdin.
+async fn run_with_stdin(k: &Keyway, args: &[&str], input: &str) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::from(k.cmd(args));
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_token_is_replaced_only_by_one_the_server_accepts() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    let first = tb.mint_access_token("mcp:tools");
+    let add = k
+        .run_async(&["add", tb.mcp_url(), "--name", "tb", "--token", &first])
+        .await;
+    assert!(add.status.success(), "{}", stderr(&add));
+    assert_eq!(credential_version(&k, "tb"), (1, "token".to_owned()));
+
+    // Refused by the server: not saved, the old token stays and still works.
+    let out = run_with_stdin(&k, &["set-token", "tb"], "not-a-token\n").await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused the new token; the one it had is kept"));
+    assert!(!stderr(&out).contains("not-a-token"), "{}", stderr(&out));
+    assert_eq!(credential_version(&k, "tb").0, 1);
+    let call = k
+        .run_async(&["call", "tb", "echo", "--args", r#"{"text":"still"}"#])
+        .await;
+    assert!(call.status.success(), "{}", stderr(&call));
+
+    // From stdin, from a file, from KEYWAY_TOKEN: each accepted one replaces it.
+    let out = run_with_stdin(
+        &k,
+        &["set-token", "tb"],
+        &format!("{}\n", tb.mint_access_token("mcp:tools")),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("tb has a new token ("),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(credential_version(&k, "tb").0, 2);
+    let file = k.home.path().join("token.txt");
+    std::fs::write(&file, tb.mint_access_token("mcp:tools")).unwrap();
+    let from_file = format!("@{}", file.display());
+    let out = k.run_async(&["set-token", "tb", &from_file]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(credential_version(&k, "tb").0, 3);
+    let mut cmd = tokio::process::Command::from(k.cmd(&["set-token", "tb"]));
+    cmd.env("KEYWAY_TOKEN", tb.mint_access_token("mcp:tools"));
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(credential_version(&k, "tb").0, 4);
+    let call = k
+        .run_async(&["call", "tb", "echo", "--args", r#"{"text":"new"}"#])
+        .await;
+    assert!(call.status.success(), "{}", stderr(&call));
+
+    // Never from the command line itself.
+    let out = k.run_async(&["set-token", "tb", "tok-on-argv"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("stdin, as @FILE, or in KEYWAY_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+
+    // logout forgets a static token and says what to do.
+    let out = k.run_async(&["logout", "tb"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("forgot the static token of tb")
+            && stdout(&out).contains("`keyway set-token tb`"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oauth_server_is_not_given_a_static_token() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    let add = k
+        .run_async(&["add", tb.mcp_url(), "--name", "oauth", "--no-authorize"])
+        .await;
+    assert!(add.status.success(), "{}", stderr(&add));
+    let out = run_with_stdin(&k, &["set-token", "oauth"], "whatever\n").await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("signs in with OAuth"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorize_on_a_token_only_server_says_so() {
+    let tb = testbed(|k| k.no_dcr = true).await;
+    let k = Keyway::new();
+    let token = tb.mint_access_token("mcp:tools");
+    let add = k
+        .run_async(&["add", tb.mcp_url(), "--name", "tok", "--token", &token])
+        .await;
+    assert!(add.status.success(), "{}", stderr(&add));
+    let out = k
+        .run_async(&["authorize", "tok", "--browser", "none"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tok takes an access token only")
+            && stderr(&out).contains("keyway set-token tok"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        tb.stats().path("POST /register"),
+        0,
+        "no registration was tried"
+    );
+}

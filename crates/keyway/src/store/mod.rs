@@ -440,6 +440,9 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
     ) -> Result<u64, StoreError>;
     /// Delete the credential of a server (none stored is not an error).
     async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError>;
+    /// Give a server a static token in place of whatever credential it had, and mark
+    /// it as a token server, in one transaction. Returns the credential's new version.
+    async fn set_token(&self, server_id: &str, token: &crate::Secret) -> Result<u64, StoreError>;
 
     /// Take a lease named `key` for `ttl` unless another holder has a live one.
     /// Returns whether `holder` holds it now (`true` also when it held it already).

@@ -899,6 +899,38 @@ impl Store for SqliteStore {
         written
     }
 
+    async fn set_token(&self, server_id: &str, token: &Secret) -> Result<u64, StoreError> {
+        let id = server_id.to_owned();
+        let c = Credential::Bearer {
+            token: token.clone(),
+        };
+        let written = self
+            .run(move |conn, cipher| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let n = tx.execute(
+                    "UPDATE servers SET auth = 'token', updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![id, now() as i64],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NoSuchServer(id));
+                }
+                let current: Option<i64> = tx
+                    .query_row(
+                        "SELECT version FROM credentials WHERE server_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let version = current.map(|v| v as u64 + 1).unwrap_or(1);
+                write_credential(&tx, cipher, &id, &c, version)?;
+                tx.commit()?;
+                Ok(version)
+            })
+            .await;
+        super::credential_written();
+        written
+    }
+
     async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError> {
         let id = server_id.to_owned();
         let written = self
