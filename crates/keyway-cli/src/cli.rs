@@ -23,6 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Where keyway keeps its store [default: the XDG data dir, e.g. ~/.local/share/keyway].
     #[arg(long, global = true, env = "KEYWAY_HOME", value_name = "DIR")]
@@ -48,27 +49,40 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run keyway end to end against a built-in test server (nothing is saved).
+    #[command(after_help = "Examples:\n  keyway demo\n  keyway demo --json")]
     Demo(DemoArgs),
 
     /// Say what it takes to get into a server, without saving anything.
     ///
     /// Prints the class (open, token-rejected, oauth, token-only, unreachable, error),
     /// every URL discovery tried, the problems found, and the next step.
+    #[command(
+        after_help = "Examples:\n  keyway probe https://mcp.example.com/mcp\n  keyway probe https://mcp.example.com/mcp --json\n  KEYWAY_TOKEN=... keyway probe https://api.example.com/mcp\n\nRegistration, in the output: `pre-registered` (a client id you already have), `cimd` (a\nclient ID metadata document URL as the client id), `dcr` (dynamic client registration,\nRFC 7591). probe saves nothing, tokens and headers included."
+    )]
     Probe(Box<ProbeArgs>),
 
     /// Add a server: probe it, save it, and authorize it right away if it uses OAuth.
+    #[command(
+        after_help = "Examples:\n  keyway add https://mcp.example.com/mcp\n  keyway add https://api.example.com/mcp --name work --token @$HOME/.work-token\n  keyway add https://old.example.com/sse --transport sse --no-authorize\n\nTokens and header values are stored encrypted."
+    )]
     Add(Box<AddArgs>),
 
     /// List the saved servers with their state and the action each needs.
+    #[command(after_help = "Examples:\n  keyway list\n  keyway list --json")]
     List,
 
     /// Show one saved server (never its secrets).
+    #[command(after_help = "Examples:\n  keyway show github")]
     Show(NameArg),
 
     /// Authorize (or re-authorize) a saved server.
+    #[command(
+        after_help = "Examples:\n  keyway authorize github\n  keyway authorize github --device          (no browser on this machine)\n  keyway authorize github --browser none    (print the URL, paste the redirect)"
+    )]
     Authorize(Box<AuthorizeArgs>),
 
     /// Forget a server's tokens, revoking them at the authorization server first.
+    #[command(after_help = "Examples:\n  keyway logout github")]
     Logout(NameArg),
 
     /// Give a saved server a new static token, replacing the one it has.
@@ -78,37 +92,51 @@ pub enum Command {
     /// machine could read it. It is tried on the server first: one the server refuses
     /// is not saved, and the old one stays.
     #[command(
-        after_help = "Examples:\n  keyway set-token github                 (paste it, then Enter)\n  keyway set-token github @~/.github-token\n  pass show github | keyway set-token github -"
+        after_help = "Examples:\n  keyway set-token github                 (paste it, then Enter)\n  keyway set-token github @$HOME/.github-token\n  pass show github | keyway set-token github -"
     )]
     SetToken(SetTokenArgs),
 
     /// Remove a saved server and its credential.
+    #[command(after_help = "Examples:\n  keyway remove github")]
     Remove(NameArg),
 
     /// Use a saved server again.
+    #[command(after_help = "Examples:\n  keyway enable github")]
     Enable(NameArg),
 
     /// Keep a saved server but stop using it.
+    #[command(after_help = "Examples:\n  keyway disable github")]
     Disable(NameArg),
 
     /// Where the store and its key live, each server's state, pending flows.
+    #[command(after_help = "Examples:\n  keyway doctor\n  keyway doctor --json")]
     Doctor,
 
     /// Add the remote servers of an MCP client config (Claude Desktop or Cursor
     /// `mcpServers`, VS Code `servers`).
+    #[command(
+        after_help = "Examples:\n  keyway import ~/.config/Claude/claude_desktop_config.json\n  keyway import .vscode/mcp.json"
+    )]
     Import(ImportArgs),
 
     /// Print the config snippet that runs `keyway proxy NAME` for each saved server.
+    #[command(
+        after_help = "Examples:\n  keyway export --format claude\n  keyway export --format vscode > .vscode/mcp.json"
+    )]
     Export(ExportArgs),
 
     /// List the tools of every enabled server (or the named ones), all at once: a slow
     /// or failing server is reported in its own row and never delays the others beyond
     /// its timeout. Names are prefixed by server (`github__search`).
+    #[command(after_help = "Examples:\n  keyway tools\n  keyway tools github linear --timeout 5")]
     Tools(ToolsArgs),
 
     /// One MCP server in front of every enabled saved server: their tools and prompts
     /// (as `prefix__name`) and resources, each call routed to its server. On stdio by
     /// default; Streamable HTTP with --listen.
+    #[command(
+        after_help = "Examples:\n  keyway serve                                  (stdio, for one MCP client)\n  keyway serve --listen 127.0.0.1:8931 --token-file ~/.keyway-serve-token"
+    )]
     Serve(ServeArgs),
 
     /// Bridge a local MCP client (stdio) to a remote server: every message both ways,
@@ -117,6 +145,9 @@ pub enum Command {
     ///
     /// In an MCP client config: {"command": "keyway", "args": ["proxy", "NAME"]}
     /// (`keyway export` prints it).
+    #[command(
+        after_help = "Examples:\n  keyway proxy github\n  keyway proxy https://mcp.example.com/mcp\n  In a client's config: {\"command\": \"keyway\", \"args\": [\"proxy\", \"github\"]}"
+    )]
     Proxy(Box<ProxyArgs>),
 
     /// Call one tool, authorizing as needed: connect, list tools, call, print the
@@ -124,12 +155,16 @@ pub enum Command {
     ///
     /// keyway call NAME TOOL [--args JSON]          (a saved server)
     /// keyway call --url URL TOOL [--args JSON]     (any server, nothing saved)
+    #[command(
+        after_help = "Examples:\n  keyway call github search_issues --args '{\"query\": \"is:open\"}'\n  keyway call --url https://mcp.example.com/mcp echo --args '{\"text\": \"hi\"}'"
+    )]
     Call(Box<CallArgs>),
 
     /// Run the test server (an OAuth 2.1 authorization server and a protected MCP
     /// server on 127.0.0.1) in the foreground, until Ctrl-C.
     ///
     /// Prints one JSON line on stdout once listening: {"mcp_url", "issuer", "stats_url"}.
+    #[command(after_help = "Examples:\n  keyway testbed\n  keyway testbed --open")]
     Testbed(Box<TestbedArgs>),
 }
 
@@ -290,8 +325,8 @@ pub struct CredentialArgs {
     )]
     pub token: Option<String>,
 
-    /// An extra header for every request, e.g. 'X-Api-Key: abc' (may repeat). Its value
-    /// is stored encrypted.
+    /// An extra header for every request, e.g. 'X-Api-Key: abc' (may repeat). A value
+    /// `@FILE` is read from FILE; `${VAR}` is replaced by the environment variable.
     #[arg(long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
 }

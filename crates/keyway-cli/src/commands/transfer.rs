@@ -279,6 +279,28 @@ pub async fn import(
     Ok(())
 }
 
+/// How an MCP client should start this keyway: the `PATH` entry that leads to this
+/// binary when there is one (`~/.cargo/bin/keyway`, `/usr/local/bin/keyway`: it keeps
+/// working after an upgrade), else this binary's own absolute path, never a symlink
+/// resolved to a versioned file.
+fn command_path() -> String {
+    let Ok(me) = std::env::current_exe() else {
+        return "keyway".into();
+    };
+    let real = me.canonicalize().unwrap_or_else(|_| me.clone());
+    let file = me
+        .file_name()
+        .map(ToOwned::to_owned)
+        .unwrap_or_else(|| "keyway".into());
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(&file))
+            .find(|candidate| candidate.canonicalize().is_ok_and(|c| c == real))
+    });
+    on_path.unwrap_or(me).display().to_string()
+}
+
 pub async fn export(
     args: ExportArgs,
     settings: &Settings,
@@ -286,17 +308,15 @@ pub async fn export(
 ) -> Result<(), CliError> {
     let st = store::open(settings)?;
     let servers = st.servers().await.map_err(store::store_error)?;
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.canonicalize().ok())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "keyway".into());
+    let exe = command_path();
+    // The client starts keyway from its own directory: the home must not be relative.
+    let home = std::path::absolute(&settings.home).unwrap_or_else(|_| settings.home.clone());
     let mut map = Map::new();
     for s in servers.iter().filter(|s| s.enabled) {
         let mut a: Vec<String> = Vec::new();
         if settings.home_explicit {
             a.push("--home".into());
-            a.push(settings.home.display().to_string());
+            a.push(home.display().to_string());
         }
         a.push("proxy".into());
         a.push(s.name.clone());

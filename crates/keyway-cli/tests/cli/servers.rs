@@ -618,3 +618,29 @@ async fn authorize_on_a_token_only_server_says_so() {
         "no registration was tried"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn export_names_keyway_as_found_on_path_and_an_absolute_home() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let add = k.run_async(&["add", tb.mcp_url(), "--name", "plain"]).await;
+    assert!(add.status.success(), "{}", stderr(&add));
+    // keyway reached through a symlink on PATH, as an installer leaves it; the home
+    // given relative to the directory keyway runs in.
+    let bin = tempfile::tempdir().unwrap();
+    let link = bin.path().join("keyway");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_keyway"), &link).unwrap();
+    let parent = k.home.path().parent().unwrap();
+    let relative = k.home.path().file_name().unwrap().to_str().unwrap();
+    let mut cmd = k.cmd(&["--home", relative, "export", "--format", "claude"]);
+    cmd.current_dir(parent)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()));
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let entry = &v["mcpServers"]["plain"];
+    assert_eq!(entry["command"], link.to_str().unwrap(), "{v}");
+    assert_eq!(entry["args"][0], "--home");
+    assert_eq!(entry["args"][1], k.home.path().to_str().unwrap(), "{v}");
+}

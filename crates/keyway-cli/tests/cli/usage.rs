@@ -1,4 +1,4 @@
-use crate::harness::{Keyway, dead_mcp_url, stderr, stdout, testbed};
+use crate::harness::{Keyway, dead_mcp_url, stable, stderr, stdout, testbed};
 
 #[test]
 fn no_command_is_a_usage_error() {
@@ -154,4 +154,40 @@ fn with_json_errors_are_json_on_stdout_with_the_same_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["class"], "unreachable", "{v}");
+}
+
+/// Every command's `--help`, as a snapshot: each has examples, and the global flags in
+/// their own section. The list of commands is read from `keyway --help`, so a new
+/// command without help fails here.
+#[test]
+fn every_command_has_help_with_examples() {
+    let k = Keyway::new();
+    let help = |args: &[&str]| {
+        let mut cmd = k.cmd(args);
+        // Help only: no home is touched, and its path would show in the text.
+        cmd.env("COLUMNS", "100").env_remove("KEYWAY_HOME");
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        stdout(&out)
+    };
+    let top = help(&["--help"]);
+    stable().bind(|| insta::assert_snapshot!("help", top));
+    let commands: Vec<String> = top
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        // A description that wraps goes on indented further.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 19, "{commands:?}");
+    for c in &commands {
+        let text = help(&[c, "--help"]);
+        assert!(text.contains("\nExamples:\n"), "{c} has no examples");
+        assert!(text.contains("\nGlobal options:\n"), "{c}");
+        stable().bind(|| insta::assert_snapshot!(format!("help_{c}"), text));
+    }
 }
