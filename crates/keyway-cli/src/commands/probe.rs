@@ -109,7 +109,16 @@ pub fn print_probe(p: &Probe, printer: &Printer) {
             let reg = if p.registration.is_empty() {
                 "none".to_owned()
             } else {
-                p.registration.join(", ")
+                p.registration
+                    .iter()
+                    .map(|r| match *r {
+                        "dcr" => "dcr (dynamic client registration)",
+                        "cimd" => "cimd (client ID metadata document)",
+                        "pre-registered" => "pre-registered (your --client-id)",
+                        other => other,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             printer.step(format!("  registration {reg}"));
             printer.step(format!("  device flow  {}", yes(p.device)));
