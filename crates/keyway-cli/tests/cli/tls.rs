@@ -39,8 +39,13 @@ fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::P
     (ca_file, chain, key)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_calls_share_one_http2_connection() {
+/// The testbed over TLS with a certificate from a new test CA: the directory holding
+/// the PEM files (kept while the test runs), the CA's file, the testbed.
+async fn tls_testbed() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    keyway_testbed::Testbed,
+) {
     let pki = tempfile::tempdir().unwrap();
     let (ca, chain, key) = test_pki(pki.path());
     let tb = testbed(|k| {
@@ -48,6 +53,12 @@ async fn concurrent_calls_share_one_http2_connection() {
         k.tls_key = Some(key);
     })
     .await;
+    (pki, ca, tb)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_calls_share_one_http2_connection() {
+    let (_pki, ca, tb) = tls_testbed().await;
     assert!(tb.mcp_url().starts_with("https://127.0.0.1:"));
     let token = tb.mint_access_token("mcp:tools");
     let k = Keyway::new();
@@ -109,28 +120,12 @@ async fn concurrent_calls_share_one_http2_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_from_an_unknown_ca_is_named_in_the_error() {
-    let pki = tempfile::tempdir().unwrap();
-    let (_ca, chain, key) = test_pki(pki.path());
-    let tb = testbed(|k| {
-        k.tls_cert = Some(chain);
-        k.tls_key = Some(key);
-    })
-    .await;
+    let (_pki, _ca, tb) = tls_testbed().await;
     let token = tb.mint_access_token("mcp:tools");
     let k = Keyway::new();
     // No SSL_CERT_FILE: the test CA is trusted by nobody.
     let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--token", &token]);
-    let r = c
-        .request(
-            "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"}}),
-        )
-        .await;
-    let err = r["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (r, err) = initialize_error(&mut c).await;
     assert!(
         err.contains("could not reach https://127.0.0.1:")
             && err.contains("certificate")
@@ -147,13 +142,7 @@ async fn an_http2_connection_reset_mid_request_is_retried_only_when_safe() {
     // The testbed drops the connection under the 6th and 9th MCP requests (and forgets
     // its sessions, as a restarted server would): over HTTP/2 that resets every stream
     // on the connection.
-    let pki = tempfile::tempdir().unwrap();
-    let (ca, chain, key) = test_pki(pki.path());
-    let tb = testbed(|k| {
-        k.tls_cert = Some(chain);
-        k.tls_key = Some(key);
-    })
-    .await;
+    let (_pki, ca, tb) = tls_testbed().await;
     let token = tb.mint_access_token("mcp:tools");
     let k = Keyway::new();
     let mut c = Client::spawn_with(
@@ -250,13 +239,7 @@ async fn connect_proxy(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_https_server_behind_a_proxy_is_reached_through_its_tunnel_over_http2() {
-    let pki = tempfile::tempdir().unwrap();
-    let (ca, chain, key) = test_pki(pki.path());
-    let tb = testbed(|k| {
-        k.tls_cert = Some(chain);
-        k.tls_key = Some(key);
-    })
-    .await;
+    let (_pki, ca, tb) = tls_testbed().await;
     let (proxy, heads) = connect_proxy(None).await;
     let token = tb.mint_access_token("mcp:tools");
     let k = Keyway::new();
@@ -335,17 +318,7 @@ async fn a_proxy_that_refuses_the_tunnel_is_named_with_its_reason() {
         ],
         &[("HTTPS_PROXY", OsStr::new(&proxy))],
     );
-    let r = c
-        .request(
-            "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"}}),
-        )
-        .await;
-    let err = r["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (r, err) = initialize_error(&mut c).await;
     let shown = proxy.replace("proxyuser:proxy-pass@", "");
     assert!(
         err.contains("could not reach https://mcp.example.com")
@@ -359,4 +332,20 @@ async fn a_proxy_that_refuses_the_tunnel_is_named_with_its_reason() {
     );
     assert!(heads.lock().unwrap()[0].starts_with("CONNECT mcp.example.com:443 HTTP/1.1\r\n"));
     c.finish().await;
+}
+
+/// An `initialize` that is expected to fail: the answer, and its error's message.
+async fn initialize_error(c: &mut Client) -> (serde_json::Value, String) {
+    let r = c
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    let err = r["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (r, err)
 }

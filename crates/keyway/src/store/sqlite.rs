@@ -518,6 +518,35 @@ fn find_server(conn: &Connection, name_or_id: &str) -> Result<Option<ServerRecor
         .optional()?)
 }
 
+/// The version of a server's stored credential, if it has one.
+fn credential_version(
+    tx: &rusqlite::Transaction<'_>,
+    server_id: &str,
+) -> Result<Option<u64>, StoreError> {
+    let v: Option<i64> = tx
+        .query_row(
+            "SELECT version FROM credentials WHERE server_id = ?1",
+            params![server_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.map(|v| v as u64))
+}
+
+/// Write `c` as the version after `current` and commit.
+fn commit_credential(
+    tx: rusqlite::Transaction<'_>,
+    cipher: &Cipher,
+    server_id: &str,
+    c: &Credential,
+    current: Option<u64>,
+) -> Result<u64, StoreError> {
+    let version = current.map_or(1, |v| v + 1);
+    write_credential(&tx, cipher, server_id, c, version)?;
+    tx.commit()?;
+    Ok(version)
+}
+
 fn write_credential(
     tx: &rusqlite::Transaction<'_>,
     cipher: &Cipher,
@@ -866,15 +895,9 @@ impl Store for SqliteStore {
         let written = self
             .run(move |conn, cipher| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let current: Option<i64> = tx
-                    .query_row(
-                        "SELECT version FROM credentials WHERE server_id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let current = credential_version(&tx, &id)?;
                 if let Some(expected) = expected_version
-                    && current.map(|v| v as u64) != Some(expected)
+                    && current != Some(expected)
                 {
                     return Err(StoreError::Conflict);
                 }
@@ -889,10 +912,7 @@ impl Store for SqliteStore {
                 if !exists {
                     return Err(StoreError::NoSuchServer(id));
                 }
-                let version = current.map(|v| v as u64 + 1).unwrap_or(1);
-                write_credential(&tx, cipher, &id, &c, version)?;
-                tx.commit()?;
-                Ok(version)
+                commit_credential(tx, cipher, &id, &c, current)
             })
             .await;
         super::credential_written();
@@ -914,17 +934,8 @@ impl Store for SqliteStore {
                 if n == 0 {
                     return Err(StoreError::NoSuchServer(id));
                 }
-                let current: Option<i64> = tx
-                    .query_row(
-                        "SELECT version FROM credentials WHERE server_id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let version = current.map(|v| v as u64 + 1).unwrap_or(1);
-                write_credential(&tx, cipher, &id, &c, version)?;
-                tx.commit()?;
-                Ok(version)
+                let current = credential_version(&tx, &id)?;
+                commit_credential(tx, cipher, &id, &c, current)
             })
             .await;
         super::credential_written();
