@@ -224,6 +224,11 @@ where
     // send something else meanwhile, the request moves to a task of its own (it is
     // boxed, so moving it moves a pointer) and runs on beside the rest.
     let mut current: Option<BoxFuture<'static, ()>> = None;
+    // Whether `current` is the client's `initialize`: until its answer there is no
+    // session upstream, so what the client sends meanwhile (an eager
+    // `notifications/initialized`, a first `tools/list`) waits for it rather than
+    // reach the server without a session and be refused.
+    let mut current_initializes = false;
     loop {
         // The client does not read its stdout: read no more from it either until it
         // does (its own requests keep running meanwhile).
@@ -251,7 +256,11 @@ where
             },
         };
         if let Some(request) = current.take() {
-            tasks.spawn(request);
+            if std::mem::take(&mut current_initializes) {
+                request.await;
+            } else {
+                tasks.spawn(request);
+            }
         }
         let line = match read {
             Ok(Some(l)) => l,
@@ -282,6 +291,7 @@ where
         }
         if message.is_request() {
             // Requests run side by side; a slow one does not hold up the others.
+            current_initializes = message.method() == Some("initialize");
             let s = shared.clone();
             current = Some(Box::pin(async move { deliver(&s, message).await }));
         } else {

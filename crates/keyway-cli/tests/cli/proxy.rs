@@ -516,3 +516,57 @@ async fn an_oversized_answer_is_refused_with_a_clear_error() {
     );
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_sent_before_the_session_exists_wait_for_it() {
+    // Every MCP answer takes 100 ms, so the client's eager messages arrive while the
+    // upstream initialize is still in flight: they must wait for its session rather
+    // than reach the server without one.
+    let tb = testbed(|k| {
+        k.open = true;
+        k.delay = vec![keyway_testbed::EndpointFault::new(
+            keyway_testbed::Endpoint::Mcp,
+            100,
+        )];
+    })
+    .await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url()]);
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "eager", "version": "1"}}}),
+    )
+    .await;
+    c.notify("notifications/initialized").await;
+    c.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
+    let (mut init, mut list) = (None, None);
+    while init.is_none() || list.is_none() {
+        let m = c.next().await;
+        match m["id"].as_i64() {
+            Some(1) => init = Some(m),
+            Some(2) => list = Some(m),
+            _ => {}
+        }
+    }
+    let (init, list) = (init.unwrap(), list.unwrap());
+    assert!(init.get("result").is_some(), "{init}");
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{list}"
+    );
+    let out = c.finish().await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("WARN"),
+        "nothing was refused or dropped: {log}"
+    );
+    assert_eq!(
+        tb.stats().path("POST /mcp"),
+        3,
+        "initialize, initialized, tools/list"
+    );
+}
