@@ -43,9 +43,6 @@ pub enum Action {
     None,
     /// Run the OAuth flow.
     Authorize,
-    /// Run the OAuth flow again, replacing tokens that work.
-    #[serde(rename = "re-authorize")]
-    Reauthorize,
     /// Store a (new) static token.
     SetToken,
     /// Enable the disabled server.
@@ -69,12 +66,11 @@ impl State {
 }
 
 impl Action {
-    /// The kebab-case name shown to people and in JSON output (`re-authorize`, ...).
+    /// The kebab-case name shown to people and in JSON output (`set-token`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Authorize => "authorize",
-            Self::Reauthorize => "re-authorize",
             Self::SetToken => "set-token",
             Self::Enable => "enable",
         }
@@ -145,13 +141,12 @@ pub fn state_and_action(
             (State::NeedsAuth, Action::Authorize)
         }
         (AuthKind::Oauth, _, Some(LastStatus::Error)) => (State::Error, Action::None),
-        (AuthKind::Oauth, _, _) => (State::Authorized, Action::Reauthorize),
+        // Healthy: nothing to do (re-authorizing is always there, not an action to offer).
+        (AuthKind::Oauth, _, _) => (State::Authorized, Action::None),
         (AuthKind::None, _, Some(LastStatus::Error)) => (State::Error, Action::None),
         // An open server that started answering 401: it needs authorization now.
         (AuthKind::None, _, Some(LastStatus::NeedsAuth)) => (State::NeedsAuth, Action::Authorize),
-        (AuthKind::None, CredentialView::OAuth { .. }, _) => {
-            (State::Authorized, Action::Reauthorize)
-        }
+        (AuthKind::None, CredentialView::OAuth { .. }, _) => (State::Authorized, Action::None),
         (AuthKind::None, _, _) => (State::Ready, Action::None),
     }
 }
@@ -180,7 +175,6 @@ mod tests {
             ] {
                 let (_, action) = state_and_action(AuthKind::Token, cred, last, true);
                 assert_ne!(action, Action::Authorize, "{cred:?} {last:?}");
-                assert_ne!(action, Action::Reauthorize, "{cred:?} {last:?}");
             }
         }
     }
@@ -197,7 +191,7 @@ mod tests {
         );
         assert_eq!(
             state_and_action(AuthKind::Oauth, ok, None, true),
-            (State::Authorized, Action::Reauthorize)
+            (State::Authorized, Action::None)
         );
         assert_eq!(
             state_and_action(
@@ -209,7 +203,7 @@ mod tests {
                 None,
                 true
             ),
-            (State::Authorized, Action::Reauthorize),
+            (State::Authorized, Action::None),
             "an expired token with a refresh token is still authorized"
         );
         assert_eq!(

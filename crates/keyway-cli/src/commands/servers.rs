@@ -58,7 +58,7 @@ pub async fn row(
         Some(_) => (
             State::Error,
             match rec.auth {
-                AuthKind::Oauth => Action::Reauthorize,
+                AuthKind::Oauth => Action::Authorize,
                 AuthKind::Token => Action::SetToken,
                 AuthKind::None => Action::None,
             },

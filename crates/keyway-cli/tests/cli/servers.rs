@@ -129,10 +129,7 @@ async fn every_list_state() {
         s("follow"),
     ])
     .await;
-    assert_eq!(
-        state_of(&k, "oauth").await,
-        (s("authorized"), s("re-authorize"))
-    );
+    assert_eq!(state_of(&k, "oauth").await, (s("authorized"), s("none")));
 
     add(vec![
         s("add"),
