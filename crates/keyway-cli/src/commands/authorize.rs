@@ -188,7 +188,10 @@ async fn has_credential(store: &SqliteStore, server_id: &str) -> Result<bool, Cl
 
 /// Revoke a stored credential at its authorization server, when it can be; what
 /// happened, in words.
-async fn revoke_stored(store: &SqliteStore, credential: &Credential) -> Result<String, CliError> {
+pub async fn revoke_stored(
+    store: &SqliteStore,
+    credential: &Credential,
+) -> Result<String, CliError> {
     let mut revoked = "not revoked (static token)".to_owned();
     if let Credential::OAuth(o) = credential {
         revoked = match o

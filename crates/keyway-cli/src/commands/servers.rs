@@ -247,11 +247,19 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
 pub async fn remove(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
     let st = store::open(settings)?;
     let rec = store::find(&st, &args.name).await?;
+    // Its tokens are revoked first, as logout does: a removed server should leave no
+    // live grant behind at its authorization server.
+    let revocation = match st.credential(&rec.id).await {
+        Ok(Some(stored)) => super::authorize::revoke_stored(&st, &stored.credential).await?,
+        Ok(None) => "it had no credential".to_owned(),
+        Err(_) => "not revoked: the stored credential could not be opened".to_owned(),
+    };
     st.remove_server(&rec.id)
         .await
         .map_err(store::store_error)?;
-    printer.json(&serde_json::json!({"name": rec.name, "removed": true}))?;
-    printer.result(format!("removed {}", rec.name));
+    printer
+        .json(&serde_json::json!({"name": rec.name, "removed": true, "revocation": revocation}))?;
+    printer.result(format!("removed {} ({revocation})", rec.name));
     Ok(())
 }
 

@@ -354,7 +354,15 @@ async fn lifecycle_show_call_logout_authorize_remove() {
     assert_eq!(v["home_mode"], "700");
     assert_eq!(v["servers"].as_array().unwrap().len(), 1);
 
-    assert!(k.run_async(&["remove", "tb"]).await.status.success());
+    // remove revokes like logout.
+    let out = k.run_async(&["remove", "tb"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("removed tb (revoked at {})", tb.issuer())),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(tb.stats().revocations, 2);
     assert_eq!(k.run_async(&["show", "tb"]).await.status.code(), Some(1));
     assert_eq!(k.run_async(&["remove", "tb"]).await.status.code(), Some(1));
 }
