@@ -87,3 +87,66 @@ pub fn stable() -> insta::Settings {
     s.add_filter(r"tbc_[A-Za-z0-9_-]+", "[CLIENT]");
     s
 }
+
+/// An HTTP proxy on loopback for one test, on hyper's server: each request's head is
+/// kept ("METHOD TARGET VERSION" and its headers, names in lower case). A `CONNECT`
+/// is answered 200 and its tunnel copied to the target, unless `refuse` gives the
+/// status to answer every request with; other requests (absolute form) get 502.
+/// Returns the proxy's URL (with the credentials proxyuser:proxy-pass) and the heads.
+pub async fn http_proxy(
+    refuse: Option<u16>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut head =
+                        format!("{} {} {:?}\r\n", req.method(), req.uri(), req.version());
+                    for (k, v) in req.headers() {
+                        head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or("?")));
+                    }
+                    seen.lock().unwrap().push(head);
+                    let connect = req.method() == hyper::Method::CONNECT;
+                    let status = refuse.unwrap_or(if connect { 200 } else { 502 });
+                    if status == 200 {
+                        let target = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        tokio::spawn(async move {
+                            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                                return;
+                            };
+                            let Ok(mut server) = tokio::net::TcpStream::connect(&target).await
+                            else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(
+                                &mut TokioIo::new(upgraded),
+                                &mut server,
+                            )
+                            .await;
+                        });
+                    }
+                    let resp = hyper::Response::builder()
+                        .status(status)
+                        .body(http_body_util::Empty::<bytes::Bytes>::new());
+                    async move { resp }
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (format!("http://proxyuser:proxy-pass@{addr}"), heads)
+}

@@ -419,30 +419,10 @@ async fn a_server_removed_meanwhile_is_not_reconnected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_set_in_the_environment_carries_the_posts() {
-    use std::io::{Read, Write};
     // An HTTP proxy that refuses everything, keeping what reaches it: with HTTP_PROXY
     // set, the POSTs go through it (the same client and code path as without one),
     // never straight to the server, in absolute form with the proxy's credentials.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = format!(
-        "http://proxyuser:proxy-pass@{}",
-        listener.local_addr().unwrap()
-    );
-    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = heads.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut buf = [0u8; 4096];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            seen.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            let _ = conn.write_all(
-                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-        }
-    });
+    let (proxy, heads) = crate::harness::http_proxy(None).await;
     let tb = testbed(|k| k.open = true).await;
     let k = Keyway::new();
     let mut cmd = k.cmd(&["proxy", tb.mcp_url()]);

@@ -8,7 +8,7 @@ use std::{ffi::OsStr, path::Path};
 use serde_json::json;
 
 use crate::{
-    harness::{Keyway, testbed},
+    harness::{Keyway, http_proxy, testbed},
     proxy::{Client, text},
 };
 
@@ -187,60 +187,10 @@ async fn an_http2_connection_reset_mid_request_is_retried_only_when_safe() {
     assert_eq!(tb.stats().dropped_connections, 2);
 }
 
-/// A CONNECT proxy on loopback for one test: it reads each tunnel request's head,
-/// keeps it, and either opens the tunnel (`refuse: None`) and copies bytes both ways,
-/// or answers with the status given. Kept small: it only needs to be a real proxy
-/// for keyway's side of the exchange (no such proxy is on npm or crates.io in a form
-/// a test can start in-process).
-async fn connect_proxy(
-    refuse: Option<u16>,
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                seen.lock().unwrap().push(head.clone());
-                if let Some(status) = refuse {
-                    let answer = format!("HTTP/1.1 {status} No\r\ncontent-length: 0\r\n\r\n");
-                    let _ = client.write_all(answer.as_bytes()).await;
-                    return;
-                }
-                let target = head
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                    return;
-                };
-                let _ = client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
-    (format!("http://proxyuser:proxy-pass@{addr}"), heads)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_https_server_behind_a_proxy_is_reached_through_its_tunnel_over_http2() {
     let (_pki, ca, tb) = tls_testbed().await;
-    let (proxy, heads) = connect_proxy(None).await;
+    let (proxy, heads) = http_proxy(None).await;
     let token = tb.mint_access_token("mcp:tools");
     let k = Keyway::new();
     let mut c = Client::spawn_with(
@@ -306,7 +256,7 @@ async fn an_https_server_behind_a_proxy_is_reached_through_its_tunnel_over_http2
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_that_refuses_the_tunnel_is_named_with_its_reason() {
-    let (proxy, heads) = connect_proxy(Some(403)).await;
+    let (proxy, heads) = http_proxy(Some(403)).await;
     let k = Keyway::new();
     let mut c = Client::spawn_with(
         &k,
