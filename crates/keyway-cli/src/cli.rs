@@ -379,7 +379,9 @@ pub struct AddArgs {
     #[arg(long)]
     pub no_authorize: bool,
 
-    /// Save the server even when it is unreachable or answers with an error.
+    /// Replace the saved server of the same name (its tokens are revoked once the new
+    /// one is saved), and save the server even when it is unreachable or answers with
+    /// an error.
     #[arg(long)]
     pub force: bool,
 

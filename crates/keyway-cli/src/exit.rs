@@ -69,7 +69,10 @@ impl CliError {
                 .with_status(ExitStatus::AuthorizationNeeded)
                 .with_hint("the server did not accept the credentials; authorize again")
         } else {
-            Self::failure(e)
+            match e.next_step() {
+                Some(step) => Self::failure(e).with_hint(step),
+                None => Self::failure(e),
+            }
         }
     }
 

@@ -229,23 +229,59 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// What a saved server's status becomes after this failure.
-    pub fn status(&self) -> LastStatus {
+    /// What a saved server's status becomes after this failure; `None` when the
+    /// failure says nothing new about the server: a deadline (which may be the
+    /// caller's own short limit), the store, a disabled or removed server. A JSON-RPC
+    /// error (an unknown tool, bad arguments) is an answer: the server is connected.
+    pub fn status(&self) -> Option<LastStatus> {
         match self {
-            Self::TokenRejected { .. } => LastStatus::TokenRejected,
+            Self::TokenRejected { .. } => Some(LastStatus::TokenRejected),
             Self::TokenMissing { .. }
             | Self::StillUnauthorized { .. }
             | Self::SignInLimit { .. }
             | Self::AuthorizeWait { .. }
-            | Self::Authorization(_) => LastStatus::NeedsAuth,
-            Self::Connect(e) if e.needs_authorization() => LastStatus::NeedsAuth,
-            _ => LastStatus::Error,
+            | Self::Authorization(_) => Some(LastStatus::NeedsAuth),
+            Self::Connect(e) if e.needs_authorization() => Some(LastStatus::NeedsAuth),
+            Self::Request(RequestError::Server { .. }) => Some(LastStatus::Connected),
+            Self::Request(RequestError::Transport {
+                error: Some(WireError::Deadline { limit, .. }),
+                ..
+            }) if !matches!(limit, crate::mcp::wire::Limit::Connect(_)) => None,
+            Self::Store(_) | Self::Disabled { .. } | Self::Gone { .. } => None,
+            _ => Some(LastStatus::Error),
         }
     }
 
     /// Whether the fix is an authorization (or a token) the person must provide.
     pub fn needs_authorization(&self) -> bool {
-        self.status() != LastStatus::Error
+        matches!(
+            self.status(),
+            Some(LastStatus::NeedsAuth | LastStatus::TokenRejected)
+        )
+    }
+
+    /// What the person can do next, when the library knows (the connection's
+    /// [`ConnectError::next_step`]; the CLI words the rest itself).
+    pub fn next_step(&self) -> Option<String> {
+        match self {
+            Self::Connect(e) => e.next_step(),
+            Self::Disabled { name } => Some(format!("keyway enable {name}")),
+            Self::TokenMissing { name, .. }
+            | Self::TokenRejected {
+                server: name,
+                saved: true,
+            } => Some(format!("keyway set-token {name}")),
+            _ => None,
+        }
+    }
+
+    /// The failure and its next step on one line, as a saved server's last error.
+    pub fn one_line(&self) -> String {
+        let text = crate::http::reply::describe(self);
+        match self.next_step() {
+            Some(step) => format!("{text} (next: {step})"),
+            None => text,
+        }
     }
 }
 
@@ -855,7 +891,12 @@ impl Session {
         let outcome = self.attempts(operation, op).await;
         match &outcome {
             Ok(_) => self.policy.record(LastStatus::Connected, None).await,
-            Err(e) => self.policy.record(e.status(), None).await,
+            Err(e) => {
+                if let Some(status) = e.status() {
+                    let detail = (status != LastStatus::Connected).then(|| e.one_line());
+                    self.policy.record(status, detail.as_deref()).await;
+                }
+            }
         }
         outcome
     }

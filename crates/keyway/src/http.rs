@@ -14,7 +14,7 @@ pub mod reply;
 mod wire_client;
 
 pub(crate) use wire_client::connect_timed_out;
-pub use wire_client::{ConnectFailure, WireClient, WireClientError};
+pub use wire_client::{ConnectCause, ConnectFailure, WireClient, WireClientError};
 
 /// Connection timeout for every request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

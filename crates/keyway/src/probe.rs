@@ -79,6 +79,9 @@ pub struct Probe {
     pub transport: &'static str,
     /// The HTTP status of an answer MCP does not expect (a 404 for a wrong path).
     pub status: Option<u16>,
+    /// Why the server could not be reached, for [`ProbeClass::Unreachable`].
+    #[serde(skip)]
+    pub unreachable: Option<crate::http::ConnectCause>,
 }
 
 /// What the server said about itself in the handshake ([`ServerSummary`], serializable).
@@ -140,6 +143,7 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             _ => "http",
         },
         status: None,
+        unreachable: None,
     };
     // A static token or header crosses the network only encrypted (or stays on this
     // machine), unless the caller allowed plain http.
@@ -210,9 +214,10 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             p.detail = report.fatal().map(|f| f.message.clone());
             p.discovery = Some(report);
         }
-        Err(ConnectError::Unreachable { reason, .. }) => {
+        Err(ConnectError::Unreachable { reason, cause, .. }) => {
             p.class = ProbeClass::Unreachable;
             p.detail = Some(reason);
+            p.unreachable = Some(cause);
         }
         Err(e) => {
             if let ConnectError::Failed { status, .. } = &e {
@@ -331,9 +336,10 @@ fn next_step(p: &Probe) -> String {
         ProbeClass::TokenOnly => format!(
             "keyway add {url} --token <TOKEN> (get an access token from the server's operator), or --client-id for a pre-registered client"
         ),
-        ProbeClass::Unreachable => {
-            "check the URL, and that the server is up and reachable from here".into()
-        }
+        ProbeClass::Unreachable => p
+            .unreachable
+            .unwrap_or(crate::http::ConnectCause::Other)
+            .next_step(url),
         ProbeClass::Error => match p.discovery.as_ref().and_then(DiscoveryReport::fatal) {
             Some(f)
                 if matches!(

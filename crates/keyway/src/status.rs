@@ -84,6 +84,9 @@ pub enum CredentialView {
     None,
     /// A static token is stored.
     Bearer,
+    /// No token, but secret headers (an API key) are: what a server saved for a
+    /// token authenticates with when its operator gave a header instead.
+    Headers,
     /// OAuth tokens are stored.
     OAuth {
         /// The access token's expiry time has passed.
@@ -103,6 +106,14 @@ impl CredentialView {
                 expired: o.expires_at.is_some_and(|e| e <= now),
                 refreshable: o.refresh_token.is_some(),
             },
+        }
+    }
+
+    /// The view of a server that has no credential but has secret headers.
+    pub fn with_headers(self, has_headers: bool) -> Self {
+        match self {
+            Self::None if has_headers => Self::Headers,
+            other => other,
         }
     }
 }
@@ -126,9 +137,16 @@ pub fn state_and_action(
         }
         (_, CredentialView::Bearer, Some(LastStatus::Error)) => (State::Error, Action::None),
         (_, CredentialView::Bearer, _) => (State::Token, Action::None),
+        // Headers only: nothing keyway can renew; a refusal is the error it is.
+        (AuthKind::Token, CredentialView::Headers, Some(LastStatus::Connected) | None) => {
+            (State::Ready, Action::None)
+        }
+        (AuthKind::Token, CredentialView::Headers, _) => (State::Error, Action::None),
         (AuthKind::Token, _, Some(LastStatus::Error)) => (State::Error, Action::None),
         (AuthKind::Token, _, _) => (State::NeedsToken, Action::SetToken),
-        (AuthKind::Oauth, CredentialView::None, _) => (State::NeedsAuth, Action::Authorize),
+        (AuthKind::Oauth, CredentialView::None | CredentialView::Headers, _) => {
+            (State::NeedsAuth, Action::Authorize)
+        }
         (
             AuthKind::Oauth,
             CredentialView::OAuth {

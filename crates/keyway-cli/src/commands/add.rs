@@ -10,7 +10,6 @@ use keyway::{
     mcp::Connection,
     naming,
     probe::{Probe, ProbeClass, ProbeOptions},
-    status::{CredentialView, state_and_action},
     store::{
         AuthKind, Credential, LastStatus, NewServer, ServerRecord, SqliteStore, Store, Transport,
         tokens::StoredTokens,
@@ -39,6 +38,9 @@ pub struct Added {
     pub tools: Option<usize>,
     pub issuer: Option<String>,
     pub note: Option<String>,
+    /// What `--force` replaced, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 pub async fn run(args: AddArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
@@ -60,6 +62,9 @@ pub async fn run(args: AddArgs, settings: &Settings, printer: &Printer) -> Resul
         }
         if let Some(n) = &added.note {
             printer.step(format!("  note    {n}"));
+        }
+        if let Some(r) = &added.replaced {
+            printer.step(format!("  note    {r}"));
         }
     }
     Ok(())
@@ -110,11 +115,28 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
         // A retried add: report what is there.
         return report(&st, &existing, "already added", None, None, None).await;
     }
-    if taken.contains(&name) {
-        return Err(store::store_error(keyway::store::StoreError::NameTaken(
-            name,
-        )));
-    }
+    // A taken name is an error, unless --force: then the new server is made under a
+    // name of its own and takes the old one's place once it is saved (and authorized),
+    // so a failed replacement leaves the old server as it was.
+    let replacing = if taken.contains(&name) {
+        if !args.force {
+            return Err(
+                store::store_error(keyway::store::StoreError::NameTaken(name.clone())).with_hint(
+                    format!(
+                        "--force replaces the saved {name}; --name gives the new one another name"
+                    ),
+                ),
+            );
+        }
+        st.server(&name).await.map_err(store::store_error)?
+    } else {
+        None
+    };
+    let final_name = name.clone();
+    let name = match &replacing {
+        Some(_) => naming::unique(&format!("{name}.new"), &taken),
+        None => name,
+    };
 
     let probe_opts = ProbeOptions {
         token: token.clone(),
@@ -148,7 +170,7 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
             .collect(),
     };
     let class = probe.class.as_str();
-    match probe.class {
+    let added = match probe.class {
         ProbeClass::Open => {
             let auth = if token.is_some() || !headers.is_empty() {
                 AuthKind::Token
@@ -219,10 +241,10 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
                 .create_server(&new(auth), cred.as_ref())
                 .await
                 .map_err(store::store_error)?;
-            st.set_status(&rec.id, LastStatus::Error, probe.detail.as_deref())
+            st.set_status(&rec.id, LastStatus::Error, Some(&probe_line(&probe)))
                 .await
                 .map_err(store::store_error)?;
-            report(&st, &rec, class, None, None, probe.detail.clone()).await
+            report(&st, &rec, class, None, None, Some(probe_line(&probe))).await
         }
         ProbeClass::Unreachable | ProbeClass::Error => Err(refusal(
             &probe,
@@ -235,17 +257,40 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
                 }
             ),
         )),
-    }
+    }?;
+    let Some(old) = replacing else {
+        return Ok(added);
+    };
+    // The old server's tokens are revoked first, as `remove` does.
+    let revoked = match st.credential(&old.id).await {
+        Ok(Some(stored)) => Some(super::authorize::revoke_stored(&st, &stored.credential).await?),
+        _ => None,
+    };
+    let rec = st
+        .replace_server(&old.id, &added.id)
+        .await
+        .map_err(store::store_error)?;
+    let mut added = report(
+        &st,
+        &rec,
+        &added.class,
+        added.tools,
+        added.issuer,
+        added.note,
+    )
+    .await?;
+    added.replaced = Some(match revoked {
+        Some(r) => format!("replaced the saved {final_name} ({}); {r}", old.url),
+        None => format!("replaced the saved {final_name} ({})", old.url),
+    });
+    Ok(added)
 }
 
 /// The command that does what the state asks for, if anything.
 pub fn next_step(a: &Added) -> Option<String> {
     match a.action.as_str() {
         "authorize" => Some(format!("keyway authorize {}", a.name)),
-        "set-token" => Some(format!(
-            "keyway remove {0}, then keyway add {1} --name {0} --token <TOKEN>",
-            a.name, a.url
-        )),
+        "set-token" => Some(format!("keyway set-token {}", a.name)),
         "enable" => Some(format!("keyway enable {}", a.name)),
         _ => None,
     }
@@ -267,6 +312,14 @@ fn refusal(p: &Probe, what: &str) -> CliError {
         .with_hint(p.next_step.clone())
 }
 
+/// A probe's finding and its next step on one line, as a saved server's last error.
+pub fn probe_line(p: &Probe) -> String {
+    match &p.detail {
+        Some(d) => format!("{}: {d} (next: {})", p.class.as_str(), p.next_step),
+        None => format!("{} (next: {})", p.class.as_str(), p.next_step),
+    }
+}
+
 /// Connect with the new credential and list tools; the outcome becomes the status.
 async fn verify(
     st: &SqliteStore,
@@ -283,7 +336,7 @@ async fn verify(
             store::choice(rec.transport),
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.one_line())?;
         let n = conn
             .list_tools()
             .await
@@ -314,22 +367,19 @@ async fn report(
         .await
         .map_err(store::store_error)?
         .unwrap_or_else(|| rec.clone());
-    let cred = st.credential(&rec.id).await.map_err(store::store_error)?;
-    let view = CredentialView::of(
-        cred.as_ref().map(|c| &c.credential),
-        std::time::SystemTime::now(),
-    );
-    let (state, action) = state_and_action(rec.auth, view, rec.last_status, rec.enabled);
+    // The same row `list` and `show` print, so the three never disagree.
+    let (row, _) = super::servers::row(st, &rec).await?;
     Ok(Added {
         name: rec.name.clone(),
         id: rec.id.clone(),
         url: rec.url.clone(),
         class: class.to_owned(),
-        auth: rec.auth.as_str().to_owned(),
-        state: state.as_str().to_owned(),
-        action: action.as_str().to_owned(),
+        auth: row.auth,
+        state: row.state.as_str().to_owned(),
+        action: row.action.as_str().to_owned(),
         tools,
         issuer,
         note,
+        replaced: None,
     })
 }

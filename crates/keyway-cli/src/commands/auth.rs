@@ -222,17 +222,17 @@ pub fn client_error(e: keyway::client::ClientError) -> CliError {
             let hint = format!("keyway enable {name}");
             CliError::failure(e).with_hint(hint)
         }
-        E::TokenMissing { ref name, ref url } => {
-            let hint = format!("keyway remove {name}, then keyway add {url} --name {name} --token <TOKEN>");
+        E::TokenMissing { ref name, .. } => {
+            let hint = format!("give it one: keyway set-token {name}");
             CliError::failure(e)
                 .with_status(ExitStatus::AuthorizationNeeded)
                 .with_hint(hint)
         }
-        E::TokenRejected { saved, .. } => {
+        E::TokenRejected { saved, ref server } => {
             let hint = if saved {
-                "get a new token and add the server again with --token"
+                format!("get a new token from the server's operator, then keyway set-token {server}")
             } else {
-                "get a new token and pass it again"
+                "get a new token and pass it again".to_owned()
             };
             CliError::failure(e)
                 .with_status(ExitStatus::AuthorizationNeeded)

@@ -43,12 +43,21 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
     }
     match p.class {
         ProbeClass::Unreachable | ProbeClass::Error => Err(CliError::failure(anyhow::anyhow!(
-            "{} is {}",
+            "{} is {}{}",
             p.url,
             if p.class == ProbeClass::Unreachable {
                 "unreachable"
             } else {
                 "not usable"
+            },
+            match (&p.detail, p.class) {
+                // "could not reach ORIGIN: why": the why is what is new here.
+                (Some(d), ProbeClass::Unreachable) => format!(
+                    ": {}",
+                    d.split_once(": ").map_or(d.as_str(), |(_, why)| why)
+                ),
+                (Some(d), _) => format!(": {d}"),
+                (None, _) => String::new(),
             }
         ))
         .with_hint(p.next_step.clone())),
@@ -75,6 +84,7 @@ pub async fn run_probe(http: &keyway::http::WireClient, url: &str, opts: &ProbeO
                 .into(),
             transport: "http",
             status: None,
+            unreachable: Some(keyway::http::ConnectCause::TimedOut),
         },
     }
 }

@@ -51,7 +51,8 @@ pub async fn row(
         (None, Err(e)) if per_row(&e) => Some(e.to_string()),
         (u, _) => u,
     };
-    let view = CredentialView::of(cred.as_ref(), SystemTime::now());
+    let view = CredentialView::of(cred.as_ref(), SystemTime::now())
+        .with_headers(!rec.header_names.is_empty());
     let (state, action) = match &unreadable {
         None => state_and_action(rec.auth, view, rec.last_status, rec.enabled),
         Some(_) if !rec.enabled => state_and_action(rec.auth, view, rec.last_status, false),
@@ -79,7 +80,7 @@ pub async fn row(
             url: rec.url.clone(),
             transport: rec.transport.as_str().to_owned(),
             enabled: rec.enabled,
-            auth: rec.auth.as_str().to_owned(),
+            auth: shown_auth(rec, cred.as_ref()).to_owned(),
             state,
             action,
             expires_at,
@@ -88,6 +89,35 @@ pub async fn row(
         },
         cred,
     ))
+}
+
+/// What a server authenticates with, as far as what is stored tells: the credential
+/// it holds, else the kind it was saved as (`headers` for a server whose only secrets
+/// are its headers, e.g. an API key).
+pub fn shown_auth(rec: &ServerRecord, cred: Option<&Credential>) -> &'static str {
+    match cred {
+        Some(Credential::OAuth(_)) => "oauth",
+        Some(Credential::Bearer { .. }) => "token",
+        None if rec.auth == AuthKind::Token && !rec.header_names.is_empty() => "headers",
+        None => rec.auth.as_str(),
+    }
+}
+
+/// An action as the table and `show` print it: `-` for none.
+pub fn action_cell(a: Action) -> String {
+    if a == Action::None {
+        "-".into()
+    } else {
+        a.as_str().to_owned()
+    }
+}
+
+/// The command that does what the action asks, for `name`.
+pub fn action_command(a: Action, name: &str) -> Option<String> {
+    match a {
+        Action::None => None,
+        other => Some(format!("keyway {} {name}", other.as_str())),
+    }
 }
 
 fn now() -> u64 {
@@ -134,11 +164,7 @@ pub fn print_table(rows: &[Row], printer: &Printer) {
                 r.url.clone(),
                 r.auth.clone(),
                 r.state.as_str().to_owned(),
-                if r.action == Action::None {
-                    "-".into()
-                } else {
-                    r.action.as_str().to_owned()
-                },
+                action_cell(r.action),
                 r.expires_at
                     .map(|t| store::relative(t, now()))
                     .unwrap_or_else(|| "-".into()),
@@ -200,7 +226,13 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
     field("enabled", r.enabled.to_string());
     field("auth", r.auth.clone());
     field("state", r.state.as_str().to_owned());
-    field("action", r.action.as_str().to_owned());
+    field(
+        "action",
+        match action_command(r.action, &r.name) {
+            Some(cmd) => format!("{} ({cmd})", action_cell(r.action)),
+            None => action_cell(r.action),
+        },
+    );
     if !rec.header_names.is_empty() {
         field("headers", rec.header_names.join(", "));
     }

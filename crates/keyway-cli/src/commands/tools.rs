@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow};
-use futures::future::join_all;
+use futures::{StreamExt, stream::FuturesUnordered};
 use keyway::{
     mcp::{ConnectError, Connection},
     merge,
@@ -14,7 +14,12 @@ use keyway::{
 use serde::Serialize;
 
 use super::store;
-use crate::{cli::ToolsArgs, exit::CliError, printer::Printer, settings::Settings};
+use crate::{
+    cli::ToolsArgs,
+    exit::{CliError, ExitStatus},
+    printer::Printer,
+    settings::Settings,
+};
 
 #[derive(Debug, Serialize)]
 struct ServerRow {
@@ -66,39 +71,89 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
         }
     }
     if servers.is_empty() {
-        printer.result("no servers: keyway add URL");
-        return Ok(());
+        let saved = st.servers().await.map_err(store::store_error)?.len();
+        if saved == 0 {
+            printer.result("no servers yet: keyway add URL");
+            return Ok(());
+        }
+        return Err(
+            CliError::failure(anyhow!("all {saved} saved servers are disabled"))
+                .with_hint("keyway enable NAME (keyway list shows them)"),
+        );
     }
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
-    let results = join_all(servers.iter().map(|s| {
-        let (st, http) = (st.clone(), http.clone());
-        async move {
-            let started = tokio::time::Instant::now();
-            let listed = match tokio::time::timeout(timeout, list_with_retry(&st, s, &http)).await {
-                Ok(r) => r,
-                Err(_) => Err((
-                    "timeout",
-                    format!("no answer within {:.1} s", timeout.as_secs_f64()),
-                )),
-            };
-            (listed, started.elapsed())
-        }
-    }))
-    .await;
-
     let prefixes = merge::prefixes(servers.iter().map(|s| s.name.as_str()));
+    let mut pending: FuturesUnordered<_> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (st, http) = (st.clone(), http.clone());
+            async move {
+                let started = tokio::time::Instant::now();
+                let listed =
+                    match tokio::time::timeout(timeout, list_with_retry(&st, s, &http)).await {
+                        Ok(r) => r,
+                        Err(_) => Err((
+                            "timeout",
+                            format!(
+                                "no answer within {:.1} s (--timeout; the server may just be slow)",
+                                timeout.as_secs_f64()
+                            ),
+                        )),
+                    };
+                (i, listed, started.elapsed())
+            }
+        })
+        .collect();
+
+    // Each server's rows are printed as it answers; --json waits for all.
+    let mut results: Vec<Option<(Listed, Duration)>> = servers.iter().map(|_| None).collect();
+    let mut printed = std::collections::HashSet::new();
+    while let Some((i, listed, elapsed)) = pending.next().await {
+        let s = &servers[i];
+        // --timeout is the caller's own limit: running out of it says nothing new about
+        // the server, whose state stays what it was.
+        let status = match &listed {
+            Ok(_) => Some(LastStatus::Connected),
+            Err(("needs-auth", _)) => Some(LastStatus::NeedsAuth),
+            Err(("timeout", _)) => None,
+            Err(_) => Some(LastStatus::Error),
+        };
+        if let Some(status) = status {
+            let _ = st
+                .set_status(&s.id, status, listed.as_ref().err().map(|e| e.1.as_str()))
+                .await;
+        }
+        if !printer.json_mode() {
+            match &listed {
+                Ok(tools) => {
+                    for (tool, description) in tools {
+                        let name = format!("{}{}{tool}", prefixes[i], merge::SEPARATOR);
+                        if printed.insert(name.clone()) {
+                            let d = description
+                                .as_deref()
+                                .unwrap_or("")
+                                .lines()
+                                .next()
+                                .unwrap_or("");
+                            printer.result(format!("{name:<40} {d}").trim_end());
+                        }
+                    }
+                }
+                Err((kind, why)) => printer.result(format!("{}: {kind} ({why})", s.name)),
+            }
+        }
+        results[i] = Some((listed, elapsed));
+    }
+    let results: Vec<(Listed, Duration)> = results
+        .into_iter()
+        .map(|r| r.unwrap_or((Err(("error", "not listed".into())), Duration::ZERO)))
+        .collect();
+
     let mut rows = Vec::new();
     let mut per_server = Vec::new();
     for ((s, prefix), (listed, elapsed)) in servers.iter().zip(&prefixes).zip(&results) {
-        let status = match listed {
-            Ok(_) => LastStatus::Connected,
-            Err(("needs-auth", _)) => LastStatus::NeedsAuth,
-            Err(_) => LastStatus::Error,
-        };
-        let _ = st
-            .set_status(&s.id, status, listed.as_ref().err().map(|e| e.1.as_str()))
-            .await;
         rows.push(ServerRow {
             name: s.name.clone(),
             prefix: prefix.clone(),
@@ -143,24 +198,6 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
     if printer.json_mode() {
         printer.json(&report)?;
     } else {
-        for t in &report.tools {
-            let d = t
-                .description
-                .as_deref()
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("");
-            printer.result(format!("{:<40} {d}", t.name));
-        }
-        for s in report.servers.iter().filter(|s| s.status != "ok") {
-            printer.result(format!(
-                "{}: {} ({})",
-                s.name,
-                s.status,
-                s.error.as_deref().unwrap_or("")
-            ));
-        }
         printer.step(format!(
             "{} tools from {} of {} servers",
             report.tools.len(),
@@ -168,10 +205,48 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
             report.servers.len()
         ));
     }
-    if report.servers.iter().all(|s| s.status != "ok") {
-        return Err(CliError::failure(anyhow!("no server answered")));
+    nothing_answered(&report.servers)
+}
+
+/// The error when no server listed its tools, saying why: authorization needed (exit 3,
+/// with the command), or no answer.
+fn nothing_answered(rows: &[ServerRow]) -> Result<(), CliError> {
+    if rows.iter().any(|s| s.status == "ok") {
+        return Ok(());
     }
-    Ok(())
+    let needing: Vec<&str> = rows
+        .iter()
+        .filter(|s| s.status == "needs-auth")
+        .map(|s| s.name.as_str())
+        .collect();
+    if needing.len() == rows.len() {
+        let what = if rows.len() == 1 {
+            format!("{} needs authorization", rows[0].name)
+        } else {
+            "every server needs authorization".to_owned()
+        };
+        return Err(CliError::failure(anyhow!(what))
+            .with_status(ExitStatus::AuthorizationNeeded)
+            .with_hint(
+                needing
+                    .iter()
+                    .map(|n| format!("keyway authorize {n}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+    }
+    let mut err = CliError::failure(anyhow!(if rows.len() == 1 {
+        format!("{} did not answer", rows[0].name)
+    } else {
+        "no server answered".to_owned()
+    }));
+    if !needing.is_empty() {
+        err = err.with_hint(format!(
+            "{} also need authorization: keyway authorize NAME",
+            needing.join(", ")
+        ));
+    }
+    Err(err)
 }
 
 /// Connect and list; a dropped connection gets one more try.
@@ -212,8 +287,8 @@ async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &keyway::http::Wire
         ) => {
             return Err(("needs-auth", format!("{e}: keyway authorize {}", s.name)));
         }
-        Err(e @ ConnectError::Unreachable { .. }) => return Err(("unreachable", e.to_string())),
-        Err(e) => return Err(("error", e.to_string())),
+        Err(e @ ConnectError::Unreachable { .. }) => return Err(("unreachable", e.one_line())),
+        Err(e) => return Err(("error", e.one_line())),
     };
     let listed = conn.list_tools().await;
     conn.close().await;

@@ -248,7 +248,8 @@ pub async fn import(
             _ => None,
         };
         if let Some(s) = status {
-            st.set_status(&rec.id, s, p.detail.as_deref())
+            let detail = (s != LastStatus::Connected).then(|| super::add::probe_line(&p));
+            st.set_status(&rec.id, s, detail.as_deref())
                 .await
                 .map_err(store::store_error)?;
         }

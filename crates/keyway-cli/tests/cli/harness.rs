@@ -79,6 +79,7 @@ pub fn json(o: &Output) -> serde_json::Value {
 pub fn stable() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    s.add_filter(r"port \d+", "port [PORT]");
     s.add_filter(r"\d+(\.\d+)? ms", "[TIME]");
     s.add_filter(r"keyway-testbed \d+\.\d+\.\d+", "keyway-testbed [VERSION]");
     s.add_filter(r"localhost-\d+", "localhost-[PORT]");

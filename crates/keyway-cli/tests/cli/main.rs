@@ -5,6 +5,8 @@
 mod call;
 mod crash;
 mod demo;
+mod errors;
+mod everyday;
 mod harness;
 mod hygiene;
 mod legacy;

@@ -29,7 +29,10 @@ use hyper_util::{
     client::{
         legacy::{
             self,
-            connect::{Connected, Connection, HttpConnector},
+            connect::{
+                Connected, Connection, HttpConnector,
+                dns::{GaiAddrs, GaiFuture, GaiResolver, Name},
+            },
         },
         proxy::matcher::Matcher,
     },
@@ -98,6 +101,158 @@ pub enum ConnectFailure {
     /// The URL names no host.
     #[error("the URL names no host")]
     NoHost,
+    /// The host name has no address (or the resolver could not be asked).
+    #[error("{host} has no address ({cause})")]
+    NoSuchHost {
+        /// The name looked up.
+        host: String,
+        /// What the resolver said.
+        #[source]
+        cause: std::io::Error,
+    },
+}
+
+/// Why a server could not be reached, in kinds a person acts on differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectCause {
+    /// The host name has no address.
+    NoSuchHost,
+    /// Nothing listens on the port.
+    Refused,
+    /// The port answered, but not in TLS (an https URL for a plain-http port).
+    NotTls,
+    /// The server's certificate is not trusted (or not for this name).
+    Certificate,
+    /// The TLS handshake failed otherwise.
+    Tls,
+    /// No route to the host, or the network is down.
+    Network,
+    /// The connect deadline passed.
+    TimedOut,
+    /// A proxy refused the tunnel.
+    Proxy,
+    /// Anything else.
+    Other,
+}
+
+impl ConnectCause {
+    /// The cause of a failed connection (`e` and its sources).
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> Self {
+        use std::io::ErrorKind as K;
+        let mut source = Some(e);
+        while let Some(s) = source {
+            if let Some(f) = s.downcast_ref::<ConnectFailure>() {
+                return match f {
+                    ConnectFailure::NoSuchHost { .. } => Self::NoSuchHost,
+                    ConnectFailure::TimedOut(_) => Self::TimedOut,
+                    ConnectFailure::ProxyRefused { .. } => Self::Proxy,
+                    ConnectFailure::BadServerName(_) => Self::Certificate,
+                    ConnectFailure::NoHost => Self::Other,
+                };
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    K::ConnectionRefused => return Self::Refused,
+                    K::TimedOut => return Self::TimedOut,
+                    K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => {
+                        return Self::Network;
+                    }
+                    _ => {}
+                }
+                // What an io::Error wraps (rustls' error, for one) is not its source():
+                // that skips to the wrapped error's own source.
+                if let Some(inner) = io.get_ref() {
+                    source = Some(inner as &(dyn std::error::Error + 'static));
+                    continue;
+                }
+            }
+            if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+                return Self::of_tls(tls);
+            }
+            source = s.source();
+        }
+        Self::Other
+    }
+
+    fn of_tls(e: &rustls::Error) -> Self {
+        use rustls::Error as E;
+        match e {
+            E::InvalidMessage(_) | E::InappropriateMessage { .. } => Self::NotTls,
+            E::InvalidCertificate(_) | E::General(_) => Self::Certificate,
+            _ => Self::Tls,
+        }
+    }
+
+    /// What the person can do about it, for a server at `url`.
+    pub fn next_step(self, url: &str) -> String {
+        let parsed = url::Url::parse(url).ok();
+        let host = parsed
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| url.to_owned());
+        let port = parsed
+            .as_ref()
+            .and_then(url::Url::port_or_known_default)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        match self {
+            Self::NoSuchHost => format!(
+                "check the host name in the URL ({host}); if it is right, check this machine's DNS and network"
+            ),
+            Self::Refused => format!(
+                "nothing accepts connections on {host} port {port}: check the port in the URL, and that the server is running"
+            ),
+            Self::NotTls => match parsed.filter(|u| u.scheme() == "https") {
+                Some(mut u) => {
+                    let _ = u.set_scheme("http");
+                    format!(
+                        "port {port} does not speak TLS; if the server is plain http, use {u}"
+                    )
+                }
+                None => format!("port {port} does not speak TLS: check the URL"),
+            },
+            Self::Certificate => format!(
+                "the certificate of {host} is not trusted here: check the URL; if the server uses a private CA, add it to this machine's trusted certificates"
+            ),
+            Self::Tls => {
+                "the TLS handshake failed: the server may need a newer TLS version, or something between rewrites the connection".into()
+            }
+            Self::Network => "check this machine's network connection (and VPN)".into(),
+            Self::TimedOut => {
+                "check the URL and the network (a firewall may drop the connection), or raise --connect-timeout".into()
+            }
+            Self::Proxy => "check HTTPS_PROXY / HTTP_PROXY / NO_PROXY".into(),
+            Self::Other => {
+                "check the URL, and that the server is up and reachable from here".into()
+            }
+        }
+    }
+
+    /// The cause of a failed connection and its reason in a few words: keyway's own
+    /// where it has them ("connection refused", not "tcp connect error: Connection
+    /// refused (os error 111)"), else the error and its sources on one line.
+    pub(crate) fn of_failure(e: &(dyn std::error::Error + 'static)) -> (Self, String) {
+        let cause = Self::of(e);
+        let reason = match cause {
+            Self::Refused => "connection refused".to_owned(),
+            Self::NotTls => "the server did not answer in TLS".to_owned(),
+            Self::Network => "no route to the host (network unreachable)".to_owned(),
+            _ => {
+                let mut source = Some(e);
+                let mut own = None;
+                while let Some(s) = source {
+                    if let Some(f) = s.downcast_ref::<ConnectFailure>() {
+                        own = Some(super::reply::describe(f));
+                        break;
+                    }
+                    source = s.source();
+                }
+                own.unwrap_or_else(|| super::reply::describe(e))
+            }
+        };
+        (cause, reason)
+    }
 }
 
 /// A failed connection's cause, for [`crate::mcp::wire`]'s error.
@@ -122,7 +277,7 @@ impl WireClient {
             tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             Arc::new(tls)
         };
-        let mut tcp = HttpConnector::new();
+        let mut tcp = HttpConnector::new_with_resolver(Resolver::default());
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_keepalive(Some(Duration::from_secs(30)));
@@ -182,14 +337,51 @@ fn proxy_configured() -> bool {
 /// absolute-form requests (plain http), or through a proxy's CONNECT tunnel (https).
 #[derive(Clone)]
 struct Connector {
-    direct: HttpsConnector<HttpConnector>,
-    to_proxy: HttpsConnector<HttpConnector>,
+    direct: HttpsConnector<HttpConnector<Resolver>>,
+    to_proxy: HttpsConnector<HttpConnector<Resolver>>,
     tls: tokio_rustls::TlsConnector,
     proxies: Option<Arc<Matcher>>,
     deadline: Duration,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// hyper-util's resolver (`getaddrinfo` on a blocking thread), with its failure typed:
+/// hyper-util's own DNS error type is private, so "no such host" could not be told
+/// from a refused connection otherwise.
+#[derive(Clone)]
+struct Resolver(GaiResolver);
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self(GaiResolver::new())
+    }
+}
+
+impl Service<Name> for Resolver {
+    type Response = GaiAddrs;
+    type Error = ConnectFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<GaiAddrs, ConnectFailure>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectFailure>> {
+        self.0
+            .poll_ready(cx)
+            .map_err(|cause| ConnectFailure::NoSuchHost {
+                host: String::new(),
+                cause,
+            })
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let host = name.as_str().to_owned();
+        let lookup: GaiFuture = self.0.call(name);
+        Box::pin(async move {
+            lookup
+                .await
+                .map_err(|cause| ConnectFailure::NoSuchHost { host, cause })
+        })
+    }
+}
 
 impl Service<Uri> for Connector {
     type Response = Conn;
@@ -394,5 +586,49 @@ mod tests {
         assert_eq!(shown_proxy(&uri), "http://proxy.example:3128");
         let uri: Uri = "http://proxy.example:3128".parse().unwrap();
         assert_eq!(shown_proxy(&uri), "http://proxy.example:3128");
+    }
+
+    /// The kinds a person acts on differently are told apart through the wrappers
+    /// they arrive in. Made by hand because the real failures need a DNS server that
+    /// says "no such name" (CI has none to rely on); the refused and not-TLS cases
+    /// are run for real by the CLI tests (`tests/cli/errors.rs`).
+    #[test]
+    fn causes_are_found_through_their_wrappers() {
+        let dns: BoxError = Box::new(ConnectFailure::NoSuchHost {
+            host: "nonexistent.invalid".into(),
+            cause: std::io::Error::other("failed to lookup address information"),
+        });
+        let wrapped = std::io::Error::other(dns);
+        assert_eq!(ConnectCause::of(&wrapped), ConnectCause::NoSuchHost);
+        let (cause, why) = ConnectCause::of_failure(&wrapped);
+        assert_eq!(cause, ConnectCause::NoSuchHost);
+        assert!(why.starts_with("nonexistent.invalid has no address"), "{why}");
+
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert_eq!(
+            ConnectCause::of(&std::io::Error::other(tls)),
+            ConnectCause::NotTls
+        );
+
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(ConnectCause::of(&refused), ConnectCause::Refused);
+        assert_eq!(
+            ConnectCause::of(&std::io::Error::other("something else")),
+            ConnectCause::Other
+        );
+
+        assert!(
+            ConnectCause::NotTls
+                .next_step("https://example.com:8080/mcp")
+                .ends_with("use http://example.com:8080/mcp")
+        );
+        assert!(
+            ConnectCause::Refused
+                .next_step("http://127.0.0.1:9/mcp")
+                .contains("127.0.0.1 port 9")
+        );
     }
 }

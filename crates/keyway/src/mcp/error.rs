@@ -3,7 +3,7 @@
 use rmcp::service::{ClientInitializeError, ServiceError};
 
 use super::wire::WireError;
-use crate::http::reply::describe;
+use crate::http::{ConnectCause, reply::describe};
 
 /// Opening a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ pub enum ConnectError {
         url: String,
         /// What failed (with the certificate problem for TLS).
         reason: String,
+        /// Its kind, which decides the next step ([`ConnectError::next_step`]).
+        cause: ConnectCause,
     },
 
     /// Anything else: an HTTP error, not an MCP server, a protocol error, a deadline.
@@ -64,13 +66,14 @@ impl ConnectError {
         match e {
             W::Unauthorized { challenge } => Self::AuthorizationRequired { url, challenge },
             W::Forbidden { challenge } => Self::InsufficientScope { url, challenge },
-            e @ (W::Connect { .. }
-            | W::Deadline {
-                limit: super::wire::Limit::Connect(_),
+            W::Connect { reason, cause, .. } => Self::Unreachable { url, reason, cause },
+            W::Deadline {
+                limit: super::wire::Limit::Connect(d),
                 ..
-            }) => Self::Unreachable {
+            } => Self::Unreachable {
                 url,
-                reason: e.to_string(),
+                reason: format!("no connection within {} s", d.as_secs()),
+                cause: ConnectCause::TimedOut,
             },
             other => Self::Failed {
                 url,
@@ -90,6 +93,26 @@ impl ConnectError {
             url: url.to_owned(),
             reason: describe(&e),
             status: None,
+        }
+    }
+
+    /// What the person can do next, when keyway knows: the host name, the port, the
+    /// scheme, the certificate ([`ConnectCause::next_step`]).
+    pub fn next_step(&self) -> Option<String> {
+        match self {
+            Self::Unreachable { url, cause, .. } => Some(cause.next_step(url)),
+            Self::AuthorizationRequired { .. } | Self::InsufficientScope { .. } => {
+                Some("authorize again (keyway authorize NAME)".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The failure and its next step on one line, as a saved server's last error.
+    pub fn one_line(&self) -> String {
+        match self.next_step() {
+            Some(step) => format!("{self} (next: {step})"),
+            None => self.to_string(),
         }
     }
 

@@ -34,8 +34,8 @@ use super::{
 pub use crate::http::Deadlines;
 use crate::{
     Secret,
-    http::WireClient,
     http::reply::{BodyError, Reply, describe, snippet},
+    http::{ConnectCause, WireClient},
 };
 
 /// Largest single JSON answer or event keyway reads.
@@ -115,6 +115,8 @@ pub enum WireError {
         server: String,
         /// What went wrong, with the certificate problem for TLS failures.
         reason: String,
+        /// Its kind, which decides the next step ([`ConnectCause::next_step`]).
+        cause: ConnectCause,
     },
     /// A deadline was hit ([`Deadlines`]).
     #[error("{server} {limit} (raise it with --{} if the server is just slow)", limit_flag(.limit))]
@@ -502,6 +504,7 @@ impl Wire {
         let uri = request_uri(&config.url).ok_or_else(|| WireError::Connect {
             server: server.clone(),
             reason: "the URL cannot be sent in an HTTP request".into(),
+            cause: ConnectCause::Other,
         })?;
         let proxy_auth = config.http.proxy_authorization(&uri);
         let wire = Self {
@@ -657,11 +660,15 @@ impl Wire {
             }
             // hyper-util's own line ("client error (Connect)") says nothing the
             // variant does not.
-            let reason = match std::error::Error::source(e) {
-                Some(cause) => describe(cause),
-                None => describe(e),
+            let (cause, reason) = match std::error::Error::source(e) {
+                Some(inner) => ConnectCause::of_failure(inner),
+                None => ConnectCause::of_failure(e),
             };
-            return WireError::Connect { server, reason };
+            return WireError::Connect {
+                server,
+                reason,
+                cause,
+            };
         }
         let reason = match std::error::Error::source(e) {
             Some(cause) => describe(cause),

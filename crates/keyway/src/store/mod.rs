@@ -176,6 +176,22 @@ pub struct NewServer {
     pub headers: Vec<(String, Secret)>,
 }
 
+/// What to change in a saved server ([`Store::update_server`]); `None` keeps it.
+#[derive(Clone, Debug, Default)]
+pub struct ServerChange {
+    /// A new name (not taken by another server).
+    pub name: Option<String>,
+    /// A new MCP endpoint URL. The credential goes (it was issued for the old URL's
+    /// resource and is sealed to it) and the last status is cleared.
+    pub url: Option<String>,
+    /// A new transport.
+    pub transport: Option<Transport>,
+    /// What the server takes to get in.
+    pub auth: Option<AuthKind>,
+    /// The extra headers, all of them (an empty list removes them).
+    pub headers: Option<Vec<(String, Secret)>>,
+}
+
 /// OAuth tokens with everything that binds them (seed: a blob without the binding
 /// fields can't refresh and falls into a re-authorize loop).
 #[derive(Clone, Debug)]
@@ -426,6 +442,18 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError>;
     /// Delete a server row and its credential for good (rolling back a failed add).
     async fn purge_server(&self, server_id: &str) -> Result<(), StoreError>;
+    /// Change a server's name, URL, transport, auth kind or headers, in one
+    /// transaction ([`ServerChange`] says what a new URL takes away). The headers kept
+    /// across a new URL are sealed to it.
+    async fn update_server(
+        &self,
+        server_id: &str,
+        change: &ServerChange,
+    ) -> Result<ServerRecord, StoreError>;
+    /// Put the server `new_id` in the place of `old_id` (`keyway add --force` on a taken
+    /// name): the old server and its credential are deleted and the new one takes its
+    /// name, in one transaction.
+    async fn replace_server(&self, old_id: &str, new_id: &str) -> Result<ServerRecord, StoreError>;
 
     /// The credential of a server, decrypted; `None` if it has none.
     /// [`StoreError::Unreadable`] when it does not open.

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuthKind, Credential, LastStatus, NewServer, OAuthCredential, PendingFlowSummary, ServerRecord,
-    Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
+    AuthKind, Credential, LastStatus, NewServer, OAuthCredential, PendingFlowSummary, ServerChange,
+    ServerRecord, Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
     crypto::{self, Cipher, KeySource},
     from_unix, unix,
 };
@@ -873,6 +873,131 @@ impl Store for SqliteStore {
                 tx.execute("DELETE FROM servers WHERE id = ?1", params![id])?;
                 tx.commit()?;
                 Ok(())
+            })
+            .await;
+        super::credential_written();
+        written
+    }
+
+    async fn update_server(
+        &self,
+        server_id: &str,
+        change: &ServerChange,
+    ) -> Result<ServerRecord, StoreError> {
+        let (id, change) = (server_id.to_owned(), change.clone());
+        let written = self
+            .run(move |conn, cipher| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let old = find_server(&tx, &id)?
+                    .filter(|s| s.id == id)
+                    .ok_or_else(|| StoreError::NoSuchServer(id.clone()))?;
+                if let Some(name) = &change.name
+                    && find_server(&tx, name)?.is_some_and(|other| other.id != id)
+                {
+                    return Err(StoreError::NameTaken(name.clone()));
+                }
+                let url = change.url.clone().unwrap_or_else(|| old.url.clone());
+                let moved = url != old.url;
+                // The headers: the new ones, or the old ones opened to be sealed to a
+                // new URL.
+                let headers: Option<Vec<(String, String)>> = match &change.headers {
+                    Some(h) => Some(
+                        h.iter()
+                            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                            .collect(),
+                    ),
+                    None if moved => {
+                        let sealed: Option<Vec<u8>> = tx.query_row(
+                            "SELECT sealed_headers FROM servers WHERE id = ?1",
+                            params![id],
+                            |r| r.get(0),
+                        )?;
+                        match sealed {
+                            None => None,
+                            Some(sealed) => {
+                                let plain = cipher
+                                    .open(&binding::headers(&id, &old.url), &sealed)
+                                    .map_err(|_| StoreError::Unreadable {
+                                        what: format!("the stored headers of {}", old.name),
+                                        fix: "give the headers again with --header".into(),
+                                    })?;
+                                Some(decode_json("headers", &plain)?)
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                if let Some(pairs) = &headers {
+                    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+                    let sealed = if pairs.is_empty() {
+                        None
+                    } else {
+                        let plain = zeroize::Zeroizing::new(
+                            serde_json::to_vec(pairs).map_err(|e| StoreError::Decode(e.to_string()))?,
+                        );
+                        Some(cipher.seal(&binding::headers(&id, &url), &plain))
+                    };
+                    tx.execute(
+                        "UPDATE servers SET sealed_headers = ?2, header_names = ?3 WHERE id = ?1",
+                        params![
+                            id,
+                            sealed,
+                            serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+                        ],
+                    )?;
+                }
+                if moved {
+                    tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+                    tx.execute(
+                        "UPDATE servers SET url = ?2, last_status = NULL, last_error = NULL WHERE id = ?1",
+                        params![id, url],
+                    )?;
+                }
+                if let Some(name) = &change.name {
+                    tx.execute("UPDATE servers SET name = ?2 WHERE id = ?1", params![id, name])?;
+                }
+                if let Some(t) = change.transport {
+                    tx.execute(
+                        "UPDATE servers SET transport = ?2 WHERE id = ?1",
+                        params![id, t.as_str()],
+                    )?;
+                }
+                if let Some(a) = change.auth {
+                    tx.execute("UPDATE servers SET auth = ?2 WHERE id = ?1", params![id, a.as_str()])?;
+                }
+                tx.execute(
+                    "UPDATE servers SET updated_at = ?2 WHERE id = ?1",
+                    params![id, now() as i64],
+                )?;
+                let record = find_server(&tx, &id)?.ok_or_else(|| StoreError::NoSuchServer(id.clone()))?;
+                tx.commit()?;
+                Ok(record)
+            })
+            .await;
+        super::credential_written();
+        written
+    }
+
+    async fn replace_server(&self, old_id: &str, new_id: &str) -> Result<ServerRecord, StoreError> {
+        let (old_id, new_id) = (old_id.to_owned(), new_id.to_owned());
+        let written = self
+            .run(move |conn, _| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let old = find_server(&tx, &old_id)?
+                    .filter(|s| s.id == old_id)
+                    .ok_or_else(|| StoreError::NoSuchServer(old_id.clone()))?;
+                tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![old_id])?;
+                tx.execute("DELETE FROM servers WHERE id = ?1", params![old_id])?;
+                let n = tx.execute(
+                    "UPDATE servers SET name = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![new_id, old.name, now() as i64],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::NoSuchServer(new_id));
+                }
+                let record = find_server(&tx, &new_id)?.ok_or_else(|| StoreError::NoSuchServer(new_id.clone()))?;
+                tx.commit()?;
+                Ok(record)
             })
             .await;
         super::credential_written();
