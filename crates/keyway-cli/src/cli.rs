@@ -75,6 +75,16 @@ pub enum Command {
     #[command(after_help = "Examples:\n  keyway show github")]
     Show(NameArg),
 
+    /// Change a saved server: its URL, transport, headers or name.
+    ///
+    /// A new URL drops the server's tokens (they were issued for the old one, and are
+    /// revoked first); authorize it again afterwards. The token itself is changed with
+    /// `keyway set-token`.
+    #[command(
+        after_help = "Examples:\n  keyway edit github --url https://api.githubcopilot.com/mcp/\n  keyway edit work --header 'X-Api-Key: ${WORK_KEY}' --remove-header X-Old\n  keyway edit old-name --rename new-name\n  keyway edit legacy --transport sse"
+    )]
+    Edit(Box<EditArgs>),
+
     /// Authorize (or re-authorize) a saved server.
     #[command(
         after_help = "Examples:\n  keyway authorize github\n  keyway authorize github --device          (no browser on this machine)\n  keyway authorize github --browser none    (print the URL, paste the redirect)"
@@ -112,10 +122,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  keyway doctor\n  keyway doctor --json")]
     Doctor,
 
-    /// Add the remote servers of an MCP client config (Claude Desktop or Cursor
-    /// `mcpServers`, VS Code `servers`).
+    /// Add the remote servers of MCP client configs (Claude Desktop, Claude Code,
+    /// Cursor, VS Code), mcp-remote bridges included.
     #[command(
-        after_help = "Examples:\n  keyway import ~/.config/Claude/claude_desktop_config.json\n  keyway import .vscode/mcp.json"
+        after_help = "Examples:\n  keyway import                      (every client config in its usual place)\n  keyway import --from cursor\n  keyway import .vscode/mcp.json\n\nRunning it again adds only what is new: a URL keyway has already is reported as there.\nmcp-remote entries are read (URL, --header, --transport); a token that is still a\nplaceholder (${input:...}, an unset ${VAR}) is not saved: keyway set-token NAME gives it."
     )]
     Import(ImportArgs),
 
@@ -307,6 +317,38 @@ pub struct SetTokenArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct EditArgs {
+    /// The server's name (or id).
+    pub name: String,
+
+    /// Its new MCP URL.
+    #[arg(long, value_name = "URL", value_parser = server_url)]
+    pub url: Option<String>,
+
+    /// Its transport: `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportArg>,
+
+    /// Add or replace a header, e.g. 'X-Api-Key: abc' (may repeat; `@FILE` and
+    /// `${VAR}` as in add).
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+
+    /// Remove a header by name (may repeat).
+    #[arg(long, value_name = "NAME")]
+    pub remove_header: Vec<String>,
+
+    /// A new name.
+    #[arg(long, value_name = "NAME")]
+    pub rename: Option<String>,
+
+    /// Allow plain http to a non-loopback host for the server's headers or token
+    /// (development only).
+    #[arg(long)]
+    pub allow_http: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct NameArg {
     /// The server's name (or id).
     pub name: String,
@@ -327,7 +369,8 @@ pub struct CredentialArgs {
 
     /// An extra header for every request, e.g. 'X-Api-Key: abc' (may repeat). A value
     /// `@FILE` is read from FILE; `${VAR}` is replaced by the environment variable.
-    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    /// 'Authorization: Bearer TOKEN' is taken as the token (as mcp-remote does).
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
 }
 
@@ -408,9 +451,27 @@ pub struct AuthorizeArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The config file (JSON), e.g. claude_desktop_config.json, .cursor/mcp.json,
-    /// .vscode/mcp.json.
-    pub file: std::path::PathBuf,
+    /// The config file (JSON or JSONC), e.g. claude_desktop_config.json,
+    /// ~/.cursor/mcp.json, .vscode/mcp.json, .mcp.json [default: every client config
+    /// found in its usual place].
+    pub file: Option<std::path::PathBuf>,
+
+    /// Without a file: only this client's usual config files.
+    #[arg(long, value_enum, value_name = "CLIENT", conflicts_with = "file")]
+    pub from: Option<ImportClient>,
+}
+
+/// An MCP client whose config keyway reads.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportClient {
+    /// Claude Desktop (claude_desktop_config.json).
+    Claude,
+    /// Claude Code (~/.claude.json and the project's .mcp.json).
+    ClaudeCode,
+    /// Cursor (~/.cursor/mcp.json and the project's .cursor/mcp.json).
+    Cursor,
+    /// VS Code (the user's mcp.json and the project's .vscode/mcp.json).
+    Vscode,
 }
 
 #[derive(Args, Debug)]

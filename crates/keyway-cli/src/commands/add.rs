@@ -154,10 +154,14 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
         },
     };
     let probe = run_probe(&http, url.as_str(), &probe_opts).await;
-    let transport = match (args.transport, probe.transport) {
-        (TransportArg::Sse, _) | (TransportArg::Auto, "sse") => Transport::Sse,
-        _ => Transport::Http,
-    };
+    let transport = super::transfer::saved_transport(
+        match args.transport {
+            TransportArg::Http => Some(Transport::Http),
+            TransportArg::Sse => Some(Transport::Sse),
+            TransportArg::Auto => None,
+        },
+        &probe,
+    );
     let new = |auth: AuthKind| NewServer {
         id: id.clone(),
         name: name.clone(),

@@ -6,6 +6,7 @@ mod auth;
 mod authorize;
 mod call;
 mod demo;
+mod edit;
 mod probe;
 mod proxy;
 mod serve;
@@ -26,6 +27,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Add(args) => add::run(*args, settings, printer).await,
         Command::List => servers::list(settings, printer).await,
         Command::Show(args) => servers::show(args, settings, printer).await,
+        Command::Edit(args) => edit::run(*args, settings, printer).await,
         Command::Authorize(args) => authorize::run(*args, settings, printer).await,
         Command::Logout(args) => authorize::logout(args, settings, printer).await,
         Command::SetToken(args) => token::set_token(args, settings, printer).await,

@@ -59,11 +59,47 @@ pub fn secret_value(v: &str, what: &str) -> Result<Secret, CliError> {
     }
 }
 
+/// The static token: --token, or (as mcp-remote takes it) an `Authorization: Bearer
+/// ...` header.
 pub fn token(c: &CredentialArgs) -> Result<Option<Secret>, CliError> {
-    c.token
+    let given = c
+        .token
         .as_deref()
         .map(|t| secret_value(t, "the token"))
-        .transpose()
+        .transpose()?;
+    let mut from_header = None;
+    for h in &c.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            continue;
+        }
+        let what = "--header Authorization";
+        let value = value.trim();
+        let value = match value.strip_prefix('@') {
+            Some(_) => secret_value(value, "the value of --header Authorization")?,
+            None => Secret::new(expand_env(value, what)?),
+        };
+        let token = value
+            .expose()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                usage(format!(
+                    "{what}: keyway sends tokens as 'Authorization: Bearer TOKEN'; other schemes are not supported (the value is not shown)"
+                ))
+            })?;
+        from_header = Some(Secret::new(token));
+    }
+    match (given, from_header) {
+        (Some(_), Some(_)) => Err(usage(
+            "give the token once: --token or --header 'Authorization: Bearer ...', not both".into(),
+        )),
+        (t, h) => Ok(t.or(h)),
+    }
 }
 
 /// `Name: value` headers; the values are secrets, so no error shows one. A value
@@ -99,10 +135,11 @@ pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, Cl
                     "{what}: the value has characters a header cannot carry"
                 )));
             }
-            if name == http::header::AUTHORIZATION {
-                return Err(usage("use --token for the Authorization header".into()));
-            }
             Ok((name, value))
+        })
+        // Authorization is the token ([`token`]), never a stored header.
+        .filter(|h| {
+            !matches!(h, Ok((name, _)) if name == http::header::AUTHORIZATION)
         })
         .collect()
 }

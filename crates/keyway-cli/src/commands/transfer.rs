@@ -1,7 +1,7 @@
 //! `keyway import FILE` from the MCP client configs people already have, and
 //! `keyway export --format` for the snippet that runs `keyway proxy NAME`.
 
-use std::io::Write;
+use std::{io::Write, path::PathBuf};
 
 use anyhow::{Context, anyhow};
 use keyway::{
@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::{probe::run_probe, store};
 use crate::{
-    cli::{ExportArgs, ExportFormat, ImportArgs},
+    cli::{ExportArgs, ExportFormat, ImportArgs, ImportClient},
     exit::CliError,
     printer::Printer,
     settings::Settings,
@@ -25,9 +25,16 @@ use crate::{
 pub struct Entry {
     pub name: String,
     pub url: String,
-    pub transport: Transport,
+    /// The transport the config names (`type`, mcp-remote's `--transport`); `None`:
+    /// detected as `add` does.
+    pub transport: Option<Transport>,
     pub token: Option<Secret>,
     pub headers: Vec<(String, Secret)>,
+    /// Values left as placeholders nobody filled in (`${input:...}`, an unset
+    /// `${VAR}`): the header they were for, and the placeholder. Never saved.
+    pub unfilled: Vec<(String, String)>,
+    /// Run through `mcp-remote` (a bridge `keyway proxy` replaces).
+    pub bridged: bool,
 }
 
 /// What import did with one entry.
@@ -35,40 +42,96 @@ pub struct Entry {
 pub struct Imported {
     pub name: String,
     pub url: Option<String>,
-    /// `added`, `skipped`.
+    /// `added`, `exists` (the URL is saved already), `skipped`.
     pub outcome: &'static str,
     pub detail: String,
+    /// What is left to do for it, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
-/// Every remote server in a Claude Desktop / Cursor (`mcpServers`) or VS Code
-/// (`servers`, also under `mcp`) config. Pure. Local (stdio) entries come back as
-/// skipped, except `mcp-remote` bridges, whose URL and headers are read.
-pub fn parse(config: &Value) -> (Vec<Entry>, Vec<Imported>) {
-    let servers = config
-        .get("mcpServers")
-        .or_else(|| config.get("servers"))
-        .or_else(|| config.get("mcp").and_then(|m| m.get("servers")))
-        .and_then(Value::as_object);
+impl Imported {
+    fn skipped(name: &str, url: Option<String>, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            url,
+            outcome: "skipped",
+            detail: detail.into(),
+            next: None,
+        }
+    }
+}
+
+/// A config file as its clients write it: JSON with comments and trailing commas
+/// (VS Code's and Claude Code's JSONC).
+pub fn parse_text(text: &str) -> Result<Value, String> {
+    let options = jsonc_parser::ParseOptions {
+        allow_comments: true,
+        allow_trailing_commas: true,
+        allow_loose_object_property_names: false,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+    };
+    jsonc_parser::parse_to_serde_value::<Option<Value>>(text, &options)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the file is empty".to_owned())
+}
+
+/// The server maps of a config: Claude Desktop, Cursor and Claude Code's
+/// `mcpServers`, VS Code's `servers` (also under `mcp`), and Claude Code's
+/// per-project `projects.<dir>.mcpServers` for `project` (the current directory).
+fn server_maps<'a>(config: &'a Value, project: Option<&str>) -> Vec<&'a Map<String, Value>> {
+    let mut maps: Vec<&Map<String, Value>> = [
+        config.get("mcpServers"),
+        config.get("servers"),
+        config.get("mcp").and_then(|m| m.get("servers")),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(Value::as_object)
+    .collect();
+    if let Some(dir) = project
+        && let Some(p) = config
+            .get("projects")
+            .and_then(|p| p.get(dir))
+            .and_then(|p| p.get("mcpServers"))
+            .and_then(Value::as_object)
+    {
+        maps.push(p);
+    }
+    maps
+}
+
+/// Every remote server in a config. Pure (`lookup` is the environment). Local
+/// (stdio) entries come back as skipped, except `mcp-remote` bridges, whose URL,
+/// headers and transport are read.
+pub fn parse(
+    config: &Value,
+    project: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<Entry>, Vec<Imported>) {
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
-    let Some(servers) = servers else {
-        return (entries, skipped);
-    };
-    for (name, def) in servers {
-        let env = def
-            .get("env")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let (url, transport, raw_headers) =
-            if let Some(url) = def.get("url").and_then(Value::as_str) {
-                let transport = match def
-                    .get("type")
-                    .or_else(|| def.get("transport"))
-                    .and_then(Value::as_str)
-                {
-                    Some("sse") => Transport::Sse,
-                    _ => Transport::Http,
+    for servers in server_maps(config, project) {
+        for (name, def) in servers {
+            let env = def
+                .get("env")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let declared = def
+                .get("type")
+                .or_else(|| def.get("transport"))
+                .and_then(Value::as_str);
+            let (url, transport, raw_headers, bridged) = if let Some(url) =
+                def.get("url").and_then(Value::as_str)
+            {
+                let transport = match declared {
+                    Some("sse") => Some(Transport::Sse),
+                    Some("http" | "streamable-http" | "streamableHttp") => Some(Transport::Http),
+                    _ => None,
                 };
                 let headers: Vec<(String, String)> = def
                     .get("headers")
@@ -79,59 +142,90 @@ pub fn parse(config: &Value) -> (Vec<Entry>, Vec<Imported>) {
                             .collect()
                     })
                     .unwrap_or_default();
-                (url.to_owned(), transport, headers)
-            } else if let Some((url, headers)) = mcp_remote(def) {
-                (url, Transport::Http, headers)
+                (url.to_owned(), transport, headers, false)
+            } else if let Some(bridge) = mcp_remote(def) {
+                (bridge.url, bridge.transport, bridge.headers, true)
             } else {
-                skipped.push(Imported {
-                    name: name.clone(),
-                    url: None,
-                    outcome: "skipped",
-                    detail: "a local (stdio) server; keyway bridges remote ones".into(),
-                });
+                skipped.push(Imported::skipped(
+                    name,
+                    None,
+                    "a local (stdio) server; keyway bridges remote ones",
+                ));
                 continue;
             };
-        let mut token = None;
-        let mut headers = Vec::new();
-        for (k, v) in raw_headers {
-            let v = interpolate(&v, &env);
-            match v
-                .strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-            {
-                Some(t) if k.eq_ignore_ascii_case("authorization") => {
-                    token = Some(Secret::new(t.trim().to_owned()))
-                }
-                _ => headers.push((k, Secret::new(v))),
+            let expand = |v: &str| interpolate(v, &env, lookup);
+            let url = expand(&url);
+            if url.contains("${") {
+                skipped.push(Imported::skipped(
+                    name,
+                    Some(url),
+                    "its URL has a placeholder nothing fills in",
+                ));
+                continue;
             }
+            let mut token = None;
+            let mut headers = Vec::new();
+            let mut unfilled = Vec::new();
+            for (k, v) in raw_headers {
+                let v = expand(&v);
+                if let Some(at) = v.find("${") {
+                    let placeholder = v[at..]
+                        .split_inclusive('}')
+                        .next()
+                        .unwrap_or(&v[at..])
+                        .to_owned();
+                    unfilled.push((k, placeholder));
+                    continue;
+                }
+                match v
+                    .strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                {
+                    Some(t) if k.eq_ignore_ascii_case("authorization") => {
+                        token = Some(Secret::new(t.trim().to_owned()))
+                    }
+                    _ => headers.push((k, Secret::new(v))),
+                }
+            }
+            entries.push(Entry {
+                name: name.clone(),
+                url,
+                transport,
+                token,
+                headers,
+                unfilled,
+                bridged,
+            });
         }
-        entries.push(Entry {
-            name: name.clone(),
-            url,
-            transport,
-            token,
-            headers,
-        });
     }
     (entries, skipped)
 }
 
-/// `npx mcp-remote URL --header 'Name: value'`: the URL and headers it bridges to.
-fn mcp_remote(def: &Value) -> Option<(String, Vec<(String, String)>)> {
+/// What an `npx mcp-remote URL ...` entry bridges to.
+struct Bridge {
+    url: String,
+    headers: Vec<(String, String)>,
+    transport: Option<Transport>,
+}
+
+/// `npx mcp-remote URL --header 'Name: value' --transport sse-only`.
+fn mcp_remote(def: &Value) -> Option<Bridge> {
     let args: Vec<&str> = def
         .get("args")?
         .as_array()?
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let at = args
-        .iter()
-        .position(|a| a.starts_with("mcp-remote") || a.ends_with("/mcp-remote"))?;
+    let at = args.iter().position(|a| {
+        let a = a.split('@').next().unwrap_or(a);
+        a == "mcp-remote" || a.ends_with("/mcp-remote")
+    })?;
     let rest = &args[at + 1..];
     let url = rest
         .iter()
         .find(|a| a.starts_with("http://") || a.starts_with("https://"))?;
     let mut headers = Vec::new();
+    let mut transport = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         if *a == "--header"
@@ -140,18 +234,137 @@ fn mcp_remote(def: &Value) -> Option<(String, Vec<(String, String)>)> {
         {
             headers.push((k.trim().to_owned(), v.trim().to_owned()));
         }
-    }
-    Some(((*url).to_owned(), headers))
-}
-
-/// `${VAR}` from the entry's `env`.
-fn interpolate(v: &str, env: &Map<String, Value>) -> String {
-    let mut out = v.to_owned();
-    for (k, val) in env {
-        if let Some(s) = val.as_str() {
-            out = out.replace(&format!("${{{k}}}"), s);
+        if *a == "--transport"
+            && let Some(t) = it.next()
+        {
+            transport = match *t {
+                "sse-only" => Some(Transport::Sse),
+                "http-only" => Some(Transport::Http),
+                _ => None,
+            };
         }
     }
+    Some(Bridge {
+        url: (*url).to_owned(),
+        headers,
+        transport,
+    })
+}
+
+/// `${VAR}` (and VS Code's `${env:VAR}`) from the entry's `env`, else the
+/// environment; what nothing fills in (`${input:id}` prompts included) stays.
+fn interpolate(
+    v: &str,
+    env: &Map<String, Value>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let Some(len) = rest[at..].find('}') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        let inner = &rest[at + 2..at + len];
+        let var = inner.strip_prefix("env:").unwrap_or(inner);
+        let value = if inner.starts_with("input:") || var.is_empty() {
+            None
+        } else {
+            env.get(var)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| lookup(var))
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&rest[at..at + len + 1]),
+        }
+        rest = &rest[at + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The transport to save: the one asked for, else the one the probe found, else
+/// (nothing answered) the one the URL's path suggests (`/sse` is legacy SSE).
+pub fn saved_transport(asked: Option<Transport>, probe: &keyway::probe::Probe) -> Transport {
+    if let Some(t) = asked {
+        return t;
+    }
+    match (probe.class, probe.transport) {
+        (ProbeClass::Unreachable, _) => {
+            let sse_path = url::Url::parse(&probe.url)
+                .is_ok_and(|u| u.path().trim_end_matches('/').ends_with("/sse"));
+            if sse_path {
+                Transport::Sse
+            } else {
+                Transport::Http
+            }
+        }
+        (_, "sse") => Transport::Sse,
+        _ => Transport::Http,
+    }
+}
+
+/// A URL as saved URLs are compared: parsed and printed again (case of the
+/// scheme and host, default ports), without a trailing slash.
+fn same_url(a: &str, b: &str) -> bool {
+    let norm = |u: &str| {
+        url::Url::parse(u)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| u.to_owned())
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    norm(a) == norm(b)
+}
+
+/// The configs each client keeps, where it keeps them (those that exist are read
+/// by `keyway import` without a file).
+pub fn default_configs(client: Option<ImportClient>) -> Vec<(ImportClient, PathBuf)> {
+    let mut out = Vec::new();
+    let base = directories::BaseDirs::new();
+    let cwd = std::env::current_dir().ok();
+    let want = |c: ImportClient| client.is_none_or(|x| x == c);
+    if let Some(b) = &base {
+        if want(ImportClient::Claude) {
+            out.push((
+                ImportClient::Claude,
+                b.config_dir()
+                    .join("Claude")
+                    .join("claude_desktop_config.json"),
+            ));
+        }
+        if want(ImportClient::ClaudeCode) {
+            out.push((ImportClient::ClaudeCode, b.home_dir().join(".claude.json")));
+        }
+        if want(ImportClient::Cursor) {
+            out.push((
+                ImportClient::Cursor,
+                b.home_dir().join(".cursor").join("mcp.json"),
+            ));
+        }
+        if want(ImportClient::Vscode) {
+            out.push((
+                ImportClient::Vscode,
+                b.config_dir().join("Code").join("User").join("mcp.json"),
+            ));
+        }
+    }
+    if let Some(d) = &cwd {
+        if want(ImportClient::ClaudeCode) {
+            out.push((ImportClient::ClaudeCode, d.join(".mcp.json")));
+        }
+        if want(ImportClient::Cursor) {
+            out.push((ImportClient::Cursor, d.join(".cursor").join("mcp.json")));
+        }
+        if want(ImportClient::Vscode) {
+            out.push((ImportClient::Vscode, d.join(".vscode").join("mcp.json")));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|(_, p)| seen.insert(p.clone()));
     out
 }
 
@@ -160,20 +373,77 @@ pub async fn import(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    let config: Value = serde_json::from_str(&text)
-        .map_err(|e| store::usage(format!("{} is not JSON: {e}", args.file.display())))?;
-    let (entries, mut results) = parse(&config);
-    if entries.is_empty() && results.is_empty() {
-        return Err(store::usage(format!(
-            "{} has no `mcpServers` or `servers`; is it an MCP client config?",
-            args.file.display()
-        )));
+    let files: Vec<PathBuf> = match &args.file {
+        Some(f) => vec![f.clone()],
+        None => {
+            let found: Vec<PathBuf> = default_configs(args.from)
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|p| p.is_file())
+                .collect();
+            if found.is_empty() {
+                let looked: Vec<String> = default_configs(args.from)
+                    .into_iter()
+                    .map(|(_, p)| p.display().to_string())
+                    .collect();
+                return Err(CliError::failure(anyhow!(
+                    "no MCP client config found; looked in {}",
+                    looked.join(", ")
+                ))
+                .with_hint("give the file: keyway import PATH"));
+            }
+            found
+        }
+    };
+    let project = std::env::current_dir()
+        .ok()
+        .map(|d| d.display().to_string());
+    let mut entries = Vec::new();
+    let mut results = Vec::new();
+    for file in &files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let config = parse_text(&text)
+            .map_err(|e| store::usage(format!("{} is not JSON: {e}", file.display())))?;
+        let (found, skipped) = parse(&config, project.as_deref(), &|v| std::env::var(v).ok());
+        if found.is_empty() && skipped.is_empty() && args.file.is_some() {
+            return Err(store::usage(format!(
+                "{} has no `mcpServers` or `servers`; is it an MCP client config?",
+                file.display()
+            )));
+        }
+        printer.step(format!("reading {}", file.display()));
+        entries.extend(found);
+        results.extend(skipped);
     }
     let st = store::open(settings)?;
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
+    // A URL that is saved already (by an earlier import or an add) is not added again.
+    let saved = st.servers().await.map_err(store::store_error)?;
+    let mut fresh: Vec<Entry> = Vec::new();
+    for e in entries {
+        let same = saved
+            .iter()
+            .find(|s| same_url(&s.url, &e.url))
+            .map(|s| s.name.clone())
+            .or_else(|| {
+                fresh
+                    .iter()
+                    .find(|f| same_url(&f.url, &e.url))
+                    .map(|f| f.name.clone())
+            });
+        match same {
+            Some(name) => results.push(Imported {
+                name: e.name.clone(),
+                url: Some(e.url.clone()),
+                outcome: "exists",
+                detail: format!("already there as {name}"),
+                next: None,
+            }),
+            None => fresh.push(e),
+        }
+    }
     // A token or header for a plain-http server elsewhere is neither sent nor stored:
     // it would cross the network in the clear on every request.
     let in_clear = |e: &Entry| {
@@ -182,10 +452,14 @@ pub async fn import(
                 .is_ok_and(|u| keyway::auth::urls::may_carry_secrets(&u, false).is_err())
     };
     // Probe them all at once: one slow server does not hold up the others.
-    let probes = futures::future::join_all(entries.iter().map(|e| {
+    let probes = futures::future::join_all(fresh.iter().map(|e| {
         let opts = (!in_clear(e)).then(|| ProbeOptions {
             token: e.token.clone(),
             headers: store::header_names(e.headers.iter().cloned()),
+            transport: match e.transport {
+                Some(t) => store::choice(t),
+                None => keyway::mcp::TransportChoice::Auto,
+            },
             ..Default::default()
         });
         let http = http.clone();
@@ -198,14 +472,14 @@ pub async fn import(
         }
     }))
     .await;
-    for (e, p) in entries.into_iter().zip(probes) {
+    let mut bridged = 0;
+    for (e, p) in fresh.into_iter().zip(probes) {
         let Some(p) = p else {
-            results.push(Imported {
-                name: e.name.clone(),
-                url: Some(e.url.clone()),
-                outcome: "skipped",
-                detail: "its token or headers would go over plain http to another machine; add it with its https URL (or `keyway add URL --allow-http` for development)".into(),
-            });
+            results.push(Imported::skipped(
+                &e.name,
+                Some(e.url.clone()),
+                "its token or headers would go over plain http to another machine; add it with its https URL (or `keyway add URL --allow-http` for development)",
+            ));
             continue;
         };
         let taken: Vec<String> = st
@@ -223,7 +497,12 @@ pub async fn import(
             e.name.trim().to_owned()
         };
         let name = naming::unique(&base, &taken);
-        let auth = match (p.class, e.token.is_some() || !e.headers.is_empty()) {
+        let secrets = e.token.is_some() || !e.headers.is_empty();
+        let token_unfilled = e
+            .unfilled
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let auth = match (p.class, secrets || token_unfilled) {
             (ProbeClass::Oauth, false) => AuthKind::Oauth,
             (_, true) | (ProbeClass::TokenOnly, _) => AuthKind::Token,
             _ => AuthKind::None,
@@ -232,7 +511,7 @@ pub async fn import(
             id: store::new_id(),
             name: name.clone(),
             url: e.url.clone(),
-            transport: e.transport,
+            transport: saved_transport(e.transport, &p),
             auth,
             headers: e.headers.clone(),
         };
@@ -253,11 +532,32 @@ pub async fn import(
                 .await
                 .map_err(store::store_error)?;
         }
+        let mut detail = p.class.as_str().to_owned();
+        let mut next: Vec<String> = match auth {
+            AuthKind::Oauth => vec![format!("keyway authorize {name}")],
+            AuthKind::Token if cred.is_none() && (e.headers.is_empty() || token_unfilled) => {
+                vec![format!("keyway set-token {name}")]
+            }
+            _ => Vec::new(),
+        };
+        for (header, placeholder) in &e.unfilled {
+            detail.push_str(&format!(
+                "; {header} not saved: {placeholder} is a placeholder nothing fills in"
+            ));
+            if !header.eq_ignore_ascii_case("authorization") {
+                next.push(format!("keyway edit {name} --header '{header}: VALUE'"));
+            }
+        }
+        let next = (!next.is_empty()).then(|| next.join("; "));
+        if e.bridged {
+            bridged += 1;
+        }
         results.push(Imported {
             name,
             url: Some(e.url),
             outcome: "added",
-            detail: p.class.as_str().to_owned(),
+            detail,
+            next,
         });
     }
     if printer.json_mode() {
@@ -274,8 +574,15 @@ pub async fn import(
                     .unwrap_or_default(),
                 r.detail
             ));
+            if let Some(n) = &r.next {
+                printer.step(format!("         next: {n}"));
+            }
         }
-        printer.step("next: keyway list, then keyway authorize NAME for the oauth ones");
+        if bridged > 0 {
+            printer.step(format!(
+                "{bridged} of them ran through mcp-remote: `keyway export --format claude` prints entries that run `keyway proxy NAME` instead"
+            ));
+        }
     }
     Ok(())
 }
@@ -350,7 +657,8 @@ mod tests {
             "bridged": {"command": "npx", "args": ["-y", "mcp-remote", "https://a.example/mcp", "--header", "Authorization: Bearer ${TOK}"], "env": {"TOK": "t0k"}},
             "remote": {"url": "https://b.example/mcp", "headers": {"X-Api-Key": "k"}}
         }});
-        let (entries, skipped) = parse(&claude);
+        let none = |_: &str| None;
+        let (entries, skipped) = parse(&claude, None, &none);
         assert_eq!(skipped.len(), 1);
         let bridged = entries.iter().find(|e| e.name == "bridged").unwrap();
         assert_eq!(bridged.url, "https://a.example/mcp");
@@ -360,11 +668,11 @@ mod tests {
         assert!(remote.token.is_none());
 
         let vscode = json!({"servers": {"v": {"type": "sse", "url": "https://c.example/sse"}}});
-        let (entries, _) = parse(&vscode);
-        assert_eq!(entries[0].transport, Transport::Sse);
+        let (entries, _) = parse(&vscode, None, &none);
+        assert_eq!(entries[0].transport, Some(Transport::Sse));
         let nested =
             json!({"mcp": {"servers": {"v": {"type": "http", "url": "https://c.example/mcp"}}}});
-        assert_eq!(parse(&nested).0.len(), 1);
-        assert!(parse(&json!({"other": 1})).0.is_empty());
+        assert_eq!(parse(&nested, None, &none).0.len(), 1);
+        assert!(parse(&json!({"other": 1}), None, &none).0.is_empty());
     }
 }

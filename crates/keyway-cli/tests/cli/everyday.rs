@@ -107,3 +107,243 @@ async fn add_force_replaces_a_saved_server_and_only_once_the_new_one_is_saved() 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(row(&k, "work").await.unwrap()["url"], dead.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_is_idempotent_detects_sse_never_saves_placeholders_and_reads_jsonc() {
+    let sse_only = testbed(|k| {
+        k.open = true;
+        k.legacy_sse_only = true;
+    })
+    .await;
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let dead_sse = format!("{}/sse", dead_mcp_url().trim_end_matches("/mcp"));
+    // VS Code's JSONC: comments and trailing commas.
+    let config = format!(
+        r#"{{
+  // what a person keeps in .vscode/mcp.json
+  "servers": {{
+    "legacy": {{"command": "npx", "args": ["-y", "mcp-remote@latest", "{sse}"]}},
+    "offline": {{"command": "npx", "args": ["mcp-remote", "{dead_sse}"]}},
+    "github": {{
+      "type": "http",
+      "url": "{open}",
+      "headers": {{"Authorization": "Bearer ${{input:github_token}}", "X-Team": "${{UNSET_KEYWAY_TEST_VAR}}"}},
+    }},
+  }},
+}}"#,
+        sse = sse_only.sse_url(),
+        open = open.mcp_url(),
+    );
+    let file = k.home.path().join("mcp.json");
+    std::fs::write(&file, config).unwrap();
+    let out = k
+        .run_async(&["--json", "import", file.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let of = |name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {v}"))
+            .clone()
+    };
+    for name in ["legacy", "offline", "github"] {
+        assert_eq!(of(name)["outcome"], "added", "{v}");
+    }
+    // The SSE-only server is saved as SSE (it answers), and so is the one that does
+    // not answer, by its /sse path; a call to the first works.
+    let show = |name: &'static str| {
+        let k = &k;
+        async move { json(&k.run_async(&["show", name, "--json"]).await) }
+    };
+    assert_eq!(show("legacy").await["transport"], "sse");
+    assert_eq!(show("offline").await["transport"], "sse");
+    let out = k
+        .run_async(&["call", "legacy", "echo", "--args", r#"{"text":"over sse"}"#])
+        .await;
+    assert_eq!(stdout(&out), "over sse\n", "{}", stderr(&out));
+
+    // The placeholders are not saved: no token, no X-Team header; set-token is next.
+    let gh = show("github").await;
+    assert_eq!(gh["credential"], Value::Null, "{gh}");
+    assert_eq!(gh["headers"], serde_json::json!([]), "{gh}");
+    assert_eq!(
+        of("github")["next"],
+        "keyway set-token github; keyway edit github --header 'X-Team: VALUE'"
+    );
+    let detail = of("github")["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("${input:github_token}"), "{detail}");
+    assert!(detail.contains("${UNSET_KEYWAY_TEST_VAR}"), "{detail}");
+
+    // Again: nothing new, each reported as there.
+    let out = k
+        .run_async(&["--json", "import", file.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = json(&out);
+    assert!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "exists"),
+        "{again}"
+    );
+    let out = k.run_async(&["list", "--json"]).await;
+    assert_eq!(json(&out).as_array().unwrap().len(), 3, "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_without_a_file_reads_the_clients_usual_places() {
+    let open = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let home = tempfile::tempdir().unwrap();
+    let cursor = home.path().join(".cursor");
+    std::fs::create_dir_all(&cursor).unwrap();
+    std::fs::write(
+        cursor.join("mcp.json"),
+        serde_json::json!({"mcpServers": {"bed": {"url": open.mcp_url()}}}).to_string(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut c = k.cmd(args);
+        c.env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .current_dir(home.path());
+        c.output().unwrap()
+    };
+    let out = run(&["import", "--from", "vscode"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no MCP client config found"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["import"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("added    bed"), "{}", stdout(&out));
+    assert!(row(&k, "bed").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_changes_url_transport_headers_and_name() {
+    let first = testbed(|_| {}).await;
+    let second = testbed(|k| {
+        k.open = true;
+        k.legacy_sse = true;
+    })
+    .await;
+    let k = Keyway::new();
+    let out = k
+        .run_async(&[
+            "add",
+            first.mcp_url(),
+            "--name",
+            "work",
+            "--browser",
+            "follow",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(row(&k, "work").await.unwrap()["state"], "authorized");
+
+    // Nothing to change, an unknown header to remove: usage errors.
+    assert_eq!(k.run_async(&["edit", "work"]).await.status.code(), Some(2));
+    let out = k
+        .run_async(&["edit", "work", "--remove-header", "X-Nope"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("has no header X-Nope"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A new URL: the tokens for the old one are revoked and gone.
+    let out = k
+        .run_async(&[
+            "edit",
+            "work",
+            "--url",
+            second.mcp_url(),
+            "-H",
+            "X-Team: blue",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("credential was for the old URL"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(first.stats().endpoint(keyway_testbed::Endpoint::Revoke) >= 1);
+    let shown = json(&k.run_async(&["show", "work", "--json"]).await);
+    assert_eq!(shown["url"], second.mcp_url());
+    assert_eq!(shown["credential"], Value::Null);
+    assert_eq!(shown["headers"], serde_json::json!(["x-team"]));
+    let out = k
+        .run_async(&["call", "work", "echo", "--args", r#"{"text":"moved"}"#])
+        .await;
+    assert_eq!(stdout(&out), "moved\n", "{}", stderr(&out));
+
+    // Transport, header removal and a rename.
+    let out = k
+        .run_async(&[
+            "edit",
+            "work",
+            "--url",
+            &second.sse_url(),
+            "--transport",
+            "sse",
+            "--remove-header",
+            "x-team",
+            "--rename",
+            "team",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(row(&k, "work").await.is_none());
+    let shown = json(&k.run_async(&["show", "team", "--json"]).await);
+    assert_eq!(shown["transport"], "sse");
+    assert_eq!(shown["headers"], serde_json::json!([]));
+    let out = k
+        .run_async(&["call", "team", "echo", "--args", r#"{"text":"renamed"}"#])
+        .await;
+    assert_eq!(stdout(&out), "renamed\n", "{}", stderr(&out));
+
+    // A taken name is refused.
+    let dead = dead_mcp_url();
+    assert!(
+        k.run_async(&["add", &dead, "--name", "other", "--force"])
+            .await
+            .status
+            .success()
+    );
+    let out = k.run_async(&["edit", "team", "--rename", "other"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_authorization_header_is_taken_as_the_token() {
+    let tb = testbed(|_| {}).await;
+    let token = tb.mint_access_token("mcp:tools");
+    let k = Keyway::new();
+    let header = format!("Authorization: Bearer {token}");
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "--name", "keyed", "-H", &header])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = json(&k.run_async(&["show", "keyed", "--json"]).await);
+    assert_eq!(shown["credential"]["kind"], "bearer", "{shown}");
+    assert_eq!(shown["headers"], serde_json::json!([]), "{shown}");
+    assert_eq!(shown["auth"], "token");
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "-H", "Authorization: Basic abc"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr(&out).contains("abc"), "{}", stderr(&out));
+}

@@ -372,12 +372,13 @@ async fn import_and_export() {
     let k = Keyway::new();
     let open = testbed(|k| k.open = true).await;
     let oauth = testbed(|_| {}).await;
+    let other = testbed(|_| {}).await;
     let token = oauth.mint_access_token("mcp:tools");
     let config = serde_json::json!({"mcpServers": {
         "local": {"command": "node", "args": ["x.js"]},
         "plain": {"url": open.mcp_url()},
         "keyed": {"url": oauth.mcp_url(), "headers": {"Authorization": format!("Bearer {token}")}},
-        "bridged": {"command": "npx", "args": ["mcp-remote", oauth.mcp_url()]}
+        "bridged": {"command": "npx", "args": ["mcp-remote", other.mcp_url()]}
     }});
     let file = k.home.path().join("claude_desktop_config.json");
     std::fs::write(&file, config.to_string()).unwrap();

@@ -602,7 +602,10 @@ mod tests {
         assert_eq!(ConnectCause::of(&wrapped), ConnectCause::NoSuchHost);
         let (cause, why) = ConnectCause::of_failure(&wrapped);
         assert_eq!(cause, ConnectCause::NoSuchHost);
-        assert!(why.starts_with("nonexistent.invalid has no address"), "{why}");
+        assert!(
+            why.starts_with("nonexistent.invalid has no address"),
+            "{why}"
+        );
 
         let tls = std::io::Error::new(
             std::io::ErrorKind::InvalidData,

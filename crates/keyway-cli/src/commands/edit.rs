@@ -1,0 +1,152 @@
+//! `keyway edit NAME`: change a saved server's URL, transport, headers or name.
+//! A new URL drops the server's tokens (they were issued for the old one; they are
+//! revoked first, as logout does), so it is authorized again for the new one.
+
+use anyhow::anyhow;
+use keyway::{
+    Secret,
+    store::{AuthKind, ServerChange, Store, Transport},
+};
+
+use super::store;
+use crate::{
+    cli::{EditArgs, TransportArg},
+    exit::CliError,
+    printer::Printer,
+    settings::Settings,
+};
+
+pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let st = store::open(settings)?;
+    let rec = store::find(&st, &args.name).await?;
+    let mut change = ServerChange::default();
+    let mut notes = Vec::new();
+
+    if let Some(name) = &args.rename {
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(store::usage(format!("--rename {name:?}: use a plain name")));
+        }
+        if *name != rec.name {
+            change.name = Some(name.clone());
+        }
+    }
+    if let Some(url) = &args.url {
+        let parsed = url::Url::parse(url).map_err(|e| store::usage(format!("--url {url}: {e}")))?;
+        if url != &rec.url {
+            let has_secrets = !rec.header_names.is_empty()
+                || matches!(
+                    st.credential(&rec.id).await,
+                    Ok(Some(c)) if matches!(c.credential, keyway::store::Credential::Bearer { .. })
+                );
+            store::check_secrets_destination(&parsed, has_secrets, args.allow_http)?;
+            change.url = Some(url.clone());
+        }
+    }
+    if let Some(t) = args.transport {
+        change.transport = Some(match t {
+            TransportArg::Http => Transport::Http,
+            TransportArg::Sse => Transport::Sse,
+            TransportArg::Auto => {
+                return Err(store::usage(
+                    "--transport auto is for add; edit takes http or sse".into(),
+                ));
+            }
+        });
+    }
+    let new_headers = store::headers(&crate::cli::CredentialArgs {
+        token: None,
+        headers: args.headers.clone(),
+    })?;
+    if args.headers.iter().any(|h| {
+        h.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("authorization"))
+    }) {
+        return Err(store::usage(format!(
+            "the token is not a header to edit: keyway set-token {}",
+            rec.name
+        )));
+    }
+    if !new_headers.is_empty() || !args.remove_header.is_empty() {
+        let mut headers: Vec<(String, Secret)> =
+            st.headers(&rec.id).await.map_err(store::store_error)?;
+        for gone in &args.remove_header {
+            let before = headers.len();
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(gone));
+            if headers.len() == before {
+                return Err(store::usage(format!(
+                    "{} has no header {gone}{}",
+                    rec.name,
+                    if rec.header_names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (it has: {})", rec.header_names.join(", "))
+                    }
+                )));
+            }
+        }
+        for (name, value) in new_headers {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_str()));
+            headers.push((name.as_str().to_owned(), value));
+        }
+        // A server saved for its headers alone is a token server only while it has
+        // some (or a token).
+        if rec.auth == AuthKind::None && !headers.is_empty() {
+            change.auth = Some(AuthKind::Token);
+        }
+        change.headers = Some(headers);
+    }
+    if change.name.is_none()
+        && change.url.is_none()
+        && change.transport.is_none()
+        && change.headers.is_none()
+    {
+        return Err(store::usage(
+            "nothing to change: give --url, --transport, --header, --remove-header or --rename"
+                .into(),
+        ));
+    }
+
+    if change.url.is_some()
+        && let Ok(Some(stored)) = st.credential(&rec.id).await
+    {
+        let revoked = super::authorize::revoke_stored(&st, &stored.credential).await?;
+        notes.push(format!(
+            "its credential was for the old URL and is gone ({revoked})"
+        ));
+    }
+    let updated = st
+        .update_server(&rec.id, &change)
+        .await
+        .map_err(store::store_error)?;
+    let (row, _) = super::servers::row(&st, &updated).await?;
+    if printer.json_mode() {
+        let mut v = serde_json::to_value(&row).map_err(|e| anyhow!("{e}"))?;
+        v["notes"] = serde_json::json!(notes);
+        printer.json(&v)?;
+        return Ok(());
+    }
+    printer.result(format!("edited {} ({})", updated.name, updated.url));
+    if change.name.is_some() {
+        printer.step(format!("  name      {} (was {})", updated.name, rec.name));
+    }
+    if change.transport.is_some() {
+        printer.step(format!("  transport {}", updated.transport.as_str()));
+    }
+    if change.headers.is_some() {
+        printer.step(format!(
+            "  headers   {}",
+            if updated.header_names.is_empty() {
+                "-".to_owned()
+            } else {
+                updated.header_names.join(", ")
+            }
+        ));
+    }
+    for n in notes {
+        printer.step(format!("  note      {n}"));
+    }
+    if let Some(cmd) = super::servers::action_command(row.action, &updated.name) {
+        printer.step(format!("  next      {cmd}"));
+    }
+    Ok(())
+}
