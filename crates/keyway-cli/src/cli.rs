@@ -285,12 +285,21 @@ impl DeadlineArgs {
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// A saved server's name, or a URL (tokens then live only as long as the proxy).
+    /// A saved server's name, or a URL. The tokens obtained for a URL are kept in the
+    /// server saved for it (one is saved, named after its host, if there is none), so
+    /// a restart of the client does not authorize again.
     pub target: String,
 
-    /// The transport for a URL: `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
-    #[arg(long, value_enum, default_value_t = TransportArg::Http)]
+    /// The transport for a URL not saved yet: `http` (Streamable HTTP), `sse` (legacy
+    /// HTTP+SSE), or `auto` (a URL ending in /sse is checked for the legacy transport
+    /// first; others are Streamable HTTP).
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
+
+    /// The name to save a URL's server under [default: after its host, e.g. github].
+    /// A token given with --token is kept only with --save.
+    #[arg(long, value_name = "NAME")]
+    pub save: Option<String>,
 
     #[command(flatten)]
     pub credential: CredentialArgs,
@@ -436,7 +445,7 @@ pub struct AddArgs {
 pub enum TransportArg {
     Http,
     Sse,
-    /// Streamable HTTP, else the legacy HTTP+SSE transport (add only).
+    /// Streamable HTTP, else the legacy HTTP+SSE transport.
     Auto,
 }
 

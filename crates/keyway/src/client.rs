@@ -336,6 +336,11 @@ pub struct Policy {
     credentials: Credentials,
     step_up: tokio::sync::Mutex<StepUp>,
     sign_ins: AtomicU32,
+    /// One flow at a time in this process: the requests refused meanwhile wait for
+    /// it and use what it yields, instead of each starting (and printing) its own.
+    signing_in: tokio::sync::Mutex<()>,
+    /// Flows completed, so a waiter can tell that one finished while it waited.
+    flows_done: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Policy {
@@ -365,6 +370,8 @@ impl Policy {
             credentials,
             step_up: tokio::sync::Mutex::new(StepUp::default()),
             sign_ins: AtomicU32::new(0),
+            signing_in: tokio::sync::Mutex::new(()),
+            flows_done: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -543,6 +550,24 @@ impl Policy {
     /// time: whoever holds the lease authorizes; the others wait until the stored
     /// credential changes, then use it.
     async fn authorize(
+        &self,
+        challenge: Vec<String>,
+        previous: Option<Vec<String>>,
+    ) -> Result<(), ClientError> {
+        let seen = self.flows_done.load(Ordering::SeqCst);
+        let _one_at_a_time = self.signing_in.lock().await;
+        if self.flows_done.load(Ordering::SeqCst) != seen {
+            // A flow finished while this request waited: its tokens are the answer.
+            return Ok(());
+        }
+        let outcome = self.authorize_now(challenge, previous).await;
+        if outcome.is_ok() {
+            self.flows_done.fetch_add(1, Ordering::SeqCst);
+        }
+        outcome
+    }
+
+    async fn authorize_now(
         &self,
         challenge: Vec<String>,
         previous: Option<Vec<String>>,

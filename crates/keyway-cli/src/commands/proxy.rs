@@ -7,14 +7,12 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use keyway::{
-    auth::{Authorizer, BrowserMode, MemoryRegistrations, OAuthTokens},
+    auth::{Authorizer, BrowserMode, MemoryRegistrations},
     bridge,
     client::{Credentials, Policy},
-    mcp::{
-        StaticToken,
-        wire::{WireConfig, WireKind},
-    },
-    store::tokens::StoredTokens,
+    mcp::{StaticToken, wire::WireConfig},
+    naming,
+    store::{AuthKind, NewServer, Store, Transport, tokens::StoredTokens},
 };
 use url::Url;
 
@@ -49,63 +47,154 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 .unwrap_or_default()
         )));
     }
-    let (config, credentials, authorizer, url) =
-        if args.target.starts_with("http://") || args.target.starts_with("https://") {
-            let url = Url::parse(&args.target)
-                .map_err(|e| store::usage(format!("{}: {e}", args.target)))?;
-            let token = store::token(&args.credential)?;
-            store::check_secrets_destination(
-                &url,
-                token.is_some() || !args.credential.headers.is_empty(),
-                args.auth.allow_http,
-            )?;
-            let credentials = match token {
-                Some(t) => Credentials::Static(Arc::new(StaticToken::new(Some(t)))),
-                None => Credentials::Memory(OAuthTokens::new()),
+    let is_url = args.target.starts_with("http://") || args.target.starts_with("https://");
+    let (st, server) = if is_url {
+        let url =
+            Url::parse(&args.target).map_err(|e| store::usage(format!("{}: {e}", args.target)))?;
+        let token = store::token(&args.credential)?;
+        let headers = store::headers(&args.credential)?;
+        store::check_secrets_destination(
+            &url,
+            token.is_some() || !headers.is_empty(),
+            args.auth.allow_http,
+        )?;
+        let asked = match args.transport {
+            TransportArg::Http => Some(Transport::Http),
+            TransportArg::Sse => Some(Transport::Sse),
+            TransportArg::Auto => None,
+        };
+        if token.is_some() && args.save.is_none() {
+            // A token given each time (the client's config has it): kept in memory
+            // only, as the client keeps it.
+            // Detected only for a URL that looks like a legacy endpoint (as for a new
+            // entry below): a probe costs a session's round trips before the client's
+            // own initialize.
+            let kind = match asked {
+                Some(t) => store::wire_kind(t),
+                None if sse_like(&url) => {
+                    store::wire_kind(detect(&http, &url, &token, &headers).await)
+                }
+                None => store::wire_kind(Transport::Http),
             };
-            let kind = match args.transport {
-                TransportArg::Http | TransportArg::Auto => WireKind::StreamableHttp,
-                TransportArg::Sse => WireKind::LegacySse,
-            };
+            let credentials = Credentials::Static(Arc::new(StaticToken::new(token)));
             let config = WireConfig {
                 url: url.clone(),
                 http: http.clone(),
                 tokens: credentials.token_source(),
-                headers: store::headers(&args.credential)?,
+                headers,
                 kind,
                 deadlines,
             };
             let authorizer =
                 Authorizer::new(options, Arc::new(MemoryRegistrations::default()), reporter)
                     .map_err(auth::error)?;
-            (config, credentials, authorizer, url)
-        } else {
-            let st = store::open(settings)?;
-            let server = store::find(&st, &args.target).await?;
-            store::ensure_enabled(&server)?;
-            let url = store::saved_url(&server)?;
-            let headers = store::saved_headers(&st, &server).await?;
-            let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id);
-            let kind = store::wire_kind(server.transport);
-            let config = WireConfig {
-                url: url.clone(),
-                http: http.clone(),
-                tokens: tokens.clone(),
-                headers,
-                kind,
-                deadlines,
-            };
-            let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)
-                .map_err(auth::error)?
-                .with_pending_flows(Arc::new(st.clone()));
-            let credentials = Credentials::Stored {
-                store: st,
-                server,
-                tokens,
-            };
-            (config, credentials, authorizer, url)
+            return bridge_to(config, Arc::new(Policy::new(url, authorizer, credentials))).await;
+        }
+        // The tokens it obtains are kept for the URL: in the server saved for it, or
+        // a new entry (named by --save, or after the host), so the next start of the
+        // client does not authorize again.
+        let st = store::open(settings)?;
+        let saved = match &args.save {
+            Some(name) => st.server(name).await.map_err(store::store_error)?,
+            None => st
+                .servers()
+                .await
+                .map_err(store::store_error)?
+                .into_iter()
+                .find(|s| super::transfer::same_url(&s.url, url.as_str())),
         };
-    let policy = Arc::new(Policy::new(url, authorizer, credentials));
+        let server = match saved {
+            Some(s) if super::transfer::same_url(&s.url, url.as_str()) => {
+                tracing::info!(name = %s.name, "using the saved server for this URL");
+                s
+            }
+            Some(s) => {
+                return Err(store::store_error(keyway::store::StoreError::NameTaken(
+                    s.name.clone(),
+                ))
+                .with_hint(format!(
+                    "{} is saved for {}; --save another name, or keyway proxy {}",
+                    s.name, s.url, s.name
+                )));
+            }
+            None => {
+                let transport = match asked {
+                    Some(t) => t,
+                    None if sse_like(&url) => detect(&http, &url, &token, &headers).await,
+                    None => Transport::Http,
+                };
+                let taken: Vec<String> = st
+                    .servers()
+                    .await
+                    .map_err(store::store_error)?
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect();
+                let name = args
+                    .save
+                    .clone()
+                    .unwrap_or_else(|| naming::unique(&naming::default_name(&url), &taken));
+                let auth = if token.is_some() || !headers.is_empty() {
+                    AuthKind::Token
+                } else {
+                    AuthKind::None
+                };
+                let new = NewServer {
+                    id: store::new_id(),
+                    name: name.clone(),
+                    url: url.to_string(),
+                    transport,
+                    auth,
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                        .collect(),
+                };
+                let cred = token.map(|t| keyway::store::Credential::Bearer { token: t });
+                let rec = st
+                    .create_server(&new, cred.as_ref())
+                    .await
+                    .map_err(store::store_error)?;
+                if !printer.quiet() {
+                    eprintln!(
+                        "keyway: saved {url} as {name}, so its tokens outlast this proxy (keyway remove {name} forgets it)"
+                    );
+                }
+                rec
+            }
+        };
+        (st, server)
+    } else {
+        let st = store::open(settings)?;
+        let server = store::find(&st, &args.target).await?;
+        (st, server)
+    };
+    store::ensure_enabled(&server)?;
+    let url = store::saved_url(&server)?;
+    let headers = store::saved_headers(&st, &server).await?;
+    let tokens = StoredTokens::new(Arc::new(st.clone()), &server.id);
+    let kind = store::wire_kind(server.transport);
+    let config = WireConfig {
+        url: url.clone(),
+        http: http.clone(),
+        tokens: tokens.clone(),
+        headers,
+        kind,
+        deadlines,
+    };
+    let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)
+        .map_err(auth::error)?
+        .with_pending_flows(Arc::new(st.clone()));
+    let credentials = Credentials::Stored {
+        store: st,
+        server,
+        tokens,
+    };
+    bridge_to(config, Arc::new(Policy::new(url, authorizer, credentials))).await
+}
+
+/// Bridge stdio to the server until the client closes stdin.
+async fn bridge_to(config: WireConfig, policy: Arc<Policy>) -> Result<(), CliError> {
     tracing::info!(url = %policy.url(), "proxy started");
     let stats = bridge::run(
         config,
@@ -117,4 +206,27 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
     .map_err(|e| CliError::failure(anyhow!("{e}")))?;
     tracing::info!(?stats, "proxy ended");
     Ok(())
+}
+
+/// A URL whose path ends in `/sse`, where legacy HTTP+SSE servers listen.
+fn sse_like(url: &Url) -> bool {
+    url.path().trim_end_matches('/').ends_with("/sse")
+}
+
+/// The transport of a server not saved yet, as add finds it: Streamable HTTP, else
+/// legacy SSE (a probe; when nothing answers, the URL's path decides).
+async fn detect(
+    http: &keyway::http::WireClient,
+    url: &Url,
+    token: &Option<keyway::Secret>,
+    headers: &[(http::HeaderName, keyway::Secret)],
+) -> Transport {
+    let opts = keyway::probe::ProbeOptions {
+        token: token.clone(),
+        headers: headers.to_vec(),
+        transport: keyway::mcp::TransportChoice::Auto,
+        ..Default::default()
+    };
+    let probe = super::probe::run_probe(http, url.as_str(), &opts).await;
+    super::transfer::saved_transport(None, &probe)
 }

@@ -309,7 +309,7 @@ pub fn saved_transport(asked: Option<Transport>, probe: &keyway::probe::Probe) -
 
 /// A URL as saved URLs are compared: parsed and printed again (case of the
 /// scheme and host, default ports), without a trailing slash.
-fn same_url(a: &str, b: &str) -> bool {
+pub fn same_url(a: &str, b: &str) -> bool {
     let norm = |u: &str| {
         url::Url::parse(u)
             .map(|u| u.to_string())

@@ -11,6 +11,7 @@ mod harness;
 mod hygiene;
 mod legacy;
 mod proxy;
+mod proxy_url;
 mod race;
 mod security;
 mod serve;

@@ -672,11 +672,11 @@ impl Authorizer {
                 });
             }
             BrowserMode::System | BrowserMode::None if !self.options.allow_paste => {
+                // No browser, and stdin is not free (a proxy's client owns it): the
+                // listener stays open until the timeout, for a browser on this machine
+                // or one whose port is forwarded here.
                 self.reporter.authorization_url(url.as_str(), false);
-                return Err(AuthError::Browser(
-                    "no browser can be opened here, and stdin is not free for pasting the answer"
-                        .into(),
-                ));
+                self.reporter.note(&headless_note(redirect_uri, timeout));
             }
             BrowserMode::System | BrowserMode::None => {
                 self.reporter.authorization_url(url.as_str(), false);
@@ -696,9 +696,8 @@ impl Authorizer {
                     self.reporter.authorization_url(url.as_str(), opened.is_ok());
                     if opened.is_err() {
                         if !self.options.allow_paste {
-                            return Err(AuthError::Browser(
-                                "no browser could be opened, and stdin is not free for pasting the answer".into(),
-                            ));
+                            self.reporter.note(&headless_note(redirect_uri, timeout));
+                            continue;
                         }
                         self.reporter.waiting_for_paste();
                         paste = Some(browser::stdin_lines());
@@ -750,6 +749,20 @@ impl Authorizer {
             }
         }
     }
+}
+
+/// What to do when no browser opens here and stdin is taken: the URL works in a
+/// browser on this machine, or on another once the callback port is forwarded.
+fn headless_note(redirect_uri: &str, timeout: std::time::Duration) -> String {
+    let port = Url::parse(redirect_uri)
+        .ok()
+        .and_then(|u| u.port())
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "PORT".into());
+    format!(
+        "no browser opens here: open the URL above in a browser on this machine, or on another after forwarding the callback port (ssh -L {port}:127.0.0.1:{port} THIS-HOST); waiting {} s for it",
+        timeout.as_secs()
+    )
 }
 
 async fn poll_opening(
