@@ -118,9 +118,25 @@ pub enum Command {
     #[command(after_help = "Examples:\n  keyway disable github")]
     Disable(NameArg),
 
-    /// Where the store and its key live, each server's state, pending flows.
-    #[command(after_help = "Examples:\n  keyway doctor\n  keyway doctor --json")]
-    Doctor,
+    /// Re-check saved servers (all, or the named ones) and update their state: connect,
+    /// list tools, record what happened.
+    ///
+    /// Exit 0 when every enabled one answered, 3 when the others need authorization,
+    /// 1 otherwise.
+    #[command(
+        after_help = "Examples:\n  keyway check\n  keyway check github --timeout 5\n  keyway check --json"
+    )]
+    Check(CheckArgs),
+
+    /// Where the store and its key live, each server checked again, pending flows.
+    ///
+    /// Creates nothing: without a store it says so. Exit 1 when something is wrong (a
+    /// server that does not answer, a credential that cannot be opened, a home others
+    /// can read), 3 when servers only need authorization.
+    #[command(
+        after_help = "Examples:\n  keyway doctor\n  keyway doctor --json\n  keyway doctor --offline      (no server is contacted)"
+    )]
+    Doctor(DoctorArgs),
 
     /// Add the remote servers of MCP client configs (Claude Desktop, Claude Code,
     /// Cursor, VS Code), mcp-remote bridges included.
@@ -164,9 +180,10 @@ pub enum Command {
     /// result.
     ///
     /// keyway call NAME TOOL [--args JSON]          (a saved server)
+    /// keyway call NAME__TOOL [--args JSON]         (the name `keyway tools` prints)
     /// keyway call --url URL TOOL [--args JSON]     (any server, nothing saved)
     #[command(
-        after_help = "Examples:\n  keyway call github search_issues --args '{\"query\": \"is:open\"}'\n  keyway call --url https://mcp.example.com/mcp echo --args '{\"text\": \"hi\"}'"
+        after_help = "Examples:\n  keyway call github search_issues --args '{\"query\": \"is:open\"}'\n  keyway call github__search_issues --args @query.json\n  echo '{\"text\": \"hi\"}' | keyway call --url https://mcp.example.com/mcp echo --args -"
     )]
     Call(Box<CallArgs>),
 
@@ -191,12 +208,13 @@ pub struct CallArgs {
     #[arg(long, value_name = "URL", value_parser = server_url)]
     pub url: Option<String>,
 
-    /// NAME TOOL for a saved server; TOOL with --url.
+    /// NAME TOOL for a saved server (or NAME__TOOL, as `keyway tools` prints it); TOOL
+    /// with --url.
     #[arg(value_name = "NAME TOOL", num_args = 1..=2, required = true)]
     pub target: Vec<String>,
 
-    /// Tool arguments as a JSON object.
-    #[arg(long, value_name = "JSON", default_value = "{}")]
+    /// Tool arguments as a JSON object; `@FILE` reads them from a file, `-` from stdin.
+    #[arg(long, value_name = "JSON|@FILE|-", default_value = "{}")]
     pub args: String,
 
     #[command(flatten)]
@@ -210,6 +228,27 @@ pub struct CallArgs {
 pub struct ToolsArgs {
     /// Only these servers (names or ids).
     pub names: Vec<String>,
+
+    /// Seconds each server gets to connect and list its tools.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Only these servers (names or ids).
+    pub names: Vec<String>,
+
+    /// Seconds each server gets to connect and list its tools.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Do not contact the servers; report what is stored.
+    #[arg(long)]
+    pub offline: bool,
 
     /// Seconds each server gets to connect and list its tools.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]

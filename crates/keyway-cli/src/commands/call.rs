@@ -15,9 +15,16 @@ use super::{auth, store};
 use crate::{cli::CallArgs, exit::CliError, printer::Printer, settings::Settings};
 
 pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let (tool, arguments) = match (&args.url, args.target.as_slice()) {
-        (Some(_), [tool]) => (tool.clone(), &args.args),
-        (None, [_, tool]) => (tool.clone(), &args.args),
+    let arguments = arguments(&args.args)?;
+    let (target, tool) = match (&args.url, args.target.as_slice()) {
+        (Some(_), [tool]) => (None, tool.clone()),
+        (None, [server, tool]) => (Some(server.clone()), tool.clone()),
+        // `github__search_issues`, as `keyway tools` and `keyway serve` name it.
+        (None, [prefixed]) => {
+            let st = store::open(settings)?;
+            let (server, tool) = by_prefixed_name(&st, prefixed).await?;
+            (Some(server), tool)
+        }
         (Some(_), _) => {
             return Err(store::usage(
                 "with --url, give only the tool: keyway call --url URL TOOL".into(),
@@ -25,18 +32,9 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         }
         (None, _) => {
             return Err(store::usage(
-                "give the server and the tool: keyway call NAME TOOL (or --url URL TOOL)".into(),
+                "give the server and the tool: keyway call NAME TOOL (or NAME__TOOL, or --url URL TOOL)".into(),
             ));
         }
-    };
-    let arguments: JsonObject = match serde_json::from_str(arguments) {
-        Ok(serde_json::Value::Object(o)) => o,
-        Ok(_) => {
-            return Err(store::usage(
-                "--args must be a JSON object, e.g. '{\"text\":\"hi\"}'".into(),
-            ));
-        }
-        Err(e) => return Err(store::usage(format!("--args is not JSON: {e}"))),
     };
     let options = Options {
         auth: auth::options(&args.auth)?,
@@ -52,7 +50,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         }
         None => {
             let st = store::open(settings)?;
-            Session::open_stored(st, &args.target[0], options).await
+            Session::open_stored(st, target.as_deref().unwrap_or_default(), options).await
         }
     }
     .map_err(auth::client_error)?;
@@ -85,4 +83,70 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         )));
     }
     Ok(())
+}
+
+/// `--args`: a JSON object, `@FILE` (read from FILE) or `-` (read from stdin).
+fn arguments(raw: &str) -> Result<JsonObject, CliError> {
+    let (text, from) = match raw.trim() {
+        "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| store::usage(format!("--args -: reading stdin: {e}")))?;
+            (text, "stdin".to_owned())
+        }
+        r if r.starts_with('@') => {
+            let path = &r[1..];
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| store::usage(format!("--args {r}: {e}")))?;
+            (text, path.to_owned())
+        }
+        r => (r.to_owned(), "--args".to_owned()),
+    };
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(o)) => Ok(o),
+        Ok(_) => Err(store::usage(format!(
+            "{from} must hold a JSON object, e.g. '{{\"text\":\"hi\"}}'"
+        ))),
+        Err(e) => Err(store::usage(format!("{from} is not JSON: {e}"))),
+    }
+}
+
+/// The saved server and tool of a prefixed name (`github__search_issues`), with the
+/// prefixes `keyway tools` gives the enabled servers.
+async fn by_prefixed_name(
+    st: &keyway::store::SqliteStore,
+    name: &str,
+) -> Result<(String, String), CliError> {
+    use keyway::store::Store;
+    let Some((_, _)) = keyway::merge::split(name) else {
+        return Err(store::usage(format!(
+            "give the server and the tool: keyway call NAME {name} (or NAME__TOOL as keyway tools prints it)"
+        )));
+    };
+    let servers: Vec<_> = st
+        .servers()
+        .await
+        .map_err(store::store_error)?
+        .into_iter()
+        .filter(|s| s.enabled)
+        .collect();
+    let prefixes = keyway::merge::prefixes(servers.iter().map(|s| s.name.as_str()));
+    // The longest prefix that fits: `a__b__c` is server `a__b`'s `c` when there is one.
+    let found = servers
+        .iter()
+        .zip(&prefixes)
+        .filter_map(|(s, p)| {
+            name.strip_prefix(p.as_str())
+                .and_then(|rest| rest.strip_prefix(keyway::merge::SEPARATOR))
+                .filter(|tool| !tool.is_empty())
+                .map(|tool| (p.len(), s.name.clone(), tool.to_owned()))
+        })
+        .max_by_key(|(len, _, _)| *len);
+    match found {
+        Some((_, server, tool)) => Ok((server, tool)),
+        None => Err(
+            CliError::failure(anyhow!("no enabled server has the prefix of {name}"))
+                .with_hint("keyway tools lists the names it can call"),
+        ),
+    }
 }

@@ -315,15 +315,84 @@ pub async fn set_enabled(
     Ok(())
 }
 
-pub async fn doctor(settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+pub async fn doctor(
+    args: crate::cli::DoctorArgs,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 3600.0) {
+        return Err(store::usage(
+            "--timeout must be a number of seconds between 0 and 3600".into(),
+        ));
+    }
+    let home_mode = home_mode(&settings.home);
+    let db = settings.home.join("keyway.db");
+    // A doctor that made a store (and a key) would change what it reports on.
+    if !db.exists() {
+        if printer.json_mode() {
+            printer.json(&serde_json::json!({
+                "home": settings.home,
+                "home_mode": home_mode,
+                "store": null,
+                "key_source": null,
+                "servers": [],
+                "pending_flows": [],
+                "problems": [],
+            }))?;
+        } else {
+            printer.result(format!("home        {}", settings.home.display()));
+            printer.result(format!(
+                "store       none yet ({} is made by the first `keyway add URL`)",
+                db.display()
+            ));
+        }
+        return Ok(());
+    }
     let st = store::open(settings)?;
     let info = st.describe();
+    let records = st.servers().await.map_err(store::store_error)?;
+    let checked = if args.offline {
+        Vec::new()
+    } else {
+        super::tools::check_servers(
+            &st,
+            &records,
+            std::time::Duration::from_secs_f64(args.timeout),
+        )
+        .await?
+    };
     let mut rows = Vec::new();
     for rec in st.servers().await.map_err(store::store_error)? {
         rows.push(row(&st, &rec).await?.0);
     }
     let flows = st.pending_flows().await.map_err(store::store_error)?;
-    let home_mode = home_mode(&settings.home);
+    let mut problems: Vec<String> = Vec::new();
+    if home_mode.as_deref().is_some_and(|m| m != "700") {
+        problems.push(format!(
+            "the home {} can be read by others (mode {}): chmod 700 it",
+            settings.home.display(),
+            home_mode.as_deref().unwrap_or("?")
+        ));
+    }
+    for r in &rows {
+        if let Some(why) = &r.unreadable {
+            problems.push(format!("{}: {why}", r.name));
+        } else if matches!(r.state, State::Error | State::TokenRejected) {
+            problems.push(format!(
+                "{}: {}{}",
+                r.name,
+                r.state.as_str(),
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let needs_auth: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.state, State::NeedsAuth | State::NeedsToken))
+        .collect();
     if printer.json_mode() {
         printer.json(&serde_json::json!({
             "home": settings.home,
@@ -332,42 +401,73 @@ pub async fn doctor(settings: &Settings, printer: &Printer) -> Result<(), CliErr
             "key_source": info.key_source,
             "keychain": settings.use_keychain,
             "servers": rows,
+            "checked": checked,
             "pending_flows": flows,
+            "problems": problems,
         }))?;
-        return Ok(());
-    }
-    printer.result(format!(
-        "home        {} ({})",
-        settings.home.display(),
-        home_mode.as_deref().unwrap_or("?")
-    ));
-    printer.result(format!("store       {}", info.path.display()));
-    printer.result(format!("key         {}", info.key_source));
-    if !settings.use_keychain {
-        printer.result("keychain    off (KEYWAY_NO_KEYCHAIN)");
-    }
-    printer.result(format!("servers     {}", rows.len()));
-    if !rows.is_empty() {
-        print_table(&rows, printer);
-    }
-    let unreadable: Vec<&Row> = rows.iter().filter(|r| r.unreadable.is_some()).collect();
-    if !unreadable.is_empty() {
-        printer.result(format!("unreadable  {} server(s)", unreadable.len()));
-        for r in unreadable {
+    } else {
+        printer.result(format!(
+            "home        {} ({})",
+            settings.home.display(),
+            home_mode.as_deref().unwrap_or("?")
+        ));
+        printer.result(format!("store       {}", info.path.display()));
+        printer.result(format!("key         {}", info.key_source));
+        if !settings.use_keychain {
+            printer.result("keychain    off (KEYWAY_NO_KEYCHAIN)");
+        }
+        printer.result(format!(
+            "servers     {}{}",
+            rows.len(),
+            if args.offline {
+                " (not contacted: --offline)"
+            } else {
+                " (each checked just now)"
+            }
+        ));
+        if !rows.is_empty() {
+            print_table(&rows, printer);
+        }
+        for r in rows.iter().filter(|r| r.last_error.is_some()) {
             printer.result(format!(
                 "  {}: {}",
                 r.name,
-                r.unreadable.as_deref().unwrap_or_default()
+                r.last_error.as_deref().unwrap_or_default()
             ));
         }
+        printer.result(format!("pending     {} authorization flow(s)", flows.len()));
+        for f in &flows {
+            printer.result(format!(
+                "  {} started {}",
+                f.issuer,
+                store::relative(f.created_at, now())
+            ));
+        }
+        if problems.is_empty() && needs_auth.is_empty() {
+            printer.result("all well");
+        }
+        for p in &problems {
+            printer.result(format!("problem     {p}"));
+        }
     }
-    printer.result(format!("pending     {} authorization flow(s)", flows.len()));
-    for f in flows {
-        printer.result(format!(
-            "  {} started {}",
-            f.issuer,
-            store::relative(f.created_at, now())
-        ));
+    if !problems.is_empty() {
+        return Err(
+            CliError::failure(anyhow::anyhow!("{} problem(s) found", problems.len()))
+                .with_hint("each is listed above with what to do"),
+        );
+    }
+    if !needs_auth.is_empty() {
+        let hint = needs_auth
+            .iter()
+            .filter_map(|r| action_command(r.action, &r.name))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(CliError::failure(anyhow::anyhow!(
+            "{} server(s) need authorization or a token",
+            needs_auth.len()
+        ))
+        .with_status(crate::exit::ExitStatus::AuthorizationNeeded)
+        .with_hint(hint));
     }
     Ok(())
 }

@@ -90,19 +90,8 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
         .map(|(i, s)| {
             let (st, http) = (st.clone(), http.clone());
             async move {
-                let started = tokio::time::Instant::now();
-                let listed =
-                    match tokio::time::timeout(timeout, list_with_retry(&st, s, &http)).await {
-                        Ok(r) => r,
-                        Err(_) => Err((
-                            "timeout",
-                            format!(
-                                "no answer within {:.1} s (--timeout; the server may just be slow)",
-                                timeout.as_secs_f64()
-                            ),
-                        )),
-                    };
-                (i, listed, started.elapsed())
+                let (listed, elapsed) = check_one(&st, s, &http, timeout).await;
+                (i, listed, elapsed)
             }
         })
         .collect();
@@ -112,19 +101,6 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
     let mut printed = std::collections::HashSet::new();
     while let Some((i, listed, elapsed)) = pending.next().await {
         let s = &servers[i];
-        // --timeout is the caller's own limit: running out of it says nothing new about
-        // the server, whose state stays what it was.
-        let status = match &listed {
-            Ok(_) => Some(LastStatus::Connected),
-            Err(("needs-auth", _)) => Some(LastStatus::NeedsAuth),
-            Err(("timeout", _)) => None,
-            Err(_) => Some(LastStatus::Error),
-        };
-        if let Some(status) = status {
-            let _ = st
-                .set_status(&s.id, status, listed.as_ref().err().map(|e| e.1.as_str()))
-                .await;
-        }
         if !printer.json_mode() {
             match &listed {
                 Ok(tools) => {
@@ -247,6 +223,184 @@ fn nothing_answered(rows: &[ServerRow]) -> Result<(), CliError> {
         ));
     }
     Err(err)
+}
+
+/// Connect to one server and list its tools within `timeout` (a dropped connection
+/// gets one more try), and record how it went as the server's state; how long it took.
+pub async fn check_one(
+    st: &SqliteStore,
+    s: &ServerRecord,
+    http: &keyway::http::WireClient,
+    timeout: Duration,
+) -> (Listed, Duration) {
+    let started = tokio::time::Instant::now();
+    let listed = match tokio::time::timeout(timeout, list_with_retry(st, s, http)).await {
+        Ok(r) => r,
+        Err(_) => Err((
+            "timeout",
+            format!(
+                "no answer within {:.1} s (--timeout; the server may just be slow)",
+                timeout.as_secs_f64()
+            ),
+        )),
+    };
+    // --timeout is the caller's own limit: running out of it says nothing new about
+    // the server, whose state stays what it was.
+    let status = match &listed {
+        Ok(_) => Some(LastStatus::Connected),
+        Err(("needs-auth", _)) => Some(LastStatus::NeedsAuth),
+        Err(("timeout", _)) => None,
+        Err(_) => Some(LastStatus::Error),
+    };
+    if let Some(status) = status {
+        let _ = st
+            .set_status(&s.id, status, listed.as_ref().err().map(|e| e.1.as_str()))
+            .await;
+    }
+    (listed, started.elapsed())
+}
+
+/// One server's row in `keyway check` and `keyway doctor`.
+#[derive(Debug, Serialize)]
+pub struct Checked {
+    pub name: String,
+    /// `ok`, `needs-auth`, `error`, `timeout`, `disabled`.
+    pub status: &'static str,
+    pub tools: Option<usize>,
+    pub error: Option<String>,
+    pub elapsed_ms: u128,
+}
+
+/// Check `servers` at once (the disabled ones are reported, not contacted).
+pub async fn check_servers(
+    st: &SqliteStore,
+    servers: &[ServerRecord],
+    timeout: Duration,
+) -> anyhow::Result<Vec<Checked>> {
+    let http =
+        keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
+    Ok(futures::future::join_all(servers.iter().map(|s| {
+        let (st, http) = (st.clone(), http.clone());
+        async move {
+            if !s.enabled {
+                return Checked {
+                    name: s.name.clone(),
+                    status: "disabled",
+                    tools: None,
+                    error: None,
+                    elapsed_ms: 0,
+                };
+            }
+            let (listed, elapsed) = check_one(&st, s, &http, timeout).await;
+            Checked {
+                name: s.name.clone(),
+                status: match &listed {
+                    Ok(_) => "ok",
+                    Err((kind, _)) => match *kind {
+                        "unreachable" => "error",
+                        k => k,
+                    },
+                },
+                tools: listed.as_ref().ok().map(Vec::len),
+                error: listed.err().map(|e| e.1),
+                elapsed_ms: elapsed.as_millis(),
+            }
+        }
+    }))
+    .await)
+}
+
+/// `keyway check [NAME...]`: re-check servers and update their state.
+pub async fn check(
+    args: crate::cli::CheckArgs,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 3600.0) {
+        return Err(store::usage(
+            "--timeout must be a number of seconds between 0 and 3600".into(),
+        ));
+    }
+    let st = store::open(settings)?;
+    let servers = if args.names.is_empty() {
+        st.servers().await.map_err(store::store_error)?
+    } else {
+        let mut v = Vec::new();
+        for n in &args.names {
+            v.push(store::find(&st, n).await?);
+        }
+        v
+    };
+    if servers.is_empty() {
+        printer.result("no servers yet: keyway add URL");
+        return Ok(());
+    }
+    let checked = check_servers(&st, &servers, Duration::from_secs_f64(args.timeout)).await?;
+    if printer.json_mode() {
+        printer.json(&checked)?;
+    } else {
+        print_checked(&checked, printer);
+    }
+    checked_outcome(&checked)
+}
+
+/// The checked servers as a table, with each one's error under it.
+pub fn print_checked(checked: &[Checked], printer: &Printer) {
+    let width = checked
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    printer.result(format!("{:<width$}  {:<10}  TOOLS  TIME", "NAME", "STATUS"));
+    for c in checked {
+        printer.result(format!(
+            "{:<width$}  {:<10}  {:<5}  {}",
+            c.name,
+            c.status,
+            c.tools.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            if c.status == "disabled" {
+                "-".to_owned()
+            } else {
+                format!("{} ms", c.elapsed_ms)
+            }
+        ));
+        if let Some(e) = &c.error {
+            printer.result(format!("{:<width$}  {e}", ""));
+        }
+    }
+}
+
+/// Exit 0 when every enabled server answered, 3 when the ones that did not need
+/// authorization, 1 otherwise.
+pub fn checked_outcome(checked: &[Checked]) -> Result<(), CliError> {
+    let bad: Vec<&Checked> = checked
+        .iter()
+        .filter(|c| !matches!(c.status, "ok" | "disabled"))
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let names = bad
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if bad.iter().all(|c| c.status == "needs-auth") {
+        return Err(CliError::failure(anyhow!("{names}: authorization needed"))
+            .with_status(ExitStatus::AuthorizationNeeded)
+            .with_hint(
+                bad.iter()
+                    .map(|c| format!("keyway authorize {}", c.name))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+    }
+    Err(CliError::failure(anyhow!(
+        "{} of {} servers did not answer as they should: {names}",
+        bad.len(),
+        checked.len()
+    )))
 }
 
 /// Connect and list; a dropped connection gets one more try.

@@ -347,3 +347,111 @@ async fn an_authorization_header_is_taken_as_the_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!stderr(&out).contains("abc"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_creates_nothing_checks_each_server_and_says_when_something_is_wrong() {
+    let k = Keyway::new();
+    let home = k.home.path().join("fresh");
+    let home_arg = home.to_str().unwrap();
+    let out = k.run_async(&["--home", home_arg, "doctor"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("none yet"), "{}", stdout(&out));
+    assert!(!home.exists(), "doctor made the home");
+
+    let tb = testbed(|k| k.open = true).await;
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "bed"])
+            .await
+            .status
+            .success()
+    );
+    let out = k.run_async(&["doctor"]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("all well"), "{}", stdout(&out));
+
+    // A server that stopped answering since: doctor finds out (it checks again),
+    // shows the last error, and exits 1.
+    let dead = dead_mcp_url();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "moved"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        k.run_async(&["edit", "moved", "--url", &dead])
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(
+        row(&k, "moved").await.unwrap()["state"],
+        "ready",
+        "not checked yet"
+    );
+    let out = k.run_async(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("moved: ") && text.contains("connection refused"),
+        "{text}"
+    );
+    assert!(text.contains("problem     moved: error"), "{text}");
+    assert_eq!(row(&k, "moved").await.unwrap()["state"], "error");
+
+    // check does the same for the named servers; the healthy one stays ok.
+    let out = k.run_async(&["--json", "check", "bed"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)[0]["status"], "ok");
+    assert_eq!(json(&out)[0]["tools"], 4);
+    let out = k.run_async(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_takes_the_names_tools_prints_and_arguments_from_a_file_or_stdin() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "bed"])
+            .await
+            .status
+            .success()
+    );
+    let listed = stdout(&k.run_async(&["tools"]).await);
+    assert!(listed.contains("bed__echo"), "{listed}");
+
+    let out = k
+        .run_async(&["call", "bed__echo", "--args", r#"{"text":"prefixed"}"#])
+        .await;
+    assert_eq!(stdout(&out), "prefixed\n", "{}", stderr(&out));
+
+    let file = k.home.path().join("args.json");
+    std::fs::write(&file, r#"{"text":"from a file"}"#).unwrap();
+    let at = format!("@{}", file.display());
+    let out = k.run_async(&["call", "bed", "echo", "--args", &at]).await;
+    assert_eq!(stdout(&out), "from a file\n", "{}", stderr(&out));
+
+    let mut cmd = tokio::process::Command::from(k.cmd(&["call", "bed", "echo", "--args", "-"]));
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(br#"{"text":"from stdin"}"#).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(stdout(&out), "from stdin\n", "{}", stderr(&out));
+
+    let out = k.run_async(&["call", "nope__echo"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("keyway tools lists"),
+        "{}",
+        stderr(&out)
+    );
+    let out = k.run_async(&["call", "bed", "echo", "--args", "[1]"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
