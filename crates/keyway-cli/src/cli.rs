@@ -63,7 +63,7 @@ pub enum Command {
 
     /// Add a server: probe it, save it, and authorize it right away if it uses OAuth.
     #[command(
-        after_help = "Examples:\n  keyway add https://mcp.example.com/mcp\n  keyway add https://api.example.com/mcp --name work --token @$HOME/.work-token\n  keyway add https://old.example.com/sse --transport sse --no-authorize\n\nTokens and header values are stored encrypted."
+        after_help = "Examples:\n  keyway add https://mcp.example.com/mcp\n  keyway add work https://api.example.com/mcp --token @$HOME/.work-token\n  keyway add linear https://mcp.linear.app/sse -H 'X-Team: eng'\n  keyway add https://old.example.com/sse --transport sse --no-authorize\n\nTokens and header values are stored encrypted."
     )]
     Add(Box<AddArgs>),
 
@@ -154,8 +154,19 @@ pub enum Command {
     /// List the tools of every enabled server (or the named ones), all at once: a slow
     /// or failing server is reported in its own row and never delays the others beyond
     /// its timeout. Names are prefixed by server (`github__search`).
-    #[command(after_help = "Examples:\n  keyway tools\n  keyway tools github linear --timeout 5")]
+    #[command(
+        after_help = "Examples:\n  keyway tools\n  keyway tools github linear --timeout 5\n  keyway tools github --schema          (each tool's input schema)\n  keyway call github__search_issues --args '{}'   (a name as printed here)"
+    )]
     Tools(ToolsArgs),
+
+    /// List the prompts of every enabled server (or the named ones), as `prefix__name`.
+    #[command(after_help = "Examples:\n  keyway prompts\n  keyway prompts github --json")]
+    Prompts(ListArgs),
+
+    /// List the resources of every enabled server (or the named ones): server, URI,
+    /// description.
+    #[command(after_help = "Examples:\n  keyway resources\n  keyway resources docs --json")]
+    Resources(ListArgs),
 
     /// One MCP server in front of every enabled saved server: their tools and prompts
     /// (as `prefix__name`) and resources, each call routed to its server. On stdio by
@@ -187,12 +198,25 @@ pub enum Command {
     )]
     Call(Box<CallArgs>),
 
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Examples:\n  keyway completions bash > ~/.local/share/bash-completion/completions/keyway\n  keyway completions zsh > ~/.zfunc/_keyway        (with fpath+=~/.zfunc)\n  keyway completions fish > ~/.config/fish/completions/keyway.fish"
+    )]
+    Completions(CompletionsArgs),
+
     /// Run the test server (an OAuth 2.1 authorization server and a protected MCP
     /// server on 127.0.0.1) in the foreground, until Ctrl-C.
     ///
     /// Prints one JSON line on stdout once listening: {"mcp_url", "issuer", "stats_url"}.
     #[command(after_help = "Examples:\n  keyway testbed\n  keyway testbed --open")]
     Testbed(Box<TestbedArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -229,9 +253,33 @@ pub struct ToolsArgs {
     /// Only these servers (names or ids).
     pub names: Vec<String>,
 
-    /// Seconds each server gets to connect and list its tools.
+    /// Seconds each server gets to connect and list what it has.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+
+    /// Print each tool's input schema (JSON) under it.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only these servers (names or ids).
+    pub names: Vec<String>,
+
+    /// Seconds each server gets to connect and list what it has.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+impl From<ListArgs> for ToolsArgs {
+    fn from(a: ListArgs) -> Self {
+        Self {
+            names: a.names,
+            timeout: a.timeout,
+            schema: false,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -446,8 +494,13 @@ pub struct ProbeArgs {
 
 #[derive(Args, Debug)]
 pub struct AddArgs {
-    /// The MCP server URL.
-    #[arg(value_parser = server_url)]
+    /// The MCP server URL, or its name and URL (`keyway add github https://...`, as
+    /// `claude mcp add` takes them).
+    #[arg(value_name = "[NAME] URL", num_args = 1..=2, required = true)]
+    pub target: Vec<String>,
+
+    /// The URL, from `target` ([`AddArgs::resolve`]).
+    #[arg(skip)]
     pub url: String,
 
     /// Its name in keyway [default: from the host, e.g. api.github.com -> github].
@@ -478,6 +531,28 @@ pub struct AddArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+impl AddArgs {
+    /// Fill `url` (and `name`) from the positional arguments: `URL` or `NAME URL`.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        let (name, url) = match self.target.as_slice() {
+            [url] => (None, url.clone()),
+            [name, url] => (Some(name.clone()), url.clone()),
+            _ => return Err("give the URL, or a name and the URL".into()),
+        };
+        if let Some(n) = name {
+            if self.name.as_ref().is_some_and(|given| *given != n) {
+                return Err(format!(
+                    "the name is given twice ({n} and --name {}); give it once",
+                    self.name.as_deref().unwrap_or_default()
+                ));
+            }
+            self.name = Some(n);
+        }
+        self.url = server_url(&url)?;
+        Ok(())
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

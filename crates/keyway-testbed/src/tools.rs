@@ -101,9 +101,95 @@ impl TestbedTools {
     }
 }
 
-#[tool_handler(
-    router = self.tool_router,
-    name = "keyway-testbed",
-    instructions = "A test server for MCP clients: echo, add, slow, admin_only."
-)]
-impl ServerHandler for TestbedTools {}
+/// The one resource, so clients can list and read one.
+const README_URI: &str = "testbed://readme";
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for TestbedTools {
+    fn get_info(&self) -> rmcp::model::ServerConfig {
+        rmcp::model::ServerConfig::new(
+            rmcp::model::ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(rmcp::model::Implementation::new(
+            "keyway-testbed",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "A test server for MCP clients: echo, add, slow, admin_only; the prompt greet; the resource testbed://readme."
+                .to_string(),
+        )
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![
+            rmcp::model::Prompt::new(
+                "greet",
+                Some("A greeting for someone."),
+                Some(vec![rmcp::model::PromptArgument::new("name")]),
+            ),
+        ]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, rmcp::ErrorData> {
+        if request.name != "greet" {
+            return Err(rmcp::ErrorData::invalid_params("no such prompt", None));
+        }
+        let name = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("name"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("there")
+            .to_owned();
+        Ok(
+            rmcp::model::GetPromptResult::new(vec![rmcp::model::PromptMessage::new_text(
+                rmcp::model::Role::User,
+                format!("Say hello to {name}."),
+            )])
+            .into(),
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListResourcesResult::with_all_items(vec![
+            rmcp::model::Resource::new(README_URI, "readme")
+                .with_description("What the testbed is."),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        if request.uri != README_URI {
+            return Err(rmcp::ErrorData::resource_not_found(
+                "no such resource",
+                None,
+            ));
+        }
+        Ok(
+            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                "keyway's testbed: an OAuth 2.1 authorization server and an MCP server.",
+                README_URI,
+            )])
+            .into(),
+        )
+    }
+}

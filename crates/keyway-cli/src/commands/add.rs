@@ -43,7 +43,12 @@ pub struct Added {
     pub replaced: Option<String>,
 }
 
-pub async fn run(args: AddArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+pub async fn run(
+    mut args: AddArgs,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    args.resolve().map_err(store::usage)?;
     let added = execute(&args, settings, printer.quiet()).await?;
     if printer.json_mode() {
         printer.json(&added)?;

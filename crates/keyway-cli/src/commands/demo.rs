@@ -103,7 +103,12 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
         Ok(Cli {
             command: Command::Add(a),
             ..
-        }) => a,
+        }) => {
+            let mut a = a;
+            a.resolve()
+                .map_err(|e| CliError::failure(anyhow!("the demo's own add command line: {e}")))?;
+            a
+        }
         _ => {
             return Err(CliError::failure(anyhow!(
                 "the demo's own add command line does not parse"

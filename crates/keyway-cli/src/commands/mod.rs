@@ -40,8 +40,21 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Export(args) => transfer::export(args, settings, printer).await,
         Command::Call(args) => call::run(*args, settings, printer).await,
         Command::Proxy(args) => proxy::run(*args, settings, printer).await,
-        Command::Tools(args) => tools::run(args, settings, printer).await,
+        Command::Tools(args) => tools::run(args, tools::What::Tools, settings, printer).await,
+        Command::Prompts(args) => {
+            tools::run(args.into(), tools::What::Prompts, settings, printer).await
+        }
+        Command::Resources(args) => {
+            tools::run(args.into(), tools::What::Resources, settings, printer).await
+        }
         Command::Serve(args) => serve::run(args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
+        Command::Completions(args) => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "keyway", &mut script);
+            crate::printer::emit(|out| std::io::Write::write_all(out, &script))?;
+            Ok(())
+        }
     }
 }

@@ -38,17 +38,46 @@ struct ToolRow {
     server: String,
     tool: String,
     description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_schema: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    servers: Vec<ServerRow>,
-    tools: Vec<ToolRow>,
+/// One tool, prompt or resource of a server.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The name (a resource's URI).
+    pub name: String,
+    pub description: Option<String>,
+    /// A tool's input schema.
+    pub schema: Option<serde_json::Value>,
 }
 
-type Listed = Result<Vec<(String, Option<String>)>, (&'static str, String)>;
+/// What a listing asks each server for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    Tools,
+    Prompts,
+    Resources,
+}
 
-pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+impl What {
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+        }
+    }
+}
+
+type Listed = Result<Vec<Item>, (&'static str, String)>;
+
+pub async fn run(
+    args: ToolsArgs,
+    what: What,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 3600.0) {
         return Err(store::usage(
             "--timeout must be a number of seconds between 0 and 3600".into(),
@@ -90,7 +119,7 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
         .map(|(i, s)| {
             let (st, http) = (st.clone(), http.clone());
             async move {
-                let (listed, elapsed) = check_one(&st, s, &http, timeout).await;
+                let (listed, elapsed) = check_one(&st, s, &http, timeout, what).await;
                 (i, listed, elapsed)
             }
         })
@@ -104,16 +133,32 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
         if !printer.json_mode() {
             match &listed {
                 Ok(tools) => {
-                    for (tool, description) in tools {
-                        let name = format!("{}{}{tool}", prefixes[i], merge::SEPARATOR);
+                    for item in tools {
+                        let name = match what {
+                            What::Resources => item.name.clone(),
+                            _ => format!("{}{}{}", prefixes[i], merge::SEPARATOR, item.name),
+                        };
                         if printed.insert(name.clone()) {
-                            let d = description
+                            let d = item
+                                .description
                                 .as_deref()
                                 .unwrap_or("")
                                 .lines()
                                 .next()
                                 .unwrap_or("");
-                            printer.result(format!("{name:<40} {d}").trim_end());
+                            let line = match what {
+                                What::Resources => format!("{:<16} {name:<40} {d}", s.name),
+                                _ => format!("{name:<40} {d}"),
+                            };
+                            printer.result(line.trim_end());
+                            if args.schema
+                                && let Some(schema) = &item.schema
+                            {
+                                let text = serde_json::to_string_pretty(schema).unwrap_or_default();
+                                for l in text.lines() {
+                                    printer.result(format!("    {l}"));
+                                }
+                            }
                         }
                     }
                 }
@@ -145,7 +190,7 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
             prefix.clone(),
             listed
                 .as_ref()
-                .map(|t| t.iter().map(|(n, _)| n.clone()).collect())
+                .map(|t| t.iter().map(|i| i.name.clone()).collect())
                 .unwrap_or_default(),
         ));
     }
@@ -153,35 +198,68 @@ pub async fn run(args: ToolsArgs, settings: &Settings, printer: &Printer) -> Res
     let tools: Vec<ToolRow> = merged
         .into_iter()
         .map(|m| {
-            let description = results[m.server]
+            let item = results[m.server]
                 .0
                 .as_ref()
                 .ok()
-                .and_then(|t| t.iter().find(|(n, _)| *n == m.tool))
-                .and_then(|(_, d)| d.clone());
+                .and_then(|t| t.iter().find(|i| i.name == m.tool));
             ToolRow {
-                name: m.name,
+                name: match what {
+                    What::Resources => m.tool.clone(),
+                    _ => m.name,
+                },
                 server: servers[m.server].name.clone(),
                 tool: m.tool,
-                description,
+                description: item.and_then(|i| i.description.clone()),
+                input_schema: item.and_then(|i| i.schema.clone()).filter(|_| args.schema),
             }
         })
         .collect();
-    let report = Report {
-        servers: rows,
-        tools,
-    };
     if printer.json_mode() {
-        printer.json(&report)?;
+        // `{"servers": [...], "tools": [...]}` (or "prompts", "resources"); each
+        // server's count is under the same name.
+        let servers: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut()
+                    && let Some(n) = o.remove("tools")
+                {
+                    o.insert(what.plural().to_owned(), n);
+                }
+                v
+            })
+            .collect();
+        let items: Vec<serde_json::Value> = tools
+            .iter()
+            .map(|t| {
+                let mut v = serde_json::to_value(t).unwrap_or_default();
+                // A prompt's own name is "prompt", a resource's URI "uri".
+                if let Some(o) = v.as_object_mut()
+                    && what != What::Tools
+                    && let Some(n) = o.remove("tool")
+                {
+                    let key = if what == What::Prompts {
+                        "prompt"
+                    } else {
+                        "uri"
+                    };
+                    o.insert(key.to_owned(), n);
+                }
+                v
+            })
+            .collect();
+        printer.json(&serde_json::json!({"servers": servers, what.plural(): items}))?;
     } else {
         printer.step(format!(
-            "{} tools from {} of {} servers",
-            report.tools.len(),
-            report.servers.iter().filter(|s| s.status == "ok").count(),
-            report.servers.len()
+            "{} {} from {} of {} servers",
+            tools.len(),
+            what.plural(),
+            rows.iter().filter(|s| s.status == "ok").count(),
+            rows.len()
         ));
     }
-    nothing_answered(&report.servers)
+    nothing_answered(&rows)
 }
 
 /// The error when no server listed its tools, saying why: authorization needed (exit 3,
@@ -232,9 +310,10 @@ pub async fn check_one(
     s: &ServerRecord,
     http: &keyway::http::WireClient,
     timeout: Duration,
+    what: What,
 ) -> (Listed, Duration) {
     let started = tokio::time::Instant::now();
-    let listed = match tokio::time::timeout(timeout, list_with_retry(st, s, http)).await {
+    let listed = match tokio::time::timeout(timeout, list_with_retry(st, s, http, what)).await {
         Ok(r) => r,
         Err(_) => Err((
             "timeout",
@@ -291,7 +370,7 @@ pub async fn check_servers(
                     elapsed_ms: 0,
                 };
             }
-            let (listed, elapsed) = check_one(&st, s, &http, timeout).await;
+            let (listed, elapsed) = check_one(&st, s, &http, timeout, What::Tools).await;
             Checked {
                 name: s.name.clone(),
                 status: match &listed {
@@ -408,17 +487,23 @@ async fn list_with_retry(
     st: &SqliteStore,
     s: &ServerRecord,
     http: &keyway::http::WireClient,
+    what: What,
 ) -> Listed {
-    let first = list_once(st, s, http).await;
+    let first = list_once(st, s, http, what).await;
     match &first {
-        Err(("error", _)) | Err(("unreachable", _)) => list_once(st, s, http)
+        Err(("error", _)) | Err(("unreachable", _)) => list_once(st, s, http, what)
             .await
             .map_err(|(k, e)| (if k == "unreachable" { "error" } else { k }, e)),
         _ => first,
     }
 }
 
-async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &keyway::http::WireClient) -> Listed {
+async fn list_once(
+    st: &SqliteStore,
+    s: &ServerRecord,
+    http: &keyway::http::WireClient,
+    what: What,
+) -> Listed {
     let headers = store::header_names(
         st.headers(&s.id)
             .await
@@ -444,14 +529,46 @@ async fn list_once(st: &SqliteStore, s: &ServerRecord, http: &keyway::http::Wire
         Err(e @ ConnectError::Unreachable { .. }) => return Err(("unreachable", e.one_line())),
         Err(e) => return Err(("error", e.one_line())),
     };
-    let listed = conn.list_tools().await;
-    conn.close().await;
-    listed
-        .map(|tools| {
+    let caps = conn.capabilities().unwrap_or_default();
+    let listed = match what {
+        What::Tools => conn.list_tools().await.map(|tools| {
             tools
                 .into_iter()
-                .map(|t| (t.name.to_string(), t.description.map(|d| d.to_string())))
+                .map(|t| Item {
+                    name: t.name.to_string(),
+                    description: t.description.map(|d| d.to_string()),
+                    schema: Some(serde_json::Value::Object((*t.input_schema).clone())),
+                })
                 .collect()
-        })
-        .map_err(|e| ("error", e.to_string()))
+        }),
+        // A server that offers none is not asked (it would answer "method not found").
+        What::Prompts if caps.prompts.is_none() => Ok(Vec::new()),
+        What::Prompts => conn.list_prompts().await.map(|prompts| {
+            prompts
+                .into_iter()
+                .map(|p| Item {
+                    name: p.name.to_string(),
+                    description: p.description.map(|d| d.to_string()),
+                    schema: None,
+                })
+                .collect()
+        }),
+        What::Resources if caps.resources.is_none() => Ok(Vec::new()),
+        What::Resources => conn.list_resources().await.map(|resources| {
+            resources
+                .into_iter()
+                .map(|r| Item {
+                    description: r
+                        .description
+                        .clone()
+                        .map(|d| d.to_string())
+                        .or_else(|| Some(r.name.to_string())),
+                    name: r.uri.to_string(),
+                    schema: None,
+                })
+                .collect()
+        }),
+    };
+    conn.close().await;
+    listed.map_err(|e| ("error", e.to_string()))
 }

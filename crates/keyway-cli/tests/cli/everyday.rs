@@ -455,3 +455,88 @@ async fn call_takes_the_names_tools_prints_and_arguments_from_a_file_or_stdin() 
     let out = k.run_async(&["call", "bed", "echo", "--args", "[1]"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompts_resources_and_tool_schemas_are_listed() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "bed"])
+            .await
+            .status
+            .success()
+    );
+    let out = k.run_async(&["--json", "prompts"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["prompts"][0]["name"], "bed__greet", "{v}");
+    assert_eq!(v["prompts"][0]["prompt"], "greet", "{v}");
+    assert_eq!(v["servers"][0]["prompts"], 1, "{v}");
+    let out = k.run_async(&["--json", "resources", "bed"]).await;
+    let v = json(&out);
+    assert_eq!(v["resources"][0]["uri"], "testbed://readme", "{v}");
+    let text = stdout(&k.run_async(&["resources"]).await);
+    assert!(
+        text.contains("bed") && text.contains("testbed://readme"),
+        "{text}"
+    );
+
+    let out = k.run_async(&["tools", "bed", "--schema"]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("bed__echo") && text.contains("\"text\""),
+        "{text}"
+    );
+    let v = json(&k.run_async(&["--json", "tools", "--schema"]).await);
+    let echo = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tool"] == "echo")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        echo["input_schema"]["required"],
+        serde_json::json!(["text"]),
+        "{echo}"
+    );
+    let v = json(&k.run_async(&["--json", "tools"]).await);
+    assert!(
+        v["tools"][0].get("input_schema").is_none(),
+        "only with --schema"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_takes_name_and_url_as_claude_mcp_add_does_and_completions_print() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let out = k.run_async(&["add", "bed", tb.mcp_url()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(row(&k, "bed").await.unwrap()["url"], tb.mcp_url());
+    let out = k
+        .run_async(&["add", "twice", tb.mcp_url(), "--name", "other"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = k.run_async(&["add", "bed2", "mcp.example.com/mcp"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("did you mean https://mcp.example.com/mcp"),
+        "{}",
+        stderr(&out)
+    );
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = k.run_async(&["completions", shell]).await;
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(
+            script.contains("set-token") && script.contains("keyway"),
+            "{shell}"
+        );
+    }
+    assert_eq!(
+        k.run_async(&["completions", "tcsh"]).await.status.code(),
+        Some(2)
+    );
+}

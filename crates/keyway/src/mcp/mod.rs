@@ -225,6 +225,12 @@ impl Connection {
         }
     }
 
+    /// What the server said it offers in the handshake (`tools`, `prompts`,
+    /// `resources`...); `None` before one.
+    pub fn capabilities(&self) -> Option<rmcp::model::ServerCapabilities> {
+        self.service.peer_info().map(|p| p.capabilities.clone())
+    }
+
     /// Every tool the server offers (all pages).
     pub async fn list_tools(&self) -> Result<Vec<Tool>, RequestError> {
         self.service
