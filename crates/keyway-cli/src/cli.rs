@@ -145,9 +145,15 @@ pub enum Command {
     )]
     Import(ImportArgs),
 
-    /// Print the config snippet that runs `keyway proxy NAME` for each saved server.
+    /// Print the config snippet that runs `keyway proxy NAME` for each saved server (or
+    /// the named ones), or write it into the client's config file.
+    ///
+    /// With --write, the client's config is edited in place (comments and the other
+    /// entries kept): each server's entry is added or replaced, and an entry that ran
+    /// mcp-remote for the same URL is rewritten to keyway proxy. The old file is kept
+    /// beside it (.keyway.bak) and the change is shown as a diff.
     #[command(
-        after_help = "Examples:\n  keyway export --format claude\n  keyway export --format vscode > .vscode/mcp.json"
+        after_help = "Examples:\n  keyway export --format claude\n  keyway export github --format vscode\n  keyway export --format claude --write            (edits claude_desktop_config.json)\n  keyway export --format claude-code --write --dry-run\n  keyway export --format cursor --write --config ./.cursor/mcp.json"
     )]
     Export(ExportArgs),
 
@@ -599,15 +605,37 @@ pub enum ImportClient {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// The client the snippet is for.
+    /// Only these servers (names or ids) [default: every enabled one].
+    pub names: Vec<String>,
+
+    /// The client the entries are for.
     #[arg(long, value_enum)]
     pub format: ExportFormat,
+
+    /// Write the entries into the client's config file instead of printing them.
+    #[arg(long)]
+    pub write: bool,
+
+    /// The config file --write edits [default: the client's usual one: Claude
+    /// Desktop's claude_desktop_config.json, ./.mcp.json for Claude Code,
+    /// ~/.cursor/mcp.json, ./.vscode/mcp.json].
+    #[arg(long, value_name = "FILE", requires = "write")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// With --write: show the diff, change nothing.
+    #[arg(long, requires = "write")]
+    pub dry_run: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
+    /// Claude Desktop (`mcpServers`).
     Claude,
+    /// Claude Code (`.mcp.json`: `mcpServers` with `"type": "stdio"`).
+    ClaudeCode,
+    /// Cursor (`mcpServers`).
     Cursor,
+    /// VS Code (`servers` with `"type": "stdio"`).
     Vscode,
 }
 

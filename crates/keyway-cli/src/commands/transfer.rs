@@ -580,7 +580,7 @@ pub async fn import(
         }
         if bridged > 0 {
             printer.step(format!(
-                "{bridged} of them ran through mcp-remote: `keyway export --format claude` prints entries that run `keyway proxy NAME` instead"
+                "{bridged} of them ran through mcp-remote: `keyway export --format FORMAT --write` rewrites those entries to run `keyway proxy NAME` (FORMAT: claude, claude-code, cursor, vscode; --dry-run shows the change first)"
             ));
         }
     }
@@ -615,35 +615,248 @@ pub async fn export(
     printer: &Printer,
 ) -> Result<(), CliError> {
     let st = store::open(settings)?;
-    let servers = st.servers().await.map_err(store::store_error)?;
+    let servers = if args.names.is_empty() {
+        st.servers()
+            .await
+            .map_err(store::store_error)?
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect::<Vec<_>>()
+    } else {
+        let mut v = Vec::new();
+        for n in &args.names {
+            v.push(store::find(&st, n).await?);
+        }
+        v
+    };
+    if servers.is_empty() {
+        return Err(CliError::failure(anyhow!("no enabled servers to export"))
+            .with_hint("keyway add URL (or keyway enable NAME)"));
+    }
     let exe = command_path();
     // The client starts keyway from its own directory: the home must not be relative.
     let home = std::path::absolute(&settings.home).unwrap_or_else(|_| settings.home.clone());
-    let mut map = Map::new();
-    for s in servers.iter().filter(|s| s.enabled) {
-        let mut a: Vec<String> = Vec::new();
-        if settings.home_explicit {
-            a.push("--home".into());
-            a.push(home.display().to_string());
-        }
-        a.push("proxy".into());
-        a.push(s.name.clone());
-        let entry = match args.format {
-            ExportFormat::Vscode => json!({"type": "stdio", "command": exe, "args": a}),
-            ExportFormat::Claude | ExportFormat::Cursor => json!({"command": exe, "args": a}),
-        };
-        map.insert(s.name.clone(), entry);
-    }
+    let entries: Vec<(String, String, Value)> = servers
+        .iter()
+        .map(|s| {
+            let mut a: Vec<String> = Vec::new();
+            if settings.home_explicit {
+                a.push("--home".into());
+                a.push(home.display().to_string());
+            }
+            a.push("proxy".into());
+            a.push(s.name.clone());
+            let entry = match args.format {
+                ExportFormat::Vscode | ExportFormat::ClaudeCode => {
+                    json!({"type": "stdio", "command": exe, "args": a})
+                }
+                ExportFormat::Claude | ExportFormat::Cursor => json!({"command": exe, "args": a}),
+            };
+            (s.name.clone(), s.url.clone(), entry)
+        })
+        .collect();
     let key = match args.format {
         ExportFormat::Vscode => "servers",
-        ExportFormat::Claude | ExportFormat::Cursor => "mcpServers",
+        _ => "mcpServers",
     };
-    let doc = json!({ key: map });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| anyhow!("{e}"))?;
-    // The snippet is the result, JSON either way.
-    crate::printer::emit(|out| writeln!(out, "{text}"))?;
-    let _ = printer;
+    if !args.write {
+        let map: Map<String, Value> = entries
+            .iter()
+            .map(|(name, _, e)| (name.clone(), e.clone()))
+            .collect();
+        let text =
+            serde_json::to_string_pretty(&json!({ key: map })).map_err(|e| anyhow!("{e}"))?;
+        // The snippet is the result, JSON either way.
+        crate::printer::emit(|out| writeln!(out, "{text}"))?;
+        return Ok(());
+    }
+    let path = match &args.config {
+        Some(p) => p.clone(),
+        None => client_config_path(args.format).ok_or_else(|| {
+            anyhow!("no home directory to find the client's config in; give --config FILE")
+        })?,
+    };
+    let before = match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow!("reading {}: {e}", path.display()).into()),
+    };
+    let (after, notes) =
+        write_entries(before.as_deref().unwrap_or(""), key, &entries).map_err(|e| {
+            store::usage(format!(
+                "{} is not JSON keyway can edit: {e}",
+                path.display()
+            ))
+        })?;
+    let diff = similar::TextDiff::from_lines(before.as_deref().unwrap_or(""), &after)
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &format!("{} (before)", path.display()),
+            &format!("{} (after)", path.display()),
+        )
+        .to_string();
+    let changed = before.as_deref() != Some(after.as_str());
+    if printer.json_mode() {
+        printer.json(&json!({
+            "config": path,
+            "changed": changed,
+            "written": changed && !args.dry_run,
+            "backup": (changed && !args.dry_run && before.is_some()).then(|| backup_path(&path)),
+            "notes": notes,
+            "diff": diff,
+        }))?;
+    } else {
+        for n in &notes {
+            printer.step(n);
+        }
+        if changed {
+            printer.result(diff.trim_end());
+        }
+    }
+    if !changed {
+        printer.step(format!("{} already has these entries", path.display()));
+        return Ok(());
+    }
+    if args.dry_run {
+        printer.step("--dry-run: nothing written");
+        return Ok(());
+    }
+    if let Some(old) = &before {
+        let backup = backup_path(&path);
+        write_keeping_mode(&backup, old, &path)
+            .map_err(|e| anyhow!("writing the backup {}: {e}", backup.display()))?;
+        printer.step(format!("the old file is kept as {}", backup.display()));
+    }
+    write_keeping_mode(&path, &after, &path)
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    printer.step(format!(
+        "wrote {}; restart the client to use it",
+        path.display()
+    ));
     Ok(())
+}
+
+/// Where each client keeps the config `export --write` edits.
+fn client_config_path(format: ExportFormat) -> Option<PathBuf> {
+    let base = directories::BaseDirs::new()?;
+    let cwd = std::env::current_dir().ok()?;
+    Some(match format {
+        ExportFormat::Claude => base
+            .config_dir()
+            .join("Claude")
+            .join("claude_desktop_config.json"),
+        ExportFormat::ClaudeCode => cwd.join(".mcp.json"),
+        ExportFormat::Cursor => base.home_dir().join(".cursor").join("mcp.json"),
+        ExportFormat::Vscode => cwd.join(".vscode").join("mcp.json"),
+    })
+}
+
+fn backup_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".keyway.bak");
+    path.with_file_name(name)
+}
+
+/// Write `text` to `path` through a file beside it renamed into place, with the mode
+/// `like` has (a config may hold other servers' secrets: a new one is private).
+fn write_keeping_mode(
+    path: &std::path::Path,
+    text: &str,
+    like: &std::path::Path,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(like)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o600);
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = like;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The config `text` (JSONC; empty for a new file) with `entries` written under `key`,
+/// comments and other entries kept. An entry that ran mcp-remote (or connected by URL)
+/// to a server's URL is the one replaced, under its own name; else the server's name
+/// is used. Returns the new text and what was done, in words.
+pub fn write_entries(
+    text: &str,
+    key: &str,
+    entries: &[(String, String, Value)],
+) -> Result<(String, Vec<String>), String> {
+    let options = jsonc_parser::ParseOptions {
+        allow_comments: true,
+        allow_trailing_commas: true,
+        allow_loose_object_property_names: false,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+    };
+    let source = if text.trim().is_empty() { "{}\n" } else { text };
+    let existing = parse_text(source)?;
+    let (found, _) = parse(&existing, None, &|_| None);
+    let root =
+        jsonc_parser::cst::CstRootNode::parse(source, &options).map_err(|e| e.to_string())?;
+    let top = root
+        .object_value()
+        .ok_or_else(|| "the file is not a JSON object".to_owned())?;
+    let servers = top.object_value_or_set(key);
+    let mut notes = Vec::new();
+    for (name, url, entry) in entries {
+        let target = found
+            .iter()
+            .find(|e| e.bridged && same_url(&e.url, url))
+            .map(|e| e.name.clone());
+        let slot = target.clone().unwrap_or_else(|| name.clone());
+        if existing.get(key).and_then(|m| m.get(&slot)) == Some(entry) {
+            notes.push(format!("{slot}: already runs keyway proxy {name}"));
+            continue;
+        }
+        let value = cst_value(entry);
+        match servers.get(&slot) {
+            Some(prop) => {
+                prop.set_value(value);
+                notes.push(match target {
+                    Some(t) => format!("{t}: was mcp-remote to {url}; now keyway proxy {name}"),
+                    None => format!("{slot}: replaced with keyway proxy {name}"),
+                });
+            }
+            None => {
+                servers.append(&slot, value);
+                notes.push(format!("{slot}: added (keyway proxy {name})"));
+            }
+        }
+    }
+    let mut out = root.to_string();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok((out, notes))
+}
+
+fn cst_value(v: &Value) -> jsonc_parser::cst::CstInputValue {
+    use jsonc_parser::cst::CstInputValue as C;
+    match v {
+        Value::Null => C::Null,
+        Value::Bool(b) => C::Bool(*b),
+        Value::Number(n) => C::Number(n.to_string()),
+        Value::String(s) => C::String(s.clone()),
+        Value::Array(a) => C::Array(a.iter().map(cst_value).collect()),
+        Value::Object(o) => C::Object(o.iter().map(|(k, v)| (k.clone(), cst_value(v))).collect()),
+    }
 }
 
 #[cfg(test)]

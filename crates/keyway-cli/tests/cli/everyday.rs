@@ -540,3 +540,98 @@ async fn add_takes_name_and_url_as_claude_mcp_add_does_and_completions_print() {
         Some(2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_writes_into_the_clients_config_keeping_the_rest() {
+    let k = Keyway::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("claude_desktop_config.json");
+    let dead = dead_mcp_url();
+    let original = format!(
+        r#"{{
+  // kept: a comment, the local server, the other setting
+  "mcpServers": {{
+    "local": {{"command": "node", "args": ["x.js"]}},
+    "linear": {{"command": "npx", "args": ["-y", "mcp-remote", "{dead}"]}},
+  }},
+  "globalShortcut": "Ctrl+Space"
+}}
+"#
+    );
+    std::fs::write(&config, &original).unwrap();
+    let cfg = config.to_str().unwrap();
+    assert!(k.run_async(&["import", cfg]).await.status.success());
+    assert!(
+        k.run_async(&["add", "two", &dead_mcp_url(), "--force"])
+            .await
+            .status
+            .success()
+    );
+
+    // --dry-run shows the change and writes nothing.
+    let out = k
+        .run_async(&[
+            "export",
+            "--format",
+            "claude",
+            "--write",
+            "--config",
+            cfg,
+            "--dry-run",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("+    \"two\""), "{}", stdout(&out));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+    let out = k
+        .run_async(&["export", "--format", "claude", "--write", "--config", cfg])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("// kept: a comment"), "{text}");
+    assert!(
+        text.contains("\"globalShortcut\": \"Ctrl+Space\""),
+        "{text}"
+    );
+    assert!(text.contains("\"local\""), "{text}");
+    assert!(
+        !text.contains("mcp-remote"),
+        "the bridge entry is rewritten: {text}"
+    );
+    let v: Value = jsonc_parser::parse_to_serde_value(&text, &Default::default()).unwrap();
+    for name in ["linear", "two"] {
+        let args = v["mcpServers"][name]["args"].as_array().unwrap();
+        assert_eq!(
+            args[args.len() - 2..],
+            [json_str("proxy"), json_str(name)],
+            "{v}"
+        );
+    }
+    let backup = dir.path().join("claude_desktop_config.json.keyway.bak");
+    assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
+
+    // Again: nothing to change.
+    let out = k
+        .run_async(&["export", "--format", "claude", "--write", "--config", cfg])
+        .await;
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("already has these entries"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+
+    // One server, Claude Code's format, printed.
+    let out = k
+        .run_async(&["export", "two", "--format", "claude-code"])
+        .await;
+    let v = json(&out);
+    assert_eq!(v["mcpServers"].as_object().unwrap().len(), 1, "{v}");
+    assert_eq!(v["mcpServers"]["two"]["type"], "stdio");
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
