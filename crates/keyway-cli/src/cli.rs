@@ -330,6 +330,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST", requires = "listen")]
     pub allowed_host: Vec<String>,
 
+    /// Hide tools whose name (`tool` or `prefix__tool`) matches PATTERN (`*` is any
+    /// run of characters): not listed, not callable (may repeat).
+    #[arg(long, value_name = "PATTERN")]
+    pub ignore_tool: Vec<String>,
+
     /// Seconds a call to a server may go without its answer or a progress report before
     /// the gateway gives up on it (each report starts the wait again; 30 minutes at most
     /// in all).
@@ -393,6 +398,11 @@ pub struct ProxyArgs {
     /// A token given with --token is kept only with --save.
     #[arg(long, value_name = "NAME")]
     pub save: Option<String>,
+
+    /// Hide tools whose name matches PATTERN (`*` is any run of characters, e.g.
+    /// 'delete_*'): left out of tools/list, and a call of one is refused (may repeat).
+    #[arg(long, value_name = "PATTERN")]
+    pub ignore_tool: Vec<String>,
 
     #[command(flatten)]
     pub credential: CredentialArgs,
@@ -685,6 +695,12 @@ pub struct AuthArgs {
     #[arg(long, value_name = "ALG", requires = "private_key")]
     pub signing_alg: Option<String>,
 
+    /// Metadata for a dynamic registration, as JSON or `@FILE`: client_name, scope,
+    /// client_uri, logo_uri, contacts, tos_uri, policy_uri (mcp-remote's
+    /// --static-oauth-client-metadata). Used when keyway registers anew.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub registration_metadata: Option<String>,
+
     /// An https URL serving keyway's client ID metadata document; used when the
     /// authorization server supports them.
     #[arg(long, value_name = "URL")]
@@ -736,6 +752,11 @@ pub struct AuthArgs {
     #[arg(long, value_name = "PORT")]
     pub callback_port: Option<u16>,
 
+    /// The host in the redirect URI of a pre-registered client (or a client ID
+    /// metadata document): `127.0.0.1`, or `localhost` when the registration names it.
+    #[arg(long, value_enum, value_name = "HOST", default_value_t = CallbackHostArg::Ip)]
+    pub callback_host: CallbackHostArg,
+
     /// Seconds to wait for the browser to come back.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub auth_timeout: u64,
@@ -743,6 +764,13 @@ pub struct AuthArgs {
     /// Allow plain http to non-loopback authorization servers (development only).
     #[arg(long)]
     pub allow_http: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallbackHostArg {
+    #[value(name = "127.0.0.1")]
+    Ip,
+    Localhost,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

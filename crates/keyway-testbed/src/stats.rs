@@ -62,6 +62,8 @@ pub struct Stats {
     pub authorize_log: VecDeque<AuthorizeSeen>,
     /// The last token requests, oldest first.
     pub token_log: VecDeque<TokenSeen>,
+    /// The metadata of the last dynamic registration request, as sent.
+    pub last_registration: Option<serde_json::Value>,
 }
 
 /// What an authorization request asked for.

@@ -29,6 +29,7 @@ use crate::{
     auth::challenge,
     client::{ClientError, Policy},
     mcp::wire::{Backpressure, Inbound, Message, Wire, WireConfig, WireError},
+    merge::ToolFilter,
 };
 
 /// What the bridge asks of its owner when the server wants (more) authorization.
@@ -137,6 +138,11 @@ struct Route {
     out: Arc<Out>,
     /// Answers to keyway's own requests (the replayed initialize), by id.
     internal: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// The tools left out ([`BridgeOptions::ignore_tools`]), and the ids of the
+    /// client's `tools/list` requests whose answers are to be filtered. Empty (and
+    /// never locked) without a filter.
+    filter: ToolFilter,
+    filtered: Mutex<std::collections::HashSet<String>>,
     stats: Mutex<BridgeStats>,
     /// At most one end waits here: a second one while a reopen is pending adds nothing.
     stream_ended: mpsc::Sender<String>,
@@ -154,7 +160,17 @@ impl Route {
     /// Route one message; backpressure while the client's stdout is behind.
     fn take(&self, item: Inbound) -> Option<Backpressure> {
         match item {
-            Inbound::Message(v) => {
+            Inbound::Message(mut v) => {
+                if !self.filter.is_empty()
+                    && let Some(id) = v.id()
+                    && self
+                        .filtered
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(id)
+                {
+                    v = self.without_ignored_tools(&v);
+                }
                 // keyway's own ids are JSON strings: `"keyway-..."`.
                 let internal = v
                     .id()
@@ -180,6 +196,34 @@ impl Route {
     }
 }
 
+impl Route {
+    /// A `tools/list` answer without the tools left out.
+    fn without_ignored_tools(&self, answer: &Message) -> Message {
+        let mut value = answer.value();
+        if let Some(tools) = value
+            .pointer_mut("/result/tools")
+            .and_then(Value::as_array_mut)
+        {
+            tools.retain(|t| {
+                !t.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| self.filter.ignores(n))
+            });
+            return Message::from_value(&value);
+        }
+        answer.clone()
+    }
+}
+
+/// How a bridge treats what passes through.
+#[derive(Clone, Debug, Default)]
+pub struct BridgeOptions {
+    /// Tools the client never sees (`--ignore-tool`): left out of `tools/list`
+    /// answers, and a `tools/call` of one is answered "unknown tool" without reaching
+    /// the server.
+    pub ignore_tools: ToolFilter,
+}
+
 /// Run the bridge until the client closes stdin (or stdout breaks).
 pub async fn run<R, W>(
     config: WireConfig,
@@ -191,11 +235,28 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    run_with(config, authorize, input, output, BridgeOptions::default()).await
+}
+
+/// [`run`], with [`BridgeOptions`].
+pub async fn run_with<R, W>(
+    config: WireConfig,
+    authorize: Arc<dyn Authorize>,
+    input: R,
+    output: W,
+    options: BridgeOptions,
+) -> Result<BridgeStats, WireError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let out = Arc::new(Out::new(Box::new(output)));
     let (ended_tx, ended_rx) = mpsc::channel(1);
     let route = Arc::new(Route {
         out: out.clone(),
         internal: Mutex::new(HashMap::new()),
+        filter: options.ignore_tools,
+        filtered: Mutex::new(Default::default()),
         stats: Mutex::new(BridgeStats::default()),
         stream_ended: ended_tx,
     });
@@ -288,6 +349,36 @@ where
         };
         if message.method() == Some("initialize") {
             *shared.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        }
+        if !shared.route.filter.is_empty() && message.is_request() {
+            match message.method() {
+                Some("tools/list") => {
+                    if let Some(id) = message.id() {
+                        shared
+                            .route
+                            .filtered
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id.to_owned());
+                    }
+                }
+                Some("tools/call") => {
+                    let value = message.value();
+                    let name = value
+                        .pointer("/params/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    if shared.route.filter.ignores(name) {
+                        shared.out(Message::from_value(&json!({
+                            "jsonrpc": "2.0",
+                            "id": value.get("id").cloned().unwrap_or(Value::Null),
+                            "error": {"code": -32602, "message": format!("unknown tool: {name}")}
+                        })));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
         }
         if message.is_request() {
             // Requests run side by side; a slow one does not hold up the others.
@@ -758,6 +849,8 @@ mod tests {
         let route = Route {
             out: out.clone(),
             internal: Mutex::new(HashMap::new()),
+            filter: ToolFilter::default(),
+            filtered: Mutex::new(Default::default()),
             stats: Mutex::new(BridgeStats::default()),
             stream_ended: ended,
         };

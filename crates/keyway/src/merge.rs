@@ -70,6 +70,56 @@ pub fn merge(servers: &[(String, Vec<String>)]) -> Vec<Merged> {
     out
 }
 
+/// Tools to leave out (`--ignore-tool`, as mcp-remote has it): patterns where `*`
+/// stands for any run of characters (`delete_*`, `*admin*`); the rest must match
+/// exactly, case included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolFilter {
+    patterns: Vec<String>,
+}
+
+impl ToolFilter {
+    /// A filter leaving out the tools that match any of `patterns`.
+    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            patterns: patterns.into_iter().filter(|p| !p.is_empty()).collect(),
+        }
+    }
+
+    /// Whether it leaves out nothing.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether the tool `name` is left out.
+    pub fn ignores(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| glob(p, name))
+    }
+}
+
+/// `*`-only glob matching, linear in practice (the usual backtrack to the last star).
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
 /// Split an exposed name back into (prefix, tool).
 pub fn split(name: &str) -> Option<(&str, &str)> {
     name.split_once(SEPARATOR)
@@ -78,6 +128,26 @@ pub fn split(name: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_filters_match_stars_and_exact_names() {
+        let f = ToolFilter::new([
+            "delete_*".to_owned(),
+            "*admin*".to_owned(),
+            "echo".to_owned(),
+        ]);
+        for ignored in ["delete_repo", "delete_", "admin_only", "my_admin", "echo"] {
+            assert!(f.ignores(ignored), "{ignored}");
+        }
+        for kept in ["echo2", "Echo", "undelete_repo", "add", ""] {
+            assert!(!f.ignores(kept), "{kept}");
+        }
+        assert!(ToolFilter::new(["*".to_owned()]).ignores("anything"));
+        assert!(ToolFilter::new(["a*b*c".to_owned()]).ignores("aXbYbZc"));
+        assert!(!ToolFilter::new(["a*b*c".to_owned()]).ignores("aXbYbZ"));
+        assert!(ToolFilter::default().is_empty());
+        assert!(!ToolFilter::default().ignores("x"));
+    }
 
     #[test]
     fn prefixes_follow_the_seed() {

@@ -15,7 +15,7 @@ use keyway::{
 };
 
 use crate::{
-    cli::{AuthArgs, BrowserArg, ClientAuthArg},
+    cli::{AuthArgs, BrowserArg, CallbackHostArg, ClientAuthArg},
     exit::{CliError, ExitStatus},
 };
 
@@ -112,9 +112,26 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
             .as_ref()
             .map(|s| s.split_whitespace().map(str::to_owned).collect()),
         callback_port: a.callback_port,
+        callback_host: match a.callback_host {
+            CallbackHostArg::Ip => keyway::auth::CallbackHost::Ip,
+            CallbackHostArg::Localhost => keyway::auth::CallbackHost::Localhost,
+        },
         callback_timeout: Duration::from_secs(a.auth_timeout.max(1)),
         allow_http: a.allow_http,
         client_name: "keyway".into(),
+        registration_metadata: match &a.registration_metadata {
+            None => Default::default(),
+            Some(v) => {
+                let text = match v.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                        super::store::usage(format!("--registration-metadata {v}: {e}"))
+                    })?,
+                    None => v.clone(),
+                };
+                keyway::auth::registration_metadata(&text)
+                    .map_err(|e| super::store::usage(format!("--registration-metadata: {e}")))?
+            }
+        },
         idp,
         assertion: a.assertion.as_deref().map(read_secret).transpose()?,
         allow_paste: true,

@@ -88,7 +88,12 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
             let authorizer =
                 Authorizer::new(options, Arc::new(MemoryRegistrations::default()), reporter)
                     .map_err(auth::error)?;
-            return bridge_to(config, Arc::new(Policy::new(url, authorizer, credentials))).await;
+            return bridge_to(
+                config,
+                Arc::new(Policy::new(url, authorizer, credentials)),
+                &args.ignore_tool,
+            )
+            .await;
         }
         // The tokens it obtains are kept for the URL: in the server saved for it, or
         // a new entry (named by --save, or after the host), so the next start of the
@@ -190,17 +195,29 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         server,
         tokens,
     };
-    bridge_to(config, Arc::new(Policy::new(url, authorizer, credentials))).await
+    bridge_to(
+        config,
+        Arc::new(Policy::new(url, authorizer, credentials)),
+        &args.ignore_tool,
+    )
+    .await
 }
 
 /// Bridge stdio to the server until the client closes stdin.
-async fn bridge_to(config: WireConfig, policy: Arc<Policy>) -> Result<(), CliError> {
+async fn bridge_to(
+    config: WireConfig,
+    policy: Arc<Policy>,
+    ignore_tools: &[String],
+) -> Result<(), CliError> {
     tracing::info!(url = %policy.url(), "proxy started");
-    let stats = bridge::run(
+    let stats = bridge::run_with(
         config,
         policy,
         keyway::stdio::input(),
         keyway::stdio::output(),
+        bridge::BridgeOptions {
+            ignore_tools: keyway::merge::ToolFilter::new(ignore_tools.iter().cloned()),
+        },
     )
     .await
     .map_err(|e| CliError::failure(anyhow!("{e}")))?;

@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 id: s.id.clone(),
             })),
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
+            ignore_tools: keyway::merge::ToolFilter::new(args.ignore_tool.iter().cloned()),
         });
     }
     if upstreams.is_empty() {

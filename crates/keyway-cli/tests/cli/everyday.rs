@@ -635,3 +635,80 @@ async fn export_writes_into_the_clients_config_keeping_the_rest() {
 fn json_str(s: &str) -> Value {
     Value::String(s.to_owned())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_that_names_localhost_is_met_with_callback_host() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let registered = format!("http://localhost:{port}/callback");
+    let tb = testbed(|k| {
+        let mut client = keyway_testbed::ClientSpec::public("desktop-app");
+        client.redirect_uris = vec![registered.clone()];
+        k.clients = vec![client];
+    })
+    .await;
+    let k = Keyway::new();
+    let port = port.to_string();
+    let base = [
+        "add",
+        tb.mcp_url(),
+        "--name",
+        "pre",
+        "--browser",
+        "follow",
+        "--client-id",
+        "desktop-app",
+        "--callback-port",
+        &port,
+    ];
+    // 127.0.0.1 is not what the registration says: the server refuses the request.
+    let out = k.run_async(&base).await;
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(row(&k, "pre").await.is_none());
+    let mut args = base.to_vec();
+    args.extend(["--callback-host", "localhost"]);
+    let out = k.run_async(&args).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(row(&k, "pre").await.unwrap()["state"], "authorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_metadata_describes_the_client_but_never_redirects() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    let meta = r#"{"client_name": "Acme's keyway", "client_uri": "https://acme.example"}"#;
+    let out = k
+        .run_async(&[
+            "add",
+            tb.mcp_url(),
+            "--browser",
+            "follow",
+            "--registration-metadata",
+            meta,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = tb.stats().last_registration.unwrap();
+    assert_eq!(sent["client_name"], "Acme's keyway", "{sent}");
+    assert_eq!(sent["client_uri"], "https://acme.example", "{sent}");
+
+    let out = k
+        .run_async(&[
+            "add",
+            tb.mcp_url(),
+            "--name",
+            "x",
+            "--registration-metadata",
+            r#"{"redirect_uris": ["https://evil.example/cb"]}"#,
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("redirect_uris is not a field"),
+        "{}",
+        stderr(&out)
+    );
+}

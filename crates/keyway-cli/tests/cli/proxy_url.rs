@@ -126,3 +126,84 @@ async fn without_a_browser_the_proxy_waits_for_one_and_prints_one_url() {
     assert_eq!(all.matches("/authorize?").count(), 1, "{all}");
     assert_eq!(tb.stats().authorizations, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignored_tools_are_neither_listed_nor_called_through_proxy_and_serve() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "bed"])
+            .await
+            .status
+            .success()
+    );
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let mut c = Client::spawn(
+        &k,
+        &[
+            "proxy",
+            "bed",
+            "--ignore-tool",
+            "add",
+            "--ignore-tool",
+            "*admin*",
+        ],
+    );
+    c.initialize().await;
+    let listed = names(&c.request("tools/list", json!({})).await);
+    assert_eq!(listed, ["echo", "slow"], "{listed:?}");
+    let refused = c
+        .request(
+            "tools/call",
+            json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "kept"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "kept");
+    let r = refused;
+    // (the testbed would have answered 3: the refusal is keyway's)
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool: add"),
+        "{r}"
+    );
+    c.finish().await;
+
+    let mut c = Client::spawn(
+        &k,
+        &[
+            "serve",
+            "--ignore-tool",
+            "bed__echo",
+            "--ignore-tool",
+            "slow",
+        ],
+    );
+    c.initialize().await;
+    let listed = names(&c.request("tools/list", json!({})).await);
+    assert_eq!(listed, ["bed__add", "bed__admin_only"], "{listed:?}");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "bed__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    c.finish().await;
+}

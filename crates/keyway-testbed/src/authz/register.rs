@@ -95,6 +95,7 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, body: String) ->
         db.clients.insert(client.id.clone(), client);
     }
     shared.stats().registrations += 1;
+    shared.stats().last_registration = Some(meta.clone());
     let mut resp = (StatusCode::CREATED, Json(answer)).into_response();
     no_store(&mut resp);
     resp

@@ -407,6 +407,7 @@ impl Authorizer {
             &self.options.client_name,
             redirect_uris,
             grant_types,
+            &self.options.registration_metadata,
         )
         .await?;
         self.registrations.save(&r).await?;
@@ -557,6 +558,7 @@ impl Authorizer {
     ) -> Result<Grant, AuthError> {
         let state = CsrfToken::new_random();
         let plan = registration::plan(&self.options.client, &t.metadata)?;
+        let dynamic = matches!(plan, Plan::Dynamic(_));
         let (mut listener, client) = match plan {
             Plan::Dynamic(endpoint) => self.dynamic_client(t, &endpoint, state.secret()).await?,
             other => {
@@ -571,7 +573,11 @@ impl Authorizer {
                 (listener, client)
             }
         };
-        let redirect_uri = listener.redirect_uri();
+        let redirect_uri = if dynamic {
+            listener.redirect_uri()
+        } else {
+            listener.redirect_uri_with(self.options.callback_host)
+        };
 
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut url = auth_endpoint.clone();

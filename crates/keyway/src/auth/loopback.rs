@@ -84,6 +84,16 @@ impl Loopback {
         format!("http://127.0.0.1:{}{CALLBACK_PATH}", self.addr.port())
     }
 
+    /// The redirect URI naming the listener's port with `host` (`localhost` resolves
+    /// to this listener's address for the browser).
+    pub fn redirect_uri_with(&self, host: super::CallbackHost) -> String {
+        format!(
+            "http://{}:{}{CALLBACK_PATH}",
+            host.as_str(),
+            self.addr.port()
+        )
+    }
+
     /// The next callback with the right state; `None` when `timeout` passes first.
     pub async fn next(&mut self, timeout: Duration) -> Option<Arrived> {
         tokio::time::timeout(timeout, self.rx.recv())

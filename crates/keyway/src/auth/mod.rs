@@ -36,8 +36,8 @@ pub use client::{AuthMethod, ClientAuth, KeyError, OAuthClient, RegistrationKind
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
 pub use flow::{Authorizer, StepUp, stable_ports as stable_callback_ports};
 pub use registration::{
-    ClientOptions, MemoryRegistrations, PendingFlow, PendingFlows, RegistrationStore,
-    StoredRegistration,
+    ClientOptions, MemoryRegistrations, PendingFlow, PendingFlows, REGISTRATION_METADATA_FIELDS,
+    RegistrationStore, StoredRegistration, registration_metadata,
 };
 pub use tokens::{Grant, OAuthTokens, RefreshError, refresh, refresh_due};
 
@@ -74,12 +74,22 @@ pub struct AuthOptions {
     pub scopes: Option<Vec<String>>,
     /// A fixed loopback port (when the registration names an exact redirect URI).
     pub callback_port: Option<u16>,
+    /// The host name in the redirect URI of a pre-registered client or a client ID
+    /// metadata document (`127.0.0.1` unless the registration names `localhost`).
+    /// Dynamic registrations always use `127.0.0.1` (RFC 8252 §7.3); the listener is
+    /// on 127.0.0.1 either way.
+    pub callback_host: CallbackHost,
     /// How long to wait for the browser (default 5 minutes).
     pub callback_timeout: Duration,
     /// Allow plain http to non-loopback hosts (development only).
     pub allow_http: bool,
     /// `client_name` for dynamic registration.
     pub client_name: String,
+    /// More metadata for a dynamic registration (RFC 7591 §2): `client_name`, `scope`,
+    /// `client_uri`, ... ([`REGISTRATION_METADATA_FIELDS`]; see
+    /// [`registration_metadata`]). Used when keyway registers anew; a
+    /// registration already stored for the issuer is reused as it is.
+    pub registration_metadata: serde_json::Map<String, serde_json::Value>,
     /// The identity provider for [`GrantChoice::EnterpriseManaged`].
     pub idp: Option<enterprise::IdentityProvider>,
     /// The workload JWT for [`GrantChoice::JwtBearer`].
@@ -107,6 +117,8 @@ impl Default for AuthOptions {
             browser: BrowserMode::System,
             scopes: None,
             callback_port: None,
+            callback_host: CallbackHost::default(),
+            registration_metadata: Default::default(),
             callback_timeout: Duration::from_secs(300),
             allow_http: false,
             client_name: "keyway".into(),
@@ -114,6 +126,26 @@ impl Default for AuthOptions {
             assertion: None,
             allow_paste: true,
             opener: None,
+        }
+    }
+}
+
+/// The host name of the loopback redirect URI ([`AuthOptions::callback_host`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallbackHost {
+    /// `http://127.0.0.1:PORT/callback`, as RFC 8252 §7.3 recommends.
+    #[default]
+    Ip,
+    /// `http://localhost:PORT/callback`, for registrations that name it.
+    Localhost,
+}
+
+impl CallbackHost {
+    /// The host as written in the URI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "127.0.0.1",
+            Self::Localhost => "localhost",
         }
     }
 }

@@ -267,6 +267,45 @@ impl RegistrationStore for MemoryRegistrations {
 /// goes where the server may not send it. (A registration already stored is used
 /// without coming here, so a server whose endpoint is refused only now keeps working
 /// for as long as that registration does.)
+/// The registration metadata (RFC 7591 §2) a user may set for dynamic registration
+/// ([`crate::auth::AuthOptions::registration_metadata`]): what describes the client.
+/// What decides where codes and tokens go (redirect URIs, grant and response types,
+/// the token endpoint auth method, keys) stays keyway's.
+pub const REGISTRATION_METADATA_FIELDS: &[&str] = &[
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "scope",
+    "contacts",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+];
+
+/// `text` as registration metadata: a JSON object of [`REGISTRATION_METADATA_FIELDS`]
+/// only; anything else is an error naming the field.
+pub fn registration_metadata(
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let map = match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => return Err("registration metadata must be a JSON object".into()),
+        Err(e) => return Err(format!("registration metadata is not JSON: {e}")),
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !REGISTRATION_METADATA_FIELDS.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "{k} is not a field keyway lets a user set (these are: {}); redirect URIs, grant types and authentication stay keyway's",
+            REGISTRATION_METADATA_FIELDS.join(", ")
+        ));
+    }
+    Ok(map)
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn register(
     http: &reqwest::Client,
     policy: &UrlPolicy,
@@ -275,8 +314,9 @@ pub(crate) async fn register(
     client_name: &str,
     redirect_uris: &[String],
     grant_types: &[&str],
+    extra: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<StoredRegistration, AuthError> {
-    let body = json!({
+    let mut body = json!({
         "client_name": client_name,
         "redirect_uris": redirect_uris,
         "grant_types": grant_types,
@@ -286,6 +326,13 @@ pub(crate) async fn register(
         "software_id": "keyway",
         "software_version": env!("CARGO_PKG_VERSION"),
     });
+    if let Some(obj) = body.as_object_mut() {
+        for (k, v) in extra {
+            if REGISTRATION_METADATA_FIELDS.contains(&k.as_str()) {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+    }
     let failed = |detail: String| AuthError::Registration {
         issuer: m.issuer.clone(),
         detail,
@@ -427,9 +474,18 @@ mod tests {
             "file:///etc/passwd",
         ] {
             let m = meta(|m| m.registration_endpoint = Some(bad.into()));
-            let err = register(&http, &public_server(), bad, &m, "keyway", &[], &[])
-                .await
-                .unwrap_err();
+            let err = register(
+                &http,
+                &public_server(),
+                bad,
+                &m,
+                "keyway",
+                &[],
+                &[],
+                &Default::default(),
+            )
+            .await
+            .unwrap_err();
             assert!(
                 matches!(
                     err,

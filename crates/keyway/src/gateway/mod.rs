@@ -59,6 +59,9 @@ pub struct UpstreamConfig {
     /// How long a request may go without its answer or a progress report
     /// ([`upstream::REQUEST_TIMEOUT`] is the usual).
     pub request_timeout: std::time::Duration,
+    /// Its tools left out: not listed, and not callable. Matched against the tool's
+    /// own name and its exposed `prefix__name`.
+    pub ignore_tools: merge::ToolFilter,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -510,6 +513,9 @@ impl Gateway {
                             continue;
                         };
                         let exposed = format!("{prefix}{}{name}", merge::SEPARATOR);
+                        if tools && self.ignored(i, &name) {
+                            continue;
+                        }
                         if seen.insert(exposed.clone()) {
                             item["name"] = json!(exposed);
                             out.push(item);
@@ -584,8 +590,23 @@ impl Gateway {
         Ok((i, rest.to_owned()))
     }
 
+    /// Whether upstream `i`'s tool `tool` is left out (`--ignore-tool`).
+    fn ignored(&self, i: usize, tool: &str) -> bool {
+        let filter = &self.configs[i].ignore_tools;
+        !filter.is_empty()
+            && (filter.ignores(tool)
+                || filter.ignores(&format!("{}{}{tool}", self.prefixes[i], merge::SEPARATOR)))
+    }
+
     async fn call_tool(&self, mut params: Value, carrier: &Carrier) -> Result<Outcome, Value> {
         let (i, tool) = self.route_name(&params)?;
+        if self.ignored(i, &tool) {
+            let name = params
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(json!({"code": -32602, "message": format!("unknown name: {name}")}));
+        }
         let tool_error = |text: String| {
             Ok(Outcome::Built(
                 json!({"content": [{"type": "text", "text": text}], "isError": true}),
