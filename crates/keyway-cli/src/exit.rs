@@ -115,12 +115,13 @@ impl CliError {
                         .join(": ");
                     json_error(status, &message, hint.as_deref());
                 }
-                eprintln!("error: {error}");
+                crate::progress::clear();
+                eprintln!("{} {error}", crate::progress::paint::error_label());
                 for cause in error.chain().skip(1) {
                     eprintln!("  caused by: {cause}");
                 }
                 if let Some(hint) = hint {
-                    eprintln!("  hint: {hint}");
+                    eprintln!("  {} {hint}", crate::progress::paint::hint_label());
                 }
                 status
             }

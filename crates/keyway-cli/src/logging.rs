@@ -57,10 +57,23 @@ pub fn init(
         }
         None => {
             let _ = builder
-                .with_writer(std::io::stderr)
+                .with_writer(|| SpinnerSafeStderr)
                 .with_ansi(std::io::stderr().is_terminal())
                 .try_init();
         }
     }
     Ok(())
+}
+
+/// stderr, with a showing spinner lifted for each write (a warning mid-wait).
+struct SpinnerSafeStderr;
+
+impl std::io::Write for SpinnerSafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

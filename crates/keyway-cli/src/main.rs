@@ -5,6 +5,7 @@ mod commands;
 mod exit;
 mod logging;
 mod printer;
+mod progress;
 mod settings;
 
 use std::process::ExitCode;
@@ -43,6 +44,11 @@ fn run() -> Result<(), CliError> {
         cli.global.quiet,
         cli.global.log_file.as_deref(),
     )?;
+    progress::init(
+        cli.global.quiet || cli.global.json,
+        cli.global.verbose,
+        cli.global.log_file.is_some(),
+    );
     for why in not_hardened {
         tracing::warn!("{why}");
     }

@@ -73,8 +73,11 @@ pub fn json_written() -> bool {
 pub fn emit(
     write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match write(&mut out).and_then(|()| out.flush()) {
+    let written = crate::progress::suspend(|| {
+        let mut out = std::io::stdout().lock();
+        write(&mut out).and_then(|()| out.flush())
+    });
+    match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         other => other,
     }

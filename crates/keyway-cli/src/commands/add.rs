@@ -336,6 +336,10 @@ async fn verify(
     http: &keyway::http::WireClient,
 ) -> Result<usize, String> {
     let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id);
+    let _waiting = crate::progress::Waiting::start(format!(
+        "listing {}'s tools with the new credentials",
+        rec.name
+    ));
     let result = async {
         let conn = Connection::open_transport(
             &rec.url,

@@ -157,17 +157,32 @@ fn usage(msg: String) -> CliError {
 
 /// Tells the person on stderr what the flow needs from them. The URL and the device
 /// code are shown even with -q: without them nothing can proceed.
-#[derive(Debug, Clone, Copy)]
 pub struct StderrReporter {
     pub quiet: bool,
+    /// The spinner while the browser is out (until the flow ends).
+    browser: std::sync::Mutex<Option<crate::progress::Waiting>>,
+}
+
+impl std::fmt::Debug for StderrReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StderrReporter")
+            .field("quiet", &self.quiet)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StderrReporter {
     fn say(&self, always: bool, text: &str) {
         if always || !self.quiet {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{text}");
+            crate::progress::suspend(|| {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            });
         }
+    }
+
+    fn browser(&self) -> std::sync::MutexGuard<'_, Option<crate::progress::Waiting>> {
+        self.browser.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -194,6 +209,9 @@ impl Reporter for StderrReporter {
                 false,
                 &format!("keyway: opened your browser. If it did not appear, open:\n\n  {url}\n"),
             );
+            *self.browser() = Some(crate::progress::Waiting::start(
+                "waiting for you to finish in the browser (Ctrl-C gives up)",
+            ));
         } else {
             self.say(
                 true,
@@ -212,6 +230,7 @@ impl Reporter for StderrReporter {
         self.say(true, &text);
     }
     fn authorized(&self, issuer: &str, scopes: &[String]) {
+        self.browser().take();
         let s = if scopes.is_empty() {
             String::new()
         } else {
@@ -225,7 +244,10 @@ impl Reporter for StderrReporter {
 }
 
 pub fn reporter(quiet: bool) -> Arc<dyn Reporter> {
-    Arc::new(StderrReporter { quiet })
+    Arc::new(StderrReporter {
+        quiet,
+        browser: std::sync::Mutex::new(None),
+    })
 }
 
 /// A session's failure as a CLI error: the exit status and the next step it calls for.

@@ -43,6 +43,13 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         home: settings.home.clone(),
         use_keychain: settings.use_keychain,
     };
+    let waiting = crate::progress::Waiting::start(format!(
+        "connecting to {}",
+        args.url
+            .as_deref()
+            .or(target.as_deref())
+            .unwrap_or_default()
+    ));
     let session = match &args.url {
         Some(raw) => {
             let url = Url::parse(raw).map_err(|e| store::usage(format!("--url {raw}: {e}")))?;
@@ -63,6 +70,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
                 names.join(", ")
             )));
         }
+        waiting.set(format!("calling {tool}"));
         session
             .call_tool(&tool, Some(arguments))
             .await
@@ -70,6 +78,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
     }
     .await;
     session.close().await;
+    drop(waiting);
     let result = outcome?;
 
     if printer.json_mode() {

@@ -67,6 +67,9 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
 
 /// A probe with an overall deadline.
 pub async fn run_probe(http: &keyway::http::WireClient, url: &str, opts: &ProbeOptions) -> Probe {
+    let _waiting = crate::progress::Waiting::start(format!(
+        "probing {url} (connecting; discovery if it asks for authorization)"
+    ));
     match tokio::time::timeout(PROBE_TIMEOUT, probe(http, url, opts)).await {
         Ok(p) => p,
         Err(_) => Probe {

@@ -48,6 +48,28 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         )));
     }
     let is_url = args.target.starts_with("http://") || args.target.starts_with("https://");
+    if !is_url {
+        // These describe a URL's server; a saved one has its own (keyway edit changes
+        // them). (--token is not among them: it may come from KEYWAY_TOKEN, set for
+        // other commands; a saved server's own credential is used.)
+        let given: Vec<&str> = [
+            (args.transport != TransportArg::Auto, "--transport"),
+            (args.save.is_some(), "--save"),
+            (!args.credential.headers.is_empty(), "--header"),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            return Err(store::usage(format!(
+                "{} only apply to a URL; {} is saved with its own (keyway edit {} / keyway set-token {} change them)",
+                given.join(", "),
+                args.target,
+                args.target,
+                args.target
+            )));
+        }
+    }
     let (st, server) = if is_url {
         let url =
             Url::parse(&args.target).map_err(|e| store::usage(format!("{}: {e}", args.target)))?;

@@ -178,18 +178,23 @@ pub fn print_table(rows: &[Row], printer: &Printer) {
             *w = (*w).max(v.chars().count());
         }
     }
-    let line = |c: &[String; 6]| {
+    // Padded first, then coloured (the colour codes take no room on the terminal).
+    let line = |c: &[String; 6], paint: bool| {
         c.iter()
             .zip(widths)
-            .map(|(v, w)| format!("{v:<w$}"))
+            .enumerate()
+            .map(|(i, (v, w))| match i {
+                3 if paint => crate::progress::paint::state(v, w),
+                _ => format!("{v:<w$}"),
+            })
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
             .to_owned()
     };
-    printer.result(line(&header));
+    printer.result(crate::progress::paint::heading(&line(&header, false)));
     for c in &cells {
-        printer.result(line(c));
+        printer.result(line(c, true));
     }
 }
 

@@ -62,10 +62,19 @@ pub fn secret_value(v: &str, what: &str) -> Result<Secret, CliError> {
 /// The static token: --token, or (as mcp-remote takes it) an `Authorization: Bearer
 /// ...` header.
 pub fn token(c: &CredentialArgs) -> Result<Option<Secret>, CliError> {
+    // `${VAR}` is read from the environment, as mcp-remote does with its arguments
+    // (a client config can then name the variable, not hold the token).
     let given = c
         .token
         .as_deref()
-        .map(|t| secret_value(t, "the token"))
+        .map(|t| {
+            let t = if t.contains("${") {
+                expand_env(t, "--token")?
+            } else {
+                t.to_owned()
+            };
+            secret_value(&t, "the token")
+        })
         .transpose()?;
     let mut from_header = None;
     for h in &c.headers {

@@ -127,6 +127,21 @@ pub async fn run(
 
     // Each server's rows are printed as it answers; --json waits for all.
     let mut results: Vec<Option<(Listed, Duration)>> = servers.iter().map(|_| None).collect();
+    let waiting_for = |results: &[Option<(Listed, Duration)>]| {
+        let left: Vec<&str> = servers
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| r.is_none())
+            .map(|(s, _)| s.name.as_str())
+            .collect();
+        format!(
+            "waiting for {} of {} servers: {}",
+            left.len(),
+            servers.len(),
+            left.join(", ")
+        )
+    };
+    let waiting = crate::progress::Waiting::start(waiting_for(&results));
     let mut printed = std::collections::HashSet::new();
     while let Some((i, listed, elapsed)) = pending.next().await {
         let s = &servers[i];
@@ -166,7 +181,9 @@ pub async fn run(
             }
         }
         results[i] = Some((listed, elapsed));
+        waiting.set(waiting_for(&results));
     }
+    drop(waiting);
     let results: Vec<(Listed, Duration)> = results
         .into_iter()
         .map(|r| r.unwrap_or((Err(("error", "not listed".into())), Duration::ZERO)))
@@ -358,6 +375,11 @@ pub async fn check_servers(
 ) -> anyhow::Result<Vec<Checked>> {
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
+    let _waiting = crate::progress::Waiting::start(format!(
+        "checking {} servers (at most {:.0} s each)",
+        servers.len(),
+        timeout.as_secs_f64()
+    ));
     Ok(futures::future::join_all(servers.iter().map(|s| {
         let (st, http) = (st.clone(), http.clone());
         async move {
@@ -431,12 +453,15 @@ pub fn print_checked(checked: &[Checked], printer: &Printer) {
         .max()
         .unwrap_or(4)
         .max(4);
-    printer.result(format!("{:<width$}  {:<10}  TOOLS  TIME", "NAME", "STATUS"));
+    printer.result(crate::progress::paint::heading(&format!(
+        "{:<width$}  {:<10}  TOOLS  TIME",
+        "NAME", "STATUS"
+    )));
     for c in checked {
         printer.result(format!(
-            "{:<width$}  {:<10}  {:<5}  {}",
+            "{:<width$}  {}  {:<5}  {}",
             c.name,
-            c.status,
+            crate::progress::paint::state(c.status, 10),
             c.tools.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             if c.status == "disabled" {
                 "-".to_owned()

@@ -712,3 +712,52 @@ async fn registration_metadata_describes_the_client_but_never_redirects() {
         stderr(&out)
     );
 }
+
+/// `keyway ARGS` on a terminal (util-linux `script` gives it a pseudo-terminal), with
+/// `env`; what the terminal showed.
+fn on_a_terminal(k: &Keyway, args: &str, env: &str) -> String {
+    let line = format!(
+        "{env} KEYWAY_HOME={} KEYWAY_NO_KEYCHAIN=1 {} {args}",
+        k.home.path().display(),
+        env!("CARGO_BIN_EXE_keyway")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux) runs commands on a pseudo-terminal");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_waits_show_a_spinner_and_states_have_colour() {
+    let tb = testbed(|k| {
+        k.open = true;
+        k.delay = vec![keyway_testbed::EndpointFault::new(
+            keyway_testbed::Endpoint::Mcp,
+            400,
+        )];
+    })
+    .await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", tb.mcp_url(), "--name", "bed"])
+            .await
+            .status
+            .success()
+    );
+    let shown = tokio::task::block_in_place(|| on_a_terminal(&k, "tools", ""));
+    assert!(shown.contains("waiting for 1 of 1 servers: bed"), "{shown}");
+    assert!(shown.contains("bed__echo"), "{shown}");
+    let listed = tokio::task::block_in_place(|| on_a_terminal(&k, "list", ""));
+    assert!(listed.contains("\u{1b}[32mready"), "green: {listed:?}");
+    let plain = tokio::task::block_in_place(|| on_a_terminal(&k, "list", "NO_COLOR=1"));
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+    let quiet = tokio::task::block_in_place(|| on_a_terminal(&k, "-q tools", ""));
+    assert!(!quiet.contains("waiting for"), "-q: {quiet}");
+    // Piped (every other test): neither.
+    let out = k.run_async(&["tools"]).await;
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("waiting for"));
+    assert!(!stdout(&out).contains('\u{1b}'));
+}

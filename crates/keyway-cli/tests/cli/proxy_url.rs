@@ -207,3 +207,49 @@ async fn ignored_tools_are_neither_listed_nor_called_through_proxy_and_serve() {
     assert_eq!(r["error"]["code"], -32602, "{r}");
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_for_a_url_are_refused_with_a_name_and_tokens_come_from_variables() {
+    let tb = testbed(|_| {}).await;
+    let k = Keyway::new();
+    let token = tb.mint_access_token("mcp:tools");
+    // `${VAR}` in --token, as a client config would write it.
+    let out = k
+        .cmd(&[
+            "add",
+            "tok",
+            tb.mcp_url(),
+            "--token",
+            "${KEYWAY_TEST_TOKEN}",
+        ])
+        .env("KEYWAY_TEST_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(row(&k, "tok").await.unwrap()["state"], "token");
+    let out = k
+        .run_async(&["add", "x", tb.mcp_url(), "--token", "${KEYWAY_UNSET_VAR}"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("KEYWAY_UNSET_VAR is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    for extra in [
+        ["--transport", "sse"],
+        ["--save", "other"],
+        ["-H", "X-A: b"],
+    ] {
+        let mut args = vec!["proxy", "tok"];
+        args.extend(extra);
+        let out = k.run_async(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(
+            stderr(&out).contains("only apply to a URL"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
