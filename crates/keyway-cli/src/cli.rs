@@ -389,8 +389,9 @@ pub struct ProxyArgs {
     pub target: String,
 
     /// The transport for a URL not saved yet: `http` (Streamable HTTP), `sse` (legacy
-    /// HTTP+SSE), or `auto` (a URL ending in /sse is checked for the legacy transport
-    /// first; others are Streamable HTTP).
+    /// HTTP+SSE), or `auto`: Streamable HTTP, else legacy SSE, found once when the
+    /// URL's server is saved (with --token and no --save, only a URL ending in /sse is
+    /// checked, as that runs on every start).
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
 

@@ -62,9 +62,9 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         .collect();
         if !given.is_empty() {
             return Err(store::usage(format!(
-                "{} only apply to a URL; {} is saved with its own (keyway edit {} / keyway set-token {} change them)",
+                "{} {} for a URL's server; {} is saved with its own (keyway edit {} changes it)",
                 given.join(", "),
-                args.target,
+                if given.len() == 1 { "is" } else { "are" },
                 args.target,
                 args.target
             )));
@@ -88,9 +88,9 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         if token.is_some() && args.save.is_none() {
             // A token given each time (the client's config has it): kept in memory
             // only, as the client keeps it.
-            // Detected only for a URL that looks like a legacy endpoint (as for a new
-            // entry below): a probe costs a session's round trips before the client's
-            // own initialize.
+            // Nothing is saved here, so this runs on every start of the client: only a
+            // URL that looks like a legacy endpoint is probed (a probe costs a
+            // session's round trips before the client's own initialize).
             let kind = match asked {
                 Some(t) => store::wire_kind(t),
                 None if sse_like(&url) => {
@@ -145,10 +145,11 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 )));
             }
             None => {
+                // Saved once, so found once, as add finds it: Streamable HTTP first,
+                // legacy SSE when that is refused.
                 let transport = match asked {
                     Some(t) => t,
-                    None if sse_like(&url) => detect(&http, &url, &token, &headers).await,
-                    None => Transport::Http,
+                    None => detect(&http, &url, &token, &headers).await,
                 };
                 let taken: Vec<String> = st
                     .servers()

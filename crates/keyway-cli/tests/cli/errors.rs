@@ -237,3 +237,83 @@ async fn list_show_and_add_agree_on_auth_state_and_action() {
     assert!(show.contains("action       -\n"), "{show}");
     assert!(show.contains("auth         headers\n"), "{show}");
 }
+
+/// The errors people meet most, as they read (one snapshot, so a change to any shows
+/// in review): each says what failed, and the next step.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_main_error_messages_read_well() {
+    let oauth = testbed(|_| {}).await;
+    let no_dcr = testbed(|k| k.no_dcr = true).await;
+    let k = Keyway::new();
+    assert!(
+        k.run_async(&["add", oauth.mcp_url(), "--name", "locked", "--no-authorize"])
+            .await
+            .status
+            .success()
+    );
+    assert!(
+        k.run_async(&[
+            "add",
+            no_dcr.mcp_url(),
+            "--name",
+            "tokenonly",
+            "--no-authorize"
+        ])
+        .await
+        .status
+        .success()
+    );
+    let dead = dead_mcp_url();
+    let https_to_http = oauth.mcp_url().replacen("http://", "https://", 1);
+    let not_config = k.home.path().join("notes.json");
+    std::fs::write(&not_config, r#"{"editor": "vim"}"#).unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["show".into(), "nope".into()],
+        vec!["add".into(), "mcp.example.com/mcp".into()],
+        vec![
+            "add".into(),
+            oauth.mcp_url().into(),
+            "--name".into(),
+            "locked".into(),
+        ],
+        vec!["add".into(), dead.clone()],
+        vec!["probe".into(), https_to_http],
+        vec!["call".into(), "tokenonly".into(), "echo".into()],
+        vec!["authorize".into(), "tokenonly".into()],
+        vec![
+            "call".into(),
+            "locked".into(),
+            "echo".into(),
+            "--args".into(),
+            "{nope".into(),
+        ],
+        vec!["tools".into(), "locked".into()],
+        vec!["import".into(), not_config.display().to_string()],
+        vec!["edit".into(), "locked".into()],
+        vec![
+            "proxy".into(),
+            "locked".into(),
+            "--transport".into(),
+            "sse".into(),
+        ],
+    ];
+    let mut text = String::new();
+    for args in &cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = k.run_async(&argv).await;
+        text.push_str(&format!(
+            "$ keyway {} (exit {})\n{}\n",
+            args.join(" "),
+            out.status.code().unwrap_or(-1),
+            stderr(&out)
+                .lines()
+                .filter(|l| !l.contains("WARN") && !l.starts_with("keyway: "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+        reads_as_words(&stderr(&out));
+    }
+    let mut settings = stable();
+    settings.add_filter(r"/tmp/\.tmp[A-Za-z0-9]+", "[HOME]");
+    settings.bind(|| insta::assert_snapshot!(text));
+}

@@ -247,7 +247,7 @@ async fn flags_for_a_url_are_refused_with_a_name_and_tokens_come_from_variables(
         let out = k.run_async(&args).await;
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
         assert!(
-            stderr(&out).contains("only apply to a URL"),
+            stderr(&out).contains("for a URL's server"),
             "{}",
             stderr(&out)
         );
