@@ -260,7 +260,7 @@ pub struct ToolsArgs {
     pub names: Vec<String>,
 
     /// Seconds each server gets to connect and list what it has.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     pub timeout: f64,
 
     /// Print each tool's input schema (JSON) under it.
@@ -274,7 +274,7 @@ pub struct ListArgs {
     pub names: Vec<String>,
 
     /// Seconds each server gets to connect and list what it has.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     pub timeout: f64,
 }
 
@@ -294,7 +294,7 @@ pub struct CheckArgs {
     pub names: Vec<String>,
 
     /// Seconds each server gets to connect and list its tools.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     pub timeout: f64,
 }
 
@@ -305,7 +305,7 @@ pub struct DoctorArgs {
     pub offline: bool,
 
     /// Seconds each server gets to connect and list its tools.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     pub timeout: f64,
 }
 
@@ -794,6 +794,14 @@ pub enum ClientAuthArg {
 pub struct TestbedArgs {
     #[command(flatten)]
     pub knobs: keyway_testbed::Knobs,
+}
+
+/// A number of seconds for a wait: more than 0, less than an hour.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 3600.0 => Ok(v),
+        _ => Err("a number of seconds between 0 and 3600, e.g. 2.5".into()),
+    }
 }
 
 /// A server's URL on the command line: http or https, with a host. Without a scheme it

@@ -97,13 +97,7 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
     let st = store::open(settings)?;
 
     // The name first: a taken one is an error before anything else happens.
-    let taken: Vec<String> = st
-        .servers()
-        .await
-        .map_err(store::store_error)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let taken = store::names(&st).await?;
     let name = match &args.name {
         Some(n) => {
             if n.trim().is_empty() || n.chars().any(char::is_control) {
@@ -173,10 +167,7 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
         url: url.to_string(),
         transport,
         auth,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
-            .collect(),
+        headers: store::header_pairs(&headers),
     };
     let class = probe.class.as_str();
     let added = match probe.class {

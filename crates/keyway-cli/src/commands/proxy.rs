@@ -151,13 +151,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                     Some(t) => t,
                     None => detect(&http, &url, &token, &headers).await,
                 };
-                let taken: Vec<String> = st
-                    .servers()
-                    .await
-                    .map_err(store::store_error)?
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect();
+                let taken = store::names(&st).await?;
                 let name = args
                     .save
                     .clone()
@@ -173,10 +167,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                     url: url.to_string(),
                     transport,
                     auth,
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
-                        .collect(),
+                    headers: store::header_pairs(&headers),
                 };
                 let cred = token.map(|t| keyway::store::Credential::Bearer { token: t });
                 let rec = st

@@ -38,6 +38,43 @@ pub fn store_error(e: StoreError) -> CliError {
     }
 }
 
+/// The names of the saved servers (to pick a new one that is not taken).
+pub async fn names(store: &SqliteStore) -> Result<Vec<String>, CliError> {
+    Ok(store
+        .servers()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|s| s.name)
+        .collect())
+}
+
+/// The servers `names` names (by name or id), or every enabled one when it is empty.
+pub async fn chosen(store: &SqliteStore, names: &[String]) -> Result<Vec<ServerRecord>, CliError> {
+    if names.is_empty() {
+        return Ok(store
+            .servers()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        out.push(find(store, n).await?);
+    }
+    Ok(out)
+}
+
+/// Headers as a new server stores them.
+pub fn header_pairs(headers: &[(http::HeaderName, Secret)]) -> Vec<(String, Secret)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+        .collect()
+}
+
 /// A saved server by name or id.
 pub async fn find(store: &SqliteStore, name: &str) -> Result<ServerRecord, CliError> {
     store

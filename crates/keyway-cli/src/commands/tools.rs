@@ -78,27 +78,9 @@ pub async fn run(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 3600.0) {
-        return Err(store::usage(
-            "--timeout must be a number of seconds between 0 and 3600".into(),
-        ));
-    }
     let timeout = Duration::from_secs_f64(args.timeout);
     let st = store::open(settings)?;
-    let mut servers = Vec::new();
-    if args.names.is_empty() {
-        servers = st
-            .servers()
-            .await
-            .map_err(store::store_error)?
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-    } else {
-        for n in &args.names {
-            servers.push(store::find(&st, n).await?);
-        }
-    }
+    let servers = store::chosen(&st, &args.names).await?;
     if servers.is_empty() {
         let saved = st.servers().await.map_err(store::store_error)?.len();
         if saved == 0 {
@@ -417,11 +399,6 @@ pub async fn check(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 3600.0) {
-        return Err(store::usage(
-            "--timeout must be a number of seconds between 0 and 3600".into(),
-        ));
-    }
     let st = store::open(settings)?;
     let servers = if args.names.is_empty() {
         st.servers().await.map_err(store::store_error)?

@@ -65,7 +65,15 @@ impl Imported {
 /// A config file as its clients write it: JSON with comments and trailing commas
 /// (VS Code's and Claude Code's JSONC).
 pub fn parse_text(text: &str) -> Result<Value, String> {
-    let options = jsonc_parser::ParseOptions {
+    jsonc_parser::parse_to_serde_value::<Option<Value>>(text, &jsonc())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the file is empty".to_owned())
+}
+
+/// What client configs are written in: JSON with comments and trailing commas
+/// (JSONC), nothing looser.
+fn jsonc() -> jsonc_parser::ParseOptions {
+    jsonc_parser::ParseOptions {
         allow_comments: true,
         allow_trailing_commas: true,
         allow_loose_object_property_names: false,
@@ -73,10 +81,7 @@ pub fn parse_text(text: &str) -> Result<Value, String> {
         allow_single_quoted_strings: false,
         allow_hexadecimal_numbers: false,
         allow_unary_plus_numbers: false,
-    };
-    jsonc_parser::parse_to_serde_value::<Option<Value>>(text, &options)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "the file is empty".to_owned())
+    }
 }
 
 /// The server maps of a config: Claude Desktop, Cursor and Claude Code's
@@ -482,13 +487,7 @@ pub async fn import(
             ));
             continue;
         };
-        let taken: Vec<String> = st
-            .servers()
-            .await
-            .map_err(store::store_error)?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let taken = store::names(&st).await?;
         let base = if e.name.trim().is_empty() {
             url::Url::parse(&e.url)
                 .map(|u| naming::default_name(&u))
@@ -615,20 +614,7 @@ pub async fn export(
     printer: &Printer,
 ) -> Result<(), CliError> {
     let st = store::open(settings)?;
-    let servers = if args.names.is_empty() {
-        st.servers()
-            .await
-            .map_err(store::store_error)?
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect::<Vec<_>>()
-    } else {
-        let mut v = Vec::new();
-        for n in &args.names {
-            v.push(store::find(&st, n).await?);
-        }
-        v
-    };
+    let servers = store::chosen(&st, &args.names).await?;
     if servers.is_empty() {
         return Err(CliError::failure(anyhow!("no enabled servers to export"))
             .with_hint("keyway add URL (or keyway enable NAME)"));
@@ -796,20 +782,11 @@ pub fn write_entries(
     key: &str,
     entries: &[(String, String, Value)],
 ) -> Result<(String, Vec<String>), String> {
-    let options = jsonc_parser::ParseOptions {
-        allow_comments: true,
-        allow_trailing_commas: true,
-        allow_loose_object_property_names: false,
-        allow_missing_commas: false,
-        allow_single_quoted_strings: false,
-        allow_hexadecimal_numbers: false,
-        allow_unary_plus_numbers: false,
-    };
     let source = if text.trim().is_empty() { "{}\n" } else { text };
     let existing = parse_text(source)?;
     let (found, _) = parse(&existing, None, &|_| None);
     let root =
-        jsonc_parser::cst::CstRootNode::parse(source, &options).map_err(|e| e.to_string())?;
+        jsonc_parser::cst::CstRootNode::parse(source, &jsonc()).map_err(|e| e.to_string())?;
     let top = root
         .object_value()
         .ok_or_else(|| "the file is not a JSON object".to_owned())?;

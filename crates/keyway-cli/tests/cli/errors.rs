@@ -2,22 +2,10 @@
 //! the next step (not the types they travelled through), and states that only change
 //! for what the server did.
 
-use serde_json::Value;
-
-use crate::harness::{Keyway, dead_mcp_url, json, stable, stderr, stdout, testbed};
-
-/// The saved server's row in `list --json`.
-async fn row(k: &Keyway, name: &str) -> Value {
-    let out = k.run_async(&["list", "--json"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    json(&out)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in the list"))
-        .clone()
-}
+use crate::{
+    everyday::row,
+    harness::{Keyway, dead_mcp_url, json, stable, stderr, stdout, testbed},
+};
 
 /// Not rmcp's or hyper's types, not an OS error number: words.
 fn reads_as_words(text: &str) {
@@ -42,7 +30,7 @@ async fn a_refused_port_says_so_and_what_to_check() {
         .run_async(&["add", &dead, "--name", "down", "--force"])
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let last = row(&k, "down").await["last_error"]
+    let last = row(&k, "down").await.unwrap()["last_error"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -57,7 +45,7 @@ async fn a_refused_port_says_so_and_what_to_check() {
     let err = stderr(&out);
     reads_as_words(&err);
     stable().bind(|| insta::assert_snapshot!(err));
-    let last = row(&k, "down").await["last_error"]
+    let last = row(&k, "down").await.unwrap()["last_error"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -93,7 +81,7 @@ async fn a_mistyped_tool_or_a_short_timeout_leave_the_state_alone() {
     let k = Keyway::new();
     let out = k.run_async(&["add", tb.mcp_url(), "--name", "bed"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(row(&k, "bed").await["state"], "ready");
+    assert_eq!(row(&k, "bed").await.unwrap()["state"], "ready");
 
     let out = k.run_async(&["call", "bed", "ecko"]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -102,7 +90,7 @@ async fn a_mistyped_tool_or_a_short_timeout_leave_the_state_alone() {
         "{}",
         stderr(&out)
     );
-    let r = row(&k, "bed").await;
+    let r = row(&k, "bed").await.unwrap();
     assert_eq!(
         (r["state"].as_str(), r["last_error"].as_null()),
         (Some("ready"), Some(()))
@@ -138,12 +126,12 @@ async fn a_mistyped_tool_or_a_short_timeout_leave_the_state_alone() {
     });
     let out = k.run_async(&["add", &relay_url, "--name", "slow"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(row(&k, "slow").await["state"], "ready");
+    assert_eq!(row(&k, "slow").await.unwrap()["state"], "ready");
     stalled.store(true, std::sync::atomic::Ordering::SeqCst);
     let out = k.run_async(&["tools", "slow", "--timeout", "0.3"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("slow: timeout"), "{}", stdout(&out));
-    let r = row(&k, "slow").await;
+    let r = row(&k, "slow").await.unwrap();
     assert_eq!(
         (r["state"].as_str(), r["last_error"].as_null()),
         (Some("ready"), Some(()))
@@ -215,7 +203,7 @@ async fn list_show_and_add_agree_on_auth_state_and_action() {
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let added = json(&out);
-    let listed = row(&k, "keyed").await;
+    let listed = row(&k, "keyed").await.unwrap();
     let shown = json(&k.run_async(&["show", "keyed", "--json"]).await);
     for v in [&added, &listed, &shown] {
         assert_eq!(
