@@ -161,7 +161,10 @@ impl Route {
     fn take(&self, item: Inbound) -> Option<Backpressure> {
         match item {
             Inbound::Message(mut v) => {
+                // Only an answer: the server's own requests carry ids of their own
+                // counter, which may equal a client's.
                 if !self.filter.is_empty()
+                    && v.is_answer()
                     && let Some(id) = v.id()
                     && self
                         .filtered
@@ -349,6 +352,16 @@ where
         };
         if message.method() == Some("initialize") {
             *shared.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        }
+        if !shared.route.filter.is_empty() && message.text().trim_start().starts_with('[') {
+            // A batch would carry its tools/list and tools/call past the filter (and
+            // MCP dropped batches in 2025-06-18): refused while tools are hidden.
+            shared.out(Message::from_value(&json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32600, "message": "keyway does not pass batches while --ignore-tool hides tools; send the messages one by one"}
+            })));
+            continue;
         }
         if !shared.route.filter.is_empty() && message.is_request() {
             match message.method() {

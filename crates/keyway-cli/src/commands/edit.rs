@@ -30,18 +30,20 @@ pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Resu
             change.name = Some(name.clone());
         }
     }
-    if let Some(url) = &args.url {
-        let parsed = url::Url::parse(url).map_err(|e| store::usage(format!("--url {url}: {e}")))?;
-        if url != &rec.url {
-            let has_secrets = !rec.header_names.is_empty()
-                || matches!(
-                    st.credential(&rec.id).await,
-                    Ok(Some(c)) if matches!(c.credential, keyway::store::Credential::Bearer { .. })
-                );
-            store::check_secrets_destination(&parsed, has_secrets, args.allow_http)?;
-            change.url = Some(url.clone());
-        }
+    if let Some(name) = &change.name
+        && store::names(&st).await?.contains(name)
+    {
+        // Before anything is revoked below.
+        return Err(store::store_error(keyway::store::StoreError::NameTaken(
+            name.clone(),
+        )));
     }
+    let new_url = match &args.url {
+        Some(url) if url != &rec.url => {
+            Some(url::Url::parse(url).map_err(|e| store::usage(format!("--url {url}: {e}")))?)
+        }
+        _ => None,
+    };
     if let Some(t) = args.transport {
         change.transport = Some(match t {
             TransportArg::Http => Transport::Http,
@@ -95,6 +97,16 @@ pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Resu
         }
         change.headers = Some(headers);
     }
+    if let Some(parsed) = &new_url {
+        // What goes to the new URL: the headers it will have (a static token does
+        // not follow a new URL, see below).
+        let has_secrets = match &change.headers {
+            Some(h) => !h.is_empty(),
+            None => !rec.header_names.is_empty(),
+        };
+        store::check_secrets_destination(parsed, has_secrets, args.allow_http)?;
+        change.url = args.url.clone();
+    }
     if change.name.is_none()
         && change.url.is_none()
         && change.transport.is_none()
@@ -109,10 +121,17 @@ pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Resu
     if change.url.is_some()
         && let Ok(Some(stored)) = st.credential(&rec.id).await
     {
+        let bearer = matches!(stored.credential, keyway::store::Credential::Bearer { .. });
         let revoked = super::authorize::revoke_stored(&st, &stored.credential).await?;
-        notes.push(format!(
-            "its credential was for the old URL and is gone ({revoked})"
-        ));
+        notes.push(if bearer {
+            // A token given for one server is not sent to another.
+            format!(
+                "its static token was for the old URL and is gone: keyway set-token {} gives the new one",
+                change.name.as_deref().unwrap_or(&rec.name)
+            )
+        } else {
+            format!("its credential was for the old URL and is gone ({revoked})")
+        });
     }
     let updated = st
         .update_server(&rec.id, &change)

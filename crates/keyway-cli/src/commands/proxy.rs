@@ -170,16 +170,28 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                     headers: store::header_pairs(&headers),
                 };
                 let cred = token.map(|t| keyway::store::Credential::Bearer { token: t });
-                let rec = st
-                    .create_server(&new, cred.as_ref())
-                    .await
-                    .map_err(store::store_error)?;
-                if !printer.quiet() {
-                    eprintln!(
-                        "keyway: saved {url} as {name}, so its tokens outlast this proxy (keyway remove {name} forgets it)"
-                    );
+                match st.create_server(&new, cred.as_ref()).await {
+                    Ok(rec) => {
+                        if !printer.quiet() {
+                            eprintln!(
+                                "keyway: saved {url} as {name}, so its tokens outlast this proxy (keyway remove {name} forgets it)"
+                            );
+                        }
+                        rec
+                    }
+                    // Another proxy for this URL, started at the same moment, saved it
+                    // first: use its entry.
+                    Err(keyway::store::StoreError::NameTaken(_)) => st
+                        .servers()
+                        .await
+                        .map_err(store::store_error)?
+                        .into_iter()
+                        .find(|s| super::transfer::same_url(&s.url, url.as_str()))
+                        .ok_or_else(|| {
+                            store::store_error(keyway::store::StoreError::NameTaken(name.clone()))
+                        })?,
+                    Err(e) => return Err(store::store_error(e)),
                 }
-                rec
             }
         };
         (st, server)

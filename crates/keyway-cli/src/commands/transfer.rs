@@ -30,8 +30,9 @@ pub struct Entry {
     pub transport: Option<Transport>,
     pub token: Option<Secret>,
     pub headers: Vec<(String, Secret)>,
-    /// Values left as placeholders nobody filled in (`${input:...}`, an unset
-    /// `${VAR}`): the header they were for, and the placeholder. Never saved.
+    /// Header values not saved: placeholders nobody filled in (`${input:...}`, an
+    /// unset `${VAR}`), another Authorization scheme, what HTTP cannot carry. The
+    /// header, and why.
     pub unfilled: Vec<(String, String)>,
     /// Run through `mcp-remote` (a bridge `keyway proxy` replaces).
     pub bridged: bool,
@@ -159,12 +160,25 @@ pub fn parse(
                 continue;
             };
             let expand = |v: &str| interpolate(v, &env, lookup);
-            let url = expand(&url);
+            // A URL is never filled in from variables: it is stored and shown in the
+            // clear, and a secret there (`?apiKey=${KEY}`) would be too.
             if url.contains("${") {
                 skipped.push(Imported::skipped(
                     name,
                     Some(url),
-                    "its URL has a placeholder nothing fills in",
+                    "its URL has a placeholder; keyway add URL with the real URL (and the secret as --header or --token)",
+                ));
+                continue;
+            }
+            if let Err(why) = crate::cli::server_url(&url) {
+                skipped.push(Imported::skipped(name, Some(url), why));
+                continue;
+            }
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                skipped.push(Imported::skipped(
+                    name,
+                    Some(url),
+                    "its name is not a plain name; keyway add URL --name NAME",
                 ));
                 continue;
             }
@@ -179,18 +193,32 @@ pub fn parse(
                         .next()
                         .unwrap_or(&v[at..])
                         .to_owned();
-                    unfilled.push((k, placeholder));
+                    unfilled.push((
+                        k,
+                        format!("{placeholder} is a placeholder nothing fills in"),
+                    ));
                     continue;
                 }
-                match v
-                    .strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-                {
-                    Some(t) if k.eq_ignore_ascii_case("authorization") => {
-                        token = Some(Secret::new(t.trim().to_owned()))
+                if k.eq_ignore_ascii_case("authorization") {
+                    // The token, as add takes it; another scheme is not something
+                    // keyway sends, and is never stored as a plain header.
+                    match v.split_once(' ') {
+                        Some((scheme, t))
+                            if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() =>
+                        {
+                            token = Some(Secret::new(t.trim().to_owned()))
+                        }
+                        _ => unfilled.push((k, "a scheme other than Bearer".to_owned())),
                     }
-                    _ => headers.push((k, Secret::new(v))),
+                    continue;
                 }
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(&v).is_err()
+                {
+                    unfilled.push((k, "a header name or value HTTP cannot carry".to_owned()));
+                    continue;
+                }
+                headers.push((k, Secret::new(v)));
             }
             entries.push(Entry {
                 name: name.clone(),
@@ -410,7 +438,14 @@ pub async fn import(
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let config = parse_text(&text)
             .map_err(|e| store::usage(format!("{} is not JSON: {e}", file.display())))?;
-        let (found, skipped) = parse(&config, project.as_deref(), &|v| std::env::var(v).ok());
+        // `${VAR}` comes from the environment only for a file named on the command
+        // line; a config found in the current directory (a cloned project's
+        // .mcp.json) gets the entry's own `env` only, so it cannot send this
+        // machine's secrets to a server it names.
+        let named = args.file.is_some();
+        let (found, skipped) = parse(&config, project.as_deref(), &|v| {
+            if named { std::env::var(v).ok() } else { None }
+        });
         if found.is_empty() && skipped.is_empty() && args.file.is_some() {
             return Err(store::usage(format!(
                 "{} has no `mcpServers` or `servers`; is it an MCP client config?",
@@ -540,9 +575,7 @@ pub async fn import(
             _ => Vec::new(),
         };
         for (header, placeholder) in &e.unfilled {
-            detail.push_str(&format!(
-                "; {header} not saved: {placeholder} is a placeholder nothing fills in"
-            ));
+            detail.push_str(&format!("; {header} not saved: {placeholder}"));
             if !header.eq_ignore_ascii_case("authorization") {
                 next.push(format!("keyway edit {name} --header '{header}: VALUE'"));
             }
@@ -662,6 +695,8 @@ pub async fn export(
             anyhow!("no home directory to find the client's config in; give --config FILE")
         })?,
     };
+    // A config that is a link (a dotfiles checkout) is edited where it lives.
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
     let before = match std::fs::read_to_string(&path) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -738,9 +773,20 @@ fn client_config_path(format: ExportFormat) -> Option<PathBuf> {
     })
 }
 
+/// `FILE.keyway.bak`, or, when that is there already (an earlier write's), one with
+/// the time in its name: the first backup is the user's own file and is kept.
 fn backup_path(path: &std::path::Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".keyway.bak");
+    let first = path.with_file_name(&name);
+    if !first.exists() {
+        return first;
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    name.push(format!(".{secs}"));
     path.with_file_name(name)
 }
 
@@ -790,15 +836,42 @@ pub fn write_entries(
     let top = root
         .object_value()
         .ok_or_else(|| "the file is not a JSON object".to_owned())?;
+    if top
+        .get(key)
+        .is_some_and(|p| p.value().is_none_or(|v| v.as_object().is_none()))
+    {
+        return Err(format!(
+            "its \"{key}\" is not an object; fix it by hand first"
+        ));
+    }
     let servers = top.object_value_or_set(key);
     let mut notes = Vec::new();
     for (name, url, entry) in entries {
+        // The entry to rewrite: one that reaches this URL through mcp-remote or by
+        // URL, else the server's name.
         let target = found
             .iter()
-            .find(|e| e.bridged && same_url(&e.url, url))
+            .find(|e| same_url(&e.url, url))
             .map(|e| e.name.clone());
         let slot = target.clone().unwrap_or_else(|| name.clone());
-        if existing.get(key).and_then(|m| m.get(&slot)) == Some(entry) {
+        // An entry of that name that is something else (a local server, another
+        // URL) is not overwritten.
+        let current = existing.get(key).and_then(|m| m.get(&slot));
+        let ours = |v: &Value| {
+            v.get("args")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "proxy"))
+                && v.get("command")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.ends_with("keyway") || c.ends_with("keyway.exe"))
+        };
+        if target.is_none() && current.is_some_and(|v| !ours(v)) {
+            notes.push(format!(
+                "{slot}: left as it is (an entry of that name runs something else); keyway export {name} --format ... prints the entry to add under another name"
+            ));
+            continue;
+        }
+        if current == Some(entry) {
             notes.push(format!("{slot}: already runs keyway proxy {name}"));
             continue;
         }
@@ -807,7 +880,7 @@ pub fn write_entries(
             Some(prop) => {
                 prop.set_value(value);
                 notes.push(match target {
-                    Some(t) => format!("{t}: was mcp-remote to {url}; now keyway proxy {name}"),
+                    Some(t) => format!("{t}: reached {url} itself; now keyway proxy {name}"),
                     None => format!("{slot}: replaced with keyway proxy {name}"),
                 });
             }

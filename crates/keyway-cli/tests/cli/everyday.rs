@@ -199,10 +199,22 @@ async fn import_is_idempotent_detects_sse_never_saves_placeholders_and_reads_jso
 #[tokio::test(flavor = "multi_thread")]
 async fn import_without_a_file_reads_the_clients_usual_places() {
     let open = testbed(|k| k.open = true).await;
+    let other = testbed(|k| k.open = true).await;
     let k = Keyway::new();
     let home = tempfile::tempdir().unwrap();
     let cursor = home.path().join(".cursor");
     std::fs::create_dir_all(&cursor).unwrap();
+    // A project file found in the current directory gets no variable from this
+    // machine's environment (it could name any server), and no URL is filled in.
+    std::fs::write(
+        home.path().join(".mcp.json"),
+        serde_json::json!({"mcpServers": {
+            "project": {"url": other.mcp_url(), "headers": {"X-Key": "${KEYWAY_TEST_SECRET}"}},
+            "leaky": {"url": format!("{}?key=${{KEYWAY_TEST_SECRET}}", open.mcp_url())}
+        }})
+        .to_string(),
+    )
+    .unwrap();
     std::fs::write(
         cursor.join("mcp.json"),
         serde_json::json!({"mcpServers": {"bed": {"url": open.mcp_url()}}}).to_string(),
@@ -210,7 +222,8 @@ async fn import_without_a_file_reads_the_clients_usual_places() {
     .unwrap();
     let run = |args: &[&str]| {
         let mut c = k.cmd(args);
-        c.env("HOME", home.path())
+        c.env("KEYWAY_TEST_SECRET", "s3cret-from-env")
+            .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join(".config"))
             .current_dir(home.path());
         c.output().unwrap()
@@ -224,7 +237,16 @@ async fn import_without_a_file_reads_the_clients_usual_places() {
     );
     let out = run(&["import"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("added    bed"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("added    bed"), "{text}");
+    assert!(!text.contains("s3cret-from-env"), "{text}");
+    assert!(
+        text.contains("X-Key not saved: ${KEYWAY_TEST_SECRET}"),
+        "{text}"
+    );
+    assert!(text.contains("skipped  leaky"), "{text}");
+    let shown = json(&k.run_async(&["show", "project", "--json"]).await);
+    assert_eq!(shown["headers"], serde_json::json!([]), "{shown}");
     assert!(row(&k, "bed").await.is_some());
 }
 
@@ -313,6 +335,21 @@ async fn edit_changes_url_transport_headers_and_name() {
         .run_async(&["call", "team", "echo", "--args", r#"{"text":"renamed"}"#])
         .await;
     assert_eq!(stdout(&out), "renamed\n", "{}", stderr(&out));
+
+    // A header added while moving to plain http elsewhere is refused.
+    let out = k
+        .run_async(&[
+            "edit",
+            "team",
+            "--url",
+            "http://example.com/mcp",
+            "-H",
+            "X-Key: s",
+        ])
+        .await;
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!stderr(&out).contains("X-Key: s"), "{}", stderr(&out));
+    assert_eq!(row(&k, "team").await.unwrap()["url"], second.sse_url());
 
     // A taken name is refused.
     let dead = dead_mcp_url();
@@ -553,6 +590,7 @@ async fn export_writes_into_the_clients_config_keeping_the_rest() {
   "mcpServers": {{
     "local": {{"command": "node", "args": ["x.js"]}},
     "linear": {{"command": "npx", "args": ["-y", "mcp-remote", "{dead}"]}},
+    "two": {{"command": "python", "args": ["my_own_two.py"]}},
   }},
   "globalShortcut": "Ctrl+Space"
 }}
@@ -581,7 +619,12 @@ async fn export_writes_into_the_clients_config_keeping_the_rest() {
         ])
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("+    \"two\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("two: left as it is"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("+      \"args\""), "{}", stdout(&out));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
 
     let out = k
@@ -600,14 +643,13 @@ async fn export_writes_into_the_clients_config_keeping_the_rest() {
         "the bridge entry is rewritten: {text}"
     );
     let v: Value = jsonc_parser::parse_to_serde_value(&text, &Default::default()).unwrap();
-    for name in ["linear", "two"] {
-        let args = v["mcpServers"][name]["args"].as_array().unwrap();
-        assert_eq!(
-            args[args.len() - 2..],
-            [json_str("proxy"), json_str(name)],
-            "{v}"
-        );
-    }
+    let args = v["mcpServers"]["linear"]["args"].as_array().unwrap();
+    assert_eq!(
+        args[args.len() - 2..],
+        [json_str("proxy"), json_str("linear")],
+        "{v}"
+    );
+    assert_eq!(v["mcpServers"]["two"]["command"], "python", "{v}");
     let backup = dir.path().join("claude_desktop_config.json.keyway.bak");
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
 

@@ -175,6 +175,11 @@ async fn ignored_tools_are_neither_listed_nor_called_through_proxy_and_serve() {
         .await;
     assert_eq!(text(&r), "kept");
     let r = refused;
+    // A batch would carry calls past the filter: refused while tools are hidden.
+    c.send(&json!([{"jsonrpc": "2.0", "id": 90, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}]))
+        .await;
+    let batch = c.next().await;
+    assert_eq!(batch["error"]["code"], -32600, "{batch}");
     // (the testbed would have answered 3: the refusal is keyway's)
     assert!(
         r["error"]["message"]

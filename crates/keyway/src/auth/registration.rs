@@ -261,12 +261,6 @@ impl RegistrationStore for MemoryRegistrations {
     }
 }
 
-/// Register dynamically (RFC 7591) as a native public client, and use what the
-/// server hands back, including the auth method it chose (§3.2.1). An `endpoint` the
-/// URL rules refuse is an error before anything is sent: nothing about keyway's client
-/// goes where the server may not send it. (A registration already stored is used
-/// without coming here, so a server whose endpoint is refused only now keeps working
-/// for as long as that registration does.)
 /// The registration metadata (RFC 7591 §2) a user may set for dynamic registration
 /// ([`crate::auth::AuthOptions::registration_metadata`]): what describes the client.
 /// What decides where codes and tokens go (redirect URIs, grant and response types,
@@ -305,6 +299,12 @@ pub fn registration_metadata(
     Ok(map)
 }
 
+/// Register dynamically (RFC 7591) as a native public client, and use what the
+/// server hands back, including the auth method it chose (§3.2.1). An `endpoint` the
+/// URL rules refuse is an error before anything is sent: nothing about keyway's client
+/// goes where the server may not send it. (A registration already stored is used
+/// without coming here, so a server whose endpoint is refused only now keeps working
+/// for as long as that registration does.)
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn register(
     http: &reqwest::Client,
