@@ -76,21 +76,11 @@ pub async fn run(
 }
 
 pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result<Added, CliError> {
+    // `args.url` passed `cli::server_url` in `AddArgs::resolve` (http or https, a
+    // host); parsing it again only gives the parsed form.
     let url = url::Url::parse(&args.url)
         .map_err(|e| store::usage(format!("{} is not a URL: {e}", args.url)))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(store::usage(format!(
-            "{}: the scheme must be http or https",
-            args.url
-        )));
-    }
-    let token = store::token(&args.credential)?;
-    let headers = store::headers(&args.credential)?;
-    store::check_secrets_destination(
-        &url,
-        token.is_some() || !headers.is_empty(),
-        args.auth.allow_http,
-    )?;
+    let (token, headers) = store::secrets_for(&args.credential, &url, args.auth.allow_http)?;
     let options = auth::options(&args.auth)?;
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;

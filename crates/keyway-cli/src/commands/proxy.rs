@@ -73,13 +73,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
     let (st, server) = if is_url {
         let url =
             Url::parse(&args.target).map_err(|e| store::usage(format!("{}: {e}", args.target)))?;
-        let token = store::token(&args.credential)?;
-        let headers = store::headers(&args.credential)?;
-        store::check_secrets_destination(
-            &url,
-            token.is_some() || !headers.is_empty(),
-            args.auth.allow_http,
-        )?;
+        let (token, headers) = store::secrets_for(&args.credential, &url, args.auth.allow_http)?;
         let asked = match args.transport {
             TransportArg::Http => Some(Transport::Http),
             TransportArg::Sse => Some(Transport::Sse),

@@ -193,28 +193,80 @@ pub fn headers(c: &CredentialArgs) -> Result<Vec<(http::HeaderName, Secret)>, Cl
 /// `${VAR}` in `value` replaced by the environment variable VAR (`$${` is a literal
 /// `${`); a missing one is an error naming it (never the value).
 fn expand_env(value: &str, what: &str) -> Result<String, CliError> {
-    let mut out = String::with_capacity(value.len());
+    let done = substitute(value, &|var| std::env::var(var).ok());
+    if done.unclosed {
+        return Err(usage(format!("{what}: an unclosed ${{ in the value")));
+    }
+    match done.missing.first() {
+        Some(var) => Err(usage(format!(
+            "{what}: the environment variable {var} is not set"
+        ))),
+        None => Ok(done.text),
+    }
+}
+
+/// What [`substitute`] made of a value.
+pub struct Substituted {
+    /// The value with what `lookup` knew filled in; the rest left as written.
+    pub text: String,
+    /// The names inside `${...}` that `lookup` did not know, in order.
+    pub missing: Vec<String>,
+    /// A `${` without its `}` (kept as written).
+    pub unclosed: bool,
+}
+
+/// `${NAME}` in `value` replaced by `lookup(NAME)` (`$${` is a literal `${`); what
+/// `lookup` does not know stays as written and is listed. The one place keyway fills
+/// variables in: command-line values ([`expand_env`]) and imported configs.
+pub fn substitute(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Substituted {
+    let mut done = Substituted {
+        text: String::with_capacity(value.len()),
+        missing: Vec::new(),
+        unclosed: false,
+    };
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         if rest[..start].ends_with('$') {
-            out.push_str(&rest[..start]);
-            out.push('{');
+            done.text.push_str(&rest[..start]);
+            done.text.push('{');
             rest = &rest[start + 2..];
             continue;
         }
-        out.push_str(&rest[..start]);
+        done.text.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(usage(format!("{what}: an unclosed ${{ in the value")));
+            done.unclosed = true;
+            done.text.push_str(&rest[start..]);
+            return done;
         };
-        let var = &after[..end];
-        let found = std::env::var(var)
-            .map_err(|_| usage(format!("{what}: the environment variable {var} is not set")))?;
-        out.push_str(&found);
+        let name = &after[..end];
+        match lookup(name) {
+            Some(v) => done.text.push_str(&v),
+            None => {
+                done.text.push_str(&rest[start..start + 2 + end + 1]);
+                done.missing.push(name.to_owned());
+            }
+        }
         rest = &after[end + 1..];
     }
-    out.push_str(rest);
-    Ok(out)
+    done.text.push_str(rest);
+    done
+}
+
+/// Headers to send: names checked, values secret.
+pub type Headers = Vec<(http::HeaderName, Secret)>;
+
+/// The token and headers of `c`, once they are known to be allowed to go to `url`
+/// ([`check_secrets_destination`]).
+pub fn secrets_for(
+    c: &CredentialArgs,
+    url: &url::Url,
+    allow_http: bool,
+) -> Result<(Option<Secret>, Headers), CliError> {
+    let token = token(c)?;
+    let headers = headers(c)?;
+    check_secrets_destination(url, token.is_some() || !headers.is_empty(), allow_http)?;
+    Ok((token, headers))
 }
 
 /// Refuse to send a static token or configured headers to `url` over plain http to
@@ -336,5 +388,22 @@ impl StillSaved {
 impl keyway::gateway::Liveness for StillSaved {
     fn alive(&self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(self.check())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitute_fills_what_it_knows_and_lists_the_rest() {
+        let lookup = |v: &str| (v == "A").then(|| "1".to_owned());
+        let d = substitute("x${A}y${B}z$${A}", &lookup);
+        assert_eq!(d.text, "x1y${B}z${A}");
+        assert_eq!(d.missing, ["B"]);
+        assert!(!d.unclosed);
+        let d = substitute("a${A", &lookup);
+        assert_eq!((d.text.as_str(), d.unclosed), ("a${A", true));
+        assert_eq!(substitute("plain", &lookup).text, "plain");
     }
 }

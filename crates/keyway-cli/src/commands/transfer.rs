@@ -284,39 +284,24 @@ fn mcp_remote(def: &Value) -> Option<Bridge> {
     })
 }
 
-/// `${VAR}` (and VS Code's `${env:VAR}`) from the entry's `env`, else the
-/// environment; what nothing fills in (`${input:id}` prompts included) stays.
+/// `${VAR}` (and VS Code's `${env:VAR}`) from the entry's `env`, else `lookup`;
+/// what nothing fills in (`${input:id}` prompts included) stays as written.
 fn interpolate(
     v: &str,
     env: &Map<String, Value>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> String {
-    let mut out = String::new();
-    let mut rest = v;
-    while let Some(at) = rest.find("${") {
-        out.push_str(&rest[..at]);
-        let Some(len) = rest[at..].find('}') else {
-            out.push_str(&rest[at..]);
-            return out;
-        };
-        let inner = &rest[at + 2..at + len];
-        let var = inner.strip_prefix("env:").unwrap_or(inner);
-        let value = if inner.starts_with("input:") || var.is_empty() {
-            None
-        } else {
-            env.get(var)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .or_else(|| lookup(var))
-        };
-        match value {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&rest[at..at + len + 1]),
+    store::substitute(v, &|inner| {
+        if inner.starts_with("input:") {
+            return None;
         }
-        rest = &rest[at + len + 1..];
-    }
-    out.push_str(rest);
-    out
+        let var = inner.strip_prefix("env:").unwrap_or(inner);
+        env.get(var)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| lookup(var))
+    })
+    .text
 }
 
 /// The transport to save: the one asked for, else the one the probe found, else
