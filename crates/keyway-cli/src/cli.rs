@@ -247,6 +247,12 @@ pub struct CallArgs {
     #[arg(long, value_name = "JSON|@FILE|-", default_value = "{}")]
     pub args: String,
 
+    /// The MCP revision to speak: `auto` asks the server (`server/discover`) and
+    /// speaks 2026-07-28 when it can, else the 2025-11-25 handshake; a revision
+    /// speaks only that one (2026-07-28, 2025-11-25, 2025-06-18, 2025-03-26).
+    #[arg(long, value_name = "REVISION", default_value = "auto", value_parser = protocol)]
+    pub protocol: keyway::mcp::Protocol,
+
     #[command(flatten)]
     pub auth: AuthArgs,
 
@@ -826,4 +832,9 @@ pub fn server_url(s: &str) -> Result<String, String> {
         return Err("the URL names no host".into());
     }
     Ok(t.to_owned())
+}
+
+/// `--protocol`: `auto` or a revision keyway speaks.
+fn protocol(text: &str) -> Result<keyway::mcp::Protocol, String> {
+    keyway::mcp::Protocol::parse(text)
 }

@@ -298,6 +298,13 @@ pub struct Knobs {
     #[arg(long, help_heading = "Listeners")]
     pub legacy_sse_only: bool,
 
+    /// Which MCP generations the server speaks: `both` (2026-07-28 per-request
+    /// metadata and the 2025 handshake revisions), `modern` (2026-07-28 only: an
+    /// `initialize` is refused) or `legacy` (the handshake revisions only: a
+    /// `server/discover` is refused as an unsupported version).
+    #[arg(long, value_enum, default_value = "both", help_heading = "Listeners")]
+    pub mcp_revision: McpRevision,
+
     /// Serve MCP without any authorization (an open server).
     #[arg(long, help_heading = "Faults")]
     pub open: bool,
@@ -373,6 +380,17 @@ fn parse_field_override(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?}: expected FIELD=VALUE")),
     }
+}
+
+/// The MCP generations the testbed's server speaks.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McpRevision {
+    /// 2026-07-28 and the handshake revisions.
+    Both,
+    /// 2026-07-28 only.
+    Modern,
+    /// 2025-11-25 and older only.
+    Legacy,
 }
 
 /// Where the protected resource metadata lives.

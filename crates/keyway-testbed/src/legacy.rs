@@ -57,7 +57,7 @@ async fn open_stream(
     let (server_read, server_write) = tokio::io::split(server_end);
     let (client_read, client_write) = tokio::io::split(client_end);
     tokio::spawn(async move {
-        if let Ok(running) = TestbedTools::new(cancelled)
+        if let Ok(running) = TestbedTools::new(cancelled, crate::knobs::McpRevision::Legacy)
             .serve((server_read, server_write))
             .await
         {

@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 pub use crate::{
     clock::{Clock, ManualClock, SystemClock},
     knobs::{
-        ClientSpec, Endpoint, EndpointFault, IssMode, Knobs, MetadataDoc, PkceAdvertised,
-        PrmLocation, ScopeList, TokenAuthMethod,
+        ClientSpec, Endpoint, EndpointFault, IssMode, Knobs, McpRevision, MetadataDoc,
+        PkceAdvertised, PrmLocation, ScopeList, TokenAuthMethod,
     },
     stats::{AuthorizeSeen, Stats, TokenSeen},
 };

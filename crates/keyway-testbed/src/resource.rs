@@ -50,8 +50,9 @@ pub(crate) fn routes(
 
     let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
     let cancelled = shared.tools.clone();
+    let revision = shared.knobs.mcp_revision;
     let mcp = StreamableHttpService::new(
-        move || Ok(TestbedTools::new(cancelled.clone())),
+        move || Ok(TestbedTools::new(cancelled.clone(), revision)),
         shared.sessions.clone(),
         config,
     );

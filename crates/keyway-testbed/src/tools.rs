@@ -12,7 +12,9 @@ use rmcp::{
 };
 use serde::Deserialize;
 
-use crate::shared::ToolCounters;
+use rmcp::model::ProtocolVersion;
+
+use crate::{knobs::McpRevision, shared::ToolCounters};
 
 /// Longest `slow` call, so a typo cannot hang a test for hours.
 const SLOW_MAX_MS: u64 = 60_000;
@@ -40,14 +42,17 @@ pub(crate) struct TestbedTools {
     tool_router: ToolRouter<Self>,
     /// Cancelled and running `slow` calls.
     counters: Arc<ToolCounters>,
+    /// The MCP generations served.
+    revision: McpRevision,
 }
 
 #[tool_router]
 impl TestbedTools {
-    pub(crate) fn new(counters: Arc<ToolCounters>) -> Self {
+    pub(crate) fn new(counters: Arc<ToolCounters>, revision: McpRevision) -> Self {
         Self {
             tool_router: Self::tool_router(),
             counters,
+            revision,
         }
     }
 
@@ -106,6 +111,17 @@ const README_URI: &str = "testbed://readme";
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for TestbedTools {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        const MODERN: &[ProtocolVersion] = &[ProtocolVersion::V_2026_07_28];
+        match self.revision {
+            McpRevision::Both => std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
+            McpRevision::Modern => std::borrow::Cow::Borrowed(MODERN),
+            McpRevision::Legacy => std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(
+                &ProtocolVersion::V_2025_11_25,
+            )),
+        }
+    }
+
     fn get_info(&self) -> rmcp::model::ServerConfig {
         rmcp::model::ServerConfig::new(
             rmcp::model::ServerCapabilities::builder()

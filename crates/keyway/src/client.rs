@@ -60,7 +60,7 @@ use crate::{
     },
     http::Deadlines,
     mcp::{
-        ConnectError, Connection, RequestError, ServerSummary, StaticToken, TokenSource,
+        ConnectError, Connection, Protocol, RequestError, ServerSummary, StaticToken, TokenSource,
         TransportChoice,
         wire::{self, Wire, WireConfig, WireError, WireKind},
     },
@@ -117,6 +117,8 @@ pub struct Options {
     pub home: PathBuf,
     /// Whether the store key is in the OS keychain ([`keychain_wanted`] by default).
     pub use_keychain: bool,
+    /// The MCP revision to speak ([`Protocol::Auto`] by default).
+    pub protocol: Protocol,
 }
 
 impl Default for Options {
@@ -127,6 +129,7 @@ impl Default for Options {
             reporter: Arc::new(Silent),
             home: default_home(),
             use_keychain: keychain_wanted(),
+            protocol: Protocol::Auto,
         }
     }
 }
@@ -745,6 +748,7 @@ impl Session {
             },
         );
         Self::with_policy(Arc::new(policy), headers, options.deadlines, transport)
+            .map(|s| s.speaking(options.protocol))
     }
 
     /// A session with the server at `url`, authorizing when it asks; tokens live in
@@ -762,6 +766,7 @@ impl Session {
             options.deadlines,
             TransportChoice::StreamableHttp,
         )
+        .map(|s| s.speaking(options.protocol))
     }
 
     /// A session with the server at `url` sending a fixed token (or none) and extra
@@ -788,6 +793,13 @@ impl Session {
             options.deadlines,
             TransportChoice::StreamableHttp,
         )
+        .map(|s| s.speaking(options.protocol))
+    }
+
+    /// The session, speaking `protocol` ([`Protocol::Auto`] unless set).
+    pub fn speaking(mut self, protocol: Protocol) -> Self {
+        self.config.protocol = protocol;
+        self
     }
 
     /// A session over a [`Policy`] made by hand.
@@ -939,9 +951,12 @@ impl Session {
         let mut unauthorized = 0;
         let mut reconnected = false;
         loop {
+            // Connecting is one operation whatever the caller wanted: its sign-in and
+            // its step-ups share one cap. (A 2026-07-28 server wants a token for
+            // `server/discover` where many let `initialize` through without one.)
             let failure = match self.connected().await {
                 Err(ConnectError::AuthorizationRequired { challenge, .. }) => {
-                    Refusal::Unauthorized(challenge, operation.to_owned())
+                    Refusal::Unauthorized(challenge, "initialize".to_owned())
                 }
                 Err(ConnectError::InsufficientScope { challenge, .. }) => {
                     Refusal::Forbidden(challenge, "initialize".to_owned())

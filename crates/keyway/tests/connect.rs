@@ -46,40 +46,55 @@ async fn a_rejected_token_needs_authorization_and_never_shows_in_the_error() {
 }
 
 #[tokio::test]
-async fn list_call_and_close_with_a_bearer_token() {
-    let tb = Testbed::start(Knobs::default()).await.unwrap();
-    let conn = Connection::open(
-        tb.mcp_url(),
-        http(),
-        token(&tb.mint_access_token("mcp:tools")),
-    )
-    .await
-    .unwrap();
-    let server = conn.server();
-    assert_eq!(server.name.as_deref(), Some("keyway-testbed"));
-    assert_eq!(server.protocol_version, "2025-11-25");
-    let mut names: Vec<_> = conn
-        .list_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["add", "admin_only", "echo", "slow"]);
-    let r = conn
-        .call_tool("add", json!({"a": 40, "b": 2}).as_object().cloned())
+async fn list_call_and_close_with_a_bearer_token_in_every_generation() {
+    use keyway_testbed::McpRevision;
+    // (what the server speaks, the revision chosen, requests before the first answer
+    // that is not the handshake's, DELETEs on close)
+    for (revision, chosen, startup, deletes) in [
+        // server/discover only: no handshake, no session to end.
+        (McpRevision::Both, "2026-07-28", 1, 0),
+        (McpRevision::Modern, "2026-07-28", 1, 0),
+        // server/discover refused as an unsupported version, then
+        // initialize + initialized on a new wire; the session ends with a DELETE.
+        (McpRevision::Legacy, "2025-11-25", 3, 1),
+    ] {
+        let mut knobs = Knobs::default();
+        knobs.mcp_revision = revision;
+        let tb = Testbed::start(knobs).await.unwrap();
+        let conn = Connection::open(
+            tb.mcp_url(),
+            http(),
+            token(&tb.mint_access_token("mcp:tools")),
+        )
         .await
         .unwrap();
-    assert_eq!(result_text(&r), "42");
-    conn.close().await;
-    let stats = tb.stats();
-    assert_eq!(
-        stats.path("DELETE /mcp"),
-        1,
-        "the session is closed with a DELETE"
-    );
-    assert_eq!(stats.unauthorized, 0);
+        let server = conn.server();
+        assert_eq!(
+            server.name.as_deref(),
+            Some("keyway-testbed"),
+            "{revision:?}"
+        );
+        assert_eq!(server.protocol_version, chosen, "{revision:?}");
+        assert_eq!(tb.stats().path("POST /mcp"), startup, "{revision:?}");
+        let mut names: Vec<_> = conn
+            .list_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["add", "admin_only", "echo", "slow"]);
+        let r = conn
+            .call_tool("add", json!({"a": 40, "b": 2}).as_object().cloned())
+            .await
+            .unwrap();
+        assert_eq!(result_text(&r), "42");
+        conn.close().await;
+        let stats = tb.stats();
+        assert_eq!(stats.path("DELETE /mcp"), deletes, "{revision:?}");
+        assert_eq!(stats.unauthorized, 0);
+    }
 }
 
 #[tokio::test]
@@ -183,6 +198,7 @@ async fn a_call_returns_its_answer_and_passes_on_what_came_before_it() {
         headers: vec![],
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
+        protocol: Default::default(),
     };
     let (wire, mut inbound) = Wire::connect(config).await.unwrap();
     let init = wire
@@ -254,6 +270,7 @@ async fn a_call_over_legacy_sse_gets_its_answer_from_the_event_stream() {
         headers: vec![],
         kind: WireKind::LegacySse,
         deadlines: Default::default(),
+        protocol: Default::default(),
     };
     let (wire, _inbound) = Wire::connect(config).await.unwrap();
     let init = wire
@@ -378,6 +395,7 @@ async fn raw_wire(url: &str) -> keyway::mcp::wire::Wire {
         headers: vec![],
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
+        protocol: Default::default(),
     };
     let (wire, _inbound) = Wire::connect(config).await.unwrap();
     wire
@@ -492,6 +510,7 @@ async fn requests_to_a_server_that_never_finishes_the_handshake_fail_at_the_conn
         headers: vec![],
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
+        protocol: Default::default(),
     })
     .await
     .unwrap();
@@ -561,6 +580,7 @@ async fn a_certificate_nobody_vouches_for_is_refused_and_named() {
         headers: vec![],
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
+        protocol: Default::default(),
     })
     .await
     .unwrap();

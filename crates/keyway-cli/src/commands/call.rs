@@ -42,6 +42,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         reporter: auth::reporter(printer.quiet()),
         home: settings.home.clone(),
         use_keychain: settings.use_keychain,
+        protocol: args.protocol.clone(),
     };
     let waiting = crate::progress::Waiting::start(format!(
         "connecting to {}",

@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 headers,
                 kind,
                 deadlines: args.deadlines.deadlines(),
+                protocol: Default::default(),
             },
             liveness: Some(Arc::new(store::StillSaved {
                 store: st.clone(),

@@ -84,6 +84,12 @@ impl ConnectError {
     }
 
     pub(crate) fn from_initialize(url: &str, e: ClientInitializeError) -> Self {
+        // `server/discover` said "legacy" and the handshake then failed: the
+        // handshake's failure is the one that tells what is wrong.
+        let e = match e {
+            ClientInitializeError::LegacyFallbackFailed { fallback, .. } => *fallback,
+            e => e,
+        };
         if let ClientInitializeError::TransportError { error, .. } = &e
             && let Some(w) = error.error.downcast_ref::<WireError>()
         {
@@ -152,6 +158,17 @@ pub enum RequestError {
         code: i32,
         /// Its message.
         message: String,
+    },
+    /// MCP 2026-07-28: the tool's `x-mcp-header` annotations are invalid, so keyway
+    /// left it out of the server's tools and does not call it.
+    #[error(
+        "the server's tool `{tool}` cannot be called: {reason} (MCP 2026-07-28 tells clients to leave such tools out; the server must fix its definition)"
+    )]
+    InvalidTool {
+        /// The tool.
+        tool: String,
+        /// What is wrong with its definition.
+        reason: String,
     },
     /// The request did not get through.
     #[error("the connection to {url} failed: {reason}")]

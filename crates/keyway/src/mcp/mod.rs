@@ -8,6 +8,7 @@
 mod bearer;
 mod error;
 mod message;
+pub mod modern;
 mod sse;
 /// The largest single message keyway reads or accepts (an answer, an event, a
 /// request to the gateway).
@@ -28,7 +29,7 @@ use rmcp::{
 
 pub use bearer::{StaticToken, TokenSource};
 pub use error::{ConnectError, RequestError};
-pub use wire::{Deadlines, WireConfig, WireKind};
+pub use wire::{Deadlines, Protocol, WireConfig, WireKind};
 
 /// The protocol revision keyway offers in `initialize`. Servers answer with their own;
 /// 2025-11-25 is the newest revision with the classic handshake, which every server
@@ -75,6 +76,8 @@ pub struct Connection {
     url: String,
     service: RunningService<RoleClient, ClientConfig>,
     transport: TransportChoice,
+    /// The wire under `service` (what it learned of the server's tools).
+    wire: wire::Wire,
 }
 
 impl Connection {
@@ -176,24 +179,79 @@ impl Connection {
         }
     }
 
+    /// Start the session the way `config.protocol` says. `Auto` on Streamable HTTP
+    /// asks `server/discover` first (MCP 2026-07-28 "Backward Compatibility"): a
+    /// modern server answers it and needs no handshake; a legacy one refuses it
+    /// without a modern error, and gets the `initialize` handshake on the same wire.
+    /// A server that knows 2026-07-28 but names only handshake revisions as supported
+    /// gets the handshake on a new wire.
     async fn handshake(config: WireConfig) -> Result<Self, ConnectError> {
+        use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt};
         let url = config.url.to_string();
         let transport = match config.kind {
             WireKind::StreamableHttp => TransportChoice::StreamableHttp,
             WireKind::LegacySse => TransportChoice::LegacySse,
         };
-        let (w, inbound) = wire::Wire::connect(config)
+        let legacy = |v: &str| {
+            let mut info = client_info();
+            info.protocol_version =
+                serde_json::from_value(serde_json::Value::from(v)).unwrap_or(PROTOCOL_VERSION);
+            (info, ClientLifecycleMode::Initialize)
+        };
+        let modern = ProtocolVersion::V_2026_07_28;
+        let (info, mode) = match (&config.protocol, config.kind) {
+            (_, WireKind::LegacySse) => legacy("2024-11-05"),
+            (Protocol::Auto, _) => (
+                client_info(),
+                ClientLifecycleMode::Auto {
+                    preferred_versions: vec![modern],
+                    legacy_version: Some(PROTOCOL_VERSION),
+                },
+            ),
+            (Protocol::Exactly(v), _) if modern::is_modern(v) => (
+                client_info(),
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![modern],
+                },
+            ),
+            (Protocol::Exactly(v), _) => legacy(v),
+        };
+        let auto = matches!(mode, ClientLifecycleMode::Auto { .. });
+        let (mut w, inbound) = wire::Wire::connect(config.clone())
             .await
             .map_err(|e| ConnectError::from_wire(&url, e))?;
-        let service = client_info()
-            .serve(wire::WireTransport::new(w, inbound))
-            .await
-            .map_err(|e| ConnectError::from_initialize(&url, e))?;
+        let started = info
+            .serve_with_lifecycle(wire::WireTransport::new(w.clone(), inbound), mode)
+            .await;
+        let service = match started {
+            Err(ClientInitializeError::NoCompatibleProtocolVersion {
+                server_supported, ..
+            }) if auto && server_supported.iter().any(|v| v.has_initialize()) => {
+                tracing::debug!(%url, "the server names only handshake revisions; initializing");
+                let inbound;
+                (w, inbound) = wire::Wire::connect(config)
+                    .await
+                    .map_err(|e| ConnectError::from_wire(&url, e))?;
+                client_info()
+                    .serve(wire::WireTransport::new(w.clone(), inbound))
+                    .await
+            }
+            other => other,
+        }
+        .map_err(|e| ConnectError::from_initialize(&url, e))?;
         Ok(Self {
             url,
             service,
             transport,
+            wire: w,
         })
+    }
+
+    /// Whether the connection speaks 2026-07-28 (per-request metadata, no session).
+    pub fn is_modern(&self) -> bool {
+        self.service
+            .peer_info()
+            .is_some_and(|p| !p.protocol_version.has_initialize())
     }
 
     /// The server's URL.
@@ -245,6 +303,19 @@ impl Connection {
         name: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, RequestError> {
+        if self.is_modern() {
+            // A call carries its tool's `x-mcp-header` values as headers (MCP
+            // 2026-07-28): they are known from the tool's definition.
+            if !self.wire.tools_known(name).0 {
+                self.list_tools().await?;
+            }
+            if let (_, Some(reason)) = self.wire.tools_known(name) {
+                return Err(RequestError::InvalidTool {
+                    tool: name.to_owned(),
+                    reason,
+                });
+            }
+        }
         let mut params = CallToolRequestParams::new(name.to_owned());
         if let Some(args) = arguments {
             params = params.with_arguments(args);

@@ -259,6 +259,52 @@ pub struct WireConfig {
     pub kind: WireKind,
     /// The time limits of every request.
     pub deadlines: Deadlines,
+    /// The protocol revision to speak ([`Protocol::Auto`]: what the server does).
+    pub protocol: Protocol,
+}
+
+/// Which MCP revision a connection speaks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// 2026-07-28 when the server speaks it (a `server/discover` tells), else the
+    /// `initialize` handshake at 2025-11-25 (the server may answer an older one).
+    #[default]
+    Auto,
+    /// This revision only: 2026-07-28 (no fallback), or a handshake revision
+    /// (`initialize` offers it; the server may still answer with an older one).
+    Exactly(String),
+}
+
+impl Protocol {
+    /// The revisions keyway speaks, newest first.
+    pub const KNOWN: [&'static str; 5] = [
+        "2026-07-28",
+        "2025-11-25",
+        "2025-06-18",
+        "2025-03-26",
+        "2024-11-05",
+    ];
+
+    /// `auto` or one of [`Protocol::KNOWN`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            v if Self::KNOWN.contains(&v) => Ok(Self::Exactly(v.to_owned())),
+            v => Err(format!(
+                "unknown protocol revision `{v}`: use auto or one of {}",
+                Self::KNOWN.join(", ")
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Exactly(v) => f.write_str(v),
+        }
+    }
 }
 
 impl WireConfig {
@@ -272,6 +318,7 @@ impl WireConfig {
             headers: Vec::new(),
             kind: WireKind::StreamableHttp,
             deadlines: Deadlines::default(),
+            protocol: Protocol::Auto,
         }
     }
 }
@@ -282,6 +329,7 @@ impl std::fmt::Debug for WireConfig {
             .field("url", &self.url.as_str())
             .field("kind", &self.kind)
             .field("deadlines", &self.deadlines)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -383,6 +431,11 @@ struct State {
     /// Requests the client cancelled (their ids' JSON text), most recent last: their
     /// streams are not resumed, as no answer will come.
     cancelled: std::collections::VecDeque<String>,
+    /// MCP 2026-07-28: the `x-mcp-header` annotations of the tools the server listed.
+    tools: super::modern::ToolHeaders,
+    /// MCP 2026-07-28: ids of `tools/list` requests in flight (their answers are
+    /// checked for invalid annotations).
+    tools_lists: std::collections::VecDeque<String>,
     closed: bool,
 }
 
@@ -540,6 +593,17 @@ impl Wire {
     /// The session id the server gave, if any.
     pub fn session_id(&self) -> Option<String> {
         header_text(self.state().session.as_ref())
+    }
+
+    /// MCP 2026-07-28: whether a `tools/list` answer has been seen, so a `tools/call`
+    /// carries its tool's `Mcp-Param-*` headers; and why `tool` was left out of it
+    /// (invalid `x-mcp-header` annotations), if it was.
+    pub fn tools_known(&self, tool: &str) -> (bool, Option<String>) {
+        let st = self.state();
+        (
+            st.tools.listed(),
+            st.tools.rejected(tool).map(str::to_owned),
+        )
     }
 
     /// The protocol revision the server chose in `initialize`.
@@ -781,7 +845,35 @@ impl Wire {
             st.initialize_id = message.id().map(str::to_owned);
             st.session = None;
         }
-        let (mut headers, session) = self.session_headers(2).await?;
+        // A request that declares its revision in `_meta` is a 2026-07-28 one: no
+        // session, and the request metadata headers instead.
+        let modern = super::modern::declared_version(message);
+        let (mut headers, session) = match &modern {
+            Some(version) => {
+                let extra = {
+                    let mut st = self.state();
+                    if message.method() == Some("tools/list")
+                        && let Some(id) = message.id()
+                    {
+                        if st.tools_lists.len() == CANCELLED_KEPT {
+                            st.tools_lists.pop_front();
+                        }
+                        st.tools_lists.push_back(id.to_owned());
+                    }
+                    super::modern::request_headers(message, version, &st.tools)
+                };
+                let mut headers = HeaderMap::with_capacity(
+                    2 + extra.len() + EXTRA_HEADERS + self.inner.configured.len(),
+                );
+                for (k, v) in extra {
+                    headers.insert(k, v);
+                }
+                self.add_credentials(&mut headers, self.inner.config.url.as_str())
+                    .await?;
+                (headers, None)
+            }
+            None => self.session_headers(2).await?,
+        };
         headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
@@ -794,7 +886,8 @@ impl Wire {
         let req = self.request(Method::POST, self.inner.uri.clone(), headers, body);
         let resp = self.exchange(req, true).await?;
         let status = resp.status;
-        if let Some(id) = resp.headers.get(SESSION_ID)
+        if modern.is_none()
+            && let Some(id) = resp.headers.get(SESSION_ID)
             && id.to_str().is_ok()
         {
             let mut st = self.state();
@@ -820,7 +913,7 @@ impl Wire {
                     // A request's: its answer and what comes with it, read on the
                     // sender's own task (a task per stream would cost a spawn and a
                     // hand-off for every request).
-                    return self.read_stream(events, reading).await;
+                    return self.read_stream(events, reading, modern.is_none()).await;
                 }
                 let body = resp
                     .read_capped(MAX_MESSAGE)
@@ -836,10 +929,7 @@ impl Wire {
                 let text = String::from_utf8(body).map_err(|e| not_json(e.to_string()))?;
                 let v = Message::parse(text).map_err(|e| not_json(e.to_string()))?;
                 match reading {
-                    Reading::Call(key) if v.answers(key) => {
-                        self.note_answer(&v);
-                        Ok(Some(v))
-                    }
+                    Reading::Call(key) if v.answers(key) => Ok(Some(self.note_answer(v))),
                     _ => {
                         if let Some(full) = self.deliver(v) {
                             full.await;
@@ -848,8 +938,66 @@ impl Wire {
                     }
                 }
             }
+            _ if modern.is_some() && reading.request().is_some() => {
+                let key = reading.request().unwrap_or_default();
+                let answer = self.modern_refusal(resp, key).await?;
+                match reading {
+                    Reading::Call(_) => Ok(Some(answer)),
+                    _ => {
+                        if let Some(full) = self.deliver(answer) {
+                            full.await;
+                        }
+                        Ok(None)
+                    }
+                }
+            }
             _ => Err(self.http_error(resp, session.is_some()).await),
         }
+    }
+
+    /// A 2026-07-28 request refused with an HTTP error. 401 and 403 are what they
+    /// always are. A JSON-RPC error in the body is the request's answer (a modern
+    /// server answers an unsupported version, a header mismatch or an unknown method
+    /// this way). A 400, 404 or 405 without one is a server that does not know
+    /// 2026-07-28: answered with a JSON-RPC error (-32601) that says so, which is what
+    /// tells a client to fall back to the `initialize` handshake. Anything else is the
+    /// HTTP error.
+    async fn modern_refusal(&self, resp: Reply, key: &str) -> Result<Message, WireError> {
+        let status = resp.status;
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(self.http_error(resp, false).await);
+        }
+        let body = resp
+            .read_capped(MAX_MESSAGE)
+            .await
+            .map_err(|e| self.body_failed(e))?;
+        let id: Value = serde_json::from_str(key).unwrap_or(Value::Null);
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        if let Some(mut v) = parsed.filter(|v| v.get("error").is_some_and(Value::is_object)) {
+            // The error answers this request, whatever id (or none) it carries.
+            v["id"] = id;
+            return Ok(Message::from_value(&v));
+        }
+        if matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        ) {
+            let reason = format!(
+                "HTTP {} without a JSON-RPC error: the server does not speak MCP {} ({})",
+                status.as_u16(),
+                super::modern::MODERN_VERSION,
+                snippet(&body)
+            );
+            return Ok(Message::from_value(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": -32601, "message": reason},
+            })));
+        }
+        Err(WireError::Http {
+            status: status.as_u16(),
+            body: snippet(&body),
+        })
     }
 
     async fn http_error(&self, resp: Reply, had_session: bool) -> WireError {
@@ -884,9 +1032,28 @@ impl Wire {
         }
     }
 
-    /// Note the protocol version an `initialize` answer names.
-    fn note_answer(&self, v: &Message) {
+    /// Note the protocol version an `initialize` answer names; take the tools with
+    /// invalid `x-mcp-header` annotations out of a 2026-07-28 `tools/list` answer (and
+    /// learn the valid ones' annotations).
+    fn note_answer(&self, v: Message) -> Message {
         let mut st = self.state();
+        if let Some(id) = v.id()
+            && let Some(at) = st.tools_lists.iter().position(|k| k == id)
+        {
+            st.tools_lists.remove(at);
+            let mut value = v.value();
+            if let Some(result) = value.get_mut("result") {
+                let rejected = st.tools.learn(result);
+                if !rejected.is_empty() {
+                    for r in &rejected {
+                        tracing::warn!(tool = %r.name, reason = %r.reason,
+                            "left out a tool whose x-mcp-header annotations are invalid");
+                    }
+                    return Message::from_value(&value);
+                }
+            }
+            return v;
+        }
         if let Some(id) = &st.initialize_id
             && v.id() == Some(id.as_str())
         {
@@ -898,13 +1065,14 @@ impl Wire {
                 .and_then(|p| HeaderValue::from_str(p).ok());
             st.initialize_id = None;
         }
+        v
     }
 
     /// One JSON-RPC message (or batch) from the server: to whoever [`Wire::call`]s for
     /// it, else to the inbound channel; what to wait for before reading more.
     #[must_use = "the reader waits on backpressure before reading more"]
     fn deliver(&self, v: Message) -> Option<Backpressure> {
-        self.note_answer(&v);
+        let v = self.note_answer(v);
         if v.method().is_none()
             && let Some(key) = v.id()
             && let Some(tx) = self.waiters().remove(key)
@@ -990,6 +1158,7 @@ impl Wire {
         &self,
         mut events: SseStream,
         reading: Reading<'_>,
+        resumable: bool,
     ) -> Result<Option<Message>, WireError> {
         let mut answered = false;
         let mut resumes = 0;
@@ -1000,7 +1169,7 @@ impl Wire {
                 match self.event(ev) {
                     Event::Message(v) if reading.request().is_some_and(|k| v.answers(k)) => {
                         if let Reading::Call(_) = reading {
-                            self.note_answer(&v);
+                            let v = self.note_answer(v);
                             self.read_rest(events);
                             return Ok(Some(v));
                         }
@@ -1032,7 +1201,9 @@ impl Wire {
                     return Ok(None);
                 }
             }
-            let Some(last_id) = events.last_event_id().map(str::to_owned) else {
+            // MCP 2026-07-28 streams are not resumable: the request is lost.
+            let last_id = events.last_event_id().filter(|_| resumable);
+            let Some(last_id) = last_id.map(str::to_owned) else {
                 return match ended {
                     Some(e) => Err(e),
                     // A clean end with no way to resume: the answer may still come on
@@ -1464,6 +1635,7 @@ mod tests {
                 headers: Vec::new(),
                 kind: WireKind::StreamableHttp,
                 deadlines: Deadlines::default(),
+                protocol: Default::default(),
             },
             sink,
         )

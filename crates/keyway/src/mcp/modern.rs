@@ -1,0 +1,412 @@
+//! What MCP 2026-07-28 ("modern", per-request metadata) asks of a Streamable HTTP
+//! client beyond the body, decided without I/O: the request metadata headers
+//! (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` from a tool's
+//! `x-mcp-header` annotations), their value encoding, which tools to drop for invalid
+//! annotations, and which JSON-RPC errors identify a modern server.
+//!
+//! rmcp 3.11 has the same rules in `transport::common::mcp_headers`, but they are
+//! `pub(crate)` and tied to its own HTTP client; keyway's wire (hyper) needs them on
+//! raw messages it forwards as well as on rmcp's.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::wire::Message;
+
+/// The revision with per-request metadata that keyway speaks.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// `_meta` key of the protocol revision a modern request uses.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key of the client's capabilities on a modern request.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of the client's name and version on a modern request.
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// `HeaderMismatch`: headers missing or not matching the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// `MissingRequiredClientCapability`.
+pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+/// `UnsupportedProtocolVersion`, with `data.supported`.
+pub const UNSUPPORTED_VERSION: i64 = -32022;
+
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+
+/// Whether a JSON-RPC error code is one only a modern server sends (so a 4xx carrying
+/// it comes from a modern server, not a legacy one refusing an unknown request).
+pub fn is_modern_error(code: i64) -> bool {
+    matches!(
+        code,
+        HEADER_MISMATCH | MISSING_CLIENT_CAPABILITY | UNSUPPORTED_VERSION
+    )
+}
+
+/// Whether a revision is a modern one (no `initialize`; dated revisions compare as
+/// text).
+pub fn is_modern(version: &str) -> bool {
+    version >= MODERN_VERSION
+}
+
+/// The revision a request declares in `params._meta`, if it declares one: the mark
+/// of a modern request. Cheap for the rest: a message without the key is not parsed.
+pub fn declared_version(message: &Message) -> Option<String> {
+    memchr::memmem::find(message.text().as_bytes(), META_PROTOCOL_VERSION.as_bytes())?;
+    let v: Value = serde_json::from_str(message.text()).ok()?;
+    v.pointer("/params/_meta")?
+        .get(META_PROTOCOL_VERSION)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A header value as MCP 2026-07-28 "Value Encoding" writes it: as it is when it is
+/// visible ASCII and spaces with none at either end (and not itself in the sentinel
+/// form), else `=?base64?{UTF-8 in base64}?=`.
+pub fn encode_value(text: &str) -> HeaderValue {
+    let sentinel = text.starts_with("=?base64?") && text.ends_with("?=");
+    let plain = text
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
+        && !text.starts_with([' ', '\t'])
+        && !text.ends_with([' ', '\t'])
+        && !sentinel;
+    let encoded;
+    let out = if plain {
+        text
+    } else {
+        encoded = format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+        );
+        &encoded
+    };
+    // Visible ASCII, spaces and tabs, or base64 text: always a header value.
+    HeaderValue::from_str(out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// One `x-mcp-header` annotation: the header's name part and where its value sits in
+/// the arguments (a chain of `properties` keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamHeader {
+    header: HeaderName,
+    path: Vec<String>,
+}
+
+/// The `x-mcp-header` annotations of the tools a server listed, by tool name.
+#[derive(Clone, Debug, Default)]
+pub struct ToolHeaders {
+    by_tool: HashMap<String, Vec<ParamHeader>>,
+    /// Tools left out of the last answer, with the reason.
+    rejected: HashMap<String, String>,
+    /// Whether a `tools/list` answer has been seen.
+    listed: bool,
+}
+
+/// A tool left out of a `tools/list` answer, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedTool {
+    /// The tool's name.
+    pub name: String,
+    /// What is wrong with its annotations.
+    pub reason: String,
+}
+
+/// Tools per server that keyway remembers annotations for, at most (a hostile server
+/// listing millions of tools does not grow memory without bound).
+const MAX_TOOLS: usize = 10_000;
+
+impl ToolHeaders {
+    /// Learn the annotations of a `tools/list` result's tools, and take out the tools
+    /// whose annotations are invalid (MCP 2026-07-28: a client on Streamable HTTP must
+    /// exclude them). Returns what was taken out.
+    pub fn learn(&mut self, result: &mut Value) -> Vec<RejectedTool> {
+        let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
+            return Vec::new();
+        };
+        let mut rejected = Vec::new();
+        self.listed = true;
+        tools.retain(|tool| {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+            let schema = tool.get("inputSchema");
+            match schema.map(annotations).unwrap_or(Ok(Vec::new())) {
+                Ok(found) => {
+                    if found.is_empty() {
+                        self.by_tool.remove(name);
+                    } else if self.by_tool.len() < MAX_TOOLS || self.by_tool.contains_key(name) {
+                        self.by_tool.insert(name.to_owned(), found);
+                    }
+                    true
+                }
+                Err(reason) => {
+                    if self.rejected.len() < MAX_TOOLS {
+                        self.rejected.insert(name.to_owned(), reason.clone());
+                    }
+                    rejected.push(RejectedTool {
+                        name: name.to_owned(),
+                        reason,
+                    });
+                    self.by_tool.remove(name);
+                    false
+                }
+            }
+        });
+        rejected
+    }
+
+    /// Whether a `tools/list` answer has been seen (so the annotations are known).
+    pub fn listed(&self) -> bool {
+        self.listed
+    }
+
+    /// Why `tool` was left out of a `tools/list` answer, if it was.
+    pub fn rejected(&self, tool: &str) -> Option<&str> {
+        self.rejected.get(tool).map(String::as_str)
+    }
+
+    /// The `Mcp-Param-*` headers of a `tools/call` with these `arguments`: one per
+    /// annotated property that has a value there (a null or absent one has none).
+    pub fn headers(&self, tool: &str, arguments: Option<&Value>) -> Vec<(HeaderName, HeaderValue)> {
+        let Some(found) = self.by_tool.get(tool) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(found.len());
+        for p in found {
+            let mut at = arguments;
+            for key in &p.path {
+                at = at.and_then(|v| v.get(key));
+            }
+            let text = match at {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => continue,
+            };
+            out.push((p.header.clone(), encode_value(&text)));
+        }
+        out
+    }
+}
+
+/// A tool input schema's `x-mcp-header` annotations, or why they are invalid.
+fn annotations(schema: &Value) -> Result<Vec<ParamHeader>, String> {
+    if schema.get("x-mcp-header").is_some() {
+        return Err("x-mcp-header annotates the schema root, not a property".into());
+    }
+    let mut found = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    walk(schema, &mut Vec::new(), &mut found, &mut seen)?;
+    if stray(schema, true) {
+        return Err("an x-mcp-header sits off a chain of `properties` from the root".into());
+    }
+    Ok(found)
+}
+
+/// Every annotation on a `properties` chain from `schema`.
+fn walk(
+    schema: &Value,
+    path: &mut Vec<String>,
+    found: &mut Vec<ParamHeader>,
+    seen: &mut Vec<String>,
+) -> Result<(), String> {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (key, prop) in props {
+        path.push(key.clone());
+        if let Some(h) = prop.get("x-mcp-header") {
+            let where_ = path.join(".");
+            let Some(name) = h.as_str() else {
+                return Err(format!("property `{where_}`: x-mcp-header is not a string"));
+            };
+            if name.is_empty() {
+                return Err(format!("property `{where_}`: x-mcp-header is empty"));
+            }
+            let token = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let header = HeaderName::try_from(format!("mcp-param-{name}"));
+            let (true, Ok(header)) = (token, header) else {
+                return Err(format!(
+                    "property `{where_}`: x-mcp-header `{name}` is not an HTTP token"
+                ));
+            };
+            let lower = name.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                return Err(format!(
+                    "property `{where_}`: x-mcp-header `{name}` is used twice"
+                ));
+            }
+            let primitive = match prop.get("type") {
+                Some(Value::String(t)) => matches!(t.as_str(), "string" | "integer" | "boolean"),
+                _ => false,
+            };
+            if !primitive {
+                return Err(format!(
+                    "property `{where_}`: x-mcp-header needs type string, integer or boolean"
+                ));
+            }
+            seen.push(lower);
+            found.push(ParamHeader {
+                header,
+                path: path.clone(),
+            });
+        }
+        walk(prop, path, found, seen)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+/// Whether an `x-mcp-header` appears anywhere but on a property reached by
+/// `properties` keys alone (`on_chain`: `schema` is such a property or the root).
+fn stray(schema: &Value, on_chain: bool) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(k, v)| match k.as_str() {
+            "x-mcp-header" => !on_chain,
+            "properties" => match v.as_object() {
+                Some(props) if on_chain => props.values().any(|p| stray(p, true)),
+                Some(props) => props.values().any(|p| stray(p, false)),
+                None => stray(v, false),
+            },
+            _ => stray(v, false),
+        }),
+        Value::Array(items) => items.iter().any(|v| stray(v, false)),
+        _ => false,
+    }
+}
+
+/// The headers a modern request carries on Streamable HTTP: `MCP-Protocol-Version`
+/// (as its `_meta` says), `Mcp-Method`, `Mcp-Name` for the methods that name
+/// something, and `Mcp-Param-*` for a `tools/call` of an annotated tool.
+pub fn request_headers(
+    message: &Message,
+    version: &str,
+    tools: &ToolHeaders,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(4);
+    if let Ok(v) = HeaderValue::from_str(version) {
+        out.push((HeaderName::from_static("mcp-protocol-version"), v));
+    }
+    let Some(method) = message.method() else {
+        return out;
+    };
+    out.push((MCP_METHOD, encode_value(method)));
+    let named = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(field) = named {
+        let v: Value = serde_json::from_str(message.text()).unwrap_or(Value::Null);
+        let params = v.get("params");
+        if let Some(name) = params.and_then(|p| p.get(field)).and_then(Value::as_str) {
+            out.push((MCP_NAME, encode_value(name)));
+            if method == "tools/call" {
+                out.extend(tools.headers(name, params.and_then(|p| p.get("arguments"))));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn values_are_encoded_as_the_spec_examples_show() {
+        assert_eq!(encode_value("us-west1"), "us-west1");
+        assert_eq!(
+            encode_value("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
+        assert_eq!(encode_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
+        assert_eq!(encode_value("line1\nline2"), "=?base64?bGluZTEKbGluZTI=?=");
+        assert_eq!(
+            encode_value("=?base64?literal?="),
+            "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
+        );
+    }
+
+    fn list(tools: Value) -> Value {
+        json!({ "tools": tools })
+    }
+
+    #[test]
+    fn invalid_annotations_drop_their_tool_and_keep_the_rest() {
+        let mut result = list(json!([
+            {"name": "ok", "inputSchema": {"type": "object", "properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"},
+                "nested": {"type": "object", "properties": {
+                    "n": {"type": "integer", "x-mcp-header": "N"}}}}}},
+            {"name": "empty", "inputSchema": {"properties": {"a": {"type": "string", "x-mcp-header": ""}}}},
+            {"name": "number", "inputSchema": {"properties": {"a": {"type": "number", "x-mcp-header": "A"}}}},
+            {"name": "dup", "inputSchema": {"properties": {
+                "a": {"type": "string", "x-mcp-header": "X"},
+                "b": {"type": "string", "x-mcp-header": "x"}}}},
+            {"name": "space", "inputSchema": {"properties": {"a": {"type": "string", "x-mcp-header": "A B"}}}},
+            {"name": "items", "inputSchema": {"properties": {"a": {"type": "array",
+                "items": {"type": "string", "x-mcp-header": "I"}}}}},
+            {"name": "oneof", "inputSchema": {"oneOf": [{"properties": {"a": {"type": "string", "x-mcp-header": "O"}}}]}},
+            {"name": "root", "inputSchema": {"x-mcp-header": "R"}},
+            {"name": "plain", "inputSchema": {"type": "object"}}
+        ]));
+        let mut tools = ToolHeaders::default();
+        let rejected = tools.learn(&mut result);
+        let names: Vec<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["empty", "number", "dup", "space", "items", "oneof", "root"]
+        );
+        let kept: Vec<&str> = result["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(kept, ["ok", "plain"]);
+
+        let h = tools.headers("ok", Some(&json!({"region": "eu", "nested": {"n": 42}})));
+        assert_eq!(h.len(), 2);
+        assert!(h.contains(&(
+            HeaderName::from_static("mcp-param-region"),
+            HeaderValue::from_static("eu")
+        )));
+        assert!(h.contains(&(
+            HeaderName::from_static("mcp-param-n"),
+            HeaderValue::from_static("42")
+        )));
+        // Null or absent: no header.
+        assert!(
+            tools
+                .headers("ok", Some(&json!({"region": null})))
+                .is_empty()
+        );
+        assert!(tools.headers("plain", Some(&json!({"a": 1}))).is_empty());
+    }
+
+    #[test]
+    fn a_modern_request_names_its_method_and_target() {
+        let m = Message::parse(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                "params": {"uri": "file:///ä", "_meta": {META_PROTOCOL_VERSION: "2026-07-28"}}})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(declared_version(&m).as_deref(), Some("2026-07-28"));
+        let h = request_headers(&m, "2026-07-28", &ToolHeaders::default());
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("mcp-protocol-version").unwrap(), "2026-07-28");
+        assert_eq!(get("mcp-method").unwrap(), "resources/read");
+        assert_eq!(get("mcp-name").unwrap(), "=?base64?ZmlsZTovLy/DpA==?=");
+
+        let legacy =
+            Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into()).unwrap();
+        assert_eq!(declared_version(&legacy), None);
+    }
+}
