@@ -250,7 +250,7 @@ pub struct CallArgs {
     /// The MCP revision to speak: `auto` asks the server (`server/discover`) and
     /// speaks 2026-07-28 when it can, else the 2025-11-25 handshake; a revision
     /// speaks only that one (2026-07-28, 2025-11-25, 2025-06-18, 2025-03-26).
-    #[arg(long, value_name = "REVISION", default_value = "auto", value_parser = protocol)]
+    #[arg(long, value_name = "REVISION", default_value = "auto")]
     pub protocol: keyway::mcp::Protocol,
 
     #[command(flatten)]
@@ -832,9 +832,4 @@ pub fn server_url(s: &str) -> Result<String, String> {
         return Err("the URL names no host".into());
     }
     Ok(t.to_owned())
-}
-
-/// `--protocol`: `auto` or a revision keyway speaks.
-fn protocol(text: &str) -> Result<keyway::mcp::Protocol, String> {
-    keyway::mcp::Protocol::parse(text)
 }

@@ -168,7 +168,7 @@ pub enum RequestError {
         /// The tool.
         tool: String,
         /// What is wrong with its definition.
-        reason: String,
+        reason: super::modern::InvalidAnnotation,
     },
     /// The request did not get through.
     #[error("the connection to {url} failed: {reason}")]

@@ -29,7 +29,7 @@ use rmcp::{
 
 pub use bearer::{StaticToken, TokenSource};
 pub use error::{ConnectError, RequestError};
-pub use wire::{Deadlines, Protocol, WireConfig, WireKind};
+pub use wire::{Deadlines, Protocol, UnknownProtocol, WireConfig, WireKind};
 
 /// The protocol revision keyway offers in `initialize`. Servers answer with their own;
 /// 2025-11-25 is the newest revision with the classic handshake, which every server

@@ -51,15 +51,10 @@ pub fn is_modern(version: &str) -> bool {
     version >= MODERN_VERSION
 }
 
-/// The revision a request declares in `params._meta`, if it declares one: the mark
-/// of a modern request. Cheap for the rest: a message without the key is not parsed.
-pub fn declared_version(message: &Message) -> Option<String> {
-    memchr::memmem::find(message.text().as_bytes(), META_PROTOCOL_VERSION.as_bytes())?;
-    let v: Value = serde_json::from_str(message.text()).ok()?;
-    v.pointer("/params/_meta")?
-        .get(META_PROTOCOL_VERSION)?
-        .as_str()
-        .map(str::to_owned)
+/// Whether a message's text holds the `_meta` key of a modern request's revision (a
+/// handshake-era message, which does not, costs one scan and no parse).
+pub fn may_be_modern(message: &Message) -> bool {
+    memchr::memmem::find(message.text().as_bytes(), META_PROTOCOL_VERSION.as_bytes()).is_some()
 }
 
 /// A header value as MCP 2026-07-28 "Value Encoding" writes it: as it is when it is
@@ -100,7 +95,7 @@ pub struct ParamHeader {
 pub struct ToolHeaders {
     by_tool: HashMap<String, Vec<ParamHeader>>,
     /// Tools left out of the last answer, with the reason.
-    rejected: HashMap<String, String>,
+    rejected: HashMap<String, InvalidAnnotation>,
     /// Whether a `tools/list` answer has been seen.
     listed: bool,
 }
@@ -111,7 +106,54 @@ pub struct RejectedTool {
     /// The tool's name.
     pub name: String,
     /// What is wrong with its annotations.
-    pub reason: String,
+    pub reason: InvalidAnnotation,
+}
+
+/// What makes a tool's `x-mcp-header` annotations invalid (MCP 2026-07-28, "Custom
+/// Headers from Tool Parameters"). `at` is the property's path, dot-separated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidAnnotation {
+    /// On the schema itself rather than a property.
+    #[error("x-mcp-header annotates the schema root, not a property")]
+    OnRoot,
+    /// Under `items`, a composition, a condition or a `$ref`.
+    #[error("an x-mcp-header sits off a chain of `properties` from the root")]
+    OffChain,
+    /// Not a string.
+    #[error("property `{at}`: x-mcp-header is not a string")]
+    NotString {
+        /// The property's path.
+        at: String,
+    },
+    /// The empty string.
+    #[error("property `{at}`: x-mcp-header is empty")]
+    Empty {
+        /// The property's path.
+        at: String,
+    },
+    /// Not an HTTP token.
+    #[error("property `{at}`: x-mcp-header `{name}` is not an HTTP token")]
+    NotToken {
+        /// The property's path.
+        at: String,
+        /// The annotation's value.
+        name: String,
+    },
+    /// Used by another property too (names compare case-insensitively).
+    #[error("property `{at}`: x-mcp-header `{name}` is used twice")]
+    Duplicate {
+        /// The property's path.
+        at: String,
+        /// The annotation's value.
+        name: String,
+    },
+    /// On a property that is not a string, integer or boolean.
+    #[error("property `{at}`: x-mcp-header needs type string, integer or boolean")]
+    NotPrimitive {
+        /// The property's path.
+        at: String,
+    },
 }
 
 /// Tools per server that keyway remembers annotations for, at most (a hostile server
@@ -162,8 +204,8 @@ impl ToolHeaders {
     }
 
     /// Why `tool` was left out of a `tools/list` answer, if it was.
-    pub fn rejected(&self, tool: &str) -> Option<&str> {
-        self.rejected.get(tool).map(String::as_str)
+    pub fn rejected(&self, tool: &str) -> Option<&InvalidAnnotation> {
+        self.rejected.get(tool)
     }
 
     /// The `Mcp-Param-*` headers of a `tools/call` with these `arguments`: one per
@@ -191,15 +233,15 @@ impl ToolHeaders {
 }
 
 /// A tool input schema's `x-mcp-header` annotations, or why they are invalid.
-fn annotations(schema: &Value) -> Result<Vec<ParamHeader>, String> {
+fn annotations(schema: &Value) -> Result<Vec<ParamHeader>, InvalidAnnotation> {
     if schema.get("x-mcp-header").is_some() {
-        return Err("x-mcp-header annotates the schema root, not a property".into());
+        return Err(InvalidAnnotation::OnRoot);
     }
     let mut found = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     walk(schema, &mut Vec::new(), &mut found, &mut seen)?;
     if stray(schema, true) {
-        return Err("an x-mcp-header sits off a chain of `properties` from the root".into());
+        return Err(InvalidAnnotation::OffChain);
     }
     Ok(found)
 }
@@ -210,43 +252,39 @@ fn walk(
     path: &mut Vec<String>,
     found: &mut Vec<ParamHeader>,
     seen: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), InvalidAnnotation> {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
         return Ok(());
     };
     for (key, prop) in props {
         path.push(key.clone());
         if let Some(h) = prop.get("x-mcp-header") {
-            let where_ = path.join(".");
+            let at = path.join(".");
             let Some(name) = h.as_str() else {
-                return Err(format!("property `{where_}`: x-mcp-header is not a string"));
+                return Err(InvalidAnnotation::NotString { at });
             };
             if name.is_empty() {
-                return Err(format!("property `{where_}`: x-mcp-header is empty"));
+                return Err(InvalidAnnotation::Empty { at });
             }
             let token = name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             let header = HeaderName::try_from(format!("mcp-param-{name}"));
             let (true, Ok(header)) = (token, header) else {
-                return Err(format!(
-                    "property `{where_}`: x-mcp-header `{name}` is not an HTTP token"
-                ));
+                let name = name.to_owned();
+                return Err(InvalidAnnotation::NotToken { at, name });
             };
             let lower = name.to_ascii_lowercase();
             if seen.contains(&lower) {
-                return Err(format!(
-                    "property `{where_}`: x-mcp-header `{name}` is used twice"
-                ));
+                let name = name.to_owned();
+                return Err(InvalidAnnotation::Duplicate { at, name });
             }
             let primitive = match prop.get("type") {
                 Some(Value::String(t)) => matches!(t.as_str(), "string" | "integer" | "boolean"),
                 _ => false,
             };
             if !primitive {
-                return Err(format!(
-                    "property `{where_}`: x-mcp-header needs type string, integer or boolean"
-                ));
+                return Err(InvalidAnnotation::NotPrimitive { at });
             }
             seen.push(lower);
             found.push(ParamHeader {
@@ -278,20 +316,24 @@ fn stray(schema: &Value, on_chain: bool) -> bool {
     }
 }
 
-/// The headers a modern request carries on Streamable HTTP: `MCP-Protocol-Version`
+/// The headers of a modern request on Streamable HTTP, or `None` for a request that
+/// declares no revision in `params._meta` (a handshake-era one): `MCP-Protocol-Version`
 /// (as its `_meta` says), `Mcp-Method`, `Mcp-Name` for the methods that name
-/// something, and `Mcp-Param-*` for a `tools/call` of an annotated tool.
+/// something, and `Mcp-Param-*` for a `tools/call` of an annotated tool. The message
+/// is parsed once; [`may_be_modern`] tells first, without parsing, whether to.
 pub fn request_headers(
     message: &Message,
-    version: &str,
     tools: &ToolHeaders,
-) -> Vec<(HeaderName, HeaderValue)> {
+) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let v: Value = serde_json::from_str(message.text()).ok()?;
+    let params = v.get("params");
+    let version = params?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()?;
     let mut out = Vec::with_capacity(4);
     if let Ok(v) = HeaderValue::from_str(version) {
         out.push((HeaderName::from_static("mcp-protocol-version"), v));
     }
     let Some(method) = message.method() else {
-        return out;
+        return Some(out);
     };
     out.push((MCP_METHOD, encode_value(method)));
     let named = match method {
@@ -299,17 +341,15 @@ pub fn request_headers(
         "resources/read" => Some("uri"),
         _ => None,
     };
-    if let Some(field) = named {
-        let v: Value = serde_json::from_str(message.text()).unwrap_or(Value::Null);
-        let params = v.get("params");
-        if let Some(name) = params.and_then(|p| p.get(field)).and_then(Value::as_str) {
-            out.push((MCP_NAME, encode_value(name)));
-            if method == "tools/call" {
-                out.extend(tools.headers(name, params.and_then(|p| p.get("arguments"))));
-            }
+    if let Some(field) = named
+        && let Some(name) = params.and_then(|p| p.get(field)).and_then(Value::as_str)
+    {
+        out.push((MCP_NAME, encode_value(name)));
+        if method == "tools/call" {
+            out.extend(tools.headers(name, params.and_then(|p| p.get("arguments"))));
         }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -360,6 +400,16 @@ mod tests {
         let rejected = tools.learn(&mut result);
         let names: Vec<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
+            rejected[0].reason,
+            InvalidAnnotation::Empty { at: "a".into() }
+        );
+        assert_eq!(rejected[6].reason, InvalidAnnotation::OnRoot);
+        assert_eq!(rejected[4].reason, InvalidAnnotation::OffChain);
+        assert_eq!(
+            tools.rejected("dup").map(|r| r.to_string()).as_deref(),
+            Some("property `b`: x-mcp-header `x` is used twice")
+        );
+        assert_eq!(
             names,
             ["empty", "number", "dup", "space", "items", "oneof", "root"]
         );
@@ -398,8 +448,7 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        assert_eq!(declared_version(&m).as_deref(), Some("2026-07-28"));
-        let h = request_headers(&m, "2026-07-28", &ToolHeaders::default());
+        let h = request_headers(&m, &ToolHeaders::default()).unwrap();
         let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         assert_eq!(get("mcp-protocol-version").unwrap(), "2026-07-28");
         assert_eq!(get("mcp-method").unwrap(), "resources/read");
@@ -407,6 +456,6 @@ mod tests {
 
         let legacy =
             Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.into()).unwrap();
-        assert_eq!(declared_version(&legacy), None);
+        assert_eq!(request_headers(&legacy, &ToolHeaders::default()), None);
     }
 }

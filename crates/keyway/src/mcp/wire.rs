@@ -284,16 +284,24 @@ impl Protocol {
         "2025-03-26",
         "2024-11-05",
     ];
+}
+
+/// A `--protocol` that is neither `auto` nor a revision keyway speaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown protocol revision `{0}`: use auto or one of 2026-07-28, 2025-11-25, 2025-06-18, 2025-03-26, 2024-11-05"
+)]
+pub struct UnknownProtocol(pub String);
+
+impl std::str::FromStr for Protocol {
+    type Err = UnknownProtocol;
 
     /// `auto` or one of [`Protocol::KNOWN`].
-    pub fn parse(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "auto" => Ok(Self::Auto),
             v if Self::KNOWN.contains(&v) => Ok(Self::Exactly(v.to_owned())),
-            v => Err(format!(
-                "unknown protocol revision `{v}`: use auto or one of {}",
-                Self::KNOWN.join(", ")
-            )),
+            v => Err(UnknownProtocol(v.to_owned())),
         }
     }
 }
@@ -598,12 +606,9 @@ impl Wire {
     /// MCP 2026-07-28: whether a `tools/list` answer has been seen, so a `tools/call`
     /// carries its tool's `Mcp-Param-*` headers; and why `tool` was left out of it
     /// (invalid `x-mcp-header` annotations), if it was.
-    pub fn tools_known(&self, tool: &str) -> (bool, Option<String>) {
+    pub fn tools_known(&self, tool: &str) -> (bool, Option<super::modern::InvalidAnnotation>) {
         let st = self.state();
-        (
-            st.tools.listed(),
-            st.tools.rejected(tool).map(str::to_owned),
-        )
+        (st.tools.listed(), st.tools.rejected(tool).cloned())
     }
 
     /// The protocol revision the server chose in `initialize`.
@@ -847,26 +852,29 @@ impl Wire {
         }
         // A request that declares its revision in `_meta` is a 2026-07-28 one: no
         // session, and the request metadata headers instead.
-        let modern = super::modern::declared_version(message);
+        let modern = if super::modern::may_be_modern(message) {
+            let mut st = self.state();
+            let extra = super::modern::request_headers(message, &st.tools);
+            if extra.is_some()
+                && message.method() == Some("tools/list")
+                && let Some(id) = message.id()
+            {
+                if st.tools_lists.len() == CANCELLED_KEPT {
+                    st.tools_lists.pop_front();
+                }
+                st.tools_lists.push_back(id.to_owned());
+            }
+            extra
+        } else {
+            None
+        };
         let (mut headers, session) = match &modern {
-            Some(version) => {
-                let extra = {
-                    let mut st = self.state();
-                    if message.method() == Some("tools/list")
-                        && let Some(id) = message.id()
-                    {
-                        if st.tools_lists.len() == CANCELLED_KEPT {
-                            st.tools_lists.pop_front();
-                        }
-                        st.tools_lists.push_back(id.to_owned());
-                    }
-                    super::modern::request_headers(message, version, &st.tools)
-                };
+            Some(extra) => {
                 let mut headers = HeaderMap::with_capacity(
                     2 + extra.len() + EXTRA_HEADERS + self.inner.configured.len(),
                 );
                 for (k, v) in extra {
-                    headers.insert(k, v);
+                    headers.insert(k.clone(), v.clone());
                 }
                 self.add_credentials(&mut headers, self.inner.config.url.as_str())
                     .await?;
