@@ -411,6 +411,14 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "PATTERN")]
     pub ignore_tool: Vec<String>,
 
+    /// The MCP revision to speak to the server: `auto` asks it (`server/discover`)
+    /// and speaks 2026-07-28 when it can, translating for a client of an older
+    /// revision, else passes the client's own handshake through; `2026-07-28` only
+    /// that (translated); a handshake revision passes the client's handshake through
+    /// without asking.
+    #[arg(long, value_name = "REVISION", default_value = "auto")]
+    pub protocol: keyway::mcp::Protocol,
+
     #[command(flatten)]
     pub credential: CredentialArgs,
 

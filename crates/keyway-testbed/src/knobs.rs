@@ -305,6 +305,20 @@ pub struct Knobs {
     #[arg(long, value_enum, default_value = "both", help_heading = "Listeners")]
     pub mcp_revision: McpRevision,
 
+    /// The interactive tools (ask_name, sample, list_roots, two_rounds) never
+    /// complete for a 2026-07-28 client: every round asks again.
+    #[arg(long, help_heading = "Faults")]
+    pub input_required_forever: bool,
+
+    /// Pad every `requestState` the interactive tools issue to this many bytes.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "BYTES",
+        help_heading = "Faults"
+    )]
+    pub request_state_bytes: usize,
+
     /// Serve MCP without any authorization (an open server).
     #[arg(long, help_heading = "Faults")]
     pub open: bool,

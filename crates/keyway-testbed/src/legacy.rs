@@ -57,7 +57,8 @@ async fn open_stream(
     let (server_read, server_write) = tokio::io::split(server_end);
     let (client_read, client_write) = tokio::io::split(client_end);
     tokio::spawn(async move {
-        if let Ok(running) = TestbedTools::new(cancelled, crate::knobs::McpRevision::Legacy)
+        let rounds = std::sync::Arc::new(crate::interactive::Rounds::new(0, false));
+        if let Ok(running) = TestbedTools::new(cancelled, crate::knobs::McpRevision::Legacy, rounds)
             .serve((server_read, server_write))
             .await
         {

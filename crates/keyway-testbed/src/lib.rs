@@ -19,6 +19,7 @@ mod authz;
 mod clock;
 mod db;
 mod faults;
+mod interactive;
 mod knobs;
 mod legacy;
 mod resource;

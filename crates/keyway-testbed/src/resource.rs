@@ -51,8 +51,15 @@ pub(crate) fn routes(
     let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
     let cancelled = shared.tools.clone();
     let revision = shared.knobs.mcp_revision;
+    let rounds = shared.rounds.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(TestbedTools::new(cancelled.clone(), revision)),
+        move || {
+            Ok(TestbedTools::new(
+                cancelled.clone(),
+                revision,
+                rounds.clone(),
+            ))
+        },
         shared.sessions.clone(),
         config,
     );

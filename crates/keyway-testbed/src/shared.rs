@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     /// `slow` calls their client cancelled (the tools bump it; [`Shared::snapshot`]
     /// reports it).
     pub tools: Arc<ToolCounters>,
+    /// What the interactive tools remember between rounds.
+    pub(crate) rounds: Arc<crate::interactive::Rounds>,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -58,6 +60,10 @@ impl Shared {
             hung: Default::default(),
             drop_next: Default::default(),
             tools: Default::default(),
+            rounds: Arc::new(crate::interactive::Rounds::new(
+                knobs.request_state_bytes,
+                knobs.input_required_forever,
+            )),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()

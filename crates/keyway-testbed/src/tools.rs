@@ -1,10 +1,16 @@
-//! The MCP server behind the bearer check: four small tools, served by rmcp.
+//! The MCP server behind the bearer check: small tools, served by rmcp. `echo`, `add`,
+//! `slow` and `admin_only` answer at once; `ask_name`, `sample`, `list_roots` and
+//! `two_rounds` need the client's answers first (see [`crate::interactive`]).
 
 use std::{sync::Arc, time::Duration};
 
 use rmcp::{
     RoleServer, ServerHandler,
-    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    handler::server::{
+        router::tool::ToolRouter,
+        tool::{InputResponses, RequestState},
+        wrapper::Parameters,
+    },
     model::ProgressNotificationParam,
     schemars,
     service::RequestContext,
@@ -14,7 +20,11 @@ use serde::Deserialize;
 
 use rmcp::model::ProtocolVersion;
 
-use crate::{knobs::McpRevision, shared::ToolCounters};
+use crate::{
+    interactive::{self, Round, Rounds},
+    knobs::McpRevision,
+    shared::ToolCounters,
+};
 
 /// Longest `slow` call, so a typo cannot hang a test for hours.
 const SLOW_MAX_MS: u64 = 60_000;
@@ -44,15 +54,23 @@ pub(crate) struct TestbedTools {
     counters: Arc<ToolCounters>,
     /// The MCP generations served.
     revision: McpRevision,
+    /// What the interactive tools remember between rounds (shared by every session:
+    /// a 2026-07-28 retry may reach another instance).
+    rounds: Arc<Rounds>,
 }
 
 #[tool_router]
 impl TestbedTools {
-    pub(crate) fn new(counters: Arc<ToolCounters>, revision: McpRevision) -> Self {
+    pub(crate) fn new(
+        counters: Arc<ToolCounters>,
+        revision: McpRevision,
+        rounds: Arc<Rounds>,
+    ) -> Self {
         Self {
             tool_router: Self::tool_router(),
             counters,
             revision,
+            rounds,
         }
     }
 
@@ -104,6 +122,100 @@ impl TestbedTools {
     async fn admin_only(&self) -> String {
         "admin access granted".to_owned()
     }
+
+    #[tool(
+        description = "Mark the resource testbed://readme as changed: its subscribers hear notifications/resources/updated."
+    )]
+    async fn touch(&self) -> String {
+        let heard = self.rounds.updates.send(README_URI.to_owned()).unwrap_or(0);
+        format!("touched {README_URI} ({heard} subscribers)")
+    }
+
+    #[tool(description = "Ask the person's name (an elicitation), then greet them.")]
+    async fn ask_name(
+        &self,
+        InputResponses(responses): InputResponses,
+        RequestState(state): RequestState,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let stages = [("name", interactive::elicit_name())];
+        match self
+            .rounds
+            .ask("ask_name", &stages, responses, state, &context)
+            .await
+        {
+            Round::Answered(a) => Ok(text(interactive::elicited_name(a.get("name")))),
+            Round::Respond(r) => r,
+        }
+    }
+
+    #[tool(description = "Ask the client's model for a haiku (a sampling request).")]
+    async fn sample(
+        &self,
+        InputResponses(responses): InputResponses,
+        RequestState(state): RequestState,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let stages = [("haiku", interactive::sample("Write a haiku about keys."))];
+        match self
+            .rounds
+            .ask("sample", &stages, responses, state, &context)
+            .await
+        {
+            Round::Answered(a) => Ok(text(interactive::sampled_text(a.get("haiku")))),
+            Round::Respond(r) => r,
+        }
+    }
+
+    #[tool(description = "List the client's roots.")]
+    async fn list_roots(
+        &self,
+        InputResponses(responses): InputResponses,
+        RequestState(state): RequestState,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let stages = [("roots", interactive::roots())];
+        match self
+            .rounds
+            .ask("list_roots", &stages, responses, state, &context)
+            .await
+        {
+            Round::Answered(a) => Ok(text(interactive::listed_roots(a.get("roots")))),
+            Round::Respond(r) => r,
+        }
+    }
+
+    #[tool(
+        description = "Two rounds: ask the person's name (an elicitation), then the client's model (sampling)."
+    )]
+    async fn two_rounds(
+        &self,
+        InputResponses(responses): InputResponses,
+        RequestState(state): RequestState,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let stages = [
+            ("name", interactive::elicit_name()),
+            ("greeting", interactive::sample("Greet the person warmly.")),
+        ];
+        match self
+            .rounds
+            .ask("two_rounds", &stages, responses, state, &context)
+            .await
+        {
+            Round::Answered(a) => Ok(text(format!(
+                "{}; {}",
+                interactive::elicited_name(a.get("name")),
+                interactive::sampled_text(a.get("greeting"))
+            ))),
+            Round::Respond(r) => r,
+        }
+    }
+}
+
+/// A tool's complete answer: one text block.
+fn text(t: String) -> rmcp::model::CallToolResponse {
+    rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(t)]).into()
 }
 
 /// The one resource, so clients can list and read one.
@@ -128,6 +240,7 @@ impl ServerHandler for TestbedTools {
                 .enable_tools()
                 .enable_prompts()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .build(),
         )
         .with_server_info(rmcp::model::Implementation::new(
@@ -135,9 +248,76 @@ impl ServerHandler for TestbedTools {
             env!("CARGO_PKG_VERSION"),
         ))
         .with_instructions(
-            "A test server for MCP clients: echo, add, slow, admin_only; the prompt greet; the resource testbed://readme."
+            "A test server for MCP clients: echo, add, slow, admin_only, touch, and ask_name, sample, list_roots, two_rounds (which need the client's answers); the prompt greet; the resource testbed://readme."
                 .to_string(),
         )
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        // Resource updates only: the testbed's lists never change.
+        let mut accepted = rmcp::model::SubscriptionFilter::new();
+        accepted.resource_subscriptions = requested.resource_subscriptions.clone();
+        Some(accepted)
+    }
+
+    async fn listen(
+        &self,
+        context: rmcp::service::SubscriptionContext,
+    ) -> Result<(), rmcp::ErrorData> {
+        let mut updates = self.rounds.updates.subscribe();
+        let wanted = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                uri = updates.recv() => match uri {
+                    Ok(uri) if wanted.contains(&uri) => {
+                        let note = rmcp::model::ServerNotification::ResourceUpdatedNotification(
+                            rmcp::model::ResourceUpdatedNotification::new(
+                                rmcp::model::ResourceUpdatedNotificationParam::new(uri),
+                            ),
+                        );
+                        if context.sink().send(note).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+
+    #[allow(deprecated)] // resources/subscribe: how the handshake revisions subscribe.
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        let mut updates = self.rounds.updates.subscribe();
+        let peer = context.peer.clone();
+        let uri = request.uri;
+        tokio::spawn(async move {
+            while let Ok(changed) = updates.recv().await {
+                if changed == uri
+                    && peer
+                        .notify_resource_updated(
+                            rmcp::model::ResourceUpdatedNotificationParam::new(changed),
+                        )
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn list_prompts(

@@ -100,7 +100,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 headers,
                 kind,
                 deadlines,
-                protocol: Default::default(),
+                protocol: args.protocol.clone(),
             };
             let authorizer =
                 Authorizer::new(options, Arc::new(MemoryRegistrations::default()), reporter)
@@ -207,7 +207,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         headers,
         kind,
         deadlines,
-        protocol: Default::default(),
+        protocol: args.protocol.clone(),
     };
     let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)
         .map_err(auth::error)?

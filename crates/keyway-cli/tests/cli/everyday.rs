@@ -440,7 +440,7 @@ async fn doctor_creates_nothing_checks_each_server_and_says_when_something_is_wr
     let out = k.run_async(&["--json", "check", "bed"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)[0]["status"], "ok");
-    assert_eq!(json(&out)[0]["tools"], 4);
+    assert_eq!(json(&out)[0]["tools"], 9);
     let out = k.run_async(&["check"]).await;
     assert_eq!(out.status.code(), Some(1));
 }

@@ -26,7 +26,7 @@ async fn an_old_sse_server_works_everywhere() {
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&out);
-    assert_eq!(v["tools"], 4);
+    assert_eq!(v["tools"], 9);
     let show = json(&k.run_async(&["--json", "show", "old"]).await);
     assert_eq!(show["transport"], "sse");
 
@@ -35,7 +35,7 @@ async fn an_old_sse_server_works_everywhere() {
         .await;
     assert_eq!(stdout(&out), "via sse\n", "{}", stderr(&out));
     let v = json(&k.run_async(&["--json", "tools"]).await);
-    assert_eq!(v["tools"].as_array().unwrap().len(), 4);
+    assert_eq!(v["tools"].as_array().unwrap().len(), 9);
 
     let mut c = Client::spawn(&k, &["proxy", "old"]);
     c.initialize().await;

@@ -7,6 +7,7 @@ mod crash;
 mod demo;
 mod errors;
 mod everyday;
+mod generations;
 mod harness;
 mod hygiene;
 mod legacy;

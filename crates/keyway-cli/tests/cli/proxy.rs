@@ -138,7 +138,8 @@ async fn saved_tb(tb: &keyway_testbed::Testbed) -> Keyway {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_through_the_proxy() {
-    let tb = testbed(|_| {}).await;
+    // The handshake generation (sessions, DELETE); `generations.rs` has 2026-07-28.
+    let tb = testbed(|k| k.mcp_revision = keyway_testbed::McpRevision::Legacy).await;
     let k = saved_tb(&tb).await;
     let before = tb.stats();
     let deletes_before = before.path("DELETE /mcp");
@@ -146,7 +147,7 @@ async fn a_session_through_the_proxy() {
     let init = c.initialize().await;
     assert_eq!(init["result"]["serverInfo"]["name"], "keyway-testbed");
     let tools = c.request("tools/list", json!({})).await;
-    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 4);
+    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 9);
     // With a stored, valid token the proxy adds nothing of its own to start-up: the
     // client's three messages, no discovery, no token request; the server-message
     // stream comes once start-up settles (at most one GET by now, on a slow machine).
@@ -154,7 +155,11 @@ async fn a_session_through_the_proxy() {
     for (path, n) in &after.paths {
         let new = n - before.paths.get(path).copied().unwrap_or(0);
         match path.as_str() {
-            "POST /mcp" => assert_eq!(new, 3, "initialize, initialized, tools/list"),
+            // The refused server/discover is how auto learns the server's generation.
+            "POST /mcp" => assert_eq!(
+                new, 4,
+                "server/discover, initialize, initialized, tools/list"
+            ),
             "GET /mcp" => assert!(new <= 1),
             _ => assert_eq!(new, 0, "{path} during start-up"),
         }
@@ -291,6 +296,8 @@ async fn a_dropped_connection_is_invisible_to_the_client() {
     // requests are tools/list: repeating one changes nothing, so keyway reconnects
     // and sends it again.
     let tb = testbed(|k| {
+        // A session to lose: the handshake generation.
+        k.mcp_revision = keyway_testbed::McpRevision::Legacy;
         k.drop_after = vec![keyway_testbed::EndpointFault::new(
             keyway_testbed::Endpoint::Mcp,
             5,
@@ -305,7 +312,7 @@ async fn a_dropped_connection_is_invisible_to_the_client() {
         let r = c.request("tools/list", json!({})).await;
         assert_eq!(
             r["result"]["tools"].as_array().map(Vec::len),
-            Some(4),
+            Some(9),
             "list {i}: {r}"
         );
     }
@@ -325,6 +332,8 @@ async fn a_call_whose_connection_drops_is_reported_not_sent_twice() {
     // connection broke, so keyway says so instead of running it again; the next call
     // reconnects and works.
     let tb = testbed(|k| {
+        // A session to lose: the handshake generation.
+        k.mcp_revision = keyway_testbed::McpRevision::Legacy;
         k.drop_after = vec![keyway_testbed::EndpointFault::new(
             keyway_testbed::Endpoint::Mcp,
             5,
@@ -510,54 +519,61 @@ async fn an_oversized_answer_is_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_sent_before_the_session_exists_wait_for_it() {
     // Every MCP answer takes 100 ms, so the client's eager messages arrive while the
-    // upstream initialize is still in flight: they must wait for its session rather
-    // than reach the server without one.
-    let tb = testbed(|k| {
-        k.open = true;
-        k.delay = vec![keyway_testbed::EndpointFault::new(
-            keyway_testbed::Endpoint::Mcp,
-            100,
-        )];
-    })
-    .await;
-    let k = Keyway::new();
-    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
-    c.send(
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    // upstream initialize (or 2026-07-28's server/discover) is still in flight: they
+    // must wait for its session (or for the generation to be known) rather than
+    // reach the server without one.
+    for (revision, posts) in [
+        (keyway_testbed::McpRevision::Legacy, 4),
+        (keyway_testbed::McpRevision::Modern, 2),
+    ] {
+        let tb = testbed(|k| {
+            k.open = true;
+            k.mcp_revision = revision;
+            k.delay = vec![keyway_testbed::EndpointFault::new(
+                keyway_testbed::Endpoint::Mcp,
+                100,
+            )];
+        })
+        .await;
+        let k = Keyway::new();
+        let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+        c.send(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "eager", "version": "1"}}}),
-    )
-    .await;
-    c.notify("notifications/initialized").await;
-    c.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        )
         .await;
-    let (mut init, mut list) = (None, None);
-    while init.is_none() || list.is_none() {
-        let m = c.next().await;
-        match m["id"].as_i64() {
-            Some(1) => init = Some(m),
-            Some(2) => list = Some(m),
-            _ => {}
+        c.notify("notifications/initialized").await;
+        c.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .await;
+        let (mut init, mut list) = (None, None);
+        while init.is_none() || list.is_none() {
+            let m = c.next().await;
+            match m["id"].as_i64() {
+                Some(1) => init = Some(m),
+                Some(2) => list = Some(m),
+                _ => {}
+            }
         }
+        let (init, list) = (init.unwrap(), list.unwrap());
+        assert!(init.get("result").is_some(), "{init}");
+        assert!(
+            list["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()),
+            "{list}"
+        );
+        let out = c.finish().await;
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("WARN") && !l.contains("home was readable")),
+            "nothing was refused or dropped: {log}"
+        );
+        assert_eq!(
+            tb.stats().path("POST /mcp"),
+            posts,
+            "{revision:?}: (discover refused, initialize, initialized,) tools/list"
+        );
     }
-    let (init, list) = (init.unwrap(), list.unwrap());
-    assert!(init.get("result").is_some(), "{init}");
-    assert!(
-        list["result"]["tools"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty()),
-        "{list}"
-    );
-    let out = c.finish().await;
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !log.lines()
-            .any(|l| l.contains("WARN") && !l.contains("home was readable")),
-        "nothing was refused or dropped: {log}"
-    );
-    assert_eq!(
-        tb.stats().path("POST /mcp"),
-        3,
-        "initialize, initialized, tools/list"
-    );
 }

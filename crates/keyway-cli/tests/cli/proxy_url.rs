@@ -159,7 +159,19 @@ async fn ignored_tools_are_neither_listed_nor_called_through_proxy_and_serve() {
     );
     c.initialize().await;
     let listed = names(&c.request("tools/list", json!({})).await);
-    assert_eq!(listed, ["echo", "slow"], "{listed:?}");
+    assert_eq!(
+        listed,
+        [
+            "ask_name",
+            "echo",
+            "list_roots",
+            "sample",
+            "slow",
+            "touch",
+            "two_rounds"
+        ],
+        "{listed:?}"
+    );
     let refused = c
         .request(
             "tools/call",
@@ -202,7 +214,19 @@ async fn ignored_tools_are_neither_listed_nor_called_through_proxy_and_serve() {
     );
     c.initialize().await;
     let listed = names(&c.request("tools/list", json!({})).await);
-    assert_eq!(listed, ["bed__add", "bed__admin_only"], "{listed:?}");
+    assert_eq!(
+        listed,
+        [
+            "bed__add",
+            "bed__admin_only",
+            "bed__ask_name",
+            "bed__list_roots",
+            "bed__sample",
+            "bed__touch",
+            "bed__two_rounds"
+        ],
+        "{listed:?}"
+    );
     let r = c
         .request(
             "tools/call",

@@ -21,7 +21,7 @@ async fn every_probe_class() {
     let open = testbed(|k| k.open = true).await;
     let (code, v) = probe_class(&k, &[open.mcp_url()]).await;
     assert_eq!((code, v["class"].as_str()), (Some(0), Some("open")));
-    assert_eq!(v["tools"].as_array().unwrap().len(), 4);
+    assert_eq!(v["tools"].as_array().unwrap().len(), 9);
 
     let oauth = testbed(|_| {}).await;
     let (code, v) = probe_class(&k, &[oauth.mcp_url()]).await;

@@ -44,7 +44,7 @@ async fn fifty_servers_one_hung_answer_within_the_timeout() {
         (hung[0]["name"].as_str(), hung[0]["status"].as_str()),
         (Some("srv17"), Some("timeout"))
     );
-    assert_eq!(v["tools"].as_array().unwrap().len(), 49 * 4);
+    assert_eq!(v["tools"].as_array().unwrap().len(), 49 * 9);
     assert!(
         v["tools"]
             .as_array()

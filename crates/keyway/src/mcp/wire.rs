@@ -892,7 +892,10 @@ impl Wire {
         );
         let body = Bytes::copy_from_slice(message.text().as_bytes());
         let req = self.request(Method::POST, self.inner.uri.clone(), headers, body);
-        let resp = self.exchange(req, true).await?;
+        // A 2026-07-28 `subscriptions/listen` stream is quiet until something changes:
+        // no idle deadline (TCP keepalive finds a dead peer), as the GET stream.
+        let idle = message.method() != Some("subscriptions/listen");
+        let resp = self.exchange(req, idle).await?;
         let status = resp.status;
         if modern.is_none()
             && let Some(id) = resp.headers.get(SESSION_ID)

@@ -25,10 +25,14 @@ use tokio::{
     sync::{Notify, mpsc, oneshot},
 };
 
+mod modern;
+
+pub use modern::{MAX_REQUEST_STATE, MAX_ROUNDS};
+
 use crate::{
     auth::challenge,
     client::{ClientError, Policy},
-    mcp::wire::{Backpressure, Inbound, Message, Wire, WireConfig, WireError},
+    mcp::wire::{Backpressure, Inbound, Message, Protocol, Wire, WireConfig, WireError, WireKind},
     merge::ToolFilter,
 };
 
@@ -117,6 +121,12 @@ struct Shared {
     settled: std::sync::atomic::AtomicBool,
     /// An authorization or step-up succeeded, and no message got through since.
     authorized_unproven: std::sync::atomic::AtomicBool,
+    /// The revision spoken upstream, once the client's `initialize` decided it: a
+    /// translator for a 2026-07-28 server, `None` for the handshake (messages pass
+    /// as they are).
+    era: std::sync::OnceLock<Option<Arc<modern::Translator>>>,
+    /// What `--protocol` asked for.
+    protocol: Protocol,
 }
 
 impl Shared {
@@ -160,6 +170,10 @@ impl Route {
     /// Route one message; backpressure while the client's stdout is behind.
     fn take(&self, item: Inbound) -> Option<Backpressure> {
         match item {
+            // The end of a `subscriptions/listen` handshake: nothing for a client of
+            // a handshake revision.
+            Inbound::Message(v)
+                if v.method() == Some("notifications/subscriptions/acknowledged") => {}
             Inbound::Message(mut v) => {
                 // Only an answer: the server's own requests carry ids of their own
                 // counter, which may equal a client's.
@@ -264,6 +278,7 @@ where
         stream_ended: ended_tx,
     });
     let sink = route.clone();
+    let protocol = config.protocol.clone();
     let wire = Wire::connect_to(config, Arc::new(move |item| sink.take(item))).await?;
     let shared = Arc::new(Shared {
         wire,
@@ -276,6 +291,8 @@ where
         last_activity: Mutex::new(tokio::time::Instant::now()),
         settled: Default::default(),
         authorized_unproven: Default::default(),
+        era: Default::default(),
+        protocol,
     });
     let (finish, finished) = oneshot::channel();
     let writer = tokio::spawn(write_out(out, finished));
@@ -350,8 +367,26 @@ where
                 continue;
             }
         };
-        if message.method() == Some("initialize") {
+        let translator = shared.era.get().cloned().flatten();
+        if message.method() == Some("initialize") && translator.is_none() {
             *shared.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        }
+        if translator.is_some() && message.text().trim_start().starts_with('[') {
+            // 2026-07-28 has no batches, and keyway does not take one apart.
+            shared.out(Message::from_value(&json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32600, "message": "the server speaks MCP 2026-07-28, which has no batches: send the messages one by one"}
+            })));
+            continue;
+        }
+        if let Some(t) = &translator
+            && !message.is_request()
+        {
+            if !t.answered(&message) {
+                t.notification(&shared, &message);
+            }
+            continue;
         }
         if !shared.route.filter.is_empty() && message.text().trim_start().starts_with('[') {
             // A batch would carry its tools/list and tools/call past the filter (and
@@ -366,7 +401,7 @@ where
         if !shared.route.filter.is_empty() && message.is_request() {
             match message.method() {
                 Some("tools/list") => {
-                    if let Some(id) = message.id() {
+                    if let Some(id) = message.id().filter(|_| translator.is_none()) {
                         shared
                             .route
                             .filtered
@@ -395,13 +430,24 @@ where
         }
         if message.is_request() {
             // Requests run side by side; a slow one does not hold up the others.
-            current_initializes = message.method() == Some("initialize");
             let s = shared.clone();
-            current = Some(Box::pin(async move { deliver(&s, message).await }));
+            current_initializes = false;
+            current = Some(match translator {
+                Some(t) => Box::pin(modern::request(s, t, message)),
+                None if message.method() == Some("initialize") && s.era.get().is_none() => {
+                    current_initializes = true;
+                    Box::pin(start(s, message))
+                }
+                None => Box::pin(async move { deliver(&s, message).await }),
+            });
         } else {
             // Notifications and answers keep their order (initialized before the rest).
             deliver(&shared, message).await;
         }
+    }
+    // The client is gone: nobody will answer keyway's questions on its behalf.
+    if let Some(Some(t)) = shared.era.get() {
+        t.stop();
     }
     if let Some(request) = current.take() {
         request.await;
@@ -419,8 +465,95 @@ where
     Ok(stats)
 }
 
+/// The client's first `initialize`: which revision to speak upstream. A 2026-07-28
+/// server (told by `server/discover`) is translated for, and the client answered here;
+/// any other server gets the client's own `initialize`.
+async fn start(s: Arc<Shared>, message: Message) {
+    let id = message.value().get("id").cloned().unwrap_or(Value::Null);
+    let wants_modern = match &s.protocol {
+        Protocol::Auto => s.wire.kind() == WireKind::StreamableHttp,
+        Protocol::Exactly(v) => crate::mcp::modern::is_modern(v),
+    };
+    if wants_modern {
+        let refuse = |why: String| {
+            s.out(Message::from_value(&json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": DELIVERY_FAILED, "message": why}
+            })));
+        };
+        if s.wire.kind() != WireKind::StreamableHttp {
+            return refuse("--protocol 2026-07-28 needs Streamable HTTP, not legacy SSE".into());
+        }
+        match modern::discover(&s, &message).await {
+            Ok(modern::Discovered::Modern(t)) => {
+                let t: Arc<modern::Translator> = Arc::from(t);
+                let _ = s.era.set(Some(t.clone()));
+                tracing::info!(
+                    "{} speaks 2026-07-28: translating for the client",
+                    s.wire.url()
+                );
+                s.out(t.initialize_answer(&id));
+                return;
+            }
+            Ok(modern::Discovered::Legacy(why)) if s.protocol == Protocol::Auto => {
+                tracing::info!("{}: {why}; passing the handshake through", s.wire.url());
+            }
+            Ok(modern::Discovered::Legacy(why)) => {
+                return refuse(format!(
+                    "--protocol 2026-07-28 was asked for, but {why}; use --protocol auto"
+                ));
+            }
+            Err(why) => {
+                return refuse(format!("keyway could not deliver initialize: {why}"));
+            }
+        }
+    }
+    let _ = s.era.set(None);
+    deliver(&s, message).await;
+}
+
 /// Send one client message, recovering from what can be recovered.
 async fn deliver(s: &Arc<Shared>, message: Message) {
+    let is_request = message.is_request();
+    let method = message.method().unwrap_or("");
+    // Answers come back through the inbound stream, in order with whatever the server
+    // sent before them (progress, its own requests).
+    let result = recovering(s, &message, || s.wire.send_message(&message)).await;
+    match result {
+        Ok(()) => {
+            if method == "notifications/initialized" {
+                s.initialized.store(true, Ordering::SeqCst);
+                tokio::spawn(open_when_settled(s.clone()));
+            }
+        }
+        Err(why) => {
+            tracing::warn!(method, "could not deliver: {why}");
+            if is_request {
+                let id = message.value().get("id").cloned();
+                s.out(Message::from_value(&json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": DELIVERY_FAILED, "message": format!("keyway could not deliver {method}: {why}")}
+                })));
+            }
+        }
+    }
+}
+
+/// Run `attempt` (a send of `message`) until it gets through, recovering from what
+/// can be recovered: a 401 (authorize, twice at most), a 403 insufficient_scope (a
+/// step-up), a dropped connection (reconnect once, when sending again cannot make the
+/// server act twice). `Err`: why it could not be delivered.
+async fn recovering<T, F, Fut>(
+    s: &Arc<Shared>,
+    message: &Message,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WireError>>,
+{
     let is_request = message.is_request();
     let method = message.method().unwrap_or("");
     // What a step-up is for (only needed on a 403, so only worked out then).
@@ -436,12 +569,18 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
     };
     let mut reconnected = false;
     let mut authorizations = 0;
-    let result = loop {
+    loop {
         let generation = s.generation.load(Ordering::SeqCst);
-        // Answers come back through the inbound stream, in order with whatever the
-        // server sent before them (progress, its own requests).
-        match s.wire.send_message(&message).await {
-            Ok(()) => break Ok(()),
+        match attempt().await {
+            Ok(answer) => {
+                s.stats().to_server += 1;
+                if s.authorized_unproven.load(Ordering::Relaxed)
+                    && s.authorized_unproven.swap(false, Ordering::SeqCst)
+                {
+                    s.authorize.delivered_after_authorizing();
+                }
+                break Ok(answer);
+            }
             Err(WireError::Unauthorized { challenge }) if authorizations < 2 => {
                 authorizations += 1;
                 if let Err(e) = recover(s, generation, Recovery::Authorize(challenge)).await {
@@ -478,31 +617,6 @@ async fn deliver(s: &Arc<Shared>, message: Message) {
                 ));
             }
             Err(e) => break Err(e.to_string()),
-        }
-    };
-    match result {
-        Ok(()) => {
-            s.stats().to_server += 1;
-            if s.authorized_unproven.load(Ordering::Relaxed)
-                && s.authorized_unproven.swap(false, Ordering::SeqCst)
-            {
-                s.authorize.delivered_after_authorizing();
-            }
-            if method == "notifications/initialized" {
-                s.initialized.store(true, Ordering::SeqCst);
-                tokio::spawn(open_when_settled(s.clone()));
-            }
-        }
-        Err(why) => {
-            tracing::warn!(method, "could not deliver: {why}");
-            if is_request {
-                let id = message.value().get("id").cloned();
-                s.out(Message::from_value(&json!({
-                    "jsonrpc": "2.0",
-                    "id": id,
-                    "error": {"code": DELIVERY_FAILED, "message": format!("keyway could not deliver {method}: {why}")}
-                })));
-            }
         }
     }
 }
@@ -569,12 +683,16 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
     })
 }
 
-/// A new session, initialized with the client's own `initialize`.
+/// A new session, initialized with the client's own `initialize` (a 2026-07-28
+/// server has no sessions: a new connection is all).
 async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
     s.wire
         .reset()
         .await
         .map_err(|e| format!("reconnecting failed: {e}"))?;
+    if let Some(Some(_)) = s.era.get() {
+        return Ok(());
+    }
     let Some(mut init) = s
         .initialize
         .lock()

@@ -1,0 +1,414 @@
+//! `keyway proxy` between MCP generations: a stdio client of a handshake revision
+//! (this test) in front of a testbed that speaks only 2026-07-28, and the bad input
+//! that crossing brings.
+
+use keyway_testbed::McpRevision;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Keyway, stderr, testbed},
+    proxy::{Client, text},
+};
+
+/// Client capabilities of a 2025-era client that can answer everything.
+fn capable() -> Value {
+    json!({"elicitation": {}, "sampling": {}, "roots": {"listChanged": true}})
+}
+
+impl Client {
+    /// `initialize` at `version` with `capabilities`, then `initialized`.
+    async fn initialize_as(&mut self, version: &str, capabilities: Value) -> Value {
+        let r = self
+            .request(
+                "initialize",
+                json!({"protocolVersion": version, "capabilities": capabilities,
+                       "clientInfo": {"name": "old-client", "version": "1"}}),
+            )
+            .await;
+        self.notify("notifications/initialized").await;
+        r
+    }
+
+    /// Send a request and answer what the server asks meanwhile (an elicitation with
+    /// the name "Ada", a sampling request with "hello Ada", roots with one file root)
+    /// until its answer comes; the answer and the methods asked, in order.
+    async fn request_answering(&mut self, method: &str, params: Value) -> (Value, Vec<String>) {
+        let id = json!(format!("q-{method}-{}", self.seen.len()));
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        let mut asked = Vec::new();
+        loop {
+            let m = self.next().await;
+            if m.get("id") == Some(&id) && m.get("method").is_none() {
+                return (m, asked);
+            }
+            let (Some(ask), Some(ask_id)) = (m["method"].as_str(), m.get("id")) else {
+                self.seen.push(m);
+                continue;
+            };
+            let result = match ask {
+                "elicitation/create" => json!({"action": "accept", "content": {"name": "Ada"}}),
+                "sampling/createMessage" => json!({"role": "assistant",
+                    "content": {"type": "text", "text": "hello Ada"}, "model": "test-model"}),
+                "roots/list" => json!({"roots": [{"uri": "file:///work/ada", "name": "ada"}]}),
+                other => panic!("the client was asked {other}"),
+            };
+            asked.push(ask.to_owned());
+            self.send(&json!({"jsonrpc": "2.0", "id": ask_id, "result": result}))
+                .await;
+        }
+    }
+}
+
+async fn modern_testbed(f: impl FnOnce(&mut keyway_testbed::Knobs)) -> keyway_testbed::Testbed {
+    testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Modern;
+        f(k);
+    })
+    .await
+}
+
+/// A 2025-11-25 client through the proxy to a server that knows only 2026-07-28:
+/// keyway answers `initialize` from `server/discover`, answers `ping` itself, and the
+/// server's `input_required` rounds reach the client as the server requests its
+/// revision knows, each answered tool call coming back whole. No session, no
+/// DELETE, no GET stream: one POST per request the server has to see.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_client_reaches_a_2026_server_through_the_proxy() {
+    let tb = modern_testbed(|_| {}).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+    let init = c.initialize_as("2025-11-25", capable()).await;
+    assert_eq!(init["result"]["protocolVersion"], "2025-11-25", "{init}");
+    assert_eq!(init["result"]["serverInfo"]["name"], "keyway-testbed");
+    assert!(
+        init["result"]["capabilities"]["tools"].is_object(),
+        "{init}"
+    );
+    assert!(init["result"]["instructions"].is_string(), "{init}");
+    let ping = c.request("ping", json!({})).await;
+    assert_eq!(ping["result"], json!({}));
+    let set_level = c
+        .request("logging/setLevel", json!({"level": "debug"}))
+        .await;
+    assert_eq!(set_level["result"], json!({}));
+    assert_eq!(
+        tb.stats().path("POST /mcp"),
+        1,
+        "only server/discover so far: {:?}",
+        tb.stats().paths
+    );
+    let tools = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for wanted in ["echo", "ask_name", "sample", "list_roots", "two_rounds"] {
+        assert!(names.contains(&wanted), "{names:?}");
+    }
+    let echo = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "hi"}}),
+        )
+        .await;
+    assert_eq!(text(&echo), "hi");
+
+    for (tool, want, asked) in [
+        ("ask_name", "name Ada", vec!["elicitation/create"]),
+        (
+            "sample",
+            "sampled hello Ada",
+            vec!["sampling/createMessage"],
+        ),
+        ("list_roots", "roots [file:///work/ada]", vec!["roots/list"]),
+        (
+            "two_rounds",
+            "name Ada; sampled hello Ada",
+            vec!["elicitation/create", "sampling/createMessage"],
+        ),
+    ] {
+        let (r, seen) = c
+            .request_answering("tools/call", json!({"name": tool, "arguments": {}}))
+            .await;
+        assert_eq!(text(&r), want, "{tool}: {r}");
+        assert_eq!(seen, asked, "{tool}");
+    }
+    let prompt = c
+        .request(
+            "prompts/get",
+            json!({"name": "greet", "arguments": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(
+        prompt["result"]["messages"][0]["content"]["text"],
+        "Say hello to Ada."
+    );
+    let read = c
+        .request("resources/read", json!({"uri": "testbed://readme"}))
+        .await;
+    assert!(read["result"]["contents"][0]["text"].is_string(), "{read}");
+    let out = c.finish().await;
+    assert!(
+        out.stdout.is_empty(),
+        "nothing but frames, all read already"
+    );
+    let stats = tb.stats();
+    // discover, tools/list, echo; each interactive call and its retries (one per
+    // round: 2, 2, 2, 3); the prompt and the resource. Nothing else.
+    assert_eq!(
+        stats.path("POST /mcp"),
+        1 + 1 + 1 + (2 + 2 + 2 + 3) + 1 + 1,
+        "{:?}",
+        stats.paths
+    );
+    assert_eq!(stats.path("DELETE /mcp"), 0);
+    assert_eq!(stats.path("GET /mcp"), 0);
+}
+
+/// `resources/subscribe` from a handshake-era client becomes a
+/// `subscriptions/listen` stream: a change reaches the client as
+/// `notifications/resources/updated`, and nothing of the stream's own handshake does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resource_subscription_is_carried_by_subscriptions_listen() {
+    let tb = modern_testbed(|_| {}).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+    c.initialize_as("2025-06-18", json!({})).await;
+    let r = c
+        .request("resources/subscribe", json!({"uri": "testbed://readme"}))
+        .await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    // The stream is open once the server counts a subscriber: touch until it does.
+    loop {
+        let touched = c.request("tools/call", json!({"name": "touch"})).await;
+        if !text(&touched).contains("(0 subscribers)") {
+            break;
+        }
+    }
+    // On the listen stream, so before or after the touch's own answer.
+    let updated = match c
+        .seen
+        .iter()
+        .position(|m| m["method"] == "notifications/resources/updated")
+    {
+        Some(at) => c.seen.remove(at),
+        None => c.next().await,
+    };
+    assert_eq!(
+        updated["method"], "notifications/resources/updated",
+        "{updated}"
+    );
+    assert_eq!(updated["params"]["uri"], "testbed://readme");
+    assert!(
+        c.seen
+            .iter()
+            .all(|m| m["method"] != "notifications/subscriptions/acknowledged"),
+        "{:?}",
+        c.seen
+    );
+    c.finish().await;
+}
+
+/// A server that never stops asking is stopped after [`keyway::bridge::MAX_ROUNDS`]
+/// rounds, with an error that says so; one whose `requestState` is over the limit is
+/// refused without carrying it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_and_oversized_input_required_end_with_clear_errors() {
+    let tb = modern_testbed(|k| k.input_required_forever = true).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+    c.initialize_as("2025-11-25", capable()).await;
+    let before = tb.stats().path("POST /mcp");
+    let (r, asked) = c
+        .request_answering("tools/call", json!({"name": "ask_name", "arguments": {}}))
+        .await;
+    let why = r["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(why.contains("after 10 rounds"), "{why}");
+    assert_eq!(asked.len(), keyway::bridge::MAX_ROUNDS);
+    assert_eq!(
+        tb.stats().path("POST /mcp") - before,
+        // tools/list (for the tool's headers) and the call plus its 10 retries.
+        1 + 1 + keyway::bridge::MAX_ROUNDS as u64
+    );
+    c.finish().await;
+
+    let tb =
+        modern_testbed(|k| k.request_state_bytes = keyway::bridge::MAX_REQUEST_STATE + 1).await;
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+    c.initialize_as("2025-11-25", capable()).await;
+    let (r, asked) = c
+        .request_answering("tools/call", json!({"name": "ask_name", "arguments": {}}))
+        .await;
+    let why = r["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        why.contains("requestState") && why.contains("limit"),
+        "{why}"
+    );
+    assert!(
+        asked.is_empty(),
+        "nothing asked for a state keyway will not carry"
+    );
+    c.finish().await;
+}
+
+/// A client that refuses the server's question (or lacks the capability) gets its
+/// call answered with the refusal, not a hang; a cancelled call's pending question
+/// is dropped with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_question_fails_the_call_that_needed_it() {
+    let tb = modern_testbed(|_| {}).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+    c.initialize_as("2025-11-25", capable()).await;
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": "call", "method": "tools/call",
+        "params": {"name": "ask_name", "arguments": {}}}),
+    )
+    .await;
+    let asked = c.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    c.send(&json!({"jsonrpc": "2.0", "id": asked["id"], "error": {"code": -32601, "message": "no forms here"}}))
+        .await;
+    let answer = c.next().await;
+    assert_eq!(answer["id"], "call", "{answer}");
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no forms here")),
+        "{answer}"
+    );
+    // Cancelled while its question is open: no answer comes, and the proxy still
+    // serves the next request.
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": "gone", "method": "tools/call",
+        "params": {"name": "ask_name", "arguments": {}}}),
+    )
+    .await;
+    let asked = c.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "gone"}}))
+        .await;
+    let echo = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "after"}}),
+        )
+        .await;
+    assert_eq!(text(&echo), "after");
+    assert!(
+        c.seen.iter().all(|m| m["id"] != "gone"),
+        "a cancelled call is not answered: {:?}",
+        c.seen
+    );
+    c.finish().await;
+}
+
+/// `--protocol` decides: a handshake revision passes the client's own `initialize`
+/// through (no `server/discover`), and `2026-07-28` to a server that speaks only the
+/// handshake is refused at `initialize` with what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_flag_pins_the_generation() {
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(
+        &k,
+        &[
+            "proxy",
+            tb.mcp_url(),
+            "--transport",
+            "http",
+            "--protocol",
+            "2025-06-18",
+        ],
+    );
+    let init = c.initialize_as("2025-06-18", json!({})).await;
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+    c.finish().await;
+    assert_eq!(
+        tb.stats().path("POST /mcp"),
+        2,
+        "initialize and initialized, no discover"
+    );
+
+    let legacy = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Legacy;
+    })
+    .await;
+    let mut c = Client::spawn(
+        &k,
+        &[
+            "proxy",
+            legacy.mcp_url(),
+            "--transport",
+            "http",
+            "--protocol",
+            "2026-07-28",
+        ],
+    );
+    let init = c
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "old-client", "version": "1"}}),
+        )
+        .await;
+    let why = init["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{init}"));
+    assert!(why.contains("--protocol auto"), "{why}");
+    c.finish().await;
+
+    let out = k
+        .run_async(&["proxy", tb.mcp_url(), "--protocol", "2027-01-01"])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown protocol revision `2027-01-01`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The same client to a server that speaks both: auto picks 2026-07-28 (and the
+/// client cannot tell), to one that speaks only the handshake: the client's own
+/// `initialize` goes through after one refused `server/discover`.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_speaks_what_the_server_speaks() {
+    for (revision, posts, deletes) in [(McpRevision::Both, 2, 0), (McpRevision::Legacy, 4, 1)] {
+        let tb = testbed(|k| {
+            k.open = true;
+            k.mcp_revision = revision;
+        })
+        .await;
+        let k = Keyway::new();
+        let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+        let init = c.initialize_as("2025-11-25", json!({})).await;
+        assert_eq!(
+            init["result"]["protocolVersion"], "2025-11-25",
+            "{revision:?}"
+        );
+        let tools = c.request("tools/list", json!({})).await;
+        assert!(tools["result"]["tools"].is_array(), "{revision:?}: {tools}");
+        c.finish().await;
+        let stats = tb.stats();
+        // 2026: discover, tools/list. Handshake: discover (refused), initialize,
+        // initialized, tools/list.
+        assert_eq!(
+            stats.path("POST /mcp"),
+            posts,
+            "{revision:?}: {:?}",
+            stats.paths
+        );
+        assert_eq!(stats.path("DELETE /mcp"), deletes, "{revision:?}");
+    }
+}
