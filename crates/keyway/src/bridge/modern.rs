@@ -33,7 +33,10 @@ use tokio::sync::oneshot;
 
 use super::{DELIVERY_FAILED, Shared, recovering};
 use crate::mcp::{
-    modern::{META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION},
+    modern::{
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION,
+        UNSUPPORTED_VERSION,
+    },
     wire::Message,
 };
 
@@ -121,9 +124,16 @@ pub(super) async fn discover(s: &Arc<Shared>, initialize: &Message) -> Result<Di
         "method": "server/discover",
         "params": {"_meta": meta},
     }));
-    let answer = recovering(s, &request, || s.wire.call_message(request.clone()))
+    let mut answer = recovering(s, &request, || s.wire.call_message(request.clone()))
         .await?
         .value();
+    if rejected_but_supported(&answer) {
+        // UnsupportedProtocolVersion, yet 2026-07-28 is among the versions it lists
+        // (a server that changed its mind, or tests its clients): once more.
+        answer = recovering(s, &request, || s.wire.call_message(request.clone()))
+            .await?
+            .value();
+    }
     let Some(result) = answer.get("result") else {
         let why = answer
             .pointer("/error/message")
@@ -182,6 +192,15 @@ pub(super) async fn discover(s: &Arc<Shared>, initialize: &Message) -> Result<Di
         subscribed: Mutex::default(),
         listen: Mutex::default(),
     })))
+}
+
+/// An `UnsupportedProtocolVersion` error whose `data.supported` lists 2026-07-28.
+fn rejected_but_supported(answer: &Value) -> bool {
+    answer.pointer("/error/code").and_then(Value::as_i64) == Some(UNSUPPORTED_VERSION)
+        && answer
+            .pointer("/error/data/supported")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(MODERN_VERSION)))
 }
 
 impl Translator {
