@@ -28,6 +28,19 @@ mod shared;
 mod stats;
 mod tools;
 
+/// The names of the MCP server's tools, sorted as `tools/list` gives them.
+pub const TOOL_NAMES: [&str; 9] = [
+    "add",
+    "admin_only",
+    "ask_name",
+    "echo",
+    "list_roots",
+    "sample",
+    "slow",
+    "touch",
+    "two_rounds",
+];
+
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use axum::{Json, Router, http::StatusCode, middleware, response::IntoResponse};

@@ -84,20 +84,7 @@ async fn list_call_and_close_with_a_bearer_token_in_every_generation() {
             .map(|t| t.name.to_string())
             .collect();
         names.sort();
-        assert_eq!(
-            names,
-            [
-                "add",
-                "admin_only",
-                "ask_name",
-                "echo",
-                "list_roots",
-                "sample",
-                "slow",
-                "touch",
-                "two_rounds"
-            ]
-        );
+        assert_eq!(names, keyway_testbed::TOOL_NAMES);
         let r = conn
             .call_tool("add", json!({"a": 40, "b": 2}).as_object().cloned())
             .await

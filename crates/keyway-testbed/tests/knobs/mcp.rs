@@ -33,20 +33,7 @@ async fn the_tools_answer_with_a_valid_token() {
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "add",
-            "admin_only",
-            "ask_name",
-            "echo",
-            "list_roots",
-            "sample",
-            "slow",
-            "touch",
-            "two_rounds"
-        ]
-    );
+    assert_eq!(names, keyway_testbed::TOOL_NAMES);
     assert!(b.tb.stats().authorized_mcp_requests >= 5);
 }
 

@@ -85,6 +85,47 @@ impl Authorize for Policy {
 /// JSON-RPC error code for "the bridge could not deliver this request".
 pub const DELIVERY_FAILED: i64 = -32000;
 
+/// Why the bridge could not deliver a client's message (the client hears it as a
+/// [`DELIVERY_FAILED`] error whose message is this one's text).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// A 403 that is not a step-up.
+    #[error("the server refused {operation} (403 Forbidden)")]
+    Forbidden {
+        /// The method, or `tools/call TOOL`.
+        operation: String,
+    },
+    /// The connection broke after the request was sent, and sending it again could
+    /// make the server act twice.
+    #[error("{0} (not sent again: the server may have acted on it)")]
+    NotResent(WireError),
+    /// The request failed.
+    #[error(transparent)]
+    Wire(WireError),
+    /// Authorizing (or stepping up) for the server failed.
+    #[error(transparent)]
+    Authorization(ClientError),
+    /// The server was removed or disabled meanwhile.
+    #[error("the server was removed or disabled; not reconnecting")]
+    Unwanted,
+    /// A new connection could not be made.
+    #[error("reconnecting failed: {0}")]
+    Reconnect(WireError),
+    /// The client's `initialize` could not be sent again on the new connection.
+    #[error("re-initializing failed: {0}")]
+    Reinitialize(WireError),
+    /// No answer to the replayed `initialize` in time.
+    #[error("the server did not answer the re-initialize")]
+    ReinitializeTimedOut,
+    /// The connection closed before the replayed `initialize` was answered.
+    #[error("the connection closed during the re-initialize")]
+    ReinitializeClosed,
+    /// The server answered the replayed `initialize` with this JSON-RPC error.
+    #[error("the server refused the re-initialize: {0}")]
+    ReinitializeRefused(Value),
+}
+
 /// The standalone stream for server-initiated messages is opened once the client's
 /// start-up burst (initialize, initialized, tools/list, a first call...) has settled:
 /// this long without a message from the client, or at the latest [`SETTLE_MAX`] after
@@ -132,6 +173,15 @@ struct Shared {
 impl Shared {
     fn stats(&self) -> std::sync::MutexGuard<'_, BridgeStats> {
         self.route.stats()
+    }
+
+    /// A batch refused (-32600, Invalid Request) for `why`.
+    fn refuse_batch(&self, why: &str) {
+        self.out(Message::from_value(&json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32600, "message": format!("{why}; send the messages one by one")}
+        })));
     }
 
     /// A message of the bridge's own to the client (held back, if need be, by the
@@ -373,11 +423,7 @@ where
         }
         if translator.is_some() && message.text().trim_start().starts_with('[') {
             // 2026-07-28 has no batches, and keyway does not take one apart.
-            shared.out(Message::from_value(&json!({
-                "jsonrpc": "2.0",
-                "id": null,
-                "error": {"code": -32600, "message": "the server speaks MCP 2026-07-28, which has no batches: send the messages one by one"}
-            })));
+            shared.refuse_batch("the server speaks MCP 2026-07-28, which has no batches");
             continue;
         }
         if let Some(t) = &translator
@@ -391,11 +437,7 @@ where
         if !shared.route.filter.is_empty() && message.text().trim_start().starts_with('[') {
             // A batch would carry its tools/list and tools/call past the filter (and
             // MCP dropped batches in 2025-06-18): refused while tools are hidden.
-            shared.out(Message::from_value(&json!({
-                "jsonrpc": "2.0",
-                "id": null,
-                "error": {"code": -32600, "message": "keyway does not pass batches while --ignore-tool hides tools; send the messages one by one"}
-            })));
+            shared.refuse_batch("keyway does not pass batches while --ignore-tool hides tools");
             continue;
         }
         if !shared.route.filter.is_empty() && message.is_request() {
@@ -549,7 +591,7 @@ async fn recovering<T, F, Fut>(
     s: &Arc<Shared>,
     message: &Message,
     mut attempt: F,
-) -> Result<T, String>
+) -> Result<T, DeliveryError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, WireError>>,
@@ -591,10 +633,9 @@ where
                 let step_up = challenge::bearer([challenge.as_str()])
                     .is_some_and(|c| c.is_insufficient_scope());
                 if !step_up {
-                    break Err(format!(
-                        "the server refused {} (403 Forbidden)",
-                        operation()
-                    ));
+                    break Err(DeliveryError::Forbidden {
+                        operation: operation(),
+                    });
                 }
                 authorizations += 1;
                 if let Err(e) =
@@ -612,11 +653,9 @@ where
                 }
             }
             Err(e) if e.is_dropped() && !e.may_retry(method, is_request) => {
-                break Err(format!(
-                    "{e} (not sent again: the server may have acted on it)"
-                ));
+                break Err(DeliveryError::NotResent(e));
             }
-            Err(e) => break Err(e.to_string()),
+            Err(e) => break Err(DeliveryError::Wire(e)),
         }
     }
 }
@@ -646,7 +685,7 @@ enum Recovery {
 
 /// One recovery at a time; a failure that a concurrent recovery already fixed (the
 /// generation moved on) just retries.
-fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(), String>> {
+fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(), DeliveryError>> {
     // Boxed: a rare path, kept out of the future of every message that might take it.
     Box::pin(async move {
         let _one = s.recover.lock().await;
@@ -658,7 +697,7 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
                 s.authorize
                     .unauthorized(challenge)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(DeliveryError::Authorization)?;
                 s.stats().authorizations += 1;
                 s.authorized_unproven.store(true, Ordering::SeqCst);
             }
@@ -666,13 +705,13 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
                 s.authorize
                     .insufficient_scope(&challenge, &operation)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(DeliveryError::Authorization)?;
                 s.stats().authorizations += 1;
                 s.authorized_unproven.store(true, Ordering::SeqCst);
             }
             Recovery::Reconnect => {
                 if !s.authorize.still_wanted().await {
-                    return Err("the server was removed or disabled; not reconnecting".into());
+                    return Err(DeliveryError::Unwanted);
                 }
                 reinitialize(s).await?;
                 s.stats().reconnects += 1;
@@ -685,11 +724,8 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
 
 /// A new session, initialized with the client's own `initialize` (a 2026-07-28
 /// server has no sessions: a new connection is all).
-async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
-    s.wire
-        .reset()
-        .await
-        .map_err(|e| format!("reconnecting failed: {e}"))?;
+async fn reinitialize(s: &Arc<Shared>) -> Result<(), DeliveryError> {
+    s.wire.reset().await.map_err(DeliveryError::Reconnect)?;
     if let Some(Some(_)) = s.era.get() {
         return Ok(());
     }
@@ -714,22 +750,22 @@ async fn reinitialize(s: &Arc<Shared>) -> Result<(), String> {
         s.authorize
             .unauthorized(challenge.clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(DeliveryError::Authorization)?;
         sent = s.wire.send(&init).await;
     }
-    sent.map_err(|e| format!("re-initializing failed: {e}"))?;
+    sent.map_err(DeliveryError::Reinitialize)?;
     let answer = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
         .await
-        .map_err(|_| "the server did not answer the re-initialize".to_owned())?
-        .map_err(|_| "the connection closed during the re-initialize".to_owned())?;
+        .map_err(|_| DeliveryError::ReinitializeTimedOut)?
+        .map_err(|_| DeliveryError::ReinitializeClosed)?;
     if let Some(err) = answer.get("error") {
-        return Err(format!("the server refused the re-initialize: {err}"));
+        return Err(DeliveryError::ReinitializeRefused(err.clone()));
     }
     if s.initialized.load(Ordering::SeqCst) {
         s.wire
             .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await
-            .map_err(|e| format!("re-initializing failed: {e}"))?;
+            .map_err(DeliveryError::Reinitialize)?;
         if let Err(e) = s.wire.open_standalone_stream().await {
             tracing::info!(error = %e, "no standalone stream after reconnecting");
         }

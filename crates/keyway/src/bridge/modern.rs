@@ -31,7 +31,7 @@ use futures::future::{AbortHandle, Abortable};
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
-use super::{DELIVERY_FAILED, Shared, recovering};
+use super::{DELIVERY_FAILED, DeliveryError, Shared, recovering};
 use crate::mcp::{
     modern::{
         META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION,
@@ -102,7 +102,10 @@ pub(super) enum Discovered {
 
 /// Ask the server what it speaks, with the client's own `initialize` as the request
 /// metadata. `Err`: the request could not be delivered at all.
-pub(super) async fn discover(s: &Arc<Shared>, initialize: &Message) -> Result<Discovered, String> {
+pub(super) async fn discover(
+    s: &Arc<Shared>,
+    initialize: &Message,
+) -> Result<Discovered, DeliveryError> {
     let init = initialize.value();
     let params = init.get("params").cloned().unwrap_or(Value::Null);
     let mut capabilities = params.get("capabilities").cloned().unwrap_or(json!({}));
@@ -325,7 +328,6 @@ pub(super) async fn request(s: Arc<Shared>, t: Arc<Translator>, message: Message
     let run = Abortable::new(forward(&s, &t, value, &method), registration).await;
     lock(&t.running).remove(&key);
     if let Ok(answer) = run {
-        let answer = Message::from_value(&answer);
         if method == "tools/list" && !s.route.filter.is_empty() {
             s.out(s.route.without_ignored_tools(&answer));
         } else {
@@ -334,13 +336,23 @@ pub(super) async fn request(s: Arc<Shared>, t: Arc<Translator>, message: Message
     }
 }
 
+/// Whether an answer may be `input_required` (one scan, no parse).
+fn may_ask_for_input(answer: &Message) -> bool {
+    memchr::memmem::find(answer.text().as_bytes(), b"input_required").is_some()
+}
+
+/// [`error`] as a message.
+fn reply(id: &Value, code: i64, message: impl Into<String>) -> Message {
+    Message::from_value(&error(id, code, message))
+}
+
 /// Methods whose answer may be `input_required`.
 fn may_ask(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
 /// Send `request` on, driving its `input_required` rounds; the answer for the client.
-async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) -> Value {
+async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) -> Message {
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let mut request = t.with_meta(request);
     if method == "tools/call"
@@ -348,7 +360,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
     {
         let (listed, rejected) = s.wire.tools_known(name);
         if let Some(reason) = rejected {
-            return error(
+            return reply(
                 &id,
                 -32602,
                 format!("the server's tool {name} was left out: {reason}"),
@@ -369,10 +381,13 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
         let message = Message::from_value(&request);
         let mut answer =
             match recovering(s, &message, || s.wire.call_message(message.clone())).await {
+                // The usual answer, to the client's own id (a first round keeps it):
+                // passed on as it came, unparsed.
+                Ok(a) if round == 0 && !may_ask_for_input(&a) => return a,
                 Ok(a) => a.value(),
                 Err(why) => {
                     tracing::warn!(method, "could not deliver: {why}");
-                    return error(
+                    return reply(
                         &id,
                         DELIVERY_FAILED,
                         format!("keyway could not deliver {method}: {why}"),
@@ -383,10 +398,10 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
         let input_required =
             answer.pointer("/result/resultType").and_then(Value::as_str) == Some("input_required");
         if !input_required {
-            return answer;
+            return Message::from_value(&answer);
         }
         if !may_ask(method) {
-            return error(
+            return reply(
                 &id,
                 DELIVERY_FAILED,
                 format!(
@@ -395,7 +410,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
             );
         }
         if round == MAX_ROUNDS {
-            return error(
+            return reply(
                 &id,
                 DELIVERY_FAILED,
                 format!(
@@ -411,7 +426,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
             None => None,
             Some(Value::String(st)) if st.len() <= MAX_REQUEST_STATE => Some(st.clone()),
             Some(Value::String(st)) => {
-                return error(
+                return reply(
                     &id,
                     DELIVERY_FAILED,
                     format!(
@@ -422,7 +437,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
                 );
             }
             Some(_) => {
-                return error(
+                return reply(
                     &id,
                     DELIVERY_FAILED,
                     "the server's requestState is not a string",
@@ -433,7 +448,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
             None => Map::new(),
             Some(Value::Object(q)) => q.clone(),
             Some(_) => {
-                return error(
+                return reply(
                     &id,
                     DELIVERY_FAILED,
                     "the server's inputRequests is not an object",
@@ -441,7 +456,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
             }
         };
         if questions.is_empty() && state.is_none() {
-            return error(
+            return reply(
                 &id,
                 DELIVERY_FAILED,
                 "the server answered input_required with neither inputRequests nor requestState",
@@ -456,7 +471,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
             state_only = 0;
             match ask(s, t, questions).await {
                 Ok(r) => Some(r),
-                Err(why) => return error(&id, why.0, why.1),
+                Err(why) => return reply(&id, why.0, why.1),
             }
         };
         let params = &mut request["params"];
@@ -473,7 +488,7 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
         // A retry is a request of its own, with an id of its own.
         request["id"] = json!(t.next("retry"));
     }
-    error(&id, DELIVERY_FAILED, "unreachable: the rounds loop returns")
+    reply(&id, DELIVERY_FAILED, "unreachable: the rounds loop returns")
 }
 
 /// Ask the client each of the server's questions (at once), as the server's own
