@@ -231,6 +231,11 @@ impl Testbed {
         self.shared.snapshot()
     }
 
+    /// Returns once `n` `slow` calls in all have started.
+    pub async fn slow_calls_start(&self, n: u64) {
+        self.shared.tools.started.reach(n).await;
+    }
+
     /// Returns once `n` `slow` calls in all were cancelled by their client.
     pub async fn cancelled_calls_reach(&self, n: u64) {
         self.shared.tools.cancelled.reach(n).await;

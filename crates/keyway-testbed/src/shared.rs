@@ -306,6 +306,8 @@ impl Counter {
 pub struct ToolCounters {
     /// `slow` calls stopped by their client's `notifications/cancelled`.
     pub cancelled: Counter,
+    /// `slow` calls started.
+    pub started: Counter,
     running_slow: std::sync::atomic::AtomicU64,
     most_slow: std::sync::atomic::AtomicU64,
 }
@@ -316,6 +318,7 @@ impl ToolCounters {
         use std::sync::atomic::Ordering::SeqCst;
         let now = self.running_slow.fetch_add(1, SeqCst) + 1;
         self.most_slow.fetch_max(now, SeqCst);
+        self.started.bump();
         SlowRunning(self.clone())
     }
 

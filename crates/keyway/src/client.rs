@@ -344,6 +344,9 @@ pub struct Policy {
     signing_in: tokio::sync::Mutex<()>,
     /// Flows completed, so a waiter can tell that one finished while it waited.
     flows_done: std::sync::atomic::AtomicU64,
+    /// The MCP revision the server spoke last (a saved server's record, then what
+    /// this process found).
+    spoken: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -367,7 +370,12 @@ impl Drop for ForgetOnDrop<'_> {
 impl Policy {
     /// The policy for the server at `url`, authorizing with `authorizer`.
     pub fn new(url: Url, authorizer: Authorizer, credentials: Credentials) -> Self {
+        let spoken = match &credentials {
+            Credentials::Stored { server, .. } => server.protocol.clone(),
+            _ => None,
+        };
         Self {
+            spoken: std::sync::Mutex::new(spoken),
             url,
             authorizer,
             credentials,
@@ -386,6 +394,32 @@ impl Policy {
     /// Where the credentials live.
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// The MCP revision the server spoke last, when known: a saved server's record,
+    /// or what a connection of this process found since.
+    pub fn last_protocol(&self) -> Option<String> {
+        self.spoken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The server spoke `revision` (`None`: what it speaks is in doubt, so the next
+    /// connection asks). A saved server's record is updated when it changed.
+    pub async fn spoke(&self, revision: Option<&str>) {
+        {
+            let mut known = self.spoken.lock().unwrap_or_else(|p| p.into_inner());
+            if known.as_deref() == revision {
+                return;
+            }
+            *known = revision.map(str::to_owned);
+        }
+        if let Credentials::Stored { store, server, .. } = &self.credentials
+            && let Err(e) = store.set_protocol(&server.id, revision).await
+        {
+            tracing::debug!(error = %e, "the server's protocol revision was not saved");
+        }
     }
 
     /// A request got through: the sign-in cap starts over.
@@ -1025,7 +1059,13 @@ impl Session {
         if let Some(c) = &*slot {
             return Ok(c.clone());
         }
-        let c = Arc::new(Connection::connect(self.config.clone(), self.transport).await?);
+        let mut config = self.config.clone();
+        config.last_protocol = self.policy.last_protocol();
+        let c = Arc::new(Connection::connect(config, self.transport).await?);
+        let spoken = c.server().protocol_version;
+        if !spoken.is_empty() {
+            self.policy.spoke(Some(&spoken)).await;
+        }
         *slot = Some(c.clone());
         Ok(c)
     }

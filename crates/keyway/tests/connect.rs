@@ -199,6 +199,7 @@ async fn a_call_returns_its_answer_and_passes_on_what_came_before_it() {
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
         protocol: Default::default(),
+        last_protocol: None,
     };
     let (wire, mut inbound) = Wire::connect(config).await.unwrap();
     let init = wire
@@ -271,6 +272,7 @@ async fn a_call_over_legacy_sse_gets_its_answer_from_the_event_stream() {
         kind: WireKind::LegacySse,
         deadlines: Default::default(),
         protocol: Default::default(),
+        last_protocol: None,
     };
     let (wire, _inbound) = Wire::connect(config).await.unwrap();
     let init = wire
@@ -396,6 +398,7 @@ async fn raw_wire(url: &str) -> keyway::mcp::wire::Wire {
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
         protocol: Default::default(),
+        last_protocol: None,
     };
     let (wire, _inbound) = Wire::connect(config).await.unwrap();
     wire
@@ -511,6 +514,7 @@ async fn requests_to_a_server_that_never_finishes_the_handshake_fail_at_the_conn
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
         protocol: Default::default(),
+        last_protocol: None,
     })
     .await
     .unwrap();
@@ -581,6 +585,7 @@ async fn a_certificate_nobody_vouches_for_is_refused_and_named() {
         kind: WireKind::StreamableHttp,
         deadlines: Default::default(),
         protocol: Default::default(),
+        last_protocol: None,
     })
     .await
     .unwrap();

@@ -175,6 +175,11 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
             st.set_status(&rec.id, LastStatus::Connected, None)
                 .await
                 .map_err(store::store_error)?;
+            if let Some(server) = &probe.server {
+                st.set_protocol(&rec.id, Some(&server.protocol_version))
+                    .await
+                    .map_err(store::store_error)?;
+            }
             report(&st, &rec, class, Some(probe.tools.len()), None, None).await
         }
         ProbeClass::TokenRejected => Err(CliError::failure(anyhow!(
@@ -331,6 +336,10 @@ async fn verify(
         )
         .await
         .map_err(|e| e.one_line())?;
+        let spoken = conn.server().protocol_version;
+        if let Err(e) = st.set_protocol(&rec.id, Some(&spoken)).await {
+            tracing::debug!(error = %e, "the server's protocol revision was not saved");
+        }
         let n = conn
             .list_tools()
             .await

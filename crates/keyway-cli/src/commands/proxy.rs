@@ -101,6 +101,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
                 kind,
                 deadlines,
                 protocol: args.protocol.clone(),
+                last_protocol: None,
             };
             let authorizer =
                 Authorizer::new(options, Arc::new(MemoryRegistrations::default()), reporter)
@@ -208,6 +209,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         kind,
         deadlines,
         protocol: args.protocol.clone(),
+        last_protocol: server.protocol.clone(),
     };
     let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)
         .map_err(auth::error)?

@@ -56,6 +56,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 kind,
                 deadlines: args.deadlines.deadlines(),
                 protocol: Default::default(),
+                last_protocol: None,
             },
             liveness: Some(Arc::new(store::StillSaved {
                 store: st.clone(),

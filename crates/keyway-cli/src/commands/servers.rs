@@ -25,6 +25,8 @@ pub struct Row {
     /// Unix seconds when the access token expires, if known.
     pub expires_at: Option<u64>,
     pub last_error: Option<String>,
+    /// The MCP revision the server spoke when keyway last connected; `None` before.
+    pub protocol: Option<String>,
     /// Why the stored credential (or headers) cannot be used: the row was changed
     /// outside keyway, or damaged. The other servers are unaffected.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +87,7 @@ pub async fn row(
             action,
             expires_at,
             last_error: rec.last_error.clone(),
+            protocol: rec.protocol.clone(),
             unreadable,
         },
         cred,
@@ -156,13 +159,14 @@ fn print_unreadable(rows: &[Row]) {
 }
 
 pub fn print_table(rows: &[Row], printer: &Printer) {
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             [
                 r.name.clone(),
                 r.url.clone(),
                 r.auth.clone(),
+                r.protocol.clone().unwrap_or_else(|| "-".into()),
                 r.state.as_str().to_owned(),
                 action_cell(r.action),
                 r.expires_at
@@ -171,7 +175,7 @@ pub fn print_table(rows: &[Row], printer: &Printer) {
             ]
         })
         .collect();
-    let header = ["NAME", "URL", "AUTH", "STATE", "ACTION", "EXPIRES"].map(str::to_owned);
+    let header = ["NAME", "URL", "AUTH", "MCP", "STATE", "ACTION", "EXPIRES"].map(str::to_owned);
     let mut widths = header.clone().map(|h| h.chars().count());
     for c in &cells {
         for (w, v) in widths.iter_mut().zip(c) {
@@ -179,12 +183,12 @@ pub fn print_table(rows: &[Row], printer: &Printer) {
         }
     }
     // Padded first, then coloured (the colour codes take no room on the terminal).
-    let line = |c: &[String; 6], paint: bool| {
+    let line = |c: &[String; 7], paint: bool| {
         c.iter()
             .zip(widths)
             .enumerate()
             .map(|(i, (v, w))| match i {
-                3 if paint => crate::progress::paint::state(v, w),
+                4 if paint => crate::progress::paint::state(v, w),
                 _ => format!("{v:<w$}"),
             })
             .collect::<Vec<_>>()
@@ -230,6 +234,12 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
     field("transport", r.transport.clone());
     field("enabled", r.enabled.to_string());
     field("auth", r.auth.clone());
+    field(
+        "protocol",
+        r.protocol
+            .clone()
+            .unwrap_or_else(|| "not known yet (keyway tools NAME connects)".into()),
+    );
     field("state", r.state.as_str().to_owned());
     field(
         "action",

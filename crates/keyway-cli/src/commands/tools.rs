@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, anyhow};
 use futures::{StreamExt, stream::FuturesUnordered};
 use keyway::{
-    mcp::{ConnectError, Connection},
+    mcp::{ConnectError, Connection, WireConfig},
     merge,
     store::{LastStatus, ServerRecord, SqliteStore, Store, tokens::StoredTokens},
 };
@@ -512,16 +512,20 @@ async fn list_once(
             .map_err(|e| ("error", e.to_string()))?,
     );
     let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id);
-    let conn = match Connection::open_transport(
-        &s.url,
-        http.clone(),
-        tokens,
-        headers,
-        store::choice(s.transport),
-    )
-    .await
-    {
-        Ok(c) => c,
+    let url = url::Url::parse(&s.url).map_err(|e| ("error", format!("{}: {e}", s.url)))?;
+    let mut config = WireConfig::new(url, http.clone(), tokens);
+    config.headers = headers;
+    config.last_protocol = s.protocol.clone();
+    let conn = match Connection::connect(config, store::choice(s.transport)).await {
+        Ok(c) => {
+            let spoken = c.server().protocol_version;
+            if s.protocol.as_deref() != Some(spoken.as_str())
+                && let Err(e) = st.set_protocol(&s.id, Some(&spoken)).await
+            {
+                tracing::debug!(error = %e, "the server's protocol revision was not saved");
+            }
+            c
+        }
         Err(
             e @ (ConnectError::AuthorizationRequired { .. }
             | ConnectError::InsufficientScope { .. }),

@@ -218,8 +218,9 @@ async fn list_show_and_add_agree_on_auth_state_and_action() {
     }
     let table = stdout(&k.run_async(&["list"]).await);
     let show = stdout(&k.run_async(&["show", "keyed"]).await);
+    let line = table.lines().nth(1).unwrap();
     assert!(
-        table.lines().nth(1).unwrap().contains("headers  ready  -"),
+        line.contains("  headers  ") && line.contains("  2026-07-28  ready  -"),
         "{table}"
     );
     assert!(show.contains("action       -\n"), "{show}");

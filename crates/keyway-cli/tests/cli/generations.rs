@@ -412,3 +412,85 @@ async fn auto_speaks_what_the_server_speaks() {
         assert_eq!(stats.path("DELETE /mcp"), deletes, "{revision:?}");
     }
 }
+
+/// The revision a saved server speaks, as `keyway list --json` shows it.
+async fn saved_protocol(k: &Keyway, name: &str) -> Value {
+    let out = k.run_async(&["--json", "list"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {rows}"))["protocol"]
+        .clone()
+}
+
+/// Edit the saved revision behind keyway's back (a server that moved on since).
+fn pretend_spoken(k: &Keyway, name: &str, revision: &str) {
+    rusqlite::Connection::open(k.home.path().join("keyway.db"))
+        .unwrap()
+        .execute(
+            "UPDATE servers SET protocol = ?1 WHERE name = ?2",
+            [revision, name],
+        )
+        .unwrap();
+}
+
+/// A saved server's revision is remembered: a handshake server gets its `initialize`
+/// without a `server/discover` first, and a server that moved to 2026-07-28 since is
+/// asked again when the remembered handshake is refused, by the proxy and by `tools`
+/// alike, and the record follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_server_remembers_the_revision_it_speaks() {
+    let old = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Legacy;
+    })
+    .await;
+    let new = modern_testbed(|_| {}).await;
+    let k = Keyway::new();
+    for (name, tb) in [("old", &old), ("new", &new)] {
+        let out = k.run_async(&["add", tb.mcp_url(), "--name", name]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(saved_protocol(&k, "old").await, "2025-11-25");
+    assert_eq!(saved_protocol(&k, "new").await, "2026-07-28");
+
+    let before = old.stats().path("POST /mcp");
+    let mut c = Client::spawn(&k, &["proxy", "old"]);
+    c.initialize_as("2025-11-25", json!({})).await;
+    let tools = c.request("tools/list", json!({})).await;
+    assert!(tools["result"]["tools"].is_array(), "{tools}");
+    c.finish().await;
+    assert_eq!(
+        old.stats().path("POST /mcp") - before,
+        3,
+        "initialize, initialized, tools/list: no server/discover"
+    );
+
+    // The server moved on: the handshake is refused, discover tells, the record
+    // follows. Through the proxy...
+    pretend_spoken(&k, "new", "2025-11-25");
+    let mut c = Client::spawn(&k, &["proxy", "new"]);
+    let init = c.initialize_as("2025-11-25", json!({})).await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "keyway-testbed",
+        "{init}"
+    );
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "moved"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "moved");
+    c.finish().await;
+    assert_eq!(saved_protocol(&k, "new").await, "2026-07-28");
+    // ...and through a command of keyway's own.
+    pretend_spoken(&k, "new", "2025-06-18");
+    let out = k.run_async(&["tools", "new"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo"));
+    assert_eq!(saved_protocol(&k, "new").await, "2026-07-28");
+}

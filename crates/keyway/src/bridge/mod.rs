@@ -55,6 +55,9 @@ pub trait Authorize: Send + Sync {
     /// A message reached the server after an authorization or step-up: the session
     /// works again (a cap on sign-ins may start over).
     fn delivered_after_authorizing(&self) {}
+    /// The server was found to speak `revision` (`None`: what it speaks is in doubt,
+    /// so the next start asks); a saved server remembers it.
+    async fn spoke(&self, _revision: Option<&str>) {}
 }
 
 #[async_trait::async_trait]
@@ -79,6 +82,10 @@ impl Authorize for Policy {
 
     fn delivered_after_authorizing(&self) {
         self.delivered();
+    }
+
+    async fn spoke(&self, revision: Option<&str>) {
+        Policy::spoke(self, revision).await;
     }
 }
 
@@ -168,6 +175,8 @@ struct Shared {
     era: std::sync::OnceLock<Option<Arc<modern::Translator>>>,
     /// What `--protocol` asked for.
     protocol: Protocol,
+    /// The revision the server spoke last time (a saved server's record).
+    last_protocol: Option<String>,
 }
 
 impl Shared {
@@ -329,6 +338,7 @@ where
     });
     let sink = route.clone();
     let protocol = config.protocol.clone();
+    let last_protocol = config.last_protocol.clone();
     let wire = Wire::connect_to(config, Arc::new(move |item| sink.take(item))).await?;
     let shared = Arc::new(Shared {
         wire,
@@ -343,6 +353,7 @@ where
         authorized_unproven: Default::default(),
         era: Default::default(),
         protocol,
+        last_protocol,
     });
     let (finish, finished) = oneshot::channel();
     let writer = tokio::spawn(write_out(out, finished));
@@ -509,22 +520,44 @@ where
 
 /// The client's first `initialize`: which revision to speak upstream. A 2026-07-28
 /// server (told by `server/discover`) is translated for, and the client answered here;
-/// any other server gets the client's own `initialize`.
+/// any other server gets the client's own `initialize`. A saved server that spoke a
+/// handshake revision last time gets the `initialize` at once, and is asked only if
+/// it refuses that.
 async fn start(s: Arc<Shared>, message: Message) {
     let id = message.value().get("id").cloned().unwrap_or(Value::Null);
+    let refuse = |why: String| {
+        s.out(Message::from_value(&json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": DELIVERY_FAILED, "message": why}
+        })));
+    };
+    let streamable = s.wire.kind() == WireKind::StreamableHttp;
+    let mut refused_handshake = None;
+    if s.protocol == Protocol::Auto
+        && streamable
+        && s.last_protocol
+            .as_deref()
+            .is_some_and(|v| !crate::mcp::modern::is_modern(v))
+    {
+        match handshake(&s, &message).await {
+            Ok(()) => return,
+            Err(answer) => {
+                tracing::info!(
+                    "{} refused the handshake it took last time; asking what it speaks",
+                    s.wire.url()
+                );
+                s.authorize.spoke(None).await;
+                refused_handshake = Some(answer);
+            }
+        }
+    }
     let wants_modern = match &s.protocol {
-        Protocol::Auto => s.wire.kind() == WireKind::StreamableHttp,
+        Protocol::Auto => streamable,
         Protocol::Exactly(v) => crate::mcp::modern::is_modern(v),
     };
     if wants_modern {
-        let refuse = |why: String| {
-            s.out(Message::from_value(&json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "error": {"code": DELIVERY_FAILED, "message": why}
-            })));
-        };
-        if s.wire.kind() != WireKind::StreamableHttp {
+        if !streamable {
             return refuse("--protocol 2026-07-28 needs Streamable HTTP, not legacy SSE".into());
         }
         match modern::discover(&s, &message).await {
@@ -535,10 +568,18 @@ async fn start(s: Arc<Shared>, message: Message) {
                     "{} speaks 2026-07-28: translating for the client",
                     s.wire.url()
                 );
+                s.authorize
+                    .spoke(Some(crate::mcp::modern::MODERN_VERSION))
+                    .await;
                 s.out(t.initialize_answer(&id));
                 return;
             }
             Ok(modern::Discovered::Legacy(why)) if s.protocol == Protocol::Auto => {
+                if let Some(answer) = refused_handshake {
+                    // Neither generation: the handshake's refusal says what is wrong.
+                    let _ = s.era.set(None);
+                    return s.out(answer);
+                }
                 tracing::info!("{}: {why}; passing the handshake through", s.wire.url());
             }
             Ok(modern::Discovered::Legacy(why)) => {
@@ -551,8 +592,44 @@ async fn start(s: Arc<Shared>, message: Message) {
             }
         }
     }
-    let _ = s.era.set(None);
-    deliver(&s, message).await;
+    if let Err(answer) = handshake(&s, &message).await {
+        let _ = s.era.set(None);
+        s.out(answer);
+    }
+}
+
+/// The client's `initialize`, sent upstream as it is. `Ok`: the server took it (the
+/// client has its answer, and the handshake era is set); `Err`: its refusal or why
+/// it could not be delivered, as the answer for the client.
+async fn handshake(s: &Arc<Shared>, initialize: &Message) -> Result<(), Message> {
+    match recovering(s, initialize, || s.wire.call_message(initialize.clone())).await {
+        Ok(answer) => {
+            let version = answer
+                .value()
+                .pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match version {
+                Some(v) => {
+                    let _ = s.era.set(None);
+                    s.authorize.spoke(Some(&v)).await;
+                    s.stats().to_client += 1;
+                    s.out(answer);
+                    Ok(())
+                }
+                None => Err(answer),
+            }
+        }
+        Err(why) => {
+            tracing::warn!("could not deliver initialize: {why}");
+            let id = initialize.value().get("id").cloned();
+            Err(Message::from_value(&json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": DELIVERY_FAILED, "message": format!("keyway could not deliver initialize: {why}")}
+            })))
+        }
+    }
 }
 
 /// Send one client message, recovering from what can be recovered.

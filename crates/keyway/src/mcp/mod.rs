@@ -184,10 +184,45 @@ impl Connection {
     /// modern server answers it and needs no handshake; a legacy one refuses it
     /// without a modern error, and gets the `initialize` handshake on the same wire.
     /// A server that knows 2026-07-28 but names only handshake revisions as supported
-    /// gets the handshake on a new wire.
+    /// gets the handshake on a new wire. One that spoke a handshake revision last
+    /// time (`config.last_protocol`) gets `initialize` at once, and is asked only when
+    /// that fails for another reason than authorization or reachability.
     async fn handshake(config: WireConfig) -> Result<Self, ConnectError> {
         use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt};
         let url = config.url.to_string();
+        let remembered_handshake = config.protocol == Protocol::Auto
+            && config.kind == WireKind::StreamableHttp
+            && config
+                .last_protocol
+                .as_deref()
+                .is_some_and(|v| !modern::is_modern(v));
+        if remembered_handshake {
+            let (w, inbound) = wire::Wire::connect(config.clone())
+                .await
+                .map_err(|e| ConnectError::from_wire(&url, e))?;
+            match client_info()
+                .serve(wire::WireTransport::new(w.clone(), inbound))
+                .await
+                .map_err(|e| ConnectError::from_initialize(&url, e))
+            {
+                Ok(service) => {
+                    return Ok(Self {
+                        url,
+                        service,
+                        transport: TransportChoice::StreamableHttp,
+                        wire: w,
+                    });
+                }
+                Err(e @ ConnectError::Failed { .. }) => {
+                    tracing::info!(
+                        %url,
+                        error = %e,
+                        "the handshake that worked last time failed; asking what the server speaks"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let transport = match config.kind {
             WireKind::StreamableHttp => TransportChoice::StreamableHttp,
             WireKind::LegacySse => TransportChoice::LegacySse,

@@ -261,6 +261,10 @@ pub struct WireConfig {
     pub deadlines: Deadlines,
     /// The protocol revision to speak ([`Protocol::Auto`]: what the server does).
     pub protocol: Protocol,
+    /// The revision the server spoke last time (a saved server's record). With
+    /// [`Protocol::Auto`], a handshake revision here skips `server/discover`: the
+    /// server gets `initialize` at once, and is asked only if that fails.
+    pub last_protocol: Option<String>,
 }
 
 /// Which MCP revision a connection speaks.
@@ -327,6 +331,7 @@ impl WireConfig {
             kind: WireKind::StreamableHttp,
             deadlines: Deadlines::default(),
             protocol: Protocol::Auto,
+            last_protocol: None,
         }
     }
 }
@@ -338,6 +343,7 @@ impl std::fmt::Debug for WireConfig {
             .field("kind", &self.kind)
             .field("deadlines", &self.deadlines)
             .field("protocol", &self.protocol)
+            .field("last_protocol", &self.last_protocol)
             .finish_non_exhaustive()
     }
 }
@@ -1647,6 +1653,7 @@ mod tests {
                 kind: WireKind::StreamableHttp,
                 deadlines: Deadlines::default(),
                 protocol: Default::default(),
+                last_protocol: None,
             },
             sink,
         )

@@ -157,6 +157,9 @@ pub struct ServerRecord {
     pub last_status: Option<LastStatus>,
     /// The error the last connection recorded with its status, if any.
     pub last_error: Option<String>,
+    /// The MCP revision the server spoke when keyway last connected
+    /// ([`Store::set_protocol`]); `None` before any, or after its URL changed.
+    pub protocol: Option<String>,
 }
 
 /// A server to create.
@@ -438,6 +441,10 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
         status: LastStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError>;
+    /// Note the MCP revision the server spoke (`None`: forget it, so the next
+    /// connection asks again).
+    async fn set_protocol(&self, server_id: &str, revision: Option<&str>)
+    -> Result<(), StoreError>;
     /// Remove a server (soft delete) and its credential, in one transaction.
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError>;
     /// Delete a server row and its credential for good (rolling back a failed add).

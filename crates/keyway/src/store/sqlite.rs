@@ -25,8 +25,9 @@ use crate::{
 };
 
 /// The schema this keyway writes: 1, the tables ([`MIGRATIONS`]); 2, every sealed
-/// value bound to the columns that decide where it goes ([`binding`]).
-const SCHEMA_VERSION: i64 = 2;
+/// value bound to the columns that decide where it goes ([`binding`]); 3 and on,
+/// [`LATER_MIGRATIONS`].
+const SCHEMA_VERSION: i64 = 3;
 const KEY_CHECK: &[u8] = b"keyway store key check v1";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -84,6 +85,13 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+];
+
+/// The schema changes after 2 (which needs the key, see [`bind_values`]): the
+/// version each one takes the store to, and its SQL.
+const LATER_MIGRATIONS: &[(i64, &str)] = &[
+    // 3: the MCP revision each server spoke last (`Store::set_protocol`).
+    (3, "ALTER TABLE servers ADD COLUMN protocol TEXT;"),
 ];
 
 /// How to open a store.
@@ -180,6 +188,7 @@ impl SqliteStore {
         let (key, key_source) = unlock(&mut conn, home, &path, options.use_keychain)?;
         let cipher = Cipher::new(&key);
         bind_values(&mut conn, &cipher)?;
+        migrate_later(&mut conn)?;
         tighten(&path);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -352,7 +361,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             });
         }
     }
-    // Schema 2 needs the key: [`bind_values`] takes the store there after unlocking.
+    // Schema 2 needs the key: [`bind_values`] takes the store there after unlocking,
+    // and [`migrate_later`] on from there.
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let target = i as i64 + 1;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -401,6 +411,22 @@ fn bind_values(conn: &mut Connection, cipher: &Cipher) -> Result<(), StoreError>
         tracing::warn!(
             "the {what} could not be opened while upgrading the store; it will not be used"
         );
+    }
+    Ok(())
+}
+
+/// The [`LATER_MIGRATIONS`] a store has not had yet, each in its own transaction.
+fn migrate_later(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for &(target, sql) in LATER_MIGRATIONS.iter().filter(|(t, _)| *t > version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have done it while this one waited for the lock.
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current < target {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", target)?;
+        }
+        tx.commit()?;
     }
     Ok(())
 }
@@ -483,7 +509,7 @@ struct RegistrationSecret {
     client_secret: Option<String>,
 }
 
-const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error";
+const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol";
 
 fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
     let transport: String = r.get(3)?;
@@ -502,6 +528,7 @@ fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
         updated_at: r.get::<_, i64>(8)? as u64,
         last_status: status.as_deref().and_then(LastStatus::parse),
         last_error: r.get(10)?,
+        protocol: r.get(11)?,
     })
 }
 
@@ -847,6 +874,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_protocol(
+        &self,
+        server_id: &str,
+        revision: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (id, revision) = (server_id.to_owned(), revision.map(str::to_owned));
+        self.run(move |conn, _| {
+            conn.execute(
+                "UPDATE servers SET protocol = ?2 WHERE id = ?1",
+                params![id, revision],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
         let id = server_id.to_owned();
         let written = self.run(move |conn, _| {
@@ -949,7 +992,7 @@ impl Store for SqliteStore {
                 if moved {
                     tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
                     tx.execute(
-                        "UPDATE servers SET url = ?2, last_status = NULL, last_error = NULL WHERE id = ?1",
+                        "UPDATE servers SET url = ?2, last_status = NULL, last_error = NULL, protocol = NULL WHERE id = ?1",
                         params![id, url],
                     )?;
                 }
@@ -958,7 +1001,7 @@ impl Store for SqliteStore {
                 }
                 if let Some(t) = change.transport {
                     tx.execute(
-                        "UPDATE servers SET transport = ?2 WHERE id = ?1",
+                        "UPDATE servers SET transport = ?2, protocol = NULL WHERE id = ?1",
                         params![id, t.as_str()],
                     )?;
                 }

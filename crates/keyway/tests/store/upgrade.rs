@@ -1,6 +1,7 @@
 //! A store written before secrets were bound to their rows (schema 1, made by an
 //! earlier keyway: `fixtures/schema1`) is upgraded in place when it is opened: every
-//! secret is kept, and is bound from then on.
+//! secret is kept, and is bound from then on; each server gets a place for the MCP
+//! revision it speaks (schema 3).
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
@@ -42,7 +43,7 @@ async fn a_schema_1_store_keeps_every_secret_and_is_bound_from_then_on() {
     let home = schema1_home();
     assert_eq!(user_version(home.path()), 1);
     let store = open(home.path()).unwrap();
-    assert_eq!(user_version(home.path()), 2);
+    assert_eq!(user_version(home.path()), 3);
     // A keyway from before that is still running finds none of the columns it seals
     // into: it fails loudly rather than writing values that would not open.
     for old in [
@@ -58,6 +59,11 @@ async fn a_schema_1_store_keeps_every_secret_and_is_bound_from_then_on() {
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["one", "tb"]);
     let (one, tb) = (&servers[0], &servers[1]);
+    assert_eq!(one.protocol, None, "not known until keyway connects");
+    store
+        .set_protocol(&tb.id, Some("2026-07-28"))
+        .await
+        .unwrap();
 
     let Credential::Bearer { token } = store.credential(&one.id).await.unwrap().unwrap().credential
     else {
@@ -83,6 +89,8 @@ async fn a_schema_1_store_keeps_every_secret_and_is_bound_from_then_on() {
     // Opened again: nothing more to do, everything still there.
     let store = open(home.path()).unwrap();
     assert!(store.credential(&tb.id).await.unwrap().is_some());
+    let tb_now = store.server(&tb.id).await.unwrap().unwrap();
+    assert_eq!(tb_now.protocol.as_deref(), Some("2026-07-28"));
     drop(store);
 
     // Bound now: the URL edited, the token does not open.
@@ -123,7 +131,7 @@ async fn a_damaged_value_does_not_stop_the_upgrade() {
     .unwrap();
     drop(db);
     let store = open(home.path()).unwrap();
-    assert_eq!(user_version(home.path()), 2);
+    assert_eq!(user_version(home.path()), 3);
     let servers = store.servers().await.unwrap();
     let err = store.credential(&servers[0].id).await.unwrap_err();
     assert!(matches!(err, StoreError::Unreadable { .. }), "{err}");
