@@ -347,6 +347,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = keyway::gateway::upstream::REQUEST_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout: u64,
 
+    /// The MCP revision to speak to the servers: `auto` asks each (`server/discover`):
+    /// one that speaks only 2026-07-28 gets that, one that speaks both gets the
+    /// handshake for handshake-era clients and 2026-07-28 requests for 2026-07-28
+    /// clients; `2026-07-28` only that; a handshake revision never asks. Clients of
+    /// either generation are served whatever this says.
+    #[arg(long, value_name = "REVISION", default_value = "auto")]
+    pub protocol: keyway::mcp::Protocol,
+
     #[command(flatten)]
     pub deadlines: DeadlineArgs,
 }

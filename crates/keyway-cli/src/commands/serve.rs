@@ -55,8 +55,8 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 headers,
                 kind,
                 deadlines: args.deadlines.deadlines(),
-                protocol: Default::default(),
-                last_protocol: None,
+                protocol: args.protocol.clone(),
+                last_protocol: s.protocol.clone(),
             },
             liveness: Some(Arc::new(store::StillSaved {
                 store: st.clone(),

@@ -16,6 +16,7 @@ mod proxy_url;
 mod race;
 mod security;
 mod serve;
+mod serve_generations;
 mod servers;
 mod testbed;
 mod tls;

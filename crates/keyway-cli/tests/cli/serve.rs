@@ -141,14 +141,14 @@ async fn the_gateway_merges_routes_and_says_what_needs_authorization() {
 
 /// A gateway listening over HTTP: its URL and the token clients send.
 #[derive(Clone)]
-struct Gw {
-    url: String,
-    token: String,
+pub struct Gw {
+    pub url: String,
+    pub token: String,
 }
 
 /// Start `keyway serve --listen`, return it, its URL and its token (from the file it
 /// names).
-async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, Gw) {
+pub async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, Gw) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut cmd = tokio::process::Command::from(k.cmd(&args));
@@ -174,7 +174,7 @@ async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, Gw) {
 }
 
 /// A POST to the gateway with its token.
-async fn post_as(gw: &Gw, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+pub async fn post_as(gw: &Gw, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
     let bearer = format!("Bearer {}", gw.token);
     let mut all = vec![("authorization", bearer.as_str())];
     all.extend_from_slice(headers);
@@ -408,7 +408,7 @@ impl Events {
 }
 
 /// Start an HTTP session: its id.
-async fn http_session(gw: &Gw) -> String {
+pub async fn http_session(gw: &Gw) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let r = post_as(gw, init, &[]).await;
     let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();

@@ -28,7 +28,7 @@ use std::{
 };
 
 use futures::future::{AbortHandle, Abortable};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value, json, value::RawValue};
 use tokio::sync::oneshot;
 
 use super::{DELIVERY_FAILED, DeliveryError, Shared, recovering};
@@ -60,6 +60,9 @@ const HANDSHAKE_REVISIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26"
 pub(super) struct Translator {
     /// The `_meta` every request carries: revision, client capabilities and name.
     meta: Map<String, Value>,
+    /// [`Translator::meta`]'s members as JSON text (no braces), spliced into the
+    /// client's requests.
+    meta_text: String,
     /// The `initialize` result the client gets (any number of times).
     initialize: Value,
     /// The server's capabilities, from `server/discover`.
@@ -85,6 +88,56 @@ impl std::fmt::Debug for Translator {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A JSON object's members in their order, each value as raw text.
+struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+/// A member name, borrowed from the text when it has no escapes.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// `"key":` (escaped as JSON needs).
+fn push_key(out: &mut String, key: &str) {
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(key).to_string());
+    }
+    out.push(':');
+}
+
+/// A message's id as a value (`null` when it has none).
+fn id_of(message: &Message) -> Value {
+    message
+        .id()
+        .and_then(|id| serde_json::from_str(id).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// A JSON-RPC error answer to `id`.
@@ -184,8 +237,11 @@ pub(super) async fn discover(
     if let Some(instructions) = result.get("instructions") {
         initialize["instructions"] = instructions.clone();
     }
+    let meta_text = Value::Object(meta.clone()).to_string();
+    let meta_text = meta_text[1..meta_text.len() - 1].to_owned();
     Ok(Discovered::Modern(Box::new(Translator {
         meta,
+        meta_text,
         initialize,
         capabilities,
         log_level: Mutex::new(None),
@@ -241,6 +297,75 @@ impl Translator {
         request
     }
 
+    /// The client's `request` with the request metadata in its `_meta`, as
+    /// [`Translator::with_meta`] makes it, but on the text: only the top level,
+    /// `params` and `_meta` are read (as raw text), and the rest, a tool's arguments
+    /// say, is copied as it came instead of being parsed and written out again.
+    /// `None` for a request shaped otherwise (a `params` that is not an object).
+    fn with_meta_text(&self, request: &Message) -> Option<Message> {
+        let top: Members<'_> = serde_json::from_str(request.text()).ok()?;
+        let mut out = String::with_capacity(request.text().len() + self.meta_text.len() + 64);
+        out.push('{');
+        let mut has_params = false;
+        for (i, (key, value)) in top.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_key(&mut out, key);
+            if key == "params" {
+                has_params = true;
+                let params: Members<'_> = serde_json::from_str(value.get()).ok()?;
+                self.push_params(&mut out, &params)?;
+            } else {
+                out.push_str(value.get());
+            }
+        }
+        if !has_params {
+            if !top.0.is_empty() {
+                out.push(',');
+            }
+            push_key(&mut out, "params");
+            self.push_params(&mut out, &Members(Vec::new()))?;
+        }
+        out.push('}');
+        Message::parse(out).ok()
+    }
+
+    /// `params` as an object whose `_meta` has the request metadata.
+    fn push_params(&self, out: &mut String, params: &Members<'_>) -> Option<()> {
+        out.push('{');
+        let mut client_meta = None;
+        for (key, value) in &params.0 {
+            if key == "_meta" {
+                client_meta = Some(serde_json::from_str::<Members<'_>>(value.get()).ok()?);
+                continue;
+            }
+            push_key(out, key);
+            out.push_str(value.get());
+            out.push(',');
+        }
+        push_key(out, "_meta");
+        out.push('{');
+        // The client's own entries (a progress token) stay, unless they are keyway's.
+        let level = lock(&self.log_level).clone();
+        for (key, value) in client_meta.iter().flat_map(|m| m.0.iter()) {
+            if self.meta.contains_key(key.as_ref()) || (level.is_some() && key == META_LOG_LEVEL) {
+                continue;
+            }
+            push_key(out, key);
+            out.push_str(value.get());
+            out.push(',');
+        }
+        out.push_str(&self.meta_text);
+        if let Some(level) = level {
+            out.push(',');
+            push_key(out, META_LOG_LEVEL);
+            out.push_str(&level.to_string());
+        }
+        out.push_str("}}");
+        Some(())
+    }
+
     /// The client answered one of keyway's questions: `true` when it was one.
     pub(super) fn answered(&self, message: &Message) -> bool {
         let Some(id) = message.id().filter(|id| id.starts_with("\"keyway-ask-")) else {
@@ -287,13 +412,12 @@ impl Translator {
 /// (and its `input_required` rounds driven); the client gets one answer either way,
 /// unless it cancels the request.
 pub(super) async fn request(s: Arc<Shared>, t: Arc<Translator>, message: Message) {
-    let value = message.value();
-    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let id = id_of(&message);
     let method = message.method().unwrap_or_default().to_owned();
     let answer = match method.as_str() {
         "initialize" => Some(t.initialize_answer(&id).value()),
         "ping" => Some(json!({"jsonrpc": "2.0", "id": id, "result": {}})),
-        "logging/setLevel" => match value.pointer("/params/level") {
+        "logging/setLevel" => match message.value().pointer("/params/level") {
             Some(level) if level.is_string() => {
                 *lock(&t.log_level) = Some(level.clone());
                 Some(json!({"jsonrpc": "2.0", "id": id, "result": {}}))
@@ -301,7 +425,11 @@ pub(super) async fn request(s: Arc<Shared>, t: Arc<Translator>, message: Message
             _ => Some(error(&id, -32602, "logging/setLevel needs a level")),
         },
         "resources/subscribe" | "resources/unsubscribe" => {
-            match value.pointer("/params/uri").and_then(Value::as_str) {
+            match message
+                .value()
+                .pointer("/params/uri")
+                .and_then(Value::as_str)
+            {
                 Some(uri) => {
                     let changed = if method == "resources/subscribe" {
                         lock(&t.subscribed).insert(uri.to_owned())
@@ -325,7 +453,7 @@ pub(super) async fn request(s: Arc<Shared>, t: Arc<Translator>, message: Message
     let key = id.to_string();
     let (handle, registration) = AbortHandle::new_pair();
     lock(&t.running).insert(key.clone(), handle);
-    let run = Abortable::new(forward(&s, &t, value, &method), registration).await;
+    let run = Abortable::new(forward(&s, &t, &message, &method), registration).await;
     lock(&t.running).remove(&key);
     if let Ok(answer) = run {
         if method == "tools/list" && !s.route.filter.is_empty() {
@@ -334,6 +462,22 @@ pub(super) async fn request(s: Arc<Shared>, t: Arc<Translator>, message: Message
             s.out(answer);
         }
     }
+}
+
+/// The `params.name` of a request, read without building the rest.
+fn tool_name(request: &Message) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        params: Option<Params>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        name: Option<String>,
+    }
+    serde_json::from_str::<Request>(request.text())
+        .ok()?
+        .params?
+        .name
 }
 
 /// Whether an answer may be `input_required` (one scan, no parse).
@@ -352,12 +496,15 @@ fn may_ask(method: &str) -> bool {
 }
 
 /// Send `request` on, driving its `input_required` rounds; the answer for the client.
-async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) -> Message {
-    let id = request.get("id").cloned().unwrap_or(Value::Null);
-    let mut request = t.with_meta(request);
+async fn forward(s: &Arc<Shared>, t: &Translator, client: &Message, method: &str) -> Message {
+    let id = id_of(client);
+    let mut next = t
+        .with_meta_text(client)
+        .unwrap_or_else(|| Message::from_value(&t.with_meta(client.value())));
     if method == "tools/call"
-        && let Some(name) = request.pointer("/params/name").and_then(Value::as_str)
+        && let Some(name) = tool_name(client)
     {
+        let name = name.as_str();
         let (listed, rejected) = s.wire.tools_known(name);
         if let Some(reason) = rejected {
             return reply(
@@ -377,8 +524,10 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
         }
     }
     let mut state_only = 0u32;
+    // The request as a value, made for the first retry (most requests need none).
+    let mut request: Option<Value> = None;
     for round in 0..=MAX_ROUNDS {
-        let message = Message::from_value(&request);
+        let message = next;
         let mut answer =
             match recovering(s, &message, || s.wire.call_message(message.clone())).await {
                 // The usual answer, to the client's own id (a first round keeps it):
@@ -474,7 +623,8 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
                 Err(why) => return reply(&id, why.0, why.1),
             }
         };
-        let params = &mut request["params"];
+        let mut retry = request.take().unwrap_or_else(|| message.value());
+        let params = &mut retry["params"];
         if let Some(p) = params.as_object_mut() {
             p.remove("inputResponses");
             p.remove("requestState");
@@ -486,7 +636,9 @@ async fn forward(s: &Arc<Shared>, t: &Translator, request: Value, method: &str) 
             }
         }
         // A retry is a request of its own, with an id of its own.
-        request["id"] = json!(t.next("retry"));
+        retry["id"] = json!(t.next("retry"));
+        next = Message::from_value(&retry);
+        request = Some(retry);
     }
     reply(&id, DELIVERY_FAILED, "unreachable: the rounds loop returns")
 }
@@ -629,5 +781,60 @@ async fn listen(s: Arc<Shared>, mut request: Value) {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translator(level: Option<&str>) -> Translator {
+        let mut meta = Map::new();
+        meta.insert(META_PROTOCOL_VERSION.into(), json!(MODERN_VERSION));
+        meta.insert(META_CLIENT_CAPABILITIES.into(), json!({"sampling": {}}));
+        meta.insert(
+            META_CLIENT_INFO.into(),
+            json!({"name": "c", "version": "1"}),
+        );
+        let text = Value::Object(meta.clone()).to_string();
+        Translator {
+            meta_text: text[1..text.len() - 1].to_owned(),
+            meta,
+            initialize: json!({}),
+            capabilities: json!({}),
+            log_level: Mutex::new(level.map(|l| json!(l))),
+            next_id: AtomicU64::new(0),
+            asks: Mutex::default(),
+            running: Mutex::default(),
+            subscribed: Mutex::default(),
+            listen: Mutex::default(),
+        }
+    }
+
+    /// The request metadata spliced into the text is what putting it into the parsed
+    /// request gives, whatever shape the client's request has.
+    #[test]
+    fn splicing_the_metadata_into_the_text_matches_the_parsed_way() {
+        let requests = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/list","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"h\u00e9 \"q\"","n":[1,{"x":null}]}}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"_meta":{"progressToken":"p","io.modelcontextprotocol/clientInfo":{"name":"spoof"}},"name":"echo"}}"#,
+            r#"{"id":4,"params":{"a\"b":1,"\u0063":2,"_meta":{"io.modelcontextprotocol/logLevel":"debug"}},"method":"prompts/get","jsonrpc":"2.0","x-vendor":{"keep":true}}"#,
+        ];
+        for level in [None, Some("warning")] {
+            let t = translator(level);
+            for text in requests {
+                let message = Message::parse(text.to_owned()).unwrap();
+                let spliced = t.with_meta_text(&message).expect(text);
+                assert_eq!(spliced.value(), t.with_meta(message.value()), "{text}");
+                assert_eq!(spliced.id(), message.id());
+                assert_eq!(spliced.method(), message.method());
+            }
+        }
+        // A `params` that is not an object is left to the parsed way.
+        let odd =
+            Message::parse(r#"{"jsonrpc":"2.0","id":5,"method":"x","params":[1]}"#.into()).unwrap();
+        assert!(translator(None).with_meta_text(&odd).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway over Streamable HTTP (`keyway serve --listen`): POST for requests (JSON
 //! answers), GET for the event stream of notifications and server requests, DELETE to
-//! end. Every request is checked before anything else, its body included: the Host
+//! end. Every request is checked before anything else, its body included, by a layer
+//! over the whole router (no route can skip it, nor a path that has none): the Host
 //! header (DNS rebinding), the Origin header (a web page may only be the gateway's own
 //! origin), and the gateway's bearer token (always required: a page the user visits
 //! can send a request to a loopback port, but cannot know the token). A POST must say
@@ -187,12 +188,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone)]
 struct AppState {
     gw: Arc<Gateway>,
-    guard: Arc<Guard>,
     limits: EdgeLimits,
+    /// Numbers the 2026-07-28 requests, each of which is a session of its own.
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The listener's routes at `/mcp`. Serve them with [`super::edge::serve`], which
-/// applies the connection limits of `limits`; the body limits are applied here.
+/// The listener's routes at `/mcp`, behind the [`Guard`]. Serve them with
+/// [`super::edge::serve`], which applies the connection limits of `limits`; the body
+/// limits are applied here.
 pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
     Router::new()
         .route(
@@ -201,9 +204,29 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
         )
         .with_state(AppState {
             gw,
-            guard: Arc::new(guard),
             limits,
+            requests: Arc::default(),
         })
+        // A layer on the whole router, so every request meets the guard first: each
+        // route's, one added later, and one that matches no route (which would
+        // otherwise tell a stranger what is there).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            guarded,
+        ))
+}
+
+/// The guard as a layer: a request that fails it is answered here, before any
+/// handler runs or its body is read.
+async fn guarded(
+    State(guard): State<Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(refusal) = guard.check(request.headers()) {
+        return refusal.into_response();
+    }
+    next.run(request).await
 }
 
 /// A request's body, read only now that its headers passed the guard: at most
@@ -248,9 +271,6 @@ async fn read_body(
 async fn handle_post(State(s): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    if let Err(r) = s.guard.check(&headers) {
-        return r.into_response();
-    }
     if !is_json(&headers) {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -275,7 +295,36 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
     let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
     // A request (method and id) gets an answer whatever happens; see below.
     let request_id = message.get("method").and(message.get("id")).cloned();
-    match s.gw.handle(session_of(&headers), message).await {
+    let refuse = |code: i64, why: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"jsonrpc": "2.0", "id": request_id.clone(), "error": {"code": code, "message": why}})),
+        )
+            .into_response()
+    };
+    if let Err(why) = super::modern::check_headers(&headers, &message) {
+        return refuse(crate::mcp::modern::HEADER_MISMATCH, why);
+    }
+    let own_session;
+    let session = match message.get("params").and_then(super::modern::revision) {
+        // 2026-07-28: no session; each request is on its own.
+        Some(_) if !session_of(&headers).is_empty() => {
+            return refuse(
+                -32600,
+                "a 2026-07-28 request belongs to no session: send it without Mcp-Session-Id, or initialize and speak the session's revision".into(),
+            );
+        }
+        Some(_) => {
+            own_session = format!(
+                "request-{}",
+                s.requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            own_session.as_str()
+        }
+        None => session_of(&headers),
+    };
+    match s.gw.handle(session, message).await {
         None => match request_id {
             // Cancelled by the client meanwhile. Over HTTP a request's POST still
             // needs an answer; the client ignores it (it cancelled).
@@ -313,9 +362,6 @@ fn session_of(headers: &HeaderMap) -> &str {
 }
 
 async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = s.guard.check(&headers) {
-        return r.into_response();
-    }
     let rx = s.gw.subscribe();
     let stream = events(rx, session_of(&headers).to_owned());
     Sse::new(stream)
@@ -366,16 +412,75 @@ where
     )
 }
 
-async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = s.guard.check(&headers) {
-        return r.into_response();
-    }
+async fn handle_delete() -> Response {
     StatusCode::OK.into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guard is a layer over every route, tested in memory: each method of
+    /// `/mcp`, and a path no route has, is refused the same way without the token or
+    /// from another host, and reaches its handler with them.
+    #[tokio::test]
+    async fn no_route_gets_past_the_guard() {
+        use tower::ServiceExt;
+        let gw = Gateway::start(Vec::new()).await;
+        let router = app(
+            gw,
+            Guard::for_addr("127.0.0.1:7000".parse().unwrap(), Secret::new("t0k"), &[]),
+            EdgeLimits::default(),
+        );
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let send = |method: &str, path: &str, host: &str, token: Option<&str>| {
+            let mut r = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", host)
+                .header("content-type", "application/json");
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let body = if method == "POST" { ping } else { "" };
+            router
+                .clone()
+                .oneshot(r.body(axum::body::Body::from(body)).unwrap())
+        };
+        let good = "127.0.0.1:7000";
+        for (method, path) in [
+            ("POST", "/mcp"),
+            ("GET", "/mcp"),
+            ("DELETE", "/mcp"),
+            ("PUT", "/mcp"),
+            ("GET", "/"),
+            ("POST", "/admin"),
+        ] {
+            for (host, token, refused) in [
+                (good, None, StatusCode::UNAUTHORIZED),
+                (good, Some("nope"), StatusCode::UNAUTHORIZED),
+                ("evil.example:7000", Some("t0k"), StatusCode::FORBIDDEN),
+            ] {
+                let r = send(method, path, host, token).await.unwrap();
+                assert_eq!(
+                    r.status(),
+                    refused,
+                    "{method} {path} from {host} with {token:?}"
+                );
+            }
+        }
+        let r = send("POST", "/mcp", good, Some("t0k")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["result"], json!({}), "{answer}");
+        let r = send("DELETE", "/mcp", good, Some("t0k")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = send("GET", "/admin", good, Some("t0k")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = send("PUT", "/mcp", good, Some("t0k")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
 
     #[test]
     fn an_empty_token_opens_nothing() {

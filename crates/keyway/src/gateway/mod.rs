@@ -3,9 +3,14 @@
 //! each call is routed to its server as raw JSON (unknown fields survive). A server
 //! that fails never takes the gateway down; one that needs authorization shows up as
 //! a tool whose call says what to run.
+//!
+//! Clients of both generations are served: one that sends `initialize` gets the
+//! handshake revisions, one whose requests carry MCP 2026-07-28 metadata gets
+//! `server/discover` and per-request answers with no session ([`modern`]).
 
 pub mod edge;
 pub mod http;
+pub mod modern;
 pub mod upstream;
 
 use std::{
@@ -175,7 +180,7 @@ impl ProgressRoutes {
 }
 
 /// A downstream request's result: built by the gateway, or the server's as it wrote it.
-enum Outcome {
+pub(crate) enum Outcome {
     Built(Value),
     Raw(Box<serde_json::value::RawValue>),
 }
@@ -326,6 +331,15 @@ impl Gateway {
             .get_mut("params")
             .map(Value::take)
             .unwrap_or(Value::Null);
+        let modern = match modern::revision(&params) {
+            None => false,
+            Some(crate::mcp::modern::MODERN_VERSION) => true,
+            Some(other) => {
+                let error = modern::unsupported(other);
+                return id
+                    .map(|id| json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string());
+            }
+        };
         let Some(method) = message.get("method").and_then(Value::as_str) else {
             // An answer to a server request we forwarded (it has no params).
             self.answer_upstream(message).await;
@@ -363,7 +377,18 @@ impl Gateway {
         let outcome = tokio::select! {
             biased;
             () = flight.cancelled.cancelled() => return None,
-            outcome = self.dispatch(method, params, &flight.carrier) => outcome,
+            outcome = self.dispatch(method, params, &flight.carrier, modern) => outcome,
+        };
+        // A 2026-07-28 server's request for more input reaches a 2026-07-28 client as
+        // it is; a handshake-era client could not make sense of it.
+        let outcome = match outcome {
+            Ok(result) if !modern => match modern::input_wanted(&result) {
+                Some(asked) => Err(json!({"code": -32000, "message": format!(
+                    "the server needs more from the client to answer ({asked}), which keyway serve cannot ask a client of this revision for yet; reach this server through `keyway proxy` instead"
+                )})),
+                None => Ok(result),
+            },
+            other => other,
         };
         Some(match outcome {
             Ok(Outcome::Built(result)) => {
@@ -420,25 +445,41 @@ impl Gateway {
         method: &str,
         params: Value,
         carrier: &Carrier,
+        modern: bool,
     ) -> Result<Outcome, Value> {
         let built = |v: Value| Ok(Outcome::Built(v));
+        if modern && modern::handshake_only(method) {
+            return Err(json!({"code": -32601, "message": format!(
+                "{method} is not a method of MCP 2026-07-28 (it has no handshake, ping, session log level or resources/subscribe)"
+            )}));
+        }
+        let list = |mut v: Value| {
+            if modern {
+                modern::add_caching_hints(&mut v);
+            }
+            Ok(Outcome::Built(v))
+        };
         match method {
-            "initialize" => built(self.initialize(&params)),
-            "ping" => built(json!({})),
-            "tools/list" => built(self.list("tools/list", "tools", true).await),
-            "prompts/list" => built(self.list("prompts/list", "prompts", false).await),
-            "resources/list" => built(self.list_resources("resources/list", "resources").await),
-            "resources/templates/list" => built(
+            "server/discover" => built(self.discover()),
+            "subscriptions/listen" => Err(json!({"code": -32601, "message":
+                "keyway serve does not offer subscriptions/listen yet: list the tools, prompts and resources again to see changes"})),
+            "completion/complete" => self.complete(params, carrier).await.map(Outcome::Built),
+            "tools/list" => list(self.list("tools/list", "tools", true).await),
+            "prompts/list" => list(self.list("prompts/list", "prompts", false).await),
+            "resources/list" => list(self.list_resources("resources/list", "resources").await),
+            "resources/templates/list" => list(
                 self.list_resources("resources/templates/list", "resourceTemplates")
                     .await,
             ),
+            "initialize" => built(self.initialize(&params)),
+            "ping" => built(json!({})),
             "tools/call" => self.call_tool(params, carrier).await,
             "prompts/get" => self
                 .by_prefix("prompts/get", params, carrier)
                 .await
                 .map(Outcome::Built),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => self
-                .by_uri(method, params, carrier)
+                .by_uri(method, params, carrier, modern)
                 .await
                 .map(Outcome::Built),
             "logging/setLevel" => {
@@ -450,6 +491,72 @@ impl Gateway {
                 built(json!({}))
             }
             other => Err(json!({"code": -32601, "message": format!("method not found: {other}")})),
+        }
+    }
+
+    /// The answer to `server/discover`: the revisions the gateway speaks and what it
+    /// offers a 2026-07-28 client (no list-change notifications or resource
+    /// subscriptions yet: those need `subscriptions/listen`).
+    fn discover(&self) -> Value {
+        let handshake = self.initialize(&json!({}));
+        json!({
+            "resultType": "complete",
+            "supportedVersions": modern::SUPPORTED,
+            "capabilities": {
+                "tools": {},
+                "prompts": {},
+                "resources": {},
+                "completions": {},
+            },
+            "instructions": handshake["instructions"],
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": handshake["serverInfo"]},
+        })
+    }
+
+    /// `completion/complete`, routed by what it completes: a prompt by its prefixed
+    /// name, a resource template by its URI.
+    async fn complete(&self, mut params: Value, carrier: &Carrier) -> Result<Value, Value> {
+        let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+        match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let (i, name) = self.route_name(&reference)?;
+                let upstream = self
+                    .slot(i)
+                    .map_err(|e| json!({"code": -32603, "message": e.to_string()}))?;
+                params["ref"]["name"] = json!(name);
+                upstream
+                    .request_carrying("completion/complete", params, Some(carrier))
+                    .await
+                    .map_err(rpc_error)
+            }
+            Some("ref/resource") => {
+                let uri = reference.get("uri").cloned().unwrap_or(Value::Null);
+                let mut routed = params.clone();
+                routed["uri"] = uri;
+                let owner = self.owner(&routed).await;
+                let candidates: Vec<usize> = match owner {
+                    Some(i) => vec![i],
+                    None => (0..self.slots.len()).collect(),
+                };
+                let mut last =
+                    json!({"code": -32602, "message": "no server has that resource template"});
+                for i in candidates {
+                    let Ok(u) = self.slot(i) else { continue };
+                    match u
+                        .request_carrying("completion/complete", params.clone(), Some(carrier))
+                        .await
+                    {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last = rpc_error(e),
+                    }
+                }
+                Err(last)
+            }
+            _ => Err(
+                json!({"code": -32602, "message": "completion/complete needs a ref of type ref/prompt or ref/resource"}),
+            ),
         }
     }
 
@@ -654,33 +761,48 @@ impl Gateway {
             .map_err(rpc_error)
     }
 
-    async fn by_uri(&self, method: &str, params: Value, carrier: &Carrier) -> Result<Value, Value> {
+    /// The server that listed the resource (or template) at `params.uri`, listing
+    /// again first when none did so far.
+    async fn owner(&self, params: &Value) -> Option<usize> {
+        let uri = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let known = |gw: &Self| {
+            gw.resources
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(uri)
+                .copied()
+        };
+        if let Some(i) = known(self) {
+            return Some(i);
+        }
+        self.list_resources("resources/list", "resources").await;
+        known(self)
+    }
+
+    async fn by_uri(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: &Carrier,
+        modern: bool,
+    ) -> Result<Value, Value> {
         let uri = params
             .get("uri")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let mut owner = self
-            .resources
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&uri)
-            .copied();
-        if owner.is_none() {
-            self.list_resources("resources/list", "resources").await;
-            owner = self
-                .resources
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&uri)
-                .copied();
-        }
+        let owner = self.owner(&params).await;
         // A templated or unlisted URI: ask each server until one knows it.
         let candidates: Vec<usize> = match owner {
             Some(i) => vec![i],
             None => (0..self.slots.len()).collect(),
         };
-        let mut last = json!({"code": -32002, "message": format!("resource not found: {uri}")});
+        // "Resource not found" is -32602 in 2026-07-28, -32002 before.
+        let code = if modern { -32602 } else { -32002 };
+        let mut last = json!({"code": code, "message": format!("resource not found: {uri}")});
         for i in candidates {
             let Ok(u) = self.slot(i) else { continue };
             match u
@@ -812,7 +934,18 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
             } => {
                 let id = message.get("id").cloned().unwrap_or(Value::Null);
                 message["id"] = json!(forwarded_id(server, &id));
-                message
+                if gw.downstream.send(Notice::everyone(message)).is_err() {
+                    // Nobody to ask (only 2026-07-28 clients, which have no stream for
+                    // it): the server hears so at once instead of waiting.
+                    if let Ok(u) = gw.slot(server) {
+                        let refusal = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
+                            "message": "no client of keyway's gateway can answer this request now"}});
+                        if let Err(e) = u.send_raw(&refusal).await {
+                            tracing::debug!("refusing a server request failed: {e}");
+                        }
+                    }
+                }
+                continue;
             }
         };
         let _ = gw.downstream.send(Notice::everyone(message));

@@ -1,11 +1,24 @@
 //! One upstream server of the gateway: a raw JSON-RPC client on a [`Wire`], with
-//! request/answer correlation, the handshake, one reconnect when the connection drops,
-//! and the server's own requests and notifications handed to the gateway.
+//! request/answer correlation, the start (MCP 2026-07-28's `server/discover` where the
+//! server speaks it, else the `initialize` handshake), one reconnect when the
+//! connection drops, and the server's own requests and notifications handed to the
+//! gateway.
+//!
+//! A server that speaks both generations gets the handshake, so a handshake-era client
+//! keeps its server requests (elicitation, sampling, roots) relayed as before, and the
+//! requests of a 2026-07-28 client go to it as 2026-07-28 requests (no session) with
+//! that client's own request metadata: the server judges what it may ask of the client
+//! that is really there, and its `input_required` results pass back untouched. A
+//! server that speaks only 2026-07-28 gets the gateway's own metadata on the requests
+//! of a handshake-era client; it offers no client capabilities, so the server answers a
+//! request that needs the client's input with `MissingRequiredClientCapability` rather
+//! than asking for what the gateway cannot relay yet. A handshake-only server never
+//! sees 2026-07-28 metadata, whoever sent it.
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -14,7 +27,26 @@ use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
 use tokio::sync::mpsc;
 
-use crate::mcp::wire::{Inbound, Message, Wire, WireConfig, WireError};
+use crate::mcp::{
+    modern::{
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION,
+        is_modern,
+    },
+    wire::{Inbound, Message, Protocol, Wire, WireConfig, WireError, WireKind},
+};
+
+/// How long `server/discover` may take before the server is taken for one that knows
+/// only the handshake (as rmcp's client waits).
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `_meta` keys of 2026-07-28 request metadata, which a handshake server must not
+/// get (its wire would take the request for a 2026-07-28 one).
+const REQUEST_METADATA: [&str; 4] = [
+    META_PROTOCOL_VERSION,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    "io.modelcontextprotocol/logLevel",
+];
 
 /// How long an upstream request may go without its answer or a progress report (each
 /// report starts the wait again, as MCP's lifecycle allows), unless configured.
@@ -107,8 +139,17 @@ pub(crate) struct Upstream {
     pub name: String,
     wire: Wire,
     next_id: AtomicU64,
-    /// The server's `initialize` result.
+    /// The server's `initialize` result (for a 2026-07-28 server, one made from its
+    /// `server/discover` result).
     pub server_info: Mutex<Option<Value>>,
+    /// The revision to speak (`--protocol`).
+    protocol: Protocol,
+    /// The revision the server spoke last time (a saved server's record).
+    last_protocol: Option<String>,
+    /// Whether the server speaks 2026-07-28 (decided at each start).
+    modern: AtomicBool,
+    /// Whether the gateway has a handshake session with it (decided at each start).
+    session: AtomicBool,
     /// Bumped by every reconnect; read on every request, so not behind the lock.
     generation: AtomicU64,
     /// Held while reconnecting, so concurrent failures share one reconnect.
@@ -140,6 +181,8 @@ impl Upstream {
             server: name.to_owned(),
             message,
         };
+        let protocol = config.protocol.clone();
+        let last_protocol = config.last_protocol.clone();
         let (wire, inbound) = Wire::connect(config).await.map_err(|e| match e {
             WireError::Unauthorized { .. } => UpstreamError::NeedsAuth {
                 server: name.to_owned(),
@@ -152,6 +195,10 @@ impl Upstream {
             wire,
             next_id: AtomicU64::new(1),
             server_info: Mutex::new(None),
+            protocol,
+            last_protocol,
+            modern: AtomicBool::new(false),
+            session: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             reconnect: tokio::sync::Mutex::new(()),
             liveness,
@@ -162,7 +209,104 @@ impl Upstream {
         Ok(up)
     }
 
+    /// Whether the server speaks 2026-07-28 (no session, metadata on each request).
+    pub fn is_modern(&self) -> bool {
+        self.modern.load(Ordering::SeqCst)
+    }
+
+    /// Start speaking to the server: `server/discover` first where the revision may be
+    /// 2026-07-28, then the handshake unless the server speaks only 2026-07-28 (or
+    /// `--protocol 2026-07-28` asked for nothing else).
     async fn handshake(&self) -> Result<(), UpstreamError> {
+        let remembered_handshake = self.protocol == Protocol::Auto
+            && self.last_protocol.as_deref().is_some_and(|v| !is_modern(v));
+        if remembered_handshake {
+            // It spoke the handshake last time: no discovery first, unless the
+            // handshake is refused now.
+            match self.initialize().await {
+                Ok(()) => {
+                    self.modern.store(false, Ordering::SeqCst);
+                    self.session.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(e @ UpstreamError::NeedsAuth { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::info!(server = %self.name, "the handshake it took last time failed ({e}); asking what it speaks")
+                }
+            }
+        }
+        let only_modern = matches!(&self.protocol, Protocol::Exactly(v) if is_modern(v));
+        let try_modern = self.wire.kind() == WireKind::StreamableHttp
+            && (only_modern || self.protocol == Protocol::Auto);
+        let found = if try_modern {
+            self.discover().await?
+        } else {
+            None
+        };
+        self.modern.store(found.is_some(), Ordering::SeqCst);
+        match found {
+            Some((info, handshake_too)) if only_modern || !handshake_too => {
+                *self.server_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+                self.session.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+            None if only_modern => Err(UpstreamError::Failed {
+                server: self.name.clone(),
+                message: "it does not speak 2026-07-28 (--protocol asked for it)".into(),
+            }),
+            _ => {
+                self.initialize().await?;
+                self.session.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    /// `server/discover`: the server's capabilities, name and instructions as an
+    /// `initialize` result would hold them when it speaks 2026-07-28, and whether it
+    /// names a handshake revision too; `None` when it refuses the request, does not
+    /// answer it in time, or names only other revisions.
+    async fn discover(&self) -> Result<Option<(Value, bool)>, UpstreamError> {
+        let params = json!({"_meta": gateway_meta()});
+        let asked = self.request_once("server/discover", &params, None);
+        let answer = match tokio::time::timeout(DISCOVER_TIMEOUT, asked).await {
+            Err(_) => return Ok(None),
+            Ok(Err(e @ UpstreamError::NeedsAuth { .. })) => return Err(e),
+            Ok(Err(e)) => {
+                tracing::debug!(server = %self.name, "server/discover refused: {e}");
+                return Ok(None);
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let Ok(result) = self.result_of("server/discover", &answer) else {
+            return Ok(None);
+        };
+        let result = self.value_of(&result)?;
+        let versions: Vec<&str> = result
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !versions.contains(&MODERN_VERSION) {
+            return Ok(None);
+        }
+        let handshake_too = versions.iter().any(|v| !is_modern(v));
+        let server_info = result
+            .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+            .cloned()
+            .unwrap_or_else(|| json!({"name": self.name, "version": "unknown"}));
+        let mut info = json!({
+            "protocolVersion": MODERN_VERSION,
+            "capabilities": result.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+            "serverInfo": server_info,
+        });
+        if let Some(instructions) = result.get("instructions") {
+            info["instructions"] = instructions.clone();
+        }
+        Ok(Some((info, handshake_too)))
+    }
+
+    async fn initialize(&self) -> Result<(), UpstreamError> {
         let result = self
             .request_once(
                 "initialize",
@@ -312,7 +456,19 @@ impl Upstream {
         if let Some(c) = carrier {
             c.set(self.index, &id);
         }
-        let message = Message::request(&id, method, params);
+        // The start's own requests are as the gateway made them.
+        let adjusted = match method {
+            "server/discover" | "initialize" => None,
+            _ => with_metadata(
+                params,
+                self.is_modern(),
+                self.session.load(Ordering::SeqCst),
+            ),
+        };
+        let message = match adjusted {
+            Some(params) => Message::request(&id, method, &params),
+            None => Message::request(&id, method, params),
+        };
         let call = self.wire.call_message(message);
         tokio::pin!(call);
         let started = tokio::time::Instant::now();
@@ -369,6 +525,53 @@ impl Upstream {
 
 const DROPPED: &str = "dropped: ";
 
+/// The gateway's own request metadata for a 2026-07-28 server: no client capabilities
+/// (see the module's notes).
+fn gateway_meta() -> Value {
+    json!({
+        META_PROTOCOL_VERSION: MODERN_VERSION,
+        META_CLIENT_CAPABILITIES: {},
+        META_CLIENT_INFO: {"name": "keyway-gateway", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// `params` as the server takes them, when they need changing (see the module's
+/// notes): a 2026-07-28 client's request metadata kept for a server that speaks
+/// 2026-07-28 (`modern`) and taken out for one that does not; a handshake-era client's
+/// request given the gateway's metadata where there is no `session` to carry it.
+/// `None`: as they are.
+fn with_metadata(params: &Value, modern: bool, session: bool) -> Option<Value> {
+    let meta = params.get("_meta").and_then(Value::as_object);
+    let has_version = meta.is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
+    if has_version {
+        if modern {
+            return None;
+        }
+        let mut params = params.clone();
+        if let Some(m) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+            m.retain(|k, _| !REQUEST_METADATA.contains(&k.as_str()));
+        }
+        return Some(params);
+    }
+    if session || !modern {
+        return None;
+    }
+    let mut params = match params {
+        Value::Object(_) => params.clone(),
+        _ => json!({}),
+    };
+    let ours = gateway_meta();
+    match params.get_mut("_meta").and_then(Value::as_object_mut) {
+        Some(m) => {
+            if let Value::Object(ours) = ours {
+                m.extend(ours);
+            }
+        }
+        None => params["_meta"] = ours,
+    }
+    Some(params)
+}
+
 /// The server's own requests and notifications to the gateway (answers go straight
 /// to their callers; one that comes here was given up on). A full event queue holds
 /// this task, which fills the wire's queue, which stops the wire reading the server.
@@ -396,5 +599,35 @@ async fn route(
         if events.send(event).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_server_gets_the_metadata_of_its_generation() {
+        let modern_client = json!({"name": "t", "_meta": {
+            META_PROTOCOL_VERSION: MODERN_VERSION,
+            META_CLIENT_CAPABILITIES: {"elicitation": {}},
+            "progressToken": "p"}});
+        let old_client = json!({"name": "t", "_meta": {"progressToken": "p"}});
+        // A server of both generations, with a session: each as it came.
+        assert_eq!(with_metadata(&modern_client, true, true), None);
+        assert_eq!(with_metadata(&old_client, true, true), None);
+        // Only 2026-07-28: the handshake client's request gets the gateway's metadata.
+        let given = with_metadata(&old_client, true, false).unwrap();
+        assert_eq!(given["_meta"][META_PROTOCOL_VERSION], MODERN_VERSION);
+        assert_eq!(given["_meta"][META_CLIENT_CAPABILITIES], json!({}));
+        assert_eq!(given["_meta"]["progressToken"], "p");
+        assert_eq!(
+            with_metadata(&json!(null), true, false).unwrap()["_meta"][META_CLIENT_INFO]["name"],
+            "keyway-gateway"
+        );
+        // Handshake only: a 2026-07-28 client's metadata is taken out, the rest stays.
+        let stripped = with_metadata(&modern_client, false, true).unwrap();
+        assert_eq!(stripped["_meta"], json!({"progressToken": "p"}));
+        assert_eq!(with_metadata(&old_client, false, true), None);
     }
 }

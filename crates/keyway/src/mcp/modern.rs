@@ -82,6 +82,22 @@ pub fn encode_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// A header value as [`encode_value`] wrote it, read back: the text of the sentinel
+/// form `=?base64?…?=`, or the value as it is. `None` when the sentinel form does not
+/// hold base64 of UTF-8.
+pub fn decode_value(value: &str) -> Option<String> {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        None => Some(value.trim_matches([' ', '\t']).to_owned()),
+    }
+}
+
 /// One `x-mcp-header` annotation: the header's name part and where its value sits in
 /// the arguments (a chain of `properties` keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +224,13 @@ impl ToolHeaders {
         self.rejected.get(tool)
     }
 
+    /// Whether `tool` has arguments that go into headers.
+    pub fn annotated(&self, tool: &str) -> bool {
+        self.by_tool
+            .get(tool)
+            .is_some_and(|found| !found.is_empty())
+    }
+
     /// The `Mcp-Param-*` headers of a `tools/call` with these `arguments`: one per
     /// annotated property that has a value there (a null or absent one has none).
     pub fn headers(&self, tool: &str, arguments: Option<&Value>) -> Vec<(HeaderName, HeaderValue)> {
@@ -325,11 +348,41 @@ pub fn request_headers(
     message: &Message,
     tools: &ToolHeaders,
 ) -> Option<Vec<(HeaderName, HeaderValue)>> {
-    let v: Value = serde_json::from_str(message.text()).ok()?;
-    let params = v.get("params");
-    let version = params?.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()?;
+    use serde_json::value::RawValue;
+    /// The members read, each as raw text: the rest of the message is skipped, not
+    /// built into values (a tool's arguments can be most of it).
+    #[derive(serde::Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(rename = "_meta", borrow)]
+        meta: Option<&'a RawValue>,
+        #[serde(borrow)]
+        name: Option<&'a RawValue>,
+        #[serde(borrow)]
+        uri: Option<&'a RawValue>,
+        #[serde(borrow)]
+        arguments: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta<'a> {
+        #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
+        version: Option<&'a RawValue>,
+    }
+    /// A raw member that is a string, unescaped.
+    fn string(raw: Option<&RawValue>) -> Option<std::borrow::Cow<'_, str>> {
+        serde_json::from_str(raw?.get()).ok()
+    }
+    let request: Request<'_> = serde_json::from_str(message.text()).ok()?;
+    // A `params` or `_meta` that is not an object declares no revision.
+    let params: Params<'_> = serde_json::from_str(request.params?.get()).ok()?;
+    let meta: Meta<'_> = serde_json::from_str(params.meta?.get()).ok()?;
+    let version = string(meta.version)?;
     let mut out = Vec::with_capacity(4);
-    if let Ok(v) = HeaderValue::from_str(version) {
+    if let Ok(v) = HeaderValue::from_str(&version) {
         out.push((HeaderName::from_static("mcp-protocol-version"), v));
     }
     let Some(method) = message.method() else {
@@ -337,16 +390,17 @@ pub fn request_headers(
     };
     out.push((MCP_METHOD, encode_value(method)));
     let named = match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
+        "tools/call" | "prompts/get" => params.name,
+        "resources/read" => params.uri,
         _ => None,
     };
-    if let Some(field) = named
-        && let Some(name) = params.and_then(|p| p.get(field)).and_then(Value::as_str)
-    {
-        out.push((MCP_NAME, encode_value(name)));
-        if method == "tools/call" {
-            out.extend(tools.headers(name, params.and_then(|p| p.get("arguments"))));
+    if let Some(name) = string(named) {
+        out.push((MCP_NAME, encode_value(&name)));
+        if method == "tools/call" && tools.annotated(&name) {
+            let arguments: Option<Value> = params
+                .arguments
+                .and_then(|a| serde_json::from_str(a.get()).ok());
+            out.extend(tools.headers(&name, arguments.as_ref()));
         }
     }
     Some(out)
@@ -366,6 +420,11 @@ mod tests {
             "=?base64?SGVsbG8sIOS4lueVjA==?="
         );
         assert_eq!(encode_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
+        for text in ["us-west1", "Hello, 世界", " padded ", "=?base64?literal?="] {
+            let sent = encode_value(text);
+            assert_eq!(decode_value(sent.to_str().unwrap()).as_deref(), Some(text));
+        }
+        assert_eq!(decode_value("=?base64?not base64!?="), None);
         assert_eq!(encode_value("line1\nline2"), "=?base64?bGluZTEKbGluZTI=?=");
         assert_eq!(
             encode_value("=?base64?literal?="),

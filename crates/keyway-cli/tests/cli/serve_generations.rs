@@ -1,0 +1,295 @@
+//! `keyway serve` for clients of both MCP generations: a 2026-07-28 client (per-request
+//! metadata, no session) beside a handshake-era one, in front of servers that speak
+//! both or only 2026-07-28, and the bad input that mixing them brings.
+
+use keyway_testbed::McpRevision;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Keyway, stderr, testbed},
+    proxy::{Client, text},
+    serve::{Gw, http_session, listen, post_as},
+};
+
+/// A 2026-07-28 request: `params` with the request metadata (`capabilities` the
+/// client's).
+fn modern(id: u64, method: &str, mut params: Value, capabilities: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "new-client", "version": "1"},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// POST a 2026-07-28 request with the headers its body calls for: the status, whether
+/// a session id came back, and the answer.
+async fn send_modern(gw: &Gw, request: &Value) -> (u16, bool, Value) {
+    let method = request["method"].as_str().unwrap().to_owned();
+    let name = request["params"]
+        .get("name")
+        .or_else(|| request["params"].get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut headers = vec![
+        ("mcp-protocol-version", "2026-07-28".to_owned()),
+        ("mcp-method", method),
+    ];
+    if let Some(n) = name {
+        headers.push(("mcp-name", n));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post_as(gw, request.clone(), &headers).await;
+    let status = r.status().as_u16();
+    let session = r.headers().contains_key("mcp-session-id");
+    (status, session, r.json().await.unwrap())
+}
+
+async fn saved(revision: McpRevision) -> (keyway_testbed::Testbed, Keyway) {
+    let tb = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = revision;
+    })
+    .await;
+    let k = Keyway::new();
+    let out = k.run_async(&["add", tb.mcp_url(), "--name", "alpha"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    (tb, k)
+}
+
+/// A 2026-07-28 client and a handshake client on one gateway in front of a server that
+/// speaks both: the first gets `server/discover` and sessionless answers, its calls
+/// reach the server as 2026-07-28 requests with its own capabilities (so the server's
+/// `input_required` rounds pass back to it untouched, its `requestState` included);
+/// the second keeps its session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_client_and_a_handshake_client_share_the_gateway() {
+    let (_tb, k) = saved(McpRevision::Both).await;
+    let (_gw, gw) = listen(&k, &[]).await;
+
+    let (status, session, discover) =
+        send_modern(&gw, &modern(1, "server/discover", json!({}), json!({}))).await;
+    assert_eq!((status, session), (200, false), "{discover}");
+    let versions = &discover["result"]["supportedVersions"];
+    assert_eq!(versions[0], "2026-07-28", "{discover}");
+    assert!(versions.as_array().unwrap().contains(&json!("2025-11-25")));
+    assert_eq!(
+        discover["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "keyway-gateway"
+    );
+
+    let (_, session, tools) =
+        send_modern(&gw, &modern(2, "tools/list", json!({}), json!({}))).await;
+    assert!(!session);
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{tools}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"alpha__echo"), "{names:?}");
+    assert_eq!(tools["result"]["ttlMs"], 0);
+    assert_eq!(tools["result"]["cacheScope"], "private");
+
+    let echo = modern(
+        3,
+        "tools/call",
+        json!({"name": "alpha__echo", "arguments": {"text": "new"}}),
+        json!({}),
+    );
+    let (status, _, r) = send_modern(&gw, &echo).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(text(&r), "new");
+
+    // The server asks this client for a name: input_required, passed back as it is.
+    let asks = json!({"elicitation": {}});
+    let ask = modern(
+        4,
+        "tools/call",
+        json!({"name": "alpha__ask_name", "arguments": {}}),
+        asks.clone(),
+    );
+    let (_, _, first) = send_modern(&gw, &ask).await;
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let (key, question) = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(question["method"], "elicitation/create");
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    let answer = json!({key.clone(): {"action": "accept", "content": {"name": "Ada"}}});
+    let retry = modern(
+        5,
+        "tools/call",
+        json!({"name": "alpha__ask_name", "arguments": {}, "inputResponses": answer, "requestState": state}),
+        asks.clone(),
+    );
+    let (_, _, done) = send_modern(&gw, &retry).await;
+    assert_eq!(text(&done), "name Ada", "{done}");
+    // A tampered state is the server's to refuse, and its refusal comes back.
+    let mut tampered = retry.clone();
+    tampered["params"]["requestState"] = json!(format!("{state}x"));
+    let (_, _, refused) = send_modern(&gw, &tampered).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
+    // The handshake client beside it keeps its session and its answers.
+    let session = http_session(&gw).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "alpha__echo", "arguments": {"text": "old"}}});
+    let r: Value = post_as(&gw, call, &[("mcp-session-id", session.as_str())])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "old");
+}
+
+/// What a 2026-07-28 request gets wrong is refused with the error that says so:
+/// headers that disagree with the body (-32020, HTTP 400), a session id on a request
+/// that has no session, a revision the gateway does not speak (-32022, listing those it
+/// does), a method 2026-07-28 does not have.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_request_that_gets_it_wrong_is_told_what() {
+    let (_tb, k) = saved(McpRevision::Both).await;
+    let (_gw, gw) = listen(&k, &[]).await;
+    let echo = modern(
+        1,
+        "tools/call",
+        json!({"name": "alpha__echo", "arguments": {"text": "x"}}),
+        json!({}),
+    );
+    for (headers, why) in [
+        (
+            vec![("mcp-method", "tools/call"), ("mcp-name", "alpha__echo")],
+            "mcp-protocol-version",
+        ),
+        (
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-name", "alpha__echo"),
+            ],
+            "mcp-method",
+        ),
+        (
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "alpha__other"),
+            ],
+            "mcp-name",
+        ),
+        (
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+                ("mcp-name", "alpha__echo"),
+            ],
+            "mcp-method",
+        ),
+    ] {
+        let r = post_as(&gw, echo.clone(), &headers).await;
+        assert_eq!(r.status(), 400, "{why}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32020, "{body}");
+        assert_eq!(body["id"], 1);
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+    }
+    let session = http_session(&gw).await;
+    let r = post_as(
+        &gw,
+        echo.clone(),
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "alpha__echo"),
+            ("mcp-session-id", session.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no session"),
+        "{body}"
+    );
+
+    let mut future = modern(2, "tools/list", json!({}), json!({}));
+    future["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let r = post_as(
+        &gw,
+        future,
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ],
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32022, "{body}");
+    assert_eq!(body["error"]["data"]["supported"][0], "2026-07-28");
+
+    let (_, _, ping) = send_modern(&gw, &modern(3, "ping", json!({}), json!({}))).await;
+    assert_eq!(ping["error"]["code"], -32601, "{ping}");
+}
+
+/// A server that speaks only 2026-07-28 serves handshake clients through the gateway
+/// too (the gateway's request metadata on their calls), and 2026-07-28 clients on
+/// stdio. A call that needs a handshake client's input ends at once with an error
+/// that says what was wanted and where it works (the gateway offers the server no
+/// client capabilities for such a client; a server that asks anyway is answered so).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_only_server_serves_both_generations() {
+    let (tb, k) = saved(McpRevision::Modern).await;
+    let mut c = Client::spawn(&k, &["serve"]);
+    let init = c.initialize().await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "keyway-gateway");
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "alpha__echo", "arguments": {"text": "old"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "old");
+    let asked = c
+        .request(
+            "tools/call",
+            json!({"name": "alpha__ask_name", "arguments": {}}),
+        )
+        .await;
+    let why = asked["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{asked}"));
+    assert!(
+        why.contains("elicitation/create") && why.contains("keyway proxy"),
+        "{why}"
+    );
+    // A 2026-07-28 request on the same stdio: answered on its own.
+    c.send(&modern(
+        77,
+        "tools/call",
+        json!({"name": "alpha__echo", "arguments": {"text": "new"}}),
+        json!({}),
+    ))
+    .await;
+    let answer = loop {
+        let m = c.next().await;
+        if m["id"] == 77 {
+            break m;
+        }
+    };
+    assert_eq!(text(&answer), "new");
+    c.finish().await;
+    assert_eq!(
+        tb.stats().path("DELETE /mcp"),
+        0,
+        "no session with a 2026-07-28 server"
+    );
+}

@@ -1,0 +1,220 @@
+//! The gateway as a server of MCP 2026-07-28 (per-request metadata, no session),
+//! beside the handshake revisions: which generation a request is, the HTTP request
+//! headers a 2026-07-28 request must carry and agree with, and the answer to
+//! `server/discover`. No I/O here.
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::mcp::modern::{HEADER_MISMATCH, META_PROTOCOL_VERSION, MODERN_VERSION, decode_value};
+
+/// Every revision the gateway speaks downstream, newest first.
+pub const SUPPORTED: [&str; 5] = [
+    MODERN_VERSION,
+    "2025-11-25",
+    "2025-06-18",
+    "2025-03-26",
+    "2024-11-05",
+];
+
+/// The revision a request declares in `params._meta` (a 2026-07-28 request does;
+/// a handshake-era one does not).
+pub fn revision(params: &Value) -> Option<&str> {
+    params.get("_meta")?.get(META_PROTOCOL_VERSION)?.as_str()
+}
+
+/// The error for a request at a revision the gateway does not speak.
+pub fn unsupported(requested: &str) -> Value {
+    json!({
+        "code": crate::mcp::modern::UNSUPPORTED_VERSION,
+        "message": format!("protocol revision {requested} is not supported; use 2026-07-28 or the initialize handshake"),
+        "data": {"supported": SUPPORTED, "requested": requested},
+    })
+}
+
+/// Methods of the handshake revisions that 2026-07-28 has not: refused as unknown
+/// when a 2026-07-28 request names them.
+pub fn handshake_only(method: &str) -> bool {
+    matches!(
+        method,
+        "initialize"
+            | "ping"
+            | "logging/setLevel"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+    )
+}
+
+/// The caching hints a 2026-07-28 list result must carry. The gateway's lists depend
+/// on which servers are up and on the user's own authorizations: not to be kept, and
+/// not to be shared.
+pub fn add_caching_hints(result: &mut Value) {
+    if let Some(r) = result.as_object_mut() {
+        r.entry("ttlMs").or_insert(json!(0));
+        r.entry("cacheScope").or_insert(json!("private"));
+    }
+}
+
+/// The methods a 2026-07-28 `input_required` result asks the client for (joined for
+/// a message), or `None` for any other result.
+pub(crate) fn input_wanted(result: &super::Outcome) -> Option<String> {
+    let parsed;
+    let value = match result {
+        super::Outcome::Built(v) => v,
+        super::Outcome::Raw(raw) => {
+            // One scan before any parse: most results are not this.
+            memchr::memmem::find(raw.get().as_bytes(), b"input_required")?;
+            parsed = serde_json::from_str::<Value>(raw.get()).ok()?;
+            &parsed
+        }
+    };
+    if value.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    let mut methods: Vec<&str> = value
+        .get("inputRequests")
+        .and_then(Value::as_object)
+        .map(|q| {
+            q.values()
+                .filter_map(|r| r.get("method")?.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    methods.sort_unstable();
+    methods.dedup();
+    Some(if methods.is_empty() {
+        "another round".to_owned()
+    } else {
+        methods.join(", ")
+    })
+}
+
+/// What the headers of a 2026-07-28 request over HTTP must say, checked against its
+/// body (MCP 2026-07-28, Streamable HTTP "Standard headers"): `MCP-Protocol-Version`
+/// as its `_meta` says, `Mcp-Method` its method, and `Mcp-Name` the tool or prompt
+/// name, or the resource URI, of the requests that name one. `Err`: what disagrees,
+/// for a -32020 `HeaderMismatch` error. A handshake-era request (no revision in its
+/// `_meta`) must not claim 2026-07-28 in its header either.
+pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), String> {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().map(decode_value));
+    let params = message.get("params").cloned().unwrap_or(Value::Null);
+    let Some(declared) = revision(&params) else {
+        return match header("mcp-protocol-version") {
+            Some(Ok(Some(v))) if crate::mcp::modern::is_modern(&v) => Err(format!(
+                "MCP-Protocol-Version says {v}, but the body carries no {META_PROTOCOL_VERSION} in params._meta"
+            )),
+            _ => Ok(()),
+        };
+    };
+    let agree = |name: &str, expected: &str| -> Result<(), String> {
+        match header(name) {
+            None => Err(format!("the {name} header is missing")),
+            Some(Err(_)) | Some(Ok(None)) => Err(format!("the {name} header is not readable")),
+            Some(Ok(Some(v))) if v == expected => Ok(()),
+            Some(Ok(Some(v))) => Err(format!(
+                "the {name} header says {v:?} where the body says {expected:?}"
+            )),
+        }
+    };
+    agree("mcp-protocol-version", declared)?;
+    let Some(method) = message.get("method").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    agree("mcp-method", method)?;
+    let named = match method {
+        "tools/call" | "prompts/get" => params.get("name"),
+        "resources/read" => params.get("uri"),
+        _ => None,
+    };
+    if let Some(name) = named.and_then(Value::as_str) {
+        agree("mcp-name", name)?;
+    }
+    Ok(())
+}
+
+/// The JSON-RPC error object of a header check that failed.
+pub fn header_mismatch(why: String) -> Value {
+    json!({"code": HEADER_MISMATCH, "message": why})
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn call(name: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": name, "arguments": {},
+            "_meta": {META_PROTOCOL_VERSION: "2026-07-28"}}})
+    }
+
+    #[test]
+    fn the_headers_must_agree_with_the_body() {
+        let good = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "a__echo"),
+        ];
+        assert_eq!(check_headers(&headers(&good), &call("a__echo")), Ok(()));
+        // The name in the encoded form means the same.
+        let encoded = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?w6Q=?="),
+        ];
+        assert_eq!(check_headers(&headers(&encoded), &call("ä")), Ok(()));
+        for (missing, _) in good {
+            let fewer: Vec<_> = good
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = check_headers(&headers(&fewer), &call("a__echo")).unwrap_err();
+            assert!(err.contains(missing), "{err}");
+        }
+        let wrong = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "a__other"),
+        ];
+        assert!(check_headers(&headers(&wrong), &call("a__echo")).is_err());
+        let wrong_method = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+            ("mcp-name", "a__echo"),
+        ];
+        assert!(check_headers(&headers(&wrong_method), &call("a__echo")).is_err());
+        // A handshake request has nothing to agree with, unless it claims 2026-07-28.
+        let old = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+        assert_eq!(
+            check_headers(&headers(&[("mcp-protocol-version", "2025-11-25")]), &old),
+            Ok(())
+        );
+        assert!(check_headers(&headers(&[("mcp-protocol-version", "2026-07-28")]), &old).is_err());
+    }
+
+    #[test]
+    fn a_request_declares_its_revision_in_meta() {
+        assert_eq!(revision(&call("x")["params"]), Some("2026-07-28"));
+        assert_eq!(revision(&json!({"name": "x"})), None);
+        assert_eq!(
+            revision(&json!({"_meta": {META_PROTOCOL_VERSION: 7}})),
+            None
+        );
+        let e = unsupported("2099-01-01");
+        assert_eq!(e["code"], -32022);
+        assert_eq!(e["data"]["supported"][0], "2026-07-28");
+    }
+}
