@@ -293,3 +293,52 @@ async fn a_2026_only_server_serves_both_generations() {
         "no session with a 2026-07-28 server"
     );
 }
+
+/// A 2026-07-28 call with a progress token, from a client that takes an event stream:
+/// the server's progress reports come on the call's own stream, under the client's
+/// token, then its answer, and the stream ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_call_gets_its_progress_on_its_own_stream() {
+    let (_tb, k) = saved(McpRevision::Both).await;
+    let (_gw, gw) = listen(&k, &[]).await;
+    let mut call = modern(
+        1,
+        "tools/call",
+        json!({"name": "alpha__slow", "arguments": {"ms": 50}}),
+        json!({}),
+    );
+    call["params"]["_meta"]["progressToken"] = json!("mine");
+    let r = post_as(
+        &gw,
+        call,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "alpha__slow"),
+            ("accept", "application/json, text/event-stream"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let body = r.text().await.unwrap();
+    let messages: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    let (answer, progress) = messages.split_last().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(answer["id"], 1, "{body}");
+    assert_eq!(text(answer), "waited 50 ms");
+    assert_eq!(progress.len(), 2, "{body}");
+    for p in progress {
+        assert_eq!(p["method"], "notifications/progress");
+        assert_eq!(p["params"]["progressToken"], "mine");
+    }
+}

@@ -316,7 +316,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         }
         Some(_) => {
             own_session = format!(
-                "request-{}",
+                "{REQUEST_SESSION}{}",
                 s.requests
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             );
@@ -324,6 +324,20 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         }
         None => session_of(&headers),
     };
+    // A 2026-07-28 request with a progress token, from a client that takes a stream:
+    // its progress and then its answer, on the POST's own event stream (it has no
+    // other).
+    if session.starts_with(REQUEST_SESSION)
+        && message.pointer("/params/_meta/progressToken").is_some()
+        && accepts_events(&headers)
+    {
+        return Sse::new(answer_with_progress(
+            s.gw.clone(),
+            session.to_owned(),
+            message,
+        ))
+        .into_response();
+    }
     match s.gw.handle(session, message).await {
         None => match request_id {
             // Cancelled by the client meanwhile. Over HTTP a request's POST still
@@ -393,6 +407,65 @@ fn events(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => break,
+            }
+        }
+    })
+}
+
+/// The session name of each 2026-07-28 request (numbered), which has none of its own.
+const REQUEST_SESSION: &str = "request-";
+
+/// Whether the client takes an event stream for its answer (`Accept`).
+fn accepts_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            let v = v.split(';').next().unwrap_or_default().trim();
+            v.eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
+/// A 2026-07-28 request served on an event stream: the progress reports its server
+/// sends (to this request's session alone), then its answer. The client closing the
+/// stream is its cancellation: the request stops, and with it the server's.
+fn answer_with_progress(
+    gw: Arc<Gateway>,
+    session: String,
+    message: Value,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    // Subscribed before the request starts, so no report is missed.
+    let mut notices = gw.subscribe();
+    async_stream_events(move |tx| async move {
+        let answer = gw.handle(&session, message);
+        tokio::pin!(answer);
+        loop {
+            tokio::select! {
+                answer = &mut answer => {
+                    if let Some(text) = answer {
+                        let _ = tx.send(Event::default().event("message").data(text)).await;
+                    }
+                    break;
+                }
+                () = tx.closed() => break,
+                notice = notices.recv() => match notice {
+                    Ok(n) if n.session.as_deref() == Some(session.as_str()) => {
+                        let event = Event::default().event("message").data(n.message.to_string());
+                        if tx.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    // The gateway is shutting down; the answer still comes.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        if let Some(text) = answer.await {
+                            let _ = tx.send(Event::default().event("message").data(text)).await;
+                        }
+                        break;
+                    }
+                },
             }
         }
     })
