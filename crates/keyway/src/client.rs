@@ -624,10 +624,18 @@ impl Policy {
                 server,
                 tokens,
             } => {
+                // The version the refused request sent (none, when there was no
+                // credential), read before anything is forgotten: any other one in the
+                // store, even one saved before this flow began (another process
+                // finished first), is someone else's fresh authorization to use. When
+                // that is not known, what is stored now is the mark.
+                let version = || async { self.stored_credential().await.map(|(_, v)| v) };
+                let before = match tokens.handed_out() {
+                    Some(sent) => sent,
+                    None => version().await,
+                };
                 // Whatever comes of it, the credential may have changed under us.
                 let _forget = ForgetOnDrop(tokens);
-                let version = || async { self.stored_credential().await.map(|(_, v)| v) };
-                let before = version().await;
                 let lease = format!("authorize:{}", server.id);
                 let holder = format!("keyway-{}", std::process::id());
                 let started = tokio::time::Instant::now();

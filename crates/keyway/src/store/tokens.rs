@@ -190,6 +190,13 @@ impl StoredTokens {
         self.recent().as_ref().and_then(|r| r.version)
     }
 
+    /// What the last request was given, as a stored version: `Some(None)` when there
+    /// was no credential to give, `None` when nothing is known (nothing was handed out
+    /// yet, or it was forgotten since).
+    pub fn handed_out(&self) -> Option<Option<u64>> {
+        self.recent().as_ref().map(|r| r.version)
+    }
+
     /// The credential last handed out, while it may be used without reading the store.
     fn reusable(&self) -> Option<Option<Arc<Credential>>> {
         let recent = self.recent();
