@@ -494,3 +494,122 @@ async fn a_saved_server_remembers_the_revision_it_speaks() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo"));
     assert_eq!(saved_protocol(&k, "new").await, "2026-07-28");
 }
+
+/// A 2026-07-28 request on stdio.
+fn modern_request(id: &str, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "new-client", "version": "2"},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+impl Client {
+    /// Send `request` and wait for its answer.
+    async fn ask(&mut self, request: Value) -> Value {
+        let id = request["id"].clone();
+        self.send(&request).await;
+        loop {
+            let m = self.next().await;
+            if m.get("id") == Some(&id) && m.get("method").is_none() {
+                return m;
+            }
+            self.seen.push(m);
+        }
+    }
+}
+
+/// A 2026-07-28 client through the proxy: to a server that speaks only the handshake,
+/// keyway starts a session itself (named after the client), answers
+/// `server/discover` from it, and sends the requests on it without the 2026-07-28
+/// metadata; to a 2026-07-28 server, everything passes as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_client_reaches_a_handshake_server_through_the_proxy() {
+    let old = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Legacy;
+    })
+    .await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", old.mcp_url(), "--transport", "http"]);
+    let discover = c
+        .ask(modern_request("d", "server/discover", json!({})))
+        .await;
+    let result = &discover["result"];
+    assert_eq!(
+        result["supportedVersions"],
+        json!(["2026-07-28"]),
+        "{discover}"
+    );
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "keyway-testbed"
+    );
+    assert!(result["capabilities"]["tools"].is_object(), "{discover}");
+    assert!(
+        result["capabilities"]["resources"]
+            .get("subscribe")
+            .is_none()
+    );
+    let tools = c.ask(modern_request("l", "tools/list", json!({}))).await;
+    assert_eq!(
+        tools["result"]["tools"].as_array().unwrap().len(),
+        9,
+        "{tools}"
+    );
+    let echo = c
+        .ask(modern_request(
+            "e",
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "to the old one"}}),
+        ))
+        .await;
+    assert_eq!(text(&echo), "to the old one");
+    // A tool that needs the client's input: the server was offered no capabilities to
+    // ask with, and says so rather than leave the call hanging.
+    let asked = c
+        .ask(modern_request(
+            "a",
+            "tools/call",
+            json!({"name": "ask_name", "arguments": {}}),
+        ))
+        .await;
+    assert!(
+        asked.get("error").is_some() || asked["result"]["isError"] == true,
+        "{asked}"
+    );
+    c.finish().await;
+    let stats = old.stats();
+    assert_eq!(
+        stats.path("DELETE /mcp"),
+        1,
+        "keyway's session ends with the proxy"
+    );
+
+    let new = modern_testbed(|_| {}).await;
+    let mut c = Client::spawn(&k, &["proxy", new.mcp_url(), "--transport", "http"]);
+    let discover = c
+        .ask(modern_request("d", "server/discover", json!({})))
+        .await;
+    assert!(
+        discover["result"]["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-07-28"))
+    );
+    let echo = c
+        .ask(modern_request(
+            "e",
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "as it is"}}),
+        ))
+        .await;
+    assert_eq!(text(&echo), "as it is");
+    c.finish().await;
+    assert_eq!(
+        new.stats().path("POST /mcp"),
+        2,
+        "the client's own discover and call, nothing of keyway's"
+    );
+}

@@ -26,6 +26,7 @@ use tokio::{
 };
 
 mod modern;
+mod reverse;
 
 pub use modern::{MAX_REQUEST_STATE, MAX_ROUNDS};
 
@@ -169,14 +170,24 @@ struct Shared {
     settled: std::sync::atomic::AtomicBool,
     /// An authorization or step-up succeeded, and no message got through since.
     authorized_unproven: std::sync::atomic::AtomicBool,
-    /// The revision spoken upstream, once the client's `initialize` decided it: a
-    /// translator for a 2026-07-28 server, `None` for the handshake (messages pass
-    /// as they are).
-    era: std::sync::OnceLock<Option<Arc<modern::Translator>>>,
+    /// How the two sides speak to each other, once the client's first request decided
+    /// it.
+    era: std::sync::OnceLock<Era>,
     /// What `--protocol` asked for.
     protocol: Protocol,
     /// The revision the server spoke last time (a saved server's record).
     last_protocol: Option<String>,
+}
+
+/// How the client and the server speak to each other.
+#[derive(Clone)]
+enum Era {
+    /// The same generation on both sides: messages pass as they are.
+    Same,
+    /// A handshake-era client, a 2026-07-28 server: translated ([`modern`]).
+    Translated(Arc<modern::Translator>),
+    /// A 2026-07-28 client, a handshake-era server: translated ([`reverse`]).
+    Reverse(Arc<reverse::Reverse>),
 }
 
 impl Shared {
@@ -215,6 +226,9 @@ struct Route {
     stats: Mutex<BridgeStats>,
     /// At most one end waits here: a second one while a reopen is pending adds nothing.
     stream_ended: mpsc::Sender<String>,
+    /// For a client that cannot take the server's own requests (a 2026-07-28 client
+    /// of a handshake server): where they go to be refused instead.
+    refuse_requests: std::sync::OnceLock<mpsc::UnboundedSender<Value>>,
 }
 
 impl Route {
@@ -233,6 +247,12 @@ impl Route {
             // a handshake revision.
             Inbound::Message(v)
                 if v.method() == Some("notifications/subscriptions/acknowledged") => {}
+            Inbound::Message(v)
+                if v.is_request()
+                    && let Some(refusals) = self.refuse_requests.get() =>
+            {
+                let _ = refusals.send(v.value());
+            }
             Inbound::Message(mut v) => {
                 // Only an answer: the server's own requests carry ids of their own
                 // counter, which may equal a client's.
@@ -335,6 +355,7 @@ where
         filtered: Mutex::new(Default::default()),
         stats: Mutex::new(BridgeStats::default()),
         stream_ended: ended_tx,
+        refuse_requests: std::sync::OnceLock::new(),
     });
     let sink = route.clone();
     let protocol = config.protocol.clone();
@@ -428,7 +449,11 @@ where
                 continue;
             }
         };
-        let translator = shared.era.get().cloned().flatten();
+        let (translator, reversed) = match shared.era.get() {
+            Some(Era::Translated(t)) => (Some(t.clone()), None),
+            Some(Era::Reverse(r)) => (None, Some(r.clone())),
+            _ => (None, None),
+        };
         if message.method() == Some("initialize") && translator.is_none() {
             *shared.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
         }
@@ -485,13 +510,22 @@ where
             // Requests run side by side; a slow one does not hold up the others.
             let s = shared.clone();
             current_initializes = false;
-            current = Some(match translator {
-                Some(t) => Box::pin(modern::request(s, t, message)),
-                None if message.method() == Some("initialize") && s.era.get().is_none() => {
+            current = Some(match (translator, reversed) {
+                (Some(t), _) => Box::pin(modern::request(s, t, message)),
+                (None, Some(r)) => Box::pin(reverse::request(s, r, message)),
+                (None, None) if message.method() == Some("initialize") && s.era.get().is_none() => {
                     current_initializes = true;
                     Box::pin(start(s, message))
                 }
-                None => Box::pin(async move { deliver(&s, message).await }),
+                // A 2026-07-28 client's first request: which generation the server
+                // speaks decides whether it passes as it is.
+                (None, None)
+                    if s.era.get().is_none() && crate::mcp::modern::may_be_modern(&message) =>
+                {
+                    current_initializes = true;
+                    Box::pin(reverse::start(s, message))
+                }
+                (None, None) => Box::pin(async move { deliver(&s, message).await }),
             });
         } else {
             // Notifications and answers keep their order (initialized before the rest).
@@ -499,7 +533,7 @@ where
         }
     }
     // The client is gone: nobody will answer keyway's questions on its behalf.
-    if let Some(Some(t)) = shared.era.get() {
+    if let Some(Era::Translated(t)) = shared.era.get() {
         t.stop();
     }
     if let Some(request) = current.take() {
@@ -563,7 +597,7 @@ async fn start(s: Arc<Shared>, message: Message) {
         match modern::discover(&s, &message).await {
             Ok(modern::Discovered::Modern(t)) => {
                 let t: Arc<modern::Translator> = Arc::from(t);
-                let _ = s.era.set(Some(t.clone()));
+                let _ = s.era.set(Era::Translated(t.clone()));
                 tracing::info!(
                     "{} speaks 2026-07-28: translating for the client",
                     s.wire.url()
@@ -577,7 +611,7 @@ async fn start(s: Arc<Shared>, message: Message) {
             Ok(modern::Discovered::Legacy(why)) if s.protocol == Protocol::Auto => {
                 if let Some(answer) = refused_handshake {
                     // Neither generation: the handshake's refusal says what is wrong.
-                    let _ = s.era.set(None);
+                    let _ = s.era.set(Era::Same);
                     return s.out(answer);
                 }
                 tracing::info!("{}: {why}; passing the handshake through", s.wire.url());
@@ -593,7 +627,7 @@ async fn start(s: Arc<Shared>, message: Message) {
         }
     }
     if let Err(answer) = handshake(&s, &message).await {
-        let _ = s.era.set(None);
+        let _ = s.era.set(Era::Same);
         s.out(answer);
     }
 }
@@ -611,7 +645,7 @@ async fn handshake(s: &Arc<Shared>, initialize: &Message) -> Result<(), Message>
                 .map(str::to_owned);
             match version {
                 Some(v) => {
-                    let _ = s.era.set(None);
+                    let _ = s.era.set(Era::Same);
                     s.authorize.spoke(Some(&v)).await;
                     s.stats().to_client += 1;
                     s.out(answer);
@@ -803,7 +837,7 @@ fn recover(s: &Arc<Shared>, seen: u64, what: Recovery) -> BoxFuture<'_, Result<(
 /// server has no sessions: a new connection is all).
 async fn reinitialize(s: &Arc<Shared>) -> Result<(), DeliveryError> {
     s.wire.reset().await.map_err(DeliveryError::Reconnect)?;
-    if let Some(Some(_)) = s.era.get() {
+    if let Some(Era::Translated(_)) = s.era.get() {
         return Ok(());
     }
     let Some(mut init) = s
@@ -1097,6 +1131,7 @@ mod tests {
             filtered: Mutex::new(Default::default()),
             stats: Mutex::new(BridgeStats::default()),
             stream_ended: ended,
+            refuse_requests: std::sync::OnceLock::new(),
         };
         let message = |i: usize| {
             Message::from_value(
