@@ -146,10 +146,12 @@ async fn a_2026_client_and_a_handshake_client_share_the_gateway() {
     assert_eq!(text(&r), "old");
 }
 
-/// What a 2026-07-28 request gets wrong is refused with the error that says so:
-/// headers that disagree with the body (-32020, HTTP 400), a session id on a request
-/// that has no session, a revision the gateway does not speak (-32022, listing those it
-/// does), a method 2026-07-28 does not have.
+/// What a 2026-07-28 request gets wrong is refused with the error that says so, and
+/// the HTTP status the revision gives it: headers that disagree with the body
+/// (-32020, 400), a session id on a request that has no session, a revision the
+/// gateway does not speak (-32022, 400, listing those it does), a method 2026-07-28
+/// does not have (-32601, 404), metadata without the client's capabilities (-32602,
+/// 400).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_2026_request_that_gets_it_wrong_is_told_what() {
     let (_tb, k) = saved(McpRevision::Both).await;
@@ -232,12 +234,40 @@ async fn a_2026_request_that_gets_it_wrong_is_told_what() {
         ],
     )
     .await;
+    assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32022, "{body}");
     assert_eq!(body["error"]["data"]["supported"][0], "2026-07-28");
 
-    let (_, _, ping) = send_modern(&gw, &modern(3, "ping", json!({}), json!({}))).await;
-    assert_eq!(ping["error"]["code"], -32601, "{ping}");
+    // The revision's own statuses: a method it does not have is 404, a request
+    // without the client's capabilities (or without any metadata) is 400.
+    for method in ["ping", "initialize", "no/such/method"] {
+        let (status, _, answer) = send_modern(&gw, &modern(3, method, json!({}), json!({}))).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (404, &json!(-32601)),
+            "{method}: {answer}"
+        );
+        assert_eq!(answer["id"], 3);
+    }
+    let mut bare = modern(4, "tools/list", json!({}), json!({}));
+    bare["params"]["_meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    let (status, _, answer) = send_modern(&gw, &bare).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!(-32602)),
+        "{answer}"
+    );
+    let no_meta = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}});
+    let (status, _, answer) = send_modern(&gw, &no_meta).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!(-32602)),
+        "{answer}"
+    );
 }
 
 /// A server that speaks only 2026-07-28 serves handshake clients through the gateway

@@ -295,24 +295,22 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
     let is_initialize = message.get("method").and_then(Value::as_str) == Some("initialize");
     // A request (method and id) gets an answer whatever happens; see below.
     let request_id = message.get("method").and(message.get("id")).cloned();
-    let refuse = |code: i64, why: String| {
+    let refuse = |error: Value| {
         (
             StatusCode::BAD_REQUEST,
-            Json(json!({"jsonrpc": "2.0", "id": request_id.clone(), "error": {"code": code, "message": why}})),
+            Json(json!({"jsonrpc": "2.0", "id": request_id.clone(), "error": error})),
         )
             .into_response()
     };
-    if let Err(why) = super::modern::check_headers(&headers, &message) {
-        return refuse(crate::mcp::modern::HEADER_MISMATCH, why);
+    if let Err(error) = super::modern::check_headers(&headers, &message) {
+        return refuse(error);
     }
     let own_session;
     let session = match message.get("params").and_then(super::modern::revision) {
         // 2026-07-28: no session; each request is on its own.
         Some(_) if !session_of(&headers).is_empty() => {
-            return refuse(
-                -32600,
-                "a 2026-07-28 request belongs to no session: send it without Mcp-Session-Id, or initialize and speak the session's revision".into(),
-            );
+            return refuse(json!({"code": -32600, "message":
+                "a 2026-07-28 request belongs to no session: send it without Mcp-Session-Id, or initialize and speak the session's revision"}));
         }
         Some(_) => {
             own_session = format!(
@@ -346,7 +344,17 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             None => StatusCode::ACCEPTED.into_response(),
         },
         Some(answer) => {
+            // A 2026-07-28 error answer says on the HTTP status too what it is.
+            let status = if session.starts_with(REQUEST_SESSION) {
+                error_code(&answer)
+                    .map(super::modern::error_status)
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .unwrap_or(StatusCode::OK)
+            } else {
+                StatusCode::OK
+            };
             let mut r = (
+                status,
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -410,6 +418,23 @@ fn events(
             }
         }
     })
+}
+
+/// The JSON-RPC error code of an answer, if it is an error (read without building
+/// the rest).
+fn error_code(answer: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Option<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    serde_json::from_str::<Answer>(answer)
+        .ok()?
+        .error
+        .map(|e| e.code)
 }
 
 /// The session name of each 2026-07-28 request (numbered), which has none of its own.

@@ -331,11 +331,14 @@ impl Gateway {
             .get_mut("params")
             .map(Value::take)
             .unwrap_or(Value::Null);
-        let modern = match modern::revision(&params) {
-            None => false,
-            Some(crate::mcp::modern::MODERN_VERSION) => true,
-            Some(other) => {
-                let error = modern::unsupported(other);
+        let checked = match modern::revision(&params) {
+            None => Ok(false),
+            Some(crate::mcp::modern::MODERN_VERSION) => modern::check_meta(&params).map(|()| true),
+            Some(other) => Err(modern::unsupported(other)),
+        };
+        let modern = match checked {
+            Ok(modern) => modern,
+            Err(error) => {
                 return id
                     .map(|id| json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string());
             }

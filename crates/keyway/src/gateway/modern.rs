@@ -95,17 +95,20 @@ pub(crate) fn input_wanted(result: &super::Outcome) -> Option<String> {
 /// name, or the resource URI, of the requests that name one. `Err`: what disagrees,
 /// for a -32020 `HeaderMismatch` error. A handshake-era request (no revision in its
 /// `_meta`) must not claim 2026-07-28 in its header either.
-pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), String> {
+pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), Value> {
     let header = |name: &str| headers.get(name).map(|v| v.to_str().map(decode_value));
     let params = message.get("params").cloned().unwrap_or(Value::Null);
     let Some(declared) = revision(&params) else {
+        // A 2026-07-28 request by its header whose body lacks the metadata: invalid
+        // params, as the revision says of a request missing its required `_meta`.
         return match header("mcp-protocol-version") {
-            Some(Ok(Some(v))) if crate::mcp::modern::is_modern(&v) => Err(format!(
-                "MCP-Protocol-Version says {v}, but the body carries no {META_PROTOCOL_VERSION} in params._meta"
-            )),
+            Some(Ok(Some(v))) if crate::mcp::modern::is_modern(&v) => Err(invalid_meta(format!(
+                "MCP-Protocol-Version says {v}, but params._meta carries no {META_PROTOCOL_VERSION}"
+            ))),
             _ => Ok(()),
         };
     };
+    let mismatch = |why: String| header_mismatch(why);
     let agree = |name: &str, expected: &str| -> Result<(), String> {
         match header(name) {
             None => Err(format!("the {name} header is missing")),
@@ -116,18 +119,18 @@ pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), String>
             )),
         }
     };
-    agree("mcp-protocol-version", declared)?;
+    agree("mcp-protocol-version", declared).map_err(mismatch)?;
     let Some(method) = message.get("method").and_then(Value::as_str) else {
         return Ok(());
     };
-    agree("mcp-method", method)?;
+    agree("mcp-method", method).map_err(mismatch)?;
     let named = match method {
         "tools/call" | "prompts/get" => params.get("name"),
         "resources/read" => params.get("uri"),
         _ => None,
     };
     if let Some(name) = named.and_then(Value::as_str) {
-        agree("mcp-name", name)?;
+        agree("mcp-name", name).map_err(mismatch)?;
     }
     Ok(())
 }
@@ -135,6 +138,37 @@ pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), String>
 /// The JSON-RPC error object of a header check that failed.
 pub fn header_mismatch(why: String) -> Value {
     json!({"code": HEADER_MISMATCH, "message": why})
+}
+
+/// The JSON-RPC error object of a 2026-07-28 request whose `_meta` lacks what the
+/// revision requires.
+pub fn invalid_meta(why: String) -> Value {
+    json!({"code": -32602, "message": why})
+}
+
+/// What a 2026-07-28 request's `_meta` must hold beside its revision: the client's
+/// capabilities (its name is a SHOULD, so it may be missing).
+pub fn check_meta(params: &Value) -> Result<(), Value> {
+    match params.pointer("/_meta/io.modelcontextprotocol~1clientCapabilities") {
+        Some(Value::Object(_)) => Ok(()),
+        Some(_) => Err(invalid_meta(
+            "params._meta io.modelcontextprotocol/clientCapabilities must be an object".into(),
+        )),
+        None => Err(invalid_meta(
+            "params._meta must carry io.modelcontextprotocol/clientCapabilities".into(),
+        )),
+    }
+}
+
+/// The HTTP status of a 2026-07-28 answer carrying JSON-RPC error `code` (Streamable
+/// HTTP, 2026-07-28): 404 for a method the server does not have, 400 for a request it
+/// cannot take as it is, 200 for the rest.
+pub fn error_status(code: i64) -> u16 {
+    match code {
+        -32601 => 404,
+        -32700 | -32600 | -32602 | HEADER_MISMATCH | -32021 | -32022 => 400,
+        _ => 200,
+    }
 }
 
 #[cfg(test)]
@@ -182,7 +216,8 @@ mod tests {
                 .filter(|(k, _)| *k != missing)
                 .collect();
             let err = check_headers(&headers(&fewer), &call("a__echo")).unwrap_err();
-            assert!(err.contains(missing), "{err}");
+            assert_eq!(err["code"], -32020);
+            assert!(err["message"].as_str().unwrap().contains(missing), "{err}");
         }
         let wrong = [
             ("mcp-protocol-version", "2026-07-28"),
@@ -202,7 +237,27 @@ mod tests {
             check_headers(&headers(&[("mcp-protocol-version", "2025-11-25")]), &old),
             Ok(())
         );
-        assert!(check_headers(&headers(&[("mcp-protocol-version", "2026-07-28")]), &old).is_err());
+        let lacking = check_headers(&headers(&[("mcp-protocol-version", "2026-07-28")]), &old);
+        assert_eq!(
+            lacking.unwrap_err()["code"],
+            -32602,
+            "missing _meta is invalid params"
+        );
+    }
+
+    #[test]
+    fn the_meta_needs_the_client_capabilities_not_its_name() {
+        assert!(
+            check_meta(&json!({"_meta": {"io.modelcontextprotocol/clientCapabilities": {}}}))
+                .is_ok()
+        );
+        assert_eq!(
+            check_meta(&json!({"_meta": {}})).unwrap_err()["code"],
+            -32602
+        );
+        assert_eq!(error_status(-32601), 404);
+        assert_eq!(error_status(-32022), 400);
+        assert_eq!(error_status(-32603), 200);
     }
 
     #[test]
