@@ -155,14 +155,17 @@ mod tests {
         let me = std::process::id();
         let before = cpu_ns_process(me);
         // Work on a thread that then exits, until the process's count moves (one tick
-        // is 10 ms of CPU); a thread's own schedstat would be gone with it.
+        // is 10 ms of CPU); a thread's own schedstat would be gone with it. At least
+        // one round: the other tests of this process may move the count first.
         let worked = std::thread::spawn(move || {
             let mut x = 0u64;
             let started = std::time::Instant::now();
-            while cpu_ns_process(me) == before && started.elapsed().as_secs() < 20 {
+            loop {
                 x = (0..100_000u64).fold(x, |a, b| a.wrapping_add(b * b));
+                if cpu_ns_process(me) != before || started.elapsed().as_secs() >= 20 {
+                    break x;
+                }
             }
-            x
         })
         .join()
         .expect("the worker");
