@@ -75,7 +75,7 @@ impl Rounds {
         }
     }
 
-    fn remember(&self, tool: &str, answers: BTreeMap<String, Value>) -> String {
+    pub(crate) fn remember(&self, tool: &str, answers: BTreeMap<String, Value>) -> String {
         let mut handle = format!("{:032x}", rand::random::<u128>());
         if handle.len() < self.state_bytes {
             handle.push_str(&".".repeat(self.state_bytes - handle.len()));
@@ -98,7 +98,11 @@ impl Rounds {
     }
 
     /// Take (once) what a `requestState` stands for.
-    fn recall(&self, tool: &str, handle: &str) -> Result<BTreeMap<String, Value>, rmcp::ErrorData> {
+    pub(crate) fn recall(
+        &self,
+        tool: &str,
+        handle: &str,
+    ) -> Result<BTreeMap<String, Value>, rmcp::ErrorData> {
         let mut st = self.states.lock().unwrap_or_else(|p| p.into_inner());
         match st.by_handle.remove(handle) {
             Some(r) if r.tool == tool => {

@@ -305,6 +305,19 @@ pub struct Knobs {
     #[arg(long, value_enum, default_value = "both", help_heading = "Listeners")]
     pub mcp_revision: McpRevision,
 
+    /// What the MCP server offers: `default` (the testbed's own tools, prompt and
+    /// resource) or `conformance` (the tools, prompts, resources, resource templates
+    /// and completions the official MCP conformance suite's server scenarios call,
+    /// with the contents they check). Served on the Streamable HTTP endpoint, under
+    /// every --mcp-revision.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "default",
+        help_heading = "Listeners"
+    )]
+    pub fixture: Fixture,
+
     /// The interactive tools (ask_name, sample, list_roots, two_rounds) never
     /// complete for a 2026-07-28 client: every round asks again.
     #[arg(long, help_heading = "Faults")]
@@ -405,6 +418,16 @@ pub enum McpRevision {
     Modern,
     /// 2025-11-25 and older only.
     Legacy,
+}
+
+/// What the testbed's MCP server offers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fixture {
+    /// The testbed's own tools (`TOOL_NAMES`), the prompt `greet`, the resource
+    /// `testbed://readme`.
+    Default,
+    /// What the official MCP conformance suite's server scenarios expect.
+    Conformance,
 }
 
 /// Where the protected resource metadata lives.

@@ -19,6 +19,7 @@ mod authz;
 mod clock;
 mod db;
 mod faults;
+mod fixture;
 mod interactive;
 mod knobs;
 mod legacy;
@@ -51,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::{
     clock::{Clock, ManualClock, SystemClock},
     knobs::{
-        ClientSpec, Endpoint, EndpointFault, IssMode, Knobs, McpRevision, MetadataDoc,
+        ClientSpec, Endpoint, EndpointFault, Fixture, IssMode, Knobs, McpRevision, MetadataDoc,
         PkceAdvertised, PrmLocation, ScopeList, TokenAuthMethod,
     },
     stats::{AuthorizeSeen, Stats, TokenSeen},

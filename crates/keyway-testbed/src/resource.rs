@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    knobs::{Endpoint, PrmLocation},
+    fixture::{ConformanceServer, FixtureState},
+    knobs::{Endpoint, Fixture, PrmLocation},
     shared::Shared,
     tools::TestbedTools,
 };
@@ -49,24 +50,41 @@ pub(crate) fn routes(
     }
 
     let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
-    let cancelled = shared.tools.clone();
     let revision = shared.knobs.mcp_revision;
-    let rounds = shared.rounds.clone();
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(TestbedTools::new(
-                cancelled.clone(),
-                revision,
-                rounds.clone(),
-            ))
-        },
-        shared.sessions.clone(),
-        config,
-    );
     let mcp_path = shared.urls.mcp_path.clone();
     let mut mcp_router = Router::new();
     if !shared.knobs.legacy_sse_only {
-        mcp_router = mcp_router.route_service(&mcp_path, mcp);
+        mcp_router = match shared.knobs.fixture {
+            Fixture::Default => {
+                let cancelled = shared.tools.clone();
+                let rounds = shared.rounds.clone();
+                mcp_router.route_service(
+                    &mcp_path,
+                    StreamableHttpService::new(
+                        move || {
+                            Ok(TestbedTools::new(
+                                cancelled.clone(),
+                                revision,
+                                rounds.clone(),
+                            ))
+                        },
+                        shared.sessions.clone(),
+                        config,
+                    ),
+                )
+            }
+            Fixture::Conformance => {
+                let state = Arc::new(FixtureState::new(shared.rounds.clone()));
+                mcp_router.route_service(
+                    &mcp_path,
+                    StreamableHttpService::new(
+                        move || Ok(ConformanceServer::new(state.clone(), revision)),
+                        shared.sessions.clone(),
+                        config,
+                    ),
+                )
+            }
+        };
         table.push((mcp_path, Endpoint::Mcp));
     }
     if shared.knobs.legacy_sse || shared.knobs.legacy_sse_only {

@@ -218,20 +218,27 @@ fn text(t: String) -> rmcp::model::CallToolResponse {
     rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(t)]).into()
 }
 
+/// The protocol versions a server of `revision` speaks.
+pub(crate) fn supported_versions(
+    revision: McpRevision,
+) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+    const MODERN: &[ProtocolVersion] = &[ProtocolVersion::V_2026_07_28];
+    match revision {
+        McpRevision::Both => std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
+        McpRevision::Modern => std::borrow::Cow::Borrowed(MODERN),
+        McpRevision::Legacy => {
+            std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        }
+    }
+}
+
 /// The one resource, so clients can list and read one.
 const README_URI: &str = "testbed://readme";
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for TestbedTools {
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
-        const MODERN: &[ProtocolVersion] = &[ProtocolVersion::V_2026_07_28];
-        match self.revision {
-            McpRevision::Both => std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
-            McpRevision::Modern => std::borrow::Cow::Borrowed(MODERN),
-            McpRevision::Legacy => std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(
-                &ProtocolVersion::V_2025_11_25,
-            )),
-        }
+        supported_versions(self.revision)
     }
 
     fn get_info(&self) -> rmcp::model::ServerConfig {

@@ -3,9 +3,12 @@ use std::{
     process::Stdio,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::harness::{Keyway, stderr};
+use crate::{
+    harness::{Keyway, stderr},
+    proxy::{Client, text},
+};
 
 /// `keyway testbed` prints its addresses once listening and stops on SIGINT.
 #[test]
@@ -123,6 +126,8 @@ fn testbed_help_documents_every_knob() {
         "--open",
         "--legacy-sse",
         "--legacy-sse-only",
+        "--mcp-revision",
+        "--fixture",
         "--external-issuer",
         "--introspection-url",
         "--introspection-client",
@@ -163,4 +168,73 @@ fn testbed_on_a_busy_port_fails_with_a_hint() {
         err.contains("cannot listen on 127.0.0.1:") && err.contains("hint:"),
         "{err}"
     );
+}
+
+/// `keyway testbed --fixture conformance` serves the conformance suite's fixture, in
+/// either generation: a stdio client through `keyway proxy` calls its tools, reads
+/// its template resource and gets its prompts.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_conformance_fixture_answers_a_real_client() {
+    for revision in ["modern", "legacy"] {
+        let k = Keyway::new();
+        let mut bed = k
+            .cmd(&[
+                "testbed",
+                "--open",
+                "--fixture",
+                "conformance",
+                "--mcp-revision",
+                revision,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(bed.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let url = v["mcp_url"].as_str().unwrap();
+
+        let mut c = Client::spawn(&k, &["proxy", url]);
+        c.initialize().await;
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "test_simple_text", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(
+            text(&r),
+            "This is a simple text response for testing.",
+            "{revision}"
+        );
+        let r = c
+            .request(
+                "tools/call",
+                json!({"name": "test_error_handling", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(r["result"]["isError"], true, "{revision}: {r}");
+        let r = c
+            .request("resources/read", json!({"uri": "test://template/42/data"}))
+            .await;
+        let body = r["result"]["contents"][0]["text"].as_str().unwrap();
+        assert!(body.contains("Data for ID: 42"), "{revision}: {r}");
+        let r = c
+            .request(
+                "prompts/get",
+                json!({"name": "test_prompt_with_arguments", "arguments": {"arg1": "x", "arg2": "y"}}),
+            )
+            .await;
+        assert_eq!(
+            r["result"]["messages"][0]["content"]["text"],
+            "Prompt with arguments: arg1='x', arg2='y'",
+            "{revision}"
+        );
+        c.finish().await;
+        bed.kill().unwrap();
+        bed.wait().unwrap();
+    }
 }

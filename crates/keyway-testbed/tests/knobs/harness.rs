@@ -193,9 +193,14 @@ impl Bed {
 
     /// initialize + notifications/initialized; returns the session id.
     pub async fn mcp_session(&self, token: &str) -> String {
+        self.mcp_session_with(Some(token), "keyway-testbed").await
+    }
+
+    /// A session with the server named `server_name`, with or without a token.
+    pub async fn mcp_session_with(&self, token: Option<&str>, server_name: &str) -> String {
         let r = self
             .mcp_post(
-                Some(token),
+                token,
                 None,
                 json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
                     "protocolVersion":"2025-11-25","capabilities":{},
@@ -205,10 +210,10 @@ impl Bed {
         assert_eq!(r.status(), StatusCode::OK);
         let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
         let init = rpc_result(r).await;
-        assert_eq!(init["result"]["serverInfo"]["name"], "keyway-testbed");
+        assert_eq!(init["result"]["serverInfo"]["name"], server_name);
         let r = self
             .mcp_post(
-                Some(token),
+                token,
                 Some(&session),
                 json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
             )

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
+mod fixture;
 mod flow;
 mod grants;
 mod harness;
