@@ -355,6 +355,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "REVISION", default_value = "auto")]
     pub protocol: keyway::mcp::Protocol,
 
+    /// How tools and prompts are named: `always` as `server__name`; `conditional`
+    /// without the prefix when one server is enabled; `never` as the servers name them
+    /// (where two use one name, the first server wins, and the start says so).
+    #[arg(long, value_name = "MODE", default_value = "always", value_parser = ["always", "conditional", "never"])]
+    pub prefix: String,
+
     #[command(flatten)]
     pub deadlines: DeadlineArgs,
 }

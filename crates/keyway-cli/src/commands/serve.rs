@@ -70,7 +70,17 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         tracing::warn!("no enabled servers: the gateway has nothing to offer (keyway add URL)");
     }
     let count = upstreams.len();
-    let gw = Gateway::start(upstreams).await;
+    let prefix: keyway::gateway::PrefixMode = args
+        .prefix
+        .parse()
+        .map_err(|e: String| CliError::failure(anyhow::anyhow!(e)))?;
+    let gw = Gateway::start_with(upstreams, prefix).await;
+    if prefix == keyway::gateway::PrefixMode::Never {
+        for clash in gw.clashes().await {
+            tracing::warn!("{clash}");
+            eprintln!("warning: {clash} (--prefix never: the first server wins a name)");
+        }
+    }
     match args.listen {
         None => {
             gateway::serve_stdio(gw, keyway::stdio::input(), keyway::stdio::output())

@@ -144,6 +144,21 @@ async fn a_2026_client_and_a_handshake_client_share_the_gateway() {
         .await
         .unwrap();
     assert_eq!(text(&r), "old");
+    // Its DELETE ends it: a request naming it after, or naming one never started, gets
+    // 404 (the client starts a new session).
+    let deleted = reqwest::Client::new()
+        .delete(&gw.url)
+        .bearer_auth(&gw.token)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    for id in [session.as_str(), "never-started"] {
+        let call = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list"});
+        let r = post_as(&gw, call, &[("mcp-session-id", id)]).await;
+        assert_eq!(r.status(), 404, "{id}");
+    }
 }
 
 /// What a 2026-07-28 request gets wrong is refused with the error that says so, and
@@ -178,7 +193,7 @@ async fn a_2026_request_that_gets_it_wrong_is_told_what() {
             vec![
                 ("mcp-protocol-version", "2026-07-28"),
                 ("mcp-method", "tools/call"),
-                ("mcp-name", "alpha__other"),
+                ("mcp-name", "alpha_other"),
             ],
             "mcp-name",
         ),
@@ -371,4 +386,66 @@ async fn a_2026_call_gets_its_progress_on_its_own_stream() {
         assert_eq!(p["method"], "notifications/progress");
         assert_eq!(p["params"]["progressToken"], "mine");
     }
+}
+
+/// `--prefix`: `conditional` with one server names its tools and prompts as it does;
+/// `never` with two does too, the first server winning a name both use, and the start
+/// says which names are hidden.
+#[tokio::test(flavor = "multi_thread")]
+async fn prefix_modes_name_tools_as_asked() {
+    let (_tb, k) = saved(McpRevision::Both).await;
+    let mut c = Client::spawn(&k, &["serve", "--prefix", "conditional"]);
+    c.initialize().await;
+    let tools = c.request("tools/list", json!({})).await;
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"echo") && !names.iter().any(|n| n.contains("__")),
+        "{names:?}"
+    );
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "plain"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "plain");
+    let prompt = c
+        .request(
+            "prompts/get",
+            json!({"name": "greet", "arguments": {"name": "Ada"}}),
+        )
+        .await;
+    assert!(prompt["result"]["messages"].is_array(), "{prompt}");
+    c.finish().await;
+
+    let other = testbed(|k| k.open = true).await;
+    let out = k
+        .run_async(&["add", other.mcp_url(), "--name", "beta"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut c = Client::spawn(&k, &["serve", "--prefix", "never"]);
+    c.initialize().await;
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "first"}}),
+        )
+        .await;
+    assert_eq!(text(&r), "first");
+    let unknown = c
+        .request("tools/call", json!({"name": "nope", "arguments": {}}))
+        .await;
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    let out = c.finish().await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("tool echo of beta is hidden by alpha's"),
+        "{said}"
+    );
+    assert!(other.stats().path("POST /mcp") > 0, "beta is served too");
 }

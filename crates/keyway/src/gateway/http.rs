@@ -8,7 +8,12 @@
 //! `Content-Type: application/json`, which a page cannot send to another origin
 //! without the browser asking first (CORS), and which the gateway never allows.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
@@ -191,6 +196,60 @@ struct AppState {
     limits: EdgeLimits,
     /// Numbers the 2026-07-28 requests, each of which is a session of its own.
     requests: Arc<std::sync::atomic::AtomicU64>,
+    /// The sessions `initialize` started and no DELETE ended.
+    sessions: Arc<Mutex<Sessions>>,
+}
+
+/// The live sessions of handshake-era clients, the oldest forgotten first beyond
+/// [`MAX_SESSIONS`] (its client is told 404 and starts a new one, as the transport
+/// provides).
+#[derive(Default)]
+struct Sessions {
+    live: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Sessions kept at once.
+const MAX_SESSIONS: usize = 4096;
+
+impl Sessions {
+    fn start(&mut self, id: String) {
+        if self.order.len() >= MAX_SESSIONS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.live.remove(&old);
+        }
+        self.live.insert(id.clone());
+        self.order.push_back(id);
+    }
+
+    fn end(&mut self, id: &str) -> bool {
+        self.order.retain(|s| s != id);
+        self.live.remove(id)
+    }
+}
+
+impl AppState {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request naming a session that is not (or no longer) live: 404, so the client
+    /// starts a new one.
+    fn unknown_session(&self, headers: &HeaderMap) -> Option<Response> {
+        let id = session_of(headers);
+        if id.is_empty() || self.sessions().live.contains(id) {
+            return None;
+        }
+        Some(
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001,
+                    "message": "session not found: it ended, or the gateway restarted; initialize again"}})),
+            )
+                .into_response(),
+        )
+    }
 }
 
 /// The listener's routes at `/mcp`, behind the [`Guard`]. Serve them with
@@ -206,6 +265,7 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
             gw,
             limits,
             requests: Arc::default(),
+            sessions: Arc::default(),
         })
         // A layer on the whole router, so every request meets the guard first: each
         // route's, one added later, and one that matches no route (which would
@@ -320,7 +380,12 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             );
             own_session.as_str()
         }
-        None => session_of(&headers),
+        None => {
+            if !is_initialize && let Some(r) = s.unknown_session(&headers) {
+                return r;
+            }
+            session_of(&headers)
+        }
     };
     // A 2026-07-28 request with a progress token, from a client that takes a stream:
     // its progress and then its answer, on the POST's own event stream (it has no
@@ -368,6 +433,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
                 let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     r.headers_mut().insert("mcp-session-id", v);
+                    s.sessions().start(id);
                 }
             }
             r
@@ -384,6 +450,9 @@ fn session_of(headers: &HeaderMap) -> &str {
 }
 
 async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(r) = s.unknown_session(&headers) {
+        return r;
+    }
     let rx = s.gw.subscribe();
     let stream = events(rx, session_of(&headers).to_owned());
     Sse::new(stream)
@@ -437,6 +506,10 @@ fn error_code(answer: &str) -> Option<i64> {
         .map(|e| e.code)
 }
 
+/// How long a streamed answer waits, after it arrived, for progress reports still on
+/// their way (and again after each one), at most ten times over.
+const PROGRESS_GRACE: Duration = Duration::from_millis(20);
+
 /// The session name of each 2026-07-28 request (numbered), which has none of its own.
 const REQUEST_SESSION: &str = "request-";
 
@@ -469,6 +542,28 @@ fn answer_with_progress(
         loop {
             tokio::select! {
                 answer = &mut answer => {
+                    // The server's last reports may still be on their way (they travel
+                    // through the gateway's event queue, the answer straight back): a
+                    // moment for them, each one extending it a little, so they come
+                    // before the answer as the server sent them.
+                    let until = tokio::time::Instant::now() + PROGRESS_GRACE * 10;
+                    loop {
+                        let quiet = tokio::time::sleep(PROGRESS_GRACE);
+                        tokio::select! {
+                            () = quiet => break,
+                            () = tokio::time::sleep_until(until) => break,
+                            notice = notices.recv() => match notice {
+                                Ok(n) if n.session.as_deref() == Some(session.as_str()) => {
+                                    let event = Event::default().event("message").data(n.message.to_string());
+                                    if tx.send(event).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(_) => break,
+                            },
+                        }
+                    }
                     if let Some(text) = answer {
                         let _ = tx.send(Event::default().event("message").data(text)).await;
                     }
@@ -510,8 +605,14 @@ where
     )
 }
 
-async fn handle_delete() -> Response {
-    StatusCode::OK.into_response()
+/// DELETE ends the session it names (later requests naming it get 404).
+async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let id = session_of(&headers);
+    if id.is_empty() || s.sessions().end(id) {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,34 @@ const PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-
 /// The synthetic tool of a server that needs authorization.
 const AUTHORIZE_TOOL: &str = "keyway_authorize";
 
+/// How the tools and prompts of the upstreams are named downstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrefixMode {
+    /// `prefix__name` always (names never clash).
+    #[default]
+    Always,
+    /// No prefix when there is one upstream, `prefix__name` with more.
+    Conditional,
+    /// The servers' own names; where two servers use one name, the first configured
+    /// wins (see [`Gateway::clashes`]).
+    Never,
+}
+
+impl std::str::FromStr for PrefixMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(Self::Always),
+            "conditional" => Ok(Self::Conditional),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown prefix mode `{other}`: use always, conditional or never"
+            )),
+        }
+    }
+}
+
 /// Whether an upstream is still wanted (not removed or disabled since the start).
 pub trait Liveness: Send + Sync {
     /// `false` once the upstream was removed or disabled: it is then not reconnected
@@ -87,6 +115,11 @@ enum Slot {
 pub struct Gateway {
     names: Vec<String>,
     prefixes: Vec<String>,
+    /// Whether tools and prompts are exposed as `prefix__name` ([`PrefixMode`]).
+    prefixed: bool,
+    /// Without prefixes: which server a tool or prompt name belongs to (first wins),
+    /// by `tools:NAME` or `prompts:NAME`, learned from the lists.
+    owners: Mutex<HashMap<String, usize>>,
     slots: Vec<Mutex<Slot>>,
     configs: Vec<UpstreamConfig>,
     events_tx: mpsc::Sender<Event>,
@@ -226,8 +259,19 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Connect to every upstream (all at once; a failing one is recorded, not fatal).
+    /// Connect to every upstream (all at once; a failing one is recorded, not fatal),
+    /// exposing their tools and prompts as `prefix__name`.
     pub async fn start(configs: Vec<UpstreamConfig>) -> Arc<Self> {
+        Self::start_with(configs, PrefixMode::Always).await
+    }
+
+    /// [`Gateway::start`] naming the tools and prompts as `prefix` says.
+    pub async fn start_with(configs: Vec<UpstreamConfig>, prefix: PrefixMode) -> Arc<Self> {
+        let prefixed = match prefix {
+            PrefixMode::Always => true,
+            PrefixMode::Conditional => configs.len() > 1,
+            PrefixMode::Never => false,
+        };
         let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE);
         let (downstream, _) = broadcast::channel(256);
         let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
@@ -266,6 +310,8 @@ impl Gateway {
         let gw = Arc::new(Self {
             names,
             prefixes,
+            prefixed,
+            owners: Mutex::new(HashMap::new()),
             slots: connected.into_iter().map(Mutex::new).collect(),
             configs,
             events_tx,
@@ -391,6 +437,7 @@ impl Gateway {
                 )})),
                 None => Ok(result),
             },
+            Ok(result) if modern => Ok(modern::with_result_type(result)),
             other => other,
         };
         Some(match outcome {
@@ -524,7 +571,7 @@ impl Gateway {
         let reference = params.get("ref").cloned().unwrap_or(Value::Null);
         match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
-                let (i, name) = self.route_name(&reference)?;
+                let (i, name) = self.route_name("prompts", &reference).await?;
                 let upstream = self
                     .slot(i)
                     .map_err(|e| json!({"code": -32603, "message": e.to_string()}))?;
@@ -573,12 +620,15 @@ impl Gateway {
         } else {
             PROTOCOLS[0]
         };
-        let servers: Vec<String> = self
-            .names
-            .iter()
-            .zip(&self.prefixes)
-            .map(|(n, p)| format!("{p}__ tools come from {n}"))
-            .collect();
+        let servers: Vec<String> = if self.prefixed {
+            self.names
+                .iter()
+                .zip(&self.prefixes)
+                .map(|(n, p)| format!("{p}__ tools come from {n}"))
+                .collect()
+        } else {
+            self.names.clone()
+        };
         json!({
             "protocolVersion": version,
             "capabilities": {
@@ -612,6 +662,7 @@ impl Gateway {
         .await;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         for (i, list) in lists.into_iter().enumerate() {
             let prefix = &self.prefixes[i];
             match list {
@@ -622,11 +673,18 @@ impl Gateway {
                         else {
                             continue;
                         };
-                        let exposed = format!("{prefix}{}{name}", merge::SEPARATOR);
                         if tools && self.ignored(i, &name) {
                             continue;
                         }
+                        let exposed = if self.prefixed {
+                            format!("{prefix}{}{name}", merge::SEPARATOR)
+                        } else {
+                            name
+                        };
                         if seen.insert(exposed.clone()) {
+                            if !self.prefixed {
+                                owners.insert(format!("{key}:{exposed}"), i);
+                            }
                             item["name"] = json!(exposed);
                             out.push(item);
                         }
@@ -684,20 +742,79 @@ impl Gateway {
         json!({ key: out })
     }
 
-    /// Route by the `prefix__name` in `params.name`.
-    fn route_name(&self, params: &Value) -> Result<(usize, String), Value> {
+    /// The server and its own name for the tool or prompt (`key`: `tools` or
+    /// `prompts`) named in `params.name`: by its `prefix__`, or without prefixes by
+    /// the lists (listed again when the name is not known yet). A server's
+    /// authorization tool keeps its prefix in every mode.
+    async fn route_name(&self, key: &str, params: &Value) -> Result<(usize, String), Value> {
         let name = params
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
         let unknown = || json!({"code": -32602, "message": format!("unknown name: {name}")});
-        let (prefix, rest) = merge::split(name).ok_or_else(unknown)?;
-        let i = self
-            .prefixes
-            .iter()
-            .position(|p| p == prefix)
-            .ok_or_else(unknown)?;
-        Ok((i, rest.to_owned()))
+        let by_prefix = merge::split(name).and_then(|(prefix, rest)| {
+            let i = self.prefixes.iter().position(|p| p == prefix)?;
+            Some((i, rest.to_owned()))
+        });
+        if self.prefixed {
+            return by_prefix.ok_or_else(unknown);
+        }
+        if let Some((i, rest)) = by_prefix.filter(|(_, rest)| rest == AUTHORIZE_TOOL) {
+            return Ok((i, rest));
+        }
+        if self.slots.len() == 1 {
+            return Ok((0, name.to_owned()));
+        }
+        let owner_key = format!("{key}:{name}");
+        let known = |gw: &Self| {
+            gw.owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&owner_key)
+                .copied()
+        };
+        let owner = match known(self) {
+            Some(i) => Some(i),
+            None => {
+                self.list(&format!("{key}/list"), key, key == "tools").await;
+                known(self)
+            }
+        };
+        owner.map(|i| (i, name.to_owned())).ok_or_else(unknown)
+    }
+
+    /// Tool and prompt names two servers both use, for [`PrefixMode::Never`]: each
+    /// goes to the first server configured, and the other's is out of reach.
+    pub async fn clashes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (method, key) in [("tools/list", "tools"), ("prompts/list", "prompts")] {
+            let mut first: HashMap<String, usize> = HashMap::new();
+            for i in 0..self.slots.len() {
+                let Ok(u) = self.slot(i) else { continue };
+                let Ok(Ok(items)) =
+                    tokio::time::timeout(LIST_TIMEOUT, all_pages(&u, method, key)).await
+                else {
+                    continue;
+                };
+                for item in items {
+                    let Some(name) = item.get("name").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    match first.get(name) {
+                        Some(&owner) => out.push(format!(
+                            "{} {name} of {} is hidden by {}'s",
+                            &key[..key.len() - 1],
+                            self.names[i],
+                            self.names[owner]
+                        )),
+                        None => {
+                            first.insert(name.to_owned(), i);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether upstream `i`'s tool `tool` is left out (`--ignore-tool`).
@@ -709,7 +826,7 @@ impl Gateway {
     }
 
     async fn call_tool(&self, mut params: Value, carrier: &Carrier) -> Result<Outcome, Value> {
-        let (i, tool) = self.route_name(&params)?;
+        let (i, tool) = self.route_name("tools", &params).await?;
         if self.ignored(i, &tool) {
             let name = params
                 .get("name")
@@ -753,7 +870,7 @@ impl Gateway {
         mut params: Value,
         carrier: &Carrier,
     ) -> Result<Value, Value> {
-        let (i, name) = self.route_name(&params)?;
+        let (i, name) = self.route_name("prompts", &params).await?;
         let upstream = self
             .slot(i)
             .map_err(|e| json!({"code": -32603, "message": e.to_string()}))?;

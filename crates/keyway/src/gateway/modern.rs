@@ -55,6 +55,40 @@ pub fn add_caching_hints(result: &mut Value) {
     }
 }
 
+/// A 2026-07-28 result says what it is: `resultType` (`complete` unless the server
+/// said otherwise; a handshake server's results have none).
+pub(crate) fn with_result_type(outcome: super::Outcome) -> super::Outcome {
+    match outcome {
+        super::Outcome::Built(mut v) => {
+            if let Some(r) = v.as_object_mut() {
+                r.entry("resultType").or_insert(json!("complete"));
+            }
+            super::Outcome::Built(v)
+        }
+        super::Outcome::Raw(raw) => {
+            let text = raw.get();
+            if memchr::memmem::find(text.as_bytes(), b"\"resultType\"").is_some() {
+                return super::Outcome::Raw(raw);
+            }
+            // An object result gets the member first; anything else is left alone.
+            let Some(rest) = text.trim_start().strip_prefix('{') else {
+                return super::Outcome::Raw(raw);
+            };
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            match serde_json::value::RawValue::from_string(format!(
+                "{{\"resultType\":\"complete\"{sep}{rest}"
+            )) {
+                Ok(r) => super::Outcome::Raw(r),
+                Err(_) => super::Outcome::Raw(raw),
+            }
+        }
+    }
+}
+
 /// The methods a 2026-07-28 `input_required` result asks the client for (joined for
 /// a message), or `None` for any other result.
 pub(crate) fn input_wanted(result: &super::Outcome) -> Option<String> {
@@ -258,6 +292,34 @@ mod tests {
         assert_eq!(error_status(-32601), 404);
         assert_eq!(error_status(-32022), 400);
         assert_eq!(error_status(-32603), 200);
+    }
+
+    #[test]
+    fn a_2026_result_says_it_is_complete_unless_it_says_otherwise() {
+        use crate::gateway::Outcome;
+        let raw =
+            |t: &str| Outcome::Raw(serde_json::value::RawValue::from_string(t.into()).unwrap());
+        let text = |o: Outcome| match o {
+            Outcome::Raw(r) => serde_json::from_str::<Value>(r.get()).unwrap(),
+            Outcome::Built(v) => v,
+        };
+        assert_eq!(
+            text(with_result_type(raw(r#"{"content":[]}"#))),
+            json!({"resultType": "complete", "content": []})
+        );
+        assert_eq!(
+            text(with_result_type(raw("{}"))),
+            json!({"resultType": "complete"})
+        );
+        let asks = r#"{"resultType":"input_required","requestState":"s"}"#;
+        assert_eq!(
+            text(with_result_type(raw(asks))),
+            serde_json::from_str::<Value>(asks).unwrap()
+        );
+        assert_eq!(
+            text(with_result_type(Outcome::Built(json!({"tools": []}))))["resultType"],
+            "complete"
+        );
     }
 
     #[test]
