@@ -449,3 +449,39 @@ async fn prefix_modes_name_tools_as_asked() {
     );
     assert!(other.stats().path("POST /mcp") > 0, "beta is served too");
 }
+
+/// A 2025-03-26 client may send a batch: each message is handled as if alone, the
+/// answers come back together; a batch of nothing, with `initialize`, or of
+/// 2026-07-28 requests (which has none) is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_client_may_batch() {
+    let (_tb, k) = saved(McpRevision::Both).await;
+    let (_gw, gw) = listen(&k, &[]).await;
+    let session = http_session(&gw).await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "alpha__echo", "arguments": {"text": "one"}}},
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "x", "progress": 1}},
+        {"jsonrpc": "2.0", "id": "b", "method": "tools/call", "params": {"name": "alpha__echo", "arguments": {"text": "two"}}},
+    ]);
+    let r = post_as(&gw, batch, &[("mcp-session-id", session.as_str())]).await;
+    assert_eq!(r.status(), 200);
+    let answers: Value = r.json().await.unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let by_id = |id: &str| answers.iter().find(|a| a["id"] == id).unwrap();
+    assert_eq!(text(by_id("a")), "one");
+    assert_eq!(text(by_id("b")), "two");
+
+    let init = json!([{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}]);
+    let modern_batch = json!([modern(2, "tools/list", json!({}), json!({}))]);
+    for (body, why) in [
+        (json!([]), "empty"),
+        (init, "initialize"),
+        (modern_batch, "2026-07-28"),
+    ] {
+        let r = post_as(&gw, body, &[("mcp-session-id", session.as_str())]).await;
+        assert_eq!(r.status(), 400, "{why}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], -32600, "{why}: {answer}");
+    }
+}

@@ -344,6 +344,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
+        Ok(Value::Array(batch)) => return handle_batch(&s, &headers, batch).await,
         _ => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -438,6 +439,69 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             }
             r
         }
+    }
+}
+
+/// Most messages in one batch.
+const MAX_BATCH: usize = 100;
+
+/// A JSON-RPC batch, as 2025-03-26 clients may send: each message handled as if sent
+/// alone (at once, side by side) in the client's session, the answers together in one
+/// array (202 when there are none). 2026-07-28 has no batches, and `initialize` may
+/// not be in one.
+async fn handle_batch(s: &AppState, headers: &HeaderMap, batch: Vec<Value>) -> Response {
+    let invalid = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": why}})),
+        )
+            .into_response()
+    };
+    if batch.is_empty() {
+        return invalid("an empty batch");
+    }
+    if batch.len() > MAX_BATCH {
+        return invalid("a batch of more than 100 messages");
+    }
+    let modern = batch
+        .iter()
+        .any(|m| m.get("params").and_then(super::modern::revision).is_some());
+    if modern || headers.contains_key("mcp-method") {
+        return invalid("MCP 2026-07-28 has no batches: send the requests one by one");
+    }
+    if batch
+        .iter()
+        .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"))
+    {
+        return invalid("initialize may not be part of a batch");
+    }
+    if let Some(r) = s.unknown_session(headers) {
+        return r;
+    }
+    let session = session_of(headers);
+    let answers = futures::future::join_all(batch.into_iter().map(|message| async move {
+        match message {
+            Value::Object(_) => {
+                let request_id = message.get("method").and(message.get("id")).cloned();
+                match s.gw.handle(session, message).await {
+                    Some(answer) => serde_json::from_str::<Value>(&answer).ok(),
+                    // Cancelled meanwhile: a request still gets its answer.
+                    None => request_id.map(|id| {
+                        json!({"jsonrpc": "2.0", "id": id,
+                        "error": {"code": CANCELLED, "message": "cancelled by the client"}})
+                    }),
+                }
+            }
+            _ => Some(json!({"jsonrpc": "2.0", "id": null,
+                "error": {"code": -32600, "message": "a batch holds JSON-RPC objects"}})),
+        }
+    }))
+    .await;
+    let answers: Vec<Value> = answers.into_iter().flatten().collect();
+    if answers.is_empty() {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        Json(Value::Array(answers)).into_response()
     }
 }
 
