@@ -57,6 +57,38 @@ pub(crate) async fn faults(
     if let Some(delay) = rules.delay {
         tokio::time::sleep(delay).await;
     }
+    if endpoint == Endpoint::Mcp
+        && shared.knobs.claims_2026
+        && let Some(method) = req.headers().get("mcp-method")
+    {
+        return if method.as_bytes() == b"server/discover" {
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let id = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("id").cloned())
+                .unwrap_or(serde_json::Value::Null);
+            Json(json!({"jsonrpc": "2.0", "id": id, "result": {
+                "resultType": "complete",
+                "supportedVersions": ["2026-07-28"],
+                "capabilities": {"tools": {}},
+                "ttlMs": 0,
+                "cacheScope": "private",
+                "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "claims-2026", "version": "0"}},
+            }}))
+            .into_response()
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+                    "message": "Bad Request: No valid session ID provided"}}),
+                ),
+            )
+                .into_response()
+        };
+    }
     let armed = endpoint == Endpoint::Mcp
         && shared
             .drop_next

@@ -323,6 +323,14 @@ pub struct Knobs {
     #[arg(long, help_heading = "Faults")]
     pub input_required_forever: bool,
 
+    /// Claim MCP 2026-07-28 without speaking it: `server/discover` is answered as a
+    /// 2026-07-28 server would, and every other 2026-07-28 request (one with an
+    /// `Mcp-Method` header) is refused with 400 "no valid session", as a server of the
+    /// handshake revisions refuses a request outside a session. Use with
+    /// `--mcp-revision legacy`.
+    #[arg(long, help_heading = "Faults")]
+    pub claims_2026: bool,
+
     /// Pad every `requestState` the interactive tools issue to this many bytes.
     #[arg(
         long,

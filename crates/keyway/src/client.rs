@@ -992,6 +992,7 @@ impl Session {
         let mut recoveries = 0;
         let mut unauthorized = 0;
         let mut reconnected = false;
+        let mut took_handshake = false;
         loop {
             // Connecting is one operation whatever the caller wanted: its sign-in and
             // its step-ups share one cap. (A 2026-07-28 server wants a token for
@@ -1004,31 +1005,53 @@ impl Session {
                     Refusal::Forbidden(challenge, "initialize".to_owned())
                 }
                 Err(e) => return Err(ClientError::Connect(e)),
-                Ok(conn) => match op(conn).await {
-                    Ok(v) => {
-                        self.policy.delivered();
-                        return Ok(v);
-                    }
-                    Err(RequestError::AuthorizationRequired { challenge, .. }) => {
-                        Refusal::Unauthorized(challenge, operation.to_owned())
-                    }
-                    Err(RequestError::InsufficientScope { challenge, .. }) => {
-                        Refusal::Forbidden(challenge, operation.to_owned())
-                    }
-                    Err(RequestError::Transport { error: Some(w), .. })
-                        if !reconnected && w.may_retry(method, true) =>
-                    {
-                        if !self.policy.still_wanted().await {
-                            return Err(ClientError::Gone {
-                                name: self.policy.server_name(),
-                            });
+                Ok(conn) => {
+                    let modern = conn.is_modern();
+                    match op(conn).await {
+                        Ok(v) => {
+                            self.policy.delivered();
+                            return Ok(v);
                         }
-                        reconnected = true;
-                        self.reset().await;
-                        continue;
+                        Err(RequestError::AuthorizationRequired { challenge, .. }) => {
+                            Refusal::Unauthorized(challenge, operation.to_owned())
+                        }
+                        Err(RequestError::InsufficientScope { challenge, .. }) => {
+                            Refusal::Forbidden(challenge, operation.to_owned())
+                        }
+                        Err(RequestError::Transport { error: Some(w), .. })
+                            if !reconnected && w.may_retry(method, true) =>
+                        {
+                            if !self.policy.still_wanted().await {
+                                return Err(ClientError::Gone {
+                                    name: self.policy.server_name(),
+                                });
+                            }
+                            reconnected = true;
+                            self.reset().await;
+                            continue;
+                        }
+                        // A server that named 2026-07-28 in server/discover yet wants a
+                        // session for the requests after it speaks the handshake: it
+                        // gets that (once), and the saved record follows.
+                        Err(RequestError::Server { message, .. })
+                            if !took_handshake
+                                && self.config.protocol == Protocol::Auto
+                                && self.config.kind == WireKind::StreamableHttp
+                                && modern
+                                && message.to_ascii_lowercase().contains("session") =>
+                        {
+                            tracing::info!(
+                                url = %self.policy.url,
+                                "the server claimed MCP 2026-07-28 but wants a session ({message}); using the handshake"
+                            );
+                            took_handshake = true;
+                            self.policy.spoke(Some("2025-11-25")).await;
+                            self.reset().await;
+                            continue;
+                        }
+                        Err(e) => return Err(ClientError::Request(e)),
                     }
-                    Err(e) => return Err(ClientError::Request(e)),
-                },
+                }
             };
             recoveries += 1;
             if recoveries > MAX_RECOVERIES {

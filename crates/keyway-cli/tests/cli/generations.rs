@@ -613,3 +613,43 @@ async fn a_2026_client_reaches_a_handshake_server_through_the_proxy() {
         "the client's own discover and call, nothing of keyway's"
     );
 }
+
+/// A server that names 2026-07-28 in `server/discover` but wants a session for
+/// everything after it (it speaks the handshake): `keyway call` takes the handshake
+/// once the first request is refused for want of a session; a handshake client through
+/// the proxy gets a JSON-RPC error that says what the server said, never a hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_claims_2026_but_wants_a_session() {
+    let tb = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Legacy;
+        k.claims_2026 = true;
+    })
+    .await;
+    let k = Keyway::new();
+    let out = k
+        .run_async(&[
+            "call",
+            "--url",
+            tb.mcp_url(),
+            "echo",
+            "--args",
+            r#"{"text":"after all"}"#,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("after all"));
+
+    let mut c = Client::spawn(&k, &["proxy", tb.mcp_url(), "--transport", "http"]);
+    let init = c.initialize_as("2025-11-25", json!({})).await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "claims-2026",
+        "{init}"
+    );
+    let tools = c.request("tools/list", json!({})).await;
+    let why = tools["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tools}"));
+    assert!(why.contains("No valid session"), "{why}");
+    c.finish().await;
+}

@@ -239,7 +239,11 @@ async fn the_http_listener_guards_host_origin_and_token() {
     let r = post(&url, json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "alpha__echo", "arguments": {"text": "over http"}}}), &[auth]).await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["result"]["content"][0]["text"], "over http");
-    assert_eq!(post(&url, json!([1, 2]), &[auth]).await.status(), 400);
+    // A batch of what is not a message: each gets its Invalid Request (JSON-RPC 2.0).
+    let r = post(&url, json!([1, 2]), &[auth]).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v[0]["error"]["code"], -32600, "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
