@@ -131,8 +131,8 @@ pub(crate) fn input_wanted(result: &super::Outcome) -> Option<String> {
 /// `_meta`) must not claim 2026-07-28 in its header either.
 pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), Value> {
     let header = |name: &str| headers.get(name).map(|v| v.to_str().map(decode_value));
-    let params = message.get("params").cloned().unwrap_or(Value::Null);
-    let Some(declared) = revision(&params) else {
+    let params = message.get("params").unwrap_or(&Value::Null);
+    let Some(declared) = revision(params) else {
         // A 2026-07-28 request by its header whose body lacks the metadata: invalid
         // params, as the revision says of a request missing its required `_meta`.
         return match header("mcp-protocol-version") {
