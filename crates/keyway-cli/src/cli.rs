@@ -358,8 +358,8 @@ pub struct ServeArgs {
     /// How tools and prompts are named: `always` as `server__name`; `conditional`
     /// without the prefix when one server is enabled; `never` as the servers name them
     /// (where two use one name, the first server wins, and the start says so).
-    #[arg(long, value_name = "MODE", default_value = "always", value_parser = ["always", "conditional", "never"])]
-    pub prefix: String,
+    #[arg(long, value_name = "MODE", default_value = "always")]
+    pub prefix: keyway::gateway::PrefixMode,
 
     #[command(flatten)]
     pub deadlines: DeadlineArgs,

@@ -70,10 +70,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         tracing::warn!("no enabled servers: the gateway has nothing to offer (keyway add URL)");
     }
     let count = upstreams.len();
-    let prefix: keyway::gateway::PrefixMode = args
-        .prefix
-        .parse()
-        .map_err(|e: String| CliError::failure(anyhow::anyhow!(e)))?;
+    let prefix = args.prefix;
     let gw = Gateway::start_with(upstreams, prefix).await;
     if prefix == keyway::gateway::PrefixMode::Never {
         for clash in gw.clashes().await {

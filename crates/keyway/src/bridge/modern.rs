@@ -34,8 +34,8 @@ use tokio::sync::oneshot;
 use super::{DELIVERY_FAILED, DeliveryError, Shared, recovering};
 use crate::mcp::{
     modern::{
-        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION,
-        UNSUPPORTED_VERSION,
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
+        MODERN_VERSION, UNSUPPORTED_VERSION,
     },
     wire::Message,
 };
@@ -48,8 +48,6 @@ pub const MAX_ROUNDS: usize = 10;
 /// refused rather than let to grow the bridge's memory round after round.
 pub const MAX_REQUEST_STATE: usize = 256 * 1024;
 
-/// `_meta` key of the per-request log level.
-const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 /// `_meta` key of the server's name and version on a 2026-07-28 result.
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 

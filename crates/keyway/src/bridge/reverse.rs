@@ -16,17 +16,9 @@ use serde_json::{Value, json};
 
 use super::{DELIVERY_FAILED, Era, Shared, deliver, recovering};
 use crate::mcp::{
-    modern::{META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION, is_modern},
+    modern::{META_CLIENT_INFO, MODERN_VERSION, is_modern, strip_request_metadata},
     wire::{Message, Protocol, WireKind},
 };
-
-/// The 2026-07-28 request metadata a handshake server must not get.
-const REQUEST_METADATA: [&str; 4] = [
-    META_PROTOCOL_VERSION,
-    crate::mcp::modern::META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO,
-    "io.modelcontextprotocol/logLevel",
-];
 
 /// What the bridge keeps to serve a 2026-07-28 client from a handshake server.
 pub(super) struct Reverse {
@@ -238,11 +230,8 @@ pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
         }
         _ => {}
     }
-    if let Some(meta) = value
-        .pointer_mut("/params/_meta")
-        .and_then(Value::as_object_mut)
-    {
-        meta.retain(|k, _| !REQUEST_METADATA.contains(&k.as_str()));
+    if let Some(params) = value.get_mut("params") {
+        strip_request_metadata(params);
     }
     deliver(&s, Message::from_value(&value)).await;
 }

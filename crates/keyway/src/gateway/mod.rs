@@ -57,17 +57,20 @@ pub enum PrefixMode {
     Never,
 }
 
+/// A `--prefix` that is none of the [`PrefixMode`]s.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown prefix mode `{0}`: use always, conditional or never")]
+pub struct UnknownPrefixMode(pub String);
+
 impl std::str::FromStr for PrefixMode {
-    type Err = String;
+    type Err = UnknownPrefixMode;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "always" => Ok(Self::Always),
             "conditional" => Ok(Self::Conditional),
             "never" => Ok(Self::Never),
-            other => Err(format!(
-                "unknown prefix mode `{other}`: use always, conditional or never"
-            )),
+            other => Err(UnknownPrefixMode(other.to_owned())),
         }
     }
 }

@@ -142,29 +142,30 @@ pub fn check_headers(headers: &HeaderMap, message: &Value) -> Result<(), Value> 
             _ => Ok(()),
         };
     };
-    let mismatch = |why: String| header_mismatch(why);
-    let agree = |name: &str, expected: &str| -> Result<(), String> {
+    let agree = |name: &str, expected: &str| -> Result<(), Value> {
         match header(name) {
-            None => Err(format!("the {name} header is missing")),
-            Some(Err(_)) | Some(Ok(None)) => Err(format!("the {name} header is not readable")),
+            None => Err(header_mismatch(format!("the {name} header is missing"))),
+            Some(Err(_)) | Some(Ok(None)) => Err(header_mismatch(format!(
+                "the {name} header is not readable"
+            ))),
             Some(Ok(Some(v))) if v == expected => Ok(()),
-            Some(Ok(Some(v))) => Err(format!(
+            Some(Ok(Some(v))) => Err(header_mismatch(format!(
                 "the {name} header says {v:?} where the body says {expected:?}"
-            )),
+            ))),
         }
     };
-    agree("mcp-protocol-version", declared).map_err(mismatch)?;
+    agree("mcp-protocol-version", declared)?;
     let Some(method) = message.get("method").and_then(Value::as_str) else {
         return Ok(());
     };
-    agree("mcp-method", method).map_err(mismatch)?;
+    agree("mcp-method", method)?;
     let named = match method {
         "tools/call" | "prompts/get" => params.get("name"),
         "resources/read" => params.get("uri"),
         _ => None,
     };
     if let Some(name) = named.and_then(Value::as_str) {
-        agree("mcp-name", name).map_err(mismatch)?;
+        agree("mcp-name", name)?;
     }
     Ok(())
 }

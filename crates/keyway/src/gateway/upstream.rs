@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use crate::mcp::{
     modern::{
         META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION,
-        is_modern,
+        is_modern, strip_request_metadata,
     },
     wire::{Inbound, Message, Protocol, Wire, WireConfig, WireError, WireKind},
 };
@@ -38,15 +38,6 @@ use crate::mcp::{
 /// How long `server/discover` may take before the server is taken for one that knows
 /// only the handshake (as rmcp's client waits).
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The `_meta` keys of 2026-07-28 request metadata, which a handshake server must not
-/// get (its wire would take the request for a 2026-07-28 one).
-const REQUEST_METADATA: [&str; 4] = [
-    META_PROTOCOL_VERSION,
-    META_CLIENT_CAPABILITIES,
-    META_CLIENT_INFO,
-    "io.modelcontextprotocol/logLevel",
-];
 
 /// How long an upstream request may go without its answer or a progress report (each
 /// report starts the wait again, as MCP's lifecycle allows), unless configured.
@@ -548,9 +539,7 @@ fn with_metadata(params: &Value, modern: bool, session: bool) -> Option<Value> {
             return None;
         }
         let mut params = params.clone();
-        if let Some(m) = params.get_mut("_meta").and_then(Value::as_object_mut) {
-            m.retain(|k, _| !REQUEST_METADATA.contains(&k.as_str()));
-        }
+        strip_request_metadata(&mut params);
         return Some(params);
     }
     if session || !modern {

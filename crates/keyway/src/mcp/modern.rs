@@ -26,6 +26,29 @@ pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabi
 /// `_meta` key of the client's name and version on a modern request.
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 
+/// `_meta` key of the log level a modern request asks for.
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+
+/// The `_meta` keys of modern request metadata: what a server of the handshake
+/// revisions must not get (its wire would take the request for a modern one).
+pub const REQUEST_METADATA: [&str; 4] = [
+    META_PROTOCOL_VERSION,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_LOG_LEVEL,
+];
+
+/// `params` without the modern request metadata in their `_meta` (the rest of it,
+/// a progress token say, stays).
+pub fn strip_request_metadata(params: &mut serde_json::Value) {
+    if let Some(meta) = params
+        .get_mut("_meta")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        meta.retain(|k, _| !REQUEST_METADATA.contains(&k.as_str()));
+    }
+}
+
 /// `HeaderMismatch`: headers missing or not matching the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// `MissingRequiredClientCapability`.

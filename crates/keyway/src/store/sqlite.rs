@@ -364,15 +364,21 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     // Schema 2 needs the key: [`bind_values`] takes the store there after unlocking,
     // and [`migrate_later`] on from there.
     for (i, sql) in MIGRATIONS.iter().enumerate() {
-        let target = i as i64 + 1;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if current < target {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", target)?;
-        }
-        tx.commit()?;
+        migrate_to(conn, i as i64 + 1, sql)?;
     }
+    Ok(())
+}
+
+/// Take the store to schema `target` with `sql`, in one transaction, unless it is
+/// there already (another process may have done it while this one waited).
+fn migrate_to(conn: &mut Connection, target: i64, sql: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current < target {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", target)?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -419,14 +425,7 @@ fn bind_values(conn: &mut Connection, cipher: &Cipher) -> Result<(), StoreError>
 fn migrate_later(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for &(target, sql) in LATER_MIGRATIONS.iter().filter(|(t, _)| *t > version) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Another process may have done it while this one waited for the lock.
-        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if current < target {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", target)?;
-        }
-        tx.commit()?;
+        migrate_to(conn, target, sql)?;
     }
     Ok(())
 }
