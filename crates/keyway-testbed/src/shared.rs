@@ -80,6 +80,8 @@ impl Shared {
         let mut stats = self.stats().clone();
         stats.cancelled_calls = self.tools.cancelled.get();
         stats.most_slow_calls_at_once = self.tools.most_slow_at_once();
+        stats.resource_subscribes = self.tools.subscribes.get();
+        stats.resource_unsubscribes = self.tools.unsubscribes.get();
         stats
     }
 
@@ -308,6 +310,10 @@ pub struct ToolCounters {
     pub cancelled: Counter,
     /// `slow` calls started.
     pub started: Counter,
+    /// `resources/subscribe` requests served.
+    pub subscribes: Counter,
+    /// `resources/unsubscribe` requests served.
+    pub unsubscribes: Counter,
     running_slow: std::sync::atomic::AtomicU64,
     most_slow: std::sync::atomic::AtomicU64,
 }

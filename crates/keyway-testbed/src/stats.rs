@@ -54,6 +54,10 @@ pub struct Stats {
     pub cancelled_calls: u64,
     /// The most `slow` calls that ran at the same time.
     pub most_slow_calls_at_once: u64,
+    /// `resources/subscribe` requests served (MCP's handshake revisions).
+    pub resource_subscribes: u64,
+    /// `resources/unsubscribe` requests served.
+    pub resource_unsubscribes: u64,
     /// Connections the MCP server's listener accepted.
     pub mcp_connections: u64,
     /// Requests that came over HTTP/2.

@@ -17,6 +17,7 @@ use rmcp::{
     tool, tool_handler, tool_router,
 };
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use rmcp::model::ProtocolVersion;
 
@@ -57,6 +58,9 @@ pub(crate) struct TestbedTools {
     /// What the interactive tools remember between rounds (shared by every session:
     /// a 2026-07-28 retry may reach another instance).
     rounds: Arc<Rounds>,
+    /// This session's resource subscriptions (handshake revisions), by URI: each
+    /// stops its relay of updates when cancelled.
+    subscriptions: Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>,
 }
 
 #[tool_router]
@@ -71,6 +75,7 @@ impl TestbedTools {
             counters,
             revision,
             rounds,
+            subscriptions: Arc::default(),
         }
     }
 
@@ -307,11 +312,26 @@ impl ServerHandler for TestbedTools {
         request: rmcp::model::SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), rmcp::ErrorData> {
+        self.counters.subscribes.bump();
         let mut updates = self.rounds.updates.subscribe();
         let peer = context.peer.clone();
         let uri = request.uri;
+        let stop = CancellationToken::new();
+        if let Some(old) = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uri.clone(), stop.clone())
+        {
+            old.cancel();
+        }
         tokio::spawn(async move {
-            while let Ok(changed) = updates.recv().await {
+            loop {
+                let changed = tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = updates.recv() => changed,
+                };
+                let Ok(changed) = changed else { return };
                 if changed == uri
                     && peer
                         .notify_resource_updated(
@@ -324,6 +344,24 @@ impl ServerHandler for TestbedTools {
                 }
             }
         });
+        Ok(())
+    }
+
+    #[allow(deprecated)] // resources/unsubscribe: the handshake revisions' end of one.
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        self.counters.unsubscribes.bump();
+        if let Some(stop) = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request.uri)
+        {
+            stop.cancel();
+        }
         Ok(())
     }
 

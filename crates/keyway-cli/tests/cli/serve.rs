@@ -468,3 +468,133 @@ async fn progress_goes_to_the_session_that_asked_under_its_own_token() {
         );
     }
 }
+
+/// A server's request goes to the session whose call it came in the course of (the
+/// server sends it on that call's stream), not to every client; only that session's
+/// answer is passed back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_request_goes_to_the_session_that_caused_it() {
+    let (_open, k) = alpha().await;
+    let (_child, gw) = listen(&k, &[]).await;
+    let (a, b) = (http_session(&gw).await, http_session(&gw).await);
+    let (mut a_events, mut b_events) = (Events::open(&gw, &a).await, Events::open(&gw, &b).await);
+    let ask = |session: &str, id: u64| {
+        let (gw, session) = (gw.clone(), session.to_owned());
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__ask_name", "arguments": {}}});
+        tokio::spawn(async move {
+            let r = post_as(&gw, body, &[("mcp-session-id", session.as_str())]).await;
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    let answer = |id: &Value, name: &str| json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"name": name}}});
+    let a_call = ask(&a, 1);
+    let asked_a = a_events.next().await;
+    assert_eq!(asked_a["method"], "elicitation/create", "{asked_a}");
+    // B answering A's question is not taken for A's answer.
+    let b_answers = post_as(
+        &gw,
+        answer(&asked_a["id"], "Mallory"),
+        &[("mcp-session-id", b.as_str())],
+    )
+    .await;
+    assert_eq!(b_answers.status(), 202);
+    let a_answers = post_as(
+        &gw,
+        answer(&asked_a["id"], "Alice"),
+        &[("mcp-session-id", a.as_str())],
+    )
+    .await;
+    assert_eq!(a_answers.status(), 202);
+    let done = a_call.await.unwrap();
+    assert_eq!(done["result"]["content"][0]["text"], "name Alice", "{done}");
+    // B's first event is its own question: A's never reached it.
+    let b_call = ask(&b, 2);
+    let asked_b = b_events.next().await;
+    assert_eq!(asked_b["method"], "elicitation/create", "{asked_b}");
+    assert_ne!(asked_b["id"], asked_a["id"], "A's question reached B");
+    let b_answers = post_as(
+        &gw,
+        answer(&asked_b["id"], "Bob"),
+        &[("mcp-session-id", b.as_str())],
+    )
+    .await;
+    assert_eq!(b_answers.status(), 202);
+    let done = b_call.await.unwrap();
+    assert_eq!(done["result"]["content"][0]["text"], "name Bob", "{done}");
+}
+
+/// DELETE ends a session and what it holds upstream: its calls still running are
+/// cancelled there, and its resource subscriptions end. The gateway holds one
+/// subscription per URI at the server for all its clients: the server hears of the
+/// first session subscribing and of the last one leaving, and each update reaches
+/// the sessions subscribed.
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_a_session_ends_its_upstream_state() {
+    let (open, k) = alpha().await;
+    let (_child, gw) = listen(&k, &[]).await;
+    let (a, b) = (http_session(&gw).await, http_session(&gw).await);
+    let (mut a_events, mut b_events) = (Events::open(&gw, &a).await, Events::open(&gw, &b).await);
+    let rpc = |session: &str, id: u64, method: &str, params: Value| {
+        let (gw, session, method) = (gw.clone(), session.to_owned(), method.to_owned());
+        async move {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            let r = post_as(&gw, body, &[("mcp-session-id", session.as_str())]).await;
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let readme = json!({"uri": "testbed://readme"});
+    for s in [&a, &b] {
+        let r = rpc(s, 1, "resources/subscribe", readme.clone()).await;
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    assert_eq!(
+        open.stats().resource_subscribes,
+        1,
+        "one subscription upstream"
+    );
+    let touch = json!({"name": "alpha__touch", "arguments": {}});
+    let r = rpc(&a, 2, "tools/call", touch.clone()).await;
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("touched")
+    );
+    for events in [&mut a_events, &mut b_events] {
+        let updated = events.next().await;
+        assert_eq!(
+            updated["method"], "notifications/resources/updated",
+            "{updated}"
+        );
+    }
+    // A leaves with a call running: it is cancelled upstream; B keeps the subscription.
+    let long = tokio::spawn(rpc(
+        &a,
+        3,
+        "tools/call",
+        slow_call(json!(3), 60_000, "long")["params"].clone(),
+    ));
+    while !is_progress_of(&a_events.next().await, "long") {}
+    let delete = reqwest::Client::new()
+        .delete(&gw.url)
+        .header("authorization", format!("Bearer {}", gw.token))
+        .header("mcp-session-id", &a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    upstream_cancels(&open).await;
+    assert_eq!(long.await.unwrap()["error"]["code"], -32800);
+    assert_eq!(open.stats().resource_unsubscribes, 0, "B still subscribed");
+    let r = rpc(&b, 4, "tools/call", touch.clone()).await;
+    assert!(r["result"].is_object(), "{r}");
+    let updated = b_events.next().await;
+    assert_eq!(
+        updated["method"], "notifications/resources/updated",
+        "{updated}"
+    );
+    // The last subscriber leaving ends the server's subscription.
+    let r = rpc(&b, 5, "resources/unsubscribe", readme.clone()).await;
+    assert_eq!(r["result"], json!({}), "{r}");
+    assert_eq!(open.stats().resource_unsubscribes, 1);
+}

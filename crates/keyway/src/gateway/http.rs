@@ -213,14 +213,19 @@ struct Sessions {
 const MAX_SESSIONS: usize = 4096;
 
 impl Sessions {
-    fn start(&mut self, id: String) {
-        if self.order.len() >= MAX_SESSIONS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.live.remove(&old);
+    /// A new session; the one forgotten to make room for it, if any.
+    fn start(&mut self, id: String) -> Option<String> {
+        let forgotten = if self.order.len() >= MAX_SESSIONS {
+            self.order.pop_front()
+        } else {
+            None
+        };
+        if let Some(old) = &forgotten {
+            self.live.remove(old);
         }
         self.live.insert(id.clone());
         self.order.push_back(id);
+        forgotten
     }
 
     fn end(&mut self, id: &str) -> bool {
@@ -434,7 +439,11 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
                 let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     r.headers_mut().insert("mcp-session-id", v);
-                    s.sessions().start(id);
+                    let forgotten = s.sessions().start(id);
+                    if let Some(old) = forgotten {
+                        let gw = s.gw.clone();
+                        tokio::spawn(async move { gw.end_session(&old).await });
+                    }
                 }
             }
             r
@@ -669,10 +678,16 @@ where
     )
 }
 
-/// DELETE ends the session it names (later requests naming it get 404).
+/// DELETE ends the session it names (later requests naming it get 404), and what
+/// it holds at the servers ([`Gateway::end_session`](super::Gateway::end_session)).
 async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let id = session_of(&headers);
-    if id.is_empty() || s.sessions().end(id) {
+    if id.is_empty() {
+        return StatusCode::OK.into_response();
+    }
+    let ended = s.sessions().end(id);
+    if ended {
+        s.gw.end_session(id).await;
         StatusCode::OK.into_response()
     } else {
         StatusCode::NOT_FOUND.into_response()

@@ -14,7 +14,7 @@ pub mod modern;
 pub mod upstream;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -133,6 +133,28 @@ pub struct Gateway {
     /// Downstream requests being served, by session and id (its JSON text).
     in_flight: Mutex<HashMap<(String, String), Arc<InFlight>>>,
     progress: Mutex<ProgressRoutes>,
+    /// The servers' requests passed to one session, by forwarded id: only that
+    /// session's answer goes back, and its end refuses what it left unanswered.
+    asked: Mutex<HashMap<String, String>>,
+    /// The sessions subscribed to each resource URI: the server hears of the first
+    /// subscription and the last one ending, and its updates go to these sessions.
+    subscribers: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// Server requests remembered for [`Gateway::asked`] at once; beyond, a request's
+/// answer is taken from whichever session sends it.
+const MAX_ASKED: usize = 4096;
+
+/// Where a server's request goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Asker {
+    /// To the session whose request it came in the course of.
+    Session(String),
+    /// Nowhere: it came in the course of a 2026-07-28 client's request, and such a
+    /// client takes no requests from the server.
+    Nobody,
+    /// To every client (the server did not say what it is about).
+    Everyone,
 }
 
 /// A message for the downstream side: for one session (a progress report), or for
@@ -227,6 +249,8 @@ pub(crate) enum Outcome {
 struct InFlight {
     cancelled: tokio_util::sync::CancellationToken,
     carrier: Carrier,
+    /// Whether the client is a 2026-07-28 one, which takes no requests from servers.
+    modern: bool,
 }
 
 /// Takes a request out of [`Gateway::in_flight`] when it is done (or dropped), unless
@@ -322,6 +346,8 @@ impl Gateway {
             resources: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             progress: Mutex::default(),
+            asked: Mutex::default(),
+            subscribers: Mutex::default(),
         });
         tokio::spawn(pump_events(gw.clone(), events_rx));
         gw
@@ -394,7 +420,7 @@ impl Gateway {
         };
         let Some(method) = message.get("method").and_then(Value::as_str) else {
             // An answer to a server request we forwarded (it has no params).
-            self.answer_upstream(message).await;
+            self.answer_upstream(session, message).await;
             return None;
         };
         let Some(id) = id else {
@@ -405,7 +431,10 @@ impl Gateway {
         };
         // Registered before the first await: a cancellation handled after this
         // message finds it.
-        let flight = Arc::new(InFlight::default());
+        let flight = Arc::new(InFlight {
+            modern,
+            ..InFlight::default()
+        });
         let key = (session.to_owned(), id.to_string());
         self.in_flight
             .lock()
@@ -429,7 +458,7 @@ impl Gateway {
         let outcome = tokio::select! {
             biased;
             () = flight.cancelled.cancelled() => return None,
-            outcome = self.dispatch(method, params, &flight.carrier, modern) => outcome,
+            outcome = self.dispatch(session, method, params, &flight.carrier, modern) => outcome,
         };
         // A 2026-07-28 server's request for more input reaches a 2026-07-28 client as
         // it is; a handshake-era client could not make sense of it.
@@ -475,13 +504,18 @@ impl Gateway {
             .get(&(session.to_owned(), request_id.to_string()))
             .cloned();
         let Some(flight) = flight else { return };
+        self.stop(&flight, params.get("reason").cloned()).await;
+    }
+
+    /// Stop serving a request, and tell the server carrying it.
+    async fn stop(&self, flight: &InFlight, reason: Option<Value>) {
         flight.cancelled.cancel();
         let Some((server, upstream_id)) = flight.carrier.get() else {
             return;
         };
         let mut note = json!({"requestId": upstream_id});
-        if let Some(reason) = params.get("reason") {
-            note["reason"] = reason.clone();
+        if let Some(reason) = reason {
+            note["reason"] = reason;
         }
         if let Ok(u) = self.slot(server) {
             let message =
@@ -495,6 +529,7 @@ impl Gateway {
     /// A downstream request's result or JSON-RPC error.
     async fn dispatch(
         &self,
+        session: &str,
         method: &str,
         params: Value,
         carrier: &Carrier,
@@ -531,7 +566,11 @@ impl Gateway {
                 .by_prefix("prompts/get", params, carrier)
                 .await
                 .map(Outcome::Built),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => self
+            "resources/subscribe" | "resources/unsubscribe" => self
+                .subscription(session, method, params, carrier)
+                .await
+                .map(Outcome::Built),
+            "resources/read" => self
                 .by_uri(method, params, carrier, modern)
                 .await
                 .map(Outcome::Built),
@@ -939,11 +978,195 @@ impl Gateway {
         Err(last)
     }
 
-    /// The client's answer to a request a server made through us.
-    async fn answer_upstream(&self, mut message: Value) {
+    /// `resources/subscribe` or `resources/unsubscribe` of `session`. The server
+    /// holds one subscription for all the gateway's clients: it hears of the first
+    /// session subscribing to a URI and of the last one unsubscribing.
+    async fn subscription(
+        &self,
+        session: &str,
+        method: &str,
+        params: Value,
+        carrier: &Carrier,
+    ) -> Result<Value, Value> {
+        let uri = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let subscribe = method == "resources/subscribe";
+        let pass_on = {
+            let mut subs = self.subscribers();
+            if subscribe {
+                let sessions = subs.entry(uri.clone()).or_default();
+                sessions.insert(session.to_owned()) && sessions.len() == 1
+            } else {
+                match subs.get_mut(&uri) {
+                    Some(sessions) => {
+                        let was = sessions.remove(session);
+                        let last = sessions.is_empty();
+                        if last {
+                            subs.remove(&uri);
+                        }
+                        was && last
+                    }
+                    None => true,
+                }
+            }
+        };
+        if !pass_on {
+            return Ok(json!({}));
+        }
+        let answer = self.by_uri(method, params, carrier, false).await;
+        if subscribe && answer.is_err() {
+            self.forget_subscriber(&uri, session);
+        }
+        answer
+    }
+
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take `session` off `uri`'s subscribers; whether it was the last one.
+    fn forget_subscriber(&self, uri: &str, session: &str) -> bool {
+        let mut subs = self.subscribers();
+        let Some(sessions) = subs.get_mut(uri) else {
+            return false;
+        };
+        let was = sessions.remove(session);
+        if sessions.is_empty() {
+            subs.remove(uri);
+            return was;
+        }
+        false
+    }
+
+    fn asked(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who a request server `server` sent should go to: the session whose request it
+    /// came in the course of, by the stream it came on (`during`, the gateway's id of
+    /// that request) or, without one (a stdio server, or a request on the standalone
+    /// stream), the one session with requests at that server now.
+    fn asker(&self, server: usize, during: Option<&str>) -> Asker {
+        let table = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let at_server = |f: &InFlight| f.carrier.get().filter(|(s, _)| *s == server);
+        let chosen = |session: &String, f: &InFlight| {
+            if f.modern {
+                Asker::Nobody
+            } else {
+                Asker::Session(session.clone())
+            }
+        };
+        if let Some(during) = during
+            && let Some(((session, _), f)) = table
+                .iter()
+                .find(|(_, f)| at_server(f).is_some_and(|(_, id)| id == during))
+        {
+            return chosen(session, f);
+        }
+        let mut open = table.iter().filter(|(_, f)| at_server(f).is_some());
+        let Some(((first, _), f)) = open.next() else {
+            return Asker::Everyone;
+        };
+        if open.all(|((s, _), _)| s == first) {
+            chosen(first, f)
+        } else {
+            Asker::Everyone
+        }
+    }
+
+    /// End `session` (its client sent DELETE, or it was forgotten to make room): its
+    /// requests still being served are cancelled, the servers' requests it did not
+    /// answer are refused, and its resource subscriptions end (the server's with the
+    /// last one).
+    pub async fn end_session(&self, session: &str) {
+        let flights: Vec<Arc<InFlight>> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((s, _), _)| s == session)
+            .map(|(_, f)| f.clone())
+            .collect();
+        for flight in flights {
+            self.stop(&flight, Some(json!("the client's session ended")))
+                .await;
+        }
+        let unanswered: Vec<String> = {
+            let mut asked = self.asked();
+            let ids: Vec<String> = asked
+                .iter()
+                .filter(|(_, s)| s.as_str() == session)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &ids {
+                asked.remove(id);
+            }
+            ids
+        };
+        for id in unanswered {
+            if let Some((server, original)) = parse_forwarded_id(&id) {
+                self.refuse(
+                    server,
+                    original,
+                    "the client's session ended before it answered",
+                )
+                .await;
+            }
+        }
+        let uris: Vec<String> = self
+            .subscribers()
+            .iter()
+            .filter(|(_, sessions)| sessions.contains(session))
+            .map(|(uri, _)| uri.clone())
+            .collect();
+        for uri in uris {
+            if self.forget_subscriber(&uri, session) {
+                let params = json!({"uri": uri});
+                if let Err(e) = self
+                    .by_uri("resources/unsubscribe", params, &Carrier::default(), false)
+                    .await
+                {
+                    tracing::debug!(%uri, "unsubscribing for an ended session failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Answer server `server`'s request `id` with an error: nobody will answer it.
+    async fn refuse(&self, server: usize, id: Value, why: &str) {
+        if let Ok(u) = self.slot(server) {
+            let refusal =
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": why}});
+            if let Err(e) = u.send_raw(&refusal).await {
+                tracing::debug!("refusing a server request failed: {e}");
+            }
+        }
+    }
+
+    /// `session`'s answer to a request a server made through us: passed back unless
+    /// the request was another session's.
+    async fn answer_upstream(&self, session: &str, mut message: Value) {
         let Some(id) = message.get("id").and_then(Value::as_str).map(str::to_owned) else {
             return;
         };
+        {
+            let mut asked = self.asked();
+            match asked.get(&id) {
+                Some(owner) if owner != session => {
+                    tracing::debug!(
+                        "an answer to a server request another session was asked; ignored"
+                    );
+                    return;
+                }
+                Some(_) => {
+                    asked.remove(&id);
+                }
+                None => {}
+            }
+        }
         let Some((server, original)) = parse_forwarded_id(&id) else {
             return;
         };
@@ -1046,27 +1269,75 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                 == Some("notifications/cancelled") =>
             {
                 if let Some(id) = message.pointer_mut("/params/requestId") {
-                    *id = json!(forwarded_id(server, id));
+                    let forwarded = forwarded_id(server, id);
+                    let owner = gw.asked().remove(&forwarded);
+                    *id = json!(forwarded);
+                    if let Some(session) = owner {
+                        let _ = gw.downstream.send(Notice {
+                            session: Some(session),
+                            message,
+                        });
+                        continue;
+                    }
                 }
                 message
+            }
+            // A resource's update goes to the sessions subscribed to it.
+            Event::Notification { message, .. }
+                if message.get("method").and_then(Value::as_str)
+                    == Some("notifications/resources/updated") =>
+            {
+                let sessions: Vec<String> = message
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .and_then(|uri| gw.subscribers().get(uri).cloned())
+                    .map(|s| s.into_iter().collect())
+                    .unwrap_or_default();
+                if sessions.is_empty() {
+                    message
+                } else {
+                    for session in sessions {
+                        let _ = gw.downstream.send(Notice {
+                            session: Some(session),
+                            message: message.clone(),
+                        });
+                    }
+                    continue;
+                }
             }
             Event::Notification { message, .. } => message,
             Event::Request {
                 server,
                 mut message,
+                during,
             } => {
                 let id = message.get("id").cloned().unwrap_or(Value::Null);
-                message["id"] = json!(forwarded_id(server, &id));
-                if gw.downstream.send(Notice::everyone(message)).is_err() {
-                    // Nobody to ask (only 2026-07-28 clients, which have no stream for
-                    // it): the server hears so at once instead of waiting.
-                    if let Ok(u) = gw.slot(server) {
-                        let refusal = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
-                            "message": "no client of keyway's gateway can answer this request now"}});
-                        if let Err(e) = u.send_raw(&refusal).await {
-                            tracing::debug!("refusing a server request failed: {e}");
+                let forwarded = forwarded_id(server, &id);
+                message["id"] = json!(forwarded);
+                let notice = match gw.asker(server, during.as_deref()) {
+                    Asker::Session(session) => {
+                        let mut asked = gw.asked();
+                        if asked.len() < MAX_ASKED {
+                            asked.insert(forwarded.clone(), session.clone());
                         }
+                        Some(Notice {
+                            session: Some(session),
+                            message,
+                        })
                     }
+                    Asker::Everyone => Some(Notice::everyone(message)),
+                    Asker::Nobody => None,
+                };
+                // Nobody to ask (only 2026-07-28 clients, which take no requests from
+                // servers): the server hears so at once instead of waiting.
+                if notice.is_none_or(|n| gw.downstream.send(n).is_err()) {
+                    gw.asked().remove(&forwarded);
+                    gw.refuse(
+                        server,
+                        id,
+                        "no client of keyway's gateway can answer this request now",
+                    )
+                    .await;
                 }
                 continue;
             }
@@ -1176,6 +1447,7 @@ mod tests {
             .send(Event::Request {
                 server: 3,
                 message: request,
+                during: None,
             })
             .await
             .unwrap();

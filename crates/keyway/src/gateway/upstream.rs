@@ -92,6 +92,9 @@ pub(crate) enum Event {
         server: usize,
         /// The message.
         message: Value,
+        /// The id of the gateway's request on whose event stream it came: the
+        /// request it was sent in the course of.
+        during: Option<String>,
     },
 }
 
@@ -578,6 +581,10 @@ async fn route(
             Event::Request {
                 server: up.index,
                 message: m.value(),
+                // The id's JSON text: the gateway's ids are strings.
+                during: m
+                    .during()
+                    .and_then(|d| serde_json::from_str::<String>(d).ok()),
             }
         } else {
             Event::Notification {

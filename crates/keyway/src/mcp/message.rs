@@ -35,6 +35,10 @@ pub struct Message {
     method: Option<String>,
     /// Whether it carries `result` or `error` (an answer, with an id).
     answer: bool,
+    /// For a message that arrived on the event stream of one of our requests: that
+    /// request's id (its JSON text). A server sends the requests and notifications
+    /// that belong to a request there (MCP 2025-11-25, Streamable HTTP).
+    during: Option<String>,
 }
 
 impl std::fmt::Debug for Message {
@@ -116,6 +120,7 @@ impl Message {
             id,
             method,
             answer,
+            during: None,
         })
     }
 
@@ -146,6 +151,7 @@ impl Message {
             id: Some(String::from_utf8(id_json).unwrap_or_default()),
             method: Some(method.to_owned()),
             answer: false,
+            during: None,
         }
     }
 
@@ -156,6 +162,7 @@ impl Message {
             id: v.get("id").filter(|id| !id.is_null()).map(Value::to_string),
             method: v.get("method").and_then(Value::as_str).map(str::to_owned),
             answer: v.get("result").is_some() || v.get("error").is_some(),
+            during: None,
         }
     }
 
@@ -199,6 +206,18 @@ impl Message {
     /// An answer (no method, an id, and a result or an error).
     pub fn is_answer(&self) -> bool {
         self.method.is_none() && self.answer && self.id.is_some()
+    }
+
+    /// The id (JSON text) of our request on whose event stream this message came,
+    /// if it came on one: what the server sent it in the course of.
+    pub fn during(&self) -> Option<&str> {
+        self.during.as_deref()
+    }
+
+    /// Note the request on whose event stream this message came.
+    pub(crate) fn arrived_during(mut self, request: Option<&str>) -> Self {
+        self.during = request.map(str::to_owned);
+        self
     }
 }
 

@@ -1196,7 +1196,7 @@ impl Wire {
                         }
                     }
                     Event::Message(v) => {
-                        if let Some(full) = self.deliver(v) {
+                        if let Some(full) = self.deliver(v.arrived_during(reading.request())) {
                             full.await;
                         }
                     }
