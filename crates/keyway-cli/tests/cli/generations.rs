@@ -566,8 +566,8 @@ async fn a_2026_client_reaches_a_handshake_server_through_the_proxy() {
         ))
         .await;
     assert_eq!(text(&echo), "to the old one");
-    // A tool that needs the client's input: the server was offered no capabilities to
-    // ask with, and says so rather than leave the call hanging.
+    // A tool that needs the client's input: the server's elicitation comes back as a
+    // round (see the next test).
     let asked = c
         .ask(modern_request(
             "a",
@@ -575,10 +575,7 @@ async fn a_2026_client_reaches_a_handshake_server_through_the_proxy() {
             json!({"name": "ask_name", "arguments": {}}),
         ))
         .await;
-    assert!(
-        asked.get("error").is_some() || asked["result"]["isError"] == true,
-        "{asked}"
-    );
+    assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
     c.finish().await;
     let stats = old.stats();
     assert_eq!(
@@ -651,5 +648,113 @@ async fn a_server_that_claims_2026_but_wants_a_session() {
         .as_str()
         .unwrap_or_else(|| panic!("{tools}"));
     assert!(why.contains("No valid session"), "{why}");
+    c.finish().await;
+}
+
+/// A retry of `request` (a 2026-07-28 request) under `id` with `answers` and `state`.
+fn retry(request: &Value, id: &str, answers: Value, state: &Value) -> Value {
+    let mut retry = request.clone();
+    retry["id"] = json!(id);
+    retry["params"]["inputResponses"] = answers;
+    retry["params"]["requestState"] = state.clone();
+    retry
+}
+
+/// The one question of an `input_required` answer: its key and the request.
+fn only_question(answer: &Value) -> (String, Value) {
+    assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
+    let questions = answer["result"]["inputRequests"].as_object().unwrap();
+    assert_eq!(questions.len(), 1, "{answer}");
+    let (key, q) = questions.iter().next().unwrap();
+    (key.clone(), q.clone())
+}
+
+/// A handshake server's own requests reach a 2026-07-28 client through the proxy as
+/// rounds: the call is answered `input_required` with the server's question, and the
+/// retry with the client's answer completes it (two rounds for two questions). A
+/// `requestState` tampered with or used twice is refused and leaves the server's
+/// request waiting for the real one; a question the client declared no capability for
+/// is refused to the server, whose tool says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_servers_questions_become_rounds_for_a_2026_client() {
+    let old = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Legacy;
+    })
+    .await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", old.mcp_url(), "--transport", "http"]);
+    let mut both = modern_request(
+        "t1",
+        "tools/call",
+        json!({"name": "two_rounds", "arguments": {}}),
+    );
+    both["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"elicitation": {}, "sampling": {}});
+    let first = c.ask(both.clone()).await;
+    let (key, q) = only_question(&first);
+    assert_eq!(q["method"], "elicitation/create", "{first}");
+    assert_eq!(q["params"]["message"], "What is your name?");
+    let state = first["result"]["requestState"].clone();
+    // Tampered with: refused, and the round is still there for the real state.
+    let mut tampered = state.as_str().unwrap().to_owned();
+    tampered.push('0');
+    let bad = c.ask(retry(&both, "t2", json!({}), &json!(tampered))).await;
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let accept = json!({key: {"action": "accept", "content": {"name": "Ada"}}});
+    let second = c.ask(retry(&both, "t3", accept.clone(), &state)).await;
+    let (key2, q2) = only_question(&second);
+    assert_eq!(q2["method"], "sampling/createMessage", "{second}");
+    // Used twice: that round is over.
+    let again = c.ask(retry(&both, "t4", accept, &state)).await;
+    assert_eq!(again["error"]["code"], -32602, "{again}");
+    let sampled = json!({key2: {"role": "assistant", "model": "m", "content": {"type": "text", "text": "Hello, Ada"}}});
+    let done = c
+        .ask(retry(
+            &both,
+            "t5",
+            sampled,
+            &second["result"]["requestState"],
+        ))
+        .await;
+    assert_eq!(text(&done), "name Ada; sampled Hello, Ada", "{done}");
+
+    // No sampling capability declared: the server hears so, and its tool says.
+    let mut sample = modern_request(
+        "s1",
+        "tools/call",
+        json!({"name": "sample", "arguments": {}}),
+    );
+    sample["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"elicitation": {}});
+    let refused = c.ask(sample).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(text(&refused).contains("sampling capability"), "{refused}");
+
+    // The client's cancellation reaches the server under keyway's id for the call.
+    let slow = modern_request(
+        "slow",
+        "tools/call",
+        json!({"name": "slow", "arguments": {"ms": 60_000}}),
+    );
+    c.send(&slow).await;
+    old.slow_calls_start(1).await;
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "slow"}}))
+        .await;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        old.cancelled_calls_reach(1),
+    )
+    .await
+    .expect("the server heard of the cancellation");
+    // A round the client never comes back to does not keep the proxy from ending.
+    let left = c
+        .ask(modern_request(
+            "n",
+            "tools/call",
+            json!({"name": "ask_name", "arguments": {}}),
+        ))
+        .await;
+    assert_eq!(left["result"]["resultType"], "input_required", "{left}");
     c.finish().await;
 }

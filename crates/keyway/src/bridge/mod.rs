@@ -226,9 +226,9 @@ struct Route {
     stats: Mutex<BridgeStats>,
     /// At most one end waits here: a second one while a reopen is pending adds nothing.
     stream_ended: mpsc::Sender<String>,
-    /// For a client that cannot take the server's own requests (a 2026-07-28 client
-    /// of a handshake server): where they go to be refused instead.
-    refuse_requests: std::sync::OnceLock<mpsc::UnboundedSender<Value>>,
+    /// For a client that cannot take the server's own requests as they are (a
+    /// 2026-07-28 client of a handshake server): where they go instead ([`reverse`]).
+    server_requests: std::sync::OnceLock<mpsc::UnboundedSender<Message>>,
 }
 
 impl Route {
@@ -249,9 +249,9 @@ impl Route {
                 if v.method() == Some("notifications/subscriptions/acknowledged") => {}
             Inbound::Message(v)
                 if v.is_request()
-                    && let Some(refusals) = self.refuse_requests.get() =>
+                    && let Some(server_requests) = self.server_requests.get() =>
             {
-                let _ = refusals.send(v.value());
+                let _ = server_requests.send(v);
             }
             Inbound::Message(mut v) => {
                 // Only an answer: the server's own requests carry ids of their own
@@ -355,7 +355,7 @@ where
         filtered: Mutex::new(Default::default()),
         stats: Mutex::new(BridgeStats::default()),
         stream_ended: ended_tx,
-        refuse_requests: std::sync::OnceLock::new(),
+        server_requests: std::sync::OnceLock::new(),
     });
     let sink = route.clone();
     let protocol = config.protocol.clone();
@@ -506,6 +506,12 @@ where
                 _ => {}
             }
         }
+        if let Some(r) = &reversed
+            && !message.is_request()
+        {
+            reverse::notification(&shared, r, message).await;
+            continue;
+        }
         if message.is_request() {
             // Requests run side by side; a slow one does not hold up the others.
             let s = shared.clone();
@@ -533,8 +539,10 @@ where
         }
     }
     // The client is gone: nobody will answer keyway's questions on its behalf.
-    if let Some(Era::Translated(t)) = shared.era.get() {
-        t.stop();
+    match shared.era.get() {
+        Some(Era::Translated(t)) => t.stop(),
+        Some(Era::Reverse(r)) => r.stop(),
+        _ => {}
     }
     if let Some(request) = current.take() {
         request.await;
@@ -1131,7 +1139,7 @@ mod tests {
             filtered: Mutex::new(Default::default()),
             stats: Mutex::new(BridgeStats::default()),
             stream_ended: ended,
-            refuse_requests: std::sync::OnceLock::new(),
+            server_requests: std::sync::OnceLock::new(),
         };
         let message = |i: usize| {
             Message::from_value(

@@ -5,25 +5,117 @@
 //! 2026-07-28 metadata; the answers come back as they are (a result with no
 //! `resultType` is complete).
 //!
-//! The server is offered no client capabilities: its own requests (elicitation,
-//! sampling, roots) would have to become `input_required` results for this client,
-//! which keyway does not do yet, so the server is not led to send them. Nor is
-//! `subscriptions/listen` offered.
+//! The server's own requests become multi round-trip answers. The server is offered
+//! the client capabilities (elicitation, sampling, roots) the client's first request
+//! declared. A request the server sends in the course of one of the client's (on that
+//! request's event stream) answers the client's request `input_required`, asking the
+//! same question, with a `requestState` that names the server's request left waiting.
+//! The client's retry carries its answers and that state back: keyway answers the
+//! server's questions with them and goes on waiting for the server's answer (or its
+//! next question, a round of its own, [`MAX_ROUNDS`] at most). The state is a random
+//! handle to what keyway keeps, so one tampered with, used twice, or for another
+//! request names nothing and is refused; a round the client never comes back to is
+//! given up after [`PARK_TIMEOUT`] and the server's request cancelled.
+//!
+//! `subscriptions/listen` is not offered.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, atomic::AtomicU64},
+    time::Duration,
+};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use super::{DELIVERY_FAILED, Era, Shared, deliver, recovering};
+use super::{DELIVERY_FAILED, Era, MAX_ROUNDS, Shared, deliver, recovering};
 use crate::mcp::{
-    modern::{META_CLIENT_INFO, MODERN_VERSION, is_modern, strip_request_metadata},
+    modern::{
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, MODERN_VERSION, is_modern,
+        strip_request_metadata,
+    },
     wire::{Message, Protocol, WireKind},
 };
+
+/// How long keyway keeps a server's request waiting for the client to retry with its
+/// answers.
+pub const PARK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Rounds waiting for their retry at once; beyond, a server's question is refused.
+const MAX_PARKED: usize = 256;
+
+/// The client capabilities the server's requests need, by method.
+const ASKS: &[(&str, &str)] = &[
+    ("elicitation/create", "elicitation"),
+    ("sampling/createMessage", "sampling"),
+    ("roots/list", "roots"),
+];
 
 /// What the bridge keeps to serve a 2026-07-28 client from a handshake server.
 pub(super) struct Reverse {
     /// The `server/discover` result the client gets.
     discover: Value,
+    /// The client's requests now at the server, by the id keyway sent them under (its
+    /// JSON text).
+    open: Mutex<HashMap<String, Open>>,
+    /// Requests waiting for the client's retry, by the `requestState` it was given.
+    parked: Mutex<HashMap<String, Parked>>,
+    next: AtomicU64,
+    /// The client is gone: nobody waits for answers any more.
+    closing: CancellationToken,
+}
+
+/// A client request at the server.
+struct Open {
+    /// The id of the client's request waiting for it now (a retry has its own; none
+    /// while the client has been asked for input and not come back).
+    client_id: Option<Value>,
+    /// The server's questions asked in its course.
+    asks: mpsc::UnboundedSender<Message>,
+    /// The client cancelled it.
+    cancelled: CancellationToken,
+}
+
+/// What a round waits on: the server's answer and its questions.
+struct Flight {
+    /// keyway's id for the request at the server (JSON text).
+    upstream: String,
+    answer: oneshot::Receiver<Value>,
+    /// Why the request could not be delivered, should it fail; closed once it was.
+    undelivered: Option<oneshot::Receiver<String>>,
+    asks: mpsc::UnboundedReceiver<Message>,
+    /// Keeps `asks` open whatever becomes of the request's [`Open`] entry.
+    _asks_open: mpsc::UnboundedSender<Message>,
+    cancelled: CancellationToken,
+    rounds: usize,
+    /// The client's capabilities, from the request's metadata.
+    capabilities: Value,
+}
+
+/// A round the client was asked to come back to.
+struct Parked {
+    method: String,
+    /// The tool, prompt or resource it is about.
+    name: Option<String>,
+    flight: Flight,
+    /// The server's requests waiting for the client's answers, by input key.
+    asked: Vec<(String, Value)>,
+}
+
+impl Reverse {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client is gone: requests stop waiting for their answers.
+    pub(super) fn stop(&self) {
+        self.closing.cancel();
+    }
 }
 
 fn error(id: &Value, code: i64, message: impl Into<String>) -> Message {
@@ -103,7 +195,7 @@ pub(super) async fn start(s: Arc<Shared>, message: Message) {
         .unwrap_or_else(|| json!({"name": "keyway", "version": env!("CARGO_PKG_VERSION")}));
     let initialize = Message::from_value(&json!({
         "jsonrpc": "2.0", "id": "keyway-initialize", "method": "initialize",
-        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": client_info},
+        "params": {"protocolVersion": version, "capabilities": offered(&meta), "clientInfo": client_info},
     }));
     let answer = match recovering(&s, &initialize, || s.wire.call_message(initialize.clone())).await
     {
@@ -134,12 +226,16 @@ pub(super) async fn start(s: Arc<Shared>, message: Message) {
         s.wire.url()
     );
     *s.initialize.lock().unwrap_or_else(|p| p.into_inner()) = Some(initialize);
-    refuse_server_requests(&s);
     let spoken = result.get("protocolVersion").and_then(Value::as_str);
     s.authorize.spoke(spoken).await;
     let reverse = Arc::new(Reverse {
         discover: discover_result(result),
+        open: Mutex::default(),
+        parked: Mutex::default(),
+        next: AtomicU64::new(1),
+        closing: CancellationToken::new(),
     });
+    route_server_requests(&s, &reverse);
     let _ = s.era.set(Era::Reverse(reverse.clone()));
     deliver(
         &s,
@@ -149,35 +245,79 @@ pub(super) async fn start(s: Arc<Shared>, message: Message) {
     request(s, reverse, message).await;
 }
 
-/// The server's own requests (elicitation, sampling, roots) are answered here with an
-/// error: a 2026-07-28 client takes none, and keyway does not turn them into
-/// `input_required` results yet. A server that asks anyway (it was offered no
-/// capabilities) hears so at once instead of waiting.
-fn refuse_server_requests(s: &Arc<Shared>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    if s.route.refuse_requests.set(tx).is_err() {
+/// The capabilities a 2026-07-28 client's request metadata declares, as the
+/// handshake offers them: those of the server's requests keyway turns into rounds.
+fn offered(meta: &Value) -> Value {
+    let declared = meta.get(META_CLIENT_CAPABILITIES);
+    let mut out = Map::new();
+    for (_, capability) in ASKS {
+        if let Some(c) = declared.and_then(|d| d.get(*capability)) {
+            let mut c = c.clone();
+            // The client cannot tell of changes to its roots: it has no session.
+            if let Some(o) = c.as_object_mut() {
+                o.remove("listChanged");
+            }
+            out.insert((*capability).to_owned(), c);
+        }
+    }
+    Value::Object(out)
+}
+
+/// The server's own requests go to the client request they came in the course of
+/// (the one whose stream carried them, or the only one open); one that belongs to none
+/// is refused at once, as the client could not take it.
+fn route_server_requests(s: &Arc<Shared>, r: &Arc<Reverse>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    if s.route.server_requests.set(tx).is_err() {
         return;
     }
     // Weak: the channel's sender lives in the route, which the bridge holds, so the
     // task ends with the bridge rather than keep it alive.
     let bridge = Arc::downgrade(s);
+    let r = r.clone();
     tokio::spawn(async move {
         while let Some(request) = rx.recv().await {
             let Some(s) = bridge.upgrade() else { break };
-            let method = request.get("method").and_then(Value::as_str).unwrap_or("");
-            tracing::info!(
-                method,
-                "refused a server request the 2026-07-28 client cannot take"
-            );
-            let refusal = json!({"jsonrpc": "2.0", "id": request.get("id"), "error": {
-                "code": -32601,
-                "message": format!("the client speaks MCP 2026-07-28 and cannot take {method}; keyway does not translate it yet"),
-            }});
-            if let Err(e) = s.wire.send(&refusal).await {
-                tracing::debug!("refusing a server request failed: {e}");
+            let unrouted = {
+                let open = r.open();
+                let target = match request.during() {
+                    Some(during) => open.get(during),
+                    None if open.len() == 1 => open.values().next(),
+                    None => None,
+                };
+                match target {
+                    Some(o) => o.asks.send(request).err().map(|e| e.0),
+                    None => Some(request),
+                }
+            };
+            if let Some(request) = unrouted {
+                let method = request.method().unwrap_or_default().to_owned();
+                tracing::info!(
+                    method,
+                    "refused a server request made outside any request of the 2026-07-28 client"
+                );
+                answer_server(
+                    &s,
+                    &request.value()["id"],
+                    Err(format!(
+                        "the client speaks MCP 2026-07-28 and takes {method} only in the course of one of its requests"
+                    )),
+                )
+                .await;
             }
         }
     });
+}
+
+/// Answer the server's request `id`: with a result, or with an error saying why not.
+async fn answer_server(s: &Shared, id: &Value, answer: Result<Value, String>) {
+    let message = match answer {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(why) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": why}}),
+    };
+    if let Err(e) = s.wire.send(&message).await {
+        tracing::debug!("answering a server request failed: {e}");
+    }
 }
 
 /// A `server/discover` result from a handshake server's `initialize` result: its
@@ -210,12 +350,15 @@ fn discover_result(initialize: &Value) -> Value {
     result
 }
 
-/// A 2026-07-28 client's request: `server/discover` answered here, the rest sent on
-/// the session without their 2026-07-28 metadata (the answer comes back as it is).
+/// A 2026-07-28 client's request: `server/discover` answered here; a retry with a
+/// `requestState` goes on with the round it names; the rest sent on the session
+/// without their 2026-07-28 metadata, under an id of keyway's (the server's questions
+/// in their course become `input_required` answers).
 pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
     let mut value = message.value();
     let id = value.get("id").cloned().unwrap_or(Value::Null);
-    match message.method().unwrap_or_default() {
+    let method = message.method().unwrap_or_default().to_owned();
+    match method.as_str() {
         "server/discover" => {
             return s.out(Message::from_value(
                 &json!({"jsonrpc": "2.0", "id": id, "result": r.discover}),
@@ -230,8 +373,324 @@ pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
         }
         _ => {}
     }
-    if let Some(params) = value.get_mut("params") {
-        strip_request_metadata(params);
+    let mut params = value
+        .get_mut("params")
+        .map(Value::take)
+        .unwrap_or_else(|| json!({}));
+    let capabilities = params
+        .pointer(&format!(
+            "/_meta/{}",
+            META_CLIENT_CAPABILITIES.replace('/', "~1")
+        ))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let name = about(&params);
+    let state = params.get("requestState").cloned();
+    let responses = params.get("inputResponses").cloned();
+    if let Some(p) = params.as_object_mut() {
+        p.remove("requestState");
+        p.remove("inputResponses");
     }
-    deliver(&s, Message::from_value(&value)).await;
+    let flight = match state {
+        Some(state) => {
+            let parked = state.as_str().and_then(|st| r.parked().remove(st));
+            let Some(parked) = parked.filter(|p| p.method == method && p.name == name) else {
+                return s.out(error(
+                    &id,
+                    -32602,
+                    "requestState was not issued by keyway for this request (tampered with, used twice, or expired): send the request again without it",
+                ));
+            };
+            let mut flight = parked.flight;
+            flight.capabilities = capabilities;
+            for (key, server_id) in parked.asked {
+                let answer = responses
+                    .as_ref()
+                    .and_then(|r| r.get(&key))
+                    .cloned()
+                    .ok_or_else(|| format!("the client gave no answer to {key}"));
+                answer_server(&s, &server_id, answer).await;
+            }
+            if let Some(o) = r.open().get_mut(&flight.upstream) {
+                o.client_id = Some(id.clone());
+            }
+            flight
+        }
+        None => {
+            strip_request_metadata(&mut params);
+            send(&s, &r, &id, &method, params, capabilities)
+        }
+    };
+    wait(s, r, id, method, name, flight).await;
+}
+
+/// What a request is about: the tool or prompt it names, or the resource.
+fn about(params: &Value) -> Option<String> {
+    params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Send the client's request to the server under an id of keyway's.
+fn send(
+    s: &Arc<Shared>,
+    r: &Reverse,
+    id: &Value,
+    method: &str,
+    params: Value,
+    capabilities: Value,
+) -> Flight {
+    let n = r.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ours = format!("keyway-r-{n}");
+    let upstream = json!(ours).to_string();
+    let (answer_tx, answer) = oneshot::channel();
+    s.route.internal().insert(ours.clone(), answer_tx);
+    let (asks_tx, asks) = mpsc::unbounded_channel();
+    let cancelled = CancellationToken::new();
+    r.open().insert(
+        upstream.clone(),
+        Open {
+            client_id: Some(id.clone()),
+            asks: asks_tx.clone(),
+            cancelled: cancelled.clone(),
+        },
+    );
+    let message = Message::request(&ours, method, &params);
+    // Sent on a task of its own: the request's stream is read to its end there, and the
+    // server's questions on it need their answers before the request's answer comes.
+    let (failed, undelivered) = oneshot::channel();
+    let bridge = s.clone();
+    let method_name = method.to_owned();
+    tokio::spawn(async move {
+        let s = bridge;
+        if let Err(why) = recovering(&s, &message, || s.wire.send_message(&message)).await {
+            tracing::warn!(method = method_name, "could not deliver: {why}");
+            let _ = failed.send(format!("keyway could not deliver {method_name}: {why}"));
+        }
+    });
+    Flight {
+        upstream,
+        answer,
+        undelivered: Some(undelivered),
+        asks,
+        _asks_open: asks_tx,
+        cancelled,
+        rounds: 0,
+        capabilities,
+    }
+}
+
+/// Wait for the server's answer to the client's request `id`, passing it on; a
+/// question the server asks meanwhile ends this round `input_required`.
+async fn wait(
+    s: Arc<Shared>,
+    r: Arc<Reverse>,
+    id: Value,
+    method: String,
+    name: Option<String>,
+    mut flight: Flight,
+) {
+    loop {
+        let ask = tokio::select! {
+            answer = &mut flight.answer => {
+                r.open().remove(&flight.upstream);
+                let Ok(mut answer) = answer else {
+                    return s.out(error(&id, DELIVERY_FAILED, "the connection to the server closed before it answered"));
+                };
+                answer["id"] = id;
+                s.stats().to_client += 1;
+                return s.out(Message::from_value(&answer));
+            }
+            // The client cancelled, or is gone: it wants no answer.
+            () = flight.cancelled.cancelled() => {
+                r.open().remove(&flight.upstream);
+                s.route.internal().remove(flight.upstream.trim_matches('"'));
+                return;
+            }
+            () = r.closing.cancelled() => return,
+            failed = async {
+                match flight.undelivered.as_mut() {
+                    Some(u) => u.await,
+                    None => std::future::pending().await,
+                }
+            } => match failed {
+                Ok(why) => {
+                    r.open().remove(&flight.upstream);
+                    s.route.internal().remove(flight.upstream.trim_matches('"'));
+                    return s.out(error(&id, DELIVERY_FAILED, why));
+                }
+                // Delivered: the answer comes as it comes.
+                Err(_) => {
+                    flight.undelivered = None;
+                    continue;
+                }
+            },
+            ask = flight.asks.recv() => ask,
+        };
+        // The sender lives in `flight`: the channel does not close.
+        let Some(ask) = ask else { continue };
+        let mut questions = Map::new();
+        let mut asked = Vec::new();
+        let mut next = Some(ask);
+        while let Some(ask) = next.take() {
+            let value = ask.value();
+            let server_id = value.get("id").cloned().unwrap_or(Value::Null);
+            let asked_for = value
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match question(asked_for, &flight.capabilities) {
+                Question::Ping => answer_server(&s, &server_id, Ok(json!({}))).await,
+                Question::Refused(why) => answer_server(&s, &server_id, Err(why)).await,
+                Question::Ask => {
+                    let key = format!("{}-{}", asked_for.replace('/', "-"), questions.len() + 1);
+                    let mut q = json!({"method": asked_for});
+                    if let Some(p) = value.get("params") {
+                        q["params"] = p.clone();
+                    }
+                    questions.insert(key.clone(), q);
+                    asked.push((key, server_id));
+                }
+            }
+            // Questions the server sent together go in one round.
+            next = flight.asks.try_recv().ok();
+        }
+        if asked.is_empty() {
+            continue;
+        }
+        flight.rounds += 1;
+        let full = r.parked().len() >= MAX_PARKED;
+        if flight.rounds > MAX_ROUNDS || full {
+            let why = if full {
+                "too many requests wait for the client's answers"
+            } else {
+                "the server asked more than keyway relays for one request"
+            };
+            for (_, server_id) in &asked {
+                answer_server(&s, server_id, Err(why.to_owned())).await;
+            }
+            continue;
+        }
+        // Still open at the server (more questions may come meanwhile), but no
+        // request of the client's waits for it until the retry.
+        if let Some(o) = r.open().get_mut(&flight.upstream) {
+            o.client_id = None;
+        }
+        let state = format!("keyway-{:032x}", rand::random::<u128>());
+        let upstream = flight.upstream.clone();
+        r.parked().insert(
+            state.clone(),
+            Parked {
+                method,
+                name,
+                flight,
+                asked,
+            },
+        );
+        tokio::spawn(expire(
+            Arc::downgrade(&s),
+            r.clone(),
+            state.clone(),
+            upstream,
+        ));
+        return s.out(Message::from_value(&json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "result": {
+                "resultType": "input_required",
+                "inputRequests": questions,
+                "requestState": state,
+            }
+        })));
+    }
+}
+
+/// What to do with a server's request of `method` for a client of `capabilities`.
+enum Question {
+    Ping,
+    Ask,
+    Refused(String),
+}
+
+fn question(method: &str, capabilities: &Value) -> Question {
+    if method == "ping" {
+        return Question::Ping;
+    }
+    match ASKS.iter().find(|(m, _)| *m == method) {
+        Some((_, capability)) if capabilities.get(*capability).is_some() => Question::Ask,
+        Some((_, capability)) => Question::Refused(format!(
+            "the client did not declare the {capability} capability for this request"
+        )),
+        None => Question::Refused(format!(
+            "keyway does not relay {method} to a client of MCP 2026-07-28"
+        )),
+    }
+}
+
+/// A round the client did not come back to within [`PARK_TIMEOUT`]: the server's
+/// questions are refused and its request cancelled.
+async fn expire(s: std::sync::Weak<Shared>, r: Arc<Reverse>, state: String, upstream: String) {
+    tokio::select! {
+        () = tokio::time::sleep(PARK_TIMEOUT) => {}
+        () = r.closing.cancelled() => return,
+    }
+    let Some(parked) = r.parked().remove(&state) else {
+        return;
+    };
+    let Some(s) = s.upgrade() else { return };
+    r.open().remove(&upstream);
+    for (_, server_id) in &parked.asked {
+        answer_server(
+            &s,
+            server_id,
+            Err("the client did not come back with its answers".to_owned()),
+        )
+        .await;
+    }
+    s.route.internal().remove(upstream.trim_matches('"'));
+    cancel_upstream(
+        &s,
+        &upstream,
+        "the client did not come back with its answers",
+    )
+    .await;
+}
+
+async fn cancel_upstream(s: &Shared, upstream: &str, reason: &str) {
+    let id: Value = serde_json::from_str(upstream).unwrap_or(Value::Null);
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": id, "reason": reason}});
+    if let Err(e) = s.wire.send(&note).await {
+        tracing::debug!("cancelling at the server failed: {e}");
+    }
+}
+
+/// A notification from the client: a cancellation names the client's request, which
+/// the server knows under keyway's id; the rest pass as they are.
+pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message) {
+    if message.method() != Some("notifications/cancelled") {
+        return deliver(s, message).await;
+    }
+    let value = message.value();
+    let Some(client_id) = value.pointer("/params/requestId") else {
+        return;
+    };
+    let found = r
+        .open()
+        .iter()
+        .find(|(_, o)| o.client_id.as_ref() == Some(client_id))
+        .map(|(upstream, o)| (upstream.clone(), o.cancelled.clone()));
+    // Not at the server now (answered, or waiting for the client's retry): nothing to
+    // cancel there.
+    let Some((upstream, cancelled)) = found else {
+        return;
+    };
+    cancelled.cancel();
+    let reason = value
+        .pointer("/params/reason")
+        .and_then(Value::as_str)
+        .unwrap_or("cancelled by the client");
+    cancel_upstream(s, &upstream, reason).await;
 }
