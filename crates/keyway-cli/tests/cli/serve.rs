@@ -391,6 +391,21 @@ impl Events {
         }
     }
 
+    /// The messages of a POST answered with an event stream.
+    fn of(resp: reqwest::Response) -> Self {
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
     /// The next message (keep-alive comments skipped).
     async fn next(&mut self) -> Value {
         loop {
@@ -597,4 +612,44 @@ async fn ending_a_session_ends_its_upstream_state() {
     let r = rpc(&b, 5, "resources/unsubscribe", readme.clone()).await;
     assert_eq!(r["result"], json!({}), "{r}");
     assert_eq!(open.stats().resource_unsubscribes, 1);
+}
+
+/// A handshake client's call with a progress token, from a client that takes an event
+/// stream for its POST: its progress comes on that stream, before the answer (on the
+/// session's GET stream it could arrive after the answer), and not on the GET stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_call_gets_its_progress_before_its_answer() {
+    let (_open, k) = alpha().await;
+    let (_child, gw) = listen(&k, &[]).await;
+    let session = http_session(&gw).await;
+    let mut get = Events::open(&gw, &session).await;
+    let accept = [
+        ("mcp-session-id", session.as_str()),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let mut call = Events::of(post_as(&gw, slow_call(json!(5), 200, "mine"), &accept).await);
+    let first = call.next().await;
+    assert!(is_progress_of(&first, "mine"), "{first}");
+    let answer = loop {
+        let m = call.next().await;
+        if m.get("id").is_some() {
+            break m;
+        }
+        assert!(is_progress_of(&m, "mine"), "{m}");
+    };
+    assert_eq!(answer["id"], 5);
+    assert_eq!(text(&answer), "waited 200 ms");
+    // The GET stream's next message is the next thing for the session, not the
+    // call's progress: a server request from a call that was not streamed.
+    let ask = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "alpha__ask_name", "arguments": {}}});
+    let asking = tokio::spawn({
+        let (gw, session) = (gw.clone(), session.clone());
+        async move { post_as(&gw, ask, &[("mcp-session-id", session.as_str())]).await }
+    });
+    let next = get.next().await;
+    assert_eq!(next["method"], "elicitation/create", "{next}");
+    let decline = json!({"jsonrpc": "2.0", "id": next["id"], "result": {"action": "decline"}});
+    post_as(&gw, decline, &[("mcp-session-id", session.as_str())]).await;
+    let done: Value = asking.await.unwrap().json().await.unwrap();
+    assert_eq!(text(&done), "elicitation decline", "{done}");
 }

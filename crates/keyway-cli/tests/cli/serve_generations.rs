@@ -286,10 +286,10 @@ async fn a_2026_request_that_gets_it_wrong_is_told_what() {
 }
 
 /// A server that speaks only 2026-07-28 serves handshake clients through the gateway
-/// too (the gateway's request metadata on their calls), and 2026-07-28 clients on
-/// stdio. A call that needs a handshake client's input ends at once with an error
-/// that says what was wanted and where it works (the gateway offers the server no
-/// client capabilities for such a client; a server that asks anyway is answered so).
+/// too (the gateway's request metadata on their calls, with the capabilities the
+/// client declared), and 2026-07-28 clients on stdio. A call that needs input the
+/// handshake client declared no capability for ends at once with an error that says
+/// so; one it can answer becomes the server's own requests to it, round by round.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_2026_only_server_serves_both_generations() {
     let (tb, k) = saved(McpRevision::Modern).await;
@@ -313,7 +313,7 @@ async fn a_2026_only_server_serves_both_generations() {
         .as_str()
         .unwrap_or_else(|| panic!("{asked}"));
     assert!(
-        why.contains("elicitation/create") && why.contains("keyway proxy"),
+        why.contains("elicitation/create") && why.contains("elicitation capability"),
         "{why}"
     );
     // A 2026-07-28 request on the same stdio: answered on its own.
@@ -331,6 +331,70 @@ async fn a_2026_only_server_serves_both_generations() {
         }
     };
     assert_eq!(text(&answer), "new");
+    c.finish().await;
+
+    // A client that can answer: each round's question comes as the server's own
+    // request, and the call completes with the answers.
+    let mut c = Client::spawn(&k, &["serve"]);
+    c.send(
+        &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "clientInfo": {"name": "able", "version": "1"},
+        "capabilities": {"elicitation": {}, "sampling": {}}}}),
+    )
+    .await;
+    assert!(c.next().await["result"].is_object());
+    c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "alpha__two_rounds", "arguments": {}}}))
+        .await;
+    let elicit = c.next().await;
+    assert_eq!(elicit["method"], "elicitation/create", "{elicit}");
+    c.send(&json!({"jsonrpc": "2.0", "id": elicit["id"],
+        "result": {"action": "accept", "content": {"name": "Ada"}}}))
+        .await;
+    let sample = c.next().await;
+    assert_eq!(sample["method"], "sampling/createMessage", "{sample}");
+    c.send(&json!({"jsonrpc": "2.0", "id": sample["id"], "result": {
+        "role": "assistant", "model": "m", "content": {"type": "text", "text": "Hi Ada"}}}))
+        .await;
+    let done = c.next().await;
+    assert_eq!(done["id"], 1, "{done}");
+    assert_eq!(text(&done), "name Ada; sampled Hi Ada");
+    // A refusal ends the call with the client's reason.
+    c.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "alpha__ask_name", "arguments": {}}}))
+        .await;
+    let elicit = c.next().await;
+    c.send(&json!({"jsonrpc": "2.0", "id": elicit["id"],
+        "error": {"code": -32600, "message": "not now"}}))
+        .await;
+    let refused = c.next().await;
+    assert_eq!(refused["id"], 2, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not now"),
+        "{refused}"
+    );
+    // A resource subscription is followed on the server's subscriptions/listen.
+    let sub = c
+        .request("resources/subscribe", json!({"uri": "testbed://readme"}))
+        .await;
+    assert_eq!(sub["result"], json!({}), "{sub}");
+    // Subscribed once the server acknowledged the stream: the next change is heard.
+    c.send(&json!({"jsonrpc": "2.0", "id": 100, "method": "tools/call",
+        "params": {"name": "alpha__touch", "arguments": {}}}))
+        .await;
+    let (mut updated, mut touched) = (false, false);
+    while !(updated && touched) {
+        let m = c.next().await;
+        if m["method"] == "notifications/resources/updated" {
+            assert_eq!(m["params"]["uri"], "testbed://readme", "{m}");
+            updated = true;
+        } else if m["id"] == 100 {
+            touched = true;
+        }
+    }
     c.finish().await;
     assert_eq!(
         tb.stats().path("DELETE /mcp"),

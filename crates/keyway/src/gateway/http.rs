@@ -198,6 +198,26 @@ struct AppState {
     requests: Arc<std::sync::atomic::AtomicU64>,
     /// The sessions `initialize` started and no DELETE ended.
     sessions: Arc<Mutex<Sessions>>,
+    /// Requests answered on an event stream of their own, by session and id (JSON
+    /// text): what comes in their course goes there, not to the session's GET stream.
+    streamed: Streamed,
+}
+
+type Streamed = Arc<Mutex<std::collections::HashSet<(String, String)>>>;
+
+/// Takes a request out of [`AppState::streamed`] when its stream ends.
+struct Streaming {
+    streamed: Streamed,
+    key: (String, String),
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// The live sessions of handshake-era clients, the oldest forgotten first beyond
@@ -271,6 +291,7 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
             limits,
             requests: Arc::default(),
             sessions: Arc::default(),
+            streamed: Arc::default(),
         })
         // A layer on the whole router, so every request meets the guard first: each
         // route's, one added later, and one that matches no route (which would
@@ -386,26 +407,39 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             );
             own_session.as_str()
         }
+        // A new session's id is made first: the gateway keeps what its client
+        // declares in `initialize` under it.
+        None if is_initialize => {
+            let mut id = [0u8; 16];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+            own_session = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            own_session.as_str()
+        }
         None => {
-            if !is_initialize && let Some(r) = s.unknown_session(&headers) {
+            if let Some(r) = s.unknown_session(&headers) {
                 return r;
             }
             session_of(&headers)
         }
     };
-    // A 2026-07-28 request with a progress token, from a client that takes a stream:
-    // its progress and then its answer, on the POST's own event stream (it has no
-    // other).
-    if session.starts_with(REQUEST_SESSION)
+    // A request with a progress token, from a client that takes a stream: its
+    // progress (and a server's requests in its course) and then its answer, on the
+    // POST's own event stream, so they come before the answer as the server sent them
+    // (a 2026-07-28 client has no other stream).
+    if let Some(id) = &request_id
         && message.pointer("/params/_meta/progressToken").is_some()
         && accepts_events(&headers)
     {
-        return Sse::new(answer_with_progress(
-            s.gw.clone(),
-            session.to_owned(),
-            message,
-        ))
-        .into_response();
+        let key = (session.to_owned(), id.to_string());
+        s.streamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        let streaming = Streaming {
+            streamed: s.streamed.clone(),
+            key,
+        };
+        return Sse::new(answer_with_progress(s.gw.clone(), streaming, message)).into_response();
     }
     match s.gw.handle(session, message).await {
         None => match request_id {
@@ -433,17 +467,12 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
                 answer,
             )
                 .into_response();
-            if is_initialize {
-                let mut id = [0u8; 16];
-                rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
-                let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    r.headers_mut().insert("mcp-session-id", v);
-                    let forgotten = s.sessions().start(id);
-                    if let Some(old) = forgotten {
-                        let gw = s.gw.clone();
-                        tokio::spawn(async move { gw.end_session(&old).await });
-                    }
+            if is_initialize && let Ok(v) = HeaderValue::from_str(session) {
+                r.headers_mut().insert("mcp-session-id", v);
+                let forgotten = s.sessions().start(session.to_owned());
+                if let Some(old) = forgotten {
+                    let gw = s.gw.clone();
+                    tokio::spawn(async move { gw.end_session(&old).await });
                 }
             }
             r
@@ -527,21 +556,31 @@ async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return r;
     }
     let rx = s.gw.subscribe();
-    let stream = events(rx, session_of(&headers).to_owned());
+    let stream = events(rx, session_of(&headers).to_owned(), s.streamed.clone());
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-/// What the gateway has for a client of `session`, as events.
+/// What the gateway has for a client of `session`, as events (less what goes on the
+/// stream of a request answered on one of its own).
 fn events(
     mut rx: tokio::sync::broadcast::Receiver<super::Notice>,
     session: String,
+    streamed: Streamed,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    let on_its_own = move |notice: &super::Notice| {
+        notice.request.as_ref().is_some_and(|r| {
+            streamed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&(session_key(notice), r.clone()))
+        })
+    };
     async_stream_events(move |tx| async move {
         loop {
             match rx.recv().await {
-                Ok(notice) if !notice.is_for(&session) => {}
+                Ok(notice) if !notice.is_for(&session) || on_its_own(&notice) => {}
                 Ok(notice) => {
                     if tx
                         .send(
@@ -599,18 +638,34 @@ fn accepts_events(headers: &HeaderMap) -> bool {
         })
 }
 
-/// A 2026-07-28 request served on an event stream: the progress reports its server
-/// sends (to this request's session alone), then its answer. The client closing the
-/// stream is its cancellation: the request stops, and with it the server's.
+/// The session a notice is for ("" for every session).
+fn session_key(notice: &super::Notice) -> String {
+    notice.session.clone().unwrap_or_default()
+}
+
+/// A request served on an event stream: the progress reports its server sends and
+/// the server's requests in its course (this request's alone), then its answer. For a
+/// 2026-07-28 client, closing the stream cancels the request, and with it the
+/// server's; a handshake-era client's request is served to its end regardless (its
+/// revision does not take a dropped stream for a cancellation).
 fn answer_with_progress(
     gw: Arc<Gateway>,
-    session: String,
+    streaming: Streaming,
     message: Value,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     // Subscribed before the request starts, so no report is missed.
     let mut notices = gw.subscribe();
+    let (session, id) = streaming.key.clone();
     async_stream_events(move |tx| async move {
-        let answer = gw.handle(&session, message);
+        let _streaming = streaming;
+        let answer: futures::future::BoxFuture<'_, Option<String>> =
+            if session.starts_with(REQUEST_SESSION) {
+                Box::pin(gw.handle(&session, message))
+            } else {
+                let (gw, session) = (gw.clone(), session.clone());
+                let served = tokio::spawn(async move { gw.handle(&session, message).await });
+                Box::pin(async move { served.await.ok().flatten() })
+            };
         tokio::pin!(answer);
         loop {
             tokio::select! {
@@ -626,7 +681,7 @@ fn answer_with_progress(
                             () = quiet => break,
                             () = tokio::time::sleep_until(until) => break,
                             notice = notices.recv() => match notice {
-                                Ok(n) if n.session.as_deref() == Some(session.as_str()) => {
+                                Ok(n) if n.is_during(&session, &id) => {
                                     let event = Event::default().event("message").data(n.message.to_string());
                                     if tx.send(event).await.is_err() {
                                         return;
@@ -644,7 +699,7 @@ fn answer_with_progress(
                 }
                 () = tx.closed() => break,
                 notice = notices.recv() => match notice {
-                    Ok(n) if n.session.as_deref() == Some(session.as_str()) => {
+                    Ok(n) if n.is_during(&session, &id) => {
                         let event = Event::default().event("message").data(n.message.to_string());
                         if tx.send(event).await.is_err() {
                             break;

@@ -11,6 +11,7 @@
 pub mod edge;
 pub mod http;
 pub mod modern;
+mod rounds;
 pub mod upstream;
 
 use std::{
@@ -23,7 +24,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-pub(crate) use upstream::{Carrier, Event, Upstream, UpstreamError};
+pub(crate) use upstream::{Carrier, ClientSide, Event, Upstream, UpstreamError};
 
 use crate::{mcp::wire::WireConfig, merge};
 
@@ -135,10 +136,16 @@ pub struct Gateway {
     progress: Mutex<ProgressRoutes>,
     /// The servers' requests passed to one session, by forwarded id: only that
     /// session's answer goes back, and its end refuses what it left unanswered.
-    asked: Mutex<HashMap<String, String>>,
+    asked: Mutex<HashMap<String, (String, Option<String>)>>,
     /// The sessions subscribed to each resource URI: the server hears of the first
     /// subscription and the last one ending, and its updates go to these sessions.
     subscribers: Mutex<HashMap<String, HashSet<String>>>,
+    /// What each handshake-era session's client declared (capabilities, log level).
+    clients: Mutex<HashMap<String, Arc<ClientSide>>>,
+    /// The gateway's own questions to clients ([`rounds`]), by id: the session asked,
+    /// and the round waiting for the answer.
+    questions: Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<Value>)>>,
+    next_question: std::sync::atomic::AtomicU64,
 }
 
 /// Server requests remembered for [`Gateway::asked`] at once; beyond, a request's
@@ -148,8 +155,9 @@ const MAX_ASKED: usize = 4096;
 /// Where a server's request goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Asker {
-    /// To the session whose request it came in the course of.
-    Session(String),
+    /// To the session whose request (its id's JSON text, when known) it came in the
+    /// course of.
+    Session(String, Option<String>),
     /// Nowhere: it came in the course of a 2026-07-28 client's request, and such a
     /// client takes no requests from the server.
     Nobody,
@@ -157,12 +165,15 @@ enum Asker {
     Everyone,
 }
 
-/// A message for the downstream side: for one session (a progress report), or for
-/// every client (list changes, logging, the servers' own requests).
+/// A message for the downstream side: for one session (a progress report, a
+/// server's request), or for every client (list changes, logging).
 #[derive(Debug, Clone)]
 pub struct Notice {
     /// The session it is for; `None`: every session.
     pub session: Option<String>,
+    /// The session's request it came in the course of (the id's JSON text), if
+    /// known: a request answered on an event stream of its own carries it there.
+    pub request: Option<String>,
     /// The JSON-RPC message to send the client.
     pub message: Value,
 }
@@ -171,8 +182,22 @@ impl Notice {
     fn everyone(message: Value) -> Self {
         Self {
             session: None,
+            request: None,
             message,
         }
+    }
+
+    fn to(session: String, request: Option<String>, message: Value) -> Self {
+        Self {
+            session: Some(session),
+            request,
+            message,
+        }
+    }
+
+    /// Whether it belongs to request `id` (JSON text) of `session`.
+    pub fn is_during(&self, session: &str, id: &str) -> bool {
+        self.session.as_deref() == Some(session) && self.request.as_deref() == Some(id)
     }
 
     /// Whether a client of `session` ("" on stdio) gets it.
@@ -201,20 +226,30 @@ struct ProgressRoutes {
 #[derive(Debug, Clone)]
 struct ProgressRoute {
     session: String,
+    /// The client's request (its id's JSON text).
+    request: String,
     token: Value,
     /// The request, while it is served (its progress restarts its timeout).
     flight: std::sync::Weak<InFlight>,
 }
 
 impl ProgressRoutes {
-    /// A token of the gateway's own for `token` of `flight`, a request from `session`.
-    fn open(&mut self, session: &str, token: Value, flight: &Arc<InFlight>) -> String {
+    /// A token of the gateway's own for `token` of `flight`, request `request` from
+    /// `session`.
+    fn open(
+        &mut self,
+        session: &str,
+        request: &str,
+        token: Value,
+        flight: &Arc<InFlight>,
+    ) -> String {
         self.next += 1;
         let ours = format!("keyway-progress-{}", self.next);
         self.routes.insert(
             ours.clone(),
             ProgressRoute {
                 session: session.to_owned(),
+                request: request.to_owned(),
                 token,
                 flight: Arc::downgrade(flight),
             },
@@ -348,6 +383,9 @@ impl Gateway {
             progress: Mutex::default(),
             asked: Mutex::default(),
             subscribers: Mutex::default(),
+            clients: Mutex::default(),
+            questions: Mutex::default(),
+            next_question: std::sync::atomic::AtomicU64::new(1),
         });
         tokio::spawn(pump_events(gw.clone(), events_rx));
         gw
@@ -419,8 +457,14 @@ impl Gateway {
             }
         };
         let Some(method) = message.get("method").and_then(Value::as_str) else {
-            // An answer to a server request we forwarded (it has no params).
-            self.answer_upstream(session, message).await;
+            // An answer to one of the gateway's questions, or to a server request it
+            // passed on (it has no params).
+            match id.as_ref().and_then(Value::as_str) {
+                Some(q) if q.starts_with(rounds::QUESTION) => {
+                    self.answered(session, q, message);
+                }
+                _ => self.answer_upstream(session, message).await,
+            }
             return None;
         };
         let Some(id) = id else {
@@ -433,6 +477,7 @@ impl Gateway {
         // message finds it.
         let flight = Arc::new(InFlight {
             modern,
+            carrier: Carrier::for_client(if modern { None } else { self.client(session) }),
             ..InFlight::default()
         });
         let key = (session.to_owned(), id.to_string());
@@ -445,20 +490,34 @@ impl Gateway {
             .and_then(|m| m.get("progressToken"))
             .cloned()
             .map(|token| {
-                let ours = self.progress().open(session, token, &flight);
+                let ours = self.progress().open(session, &key.1, token, &flight);
                 params["_meta"]["progressToken"] = json!(ours);
                 ours
             });
-        let _landing = Landing {
+        let landing = Landing {
             gw: self,
             key,
             flight: flight.clone(),
             progress,
         };
+        // A handshake-era client's request that a server speaking only 2026-07-28 may
+        // answer `input_required`: kept for the retries.
+        let retry =
+            (!modern && rounds::may_ask(method) && self.may_want_input()).then(|| params.clone());
         let outcome = tokio::select! {
             biased;
             () = flight.cancelled.cancelled() => return None,
-            outcome = self.dispatch(session, method, params, &flight.carrier, modern) => outcome,
+            outcome = async {
+                let outcome = self
+                    .dispatch(session, method, params, &flight.carrier, modern)
+                    .await;
+                match (outcome, &retry) {
+                    (Ok(first), Some(params)) => {
+                        self.rounds(session, &landing.key.1, method, params, first, &flight.carrier).await
+                    }
+                    (outcome, _) => outcome,
+                }
+            } => outcome,
         };
         // A 2026-07-28 server's request for more input reaches a 2026-07-28 client as
         // it is; a handshake-era client could not make sense of it.
@@ -559,7 +618,20 @@ impl Gateway {
                 self.list_resources("resources/templates/list", "resourceTemplates")
                     .await,
             ),
-            "initialize" => built(self.initialize(&params)),
+            "initialize" => {
+                let capabilities = params
+                    .get("capabilities")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                self.clients().insert(
+                    session.to_owned(),
+                    Arc::new(ClientSide {
+                        capabilities,
+                        log_level: None,
+                    }),
+                );
+                built(self.initialize(&params))
+            }
             "ping" => built(json!({})),
             "tools/call" => self.call_tool(params, carrier).await,
             "prompts/get" => self
@@ -575,8 +647,19 @@ impl Gateway {
                 .await
                 .map(Outcome::Built),
             "logging/setLevel" => {
+                // A server with a session hears it; one that speaks only 2026-07-28
+                // gets it with each of this session's requests.
+                {
+                    let mut clients = self.clients();
+                    let side = clients.entry(session.to_owned()).or_default();
+                    let mut updated = ClientSide::clone(side);
+                    updated.log_level = params.get("level").cloned();
+                    *side = Arc::new(updated);
+                }
                 for i in 0..self.slots.len() {
-                    if let Ok(u) = self.slot(i) {
+                    if let Ok(u) = self.slot(i)
+                        && u.has_session()
+                    {
                         let _ = u.request("logging/setLevel", params.clone()).await;
                     }
                 }
@@ -1016,11 +1099,34 @@ impl Gateway {
         if !pass_on {
             return Ok(json!({}));
         }
-        let answer = self.by_uri(method, params, carrier, false).await;
+        let answer = self.subscribe_at(method, params, carrier).await;
         if subscribe && answer.is_err() {
             self.forget_subscriber(&uri, session);
         }
         answer
+    }
+
+    /// `resources/subscribe` or `resources/unsubscribe` at the server that has the
+    /// resource: a server that speaks only 2026-07-28 has neither, and follows it on
+    /// its `subscriptions/listen` stream instead.
+    async fn subscribe_at(
+        &self,
+        method: &str,
+        params: Value,
+        carrier: &Carrier,
+    ) -> Result<Value, Value> {
+        if let Some(i) = self.owner(&params).await
+            && let Ok(u) = self.slot(i)
+            && u.listens()
+        {
+            let uri = params
+                .get("uri")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            u.watch(uri, method == "resources/subscribe").await;
+            return Ok(json!({}));
+        }
+        self.by_uri(method, params, carrier, false).await
     }
 
     fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
@@ -1041,7 +1147,33 @@ impl Gateway {
         false
     }
 
-    fn asked(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ClientSide>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `session`'s client declared, if it started a handshake session.
+    fn client(&self, session: &str) -> Option<Arc<ClientSide>> {
+        self.clients().get(session).cloned()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn questions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, tokio::sync::oneshot::Sender<Value>)>>
+    {
+        self.questions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether some server speaks only 2026-07-28 (so may answer a handshake-era
+    /// client's request `input_required`).
+    fn may_want_input(&self) -> bool {
+        (0..self.slots.len()).any(|i| {
+            self.slot(i)
+                .is_ok_and(|u| u.is_modern() && !u.has_session())
+        })
+    }
+
+    fn asked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<String>)>> {
         self.asked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1052,28 +1184,33 @@ impl Gateway {
     fn asker(&self, server: usize, during: Option<&str>) -> Asker {
         let table = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let at_server = |f: &InFlight| f.carrier.get().filter(|(s, _)| *s == server);
-        let chosen = |session: &String, f: &InFlight| {
+        let chosen = |session: &String, request: Option<&String>, f: &InFlight| {
             if f.modern {
                 Asker::Nobody
             } else {
-                Asker::Session(session.clone())
+                Asker::Session(session.clone(), request.cloned())
             }
         };
         if let Some(during) = during
-            && let Some(((session, _), f)) = table
+            && let Some(((session, request), f)) = table
                 .iter()
                 .find(|(_, f)| at_server(f).is_some_and(|(_, id)| id == during))
         {
-            return chosen(session, f);
+            return chosen(session, Some(request), f);
         }
         let mut open = table.iter().filter(|(_, f)| at_server(f).is_some());
-        let Some(((first, _), f)) = open.next() else {
+        let Some(((first, request), f)) = open.next() else {
             return Asker::Everyone;
         };
-        if open.all(|((s, _), _)| s == first) {
-            chosen(first, f)
-        } else {
-            Asker::Everyone
+        let mut others = 0;
+        let one_session = open.all(|((s, _), _)| {
+            others += 1;
+            s == first
+        });
+        match (one_session, others) {
+            (true, 0) => chosen(first, Some(request), f),
+            (true, _) => chosen(first, None, f),
+            (false, _) => Asker::Everyone,
         }
     }
 
@@ -1082,6 +1219,9 @@ impl Gateway {
     /// answer are refused, and its resource subscriptions end (the server's with the
     /// last one).
     pub async fn end_session(&self, session: &str) {
+        self.clients().remove(session);
+        // Dropping a round's sender ends its wait: the session is gone.
+        self.questions().retain(|_, (s, _)| s != session);
         let flights: Vec<Arc<InFlight>> = self
             .in_flight
             .lock()
@@ -1098,7 +1238,7 @@ impl Gateway {
             let mut asked = self.asked();
             let ids: Vec<String> = asked
                 .iter()
-                .filter(|(_, s)| s.as_str() == session)
+                .filter(|(_, (s, _))| s.as_str() == session)
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &ids {
@@ -1126,7 +1266,7 @@ impl Gateway {
             if self.forget_subscriber(&uri, session) {
                 let params = json!({"uri": uri});
                 if let Err(e) = self
-                    .by_uri("resources/unsubscribe", params, &Carrier::default(), false)
+                    .subscribe_at("resources/unsubscribe", params, &Carrier::default())
                     .await
                 {
                     tracing::debug!(%uri, "unsubscribing for an ended session failed: {e}");
@@ -1155,7 +1295,7 @@ impl Gateway {
         {
             let mut asked = self.asked();
             match asked.get(&id) {
-                Some(owner) if owner != session => {
+                Some((owner, _)) if owner != session => {
                     tracing::debug!(
                         "an answer to a server request another session was asked; ignored"
                     );
@@ -1244,6 +1384,7 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                 // A token the gateway did not give goes on as it came.
                 if let Some(ProgressRoute {
                     session,
+                    request,
                     token,
                     flight,
                 }) = route
@@ -1252,10 +1393,9 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                         flight.carrier.progressed();
                     }
                     message["params"]["progressToken"] = token;
-                    let _ = gw.downstream.send(Notice {
-                        session: Some(session),
-                        message,
-                    });
+                    let _ = gw
+                        .downstream
+                        .send(Notice::to(session, Some(request), message));
                     continue;
                 }
                 message
@@ -1272,11 +1412,8 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                     let forwarded = forwarded_id(server, id);
                     let owner = gw.asked().remove(&forwarded);
                     *id = json!(forwarded);
-                    if let Some(session) = owner {
-                        let _ = gw.downstream.send(Notice {
-                            session: Some(session),
-                            message,
-                        });
+                    if let Some((session, request)) = owner {
+                        let _ = gw.downstream.send(Notice::to(session, request, message));
                         continue;
                     }
                 }
@@ -1297,10 +1434,9 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                     message
                 } else {
                     for session in sessions {
-                        let _ = gw.downstream.send(Notice {
-                            session: Some(session),
-                            message: message.clone(),
-                        });
+                        let _ = gw
+                            .downstream
+                            .send(Notice::to(session, None, message.clone()));
                     }
                     continue;
                 }
@@ -1315,15 +1451,12 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                 let forwarded = forwarded_id(server, &id);
                 message["id"] = json!(forwarded);
                 let notice = match gw.asker(server, during.as_deref()) {
-                    Asker::Session(session) => {
+                    Asker::Session(session, request) => {
                         let mut asked = gw.asked();
                         if asked.len() < MAX_ASKED {
-                            asked.insert(forwarded.clone(), session.clone());
+                            asked.insert(forwarded.clone(), (session.clone(), request.clone()));
                         }
-                        Some(Notice {
-                            session: Some(session),
-                            message,
-                        })
+                        Some(Notice::to(session, request, message))
                     }
                     Asker::Everyone => Some(Notice::everyone(message)),
                     Asker::Nobody => None,

@@ -29,8 +29,8 @@ use tokio::sync::mpsc;
 
 use crate::mcp::{
     modern::{
-        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, MODERN_VERSION,
-        is_modern, strip_request_metadata,
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_LOG_LEVEL, META_PROTOCOL_VERSION,
+        MODERN_VERSION, is_modern, strip_request_metadata,
     },
     wire::{Inbound, Message, Protocol, Wire, WireConfig, WireError, WireKind},
 };
@@ -38,6 +38,10 @@ use crate::mcp::{
 /// How long `server/discover` may take before the server is taken for one that knows
 /// only the handshake (as rmcp's client waits).
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a resource subscription waits for the server to acknowledge the
+/// `subscriptions/listen` stream that carries it.
+const LISTEN_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an upstream request may go without its answer or a progress report (each
 /// report starts the wait again, as MCP's lifecycle allows), unless configured.
@@ -102,14 +106,42 @@ pub(crate) enum Event {
 /// carries it, so a cancellation can follow it there. A reconnect sends the request
 /// again under a new id, and a resource read may try one server after another; the
 /// carrier always names the latest.
-/// It also hears of the request's progress reports, which restart its timeout.
+/// It also hears of the request's progress reports, which restart its timeout, and
+/// knows what the client declared.
 #[derive(Debug, Default)]
 pub(crate) struct Carrier {
     at: Mutex<Option<(usize, String)>>,
     progressed: tokio::sync::Notify,
+    /// A handshake-era client's capabilities and log level, which a server that
+    /// speaks only 2026-07-28 gets as the request's metadata (none: the gateway's
+    /// own, which declare nothing).
+    client: Option<Arc<ClientSide>>,
+}
+
+/// What a handshake-era client declared for its session: its capabilities at
+/// `initialize`, and the level of `logging/setLevel`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ClientSide {
+    /// `capabilities` of its `initialize`.
+    pub capabilities: Value,
+    /// The level it asked for, if any.
+    pub log_level: Option<Value>,
 }
 
 impl Carrier {
+    /// A carrier for a request of a client that declared `client`.
+    pub fn for_client(client: Option<Arc<ClientSide>>) -> Self {
+        Self {
+            client,
+            ..Self::default()
+        }
+    }
+
+    /// What the request's client declared, if it is a handshake-era one.
+    pub fn client(&self) -> Option<&ClientSide> {
+        self.client.as_deref()
+    }
+
     /// The server and upstream request id, once the request was sent.
     pub fn get(&self) -> Option<(usize, String)> {
         self.at.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -151,6 +183,21 @@ pub(crate) struct Upstream {
     liveness: Option<Arc<dyn super::Liveness>>,
     /// How long a request may go without an answer or progress.
     timeout: Duration,
+    /// For a server that speaks only 2026-07-28: the resources the gateway's clients
+    /// subscribed to, and the `subscriptions/listen` stream that carries their
+    /// updates and the list changes.
+    listening: Mutex<Listening>,
+    /// The latest `subscriptions/listen` the server acknowledged (by
+    /// [`Listening::opened`]).
+    acknowledged: tokio::sync::watch::Sender<u64>,
+}
+
+/// An upstream's `subscriptions/listen`.
+#[derive(Default)]
+struct Listening {
+    uris: std::collections::BTreeSet<String>,
+    stream: Option<futures::future::AbortHandle>,
+    opened: u64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -197,15 +244,25 @@ impl Upstream {
             reconnect: tokio::sync::Mutex::new(()),
             liveness,
             timeout,
+            listening: Mutex::default(),
+            acknowledged: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(route(up.clone(), inbound, events));
         up.handshake().await?;
+        if up.listens() {
+            up.listen();
+        }
         Ok(up)
     }
 
     /// Whether the server speaks 2026-07-28 (no session, metadata on each request).
     pub fn is_modern(&self) -> bool {
         self.modern.load(Ordering::SeqCst)
+    }
+
+    /// Whether the gateway has a handshake session with the server.
+    pub fn has_session(&self) -> bool {
+        self.session.load(Ordering::SeqCst)
     }
 
     /// Start speaking to the server: `server/discover` first where the revision may be
@@ -261,7 +318,7 @@ impl Upstream {
     /// names a handshake revision too; `None` when it refuses the request, does not
     /// answer it in time, or names only other revisions.
     async fn discover(&self) -> Result<Option<(Value, bool)>, UpstreamError> {
-        let params = json!({"_meta": gateway_meta()});
+        let params = json!({"_meta": gateway_meta(None)});
         let asked = self.request_once("server/discover", &params, None);
         let answer = match tokio::time::timeout(DISCOVER_TIMEOUT, asked).await {
             Err(_) => return Ok(None),
@@ -457,6 +514,7 @@ impl Upstream {
                 params,
                 self.is_modern(),
                 self.session.load(Ordering::SeqCst),
+                carrier.and_then(Carrier::client),
             ),
         };
         let message = match adjusted {
@@ -506,35 +564,163 @@ impl Upstream {
         }
     }
 
+    /// Whether the gateway follows resources of this server through
+    /// `subscriptions/listen` (it speaks only 2026-07-28) rather than
+    /// `resources/subscribe`.
+    pub fn listens(&self) -> bool {
+        self.is_modern() && !self.has_session()
+    }
+
+    /// Follow the updates of resource `uri` (`on`), or stop: the server's
+    /// `subscriptions/listen` stream is opened again with the new set, and this
+    /// returns once the server acknowledged it (or [`LISTEN_ACK_TIMEOUT`] passed).
+    pub async fn watch(self: &Arc<Self>, uri: &str, on: bool) {
+        {
+            let mut l = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = if on {
+                l.uris.insert(uri.to_owned())
+            } else {
+                l.uris.remove(uri)
+            };
+            if !changed {
+                return;
+            }
+        }
+        let Some(round) = self.listen() else { return };
+        let mut acked = self.acknowledged.subscribe();
+        let waited = tokio::time::timeout(LISTEN_ACK_TIMEOUT, acked.wait_for(|r| *r >= round));
+        if waited.await.is_err() {
+            tracing::info!(server = %self.name, "subscriptions/listen was not acknowledged in time");
+        }
+    }
+
+    /// (Re)open the `subscriptions/listen` stream for the list changes the server
+    /// offers and the resources watched; nothing when that is nothing. Its
+    /// notifications reach the gateway as the server's others do; a drop opens it
+    /// again after a growing pause, a refusal ends it.
+    fn listen(self: &Arc<Self>) -> Option<u64> {
+        let capabilities = self
+            .server_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|i| i.get("capabilities").cloned())
+            .unwrap_or_default();
+        let mut filter = serde_json::Map::new();
+        for (kind, field) in [
+            ("tools", "toolsListChanged"),
+            ("prompts", "promptsListChanged"),
+            ("resources", "resourcesListChanged"),
+        ] {
+            if capabilities
+                .pointer(&format!("/{kind}/listChanged"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
+                filter.insert(field.into(), json!(true));
+            }
+        }
+        let mut l = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        if !l.uris.is_empty() {
+            filter.insert("resourceSubscriptions".into(), json!(l.uris));
+        }
+        if let Some(old) = l.stream.take() {
+            old.abort();
+        }
+        if filter.is_empty() {
+            return None;
+        }
+        l.opened += 1;
+        let round = l.opened;
+        let (handle, registration) = futures::future::AbortHandle::new_pair();
+        l.stream = Some(handle);
+        let params = json!({"notifications": filter, "_meta": gateway_meta(None)});
+        // Weak: the task ends with the upstream rather than keep it alive.
+        let up = Arc::downgrade(self);
+        tokio::spawn(futures::future::Abortable::new(
+            async move {
+                let mut pause = Duration::from_millis(250);
+                for attempt in 1u64.. {
+                    let Some(u) = up.upgrade() else { return };
+                    let id = format!("gw-listen-{round}-{attempt}");
+                    let opened_at = tokio::time::Instant::now();
+                    let outcome = u
+                        .wire
+                        .call_message(Message::request(&id, "subscriptions/listen", &params))
+                        .await;
+                    if opened_at.elapsed() > Duration::from_secs(60) {
+                        pause = Duration::from_millis(250);
+                    }
+                    match outcome {
+                        Ok(answer) if answer.value().get("error").is_some() => {
+                            tracing::info!(server = %u.name, "the server refused subscriptions/listen: {}", answer.value()["error"]);
+                            return;
+                        }
+                        Ok(_) => {
+                            tracing::debug!(server = %u.name, "the server ended subscriptions/listen")
+                        }
+                        Err(e) => {
+                            tracing::debug!(server = %u.name, error = %e, "subscriptions/listen dropped")
+                        }
+                    }
+                    drop(u);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(60));
+                }
+            },
+            registration,
+        ));
+        Some(round)
+    }
+
     /// Send a message as it is (answers to the server's own requests).
     pub async fn send_raw(&self, message: &Value) -> Result<(), UpstreamError> {
         self.wire.send(message).await.map_err(|e| self.error(e))
     }
 
-    /// End the session ([`Wire::close`]).
+    /// End the session ([`Wire::close`]) and the `subscriptions/listen` stream.
     pub async fn close(&self) {
+        if let Some(stream) = self
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stream
+            .take()
+        {
+            stream.abort();
+        }
         self.wire.close().await;
     }
 }
 
 const DROPPED: &str = "dropped: ";
 
-/// The gateway's own request metadata for a 2026-07-28 server: no client capabilities
-/// (see the module's notes).
-fn gateway_meta() -> Value {
-    json!({
+/// The gateway's own request metadata for a 2026-07-28 server: the capabilities and
+/// log level a handshake-era `client` declared (the gateway turns the server's
+/// `input_required` rounds into requests to it), or none at all.
+fn gateway_meta(client: Option<&ClientSide>) -> Value {
+    let mut meta = json!({
         META_PROTOCOL_VERSION: MODERN_VERSION,
-        META_CLIENT_CAPABILITIES: {},
+        META_CLIENT_CAPABILITIES: client.map_or_else(|| json!({}), |c| c.capabilities.clone()),
         META_CLIENT_INFO: {"name": "keyway-gateway", "version": env!("CARGO_PKG_VERSION")},
-    })
+    });
+    if let Some(level) = client.and_then(|c| c.log_level.clone()) {
+        meta[META_LOG_LEVEL] = level;
+    }
+    meta
 }
 
 /// `params` as the server takes them, when they need changing (see the module's
 /// notes): a 2026-07-28 client's request metadata kept for a server that speaks
 /// 2026-07-28 (`modern`) and taken out for one that does not; a handshake-era client's
-/// request given the gateway's metadata where there is no `session` to carry it.
-/// `None`: as they are.
-fn with_metadata(params: &Value, modern: bool, session: bool) -> Option<Value> {
+/// request given the gateway's metadata (with what the `client` declared) where there
+/// is no `session` to carry it. `None`: as they are.
+fn with_metadata(
+    params: &Value,
+    modern: bool,
+    session: bool,
+    client: Option<&ClientSide>,
+) -> Option<Value> {
     let meta = params.get("_meta").and_then(Value::as_object);
     let has_version = meta.is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
     if has_version {
@@ -552,7 +738,7 @@ fn with_metadata(params: &Value, modern: bool, session: bool) -> Option<Value> {
         Value::Object(_) => params.clone(),
         _ => json!({}),
     };
-    let ours = gateway_meta();
+    let ours = gateway_meta(client);
     match params.get_mut("_meta").and_then(Value::as_object_mut) {
         Some(m) => {
             if let Value::Object(ours) = ours {
@@ -574,6 +760,25 @@ async fn route(
 ) {
     while let Some(item) = inbound.recv().await {
         let Inbound::Message(m) = item else { continue };
+        // The start of a `subscriptions/listen` stream: nothing for the clients.
+        if m.method() == Some("notifications/subscriptions/acknowledged") {
+            // On the stream of `"gw-listen-ROUND-ATTEMPT"`.
+            let round = m
+                .during()
+                .and_then(|d| d.strip_prefix("\"gw-listen-"))
+                .and_then(|d| d.split('-').next())
+                .and_then(|r| r.parse::<u64>().ok());
+            if let Some(round) = round {
+                up.acknowledged.send_if_modified(|latest| {
+                    let newer = round > *latest;
+                    if newer {
+                        *latest = round;
+                    }
+                    newer
+                });
+            }
+            continue;
+        }
         let event = if m.method().is_none() {
             tracing::debug!(server = %up.name, "an answer nobody waits for any more");
             continue;
@@ -610,20 +815,31 @@ mod tests {
             "progressToken": "p"}});
         let old_client = json!({"name": "t", "_meta": {"progressToken": "p"}});
         // A server of both generations, with a session: each as it came.
-        assert_eq!(with_metadata(&modern_client, true, true), None);
-        assert_eq!(with_metadata(&old_client, true, true), None);
+        assert_eq!(with_metadata(&modern_client, true, true, None), None);
+        assert_eq!(with_metadata(&old_client, true, true, None), None);
         // Only 2026-07-28: the handshake client's request gets the gateway's metadata.
-        let given = with_metadata(&old_client, true, false).unwrap();
+        let given = with_metadata(&old_client, true, false, None).unwrap();
         assert_eq!(given["_meta"][META_PROTOCOL_VERSION], MODERN_VERSION);
         assert_eq!(given["_meta"][META_CLIENT_CAPABILITIES], json!({}));
         assert_eq!(given["_meta"]["progressToken"], "p");
         assert_eq!(
-            with_metadata(&json!(null), true, false).unwrap()["_meta"][META_CLIENT_INFO]["name"],
+            with_metadata(&json!(null), true, false, None).unwrap()["_meta"][META_CLIENT_INFO]["name"],
             "keyway-gateway"
         );
         // Handshake only: a 2026-07-28 client's metadata is taken out, the rest stays.
-        let stripped = with_metadata(&modern_client, false, true).unwrap();
+        let stripped = with_metadata(&modern_client, false, true, None).unwrap();
         assert_eq!(stripped["_meta"], json!({"progressToken": "p"}));
-        assert_eq!(with_metadata(&old_client, false, true), None);
+        assert_eq!(with_metadata(&old_client, false, true, None), None);
+        // What a handshake client declared goes with its requests.
+        let declared = ClientSide {
+            capabilities: json!({"elicitation": {}}),
+            log_level: Some(json!("debug")),
+        };
+        let given = with_metadata(&old_client, true, false, Some(&declared)).unwrap();
+        assert_eq!(
+            given["_meta"][META_CLIENT_CAPABILITIES],
+            json!({"elicitation": {}})
+        );
+        assert_eq!(given["_meta"][META_LOG_LEVEL], "debug");
     }
 }
