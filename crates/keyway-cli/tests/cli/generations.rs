@@ -558,6 +558,9 @@ async fn a_2026_client_reaches_a_handshake_server_through_the_proxy() {
         9,
         "{tools}"
     );
+    // A 2026-07-28 list result carries caching hints; the old server's had none.
+    assert_eq!(tools["result"]["ttlMs"], 0, "{tools}");
+    assert_eq!(tools["result"]["cacheScope"], "private", "{tools}");
     let echo = c
         .ask(modern_request(
             "e",

@@ -369,13 +369,13 @@ async fn a_call_cancelled_over_http_is_cancelled_upstream() {
 }
 
 /// An event stream of the HTTP gateway, read a message at a time.
-struct Events {
+pub struct Events {
     resp: reqwest::Response,
     buf: String,
 }
 
 impl Events {
-    async fn open(gw: &Gw, session: &str) -> Self {
+    pub async fn open(gw: &Gw, session: &str) -> Self {
         let resp = reqwest::Client::new()
             .get(&gw.url)
             .header("authorization", format!("Bearer {}", gw.token))
@@ -407,7 +407,7 @@ impl Events {
     }
 
     /// The next message (keep-alive comments skipped).
-    async fn next(&mut self) -> Value {
+    pub async fn next(&mut self) -> Value {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();

@@ -549,3 +549,96 @@ async fn a_handshake_client_may_batch() {
         assert_eq!(answer["error"]["code"], -32600, "{why}: {answer}");
     }
 }
+
+/// A 2026-07-28 client of the gateway in front of a server that speaks only the
+/// handshake: the server's requests in the course of the client's call come back as
+/// rounds (`input_required`, answered by the retry), two rounds for two questions. A
+/// state of the gateway's that names nothing is refused; a question the client
+/// declared no capability for is refused to the server, whose tool says so; and a
+/// handshake client beside it never sees these questions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_servers_questions_become_rounds_through_the_gateway() {
+    let (_tb, k) = saved(McpRevision::Legacy).await;
+    let (_gw, gw) = listen(&k, &[]).await;
+    let session = http_session(&gw).await;
+    let mut old_events = crate::serve::Events::open(&gw, &session).await;
+    let able = json!({"elicitation": {}, "sampling": {}});
+    let call = |id: u64, args: Value| {
+        modern(
+            id,
+            "tools/call",
+            json!({"name": "alpha__two_rounds", "arguments": args}),
+            able.clone(),
+        )
+    };
+    let (status, _, first) = send_modern(&gw, &call(1, json!({}))).await;
+    assert_eq!(status, 200, "{first}");
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let (key, q) = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(q["method"], "elicitation/create", "{first}");
+    let state = result["requestState"].clone();
+    // A state of the gateway's that names nothing: refused, the round kept.
+    let mut forged = call(2, json!({}));
+    forged["params"]["requestState"] = json!("keyway-round-00000000000000000000000000000000");
+    let (status, _, refused) = send_modern(&gw, &forged).await;
+    assert_eq!(
+        (status, refused["error"]["code"].clone()),
+        (400, json!(-32602)),
+        "{refused}"
+    );
+    let mut retry = call(3, json!({}));
+    retry["params"]["inputResponses"] =
+        json!({key.clone(): {"action": "accept", "content": {"name": "Ada"}}});
+    retry["params"]["requestState"] = state;
+    let (_, _, second) = send_modern(&gw, &retry).await;
+    let result = &second["result"];
+    assert_eq!(result["resultType"], "input_required", "{second}");
+    let (key, q) = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(q["method"], "sampling/createMessage", "{second}");
+    let mut last = call(4, json!({}));
+    last["params"]["inputResponses"] = json!({key.clone(): {"role": "assistant", "model": "m", "content": {"type": "text", "text": "Hi"}}});
+    last["params"]["requestState"] = result["requestState"].clone();
+    let (_, _, done) = send_modern(&gw, &last).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(text(&done), "name Ada; sampled Hi");
+
+    // No sampling capability declared for this request: the server hears so.
+    let sample = modern(
+        5,
+        "tools/call",
+        json!({"name": "alpha__sample", "arguments": {}}),
+        json!({"elicitation": {}}),
+    );
+    let (_, _, refused) = send_modern(&gw, &sample).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(text(&refused).contains("sampling capability"), "{refused}");
+
+    // The handshake client's stream got none of it: its next message is its own.
+    let ask = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "alpha__ask_name", "arguments": {}}});
+    let asking = tokio::spawn({
+        let (gw, session) = (gw.clone(), session.clone());
+        async move { post_as(&gw, ask, &[("mcp-session-id", session.as_str())]).await }
+    });
+    let next = old_events.next().await;
+    assert_eq!(next["method"], "elicitation/create", "{next}");
+    let decline = json!({"jsonrpc": "2.0", "id": next["id"], "result": {"action": "decline"}});
+    post_as(&gw, decline, &[("mcp-session-id", session.as_str())]).await;
+    // Had the rounds' questions reached this stream, the decline would have answered
+    // one of those, and this call would still wait.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), asking)
+        .await
+        .expect("the handshake client's own question came first");
+    let done: Value = answered.unwrap().json().await.unwrap();
+    assert_eq!(text(&done), "elicitation decline", "{done}");
+}

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::{DELIVERY_FAILED, Era, MAX_ROUNDS, Shared, deliver, recovering};
 use crate::mcp::{
     modern::{
-        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, MODERN_VERSION, is_modern,
-        strip_request_metadata,
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, MODERN_VERSION, add_caching_hints,
+        input_request, is_modern, strip_request_metadata, takes_caching_hints,
     },
     wire::{Message, Protocol, WireKind},
 };
@@ -424,6 +424,21 @@ pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
     wait(s, r, id, method, name, flight).await;
 }
 
+/// A handshake server's answer to `method` as a 2026-07-28 client takes it: caching
+/// hints on the results that carry them, and "resource not found" in its code.
+fn as_modern_answer(method: &str, answer: &mut Value) {
+    if let Some(result) = answer.get_mut("result") {
+        if takes_caching_hints(method) {
+            add_caching_hints(result);
+        }
+    } else if method == "resources/read"
+        && let Some(code) = answer.pointer_mut("/error/code")
+        && *code == json!(-32002)
+    {
+        *code = json!(-32602);
+    }
+}
+
 /// What a request is about: the tool or prompt it names, or the resource.
 fn about(params: &Value) -> Option<String> {
     params
@@ -500,6 +515,7 @@ async fn wait(
                     return s.out(error(&id, DELIVERY_FAILED, "the connection to the server closed before it answered"));
                 };
                 answer["id"] = id;
+                as_modern_answer(&method, &mut answer);
                 s.stats().to_client += 1;
                 return s.out(Message::from_value(&answer));
             }
@@ -546,11 +562,7 @@ async fn wait(
                 Question::Refused(why) => answer_server(&s, &server_id, Err(why)).await,
                 Question::Ask => {
                     let key = format!("{}-{}", asked_for.replace('/', "-"), questions.len() + 1);
-                    let mut q = json!({"method": asked_for});
-                    if let Some(p) = value.get("params") {
-                        q["params"] = p.clone();
-                    }
-                    questions.insert(key.clone(), q);
+                    questions.insert(key.clone(), input_request(&value));
                     asked.push((key, server_id));
                 }
             }

@@ -11,6 +11,7 @@
 pub mod edge;
 pub mod http;
 pub mod modern;
+mod reverse;
 mod rounds;
 pub mod upstream;
 
@@ -146,6 +147,11 @@ pub struct Gateway {
     /// and the round waiting for the answer.
     questions: Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<Value>)>>,
     next_question: std::sync::atomic::AtomicU64,
+    /// 2026-07-28 requests waiting for their clients' retries ([`reverse`]), by the
+    /// `requestState` given.
+    parked: Mutex<HashMap<String, reverse::Parked>>,
+    /// The gateway itself, for tasks that outlive a call.
+    me: std::sync::Weak<Gateway>,
 }
 
 /// Server requests remembered for [`Gateway::asked`] at once; beyond, a request's
@@ -153,13 +159,16 @@ pub struct Gateway {
 const MAX_ASKED: usize = 4096;
 
 /// Where a server's request goes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Asker {
     /// To the session whose request (its id's JSON text, when known) it came in the
     /// course of.
     Session(String, Option<String>),
-    /// Nowhere: it came in the course of a 2026-07-28 client's request, and such a
-    /// client takes no requests from the server.
+    /// Into the `input_required` answer of the 2026-07-28 client's request it came
+    /// in the course of ([`reverse`]).
+    Round(mpsc::UnboundedSender<reverse::Question>),
+    /// Nowhere: it came in the course of a 2026-07-28 client's request that cannot
+    /// be answered `input_required`.
     Nobody,
     /// To every client (the server did not say what it is about).
     Everyone,
@@ -286,6 +295,9 @@ struct InFlight {
     carrier: Carrier,
     /// Whether the client is a 2026-07-28 one, which takes no requests from servers.
     modern: bool,
+    /// For a 2026-07-28 client's request carried by a task of its own: where the
+    /// server's questions in its course go ([`reverse`]).
+    questions: Option<mpsc::UnboundedSender<reverse::Question>>,
 }
 
 /// Takes a request out of [`Gateway::in_flight`] when it is done (or dropped), unless
@@ -369,7 +381,9 @@ impl Gateway {
                 tracing::warn!(server = %name, "not available: {e}");
             }
         }
-        let gw = Arc::new(Self {
+        let gw = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            parked: Mutex::default(),
             names,
             prefixes,
             prefixed,
@@ -475,9 +489,17 @@ impl Gateway {
         };
         // Registered before the first await: a cancellation handled after this
         // message finds it.
+        let carried = modern && self.carries(method);
+        let (questions, asked) = if carried {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let flight = Arc::new(InFlight {
             modern,
             carrier: Carrier::for_client(if modern { None } else { self.client(session) }),
+            questions,
             ..InFlight::default()
         });
         let key = (session.to_owned(), id.to_string());
@@ -508,6 +530,21 @@ impl Gateway {
             biased;
             () = flight.cancelled.cancelled() => return None,
             outcome = async {
+                if modern && let Some(round) = self.take_round(method, &params) {
+                    return match round {
+                        Ok(parked) => self.resume(parked, &params).await,
+                        Err(e) => Err(e),
+                    };
+                }
+                if let Some(asked) = asked {
+                    let capabilities = params
+                        .pointer(&format!("/_meta/{}", crate::mcp::modern::META_CLIENT_CAPABILITIES.replace('/', "~1")))
+                        .cloned()
+                        .unwrap_or_default();
+                    let name = reverse::about(&params);
+                    let carried = self.carry(session, method, params, flight.clone(), asked)?;
+                    return self.carry_on(carried, method.to_owned(), name, capabilities).await;
+                }
                 let outcome = self
                     .dispatch(session, method, params, &flight.carrier, modern)
                     .await;
@@ -524,7 +561,7 @@ impl Gateway {
         let outcome = match outcome {
             Ok(result) if !modern => match modern::input_wanted(&result) {
                 Some(asked) => Err(json!({"code": -32000, "message": format!(
-                    "the server needs more from the client to answer ({asked}), which keyway serve cannot ask a client of this revision for yet; reach this server through `keyway proxy` instead"
+                    "the server answered input_required ({asked}) on its handshake session, where it should have asked with its own requests"
                 )})),
                 None => Ok(result),
             },
@@ -642,10 +679,12 @@ impl Gateway {
                 .subscription(session, method, params, carrier)
                 .await
                 .map(Outcome::Built),
+            // A read result carries caching hints in 2026-07-28 too (a handshake
+            // server's has none).
             "resources/read" => self
                 .by_uri(method, params, carrier, modern)
                 .await
-                .map(Outcome::Built),
+                .and_then(list),
             "logging/setLevel" => {
                 // A server with a session hears it; one that speaks only 2026-07-28
                 // gets it with each of this session's requests.
@@ -1058,6 +1097,11 @@ impl Gateway {
                 Err(e) => last = rpc_error(e),
             }
         }
+        // A handshake server's "resource not found" in the code of the client's
+        // revision.
+        if modern && last.get("code") == Some(&json!(-32002)) {
+            last["code"] = json!(-32602);
+        }
         Err(last)
     }
 
@@ -1184,12 +1228,13 @@ impl Gateway {
     fn asker(&self, server: usize, during: Option<&str>) -> Asker {
         let table = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let at_server = |f: &InFlight| f.carrier.get().filter(|(s, _)| *s == server);
-        let chosen = |session: &String, request: Option<&String>, f: &InFlight| {
-            if f.modern {
-                Asker::Nobody
-            } else {
-                Asker::Session(session.clone(), request.cloned())
-            }
+        let chosen = |session: &String, request: Option<&String>, f: &InFlight| match (
+            f.modern,
+            &f.questions,
+        ) {
+            (true, Some(questions)) => Asker::Round(questions.clone()),
+            (true, None) => Asker::Nobody,
+            (false, _) => Asker::Session(session.clone(), request.cloned()),
         };
         if let Some(during) = during
             && let Some(((session, request), f)) = table
@@ -1459,6 +1504,13 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                         Some(Notice::to(session, request, message))
                     }
                     Asker::Everyone => Some(Notice::everyone(message)),
+                    Asker::Round(questions) => {
+                        message["id"] = id.clone();
+                        match questions.send((server, message)) {
+                            Ok(()) => continue,
+                            Err(_) => None,
+                        }
+                    }
                     Asker::Nobody => None,
                 };
                 // Nobody to ask (only 2026-07-28 clients, which take no requests from

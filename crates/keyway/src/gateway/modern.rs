@@ -45,15 +45,7 @@ pub fn handshake_only(method: &str) -> bool {
     )
 }
 
-/// The caching hints a 2026-07-28 list result must carry. The gateway's lists depend
-/// on which servers are up and on the user's own authorizations: not to be kept, and
-/// not to be shared.
-pub fn add_caching_hints(result: &mut Value) {
-    if let Some(r) = result.as_object_mut() {
-        r.entry("ttlMs").or_insert(json!(0));
-        r.entry("cacheScope").or_insert(json!("private"));
-    }
-}
+pub use crate::mcp::modern::add_caching_hints;
 
 /// A 2026-07-28 result says what it is: `resultType` (`complete` unless the server
 /// said otherwise; a handshake server's results have none).

@@ -49,6 +49,52 @@ pub fn strip_request_metadata(params: &mut serde_json::Value) {
     }
 }
 
+/// The caching hints a 2026-07-28 list or `resources/read` result must carry, where
+/// it has none (a handshake server's, or the gateway's own merged lists): not to be
+/// kept, and not to be shared.
+pub fn add_caching_hints(result: &mut serde_json::Value) {
+    if let Some(r) = result.as_object_mut() {
+        r.entry("ttlMs").or_insert(serde_json::json!(0));
+        r.entry("cacheScope")
+            .or_insert(serde_json::json!("private"));
+    }
+}
+
+/// Whether a 2026-07-28 result of `method` carries caching hints.
+pub fn takes_caching_hints(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+    )
+}
+
+/// A handshake server's own request (`elicitation/create`, ...) as a 2026-07-28 input
+/// request: its method and params, less the server's progress token for it (nothing
+/// the client could report on).
+pub fn input_request(request: &serde_json::Value) -> serde_json::Value {
+    let mut q = serde_json::json!({"method": request.get("method")});
+    if let Some(p) = request.get("params") {
+        let mut p = p.clone();
+        if let Some(meta) = p
+            .get_mut("_meta")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.remove("progressToken");
+            if meta.is_empty()
+                && let Some(o) = p.as_object_mut()
+            {
+                o.remove("_meta");
+            }
+        }
+        q["params"] = p;
+    }
+    q
+}
+
 /// `HeaderMismatch`: headers missing or not matching the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// `MissingRequiredClientCapability`.
