@@ -392,7 +392,7 @@ impl Events {
     }
 
     /// The messages of a POST answered with an event stream.
-    fn of(resp: reqwest::Response) -> Self {
+    pub fn of(resp: reqwest::Response) -> Self {
         assert_eq!(resp.status(), 200);
         assert!(
             resp.headers()["content-type"]

@@ -331,6 +331,26 @@ async fn a_2026_only_server_serves_both_generations() {
         }
     };
     assert_eq!(text(&answer), "new");
+    // A listen stream on stdio: acknowledged, and it does not keep the gateway from
+    // ending with its client.
+    c.send(&modern(
+        78,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+        json!({}),
+    ))
+    .await;
+    let ack = loop {
+        let m = c.next().await;
+        if m["method"] == "notifications/subscriptions/acknowledged" {
+            break m;
+        }
+    };
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        78
+    );
+    assert_eq!(ack["params"]["notifications"], json!({"toolsListChanged": true}));
     c.finish().await;
 
     // A client that can answer: each round's question comes as the server's own
@@ -641,4 +661,69 @@ async fn a_handshake_servers_questions_become_rounds_through_the_gateway() {
         .expect("the handshake client's own question came first");
     let done: Value = answered.unwrap().json().await.unwrap();
     assert_eq!(text(&done), "elicitation decline", "{done}");
+}
+
+/// A 2026-07-28 client's `subscriptions/listen` on the gateway: the stream opens with
+/// the acknowledgement of what it will carry, then a resource's update when the
+/// resource changes, each tagged with the subscription's id; in front of a server of
+/// both generations (its handshake session's subscription) and of a 2026-07-28-only
+/// one (its own listen stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_client_listens_for_changes() {
+    for revision in [McpRevision::Both, McpRevision::Modern] {
+        let (_tb, k) = saved(revision).await;
+        let (_gw, gw) = listen(&k, &[]).await;
+        let (_, _, discover) =
+            send_modern(&gw, &modern(1, "server/discover", json!({}), json!({}))).await;
+        assert_eq!(
+            discover["result"]["capabilities"]["resources"]["subscribe"], true,
+            "{discover}"
+        );
+        let listen_request = modern(
+            5,
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true, "resourceSubscriptions": ["testbed://readme"]}}),
+            json!({}),
+        );
+        let headers = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "subscriptions/listen"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        let mut stream =
+            crate::serve::Events::of(post_as(&gw, listen_request.clone(), &headers).await);
+        let ack = stream.next().await;
+        assert_eq!(
+            ack["method"], "notifications/subscriptions/acknowledged",
+            "{ack}"
+        );
+        let id = &listen_request["id"];
+        assert_eq!(
+            ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], *id,
+            "{ack}"
+        );
+        assert_eq!(
+            ack["params"]["notifications"]["resourceSubscriptions"],
+            json!(["testbed://readme"]),
+            "{ack}"
+        );
+        let touch = modern(
+            7,
+            "tools/call",
+            json!({"name": "alpha__touch", "arguments": {}}),
+            json!({}),
+        );
+        let (status, _, touched) = send_modern(&gw, &touch).await;
+        assert_eq!(status, 200, "{touched}");
+        let updated = stream.next().await;
+        assert_eq!(
+            updated["method"], "notifications/resources/updated",
+            "{revision:?}: {updated}"
+        );
+        assert_eq!(updated["params"]["uri"], "testbed://readme");
+        assert_eq!(
+            updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], *id,
+            "{updated}"
+        );
+    }
 }

@@ -422,6 +422,43 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             session_of(&headers)
         }
     };
+    // `subscriptions/listen`: a stream for as long as the client keeps it open.
+    if session.starts_with(REQUEST_SESSION)
+        && message.get("method").and_then(Value::as_str) == Some("subscriptions/listen")
+    {
+        if !accepts_events(&headers) {
+            return refuse(json!({"code": -32600, "message":
+                "subscriptions/listen is answered with an event stream: send Accept: text/event-stream"}));
+        }
+        let id = request_id.clone().unwrap_or(Value::Null);
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let (gw, session) = (s.gw.clone(), session.to_owned());
+        let stream = async_stream_events(move |tx| async move {
+            let (out, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+            let listening = gw.listen(&session, id, params, out);
+            tokio::pin!(listening);
+            loop {
+                tokio::select! {
+                    () = &mut listening => break,
+                    text = rx.recv() => match text {
+                        Some(text) => {
+                            if tx.send(Event::default().event("message").data(text)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+            // What it sent last (an error) before it ended.
+            while let Ok(text) = rx.try_recv() {
+                let _ = tx.send(Event::default().event("message").data(text)).await;
+            }
+        });
+        return Sse::new(stream)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response();
+    }
     // A request with a progress token, from a client that takes a stream: its
     // progress (and a server's requests in its course) and then its answer, on the
     // POST's own event stream, so they come before the answer as the server sent them

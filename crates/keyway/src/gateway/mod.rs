@@ -10,6 +10,7 @@
 
 pub mod edge;
 pub mod http;
+mod listen;
 pub mod modern;
 mod reverse;
 mod rounds;
@@ -645,8 +646,9 @@ impl Gateway {
         };
         match method {
             "server/discover" => built(self.discover()),
+            // Served by `Gateway::listen` on a stream of its own.
             "subscriptions/listen" => Err(json!({"code": -32601, "message":
-                "keyway serve does not offer subscriptions/listen yet: list the tools, prompts and resources again to see changes"})),
+                "subscriptions/listen is served on a stream: over HTTP, send it with Accept: text/event-stream"})),
             "completion/complete" => self.complete(params, carrier).await.map(Outcome::Built),
             "tools/list" => list(self.list("tools/list", "tools", true).await),
             "prompts/list" => list(self.list("prompts/list", "prompts", false).await),
@@ -709,17 +711,17 @@ impl Gateway {
     }
 
     /// The answer to `server/discover`: the revisions the gateway speaks and what it
-    /// offers a 2026-07-28 client (no list-change notifications or resource
-    /// subscriptions yet: those need `subscriptions/listen`).
+    /// offers a 2026-07-28 client (list changes and resource updates on
+    /// `subscriptions/listen`).
     fn discover(&self) -> Value {
         let handshake = self.initialize(&json!({}));
         json!({
             "resultType": "complete",
             "supportedVersions": modern::SUPPORTED,
             "capabilities": {
-                "tools": {},
-                "prompts": {},
-                "resources": {},
+                "tools": {"listChanged": true},
+                "prompts": {"listChanged": true},
+                "resources": {"listChanged": true, "subscribe": true},
                 "completions": {},
             },
             "instructions": handshake["instructions"],
@@ -1574,6 +1576,8 @@ where
     });
     let mut lines = BufReader::new(input).lines();
     let mut tasks = tokio::task::JoinSet::new();
+    // The client is gone: its listen streams end (they would wait for it forever).
+    let closing = tokio_util::sync::CancellationToken::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(STDIO_QUEUE));
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
@@ -1598,8 +1602,21 @@ where
         } else {
             None
         };
-        let (gw, tx) = (gw.clone(), tx.clone());
+        let (gw, tx, closing) = (gw.clone(), tx.clone(), closing.clone());
+        let listen = message.get("method").and_then(Value::as_str) == Some("subscriptions/listen")
+            && message.get("params").and_then(modern::revision).is_some();
         tasks.spawn(async move {
+            if listen {
+                // Its stream is the client's stdout, until it cancels the request.
+                drop(permit);
+                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                let params = message.get("params").cloned().unwrap_or(Value::Null);
+                tokio::select! {
+                    () = gw.listen("", id, params, tx) => {}
+                    () = closing.cancelled() => {}
+                }
+                return;
+            }
             if let Some(answer) = gw.handle("", message).await {
                 let _ = tx.send(answer).await;
             }
@@ -1607,6 +1624,7 @@ where
         });
         while tasks.try_join_next().is_some() {}
     }
+    closing.cancel();
     while tasks.join_next().await.is_some() {}
     relay.abort();
     gw.close().await;

@@ -249,7 +249,9 @@ impl Upstream {
         });
         tokio::spawn(route(up.clone(), inbound, events));
         up.handshake().await?;
-        if up.listens() {
+        // A 2026-07-28 server tells of list changes on `subscriptions/listen` (a
+        // server of both generations may tell only there, not on the session).
+        if up.is_modern() {
             up.listen();
         }
         Ok(up)
