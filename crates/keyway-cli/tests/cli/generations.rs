@@ -547,10 +547,10 @@ async fn a_2026_client_reaches_a_handshake_server_through_the_proxy() {
         "keyway-testbed"
     );
     assert!(result["capabilities"]["tools"].is_object(), "{discover}");
-    assert!(
-        result["capabilities"]["resources"]
-            .get("subscribe")
-            .is_none()
+    // Resource updates and list changes are served on subscriptions/listen.
+    assert_eq!(
+        result["capabilities"]["resources"]["subscribe"], true,
+        "{discover}"
     );
     let tools = c.ask(modern_request("l", "tools/list", json!({}))).await;
     assert_eq!(
@@ -759,5 +759,73 @@ async fn a_handshake_servers_questions_become_rounds_for_a_2026_client() {
         ))
         .await;
     assert_eq!(left["result"]["resultType"], "input_required", "{left}");
+    c.finish().await;
+}
+
+/// A 2026-07-28 client's `subscriptions/listen` through the proxy to a handshake
+/// server: acknowledged, then the updates of the resource it named (keyway subscribed
+/// on the session), tagged with the subscription's id; cancelling it unsubscribes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2026_client_listens_through_the_proxy_to_a_handshake_server() {
+    let old = testbed(|k| {
+        k.open = true;
+        k.mcp_revision = McpRevision::Legacy;
+    })
+    .await;
+    let k = Keyway::new();
+    let mut c = Client::spawn(&k, &["proxy", old.mcp_url(), "--transport", "http"]);
+    c.ask(modern_request("d", "server/discover", json!({})))
+        .await;
+    let listen = modern_request(
+        "sub",
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true, "resourceSubscriptions": ["testbed://readme"]}}),
+    );
+    c.send(&listen).await;
+    let ack = c.next().await;
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!(["testbed://readme"]),
+        "{ack}"
+    );
+    assert_eq!(old.stats().resource_subscribes, 1);
+    let touch = c
+        .ask(modern_request(
+            "t",
+            "tools/call",
+            json!({"name": "touch", "arguments": {}}),
+        ))
+        .await;
+    assert!(text(&touch).starts_with("touched"), "{touch}");
+    let updated = match c
+        .seen
+        .iter()
+        .find(|m| m["method"] == "notifications/resources/updated")
+    {
+        Some(m) => m.clone(),
+        None => c.next().await,
+    };
+    assert_eq!(
+        updated["method"], "notifications/resources/updated",
+        "{updated}"
+    );
+    assert_eq!(
+        updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "sub"
+    );
+    c.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "sub"}}))
+        .await;
+    // Notifications are handled in order: once the next request is answered, the
+    // cancellation's unsubscribe reached the server.
+    c.ask(modern_request("l", "tools/list", json!({}))).await;
+    assert_eq!(old.stats().resource_unsubscribes, 1);
     c.finish().await;
 }

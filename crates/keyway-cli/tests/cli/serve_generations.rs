@@ -350,7 +350,10 @@ async fn a_2026_only_server_serves_both_generations() {
         ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
         78
     );
-    assert_eq!(ack["params"]["notifications"], json!({"toolsListChanged": true}));
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true})
+    );
     c.finish().await;
 
     // A client that can answer: each round's question comes as the server's own

@@ -226,8 +226,9 @@ struct Route {
     stats: Mutex<BridgeStats>,
     /// At most one end waits here: a second one while a reopen is pending adds nothing.
     stream_ended: mpsc::Sender<String>,
-    /// For a client that cannot take the server's own requests as they are (a
-    /// 2026-07-28 client of a handshake server): where they go instead ([`reverse`]).
+    /// For a client that cannot take the server's own requests and change
+    /// notifications as they are (a 2026-07-28 client of a handshake server): where
+    /// they go instead ([`reverse`]).
     server_requests: std::sync::OnceLock<mpsc::UnboundedSender<Message>>,
 }
 
@@ -248,7 +249,7 @@ impl Route {
             Inbound::Message(v)
                 if v.method() == Some("notifications/subscriptions/acknowledged") => {}
             Inbound::Message(v)
-                if v.is_request()
+                if (v.is_request() || reverse::is_change(v.method()))
                     && let Some(server_requests) = self.server_requests.get() =>
             {
                 let _ = server_requests.send(v);

@@ -17,7 +17,10 @@
 //! request names nothing and is refused; a round the client never comes back to is
 //! given up after [`PARK_TIMEOUT`] and the server's request cancelled.
 //!
-//! `subscriptions/listen` is not offered.
+//! `subscriptions/listen` is served here: acknowledged with what the server offers,
+//! then the server's list changes and the updates of the resources named (keyway
+//! subscribes to them on the session, once per URI), tagged with the subscription's
+//! id, until the client cancels it.
 
 use std::{
     collections::HashMap,
@@ -64,6 +67,51 @@ pub(super) struct Reverse {
     next: AtomicU64,
     /// The client is gone: nobody waits for answers any more.
     closing: CancellationToken,
+    /// The server's capabilities (what a listen stream may carry).
+    capabilities: Value,
+    /// The client's open `subscriptions/listen` streams.
+    listens: Mutex<Vec<Listen>>,
+    /// The resources keyway subscribed to on the session, with how many streams want
+    /// each.
+    subscribed: Mutex<HashMap<String, usize>>,
+}
+
+/// One `subscriptions/listen` of the client.
+struct Listen {
+    id: Value,
+    methods: Vec<&'static str>,
+    uris: Vec<String>,
+}
+
+/// The list-change filters of `subscriptions/listen`: the field, the notification,
+/// and the capability the server offers it under.
+const LIST_CHANGES: &[(&str, &str, &str)] = &[
+    (
+        "toolsListChanged",
+        "notifications/tools/list_changed",
+        "tools",
+    ),
+    (
+        "promptsListChanged",
+        "notifications/prompts/list_changed",
+        "prompts",
+    ),
+    (
+        "resourcesListChanged",
+        "notifications/resources/list_changed",
+        "resources",
+    ),
+];
+
+/// `_meta` key of the subscription a listen-stream notification belongs to.
+const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// Whether a server message is a change notification, which reaches a 2026-07-28
+/// client only on its listen streams.
+pub(super) fn is_change(method: Option<&str>) -> bool {
+    method.is_some_and(|m| {
+        m == "notifications/resources/updated" || LIST_CHANGES.iter().any(|(_, n, _)| *n == m)
+    })
 }
 
 /// A client request at the server.
@@ -234,6 +282,9 @@ pub(super) async fn start(s: Arc<Shared>, message: Message) {
         parked: Mutex::default(),
         next: AtomicU64::new(1),
         closing: CancellationToken::new(),
+        capabilities: result.get("capabilities").cloned().unwrap_or_default(),
+        listens: Mutex::default(),
+        subscribed: Mutex::default(),
     });
     route_server_requests(&s, &reverse);
     let _ = s.era.set(Era::Reverse(reverse.clone()));
@@ -278,6 +329,10 @@ fn route_server_requests(s: &Arc<Shared>, r: &Arc<Reverse>) {
     tokio::spawn(async move {
         while let Some(request) = rx.recv().await {
             let Some(s) = bridge.upgrade() else { break };
+            if !request.is_request() {
+                r.relay_change(&s, &request);
+                continue;
+            }
             let unrouted = {
                 let open = r.open();
                 let target = match request.during() {
@@ -321,20 +376,13 @@ async fn answer_server(s: &Shared, id: &Value, answer: Result<Value, String>) {
 }
 
 /// A `server/discover` result from a handshake server's `initialize` result: its
-/// capabilities less what needs `subscriptions/listen`, its instructions and name.
+/// capabilities (keyway serves its list changes and resource updates on
+/// `subscriptions/listen`), its instructions and name.
 fn discover_result(initialize: &Value) -> Value {
-    let mut capabilities = initialize
+    let capabilities = initialize
         .get("capabilities")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    if let Some(c) = capabilities.as_object_mut() {
-        for (_, v) in c.iter_mut() {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("listChanged");
-                o.remove("subscribe");
-            }
-        }
-    }
     let mut result = json!({
         "resultType": "complete",
         "supportedVersions": [MODERN_VERSION],
@@ -364,13 +412,7 @@ pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
                 &json!({"jsonrpc": "2.0", "id": id, "result": r.discover}),
             ));
         }
-        "subscriptions/listen" => {
-            return s.out(error(
-                &id,
-                -32601,
-                "the server speaks only the handshake revisions, and keyway does not offer subscriptions/listen for it yet",
-            ));
-        }
+        "subscriptions/listen" => return listen(&s, &r, id, value.get("params")).await,
         _ => {}
     }
     let mut params = value
@@ -680,7 +722,8 @@ async fn cancel_upstream(s: &Shared, upstream: &str, reason: &str) {
 }
 
 /// A notification from the client: a cancellation names the client's request, which
-/// the server knows under keyway's id; the rest pass as they are.
+/// the server knows under keyway's id (or one of its listen streams, which ends); the
+/// rest pass as they are.
 pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message) {
     if message.method() != Some("notifications/cancelled") {
         return deliver(s, message).await;
@@ -689,6 +732,35 @@ pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message)
     let Some(client_id) = value.pointer("/params/requestId") else {
         return;
     };
+    let ended = {
+        let mut listens = r.listens.lock().unwrap_or_else(|p| p.into_inner());
+        listens
+            .iter()
+            .position(|l| &l.id == client_id)
+            .map(|at| listens.remove(at))
+    };
+    if let Some(listen) = ended {
+        for uri in listen.uris {
+            let last = {
+                let mut subscribed = r.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+                match subscribed.get_mut(&uri) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        subscribed.remove(&uri);
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if last {
+                ask_server(s, r, "resources/unsubscribe", json!({"uri": uri})).await;
+            }
+        }
+        return;
+    }
     let found = r
         .open()
         .iter()
@@ -705,4 +777,127 @@ pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message)
         .and_then(Value::as_str)
         .unwrap_or("cancelled by the client");
     cancel_upstream(s, &upstream, reason).await;
+}
+
+/// A request of keyway's own on the session; whether the server took it.
+async fn ask_server(s: &Arc<Shared>, r: &Reverse, method: &str, params: Value) -> bool {
+    let n = r.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let message = Message::request(&format!("keyway-own-{n}"), method, &params);
+    match recovering(s, &message, || s.wire.call_message(message.clone())).await {
+        Ok(answer) if answer.value().get("result").is_some() => true,
+        Ok(answer) => {
+            tracing::info!(method, "the server refused: {}", answer.value()["error"]);
+            false
+        }
+        Err(why) => {
+            tracing::info!(method, "could not deliver: {why}");
+            false
+        }
+    }
+}
+
+/// `subscriptions/listen` of the client (request `id`): acknowledged with what the
+/// server offers of what it asked for, the resources it names subscribed to on the
+/// session; the stream's notifications follow as the server sends them.
+async fn listen(s: &Arc<Shared>, r: &Reverse, id: Value, params: Option<&Value>) {
+    let Some(asked) = params
+        .and_then(|p| p.get("notifications"))
+        .and_then(Value::as_object)
+    else {
+        return s.out(error(
+            &id,
+            -32602,
+            "subscriptions/listen needs params.notifications, the notifications wanted",
+        ));
+    };
+    let mut accepted = Map::new();
+    let mut methods = Vec::new();
+    for (field, method, capability) in LIST_CHANGES {
+        let offered = r
+            .capabilities
+            .pointer(&format!("/{capability}/listChanged"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if offered && asked.get(*field).and_then(Value::as_bool) == Some(true) {
+            accepted.insert((*field).to_owned(), json!(true));
+            methods.push(*method);
+        }
+    }
+    let subscribes = r
+        .capabilities
+        .pointer("/resources/subscribe")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let mut uris = Vec::new();
+    let wanted = asked
+        .get("resourceSubscriptions")
+        .and_then(Value::as_array)
+        .filter(|_| subscribes);
+    for uri in wanted.into_iter().flatten().filter_map(Value::as_str) {
+        let first = {
+            let mut subscribed = r.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+            let n = subscribed.entry(uri.to_owned()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if first && !ask_server(s, r, "resources/subscribe", json!({"uri": uri})).await {
+            r.subscribed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(uri);
+            continue;
+        }
+        uris.push(uri.to_owned());
+    }
+    if !uris.is_empty() {
+        accepted.insert("resourceSubscriptions".into(), json!(uris));
+    }
+    // Registered before the acknowledgement goes out: nothing after it is missed.
+    r.listens
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Listen {
+            id: id.clone(),
+            methods,
+            uris,
+        });
+    s.out(Message::from_value(&json!({
+        "jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+        "params": {"notifications": accepted, "_meta": {META_SUBSCRIPTION_ID: id}},
+    })));
+}
+
+impl Reverse {
+    /// A change notification of the server: to each listen stream that wants it,
+    /// tagged with that stream's id.
+    fn relay_change(&self, s: &Shared, change: &Message) {
+        let value = change.value();
+        let method = change.method().unwrap_or_default();
+        let uri = value.pointer("/params/uri").and_then(Value::as_str);
+        for listen in self
+            .listens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let wanted = match uri {
+                Some(u) if method == "notifications/resources/updated" => {
+                    listen.uris.iter().any(|w| w == u)
+                }
+                _ => listen.methods.contains(&method),
+            };
+            if !wanted {
+                continue;
+            }
+            let mut tagged = value.clone();
+            if !tagged.get("params").is_some_and(Value::is_object) {
+                tagged["params"] = json!({});
+            }
+            if !tagged["params"].get("_meta").is_some_and(Value::is_object) {
+                tagged["params"]["_meta"] = json!({});
+            }
+            tagged["params"]["_meta"][META_SUBSCRIPTION_ID] = listen.id.clone();
+            s.out(Message::from_value(&tagged));
+        }
+    }
 }
