@@ -242,6 +242,11 @@ impl Testbed {
         self.shared.tools.cancelled.reach(n).await;
     }
 
+    /// Returns once `n` `resources/unsubscribe` requests in all were served.
+    pub async fn unsubscribes_reach(&self, n: u64) {
+        self.shared.tools.unsubscribes.reach(n).await;
+    }
+
     /// Drop the connection of the next MCP request without an answer, and forget
     /// every session (as `--drop-after` does), once.
     pub fn drop_next_request(&self) {

@@ -35,25 +35,29 @@ use tokio_util::sync::CancellationToken;
 use super::{DELIVERY_FAILED, Era, MAX_ROUNDS, Shared, deliver, recovering};
 use crate::mcp::{
     modern::{
-        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, MODERN_VERSION, add_caching_hints,
-        input_request, is_modern, strip_request_metadata, takes_caching_hints,
+        LIST_CHANGES, MAX_LISTEN_RESOURCES, MAX_QUEUED_QUESTIONS, MAX_WAITING_ROUNDS,
+        META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_SUBSCRIPTION_ID, MODERN_VERSION,
+        PARK_TIMEOUT, ROUND_STATE, add_caching_hints, input_capability, input_request, is_modern,
+        request_subject, strip_request_metadata, tag_subscription, takes_caching_hints,
+        unknown_round,
     },
     wire::{Message, Protocol, WireKind},
 };
 
-/// How long keyway keeps a server's request waiting for the client to retry with its
-/// answers.
-pub const PARK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-/// Rounds waiting for their retry at once; beyond, a server's question is refused.
-const MAX_PARKED: usize = 256;
-
-/// The client capabilities the server's requests need, by method.
+/// The client capabilities the server's requests need, by method (what the session
+/// offers the server).
 const ASKS: &[(&str, &str)] = &[
     ("elicitation/create", "elicitation"),
     ("sampling/createMessage", "sampling"),
     ("roots/list", "roots"),
 ];
+
+/// Listen streams a client may hold open at once.
+const MAX_LISTENS: usize = 64;
+
+/// How long a request of keyway's own on the session (subscribing to a resource for
+/// a listen stream) may take.
+const OWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the bridge keeps to serve a 2026-07-28 client from a handshake server.
 pub(super) struct Reverse {
@@ -83,29 +87,6 @@ struct Listen {
     uris: Vec<String>,
 }
 
-/// The list-change filters of `subscriptions/listen`: the field, the notification,
-/// and the capability the server offers it under.
-const LIST_CHANGES: &[(&str, &str, &str)] = &[
-    (
-        "toolsListChanged",
-        "notifications/tools/list_changed",
-        "tools",
-    ),
-    (
-        "promptsListChanged",
-        "notifications/prompts/list_changed",
-        "prompts",
-    ),
-    (
-        "resourcesListChanged",
-        "notifications/resources/list_changed",
-        "resources",
-    ),
-];
-
-/// `_meta` key of the subscription a listen-stream notification belongs to.
-const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
-
 /// Whether a server message is a change notification, which reaches a 2026-07-28
 /// client only on its listen streams.
 pub(super) fn is_change(method: Option<&str>) -> bool {
@@ -120,7 +101,7 @@ struct Open {
     /// while the client has been asked for input and not come back).
     client_id: Option<Value>,
     /// The server's questions asked in its course.
-    asks: mpsc::UnboundedSender<Message>,
+    asks: mpsc::Sender<Message>,
     /// The client cancelled it.
     cancelled: CancellationToken,
 }
@@ -132,9 +113,9 @@ struct Flight {
     answer: oneshot::Receiver<Value>,
     /// Why the request could not be delivered, should it fail; closed once it was.
     undelivered: Option<oneshot::Receiver<String>>,
-    asks: mpsc::UnboundedReceiver<Message>,
+    asks: mpsc::Receiver<Message>,
     /// Keeps `asks` open whatever becomes of the request's [`Open`] entry.
-    _asks_open: mpsc::UnboundedSender<Message>,
+    _asks_open: mpsc::Sender<Message>,
     cancelled: CancellationToken,
     rounds: usize,
     /// The client's capabilities, from the request's metadata.
@@ -149,6 +130,8 @@ struct Parked {
     flight: Flight,
     /// The server's requests waiting for the client's answers, by input key.
     asked: Vec<(String, Value)>,
+    /// The task that gives the round up after [`PARK_TIMEOUT`].
+    expiry: tokio::task::AbortHandle,
 }
 
 impl Reverse {
@@ -341,7 +324,11 @@ fn route_server_requests(s: &Arc<Shared>, r: &Arc<Reverse>) {
                     None => None,
                 };
                 match target {
-                    Some(o) => o.asks.send(request).err().map(|e| e.0),
+                    // Too many queued for it: refused like any other.
+                    Some(o) => o.asks.try_send(request).err().map(|e| match e {
+                        mpsc::error::TrySendError::Full(m)
+                        | mpsc::error::TrySendError::Closed(m) => m,
+                    }),
                     None => Some(request),
                 }
             };
@@ -426,7 +413,7 @@ pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
         ))
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let name = about(&params);
+    let name = request_subject(&params);
     let state = params.get("requestState").cloned();
     let responses = params.get("inputResponses").cloned();
     if let Some(p) = params.as_object_mut() {
@@ -435,14 +422,20 @@ pub(super) async fn request(s: Arc<Shared>, r: Arc<Reverse>, message: Message) {
     }
     let flight = match state {
         Some(state) => {
-            let parked = state.as_str().and_then(|st| r.parked().remove(st));
-            let Some(parked) = parked.filter(|p| p.method == method && p.name == name) else {
-                return s.out(error(
-                    &id,
-                    -32602,
-                    "requestState was not issued by keyway for this request (tampered with, used twice, or expired): send the request again without it",
+            // Sent with another request: refused, and the round kept for the right one.
+            let parked = state.as_str().and_then(|st| {
+                let mut parked = r.parked();
+                let matches = parked
+                    .get(st)
+                    .is_some_and(|p| p.method == method && p.name == name);
+                if matches { parked.remove(st) } else { None }
+            });
+            let Some(parked) = parked else {
+                return s.out(Message::from_value(
+                    &json!({"jsonrpc": "2.0", "id": id, "error": unknown_round()}),
                 ));
             };
+            parked.expiry.abort();
             let mut flight = parked.flight;
             flight.capabilities = capabilities;
             for (key, server_id) in parked.asked {
@@ -481,15 +474,6 @@ fn as_modern_answer(method: &str, answer: &mut Value) {
     }
 }
 
-/// What a request is about: the tool or prompt it names, or the resource.
-fn about(params: &Value) -> Option<String> {
-    params
-        .get("name")
-        .or_else(|| params.get("uri"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
 /// Send the client's request to the server under an id of keyway's.
 fn send(
     s: &Arc<Shared>,
@@ -504,7 +488,7 @@ fn send(
     let upstream = json!(ours).to_string();
     let (answer_tx, answer) = oneshot::channel();
     s.route.internal().insert(ours.clone(), answer_tx);
-    let (asks_tx, asks) = mpsc::unbounded_channel();
+    let (asks_tx, asks) = mpsc::channel(MAX_QUEUED_QUESTIONS);
     let cancelled = CancellationToken::new();
     r.open().insert(
         upstream.clone(),
@@ -587,8 +571,14 @@ async fn wait(
             },
             ask = flight.asks.recv() => ask,
         };
-        // The sender lives in `flight`: the channel does not close.
-        let Some(ask) = ask else { continue };
+        // The sender lives in `flight`: the channel cannot have closed.
+        let Some(ask) = ask else {
+            return s.out(error(
+                &id,
+                DELIVERY_FAILED,
+                "the request's questions channel closed",
+            ));
+        };
         let mut questions = Map::new();
         let mut asked = Vec::new();
         let mut next = Some(ask);
@@ -615,7 +605,7 @@ async fn wait(
             continue;
         }
         flight.rounds += 1;
-        let full = r.parked().len() >= MAX_PARKED;
+        let full = r.parked().len() >= MAX_WAITING_ROUNDS;
         if flight.rounds > MAX_ROUNDS || full {
             let why = if full {
                 "too many requests wait for the client's answers"
@@ -632,8 +622,15 @@ async fn wait(
         if let Some(o) = r.open().get_mut(&flight.upstream) {
             o.client_id = None;
         }
-        let state = format!("keyway-{:032x}", rand::random::<u128>());
+        let state = format!("{ROUND_STATE}{:032x}", rand::random::<u128>());
         let upstream = flight.upstream.clone();
+        let expiry = tokio::spawn(expire(
+            Arc::downgrade(&s),
+            r.clone(),
+            state.clone(),
+            upstream,
+        ))
+        .abort_handle();
         r.parked().insert(
             state.clone(),
             Parked {
@@ -641,14 +638,9 @@ async fn wait(
                 name,
                 flight,
                 asked,
+                expiry,
             },
         );
-        tokio::spawn(expire(
-            Arc::downgrade(&s),
-            r.clone(),
-            state.clone(),
-            upstream,
-        ));
         return s.out(Message::from_value(&json!({
             "jsonrpc": "2.0",
             "id": id,
@@ -672,9 +664,9 @@ fn question(method: &str, capabilities: &Value) -> Question {
     if method == "ping" {
         return Question::Ping;
     }
-    match ASKS.iter().find(|(m, _)| *m == method) {
-        Some((_, capability)) if capabilities.get(*capability).is_some() => Question::Ask,
-        Some((_, capability)) => Question::Refused(format!(
+    match input_capability(method) {
+        Some(capability) if capabilities.get(capability).is_some() => Question::Ask,
+        Some(capability) => Question::Refused(format!(
             "the client did not declare the {capability} capability for this request"
         )),
         None => Question::Refused(format!(
@@ -690,12 +682,17 @@ async fn expire(s: std::sync::Weak<Shared>, r: Arc<Reverse>, state: String, upst
         () = tokio::time::sleep(PARK_TIMEOUT) => {}
         () = r.closing.cancelled() => return,
     }
-    let Some(parked) = r.parked().remove(&state) else {
+    let Some(mut parked) = r.parked().remove(&state) else {
         return;
     };
     let Some(s) = s.upgrade() else { return };
     r.open().remove(&upstream);
-    for (_, server_id) in &parked.asked {
+    // Its questions, and those the server asked meanwhile.
+    let mut unanswered: Vec<Value> = parked.asked.drain(..).map(|(_, id)| id).collect();
+    while let Ok(ask) = parked.flight.asks.try_recv() {
+        unanswered.push(ask.value().get("id").cloned().unwrap_or(Value::Null));
+    }
+    for server_id in &unanswered {
         answer_server(
             &s,
             server_id,
@@ -724,7 +721,7 @@ async fn cancel_upstream(s: &Shared, upstream: &str, reason: &str) {
 /// A notification from the client: a cancellation names the client's request, which
 /// the server knows under keyway's id (or one of its listen streams, which ends); the
 /// rest pass as they are.
-pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message) {
+pub(super) async fn notification(s: &Arc<Shared>, r: &Arc<Reverse>, message: Message) {
     if message.method() != Some("notifications/cancelled") {
         return deliver(s, message).await;
     }
@@ -740,25 +737,10 @@ pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message)
             .map(|at| listens.remove(at))
     };
     if let Some(listen) = ended {
-        for uri in listen.uris {
-            let last = {
-                let mut subscribed = r.subscribed.lock().unwrap_or_else(|p| p.into_inner());
-                match subscribed.get_mut(&uri) {
-                    Some(n) if *n > 1 => {
-                        *n -= 1;
-                        false
-                    }
-                    Some(_) => {
-                        subscribed.remove(&uri);
-                        true
-                    }
-                    None => false,
-                }
-            };
-            if last {
-                ask_server(s, r, "resources/unsubscribe", json!({"uri": uri})).await;
-            }
-        }
+        // On a task of its own: the client's next messages do not wait for the
+        // server's answers.
+        let (s, r) = (s.clone(), r.clone());
+        tokio::spawn(async move { unsubscribe(&s, &r, listen.uris).await });
         return;
     }
     let found = r
@@ -783,14 +765,19 @@ pub(super) async fn notification(s: &Arc<Shared>, r: &Reverse, message: Message)
 async fn ask_server(s: &Arc<Shared>, r: &Reverse, method: &str, params: Value) -> bool {
     let n = r.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let message = Message::request(&format!("keyway-own-{n}"), method, &params);
-    match recovering(s, &message, || s.wire.call_message(message.clone())).await {
-        Ok(answer) if answer.value().get("result").is_some() => true,
-        Ok(answer) => {
+    let asked = recovering(s, &message, || s.wire.call_message(message.clone()));
+    match tokio::time::timeout(OWN_REQUEST_TIMEOUT, asked).await {
+        Ok(Ok(answer)) if answer.value().get("result").is_some() => true,
+        Ok(Ok(answer)) => {
             tracing::info!(method, "the server refused: {}", answer.value()["error"]);
             false
         }
-        Err(why) => {
+        Ok(Err(why)) => {
             tracing::info!(method, "could not deliver: {why}");
+            false
+        }
+        Err(_) => {
+            tracing::info!(method, "no answer in time");
             false
         }
     }
@@ -810,6 +797,24 @@ async fn listen(s: &Arc<Shared>, r: &Reverse, id: Value, params: Option<&Value>)
             "subscriptions/listen needs params.notifications, the notifications wanted",
         ));
     };
+    if r.listens.lock().unwrap_or_else(|p| p.into_inner()).len() >= MAX_LISTENS {
+        return s.out(error(
+            &id,
+            -32602,
+            format!("at most {MAX_LISTENS} subscriptions/listen streams at once: cancel one first"),
+        ));
+    }
+    let wanted = asked
+        .get("resourceSubscriptions")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if wanted > MAX_LISTEN_RESOURCES {
+        return s.out(error(
+            &id,
+            -32602,
+            format!("one subscriptions/listen may name at most {MAX_LISTEN_RESOURCES} resources; open more streams"),
+        ));
+    }
     let mut accepted = Map::new();
     let mut methods = Vec::new();
     for (field, method, capability) in LIST_CHANGES {
@@ -890,14 +895,32 @@ impl Reverse {
                 continue;
             }
             let mut tagged = value.clone();
-            if !tagged.get("params").is_some_and(Value::is_object) {
-                tagged["params"] = json!({});
-            }
-            if !tagged["params"].get("_meta").is_some_and(Value::is_object) {
-                tagged["params"]["_meta"] = json!({});
-            }
-            tagged["params"]["_meta"][META_SUBSCRIPTION_ID] = listen.id.clone();
+            tag_subscription(&mut tagged, &listen.id);
             s.out(Message::from_value(&tagged));
+        }
+    }
+}
+
+/// A listen stream ended: the resources no other stream names are unsubscribed on
+/// the session.
+async fn unsubscribe(s: &Arc<Shared>, r: &Reverse, uris: Vec<String>) {
+    for uri in uris {
+        let last = {
+            let mut subscribed = r.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+            match subscribed.get_mut(&uri) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    subscribed.remove(&uri);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            ask_server(s, r, "resources/unsubscribe", json!({"uri": uri})).await;
         }
     }
 }

@@ -440,6 +440,8 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             loop {
                 tokio::select! {
                     () = &mut listening => break,
+                    // The client closed the stream: dropping `listening` ends it.
+                    () = tx.closed() => break,
                     text = rx.recv() => match text {
                         Some(text) => {
                             if tx.send(Event::default().event("message").data(text)).await.is_err() {
@@ -464,6 +466,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
     // POST's own event stream, so they come before the answer as the server sent them
     // (a 2026-07-28 client has no other stream).
     if let Some(id) = &request_id
+        && !is_initialize
         && message.pointer("/params/_meta/progressToken").is_some()
         && accepts_events(&headers)
     {
@@ -479,6 +482,12 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         return Sse::new(answer_with_progress(s.gw.clone(), streaming, message)).into_response();
     }
     match s.gw.handle(session, message).await {
+        None if is_initialize => {
+            // Cancelled before its session started: nothing of it is kept.
+            s.gw.end_session(session).await;
+            let id = request_id.unwrap_or(Value::Null);
+            Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": CANCELLED, "message": "cancelled by the client"}})).into_response()
+        }
         None => match request_id {
             // Cancelled by the client meanwhile. Over HTTP a request's POST still
             // needs an answer; the client ignores it (it cancelled).

@@ -12,23 +12,40 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Carrier, Gateway, InFlight};
-
-/// `_meta` key of the subscription a listen-stream notification belongs to.
-pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+use crate::mcp::modern::{
+    LIST_CHANGES, MAX_LISTEN_RESOURCES, META_SUBSCRIPTION_ID, MODERN_VERSION, tag_subscription,
+};
 
 /// The session name of each listen stream (numbered) in the gateway's subscription
 /// tables.
 const LISTEN_SESSION: &str = "listen-";
 
-/// The list-change filters and the notifications they let through.
-const LIST_CHANGES: &[(&str, &str)] = &[
-    ("toolsListChanged", "notifications/tools/list_changed"),
-    ("promptsListChanged", "notifications/prompts/list_changed"),
-    (
-        "resourcesListChanged",
-        "notifications/resources/list_changed",
-    ),
-];
+/// Ends a listen stream's hold on the gateway however the stream ends (cancelled,
+/// the client gone, or its task dropped): its request entry, and its resource
+/// subscriptions (the servers' with the last one).
+struct Ending {
+    gw: std::sync::Weak<Gateway>,
+    key: (String, String),
+    flight: Arc<InFlight>,
+    session: String,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let Some(gw) = self.gw.upgrade() else { return };
+        {
+            let mut table = gw.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if table
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                table.remove(&self.key);
+            }
+        }
+        let session = std::mem::take(&mut self.session);
+        tokio::spawn(async move { gw.end_session(&session).await });
+    }
+}
 
 /// What one listen stream lets through.
 struct Filter {
@@ -64,15 +81,32 @@ impl Gateway {
     pub async fn listen(&self, session: &str, id: Value, params: Value, out: mpsc::Sender<String>) {
         // Subscribed first: nothing sent after the acknowledgement is missed.
         let mut notices = self.subscribe();
-        let Some(asked) = params.get("notifications").and_then(Value::as_object) else {
-            let error = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602,
-                "message": "subscriptions/listen needs params.notifications, the notifications wanted"}});
-            let _ = out.send(error.to_string()).await;
-            return;
+        let checked = match super::modern::revision(&params) {
+            Some(MODERN_VERSION) => super::modern::check_meta(&params),
+            Some(other) => Err(super::modern::unsupported(other)),
+            None => Err(json!({"code": -32602, "message":
+                "subscriptions/listen is a 2026-07-28 request: its _meta must name the revision"})),
+        };
+        let asked = checked.and_then(|()| {
+            params
+                .get("notifications")
+                .and_then(Value::as_object)
+                .ok_or_else(|| {
+                    json!({"code": -32602, "message":
+                    "subscriptions/listen needs params.notifications, the notifications wanted"})
+                })
+        });
+        let asked = match asked {
+            Ok(a) => a,
+            Err(error) => {
+                let error = json!({"jsonrpc": "2.0", "id": id, "error": error});
+                let _ = out.send(error.to_string()).await;
+                return;
+            }
         };
         let mut accepted = Map::new();
         let mut methods = Vec::new();
-        for (field, method) in LIST_CHANGES {
+        for (field, method, _) in LIST_CHANGES {
             if asked.get(*field).and_then(Value::as_bool) == Some(true) {
                 accepted.insert((*field).to_owned(), json!(true));
                 methods.push(*method);
@@ -88,36 +122,23 @@ impl Gateway {
                     .collect()
             })
             .unwrap_or_default();
+        if uris.len() > MAX_LISTEN_RESOURCES {
+            let error = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!(
+                "one subscriptions/listen may name at most {MAX_LISTEN_RESOURCES} resources; open more streams"
+            )}});
+            let _ = out.send(error.to_string()).await;
+            return;
+        }
         let n = self
             .next_question
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let filter = Filter {
+        let mut filter = Filter {
             methods,
-            uris: uris.iter().cloned().collect(),
+            uris: std::collections::HashSet::new(),
             session: format!("{LISTEN_SESSION}{n}"),
         };
-        let mut subscribed = Vec::new();
-        for uri in &uris {
-            let params = json!({"uri": uri});
-            match self
-                .subscription(
-                    &filter.session,
-                    "resources/subscribe",
-                    params,
-                    &Carrier::default(),
-                )
-                .await
-            {
-                Ok(_) => subscribed.push(json!(uri)),
-                Err(e) => {
-                    tracing::info!(%uri, "a listen stream's resource could not be followed: {e}")
-                }
-            }
-        }
-        if !subscribed.is_empty() {
-            accepted.insert("resourceSubscriptions".into(), Value::Array(subscribed));
-        }
-        // Registered as a request, so the client's notifications/cancelled ends it.
+        // Registered as a request, so the client's notifications/cancelled ends it;
+        // from here on the guard undoes what the stream holds, however it ends.
         let flight = Arc::new(InFlight {
             modern: true,
             ..InFlight::default()
@@ -127,42 +148,61 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), flight.clone());
-        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-            "params": {"notifications": accepted, "_meta": {META_SUBSCRIPTION_ID: id}}});
-        if out.send(ack.to_string()).await.is_ok() {
-            loop {
-                let notice = tokio::select! {
-                    () = flight.cancelled.cancelled() => break,
-                    () = out.closed() => break,
-                    notice = notices.recv() => notice,
-                };
-                match notice {
-                    Ok(n) if filter.wants(&n) => {
-                        let mut message = n.message;
-                        if !message.get("params").is_some_and(Value::is_object) {
-                            message["params"] = json!({});
-                        }
-                        let params = &mut message["params"];
-                        if !params.get("_meta").is_some_and(Value::is_object) {
-                            params["_meta"] = json!({});
-                        }
-                        params["_meta"][META_SUBSCRIPTION_ID] = id.clone();
-                        if out.send(message.to_string()).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("a listen stream missed {n} notifications")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
+        let _ending = Ending {
+            gw: self.me.clone(),
+            key,
+            flight: flight.clone(),
+            session: filter.session.clone(),
+        };
+        let mut subscribed = Vec::new();
+        for uri in uris {
+            let params = json!({"uri": uri});
+            let followed = self
+                .subscription(
+                    &filter.session,
+                    "resources/subscribe",
+                    params,
+                    &Carrier::default(),
+                )
+                .await;
+            match followed {
+                Ok(_) => {
+                    subscribed.push(json!(uri));
+                    filter.uris.insert(uri);
+                }
+                Err(e) => {
+                    tracing::info!(%uri, "a listen stream's resource could not be followed: {e}")
                 }
             }
         }
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        self.end_session(&filter.session).await;
+        if !subscribed.is_empty() {
+            accepted.insert("resourceSubscriptions".into(), Value::Array(subscribed));
+        }
+        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": accepted, "_meta": {META_SUBSCRIPTION_ID: id}}});
+        if out.send(ack.to_string()).await.is_err() {
+            return;
+        }
+        loop {
+            let notice = tokio::select! {
+                () = flight.cancelled.cancelled() => break,
+                () = out.closed() => break,
+                notice = notices.recv() => notice,
+            };
+            match notice {
+                Ok(n) if filter.wants(&n) => {
+                    let mut message = n.message;
+                    tag_subscription(&mut message, &id);
+                    if out.send(message.to_string()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("a listen stream missed {n} notifications")
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
     }
 }

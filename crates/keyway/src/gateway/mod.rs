@@ -167,7 +167,7 @@ enum Asker {
     Session(String, Option<String>),
     /// Into the `input_required` answer of the 2026-07-28 client's request it came
     /// in the course of ([`reverse`]).
-    Round(mpsc::UnboundedSender<reverse::Question>),
+    Round(mpsc::Sender<reverse::Question>),
     /// Nowhere: it came in the course of a 2026-07-28 client's request that cannot
     /// be answered `input_required`.
     Nobody,
@@ -298,7 +298,7 @@ struct InFlight {
     modern: bool,
     /// For a 2026-07-28 client's request carried by a task of its own: where the
     /// server's questions in its course go ([`reverse`]).
-    questions: Option<mpsc::UnboundedSender<reverse::Question>>,
+    questions: Option<mpsc::Sender<reverse::Question>>,
 }
 
 /// Takes a request out of [`Gateway::in_flight`] when it is done (or dropped), unless
@@ -492,7 +492,7 @@ impl Gateway {
         // message finds it.
         let carried = modern && self.carries(method);
         let (questions, asked) = if carried {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(crate::mcp::modern::MAX_QUEUED_QUESTIONS);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -542,7 +542,7 @@ impl Gateway {
                         .pointer(&format!("/_meta/{}", crate::mcp::modern::META_CLIENT_CAPABILITIES.replace('/', "~1")))
                         .cloned()
                         .unwrap_or_default();
-                    let name = reverse::about(&params);
+                    let name = crate::mcp::modern::request_subject(&params);
                     let carried = self.carry(session, method, params, flight.clone(), asked)?;
                     return self.carry_on(carried, method.to_owned(), name, capabilities).await;
                 }
@@ -1238,26 +1238,35 @@ impl Gateway {
             (true, None) => Asker::Nobody,
             (false, _) => Asker::Session(session.clone(), request.cloned()),
         };
-        if let Some(during) = during
-            && let Some(((session, request), f)) = table
+        if let Some(during) = during {
+            // On the stream of a request nobody is served by any more (or one of the
+            // gateway's own): nobody to ask.
+            return table
                 .iter()
                 .find(|(_, f)| at_server(f).is_some_and(|(_, id)| id == during))
-        {
-            return chosen(session, Some(request), f);
+                .map_or(Asker::Nobody, |((session, request), f)| {
+                    chosen(session, Some(request), f)
+                });
         }
-        let mut open = table.iter().filter(|(_, f)| at_server(f).is_some());
-        let Some(((first, request), f)) = open.next() else {
-            return Asker::Everyone;
-        };
-        let mut others = 0;
-        let one_session = open.all(|((s, _), _)| {
-            others += 1;
-            s == first
-        });
-        match (one_session, others) {
-            (true, 0) => chosen(first, Some(request), f),
-            (true, _) => chosen(first, None, f),
-            (false, _) => Asker::Everyone,
+        // No stream to tell: the requests at that server now, each once (a carried
+        // one is also under a key of its own, the client's preferred).
+        let mut open: Vec<(&(String, String), &Arc<InFlight>)> = Vec::new();
+        for (key, f) in table.iter().filter(|(_, f)| at_server(f).is_some()) {
+            match open.iter_mut().find(|(_, g)| Arc::ptr_eq(g, f)) {
+                Some(seen) if seen.0.0 == reverse::CARRIED_SESSION => seen.0 = key,
+                Some(_) => {}
+                None => open.push((key, f)),
+            }
+        }
+        let own_key = |key: &(String, String)| key.0 != reverse::CARRIED_SESSION;
+        match open.as_slice() {
+            [] => Asker::Everyone,
+            [(key, f)] => chosen(&key.0, own_key(key).then_some(&key.1), f),
+            several if several.iter().any(|(_, f)| f.modern) => Asker::Nobody,
+            [(first, _), rest @ ..] if rest.iter().all(|(k, _)| k.0 == first.0) => {
+                Asker::Session(first.0.clone(), None)
+            }
+            _ => Asker::Everyone,
         }
     }
 
@@ -1500,16 +1509,21 @@ async fn pump_events(gw: Arc<Gateway>, mut events: mpsc::Receiver<Event>) {
                 let notice = match gw.asker(server, during.as_deref()) {
                     Asker::Session(session, request) => {
                         let mut asked = gw.asked();
+                        // Beyond the limit it could not be told whose answer is whose:
+                        // refused rather than open to any session's answer.
                         if asked.len() < MAX_ASKED {
                             asked.insert(forwarded.clone(), (session.clone(), request.clone()));
+                            Some(Notice::to(session, request, message))
+                        } else {
+                            None
                         }
-                        Some(Notice::to(session, request, message))
                     }
                     Asker::Everyone => Some(Notice::everyone(message)),
                     Asker::Round(questions) => {
                         message["id"] = id.clone();
-                        match questions.send((server, message)) {
+                        match questions.try_send((server, message)) {
                             Ok(()) => continue,
+                            // Too many queued, or the request just ended.
                             Err(_) => None,
                         }
                     }

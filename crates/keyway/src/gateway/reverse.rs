@@ -14,29 +14,23 @@
 //! [`PARK_TIMEOUT`] is given up, the server's questions refused and its request
 //! cancelled.
 
-use std::{
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{Gateway, InFlight, Outcome};
-use crate::{bridge::MAX_ROUNDS, mcp::modern::META_CLIENT_CAPABILITIES};
-
-/// How long a server's request waits for the client to come back with its answers.
-pub const PARK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-/// Rounds waiting for their retry at once; beyond, a server's question is refused.
-const MAX_PARKED: usize = 256;
-
-/// The prefix of the gateway's `requestState`s.
-const STATE: &str = "keyway-round-";
+use crate::{
+    bridge::MAX_ROUNDS,
+    mcp::modern::{
+        MAX_WAITING_ROUNDS, META_CLIENT_CAPABILITIES, PARK_TIMEOUT, ROUND_STATE, input_capability,
+        input_request, request_subject, unknown_round,
+    },
+};
 
 /// The session under which a carried request is in [`Gateway::in_flight`] for its
 /// whole life, across its rounds (so each question of the server finds it).
-const CARRIED_SESSION: &str = "keyway-carried";
+pub(super) const CARRIED_SESSION: &str = "keyway-carried";
 
 /// A server's question in the course of a 2026-07-28 client's request: the server
 /// and its request.
@@ -45,7 +39,7 @@ pub(super) type Question = (usize, Value);
 /// A client request being carried by a task of its own.
 pub(super) struct Carried {
     task: JoinHandle<Result<Outcome, Value>>,
-    questions: mpsc::UnboundedReceiver<Question>,
+    questions: mpsc::Receiver<Question>,
     flight: Arc<InFlight>,
     rounds: usize,
     gw: Weak<Gateway>,
@@ -54,15 +48,41 @@ pub(super) struct Carried {
 }
 
 impl Drop for Carried {
+    /// Finished, or nobody waits for it any more (its client cancelled, went away,
+    /// or did not come back for a round): the server hears so, and the questions it
+    /// asked meanwhile are refused.
     fn drop(&mut self) {
-        // Finished, or not waiting for a retry: nobody wants it any more.
+        let unfinished = !self.task.is_finished();
         self.task.abort();
-        if let Some(gw) = self.gw.upgrade() {
-            gw.in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&self.key);
+        let Some(gw) = self.gw.upgrade() else { return };
+        gw.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        let mut queued = Vec::new();
+        while let Ok(q) = self.questions.try_recv() {
+            queued.push(q);
         }
+        let at = self.flight.carrier.get().filter(|_| unfinished);
+        if queued.is_empty() && at.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            for (server, request) in queued {
+                let id = request.get("id").cloned().unwrap_or(Value::Null);
+                gw.refuse(server, id, "nobody waits for the request any more")
+                    .await;
+            }
+            if let Some((server, upstream)) = at
+                && let Ok(u) = gw.slot(server)
+            {
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                    "params": {"requestId": upstream, "reason": "the client no longer waits for it"}});
+                if let Err(e) = u.send_raw(&note).await {
+                    tracing::debug!("cancelling at the server failed: {e}");
+                }
+            }
+        });
     }
 }
 
@@ -75,29 +95,8 @@ pub(super) struct Parked {
     /// The server's questions waiting for the client's answers: input key, server,
     /// the server's request id.
     asked: Vec<(String, usize, Value)>,
-}
-
-/// What a request is about: the tool or prompt it names, or the resource.
-pub(super) fn about(params: &Value) -> Option<String> {
-    params
-        .get("name")
-        .or_else(|| params.get("uri"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
-fn invalid(message: &str) -> Value {
-    json!({"code": -32602, "message": message})
-}
-
-/// The client capability each question needs.
-fn capability(method: &str) -> Option<&'static str> {
-    match method {
-        "elicitation/create" => Some("elicitation"),
-        "sampling/createMessage" => Some("sampling"),
-        "roots/list" => Some("roots"),
-        _ => None,
-    }
+    /// The task that gives the round up after [`PARK_TIMEOUT`].
+    expiry: tokio::task::AbortHandle,
 }
 
 impl Gateway {
@@ -114,21 +113,22 @@ impl Gateway {
     /// an error when it is one but names no waiting round of this request.
     pub(super) fn take_round(&self, method: &str, params: &Value) -> Option<Result<Parked, Value>> {
         let state = params.get("requestState")?.as_str()?;
-        if !state.starts_with(STATE) {
+        if !state.starts_with(ROUND_STATE) {
             return None;
         }
-        let parked = self.parked().remove(state);
-        Some(match parked {
-            Some(p) if p.method == method && p.name == about(params) => Ok(p),
+        let mut parked = self.parked();
+        // Sent with another request: refused, and the round kept for the right one.
+        let matches = parked
+            .get(state)
+            .is_some_and(|p| p.method == method && p.name == request_subject(params));
+        let round = if matches { parked.remove(state) } else { None };
+        drop(parked);
+        Some(match round {
             Some(p) => {
-                self.refuse_round(p);
-                Err(invalid(
-                    "requestState was issued for another request: send the request again without it",
-                ))
+                p.expiry.abort();
+                Ok(p)
             }
-            None => Err(invalid(
-                "requestState was not issued by keyway for this request (tampered with, used twice, or expired): send the request again without it",
-            )),
+            None => Err(unknown_round()),
         })
     }
 
@@ -139,7 +139,7 @@ impl Gateway {
         method: &str,
         params: Value,
         flight: Arc<InFlight>,
-        questions: mpsc::UnboundedReceiver<Question>,
+        questions: mpsc::Receiver<Question>,
     ) -> Result<Carried, Value> {
         let gw = self
             .me
@@ -176,6 +176,7 @@ impl Gateway {
             name,
             carried,
             asked,
+            expiry: _,
         } = parked;
         let responses = params.get("inputResponses");
         for (key, server, id) in asked {
@@ -211,8 +212,13 @@ impl Gateway {
                 }
                 q = carried.questions.recv() => q,
             };
-            // The sender lives in the request's flight, which `carried` holds.
-            let Some(first) = first else { continue };
+            // The sender lives in the request's flight, which `carried` holds: the
+            // channel cannot have closed.
+            let Some(first) = first else {
+                return Err(
+                    json!({"code": -32603, "message": "the request's questions channel closed"}),
+                );
+            };
             let mut questions = Map::new();
             let mut asked = Vec::new();
             let mut next = Some(first);
@@ -223,12 +229,12 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                match (asked_for.as_str(), capability(&asked_for)) {
+                match (asked_for.as_str(), input_capability(&asked_for)) {
                     ("ping", _) => self.answer_server(server, id, Ok(json!({}))).await,
                     (_, Some(c)) if capabilities.get(c).is_some() => {
                         let key =
                             format!("{}-{}", asked_for.replace('/', "-"), questions.len() + 1);
-                        let q = crate::mcp::modern::input_request(&request);
+                        let q = input_request(&request);
                         questions.insert(key.clone(), q);
                         asked.push((key, server, id));
                     }
@@ -251,7 +257,7 @@ impl Gateway {
                 continue;
             }
             carried.rounds += 1;
-            let full = self.parked().len() >= MAX_PARKED;
+            let full = self.parked().len() >= MAX_WAITING_ROUNDS;
             if carried.rounds > MAX_ROUNDS || full {
                 let why = if full {
                     "too many requests wait for their clients' answers"
@@ -263,7 +269,8 @@ impl Gateway {
                 }
                 continue;
             }
-            let state = format!("{STATE}{:032x}", rand::random::<u128>());
+            let state = format!("{ROUND_STATE}{:032x}", rand::random::<u128>());
+            let expiry = tokio::spawn(expire(self.me.clone(), state.clone())).abort_handle();
             self.parked().insert(
                 state.clone(),
                 Parked {
@@ -271,9 +278,9 @@ impl Gateway {
                     name,
                     carried,
                     asked,
+                    expiry,
                 },
             );
-            tokio::spawn(expire(self.me.clone(), state.clone()));
             return Ok(Outcome::Built(json!({
                 "resultType": "input_required",
                 "inputRequests": questions,
@@ -282,8 +289,8 @@ impl Gateway {
         }
     }
 
-    /// Refuse a round's questions to the server (its request is cancelled as the
-    /// round is dropped).
+    /// Refuse a round's questions to the server; its request is cancelled there as
+    /// the round is dropped.
     fn refuse_round(&self, parked: Parked) {
         let Some(gw) = self.me.upgrade() else { return };
         tokio::spawn(async move {
@@ -291,15 +298,8 @@ impl Gateway {
                 let why = "the client did not come back with its answers".to_owned();
                 gw.answer_server(server, id, Err(why)).await;
             }
-            if let Some((server, upstream)) = parked.carried.flight.carrier.get()
-                && let Ok(u) = gw.slot(server)
-            {
-                let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                    "params": {"requestId": upstream, "reason": "the client did not come back"}});
-                if let Err(e) = u.send_raw(&note).await {
-                    tracing::debug!("cancelling at the server failed: {e}");
-                }
-            }
+            // Dropping the carried request tells the server it is cancelled.
+            drop(parked.carried);
         });
     }
 

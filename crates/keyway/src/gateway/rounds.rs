@@ -34,16 +34,6 @@ pub(super) fn may_ask(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
-/// The client capability each input request needs.
-fn capability(method: &str) -> Option<&'static str> {
-    match method {
-        "elicitation/create" => Some("elicitation"),
-        "sampling/createMessage" => Some("sampling"),
-        "roots/list" => Some("roots"),
-        _ => None,
-    }
-}
-
 /// A result as a value (a raw one parsed only if it may ask for input).
 fn value_of(outcome: Outcome) -> Result<Value, Outcome> {
     match outcome {
@@ -182,7 +172,7 @@ impl Gateway {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let Some(needs) = capability(&method) else {
+            let Some(needs) = crate::mcp::modern::input_capability(&method) else {
                 return Err(failed(format!(
                     "the server asked for input with {method:?}, which is not an input request"
                 )));

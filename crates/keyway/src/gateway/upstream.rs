@@ -794,9 +794,19 @@ async fn route(
                     .and_then(|d| serde_json::from_str::<String>(d).ok()),
             }
         } else {
+            let mut message = m.value();
+            // From the gateway's own listen stream: its subscription id is nothing to
+            // the clients (a listen stream of theirs tags it with its own).
+            if m.during().is_some_and(|d| d.starts_with("\"gw-listen-"))
+                && let Some(meta) = message
+                    .pointer_mut("/params/_meta")
+                    .and_then(Value::as_object_mut)
+            {
+                meta.remove(crate::mcp::modern::META_SUBSCRIPTION_ID);
+            }
             Event::Notification {
                 server: up.index,
-                message: m.value(),
+                message,
             }
         };
         if events.send(event).await.is_err() {

@@ -95,6 +95,92 @@ pub fn input_request(request: &serde_json::Value) -> serde_json::Value {
     q
 }
 
+/// `_meta` key of the subscription a `subscriptions/listen` notification belongs to.
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// The list-change filters of `subscriptions/listen`: the filter's field, the
+/// notification it lets through, and the capability a server offers it under.
+pub const LIST_CHANGES: &[(&str, &str, &str)] = &[
+    (
+        "toolsListChanged",
+        "notifications/tools/list_changed",
+        "tools",
+    ),
+    (
+        "promptsListChanged",
+        "notifications/prompts/list_changed",
+        "prompts",
+    ),
+    (
+        "resourcesListChanged",
+        "notifications/resources/list_changed",
+        "resources",
+    ),
+];
+
+/// Most resources one `subscriptions/listen` may name (keyway follows each at the
+/// server).
+pub const MAX_LISTEN_RESOURCES: usize = 100;
+
+/// How long keyway keeps a server's request waiting for a 2026-07-28 client to come
+/// back with its answers (a multi round-trip round keyway made of it).
+pub const PARK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Such rounds waiting for their clients at once; beyond, a server's question is
+/// refused.
+pub const MAX_WAITING_ROUNDS: usize = 256;
+
+/// A server's questions queued for one request at once; beyond, they are refused.
+pub const MAX_QUEUED_QUESTIONS: usize = 16;
+
+/// The prefix of the `requestState`s keyway issues for such rounds.
+pub const ROUND_STATE: &str = "keyway-round-";
+
+/// The client capability a server's request (an input request) needs.
+pub fn input_capability(method: &str) -> Option<&'static str> {
+    match method {
+        "elicitation/create" => Some("elicitation"),
+        "sampling/createMessage" => Some("sampling"),
+        "roots/list" => Some("roots"),
+        _ => None,
+    }
+}
+
+/// What a request is about: the tool or prompt it names, or the resource (a
+/// round's retry must be about the same).
+pub fn request_subject(params: &serde_json::Value) -> Option<String> {
+    params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Tag a notification with the subscription it is sent on.
+pub fn tag_subscription(notification: &mut serde_json::Value, id: &serde_json::Value) {
+    if !notification
+        .get("params")
+        .is_some_and(serde_json::Value::is_object)
+    {
+        notification["params"] = serde_json::json!({});
+    }
+    let params = &mut notification["params"];
+    if !params
+        .get("_meta")
+        .is_some_and(serde_json::Value::is_object)
+    {
+        params["_meta"] = serde_json::json!({});
+    }
+    params["_meta"][META_SUBSCRIPTION_ID] = id.clone();
+}
+
+/// The error for a `requestState` of keyway's that names no waiting round of the
+/// request it came with.
+pub fn unknown_round() -> serde_json::Value {
+    serde_json::json!({"code": -32602, "message":
+        "requestState was not issued by keyway for this request (tampered with, used twice, expired, or sent with another request): send the request again without it"})
+}
+
 /// `HeaderMismatch`: headers missing or not matching the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// `MissingRequiredClientCapability`.
