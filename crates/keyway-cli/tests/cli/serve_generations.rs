@@ -730,3 +730,41 @@ async fn a_2026_client_listens_for_changes() {
         );
     }
 }
+
+/// A handshake client that declared it can answer elicitations, in front of a server
+/// that speaks only 2026-07-28, but with no stream open to be asked on: the call ends
+/// at once with an error that says what to open, rather than wait for an answer that
+/// cannot come. With its GET stream open, it is asked there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_needs_a_stream_to_be_asked_on() {
+    let (_tb, k) = saved(McpRevision::Modern).await;
+    let (_gw, gw) = listen(&k, &[]).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let r = post_as(&gw, init, &[]).await;
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let with_session = [("mcp-session-id", session.as_str())];
+    let ask = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__ask_name", "arguments": {}}});
+    let r: Value = post_as(&gw, ask(2), &with_session)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let why = r["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(why.contains("no stream open"), "{why}");
+
+    let mut events = crate::serve::Events::open(&gw, &session).await;
+    let call = tokio::spawn({
+        let (gw, session) = (gw.clone(), session.clone());
+        async move { post_as(&gw, ask(3), &[("mcp-session-id", session.as_str())]).await }
+    });
+    let asked = events.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada"}}});
+    assert_eq!(post_as(&gw, answer, &with_session).await.status(), 202);
+    let done: Value = call.await.unwrap().json().await.unwrap();
+    assert_eq!(text(&done), "name Ada", "{done}");
+}

@@ -602,7 +602,13 @@ async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return r;
     }
     let rx = s.gw.subscribe();
-    let stream = events(rx, session_of(&headers).to_owned(), s.streamed.clone());
+    let listener = s.gw.listener(session_of(&headers));
+    let stream = events(
+        rx,
+        session_of(&headers).to_owned(),
+        s.streamed.clone(),
+        listener,
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -614,6 +620,7 @@ fn events(
     mut rx: tokio::sync::broadcast::Receiver<super::Notice>,
     session: String,
     streamed: Streamed,
+    listener: super::Listener,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let on_its_own = move |notice: &super::Notice| {
         notice.request.as_ref().is_some_and(|r| {
@@ -624,8 +631,14 @@ fn events(
         })
     };
     async_stream_events(move |tx| async move {
+        let _listener = listener;
         loop {
-            match rx.recv().await {
+            let notice = tokio::select! {
+                // The client closed the stream.
+                () = tx.closed() => break,
+                notice = rx.recv() => notice,
+            };
+            match notice {
                 Ok(notice) if !notice.is_for(&session) || on_its_own(&notice) => {}
                 Ok(notice) => {
                     if tx
@@ -702,8 +715,10 @@ fn answer_with_progress(
     // Subscribed before the request starts, so no report is missed.
     let mut notices = gw.subscribe();
     let (session, id) = streaming.key.clone();
+    let listener = gw.listener(&session);
     async_stream_events(move |tx| async move {
         let _streaming = streaming;
+        let _listener = listener;
         let answer: futures::future::BoxFuture<'_, Option<String>> =
             if session.starts_with(REQUEST_SESSION) {
                 Box::pin(gw.handle(&session, message))

@@ -153,6 +153,28 @@ pub struct Gateway {
     parked: Mutex<HashMap<String, reverse::Parked>>,
     /// The gateway itself, for tasks that outlive a call.
     me: std::sync::Weak<Gateway>,
+    /// The streams open to each session (its client can be asked something).
+    listeners: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A stream open to a session's client, counted while it lives
+/// ([`Gateway::listener`]).
+#[derive(Debug)]
+pub struct Listener {
+    listeners: Arc<Mutex<HashMap<String, usize>>>,
+    session: String,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = listeners.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                listeners.remove(&self.session);
+            }
+        }
+    }
 }
 
 /// Server requests remembered for [`Gateway::asked`] at once; beyond, a request's
@@ -385,6 +407,7 @@ impl Gateway {
         let gw = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             parked: Mutex::default(),
+            listeners: Arc::default(),
             names,
             prefixes,
             prefixed,
@@ -410,6 +433,29 @@ impl Gateway {
     /// client keeps those [`Notice::is_for`] it.
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.downstream.subscribe()
+    }
+
+    /// Note a stream open to `session`'s client for as long as the guard lives: a
+    /// server's question for that session is asked only while one is.
+    pub fn listener(&self, session: &str) -> Listener {
+        *self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(session.to_owned())
+            .or_default() += 1;
+        Listener {
+            listeners: self.listeners.clone(),
+            session: session.to_owned(),
+        }
+    }
+
+    /// Whether a stream is open to `session`'s client.
+    fn is_listening(&self, session: &str) -> bool {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(session)
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, ProgressRoutes> {
@@ -1568,6 +1614,8 @@ where
         }
     });
     let mut notices = gw.subscribe();
+    // The client's stdout: it can always be asked.
+    let listener = gw.listener("");
     let tx_notices = tx.clone();
     let relay = tokio::spawn(async move {
         loop {
@@ -1641,6 +1689,7 @@ where
     closing.cancel();
     while tasks.join_next().await.is_some() {}
     relay.abort();
+    drop(listener);
     gw.close().await;
     drop(tx);
     let _ = writer.await;

@@ -161,6 +161,11 @@ impl Gateway {
         questions: Map<String, Value>,
         client: Option<&ClientSide>,
     ) -> Result<Map<String, Value>, Value> {
+        if !self.is_listening(session) {
+            return Err(failed(
+                "the server asked for the client's input, and the client has no stream open to be asked on (open the session's GET stream, or accept text/event-stream on the call)",
+            ));
+        }
         let mut asked = Asked {
             gw: self,
             ids: Vec::with_capacity(questions.len()),
