@@ -204,6 +204,18 @@ pub enum Command {
     )]
     Call(Box<CallArgs>),
 
+    /// Open the settings page in the browser: the saved servers as cards, adding
+    /// (with a probe while you type), authorizing, tokens, tools. Runs until Ctrl-C,
+    /// or until its last tab has been closed for a while.
+    ///
+    /// The page is served on 127.0.0.1 only, to the browser that opens its one-time
+    /// link. Whatever is added there works at once in `keyway proxy`, `keyway serve`
+    /// and every exported client config: it is the same store.
+    #[command(
+        after_help = "Examples:\n  keyway ui\n  keyway ui --no-open            (print the link instead of opening it)\n  keyway ui --listen 8765        (a fixed port, e.g. for a forwarded one)"
+    )]
+    Ui(Box<UiArgs>),
+
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     #[command(
         after_help = "Examples:\n  keyway completions bash > ~/.local/share/bash-completion/completions/keyway\n  keyway completions zsh > ~/.zfunc/_keyway        (with fpath+=~/.zfunc)\n  keyway completions fish > ~/.config/fish/completions/keyway.fish"
@@ -216,6 +228,42 @@ pub enum Command {
     /// Prints one JSON line on stdout once listening: {"mcp_url", "issuer", "stats_url"}.
     #[command(after_help = "Examples:\n  keyway testbed\n  keyway testbed --open")]
     Testbed(Box<TestbedArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    /// The loopback port to serve on (`PORT` or `127.0.0.1:PORT`); a free one when
+    /// not given.
+    #[arg(long, value_name = "PORT", value_parser = ui_port)]
+    pub listen: Option<u16>,
+
+    /// Print the page's link instead of opening a browser.
+    #[arg(long)]
+    pub no_open: bool,
+
+    /// Seconds after the last tab closed before the page ends (0: only Ctrl-C ends it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub idle_exit: u64,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// `--listen` of `keyway ui`: a port, on 127.0.0.1 and nowhere else.
+fn ui_port(s: &str) -> Result<u16, String> {
+    let port = match s.rsplit_once(':') {
+        Some((host, port)) => {
+            if host != "127.0.0.1" && host != "localhost" {
+                return Err(format!(
+                    "the settings page is served on 127.0.0.1 only, not {host}"
+                ));
+            }
+            port
+        }
+        None => s,
+    };
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number"))
 }
 
 #[derive(Args, Debug)]

@@ -166,3 +166,13 @@ pub mod paint {
             .to_string()
     }
 }
+
+/// The library's waits ([`keyway::manage::Progress`]) shown as spinners.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Spinners;
+
+impl keyway::manage::Progress for Spinners {
+    fn waiting(&self, what: String) -> Box<dyn Send> {
+        Box::new(Waiting::start(what))
+    }
+}

@@ -34,6 +34,8 @@
 //!   proxies, the address guard for authorization requests).
 //! - [`bridge`], [`gateway`]: `keyway proxy` and `keyway serve`.
 //! - [`probe`]: what it takes to get into a server, and what is wrong.
+//! - [`manage`]: saved servers as a person manages them (add, authorize, cards,
+//!   tokens, remove), for `keyway` commands and the settings page alike.
 //!
 //! Secrets are [`Secret`]s: redacted in `Debug` and `Display`, zeroed when dropped.
 
@@ -44,6 +46,7 @@ pub mod bridge;
 pub mod client;
 pub mod gateway;
 pub mod http;
+pub mod manage;
 pub mod mcp;
 pub mod merge;
 pub mod naming;
@@ -53,5 +56,6 @@ mod secret;
 pub mod status;
 pub mod stdio;
 pub mod store;
+pub mod web;
 
 pub use secret::Secret;

@@ -121,6 +121,40 @@ pub struct ProbeOptions {
     pub transport: crate::mcp::TransportChoice,
 }
 
+/// How long [`probe_within`] waits by default: connecting, listing tools, and
+/// discovery when the server asks for authorization.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`probe`] with an overall deadline: a server that accepts the connection and never
+/// answers is [`ProbeClass::Unreachable`] once `timeout` passes.
+pub async fn probe_within(
+    http: &crate::http::WireClient,
+    url: &str,
+    opts: &ProbeOptions,
+    timeout: std::time::Duration,
+) -> Probe {
+    match tokio::time::timeout(timeout, probe(http, url, opts)).await {
+        Ok(p) => p,
+        Err(_) => Probe {
+            url: url.to_owned(),
+            class: ProbeClass::Unreachable,
+            authenticated: opts.token.is_some(),
+            server: None,
+            tools: Vec::new(),
+            registration: Vec::new(),
+            device: false,
+            client_credentials: false,
+            detail: Some(format!("no answer within {} s", timeout.as_secs())),
+            discovery: None,
+            next_step: "check that the server is up; it accepted the connection but never answered"
+                .into(),
+            transport: "http",
+            status: None,
+            unreachable: Some(crate::http::ConnectCause::TimedOut),
+        },
+    }
+}
+
 /// Probe `url`: connect, list tools, always close; on a 401, run discovery. Saves
 /// nothing. Never fails: what went wrong is in the [`Probe`] ([`ProbeClass::Error`],
 /// [`ProbeClass::Unreachable`] and [`Probe::detail`]).

@@ -2,22 +2,14 @@
 //! at once. A failure before the flow completes rolls the server back; a failure
 //! after it never deletes the newly authorized server.
 
-use std::sync::Arc;
-
 use anyhow::{Context, anyhow};
 use keyway::{
-    auth::ClientOptions,
-    mcp::Connection,
-    naming,
-    probe::{Probe, ProbeClass, ProbeOptions},
-    store::{
-        AuthKind, Credential, LastStatus, NewServer, ServerRecord, SqliteStore, Store, Transport,
-        tokens::StoredTokens,
-    },
+    manage::{AddError, AddRequest},
+    probe::{Probe, ProbeClass},
+    store::Transport,
 };
-use serde::Serialize;
 
-use super::{auth, authorize::authorize_server, probe::run_probe, store};
+use super::{auth, store};
 use crate::{
     cli::{AddArgs, TransportArg},
     exit::{CliError, ExitStatus},
@@ -25,23 +17,8 @@ use crate::{
     settings::Settings,
 };
 
-/// What `add` did.
-#[derive(Debug, Serialize)]
-pub struct Added {
-    pub name: String,
-    pub id: String,
-    pub url: String,
-    pub class: String,
-    pub auth: String,
-    pub state: String,
-    pub action: String,
-    pub tools: Option<usize>,
-    pub issuer: Option<String>,
-    pub note: Option<String>,
-    /// What `--force` replaced, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replaced: Option<String>,
-}
+/// What `add` did ([`keyway::manage::Added`]).
+pub type Added = keyway::manage::Added;
 
 pub async fn run(
     mut args: AddArgs,
@@ -85,163 +62,49 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     let st = store::open(settings)?;
-
-    // The name first: a taken one is an error before anything else happens.
-    let taken = store::names(&st).await?;
-    let name = match &args.name {
-        Some(n) => {
-            if n.trim().is_empty() || n.chars().any(char::is_control) {
-                return Err(store::usage(format!("--name {n:?}: use a plain name")));
-            }
-            n.clone()
-        }
-        None => naming::unique(&naming::default_name(&url), &taken),
-    };
-    let id = args.id.clone().unwrap_or_else(store::new_id);
-    if let Some(existing) = st.server(&id).await.map_err(store::store_error)?
-        && existing.id == id
-    {
-        // A retried add: report what is there.
-        return report(&st, &existing, "already added", None, None, None).await;
-    }
-    // A taken name is an error, unless --force: then the new server is made under a
-    // name of its own and takes the old one's place once it is saved (and authorized),
-    // so a failed replacement leaves the old server as it was.
-    let replacing = if taken.contains(&name) {
-        if !args.force {
-            return Err(
-                store::store_error(keyway::store::StoreError::NameTaken(name.clone())).with_hint(
-                    format!(
-                        "--force replaces the saved {name}; --name gives the new one another name"
-                    ),
-                ),
-            );
-        }
-        st.server(&name).await.map_err(store::store_error)?
-    } else {
-        None
-    };
-    let final_name = name.clone();
-    let name = match &replacing {
-        Some(_) => naming::unique(&format!("{name}.new"), &taken),
-        None => name,
-    };
-
-    let probe_opts = ProbeOptions {
-        token: token.clone(),
-        headers: headers.clone(),
-        client: ClientOptions {
-            client_id: args.auth.client_id.clone(),
-            client_metadata_url: args.auth.client_metadata_url.clone(),
-            ..Default::default()
-        },
-        allow_http: args.auth.allow_http,
+    let req = AddRequest {
+        url: url.clone(),
+        name: args.name.clone(),
+        id: args.id.clone(),
+        token,
+        headers,
         transport: match args.transport {
-            TransportArg::Http => keyway::mcp::TransportChoice::StreamableHttp,
-            TransportArg::Sse => keyway::mcp::TransportChoice::LegacySse,
-            TransportArg::Auto => keyway::mcp::TransportChoice::Auto,
-        },
-    };
-    let probe = run_probe(&http, url.as_str(), &probe_opts).await;
-    let transport = super::transfer::saved_transport(
-        match args.transport {
             TransportArg::Http => Some(Transport::Http),
             TransportArg::Sse => Some(Transport::Sse),
             TransportArg::Auto => None,
         },
-        &probe,
-    );
-    let new = |auth: AuthKind| NewServer {
-        id: id.clone(),
-        name: name.clone(),
-        url: url.to_string(),
-        transport,
-        auth,
-        headers: store::header_pairs(&headers),
+        auth: options,
+        authorize: !args.no_authorize,
+        force: args.force,
     };
-    let class = probe.class.as_str();
-    let added = match probe.class {
-        ProbeClass::Open => {
-            let auth = if token.is_some() || !headers.is_empty() {
-                AuthKind::Token
-            } else {
-                AuthKind::None
-            };
-            let cred = token.map(|t| Credential::Bearer { token: t });
-            let rec = st
-                .create_server(&new(auth), cred.as_ref())
-                .await
-                .map_err(store::store_error)?;
-            st.set_status(&rec.id, LastStatus::Connected, None)
-                .await
-                .map_err(store::store_error)?;
-            if let Some(server) = &probe.server {
-                st.set_protocol(&rec.id, Some(&server.protocol_version))
-                    .await
-                    .map_err(store::store_error)?;
-            }
-            report(&st, &rec, class, Some(probe.tools.len()), None, None).await
+    keyway::manage::add(
+        &st,
+        &http,
+        req,
+        auth::reporter(quiet),
+        &crate::progress::Spinners,
+    )
+    .await
+    .map_err(|e| add_error(e, &url))
+}
+
+/// An [`AddError`] with what to do next, in the command line's terms.
+fn add_error(e: AddError, url: &url::Url) -> CliError {
+    match e {
+        AddError::BadName(n) => store::usage(format!("--name {n:?}: use a plain name")),
+        AddError::NameTaken(name) => {
+            store::store_error(keyway::store::StoreError::NameTaken(name.clone())).with_hint(
+                format!("--force replaces the saved {name}; --name gives the new one another name"),
+            )
         }
-        ProbeClass::TokenRejected => Err(CliError::failure(anyhow!(
-            "{url} rejected the token; nothing was saved"
-        ))
-        .with_status(ExitStatus::AuthorizationNeeded)
-        .with_hint("get a new token from the server's operator and add again")),
-        ProbeClass::TokenOnly if !args.no_authorize => Err(refusal(
+        AddError::TokenRejected { .. } => CliError::failure(anyhow!(e))
+            .with_status(ExitStatus::AuthorizationNeeded)
+            .with_hint("get a new token from the server's operator and add again"),
+        AddError::TokenNeeded { probe } => refusal(
             &probe,
             "this server needs an access token; nothing was saved",
-        )),
-        ProbeClass::TokenOnly => {
-            let rec = st
-                .create_server(&new(AuthKind::Token), None)
-                .await
-                .map_err(store::store_error)?;
-            report(&st, &rec, class, None, None, Some(probe.next_step.clone())).await
-        }
-        ProbeClass::Oauth if args.no_authorize => {
-            let rec = st
-                .create_server(&new(AuthKind::Oauth), None)
-                .await
-                .map_err(store::store_error)?;
-            report(&st, &rec, class, None, None, None).await
-        }
-        ProbeClass::Oauth => {
-            let rec = st
-                .create_server(&new(AuthKind::Oauth), None)
-                .await
-                .map_err(store::store_error)?;
-            // Before the flow completes, any failure takes the row (and its headers) away.
-            let grant = match authorize_server(&st, &rec, options, quiet).await {
-                Ok(g) => g,
-                Err(e) => {
-                    if let Err(rollback) = st.purge_server(&rec.id).await {
-                        tracing::warn!(error = %rollback, "rolling back the new server failed");
-                    }
-                    return Err(e);
-                }
-            };
-            // After it, the server stays whatever happens.
-            let tools = verify(&st, &rec, &http).await;
-            let note = tools.as_ref().err().cloned();
-            report(&st, &rec, class, tools.ok(), Some(grant.issuer), note).await
-        }
-        ProbeClass::Unreachable | ProbeClass::Error if args.force => {
-            let auth = if token.is_some() {
-                AuthKind::Token
-            } else {
-                AuthKind::None
-            };
-            let cred = token.map(|t| Credential::Bearer { token: t });
-            let rec = st
-                .create_server(&new(auth), cred.as_ref())
-                .await
-                .map_err(store::store_error)?;
-            st.set_status(&rec.id, LastStatus::Error, Some(&probe_line(&probe)))
-                .await
-                .map_err(store::store_error)?;
-            report(&st, &rec, class, None, None, Some(probe_line(&probe))).await
-        }
-        ProbeClass::Unreachable | ProbeClass::Error => Err(refusal(
+        ),
+        AddError::NotUsable { probe, .. } => refusal(
             &probe,
             &format!(
                 "{url} is {}; nothing was saved (--force saves it anyway)",
@@ -251,34 +114,11 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
                     "not usable"
                 }
             ),
-        )),
-    }?;
-    let Some(old) = replacing else {
-        return Ok(added);
-    };
-    // The old server's tokens are revoked first, as `remove` does.
-    let revoked = match st.credential(&old.id).await {
-        Ok(Some(stored)) => Some(super::authorize::revoke_stored(&st, &stored.credential).await?),
-        _ => None,
-    };
-    let rec = st
-        .replace_server(&old.id, &added.id)
-        .await
-        .map_err(store::store_error)?;
-    let mut added = report(
-        &st,
-        &rec,
-        &added.class,
-        added.tools,
-        added.issuer,
-        added.note,
-    )
-    .await?;
-    added.replaced = Some(match revoked {
-        Some(r) => format!("replaced the saved {final_name} ({}); {r}", old.url),
-        None => format!("replaced the saved {final_name} ({})", old.url),
-    });
-    Ok(added)
+        ),
+        AddError::Authorize(e) => super::authorize::authorize_error(e),
+        AddError::Store(e) => store::store_error(e),
+        other => CliError::failure(anyhow!(other)),
+    }
 }
 
 /// The command that does what the state asks for, if anything.
@@ -309,80 +149,5 @@ fn refusal(p: &Probe, what: &str) -> CliError {
 
 /// A probe's finding and its next step on one line, as a saved server's last error.
 pub fn probe_line(p: &Probe) -> String {
-    match &p.detail {
-        Some(d) => format!("{}: {d} (next: {})", p.class.as_str(), p.next_step),
-        None => format!("{} (next: {})", p.class.as_str(), p.next_step),
-    }
-}
-
-/// Connect with the new credential and list tools; the outcome becomes the status.
-async fn verify(
-    st: &SqliteStore,
-    rec: &ServerRecord,
-    http: &keyway::http::WireClient,
-) -> Result<usize, String> {
-    let tokens = StoredTokens::new(Arc::new(st.clone()), &rec.id);
-    let _waiting = crate::progress::Waiting::start(format!(
-        "listing {}'s tools with the new credentials",
-        rec.name
-    ));
-    let result = async {
-        let conn = Connection::open_transport(
-            &rec.url,
-            http.clone(),
-            tokens,
-            Vec::new(),
-            store::choice(rec.transport),
-        )
-        .await
-        .map_err(|e| e.one_line())?;
-        let spoken = conn.server().protocol_version;
-        if let Err(e) = st.set_protocol(&rec.id, Some(&spoken)).await {
-            tracing::debug!(error = %e, "the server's protocol revision was not saved");
-        }
-        let n = conn
-            .list_tools()
-            .await
-            .map(|t| t.len())
-            .map_err(|e| e.to_string());
-        conn.close().await;
-        n
-    }
-    .await;
-    let (status, error) = match &result {
-        Ok(_) => (LastStatus::Connected, None),
-        Err(e) => (LastStatus::Error, Some(e.as_str())),
-    };
-    let _ = st.set_status(&rec.id, status, error).await;
-    result
-}
-
-async fn report(
-    st: &SqliteStore,
-    rec: &ServerRecord,
-    class: &str,
-    tools: Option<usize>,
-    issuer: Option<String>,
-    note: Option<String>,
-) -> Result<Added, CliError> {
-    let rec = st
-        .server(&rec.id)
-        .await
-        .map_err(store::store_error)?
-        .unwrap_or_else(|| rec.clone());
-    // The same row `list` and `show` print, so the three never disagree.
-    let (row, _) = super::servers::row(st, &rec).await?;
-    Ok(Added {
-        name: rec.name.clone(),
-        id: rec.id.clone(),
-        url: rec.url.clone(),
-        class: class.to_owned(),
-        auth: row.auth,
-        state: row.state.as_str().to_owned(),
-        action: row.action.as_str().to_owned(),
-        tools,
-        issuer,
-        note,
-        replaced: None,
-    })
+    keyway::manage::probe_line(p)
 }

@@ -136,6 +136,7 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
         assertion: a.assertion.as_deref().map(read_secret).transpose()?,
         allow_paste: true,
         opener: None,
+        callbacks: None,
     })
 }
 

@@ -1,16 +1,10 @@
 //! `keyway authorize NAME` and `keyway logout NAME`, and the authorization step
 //! `keyway add` shares.
 
-use std::sync::Arc;
-
 use anyhow::{Context, anyhow};
 use keyway::{
-    Secret,
-    auth::{
-        AuthOptions, Authorizer, ClientAuth, Grant, OAuthClient, RegistrationKind,
-        RegistrationStore, token,
-    },
-    mcp::{ConnectError, Connection, StaticToken},
+    auth::{AuthOptions, Grant},
+    manage::AuthorizeError,
     store::{Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError},
 };
 
@@ -86,8 +80,8 @@ async fn refuse_token_only(
     Ok(())
 }
 
-/// Run the flow for a saved server and save what it yields (with the pre-registered
-/// client it used, so refreshes can authenticate later).
+/// Run the flow for a saved server and save what it yields
+/// ([`keyway::manage::authorize`]).
 pub async fn authorize_server(
     store: &SqliteStore,
     server: &ServerRecord,
@@ -96,40 +90,20 @@ pub async fn authorize_server(
 ) -> Result<Grant, CliError> {
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
-    let url = store::saved_url(server)?;
-    let headers = store::saved_headers(store, server).await?;
-    let challenge = match Connection::open_transport(
-        url.as_str(),
-        http.clone(),
-        Arc::new(StaticToken::default()),
-        headers,
-        store::choice(server.transport),
-    )
-    .await
-    {
-        Err(ConnectError::AuthorizationRequired { challenge, .. }) => challenge,
-        Err(ConnectError::InsufficientScope { challenge, .. }) => Some(challenge),
-        Ok(conn) => {
-            conn.close().await;
-            return Err(CliError::failure(anyhow!(
-                "{} answers without authorization; there is nothing to authorize",
-                server.name
-            )));
-        }
-        Err(e) => return Err(CliError::connect(e)),
-    };
-    let authorizer = Authorizer::new(options, Arc::new(store.clone()), auth::reporter(quiet))
-        .map_err(auth::error)?
-        .with_pending_flows(Arc::new(store.clone()));
-    let values: Vec<String> = challenge.into_iter().collect();
-    let grant = authorizer
-        .authorize(&url, &values, None)
+    keyway::manage::authorize(store, &http, server, options, auth::reporter(quiet))
         .await
-        .map_err(auth::error)?;
-    keyway::client::save_grant(store, &server.id, &grant)
-        .await
-        .map_err(auth::client_error)?;
-    Ok(grant)
+        .map_err(authorize_error)
+}
+
+/// An [`AuthorizeError`] with what to do next.
+pub fn authorize_error(e: AuthorizeError) -> CliError {
+    match e {
+        AuthorizeError::Connect(e) => CliError::connect(e),
+        AuthorizeError::Auth(e) => auth::error(e),
+        AuthorizeError::Save(e) => auth::client_error(e),
+        AuthorizeError::Store(e) => store::store_error(e),
+        other => CliError::failure(anyhow!(other)),
+    }
 }
 
 pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
@@ -147,7 +121,9 @@ pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Re
             return Ok(());
         }
         None => "not revoked: the stored credential could not be opened".to_owned(),
-        Some(stored) => revoke_stored(&store, &stored.credential).await?,
+        Some(stored) => keyway::manage::revoke(&store, &stored.credential)
+            .await
+            .to_string(),
     };
     store
         .forget_credential(&server.id)
@@ -184,51 +160,4 @@ async fn has_credential(store: &SqliteStore, server_id: &str) -> Result<bool, Cl
         .has_credential(server_id)
         .await
         .map_err(store::store_error)
-}
-
-/// Revoke a stored credential at its authorization server, when it can be; what
-/// happened, in words.
-pub async fn revoke_stored(
-    store: &SqliteStore,
-    credential: &Credential,
-) -> Result<String, CliError> {
-    let mut revoked = "not revoked (static token)".to_owned();
-    if let Credential::OAuth(o) = credential {
-        revoked = match o
-            .as_metadata
-            .as_ref()
-            .and_then(|m| m.revocation_endpoint.clone())
-        {
-            None => "not revoked: the authorization server has no revocation endpoint".into(),
-            Some(endpoint) => {
-                // A registration that cannot be read: revoke as a public client.
-                let client = match RegistrationStore::load(store, &o.issuer)
-                    .await
-                    .ok()
-                    .flatten()
-                {
-                    Some(r) if r.client_id == o.client_id => r.client(),
-                    _ => OAuthClient {
-                        client_id: o.client_id.clone(),
-                        auth: ClientAuth::None,
-                        kind: RegistrationKind::Dynamic,
-                        issuer: o.issuer.clone(),
-                        redirect_uris: Vec::new(),
-                    },
-                };
-                let (token, hint) = match &o.refresh_token {
-                    Some(rt) => (Secret::new(rt.secret().clone()), "refresh_token"),
-                    None => (Secret::new(o.access_token.secret().clone()), "access_token"),
-                };
-                // The endpoint came from the server's metadata: it obeys the same URL
-                // rules as every other request of a flow, checked in `revoke`.
-                match token::revoke(&o.resource, &endpoint, &o.issuer, &client, &token, hint).await
-                {
-                    Ok(()) => format!("revoked at {}", o.issuer),
-                    Err(e) => format!("revocation failed ({e}); forgotten anyway"),
-                }
-            }
-        };
-    }
-    Ok(revoked)
 }

@@ -122,7 +122,7 @@ pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Resu
         && let Ok(Some(stored)) = st.credential(&rec.id).await
     {
         let bearer = matches!(stored.credential, keyway::store::Credential::Bearer { .. });
-        let revoked = super::authorize::revoke_stored(&st, &stored.credential).await?;
+        let revoked = keyway::manage::revoke(&st, &stored.credential).await;
         notes.push(if bearer {
             // A token given for one server is not sent to another.
             format!(

@@ -17,6 +17,7 @@ mod testbed_signals;
 mod token;
 mod tools;
 mod transfer;
+mod ui;
 
 use crate::{cli::Command, exit::CliError, printer::Printer, settings::Settings};
 
@@ -48,6 +49,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
             tools::run(args.into(), tools::What::Resources, settings, printer).await
         }
         Command::Serve(args) => serve::run(args, settings, printer).await,
+        Command::Ui(args) => ui::run(*args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
         Command::Completions(args) => {
             let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();

@@ -5,14 +5,14 @@ use std::time::Duration;
 use anyhow::Context;
 use keyway::{
     auth::ClientOptions,
-    probe::{Probe, ProbeClass, ProbeOptions, probe},
+    probe::{Probe, ProbeClass, ProbeOptions},
 };
 
 use super::store;
 use crate::{cli::ProbeArgs, exit::CliError, printer::Printer};
 
 /// A probe that takes longer than this reports the server as unreachable.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const PROBE_TIMEOUT: Duration = keyway::probe::PROBE_TIMEOUT;
 
 pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
     let opts = ProbeOptions {
@@ -65,31 +65,12 @@ pub async fn run(args: ProbeArgs, printer: &Printer) -> Result<(), CliError> {
     }
 }
 
-/// A probe with an overall deadline.
+/// A probe with an overall deadline, with a spinner while it runs.
 pub async fn run_probe(http: &keyway::http::WireClient, url: &str, opts: &ProbeOptions) -> Probe {
     let _waiting = crate::progress::Waiting::start(format!(
         "probing {url} (connecting; discovery if it asks for authorization)"
     ));
-    match tokio::time::timeout(PROBE_TIMEOUT, probe(http, url, opts)).await {
-        Ok(p) => p,
-        Err(_) => Probe {
-            url: url.to_owned(),
-            class: ProbeClass::Unreachable,
-            authenticated: opts.token.is_some(),
-            server: None,
-            tools: Vec::new(),
-            registration: Vec::new(),
-            device: false,
-            client_credentials: false,
-            detail: Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
-            discovery: None,
-            next_step: "check that the server is up; it accepted the connection but never answered"
-                .into(),
-            transport: "http",
-            status: None,
-            unreachable: Some(keyway::http::ConnectCause::TimedOut),
-        },
-    }
+    keyway::probe::probe_within(http, url, opts, PROBE_TIMEOUT).await
 }
 
 pub fn print_probe(p: &Probe, printer: &Printer) {

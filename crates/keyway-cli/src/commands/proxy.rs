@@ -269,5 +269,5 @@ async fn detect(
         ..Default::default()
     };
     let probe = super::probe::run_probe(http, url.as_str(), &opts).await;
-    super::transfer::saved_transport(None, &probe)
+    keyway::manage::saved_transport(None, &probe)
 }

@@ -3,107 +3,25 @@
 use std::time::SystemTime;
 
 use keyway::{
-    status::{Action, CredentialView, State, state_and_action},
-    store::{AuthKind, Credential, ServerRecord, SqliteStore, Store, StoreError},
+    status::{Action, State},
+    store::{Credential, ServerRecord, SqliteStore, Store},
 };
-use serde::Serialize;
 
 use super::store;
 use crate::{cli::NameArg, exit::CliError, printer::Printer, settings::Settings};
 
-/// One row of `list` (and the core of `show`). Field names are a contract.
-#[derive(Debug, Serialize)]
-pub struct Row {
-    pub name: String,
-    pub id: String,
-    pub url: String,
-    pub transport: String,
-    pub enabled: bool,
-    pub auth: String,
-    pub state: State,
-    pub action: Action,
-    /// Unix seconds when the access token expires, if known.
-    pub expires_at: Option<u64>,
-    pub last_error: Option<String>,
-    /// The MCP revision the server spoke when keyway last connected; `None` before.
-    pub protocol: Option<String>,
-    /// Why the stored credential (or headers) cannot be used: the row was changed
-    /// outside keyway, or damaged. The other servers are unaffected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unreadable: Option<String>,
-}
+/// One row of `list` (and the core of `show`): the library's card, whose field
+/// names are a contract.
+pub type Row = keyway::manage::Card;
 
+/// The row of `rec` and its credential, when it can be read.
 pub async fn row(
     st: &SqliteStore,
     rec: &ServerRecord,
 ) -> Result<(Row, Option<Credential>), CliError> {
-    // One row that does not open is this server's problem, not the whole list's.
-    let per_row = |e: &StoreError| {
-        matches!(
-            e,
-            StoreError::Unreadable { .. } | StoreError::Decode(_) | StoreError::Sqlite(_)
-        )
-    };
-    let (cred, unreadable) = match st.credential(&rec.id).await {
-        Ok(c) => (c.map(|c| c.credential), None),
-        Err(e) if per_row(&e) => (None, Some(e.to_string())),
-        Err(e) => return Err(store::store_error(e)),
-    };
-    let unreadable = match (unreadable, st.headers(&rec.id).await) {
-        (None, Err(e)) if per_row(&e) => Some(e.to_string()),
-        (u, _) => u,
-    };
-    let view = CredentialView::of(cred.as_ref(), SystemTime::now())
-        .with_headers(!rec.header_names.is_empty());
-    let (state, action) = match &unreadable {
-        None => state_and_action(rec.auth, view, rec.last_status, rec.enabled),
-        Some(_) if !rec.enabled => state_and_action(rec.auth, view, rec.last_status, false),
-        Some(_) => (
-            State::Error,
-            match rec.auth {
-                AuthKind::Oauth => Action::Authorize,
-                AuthKind::Token => Action::SetToken,
-                AuthKind::None => Action::None,
-            },
-        ),
-    };
-    let expires_at = match &cred {
-        Some(Credential::OAuth(o)) => o.expires_at.map(|t| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        }),
-        _ => None,
-    };
-    Ok((
-        Row {
-            name: rec.name.clone(),
-            id: rec.id.clone(),
-            url: rec.url.clone(),
-            transport: rec.transport.as_str().to_owned(),
-            enabled: rec.enabled,
-            auth: shown_auth(rec, cred.as_ref()).to_owned(),
-            state,
-            action,
-            expires_at,
-            last_error: rec.last_error.clone(),
-            protocol: rec.protocol.clone(),
-            unreadable,
-        },
-        cred,
-    ))
-}
-
-/// What a server authenticates with, as far as what is stored tells: the credential
-/// it holds, else the kind it was saved as (`headers` for a server whose only secrets
-/// are its headers, e.g. an API key).
-pub fn shown_auth(rec: &ServerRecord, cred: Option<&Credential>) -> &'static str {
-    match cred {
-        Some(Credential::OAuth(_)) => "oauth",
-        Some(Credential::Bearer { .. }) => "token",
-        None if rec.auth == AuthKind::Token && !rec.header_names.is_empty() => "headers",
-        None => rec.auth.as_str(),
-    }
+    keyway::manage::card(st, rec)
+        .await
+        .map_err(store::store_error)
 }
 
 /// An action as the table and `show` print it: `-` for none.
@@ -296,14 +214,11 @@ pub async fn remove(args: NameArg, settings: &Settings, printer: &Printer) -> Re
     let rec = store::find(&st, &args.name).await?;
     // Its tokens are revoked first, as logout does: a removed server should leave no
     // live grant behind at its authorization server.
-    let revocation = match st.credential(&rec.id).await {
-        Ok(Some(stored)) => super::authorize::revoke_stored(&st, &stored.credential).await?,
-        Ok(None) => "it had no credential".to_owned(),
-        Err(_) => "not revoked: the stored credential could not be opened".to_owned(),
-    };
-    st.remove_server(&rec.id)
+    let revocation = keyway::manage::remove(&st, &rec)
         .await
-        .map_err(store::store_error)?;
+        .map_err(store::store_error)?
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "it had no credential".to_owned());
     printer
         .json(&serde_json::json!({"name": rec.name, "removed": true, "revocation": revocation}))?;
     printer.result(format!("removed {} ({revocation})", rec.name));

@@ -5,11 +5,11 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, anyhow};
 use keyway::{
     Secret,
-    probe::{ProbeClass, ProbeOptions},
-    store::{AuthKind, LastStatus, Store},
+    manage::{SetTokenError, TokenCheck},
+    store::AuthKind,
 };
 
-use super::{probe::run_probe, store};
+use super::store;
 use crate::{
     cli::SetTokenArgs,
     exit::{CliError, ExitStatus},
@@ -25,10 +25,9 @@ pub async fn set_token(
     let st = store::open(settings)?;
     let server = store::find(&st, &args.name).await?;
     if server.auth == AuthKind::Oauth {
-        return Err(CliError::failure(anyhow!(
-            "{} signs in with OAuth: keyway gets and refreshes its tokens itself",
-            server.name
-        ))
+        return Err(CliError::failure(anyhow!(SetTokenError::OAuthServer {
+            name: server.name.clone()
+        }))
         .with_status(ExitStatus::Usage)
         .with_hint(format!(
             "`keyway authorize {}` signs in again; to use a static token instead, `keyway add URL --force --token ...` replaces it",
@@ -36,66 +35,49 @@ pub async fn set_token(
         )));
     }
     let token = read_token(args.from.as_deref())?;
-    let url = store::saved_url(&server)?;
-    store::check_secrets_destination(&url, true, false)?;
-    let headers = store::saved_headers(&st, &server).await?;
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
-    let opts = ProbeOptions {
-        token: Some(token.clone()),
-        headers,
-        transport: store::choice(server.transport),
-        ..Default::default()
-    };
-    let p = run_probe(&http, url.as_str(), &opts).await;
-    let (status, checked) = match p.class {
-        ProbeClass::Open => (LastStatus::Connected, format!("{} tools", p.tools.len())),
-        ProbeClass::TokenRejected => {
-            return Err(CliError::failure(anyhow!(
-                "{} refused the new token; the one it had is kept",
-                server.name
-            ))
-            .with_status(ExitStatus::AuthorizationNeeded)
-            .with_hint(match p.detail {
-                Some(d) => format!("the server said: {d}"),
-                None => "check the token with whoever issued it".to_owned(),
-            }));
-        }
-        _ if args.no_check => (
-            LastStatus::Error,
-            format!(
-                "not checked: {}",
-                p.detail.as_deref().unwrap_or("the server did not answer")
-            ),
-        ),
-        _ => {
-            return Err(CliError::failure(anyhow!(
-                "the new token could not be tried on {}: {}; nothing was changed",
-                server.name,
-                p.detail.as_deref().unwrap_or("the server did not answer")
-            ))
-            .with_hint("--no-check saves it without trying it"));
-        }
-    };
-    st.set_token(&server.id, &token)
-        .await
-        .map_err(store::store_error)?;
-    st.set_status(
-        &server.id,
-        status,
-        (status == LastStatus::Error).then_some(checked.as_str()),
+    let checked = keyway::manage::set_token(
+        &st,
+        &http,
+        &server,
+        &token,
+        !args.no_check,
+        &crate::progress::Spinners,
     )
     .await
-    .map_err(store::store_error)?;
+    .map_err(|e| match e {
+        SetTokenError::Rejected { ref detail, .. } => {
+            let hint = match detail {
+                Some(d) => format!("the server said: {d}"),
+                None => "check the token with whoever issued it".to_owned(),
+            };
+            CliError::failure(anyhow!(e))
+                .with_status(ExitStatus::AuthorizationNeeded)
+                .with_hint(hint)
+        }
+        SetTokenError::NotTried { .. } => {
+            CliError::failure(anyhow!(e)).with_hint("--no-check saves it without trying it")
+        }
+        SetTokenError::Insecure(_) => store::usage(e.to_string()).with_hint(
+            "use the server's https URL; --allow-http sends them anyway (development only)",
+        ),
+        SetTokenError::Store(e) => store::store_error(e),
+        other => CliError::failure(anyhow!(other)),
+    })?;
+    let (accepted, tools, said) = match &checked {
+        TokenCheck::Accepted { tools } => (true, *tools, format!("{tools} tools")),
+        TokenCheck::Unchecked { why } => (false, 0, why.clone()),
+    };
     if printer.json_mode() {
         printer.json(&serde_json::json!({
             "name": server.name,
             "saved": true,
-            "checked": status == LastStatus::Connected,
-            "tools": p.tools.len(),
+            "checked": accepted,
+            "tools": tools,
         }))?;
     } else {
-        printer.result(format!("{} has a new token ({checked})", server.name));
+        printer.result(format!("{} has a new token ({said})", server.name));
     }
     Ok(())
 }

@@ -304,27 +304,6 @@ fn interpolate(
     .text
 }
 
-/// The transport to save: the one asked for, else the one the probe found, else
-/// (nothing answered) the one the URL's path suggests (`/sse` is legacy SSE).
-pub fn saved_transport(asked: Option<Transport>, probe: &keyway::probe::Probe) -> Transport {
-    if let Some(t) = asked {
-        return t;
-    }
-    match (probe.class, probe.transport) {
-        (ProbeClass::Unreachable, _) => {
-            let sse_path = url::Url::parse(&probe.url)
-                .is_ok_and(|u| u.path().trim_end_matches('/').ends_with("/sse"));
-            if sse_path {
-                Transport::Sse
-            } else {
-                Transport::Http
-            }
-        }
-        (_, "sse") => Transport::Sse,
-        _ => Transport::Http,
-    }
-}
-
 /// A URL as saved URLs are compared: parsed and printed again (case of the
 /// scheme and host, default ports), without a trailing slash.
 pub fn same_url(a: &str, b: &str) -> bool {
@@ -530,7 +509,7 @@ pub async fn import(
             id: store::new_id(),
             name: name.clone(),
             url: e.url.clone(),
-            transport: saved_transport(e.transport, &p),
+            transport: keyway::manage::saved_transport(e.transport, &p),
             auth,
             headers: e.headers.clone(),
         };

@@ -19,7 +19,7 @@ use super::{
     client::{ClientAuth, OAuthClient, RegistrationKind},
     device,
     discovery::{self, AuthTarget, MetadataSource, ProblemCode},
-    loopback::{Loopback, Page},
+    loopback::{Arrived, Expecting, Loopback, Page},
     registration::{self, Plan, RegistrationStore},
     scopes,
     token::{self, TokenError},
@@ -182,7 +182,13 @@ impl Authorizer {
                 let no_browser = self.options.browser == BrowserMode::System
                     && self.options.opener.is_none()
                     && !browser::browser_available();
-                if no_browser && target.metadata.device_authorization_endpoint.is_some() {
+                let has_device = target.metadata.device_authorization_endpoint.is_some();
+                if has_device && target.metadata.authorization_endpoint.is_none() {
+                    self.reporter.note(
+                        "the authorization server offers only the device authorization grant",
+                    );
+                    self.device(&target, &policy, wanted).await
+                } else if no_browser && has_device {
                     self.reporter.note(
                         "no browser can be opened here; using the device authorization grant",
                     );
@@ -424,7 +430,31 @@ impl Authorizer {
         t: &AuthTarget,
         endpoint: &str,
         state: &str,
-    ) -> Result<(Loopback, OAuthClient), AuthError> {
+    ) -> Result<(Listener, OAuthClient), AuthError> {
+        if let Some(callbacks) = self.shared_callbacks() {
+            let listener = Listener::Shared(callbacks.expect(state));
+            let redirect_uri = listener.redirect_uri(super::CallbackHost::Ip);
+            // The shared redirect first; the stable ports too, so the CLI's flows
+            // for this server keep finding theirs in the same registration.
+            let mut redirect_uris = vec![redirect_uri.clone()];
+            for port in stable_ports(&t.issuer, &t.resource) {
+                redirect_uris.push(format!(
+                    "http://127.0.0.1:{port}{}",
+                    super::loopback::CALLBACK_PATH
+                ));
+            }
+            let client = self
+                .registration_for(
+                    t,
+                    endpoint,
+                    &redirect_uri,
+                    &redirect_uris,
+                    &["authorization_code", "refresh_token"],
+                )
+                .await?
+                .client();
+            return Ok((listener, client));
+        }
         let stored = self
             .registrations
             .load(&t.issuer)
@@ -485,7 +515,15 @@ impl Authorizer {
             )
             .await?
             .client();
-        Ok((listener, client))
+        Ok((Listener::Own(listener), client))
+    }
+
+    /// The caller's own callback server, when it has one and no exact port is asked.
+    fn shared_callbacks(&self) -> Option<&super::loopback::Callbacks> {
+        match self.options.callback_port {
+            Some(_) => None,
+            None => self.options.callbacks.as_ref(),
+        }
     }
 
     async fn code_flow(
@@ -562,10 +600,16 @@ impl Authorizer {
         let (mut listener, client) = match plan {
             Plan::Dynamic(endpoint) => self.dynamic_client(t, &endpoint, state.secret()).await?,
             other => {
-                let port = self.options.callback_port.unwrap_or(0);
-                let listener = Loopback::bind(port, state.secret())
-                    .await
-                    .map_err(|e| AuthError::Listener(format!("127.0.0.1:{port}: {e}")))?;
+                let listener =
+                    match self.shared_callbacks() {
+                        Some(callbacks) => Listener::Shared(callbacks.expect(state.secret())),
+                        None => {
+                            let port = self.options.callback_port.unwrap_or(0);
+                            Listener::Own(Loopback::bind(port, state.secret()).await.map_err(
+                                |e| AuthError::Listener(format!("127.0.0.1:{port}: {e}")),
+                            )?)
+                        }
+                    };
                 let client = match other {
                     Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
                     _ => registration::preregistered(&self.options.client, &t.metadata)?,
@@ -574,9 +618,9 @@ impl Authorizer {
             }
         };
         let redirect_uri = if dynamic {
-            listener.redirect_uri()
+            listener.redirect_uri(super::CallbackHost::Ip)
         } else {
-            listener.redirect_uri_with(self.options.callback_host)
+            listener.redirect_uri(self.options.callback_host)
         };
 
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -651,7 +695,7 @@ impl Authorizer {
         &self,
         url: &Url,
         redirect_uri: &str,
-        listener: &mut Loopback,
+        listener: &mut Listener,
         expected: &Expected<'_>,
         policy: UrlPolicy,
     ) -> Result<oauth2::AuthorizationCode, AuthError> {
@@ -753,6 +797,32 @@ impl Authorizer {
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Where a flow's callback arrives: its own loopback listener, or the caller's
+/// server ([`super::loopback::Callbacks`]).
+enum Listener {
+    Own(Loopback),
+    Shared(Expecting),
+}
+
+impl Listener {
+    /// The redirect URI to register and send; `host` names the loopback listener's
+    /// address (a shared server's URI is used as the caller gave it).
+    fn redirect_uri(&self, host: super::CallbackHost) -> String {
+        match self {
+            Self::Own(l) if host == super::CallbackHost::Ip => l.redirect_uri(),
+            Self::Own(l) => l.redirect_uri_with(host),
+            Self::Shared(e) => e.redirect_uri(),
+        }
+    }
+
+    async fn next(&mut self, timeout: std::time::Duration) -> Option<Arrived> {
+        match self {
+            Self::Own(l) => l.next(timeout).await,
+            Self::Shared(e) => e.next(timeout).await,
         }
     }
 }

@@ -110,20 +110,30 @@ impl Drop for Loopback {
 }
 
 async fn callback(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
-    let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    if params.get("state") != Some(&shared.state) {
-        // Not this flow's: never consumes it. A stale tab or a forged request.
+    let params = query_params(query);
+    // Not this flow's: never consumes it. A stale tab or a forged request.
+    let tx = (params.get("state") == Some(&shared.state)).then(|| shared.tx.clone());
+    deliver(tx, params).await
+}
+
+fn query_params(query: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Hand a callback to the flow waiting for it (`None`: no flow is), and answer the
+/// browser with what the flow made of it.
+async fn deliver(tx: Option<mpsc::Sender<Arrived>>, params: HashMap<String, String>) -> Response {
+    let Some(tx) = tx else {
         return page(
             StatusCode::BAD_REQUEST,
             "Unknown sign-in",
             "keyway is not waiting for this sign-in (it may have expired or been completed). You can close this tab.",
         );
-    }
+    };
     let (reply, answer) = oneshot::channel();
-    if shared.tx.send(Arrived { params, reply }).await.is_err() {
+    if tx.send(Arrived { params, reply }).await.is_err() {
         return page(
             StatusCode::GONE,
             "Sign-in finished",
@@ -134,7 +144,7 @@ async fn callback(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) 
         Ok(Ok(Page::Done)) => page(
             StatusCode::OK,
             "Signed in",
-            "keyway has the authorization. You can close this tab and return to your terminal.",
+            "keyway has the authorization. You can close this tab.",
         ),
         Ok(Ok(Page::Failed(why))) => page(StatusCode::BAD_REQUEST, "Sign-in failed", &why),
         _ => page(
@@ -142,6 +152,99 @@ async fn callback(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) 
             "Sign-in finished",
             "keyway is no longer waiting. You can close this tab.",
         ),
+    }
+}
+
+/// Callbacks of many flows arriving at one server of the caller's own (the settings
+/// page serves its `/callback` with [`Callbacks::answer`]), instead of a listener per
+/// flow. Each flow is found by its `state`; a callback whose state no flow waits for
+/// consumes nothing. Cheap to clone.
+#[derive(Clone)]
+pub struct Callbacks {
+    redirect_uri: String,
+    waiting: Arc<std::sync::Mutex<HashMap<String, mpsc::Sender<Arrived>>>>,
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The map's keys are live `state` values: never shown.
+        f.debug_struct("Callbacks")
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Callbacks {
+    /// Callbacks that come back to `redirect_uri` (an `http://127.0.0.1:PORT/...` URL
+    /// the caller serves).
+    pub fn new(redirect_uri: impl Into<String>) -> Self {
+        Self {
+            redirect_uri: redirect_uri.into(),
+            waiting: Default::default(),
+        }
+    }
+
+    /// The redirect URI flows register and send.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// How many flows are waiting for their callback.
+    pub fn waiting(&self) -> usize {
+        self.waiting.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// Wait for the callback carrying `state`, until the [`Expecting`] is dropped.
+    pub(crate) fn expect(&self, state: &str) -> Expecting {
+        let (tx, rx) = mpsc::channel(4);
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(state.to_owned(), tx);
+        }
+        Expecting {
+            state: state.to_owned(),
+            rx,
+            callbacks: self.clone(),
+        }
+    }
+
+    /// Answer a callback request whose query string is `query`: hand it to the flow
+    /// waiting for its `state`, and give the browser the page that flow chose.
+    pub async fn answer(&self, query: Option<String>) -> Response {
+        let params = query_params(query);
+        let tx = params
+            .get("state")
+            .and_then(|state| self.waiting.lock().ok().and_then(|w| w.get(state).cloned()));
+        deliver(tx, params).await
+    }
+}
+
+/// One flow waiting at [`Callbacks`]; dropping it stops the wait.
+pub(crate) struct Expecting {
+    state: String,
+    rx: mpsc::Receiver<Arrived>,
+    callbacks: Callbacks,
+}
+
+impl Expecting {
+    /// The redirect URI the callback comes back to.
+    pub(crate) fn redirect_uri(&self) -> String {
+        self.callbacks.redirect_uri.clone()
+    }
+
+    /// The next callback with this flow's state; `None` when `timeout` passes first.
+    pub(crate) async fn next(&mut self, timeout: Duration) -> Option<Arrived> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Expecting {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.callbacks.waiting.lock() {
+            w.remove(&self.state);
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub use browser::{BrowserError, BrowserMode, Opener};
 pub use client::{AuthMethod, ClientAuth, KeyError, OAuthClient, RegistrationKind, SigningKey};
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
 pub use flow::{Authorizer, StepUp, stable_ports as stable_callback_ports};
+pub use loopback::Callbacks;
 pub use registration::{
     ClientOptions, MemoryRegistrations, PendingFlow, PendingFlows, REGISTRATION_METADATA_FIELDS,
     RegistrationStore, StoredRegistration, registration_metadata,
@@ -100,6 +101,11 @@ pub struct AuthOptions {
     /// Opens authorization URLs in [`BrowserMode::System`] instead of the OS
     /// browser: for applications with their own way to show a page (and tests).
     pub opener: Option<std::sync::Arc<dyn browser::Opener>>,
+    /// Callbacks come back to a server of the caller's own (the settings page)
+    /// instead of a loopback listener of the flow's: the authorization code flow
+    /// registers and sends [`loopback::Callbacks::redirect_uri`]. Ignored when
+    /// `callback_port` is set (a registration that names an exact port).
+    pub callbacks: Option<loopback::Callbacks>,
 }
 
 impl AuthError {
@@ -126,6 +132,7 @@ impl Default for AuthOptions {
             assertion: None,
             allow_paste: true,
             opener: None,
+            callbacks: None,
         }
     }
 }

@@ -160,6 +160,9 @@ pub struct ServerRecord {
     /// The MCP revision the server spoke when keyway last connected
     /// ([`Store::set_protocol`]); `None` before any, or after its URL changed.
     pub protocol: Option<String>,
+    /// How many tools the server listed at the last connection that listed them
+    /// ([`Store::set_tools`]); `None` before any, or after its URL changed.
+    pub tools: Option<u32>,
 }
 
 /// A server to create.
@@ -445,6 +448,8 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
     /// connection asks again).
     async fn set_protocol(&self, server_id: &str, revision: Option<&str>)
     -> Result<(), StoreError>;
+    /// Note how many tools the server listed (`None`: forget it).
+    async fn set_tools(&self, server_id: &str, count: Option<u32>) -> Result<(), StoreError>;
     /// Remove a server (soft delete) and its credential, in one transaction.
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError>;
     /// Delete a server row and its credential for good (rolling back a failed add).

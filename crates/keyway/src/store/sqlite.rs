@@ -27,7 +27,7 @@ use crate::{
 /// The schema this keyway writes: 1, the tables ([`MIGRATIONS`]); 2, every sealed
 /// value bound to the columns that decide where it goes ([`binding`]); 3 and on,
 /// [`LATER_MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 const KEY_CHECK: &[u8] = b"keyway store key check v1";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,6 +92,8 @@ const MIGRATIONS: &[&str] = &[
 const LATER_MIGRATIONS: &[(i64, &str)] = &[
     // 3: the MCP revision each server spoke last (`Store::set_protocol`).
     (3, "ALTER TABLE servers ADD COLUMN protocol TEXT;"),
+    // 4: how many tools the server listed at the last connection (`Store::set_tools`).
+    (4, "ALTER TABLE servers ADD COLUMN tools INTEGER;"),
 ];
 
 /// How to open a store.
@@ -508,7 +510,7 @@ struct RegistrationSecret {
     client_secret: Option<String>,
 }
 
-const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol";
+const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
 
 fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
     let transport: String = r.get(3)?;
@@ -528,6 +530,9 @@ fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
         last_status: status.as_deref().and_then(LastStatus::parse),
         last_error: r.get(10)?,
         protocol: r.get(11)?,
+        tools: r
+            .get::<_, Option<i64>>(12)?
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }
 
@@ -889,6 +894,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_tools(&self, server_id: &str, count: Option<u32>) -> Result<(), StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            conn.execute(
+                "UPDATE servers SET tools = ?2 WHERE id = ?1",
+                params![id, count],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
         let id = server_id.to_owned();
         let written = self.run(move |conn, _| {
@@ -991,7 +1008,7 @@ impl Store for SqliteStore {
                 if moved {
                     tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
                     tx.execute(
-                        "UPDATE servers SET url = ?2, last_status = NULL, last_error = NULL, protocol = NULL WHERE id = ?1",
+                        "UPDATE servers SET url = ?2, last_status = NULL, last_error = NULL, protocol = NULL, tools = NULL WHERE id = ?1",
                         params![id, url],
                     )?;
                 }
