@@ -274,3 +274,41 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn shared_callbacks_find_each_flow_by_its_state() {
+        let callbacks = Callbacks::new("http://127.0.0.1:1/callback");
+        let mut a = callbacks.expect("state-a");
+        let mut b = callbacks.expect("state-b");
+        assert_eq!(callbacks.waiting(), 2);
+
+        // An unknown state consumes nothing.
+        let r = callbacks.answer(Some("code=x&state=state-c".into())).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+        // b's callback reaches b (answered by b), not a.
+        let cb = callbacks.clone();
+        let browser =
+            tokio::spawn(async move { cb.answer(Some("code=for-b&state=state-b".into())).await });
+        let arrived = b.next(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(arrived.params["code"], "for-b");
+        arrived.reply.send(Page::Done).unwrap();
+        assert_eq!(browser.await.unwrap().status(), StatusCode::OK);
+        assert!(a.next(Duration::from_millis(0)).await.is_none());
+
+        // A finished flow stops waiting: its state is not found any more.
+        drop(b);
+        assert_eq!(callbacks.waiting(), 1);
+        let r = callbacks
+            .answer(Some("code=late&state=state-b".into()))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        drop(a);
+        assert_eq!(callbacks.waiting(), 0);
+    }
+}
