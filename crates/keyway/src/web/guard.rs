@@ -139,7 +139,7 @@ fn refuse(why: &'static str) -> Response {
     harden(r)
 }
 
-/// Headers every answer carries: no framing, no sniffing, no referrer, no caching,
+/// Headers every answer carries: no framing, no sniffing, no referrer to other sites, no caching,
 /// and a content security policy that allows only the page's own files.
 pub fn harden(mut r: Response) -> Response {
     let h = r.headers_mut();
@@ -155,9 +155,11 @@ pub fn harden(mut r: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: with no referrer at all, Chromium sends
+    // `Origin: null` on the page's own form posts, which the guard must refuse.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

@@ -198,7 +198,7 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
         && c.action != Action::Authorize
         && (c.action == Action::SetToken || c.auth == "token");
     if takes_token {
-        let label = if c.action == Action::SetToken && c.auth != "token" {
+        let label = if c.state == State::NeedsToken {
             "Set token"
         } else {
             "Replace token"

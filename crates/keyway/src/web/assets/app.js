@@ -8,6 +8,7 @@
   const cards = $("#cards");
   const notice = $("#notice");
   let flows = {};
+  const cardOf = (el) => el.closest(".card");
 
   const say = (text, bad = false) => {
     notice.textContent = text;
@@ -53,9 +54,13 @@
 
   // ---- live cards -------------------------------------------------------------
   function replaceCards(html) {
-    // Keep what is being typed into a card, and where the focus is.
+    // Keep what is being typed into a card, and where the focus is (by id, or by
+    // the card and the button's action).
     const active = document.activeElement;
-    const focusId = active && cards.contains(active) ? active.id : null;
+    const inCards = active && cards.contains(active);
+    const focusId = inCards ? active.id : null;
+    const focusCard = inCards ? cardOf(active)?.dataset.id : null;
+    const focusAct = inCards ? active.closest("form")?.dataset.act : null;
     const typed = {};
     cards.querySelectorAll("input[id]").forEach((i) => {
       if (i.type === "checkbox") typed[i.id] = i.checked;
@@ -69,6 +74,11 @@
       else i.value = v;
     }
     if (focusId) document.getElementById(focusId)?.focus();
+    else if (focusCard) {
+      const card = document.getElementById(`card-${focusCard}`);
+      const again = card?.querySelector(`form[data-act="${focusAct}"] button`) || card?.querySelector("button");
+      again?.focus();
+    }
   }
   function connect() {
     const es = new EventSource("/events");
@@ -86,7 +96,15 @@
   }
 
   // ---- card actions -------------------------------------------------------------
-  const cardOf = (el) => el.closest(".card");
+  // Remove asks in a dialog: the form's own confirmation box is for pages without
+  // JavaScript, so its check must not stop the click.
+  cards.addEventListener("click", (ev) => {
+    const button = ev.target.closest(".act-remove");
+    const card = button && cardOf(button);
+    if (!card) return;
+    ev.preventDefault();
+    removeDialog.ask(card.dataset.id, card.dataset.name);
+  });
   cards.addEventListener("submit", async (ev) => {
     const form = ev.target;
     const act = form.dataset.act;
@@ -342,6 +360,7 @@
         return;
       }
       flowId = r.body.id;
+      if (r.body.flow) flows[flowId] = r.body.flow;
       sendTab(tab, r.body.flow);
       flowChanged();
     }
@@ -361,7 +380,7 @@
       } else if (f.device) {
         show("oauth", "Enter the code", [`Code: ${f.device.user_code}`, `at ${f.device.verification_uri}`]);
       } else {
-        show("oauth", "Waiting for the sign-in…", ["Finish signing in in the tab that opened.", f.url ? "" : ""]);
+        show("oauth", "Waiting for the sign-in…", ["Finish signing in in the tab that opened."]);
       }
     }
 
@@ -373,6 +392,13 @@
     both.addEventListener("click", () => add(true));
     $("#add-cancel").addEventListener("click", () => dlg.close());
     dlg.addEventListener("close", reset); // Escape too: pending probes are cancelled
+    // Enter in a field submits the form (it has no submit button of its own).
+    form.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.isComposing && ev.target.tagName === "INPUT") {
+        ev.preventDefault();
+        form.requestSubmit();
+      }
+    });
     // Enter: the next sensible step.
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
