@@ -162,9 +162,9 @@ class World {
   }
 
   /** `keyway ui`: {origin, login} (the login link works once). */
-  async ui() {
+  async ui(...flags) {
     const { line } = await this.start(
-      ["ui", "--no-open", "--idle-exit", "0"],
+      ["ui", "--no-open", "--idle-exit", "0", ...flags],
       (l) => /^http:\/\/127\.0\.0\.1:\d+\/login\?k=/.test(l),
       "keyway ui",
     );
@@ -461,6 +461,28 @@ scenario("two-authorizations-at-once", async (w) => {
   check(listed.every((s) => s.state === "authorized") && listed.length === 2, `keyway list: ${JSON.stringify(listed)}`);
   check((await stats(a)).code_exchanges === 1 && (await stats(b)).code_exchanges === 1, "each testbed should see exactly one code exchange");
   await w.shot(page, "two-authorizations");
+});
+
+scenario("device-grant-shows-its-code", async (w) => {
+  const tb = await w.testbed();
+  await w.cli("add", tb.mcp_url, "--name", "tv", "--no-authorize");
+  const ui = await w.ui("--device");
+  const { ctx, page } = await w.open(ui);
+  // The tab the page opens on the verification page is held back, so the code stays
+  // on the card until this test approves the grant itself.
+  await ctx.route(`${tb.issuer}/**`, (r) => r.fulfill({ status: 200, contentType: "text/plain", body: "held by the test" }));
+  await page.waitForSelector(`${card("tv")}[data-state="needs-auth"] .act-authorize`);
+  await page.click(`${card("tv")} .act-authorize`);
+  const code = (await (await page.waitForSelector(`${card("tv")} .user-code`)).textContent()).trim();
+  check(code.length >= 4, `the user code on the card: ${JSON.stringify(code)}`);
+  const where = await page.$eval(`${card("tv")} .flow a`, (a) => a.href);
+  check(where.startsWith(tb.issuer), `the verification link: ${where}`);
+  await w.shot(page, "device-code");
+  // The person enters the code elsewhere: the testbed approves at its complete URI.
+  const approved = await fetch(where);
+  check(approved.ok, `approving at ${where}: HTTP ${approved.status}`);
+  await page.waitForSelector(`${card("tv")}[data-state="authorized"]`);
+  check((await w.list())[0].state === "authorized", "keyway list shows it authorized");
 });
 
 scenario("cli-change-appears-live", async (w) => {

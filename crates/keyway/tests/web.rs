@@ -330,3 +330,113 @@ async fn removing_needs_a_confirmation() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(p.store.server("s1").await.unwrap().is_none());
 }
+
+/// A probe request to the page, as its script sends it.
+fn probe_request(cookie: &str, csrf: &str, url: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/probe")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::COOKIE, cookie)
+        .header("x-csrf-token", csrf)
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "url={}",
+            url::form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        )))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unreachable_server_or_one_that_answers_garbage_gets_a_reason() {
+    let p = page().await;
+    let (cookie, csrf) = login(&p).await;
+
+    // Nothing listens: the port of a listener just closed.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_url = format!(
+        "http://127.0.0.1:{}/mcp",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let (status, _, body) = send(&p.app, probe_request(&cookie, &csrf, &closed_url)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["class"], "unreachable", "{body}");
+    assert!(!v["detail"].as_str().unwrap_or("").is_empty(), "{body}");
+    assert!(!v["next_step"].as_str().unwrap_or("").is_empty(), "{body}");
+
+    // A server that answers every request with a page that is not MCP. (A real HTTP
+    // server of our own: no part of keyway's testbed answers like this.)
+    let garbage = axum::Router::new().fallback(|| async {
+        (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Welcome to nginx!</body></html>",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_url = format!(
+        "http://127.0.0.1:{}/mcp",
+        listener.local_addr().unwrap().port()
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, garbage).await });
+    let (status, _, body) = send(&p.app, probe_request(&cookie, &csrf, &garbage_url)).await;
+    server.abort();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["class"], "error", "{body}");
+    assert!(!v["detail"].as_str().unwrap_or("").is_empty(), "{body}");
+    assert!(
+        !body.contains("panicked") && !body.contains("backtrace"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn closing_the_last_tab_ends_the_page() {
+    let home = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        home.path(),
+        OpenOptions {
+            use_keychain: false,
+        },
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let http = keyway::http::WireClient::new(&Default::default()).unwrap();
+    let options = UiOptions {
+        idle_exit: Some(std::time::Duration::from_millis(200)),
+        ..UiOptions::default()
+    };
+    let (ui, secret) = Ui::new(store, http, options, port);
+    let link = ui.login_url(&secret);
+    let served = tokio::spawn(ui.serve(listener, std::future::pending()));
+
+    // A browser: the link, then the page's event stream.
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client.get(link.expose()).send().await.unwrap();
+    assert_eq!(login.status(), reqwest::StatusCode::SEE_OTHER);
+    let mut events = client
+        .get(format!("http://127.0.0.1:{port}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), reqwest::StatusCode::OK);
+    let first = events.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: cards"));
+    assert!(!served.is_finished(), "a tab is open");
+
+    // The tab closes: the page ends by itself.
+    drop(events);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), served)
+        .await
+        .expect("the page ends once its last tab closed");
+    ended.unwrap().unwrap();
+}

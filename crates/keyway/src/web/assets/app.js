@@ -86,6 +86,8 @@
       const data = JSON.parse(ev.data);
       flows = data.flows || {};
       replaceCards(data.html);
+      const running = Object.values(flows).some((f) => f.phase === "starting" || f.phase === "authorizing");
+      if (!running && notice.textContent.startsWith("Authorizing")) say("");
       addDialog.flowChanged();
     });
     es.onerror = () => {
