@@ -10,7 +10,7 @@
 
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -204,7 +204,8 @@ class World {
     const stream = js ? page.waitForResponse((r) => r.url() === `${ui.origin}/events`) : null;
     const resp = await page.goto(ui.login);
     check(resp && resp.ok(), `the login link answered ${resp && resp.status()}`);
-    check(new URL(page.url()).pathname === "/", `the login link led to ${page.url()}, not /`);
+    // The login page moves on to / by itself (a same-origin navigation).
+    await page.waitForURL(`${ui.origin}/`);
     if (stream) {
       const s = await stream;
       check(s.ok(), `/events answered ${s.status()}`);
@@ -438,6 +439,26 @@ scenario("declined-authorization-rolls-back", async (w) => {
   await w.shot(page, "declined-authorization");
 });
 
+scenario("closing-the-dialog-cancels-add-and-authorize", async (w) => {
+  const tb = await w.testbed();
+  const ui = await w.ui();
+  const { ctx, page } = await w.open(ui);
+  // The person never finishes signing in: the authorization page is held back.
+  await ctx.route(`${tb.issuer}/authorize**`, (r) => r.fulfill({ status: 200, contentType: "text/plain", body: "held by the test" }));
+  await typeUrl(page, tb.mcp_url, "oauth");
+  const popup = ctx.waitForEvent("page");
+  await page.click("#add-authorize");
+  await popup;
+  // While it waits, the new server's card says so.
+  await page.waitForSelector("#cards .card .flow-running");
+  await page.click("#add-cancel");
+  await page.waitForFunction(() => document.querySelector("#notice").textContent.includes("nothing was saved"));
+  await page.waitForSelector("#cards p.empty");
+  const listed = await w.list();
+  check(listed.length === 0, `keyway list after a cancelled add: ${JSON.stringify(listed)}`);
+  check((await stats(tb)).code_exchanges === 0, "a code was exchanged for a cancelled add");
+});
+
 scenario("two-authorizations-at-once", async (w) => {
   const [a, b] = await Promise.all([w.testbed(), w.testbed()]);
   await w.cli("add", a.mcp_url, "--name", "alpha", "--no-authorize");
@@ -483,6 +504,56 @@ scenario("device-grant-shows-its-code", async (w) => {
   check(approved.ok, `approving at ${where}: HTTP ${approved.status}`);
   await page.waitForSelector(`${card("tv")}[data-state="authorized"]`);
   check((await w.list())[0].state === "authorized", "keyway list shows it authorized");
+});
+
+scenario("opened-by-keyway-through-a-file", async (w) => {
+  const tb = await w.testbed("--open");
+  await w.cli("add", tb.mcp_url, "--name", "docs");
+  // A stand-in for the system browser: it records what keyway asked it to open.
+  const seen = path.join(w.home, "browser-was-given");
+  const fake = path.join(w.home, "fake-browser.sh");
+  writeFileSync(fake, `#!/bin/sh\nprintf '%s' "$1" > '${seen}'\n`, { mode: 0o700 });
+  w.env.BROWSER = fake;
+  const { line } = await w.start(["ui", "--idle-exit", "0"], (l) => /^http:\/\/127\.0\.0\.1:\d+\/login\?k=/.test(l), "keyway ui");
+  const origin = new URL(line).origin;
+  await until("keyway to start the browser", () => existsSync(seen));
+  const given = readFileSync(seen, "utf8");
+  check(given.startsWith("file://"), `the browser was given ${given}`);
+  check(!given.includes("k="), "the link's secret reached a process's arguments");
+  const file = fileURLToPath(given);
+  check((statSync(file).mode & 0o077) === 0, `the redirect file can be read by others: ${(statSync(file).mode & 0o777).toString(8)}`);
+  // The browser opens that file: it must end on the page with a session (SameSite=Strict
+  // cookies survive a navigation that starts at a file only if the page moves on itself).
+  const ctx = await w.context();
+  const page = await ctx.newPage();
+  const stream = page.waitForResponse((r) => r.url() === `${origin}/events`);
+  await page.goto(given);
+  await page.waitForURL(`${origin}/`);
+  check((await stream).ok(), "the event stream was refused");
+  await page.waitForSelector(`${card("docs")}[data-state="ready"]`);
+  // The printed link was the same one-time link: used up now.
+  const other = await (await w.context()).newPage();
+  const again = await other.goto(line);
+  check(again.status() === 403, `the printed link still worked after the browser used it: ${again.status()}`);
+  await w.shot(page, "opened-through-file");
+});
+
+scenario("a-stored-registration-is-reused", async (w) => {
+  const tb = await w.testbed();
+  // Registered and authorized from the command line first, then signed out.
+  await w.cli("add", tb.mcp_url, "--name", "crm", "--browser", "follow");
+  await w.cli("logout", "crm");
+  const registered = (await stats(tb)).registrations;
+  check(registered === 1, `registrations before the page: ${registered}`);
+  const ui = await w.ui();
+  const { ctx, page } = await w.open(ui);
+  await page.waitForSelector(`${card("crm")}[data-state="needs-auth"] .act-authorize`);
+  const popup = ctx.waitForEvent("page");
+  await page.click(`${card("crm")} .act-authorize`);
+  await (await popup).waitForSelector("text=Signed in");
+  await page.waitForSelector(`${card("crm")}[data-state="authorized"]`);
+  const after = (await stats(tb)).registrations;
+  check(after === 1, `the page registered again (${after} registrations): the stored one should be reused`);
 });
 
 scenario("cli-change-appears-live", async (w) => {

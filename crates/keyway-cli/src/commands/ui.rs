@@ -42,23 +42,24 @@ pub async fn run(args: UiArgs, settings: &Settings, printer: &Printer) -> Result
     } else {
         open(&settings.home, port, link.expose()).await
     };
+    // The link goes to stdout alone on its line (scripts read it), never to the logs
+    // or a process's arguments. It opens the page once; when the browser was opened
+    // here it is a fallback, used up as soon as the browser got there.
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", link.expose()).context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
     match &opened {
         Some(file) => {
             printer.step(format!(
-                "keyway ui: the settings page is open in your browser (127.0.0.1:{port}); Ctrl-C ends it"
+                "keyway ui: the settings page is opening in your browser (127.0.0.1:{port}); if it does not, open the link above. Ctrl-C ends it"
             ));
             tracing::debug!(file = %file.display(), "opened through a redirect file");
         }
-        None => {
-            // The link goes to stdout alone on its line (scripts read it), never to
-            // the logs. It opens the page once.
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", link.expose()).context("writing to stdout")?;
-            out.flush().context("writing to stdout")?;
-            printer.step(
-                "keyway ui: open the link above in a browser on this machine (it works once); Ctrl-C ends it",
-            );
-        }
+        None => printer.step(
+            "keyway ui: open the link above in a browser on this machine (it works once); Ctrl-C ends it",
+        ),
     }
     let served = ui.serve(listener, async move {
         let _ = stop.wait().await;

@@ -431,7 +431,25 @@ impl Authorizer {
         endpoint: &str,
         state: &str,
     ) -> Result<(Listener, OAuthClient), AuthError> {
-        if let Some(callbacks) = self.shared_callbacks() {
+        // The caller's own callback server, unless a dynamic registration is stored
+        // for this issuer without its redirect URI: that registration is reused on one
+        // of its own loopback ports rather than replaced (a new page port would
+        // otherwise register again at every start, and the other servers of the issuer
+        // would lose the client their tokens were issued to).
+        let stored_elsewhere = match self.shared_callbacks() {
+            Some(callbacks) => self
+                .registrations
+                .load(&t.issuer)
+                .await?
+                .filter(|r| r.kind == RegistrationKind::Dynamic)
+                .is_some_and(|r| {
+                    !r.redirect_uris
+                        .iter()
+                        .any(|u| u == callbacks.redirect_uri())
+                }),
+            None => false,
+        };
+        if let Some(callbacks) = self.shared_callbacks().filter(|_| !stored_elsewhere) {
             let listener = Listener::Shared(callbacks.expect(state));
             let redirect_uri = listener.redirect_uri(super::CallbackHost::Ip);
             // The shared redirect first; the stable ports too, so the CLI's flows

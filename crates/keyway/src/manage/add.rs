@@ -217,6 +217,18 @@ pub async fn add(
         headers: header_pairs.clone(),
     };
     let has_secrets = req.token.is_some() || !req.headers.is_empty();
+    // Another add (another process, another tab) may have taken the name meanwhile.
+    let create = |auth: AuthKind, cred: Option<Credential>| {
+        let new = new(auth);
+        async move {
+            st.create_server(&new, cred.as_ref())
+                .await
+                .map_err(|e| match e {
+                    StoreError::NameTaken(n) => AddError::NameTaken(n),
+                    e => AddError::Store(e),
+                })
+        }
+    };
     let class = probe.class.as_str();
     let added = match probe.class {
         ProbeClass::Open => {
@@ -226,7 +238,7 @@ pub async fn add(
                 AuthKind::None
             };
             let cred = req.token.clone().map(|t| Credential::Bearer { token: t });
-            let rec = st.create_server(&new(auth), cred.as_ref()).await?;
+            let rec = create(auth, cred).await?;
             st.set_status(&rec.id, LastStatus::Connected, None).await?;
             if let Some(server) = &probe.server {
                 st.set_protocol(&rec.id, Some(&server.protocol_version))
@@ -248,15 +260,15 @@ pub async fn add(
             });
         }
         ProbeClass::TokenOnly => {
-            let rec = st.create_server(&new(AuthKind::Token), None).await?;
+            let rec = create(AuthKind::Token, None).await?;
             report(st, &rec, class, None, None, Some(probe.next_step.clone())).await?
         }
         ProbeClass::Oauth if !req.authorize => {
-            let rec = st.create_server(&new(AuthKind::Oauth), None).await?;
+            let rec = create(AuthKind::Oauth, None).await?;
             report(st, &rec, class, None, None, None).await?
         }
         ProbeClass::Oauth => {
-            let rec = st.create_server(&new(AuthKind::Oauth), None).await?;
+            let rec = create(AuthKind::Oauth, None).await?;
             // Before the flow completes, any failure takes the row (and its headers) away.
             let grant = match authorize(st, http, &rec, req.auth.clone(), reporter).await {
                 Ok(g) => g,
@@ -279,7 +291,7 @@ pub async fn add(
                 AuthKind::None
             };
             let cred = req.token.clone().map(|t| Credential::Bearer { token: t });
-            let rec = st.create_server(&new(auth), cred.as_ref()).await?;
+            let rec = create(auth, cred).await?;
             st.set_status(&rec.id, LastStatus::Error, Some(&probe_line(&probe)))
                 .await?;
             report(st, &rec, class, None, None, Some(probe_line(&probe))).await?

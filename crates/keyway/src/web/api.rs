@@ -28,9 +28,9 @@ use crate::{
     store::{AuthKind, ServerRecord, Store, Transport, tokens::StoredTokens},
 };
 
-/// How long an answer waits for a flow to have a page to open (discovery and
-/// registration happen first).
-const FLOW_START_WAIT: Duration = Duration::from_secs(20);
+/// How long an answer waits for a flow to have a page to open (the probe, discovery
+/// and registration happen first; the probe alone may take its 30 s).
+const FLOW_START_WAIT: Duration = Duration::from_secs(45);
 /// How long listing tools or a test call may take.
 const TOOLS_DEADLINE: Duration = Duration::from_secs(30);
 const CALL_DEADLINE: Duration = Duration::from_secs(60);
@@ -40,6 +40,7 @@ pub(super) fn routes() -> Router<Ui> {
         .route("/probe", post(probe))
         .route("/add", post(add))
         .route("/servers/{id}/authorize", post(authorize))
+        .route("/servers/{id}/cancel", post(cancel))
         .route("/servers/{id}/token", post(set_token))
         .route("/servers/{id}/enable", post(enable))
         .route("/servers/{id}/disable", post(disable))
@@ -301,7 +302,7 @@ fn flow_end(result: &Result<Added, AddError>) -> FlowView {
         },
         Err(AddError::Authorize(AuthorizeError::Auth(e))) => FlowView::from_error(e),
         Err(e) => FlowView::Failed {
-            reason: format!("{e}; nothing was saved"),
+            reason: e.to_string(),
         },
     }
 }
@@ -334,14 +335,18 @@ async fn add(State(ui): State<Ui>, headers: HeaderMap, Form(f): Form<AddForm>) -
         authorize,
         force: false,
     };
-    if authorize {
-        ui.inner.flows.set(&id, FlowView::Starting);
+    if authorize && ui.inner.flows.try_start(&id).is_err() {
+        return Problem::new(StatusCode::CONFLICT, "this server is being added already")
+            .answer(json);
     }
     let (tx, rx) = oneshot::channel();
+    let (go, ready) = oneshot::channel::<()>();
     let task_ui = ui.clone();
     let reporter = ui.inner.flows.witness(&id);
     let task_id = id.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        // Not before the task is known, so a cancel always finds it.
+        let _ = ready.await;
         let result = manage::add(
             task_ui.store(),
             &task_ui.inner.http,
@@ -351,6 +356,7 @@ async fn add(State(ui): State<Ui>, headers: HeaderMap, Form(f): Form<AddForm>) -
         )
         .await;
         if authorize {
+            task_ui.inner.flows.ended(&task_id);
             match &result {
                 // Not an OAuth server after all: nothing was authorized.
                 Ok(added) if added.issuer.is_none() => task_ui.inner.flows.forget(&task_id),
@@ -360,6 +366,10 @@ async fn add(State(ui): State<Ui>, headers: HeaderMap, Form(f): Form<AddForm>) -
         task_ui.changed();
         let _ = tx.send(result);
     });
+    if authorize {
+        ui.inner.flows.running(&id, task.abort_handle(), true);
+    }
+    let _ = go.send(());
     let flows = ui.inner.flows.clone();
     let wait_id = id.clone();
     let flow_ready = async move {
@@ -410,19 +420,20 @@ async fn authorize(State(ui): State<Ui>, headers: HeaderMap, Path(id): Path<Stri
         .hint("set a token on its card instead")
         .answer(json);
     }
-    if ui.inner.flows.get(&id).is_some_and(|f| !f.finished()) {
+    if ui.inner.flows.try_start(&id).is_err() {
         return Problem::new(
             StatusCode::CONFLICT,
             format!("{} is being authorized already", rec.name),
         )
-        .hint("finish the sign-in that is open, or wait for it to time out")
+        .hint("finish the sign-in that is open, or cancel it on the card")
         .answer(json);
     }
-    ui.inner.flows.set(&id, FlowView::Starting);
     let options = flow_options(&ui, &id);
     let task_ui = ui.clone();
     let reporter = ui.inner.flows.witness(&id);
-    tokio::spawn(async move {
+    let (go, ready) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = ready.await;
         let (store, http) = (task_ui.store(), &task_ui.inner.http);
         let view = match manage::authorize(store, http, &rec, options, reporter).await {
             Ok(grant) => {
@@ -440,11 +451,35 @@ async fn authorize(State(ui): State<Ui>, headers: HeaderMap, Path(id): Path<Stri
                 reason: e.to_string(),
             },
         };
+        task_ui.inner.flows.ended(&rec.id);
         task_ui.inner.flows.set(&rec.id, view);
         task_ui.changed();
     });
+    ui.inner.flows.running(&id, task.abort_handle(), false);
+    let _ = go.send(());
     let flow = ui.inner.flows.actionable(&id, FLOW_START_WAIT).await;
     flow_answer(json, &id, flow)
+}
+
+/// Stop the flow under way for `id` (the person closed the sign-in, or gave up). A
+/// flow that was adding its server takes the new row away, as a failed add does.
+async fn cancel(State(ui): State<Ui>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let json = wants_json(&headers);
+    match ui.inner.flows.cancel(&id, "cancelled") {
+        None => {
+            Problem::new(StatusCode::CONFLICT, "no authorization is under way for it").answer(json)
+        }
+        Some(adding) => {
+            if adding {
+                ui.purge_added(&id).await;
+            }
+            ui.changed();
+            done(
+                json,
+                serde_json::json!({"cancelled": true, "saved": !adding}),
+            )
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -537,6 +572,8 @@ async fn remove(
         Ok(r) => r,
         Err(p) => return p.answer(json),
     };
+    // A flow under way for it ends first: its tokens would belong to nothing.
+    let _ = ui.inner.flows.cancel(&id, "the server was removed");
     let result = manage::remove(ui.store(), &rec).await;
     ui.inner.flows.forget(&id);
     ui.changed();

@@ -26,6 +26,17 @@ pub struct DeviceView {
     pub complete: Option<String>,
     /// The code.
     pub user_code: String,
+    /// What the page may link to and open: `complete`, else `verification_uri`, only
+    /// when it is https (or http on this machine). Anything else is shown as text.
+    pub link: Option<String>,
+}
+
+/// `url` if a page may link to it: https, or http to a loopback host.
+fn linkable(url: &str) -> Option<String> {
+    let u = Url::parse(url).ok()?;
+    crate::auth::urls::may_carry_secrets(&u, false)
+        .is_ok()
+        .then(|| u.to_string())
 }
 
 /// Where one authorization stands.
@@ -103,8 +114,22 @@ pub struct Flows {
 #[derive(Debug, Default)]
 struct Inner {
     flows: BTreeMap<String, (u64, FlowView)>,
+    /// The tasks of the flows under way, to cancel them.
+    tasks: BTreeMap<String, Running>,
     next: u64,
 }
+
+/// A flow's task, and whether it adds its server (so cancelling it takes the new row
+/// away again).
+#[derive(Debug)]
+struct Running {
+    task: tokio::task::AbortHandle,
+    adds: bool,
+}
+
+/// Why a flow could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyRunning;
 
 impl Default for Flows {
     fn default() -> Self {
@@ -140,6 +165,73 @@ impl Flows {
         }
         drop(inner);
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Mark `id`'s flow as starting, unless one is under way already (checked and set
+    /// at once, so two clicks never start two flows for one server).
+    pub fn try_start(&self, id: &str) -> Result<(), AlreadyRunning> {
+        {
+            let Ok(mut inner) = self.inner.lock() else {
+                return Err(AlreadyRunning);
+            };
+            if inner.flows.get(id).is_some_and(|(_, v)| !v.finished()) {
+                return Err(AlreadyRunning);
+            }
+            inner.next += 1;
+            let n = inner.next;
+            inner.flows.insert(id.to_owned(), (n, FlowView::Starting));
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The task that runs `id`'s flow; `adds`: it adds the server (a cancel takes the
+    /// new row away).
+    pub fn running(&self, id: &str, task: tokio::task::AbortHandle, adds: bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.tasks.insert(id.to_owned(), Running { task, adds });
+        }
+    }
+
+    /// The flow of `id` ended (its task is done): forget the task.
+    pub fn ended(&self, id: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.tasks.remove(id);
+        }
+    }
+
+    /// Stop `id`'s flow if it runs: its task is aborted and its view says so. `Some`
+    /// with whether the flow was adding its server (its row is then the caller's to
+    /// take away), `None` when nothing ran.
+    pub fn cancel(&self, id: &str, why: &str) -> Option<bool> {
+        let running = {
+            let mut inner = self.inner.lock().ok()?;
+            let running = inner.tasks.remove(id)?;
+            // A flow that has already ended is not undone.
+            let (_, view) = inner.flows.get_mut(id)?;
+            if view.finished() {
+                return None;
+            }
+            running.task.abort();
+            *view = FlowView::Failed {
+                reason: why.to_owned(),
+            };
+            running
+        };
+        self.changed.send_modify(|v| *v += 1);
+        Some(running.adds)
+    }
+
+    /// Stop every flow under way; the ids of those that were adding their server.
+    pub fn cancel_all(&self, why: &str) -> Vec<String> {
+        let ids: Vec<String> = self
+            .inner
+            .lock()
+            .map(|i| i.tasks.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.into_iter()
+            .filter(|id| self.cancel(id, why) == Some(true))
+            .collect()
     }
 
     /// Change `id`'s view in place, if it is under way.
@@ -254,10 +346,14 @@ impl Opener for Witness {
 
 impl Reporter for Witness {
     fn device_code(&self, verification_uri: &str, complete: Option<&str>, user_code: &str) {
+        let link = complete
+            .and_then(linkable)
+            .or_else(|| linkable(verification_uri));
         let device = DeviceView {
             verification_uri: verification_uri.to_owned(),
             complete: complete.map(str::to_owned),
             user_code: user_code.to_owned(),
+            link,
         };
         self.flows.update(&self.id, |v| {
             *v = FlowView::Authorizing {
@@ -303,14 +399,14 @@ mod tests {
         let flows = Flows::default();
         flows.set("a", FlowView::Starting);
         let w = flows.witness("a");
-        w.device_code("https://as.example/device", None, "ABCD-EFGH");
-        assert!(matches!(
-            flows.get("a"),
-            Some(FlowView::Authorizing {
-                device: Some(_),
-                ..
-            })
-        ));
+        w.device_code("javascript:alert(1)", None, "ABCD-EFGH");
+        let Some(FlowView::Authorizing {
+            device: Some(d), ..
+        }) = flows.get("a")
+        else {
+            panic!("the device code is shown");
+        };
+        assert_eq!(d.link, None, "a javascript: URL is never a link");
         flows.set(
             "a",
             FlowView::Declined {

@@ -203,14 +203,19 @@ pub async fn check(
     let Some(csrf) = sessions.session(headers) else {
         return refuse("no session: open the link `keyway ui` printed (each link works once)");
     };
+    // A browser says where a request comes from: the page itself, or the person
+    // (typed, bookmarked). Another site, even another port of 127.0.0.1 (same-site,
+    // not same-origin), is refused before anything is read or done.
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if let Some(site) = site
+        && site != "same-origin"
+        && (changes || site != "none")
+    {
+        return refuse("requests from other sites are refused");
+    }
     if changes {
         // A browser always says where a POST comes from; the page's own, or nothing.
         if origin.is_none() {
-            return refuse("a change must come from the settings page");
-        }
-        if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-            && site != "same-origin"
-        {
             return refuse("a change must come from the settings page");
         }
         let given = headers

@@ -201,7 +201,20 @@ impl Ui {
         let result =
             crate::gateway::edge::serve(listener, app, limits, stop, Duration::from_secs(2)).await;
         watcher.abort();
+        // Flows still waiting for a person end with the page; a server being added
+        // by one is taken away again, as a failed add is.
+        for id in self.inner.flows.cancel_all("keyway ui ended") {
+            self.purge_added(&id).await;
+        }
         result
+    }
+
+    /// Take away the row an Add & Authorize made before its flow was cancelled.
+    async fn purge_added(&self, id: &str) {
+        use crate::store::Store as _;
+        if let Err(e) = self.inner.store.purge_server(id).await {
+            tracing::warn!(error = %e, "taking back a cancelled add failed");
+        }
     }
 
     /// Resolves once no tab has had the page open for `idle_exit` (after one did)
@@ -284,7 +297,15 @@ async fn login(State(ui): State<Ui>, Query(q): Query<BTreeMap<String, String>>) 
         )
             .into_response();
     };
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    // A page of our own that moves on to `/`, not a redirect: the link may have been
+    // opened from a file or another program, and a redirect would carry that
+    // navigation's cross-site origin on to `/`, where the browser then leaves the
+    // SameSite=Strict cookie out. From this page, the next one is same-origin.
+    let mut r = Html(
+        "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/\">\
+         <title>keyway</title><p><a href=\"/\">Open keyway's settings page</a></p>",
+    )
+    .into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -70,7 +70,7 @@ fn form_open(path: &str, csrf: &str, class: &str, act: &str) -> String {
     )
 }
 
-fn flow_line(id: &str, flow: &FlowView) -> String {
+fn flow_line(id: &str, name: &str, flow: &FlowView, csrf: &str) -> String {
     let mut s = format!(
         "<div class=\"flow flow-{}\" role=\"status\" data-flow-for=\"{}\">",
         match flow {
@@ -88,11 +88,20 @@ fn flow_line(id: &str, flow: &FlowView) -> String {
             if let Some(d) = device {
                 let _ = write!(
                     s,
-                    "enter the code <strong class=\"user-code\">{}</strong> at <a href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">{}</a>",
-                    escape(&d.user_code),
-                    escape(d.complete.as_deref().unwrap_or(&d.verification_uri)),
-                    escape(&d.verification_uri)
+                    "enter the code <strong class=\"user-code\">{}</strong> at ",
+                    escape(&d.user_code)
                 );
+                match &d.link {
+                    Some(link) => {
+                        let _ = write!(
+                            s,
+                            "<a href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">{}</a>",
+                            escape(link),
+                            escape(&d.verification_uri)
+                        );
+                    }
+                    None => s.push_str(&escape(&d.verification_uri)),
+                }
             } else if let Some(u) = url {
                 let _ = write!(
                     s,
@@ -112,6 +121,19 @@ fn flow_line(id: &str, flow: &FlowView) -> String {
         FlowView::Declined { reason } | FlowView::Failed { reason } => {
             s.push_str(&escape(reason));
         }
+    }
+    if !flow.finished() {
+        s.push_str(&form_open(
+            &format!("/servers/{id}/cancel"),
+            csrf,
+            "inline",
+            "cancel",
+        ));
+        let _ = write!(
+            s,
+            " <button class=\"act-cancel\" type=\"submit\" aria-label=\"Cancel the authorization of {}\">Cancel</button></form>",
+            escape(name)
+        );
     }
     s.push_str("</div>");
     s
@@ -165,13 +187,14 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
     }
     s.push_str("</dl>");
     if let Some(f) = flow {
-        s.push_str(&flow_line(&c.id, f));
+        s.push_str(&flow_line(&c.id, &c.name, f, csrf));
     }
     s.push_str("<div class=\"actions\">");
     let running = flow.is_some_and(|f| !f.finished());
     let oauth = c.auth == "oauth";
     // The one action from the state, as `keyway list` offers it; an OAuth server may
     // always sign in again. A token server never offers authorization.
+    let name = escape(&c.name);
     if c.enabled && (c.action == Action::Authorize || oauth) && !running {
         let label = if c.action == Action::Authorize {
             "Authorize"
@@ -191,7 +214,7 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
         ));
         let _ = write!(
             s,
-            "<button class=\"act-authorize{primary}\" type=\"submit\">{label}</button></form>"
+            "<button class=\"act-authorize{primary}\" type=\"submit\" aria-label=\"{label} {name}\">{label}</button></form>"
         );
     }
     let takes_token = matches!(c.auth.as_str(), "token" | "none" | "headers")
@@ -213,7 +236,7 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
             s,
             "<label for=\"token-{id}\">Access token</label>\
              <input id=\"token-{id}\" name=\"token\" type=\"password\" autocomplete=\"off\" required>\
-             <button class=\"act-token{}\" type=\"submit\">{label}</button></form>",
+             <button class=\"act-token{}\" type=\"submit\" aria-label=\"{label} of {name}\">{label}</button></form>",
             if c.action == Action::SetToken {
                 " primary"
             } else {
@@ -228,14 +251,20 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
             "inline",
             "tools",
         ));
-        s.push_str("<button class=\"act-tools\" type=\"submit\" formmethod=\"get\">Show tools</button></form>");
+        let _ = write!(
+            s,
+            "<button class=\"act-tools\" type=\"submit\" formmethod=\"get\" aria-label=\"Show tools of {name}\">Show tools</button></form>"
+        );
         s.push_str(&form_open(
             &format!("{base}/disable"),
             csrf,
             "inline",
             "disable",
         ));
-        s.push_str("<button class=\"act-disable\" type=\"submit\">Disable</button></form>");
+        let _ = write!(
+            s,
+            "<button class=\"act-disable\" type=\"submit\" aria-label=\"Disable {name}\">Disable</button></form>"
+        );
     } else {
         s.push_str(&form_open(
             &format!("{base}/enable"),
@@ -243,7 +272,10 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
             "inline",
             "enable",
         ));
-        s.push_str("<button class=\"act-enable primary\" type=\"submit\">Enable</button></form>");
+        let _ = write!(
+            s,
+            "<button class=\"act-enable primary\" type=\"submit\" aria-label=\"Enable {name}\">Enable</button></form>"
+        );
     }
     s.push_str(&form_open(
         &format!("{base}/remove"),
@@ -254,7 +286,7 @@ pub fn card(c: &Card, flow: Option<&FlowView>, csrf: &str, now: u64) -> String {
     let _ = write!(
         s,
         "<label class=\"confirm\"><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> sure</label>\
-         <button class=\"act-remove danger\" type=\"submit\">Remove</button></form>"
+         <button class=\"act-remove danger\" type=\"submit\" aria-label=\"Remove {name}\">Remove</button></form>"
     );
     s.push_str("</div></article>");
     s
@@ -293,7 +325,7 @@ pub fn page(cards_html: &str, csrf: &str, store: &str) -> String {
   <div id="notice" role="status" aria-live="polite"></div>
 </header>
 <main>
-  <section id="cards" aria-label="Saved servers" aria-live="polite">{cards_html}</section>
+  <section id="cards" aria-label="Saved servers">{cards_html}</section>
   <noscript><p class="hint">Without JavaScript the list is read-only except for the buttons on each card; adding a server needs <code>keyway add URL</code>.</p></noscript>
 </main>
 

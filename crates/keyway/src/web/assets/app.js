@@ -47,7 +47,7 @@
   }
   function sendTab(tab, flow) {
     if (!tab) return;
-    const to = flow && (flow.url || (flow.device && (flow.device.complete || flow.device.verification_uri)));
+    const to = flow && (flow.url || (flow.device && flow.device.link));
     if (to) tab.location.href = to;
     else tab.close();
   }
@@ -137,6 +137,10 @@
       form.reset();
       return say(r.body.tools !== undefined ? `${name}: token saved, ${r.body.tools} tools` : `${name}: token saved (${r.body.note})`);
     }
+    if (act === "cancel") {
+      const r = await send(`${base}/cancel`, {});
+      return say(r.ok ? `${name}: authorization cancelled` : problem(r.body), !r.ok);
+    }
     if (act === "enable" || act === "disable") {
       const r = await send(`${base}/${act}`, {});
       return say(r.ok ? `${name} ${act}d` : problem(r.body), !r.ok);
@@ -153,6 +157,7 @@
       dlg.close();
       const r = await send(`/servers/${encodeURIComponent(id)}/remove`, { confirm: "yes" });
       say(r.ok ? `removed ${name}${r.body.revocation ? ` (${r.body.revocation})` : ""}` : problem(r.body), !r.ok);
+      $("#add-open").focus();
     });
     return {
       ask(id, name) {
@@ -267,8 +272,12 @@
       inflight = null;
       buttons();
     }
-    function schedule() {
+    // The token goes only to a URL that has shown itself to be an MCP server asking
+    // for one (never to a half-typed address): a URL edit probes without it.
+    let withToken = false;
+    function schedule(tokenToo = false) {
       invalidate();
+      withToken = tokenToo;
       if (!url.value.trim()) {
         show("", "", ["Type the server's URL: keyway checks what it takes to get in."]);
         return;
@@ -276,8 +285,9 @@
       show("pending", "", ["Waiting for you to finish typing…"]);
       timer = setTimeout(probeNow, PROBE_DELAY_MS);
     }
-    async function probeNow() {
+    async function probeNow(tokenToo = withToken) {
       invalidate();
+      withToken = tokenToo;
       const mine = seq;
       const ctl = new AbortController();
       inflight = ctl;
@@ -289,7 +299,7 @@
         resp = await fetch("/probe", {
           method: "POST",
           headers: { Accept: "application/json", "X-CSRF-Token": csrf },
-          body: new URLSearchParams({ url: target, token: token.value, transport: transport.value }),
+          body: new URLSearchParams({ url: target, token: withToken ? token.value : "", transport: transport.value }),
           signal: ctl.signal,
         });
         body = await resp.json();
@@ -303,6 +313,12 @@
       if (!resp.ok) {
         show("invalid", "Not a server URL", [problem(body)]);
         return;
+      }
+      const asks = ["oauth", "token-only", "token-rejected"].includes(body.class);
+      if (!withToken && token.value && asks) {
+        // This URL is an MCP server asking for credentials: try the token typed.
+        withToken = true;
+        return probeNow(true);
       }
       found = body;
       if (!nameEdited) name.value = body.name;
@@ -327,8 +343,14 @@
     }
     function reset() {
       invalidate();
+      // Closing the dialog during Add & Authorize gives the add up: nothing is saved.
+      if (flowId && flows[flowId] && !["authorized", "declined", "failed"].includes(flows[flowId].phase)) {
+        send(`/servers/${encodeURIComponent(flowId)}/cancel`, {}).then((r) => r.ok && say("add cancelled: nothing was saved"));
+      }
       form.reset();
       nameEdited = false;
+      flowSeen = false;
+      withToken = false;
       flowId = null;
       busy = false;
       result.textContent = "";
@@ -366,10 +388,20 @@
       sendTab(tab, r.body.flow);
       flowChanged();
     }
+    let flowSeen = false;
     function flowChanged() {
       if (!flowId) return;
       const f = flows[flowId];
-      if (!f) return;
+      if (!f) {
+        // Gone after it was seen: not an OAuth server after all, and added.
+        if (flowSeen) {
+          flowId = null;
+          say("added");
+          dlg.close();
+        }
+        return;
+      }
+      flowSeen = true;
       if (f.phase === "authorized") {
         say("added and authorized");
         flowId = null;
@@ -381,14 +413,25 @@
         buttons();
       } else if (f.device) {
         show("oauth", "Enter the code", [`Code: ${f.device.user_code}`, `at ${f.device.verification_uri}`]);
-      } else {
+        signinLink(f.device.link, "Open the verification page");
+      } else if (f.url) {
         show("oauth", "Waiting for the sign-in…", ["Finish signing in in the tab that opened."]);
+        signinLink(f.url, "Open the sign-in page again");
+      } else {
+        show("pending", "Authorizing…", ["Finding the authorization server and registering."]);
       }
     }
+    function signinLink(href, text) {
+      if (!href) return;
+      const p = document.createElement("p");
+      const a = Object.assign(document.createElement("a"), { href, textContent: text, target: "_blank", rel: "noopener noreferrer" });
+      p.append(a);
+      result.append(p);
+    }
 
-    url.addEventListener("input", schedule);
-    token.addEventListener("input", () => url.value.trim() && schedule());
-    transport.addEventListener("change", () => url.value.trim() && schedule());
+    url.addEventListener("input", () => schedule(false));
+    token.addEventListener("input", () => url.value.trim() && found && schedule(true));
+    transport.addEventListener("change", () => url.value.trim() && schedule(false));
     name.addEventListener("input", () => (nameEdited = name.value.trim() !== ""));
     save.addEventListener("click", () => add(false));
     both.addEventListener("click", () => add(true));
