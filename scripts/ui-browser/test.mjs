@@ -729,6 +729,22 @@ scenario("refusals", async (w) => {
   await attacker.waitForLoadState();
   await w.shot(attacker, "refused-cross-origin-form");
 
+  // Another user of this machine holding the session cookie itself (cookies on
+  // 127.0.0.1 are not kept apart by port): refused by who owns the connection. Needs
+  // root to act as another user (CI runs as root); skipped, and said so, otherwise.
+  const session = (await ctx.cookies(ui.origin)).find((c) => c.name.startsWith("keyway_ui_"));
+  check(session, "the session cookie is not in the browser");
+  const asNobody = await new Promise((resolve) => {
+    if (process.getuid?.() !== 0) return resolve("skipped: not root");
+    const script = `fetch(${JSON.stringify(`${ui.origin}/cards`)}, { headers: { cookie: ${JSON.stringify(`${session.name}=${session.value}`)} } })
+      .then((r) => console.log(r.status), (e) => console.log("error " + e.message))`;
+    execFile("runuser", ["-u", "nobody", "--", "node", "-e", script], { timeout: 20_000 }, (e, stdout) =>
+      resolve(e ? `skipped: ${e.message.split("\n")[0]}` : stdout.trim()),
+    );
+  });
+  if (asNobody.startsWith("skipped")) console.log(`  # another-user check ${asNobody}`);
+  else check(asNobody === "403", `another user with the session cookie got ${asNobody}`);
+
   const listed = await w.list();
   check(listed.length === 1 && listed[0].name === "target" && listed[0].enabled, `the store changed: ${JSON.stringify(listed)}`);
   check((await page.getAttribute(card("target"), "data-state")) === "ready", "the card changed");

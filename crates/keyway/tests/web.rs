@@ -461,3 +461,35 @@ async fn closing_the_last_tab_ends_the_page() {
         .expect("the page ends once its last tab closed");
     ended.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_of_another_user_of_this_machine_is_refused_whatever_it_carries() {
+    let p = page().await;
+    let (cookie, csrf) = login(&p).await;
+    let me = keyway::web::peer::own_uid();
+    let Some(me) = me else {
+        return; // Not known on this system: the cookie alone decides there.
+    };
+    // The edge tags each connection with the owner of its other end (read from the
+    // kernel); here the tag is set by hand, as no second user exists in a test.
+    let stranger = me.wrapping_add(1);
+    let mut req = disable(&cookie, &csrf).body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(keyway::web::peer::PeerOwner(Some(stranger)));
+    let (status, _, body) = send(&p.app, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("only the user who started"), "{body}");
+    assert!(still_enabled(&p).await);
+    let mut req = get("/")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(keyway::web::peer::PeerOwner(Some(stranger)));
+    assert_eq!(send(&p.app, req).await.0, StatusCode::FORBIDDEN);
+    // Our own connections pass.
+    let mut req = disable(&cookie, &csrf).body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(keyway::web::peer::PeerOwner(Some(me)));
+    assert_eq!(send(&p.app, req).await.0, StatusCode::OK);
+}

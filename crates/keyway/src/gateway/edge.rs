@@ -132,13 +132,40 @@ impl Edge {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
+        let service = TowerToHyperService::new(app);
+        self.serve_with(listener, move |_| service.clone(), shutdown, drain)
+            .await
+    }
+
+    /// [`Edge::run`], with what `tag` learns of each connection (who is at the other
+    /// end, say) put into every request on it as an extension.
+    pub async fn run_tagged<T: Clone + Send + Sync + 'static>(
+        self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        tag: impl Fn(&tokio::net::TcpStream) -> T,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let make = move |stream: &tokio::net::TcpStream| {
+            TowerToHyperService::new(app.clone().layer(axum::Extension(tag(stream))))
+        };
+        self.serve_with(listener, make, shutdown, drain).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        make: impl Fn(&tokio::net::TcpStream) -> TowerToHyperService<axum::Router>,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout)
             .keep_alive(true);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let service = TowerToHyperService::new(app);
         tokio::pin!(shutdown);
         loop {
             // A free slot first: at the limit, connections wait in the kernel's queue
@@ -166,7 +193,8 @@ impl Edge {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let conn = http1.serve_connection(TokioIo::new(stream), service.clone());
+            let service = make(&stream);
+            let conn = http1.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
             self.open.send_modify(|n| *n += 1);
             let open = self.open.clone();

@@ -32,6 +32,8 @@ pub struct Sessions {
     login: Mutex<Option<[u8; 32]>>,
     /// Session cookie digest -> that session's CSRF token.
     open: Mutex<HashMap<[u8; 32], Arc<Secret>>>,
+    /// The user keyway runs as: connections owned by anyone else are refused.
+    own_uid: Option<u32>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -69,6 +71,7 @@ impl Sessions {
             port,
             login: Mutex::new(Some(digest(&secret))),
             open: Mutex::default(),
+            own_uid: super::peer::own_uid(),
         };
         (sessions, Secret::new(secret))
     }
@@ -181,6 +184,12 @@ pub async fn check(
     let headers = req.headers();
     if !sessions.host_ok(headers) {
         return refuse("this page answers only at the address keyway printed");
+    }
+    // Another user of this machine, whatever cookie it holds (see `peer`).
+    if let Some(super::peer::PeerOwner(Some(uid))) = req.extensions().get().copied()
+        && sessions.own_uid.is_some_and(|me| me != uid)
+    {
+        return refuse("this page answers only the user who started keyway ui");
     }
     let origin = headers
         .get(header::ORIGIN)

@@ -12,6 +12,7 @@ mod api;
 pub mod flows;
 pub mod guard;
 pub mod page;
+pub mod peer;
 
 use std::{
     collections::BTreeMap,
@@ -198,8 +199,12 @@ impl Ui {
                 () = idle => tracing::info!("the last tab closed; the settings page ends"),
             }
         };
-        let result =
-            crate::gateway::edge::serve(listener, app, limits, stop, Duration::from_secs(2)).await;
+        // Each connection is tagged with who is at its other end (guard::check
+        // refuses other users of this machine).
+        let (edge, _open) = crate::gateway::edge::Edge::new(limits);
+        let result = edge
+            .run_tagged(listener, app, peer::owner_of, stop, Duration::from_secs(2))
+            .await;
         watcher.abort();
         // Flows still waiting for a person end with the page; a server being added
         // by one is taken away again, as a failed add is.
