@@ -13,6 +13,7 @@ pub mod flows;
 pub mod guard;
 pub mod page;
 pub mod peer;
+mod tools;
 
 use std::{
     collections::BTreeMap,
