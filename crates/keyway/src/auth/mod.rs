@@ -3,6 +3,7 @@
 //!
 //! - [`discovery`]: from a 401 to a validated authorization server, with a report;
 //! - [`registration`]: pre-registered, client ID metadata document, or dynamic;
+//! - [`dpop`]: DPoP (RFC 9449) keys and proofs;
 //! - [`Authorizer`]: the authorization code flow with PKCE S256, `state`, `resource`,
 //!   RFC 9207 `iss`; the device grant; client credentials; step-up scopes;
 //! - [`Grant`] and [`OAuthTokens`]: tokens bound to resource + issuer + client,
@@ -18,6 +19,7 @@ pub mod challenge;
 pub mod client;
 mod device;
 pub mod discovery;
+pub mod dpop;
 pub mod enterprise;
 mod fetch;
 mod flow;
