@@ -763,16 +763,7 @@ impl Session {
             url: server.url.clone(),
             reason: e.to_string(),
         })?;
-        let headers = store
-            .headers(&server.id)
-            .await?
-            .into_iter()
-            .filter_map(|(k, v)| {
-                http::HeaderName::from_bytes(k.as_bytes())
-                    .ok()
-                    .map(|k| (k, v))
-            })
-            .collect();
+        let headers = crate::manage::saved_headers(&store, &server).await?;
         let authorizer = Authorizer::new(options.auth, Arc::new(store.clone()), options.reporter)?
             .with_pending_flows(Arc::new(store.clone()));
         let tokens = StoredTokens::new(Arc::new(store.clone()), &server.id);

@@ -291,14 +291,7 @@ pub fn check_secrets_destination(
 pub fn header_names(
     saved: impl IntoIterator<Item = (String, Secret)>,
 ) -> Vec<(http::HeaderName, Secret)> {
-    saved
-        .into_iter()
-        .filter_map(|(k, v)| {
-            http::HeaderName::from_bytes(k.as_bytes())
-                .ok()
-                .map(|k| (k, v))
-        })
-        .collect()
+    keyway::manage::header_names(saved)
 }
 
 /// A saved server's extra headers, ready to send.
@@ -340,9 +333,7 @@ pub fn usage(msg: String) -> CliError {
 
 /// A fresh server id: 16 random hex digits.
 pub fn new_id() -> String {
-    let mut b = [0u8; 8];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    keyway::manage::new_id()
 }
 
 /// "in 5 min", "3 h ago" for a unix time.
@@ -367,10 +358,7 @@ pub fn relative(at: u64, now: u64) -> String {
 
 /// The connection transport for a saved server.
 pub fn choice(t: keyway::store::Transport) -> keyway::mcp::TransportChoice {
-    match t {
-        keyway::store::Transport::Http => keyway::mcp::TransportChoice::StreamableHttp,
-        keyway::store::Transport::Sse => keyway::mcp::TransportChoice::LegacySse,
-    }
+    keyway::manage::transport_choice(t)
 }
 
 /// Whether a saved server is still there and enabled (asked before reconnecting).

@@ -422,98 +422,40 @@ impl Authorizer {
         Ok(r)
     }
 
-    /// A listener and a dynamic client whose registered redirect it serves: a port of
-    /// the stored registration if one is free, else one of this server's stable
-    /// ports (all of them registered, so the next flow finds one free), else any.
+    /// A listener and a dynamic client whose registered redirect it serves. With the
+    /// caller's own callback server ([`super::AuthOptions::callbacks`]), that server,
+    /// unless a dynamic registration is stored for this issuer without its redirect
+    /// URI: that registration is reused on one of its own loopback ports rather than
+    /// replaced (a new page port would register again at every start, and the other
+    /// servers of the issuer would lose the client their tokens were issued to).
+    /// Otherwise a loopback listener on a port of the stored registration if one is
+    /// free, else one of this server's stable ports (all of them registered, so the
+    /// next flow finds one free), else any.
     async fn dynamic_client(
         &self,
         t: &AuthTarget,
         endpoint: &str,
         state: &str,
     ) -> Result<(Listener, OAuthClient), AuthError> {
-        // The caller's own callback server, unless a dynamic registration is stored
-        // for this issuer without its redirect URI: that registration is reused on one
-        // of its own loopback ports rather than replaced (a new page port would
-        // otherwise register again at every start, and the other servers of the issuer
-        // would lose the client their tokens were issued to).
-        let stored_elsewhere = match self.shared_callbacks() {
-            Some(callbacks) => self
-                .registrations
-                .load(&t.issuer)
-                .await?
-                .filter(|r| r.kind == RegistrationKind::Dynamic)
-                .is_some_and(|r| {
-                    !r.redirect_uris
-                        .iter()
-                        .any(|u| u == callbacks.redirect_uri())
-                }),
-            None => false,
-        };
-        if let Some(callbacks) = self.shared_callbacks().filter(|_| !stored_elsewhere) {
-            let listener = Listener::Shared(callbacks.expect(state));
-            let redirect_uri = listener.redirect_uri(super::CallbackHost::Ip);
-            // The shared redirect first; the stable ports too, so the CLI's flows
-            // for this server keep finding theirs in the same registration.
-            let mut redirect_uris = vec![redirect_uri.clone()];
-            for port in stable_ports(&t.issuer, &t.resource) {
-                redirect_uris.push(format!(
-                    "http://127.0.0.1:{port}{}",
-                    super::loopback::CALLBACK_PATH
-                ));
-            }
-            let client = self
-                .registration_for(
-                    t,
-                    endpoint,
-                    &redirect_uri,
-                    &redirect_uris,
-                    &["authorization_code", "refresh_token"],
-                )
-                .await?
-                .client();
-            return Ok((listener, client));
-        }
         let stored = self
             .registrations
             .load(&t.issuer)
             .await?
             .filter(|r| r.kind == RegistrationKind::Dynamic);
-        let ports: Vec<u16> = match self.options.callback_port {
-            Some(p) => vec![p],
-            None => stored
-                .iter()
-                .flat_map(|r| r.redirect_uris.iter())
-                .filter_map(|u| Url::parse(u).ok())
-                .filter(|u| {
-                    u.host_str() == Some("127.0.0.1") && u.path() == super::loopback::CALLBACK_PATH
-                })
-                .filter_map(|u| u.port())
-                .chain(stable_ports(&t.issuer, &t.resource))
-                .collect(),
+        let shared = self.shared_callbacks().filter(|callbacks| {
+            stored.as_ref().is_none_or(|r| {
+                r.redirect_uris
+                    .iter()
+                    .any(|u| u == callbacks.redirect_uri())
+            })
+        });
+        let listener = match shared {
+            Some(callbacks) => Listener::Shared(callbacks.expect(state)),
+            None => Listener::Own(self.own_listener(t, stored.as_ref(), state).await?),
         };
-        let mut listener = None;
-        for port in &ports {
-            match Loopback::bind(*port, state).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(e) => tracing::debug!(port, error = %e, "callback port busy"),
-            }
-        }
-        let listener = match listener {
-            Some(l) => l,
-            None if self.options.callback_port.is_some() => {
-                return Err(AuthError::Listener(format!(
-                    "127.0.0.1:{} is in use",
-                    ports[0]
-                )));
-            }
-            None => Loopback::bind(0, state)
-                .await
-                .map_err(|e| AuthError::Listener(e.to_string()))?,
-        };
-        let redirect_uri = listener.redirect_uri();
+        let redirect_uri = listener.redirect_uri(super::CallbackHost::Ip);
+        // The stable ports are registered too (unless an exact port was asked), so
+        // later flows for this server find one of theirs in the same registration.
         let mut redirect_uris = vec![redirect_uri.clone()];
         if self.options.callback_port.is_none() {
             for port in stable_ports(&t.issuer, &t.resource) {
@@ -533,7 +475,45 @@ impl Authorizer {
             )
             .await?
             .client();
-        Ok((Listener::Own(listener), client))
+        Ok((listener, client))
+    }
+
+    /// A loopback listener of the flow's own: the asked port, else a port `stored`
+    /// registered, else a stable port, else any.
+    async fn own_listener(
+        &self,
+        t: &AuthTarget,
+        stored: Option<&registration::StoredRegistration>,
+        state: &str,
+    ) -> Result<Loopback, AuthError> {
+        let ports: Vec<u16> = match self.options.callback_port {
+            Some(p) => vec![p],
+            None => stored
+                .iter()
+                .flat_map(|r| r.redirect_uris.iter())
+                .filter_map(|u| Url::parse(u).ok())
+                .filter(|u| {
+                    u.host_str() == Some("127.0.0.1") && u.path() == super::loopback::CALLBACK_PATH
+                })
+                .filter_map(|u| u.port())
+                .chain(stable_ports(&t.issuer, &t.resource))
+                .collect(),
+        };
+        for port in &ports {
+            match Loopback::bind(*port, state).await {
+                Ok(l) => return Ok(l),
+                Err(e) => tracing::debug!(port, error = %e, "callback port busy"),
+            }
+        }
+        if self.options.callback_port.is_some() {
+            return Err(AuthError::Listener(format!(
+                "127.0.0.1:{} is in use",
+                ports[0]
+            )));
+        }
+        Loopback::bind(0, state)
+            .await
+            .map_err(|e| AuthError::Listener(e.to_string()))
     }
 
     /// The caller's own callback server, when it has one and no exact port is asked.

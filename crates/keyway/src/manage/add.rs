@@ -329,7 +329,7 @@ pub async fn add(
 }
 
 /// A new server id: 16 hex digits from the OS's random source.
-pub(crate) fn new_id() -> String {
+pub fn new_id() -> String {
     let mut b = [0u8; 8];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

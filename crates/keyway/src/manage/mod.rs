@@ -12,12 +12,12 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub(crate) use add::new_id;
+pub use add::new_id;
 pub use add::{AddError, AddRequest, Added, AuthorizeError, VerifyError, add, authorize, verify};
 
 use crate::{
     Secret,
-    auth::{ClientAuth, OAuthClient, RegistrationKind, RegistrationStore, token},
+    auth::{RegistrationStore, token},
     mcp::TransportChoice,
     probe::{Probe, ProbeClass, ProbeOptions},
     status::{Action, CredentialView, State, state_and_action},
@@ -184,22 +184,27 @@ pub fn transport_choice(t: Transport) -> TransportChoice {
     }
 }
 
-/// A saved server's headers as they are sent: names were checked when saved, so one
-/// that no longer parses (a store written by hand) is skipped.
-pub async fn saved_headers(
-    st: &SqliteStore,
-    rec: &ServerRecord,
-) -> Result<Vec<(http::HeaderName, Secret)>, StoreError> {
-    Ok(st
-        .headers(&rec.id)
-        .await?
+/// Saved `(name, value)` headers as they are sent: names were checked when saved, so
+/// one that no longer parses (a store written by hand) is skipped.
+pub fn header_names(
+    saved: impl IntoIterator<Item = (String, Secret)>,
+) -> Vec<(http::HeaderName, Secret)> {
+    saved
         .into_iter()
         .filter_map(|(k, v)| {
             http::HeaderName::from_bytes(k.as_bytes())
                 .ok()
                 .map(|k| (k, v))
         })
-        .collect())
+        .collect()
+}
+
+/// A saved server's headers as they are sent ([`header_names`]).
+pub async fn saved_headers(
+    st: &SqliteStore,
+    rec: &ServerRecord,
+) -> Result<Vec<(http::HeaderName, Secret)>, StoreError> {
+    Ok(header_names(st.headers(&rec.id).await?))
 }
 
 /// A probe's finding and its next step on one line, as a saved server's last error.
@@ -262,16 +267,8 @@ pub async fn revoke(st: &SqliteStore, credential: &Credential) -> Revocation {
         return Revocation::NoEndpoint;
     };
     // A registration that cannot be read: revoke as a public client.
-    let client = match RegistrationStore::load(st, &o.issuer).await.ok().flatten() {
-        Some(r) if r.client_id == o.client_id => r.client(),
-        _ => OAuthClient {
-            client_id: o.client_id.clone(),
-            auth: ClientAuth::None,
-            kind: RegistrationKind::Dynamic,
-            issuer: o.issuer.clone(),
-            redirect_uris: Vec::new(),
-        },
-    };
+    let registration = RegistrationStore::load(st, &o.issuer).await.ok().flatten();
+    let client = crate::store::tokens::client_of(o, registration);
     let (token, hint) = match &o.refresh_token {
         Some(rt) => (Secret::new(rt.secret().clone()), "refresh_token"),
         None => (Secret::new(o.access_token.secret().clone()), "access_token"),

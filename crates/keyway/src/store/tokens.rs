@@ -21,6 +21,24 @@ use crate::{
     mcp::TokenSource,
 };
 
+/// The client `o` was issued to: the stored registration for its issuer when it is
+/// that client, else a public client of that id (no secret to authenticate with).
+pub fn client_of(
+    o: &OAuthCredential,
+    registration: Option<crate::auth::StoredRegistration>,
+) -> OAuthClient {
+    match registration {
+        Some(r) if r.client_id == o.client_id => r.client(),
+        _ => OAuthClient {
+            client_id: o.client_id.clone(),
+            auth: ClientAuth::None,
+            kind: RegistrationKind::Dynamic,
+            issuer: o.issuer.clone(),
+            redirect_uris: Vec::new(),
+        },
+    }
+}
+
 /// How long a refresh lease lasts (longer than a token request may take).
 const LEASE_TTL: Duration = Duration::from_secs(35);
 /// How long a process waits for another's refresh before giving up.
@@ -352,17 +370,9 @@ impl StoredTokens {
 
     /// The stored credential as a [`Grant`], with the client it belongs to.
     async fn grant(&self, o: &OAuthCredential) -> Result<Grant, TokenFailure> {
-        let client =
-            match RegistrationStoreExt::registration(self.store.as_ref(), &o.issuer).await? {
-                Some(r) if r.client_id == o.client_id => r.client(),
-                _ => OAuthClient {
-                    client_id: o.client_id.clone(),
-                    auth: ClientAuth::None,
-                    kind: RegistrationKind::Dynamic,
-                    issuer: o.issuer.clone(),
-                    redirect_uris: Vec::new(),
-                },
-            };
+        let registration =
+            RegistrationStoreExt::registration(self.store.as_ref(), &o.issuer).await?;
+        let client = client_of(o, registration);
         Ok(Grant {
             access_token: o.access_token.clone(),
             refresh_token: o.refresh_token.clone(),
