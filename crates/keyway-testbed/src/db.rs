@@ -86,6 +86,9 @@ pub(crate) struct Code {
     pub expires_at: SystemTime,
     /// Set once exchanged; a second exchange revokes what the first one issued.
     pub issued_family: Option<u64>,
+    /// `dpop_jkt` of the authorization request (RFC 9449 §10): the exchange needs a
+    /// proof by this key.
+    pub dpop_jkt: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +100,8 @@ pub(crate) struct AccessToken {
     pub expires_at: SystemTime,
     pub family: Option<u64>,
     pub revoked: bool,
+    /// The DPoP key thumbprint the token is bound to (RFC 9449 §6: `cnf.jkt`).
+    pub jkt: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +109,8 @@ pub(crate) struct RefreshToken {
     pub family: u64,
     /// Rotated out: presenting it again is reuse.
     pub used: bool,
+    /// The DPoP key thumbprint the token is bound to: refreshing needs a proof by it.
+    pub jkt: Option<String>,
 }
 
 /// One grant: the access and refresh tokens descending from one authorization.
@@ -194,12 +201,20 @@ impl Db {
                 expires_at: now + lifetime,
                 family,
                 revoked: false,
+                jkt: None,
             },
         );
         token
     }
 
-    pub fn mint_refresh(&mut self, family: u64) -> String {
+    /// Bind an access token to a DPoP key (or leave it unbound with `None`).
+    pub fn bind_access(&mut self, token: &str, jkt: Option<&str>) {
+        if let Some(at) = self.access.get_mut(token) {
+            at.jkt = jkt.map(str::to_owned);
+        }
+    }
+
+    pub fn mint_refresh(&mut self, family: u64, jkt: Option<&str>) -> String {
         let token = random_token("tb_rt_");
         self.secrets.push(token.clone());
         self.refresh.insert(
@@ -207,6 +222,7 @@ impl Db {
             RefreshToken {
                 family,
                 used: false,
+                jkt: jkt.map(str::to_owned),
             },
         );
         token
@@ -312,8 +328,8 @@ mod tests {
         let f2 = db.new_family("c", &[], None);
         let a1 = db.mint_access("c", &[], None, Some(f1), now, Duration::from_secs(9));
         let a2 = db.mint_access("c", &[], None, Some(f2), now, Duration::from_secs(9));
-        let r1 = db.mint_refresh(f1);
-        let r2 = db.mint_refresh(f2);
+        let r1 = db.mint_refresh(f1, None);
+        let r2 = db.mint_refresh(f2, Some("jkt"));
         db.revoke_family(f1);
         assert!(db.access[&a1].revoked && !db.access[&a2].revoked);
         assert!(!db.refresh.contains_key(&r1) && db.refresh.contains_key(&r2));

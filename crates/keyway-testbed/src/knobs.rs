@@ -236,6 +236,53 @@ pub struct Knobs {
     #[arg(long, help_heading = "Tokens")]
     pub no_audience_binding: bool,
 
+    // ------------------------------------------------------------------ DPoP
+    /// DPoP (RFC 9449): the AS metadata lists `dpop_signing_alg_values_supported`
+    /// (ES256) and the protected resource metadata too. A token request with a valid
+    /// `DPoP` proof gets `token_type` DPoP, its access and refresh tokens bound to the
+    /// proof's key (`dpop_jkt` of an authorization request binds the code); one without
+    /// a proof gets Bearer tokens as before. The MCP endpoint takes a bound token only
+    /// as `Authorization: DPoP` with a proof (`ath`, `htm`, `htu`, fresh `jti`), and
+    /// its 401 without a token carries a DPoP challenge after the Bearer one.
+    #[arg(long, help_heading = "DPoP")]
+    pub dpop: bool,
+
+    /// Like --dpop, and every proof must carry the server's nonce (RFC 9449 §8, §9):
+    /// a proof without the current (or previous) nonce is answered `use_dpop_nonce`
+    /// with a `DPoP-Nonce` header; every answer of the token and MCP endpoints
+    /// carries the current nonce.
+    #[arg(long, conflicts_with = "dpop_resource_only", help_heading = "DPoP")]
+    pub dpop_nonce: bool,
+
+    /// With --dpop-nonce: a new nonce after this many accepted proofs (the previous
+    /// one stays good until the next rotation); 0 never rotates.
+    #[arg(long, default_value_t = 100, value_name = "N", help_heading = "DPoP")]
+    pub dpop_nonce_rotate: u64,
+
+    /// Like --dpop (DPoP advertised), but the token endpoint refuses every proof
+    /// with 400 invalid_dpop_proof: a broken authorization server.
+    #[arg(long, conflicts_with = "dpop_resource_only", help_heading = "DPoP")]
+    pub dpop_refuse_proofs: bool,
+
+    /// Like --dpop, and the MCP endpoint refuses the first N otherwise valid proofs
+    /// as replayed (401, `DPoP error="invalid_dpop_proof"`): a client must recover
+    /// by sending a fresh proof.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        conflicts_with = "dpop_resource_only",
+        help_heading = "DPoP"
+    )]
+    pub dpop_spurious_replays: u64,
+
+    /// The misconfigured server: the AS knows nothing of DPoP (Bearer tokens, no
+    /// advertisement, proofs ignored) but the MCP endpoint demands DPoP: a request
+    /// with a Bearer token or none gets 401 with only `WWW-Authenticate: DPoP`, and
+    /// the protected resource metadata says `dpop_bound_access_tokens_required`.
+    #[arg(long, conflicts_with = "dpop", help_heading = "DPoP")]
+    pub dpop_resource_only: bool,
+
     // ------------------------------------------------------ external issuer
     /// Trust an external authorization server instead of the built-in one: the metadata
     /// names this issuer, and tokens are validated by introspection (needs
@@ -399,6 +446,20 @@ impl Knobs {
 
     pub(crate) fn access_token_lifetime(&self) -> Duration {
         Duration::from_secs(self.token_lifetime)
+    }
+
+    /// The authorization server speaks DPoP (advertises it, verifies proofs, binds).
+    pub(crate) fn dpop_at_as(&self) -> bool {
+        !self.dpop_resource_only
+            && (self.dpop
+                || self.dpop_nonce
+                || self.dpop_refuse_proofs
+                || self.dpop_spurious_replays > 0)
+    }
+
+    /// The MCP endpoint speaks DPoP (takes `Authorization: DPoP` with a proof).
+    pub(crate) fn dpop_at_resource(&self) -> bool {
+        self.dpop_at_as() || self.dpop_resource_only
     }
 }
 
@@ -752,6 +813,28 @@ mod tests {
         );
         assert_eq!(k.challenge_scope, ScopeList::new(["mcp:tools"]));
         assert_eq!(k.token_lifetime, 3600);
+    }
+
+    #[test]
+    fn dpop_flags_parse_and_resource_only_stands_alone() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            knobs: Knobs,
+        }
+        let k = Cli::try_parse_from(["tb", "--dpop-nonce", "--dpop-spurious-replays", "2"])
+            .unwrap()
+            .knobs;
+        assert!(k.dpop_nonce && k.dpop_at_as() && k.dpop_at_resource());
+        assert_eq!((k.dpop_spurious_replays, k.dpop_nonce_rotate), (2, 100));
+        let k = Cli::try_parse_from(["tb", "--dpop-resource-only"])
+            .unwrap()
+            .knobs;
+        assert!(!k.dpop_at_as() && k.dpop_at_resource());
+        assert!(!Knobs::default().dpop_at_resource());
+        for other in ["--dpop", "--dpop-nonce", "--dpop-refuse-proofs"] {
+            assert!(Cli::try_parse_from(["tb", "--dpop-resource-only", other]).is_err());
+        }
     }
 
     #[test]

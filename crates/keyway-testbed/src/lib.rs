@@ -1,6 +1,8 @@
 //! keyway-testbed: a real OAuth 2.1 authorization server and a protected MCP server
 //! (Streamable HTTP) on 127.0.0.1, with a knob for every behaviour a client must cope
-//! with, and counters that show what the client did.
+//! with, and counters that show what the client did. DPoP (RFC 9449) is a knob too:
+//! `--dpop` (proofs, bound tokens), `--dpop-nonce`, `--dpop-refuse-proofs`,
+//! `--dpop-spurious-replays`, `--dpop-resource-only`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyway_testbed::TestbedError> {
@@ -18,6 +20,7 @@
 mod authz;
 mod clock;
 mod db;
+mod dpop;
 mod faults;
 mod fixture;
 mod interactive;
@@ -283,6 +286,25 @@ impl Testbed {
         )
     }
 
+    /// Mint an access token bound to the DPoP key with thumbprint `jkt` (RFC 7638,
+    /// SHA-256), as [`Testbed::mint_access_token`] does for a bearer token.
+    pub fn mint_dpop_bound_access_token(&self, scope: &str, jkt: &str) -> String {
+        let token = self.mint_access_token(scope);
+        self.shared.db().bind_access(&token, Some(jkt));
+        token
+    }
+
+    /// The DPoP nonce proofs must carry now (with `--dpop-nonce`).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.shared.dpop.nonce()
+    }
+
+    /// Issue a new DPoP nonce now; the current one stays good until the next
+    /// rotation (as after `--dpop-nonce-rotate` accepted proofs).
+    pub fn rotate_dpop_nonce(&self) {
+        self.shared.dpop.rotate_nonce();
+    }
+
     /// Stop serving and wait for the listeners to close.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
@@ -336,6 +358,15 @@ fn validate(k: &Knobs) -> Result<(), TestbedError> {
                 "{name} {path:?}: use a plain path"
             )));
         }
+    }
+    let dpop_at_as = k.dpop || k.dpop_nonce || k.dpop_refuse_proofs || k.dpop_spurious_replays > 0;
+    if k.dpop_resource_only && dpop_at_as {
+        return Err(TestbedError::InvalidKnob(
+            "--dpop-resource-only is the server whose authorization server knows nothing \
+             of DPoP: it goes with none of --dpop, --dpop-nonce, --dpop-refuse-proofs, \
+             --dpop-spurious-replays"
+                .into(),
+        ));
     }
     if k.mcp_path.trim_matches('/').is_empty() {
         return Err(TestbedError::InvalidKnob(

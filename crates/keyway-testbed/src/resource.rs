@@ -1,6 +1,6 @@
 //! The protected resource: its metadata (RFC 9728), the bearer check in front of the
-//! MCP endpoint (RFC 6750 challenges, audience binding, step-up scopes), and the
-//! counters endpoint.
+//! MCP endpoint (RFC 6750 challenges, audience binding, step-up scopes; DPoP-bound
+//! tokens and their proofs, RFC 9449 §7), and the counters endpoint.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    dpop::{self, At, Expect},
     fixture::{ConformanceServer, FixtureState},
     knobs::{Endpoint, Fixture, PrmLocation},
     shared::Shared,
@@ -116,46 +117,118 @@ fn protected_resource_metadata(shared: &Shared) -> Value {
     if !k.scopes_supported.is_empty() {
         doc["scopes_supported"] = json!(k.scopes_supported.0);
     }
+    if k.dpop_at_resource() {
+        doc["dpop_signing_alg_values_supported"] = json!([dpop::ALG]);
+    }
+    if k.dpop_resource_only {
+        doc["dpop_bound_access_tokens_required"] = json!(true);
+    }
     doc
 }
 
-/// The bearer check: 401 with a challenge without a valid token for this resource;
-/// 403 insufficient_scope for step-up tools without the step-up scope; a plain 403
-/// for forbidden tools.
+/// How the request presented its access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    /// `Authorization: DPoP`, with a `DPoP` proof header (RFC 9449 §7.1).
+    Dpop,
+}
+
+/// What the resource knows of a token it accepts.
+#[derive(Debug)]
+struct TokenInfo {
+    scopes: Vec<String>,
+    /// The DPoP key the token is bound to.
+    jkt: Option<String>,
+}
+
+/// The bearer check, and with `--dpop-nonce` the nonce on every answer.
 async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let mut resp = authorized(&shared, req, next).await;
+    if shared.knobs.dpop_at_resource() {
+        dpop::add_nonce(&shared, &mut resp);
+    }
+    resp
+}
+
+/// 401 with a challenge without a valid token for this resource (and, for a
+/// DPoP-bound token, a valid proof); 403 insufficient_scope for step-up tools without
+/// the step-up scope; a plain 403 for forbidden tools.
+async fn authorized(shared: &Arc<Shared>, req: Request, next: Next) -> Response {
     let k = &shared.knobs;
-    let token = req
+    let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
+            let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+                Scheme::Bearer
+            } else if scheme.eq_ignore_ascii_case("dpop") && k.dpop_at_resource() {
+                Scheme::Dpop
+            } else {
+                return None;
+            };
+            Some((scheme, rest.trim().to_owned()))
         });
     if k.open {
         return next.run(req).await;
     }
-    let Some(token) = token else {
-        return unauthorized(&shared, None);
+    let Some((scheme, token)) = presented else {
+        return unauthorized(shared, None);
     };
     shared.stats().mcp_requests_with_token += 1;
     if k.always_401 {
         return unauthorized(
-            &shared,
+            shared,
             Some("the testbed refuses every token (--always-401)"),
         );
     }
-    let scopes = match &k.external_issuer {
-        None => local_token_scopes(&shared, &token),
-        Some(_) => introspected_scopes(&shared, &token).await,
+    if k.dpop_resource_only && scheme == Scheme::Bearer {
+        return dpop_unauthorized(shared, None, None);
+    }
+    let info = match &k.external_issuer {
+        None => local_token(shared, &token),
+        Some(_) => introspected_token(shared, &token).await,
     };
-    let Some(scopes) = scopes else {
-        return unauthorized(
-            &shared,
-            Some("the access token is unknown, expired, revoked, or for another resource"),
-        );
+    const UNKNOWN: &str = "the access token is unknown, expired, revoked, or for another resource";
+    let scopes = match (scheme, info) {
+        (Scheme::Bearer, None) => return unauthorized(shared, Some(UNKNOWN)),
+        (Scheme::Dpop, None) => {
+            return dpop_unauthorized(shared, Some("invalid_token"), Some(UNKNOWN));
+        }
+        (Scheme::Bearer, Some(TokenInfo { jkt: Some(_), .. })) => {
+            // RFC 9449 §7.2: a bound token is no bearer token.
+            return dpop_unauthorized(
+                shared,
+                Some("invalid_token"),
+                Some("DPoP-bound token presented as Bearer"),
+            );
+        }
+        (Scheme::Bearer, Some(info)) => info.scopes,
+        (Scheme::Dpop, Some(TokenInfo { jkt: None, .. })) => {
+            return dpop_unauthorized(
+                shared,
+                Some("invalid_token"),
+                Some("the access token is not DPoP-bound"),
+            );
+        }
+        (Scheme::Dpop, Some(info)) => {
+            let htu = format!("{}{}", shared.urls.rs_origin, req.uri().path());
+            let expect = Expect {
+                htm: req.method().as_str(),
+                htu: &htu,
+                access_token: Some(&token),
+                jkt: info.jkt.as_deref(),
+                bound: "access token",
+            };
+            let proof = dpop::proof_header(req.headers());
+            if let Err(e) = dpop::check(shared, At::Resource, proof, &expect) {
+                let why = e.to_string();
+                return dpop_unauthorized(shared, Some(e.code()), Some(&why));
+            }
+            info.scopes
+        }
     };
 
     let req = if req.method() == Method::POST {
@@ -176,7 +249,8 @@ async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Nex
             if needs_step_up && (k.step_up_never_satisfied || !has_scope) {
                 shared.stats().insufficient_scope += 1;
                 let value = challenge(
-                    &shared,
+                    shared,
+                    scheme,
                     Some("insufficient_scope"),
                     Some(&k.step_up_scope),
                     None,
@@ -193,19 +267,22 @@ async fn bearer_check(State(shared): State<Arc<Shared>>, req: Request, next: Nex
     next.run(req).await
 }
 
-/// The scopes of a token the built-in authorization server issued for this resource.
-fn local_token_scopes(shared: &Shared, token: &str) -> Option<Vec<String>> {
+/// A token the built-in authorization server issued for this resource.
+fn local_token(shared: &Shared, token: &str) -> Option<TokenInfo> {
     let now = shared.now();
     let db = shared.db();
     let at = db.access.get(token)?;
     let bound = shared.knobs.no_audience_binding
         || at.resource.as_deref() == Some(shared.urls.resource.as_str());
-    (!at.revoked && at.expires_at > now && bound).then(|| at.scope.clone())
+    (!at.revoked && at.expires_at > now && bound).then(|| TokenInfo {
+        scopes: at.scope.clone(),
+        jkt: at.jkt.clone(),
+    })
 }
 
-/// The scopes of a token an external authorization server issued, by introspection
-/// (RFC 7662): active, for this resource (`aud`), not expired.
-async fn introspected_scopes(shared: &Shared, token: &str) -> Option<Vec<String>> {
+/// A token an external authorization server issued, by introspection (RFC 7662):
+/// active, for this resource (`aud`), not expired; bound to the key `cnf.jkt` names.
+async fn introspected_token(shared: &Shared, token: &str) -> Option<TokenInfo> {
     let k = &shared.knobs;
     let (url, client) = (
         k.introspection_url.as_deref()?,
@@ -244,14 +321,20 @@ async fn introspected_scopes(shared: &Shared, token: &str) -> Option<Vec<String>
     {
         return None;
     }
-    Some(
-        info.get("scope")
+    Some(TokenInfo {
+        scopes: info
+            .get("scope")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_owned)
             .collect(),
-    )
+        jkt: info
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
 }
 
 /// The tool a JSON-RPC `tools/call` request names, if the body is one.
@@ -262,16 +345,39 @@ fn called_tool(body: &[u8]) -> Option<String> {
         .flatten()
 }
 
+/// 401 with a Bearer challenge: `invalid_token` and why when a token was refused;
+/// without a token, with `--dpop` a DPoP challenge follows, and with
+/// `--dpop-resource-only` there is only the DPoP one.
 fn unauthorized(shared: &Shared, invalid_token: Option<&str>) -> Response {
+    let k = &shared.knobs;
+    if invalid_token.is_none() && k.dpop_resource_only {
+        return dpop_unauthorized(shared, None, None);
+    }
     shared.stats().unauthorized += 1;
-    let scope =
-        (!shared.knobs.challenge_scope.is_empty()).then(|| shared.knobs.challenge_scope.joined());
+    let scope = (!k.challenge_scope.is_empty()).then(|| k.challenge_scope.joined());
     let value = challenge(
         shared,
+        Scheme::Bearer,
         invalid_token.map(|_| "invalid_token"),
         scope.as_deref(),
         invalid_token,
     );
+    let mut resp = (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, value)],
+    )
+        .into_response();
+    if invalid_token.is_none() && k.dpop_at_as() {
+        let dpop = challenge(shared, Scheme::Dpop, None, None, None);
+        resp.headers_mut().append(header::WWW_AUTHENTICATE, dpop);
+    }
+    resp
+}
+
+/// 401 with only a DPoP challenge (RFC 9449 §7.1), and the nonce when it asks for one.
+fn dpop_unauthorized(shared: &Shared, error: Option<&str>, description: Option<&str>) -> Response {
+    shared.stats().unauthorized += 1;
+    let value = challenge(shared, Scheme::Dpop, error, None, description);
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, value)],
@@ -279,14 +385,20 @@ fn unauthorized(shared: &Shared, invalid_token: Option<&str>) -> Response {
         .into_response()
 }
 
-/// A `Bearer` challenge (RFC 6750 §3) with `resource_metadata` (RFC 9728 §5.1) when the
-/// knobs put the metadata location in the header.
+/// A `Bearer` challenge (RFC 6750 §3) or a `DPoP` one (RFC 9449 §7.1, with `algs`),
+/// with `resource_metadata` (RFC 9728 §5.1) when the knobs put the metadata location
+/// in the header.
 fn challenge(
     shared: &Shared,
+    scheme: Scheme,
     error: Option<&str>,
     scope: Option<&str>,
     description: Option<&str>,
 ) -> HeaderValue {
+    let name = match scheme {
+        Scheme::Bearer => "Bearer",
+        Scheme::Dpop => "DPoP",
+    };
     let mut params = Vec::new();
     if let Some(e) = error {
         params.push(format!("error=\"{e}\""));
@@ -300,17 +412,20 @@ fn challenge(
     if let Some(s) = scope {
         params.push(format!("scope=\"{s}\""));
     }
+    if scheme == Scheme::Dpop {
+        params.push(format!("algs=\"{}\"", dpop::ALG));
+    }
     if matches!(shared.knobs.prm, PrmLocation::Header | PrmLocation::Custom)
         && let Some(url) = shared.urls.prm_url()
     {
         params.push(format!("resource_metadata=\"{url}\""));
     }
     let value = if params.is_empty() {
-        "Bearer".to_owned()
+        name.to_owned()
     } else {
-        format!("Bearer {}", params.join(", "))
+        format!("{name} {}", params.join(", "))
     };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(name))
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub tools: Arc<ToolCounters>,
     /// What the interactive tools remember between rounds.
     pub(crate) rounds: Arc<crate::interactive::Rounds>,
+    /// DPoP nonce, replay cache and spurious replays (`--dpop*`).
+    pub(crate) dpop: crate::dpop::DpopState,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -64,6 +66,7 @@ impl Shared {
                 knobs.request_state_bytes,
                 knobs.input_required_forever,
             )),
+            dpop: crate::dpop::DpopState::new(&knobs),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()

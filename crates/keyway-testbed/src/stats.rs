@@ -62,6 +62,18 @@ pub struct Stats {
     pub mcp_connections: u64,
     /// Requests that came over HTTP/2.
     pub http2_requests: u64,
+    /// DPoP proofs accepted, at the token endpoint and the MCP endpoint.
+    pub dpop_proofs_accepted: u64,
+    /// Requests refused with `invalid_dpop_proof` (a bad, missing, replayed or
+    /// spuriously "replayed" proof, or one by the wrong key).
+    pub dpop_proofs_refused: u64,
+    /// Proofs answered `use_dpop_nonce` (`--dpop-nonce`).
+    pub dpop_nonce_challenges: u64,
+    /// Proofs refused as replayed (counted in `dpop_proofs_refused` too), the
+    /// spurious ones of `--dpop-spurious-replays` included.
+    pub dpop_replays_refused: u64,
+    /// Token responses whose tokens were DPoP-bound (`token_type` DPoP).
+    pub dpop_bound_tokens_issued: u64,
     /// The last authorization requests, oldest first.
     pub authorize_log: VecDeque<AuthorizeSeen>,
     /// The last token requests, oldest first.
@@ -80,6 +92,8 @@ pub struct AuthorizeSeen {
     pub resource: Option<String>,
     pub code_challenge_method: Option<String>,
     pub has_state: bool,
+    /// `dpop_jkt` (RFC 9449 §10), as sent.
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a token request asked for (never the secrets it carried).
@@ -92,6 +106,8 @@ pub struct TokenSeen {
     pub client_auth: String,
     pub scope: Option<String>,
     pub resource: Option<String>,
+    /// Whether the request carried a `DPoP` header.
+    pub dpop_proof: bool,
     /// `ok` or the OAuth error code returned.
     pub outcome: String,
 }

@@ -39,6 +39,7 @@ pub(crate) async fn authorize(
         resource: get("resource").map(str::to_owned),
         code_challenge_method: get("code_challenge_method").map(str::to_owned),
         has_state: params.contains_key("state"),
+        dpop_jkt: get("dpop_jkt").map(str::to_owned),
     });
 
     // Errors about the client or its redirect are shown here, never redirected (RFC
@@ -89,6 +90,10 @@ pub(crate) async fn authorize(
             resource: get("resource").map(str::to_owned),
             expires_at: shared.now() + CODE_LIFETIME,
             issued_family: None,
+            // RFC 9449 §10: the code is bound to the key; an AS without DPoP ignores it.
+            dpop_jkt: get("dpop_jkt")
+                .filter(|_| shared.knobs.dpop_at_as())
+                .map(str::to_owned),
         })
     })();
 

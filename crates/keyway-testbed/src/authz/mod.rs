@@ -169,6 +169,12 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
     if k.cimd {
         obj.insert("client_id_metadata_document_supported".into(), json!(true));
     }
+    if k.dpop_at_as() {
+        obj.insert(
+            "dpop_signing_alg_values_supported".into(),
+            json!([crate::dpop::ALG]),
+        );
+    }
     if oidc {
         obj.insert("jwks_uri".into(), json!(u.endpoint_url("jwks")));
         obj.insert("subject_types_supported".into(), json!(["public"]));

@@ -1,5 +1,6 @@
 //! `POST /token`: authorization_code (PKCE-verified), refresh_token (rotation and
-//! reuse detection), client_credentials and device_code grants.
+//! reuse detection), client_credentials and device_code grants; with `--dpop`, a
+//! request with a DPoP proof gets tokens bound to the proof's key (RFC 9449 §5).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -18,6 +19,7 @@ use super::{
 };
 use crate::{
     db::{DEVICE_CODE_GRANT, Db, Issued, pkce_matches},
+    dpop::{self, At, Expect},
     shared::Shared,
     stats::TokenSeen,
 };
@@ -34,7 +36,13 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let params = match single_params(&body) {
+    let mut resp = answer(&shared, &headers, &body);
+    dpop::add_nonce(&shared, &mut resp);
+    resp
+}
+
+fn answer(shared: &Shared, headers: &HeaderMap, body: &str) -> Response {
+    let params = match single_params(body) {
         Ok(p) => p,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
     };
@@ -45,9 +53,10 @@ pub(crate) async fn token(
         client_auth: "unauthenticated".into(),
         scope: params.get("scope").cloned(),
         resource: params.get("resource").cloned(),
+        dpop_proof: headers.contains_key(dpop::PROOF_HEADER),
         outcome: String::new(),
     };
-    let caller = match authenticate(&shared, &headers, &params) {
+    let caller = match authenticate(shared, headers, &params) {
         Ok(c) => c,
         Err(resp) => {
             seen.outcome = "invalid_client".into();
@@ -64,13 +73,22 @@ pub(crate) async fn token(
         let why = format!("client is not registered for {grant_type}");
         return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &why);
     }
-    let result = match grant_type.as_str() {
-        "authorization_code" => authorization_code(&shared, &caller, &params),
-        "refresh_token" => refresh(&shared, &caller, &params),
-        "client_credentials" if !shared.knobs.no_client_credentials => {
-            client_credentials(&shared, &caller, &params)
+    let jkt = match proof(shared, headers, &grant_type, &params) {
+        Ok(jkt) => jkt,
+        Err(e) => {
+            seen.outcome = e.code().into();
+            shared.stats().log_token(seen);
+            return oauth_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
-        DEVICE_CODE_GRANT if !shared.knobs.no_device => device_code(&shared, &caller, &params),
+    };
+    let jkt = jkt.as_deref();
+    let result = match grant_type.as_str() {
+        "authorization_code" => authorization_code(shared, &caller, &params, jkt),
+        "refresh_token" => refresh(shared, &caller, &params, jkt),
+        "client_credentials" if !shared.knobs.no_client_credentials => {
+            client_credentials(shared, &caller, &params, jkt)
+        }
+        DEVICE_CODE_GRANT if !shared.knobs.no_device => device_code(shared, &caller, &params, jkt),
         "" => Err(refuse("invalid_request", "grant_type is missing")),
         other => Err(refuse(
             "unsupported_grant_type",
@@ -81,9 +99,15 @@ pub(crate) async fn token(
         Ok(issued) => {
             seen.outcome = "ok".into();
             shared.stats().log_token(seen);
+            let token_type = if jkt.is_some() {
+                shared.stats().dpop_bound_tokens_issued += 1;
+                "DPoP"
+            } else {
+                "Bearer"
+            };
             let mut body = json!({
                 "access_token": issued.access_token,
-                "token_type": "Bearer",
+                "token_type": token_type,
                 "expires_in": shared.knobs.token_lifetime,
             });
             if let Some(rt) = issued.refresh_token {
@@ -104,10 +128,57 @@ pub(crate) async fn token(
     }
 }
 
+/// The DPoP proof of a token request, checked when the AS speaks DPoP: `Ok(Some(jkt))`
+/// binds what is issued to that key. A code or refresh token bound to a key needs a
+/// proof by it.
+fn proof(
+    shared: &Shared,
+    headers: &HeaderMap,
+    grant_type: &str,
+    p: &HashMap<String, String>,
+) -> Result<Option<String>, dpop::ProofError> {
+    if !shared.knobs.dpop_at_as() {
+        // An AS that knows nothing of DPoP ignores the header.
+        return Ok(None);
+    }
+    let (bound, jkt) = {
+        let db = shared.db();
+        let param = |name: &str| p.get(name).map(String::as_str).unwrap_or_default();
+        match grant_type {
+            "authorization_code" => (
+                "authorization code",
+                db.codes.get(param("code")).and_then(|c| c.dpop_jkt.clone()),
+            ),
+            "refresh_token" => (
+                "refresh token",
+                db.refresh
+                    .get(param("refresh_token"))
+                    .and_then(|r| r.jkt.clone()),
+            ),
+            _ => ("grant", None),
+        }
+    };
+    let htu = shared.urls.endpoint_url("token");
+    let expect = Expect {
+        htm: "POST",
+        htu: &htu,
+        access_token: None,
+        jkt: jkt.as_deref(),
+        bound,
+    };
+    dpop::check(
+        shared,
+        At::TokenEndpoint,
+        dpop::proof_header(headers),
+        &expect,
+    )
+}
+
 fn authorization_code(
     shared: &Shared,
     caller: &Authenticated,
     p: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Issued, Refusal> {
     let code = p
         .get("code")
@@ -169,6 +240,7 @@ fn authorization_code(
         resource.as_deref(),
         Some(family),
         true,
+        jkt,
     );
     drop(db);
     shared.stats().code_exchanges += 1;
@@ -179,6 +251,7 @@ fn refresh(
     shared: &Shared,
     caller: &Authenticated,
     p: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Issued, Refusal> {
     let presented = p
         .get("refresh_token")
@@ -247,6 +320,7 @@ fn refresh(
         resource,
         Some(rt.family),
         rotate,
+        jkt,
     );
     if !rotate && !k.omit_refresh_token_on_refresh {
         issued.refresh_token = Some(presented.clone());
@@ -260,6 +334,7 @@ fn client_credentials(
     shared: &Shared,
     caller: &Authenticated,
     p: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Issued, Refusal> {
     if caller.client.secret.is_none() {
         return Err(refuse(
@@ -272,7 +347,8 @@ fn client_credentials(
     let scope = requested_scopes(shared, p.get("scope").map(String::as_str))
         .map_err(|e| refuse("invalid_scope", e))?;
     let now = shared.now();
-    let token = shared.db().mint_access(
+    let mut db = shared.db();
+    let token = db.mint_access(
         &caller.client.id,
         &scope,
         resource,
@@ -280,6 +356,8 @@ fn client_credentials(
         now,
         shared.knobs.access_token_lifetime(),
     );
+    db.bind_access(&token, jkt);
+    drop(db);
     shared.stats().client_credentials_grants += 1;
     Ok(Issued {
         access_token: token,
@@ -292,6 +370,7 @@ fn device_code(
     shared: &Shared,
     caller: &Authenticated,
     p: &HashMap<String, String>,
+    jkt: Option<&str>,
 ) -> Result<Issued, Refusal> {
     let code = p
         .get("device_code")
@@ -332,13 +411,16 @@ fn device_code(
         resource.as_deref(),
         Some(family),
         true,
+        jkt,
     );
     drop(db);
     shared.stats().device_grants += 1;
     Ok(issued)
 }
 
-/// Mint an access token (and a refresh token when the knobs allow and `with_refresh`).
+/// Mint an access token (and a refresh token when the knobs allow and `with_refresh`),
+/// both bound to the DPoP key `jkt` when there is one.
+#[allow(clippy::too_many_arguments)]
 fn issue(
     shared: &Shared,
     db: &mut Db,
@@ -347,6 +429,7 @@ fn issue(
     resource: Option<&str>,
     family: Option<u64>,
     with_refresh: bool,
+    jkt: Option<&str>,
 ) -> Issued {
     let k = &shared.knobs;
     let now = shared.now();
@@ -359,6 +442,7 @@ fn issue(
         now,
         k.access_token_lifetime(),
     );
+    db.bind_access(&access_token, jkt);
     let may_refresh = db
         .clients
         .get(client_id)
@@ -368,7 +452,7 @@ fn issue(
         && !k.no_refresh_token
         && (!k.refresh_requires_offline_access || scope.iter().any(|s| s == "offline_access"));
     let refresh_token = match family {
-        Some(f) if wants_refresh => Some(db.mint_refresh(f)),
+        Some(f) if wants_refresh => Some(db.mint_refresh(f, jkt)),
         _ => None,
     };
     Issued {

@@ -79,16 +79,24 @@ pub(crate) async fn introspect(
             .unwrap_or(0)
     };
     let answer = match db.access.get(&token) {
-        Some(at) if !at.revoked && at.expires_at > now => json!({
-            "active": true,
-            "token_type": "Bearer",
-            "client_id": at.client_id,
-            "scope": at.scope.join(" "),
-            "aud": at.resource,
-            "iss": shared.urls.issuer,
-            "iat": secs(at.issued_at),
-            "exp": secs(at.expires_at),
-        }),
+        Some(at) if !at.revoked && at.expires_at > now => {
+            let mut answer = json!({
+                "active": true,
+                "token_type": "Bearer",
+                "client_id": at.client_id,
+                "scope": at.scope.join(" "),
+                "aud": at.resource,
+                "iss": shared.urls.issuer,
+                "iat": secs(at.issued_at),
+                "exp": secs(at.expires_at),
+            });
+            // RFC 9449 §6.2: a DPoP-bound token names its key.
+            if let Some(jkt) = &at.jkt {
+                answer["token_type"] = json!("DPoP");
+                answer["cnf"] = json!({"jkt": jkt});
+            }
+            answer
+        }
         _ => json!({"active": false}),
     };
     Json(answer).into_response()

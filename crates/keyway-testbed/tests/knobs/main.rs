@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dpop;
 mod faults;
 mod fixture;
 mod flow;
