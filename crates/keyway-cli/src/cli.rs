@@ -841,6 +841,20 @@ pub struct AuthArgs {
     /// Allow plain http to non-loopback authorization servers (development only).
     #[arg(long)]
     pub allow_http: bool,
+
+    /// Bind tokens to a key keyway holds (DPoP, RFC 9449), so a stolen token is
+    /// useless elsewhere: `auto` when the authorization server offers it (ES256) or
+    /// the MCP server asks only for it; `always` (a server that cannot is an error);
+    /// `never`.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = DpopArg::Auto)]
+    pub dpop: DpopArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DpopArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -68,6 +68,9 @@ pub struct Probe {
     /// The authorization server lists the `client_credentials` grant in
     /// `grant_types_supported` (RFC 8414).
     pub client_credentials: bool,
+    /// What DPoP (RFC 9449) would do under `--dpop auto`, in words, when either
+    /// server mentions it.
+    pub dpop: Option<String>,
     /// Why it was classed so, in words: the server's challenge, the error, or the fatal
     /// discovery problem.
     pub detail: Option<String>,
@@ -144,6 +147,7 @@ pub async fn probe_within(
             registration: Vec::new(),
             device: false,
             client_credentials: false,
+            dpop: None,
             detail: Some(format!("no answer within {} s", timeout.as_secs())),
             discovery: None,
             next_step: "check that the server is up; it accepted the connection but never answered"
@@ -169,6 +173,7 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
         registration: Vec::new(),
         device: false,
         client_credentials: false,
+        dpop: None,
         detail: None,
         discovery: None,
         next_step: String::new(),
@@ -245,6 +250,7 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             p.registration = verdict.registration;
             p.device = verdict.device;
             p.client_credentials = verdict.client_credentials;
+            p.dpop = dpop_line(&values, target.as_ref());
             p.detail = report.fatal().map(|f| f.message.clone());
             p.discovery = Some(report);
         }
@@ -261,6 +267,44 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
         }
     }
     finish(p)
+}
+
+/// What `--dpop auto` would do with these servers, when either mentions DPoP.
+fn dpop_line(challenge: &[String], target: Option<&AuthTarget>) -> Option<String> {
+    use crate::auth::dpop::{self, DpopMode};
+    let values = || challenge.iter().map(String::as_str);
+    let demands = crate::auth::challenge::dpop_only(values())
+        .then(|| crate::auth::challenge::dpop(values()).and_then(|c| c.algs));
+    let advertised = target.and_then(|t| t.metadata.dpop_signing_alg_values_supported.clone());
+    if demands.is_none() && advertised.is_none() {
+        return None;
+    }
+    let list = |a: &Option<Vec<String>>| {
+        a.as_ref()
+            .map(|l| l.join(", "))
+            .unwrap_or_else(|| "no algorithms named".into())
+    };
+    Some(
+        match dpop::decide(
+            DpopMode::Auto,
+            advertised.as_deref(),
+            demands.as_ref().map(Option::as_deref),
+        ) {
+            Ok(true) if demands.is_some() => format!(
+                "required by the MCP server: tokens will be bound to a key keyway holds (the authorization server offers {})",
+                list(&advertised)
+            ),
+            Ok(true) => format!(
+                "offered ({}): tokens will be bound to a key keyway holds",
+                list(&advertised)
+            ),
+            Ok(false) => format!(
+                "offered only with {}; keyway signs with ES256, so tokens will be Bearer",
+                list(&advertised)
+            ),
+            Err(why) => format!("cannot be done: {why}"),
+        },
+    )
 }
 
 fn finish(mut p: Probe) -> Probe {

@@ -10,7 +10,7 @@ use keyway::{
     auth::{
         AuthError, AuthMethod, AuthOptions, BrowserMode, ClientAuth, ClientOptions,
         DiscoveryReport, GrantChoice, OAuthClient, RegistrationKind, Reporter, SigningKey,
-        enterprise::IdentityProvider,
+        dpop::DpopMode, enterprise::IdentityProvider,
     },
 };
 
@@ -137,6 +137,11 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
         allow_paste: true,
         opener: None,
         callbacks: None,
+        dpop: match a.dpop {
+            crate::cli::DpopArg::Auto => DpopMode::Auto,
+            crate::cli::DpopArg::Always => DpopMode::Always,
+            crate::cli::DpopArg::Never => DpopMode::Never,
+        },
     })
 }
 
@@ -306,6 +311,8 @@ pub fn error(e: AuthError) -> CliError {
         AuthError::Token(t) if t.code() == Some("invalid_client") => {
             Some("the authorization server does not accept this client: check --client-id, --client-secret and --client-auth".into())
         }
+        AuthError::Token(keyway::auth::token::TokenError::Dpop(_)) | AuthError::Dpop(_) => Some("nothing stored was changed; --dpop never uses plain Bearer tokens where the MCP server takes them, --dpop always insists on bound ones. Report it to the server's operator if it repeats".into()),
+        AuthError::Token(t) if t.code() == Some("invalid_dpop_proof") => Some("the authorization server refused keyway's DPoP proof; nothing stored was changed. Try --dpop never if the MCP server takes Bearer tokens".into()),
         AuthError::Token(_) => Some("the authorization server refused the token request; run again, and report it if it repeats".into()),
         AuthError::StepUpExhausted { .. } => Some("the server keeps asking for more scopes; your account may lack the permission".into()),
         AuthError::Config(_) => None,

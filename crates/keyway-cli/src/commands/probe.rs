@@ -120,6 +120,9 @@ pub fn print_probe(p: &Probe, printer: &Printer) {
                 "  client credentials {}",
                 yes(p.client_credentials)
             ));
+            if let Some(d) = &p.dpop {
+                printer.step(format!("  dpop         {d}"));
+            }
         }
         _ => {}
     }

@@ -135,6 +135,11 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
             "scopes": o.scopes,
             "refresh_token": o.refresh_token.is_some(),
             "expires_at": r.expires_at,
+            "token_type": match o.token_type {
+                keyway::auth::token::TokenType::Dpop => "DPoP",
+                keyway::auth::token::TokenType::Bearer => "Bearer",
+            },
+            "dpop_jkt": o.dpop.as_ref().map(|k| k.thumbprint().to_owned()),
         }),
     };
     if printer.json_mode() {
@@ -186,6 +191,20 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
             );
             field("issuer", o.issuer.clone());
             field("client id", o.client_id.clone());
+            if let Some(key) = &o.dpop {
+                field(
+                    "bound to",
+                    format!(
+                        "a DPoP key keyway holds (jkt {}){}",
+                        key.thumbprint(),
+                        match o.token_type {
+                            keyway::auth::token::TokenType::Dpop => "",
+                            keyway::auth::token::TokenType::Bearer =>
+                                "; the access token itself is Bearer",
+                        }
+                    ),
+                );
+            }
             field("resource", o.resource.clone());
             field(
                 "scopes",

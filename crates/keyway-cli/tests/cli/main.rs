@@ -5,6 +5,7 @@
 mod call;
 mod crash;
 mod demo;
+mod dpop;
 mod errors;
 mod everyday;
 mod generations;

@@ -59,9 +59,14 @@ impl Challenge {
     }
 }
 
-/// What a `Bearer` challenge says (RFC 6750 §3, RFC 9728 §5.1).
+/// What an OAuth challenge says: `Bearer` (RFC 6750 §3, RFC 9728 §5.1) or `DPoP`
+/// (RFC 9449 §7.1, the same parameters plus `algs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BearerChallenge {
+    /// Whether the challenge is a `DPoP` one (the server wants DPoP-bound tokens).
+    pub dpop: bool,
+    /// `algs` of a DPoP challenge (RFC 9449 §7.1): the proof algorithms it takes.
+    pub algs: Option<Vec<String>>,
     /// `realm` (RFC 6750 §3): the protection space, for display only.
     pub realm: Option<String>,
     /// `resource_metadata` (RFC 9728 §5.1): where the protected resource metadata is;
@@ -92,6 +97,10 @@ impl BearerChallenge {
     fn from_challenge(c: &Challenge) -> Self {
         let text = |name: &str| c.param(name).map(str::to_owned);
         Self {
+            dpop: c.scheme == "dpop",
+            algs: c
+                .param("algs")
+                .map(|s| s.split_whitespace().map(str::to_owned).collect()),
             realm: text("realm"),
             resource_metadata: text("resource_metadata").filter(|s| !s.is_empty()),
             scope: c
@@ -105,7 +114,7 @@ impl BearerChallenge {
 
 impl fmt::Display for BearerChallenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Bearer")?;
+        f.write_str(if self.dpop { "DPoP" } else { "Bearer" })?;
         let mut sep = " ";
         let mut field = |f: &mut fmt::Formatter<'_>, k: &str, v: &str| -> fmt::Result {
             write!(f, "{sep}{k}=\"{v}\"")?;
@@ -132,12 +141,34 @@ pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Challenge> {
 }
 
 /// The first `Bearer` challenge among the header values, if any (a scheme named
-/// `bearer` in any case, with or without parameters).
+/// `bearer` in any case, with or without parameters); else the first `DPoP` one (a
+/// server that takes only DPoP-bound tokens, RFC 9449 §7.1).
 pub fn bearer<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
+    let all = parse(values);
+    all.iter()
+        .find(|c| c.scheme == "bearer")
+        .or_else(|| all.iter().find(|c| c.scheme == "dpop"))
+        .map(BearerChallenge::from_challenge)
+}
+
+/// The first `DPoP` challenge among the header values (RFC 9449 §7.1), if any.
+pub fn dpop<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
     parse(values)
         .iter()
-        .find(|c| c.scheme == "bearer")
+        .find(|c| c.scheme == "dpop")
         .map(BearerChallenge::from_challenge)
+}
+
+/// Whether the `DPoP` challenge among the header values asks for a server-provided
+/// nonce (`error="use_dpop_nonce"`, RFC 9449 §9).
+pub fn asks_dpop_nonce<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
+    dpop(values).is_some_and(|c| c.error.as_deref() == Some("use_dpop_nonce"))
+}
+
+/// Whether the challenges ask only for DPoP (a `DPoP` challenge and no `Bearer` one).
+pub fn dpop_only<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
+    let all = parse(values);
+    all.iter().any(|c| c.scheme == "dpop") && !all.iter().any(|c| c.scheme == "bearer")
 }
 
 fn is_tchar(c: char) -> bool {
@@ -355,5 +386,25 @@ mod tests {
     fn repeated_params_keep_the_first() {
         let b = bearer([r#"Bearer scope="a", scope="b""#]).unwrap();
         assert_eq!(b.scope, Some(vec!["a".into()]));
+    }
+
+    #[test]
+    fn dpop_challenges_stand_in_for_bearer_and_carry_their_nonce_request() {
+        let only = [r#"DPoP algs="ES256 PS256", resource_metadata="https://r/prm""#];
+        let b = bearer(only).unwrap();
+        assert!(b.dpop);
+        assert_eq!(b.algs, Some(vec!["ES256".into(), "PS256".into()]));
+        assert_eq!(b.resource_metadata.as_deref(), Some("https://r/prm"));
+        assert!(dpop_only(only));
+        assert!(b.to_string().starts_with("DPoP "));
+        let both = [r#"Bearer scope="s""#, r#"DPoP error="use_dpop_nonce""#];
+        assert!(
+            !bearer(both).unwrap().dpop,
+            "Bearer comes first when both are offered"
+        );
+        assert!(!dpop_only(both));
+        assert!(asks_dpop_nonce(both));
+        assert!(!asks_dpop_nonce([r#"Bearer error="use_dpop_nonce""#]));
+        assert!(!asks_dpop_nonce([r#"DPoP error="invalid_token""#]));
     }
 }

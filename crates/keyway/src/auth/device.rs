@@ -37,6 +37,7 @@ pub(crate) async fn run(
     scopes: &[String],
     resource: &str,
     reporter: &dyn Reporter,
+    dpop: Option<&super::dpop::DpopKey>,
 ) -> Result<TokenResponse, AuthError> {
     let start = start(http, endpoint, issuer, client, scopes, resource).await?;
     reporter.device_code(
@@ -59,6 +60,7 @@ pub(crate) async fn run(
             client,
             form,
             SystemTime::now(),
+            dpop,
         )
         .await
         {

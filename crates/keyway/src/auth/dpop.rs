@@ -164,6 +164,120 @@ impl DpopKey {
     }
 }
 
+/// Whether keyway binds tokens to a DPoP key (`--dpop`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DpopMode {
+    /// When the authorization server advertises ES256 in
+    /// `dpop_signing_alg_values_supported`, or the MCP server asks only for DPoP.
+    #[default]
+    Auto,
+    /// Always: a server that cannot bind tokens to the key is an error.
+    Always,
+    /// Never: plain Bearer tokens.
+    Never,
+}
+
+impl std::str::FromStr for DpopMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "{other:?} is not a DPoP mode: use auto, always or never"
+            )),
+        }
+    }
+}
+
+/// The one proof algorithm keyway signs with.
+pub const ALGORITHM: &str = "ES256";
+
+/// Whether a flow for an authorization server advertising `advertised`
+/// (`dpop_signing_alg_values_supported`, `None` when absent) uses DPoP under `mode`,
+/// given whether the MCP server challenged with DPoP alone (`resource_demands`, with
+/// the challenge's `algs`). `Err`: DPoP is needed but cannot be done, and why.
+pub fn decide(
+    mode: DpopMode,
+    advertised: Option<&[String]>,
+    resource_demands: Option<Option<&[String]>>,
+) -> Result<bool, String> {
+    let has = |list: &[String]| list.iter().any(|a| a == ALGORITHM);
+    let shown = |list: &[String]| {
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.iter()
+                .map(|a| crate::auth::callback::printable(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    if let Some(Some(algs)) = resource_demands
+        && !has(algs)
+    {
+        return Err(format!(
+            "the MCP server takes only DPoP proofs signed with {}; keyway signs with {ALGORITHM}",
+            shown(algs)
+        ));
+    }
+    match (mode, advertised) {
+        (DpopMode::Never, _) if resource_demands.is_some() => Err(
+            "the MCP server takes only DPoP-bound tokens (WWW-Authenticate: DPoP), and DPoP is off (--dpop never)".into(),
+        ),
+        (DpopMode::Never, _) => Ok(false),
+        (_, Some(list)) if !has(list) => {
+            if mode == DpopMode::Always || resource_demands.is_some() {
+                Err(format!(
+                    "the authorization server signs DPoP proofs only with {} (dpop_signing_alg_values_supported); keyway signs with {ALGORITHM}",
+                    shown(list)
+                ))
+            } else {
+                Ok(false)
+            }
+        }
+        (_, Some(_)) => Ok(true),
+        (DpopMode::Always, None) => Ok(true),
+        (DpopMode::Auto, None) => Ok(resource_demands.is_some()),
+    }
+}
+
+/// The latest nonce each origin gave (RFC 9449 §8, §9), shared by every flow and
+/// connection of the process; at most [`MAX_NONCE_ORIGINS`] origins are kept.
+static NONCES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How many origins' nonces are kept.
+pub const MAX_NONCE_ORIGINS: usize = 256;
+/// The longest nonce kept.
+const MAX_NONCE_LEN: usize = 1024;
+
+/// The latest nonce `url`'s origin gave, if any.
+pub fn nonce(url: &Url) -> Option<String> {
+    let nonces = NONCES.lock().unwrap_or_else(|p| p.into_inner());
+    nonces.get(&url.origin().ascii_serialization()).cloned()
+}
+
+/// Remember `value`, a `DPoP-Nonce` header `url`'s origin sent. A value that is not
+/// a nonce (RFC 9449 §8.1: `1*NQCHAR`, here at most 1024 of them) is ignored: false.
+pub fn remember_nonce(url: &Url, value: &[u8]) -> bool {
+    let nqchar = |b: &u8| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e);
+    if value.is_empty() || value.len() > MAX_NONCE_LEN || !value.iter().all(nqchar) {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let origin = url.origin().ascii_serialization();
+    let mut nonces = NONCES.lock().unwrap_or_else(|p| p.into_inner());
+    if nonces.len() >= MAX_NONCE_ORIGINS && !nonces.contains_key(&origin) {
+        nonces.clear();
+    }
+    nonces.insert(origin, text.to_owned());
+    true
+}
+
 /// `htu`: the request URL without its query and fragment (RFC 9449 §4.2).
 pub fn htu(url: &Url) -> String {
     let mut u = url.clone();
@@ -254,6 +368,61 @@ mod tests {
         ));
         let shown = format!("{key:?}");
         assert!(shown.contains(key.thumbprint()) && !shown.contains("pkcs8"));
+    }
+
+    #[test]
+    fn nonces_are_kept_per_origin_and_only_when_well_formed() {
+        let a = Url::parse("http://127.0.0.1:1/token").unwrap();
+        let a2 = Url::parse("http://127.0.0.1:1/mcp?x=1").unwrap();
+        let b = Url::parse("http://127.0.0.1:2/token").unwrap();
+        assert!(remember_nonce(&a, b"n-1"));
+        assert_eq!(nonce(&a2).as_deref(), Some("n-1"));
+        assert_eq!(nonce(&b), None);
+        for bad in [
+            &b""[..],
+            b"with space",
+            b"quote\"",
+            b"back\\slash",
+            "é".as_bytes(),
+        ] {
+            assert!(!remember_nonce(&b, bad), "{bad:?}");
+        }
+        assert!(!remember_nonce(&b, &[b'a'; 1025]));
+        assert_eq!(nonce(&b), None);
+        assert!(remember_nonce(&a, b"n-2"));
+        assert_eq!(nonce(&a).as_deref(), Some("n-2"));
+    }
+
+    #[test]
+    fn the_mode_decides_with_what_the_servers_say() {
+        let es = vec!["ES256".to_owned(), "RS256".to_owned()];
+        let rs = vec!["RS256".to_owned()];
+        use DpopMode::*;
+        assert_eq!(decide(Auto, Some(&es), None), Ok(true));
+        assert_eq!(decide(Auto, None, None), Ok(false));
+        assert_eq!(decide(Auto, Some(&rs), None), Ok(false));
+        assert_eq!(decide(Auto, None, Some(None)), Ok(true));
+        assert!(decide(Auto, Some(&rs), Some(None)).is_err());
+        assert!(decide(Auto, Some(&es), Some(Some(&rs))).is_err());
+        assert_eq!(decide(Always, None, None), Ok(true));
+        assert!(
+            decide(Always, Some(&rs), None)
+                .unwrap_err()
+                .contains("RS256")
+        );
+        assert!(
+            decide(Always, Some(&[]), None)
+                .unwrap_err()
+                .contains("none")
+        );
+        assert_eq!(decide(Never, Some(&es), None), Ok(false));
+        assert!(
+            decide(Never, None, Some(None))
+                .unwrap_err()
+                .contains("--dpop never")
+        );
+        assert_eq!("always".parse::<DpopMode>(), Ok(Always));
+        assert!("sometimes".parse::<DpopMode>().is_err());
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub(crate) async fn run(
     as_client: &OAuthClient,
     resource: &str,
     scopes: &[String],
+    dpop: Option<&super::dpop::DpopKey>,
 ) -> Result<TokenResponse, AuthError> {
     let ordinary = crate::http::client().map_err(|e| AuthError::IdentityProvider {
         detail: format!("building the HTTP client: {e}"),
@@ -67,6 +68,7 @@ pub(crate) async fn run(
         as_client,
         form,
         SystemTime::now(),
+        dpop,
     )
     .await?)
 }

@@ -19,10 +19,11 @@ use super::{
     client::{ClientAuth, OAuthClient, RegistrationKind},
     device,
     discovery::{self, AuthTarget, MetadataSource, ProblemCode},
+    dpop::{self as dpop_mod, DpopKey, DpopMode},
     loopback::{Arrived, Expecting, Loopback, Page},
     registration::{self, Plan, RegistrationStore},
     scopes,
-    token::{self, TokenError},
+    token::{self, TokenError, TokenType},
     tokens::Grant,
     urls::UrlPolicy,
 };
@@ -45,6 +46,9 @@ pub struct Authorizer {
     registrations: Arc<dyn RegistrationStore>,
     reporter: Arc<dyn Reporter>,
     pending: Option<Arc<dyn super::PendingFlows>>,
+    /// The DPoP key of the flow under way, when it binds its tokens (set by
+    /// [`Authorizer::authorize`] once discovery has said what the servers take).
+    dpop: Option<Arc<DpopKey>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -110,6 +114,7 @@ impl Authorizer {
             registrations,
             reporter,
             pending: None,
+            dpop: None,
         })
     }
 
@@ -161,6 +166,66 @@ impl Authorizer {
             return Err(AuthError::Discovery(Box::new(report)));
         };
 
+        // DPoP: what the authorization server advertises, and whether the MCP server
+        // challenged with DPoP alone.
+        let values = || www_authenticate.iter().map(String::as_str);
+        let resource_demands = super::challenge::dpop_only(values())
+            .then(|| super::challenge::dpop(values()).and_then(|c| c.algs));
+        let advertised = target.metadata.dpop_signing_alg_values_supported.as_deref();
+        let use_dpop = dpop_mod::decide(
+            self.options.dpop,
+            advertised,
+            resource_demands.as_ref().map(Option::as_deref),
+        )
+        .map_err(AuthError::Dpop)?;
+        if !use_dpop && self.options.dpop == DpopMode::Auto && advertised.is_some() {
+            self.reporter.note(
+                "the authorization server offers DPoP, but not with ES256: using Bearer tokens",
+            );
+        }
+        let dpop = if use_dpop {
+            Some(Arc::new(DpopKey::generate().map_err(|e| {
+                AuthError::Dpop(format!("{e}; try again, or pass --dpop never"))
+            })?))
+        } else {
+            None
+        };
+        let this = Self {
+            dpop,
+            ..self.clone()
+        };
+        let grant = this
+            .grant_for(&target, &report, &policy, previous_scopes)
+            .await?;
+        if this.dpop.is_some() && grant.token_type == TokenType::Bearer {
+            if self.options.dpop == DpopMode::Always || resource_demands.is_some() {
+                return Err(AuthError::Dpop(format!(
+                    "the authorization server {} issued a Bearer token where a DPoP-bound one was asked for{}",
+                    grant.issuer,
+                    if resource_demands.is_some() {
+                        ", and the MCP server takes only DPoP-bound tokens"
+                    } else {
+                        " (--dpop always)"
+                    }
+                )));
+            }
+            self.reporter.note(
+                "the authorization server issued a Bearer token despite the DPoP proof; it is sent as Bearer",
+            );
+        }
+        self.reporter
+            .authorized(&grant.issuer, &grant.requested_scopes);
+        Ok(grant)
+    }
+
+    /// The grant [`AuthOptions::grant`] names, after discovery found `target`.
+    async fn grant_for(
+        &self,
+        target: &AuthTarget,
+        report: &discovery::DiscoveryReport,
+        policy: &UrlPolicy,
+        previous_scopes: Option<&[String]>,
+    ) -> Result<Grant, AuthError> {
         let challenged = target.challenge_scope.clone().unwrap_or_default();
         let wanted = match previous_scopes {
             Some(p) => scopes::union(p, &challenged),
@@ -172,12 +237,10 @@ impl Authorizer {
         };
 
         let grant = match self.options.grant {
-            GrantChoice::ClientCredentials => {
-                self.client_credentials(&target, &policy, wanted).await
-            }
-            GrantChoice::Device => self.device(&target, &policy, wanted).await,
-            GrantChoice::EnterpriseManaged => self.enterprise(&target, &policy, wanted).await,
-            GrantChoice::JwtBearer => self.jwt_bearer(&target, &policy, wanted).await,
+            GrantChoice::ClientCredentials => self.client_credentials(target, policy, wanted).await,
+            GrantChoice::Device => self.device(target, policy, wanted).await,
+            GrantChoice::EnterpriseManaged => self.enterprise(target, policy, wanted).await,
+            GrantChoice::JwtBearer => self.jwt_bearer(target, policy, wanted).await,
             GrantChoice::Auto => {
                 let no_browser = self.options.browser == BrowserMode::System
                     && self.options.opener.is_none()
@@ -187,21 +250,19 @@ impl Authorizer {
                     self.reporter.note(
                         "the authorization server offers only the device authorization grant",
                     );
-                    self.device(&target, &policy, wanted).await
+                    self.device(target, policy, wanted).await
                 } else if no_browser && has_device {
                     self.reporter.note(
                         "no browser can be opened here; using the device authorization grant",
                     );
-                    self.device(&target, &policy, wanted).await
+                    self.device(target, policy, wanted).await
                 } else {
-                    self.code_flow(&target, &report, &policy, wanted).await
+                    self.code_flow(target, report, policy, wanted).await
                 }
             }
         }?;
         let mut grant = grant;
         grant.as_metadata = Some(target.metadata.clone());
-        self.reporter
-            .authorized(&grant.issuer, &grant.requested_scopes);
         Ok(grant)
     }
 
@@ -272,15 +333,24 @@ impl Authorizer {
             form.push(("scope", wanted.join(" ")));
         }
         let now = SystemTime::now();
-        let r = token::request(&self.http, &token_endpoint, &t.issuer, &client, form, now).await?;
+        let r = token::request(
+            &self.http,
+            &token_endpoint,
+            &t.issuer,
+            &client,
+            form,
+            now,
+            self.dpop.as_deref(),
+        )
+        .await?;
         Ok(Grant::from_response(
             r,
             wanted,
-            t.resource.clone(),
-            t.issuer.clone(),
+            t,
             token_endpoint,
             client,
             now,
+            self.dpop.clone(),
         ))
     }
 
@@ -316,16 +386,17 @@ impl Authorizer {
             &client,
             &t.resource,
             &wanted,
+            self.dpop.as_deref(),
         )
         .await?;
         Ok(Grant::from_response(
             r,
             wanted,
-            t.resource.clone(),
-            t.issuer.clone(),
+            t,
             token_endpoint,
             client,
             SystemTime::now(),
+            self.dpop.clone(),
         ))
     }
 
@@ -376,16 +447,17 @@ impl Authorizer {
             &wanted,
             &t.resource,
             self.reporter.as_ref(),
+            self.dpop.as_deref(),
         )
         .await?;
         Ok(Grant::from_response(
             r,
             wanted,
-            t.resource.clone(),
-            t.issuer.clone(),
+            t,
             token_endpoint,
             client,
             SystemTime::now(),
+            self.dpop.clone(),
         ))
     }
 
@@ -635,6 +707,10 @@ impl Authorizer {
             q.append_pair("code_challenge", challenge.as_str());
             q.append_pair("code_challenge_method", challenge.method().as_str());
             q.append_pair("resource", &t.resource);
+            // RFC 9449 §10: the code is bound to the key that will redeem it.
+            if let Some(key) = &self.dpop {
+                q.append_pair("dpop_jkt", key.thumbprint());
+            }
         }
         let expected = Expected {
             state: state.secret(),
@@ -676,15 +752,24 @@ impl Authorizer {
             ("resource", t.resource.clone()),
         ];
         let now = SystemTime::now();
-        let r = token::request(&self.http, token_endpoint, &t.issuer, &client, form, now).await?;
+        let r = token::request(
+            &self.http,
+            token_endpoint,
+            &t.issuer,
+            &client,
+            form,
+            now,
+            self.dpop.as_deref(),
+        )
+        .await?;
         Ok(Grant::from_response(
             r,
             wanted.to_vec(),
-            t.resource.clone(),
-            t.issuer.clone(),
+            t,
             token_endpoint.to_owned(),
             client,
             now,
+            self.dpop.clone(),
         ))
     }
 

@@ -82,6 +82,10 @@ pub struct AuthServerMetadata {
     /// Documents"): an https URL may serve as the client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
+    /// `dpop_signing_alg_values_supported` (RFC 9449 §5.1): the server binds tokens
+    /// to DPoP keys signing with these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
     /// Every other field, as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

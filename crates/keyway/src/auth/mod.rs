@@ -108,6 +108,8 @@ pub struct AuthOptions {
     /// registers and sends [`loopback::Callbacks::redirect_uri`]. Ignored when
     /// `callback_port` is set (a registration that names an exact port).
     pub callbacks: Option<loopback::Callbacks>,
+    /// Whether tokens are bound to a DPoP key (RFC 9449; `--dpop`).
+    pub dpop: dpop::DpopMode,
 }
 
 impl AuthError {
@@ -135,6 +137,7 @@ impl Default for AuthOptions {
             allow_paste: true,
             opener: None,
             callbacks: None,
+            dpop: dpop::DpopMode::Auto,
         }
     }
 }
@@ -287,4 +290,9 @@ pub enum AuthError {
     /// The registration or credential store failed.
     #[error("the credential store failed: {0}")]
     Store(String),
+    /// DPoP is needed but cannot be done: the servers' algorithms are not keyway's, a
+    /// server wants DPoP while `--dpop never` is set, or a DPoP-bound token was asked
+    /// for and a Bearer one issued.
+    #[error("{0}")]
+    Dpop(String),
 }

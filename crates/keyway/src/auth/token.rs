@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{
     callback::printable,
     client::OAuthClient,
+    dpop::DpopKey,
     fetch::{describe, read_capped, snippet},
 };
 
@@ -18,9 +19,22 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// Time for one token request.
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How an access token is presented (RFC 6749 §7.1 `token_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenType {
+    /// `Authorization: Bearer` (RFC 6750).
+    #[default]
+    Bearer,
+    /// Bound to a DPoP key: `Authorization: DPoP` with a proof (RFC 9449 §7.1); never
+    /// sent as Bearer.
+    Dpop,
+}
+
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug)]
 pub(crate) struct TokenResponse {
+    /// `token_type`: `DPoP` only when the request carried a proof.
+    pub(crate) token_type: TokenType,
     /// `access_token`, never empty.
     pub(crate) access_token: AccessToken,
     /// `refresh_token`; an empty one counts as none.
@@ -62,6 +76,10 @@ pub enum TokenError {
     /// assertion failed).
     #[error("{0}")]
     Client(String),
+    /// DPoP failed at the token endpoint: a nonce it keeps asking for, or a proof
+    /// it will not take.
+    #[error("DPoP at the token endpoint failed: {0}")]
+    Dpop(String),
     /// The endpoint is refused by the URL rules; nothing was sent.
     #[error("refusing the {what}: {refusal}")]
     Refused {
@@ -84,33 +102,86 @@ impl TokenError {
 }
 
 /// POST a grant to the token endpoint as `client`. `audience` is the issuer (the
-/// `aud` of private_key_jwt assertions).
+/// `aud` of private_key_jwt assertions). With `dpop`, each request carries a fresh
+/// proof of that key (RFC 9449 §5) with the endpoint's latest nonce; a
+/// `use_dpop_nonce` answer that brings a new nonce is retried once with it (§8).
 pub(crate) async fn request(
     http: &reqwest::Client,
     token_endpoint: &str,
     audience: &str,
     client: &OAuthClient,
-    mut form: Vec<(&'static str, String)>,
+    form: Vec<(&'static str, String)>,
     now: SystemTime,
+    dpop: Option<&DpopKey>,
 ) -> Result<TokenResponse, TokenError> {
-    let req = http
-        .post(token_endpoint)
-        .header(header::ACCEPT, "application/json")
-        .timeout(TOKEN_TIMEOUT);
-    let req = client
-        .authenticate(req, &mut form, audience, now)
-        .map_err(|e| TokenError::Client(e.to_string()))?;
-    let resp = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| transport_error("token_endpoint", token_endpoint, &e))?;
-    let status = resp.status().as_u16();
-    let body = read_capped(resp, MAX_TOKEN_BYTES)
-        .await
-        .map_err(|detail| TokenError::Malformed { status, detail })?;
-    parse_response(status, &body)
+    let endpoint_url = match dpop {
+        Some(_) => Some(
+            url::Url::parse(token_endpoint).map_err(|_| TokenError::Refused {
+                what: "token_endpoint",
+                refusal: super::urls::UrlRefusal::NotAUrl {
+                    url: super::urls::redacted_str(token_endpoint),
+                },
+            })?,
+        ),
+        None => None,
+    };
+    let mut nonce_retried = false;
+    loop {
+        let mut form = form.clone();
+        let mut req = http
+            .post(token_endpoint)
+            .header(header::ACCEPT, "application/json")
+            .timeout(TOKEN_TIMEOUT);
+        let mut used_nonce = None;
+        if let (Some(key), Some(url)) = (dpop, &endpoint_url) {
+            used_nonce = super::dpop::nonce(url);
+            let proof = key
+                .proof("POST", url, None, used_nonce.as_deref(), now)
+                .map_err(|e| TokenError::Client(e.to_string()))?;
+            let mut value = header::HeaderValue::from_str(proof.expose())
+                .map_err(|_| TokenError::Client("a DPoP proof is not a header value".into()))?;
+            value.set_sensitive(true);
+            req = req.header(DPOP, value);
+        }
+        let req = client
+            .authenticate(req, &mut form, audience, now)
+            .map_err(|e| TokenError::Client(e.to_string()))?;
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport_error("token_endpoint", token_endpoint, &e))?;
+        let status = resp.status().as_u16();
+        let fresh_nonce = match (&endpoint_url, resp.headers().get(DPOP_NONCE)) {
+            (Some(url), Some(n)) => {
+                super::dpop::remember_nonce(url, n.as_bytes())
+                    && used_nonce.as_deref().map(str::as_bytes) != Some(n.as_bytes())
+            }
+            _ => false,
+        };
+        let body = read_capped(resp, MAX_TOKEN_BYTES)
+            .await
+            .map_err(|detail| TokenError::Malformed { status, detail })?;
+        match parse_response(status, &body, dpop.is_some()) {
+            Err(e) if e.code() == Some("use_dpop_nonce") && fresh_nonce && !nonce_retried => {
+                nonce_retried = true;
+            }
+            Err(e) if e.code() == Some("use_dpop_nonce") => {
+                return Err(TokenError::Dpop(if nonce_retried {
+                    "the token endpoint asked for a new DPoP nonce again after keyway used the one it gave".into()
+                } else {
+                    "the token endpoint asked for a DPoP nonce (use_dpop_nonce) without giving a usable one (DPoP-Nonce)".into()
+                }));
+            }
+            other => return other,
+        }
+    }
 }
+
+/// The DPoP proof request header (RFC 9449 §4.1).
+pub const DPOP: &str = "dpop";
+/// The header a server gives its nonce in (RFC 9449 §8.1).
+pub const DPOP_NONCE: &str = "dpop-nonce";
 
 /// A request that failed: [`TokenError::Refused`] when the guarded resolver refused
 /// the addresses of `endpoint`'s name (nothing was sent), else a transport error.
@@ -170,7 +241,7 @@ pub async fn revoke(
         return Ok(());
     }
     let body = read_capped(resp, MAX_TOKEN_BYTES).await.unwrap_or_default();
-    match parse_response(status, &body) {
+    match parse_response(status, &body, false) {
         Err(e) => Err(e),
         Ok(_) => Err(TokenError::Malformed {
             status,
@@ -179,8 +250,13 @@ pub async fn revoke(
     }
 }
 
-/// Parse a token endpoint answer. Pure.
-pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
+/// Parse a token endpoint answer (`proved`: the request carried a DPoP proof, so a
+/// `DPoP` token type is expected and allowed). Pure.
+pub(crate) fn parse_response(
+    status: u16,
+    body: &[u8],
+    proved: bool,
+) -> Result<TokenResponse, TokenError> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     if !(200..300).contains(&status) {
         return Err(
@@ -220,17 +296,23 @@ pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TokenResponse, 
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| malformed("no access_token"))?;
-    // RFC 6749 §7.1: the type is case-insensitive; keyway only sends Bearer tokens.
-    match obj.get("token_type").and_then(Value::as_str) {
-        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+    // RFC 6749 §7.1: the type is case-insensitive. DPoP only answers a proof.
+    let token_type = match obj.get("token_type").and_then(Value::as_str) {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => TokenType::Bearer,
+        Some(t) if t.eq_ignore_ascii_case("dpop") && proved => TokenType::Dpop,
+        Some(t) if t.eq_ignore_ascii_case("dpop") => {
+            return Err(malformed(
+                "token_type DPoP, but keyway sent no DPoP proof to bind it to",
+            ));
+        }
         Some(t) => {
             return Err(malformed(&format!(
-                "token_type {:?} is not Bearer",
+                "token_type {:?} is neither Bearer nor DPoP",
                 printable(t)
             )));
         }
         None => return Err(malformed("no token_type")),
-    }
+    };
     // Some servers send expires_in as a string; a negative or absurd one counts as absent.
     let expires_in = match obj.get("expires_in") {
         Some(Value::Number(n)) => n.as_u64(),
@@ -240,6 +322,7 @@ pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TokenResponse, 
     .filter(|s| *s <= 10 * 365 * 24 * 3600)
     .map(Duration::from_secs);
     Ok(TokenResponse {
+        token_type,
         access_token: AccessToken::new(access_token.to_owned()),
         refresh_token: obj
             .get("refresh_token")
@@ -263,6 +346,7 @@ mod tests {
         let r = parse_response(
             200,
             br#"{"access_token":"a","token_type":"bearer","expires_in":"60","scope":"x y"}"#,
+            false,
         )
         .unwrap();
         assert_eq!(r.access_token.secret(), "a");
@@ -272,9 +356,12 @@ mod tests {
         let r = parse_response(
             200,
             br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+            false,
         )
         .unwrap();
         assert_eq!(r.expires_in, None);
+        let r = parse_response(200, br#"{"access_token":"a","token_type":"dpop"}"#, true).unwrap();
+        assert_eq!(r.token_type, TokenType::Dpop);
     }
 
     #[test]
@@ -283,11 +370,15 @@ mod tests {
             &br#"{"token_type":"Bearer"}"#[..],
             br#"{"access_token":"a"}"#,
             br#"{"access_token":"a","token_type":"DPoP"}"#,
+            br#"{"access_token":"a","token_type":"N_A"}"#,
             br#"[]"#,
             b"<html>",
         ] {
             assert!(
-                matches!(parse_response(200, body), Err(TokenError::Malformed { .. })),
+                matches!(
+                    parse_response(200, body, false),
+                    Err(TokenError::Malformed { .. })
+                ),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -299,6 +390,7 @@ mod tests {
         let e = parse_response(
             400,
             br#"{"error":"invalid_grant","error_description":"gone\n"}"#,
+            false,
         )
         .unwrap_err();
         assert_eq!(e.code(), Some("invalid_grant"));
@@ -306,7 +398,7 @@ mod tests {
             e.to_string(),
             "the token endpoint refused (HTTP 400): invalid_grant (gone)"
         );
-        let e = parse_response(502, b"Bad Gateway").unwrap_err();
+        let e = parse_response(502, b"Bad Gateway", false).unwrap_err();
         assert!(matches!(e, TokenError::Malformed { status: 502, .. }));
     }
 }

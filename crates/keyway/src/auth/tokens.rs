@@ -15,10 +15,11 @@ use url::Url;
 
 use super::{
     client::OAuthClient,
-    token::{self, TokenError, TokenResponse},
+    dpop::DpopKey,
+    token::{self, TokenError, TokenResponse, TokenType},
     urls,
 };
-use crate::mcp::TokenSource;
+use crate::mcp::{Presented, TokenSource};
 
 /// Refresh when less than this remains (seed: "less than 60 s").
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -70,6 +71,12 @@ pub struct Grant {
     pub client: OAuthClient,
     /// The authorization server metadata the grant was obtained under.
     pub as_metadata: Option<super::metadata::AuthServerMetadata>,
+    /// How the access token is presented: a [`TokenType::Dpop`] token goes only with
+    /// a proof of [`dpop`](Self::dpop), never as Bearer.
+    pub token_type: TokenType,
+    /// The DPoP key the tokens were requested with (RFC 9449): every refresh proves
+    /// it, and a DPoP-bound access token is presented with it.
+    pub dpop: Option<Arc<DpopKey>>,
 }
 
 impl fmt::Debug for Grant {
@@ -82,29 +89,35 @@ impl fmt::Debug for Grant {
             .field("resource", &self.resource)
             .field("issuer", &self.issuer)
             .field("client_id", &self.client.client_id)
+            .field("token_type", &self.token_type)
+            .field("dpop", &self.dpop)
             .finish_non_exhaustive()
     }
 }
 
 impl Grant {
+    /// The grant a token response gives: for `target`'s resource from its issuer,
+    /// refreshed at `token_endpoint` by `client` (with `dpop`'s proofs, when bound).
     pub(crate) fn from_response(
         r: TokenResponse,
         requested: Vec<String>,
-        resource: String,
-        issuer: String,
+        target: &super::discovery::AuthTarget,
         token_endpoint: String,
         client: OAuthClient,
         now: SystemTime,
+        dpop: Option<Arc<DpopKey>>,
     ) -> Self {
         Self {
+            token_type: r.token_type,
+            dpop,
             access_token: r.access_token,
             refresh_token: r.refresh_token,
             expires_at: r.expires_in.map(|d| now + d),
             issued_at: now,
             requested_scopes: requested,
             granted_scopes: r.scope,
-            resource,
-            issuer,
+            resource: target.resource.clone(),
+            issuer: target.issuer.clone(),
             token_endpoint,
             client,
             as_metadata: None,
@@ -121,6 +134,19 @@ impl Grant {
     /// Whether the access token has expired at `now` (never, without an expiry).
     pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The access token as a request presents it: with its DPoP key when bound.
+    /// `None` for a DPoP-bound token without its key: it is never sent as Bearer.
+    pub fn presented(&self) -> Option<Presented> {
+        let dpop = match self.token_type {
+            TokenType::Dpop => Some(self.dpop.clone()?),
+            TokenType::Bearer => None,
+        };
+        Some(Presented {
+            token: self.access_token.clone(),
+            dpop,
+        })
     }
 
     /// Whether this grant may be sent to `uri` (invariant 1): the test of
@@ -155,6 +181,8 @@ mod tests {
                 redirect_uris: vec![],
             },
             as_metadata: None,
+            token_type: TokenType::Bearer,
+            dpop: None,
         }
     }
 
@@ -244,6 +272,7 @@ pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshErr
         &grant.client,
         form,
         now,
+        grant.dpop.as_deref(),
     )
     .await
     .map_err(|e| match e {
@@ -263,6 +292,8 @@ pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshErr
         token_endpoint: grant.token_endpoint.clone(),
         client: grant.client.clone(),
         as_metadata: grant.as_metadata.clone(),
+        token_type: r.token_type,
+        dpop: grant.dpop.clone(),
     })
 }
 
@@ -318,10 +349,10 @@ impl OAuthTokens {
 }
 
 impl TokenSource for OAuthTokens {
-    fn bearer<'a>(
+    fn token<'a>(
         &'a self,
         uri: &'a str,
-    ) -> BoxFuture<'a, Result<Option<AccessToken>, RmcpAuthError>> {
+    ) -> BoxFuture<'a, Result<Option<Presented>, RmcpAuthError>> {
         Box::pin(async move {
             let mut slot = self.grant.lock().await;
             let Some(g) = slot.as_ref() else {
@@ -333,20 +364,20 @@ impl TokenSource for OAuthTokens {
             }
             let now = SystemTime::now();
             if !g.needs_refresh(now) || g.refresh_token.is_none() {
-                return Ok(Some(g.access_token.clone()));
+                return Ok(g.presented());
             }
             match refresh(g, now).await {
                 Ok(fresh) => {
                     self.refreshes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let token = fresh.access_token.clone();
+                    let token = fresh.presented();
                     *slot = Some(fresh);
-                    Ok(Some(token))
+                    Ok(token)
                 }
                 // Still valid for a moment: use it; the next request tries again.
                 Err(RefreshError::Failed(e)) if !g.expired(now) => {
                     tracing::warn!(error = %e, "refresh failed; using the current token while it lasts");
-                    Ok(Some(g.access_token.clone()))
+                    Ok(g.presented())
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "refresh failed; authorization is needed");

@@ -1,20 +1,46 @@
-//! Where a connection's bearer token comes from: asked for on every request, so a
+//! Where a connection's access token comes from: asked for on every request, so a
 //! refreshed token is picked up at once, and never kept in a struct that derives
-//! `Debug`.
+//! `Debug`. A DPoP-bound token comes with its key, so it is never sent as Bearer.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use futures::future::BoxFuture;
 use oauth2::AccessToken;
 use rmcp::transport::auth::AuthError;
 
-use crate::Secret;
+use crate::{Secret, auth::dpop::DpopKey};
+
+/// The access token for one request, and how to present it.
+#[derive(Clone)]
+pub struct Presented {
+    /// The access token.
+    pub token: AccessToken,
+    /// `Some`: the token is DPoP-bound to this key (RFC 9449): it goes as
+    /// `Authorization: DPoP` with a fresh proof of the key, never as Bearer.
+    pub dpop: Option<Arc<DpopKey>>,
+}
+
+impl Presented {
+    /// A Bearer token.
+    pub fn bearer(token: AccessToken) -> Self {
+        Self { token, dpop: None }
+    }
+}
+
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presented")
+            .field("token", &self.token)
+            .field("dpop", &self.dpop)
+            .finish()
+    }
+}
 
 /// Where a connection gets the token for its next request.
 pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
     /// The token to send to `uri` now, or `None` to send the request without one
     /// (the server's 401 challenge then says what it takes).
-    fn bearer<'a>(&'a self, uri: &'a str) -> BoxFuture<'a, Result<Option<AccessToken>, AuthError>>;
+    fn token<'a>(&'a self, uri: &'a str) -> BoxFuture<'a, Result<Option<Presented>, AuthError>>;
 }
 
 /// A fixed token (or none): static API tokens, and tests.
@@ -29,10 +55,7 @@ impl StaticToken {
 }
 
 impl TokenSource for StaticToken {
-    fn bearer<'a>(
-        &'a self,
-        _uri: &'a str,
-    ) -> BoxFuture<'a, Result<Option<AccessToken>, AuthError>> {
-        Box::pin(async move { Ok(self.0.clone()) })
+    fn token<'a>(&'a self, _uri: &'a str) -> BoxFuture<'a, Result<Option<Presented>, AuthError>> {
+        Box::pin(async move { Ok(self.0.clone().map(Presented::bearer)) })
     }
 }

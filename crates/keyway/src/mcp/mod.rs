@@ -27,7 +27,7 @@ use rmcp::{
     service::RunningService,
 };
 
-pub use bearer::{StaticToken, TokenSource};
+pub use bearer::{Presented, StaticToken, TokenSource};
 pub use error::{ConnectError, RequestError};
 pub use wire::{Deadlines, Protocol, UnknownProtocol, WireConfig, WireKind};
 

@@ -44,6 +44,46 @@ const MAX_MESSAGE: usize = super::sse::MAX_EVENT;
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// The DPoP proof header (RFC 9449 §4.1) and the header a nonce comes in (§9).
+const DPOP: HeaderName = HeaderName::from_static("dpop");
+const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
+/// What a DPoP proof was made for: the URL it names, and the nonce it carried.
+struct Proved {
+    url: Url,
+    nonce: Option<String>,
+}
+
+/// Why a server refused a DPoP proof, read from a 401's `DPoP` challenge.
+#[derive(Debug, PartialEq, Eq)]
+enum DpopRefusal {
+    /// `use_dpop_nonce`: the proof lacks the server's (latest) nonce.
+    Nonce,
+    /// `invalid_dpop_proof`, with the server's description.
+    Proof(Option<String>),
+}
+
+/// The DPoP refusal a 401 answer carries, if that is what it is.
+fn dpop_refusal(resp: &Reply) -> Option<DpopRefusal> {
+    if resp.status != StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    let values = resp
+        .headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let c = crate::auth::challenge::dpop(values)?;
+    match c.error.as_deref() {
+        Some("use_dpop_nonce") => Some(DpopRefusal::Nonce),
+        Some("invalid_dpop_proof") => Some(DpopRefusal::Proof(
+            c.error_description
+                .as_deref()
+                .map(crate::auth::callback::printable),
+        )),
+        _ => None,
+    }
+}
 
 /// Headers every request may carry besides its own: session id, protocol version,
 /// `Authorization`, `User-Agent`, `Proxy-Authorization`. Room for them is made up front
@@ -630,40 +670,154 @@ impl Wire {
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The configured headers and the bearer token for `uri`, added to `headers`.
-    async fn add_credentials(&self, headers: &mut HeaderMap, uri: &str) -> Result<(), WireError> {
+    /// The configured headers and the access token, added to `headers` for a
+    /// `method` request to `target`. A DPoP-bound token goes as `Authorization: DPoP`
+    /// with a fresh proof for `method` and `target` (RFC 9449 §7); what the proof was
+    /// made for is returned, so its answer can be read for the server's nonce.
+    async fn add_credentials(
+        &self,
+        headers: &mut HeaderMap,
+        method: &Method,
+        target: &Uri,
+    ) -> Result<Option<Proved>, WireError> {
         for (k, v) in &self.inner.configured {
             headers.insert(k.clone(), v.clone());
         }
-        match self.inner.config.tokens.bearer(uri).await {
-            Ok(Some(t)) => {
-                let mut last = self.inner.bearer.lock().unwrap_or_else(|p| p.into_inner());
-                let value = match &*last {
-                    Some(v)
-                        if v.as_bytes().strip_prefix(b"Bearer ") == Some(t.secret().as_bytes()) =>
-                    {
-                        v.clone()
-                    }
-                    _ => {
-                        let mut v = HeaderValue::from_str(&format!("Bearer {}", t.secret()))
-                            .map_err(|_| {
-                                WireError::Credentials("the token is not a header value".into())
-                            })?;
-                        v.set_sensitive(true);
-                        *last = Some(v.clone());
-                        v
-                    }
-                };
-                headers.insert(header::AUTHORIZATION, value);
-                Ok(())
+        let presented = match self
+            .inner
+            .config
+            .tokens
+            .token(self.inner.config.url.as_str())
+            .await
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(WireError::Credentials(e.to_string())),
+        };
+        let scheme: &[u8] = match presented.dpop {
+            Some(_) => b"DPoP ",
+            None => b"Bearer ",
+        };
+        let value = {
+            let mut last = self.inner.bearer.lock().unwrap_or_else(|p| p.into_inner());
+            match &*last {
+                Some(v)
+                    if v.as_bytes().strip_prefix(scheme)
+                        == Some(presented.token.secret().as_bytes()) =>
+                {
+                    v.clone()
+                }
+                _ => {
+                    let mut bytes = scheme.to_vec();
+                    bytes.extend_from_slice(presented.token.secret().as_bytes());
+                    let mut v = HeaderValue::from_bytes(&bytes).map_err(|_| {
+                        WireError::Credentials("the token is not a header value".into())
+                    })?;
+                    v.set_sensitive(true);
+                    *last = Some(v.clone());
+                    v
+                }
             }
-            Ok(None) => Ok(()),
-            Err(e) => Err(WireError::Credentials(e.to_string())),
+        };
+        headers.insert(header::AUTHORIZATION, value);
+        let Some(key) = presented.dpop else {
+            return Ok(None);
+        };
+        let url = if *target == self.inner.uri {
+            self.inner.config.url.clone()
+        } else {
+            Url::parse(&target.to_string()).map_err(|_| {
+                WireError::Credentials("the request URL cannot be named in a DPoP proof".into())
+            })?
+        };
+        let nonce = crate::auth::dpop::nonce(&url);
+        let token = crate::Secret::new(presented.token.secret().as_str());
+        let proof = key
+            .proof(
+                method.as_str(),
+                &url,
+                Some(&token),
+                nonce.as_deref(),
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| WireError::Credentials(e.to_string()))?;
+        let mut v = HeaderValue::from_str(proof.expose())
+            .map_err(|_| WireError::Credentials("a DPoP proof is not a header value".into()))?;
+        v.set_sensitive(true);
+        headers.insert(DPOP, v);
+        Ok(Some(Proved { url, nonce }))
+    }
+
+    /// Send a request with the credentials for it (see [`Wire::add_credentials`]) and
+    /// read its answer's head (see [`Wire::exchange`]). A DPoP-bound request refused
+    /// for want of the server's nonce (`use_dpop_nonce`, RFC 9449 §9) or for a proof
+    /// the server will not take (`invalid_dpop_proof`: one it believes replayed) is
+    /// sent once more with a fresh proof and the latest nonce; refused again, it
+    /// fails with [`WireError::Credentials`] rather than a 401 that would start an
+    /// authorization no new token can satisfy.
+    async fn authorized(
+        &self,
+        method: Method,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+        idle: bool,
+    ) -> Result<Reply, WireError> {
+        let Some(proved) = self.add_credentials(&mut headers, &method, &uri).await? else {
+            let req = self.request(method, uri, headers, body);
+            return self.exchange(req, idle).await;
+        };
+        let mut again = headers.clone();
+        let req = self.request(method.clone(), uri.clone(), headers, body.clone());
+        let resp = self.exchange(req, idle).await?;
+        let fresh_nonce = self.note_nonce(&resp, &proved);
+        let Some(refusal) = dpop_refusal(&resp) else {
+            return Ok(resp);
+        };
+        if refusal == DpopRefusal::Nonce && !fresh_nonce {
+            return Err(WireError::Credentials(format!(
+                "{} asks for a DPoP nonce (use_dpop_nonce) without giving a usable one (DPoP-Nonce)",
+                self.inner.server
+            )));
+        }
+        drop(resp);
+        again.remove(header::AUTHORIZATION);
+        again.remove(DPOP);
+        let Some(proved) = self.add_credentials(&mut again, &method, &uri).await? else {
+            let req = self.request(method, uri, again, body);
+            return self.exchange(req, idle).await;
+        };
+        let req = self.request(method, uri, again, body);
+        let resp = self.exchange(req, idle).await?;
+        self.note_nonce(&resp, &proved);
+        match dpop_refusal(&resp) {
+            None => Ok(resp),
+            Some(DpopRefusal::Nonce) => Err(WireError::Credentials(format!(
+                "{} asked for a new DPoP nonce again after keyway used the one it gave",
+                self.inner.server
+            ))),
+            Some(DpopRefusal::Proof(why)) => Err(WireError::Credentials(format!(
+                "{} refused keyway's DPoP proof twice{}",
+                self.inner.server,
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            ))),
         }
     }
 
-    /// The headers of a request in the session: its id, the protocol revision, the
-    /// credentials.
+    /// Remember the nonce an answer to a DPoP proof carries (RFC 9449 §9: any answer
+    /// may bring one). True when it is new: not the one the proof used.
+    fn note_nonce(&self, resp: &Reply, proved: &Proved) -> bool {
+        match resp.headers.get(DPOP_NONCE) {
+            Some(n) => {
+                crate::auth::dpop::remember_nonce(&proved.url, n.as_bytes())
+                    && proved.nonce.as_deref().map(str::as_bytes) != Some(n.as_bytes())
+            }
+            None => false,
+        }
+    }
+
+    /// The headers of a request in the session: its id and the protocol revision
+    /// (the credentials are added as it is sent, [`Wire::authorized`]).
     async fn session_headers(
         &self,
         capacity: usize,
@@ -680,8 +834,6 @@ impl Wire {
         if let Some(p) = protocol {
             headers.insert(PROTOCOL_VERSION, p);
         }
-        self.add_credentials(&mut headers, self.inner.config.url.as_str())
-            .await?;
         Ok((headers, session))
     }
 
@@ -882,8 +1034,6 @@ impl Wire {
                 for (k, v) in extra {
                     headers.insert(k.clone(), v.clone());
                 }
-                self.add_credentials(&mut headers, self.inner.config.url.as_str())
-                    .await?;
                 (headers, None)
             }
             None => self.session_headers(2).await?,
@@ -897,11 +1047,12 @@ impl Wire {
             HeaderValue::from_static("application/json"),
         );
         let body = Bytes::copy_from_slice(message.text().as_bytes());
-        let req = self.request(Method::POST, self.inner.uri.clone(), headers, body);
         // A 2026-07-28 `subscriptions/listen` stream is quiet until something changes:
         // no idle deadline (TCP keepalive finds a dead peer), as the GET stream.
         let idle = message.method() != Some("subscriptions/listen");
-        let resp = self.exchange(req, idle).await?;
+        let resp = self
+            .authorized(Method::POST, self.inner.uri.clone(), headers, body, idle)
+            .await?;
         let status = resp.status;
         if modern.is_none()
             && let Some(id) = resp.headers.get(SESSION_ID)
@@ -1292,8 +1443,15 @@ impl Wire {
             reason: "an event ID that cannot be sent back in a header".into(),
         })?;
         headers.insert(LAST_EVENT_ID, id);
-        let get = self.request(Method::GET, self.inner.uri.clone(), headers, Bytes::new());
-        let resp = self.exchange(get, true).await?;
+        let resp = self
+            .authorized(
+                Method::GET,
+                self.inner.uri.clone(),
+                headers,
+                Bytes::new(),
+                true,
+            )
+            .await?;
         if !resp.status.is_success() {
             return Err(self.http_error(resp, session.is_some()).await);
         }
@@ -1319,8 +1477,15 @@ impl Wire {
         {
             headers.insert(LAST_EVENT_ID, id);
         }
-        let get = self.request(Method::GET, self.inner.uri.clone(), headers, Bytes::new());
-        let resp = self.exchange(get, true).await?;
+        let resp = self
+            .authorized(
+                Method::GET,
+                self.inner.uri.clone(),
+                headers,
+                Bytes::new(),
+                true,
+            )
+            .await?;
         match resp.status {
             s if s.is_success() => {
                 let wire = self.clone();
@@ -1366,7 +1531,7 @@ impl Wire {
         let mut headers = HeaderMap::with_capacity(1 + EXTRA_HEADERS + self.inner.configured.len());
         headers.insert(SESSION_ID, session);
         if self
-            .add_credentials(&mut headers, c.url.as_str())
+            .add_credentials(&mut headers, &Method::DELETE, &self.inner.uri)
             .await
             .is_err()
         {
@@ -1388,17 +1553,22 @@ impl Wire {
     // ------------------------------------------------------------ legacy SSE
 
     async fn open_legacy_stream(&self) -> Result<(), WireError> {
-        let c = &self.inner.config;
         let mut headers = HeaderMap::with_capacity(2 + EXTRA_HEADERS + self.inner.configured.len());
         headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
-        self.add_credentials(&mut headers, c.url.as_str()).await?;
         // The stream is the session: no idle limit (TCP keep-alive notices a dead
         // connection); a quiet server is not a broken one.
-        let get = self.request(Method::GET, self.inner.uri.clone(), headers, Bytes::new());
-        let resp = self.exchange(get, false).await?;
+        let resp = self
+            .authorized(
+                Method::GET,
+                self.inner.uri.clone(),
+                headers,
+                Bytes::new(),
+                false,
+            )
+            .await?;
         if !resp.status.is_success() {
             return Err(self.http_error(resp, false).await);
         }
@@ -1442,16 +1612,15 @@ impl Wire {
         let Some(post_url) = self.state().post_url.clone() else {
             return Err(WireError::Closed);
         };
-        let c = &self.inner.config;
         let mut headers = HeaderMap::with_capacity(2 + EXTRA_HEADERS + self.inner.configured.len());
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        self.add_credentials(&mut headers, c.url.as_str()).await?;
         let body = Bytes::copy_from_slice(message.text().as_bytes());
-        let req = self.request(Method::POST, post_url, headers, body);
-        let resp = self.exchange(req, true).await?;
+        let resp = self
+            .authorized(Method::POST, post_url, headers, body, true)
+            .await?;
         if resp.status.is_success() {
             Ok(())
         } else {

@@ -225,6 +225,10 @@ pub struct OAuthCredential {
     pub resource: String,
     /// The authorization server metadata the tokens were obtained under.
     pub as_metadata: Option<AuthServerMetadata>,
+    /// How the access token is presented; a DPoP-bound one needs [`dpop`](Self::dpop).
+    pub token_type: crate::auth::token::TokenType,
+    /// The DPoP key the tokens are bound to (RFC 9449), sealed with them.
+    pub dpop: Option<std::sync::Arc<crate::auth::dpop::DpopKey>>,
 }
 
 /// Credential writes this process made, through any store handle: a reader that keeps a

@@ -116,6 +116,9 @@ impl CredentialStore for RmcpCredentials {
             client_id: c.client_id.clone(),
             resource: self.resource.clone(),
             as_metadata: previous.and_then(|p| p.as_metadata.clone()),
+            // rmcp's flow sends no DPoP proofs: its tokens are Bearer.
+            token_type: crate::auth::token::TokenType::Bearer,
+            dpop: None,
         };
         self.store
             .save_credential(

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use base64::Engine as _;
 use oauth2::{AccessToken, ClientSecret, RefreshToken};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,10 @@ use super::{
 };
 use crate::{
     Secret,
-    auth::{AuthError, AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration},
+    auth::{
+        AuthError, AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration,
+        dpop::DpopKey, token::TokenType,
+    },
 };
 
 /// The schema this keyway writes: 1, the tables ([`MIGRATIONS`]); 2, every sealed
@@ -503,6 +507,13 @@ struct CredentialSecret {
     token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// `DPoP` for a DPoP-bound access token; absent for Bearer. Sealed, so nobody
+    /// can turn a bound token into a Bearer one by editing the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_type: Option<String>,
+    /// The DPoP private key (PKCS#8 DER, base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dpop_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -590,6 +601,8 @@ fn write_credential(
             CredentialSecret {
                 token: token.expose().to_owned(),
                 refresh_token: None,
+                token_type: None,
+                dpop_key: None,
             },
             None,
         ),
@@ -597,6 +610,11 @@ fn write_credential(
             CredentialSecret {
                 token: o.access_token.secret().clone(),
                 refresh_token: o.refresh_token.as_ref().map(|r| r.secret().clone()),
+                token_type: (o.token_type == TokenType::Dpop).then(|| "DPoP".to_owned()),
+                dpop_key: o
+                    .dpop
+                    .as_ref()
+                    .map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.pkcs8())),
             },
             Some(o),
         ),
@@ -715,6 +733,23 @@ fn read_credential(
             ),
         })?;
     let secret: CredentialSecret = decode_json("credential", &plain)?;
+    let dpop = match &secret.dpop_key {
+        None => None,
+        Some(b64) => {
+            let der = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(b64)
+                    .map_err(|e| StoreError::Decode(format!("the DPoP key of {name}: {e}")))?,
+            );
+            Some(std::sync::Arc::new(DpopKey::from_pkcs8(&der).map_err(
+                |e| StoreError::Decode(format!("the DPoP key of {name}: {e}")),
+            )?))
+        }
+    };
+    let token_type = match secret.token_type.as_deref() {
+        Some("DPoP") => TokenType::Dpop,
+        _ => TokenType::Bearer,
+    };
     let credential = match kind.as_str() {
         "bearer" => Credential::Bearer {
             token: Secret::new(secret.token),
@@ -737,6 +772,8 @@ fn read_credential(
                 client_id: client_id.ok_or_else(|| missing("client id"))?,
                 resource: resource.ok_or_else(|| missing("resource"))?,
                 as_metadata: meta.and_then(|m| serde_json::from_str(&m).ok()),
+                token_type,
+                dpop,
             }))
         }
     };

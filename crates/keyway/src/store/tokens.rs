@@ -17,8 +17,10 @@ use rmcp::transport::auth::AuthError as RmcpAuthError;
 
 use super::{Credential, LastStatus, OAuthCredential, Store, StoreError, StoredCredential};
 use crate::{
-    auth::{ClientAuth, Grant, OAuthClient, RefreshError, RegistrationKind, refresh},
-    mcp::TokenSource,
+    auth::{
+        ClientAuth, Grant, OAuthClient, RefreshError, RegistrationKind, refresh, token::TokenType,
+    },
+    mcp::{Presented, TokenSource},
 };
 
 /// The client `o` was issued to: the stored registration for its issuer when it is
@@ -385,6 +387,8 @@ impl StoredTokens {
             token_endpoint: o.token_endpoint.clone(),
             client,
             as_metadata: o.as_metadata.clone(),
+            token_type: o.token_type,
+            dpop: o.dpop.clone(),
         })
     }
 }
@@ -405,6 +409,8 @@ pub fn credential_from_grant(g: &Grant) -> OAuthCredential {
         client_id: g.client.client_id.clone(),
         resource: g.resource.clone(),
         as_metadata: g.as_metadata.clone(),
+        token_type: g.token_type,
+        dpop: g.dpop.clone(),
     }
 }
 
@@ -430,10 +436,10 @@ impl<T: Store + ?Sized> RegistrationStoreExt for T {
 }
 
 impl TokenSource for StoredTokens {
-    fn bearer<'a>(
+    fn token<'a>(
         &'a self,
         uri: &'a str,
-    ) -> BoxFuture<'a, Result<Option<AccessToken>, RmcpAuthError>> {
+    ) -> BoxFuture<'a, Result<Option<Presented>, RmcpAuthError>> {
         Box::pin(async move {
             let credential = match self.reusable() {
                 Some(Some(c)) => c,
@@ -445,16 +451,29 @@ impl TokenSource for StoredTokens {
                 },
             };
             match &*credential {
-                Credential::Bearer { token } => {
-                    Ok(Some(AccessToken::new(token.expose().to_owned())))
-                }
+                Credential::Bearer { token } => Ok(Some(Presented::bearer(AccessToken::new(
+                    token.expose().to_owned(),
+                )))),
                 Credential::OAuth(o) => {
                     let for_uri = self.sendable(&o.resource, uri);
                     if !for_uri {
                         tracing::warn!(uri, resource = %o.resource, "not sending a token issued for another resource");
                         return Ok(None);
                     }
-                    Ok(Some(o.access_token.clone()))
+                    let dpop = match o.token_type {
+                        TokenType::Bearer => None,
+                        TokenType::Dpop => match &o.dpop {
+                            Some(key) => Some(key.clone()),
+                            None => {
+                                tracing::warn!(server = %self.server_id, "a DPoP-bound token without its key is never sent as Bearer");
+                                return Ok(None);
+                            }
+                        },
+                    };
+                    Ok(Some(Presented {
+                        token: o.access_token.clone(),
+                        dpop,
+                    }))
                 }
             }
         })

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dpop;
 mod flows;
 mod harness;
 mod hostile;

@@ -36,6 +36,8 @@ pub fn oauth(at: &str, rt: Option<&str>) -> Credential {
         client_id: "c".into(),
         resource: "https://one.example/mcp".into(),
         as_metadata: None,
+        token_type: Default::default(),
+        dpop: None,
     }))
 }
 
@@ -288,4 +290,45 @@ async fn a_flow_is_pending_while_it_waits_for_its_callback() {
     for s in tb.secrets() {
         assert!(!all.windows(s.len()).any(|w| w == s.as_bytes()));
     }
+}
+
+#[tokio::test]
+async fn a_dpop_bound_credential_keeps_its_key_sealed_with_it() {
+    use keyway::auth::{dpop::DpopKey, token::TokenType};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let key = std::sync::Arc::new(DpopKey::generate().unwrap());
+    let Credential::OAuth(mut o) = oauth("bound-at", Some("bound-rt")) else {
+        unreachable!()
+    };
+    o.token_type = TokenType::Dpop;
+    o.dpop = Some(key.clone());
+    store
+        .create_server(&server("id1", "one"), Some(&Credential::OAuth(o)))
+        .await
+        .unwrap();
+    let Credential::OAuth(back) = store.credential("id1").await.unwrap().unwrap().credential else {
+        panic!("an OAuth credential was stored")
+    };
+    assert_eq!(back.token_type, TokenType::Dpop);
+    assert_eq!(
+        back.dpop.as_ref().map(|k| k.thumbprint().to_owned()),
+        Some(key.thumbprint().to_owned())
+    );
+    // The private key is in no column in the clear, nor is the token type (a Bearer
+    // downgrade by editing the file is impossible: it is sealed with the token).
+    drop(store);
+    let raw = std::fs::read(dir.path().join("keyway.db")).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.pkcs8());
+    let hay = String::from_utf8_lossy(&raw);
+    assert!(
+        !hay.contains(&b64[..40]),
+        "the DPoP key is stored in the clear"
+    );
+    assert!(!hay.contains("DPoP"));
+    assert!(
+        !raw.windows(key.pkcs8().len()).any(|w| w == key.pkcs8()),
+        "the DPoP key's DER is stored in the clear"
+    );
 }

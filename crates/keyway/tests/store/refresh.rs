@@ -110,7 +110,7 @@ async fn a_busy_source_reads_the_store_about_once_a_second() {
         let s = source.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..100 {
-                let t = s.bearer("http://127.0.0.1:1/").await;
+                let t = s.token("http://127.0.0.1:1/").await;
                 assert!(t.is_ok());
             }
         }));
