@@ -3,9 +3,16 @@
 // MCP server as audience), refresh token rotation, introspection for the resource
 // server. Consent is answered at once by the middleware below (no person in CI).
 //
+// DPoP (RFC 9449) is on, as oidc-provider has it by default: a token request with a
+// proof gets DPoP-bound access and refresh tokens (introspection names the key,
+// `cnf.jkt`, for the resource server to check).
+//
 // Listens on 127.0.0.1 at a free port and prints one JSON line:
-//   {"issuer": ..., "introspection_endpoint": ...}
+//   {"issuer": ..., "introspection_endpoint": ..., "stats_url": ...}
+// The stats URL answers {"grants": {grant_type: count}} of successful token requests.
 // env: RS_CLIENT_SECRET  secret of the resource server's introspection client
+//      DPOP_NONCE=1      every DPoP proof must carry the server's nonce (§8)
+//      ACCESS_TTL=SECS   access token lifetime (default 600)
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
@@ -16,6 +23,9 @@ if (!rsSecret) {
   process.exit(2);
 }
 const loopback = new Set(['127.0.0.1', 'localhost', '[::1]']);
+const requireNonce = process.env.DPOP_NONCE === '1';
+const accessTokenTTL = Number(process.env.ACCESS_TTL || 600);
+const grants = {};
 
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
@@ -54,13 +64,18 @@ server.listen(0, '127.0.0.1', () => {
       registration: { enabled: true, initialAccessToken: false },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      dPoP: {
+        enabled: true,
+        nonceSecret: crypto.randomBytes(32),
+        requireNonce: () => requireNonce,
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => undefined,
         useGrantedResource: async () => false,
         async getResourceServerInfo(ctx, resource) {
           if (!loopback.has(new URL(resource).hostname)) throw new errors.InvalidTarget();
-          return { scope: 'mcp:tools mcp:admin', audience: resource, accessTokenTTL: 600, accessTokenFormat: 'opaque' };
+          return { scope: 'mcp:tools mcp:admin', audience: resource, accessTokenTTL, accessTokenFormat: 'opaque' };
         },
       },
     },
@@ -90,6 +105,22 @@ server.listen(0, '127.0.0.1', () => {
     await provider.interactionFinished(ctx.req, ctx.res, result, { mergeWithLastSubmission: true });
   });
 
-  server.on('request', provider.callback());
-  console.log(JSON.stringify({ issuer, introspection_endpoint: `${issuer}/token/introspection` }));
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params.grant_type;
+    grants[type] = (grants[type] || 0) + 1;
+  });
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    if (req.url === '/interop/stats') {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ grants }));
+      return;
+    }
+    callback(req, res);
+  });
+  console.log(JSON.stringify({
+    issuer,
+    introspection_endpoint: `${issuer}/token/introspection`,
+    stats_url: `${issuer}/interop/stats`,
+  }));
 });

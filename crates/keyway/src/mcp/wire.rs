@@ -750,11 +750,12 @@ impl Wire {
 
     /// Send a request with the credentials for it (see [`Wire::add_credentials`]) and
     /// read its answer's head (see [`Wire::exchange`]). A DPoP-bound request refused
-    /// for want of the server's nonce (`use_dpop_nonce`, RFC 9449 §9) or for a proof
-    /// the server will not take (`invalid_dpop_proof`: one it believes replayed) is
-    /// sent once more with a fresh proof and the latest nonce; refused again, it
-    /// fails with [`WireError::Credentials`] rather than a 401 that would start an
-    /// authorization no new token can satisfy.
+    /// for want of the server's nonce (`use_dpop_nonce`, RFC 9449 §9) is sent again
+    /// with the nonce, and one refused for a proof the server will not take
+    /// (`invalid_dpop_proof`: one it believes replayed) again with a fresh proof: once
+    /// each. Refused again for the same reason, it fails with
+    /// [`WireError::Credentials`] rather than a 401 that would start an authorization
+    /// no new token can satisfy.
     async fn authorized(
         &self,
         method: Method,
@@ -763,44 +764,58 @@ impl Wire {
         body: Bytes,
         idle: bool,
     ) -> Result<Reply, WireError> {
-        let Some(proved) = self.add_credentials(&mut headers, &method, &uri).await? else {
+        let Some(mut proved) = self.add_credentials(&mut headers, &method, &uri).await? else {
             let req = self.request(method, uri, headers, body);
             return self.exchange(req, idle).await;
         };
-        let mut again = headers.clone();
-        let req = self.request(method.clone(), uri.clone(), headers, body.clone());
-        let resp = self.exchange(req, idle).await?;
-        let fresh_nonce = self.note_nonce(&resp, &proved);
-        let Some(refusal) = dpop_refusal(&resp) else {
-            return Ok(resp);
-        };
-        if refusal == DpopRefusal::Nonce && !fresh_nonce {
-            return Err(WireError::Credentials(format!(
-                "{} asks for a DPoP nonce (use_dpop_nonce) without giving a usable one (DPoP-Nonce)",
-                self.inner.server
-            )));
-        }
-        drop(resp);
-        again.remove(header::AUTHORIZATION);
-        again.remove(DPOP);
-        let Some(proved) = self.add_credentials(&mut again, &method, &uri).await? else {
-            let req = self.request(method, uri, again, body);
-            return self.exchange(req, idle).await;
-        };
-        let req = self.request(method, uri, again, body);
-        let resp = self.exchange(req, idle).await?;
-        self.note_nonce(&resp, &proved);
-        match dpop_refusal(&resp) {
-            None => Ok(resp),
-            Some(DpopRefusal::Nonce) => Err(WireError::Credentials(format!(
-                "{} asked for a new DPoP nonce again after keyway used the one it gave",
-                self.inner.server
-            ))),
-            Some(DpopRefusal::Proof(why)) => Err(WireError::Credentials(format!(
-                "{} refused keyway's DPoP proof twice{}",
-                self.inner.server,
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            ))),
+        let (mut nonce_retried, mut proof_retried) = (false, false);
+        loop {
+            let again = headers.clone();
+            let req = self.request(method.clone(), uri.clone(), headers, body.clone());
+            let resp = self.exchange(req, idle).await?;
+            let fresh_nonce = self.note_nonce(&resp, &proved);
+            match dpop_refusal(&resp) {
+                None => return Ok(resp),
+                Some(DpopRefusal::Nonce) if !fresh_nonce => {
+                    return Err(WireError::Credentials(if nonce_retried {
+                        format!(
+                            "{} asked for a new DPoP nonce again after keyway used the one it gave",
+                            self.inner.server
+                        )
+                    } else {
+                        format!(
+                            "{} asks for a DPoP nonce (use_dpop_nonce) without giving a usable one (DPoP-Nonce)",
+                            self.inner.server
+                        )
+                    }));
+                }
+                Some(DpopRefusal::Nonce) if nonce_retried => {
+                    return Err(WireError::Credentials(format!(
+                        "{} asked for a new DPoP nonce again after keyway used the one it gave",
+                        self.inner.server
+                    )));
+                }
+                Some(DpopRefusal::Nonce) => nonce_retried = true,
+                Some(DpopRefusal::Proof(why)) if proof_retried => {
+                    return Err(WireError::Credentials(format!(
+                        "{} refused keyway's DPoP proof twice{}",
+                        self.inner.server,
+                        why.map(|w| format!(": {w}")).unwrap_or_default()
+                    )));
+                }
+                Some(DpopRefusal::Proof(_)) => proof_retried = true,
+            }
+            drop(resp);
+            headers = again;
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(DPOP);
+            match self.add_credentials(&mut headers, &method, &uri).await? {
+                Some(p) => proved = p,
+                None => {
+                    let req = self.request(method, uri, headers, body);
+                    return self.exchange(req, idle).await;
+                }
+            }
         }
     }
 

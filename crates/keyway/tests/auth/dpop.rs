@@ -118,7 +118,13 @@ async fn nonces_are_taken_from_both_servers_even_as_they_rotate() {
 
 #[tokio::test]
 async fn a_proof_refused_as_replayed_is_followed_by_a_fresh_one() {
-    let tb = testbed(|k| k.dpop_spurious_replays = 1).await;
+    // With nonces too: the first request is refused for want of the nonce, its retry
+    // as replayed; each refusal earns its own retry.
+    let tb = testbed(|k| {
+        k.dpop_spurious_replays = 1;
+        k.dpop_nonce = true;
+    })
+    .await;
     let grant = authorizer(follow())
         .authorize(&url(&tb), &challenge(&tb).await, None)
         .await
@@ -132,8 +138,15 @@ async fn a_proof_refused_as_replayed_is_followed_by_a_fresh_one() {
     let key = grant.dpop.clone().unwrap();
     let target = url::Url::parse(tb.mcp_url()).unwrap();
     let token = Secret::new(grant.access_token.secret().as_str());
+    let nonce = tb.dpop_nonce();
     let proof = key
-        .proof("POST", &target, Some(&token), None, SystemTime::now())
+        .proof(
+            "POST",
+            &target,
+            Some(&token),
+            nonce.as_deref(),
+            SystemTime::now(),
+        )
         .unwrap();
     let send = || {
         reqwest::Client::new()
