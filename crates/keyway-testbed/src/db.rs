@@ -89,6 +89,28 @@ pub(crate) struct Code {
     /// `dpop_jkt` of the authorization request (RFC 9449 §10): the exchange needs a
     /// proof by this key.
     pub dpop_jkt: Option<String>,
+    /// What `--idp-quirks` decided when the authorization was asked for.
+    pub quirks: QuirkGrant,
+}
+
+/// What the identity-provider quirks decided for one authorization; without quirks,
+/// [`QuirkGrant::default`] (the other knobs decide).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QuirkGrant {
+    /// Whether the provider would issue a refresh token for this grant.
+    pub refresh_allowed: bool,
+    /// The scope the token response names, when it is not what tokens carry
+    /// (Entra: the qualified forms, as requested).
+    pub scope_shown: Option<Vec<String>>,
+}
+
+impl Default for QuirkGrant {
+    fn default() -> Self {
+        Self {
+            refresh_allowed: true,
+            scope_shown: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +154,8 @@ pub(crate) struct DeviceGrant {
     pub polls: u32,
     pub approved: bool,
     pub denied: bool,
+    /// What `--idp-quirks` decided when the grant was asked for.
+    pub quirks: QuirkGrant,
 }
 
 #[derive(Debug, Default)]

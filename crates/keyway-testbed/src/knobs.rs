@@ -283,6 +283,20 @@ pub struct Knobs {
     #[arg(long, conflicts_with = "dpop", help_heading = "DPoP")]
     pub dpop_resource_only: bool,
 
+    // ------------------------------------------------ identity-provider quirks
+    /// Make the built-in authorization server behave like this real identity provider
+    /// where MCP clients trip over it, with the provider's own error texts. keycloak
+    /// moves the issuer to /realms/keyway and serves only its OpenID metadata (it
+    /// replaces --issuer-path and --metadata). Each request a quirk refuses counts in
+    /// `quirk_refusals`.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "NAME",
+        help_heading = "Identity-provider quirks"
+    )]
+    pub idp_quirks: Option<IdpQuirks>,
+
     // ------------------------------------------------------ external issuer
     /// Trust an external authorization server instead of the built-in one: the metadata
     /// names this issuer, and tokens are validated by introspection (needs
@@ -457,11 +471,31 @@ impl Knobs {
                 || self.dpop_spurious_replays > 0)
     }
 
+    /// The issuer path in force: Keycloak's realm with `--idp-quirks keycloak`.
+    pub(crate) fn effective_issuer_path(&self) -> &str {
+        match self.idp_quirks {
+            Some(IdpQuirks::Keycloak) => KEYCLOAK_REALM_PATH,
+            _ => &self.issuer_path,
+        }
+    }
+
+    /// The AS metadata documents served: with `--idp-quirks keycloak` only the OpenID
+    /// one at the path-appended location, as Keycloak serves it.
+    pub(crate) fn metadata_docs(&self) -> &[MetadataDoc] {
+        match self.idp_quirks {
+            Some(IdpQuirks::Keycloak) => &[MetadataDoc::OidcAppend],
+            _ => &self.metadata,
+        }
+    }
+
     /// The MCP endpoint speaks DPoP (takes `Authorization: DPoP` with a proof).
     pub(crate) fn dpop_at_resource(&self) -> bool {
         self.dpop_at_as() || self.dpop_resource_only
     }
 }
+
+/// The issuer path of `--idp-quirks keycloak`: a realm named `keyway`.
+pub(crate) const KEYCLOAK_REALM_PATH: &str = "/realms/keyway";
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct EndpointFaults {
@@ -497,6 +531,33 @@ pub enum Fixture {
     Default,
     /// What the official MCP conformance suite's server scenarios expect.
     Conformance,
+}
+
+/// A real identity provider the built-in authorization server imitates
+/// (`--idp-quirks`). RESOURCE is the MCP server's resource identifier.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdpQuirks {
+    /// Microsoft Entra ID v2: `resource` refused (AADSTS9010010, AADSTS901002); scopes
+    /// qualified with the resource (RESOURCE/NAME, RESOURCE/.default) and tokens
+    /// carrying NAME, a bare scope refused (AADSTS650053: taken for Microsoft Graph); a
+    /// refresh needs `scope`; refresh tokens only with offline_access.
+    Entra,
+    /// Google: `resource` refused (invalid_request); offline_access refused and not
+    /// advertised; refresh tokens only with access_type=offline and prompt=consent.
+    Google,
+    /// Auth0: `resource` ignored; tokens are for `audience`, without it for the
+    /// issuer's /userinfo (the MCP server refuses them); refresh tokens only with
+    /// offline_access.
+    Auth0,
+    /// Okta: offline_access not advertised, yet refresh tokens only with it.
+    Okta,
+    /// Keycloak: issuer /realms/keyway, metadata only at
+    /// /realms/keyway/.well-known/openid-configuration, endpoints under
+    /// /realms/keyway/protocol/openid-connect; `resource` ignored.
+    Keycloak,
+    /// GitHub: the token endpoint answers errors with 200 (bad_verification_code,
+    /// bad_refresh_token, ...), and form-encoded unless Accept names application/json.
+    Github,
 }
 
 /// Where the protected resource metadata lives.
@@ -835,6 +896,69 @@ mod tests {
         for other in ["--dpop", "--dpop-nonce", "--dpop-refuse-proofs"] {
             assert!(Cli::try_parse_from(["tb", "--dpop-resource-only", other]).is_err());
         }
+    }
+
+    #[test]
+    fn idp_quirks_take_the_providers_names() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            knobs: Knobs,
+        }
+        assert_eq!(Knobs::default().idp_quirks, None);
+        let names = ["entra", "google", "auth0", "okta", "keycloak", "github"];
+        let parsed: Vec<_> = names
+            .iter()
+            .map(|n| {
+                Cli::try_parse_from(["tb", "--idp-quirks", n])
+                    .unwrap()
+                    .knobs
+                    .idp_quirks
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(parsed, IdpQuirks::value_variants());
+        assert!(Cli::try_parse_from(["tb", "--idp-quirks", "azure"]).is_err());
+        let k = Cli::try_parse_from(["tb", "--idp-quirks", "keycloak", "--issuer-path", "/t"])
+            .unwrap()
+            .knobs;
+        assert_eq!(k.effective_issuer_path(), KEYCLOAK_REALM_PATH);
+        assert_eq!(k.metadata_docs(), [MetadataDoc::OidcAppend]);
+    }
+
+    #[test]
+    fn idp_quirks_have_their_own_help_section() {
+        use clap::CommandFactory;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            knobs: Knobs,
+        }
+        // As `keyway testbed --help` renders it (the CLI's snapshot uses 100 columns).
+        let help = Cli::command()
+            .term_width(100)
+            .render_long_help()
+            .to_string();
+        let section = help
+            .split("\nIdentity-provider quirks:\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n\n").next().or(Some(rest)))
+            .unwrap();
+        assert!(
+            section.starts_with("      --idp-quirks <NAME>\n"),
+            "{section}"
+        );
+        for name in ["entra", "google", "auth0", "okta", "keycloak", "github"] {
+            assert!(section.contains(&format!("          - {name}:")), "{name}");
+        }
+        if let Ok(path) = std::env::var("KEYWAY_TESTBED_HELP_OUT") {
+            // To refresh keyway-cli's help snapshot by hand.
+            std::fs::write(path, &help).unwrap();
+        }
+        let dpop = help.find("\nDPoP:\n").unwrap();
+        let quirks = help.find("\nIdentity-provider quirks:\n").unwrap();
+        let external = help.find("\nExternal authorization server:\n").unwrap();
+        assert!(dpop < quirks && quirks < external, "{help}");
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! (Streamable HTTP) on 127.0.0.1, with a knob for every behaviour a client must cope
 //! with, and counters that show what the client did. DPoP (RFC 9449) is a knob too:
 //! `--dpop` (proofs, bound tokens), `--dpop-nonce`, `--dpop-refuse-proofs`,
-//! `--dpop-spurious-replays`, `--dpop-resource-only`.
+//! `--dpop-spurious-replays`, `--dpop-resource-only`. `--idp-quirks NAME` makes the
+//! authorization server behave like a real identity provider (`entra`, `google`,
+//! `auth0`, `okta`, `keycloak`, `github`) where MCP clients trip over it: Entra's
+//! refused `resource` and resource-qualified scopes, Google's `access_type=offline`,
+//! Auth0's `audience`, offline_access that is needed but not advertised, Keycloak's
+//! realm path and OpenID-only metadata, GitHub's errors with HTTP 200.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyway_testbed::TestbedError> {
@@ -55,8 +60,8 @@ use tokio_util::sync::CancellationToken;
 pub use crate::{
     clock::{Clock, ManualClock, SystemClock},
     knobs::{
-        ClientSpec, Endpoint, EndpointFault, Fixture, IssMode, Knobs, McpRevision, MetadataDoc,
-        PkceAdvertised, PrmLocation, ScopeList, TokenAuthMethod,
+        ClientSpec, Endpoint, EndpointFault, Fixture, IdpQuirks, IssMode, Knobs, McpRevision,
+        MetadataDoc, PkceAdvertised, PrmLocation, ScopeList, TokenAuthMethod,
     },
     stats::{AuthorizeSeen, Stats, TokenSeen},
 };

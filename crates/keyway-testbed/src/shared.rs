@@ -14,7 +14,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use crate::{
     clock::Clock,
     db::Db,
-    knobs::{Endpoint, EndpointFaults, Knobs, MetadataDoc, PrmLocation},
+    knobs::{Endpoint, EndpointFaults, IdpQuirks, Knobs, MetadataDoc, PrmLocation},
     stats::Stats,
 };
 
@@ -132,6 +132,8 @@ pub(crate) struct Urls {
     pub prm_path: Option<String>,
     pub issuer_path: String,
     pub issuer: String,
+    /// Endpoints where Keycloak has them (`--idp-quirks keycloak`).
+    keycloak_layout: bool,
 }
 
 impl Urls {
@@ -161,7 +163,7 @@ impl Urls {
             PrmLocation::Custom => Some(normalize_path(&knobs.prm_custom_path)),
             PrmLocation::Absent => None,
         };
-        let issuer_path = normalize_path(&knobs.issuer_path);
+        let issuer_path = normalize_path(knobs.effective_issuer_path());
         let issuer_path = if issuer_path == "/" {
             String::new()
         } else {
@@ -177,6 +179,7 @@ impl Urls {
             prm_path,
             issuer_path,
             issuer,
+            keycloak_layout: knobs.idp_quirks == Some(IdpQuirks::Keycloak),
         }
     }
 
@@ -188,6 +191,11 @@ impl Urls {
 
     /// Path (on the AS origin) of an AS endpoint, e.g. `endpoint_path("token")`.
     pub fn endpoint_path(&self, name: &str) -> String {
+        let name = if self.keycloak_layout {
+            keycloak_endpoint(name)
+        } else {
+            name
+        };
         format!("{}/{name}", self.issuer_path)
     }
 
@@ -204,6 +212,20 @@ impl Urls {
             MetadataDoc::OidcAppend => Some(format!("{p}/.well-known/openid-configuration")),
             MetadataDoc::None => None,
         }
+    }
+}
+
+/// Where Keycloak serves an endpoint, under its realm path.
+fn keycloak_endpoint(name: &str) -> &str {
+    match name {
+        "authorize" => "protocol/openid-connect/auth",
+        "token" => "protocol/openid-connect/token",
+        "revoke" => "protocol/openid-connect/revoke",
+        "introspect" => "protocol/openid-connect/token/introspect",
+        "device_authorization" => "protocol/openid-connect/auth/device",
+        "jwks" => "protocol/openid-connect/certs",
+        "register" => "clients-registrations/openid-connect",
+        other => other,
     }
 }
 
@@ -255,6 +277,30 @@ mod tests {
             u.endpoint_url("token"),
             "http://127.0.0.1:2000/tenant1/token"
         );
+    }
+
+    #[test]
+    fn keycloak_puts_the_issuer_and_endpoints_under_its_realm() {
+        let k = Knobs {
+            idp_quirks: Some(IdpQuirks::Keycloak),
+            issuer_path: "/ignored".into(),
+            ..Knobs::default()
+        };
+        let u = urls(&k);
+        assert_eq!(u.issuer, "http://127.0.0.1:2000/realms/keyway");
+        assert_eq!(
+            u.endpoint_url("authorize"),
+            "http://127.0.0.1:2000/realms/keyway/protocol/openid-connect/auth"
+        );
+        assert_eq!(
+            u.endpoint_path("token"),
+            "/realms/keyway/protocol/openid-connect/token"
+        );
+        assert_eq!(
+            u.metadata_path(MetadataDoc::OidcAppend).unwrap(),
+            "/realms/keyway/.well-known/openid-configuration"
+        );
+        assert_eq!(k.metadata_docs(), [MetadataDoc::OidcAppend]);
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct Stats {
     pub dpop_replays_refused: u64,
     /// Token responses whose tokens were DPoP-bound (`token_type` DPoP).
     pub dpop_bound_tokens_issued: u64,
+    /// Requests refused by an `--idp-quirks` rule (authorization, device
+    /// authorization and token requests), e.g. Entra refusing `resource`.
+    pub quirk_refusals: u64,
     /// The last authorization requests, oldest first.
     pub authorize_log: VecDeque<AuthorizeSeen>,
     /// The last token requests, oldest first.
@@ -94,6 +97,12 @@ pub struct AuthorizeSeen {
     pub has_state: bool,
     /// `dpop_jkt` (RFC 9449 §10), as sent.
     pub dpop_jkt: Option<String>,
+    /// `audience` (Auth0's resource parameter), as sent.
+    pub audience: Option<String>,
+    /// `access_type` (Google's way to ask for a refresh token), as sent.
+    pub access_type: Option<String>,
+    /// `prompt`, as sent.
+    pub prompt: Option<String>,
 }
 
 /// What a token request asked for (never the secrets it carried).
@@ -106,6 +115,8 @@ pub struct TokenSeen {
     pub client_auth: String,
     pub scope: Option<String>,
     pub resource: Option<String>,
+    /// `audience` (Auth0's resource parameter), as sent.
+    pub audience: Option<String>,
     /// Whether the request carried a `DPoP` header.
     pub dpop_proof: bool,
     /// `ok` or the OAuth error code returned.

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{check_resource, client_auth::find_client, requested_scopes, single_params};
+use super::{client_auth::find_client, quirks, single_params};
 use crate::{
     db::{CODE_LIFETIME, Code, random_token},
     knobs::IssMode,
@@ -40,6 +40,9 @@ pub(crate) async fn authorize(
         code_challenge_method: get("code_challenge_method").map(str::to_owned),
         has_state: params.contains_key("state"),
         dpop_jkt: get("dpop_jkt").map(str::to_owned),
+        audience: get("audience").map(str::to_owned),
+        access_type: get("access_type").map(str::to_owned),
+        prompt: get("prompt").map(str::to_owned),
     });
 
     // Errors about the client or its redirect are shown here, never redirected (RFC
@@ -73,8 +76,12 @@ pub(crate) async fn authorize(
                 format!("code_challenge_method {method} is not supported"),
             ));
         }
-        check_resource(&shared, get("resource")).map_err(|e| ("invalid_target", e))?;
-        let scope = requested_scopes(&shared, get("scope")).map_err(|e| ("invalid_scope", e))?;
+        let grant = quirks::grant(&shared, &params).map_err(|r| {
+            if r.by_quirk {
+                shared.stats().quirk_refusals += 1;
+            }
+            (r.error, r.description)
+        })?;
         if shared.knobs.deny {
             return Err((
                 "access_denied",
@@ -86,8 +93,9 @@ pub(crate) async fn authorize(
             redirect_uri: redirect_uri.to_owned(),
             challenge: challenge.to_owned(),
             method: method.to_owned(),
-            scope,
-            resource: get("resource").map(str::to_owned),
+            scope: grant.scope,
+            resource: grant.resource,
+            quirks: grant.quirks,
             expires_at: shared.now() + CODE_LIFETIME,
             issued_family: None,
             // RFC 9449 §10: the code is bound to the key; an AS without DPoP ignores it.

@@ -12,10 +12,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{
-    check_resource, client_auth::authenticate, no_store, oauth_error, requested_scopes,
-    single_params,
-};
+use super::{client_auth::authenticate, no_store, oauth_error, quirks, single_params};
 use crate::{
     db::{DEVICE_CODE_LIFETIME, DeviceGrant, random_token, user_code},
     shared::Shared,
@@ -34,13 +31,14 @@ pub(crate) async fn device_authorization(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let resource = params.get("resource").map(String::as_str);
-    if let Err(e) = check_resource(&shared, resource) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", &e);
-    }
-    let scope = match requested_scopes(&shared, params.get("scope").map(String::as_str)) {
-        Ok(s) => s,
-        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &e),
+    let grant = match quirks::grant(&shared, &params) {
+        Ok(g) => g,
+        Err(r) => {
+            if r.by_quirk {
+                shared.stats().quirk_refusals += 1;
+            }
+            return oauth_error(StatusCode::BAD_REQUEST, r.error, &r.description);
+        }
     };
     let device_code = random_token("tb_dc_");
     let user = user_code();
@@ -49,12 +47,13 @@ pub(crate) async fn device_authorization(
         DeviceGrant {
             client_id: caller.client.id,
             user_code: user.clone(),
-            scope,
-            resource: resource.map(str::to_owned),
+            scope: grant.scope,
+            resource: grant.resource,
             expires_at: shared.now() + DEVICE_CODE_LIFETIME,
             polls: 0,
             approved: false,
             denied: false,
+            quirks: grant.quirks,
         },
     );
     let verify = shared.urls.endpoint_url("device");

@@ -6,6 +6,7 @@
 mod authorize;
 mod client_auth;
 mod device;
+mod quirks;
 mod register;
 mod token;
 mod tokens_admin;
@@ -32,7 +33,7 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> (Router<Arc<Shared>>, Vec<(String,
     let mut table = Vec::new();
     let mut router = Router::new();
 
-    for doc in &k.metadata {
+    for doc in k.metadata_docs() {
         // Without an issuer path the two OpenID locations are one URL.
         let path = u
             .metadata_path(*doc)
@@ -131,7 +132,14 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
         obj.insert("code_challenge_methods_supported".into(), json!(methods));
     }
     if !k.as_scopes.is_empty() {
-        obj.insert("scopes_supported".into(), json!(k.as_scopes.0));
+        let hide_offline = quirks::hides_offline_access(k.idp_quirks);
+        let listed: Vec<&String> = k
+            .as_scopes
+            .0
+            .iter()
+            .filter(|s| !(hide_offline && *s == "offline_access"))
+            .collect();
+        obj.insert("scopes_supported".into(), json!(listed));
     }
     if !k.no_dcr {
         obj.insert(
@@ -213,7 +221,9 @@ pub(crate) fn no_store(resp: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-/// The scopes a request names, refused when the AS lists scopes and one is not listed.
+/// The scopes a request names, refused when the AS lists scopes and one is not listed
+/// (the OpenID Connect scopes are always taken by the providers `--idp-quirks`
+/// imitates, GitHub's aside).
 pub(crate) fn requested_scopes(
     shared: &Shared,
     scope: Option<&str>,
@@ -224,8 +234,11 @@ pub(crate) fn requested_scopes(
         .map(str::to_owned)
         .collect();
     let known = &shared.knobs.as_scopes;
+    let oidc = quirks::takes_oidc_scopes(shared.knobs.idp_quirks);
+    let accepted =
+        |s: &String| known.0.contains(s) || oidc && quirks::OIDC_SCOPES.contains(&s.as_str());
     if !known.is_empty()
-        && let Some(bad) = scopes.iter().find(|s| !known.0.contains(s))
+        && let Some(bad) = scopes.iter().find(|s| !accepted(s))
     {
         return Err(format!("scope {bad} is not supported"));
     }

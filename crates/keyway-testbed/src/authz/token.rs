@@ -1,6 +1,8 @@
 //! `POST /token`: authorization_code (PKCE-verified), refresh_token (rotation and
 //! reuse detection), client_credentials and device_code grants; with `--dpop`, a
-//! request with a DPoP proof gets tokens bound to the proof's key (RFC 9449 §5).
+//! request with a DPoP proof gets tokens bound to the proof's key (RFC 9449 §5); with
+//! `--idp-quirks`, the provider's rules on `resource`, scopes and refresh tokens, and
+//! GitHub's way of answering.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -15,20 +17,44 @@ use serde_json::json;
 use super::{
     check_resource,
     client_auth::{Authenticated, authenticate},
-    no_store, oauth_error, requested_scopes, single_params,
+    no_store, oauth_error,
+    quirks::{self, Refused, github},
+    single_params,
 };
 use crate::{
     db::{DEVICE_CODE_GRANT, Db, Issued, pkce_matches},
     dpop::{self, At, Expect},
+    knobs::IdpQuirks,
     shared::Shared,
     stats::TokenSeen,
 };
 
-/// An OAuth error: status, code, description.
-type Refusal = (StatusCode, &'static str, String);
+/// An OAuth error answer: status, code, description, and whether an `--idp-quirks`
+/// rule gave it.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    why: String,
+    by_quirk: bool,
+}
 
 fn refuse(error: &'static str, why: impl Into<String>) -> Refusal {
-    (StatusCode::BAD_REQUEST, error, why.into())
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        error,
+        why: why.into(),
+        by_quirk: false,
+    }
+}
+
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        Self {
+            by_quirk: r.by_quirk,
+            ..refuse(r.error, r.description)
+        }
+    }
 }
 
 pub(crate) async fn token(
@@ -37,12 +63,17 @@ pub(crate) async fn token(
     body: String,
 ) -> Response {
     let mut resp = answer(&shared, &headers, &body);
+    if shared.knobs.idp_quirks == Some(IdpQuirks::Github) {
+        let params = single_params(&body).unwrap_or_default();
+        let grant_type = params.get("grant_type").map_or("", String::as_str);
+        resp = github::reshape(resp, grant_type, github::wants_json(&headers)).await;
+    }
     dpop::add_nonce(&shared, &mut resp);
     resp
 }
 
 fn answer(shared: &Shared, headers: &HeaderMap, body: &str) -> Response {
-    let params = match single_params(body) {
+    let mut params = match single_params(body) {
         Ok(p) => p,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
     };
@@ -53,6 +84,7 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &str) -> Response {
         client_auth: "unauthenticated".into(),
         scope: params.get("scope").cloned(),
         resource: params.get("resource").cloned(),
+        audience: params.get("audience").cloned(),
         dpop_proof: headers.contains_key(dpop::PROOF_HEADER),
         outcome: String::new(),
     };
@@ -72,6 +104,12 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &str) -> Response {
         shared.stats().log_token(seen);
         let why = format!("client is not registered for {grant_type}");
         return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &why);
+    }
+    if let Err(r) = quirks::token_resource(shared, &mut params) {
+        seen.outcome = r.error.into();
+        shared.stats().quirk_refusals += 1;
+        shared.stats().log_token(seen);
+        return oauth_error(StatusCode::BAD_REQUEST, r.error, &r.description);
     }
     let jkt = match proof(shared, headers, &grant_type, &params) {
         Ok(jkt) => jkt,
@@ -120,10 +158,13 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &str) -> Response {
             no_store(&mut resp);
             resp
         }
-        Err((status, error, why)) => {
-            seen.outcome = error.into();
+        Err(r) => {
+            seen.outcome = r.error.into();
+            if r.by_quirk {
+                shared.stats().quirk_refusals += 1;
+            }
             shared.stats().log_token(seen);
-            oauth_error(status, error, &why)
+            oauth_error(r.status, r.error, &r.why)
         }
     }
 }
@@ -232,17 +273,20 @@ fn authorization_code(
     if let Some(c) = db.codes.get_mut(code) {
         c.issued_family = Some(family);
     }
-    let issued = issue(
+    let mut issued = issue(
         shared,
         &mut db,
         &caller.client.id,
         &stored.scope,
         resource.as_deref(),
         Some(family),
-        true,
+        stored.quirks.refresh_allowed,
         jkt,
     );
     drop(db);
+    if let Some(shown) = stored.quirks.scope_shown {
+        issued.scope = shown;
+    }
     shared.stats().code_exchanges += 1;
     Ok(issued)
 }
@@ -293,18 +337,17 @@ fn refresh(
     {
         return Err(refuse("invalid_target", "resource differs from the grant"));
     }
-    let scope = match p.get("scope") {
-        None => family.scope.clone(),
-        Some(s) => {
-            let asked =
-                requested_scopes(shared, Some(s)).map_err(|e| refuse("invalid_scope", e))?;
-            if let Some(extra) = asked.iter().find(|s| !family.scope.contains(s)) {
+    let asked = quirks::refresh_scope(shared, &family.scope, p.get("scope").map(String::as_str))?;
+    let (scope, shown) = match asked {
+        None => (family.scope.clone(), None),
+        Some(asked) => {
+            if let Some(extra) = asked.scope.iter().find(|s| !family.scope.contains(s)) {
                 return Err(refuse(
                     "invalid_scope",
                     format!("scope {extra} was not granted"),
                 ));
             }
-            asked
+            (asked.scope, asked.shown)
         }
     };
     let rotate = !k.no_rotation && !k.omit_refresh_token_on_refresh;
@@ -326,6 +369,9 @@ fn refresh(
         issued.refresh_token = Some(presented.clone());
     }
     drop(db);
+    if let Some(shown) = shown {
+        issued.scope = shown;
+    }
     shared.stats().refreshes += 1;
     Ok(issued)
 }
@@ -342,16 +388,15 @@ fn client_credentials(
             "client_credentials needs a confidential client",
         ));
     }
-    let resource = p.get("resource").map(String::as_str);
-    check_resource(shared, resource).map_err(|e| refuse("invalid_target", e))?;
-    let scope = requested_scopes(shared, p.get("scope").map(String::as_str))
-        .map_err(|e| refuse("invalid_scope", e))?;
+    // What the token is for and carries, as an authorization request would decide
+    // (with Auth0, `audience` on this request picks the resource).
+    let grant = quirks::grant(shared, p)?;
     let now = shared.now();
     let mut db = shared.db();
     let token = db.mint_access(
         &caller.client.id,
-        &scope,
-        resource,
+        &grant.scope,
+        grant.resource.as_deref(),
         None,
         now,
         shared.knobs.access_token_lifetime(),
@@ -362,7 +407,7 @@ fn client_credentials(
     Ok(Issued {
         access_token: token,
         refresh_token: None,
-        scope,
+        scope: grant.quirks.scope_shown.unwrap_or(grant.scope),
     })
 }
 
@@ -400,20 +445,27 @@ fn device_code(
         }
         grant.approved = true;
     }
-    let (scope, resource) = (grant.scope.clone(), grant.resource.clone());
+    let (scope, resource, decided) = (
+        grant.scope.clone(),
+        grant.resource.clone(),
+        grant.quirks.clone(),
+    );
     db.devices.remove(code);
     let family = db.new_family(&caller.client.id, &scope, resource.as_deref());
-    let issued = issue(
+    let mut issued = issue(
         shared,
         &mut db,
         &caller.client.id,
         &scope,
         resource.as_deref(),
         Some(family),
-        true,
+        decided.refresh_allowed,
         jkt,
     );
     drop(db);
+    if let Some(shown) = decided.scope_shown {
+        issued.scope = shown;
+    }
     shared.stats().device_grants += 1;
     Ok(issued)
 }
