@@ -3,11 +3,12 @@
 //! one lock around a whole operation, so every grant is atomic).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, SystemTime},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::DecodingKey;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,26 @@ pub(crate) struct Client {
     pub redirect_uris: Vec<String>,
     /// Grants the client may use (RFC 7591 `grant_types`).
     pub grant_types: Vec<String>,
+    /// The key that checks the client's private_key_jwt assertions (RFC 7523).
+    pub assertion_key: Option<DecodingKey>,
+    /// RFC 7592 management of a dynamic registration; pre-registered clients have none.
+    pub registration: Option<Registration>,
+}
+
+/// A dynamic registration, as RFC 7592 reads and deletes it. `Debug` shows neither
+/// the token nor the answer (which holds the client secret).
+#[derive(Clone)]
+pub(crate) struct Registration {
+    /// `registration_access_token`: the Bearer token of the management endpoint.
+    pub access_token: String,
+    /// The client information response (RFC 7591 §3.2.1), as registration gave it.
+    pub answer: serde_json::Value,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -41,6 +62,12 @@ impl Client {
                 "client_credentials".into(),
                 DEVICE_CODE_GRANT.into(),
             ],
+            // `validate` refused the testbed's start if the PEM does not parse.
+            assertion_key: spec
+                .public_key_pem
+                .as_deref()
+                .and_then(|pem| crate::authz::assertion_key(pem).ok()),
+            registration: None,
         }
     }
 
@@ -166,6 +193,8 @@ pub(crate) struct Db {
     pub refresh: HashMap<String, RefreshToken>,
     pub families: HashMap<u64, Family>,
     pub devices: HashMap<String, DeviceGrant>,
+    /// The private_key_jwt assertions already taken (RFC 7523 §3: `jti`).
+    pub assertion_jtis: SeenJtis,
     /// Every secret value the testbed issued or received (tokens, codes, client
     /// secrets, PKCE verifiers), so tests can check that none leaked anywhere.
     pub secrets: Vec<String>,
@@ -265,6 +294,31 @@ impl Db {
         self.refresh.retain(|_, rt| rt.family != family);
     }
 
+    /// Forget a client (RFC 7592 §2.3): its registration, codes and device grants,
+    /// and every grant and token issued to it. Whether it was there.
+    pub fn remove_client(&mut self, client_id: &str) -> bool {
+        if self.clients.remove(client_id).is_none() {
+            return false;
+        }
+        self.codes.retain(|_, c| c.client_id != client_id);
+        self.devices.retain(|_, d| d.client_id != client_id);
+        let families: Vec<u64> = self
+            .families
+            .iter()
+            .filter(|(_, f)| f.client_id == client_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for family in families {
+            self.revoke_family(family);
+        }
+        for at in self.access.values_mut() {
+            if at.client_id == client_id {
+                at.revoked = true;
+            }
+        }
+        true
+    }
+
     /// Forget expired codes, device grants and access tokens (long benchmark runs).
     pub fn sweep(&mut self, now: SystemTime) {
         self.codes
@@ -272,6 +326,44 @@ impl Db {
         self.devices.retain(|_, d| d.expires_at > now);
         self.access
             .retain(|_, t| t.expires_at + Duration::from_secs(3600) > now);
+    }
+}
+
+/// How many assertion `jti`s are remembered; past it, the expired ones are forgotten,
+/// then the oldest.
+const JTI_CACHE_LEN: usize = 10_000;
+
+/// `jti`s already used, per client, with the `exp` of their assertion (seconds since
+/// the Unix epoch): an assertion whose `exp` passed is refused anyway, so its `jti`
+/// may be forgotten.
+#[derive(Debug, Default)]
+pub(crate) struct SeenJtis {
+    seen: HashMap<(String, String), u64>,
+    order: VecDeque<(String, String)>,
+}
+
+impl SeenJtis {
+    /// Remember `jti` of `client_id` until `exp`; false when it was already used.
+    /// Times in seconds since the Unix epoch.
+    pub fn take(&mut self, client_id: &str, jti: &str, exp: u64, now: u64) -> bool {
+        let key = (client_id.to_owned(), jti.to_owned());
+        if self.seen.get(&key).is_some_and(|e| *e > now) {
+            return false;
+        }
+        if self.order.len() >= JTI_CACHE_LEN {
+            self.seen.retain(|_, e| *e > now);
+            let seen = &self.seen;
+            self.order.retain(|k| seen.contains_key(k));
+        }
+        while self.order.len() >= JTI_CACHE_LEN {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        if self.seen.insert(key.clone(), exp).is_none() {
+            self.order.push_back(key);
+        }
+        true
     }
 }
 
@@ -342,6 +434,41 @@ mod tests {
             "https://app.example/cb",
             "https://app.example/cb"
         ));
+    }
+
+    #[test]
+    fn a_jti_is_taken_once_until_its_assertion_expires() {
+        let mut seen = SeenJtis::default();
+        let now = 1_800_000_000;
+        let exp = now + 60;
+        assert!(seen.take("c", "j", exp, now));
+        assert!(!seen.take("c", "j", exp, now));
+        assert!(seen.take("other", "j", exp, now));
+        assert!(seen.take("c", "j", exp, exp + 1));
+        for i in 0..JTI_CACHE_LEN + 5 {
+            assert!(seen.take("c", &format!("x{i}"), exp, now));
+        }
+        assert_eq!(seen.order.len(), JTI_CACHE_LEN);
+        assert_eq!(seen.seen.len(), JTI_CACHE_LEN);
+        assert!(!seen.take("c", &format!("x{JTI_CACHE_LEN}"), exp, now));
+    }
+
+    #[test]
+    fn removing_a_client_revokes_what_it_holds() {
+        let mut db = Db::new(&[ClientSpec::public("gone"), ClientSpec::public("kept")]);
+        let now = SystemTime::now();
+        let f1 = db.new_family("gone", &[], None);
+        let f2 = db.new_family("kept", &[], None);
+        let a1 = db.mint_access("gone", &[], None, Some(f1), now, Duration::from_secs(9));
+        let a2 = db.mint_access("kept", &[], None, Some(f2), now, Duration::from_secs(9));
+        let loose = db.mint_access("gone", &[], None, None, now, Duration::from_secs(9));
+        let r1 = db.mint_refresh(f1, None);
+        let r2 = db.mint_refresh(f2, None);
+        assert!(db.remove_client("gone"));
+        assert!(!db.remove_client("gone"));
+        assert!(db.access[&a1].revoked && db.access[&loose].revoked && !db.access[&a2].revoked);
+        assert!(!db.refresh.contains_key(&r1) && db.refresh.contains_key(&r2));
+        assert!(db.clients.contains_key("kept") && !db.clients.contains_key("gone"));
     }
 
     #[test]

@@ -119,13 +119,21 @@ pub struct Knobs {
     #[arg(long, help_heading = "Authorization server")]
     pub no_dcr: bool,
 
+    /// Leave RFC 7592 out of dynamic registration: the answer carries no
+    /// registration_client_uri and registration_access_token, and no registration can
+    /// be read or deleted.
+    #[arg(long, help_heading = "Authorization server")]
+    pub no_registration_management: bool,
+
     /// Advertise client ID metadata documents and accept https URL client ids.
     #[arg(long, help_heading = "Authorization server")]
     pub cimd: bool,
 
     /// A pre-registered client: `id=ID[,secret=S][,auth=METHOD][,redirect=URI]...`
-    /// (auth: none, client_secret_basic, client_secret_post; redirect may repeat; a
-    /// loopback redirect matches any port). Repeat the flag for more clients.
+    /// (auth: none, client_secret_basic, client_secret_post, or private_key_jwt with
+    /// `public_key=@FILE`, the client's public key as PEM, for RFC 7523 assertions;
+    /// redirect may repeat; a loopback redirect matches any port). Repeat the flag for
+    /// more clients.
     #[arg(
         long = "client",
         value_name = "SPEC",
@@ -133,8 +141,9 @@ pub struct Knobs {
     )]
     pub clients: Vec<ClientSpec>,
 
-    /// `token_endpoint_auth_methods_supported`, comma separated; registrations get the
-    /// requested method when listed, else the first.
+    /// `token_endpoint_auth_methods_supported`, comma separated (private_key_jwt is
+    /// added when a --client uses it); registrations get the requested method when
+    /// listed, else the first (private_key_jwt only with an inline `jwks`).
     #[arg(
         long,
         value_enum,
@@ -458,6 +467,17 @@ impl Knobs {
         }
     }
 
+    /// `token_endpoint_auth_methods_supported`: --token-auth-methods, and
+    /// private_key_jwt when a pre-registered client uses it.
+    pub(crate) fn advertised_auth_methods(&self) -> Vec<TokenAuthMethod> {
+        let mut methods = self.token_auth_methods.clone();
+        let jwt = TokenAuthMethod::PrivateKeyJwt;
+        if !methods.contains(&jwt) && self.clients.iter().any(|c| c.auth == jwt) {
+            methods.push(jwt);
+        }
+        methods
+    }
+
     pub(crate) fn access_token_lifetime(&self) -> Duration {
         Duration::from_secs(self.token_lifetime)
     }
@@ -616,13 +636,19 @@ pub enum IssMode {
     Normalized,
 }
 
-/// Token endpoint client authentication methods the testbed implements.
+/// Token endpoint client authentication methods the testbed implements;
+/// `PrivateKeyJwt` is a JWT signed with the client's private key (RFC 7523 §2.2),
+/// checked with the public key of its [`ClientSpec`].
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 #[value(rename_all = "snake_case")]
 pub enum TokenAuthMethod {
     None,
     ClientSecretBasic,
     ClientSecretPost,
+    // A JWT signed with the client's private key (RFC 7523 §2.2, OpenID Connect Core
+    // §9), checked with the public key of its `ClientSpec`. A plain comment: a doc
+    // comment would make clap list every value of --token-auth-methods on its own line.
+    PrivateKeyJwt,
 }
 
 impl TokenAuthMethod {
@@ -631,6 +657,7 @@ impl TokenAuthMethod {
             Self::None => "none",
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 
@@ -767,22 +794,32 @@ impl FromStr for EndpointFault {
     }
 }
 
-/// A pre-registered client: `id=ID[,secret=S][,auth=METHOD][,redirect=URI]...`.
+/// A pre-registered client:
+/// `id=ID[,secret=S][,auth=METHOD][,public_key=@FILE][,redirect=URI]...`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientSpec {
     pub id: String,
     pub secret: Option<String>,
     pub auth: TokenAuthMethod,
     pub redirect_uris: Vec<String>,
+    /// The client's public key (PEM: `PUBLIC KEY`, or `RSA PUBLIC KEY`), which checks
+    /// its private_key_jwt assertions. EC (ES256, ES384), RSA (RS*, PS*) or Ed25519
+    /// (EdDSA).
+    pub public_key_pem: Option<String>,
 }
 
 impl fmt::Debug for ClientSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A public key is no secret, but a page of base64 helps no one reading a log.
         f.debug_struct("ClientSpec")
             .field("id", &self.id)
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("auth", &self.auth)
             .field("redirect_uris", &self.redirect_uris)
+            .field(
+                "public_key_pem",
+                &self.public_key_pem.as_ref().map(|_| "[PEM]"),
+            )
             .finish()
     }
 }
@@ -795,6 +832,18 @@ impl ClientSpec {
             secret: None,
             auth: TokenAuthMethod::None,
             redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            public_key_pem: None,
+        }
+    }
+
+    /// A confidential client authenticating with private_key_jwt (RFC 7523): its
+    /// assertions are checked with `public_key_pem`, the client's public key as PEM.
+    /// It may redirect to any loopback port.
+    pub fn private_key_jwt(id: impl Into<String>, public_key_pem: impl Into<String>) -> Self {
+        Self {
+            auth: TokenAuthMethod::PrivateKeyJwt,
+            public_key_pem: Some(public_key_pem.into()),
+            ..Self::public(id)
         }
     }
 
@@ -818,6 +867,7 @@ impl FromStr for ClientSpec {
         let mut id = None;
         let mut secret = None;
         let mut auth = None;
+        let mut public_key_pem = None;
         let mut redirect_uris = Vec::new();
         for part in s.split(',') {
             let (k, v) = part
@@ -828,20 +878,49 @@ impl FromStr for ClientSpec {
                 "secret" => secret = Some(v.to_owned()),
                 "auth" => {
                     auth = Some(TokenAuthMethod::parse(v).ok_or_else(|| {
-                        format!("auth={v:?}: one of none, client_secret_basic, client_secret_post")
+                        format!(
+                            "auth={v:?}: one of none, client_secret_basic, \
+                             client_secret_post, private_key_jwt"
+                        )
                     })?)
+                }
+                "public_key" => {
+                    let path = v
+                        .strip_prefix('@')
+                        .ok_or_else(|| format!("public_key={v:?}: expected @FILE (PEM)"))?;
+                    let pem = std::fs::read_to_string(path)
+                        .map_err(|e| format!("public_key=@{path}: {e}"))?;
+                    crate::authz::assertion_key(&pem)
+                        .map_err(|e| format!("public_key=@{path}: {e}"))?;
+                    public_key_pem = Some(pem);
                 }
                 "redirect" => redirect_uris.push(v.to_owned()),
                 other => return Err(format!("unknown client key {other:?}")),
             }
         }
         let id = id.ok_or("a client needs id=")?;
-        let auth = auth.unwrap_or(if secret.is_some() {
+        let auth = auth.unwrap_or(if public_key_pem.is_some() {
+            TokenAuthMethod::PrivateKeyJwt
+        } else if secret.is_some() {
             TokenAuthMethod::ClientSecretBasic
         } else {
             TokenAuthMethod::None
         });
-        if auth != TokenAuthMethod::None && secret.is_none() {
+        if (auth == TokenAuthMethod::PrivateKeyJwt) != public_key_pem.is_some() {
+            return Err(format!(
+                "client {id:?}: public_key= goes with auth=private_key_jwt, and only with it"
+            ));
+        }
+        if auth == TokenAuthMethod::PrivateKeyJwt && secret.is_some() {
+            return Err(format!(
+                "client {id:?}: a private_key_jwt client has no secret="
+            ));
+        }
+        if matches!(
+            auth,
+            TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost
+        ) && secret.is_none()
+        {
             return Err(format!(
                 "client {id:?}: auth={} needs secret=",
                 auth.as_str()
@@ -855,6 +934,7 @@ impl FromStr for ClientSpec {
             secret,
             auth,
             redirect_uris,
+            public_key_pem,
         })
     }
 }
@@ -990,6 +1070,53 @@ mod tests {
         assert_eq!(
             "id=p".parse::<ClientSpec>().unwrap().auth,
             TokenAuthMethod::None
+        );
+    }
+
+    #[test]
+    fn client_spec_takes_a_public_key_file_for_private_key_jwt() {
+        use aws_lc_rs::{
+            encoding::AsDer,
+            signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _},
+        };
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = pair.public_key().as_der().unwrap();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(der.as_ref())
+        );
+        let dir = std::env::temp_dir().join(format!("keyway-testbed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("client-key.pem");
+        std::fs::write(&file, &pem).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a key").unwrap();
+        let (file, junk) = (file.display(), junk.display());
+
+        let c: ClientSpec = format!("id=k,public_key=@{file}").parse().unwrap();
+        assert_eq!(c.auth, TokenAuthMethod::PrivateKeyJwt);
+        assert_eq!(c.public_key_pem.as_deref(), Some(pem.as_str()));
+        assert_eq!(c, ClientSpec::private_key_jwt("k", pem.clone()));
+        assert!(!format!("{c:?}").contains("BEGIN"));
+        let c: ClientSpec = format!("id=k,auth=private_key_jwt,public_key=@{file}")
+            .parse()
+            .unwrap();
+        assert_eq!(c.auth, TokenAuthMethod::PrivateKeyJwt);
+        for bad in [
+            "id=k,auth=private_key_jwt".to_owned(),
+            format!("id=k,public_key={file}"),
+            format!("id=k,public_key=@{junk}"),
+            format!("id=k,public_key=@{file}.missing"),
+            format!("id=k,auth=client_secret_post,secret=s,public_key=@{file}"),
+            format!("id=k,secret=s,public_key=@{file}"),
+        ] {
+            assert!(bad.parse::<ClientSpec>().is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            TokenAuthMethod::parse("private_key_jwt"),
+            Some(TokenAuthMethod::PrivateKeyJwt)
         );
     }
 }

@@ -7,7 +7,10 @@
 //! `auth0`, `okta`, `keycloak`, `github`) where MCP clients trip over it: Entra's
 //! refused `resource` and resource-qualified scopes, Google's `access_type=offline`,
 //! Auth0's `audience`, offline_access that is needed but not advertised, Keycloak's
-//! realm path and OpenID-only metadata, GitHub's errors with HTTP 200.
+//! realm path and OpenID-only metadata, GitHub's errors with HTTP 200. Dynamic
+//! registrations can be read and deleted (RFC 7592) unless
+//! `--no-registration-management`; pre-registered clients may authenticate with
+//! private_key_jwt (RFC 7523, [`ClientSpec::private_key_jwt`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyway_testbed::TestbedError> {
@@ -372,6 +375,17 @@ fn validate(k: &Knobs) -> Result<(), TestbedError> {
              --dpop-spurious-replays"
                 .into(),
         ));
+    }
+    for c in &k.clients {
+        if let Some(pem) = &c.public_key_pem {
+            crate::authz::assertion_key(pem)
+                .map_err(|e| TestbedError::InvalidKnob(format!("client {:?}: {e}", c.id)))?;
+        } else if c.auth == TokenAuthMethod::PrivateKeyJwt {
+            return Err(TestbedError::InvalidKnob(format!(
+                "client {:?}: private_key_jwt needs the client's public key",
+                c.id
+            )));
+        }
     }
     if k.mcp_path.trim_matches('/').is_empty() {
         return Err(TestbedError::InvalidKnob(

@@ -30,6 +30,11 @@ pub struct Stats {
     pub reuse_revocations: u64,
     /// Clients registered dynamically (RFC 7591).
     pub registrations: u64,
+    /// Registrations read at their client configuration endpoint (RFC 7592 `GET`).
+    pub registration_reads: u64,
+    /// Registrations deleted at their client configuration endpoint (RFC 7592
+    /// `DELETE`).
+    pub registration_deletes: u64,
     /// Successful client_credentials grants.
     pub client_credentials_grants: u64,
     /// Successful device_code grants.
@@ -111,7 +116,8 @@ pub struct AuthorizeSeen {
 pub struct TokenSeen {
     pub grant_type: String,
     pub client_id: Option<String>,
-    /// How the client authenticated: none, client_secret_basic, client_secret_post.
+    /// How the client authenticated: none, client_secret_basic, client_secret_post,
+    /// private_key_jwt (`unauthenticated` when it did not).
     pub client_auth: String,
     pub scope: Option<String>,
     pub resource: Option<String>,

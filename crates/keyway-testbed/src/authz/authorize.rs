@@ -48,7 +48,7 @@ pub(crate) async fn authorize(
     // Errors about the client or its redirect are shown here, never redirected (RFC
     // 6749 §4.1.2.1): redirecting to an unchecked URI would make this an open redirector.
     let Some(client) = find_client(&shared, &shared.db(), client_id) else {
-        return bad_request("unknown client_id");
+        return bad_request("invalid_client: unknown client_id");
     };
     if !client.allows_redirect(redirect_uri) {
         return bad_request("redirect_uri is not registered for this client");

@@ -1,6 +1,6 @@
 //! Who is calling the token-style endpoints (RFC 6749 §2.3): a public client naming
-//! itself, client_secret_basic, or client_secret_post; and client lookup, including
-//! client ID metadata document clients.
+//! itself, client_secret_basic, client_secret_post, or private_key_jwt (RFC 7523); and
+//! client lookup, including client ID metadata document clients.
 
 use std::collections::HashMap;
 
@@ -10,7 +10,10 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 
-use super::oauth_error;
+use super::{
+    assertion::{self, AssertionError},
+    oauth_error,
+};
 use crate::{
     db::{Client, Db},
     knobs::TokenAuthMethod,
@@ -44,6 +47,8 @@ pub(crate) fn find_client(shared: &Shared, db: &Db, id: &str) -> Option<Client> 
             "http://[::1]/callback".into(),
         ],
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        assertion_key: None,
+        registration: None,
     })
 }
 
@@ -62,6 +67,14 @@ pub(crate) fn authenticate(
                 .eq_ignore_ascii_case("basic")
                 .then(|| rest.trim().to_owned())
         });
+    if params.contains_key("client_assertion") || params.contains_key("client_assertion_type") {
+        if basic.is_some() || params.contains_key("client_secret") {
+            return Err(invalid_request(
+                "more than one client authentication method",
+            ));
+        }
+        return by_assertion(shared, params).map_err(|e| invalid_client(&e.to_string(), false));
+    }
     let (id, secret, method) = if let Some(b64) = basic {
         if params.contains_key("client_secret") {
             return Err(invalid_request(
@@ -128,6 +141,56 @@ pub(crate) fn authenticate(
         ));
     }
     Ok(Authenticated { client, method })
+}
+
+/// private_key_jwt: the client named by the assertion (and by `client_id`, when sent),
+/// its signature checked with the client's key, its claims, and its `jti` taken.
+fn by_assertion(
+    shared: &Shared,
+    params: &HashMap<String, String>,
+) -> Result<Authenticated, AssertionError> {
+    if params.get("client_assertion_type").map(String::as_str) != Some(assertion::JWT_BEARER) {
+        return Err(AssertionError::Type);
+    }
+    let jwt = params
+        .get("client_assertion")
+        .ok_or(AssertionError::Missing)?;
+    let id = assertion::claimed_issuer(jwt)?;
+    if params
+        .get("client_id")
+        .is_some_and(|body_id| *body_id != id)
+    {
+        return Err(AssertionError::ClientIdMismatch);
+    }
+    let now = shared.now();
+    let mut db = shared.db();
+    // An unknown client is refused as one whose key does not match: nothing tells
+    // which client ids exist.
+    let client = find_client(shared, &db, &id)
+        .ok_or_else(|| AssertionError::Signature("no key of this client checks it".into()))?;
+    if client.auth != TokenAuthMethod::PrivateKeyJwt {
+        return Err(AssertionError::NotJwtClient(client.auth.as_str()));
+    }
+    let key = client
+        .assertion_key
+        .as_ref()
+        .ok_or_else(|| AssertionError::Signature("the client has no key".into()))?;
+    let token_endpoint = shared.urls.endpoint_url("token");
+    let audiences = [shared.urls.issuer.as_str(), token_endpoint.as_str()];
+    let verified = assertion::verify(jwt, key, &id, &audiences, now)?;
+    if !db.assertion_jtis.take(
+        &client.id,
+        &verified.jti,
+        verified.exp,
+        assertion::unix_secs(now),
+    ) {
+        return Err(AssertionError::Replayed);
+    }
+    drop(db);
+    Ok(Authenticated {
+        client,
+        method: TokenAuthMethod::PrivateKeyJwt,
+    })
 }
 
 fn form_decode(s: &str) -> String {

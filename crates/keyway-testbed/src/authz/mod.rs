@@ -1,11 +1,15 @@
 //! The authorization server: metadata (RFC 8414 / OpenID Discovery), authorization
 //! (with PKCE and RFC 9207 `iss`), token (authorization_code, refresh_token,
-//! client_credentials, device_code), registration (RFC 7591), revocation (RFC 7009),
-//! introspection (RFC 7662) and device authorization (RFC 8628).
+//! client_credentials, device_code), registration (RFC 7591) and its management
+//! (RFC 7592), revocation (RFC 7009), introspection (RFC 7662) and device
+//! authorization (RFC 8628); clients authenticate with a secret or a private_key_jwt
+//! assertion (RFC 7523).
 
+mod assertion;
 mod authorize;
 mod client_auth;
 mod device;
+mod manage;
 mod quirks;
 mod register;
 mod token;
@@ -21,8 +25,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+pub(crate) use assertion::assertion_key;
+
 use crate::{
-    knobs::{Endpoint, MetadataDoc},
+    knobs::{Endpoint, MetadataDoc, TokenAuthMethod},
     shared::{Shared, Urls},
 };
 
@@ -83,6 +89,14 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> (Router<Arc<Shared>>, Vec<(String,
         );
         add("device", Endpoint::DeviceVerify, get(device::verify));
     }
+    if !k.no_dcr && !k.no_registration_management {
+        // RFC 7592's client configuration endpoint, one per registration; not a named
+        // endpoint (faults and counters see it as `other`, by path).
+        router = router.route(
+            &manage::route_path(u),
+            get(manage::read).delete(manage::delete),
+        );
+    }
     (router, table)
 }
 
@@ -119,15 +133,18 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
     put("response_types_supported", json!(["code"]));
     put("response_modes_supported", json!(["query"]));
     put("grant_types_supported", json!(grants));
+    let auth_methods = k.advertised_auth_methods();
     put(
         "token_endpoint_auth_methods_supported",
-        json!(
-            k.token_auth_methods
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-        ),
+        json!(auth_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
     );
+    if auth_methods.contains(&TokenAuthMethod::PrivateKeyJwt) {
+        // RFC 8414 §2: present whenever private_key_jwt is listed.
+        put(
+            "token_endpoint_auth_signing_alg_values_supported",
+            json!(assertion::SIGNING_ALGS),
+        );
+    }
     if let Some(methods) = k.pkce.listed() {
         obj.insert("code_challenge_methods_supported".into(), json!(methods));
     }

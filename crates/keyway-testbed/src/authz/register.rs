@@ -1,4 +1,5 @@
-//! `POST /register`: dynamic client registration (RFC 7591).
+//! `POST /register`: dynamic client registration (RFC 7591), with the management
+//! fields of RFC 7592 unless `--no-registration-management`.
 
 use std::sync::Arc;
 
@@ -8,11 +9,12 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use jsonwebtoken::{AlgorithmFamily, DecodingKey, jwk::Jwk};
 use serde_json::{Value, json};
 
-use super::{no_store, oauth_error};
+use super::{manage, no_store, oauth_error};
 use crate::{
-    db::{Client, random_token},
+    db::{Client, Registration, random_token},
     knobs::TokenAuthMethod,
     shared::Shared,
 };
@@ -39,17 +41,27 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, body: String) ->
         }
     }
 
-    let supported = &shared.knobs.token_auth_methods;
+    let supported = shared.knobs.advertised_auth_methods();
     let requested = meta
         .get("token_endpoint_auth_method")
         .and_then(Value::as_str)
         .unwrap_or("client_secret_basic");
+    // private_key_jwt needs the client's key: a `jwks` (RFC 7591 §2) holding one the
+    // testbed can use. The testbed works offline, so a `jwks_uri` is not fetched.
+    let assertion_key = jwks_key(&meta);
     // The AS may replace what the client asked for (RFC 7591 §3.2.1); the client must
     // use what comes back.
+    let usable = |m: &TokenAuthMethod| {
+        supported.contains(m) && (*m != TokenAuthMethod::PrivateKeyJwt || assertion_key.is_some())
+    };
     let auth = TokenAuthMethod::parse(requested)
-        .filter(|m| supported.contains(m))
-        .or_else(|| supported.first().copied())
+        .filter(usable)
+        .or_else(|| supported.iter().copied().find(usable))
         .unwrap_or(TokenAuthMethod::None);
+    let with_secret = matches!(
+        auth,
+        TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost
+    );
     let grant_types: Vec<String> = meta
         .get("grant_types")
         .and_then(Value::as_array)
@@ -61,12 +73,14 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, body: String) ->
         })
         .unwrap_or_else(|| vec!["authorization_code".into()]);
 
-    let client = Client {
+    let mut client = Client {
         id: random_token("tbc_"),
-        secret: (auth != TokenAuthMethod::None).then(|| random_token("tbs_")),
+        secret: with_secret.then(|| random_token("tbs_")),
         auth,
         redirect_uris: redirect_uris.clone(),
         grant_types: grant_types.clone(),
+        assertion_key: assertion_key.filter(|_| auth == TokenAuthMethod::PrivateKeyJwt),
+        registration: None,
     };
     let issued_at = shared
         .now()
@@ -87,10 +101,22 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, body: String) ->
         answer["client_secret"] = json!(secret);
         answer["client_secret_expires_at"] = json!(0);
     }
+    if !shared.knobs.no_registration_management {
+        let access_token = random_token("tb_rat_");
+        answer["registration_client_uri"] = json!(manage::client_uri(&shared.urls, &client.id));
+        answer["registration_access_token"] = json!(access_token);
+        client.registration = Some(Registration {
+            access_token,
+            answer: answer.clone(),
+        });
+    }
     {
         let mut db = shared.db();
         if let Some(secret) = &client.secret {
             db.secrets.push(secret.clone());
+        }
+        if let Some(reg) = &client.registration {
+            db.secrets.push(reg.access_token.clone());
         }
         db.clients.insert(client.id.clone(), client);
     }
@@ -99,6 +125,18 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, body: String) ->
     let mut resp = (StatusCode::CREATED, Json(answer)).into_response();
     no_store(&mut resp);
     resp
+}
+
+/// The first key of the registration's `jwks` that can check assertions.
+fn jwks_key(meta: &Value) -> Option<DecodingKey> {
+    meta.get("jwks")?
+        .get("keys")?
+        .as_array()?
+        .iter()
+        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .filter_map(|jwk| DecodingKey::from_jwk(&jwk).ok())
+        // A symmetric key in a published key set would be no proof of anything.
+        .find(|key| key.family() != AlgorithmFamily::Hmac)
 }
 
 /// Redirect URIs must be absolute, fragment-free, and https unless loopback (OAuth 2.1

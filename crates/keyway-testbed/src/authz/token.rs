@@ -24,7 +24,7 @@ use super::{
 use crate::{
     db::{DEVICE_CODE_GRANT, Db, Issued, pkce_matches},
     dpop::{self, At, Expect},
-    knobs::IdpQuirks,
+    knobs::{IdpQuirks, TokenAuthMethod},
     shared::Shared,
     stats::TokenSeen,
 };
@@ -382,7 +382,8 @@ fn client_credentials(
     p: &HashMap<String, String>,
     jkt: Option<&str>,
 ) -> Result<Issued, Refusal> {
-    if caller.client.secret.is_none() {
+    // A client that authenticated by any method but `none` is confidential.
+    if caller.method == TokenAuthMethod::None {
         return Err(refuse(
             "unauthorized_client",
             "client_credentials needs a confidential client",

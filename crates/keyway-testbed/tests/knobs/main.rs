@@ -12,4 +12,6 @@ mod idp_quirks;
 mod listeners;
 mod mcp;
 mod metadata;
+mod private_key_jwt;
+mod registration;
 mod tokens;
