@@ -848,6 +848,35 @@ pub struct AuthArgs {
     /// `never`.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = DpopArg::Auto)]
     pub dpop: DpopArg,
+
+    /// The identity-provider profile: `auto` picks it by the issuer (entra, google,
+    /// auth0, okta, keycloak, github; `keyway probe` says which and what it changes),
+    /// `none` turns profiles off, a name forces one (a provider behind its own domain).
+    #[arg(long, value_name = "NAME", default_value = "auto", value_parser = profile_choice)]
+    pub profile: keyway::auth::profile::ProfileChoice,
+
+    /// Leave the `resource` parameter (RFC 8707) out of every request, for
+    /// authorization servers that refuse it.
+    #[arg(long)]
+    pub no_resource: bool,
+
+    /// One more authorization request parameter, KEY=VALUE (repeatable; replaces the
+    /// profile's of the same name), e.g. `--authorize-param prompt=consent`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = param)]
+    pub authorize_param: Vec<(String, String)>,
+
+    /// One more parameter for every token request, refresh included, KEY=VALUE
+    /// (repeatable), e.g. `--token-param audience=https://api.example.com`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = param)]
+    pub token_param: Vec<(String, String)>,
+}
+
+fn profile_choice(s: &str) -> Result<keyway::auth::profile::ProfileChoice, String> {
+    s.parse()
+}
+
+fn param(s: &str) -> Result<(String, String), String> {
+    keyway::auth::profile::parse_param(s)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

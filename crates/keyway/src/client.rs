@@ -427,6 +427,12 @@ impl Policy {
         self.sign_ins.store(0, Ordering::SeqCst);
     }
 
+    /// `operation` got through: its authorization count starts again (the cap is per
+    /// attempt of an operation, not per session).
+    pub async fn operation_done(&self, operation: &str) {
+        self.step_up.lock().await.done(self.url.as_str(), operation);
+    }
+
     /// Whether a saved server is still saved and enabled (asked before reconnecting).
     pub async fn still_wanted(&self) -> bool {
         match &self.credentials {
@@ -514,19 +520,23 @@ impl Policy {
                 }
             }
         }
-        if let Some(operation) = operation
-            && !self
-                .step_up
-                .lock()
-                .await
-                .allow(self.url.as_str(), operation)
-        {
-            let scopes = self.previous_scopes().await.unwrap_or_default().join(" ");
-            return Err(AuthError::StepUpExhausted {
-                attempts: StepUp::MAX_ATTEMPTS,
-                scopes,
+        match operation {
+            Some(operation)
+                if !self
+                    .step_up
+                    .lock()
+                    .await
+                    .allow(self.url.as_str(), operation) =>
+            {
+                let scopes = self.previous_scopes().await.unwrap_or_default().join(" ");
+                return Err(AuthError::StepUpExhausted {
+                    attempts: StepUp::MAX_ATTEMPTS,
+                    scopes,
+                }
+                .into());
             }
-            .into());
+            Some(_) => {}
+            None => self.step_up.lock().await.connecting(self.url.as_str()),
         }
         let previous = self.previous_scopes().await;
         self.authorize(challenge.into_iter().collect(), previous)
@@ -698,6 +708,10 @@ pub async fn save_grant(
             auth_method: grant.client.auth.method(),
             redirect_uris: grant.client.redirect_uris.clone(),
             kind: RegistrationKind::Preregistered,
+            extras: crate::auth::registration::RegistrationExtras {
+                private_key: grant.client.auth.signing_key().cloned(),
+                management: None,
+            },
         };
         RegistrationStore::save(store, &registration).await?;
     }
@@ -985,15 +999,17 @@ impl Session {
         let mut reconnected = false;
         let mut took_handshake = false;
         loop {
-            // Connecting is one operation whatever the caller wanted: its sign-in and
-            // its step-ups share one cap. (A 2026-07-28 server wants a token for
-            // `server/discover` where many let `initialize` through without one.)
+            // Connecting is part of the operation the caller wanted: its sign-in and
+            // the operation's step-ups share the operation's one cap of
+            // `StepUp::MAX_ATTEMPTS` authorizations, the first included. (A
+            // 2026-07-28 server wants a token for `server/discover` where many let
+            // `initialize` through without one.)
             let failure = match self.connected().await {
                 Err(ConnectError::AuthorizationRequired { challenge, .. }) => {
-                    Refusal::Unauthorized(challenge, "initialize".to_owned())
+                    Refusal::Unauthorized(challenge, operation.to_owned())
                 }
                 Err(ConnectError::InsufficientScope { challenge, .. }) => {
-                    Refusal::Forbidden(challenge, "initialize".to_owned())
+                    Refusal::Forbidden(challenge, operation.to_owned())
                 }
                 Err(e) => return Err(ClientError::Connect(e)),
                 Ok(conn) => {
@@ -1001,6 +1017,9 @@ impl Session {
                     match op(conn).await {
                         Ok(v) => {
                             self.policy.delivered();
+                            if recoveries > 0 {
+                                self.policy.operation_done(operation).await;
+                            }
                             return Ok(v);
                         }
                         Err(RequestError::AuthorizationRequired { challenge, .. }) => {

@@ -71,6 +71,9 @@ pub struct Probe {
     /// What DPoP (RFC 9449) would do under `--dpop auto`, in words, when either
     /// server mentions it.
     pub dpop: Option<String>,
+    /// The identity-provider profile `--profile auto` would apply, why, and what it
+    /// changes.
+    pub profile: Option<String>,
     /// Why it was classed so, in words: the server's challenge, the error, or the fatal
     /// discovery problem.
     pub detail: Option<String>,
@@ -148,6 +151,7 @@ pub async fn probe_within(
             device: false,
             client_credentials: false,
             dpop: None,
+            profile: None,
             detail: Some(format!("no answer within {} s", timeout.as_secs())),
             discovery: None,
             next_step: "check that the server is up; it accepted the connection but never answered"
@@ -174,6 +178,7 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
         device: false,
         client_credentials: false,
         dpop: None,
+        profile: None,
         detail: None,
         discovery: None,
         next_step: String::new(),
@@ -251,6 +256,17 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             p.device = verdict.device;
             p.client_credentials = verdict.client_credentials;
             p.dpop = dpop_line(&values, target.as_ref());
+            p.profile = target
+                .as_ref()
+                .and_then(|t| crate::auth::profile::Profile::for_issuer(&t.issuer))
+                .map(|(profile, why)| {
+                    format!(
+                        "{} ({}, {why}): {}",
+                        profile.name,
+                        profile.provider,
+                        profile.changes.join("; ")
+                    )
+                });
             p.detail = report.fatal().map(|f| f.message.clone());
             p.discovery = Some(report);
         }

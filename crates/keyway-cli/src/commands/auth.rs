@@ -142,6 +142,10 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
             crate::cli::DpopArg::Always => DpopMode::Always,
             crate::cli::DpopArg::Never => DpopMode::Never,
         },
+        profile: a.profile.clone(),
+        no_resource: a.no_resource,
+        authorize_params: a.authorize_param.clone(),
+        token_params: a.token_param.clone(),
     })
 }
 

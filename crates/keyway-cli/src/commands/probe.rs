@@ -123,6 +123,9 @@ pub fn print_probe(p: &Probe, printer: &Printer) {
             if let Some(d) = &p.dpop {
                 printer.step(format!("  dpop         {d}"));
             }
+            if let Some(profile) = &p.profile {
+                printer.step(format!("  profile      {profile}"));
+            }
         }
         _ => {}
     }

@@ -233,14 +233,21 @@ pub async fn remove(args: NameArg, settings: &Settings, printer: &Printer) -> Re
     let rec = store::find(&st, &args.name).await?;
     // Its tokens are revoked first, as logout does: a removed server should leave no
     // live grant behind at its authorization server.
-    let revocation = keyway::manage::remove(&st, &rec)
+    let removal = keyway::manage::remove(&st, &rec)
         .await
-        .map_err(store::store_error)?
+        .map_err(store::store_error)?;
+    let revocation = removal
+        .revocation
+        .as_ref()
         .map(|r| r.to_string())
         .unwrap_or_else(|| "it had no credential".to_owned());
-    printer
-        .json(&serde_json::json!({"name": rec.name, "removed": true, "revocation": revocation}))?;
-    printer.result(format!("removed {} ({revocation})", rec.name));
+    printer.json(&serde_json::json!({
+        "name": rec.name,
+        "removed": true,
+        "revocation": revocation,
+        "registration": removal.registration.as_ref().map(|d| d.to_string()),
+    }))?;
+    printer.result(format!("removed {} ({removal})", rec.name));
     Ok(())
 }
 

@@ -83,7 +83,8 @@ async fn endless_step_up_stops_after_three_authorizations() {
         "{}",
         stderr(&out)
     );
-    // One for the handshake's 401, three for the tool's 403s.
+    // One for the first operation (connecting and listing the tools, which got
+    // through), three for the call's 403s: three per operation, the first included.
     assert_eq!(tb.stats().authorizations, 4);
 }
 

@@ -12,6 +12,8 @@ mod generations;
 mod harness;
 mod hygiene;
 mod legacy;
+mod lifecycle;
+mod profiles;
 mod proxy;
 mod proxy_url;
 mod race;

@@ -358,7 +358,10 @@ async fn lifecycle_show_call_logout_authorize_remove() {
     let out = k.run_async(&["remove", "tb"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains(&format!("removed tb (revoked at {})", tb.issuer())),
+        stdout(&out).contains(&format!(
+            "removed tb (revoked at {0}; its registration deleted at {0})",
+            tb.issuer()
+        )),
         "{}",
         stdout(&out)
     );

@@ -84,6 +84,8 @@ type KeyLoader = fn(&[u8]) -> Result<jsonwebtoken::EncodingKey, jsonwebtoken::er
 pub struct SigningKey {
     key: jsonwebtoken::EncodingKey,
     alg: jsonwebtoken::Algorithm,
+    /// The PEM it was read from, for the encrypted store only.
+    pem: Secret,
 }
 
 impl fmt::Debug for SigningKey {
@@ -135,10 +137,21 @@ impl SigningKey {
                 return Ok(Self {
                     key,
                     alg: wanted.unwrap_or(implied),
+                    pem: pem.clone(),
                 });
             }
         }
         Err(KeyError::NotAKey)
+    }
+
+    /// The PEM the key was read from: for the encrypted store only.
+    pub fn pem(&self) -> &Secret {
+        &self.pem
+    }
+
+    /// The JWS algorithm it signs with (`ES256`, `PS256`, ...).
+    pub fn algorithm(&self) -> String {
+        format!("{:?}", self.alg)
     }
 
     /// A client assertion: iss = sub = client id, aud = the issuer, short-lived, unique.
@@ -195,6 +208,14 @@ impl ClientAuth {
     pub fn secret(&self) -> Option<&ClientSecret> {
         match self {
             Self::SecretBasic(s) | Self::SecretPost(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The private key, for [`ClientAuth::PrivateKeyJwt`].
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        match self {
+            Self::PrivateKeyJwt(k) => Some(k),
             _ => None,
         }
     }

@@ -37,9 +37,18 @@ pub(crate) async fn run(
     scopes: &[String],
     resource: &str,
     reporter: &dyn Reporter,
-    dpop: Option<&super::dpop::DpopKey>,
+    extras: token::Extras<'_>,
 ) -> Result<TokenResponse, AuthError> {
-    let start = start(http, endpoint, issuer, client, scopes, resource).await?;
+    let send_resource = extras.quirks.is_none_or(|q| q.send_resource);
+    let start = start(
+        http,
+        endpoint,
+        issuer,
+        client,
+        scopes,
+        send_resource.then_some(resource),
+    )
+    .await?;
     reporter.device_code(
         &start.verification_uri,
         start.verification_uri_complete.as_deref(),
@@ -60,7 +69,7 @@ pub(crate) async fn run(
             client,
             form,
             SystemTime::now(),
-            dpop,
+            extras,
         )
         .await
         {
@@ -96,9 +105,12 @@ async fn start(
     issuer: &str,
     client: &OAuthClient,
     scopes: &[String],
-    resource: &str,
+    resource: Option<&str>,
 ) -> Result<DeviceStart, AuthError> {
-    let mut form = vec![("resource", resource.to_owned())];
+    let mut form: Vec<(&'static str, String)> = resource
+        .map(|r| ("resource", r.to_owned()))
+        .into_iter()
+        .collect();
     if !scopes.is_empty() {
         form.push(("scope", scopes.join(" ")));
     }

@@ -47,7 +47,7 @@ pub(crate) async fn run(
     as_client: &OAuthClient,
     resource: &str,
     scopes: &[String],
-    dpop: Option<&super::dpop::DpopKey>,
+    extras: token::Extras<'_>,
 ) -> Result<TokenResponse, AuthError> {
     let ordinary = crate::http::client().map_err(|e| AuthError::IdentityProvider {
         detail: format!("building the HTTP client: {e}"),
@@ -68,7 +68,7 @@ pub(crate) async fn run(
         as_client,
         form,
         SystemTime::now(),
-        dpop,
+        extras,
     )
     .await?)
 }

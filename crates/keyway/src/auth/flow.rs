@@ -21,6 +21,7 @@ use super::{
     discovery::{self, AuthTarget, MetadataSource, ProblemCode},
     dpop::{self as dpop_mod, DpopKey, DpopMode},
     loopback::{Arrived, Expecting, Loopback, Page},
+    profile::{self, Quirks},
     registration::{self, Plan, RegistrationStore},
     scopes,
     token::{self, TokenError, TokenType},
@@ -49,6 +50,9 @@ pub struct Authorizer {
     /// The DPoP key of the flow under way, when it binds its tokens (set by
     /// [`Authorizer::authorize`] once discovery has said what the servers take).
     dpop: Option<Arc<DpopKey>>,
+    /// The quirks of the flow under way: its provider's profile and the flags (set by
+    /// [`Authorizer::authorize`] once discovery has found the issuer).
+    quirks: Quirks,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -60,10 +64,14 @@ impl std::fmt::Debug for Authorizer {
 }
 
 /// Step-up bookkeeping: at most [`StepUp::MAX_ATTEMPTS`] authorizations per resource
-/// and operation (MCP "Step-Up Authorization Flow").
+/// and operation (MCP "Step-Up Authorization Flow"), the first included: an
+/// authorization the connection itself needed ([`StepUp::connecting`]) counts
+/// against the first operation that follows it.
 #[derive(Debug, Default)]
 pub struct StepUp {
     attempts: HashMap<(String, String), u32>,
+    /// Authorizations made to connect, per resource, not yet charged to an operation.
+    connecting: HashMap<String, u32>,
 }
 
 impl StepUp {
@@ -73,15 +81,28 @@ impl StepUp {
     /// Count one more authorization for `operation` on `resource`; false once the
     /// limit is reached.
     pub fn allow(&mut self, resource: &str, operation: &str) -> bool {
+        let carried = &mut self.connecting;
         let n = self
             .attempts
             .entry((resource.to_owned(), operation.to_owned()))
-            .or_insert(0);
+            .or_insert_with(|| carried.remove(resource).unwrap_or(0));
         if *n >= Self::MAX_ATTEMPTS {
             return false;
         }
         *n += 1;
         true
+    }
+
+    /// `operation` on `resource` got through: its count starts again.
+    pub fn done(&mut self, resource: &str, operation: &str) {
+        self.attempts
+            .remove(&(resource.to_owned(), operation.to_owned()));
+    }
+
+    /// Count an authorization the connection to `resource` needed (no operation was
+    /// refused yet): charged to the next operation [`allow`](Self::allow) sees first.
+    pub fn connecting(&mut self, resource: &str) {
+        *self.connecting.entry(resource.to_owned()).or_insert(0) += 1;
     }
 
     /// How many authorizations [`allow`](Self::allow) has counted for `operation` on
@@ -115,7 +136,16 @@ impl Authorizer {
             reporter,
             pending: None,
             dpop: None,
+            quirks: Quirks::default(),
         })
+    }
+
+    /// What the flow's token requests add: its DPoP key and its quirks.
+    fn extras(&self) -> token::Extras<'_> {
+        token::Extras {
+            dpop: self.dpop.as_deref(),
+            quirks: Some(&self.quirks),
+        }
     }
 
     /// Record each authorization code flow in `pending` while it waits for its callback.
@@ -190,8 +220,10 @@ impl Authorizer {
         } else {
             None
         };
+        let quirks = self.quirks_for(&target);
         let this = Self {
             dpop,
+            quirks,
             ..self.clone()
         };
         let grant = this
@@ -216,6 +248,33 @@ impl Authorizer {
         self.reporter
             .authorized(&grant.issuer, &grant.requested_scopes);
         Ok(grant)
+    }
+
+    /// The quirks of a flow for `target`: its provider's profile (reported), then the
+    /// flags (`--no-resource`, `--authorize-param`, `--token-param`), which win.
+    fn quirks_for(&self, target: &AuthTarget) -> Quirks {
+        let o = &self.options;
+        let mut q = match profile::choose(&o.profile, &target.issuer) {
+            Some((p, why)) => {
+                self.reporter.note(&format!(
+                    "using the {} profile ({why}): {}",
+                    p.name,
+                    p.changes.join("; ")
+                ));
+                p.quirks(&target.resource)
+            }
+            None => Quirks::default(),
+        };
+        if o.no_resource {
+            q.send_resource = false;
+        }
+        let merge = |into: &mut Vec<(String, String)>, extra: &[(String, String)]| {
+            into.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+            into.extend(extra.iter().cloned());
+        };
+        merge(&mut q.authorize_params, &o.authorize_params);
+        merge(&mut q.token_params, &o.token_params);
+        q
     }
 
     /// The grant [`AuthOptions::grant`] names, after discovery found `target`.
@@ -263,6 +322,7 @@ impl Authorizer {
         }?;
         let mut grant = grant;
         grant.as_metadata = Some(target.metadata.clone());
+        grant.quirks = self.quirks.clone();
         Ok(grant)
     }
 
@@ -328,6 +388,7 @@ impl Authorizer {
         mut form: Vec<(&'static str, String)>,
         wanted: Vec<String>,
     ) -> Result<Grant, AuthError> {
+        let wanted = self.quirks.qualified(wanted, &t.resource);
         form.push(("resource", t.resource.clone()));
         if !wanted.is_empty() {
             form.push(("scope", wanted.join(" ")));
@@ -340,7 +401,7 @@ impl Authorizer {
             &client,
             form,
             now,
-            self.dpop.as_deref(),
+            self.extras(),
         )
         .await?;
         Ok(Grant::from_response(
@@ -386,7 +447,7 @@ impl Authorizer {
             &client,
             &t.resource,
             &wanted,
-            self.dpop.as_deref(),
+            self.extras(),
         )
         .await?;
         Ok(Grant::from_response(
@@ -417,7 +478,11 @@ impl Authorizer {
             .map_err(AuthError::refused("device_authorization_endpoint"))?
             .to_string();
         let token_endpoint = self.token_endpoint(t, policy)?;
-        let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
+        let wanted = self.quirks.scopes(
+            wanted,
+            t.metadata.lists_scope("offline_access"),
+            &t.resource,
+        );
         let client = match registration::plan(&self.options.client, &t.metadata)? {
             Plan::Preregistered => registration::preregistered(&self.options.client, &t.metadata)?,
             Plan::MetadataDocument(url) => cimd_client(&url, &t.issuer),
@@ -447,7 +512,7 @@ impl Authorizer {
             &wanted,
             &t.resource,
             self.reporter.as_ref(),
-            self.dpop.as_deref(),
+            self.extras(),
         )
         .await?;
         Ok(Grant::from_response(
@@ -629,7 +694,11 @@ impl Authorizer {
             .check(auth_endpoint)
             .map_err(AuthError::refused("authorization_endpoint"))?;
         let token_endpoint = self.token_endpoint(t, policy)?;
-        let wanted = scopes::with_offline_access(wanted, t.metadata.lists_scope("offline_access"));
+        let wanted = self.quirks.scopes(
+            wanted,
+            t.metadata.lists_scope("offline_access"),
+            &t.resource,
+        );
 
         // One retry: a dynamic client the server no longer knows is registered anew.
         let mut retried = false;
@@ -706,7 +775,12 @@ impl Authorizer {
             q.append_pair("state", state.secret());
             q.append_pair("code_challenge", challenge.as_str());
             q.append_pair("code_challenge_method", challenge.method().as_str());
-            q.append_pair("resource", &t.resource);
+            if self.quirks.send_resource {
+                q.append_pair("resource", &t.resource);
+            }
+            for (k, v) in &self.quirks.authorize_params {
+                q.append_pair(k, v);
+            }
             // RFC 9449 §10: the code is bound to the key that will redeem it.
             if let Some(key) = &self.dpop {
                 q.append_pair("dpop_jkt", key.thumbprint());
@@ -759,7 +833,7 @@ impl Authorizer {
             &client,
             form,
             now,
-            self.dpop.as_deref(),
+            self.extras(),
         )
         .await?;
         Ok(Grant::from_response(
@@ -1005,6 +1079,18 @@ mod tests {
         assert!(!s.allow("r", "tools/call admin"));
         assert!(s.allow("r", "tools/call other"));
         assert!(s.allow("r2", "tools/call admin"));
+        // The connection's own authorization counts against the first operation.
+        let mut s = StepUp::default();
+        s.connecting("r");
+        assert!((0..2).all(|_| s.allow("r", "tools/call admin")));
+        assert!(
+            !s.allow("r", "tools/call admin"),
+            "three in all, the first included"
+        );
+        assert!(
+            (0..3).all(|_| s.allow("r", "tools/call other")),
+            "charged once"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`discovery`]: from a 401 to a validated authorization server, with a report;
 //! - [`registration`]: pre-registered, client ID metadata document, or dynamic;
 //! - [`dpop`]: DPoP (RFC 9449) keys and proofs;
+//! - [`profile`]: identity-provider profiles (Entra, Google, ...) as data;
 //! - [`Authorizer`]: the authorization code flow with PKCE S256, `state`, `resource`,
 //!   RFC 9207 `iss`; the device grant; client credentials; step-up scopes;
 //! - [`Grant`] and [`OAuthTokens`]: tokens bound to resource + issuer + client,
@@ -25,6 +26,7 @@ mod fetch;
 mod flow;
 pub mod loopback;
 pub mod metadata;
+pub mod profile;
 pub mod registration;
 pub mod scopes;
 pub mod token;
@@ -110,6 +112,16 @@ pub struct AuthOptions {
     pub callbacks: Option<loopback::Callbacks>,
     /// Whether tokens are bound to a DPoP key (RFC 9449; `--dpop`).
     pub dpop: dpop::DpopMode,
+    /// Which identity-provider profile applies (`--profile`).
+    pub profile: profile::ProfileChoice,
+    /// Leave `resource` out of every request (`--no-resource`), for servers that
+    /// refuse it.
+    pub no_resource: bool,
+    /// More authorization request parameters (`--authorize-param`), after the
+    /// profile's (a key given here replaces the profile's).
+    pub authorize_params: Vec<(String, String)>,
+    /// More token request parameters (`--token-param`), likewise.
+    pub token_params: Vec<(String, String)>,
 }
 
 impl AuthError {
@@ -138,6 +150,10 @@ impl Default for AuthOptions {
             opener: None,
             callbacks: None,
             dpop: dpop::DpopMode::Auto,
+            profile: profile::ProfileChoice::Auto,
+            no_resource: false,
+            authorize_params: Vec::new(),
+            token_params: Vec::new(),
         }
     }
 }

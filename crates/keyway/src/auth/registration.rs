@@ -142,6 +142,43 @@ pub struct StoredRegistration {
     pub redirect_uris: Vec<String>,
     /// How the client id was obtained.
     pub kind: RegistrationKind,
+    /// What else a refresh or a removal needs: the private key of a pre-registered
+    /// private_key_jwt client, the RFC 7592 management endpoint of a dynamic one.
+    /// Sealed in the store.
+    #[serde(skip)]
+    pub extras: RegistrationExtras,
+}
+
+/// The parts of a registration that only the encrypted store keeps.
+#[derive(Clone, Default)]
+pub struct RegistrationExtras {
+    /// The private key of a pre-registered private_key_jwt client, so a refresh in
+    /// another process can sign its assertion.
+    pub private_key: Option<super::SigningKey>,
+    /// RFC 7592: where the registration can be read or deleted, and with what token.
+    pub management: Option<Management>,
+}
+
+/// A dynamic registration's management endpoint (RFC 7592 §2). `Debug` redacts the
+/// token.
+#[derive(Clone, Debug)]
+pub struct Management {
+    /// `registration_client_uri`.
+    pub uri: String,
+    /// `registration_access_token`, sent as Bearer to `uri` only.
+    pub token: crate::Secret,
+}
+
+impl fmt::Debug for RegistrationExtras {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistrationExtras")
+            .field("private_key", &self.private_key.is_some())
+            .field(
+                "management_uri",
+                &self.management.as_ref().map(|m| m.uri.as_str()),
+            )
+            .finish()
+    }
 }
 
 impl fmt::Debug for StoredRegistration {
@@ -153,17 +190,23 @@ impl fmt::Debug for StoredRegistration {
             .field("auth_method", &self.auth_method)
             .field("redirect_uris", &self.redirect_uris)
             .field("kind", &self.kind)
+            .field("extras", &self.extras)
             .finish()
     }
 }
 
 impl StoredRegistration {
     /// The client to use: its secret for the two secret methods when there is one,
-    /// else a public client (a stored registration holds no private key).
+    /// its private key for private_key_jwt when it is kept, else a public client.
     pub fn client(&self) -> OAuthClient {
-        let auth = match (self.auth_method, &self.client_secret) {
-            (AuthMethod::ClientSecretBasic, Some(s)) => ClientAuth::SecretBasic(s.clone()),
-            (AuthMethod::ClientSecretPost, Some(s)) => ClientAuth::SecretPost(s.clone()),
+        let auth = match (
+            self.auth_method,
+            &self.client_secret,
+            &self.extras.private_key,
+        ) {
+            (AuthMethod::ClientSecretBasic, Some(s), _) => ClientAuth::SecretBasic(s.clone()),
+            (AuthMethod::ClientSecretPost, Some(s), _) => ClientAuth::SecretPost(s.clone()),
+            (AuthMethod::PrivateKeyJwt, _, Some(k)) => ClientAuth::PrivateKeyJwt(k.clone()),
             _ => ClientAuth::None,
         };
         OAuthClient {
@@ -174,6 +217,41 @@ impl StoredRegistration {
             redirect_uris: self.redirect_uris.clone(),
         }
     }
+}
+
+/// Delete a dynamic registration at its management endpoint (RFC 7592 §2.3), for a
+/// client whose tokens were for `resource` (the endpoint obeys that resource's URL
+/// rules, as a refresh's token endpoint does). Gone already (404) counts as deleted.
+pub async fn delete(resource: &str, m: &Management) -> Result<(), super::token::TokenError> {
+    use super::token::TokenError;
+    let refused = |refusal| TokenError::Refused {
+        what: "registration_client_uri",
+        refusal,
+    };
+    let policy = super::tokens::policy_for_resource(resource)
+        .await
+        .map_err(|e| match e {
+            super::RefreshError::Refused(r) => refused(r),
+            other => TokenError::Client(other.to_string()),
+        })?;
+    let uri = policy.check(&m.uri).map_err(refused)?;
+    let http = crate::http::guarded(&policy).map_err(|e| TokenError::Transport(e.to_string()))?;
+    let resp = http
+        .delete(uri)
+        .bearer_auth(m.token.expose())
+        .timeout(super::token::TOKEN_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| TokenError::Transport(describe(&e)))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) || status == 404 {
+        return Ok(());
+    }
+    let body = read_capped(resp, 16 * 1024).await.unwrap_or_default();
+    Err(TokenError::Malformed {
+        status,
+        detail: snippet(&body),
+    })
 }
 
 /// Where registrations live between flows. The in-memory one serves ad hoc calls;
@@ -427,6 +505,24 @@ pub(crate) async fn register(
                 .collect()
         })
         .unwrap_or_else(|| redirect_uris.to_vec());
+    // RFC 7592: kept only when both come, and the URI obeys the flow's URL rules (the
+    // token goes there when the server is removed).
+    let management = match (
+        obj.get("registration_client_uri").and_then(Value::as_str),
+        obj.get("registration_access_token").and_then(Value::as_str),
+    ) {
+        (Some(uri), Some(token)) if !token.is_empty() => match policy.check(uri) {
+            Ok(u) => Some(Management {
+                uri: u.to_string(),
+                token: crate::Secret::new(token),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the registration's management URI");
+                None
+            }
+        },
+        _ => None,
+    };
     Ok(StoredRegistration {
         issuer: m.issuer.clone(),
         client_id: client_id.to_owned(),
@@ -434,6 +530,10 @@ pub(crate) async fn register(
         auth_method,
         redirect_uris,
         kind: RegistrationKind::Dynamic,
+        extras: RegistrationExtras {
+            private_key: None,
+            management,
+        },
     })
 }
 

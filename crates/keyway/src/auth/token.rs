@@ -12,6 +12,7 @@ use super::{
     client::OAuthClient,
     dpop::DpopKey,
     fetch::{describe, read_capped, snippet},
+    profile::Quirks,
 };
 
 /// Largest token response keyway reads.
@@ -101,19 +102,37 @@ impl TokenError {
     }
 }
 
+/// What a token request adds to its grant: a DPoP key to prove, and the provider's
+/// quirks (no `resource`, more parameters).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    /// Each request carries a fresh proof of this key.
+    pub(crate) dpop: Option<&'a DpopKey>,
+    /// The flow's quirks ([`Quirks`]).
+    pub(crate) quirks: Option<&'a Quirks>,
+}
+
 /// POST a grant to the token endpoint as `client`. `audience` is the issuer (the
-/// `aud` of private_key_jwt assertions). With `dpop`, each request carries a fresh
-/// proof of that key (RFC 9449 §5) with the endpoint's latest nonce; a
-/// `use_dpop_nonce` answer that brings a new nonce is retried once with it (§8).
+/// `aud` of private_key_jwt assertions). With a DPoP key, each request carries a fresh
+/// proof of it (RFC 9449 §5) with the endpoint's latest nonce; a `use_dpop_nonce`
+/// answer that brings a new nonce is retried once with it (§8). The quirks leave
+/// `resource` out or add parameters (a parameter they name replaces the grant's).
 pub(crate) async fn request(
     http: &reqwest::Client,
     token_endpoint: &str,
     audience: &str,
     client: &OAuthClient,
-    form: Vec<(&'static str, String)>,
+    mut form: Vec<(&'static str, String)>,
     now: SystemTime,
-    dpop: Option<&DpopKey>,
+    extras: Extras<'_>,
 ) -> Result<TokenResponse, TokenError> {
+    let dpop = extras.dpop;
+    if let Some(q) = extras.quirks {
+        form.retain(|(k, _)| {
+            (q.send_resource || *k != "resource") && !q.token_params.iter().any(|(p, _)| p == k)
+        });
+    }
+    let more: &[(String, String)] = extras.quirks.map_or(&[], |q| &q.token_params);
     let endpoint_url = match dpop {
         Some(_) => Some(
             url::Url::parse(token_endpoint).map_err(|_| TokenError::Refused {
@@ -146,8 +165,13 @@ pub(crate) async fn request(
         let req = client
             .authenticate(req, &mut form, audience, now)
             .map_err(|e| TokenError::Client(e.to_string()))?;
+        let all: Vec<(&str, &str)> = form
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(more.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect();
         let resp = req
-            .form(&form)
+            .form(&all)
             .send()
             .await
             .map_err(|e| transport_error("token_endpoint", token_endpoint, &e))?;
@@ -291,6 +315,19 @@ pub(crate) fn parse_response(
         status,
         detail: detail.to_owned(),
     };
+    // GitHub reports errors with 200: an answer with `error` and no token is one.
+    if !obj.contains_key("access_token")
+        && let Some(error) = obj.get("error").and_then(Value::as_str)
+    {
+        return Err(TokenError::OAuth {
+            status,
+            error: printable(error),
+            description: obj
+                .get("error_description")
+                .and_then(Value::as_str)
+                .map(printable),
+        });
+    }
     let access_token = obj
         .get("access_token")
         .and_then(Value::as_str)
@@ -400,5 +437,13 @@ mod tests {
         );
         let e = parse_response(502, b"Bad Gateway", false).unwrap_err();
         assert!(matches!(e, TokenError::Malformed { status: 502, .. }));
+        // GitHub's way: an error in a 200.
+        let e = parse_response(
+            200,
+            br#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), Some("bad_verification_code"));
     }
 }

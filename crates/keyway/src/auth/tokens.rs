@@ -16,6 +16,7 @@ use url::Url;
 use super::{
     client::OAuthClient,
     dpop::DpopKey,
+    profile::Quirks,
     token::{self, TokenError, TokenResponse, TokenType},
     urls,
 };
@@ -77,6 +78,9 @@ pub struct Grant {
     /// The DPoP key the tokens were requested with (RFC 9449): every refresh proves
     /// it, and a DPoP-bound access token is presented with it.
     pub dpop: Option<Arc<DpopKey>>,
+    /// What the provider needs done differently, on refresh too (no `resource`, more
+    /// parameters, the scopes again).
+    pub quirks: Quirks,
 }
 
 impl fmt::Debug for Grant {
@@ -110,6 +114,7 @@ impl Grant {
         Self {
             token_type: r.token_type,
             dpop,
+            quirks: Quirks::default(),
             access_token: r.access_token,
             refresh_token: r.refresh_token,
             expires_at: r.expires_in.map(|d| now + d),
@@ -183,6 +188,7 @@ mod tests {
             as_metadata: None,
             token_type: TokenType::Bearer,
             dpop: None,
+            quirks: Quirks::default(),
         }
     }
 
@@ -260,11 +266,20 @@ pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshErr
     let http = crate::http::guarded(&policy)
         .map_err(|e| RefreshError::Failed(TokenError::Transport(e.to_string())))?;
     let http = &http;
-    let form = vec![
+    let mut form = vec![
         ("grant_type", "refresh_token".to_owned()),
         ("refresh_token", rt.secret().clone()),
         ("resource", grant.resource.clone()),
     ];
+    if grant.quirks.scope_on_refresh {
+        let scopes = grant
+            .granted_scopes
+            .as_ref()
+            .unwrap_or(&grant.requested_scopes);
+        if !scopes.is_empty() {
+            form.push(("scope", scopes.join(" ")));
+        }
+    }
     let r = token::request(
         http,
         &grant.token_endpoint,
@@ -272,12 +287,18 @@ pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshErr
         &grant.client,
         form,
         now,
-        grant.dpop.as_deref(),
+        token::Extras {
+            dpop: grant.dpop.as_deref(),
+            quirks: Some(&grant.quirks),
+        },
     )
     .await
     .map_err(|e| match e {
         TokenError::Refused { refusal, .. } => RefreshError::Refused(refusal),
-        e if e.code() == Some("invalid_grant") => RefreshError::Rejected(e),
+        // GitHub says bad_refresh_token for what everyone else calls invalid_grant.
+        e if matches!(e.code(), Some("invalid_grant" | "bad_refresh_token")) => {
+            RefreshError::Rejected(e)
+        }
         e => RefreshError::Failed(e),
     })?;
     Ok(Grant {
@@ -294,6 +315,7 @@ pub async fn refresh(grant: &Grant, now: SystemTime) -> Result<Grant, RefreshErr
         as_metadata: grant.as_metadata.clone(),
         token_type: r.token_type,
         dpop: grant.dpop.clone(),
+        quirks: grant.quirks.clone(),
     })
 }
 

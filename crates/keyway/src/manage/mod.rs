@@ -17,12 +17,13 @@ pub use add::{AddError, AddRequest, Added, AuthorizeError, VerifyError, add, aut
 
 use crate::{
     Secret,
-    auth::{RegistrationStore, token},
+    auth::{RegistrationKind, RegistrationStore, token},
     mcp::TransportChoice,
     probe::{Probe, ProbeClass, ProbeOptions},
     status::{Action, CredentialView, State, state_and_action},
     store::{
-        AuthKind, Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError, Transport,
+        AuthKind, Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError,
+        StoredCredential, Transport,
     },
 };
 
@@ -285,19 +286,125 @@ pub async fn revoke(st: &SqliteStore, credential: &Credential) -> Revocation {
     }
 }
 
-/// Revoke what `rec` holds, if anything can be read, then remove it and its
-/// credential. `None` when it held no credential.
-pub async fn remove(
-    st: &SqliteStore,
-    rec: &ServerRecord,
-) -> Result<Option<Revocation>, StoreError> {
-    let revoked = match st.credential(&rec.id).await {
+/// What happened to a removed server's dynamic registration (RFC 7592).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deregistration {
+    /// Deleted at this issuer, and forgotten.
+    Deleted {
+        /// The authorization server.
+        issuer: String,
+    },
+    /// Kept: another saved server uses the same client.
+    Shared,
+    /// The server gave no management endpoint: forgotten here only.
+    Unmanaged,
+    /// The delete failed (forgotten here anyway).
+    Failed {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Deregistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Deleted { issuer } => write!(f, "its registration deleted at {issuer}"),
+            Self::Shared => f.write_str("its registration kept for the other servers using it"),
+            Self::Unmanaged => {
+                f.write_str("its registration forgotten (the server offers no way to delete it)")
+            }
+            Self::Failed { reason } => {
+                write!(
+                    f,
+                    "deleting its registration failed ({reason}); forgotten anyway"
+                )
+            }
+        }
+    }
+}
+
+/// What [`remove`] did besides removing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// The revocation of its tokens (`None`: it held no credential).
+    pub revocation: Option<Revocation>,
+    /// What became of its dynamic registration (`None`: it had none).
+    pub registration: Option<Deregistration>,
+}
+
+impl std::fmt::Display for Removal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.revocation {
+            Some(r) => write!(f, "{r}")?,
+            None => f.write_str("it had no credential")?,
+        }
+        if let Some(d) = &self.registration {
+            write!(f, "; {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Revoke what `rec` holds, if anything can be read (RFC 7009), then remove it and
+/// its credential; then delete its dynamic registration where the server allows it
+/// (RFC 7592) and no other saved server uses that client.
+pub async fn remove(st: &SqliteStore, rec: &ServerRecord) -> Result<Removal, StoreError> {
+    let stored = st.credential(&rec.id).await;
+    let revocation = match &stored {
         Ok(Some(stored)) => Some(revoke(st, &stored.credential).await),
         Ok(None) => None,
         Err(_) => Some(Revocation::Unreadable),
     };
     st.remove_server(&rec.id).await?;
-    Ok(revoked)
+    let registration = match stored {
+        Ok(Some(StoredCredential {
+            credential: Credential::OAuth(o),
+            ..
+        })) => deregister(st, &o).await,
+        _ => None,
+    };
+    Ok(Removal {
+        revocation,
+        registration,
+    })
+}
+
+/// Delete (RFC 7592) and forget the dynamic registration `o` was issued to, unless
+/// another saved server's credential names the same client.
+async fn deregister(st: &SqliteStore, o: &crate::store::OAuthCredential) -> Option<Deregistration> {
+    let registration = RegistrationStore::load(st, &o.issuer)
+        .await
+        .ok()
+        .flatten()?;
+    if registration.kind != RegistrationKind::Dynamic || registration.client_id != o.client_id {
+        return None;
+    }
+    for other in st.servers().await.ok()? {
+        if let Ok(Some(StoredCredential {
+            credential: Credential::OAuth(c),
+            ..
+        })) = st.credential(&other.id).await
+            && c.issuer == o.issuer
+            && c.client_id == o.client_id
+        {
+            return Some(Deregistration::Shared);
+        }
+    }
+    let outcome = match &registration.extras.management {
+        None => Deregistration::Unmanaged,
+        Some(m) => match crate::auth::registration::delete(&o.resource, m).await {
+            Ok(()) => Deregistration::Deleted {
+                issuer: o.issuer.clone(),
+            },
+            Err(e) => Deregistration::Failed {
+                reason: e.to_string(),
+            },
+        },
+    };
+    if let Err(e) = RegistrationStore::forget(st, &o.issuer).await {
+        tracing::warn!(error = %e, "could not forget the removed server's registration");
+    }
+    Some(outcome)
 }
 
 /// What trying a new static token found ([`set_token`]).

@@ -229,6 +229,9 @@ pub struct OAuthCredential {
     pub token_type: crate::auth::token::TokenType,
     /// The DPoP key the tokens are bound to (RFC 9449), sealed with them.
     pub dpop: Option<std::sync::Arc<crate::auth::dpop::DpopKey>>,
+    /// What the provider needs done differently on refresh (its profile and the
+    /// flags), sealed with the tokens.
+    pub quirks: crate::auth::profile::Quirks,
 }
 
 /// Credential writes this process made, through any store handle: a reader that keeps a

@@ -119,6 +119,7 @@ impl CredentialStore for RmcpCredentials {
             // rmcp's flow sends no DPoP proofs: its tokens are Bearer.
             token_type: crate::auth::token::TokenType::Bearer,
             dpop: None,
+            quirks: Default::default(),
         };
         self.store
             .save_credential(

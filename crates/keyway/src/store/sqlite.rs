@@ -24,7 +24,10 @@ use crate::{
     Secret,
     auth::{
         AuthError, AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration,
-        dpop::DpopKey, token::TokenType,
+        dpop::DpopKey,
+        profile::Quirks,
+        registration::{Management, RegistrationExtras},
+        token::TokenType,
     },
 };
 
@@ -514,11 +517,25 @@ struct CredentialSecret {
     /// The DPoP private key (PKCS#8 DER, base64url).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dpop_key: Option<String>,
+    /// The provider's quirks, when not the standard's (token parameters may be
+    /// secret-ish: sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quirks: Option<Quirks>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 struct RegistrationSecret {
     client_secret: Option<String>,
+    /// A pre-registered private_key_jwt client's key (PEM) and algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_key_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_alg: Option<String>,
+    /// RFC 7592 management: `registration_client_uri` and its access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    management_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    management_token: Option<String>,
 }
 
 const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
@@ -603,6 +620,7 @@ fn write_credential(
                 refresh_token: None,
                 token_type: None,
                 dpop_key: None,
+                quirks: None,
             },
             None,
         ),
@@ -615,6 +633,7 @@ fn write_credential(
                     .dpop
                     .as_ref()
                     .map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.pkcs8())),
+                quirks: (o.quirks != Quirks::default()).then(|| o.quirks.clone()),
             },
             Some(o),
         ),
@@ -774,6 +793,7 @@ fn read_credential(
                 as_metadata: meta.and_then(|m| serde_json::from_str(&m).ok()),
                 token_type,
                 dpop,
+                quirks: secret.quirks.clone().unwrap_or_default(),
             }))
         }
     };
@@ -1376,18 +1396,41 @@ impl RegistrationStore for SqliteStore {
                     )
                     .optional()?;
                 let Some((client_id, sealed, method, kind, redirects)) = row else { return Ok(None) };
-                let client_secret = match sealed {
+                let secret: RegistrationSecret = match sealed {
                     Some(s) => {
                         let aad = binding::registration(&issuer, &client_id, &method, &kind, &redirects);
                         let plain = cipher.open(&aad, &s).map_err(|_| StoreError::Unreadable {
                             what: format!("the stored client registration at {issuer}"),
                             fix: "authorize again: keyway registers anew when the server allows it, or pass --client-id and --client-secret".into(),
                         })?;
-                        let secret: RegistrationSecret = decode_json("registration", &plain)?;
-                        secret.client_secret.map(ClientSecret::new)
+                        decode_json("registration", &plain)?
                     }
-                    None => None,
+                    None => RegistrationSecret::default(),
                 };
+                let extras = RegistrationExtras {
+                    private_key: match &secret.private_key_pem {
+                        Some(pem) => Some(
+                            crate::auth::SigningKey::from_pem(
+                                &Secret::new(pem.as_str()),
+                                secret.signing_alg.as_deref(),
+                            )
+                            .map_err(|e| {
+                                StoreError::Decode(format!(
+                                    "the stored private key of the client at {issuer}: {e}"
+                                ))
+                            })?,
+                        ),
+                        None => None,
+                    },
+                    management: match (&secret.management_uri, &secret.management_token) {
+                        (Some(uri), Some(token)) => Some(Management {
+                            uri: uri.clone(),
+                            token: Secret::new(token.as_str()),
+                        }),
+                        _ => None,
+                    },
+                };
+                let client_secret = secret.client_secret.clone().map(ClientSecret::new);
                 Ok(Some(StoredRegistration {
                     issuer: issuer.clone(),
                     client_id,
@@ -1399,6 +1442,7 @@ impl RegistrationStore for SqliteStore {
                         "metadata_document" => RegistrationKind::MetadataDocument,
                         _ => RegistrationKind::Dynamic,
                     },
+                    extras,
                 }))
             })
             .await?)
@@ -1414,9 +1458,19 @@ impl RegistrationStore for SqliteStore {
                     RegistrationKind::Dynamic => "dynamic",
                 };
                 let redirects = serde_json::to_string(&r.redirect_uris).unwrap_or_else(|_| "[]".into());
-                let sealed = r.client_secret.as_ref().map(|s| {
+                let secret = RegistrationSecret {
+                    client_secret: r.client_secret.as_ref().map(|s| s.secret().clone()),
+                    private_key_pem: r.extras.private_key.as_ref().map(|k| k.pem().expose().to_owned()),
+                    signing_alg: r.extras.private_key.as_ref().map(|k| k.algorithm()),
+                    management_uri: r.extras.management.as_ref().map(|m| m.uri.clone()),
+                    management_token: r.extras.management.as_ref().map(|m| m.token.expose().to_owned()),
+                };
+                let any = secret.client_secret.is_some()
+                    || secret.private_key_pem.is_some()
+                    || secret.management_uri.is_some();
+                let sealed = any.then(|| {
                     let plain = zeroize::Zeroizing::new(
-                        serde_json::to_vec(&RegistrationSecret { client_secret: Some(s.secret().clone()) }).unwrap_or_default(),
+                        serde_json::to_vec(&secret).unwrap_or_default(),
                     );
                     let aad = binding::registration(&r.issuer, &r.client_id, r.auth_method.as_str(), kind, &redirects);
                     cipher.seal(&aad, &plain)

@@ -345,6 +345,38 @@ impl StoredTokens {
                     Err(e) => Err(e.into()),
                 }
             }
+            // The authorization server no longer knows the dynamic client the tokens
+            // were issued to (deleted, expired): forget it, so the next authorization
+            // registers anew instead of sending the person to a page for an unknown
+            // client. The refresh token is dead with its client.
+            Err(RefreshError::Failed(e))
+                if e.code() == Some("invalid_client")
+                    && grant.client.kind == RegistrationKind::Dynamic =>
+            {
+                if let Ok(Some(r)) =
+                    RegistrationStoreExt::registration(self.store.as_ref(), &grant.issuer).await
+                    && r.client_id == grant.client.client_id
+                    && let Err(err) =
+                        crate::auth::RegistrationStore::forget(self.store.as_ref(), &grant.issuer)
+                            .await
+                {
+                    tracing::warn!(error = %err, "could not forget a registration the server no longer knows");
+                }
+                tracing::info!(server = %self.server_id, error = %e, "the authorization server no longer knows keyway's client; authorization is needed");
+                let _ = self
+                    .store
+                    .set_status(
+                        &self.server_id,
+                        LastStatus::NeedsAuth,
+                        Some("the authorization server no longer knows keyway's client"),
+                    )
+                    .await;
+                Ok(if grant.expired(now) {
+                    Outcome::Unusable
+                } else {
+                    Outcome::Use(seen.credential.clone(), seen.version)
+                })
+            }
             Err(RefreshError::Rejected(e)) => {
                 tracing::info!(server = %self.server_id, error = %e, "refresh token rejected; authorization is needed");
                 let _ = self
@@ -389,6 +421,7 @@ impl StoredTokens {
             as_metadata: o.as_metadata.clone(),
             token_type: o.token_type,
             dpop: o.dpop.clone(),
+            quirks: o.quirks.clone(),
         })
     }
 }
@@ -411,6 +444,7 @@ pub fn credential_from_grant(g: &Grant) -> OAuthCredential {
         as_metadata: g.as_metadata.clone(),
         token_type: g.token_type,
         dpop: g.dpop.clone(),
+        quirks: g.quirks.clone(),
     }
 }
 

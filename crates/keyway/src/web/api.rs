@@ -574,11 +574,12 @@ async fn remove(
     ui.inner.flows.forget(&id);
     ui.changed();
     match result {
-        Ok(revoked) => done(
+        Ok(removal) => done(
             json,
             serde_json::json!({
                 "removed": true,
-                "revocation": revoked.map(|r| r.to_string()),
+                "revocation": removal.revocation.map(|r| r.to_string()),
+                "registration": removal.registration.map(|d| d.to_string()),
             }),
         ),
         Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).answer(json),

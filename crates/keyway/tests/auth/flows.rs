@@ -89,6 +89,42 @@ async fn registrations_are_reused_per_issuer_and_never_across_servers() {
 }
 
 #[tokio::test]
+async fn a_registration_whose_redirects_are_all_taken_is_made_again() {
+    let tb = testbed(|_| {}).await;
+    let regs = Arc::new(MemoryRegistrations::default());
+    let auth = authorizer_with(follow(), regs.clone());
+    let g1 = auth
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap();
+    // Another program now holds every loopback port the registration names: its
+    // redirect URIs cannot be served, so the next flow registers a client of its own.
+    let stored = regs.load(tb.issuer()).await.unwrap().unwrap();
+    let mut held = Vec::new();
+    for uri in &stored.redirect_uris {
+        let port = url::Url::parse(uri).unwrap().port().unwrap();
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        stored.redirect_uris.len(),
+        "every port of {:?} could be taken",
+        stored.redirect_uris
+    );
+    let g2 = auth
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap();
+    assert_ne!(g2.client.client_id, g1.client.client_id);
+    assert_eq!(tb.stats().registrations, 2);
+    let again = regs.load(tb.issuer()).await.unwrap().unwrap();
+    assert_eq!(again.client_id, g2.client.client_id, "the new one is kept");
+    drop(held);
+}
+
+#[tokio::test]
 async fn a_dynamic_client_refused_with_invalid_client_is_registered_again_once() {
     let tb = testbed(|_| {}).await;
     let u = url(&tb);
@@ -120,6 +156,7 @@ async fn a_dynamic_client_refused_with_invalid_client_is_registered_again_once()
         auth_method: AuthMethod::ClientSecretBasic,
         redirect_uris: vec![redirect],
         kind: RegistrationKind::Dynamic,
+        extras: Default::default(),
     })
     .await
     .unwrap();

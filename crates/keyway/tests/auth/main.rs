@@ -7,3 +7,4 @@ mod dpop;
 mod flows;
 mod harness;
 mod hostile;
+mod profiles;

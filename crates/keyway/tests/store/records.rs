@@ -38,6 +38,7 @@ pub fn oauth(at: &str, rt: Option<&str>) -> Credential {
         as_metadata: None,
         token_type: Default::default(),
         dpop: None,
+        quirks: Default::default(),
     }))
 }
 
@@ -150,6 +151,7 @@ async fn registrations_are_kept_per_issuer_with_sealed_secrets() {
         auth_method: AuthMethod::ClientSecretBasic,
         redirect_uris: vec!["http://127.0.0.1:5000/callback".into()],
         kind: RegistrationKind::Dynamic,
+        extras: Default::default(),
     };
     store.save(&r).await.unwrap();
     let back = store.load("https://as.example").await.unwrap().unwrap();

@@ -22,13 +22,21 @@ async fn authorized(
     knobs: impl FnOnce(&mut Knobs),
     home: &std::path::Path,
 ) -> (Testbed, keyway::store::SqliteStore) {
+    authorized_with(knobs, home, AuthOptions::default()).await
+}
+
+async fn authorized_with(
+    knobs: impl FnOnce(&mut Knobs),
+    home: &std::path::Path,
+    opts: AuthOptions,
+) -> (Testbed, keyway::store::SqliteStore) {
     let mut k = Knobs::default();
     knobs(&mut k);
     let tb = Testbed::start(k).await.unwrap();
     let store = open(home).unwrap();
     let opts = AuthOptions {
         browser: BrowserMode::Follow,
-        ..AuthOptions::default()
+        ..opts
     };
     let auth = Authorizer::new(opts, Arc::new(store.clone()), Arc::new(Silent)).unwrap();
     let challenge = reqwest::Client::new()
@@ -94,6 +102,59 @@ async fn one_refresh_across_tasks_and_store_handles() {
     assert_eq!(stats.reuse_revocations, 0);
     assert_eq!(sources[0].refreshes() + sources[1].refreshes(), 1);
     assert_eq!(store.credential("srv").await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_in_another_process_keeps_the_providers_quirks_and_the_dpop_key() {
+    use keyway::auth::{
+        profile::{Profile, ProfileChoice},
+        token::TokenType,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let opts = AuthOptions {
+        profile: ProfileChoice::Named(Profile::named("entra").unwrap()),
+        ..AuthOptions::default()
+    };
+    let (tb, store) = authorized_with(
+        |k| {
+            k.idp_quirks = Some(keyway_testbed::IdpQuirks::Entra);
+            k.dpop = true;
+        },
+        dir.path(),
+        opts,
+    )
+    .await;
+    let Credential::OAuth(before) = store.credential("srv").await.unwrap().unwrap().credential
+    else {
+        panic!()
+    };
+    assert_eq!(before.token_type, TokenType::Dpop);
+    // Another process: only the store to go on. Entra refuses a refresh without the
+    // scopes, and a bound refresh token without a proof of its key.
+    let other = StoredTokens::new(Arc::new(open(dir.path()).unwrap()), "srv");
+    let Some(Credential::OAuth(after)) = other.current().await.unwrap() else {
+        panic!("a refreshed OAuth credential")
+    };
+    assert_ne!(after.access_token.secret(), before.access_token.secret());
+    assert_eq!(after.token_type, TokenType::Dpop);
+    assert_eq!(
+        after.dpop.as_ref().unwrap().thumbprint(),
+        before.dpop.as_ref().unwrap().thumbprint()
+    );
+    assert_eq!(after.quirks, before.quirks);
+    let stats = tb.stats();
+    assert_eq!(stats.refreshes, 1);
+    assert_eq!(stats.quirk_refusals, 0);
+    assert!(
+        stats
+            .token_log
+            .back()
+            .unwrap()
+            .scope
+            .as_deref()
+            .is_some_and(|s| s.contains("/mcp:tools")),
+        "the qualified scopes went with the refresh"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -267,4 +328,140 @@ async fn rmcp_sees_the_store_through_its_own_traits() {
     assert_eq!(states.load("c").await.unwrap().unwrap().pkce_verifier, "v");
     states.delete("c").await.unwrap();
     assert!(states.load("c").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_the_server_forgot_is_forgotten_too_and_registered_again() {
+    use keyway::auth::RegistrationStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (tb, store) = authorized(|_| {}, dir.path()).await;
+    let registration = RegistrationStore::load(&store, tb.issuer())
+        .await
+        .unwrap()
+        .unwrap();
+    // The server forgets the client (deleted through RFC 7592, as its operator might).
+    let m = registration
+        .extras
+        .management
+        .clone()
+        .expect("RFC 7592 fields");
+    let deleted = reqwest::Client::new()
+        .delete(&m.uri)
+        .bearer_auth(m.token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    // The due refresh is answered invalid_client: the registration is forgotten here
+    // too, and the server needs authorization (the old token still works a moment).
+    let tokens = StoredTokens::new(Arc::new(store.clone()), "srv");
+    let _ = tokens.current().await.unwrap();
+    assert!(
+        RegistrationStore::load(&store, tb.issuer())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let rec = store.server("tb").await.unwrap().unwrap();
+    assert_eq!(rec.last_status, Some(LastStatus::NeedsAuth));
+    // The next authorization registers anew, without a person seeing an error page
+    // for an unknown client.
+    let auth = Authorizer::new(
+        AuthOptions {
+            browser: BrowserMode::Follow,
+            ..AuthOptions::default()
+        },
+        Arc::new(store.clone()),
+        Arc::new(Silent),
+    )
+    .unwrap();
+    let challenge: Vec<String> = reqwest::Client::new()
+        .post(tb.mcp_url())
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().into())
+        .collect();
+    let grant = auth
+        .authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &challenge, None)
+        .await
+        .unwrap();
+    assert_ne!(grant.client.client_id, registration.client_id);
+    assert_eq!(tb.stats().registrations, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_key_jwt_client_refreshes_from_the_store_in_another_process() {
+    use keyway::auth::{ClientOptions, SigningKey};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let private = keyway::Secret::new(key.serialize_pem());
+    let mut knobs = Knobs::default();
+    knobs.no_dcr = true;
+    knobs.clients = vec![keyway_testbed::ClientSpec::private_key_jwt(
+        "signed",
+        key.public_key_pem(),
+    )];
+    let tb = Testbed::start(knobs).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let auth = Authorizer::new(
+        AuthOptions {
+            browser: BrowserMode::Follow,
+            client: ClientOptions {
+                client_id: Some("signed".into()),
+                private_key: Some(SigningKey::from_pem(&private, None).unwrap()),
+                ..ClientOptions::default()
+            },
+            ..AuthOptions::default()
+        },
+        Arc::new(store.clone()),
+        Arc::new(Silent),
+    )
+    .unwrap();
+    let challenge: Vec<String> = reqwest::Client::new()
+        .post(tb.mcp_url())
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().into())
+        .collect();
+    let grant = auth
+        .authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &challenge, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        tb.stats().token_log.back().unwrap().client_auth,
+        "private_key_jwt"
+    );
+    let server = NewServer {
+        id: "srv".into(),
+        name: "signed".into(),
+        url: tb.mcp_url().into(),
+        transport: Transport::Http,
+        auth: AuthKind::Oauth,
+        headers: vec![],
+    };
+    store.create_server(&server, None).await.unwrap();
+    keyway::client::save_grant(&store, "srv", &grant)
+        .await
+        .unwrap();
+    drop(store);
+    // Another process, with only the store: it signs a new assertion with the key
+    // sealed there.
+    let other = StoredTokens::new(Arc::new(open(dir.path()).unwrap()), "srv");
+    assert!(other.force_refresh().await.unwrap().is_some());
+    let stats = tb.stats();
+    assert_eq!(stats.refreshes, 1);
+    assert_eq!(
+        stats.token_log.back().unwrap().client_auth,
+        "private_key_jwt"
+    );
 }

@@ -67,6 +67,7 @@ async fn two_servers(home: &Path) {
             auth_method: AuthMethod::ClientSecretBasic,
             redirect_uris: vec!["http://127.0.0.1:1/callback".into()],
             kind: RegistrationKind::Dynamic,
+            extras: Default::default(),
         })
         .await
         .unwrap();

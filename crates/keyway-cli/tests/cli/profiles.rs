@@ -1,0 +1,70 @@
+//! Identity-provider profiles from the command line: `probe` names the profile and
+//! what it changes, `--profile` forces one for a saved server whose refreshes keep
+//! it, and the escape hatches refuse what is keyway's own to set.
+
+use crate::harness::{Keyway, stderr, stdout, testbed};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_names_the_profile_and_add_with_profile_keeps_it_for_later_commands() {
+    let tb = testbed(|k| k.idp_quirks = Some(keyway_testbed::IdpQuirks::Keycloak)).await;
+    let k = Keyway::new();
+    let out = k.run_async(&["probe", tb.mcp_url()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("profile      keycloak (Keycloak, the issuer's path /realms/keyway"),
+        "{}",
+        stdout(&out)
+    );
+
+    let entra = testbed(|k| k.idp_quirks = Some(keyway_testbed::IdpQuirks::Entra)).await;
+    let out = k
+        .run_async(&["add", entra.mcp_url(), "--name", "e", "--browser", "follow"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("AADSTS9010010"), "{}", stderr(&out));
+
+    let out = k
+        .run_async(&[
+            "add",
+            entra.mcp_url(),
+            "--name",
+            "e",
+            "--browser",
+            "follow",
+            "--profile",
+            "entra",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("using the entra profile (named with --profile)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = k
+        .run_async(&["call", "e", "echo", "--args", r#"{"text":"entra ok"}"#])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "entra ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_hatches_refuse_what_keyway_sets_itself() {
+    let k = Keyway::new();
+    for (flag, value, says) in [
+        ("--authorize-param", "state=x", "state is keyway's to set"),
+        ("--token-param", "resource=x", "--no-resource"),
+        ("--authorize-param", "novalue", "is not KEY=VALUE"),
+        ("--profile", "azure", "no profile \"azure\""),
+    ] {
+        let out = k
+            .run_async(&["add", "https://mcp.example.com/mcp", flag, value])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert!(
+            stderr(&out).contains(says),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! Identity-provider profiles: how real authorization servers bend the standard, as
+//! data. A profile is picked by the issuer (or named with `--profile`), says why and
+//! what it changes, and becomes [`Quirks`]: the few knobs a flow and every later
+//! refresh obey. The escape hatches (`--no-resource`, `--authorize-param`,
+//! `--token-param`) add to the same [`Quirks`] for providers no profile knows. Pure.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// What a flow does differently from the standard, kept with the credential so a
+/// refresh (in any process) does the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quirks {
+    /// Send `resource` (RFC 8707) on the authorization and token requests.
+    pub send_resource: bool,
+    /// More parameters for the authorization request.
+    pub authorize_params: Vec<(String, String)>,
+    /// More parameters for every token request (refresh included).
+    pub token_params: Vec<(String, String)>,
+    /// Send the scopes again on refresh (RFC 6749 §6 allows it; Entra needs it).
+    pub scope_on_refresh: bool,
+    /// Qualify bare scopes with the resource: `mcp:tools` becomes
+    /// `RESOURCE/mcp:tools`, and no scope at all `RESOURCE/.default` (Entra v2).
+    pub qualify_scopes: bool,
+    /// When to ask for `offline_access` (a refresh token).
+    pub offline_access: OfflineAccess,
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Self {
+            send_resource: true,
+            authorize_params: Vec::new(),
+            token_params: Vec::new(),
+            scope_on_refresh: false,
+            qualify_scopes: false,
+            offline_access: OfflineAccess::WhenListed,
+        }
+    }
+}
+
+/// When a flow asks for the `offline_access` scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineAccess {
+    /// When the authorization server lists it in `scopes_supported` (the standard way).
+    #[default]
+    WhenListed,
+    /// Always: servers that need it for a refresh token but do not list it.
+    Always,
+    /// Never: servers that refuse it (a refresh token comes another way).
+    Never,
+}
+
+/// The scopes OpenID Connect defines: never qualified with a resource.
+const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+impl Quirks {
+    /// The scopes to ask for: `offline_access` per [`OfflineAccess`], then qualified
+    /// with `resource` when [`qualify_scopes`](Self::qualify_scopes) says so.
+    pub fn scopes(
+        &self,
+        wanted: Vec<String>,
+        as_lists_offline: bool,
+        resource: &str,
+    ) -> Vec<String> {
+        let scopes = self.qualified(wanted, resource);
+        match self.offline_access {
+            OfflineAccess::WhenListed => {
+                super::scopes::with_offline_access(scopes, as_lists_offline)
+            }
+            OfflineAccess::Always => super::scopes::with_offline_access(scopes, true),
+            OfflineAccess::Never => scopes
+                .into_iter()
+                .filter(|s| s != "offline_access")
+                .collect(),
+        }
+    }
+
+    /// The scopes qualified with `resource` when [`qualify_scopes`](Self::qualify_scopes)
+    /// says so (for grants without a refresh token: no `offline_access` added).
+    pub fn qualified(&self, wanted: Vec<String>, resource: &str) -> Vec<String> {
+        let mut scopes = wanted;
+        if self.qualify_scopes {
+            let base = resource.trim_end_matches('/');
+            let bare = |s: &str| !OIDC_SCOPES.contains(&s) && !s.contains('/');
+            if !scopes.iter().any(|s| !OIDC_SCOPES.contains(&s.as_str())) {
+                scopes.insert(0, format!("{base}/.default"));
+            }
+            scopes = scopes
+                .into_iter()
+                .map(|s| if bare(&s) { format!("{base}/{s}") } else { s })
+                .collect();
+        }
+        scopes
+    }
+
+    /// The authorization request's extra parameters that name `key` are the user's to
+    /// set; these are keyway's own and cannot be replaced.
+    pub const RESERVED: [&'static str; 9] = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "code_verifier",
+        "grant_type",
+        "dpop_jkt",
+    ];
+}
+
+/// One identity provider's profile.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// The name `--profile` takes (`entra`, `google`, ...).
+    pub name: &'static str,
+    /// The provider, for people.
+    pub provider: &'static str,
+    /// What it changes, one line each, for `probe` and the README.
+    pub changes: &'static [&'static str],
+    /// The issuers it applies to, for people (the test is [`Profile::matches`]).
+    pub issuers: &'static str,
+}
+
+/// Every profile keyway knows.
+pub const PROFILES: [Profile; 6] = [
+    Profile {
+        name: "entra",
+        provider: "Microsoft Entra ID (v2 endpoints)",
+        changes: &[
+            "no `resource` parameter (AADSTS9010010 / AADSTS901002)",
+            "bare scopes qualified with the resource, `RESOURCE/.default` when none (else Entra assumes Microsoft Graph: AADSTS650053)",
+            "the scopes sent again on refresh (else the refresh is for Microsoft Graph)",
+            "`offline_access` always asked (no refresh token without it)",
+        ],
+        issuers: "login.microsoftonline.com, login.microsoftonline.us, login.partner.microsoftonline.cn, sts.windows.net, *.ciamlogin.com",
+    },
+    Profile {
+        name: "google",
+        provider: "Google",
+        changes: &[
+            "no `resource` parameter (Google refuses parameters it does not know)",
+            "`access_type=offline` and `prompt=consent` on the authorization request (no refresh token without them)",
+            "never `offline_access` (an invalid scope at Google)",
+        ],
+        issuers: "accounts.google.com",
+    },
+    Profile {
+        name: "auth0",
+        provider: "Auth0",
+        changes: &[
+            "`audience=RESOURCE` on the authorization and token requests (else the token is for Auth0's userinfo only)",
+            "`offline_access` always asked (no refresh token without it)",
+        ],
+        issuers: "*.auth0.com",
+    },
+    Profile {
+        name: "okta",
+        provider: "Okta",
+        changes: &["`offline_access` always asked (no refresh token without it, listed or not)"],
+        issuers: "*.okta.com, *.oktapreview.com, *.okta-emea.com, *.okta-gov.com",
+    },
+    Profile {
+        name: "keycloak",
+        provider: "Keycloak",
+        changes: &[
+            "nothing in the requests: its metadata is found by OpenID discovery under the realm path; `resource` is ignored, so the realm needs an audience mapper for this server",
+        ],
+        issuers: "an issuer path /realms/NAME (or /auth/realms/NAME)",
+    },
+    Profile {
+        name: "github",
+        provider: "GitHub",
+        changes: &[
+            "nothing in the requests: its token endpoint reports errors with HTTP 200, which keyway reads as the errors they are; it has no dynamic registration (pass --client-id)",
+        ],
+        issuers: "github.com/login/oauth",
+    },
+];
+
+impl Profile {
+    /// The profile `--profile NAME` names.
+    pub fn named(name: &str) -> Option<&'static Profile> {
+        PROFILES.iter().find(|p| p.name == name)
+    }
+
+    /// The profile for `issuer`, with why it applies: picked by the issuer's host (and
+    /// path, for Keycloak).
+    pub fn for_issuer(issuer: &str) -> Option<(&'static Profile, String)> {
+        let url = Url::parse(issuer).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+        let name = if [
+            "login.microsoftonline.com",
+            "login.microsoftonline.us",
+            "login.partner.microsoftonline.cn",
+            "sts.windows.net",
+        ]
+        .contains(&host.as_str())
+            || host.ends_with(".ciamlogin.com")
+        {
+            "entra"
+        } else if host == "accounts.google.com" {
+            "google"
+        } else if under("auth0.com") {
+            "auth0"
+        } else if [
+            "okta.com",
+            "oktapreview.com",
+            "okta-emea.com",
+            "okta-gov.com",
+        ]
+        .iter()
+        .any(|d| under(d))
+        {
+            "okta"
+        } else if host == "github.com" && url.path().starts_with("/login/oauth") {
+            "github"
+        } else if url.path().starts_with("/realms/") || url.path().starts_with("/auth/realms/") {
+            "keycloak"
+        } else {
+            return None;
+        };
+        let profile = Self::named(name)?;
+        let why = if name == "keycloak" {
+            format!("the issuer's path {} is a Keycloak realm", url.path())
+        } else {
+            format!("the issuer is on {host}")
+        };
+        Some((profile, why))
+    }
+
+    /// The quirks this profile sets, for a flow for `resource`.
+    pub fn quirks(&self, resource: &str) -> Quirks {
+        let mut q = Quirks::default();
+        match self.name {
+            "entra" => {
+                q.send_resource = false;
+                q.qualify_scopes = true;
+                q.scope_on_refresh = true;
+                q.offline_access = OfflineAccess::Always;
+            }
+            "google" => {
+                q.send_resource = false;
+                q.offline_access = OfflineAccess::Never;
+                q.authorize_params = vec![
+                    ("access_type".into(), "offline".into()),
+                    ("prompt".into(), "consent".into()),
+                ];
+            }
+            "auth0" => {
+                q.offline_access = OfflineAccess::Always;
+                q.authorize_params = vec![("audience".into(), resource.to_owned())];
+                q.token_params = vec![("audience".into(), resource.to_owned())];
+            }
+            "okta" => q.offline_access = OfflineAccess::Always,
+            _ => {}
+        }
+        q
+    }
+}
+
+/// Which profile a flow uses (`--profile`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProfileChoice {
+    /// The one the issuer matches, if any.
+    #[default]
+    Auto,
+    /// None, whatever the issuer.
+    Off,
+    /// This one, whatever the issuer (for a provider behind a custom domain).
+    Named(&'static Profile),
+}
+
+impl std::str::FromStr for ProfileChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::Off),
+            name => Profile::named(name).map(Self::Named).ok_or_else(|| {
+                format!(
+                    "no profile {name:?}: use auto, none, or one of {}",
+                    PROFILES
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+        }
+    }
+}
+
+/// The profile `choice` picks for `issuer`, with why.
+pub fn choose(choice: &ProfileChoice, issuer: &str) -> Option<(&'static Profile, String)> {
+    match choice {
+        ProfileChoice::Auto => Profile::for_issuer(issuer),
+        ProfileChoice::Off => None,
+        ProfileChoice::Named(p) => Some((p, "named with --profile".to_owned())),
+    }
+}
+
+/// A `KEY=VALUE` parameter of `--authorize-param` / `--token-param`: the key not
+/// empty, and not one of keyway's own ([`Quirks::RESERVED`], `resource`: use
+/// `--no-resource`).
+pub fn parse_param(text: &str) -> Result<(String, String), String> {
+    let Some((k, v)) = text.split_once('=') else {
+        return Err(format!("{text:?} is not KEY=VALUE"));
+    };
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("{text:?} has an empty key"));
+    }
+    if Quirks::RESERVED.contains(&k) || k == "resource" {
+        return Err(format!(
+            "{k} is keyway's to set{}",
+            if k == "resource" {
+                " (--no-resource leaves it out)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn issuers_pick_their_profile() {
+        let cases = [
+            (
+                "https://login.microsoftonline.com/72f988bf/v2.0",
+                Some("entra"),
+            ),
+            ("https://sts.windows.net/72f988bf/", Some("entra")),
+            (
+                "https://contoso.ciamlogin.com/contoso.onmicrosoft.com/v2.0",
+                Some("entra"),
+            ),
+            ("https://accounts.google.com", Some("google")),
+            ("https://dev-abc.us.auth0.com/", Some("auth0")),
+            ("https://example.okta.com/oauth2/default", Some("okta")),
+            ("https://example.oktapreview.com", Some("okta")),
+            ("https://sso.example.com/realms/acme", Some("keycloak")),
+            ("https://sso.example.com/auth/realms/acme", Some("keycloak")),
+            ("https://github.com/login/oauth", Some("github")),
+            ("https://github.com/other", None),
+            ("https://auth0.com.evil.example", None),
+            ("https://notokta.com", None),
+            ("https://as.example.com", None),
+            ("not a url", None),
+        ];
+        for (issuer, want) in cases {
+            assert_eq!(
+                Profile::for_issuer(issuer).map(|(p, _)| p.name),
+                want,
+                "{issuer}"
+            );
+        }
+        let (_, why) = Profile::for_issuer("https://accounts.google.com").unwrap();
+        assert_eq!(why, "the issuer is on accounts.google.com");
+    }
+
+    #[test]
+    fn entra_qualifies_scopes_and_asks_for_a_refresh_token() {
+        let q = Profile::named("entra")
+            .unwrap()
+            .quirks("https://r.example/mcp");
+        assert!(!q.send_resource && q.scope_on_refresh);
+        assert_eq!(
+            q.scopes(v("mcp:tools openid"), false, "https://r.example/mcp"),
+            v("https://r.example/mcp/mcp:tools openid offline_access")
+        );
+        assert_eq!(
+            q.scopes(vec![], false, "https://r.example/mcp/"),
+            v("https://r.example/mcp/.default offline_access")
+        );
+        // Already qualified scopes stay as they are.
+        assert_eq!(
+            q.scopes(
+                v("api://app/user_impersonation"),
+                false,
+                "https://r.example/mcp"
+            ),
+            v("api://app/user_impersonation offline_access")
+        );
+    }
+
+    #[test]
+    fn google_and_auth0_add_their_parameters() {
+        let g = Profile::named("google").unwrap().quirks("https://r/mcp");
+        assert_eq!(
+            g.scopes(v("a offline_access"), true, "https://r/mcp"),
+            v("a")
+        );
+        assert!(
+            g.authorize_params
+                .contains(&("prompt".into(), "consent".into()))
+        );
+        let a = Profile::named("auth0").unwrap().quirks("https://r/mcp");
+        assert_eq!(
+            a.token_params,
+            [("audience".to_owned(), "https://r/mcp".to_owned())]
+        );
+        assert_eq!(
+            a.scopes(v("a"), false, "https://r/mcp"),
+            v("a offline_access")
+        );
+        assert_eq!(
+            Quirks::default().scopes(v("a"), false, "https://r/mcp"),
+            v("a")
+        );
+    }
+
+    #[test]
+    fn choices_and_params_parse_with_clear_refusals() {
+        assert_eq!("auto".parse::<ProfileChoice>(), Ok(ProfileChoice::Auto));
+        assert_eq!("none".parse::<ProfileChoice>(), Ok(ProfileChoice::Off));
+        assert!(
+            matches!("entra".parse::<ProfileChoice>(), Ok(ProfileChoice::Named(p)) if p.name == "entra")
+        );
+        assert!(
+            "azure"
+                .parse::<ProfileChoice>()
+                .unwrap_err()
+                .contains("entra, google")
+        );
+        assert_eq!(
+            parse_param("audience=x=y"),
+            Ok(("audience".into(), "x=y".into()))
+        );
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("=v").is_err());
+        assert!(parse_param("state=x").unwrap_err().contains("keyway's"));
+        assert!(
+            parse_param("resource=x")
+                .unwrap_err()
+                .contains("--no-resource")
+        );
+    }
+}
