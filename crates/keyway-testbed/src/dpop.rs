@@ -252,6 +252,8 @@ fn comparable_url(raw: &str) -> Option<String> {
 #[derive(Debug)]
 pub(crate) struct DpopState {
     nonce_required: bool,
+    /// `--dpop-nonce-loop`: every proof gets a new nonce to use instead.
+    nonce_loop: bool,
     rotate_every: u64,
     inner: Mutex<Inner>,
 }
@@ -269,7 +271,8 @@ struct Inner {
 impl DpopState {
     pub(crate) fn new(knobs: &Knobs) -> Self {
         Self {
-            nonce_required: knobs.dpop_nonce,
+            nonce_required: knobs.dpop_nonce || knobs.dpop_nonce_loop,
+            nonce_loop: knobs.dpop_nonce_loop,
             rotate_every: knobs.dpop_nonce_rotate,
             inner: Mutex::new(Inner {
                 seen: HashSet::new(),
@@ -304,6 +307,11 @@ impl DpopState {
         let mut inner = self.inner();
         if inner.seen.contains(&proof.jti) {
             return Err(ProofError::Replayed);
+        }
+        if self.nonce_loop {
+            inner.nonce = random_token("n_");
+            inner.previous_nonce = None;
+            return Err(ProofError::UseNonce);
         }
         if self.nonce_required {
             let fresh = proof

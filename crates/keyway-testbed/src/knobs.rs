@@ -268,6 +268,11 @@ pub struct Knobs {
     #[arg(long, default_value_t = 100, value_name = "N", help_heading = "DPoP")]
     pub dpop_nonce_rotate: u64,
 
+    /// Like --dpop-nonce, but no nonce is ever good enough: every proof is answered
+    /// `use_dpop_nonce` with a new nonce (a server stuck in a nonce loop).
+    #[arg(long, conflicts_with = "dpop_resource_only", help_heading = "DPoP")]
+    pub dpop_nonce_loop: bool,
+
     /// Like --dpop (DPoP advertised), but the token endpoint refuses every proof
     /// with 400 invalid_dpop_proof: a broken authorization server.
     #[arg(long, conflicts_with = "dpop_resource_only", help_heading = "DPoP")]
@@ -487,6 +492,7 @@ impl Knobs {
         !self.dpop_resource_only
             && (self.dpop
                 || self.dpop_nonce
+                || self.dpop_nonce_loop
                 || self.dpop_refuse_proofs
                 || self.dpop_spurious_replays > 0)
     }

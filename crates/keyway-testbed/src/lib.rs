@@ -367,12 +367,16 @@ fn validate(k: &Knobs) -> Result<(), TestbedError> {
             )));
         }
     }
-    let dpop_at_as = k.dpop || k.dpop_nonce || k.dpop_refuse_proofs || k.dpop_spurious_replays > 0;
+    let dpop_at_as = k.dpop
+        || k.dpop_nonce
+        || k.dpop_nonce_loop
+        || k.dpop_refuse_proofs
+        || k.dpop_spurious_replays > 0;
     if k.dpop_resource_only && dpop_at_as {
         return Err(TestbedError::InvalidKnob(
             "--dpop-resource-only is the server whose authorization server knows nothing \
-             of DPoP: it goes with none of --dpop, --dpop-nonce, --dpop-refuse-proofs, \
-             --dpop-spurious-replays"
+             of DPoP: it goes with none of --dpop, --dpop-nonce, --dpop-nonce-loop, \
+             --dpop-refuse-proofs, --dpop-spurious-replays"
                 .into(),
         ));
     }

@@ -180,6 +180,24 @@ async fn servers_that_cannot_bind_end_in_a_clear_error() {
         "{e}"
     );
 
+    // A token endpoint in a nonce loop: one retry with the nonce it gave, then a
+    // sentence, not a loop.
+    let tb = testbed(|k| k.dpop_nonce_loop = true).await;
+    let e = authorizer(follow())
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("asked for a new DPoP nonce again after keyway used the one it gave"),
+        "{e}"
+    );
+    assert_eq!(
+        tb.stats().dpop_nonce_challenges,
+        2,
+        "the first try and one retry"
+    );
+
     // An MCP server that takes only DPoP behind an authorization server that issues
     // Bearer tokens: no loop, a sentence.
     let tb = testbed(|k| k.dpop_resource_only = true).await;
