@@ -862,12 +862,12 @@ pub struct AuthArgs {
 
     /// One more authorization request parameter, KEY=VALUE (repeatable; replaces the
     /// profile's of the same name), e.g. `--authorize-param prompt=consent`.
-    #[arg(long, value_name = "KEY=VALUE", value_parser = param)]
+    #[arg(long, value_name = "KEY=VALUE", value_parser = authorize_param)]
     pub authorize_param: Vec<(String, String)>,
 
     /// One more parameter for every token request, refresh included, KEY=VALUE
     /// (repeatable), e.g. `--token-param audience=https://api.example.com`.
-    #[arg(long, value_name = "KEY=VALUE", value_parser = param)]
+    #[arg(long, value_name = "KEY=VALUE", value_parser = token_param)]
     pub token_param: Vec<(String, String)>,
 }
 
@@ -875,8 +875,12 @@ fn profile_choice(s: &str) -> Result<keyway::auth::profile::ProfileChoice, Strin
     s.parse()
 }
 
-fn param(s: &str) -> Result<(String, String), String> {
-    keyway::auth::profile::parse_param(s)
+fn authorize_param(s: &str) -> Result<(String, String), String> {
+    keyway::auth::profile::parse_param(keyway::auth::profile::ParamFor::Authorize, s)
+}
+
+fn token_param(s: &str) -> Result<(String, String), String> {
+    keyway::auth::profile::parse_param(keyway::auth::profile::ParamFor::Token, s)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -51,6 +51,7 @@ use rmcp::model::{
 };
 use url::Url;
 
+use crate::auth::profile::Quirks;
 use crate::{
     Secret,
     auth::{
@@ -535,8 +536,8 @@ impl Policy {
                 }
                 .into());
             }
-            Some(_) => {}
-            None => self.step_up.lock().await.connecting(self.url.as_str()),
+            // Without an operation (the proxy's own retries), the sign-in cap applies.
+            _ => {}
         }
         let previous = self.previous_scopes().await;
         self.authorize(challenge.into_iter().collect(), previous)
@@ -587,10 +588,18 @@ impl Policy {
                 attempts: MAX_SIGN_INS,
             });
         }
-        Ok(self
-            .authorizer
-            .authorize(&self.url, challenge, previous)
-            .await?)
+        // A saved server keeps its provider's quirks (its profile, --no-resource,
+        // extra parameters) for the next authorization too, unless this command
+        // names its own.
+        let remembered = match self.stored_credential().await {
+            Some((Credential::OAuth(o), _)) if o.quirks != Quirks::default() => Some(o.quirks),
+            _ => None,
+        };
+        let authorizer = match remembered {
+            Some(q) => self.authorizer.remembering(q),
+            None => self.authorizer.clone(),
+        };
+        Ok(authorizer.authorize(&self.url, challenge, previous).await?)
     }
 
     /// Run the flow and keep what it yields. For a saved server, one process at a
@@ -1197,6 +1206,9 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for AuthorizedTransport {
                     _ => {
                         if sent.is_ok() {
                             policy.delivered();
+                            if recoveries > 0 {
+                                policy.operation_done(&operation).await;
+                            }
                             if method == "notifications/initialized"
                                 && let Err(e) = wire.open_standalone_stream().await
                             {

@@ -255,7 +255,7 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
             p.registration = verdict.registration;
             p.device = verdict.device;
             p.client_credentials = verdict.client_credentials;
-            p.dpop = dpop_line(&values, target.as_ref());
+            p.dpop = dpop_line(&values, &report, target.as_ref());
             p.profile = target
                 .as_ref()
                 .and_then(|t| crate::auth::profile::Profile::for_issuer(&t.issuer))
@@ -286,32 +286,45 @@ pub async fn probe(http: &crate::http::WireClient, url: &str, opts: &ProbeOption
 }
 
 /// What `--dpop auto` would do with these servers, when either mentions DPoP.
-fn dpop_line(challenge: &[String], target: Option<&AuthTarget>) -> Option<String> {
-    use crate::auth::dpop::{self, DpopMode};
-    let values = || challenge.iter().map(String::as_str);
-    let demands = crate::auth::challenge::dpop_only(values())
-        .then(|| crate::auth::challenge::dpop(values()).and_then(|c| c.algs));
+fn dpop_line(
+    challenge: &[String],
+    report: &DiscoveryReport,
+    target: Option<&AuthTarget>,
+) -> Option<String> {
+    use crate::auth::dpop::{self, DpopMode, ResourceSignal};
+    let signal = ResourceSignal::read(
+        challenge,
+        report
+            .protected_resource
+            .as_ref()
+            .map(|found| &found.metadata.extra),
+    );
     let advertised = target.and_then(|t| t.metadata.dpop_signing_alg_values_supported.clone());
-    if demands.is_none() && advertised.is_none() {
+    if !signal.offers && advertised.is_none() {
         return None;
     }
     let list = |a: &Option<Vec<String>>| {
         a.as_ref()
-            .map(|l| l.join(", "))
+            .map(|l| {
+                l.iter()
+                    .map(|x| crate::auth::callback::printable(x))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
             .unwrap_or_else(|| "no algorithms named".into())
     };
     Some(
-        match dpop::decide(
-            DpopMode::Auto,
-            advertised.as_deref(),
-            demands.as_ref().map(Option::as_deref),
-        ) {
-            Ok(true) if demands.is_some() => format!(
+        match dpop::decide(DpopMode::Auto, advertised.as_deref(), &signal) {
+            Ok(true) if signal.demands.is_some() => format!(
                 "required by the MCP server: tokens will be bound to a key keyway holds (the authorization server offers {})",
                 list(&advertised)
             ),
             Ok(true) => format!(
                 "offered ({}): tokens will be bound to a key keyway holds",
+                list(&advertised)
+            ),
+            Ok(false) if !signal.offers => format!(
+                "offered by the authorization server ({}) but not by the MCP server: tokens will be Bearer (--dpop always binds them anyway)",
                 list(&advertised)
             ),
             Ok(false) => format!(

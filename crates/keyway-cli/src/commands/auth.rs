@@ -144,8 +144,9 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
         },
         profile: a.profile.clone(),
         no_resource: a.no_resource,
-        authorize_params: a.authorize_param.clone(),
-        token_params: a.token_param.clone(),
+        authorize_params: a.authorize_param.clone().into(),
+        token_params: a.token_param.clone().into(),
+        remembered: None,
     })
 }
 

@@ -46,6 +46,24 @@ async fn probe_names_the_profile_and_add_with_profile_keeps_it_for_later_command
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "entra ok\n");
+
+    // Authorized again without the flag: the server's quirks are remembered.
+    let before = entra.stats().authorizations;
+    let out = k
+        .run_async(&["authorize", "e", "--browser", "follow"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("using the quirks this server was authorized with before"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(entra.stats().authorizations, before + 1);
+    assert_eq!(
+        entra.stats().quirk_refusals,
+        1,
+        "only the first, flagless add"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

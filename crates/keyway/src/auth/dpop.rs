@@ -194,14 +194,69 @@ impl std::str::FromStr for DpopMode {
 /// The one proof algorithm keyway signs with.
 pub const ALGORITHM: &str = "ES256";
 
+/// What the MCP server says about DPoP, in its 401 challenge and its protected
+/// resource metadata (RFC 9449 §7.1; RFC 9728's `dpop_signing_alg_values_supported`
+/// and `dpop_bound_access_tokens_required`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceSignal {
+    /// It takes DPoP-bound tokens (a `DPoP` challenge, or the metadata lists
+    /// algorithms).
+    pub offers: bool,
+    /// It takes nothing else (a `DPoP` challenge alone, or the metadata requires
+    /// bound tokens), with the algorithms it names, if it names any.
+    pub demands: Option<Option<Vec<String>>>,
+}
+
+impl ResourceSignal {
+    /// Read from the challenge's `WWW-Authenticate` values and the protected
+    /// resource metadata's fields (`None`: no metadata was found).
+    pub fn read(
+        www_authenticate: &[String],
+        metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        let values = || www_authenticate.iter().map(String::as_str);
+        let challenge = crate::auth::challenge::dpop(values());
+        let listed = metadata
+            .and_then(|m| m.get("dpop_signing_alg_values_supported"))
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            });
+        let required = metadata
+            .and_then(|m| m.get("dpop_bound_access_tokens_required"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
+        let demands = if crate::auth::challenge::dpop_only(values()) {
+            Some(
+                challenge
+                    .as_ref()
+                    .and_then(|c| c.algs.clone())
+                    .or(listed.clone()),
+            )
+        } else if required {
+            Some(listed.clone())
+        } else {
+            None
+        };
+        Self {
+            offers: demands.is_some() || challenge.is_some() || listed.is_some(),
+            demands,
+        }
+    }
+}
+
 /// Whether a flow for an authorization server advertising `advertised`
 /// (`dpop_signing_alg_values_supported`, `None` when absent) uses DPoP under `mode`,
-/// given whether the MCP server challenged with DPoP alone (`resource_demands`, with
-/// the challenge's `algs`). `Err`: DPoP is needed but cannot be done, and why.
+/// given what the MCP server says (`resource`). `auto` binds only where both take
+/// bound tokens: an MCP server that never mentions DPoP gets Bearer tokens it can
+/// use. `Err`: DPoP is needed but cannot be done, and why.
 pub fn decide(
     mode: DpopMode,
     advertised: Option<&[String]>,
-    resource_demands: Option<Option<&[String]>>,
+    resource: &ResourceSignal,
 ) -> Result<bool, String> {
     let has = |list: &[String]| list.iter().any(|a| a == ALGORITHM);
     let shown = |list: &[String]| {
@@ -214,7 +269,8 @@ pub fn decide(
                 .join(", ")
         }
     };
-    if let Some(Some(algs)) = resource_demands
+    let demands = resource.demands.is_some();
+    if let Some(Some(algs)) = &resource.demands
         && !has(algs)
     {
         return Err(format!(
@@ -223,12 +279,13 @@ pub fn decide(
         ));
     }
     match (mode, advertised) {
-        (DpopMode::Never, _) if resource_demands.is_some() => Err(
-            "the MCP server takes only DPoP-bound tokens (WWW-Authenticate: DPoP), and DPoP is off (--dpop never)".into(),
+        (DpopMode::Never, _) if demands => Err(
+            "the MCP server takes only DPoP-bound tokens, and DPoP is off (--dpop never)".into(),
         ),
         (DpopMode::Never, _) => Ok(false),
+        (DpopMode::Auto, _) if !resource.offers => Ok(false),
         (_, Some(list)) if !has(list) => {
-            if mode == DpopMode::Always || resource_demands.is_some() {
+            if mode == DpopMode::Always || demands {
                 Err(format!(
                     "the authorization server signs DPoP proofs only with {} (dpop_signing_alg_values_supported); keyway signs with {ALGORITHM}",
                     shown(list)
@@ -239,28 +296,31 @@ pub fn decide(
         }
         (_, Some(_)) => Ok(true),
         (DpopMode::Always, None) => Ok(true),
-        (DpopMode::Auto, None) => Ok(resource_demands.is_some()),
+        (DpopMode::Auto, None) => Ok(demands),
     }
 }
 
-/// The latest nonce each origin gave (RFC 9449 §8, §9), shared by every flow and
-/// connection of the process; at most [`MAX_NONCE_ORIGINS`] origins are kept.
+/// The latest nonce each endpoint gave (RFC 9449 §8, §9), keyed by the URL the
+/// proofs name (`htu`), so an authorization server and an MCP server on one origin
+/// keep their own; shared by every flow and connection of the process; at most
+/// [`MAX_NONCE_ORIGINS`] endpoints are kept.
 static NONCES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
     std::sync::LazyLock::new(Default::default);
 
-/// How many origins' nonces are kept.
+/// How many endpoints' nonces are kept.
 pub const MAX_NONCE_ORIGINS: usize = 256;
 /// The longest nonce kept.
 const MAX_NONCE_LEN: usize = 1024;
 
-/// The latest nonce `url`'s origin gave, if any.
+/// The latest nonce the endpoint `url` gave, if any.
 pub fn nonce(url: &Url) -> Option<String> {
     let nonces = NONCES.lock().unwrap_or_else(|p| p.into_inner());
-    nonces.get(&url.origin().ascii_serialization()).cloned()
+    nonces.get(&htu(url)).cloned()
 }
 
-/// Remember `value`, a `DPoP-Nonce` header `url`'s origin sent. A value that is not
-/// a nonce (RFC 9449 §8.1: `1*NQCHAR`, here at most 1024 of them) is ignored: false.
+/// Remember `value`, a `DPoP-Nonce` header the endpoint `url` sent. A value that is
+/// not a nonce (RFC 9449 §8.1: `1*NQCHAR`, here at most 1024 of them) is ignored:
+/// false.
 pub fn remember_nonce(url: &Url, value: &[u8]) -> bool {
     let nqchar = |b: &u8| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e);
     if value.is_empty() || value.len() > MAX_NONCE_LEN || !value.iter().all(nqchar) {
@@ -269,12 +329,12 @@ pub fn remember_nonce(url: &Url, value: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(value) else {
         return false;
     };
-    let origin = url.origin().ascii_serialization();
+    let key = htu(url);
     let mut nonces = NONCES.lock().unwrap_or_else(|p| p.into_inner());
-    if nonces.len() >= MAX_NONCE_ORIGINS && !nonces.contains_key(&origin) {
+    if nonces.len() >= MAX_NONCE_ORIGINS && !nonces.contains_key(&key) {
         nonces.clear();
     }
-    nonces.insert(origin, text.to_owned());
+    nonces.insert(key, text.to_owned());
     true
 }
 
@@ -371,12 +431,18 @@ mod tests {
     }
 
     #[test]
-    fn nonces_are_kept_per_origin_and_only_when_well_formed() {
+    fn nonces_are_kept_per_endpoint_and_only_when_well_formed() {
         let a = Url::parse("http://127.0.0.1:1/token").unwrap();
-        let a2 = Url::parse("http://127.0.0.1:1/mcp?x=1").unwrap();
+        let a2 = Url::parse("http://127.0.0.1:1/token?x=1#f").unwrap();
+        let mcp = Url::parse("http://127.0.0.1:1/mcp").unwrap();
         let b = Url::parse("http://127.0.0.1:2/token").unwrap();
         assert!(remember_nonce(&a, b"n-1"));
         assert_eq!(nonce(&a2).as_deref(), Some("n-1"));
+        assert_eq!(
+            nonce(&mcp),
+            None,
+            "the MCP server on the same origin keeps its own"
+        );
         assert_eq!(nonce(&b), None);
         for bad in [
             &b""[..],
@@ -397,32 +463,77 @@ mod tests {
     fn the_mode_decides_with_what_the_servers_say() {
         let es = vec!["ES256".to_owned(), "RS256".to_owned()];
         let rs = vec!["RS256".to_owned()];
+        let silent = ResourceSignal::default();
+        let offers = ResourceSignal {
+            offers: true,
+            demands: None,
+        };
+        let demands = |algs: Option<Vec<String>>| ResourceSignal {
+            offers: true,
+            demands: Some(algs),
+        };
         use DpopMode::*;
-        assert_eq!(decide(Auto, Some(&es), None), Ok(true));
-        assert_eq!(decide(Auto, None, None), Ok(false));
-        assert_eq!(decide(Auto, Some(&rs), None), Ok(false));
-        assert_eq!(decide(Auto, None, Some(None)), Ok(true));
-        assert!(decide(Auto, Some(&rs), Some(None)).is_err());
-        assert!(decide(Auto, Some(&es), Some(Some(&rs))).is_err());
-        assert_eq!(decide(Always, None, None), Ok(true));
+        assert_eq!(decide(Auto, Some(&es), &offers), Ok(true));
+        assert_eq!(
+            decide(Auto, Some(&es), &silent),
+            Ok(false),
+            "an MCP server that never mentions DPoP keeps Bearer tokens"
+        );
+        assert_eq!(decide(Auto, None, &offers), Ok(false));
+        assert_eq!(decide(Auto, Some(&rs), &offers), Ok(false));
+        assert_eq!(decide(Auto, None, &demands(None)), Ok(true));
+        assert!(decide(Auto, Some(&rs), &demands(None)).is_err());
+        assert!(decide(Auto, Some(&es), &demands(Some(rs.clone()))).is_err());
+        assert_eq!(decide(Always, None, &silent), Ok(true));
         assert!(
-            decide(Always, Some(&rs), None)
+            decide(Always, Some(&rs), &silent)
                 .unwrap_err()
                 .contains("RS256")
         );
         assert!(
-            decide(Always, Some(&[]), None)
+            decide(Always, Some(&[]), &silent)
                 .unwrap_err()
                 .contains("none")
         );
-        assert_eq!(decide(Never, Some(&es), None), Ok(false));
+        assert_eq!(decide(Never, Some(&es), &offers), Ok(false));
         assert!(
-            decide(Never, None, Some(None))
+            decide(Never, None, &demands(None))
                 .unwrap_err()
                 .contains("--dpop never")
         );
         assert_eq!("always".parse::<DpopMode>(), Ok(Always));
         assert!("sometimes".parse::<DpopMode>().is_err());
+    }
+
+    #[test]
+    fn the_mcp_server_signals_dpop_in_its_challenge_or_its_metadata() {
+        let none: Vec<String> = vec![];
+        assert_eq!(ResourceSignal::read(&none, None), ResourceSignal::default());
+        let both = vec!["Bearer".to_owned(), r#"DPoP algs="ES256""#.to_owned()];
+        assert_eq!(
+            ResourceSignal::read(&both, None),
+            ResourceSignal {
+                offers: true,
+                demands: None
+            }
+        );
+        let only = vec![r#"DPoP algs="ES256""#.to_owned()];
+        assert_eq!(
+            ResourceSignal::read(&only, None).demands,
+            Some(Some(vec!["ES256".to_owned()]))
+        );
+        let meta: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"dpop_signing_alg_values_supported":["ES256"],"dpop_bound_access_tokens_required":true}"#,
+        )
+        .unwrap();
+        let bearer = vec!["Bearer".to_owned()];
+        assert_eq!(
+            ResourceSignal::read(&bearer, Some(&meta)).demands,
+            Some(Some(vec!["ES256".to_owned()]))
+        );
+        let listed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"dpop_signing_alg_values_supported":"not a list"}"#).unwrap();
+        assert!(!ResourceSignal::read(&bearer, Some(&listed)).offers);
     }
 
     #[test]

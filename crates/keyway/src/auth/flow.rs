@@ -64,14 +64,11 @@ impl std::fmt::Debug for Authorizer {
 }
 
 /// Step-up bookkeeping: at most [`StepUp::MAX_ATTEMPTS`] authorizations per resource
-/// and operation (MCP "Step-Up Authorization Flow"), the first included: an
-/// authorization the connection itself needed ([`StepUp::connecting`]) counts
-/// against the first operation that follows it.
+/// and operation (MCP "Step-Up Authorization Flow"), the first included, until the
+/// operation gets through ([`StepUp::done`]).
 #[derive(Debug, Default)]
 pub struct StepUp {
     attempts: HashMap<(String, String), u32>,
-    /// Authorizations made to connect, per resource, not yet charged to an operation.
-    connecting: HashMap<String, u32>,
 }
 
 impl StepUp {
@@ -81,11 +78,10 @@ impl StepUp {
     /// Count one more authorization for `operation` on `resource`; false once the
     /// limit is reached.
     pub fn allow(&mut self, resource: &str, operation: &str) -> bool {
-        let carried = &mut self.connecting;
         let n = self
             .attempts
             .entry((resource.to_owned(), operation.to_owned()))
-            .or_insert_with(|| carried.remove(resource).unwrap_or(0));
+            .or_insert(0);
         if *n >= Self::MAX_ATTEMPTS {
             return false;
         }
@@ -97,12 +93,6 @@ impl StepUp {
     pub fn done(&mut self, resource: &str, operation: &str) {
         self.attempts
             .remove(&(resource.to_owned(), operation.to_owned()));
-    }
-
-    /// Count an authorization the connection to `resource` needed (no operation was
-    /// refused yet): charged to the next operation [`allow`](Self::allow) sees first.
-    pub fn connecting(&mut self, resource: &str) {
-        *self.connecting.entry(resource.to_owned()).or_insert(0) += 1;
     }
 
     /// How many authorizations [`allow`](Self::allow) has counted for `operation` on
@@ -154,6 +144,14 @@ impl Authorizer {
         self
     }
 
+    /// This authorizer, applying `quirks` (a saved server's last ones) when its own
+    /// options name none.
+    pub fn remembering(&self, quirks: Quirks) -> Self {
+        let mut this = self.clone();
+        this.options.remembered = Some(quirks);
+        this
+    }
+
     /// The options this authorizer was made with.
     pub fn options(&self) -> &AuthOptions {
         &self.options
@@ -198,17 +196,19 @@ impl Authorizer {
 
         // DPoP: what the authorization server advertises, and whether the MCP server
         // challenged with DPoP alone.
-        let values = || www_authenticate.iter().map(String::as_str);
-        let resource_demands = super::challenge::dpop_only(values())
-            .then(|| super::challenge::dpop(values()).and_then(|c| c.algs));
+        let signal = dpop_mod::ResourceSignal::read(
+            www_authenticate,
+            report
+                .protected_resource
+                .as_ref()
+                .map(|found| &found.metadata.extra),
+        );
+        let resource_demands = signal.demands.clone();
         let advertised = target.metadata.dpop_signing_alg_values_supported.as_deref();
-        let use_dpop = dpop_mod::decide(
-            self.options.dpop,
-            advertised,
-            resource_demands.as_ref().map(Option::as_deref),
-        )
-        .map_err(AuthError::Dpop)?;
-        if !use_dpop && self.options.dpop == DpopMode::Auto && advertised.is_some() {
+        let use_dpop =
+            dpop_mod::decide(self.options.dpop, advertised, &signal).map_err(AuthError::Dpop)?;
+        if !use_dpop && self.options.dpop == DpopMode::Auto && signal.offers && advertised.is_some()
+        {
             self.reporter.note(
                 "the authorization server offers DPoP, but not with ES256: using Bearer tokens",
             );
@@ -220,7 +220,7 @@ impl Authorizer {
         } else {
             None
         };
-        let quirks = self.quirks_for(&target);
+        let quirks = self.quirks_for(&target)?;
         let this = Self {
             dpop,
             quirks,
@@ -252,8 +252,25 @@ impl Authorizer {
 
     /// The quirks of a flow for `target`: its provider's profile (reported), then the
     /// flags (`--no-resource`, `--authorize-param`, `--token-param`), which win.
-    fn quirks_for(&self, target: &AuthTarget) -> Quirks {
+    fn quirks_for(&self, target: &AuthTarget) -> Result<Quirks, AuthError> {
         let o = &self.options;
+        for (kind, params) in [
+            (profile::ParamFor::Authorize, &o.authorize_params),
+            (profile::ParamFor::Token, &o.token_params),
+        ] {
+            for (k, _) in params {
+                profile::check_param(kind, k).map_err(AuthError::Config)?;
+            }
+        }
+        let named_none = o.profile == profile::ProfileChoice::Auto
+            && !o.no_resource
+            && o.authorize_params.is_empty()
+            && o.token_params.is_empty();
+        if named_none && let Some(q) = &o.remembered {
+            self.reporter
+                .note("using the quirks this server was authorized with before");
+            return Ok(q.clone());
+        }
         let mut q = match profile::choose(&o.profile, &target.issuer) {
             Some((p, why)) => {
                 self.reporter.note(&format!(
@@ -274,7 +291,7 @@ impl Authorizer {
         };
         merge(&mut q.authorize_params, &o.authorize_params);
         merge(&mut q.token_params, &o.token_params);
-        q
+        Ok(q)
     }
 
     /// The grant [`AuthOptions::grant`] names, after discovery found `target`.
@@ -295,6 +312,15 @@ impl Authorizer {
             ),
         };
 
+        if let Some(scope) =
+            self.quirks
+                .foreign_scope(&wanted, self.options.scopes.as_deref(), &target.resource)
+        {
+            return Err(AuthError::ForeignScope {
+                scope: super::callback::printable(scope),
+                resource: target.resource.clone(),
+            });
+        }
         let grant = match self.options.grant {
             GrantChoice::ClientCredentials => self.client_credentials(target, policy, wanted).await,
             GrantChoice::Device => self.device(target, policy, wanted).await,
@@ -779,7 +805,9 @@ impl Authorizer {
                 q.append_pair("resource", &t.resource);
             }
             for (k, v) in &self.quirks.authorize_params {
-                q.append_pair(k, v);
+                if !profile::Quirks::AUTHORIZE_RESERVED.contains(&k.as_str()) {
+                    q.append_pair(k, v);
+                }
             }
             // RFC 9449 §10: the code is bound to the key that will redeem it.
             if let Some(key) = &self.dpop {
@@ -1079,18 +1107,9 @@ mod tests {
         assert!(!s.allow("r", "tools/call admin"));
         assert!(s.allow("r", "tools/call other"));
         assert!(s.allow("r2", "tools/call admin"));
-        // The connection's own authorization counts against the first operation.
-        let mut s = StepUp::default();
-        s.connecting("r");
-        assert!((0..2).all(|_| s.allow("r", "tools/call admin")));
-        assert!(
-            !s.allow("r", "tools/call admin"),
-            "three in all, the first included"
-        );
-        assert!(
-            (0..3).all(|_| s.allow("r", "tools/call other")),
-            "charged once"
-        );
+        // An operation that got through starts again.
+        s.done("r", "tools/call admin");
+        assert!(s.allow("r", "tools/call admin"));
     }
 
     #[test]

@@ -83,12 +83,29 @@ pub struct AuthServerMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
     /// `dpop_signing_alg_values_supported` (RFC 9449 §5.1): the server binds tokens
-    /// to DPoP keys signing with these.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// to DPoP keys signing with these. A value that is not a list of strings counts
+    /// as absent (it is not worth refusing the whole document for).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_strings"
+    )]
     pub dpop_signing_alg_values_supported: Option<Vec<String>>,
     /// Every other field, as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A list of strings, or `None` for anything else.
+fn lenient_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(v.as_array().and_then(|a| {
+        a.iter()
+            .map(|x| x.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+    }))
 }
 
 impl AuthServerMetadata {
@@ -109,6 +126,13 @@ impl AuthServerMetadata {
     /// assert!(m.supports_auth_method("client_secret_basic"));
     /// assert!(m.supports_s256());
     /// assert!(!m.iss_parameter_required());
+    ///
+    /// // A malformed DPoP list does not spoil the document.
+    /// let m: AuthServerMetadata = serde_json::from_str(
+    ///     r#"{"issuer": "https://as.example", "dpop_signing_alg_values_supported": "ES256"}"#,
+    /// )
+    /// .unwrap();
+    /// assert_eq!(m.dpop_signing_alg_values_supported, None);
     /// ```
     pub fn supports_grant(&self, grant: &str) -> bool {
         match &self.grant_types_supported {

@@ -119,9 +119,12 @@ pub struct AuthOptions {
     pub no_resource: bool,
     /// More authorization request parameters (`--authorize-param`), after the
     /// profile's (a key given here replaces the profile's).
-    pub authorize_params: Vec<(String, String)>,
+    pub authorize_params: profile::Params,
     /// More token request parameters (`--token-param`), likewise.
-    pub token_params: Vec<(String, String)>,
+    pub token_params: profile::Params,
+    /// The quirks a saved server's last authorization used: they apply again when
+    /// the options above name none (the profile `auto`, no flags).
+    pub remembered: Option<profile::Quirks>,
 }
 
 impl AuthError {
@@ -152,8 +155,9 @@ impl Default for AuthOptions {
             dpop: dpop::DpopMode::Auto,
             profile: profile::ProfileChoice::Auto,
             no_resource: false,
-            authorize_params: Vec::new(),
-            token_params: Vec::new(),
+            authorize_params: profile::Params::default(),
+            token_params: profile::Params::default(),
+            remembered: None,
         }
     }
 }
@@ -306,6 +310,18 @@ pub enum AuthError {
     /// The registration or credential store failed.
     #[error("the credential store failed: {0}")]
     Store(String),
+    /// Without `resource` (a profile or `--no-resource`), the server named a scope of
+    /// another resource: the token would be for whatever that scope names, and it
+    /// would go to this server. Nothing was sent.
+    #[error(
+        "the server asks for the scope {scope:?}, which is not under its own resource {resource}; without the resource parameter the token would be for whatever that scope names. Nothing was sent; pass --scope with it if you trust this server with such a token"
+    )]
+    ForeignScope {
+        /// The scope, made printable.
+        scope: String,
+        /// The server's resource.
+        resource: String,
+    },
     /// DPoP is needed but cannot be done: the servers' algorithms are not keyway's, a
     /// server wants DPoP while `--dpop never` is set, or a DPoP-bound token was asked
     /// for and a Bearer one issued.

@@ -7,6 +7,47 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+/// Extra request parameters, `KEY=VALUE` pairs. `Debug` shows the keys only: a
+/// value may be something only the server should see.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}=[redacted]")))
+            .finish()
+    }
+}
+
+impl std::ops::Deref for Params {
+    type Target = Vec<(String, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Params {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Params {
+    type Item = &'a (String, String);
+    type IntoIter = std::slice::Iter<'a, (String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<(String, String)>> for Params {
+    fn from(v: Vec<(String, String)>) -> Self {
+        Self(v)
+    }
+}
+
 /// What a flow does differently from the standard, kept with the credential so a
 /// refresh (in any process) does the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,9 +56,9 @@ pub struct Quirks {
     /// Send `resource` (RFC 8707) on the authorization and token requests.
     pub send_resource: bool,
     /// More parameters for the authorization request.
-    pub authorize_params: Vec<(String, String)>,
+    pub authorize_params: Params,
     /// More parameters for every token request (refresh included).
-    pub token_params: Vec<(String, String)>,
+    pub token_params: Params,
     /// Send the scopes again on refresh (RFC 6749 §6 allows it; Entra needs it).
     pub scope_on_refresh: bool,
     /// Qualify bare scopes with the resource: `mcp:tools` becomes
@@ -31,8 +72,8 @@ impl Default for Quirks {
     fn default() -> Self {
         Self {
             send_resource: true,
-            authorize_params: Vec::new(),
-            token_params: Vec::new(),
+            authorize_params: Params::default(),
+            token_params: Params::default(),
             scope_on_refresh: false,
             qualify_scopes: false,
             offline_access: OfflineAccess::WhenListed,
@@ -96,18 +137,69 @@ impl Quirks {
         scopes
     }
 
-    /// The authorization request's extra parameters that name `key` are the user's to
-    /// set; these are keyway's own and cannot be replaced.
-    pub const RESERVED: [&'static str; 9] = [
+    /// The first scope of `wanted` (named by the server, not the person's
+    /// `explicit` ones) that would choose another audience: with `resource` left out,
+    /// a scope is the only thing that says what the token is for, so the server may
+    /// only name bare scopes, OpenID ones, and scopes under its own `resource`.
+    pub fn foreign_scope<'a>(
+        &self,
+        wanted: &'a [String],
+        explicit: Option<&[String]>,
+        resource: &str,
+    ) -> Option<&'a str> {
+        if self.send_resource {
+            return None;
+        }
+        let base = format!("{}/", resource.trim_end_matches('/'));
+        wanted
+            .iter()
+            .find(|s| {
+                !explicit.is_some_and(|e| e.contains(s))
+                    && !OIDC_SCOPES.contains(&s.as_str())
+                    && s.contains('/')
+                    && !s.starts_with(&base)
+            })
+            .map(String::as_str)
+    }
+
+    /// The authorization request's parameters that are keyway's own: an extra
+    /// parameter may not name them (`scope`: use `--scope`; `resource`:
+    /// `--no-resource`).
+    pub const AUTHORIZE_RESERVED: [&'static str; 12] = [
         "response_type",
         "client_id",
         "redirect_uri",
         "state",
         "code_challenge",
         "code_challenge_method",
-        "code_verifier",
-        "grant_type",
+        "scope",
+        "resource",
         "dpop_jkt",
+        "request",
+        "request_uri",
+        "response_mode",
+    ];
+
+    /// The token request's parameters that are keyway's own.
+    pub const TOKEN_RESERVED: [&'static str; 18] = [
+        "grant_type",
+        "code",
+        "code_verifier",
+        "redirect_uri",
+        "refresh_token",
+        "device_code",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "assertion",
+        "subject_token",
+        "subject_token_type",
+        "actor_token",
+        "actor_token_type",
+        "requested_token_type",
+        "scope",
+        "resource",
     ];
 }
 
@@ -248,12 +340,13 @@ impl Profile {
                 q.authorize_params = vec![
                     ("access_type".into(), "offline".into()),
                     ("prompt".into(), "consent".into()),
-                ];
+                ]
+                .into();
             }
             "auth0" => {
                 q.offline_access = OfflineAccess::Always;
-                q.authorize_params = vec![("audience".into(), resource.to_owned())];
-                q.token_params = vec![("audience".into(), resource.to_owned())];
+                q.authorize_params = vec![("audience".into(), resource.to_owned())].into();
+                q.token_params = vec![("audience".into(), resource.to_owned())].into();
             }
             "okta" => q.offline_access = OfflineAccess::Always,
             _ => {}
@@ -303,10 +396,42 @@ pub fn choose(choice: &ProfileChoice, issuer: &str) -> Option<(&'static Profile,
     }
 }
 
-/// A `KEY=VALUE` parameter of `--authorize-param` / `--token-param`: the key not
-/// empty, and not one of keyway's own ([`Quirks::RESERVED`], `resource`: use
-/// `--no-resource`).
-pub fn parse_param(text: &str) -> Result<(String, String), String> {
+/// Which request an extra parameter is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamFor {
+    /// `--authorize-param`.
+    Authorize,
+    /// `--token-param`.
+    Token,
+}
+
+/// Check an extra parameter: the key not empty, and not one of keyway's own for that
+/// request ([`Quirks::AUTHORIZE_RESERVED`], [`Quirks::TOKEN_RESERVED`]). `Err` says
+/// what to use instead.
+pub fn check_param(kind: ParamFor, key: &str) -> Result<(), String> {
+    if key.trim().is_empty() {
+        return Err("a parameter needs a name".into());
+    }
+    let reserved: &[&str] = match kind {
+        ParamFor::Authorize => &Quirks::AUTHORIZE_RESERVED,
+        ParamFor::Token => &Quirks::TOKEN_RESERVED,
+    };
+    if reserved.contains(&key) {
+        return Err(format!(
+            "{key} is keyway's to set{}",
+            match key {
+                "resource" => " (--no-resource leaves it out)",
+                "scope" => " (--scope chooses the scopes)",
+                _ => "",
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// A `KEY=VALUE` parameter of `--authorize-param` / `--token-param`, checked with
+/// [`check_param`].
+pub fn parse_param(kind: ParamFor, text: &str) -> Result<(String, String), String> {
     let Some((k, v)) = text.split_once('=') else {
         return Err(format!("{text:?} is not KEY=VALUE"));
     };
@@ -314,16 +439,7 @@ pub fn parse_param(text: &str) -> Result<(String, String), String> {
     if k.is_empty() {
         return Err(format!("{text:?} has an empty key"));
     }
-    if Quirks::RESERVED.contains(&k) || k == "resource" {
-        return Err(format!(
-            "{k} is keyway's to set{}",
-            if k == "resource" {
-                " (--no-resource leaves it out)"
-            } else {
-                ""
-            }
-        ));
-    }
+    check_param(kind, k)?;
     Ok((k.to_owned(), v.to_owned()))
 }
 
@@ -398,6 +514,32 @@ mod tests {
     }
 
     #[test]
+    fn without_resource_the_server_may_not_pick_another_audience() {
+        let q = Profile::named("entra")
+            .unwrap()
+            .quirks("https://r.example/mcp");
+        let r = "https://r.example/mcp";
+        assert_eq!(q.foreign_scope(&v("mcp:tools openid"), None, r), None);
+        assert_eq!(
+            q.foreign_scope(&v("https://r.example/mcp/files.read"), None, r),
+            None
+        );
+        assert_eq!(
+            q.foreign_scope(&v("a https://graph.microsoft.com/Mail.Read"), None, r),
+            Some("https://graph.microsoft.com/Mail.Read")
+        );
+        assert_eq!(
+            q.foreign_scope(&v("api://other/user_impersonation"), None, r),
+            Some("api://other/user_impersonation")
+        );
+        // The person's own --scope is theirs to choose.
+        let mine = v("api://other/user_impersonation");
+        assert_eq!(q.foreign_scope(&mine, Some(&mine), r), None);
+        // With resource sent, the audience is bound by it.
+        assert_eq!(Quirks::default().foreign_scope(&mine, None, r), None);
+    }
+
+    #[test]
     fn google_and_auth0_add_their_parameters() {
         let g = Profile::named("google").unwrap().quirks("https://r/mcp");
         assert_eq!(
@@ -410,8 +552,12 @@ mod tests {
         );
         let a = Profile::named("auth0").unwrap().quirks("https://r/mcp");
         assert_eq!(
-            a.token_params,
+            *a.token_params,
             [("audience".to_owned(), "https://r/mcp".to_owned())]
+        );
+        assert!(
+            !format!("{a:?}").contains("https://r/mcp"),
+            "values are redacted"
         );
         assert_eq!(
             a.scopes(v("a"), false, "https://r/mcp"),
@@ -436,17 +582,30 @@ mod tests {
                 .unwrap_err()
                 .contains("entra, google")
         );
+        use ParamFor::*;
         assert_eq!(
-            parse_param("audience=x=y"),
+            parse_param(Token, "audience=x=y"),
             Ok(("audience".into(), "x=y".into()))
         );
-        assert!(parse_param("novalue").is_err());
-        assert!(parse_param("=v").is_err());
-        assert!(parse_param("state=x").unwrap_err().contains("keyway's"));
+        assert!(parse_param(Authorize, "novalue").is_err());
+        assert!(parse_param(Authorize, "=v").is_err());
         assert!(
-            parse_param("resource=x")
+            parse_param(Authorize, "state=x")
+                .unwrap_err()
+                .contains("keyway's")
+        );
+        assert!(
+            parse_param(Token, "resource=x")
                 .unwrap_err()
                 .contains("--no-resource")
         );
+        assert!(parse_param(Token, "refresh_token=x").is_err());
+        assert!(parse_param(Token, "client_assertion=x").is_err());
+        assert!(
+            parse_param(Authorize, "scope=x")
+                .unwrap_err()
+                .contains("--scope")
+        );
+        assert!(parse_param(Authorize, "prompt=consent").is_ok());
     }
 }

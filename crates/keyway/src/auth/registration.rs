@@ -219,38 +219,60 @@ impl StoredRegistration {
     }
 }
 
+/// Why deleting a registration (RFC 7592) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteError {
+    /// The management URI is refused by the URL rules; nothing was sent.
+    #[error("refusing the registration_client_uri: {0}")]
+    Refused(#[source] super::urls::UrlRefusal),
+    /// No answer.
+    #[error("the registration endpoint could not be reached: {0}")]
+    Transport(String),
+    /// An answer other than success (401: the server no longer takes the token, or
+    /// no longer knows the client).
+    #[error("the registration endpoint answered HTTP {status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, made printable.
+        body: String,
+    },
+}
+
 /// Delete a dynamic registration at its management endpoint (RFC 7592 §2.3), for a
 /// client whose tokens were for `resource` (the endpoint obeys that resource's URL
 /// rules, as a refresh's token endpoint does). Gone already (404) counts as deleted.
-pub async fn delete(resource: &str, m: &Management) -> Result<(), super::token::TokenError> {
-    use super::token::TokenError;
-    let refused = |refusal| TokenError::Refused {
-        what: "registration_client_uri",
-        refusal,
-    };
+pub async fn delete(resource: &str, m: &Management) -> Result<(), DeleteError> {
     let policy = super::tokens::policy_for_resource(resource)
         .await
         .map_err(|e| match e {
-            super::RefreshError::Refused(r) => refused(r),
-            other => TokenError::Client(other.to_string()),
+            super::RefreshError::Refused(r) => DeleteError::Refused(r),
+            other => DeleteError::Transport(other.to_string()),
         })?;
-    let uri = policy.check(&m.uri).map_err(refused)?;
-    let http = crate::http::guarded(&policy).map_err(|e| TokenError::Transport(e.to_string()))?;
+    let uri = policy.check(&m.uri).map_err(DeleteError::Refused)?;
+    let http = crate::http::guarded(&policy).map_err(|e| DeleteError::Transport(e.to_string()))?;
     let resp = http
-        .delete(uri)
+        .delete(uri.clone())
         .bearer_auth(m.token.expose())
         .timeout(super::token::TOKEN_TIMEOUT)
         .send()
         .await
-        .map_err(|e| TokenError::Transport(describe(&e)))?;
+        .map_err(|e| match crate::http::refused_addresses(&e) {
+            Some(r) => DeleteError::Refused(super::urls::UrlRefusal::Addresses {
+                url: super::urls::redacted_str(uri.as_str()),
+                detail: r.to_string(),
+            }),
+            None => DeleteError::Transport(describe(&e)),
+        })?;
     let status = resp.status().as_u16();
     if (200..300).contains(&status) || status == 404 {
         return Ok(());
     }
     let body = read_capped(resp, 16 * 1024).await.unwrap_or_default();
-    Err(TokenError::Malformed {
+    Err(DeleteError::Status {
         status,
-        detail: snippet(&body),
+        body: snippet(&body),
     })
 }
 
@@ -419,7 +441,7 @@ pub(crate) async fn register(
         .check(endpoint)
         .map_err(AuthError::refused("registration_endpoint"))?;
     let resp = http
-        .post(endpoint)
+        .post(endpoint.clone())
         .header(header::ACCEPT, "application/json")
         .json(&body)
         .timeout(super::token::TOKEN_TIMEOUT)
@@ -512,10 +534,21 @@ pub(crate) async fn register(
         obj.get("registration_access_token").and_then(Value::as_str),
     ) {
         (Some(uri), Some(token)) if !token.is_empty() => match policy.check(uri) {
-            Ok(u) => Some(Management {
-                uri: u.to_string(),
-                token: crate::Secret::new(token),
-            }),
+            // On the registration endpoint's origin or the issuer's: the token and
+            // the DELETE go nowhere else.
+            Ok(u)
+                if u.origin() == endpoint.origin()
+                    || url::Url::parse(&m.issuer).is_ok_and(|o| o.origin() == u.origin()) =>
+            {
+                Some(Management {
+                    uri: u.to_string(),
+                    token: crate::Secret::new(token),
+                })
+            }
+            Ok(u) => {
+                tracing::warn!(uri = %u, "ignoring a registration management URI on another origin");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring the registration's management URI");
                 None

@@ -116,7 +116,8 @@ pub(crate) struct Extras<'a> {
 /// `aud` of private_key_jwt assertions). With a DPoP key, each request carries a fresh
 /// proof of it (RFC 9449 §5) with the endpoint's latest nonce; a `use_dpop_nonce`
 /// answer that brings a new nonce is retried once with it (§8). The quirks leave
-/// `resource` out or add parameters (a parameter they name replaces the grant's).
+/// `resource` out or add parameters (never one the grant or the client's
+/// authentication already has).
 pub(crate) async fn request(
     http: &reqwest::Client,
     token_endpoint: &str,
@@ -127,10 +128,10 @@ pub(crate) async fn request(
     extras: Extras<'_>,
 ) -> Result<TokenResponse, TokenError> {
     let dpop = extras.dpop;
-    if let Some(q) = extras.quirks {
-        form.retain(|(k, _)| {
-            (q.send_resource || *k != "resource") && !q.token_params.iter().any(|(p, _)| p == k)
-        });
+    if let Some(q) = extras.quirks
+        && !q.send_resource
+    {
+        form.retain(|(k, _)| *k != "resource");
     }
     let more: &[(String, String)] = extras.quirks.map_or(&[], |q| &q.token_params);
     let endpoint_url = match dpop {
@@ -145,6 +146,9 @@ pub(crate) async fn request(
         None => None,
     };
     let mut nonce_retried = false;
+    // The nonce a use_dpop_nonce answer just gave: the retry uses it, whatever
+    // another request may have put in the cache since.
+    let mut given: Option<String> = None;
     loop {
         let mut form = form.clone();
         let mut req = http
@@ -153,7 +157,7 @@ pub(crate) async fn request(
             .timeout(TOKEN_TIMEOUT);
         let mut used_nonce = None;
         if let (Some(key), Some(url)) = (dpop, &endpoint_url) {
-            used_nonce = super::dpop::nonce(url);
+            used_nonce = given.take().or_else(|| super::dpop::nonce(url));
             let proof = key
                 .proof("POST", url, None, used_nonce.as_deref(), now)
                 .map_err(|e| TokenError::Client(e.to_string()))?;
@@ -165,10 +169,15 @@ pub(crate) async fn request(
         let req = client
             .authenticate(req, &mut form, audience, now)
             .map_err(|e| TokenError::Client(e.to_string()))?;
+        // keyway's own parameters win: an extra one only adds a name the grant lacks.
         let all: Vec<(&str, &str)> = form
             .iter()
             .map(|(k, v)| (*k, v.as_str()))
-            .chain(more.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain(
+                more.iter()
+                    .filter(|(k, _)| !form.iter().any(|(f, _)| f == k))
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .collect();
         let resp = req
             .form(&all)
@@ -177,9 +186,12 @@ pub(crate) async fn request(
             .map_err(|e| transport_error("token_endpoint", token_endpoint, &e))?;
         let status = resp.status().as_u16();
         let fresh_nonce = match (&endpoint_url, resp.headers().get(DPOP_NONCE)) {
-            (Some(url), Some(n)) => {
-                super::dpop::remember_nonce(url, n.as_bytes())
-                    && used_nonce.as_deref().map(str::as_bytes) != Some(n.as_bytes())
+            (Some(url), Some(n))
+                if super::dpop::remember_nonce(url, n.as_bytes())
+                    && used_nonce.as_deref().map(str::as_bytes) != Some(n.as_bytes()) =>
+            {
+                given = n.to_str().ok().map(str::to_owned);
+                true
             }
             _ => false,
         };

@@ -56,6 +56,9 @@ pub trait Authorize: Send + Sync {
     /// A message reached the server after an authorization or step-up: the session
     /// works again (a cap on sign-ins may start over).
     fn delivered_after_authorizing(&self) {}
+    /// `operation` got through after an authorization: its step-up count starts
+    /// again (the cap is per attempt, not per session).
+    async fn operation_done(&self, _operation: &str) {}
     /// The server was found to speak `revision` (`None`: what it speaks is in doubt,
     /// so the next start asks); a saved server remembers it.
     async fn spoke(&self, _revision: Option<&str>) {}
@@ -79,6 +82,10 @@ impl Authorize for Policy {
 
     async fn still_wanted(&self) -> bool {
         Policy::still_wanted(self).await
+    }
+
+    async fn operation_done(&self, operation: &str) {
+        Policy::operation_done(self, operation).await
     }
 
     fn delivered_after_authorizing(&self) {
@@ -740,6 +747,9 @@ where
                     && s.authorized_unproven.swap(false, Ordering::SeqCst)
                 {
                     s.authorize.delivered_after_authorizing();
+                }
+                if authorizations > 0 {
+                    s.authorize.operation_done(&operation()).await;
                 }
                 break Ok(answer);
             }

@@ -426,6 +426,17 @@ pub async fn authorize(
         }
         Err(e) => return Err(AuthorizeError::Connect(e)),
     };
+    // The quirks of its last authorization apply again unless the options name some.
+    let mut options = options;
+    if options.remembered.is_none()
+        && let Ok(Some(crate::store::StoredCredential {
+            credential: crate::store::Credential::OAuth(o),
+            ..
+        })) = st.credential(&rec.id).await
+        && o.quirks != crate::auth::profile::Quirks::default()
+    {
+        options.remembered = Some(o.quirks.clone());
+    }
     let authorizer = Authorizer::new(options, Arc::new(st.clone()), reporter)?
         .with_pending_flows(Arc::new(st.clone()));
     let values: Vec<String> = challenge.into_iter().collect();

@@ -55,6 +55,11 @@ impl CredentialStore for RmcpCredentials {
         let Credential::OAuth(o) = stored.credential else {
             return Ok(None);
         };
+        // rmcp presents every token as Bearer and refreshes without proofs: a
+        // DPoP-bound credential is not its to use (keyway's own wire presents it).
+        if o.token_type == crate::auth::token::TokenType::Dpop || o.dpop.is_some() {
+            return Ok(None);
+        }
         let mut response = OAuthTokenResponse::new(
             o.access_token.clone(),
             BasicTokenType::Bearer,
@@ -115,11 +120,12 @@ impl CredentialStore for RmcpCredentials {
             token_endpoint: self.token_endpoint.clone(),
             client_id: c.client_id.clone(),
             resource: self.resource.clone(),
-            as_metadata: previous.and_then(|p| p.as_metadata.clone()),
+            as_metadata: previous.as_ref().and_then(|p| p.as_metadata.clone()),
             // rmcp's flow sends no DPoP proofs: its tokens are Bearer.
             token_type: crate::auth::token::TokenType::Bearer,
             dpop: None,
-            quirks: Default::default(),
+            // The provider's quirks stay with the server, whoever refreshed.
+            quirks: previous.map(|p| p.quirks.clone()).unwrap_or_default(),
         };
         self.store
             .save_credential(

@@ -767,7 +767,14 @@ fn read_credential(
     };
     let token_type = match secret.token_type.as_deref() {
         Some("DPoP") => TokenType::Dpop,
-        _ => TokenType::Bearer,
+        None => TokenType::Bearer,
+        // Never guess Bearer for a type this keyway does not know.
+        Some(other) => {
+            return Err(StoreError::Decode(format!(
+                "the credential of {name} has a token type this keyway does not know ({}); update keyway",
+                crate::auth::callback::printable(other)
+            )));
+        }
     };
     let credential = match kind.as_str() {
         "bearer" => Credential::Bearer {

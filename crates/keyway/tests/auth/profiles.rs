@@ -89,6 +89,37 @@ async fn entra_needs_no_resource_qualified_scopes_and_the_scopes_on_refresh() {
 }
 
 #[tokio::test]
+async fn without_resource_a_server_cannot_ask_for_another_audience() {
+    // A hostile server behind a real Entra tenant challenges for Microsoft Graph:
+    // with `resource` dropped, the scope alone would decide the audience and keyway
+    // would hand the server a Graph token. Refused before anything is sent.
+    let tb = testbed(|k| {
+        k.idp_quirks = Some(IdpQuirks::Entra);
+        k.challenge_scope =
+            keyway_testbed::ScopeList(vec!["https://graph.microsoft.com/Mail.Read".into()]);
+    })
+    .await;
+    let e = authorizer(with_profile("entra"))
+        .authorize(&url(&tb), &challenge(&tb).await, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, AuthError::ForeignScope { scope, .. } if scope == "https://graph.microsoft.com/Mail.Read"),
+        "{e}"
+    );
+    assert_eq!(tb.stats().authorizations, 0, "nothing was sent");
+    // The same with --no-resource alone.
+    let e = authorizer(AuthOptions {
+        no_resource: true,
+        ..follow()
+    })
+    .authorize(&url(&tb), &challenge(&tb).await, None)
+    .await
+    .unwrap_err();
+    assert!(matches!(e, AuthError::ForeignScope { .. }), "{e}");
+}
+
+#[tokio::test]
 async fn google_needs_offline_access_type_and_consent_and_no_resource() {
     let tb = testbed(|k| k.idp_quirks = Some(IdpQuirks::Google)).await;
     let e = authorizer(follow())
@@ -120,7 +151,8 @@ async fn google_needs_offline_access_type_and_consent_and_no_resource() {
         authorize_params: vec![
             ("access_type".into(), "offline".into()),
             ("prompt".into(), "consent".into()),
-        ],
+        ]
+        .into(),
         ..follow()
     })
     .authorize(&url(&tb), &challenge(&tb).await, None)
@@ -158,7 +190,7 @@ async fn auth0_needs_the_audience() {
 
     // --authorize-param audience=... does the same by hand.
     let grant = authorizer(AuthOptions {
-        authorize_params: vec![("audience".into(), tb.resource().to_owned())],
+        authorize_params: vec![("audience".into(), tb.resource().to_owned())].into(),
         ..follow()
     })
     .authorize(&url(&tb), &challenge(&tb).await, None)

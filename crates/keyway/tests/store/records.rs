@@ -320,7 +320,9 @@ async fn a_dpop_bound_credential_keeps_its_key_sealed_with_it() {
     // The private key is in no column in the clear, nor is the token type (a Bearer
     // downgrade by editing the file is impossible: it is sealed with the token).
     drop(store);
-    let raw = std::fs::read(dir.path().join("keyway.db")).unwrap();
+    // The database and its write-ahead log, whichever holds the rows now.
+    let mut raw = std::fs::read(dir.path().join("keyway.db")).unwrap();
+    raw.extend(std::fs::read(dir.path().join("keyway.db-wal")).unwrap_or_default());
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.pkcs8());
     let hay = String::from_utf8_lossy(&raw);
