@@ -843,9 +843,9 @@ pub struct AuthArgs {
     pub allow_http: bool,
 
     /// Bind tokens to a key keyway holds (DPoP, RFC 9449), so a stolen token is
-    /// useless elsewhere: `auto` when the authorization server offers it (ES256) or
-    /// the MCP server asks only for it; `always` (a server that cannot is an error);
-    /// `never`.
+    /// useless elsewhere: `auto` when both servers take it (the authorization server
+    /// offers ES256, the MCP server challenges with DPoP) or the MCP server takes
+    /// nothing else; `always` (a server that cannot is an error); `never`.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = DpopArg::Auto)]
     pub dpop: DpopArg,
 
