@@ -866,7 +866,9 @@ pub struct AuthArgs {
     pub authorize_param: Vec<(String, String)>,
 
     /// One more parameter for every token request, refresh included, KEY=VALUE
-    /// (repeatable), e.g. `--token-param audience=https://api.example.com`.
+    /// (repeatable), e.g. `--token-param audience=https://api.example.com`;
+    /// `KEY=@FILE` reads the value from a file, for a value others must not see in
+    /// the process list.
     #[arg(long, value_name = "KEY=VALUE", value_parser = token_param)]
     pub token_param: Vec<(String, String)>,
 }

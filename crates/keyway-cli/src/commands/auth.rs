@@ -145,9 +145,23 @@ pub fn options(a: &AuthArgs) -> Result<AuthOptions, CliError> {
         profile: a.profile.clone(),
         no_resource: a.no_resource,
         authorize_params: a.authorize_param.clone().into(),
-        token_params: a.token_param.clone().into(),
+        token_params: token_params(&a.token_param)?.into(),
         remembered: None,
     })
+}
+
+/// `--token-param KEY=@FILE` reads the value from a file (trailing newline dropped),
+/// so a secret one need not be in the process list.
+fn token_params(params: &[(String, String)]) -> Result<Vec<(String, String)>, CliError> {
+    params
+        .iter()
+        .map(|(k, v)| match v.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|text| (k.clone(), text.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|e| usage(format!("--token-param {k}=@{path}: {e}"))),
+            None => Ok((k.clone(), v.clone())),
+        })
+        .collect()
 }
 
 /// `@FILE` reads the secret from a file (trailing newline dropped).

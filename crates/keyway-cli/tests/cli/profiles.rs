@@ -86,3 +86,46 @@ async fn escape_hatches_refuse_what_keyway_sets_itself() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_parameter_can_come_from_a_file() {
+    let tb = testbed(|k| k.idp_quirks = Some(keyway_testbed::IdpQuirks::Auth0)).await;
+    let k = Keyway::new();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{}\n", tb.resource())).unwrap();
+    let arg = format!("audience=@{}", file.path().display());
+    let out = k
+        .run_async(&[
+            "add",
+            tb.mcp_url(),
+            "--name",
+            "a",
+            "--browser",
+            "follow",
+            "--authorize-param",
+            &format!("audience={}", tb.resource()),
+            "--token-param",
+            &arg,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        tb.stats().token_log.back().unwrap().audience.as_deref(),
+        Some(tb.resource()),
+        "the value read from the file, without its newline"
+    );
+    let out = k
+        .run_async(&[
+            "add",
+            tb.mcp_url(),
+            "--token-param",
+            "x=@/nonexistent/keyway",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--token-param x=@/nonexistent/keyway"),
+        "{}",
+        stderr(&out)
+    );
+}
