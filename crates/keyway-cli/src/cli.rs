@@ -873,15 +873,17 @@ pub struct AuthArgs {
     pub token_param: Vec<(String, String)>,
 }
 
-fn profile_choice(s: &str) -> Result<keyway::auth::profile::ProfileChoice, String> {
+fn profile_choice(
+    s: &str,
+) -> Result<keyway::auth::profile::ProfileChoice, keyway::auth::profile::UnknownProfile> {
     s.parse()
 }
 
-fn authorize_param(s: &str) -> Result<(String, String), String> {
+fn authorize_param(s: &str) -> Result<(String, String), keyway::auth::profile::ParamError> {
     keyway::auth::profile::parse_param(keyway::auth::profile::ParamFor::Authorize, s)
 }
 
-fn token_param(s: &str) -> Result<(String, String), String> {
+fn token_param(s: &str) -> Result<(String, String), keyway::auth::profile::ParamError> {
     keyway::auth::profile::parse_param(keyway::auth::profile::ParamFor::Token, s)
 }
 

@@ -330,7 +330,10 @@ pub fn error(e: AuthError) -> CliError {
         AuthError::Token(t) if t.code() == Some("invalid_client") => {
             Some("the authorization server does not accept this client: check --client-id, --client-secret and --client-auth".into())
         }
-        AuthError::Token(keyway::auth::token::TokenError::Dpop(_)) | AuthError::Dpop(_) => Some("nothing stored was changed; --dpop never uses plain Bearer tokens where the MCP server takes them, --dpop always insists on bound ones. Report it to the server's operator if it repeats".into()),
+        AuthError::Token(keyway::auth::token::TokenError::Dpop(_))
+        | AuthError::DpopUnusable(_)
+        | AuthError::DpopKey(_)
+        | AuthError::BearerIssued { .. } => Some("nothing stored was changed; --dpop never uses plain Bearer tokens where the MCP server takes them, --dpop always insists on bound ones. Report it to the server's operator if it repeats".into()),
         AuthError::Token(t) if t.code() == Some("invalid_dpop_proof") => Some("the authorization server refused keyway's DPoP proof; nothing stored was changed. Try --dpop never if the MCP server takes Bearer tokens".into()),
         AuthError::Token(_) => Some("the authorization server refused the token request; run again, and report it if it repeats".into()),
         AuthError::StepUpExhausted { .. } => Some("the server keeps asking for more scopes; your account may lack the permission".into()),
@@ -338,7 +341,7 @@ pub fn error(e: AuthError) -> CliError {
         _ => None,
     };
     let status = match &e {
-        AuthError::Config(_) => ExitStatus::Usage,
+        AuthError::Config(_) | AuthError::Param(_) => ExitStatus::Usage,
         _ => ExitStatus::AuthorizationNeeded,
     };
     let mut err = CliError::failure(e).with_status(status);

@@ -177,16 +177,19 @@ pub enum DpopMode {
     Never,
 }
 
+/// A `--dpop` value that is not a mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a DPoP mode: use auto, always or never")]
+pub struct UnknownDpopMode(pub String);
+
 impl std::str::FromStr for DpopMode {
-    type Err = String;
+    type Err = UnknownDpopMode;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Self::Auto),
             "always" => Ok(Self::Always),
             "never" => Ok(Self::Never),
-            other => Err(format!(
-                "{other:?} is not a DPoP mode: use auto, always or never"
-            )),
+            other => Err(UnknownDpopMode(other.to_owned())),
         }
     }
 }
@@ -248,6 +251,32 @@ impl ResourceSignal {
     }
 }
 
+/// Why DPoP is needed but cannot be done ([`decide`]). Algorithm lists are made
+/// printable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unusable {
+    /// The MCP server takes only DPoP, with algorithms keyway does not sign with.
+    #[error(
+        "the MCP server takes only DPoP proofs signed with {algs}; keyway signs with {ALGORITHM}"
+    )]
+    ResourceAlgorithms {
+        /// The algorithms it named.
+        algs: String,
+    },
+    /// The MCP server takes only DPoP, and `--dpop never` was given.
+    #[error("the MCP server takes only DPoP-bound tokens, and DPoP is off (--dpop never)")]
+    TurnedOff,
+    /// The authorization server binds only with algorithms keyway does not sign with.
+    #[error(
+        "the authorization server signs DPoP proofs only with {algs} (dpop_signing_alg_values_supported); keyway signs with {ALGORITHM}"
+    )]
+    ServerAlgorithms {
+        /// The algorithms it advertised.
+        algs: String,
+    },
+}
+
 /// Whether a flow for an authorization server advertising `advertised`
 /// (`dpop_signing_alg_values_supported`, `None` when absent) uses DPoP under `mode`,
 /// given what the MCP server says (`resource`). `auto` binds only where both take
@@ -257,7 +286,7 @@ pub fn decide(
     mode: DpopMode,
     advertised: Option<&[String]>,
     resource: &ResourceSignal,
-) -> Result<bool, String> {
+) -> Result<bool, Unusable> {
     let has = |list: &[String]| list.iter().any(|a| a == ALGORITHM);
     let shown = |list: &[String]| {
         if list.is_empty() {
@@ -273,23 +302,15 @@ pub fn decide(
     if let Some(Some(algs)) = &resource.demands
         && !has(algs)
     {
-        return Err(format!(
-            "the MCP server takes only DPoP proofs signed with {}; keyway signs with {ALGORITHM}",
-            shown(algs)
-        ));
+        return Err(Unusable::ResourceAlgorithms { algs: shown(algs) });
     }
     match (mode, advertised) {
-        (DpopMode::Never, _) if demands => Err(
-            "the MCP server takes only DPoP-bound tokens, and DPoP is off (--dpop never)".into(),
-        ),
+        (DpopMode::Never, _) if demands => Err(Unusable::TurnedOff),
         (DpopMode::Never, _) => Ok(false),
         (DpopMode::Auto, _) if !resource.offers => Ok(false),
         (_, Some(list)) if !has(list) => {
             if mode == DpopMode::Always || demands {
-                Err(format!(
-                    "the authorization server signs DPoP proofs only with {} (dpop_signing_alg_values_supported); keyway signs with {ALGORITHM}",
-                    shown(list)
-                ))
+                Err(Unusable::ServerAlgorithms { algs: shown(list) })
             } else {
                 Ok(false)
             }
@@ -488,17 +509,20 @@ mod tests {
         assert!(
             decide(Always, Some(&rs), &silent)
                 .unwrap_err()
+                .to_string()
                 .contains("RS256")
         );
         assert!(
             decide(Always, Some(&[]), &silent)
                 .unwrap_err()
+                .to_string()
                 .contains("none")
         );
         assert_eq!(decide(Never, Some(&es), &offers), Ok(false));
         assert!(
             decide(Never, None, &demands(None))
                 .unwrap_err()
+                .to_string()
                 .contains("--dpop never")
         );
         assert_eq!("always".parse::<DpopMode>(), Ok(Always));

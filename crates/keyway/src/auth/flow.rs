@@ -205,8 +205,7 @@ impl Authorizer {
         );
         let resource_demands = signal.demands.clone();
         let advertised = target.metadata.dpop_signing_alg_values_supported.as_deref();
-        let use_dpop =
-            dpop_mod::decide(self.options.dpop, advertised, &signal).map_err(AuthError::Dpop)?;
+        let use_dpop = dpop_mod::decide(self.options.dpop, advertised, &signal)?;
         if !use_dpop && self.options.dpop == DpopMode::Auto && signal.offers && advertised.is_some()
         {
             self.reporter.note(
@@ -214,9 +213,7 @@ impl Authorizer {
             );
         }
         let dpop = if use_dpop {
-            Some(Arc::new(DpopKey::generate().map_err(|e| {
-                AuthError::Dpop(format!("{e}; try again, or pass --dpop never"))
-            })?))
+            Some(Arc::new(DpopKey::generate().map_err(AuthError::DpopKey)?))
         } else {
             None
         };
@@ -231,15 +228,10 @@ impl Authorizer {
             .await?;
         if this.dpop.is_some() && grant.token_type == TokenType::Bearer {
             if self.options.dpop == DpopMode::Always || resource_demands.is_some() {
-                return Err(AuthError::Dpop(format!(
-                    "the authorization server {} issued a Bearer token where a DPoP-bound one was asked for{}",
-                    grant.issuer,
-                    if resource_demands.is_some() {
-                        ", and the MCP server takes only DPoP-bound tokens"
-                    } else {
-                        " (--dpop always)"
-                    }
-                )));
+                return Err(AuthError::BearerIssued {
+                    issuer: grant.issuer,
+                    resource_demands: resource_demands.is_some(),
+                });
             }
             self.reporter.note(
                 "the authorization server issued a Bearer token despite the DPoP proof; it is sent as Bearer",
@@ -259,7 +251,7 @@ impl Authorizer {
             (profile::ParamFor::Token, &o.token_params),
         ] {
             for (k, _) in params {
-                profile::check_param(kind, k).map_err(AuthError::Config)?;
+                profile::check_param(kind, k)?;
             }
         }
         let named_none = o.profile == profile::ProfileChoice::Auto

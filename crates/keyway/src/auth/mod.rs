@@ -322,9 +322,27 @@ pub enum AuthError {
         /// The server's resource.
         resource: String,
     },
-    /// DPoP is needed but cannot be done: the servers' algorithms are not keyway's, a
-    /// server wants DPoP while `--dpop never` is set, or a DPoP-bound token was asked
-    /// for and a Bearer one issued.
-    #[error("{0}")]
-    Dpop(String),
+    /// DPoP is needed but cannot be done: the servers' algorithms are not keyway's,
+    /// or a server wants DPoP while `--dpop never` is set. Nothing was sent.
+    #[error(transparent)]
+    DpopUnusable(#[from] dpop::Unusable),
+    /// An extra request parameter names one of keyway's own.
+    #[error(transparent)]
+    Param(#[from] profile::ParamError),
+    /// The DPoP key could not be made.
+    #[error("{0}; try again, or pass --dpop never")]
+    DpopKey(#[source] dpop::DpopError),
+    /// A DPoP-bound token was asked for (`--dpop always`, or an MCP server that takes
+    /// nothing else) and the authorization server issued a Bearer one. Nothing was
+    /// stored.
+    #[error(
+        "the authorization server {issuer} issued a Bearer token where a DPoP-bound one was asked for{}",
+        if *resource_demands { ", and the MCP server takes only DPoP-bound tokens" } else { " (--dpop always)" }
+    )]
+    BearerIssued {
+        /// The authorization server.
+        issuer: String,
+        /// Whether the MCP server takes only DPoP (else `--dpop always` asked).
+        resource_demands: bool,
+    },
 }

@@ -367,22 +367,29 @@ pub enum ProfileChoice {
     Named(&'static Profile),
 }
 
+/// A `--profile` value that names no profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no profile {:?}: use auto, none, or one of {}", .0, profile_names())]
+pub struct UnknownProfile(pub String);
+
+/// The names `--profile` takes, for messages.
+fn profile_names() -> String {
+    PROFILES
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl std::str::FromStr for ProfileChoice {
-    type Err = String;
+    type Err = UnknownProfile;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Self::Auto),
             "none" => Ok(Self::Off),
-            name => Profile::named(name).map(Self::Named).ok_or_else(|| {
-                format!(
-                    "no profile {name:?}: use auto, none, or one of {}",
-                    PROFILES
-                        .iter()
-                        .map(|p| p.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }),
+            name => Profile::named(name)
+                .map(Self::Named)
+                .ok_or_else(|| UnknownProfile(name.to_owned())),
         }
     }
 }
@@ -405,40 +412,57 @@ pub enum ParamFor {
     Token,
 }
 
+/// Why an extra parameter is refused ([`check_param`], [`parse_param`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// Not `KEY=VALUE`.
+    #[error("{0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    /// The key is empty.
+    #[error("a parameter needs a name")]
+    EmptyKey,
+    /// One of keyway's own parameters for that request, with what to use instead.
+    #[error("{key} is keyway's to set{instead}")]
+    Reserved {
+        /// The key.
+        key: String,
+        /// What to use instead, as a parenthesis (or nothing).
+        instead: &'static str,
+    },
+}
+
 /// Check an extra parameter: the key not empty, and not one of keyway's own for that
 /// request ([`Quirks::AUTHORIZE_RESERVED`], [`Quirks::TOKEN_RESERVED`]). `Err` says
 /// what to use instead.
-pub fn check_param(kind: ParamFor, key: &str) -> Result<(), String> {
+pub fn check_param(kind: ParamFor, key: &str) -> Result<(), ParamError> {
     if key.trim().is_empty() {
-        return Err("a parameter needs a name".into());
+        return Err(ParamError::EmptyKey);
     }
     let reserved: &[&str] = match kind {
         ParamFor::Authorize => &Quirks::AUTHORIZE_RESERVED,
         ParamFor::Token => &Quirks::TOKEN_RESERVED,
     };
     if reserved.contains(&key) {
-        return Err(format!(
-            "{key} is keyway's to set{}",
-            match key {
+        return Err(ParamError::Reserved {
+            key: key.to_owned(),
+            instead: match key {
                 "resource" => " (--no-resource leaves it out)",
                 "scope" => " (--scope chooses the scopes)",
                 _ => "",
-            }
-        ));
+            },
+        });
     }
     Ok(())
 }
 
 /// A `KEY=VALUE` parameter of `--authorize-param` / `--token-param`, checked with
 /// [`check_param`].
-pub fn parse_param(kind: ParamFor, text: &str) -> Result<(String, String), String> {
+pub fn parse_param(kind: ParamFor, text: &str) -> Result<(String, String), ParamError> {
     let Some((k, v)) = text.split_once('=') else {
-        return Err(format!("{text:?} is not KEY=VALUE"));
+        return Err(ParamError::NotKeyValue(text.to_owned()));
     };
     let k = k.trim();
-    if k.is_empty() {
-        return Err(format!("{text:?} has an empty key"));
-    }
     check_param(kind, k)?;
     Ok((k.to_owned(), v.to_owned()))
 }
@@ -580,6 +604,7 @@ mod tests {
             "azure"
                 .parse::<ProfileChoice>()
                 .unwrap_err()
+                .to_string()
                 .contains("entra, google")
         );
         use ParamFor::*;
@@ -592,11 +617,13 @@ mod tests {
         assert!(
             parse_param(Authorize, "state=x")
                 .unwrap_err()
+                .to_string()
                 .contains("keyway's")
         );
         assert!(
             parse_param(Token, "resource=x")
                 .unwrap_err()
+                .to_string()
                 .contains("--no-resource")
         );
         assert!(parse_param(Token, "refresh_token=x").is_err());
@@ -604,6 +631,7 @@ mod tests {
         assert!(
             parse_param(Authorize, "scope=x")
                 .unwrap_err()
+                .to_string()
                 .contains("--scope")
         );
         assert!(parse_param(Authorize, "prompt=consent").is_ok());

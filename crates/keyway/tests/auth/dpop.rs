@@ -206,7 +206,13 @@ async fn servers_that_cannot_bind_end_in_a_clear_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, AuthError::Dpop(m) if m.contains("takes only DPoP-bound tokens")),
+        matches!(
+            &e,
+            AuthError::BearerIssued {
+                resource_demands: true,
+                ..
+            }
+        ),
         "{e}"
     );
     // ... and with DPoP turned off, before anything is sent to the token endpoint.
@@ -216,7 +222,10 @@ async fn servers_that_cannot_bind_end_in_a_clear_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, AuthError::Dpop(m) if m.contains("--dpop never")),
+        matches!(
+            &e,
+            AuthError::DpopUnusable(keyway::auth::dpop::Unusable::TurnedOff)
+        ),
         "{e}"
     );
     assert_eq!(tb.stats().code_exchanges, exchanges);
@@ -228,7 +237,13 @@ async fn servers_that_cannot_bind_end_in_a_clear_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, AuthError::Dpop(m) if m.contains("--dpop always")),
+        matches!(
+            &e,
+            AuthError::BearerIssued {
+                resource_demands: false,
+                ..
+            }
+        ),
         "{e}"
     );
     // `never` against an advertising server: Bearer, as asked.

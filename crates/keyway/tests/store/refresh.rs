@@ -18,6 +18,21 @@ use keyway_testbed::{Knobs, Testbed};
 
 use crate::open;
 
+/// The `WWW-Authenticate` values of `tb`'s 401 to a request without a token.
+async fn challenge_of(tb: &Testbed) -> Vec<String> {
+    reqwest::Client::new()
+        .post(tb.mcp_url())
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().into())
+        .collect()
+}
+
 async fn authorized(
     knobs: impl FnOnce(&mut Knobs),
     home: &std::path::Path,
@@ -39,18 +54,7 @@ async fn authorized_with(
         ..opts
     };
     let auth = Authorizer::new(opts, Arc::new(store.clone()), Arc::new(Silent)).unwrap();
-    let challenge = reqwest::Client::new()
-        .post(tb.mcp_url())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let values: Vec<String> = challenge
-        .headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().into())
-        .collect();
+    let values = challenge_of(&tb).await;
     let mut grant = auth
         .authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &values, None)
         .await
@@ -375,17 +379,7 @@ async fn a_client_the_server_forgot_is_forgotten_too_and_registered_again() {
         Arc::new(Silent),
     )
     .unwrap();
-    let challenge: Vec<String> = reqwest::Client::new()
-        .post(tb.mcp_url())
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().into())
-        .collect();
+    let challenge = challenge_of(&tb).await;
     let grant = auth
         .authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &challenge, None)
         .await
@@ -422,17 +416,7 @@ async fn a_private_key_jwt_client_refreshes_from_the_store_in_another_process() 
         Arc::new(Silent),
     )
     .unwrap();
-    let challenge: Vec<String> = reqwest::Client::new()
-        .post(tb.mcp_url())
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().into())
-        .collect();
+    let challenge = challenge_of(&tb).await;
     let grant = auth
         .authorize(&url::Url::parse(tb.mcp_url()).unwrap(), &challenge, None)
         .await
