@@ -1,5 +1,6 @@
 //! The layer in front of every route: counts each request per endpoint and path, and
-//! applies the fault knobs (delay, injected 5xx, dropped connection, oversized answer).
+//! applies the fault knobs (delay, injected 5xx, dropped connection, oversized answer,
+//! hostile answer).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -115,6 +116,11 @@ pub(crate) async fn faults(
             Json(json!({"error": "temporarily_unavailable", "error_description": "injected by --fail-nth"})),
         )
             .into_response();
+    }
+    if let Some(kind) = &rules.hostile {
+        // Every answer, not the Nth: a hostile server stays hostile. It replaces
+        // --oversize, whose padding it would spoil anyway.
+        return crate::hostile::answer(kind, &shared, req, next).await;
     }
     let resp = next.run(req).await;
     match rules.oversize {

@@ -442,6 +442,21 @@ pub struct Knobs {
     /// event streams a comment). ENDPOINT:BYTES; may repeat.
     #[arg(long, value_name = "ENDPOINT:BYTES", help_heading = "Faults")]
     pub oversize: Vec<EndpointFault>,
+
+    /// Answer every request to ENDPOINT as a hostile server would, so clients can be
+    /// shown to bound what they read: `endless` (200, a body that never ends),
+    /// `deep` (100,000 nested JSON arrays), `not-utf8` (0xFF 0xFE inside the first JSON
+    /// string), `duplicate-keys` (the first member repeated last with another value),
+    /// `close-mid-body` (half the body, then the connection closes), `redirect-loop`
+    /// (307 to the same URL) or `redirect=URL` (307 to URL). ENDPOINT:KIND; may repeat.
+    #[arg(long, value_name = "ENDPOINT:KIND", help_heading = "Faults")]
+    pub hostile: Vec<HostileAnswer>,
+
+    /// On each HTTP/2 connection, start a graceful shutdown (GOAWAY) when request N+1
+    /// arrives, as servers behind a load balancer do; that request is still answered,
+    /// and a client must open a new connection for the next.
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    pub h2_goaway_after: Option<u64>,
 }
 
 impl Default for Knobs {
@@ -469,6 +484,11 @@ impl Knobs {
             fail_nth: pick(&self.fail_nth).map(|f| (f.n, f.status.unwrap_or(503))),
             delay: pick(&self.delay).map(|f| Duration::from_millis(f.n)),
             oversize: pick(&self.oversize).map(|f| f.n as usize),
+            hostile: self
+                .hostile
+                .iter()
+                .find(|h| h.endpoint == endpoint)
+                .map(|h| h.kind.clone()),
         }
     }
 
@@ -529,6 +549,7 @@ pub(crate) struct EndpointFaults {
     pub fail_nth: Option<(u64, u16)>,
     pub delay: Option<Duration>,
     pub oversize: Option<usize>,
+    pub hostile: Option<HostileKind>,
 }
 
 fn parse_field_override(s: &str) -> Result<(String, String), String> {
@@ -767,14 +788,7 @@ impl FromStr for EndpointFault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split(':');
-        let name = parts.next().unwrap_or_default();
-        let endpoint = <Endpoint as ValueEnum>::from_str(name, false).map_err(|_| {
-            let names: Vec<_> = Endpoint::value_variants()
-                .iter()
-                .map(|e| e.as_str())
-                .collect();
-            format!("unknown endpoint {name:?}; one of: {}", names.join(", "))
-        })?;
+        let endpoint = parse_endpoint(parts.next().unwrap_or_default())?;
         let n = parts
             .next()
             .ok_or_else(|| format!("{s:?}: expected ENDPOINT:N"))?
@@ -798,6 +812,117 @@ impl FromStr for EndpointFault {
             status,
         })
     }
+}
+
+/// `ENDPOINT:KIND`: every answer of one endpoint made hostile (`--hostile`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostileAnswer {
+    pub endpoint: Endpoint,
+    pub kind: HostileKind,
+}
+
+impl HostileAnswer {
+    pub fn new(endpoint: Endpoint, kind: HostileKind) -> Self {
+        Self { endpoint, kind }
+    }
+}
+
+impl FromStr for HostileAnswer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Only the first ':' splits: `redirect=URL` has its own.
+        let (name, kind) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected ENDPOINT:KIND"))?;
+        Ok(Self {
+            endpoint: parse_endpoint(name)?,
+            kind: kind.parse()?,
+        })
+    }
+}
+
+/// What a hostile answer (`--hostile`) does to the real one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostileKind {
+    /// 200 with the real answer's Content-Type and a body that never ends: `{"x":"`
+    /// and then `x` forever for JSON, `data: ` and then `x` forever for an event
+    /// stream. It is only made as fast as the client reads it.
+    Endless,
+    /// The real status, and for a body 100,000 `[` then 100,000 `]`
+    /// (application/json): a parser that recurses overflows its stack.
+    Deep,
+    /// The real answer with the bytes 0xFF 0xFE inside its first JSON string value
+    /// (in an event stream, in the first `data:` line that has one).
+    NotUtf8,
+    /// The real answer (a JSON object) with its first member repeated last with
+    /// another value: `"duplicate-"` before a string, else `"duplicate"`. In an event
+    /// stream, every `data:` line's object.
+    DuplicateKeys,
+    /// The real headers with the real Content-Length, half the body, then the
+    /// connection closes (an event stream: half its first event with data, after the
+    /// empty priming event, which is sent whole).
+    CloseMidBody,
+    /// 307 to the URL that was asked for.
+    RedirectLoop,
+    /// 307 to this URL (`redirect=URL`), e.g. a cloud metadata address.
+    Redirect(String),
+}
+
+impl HostileKind {
+    /// The name of the kind, as `--hostile` takes it and the stats count it
+    /// (`redirect` for `redirect=URL`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Endless => "endless",
+            Self::Deep => "deep",
+            Self::NotUtf8 => "not-utf8",
+            Self::DuplicateKeys => "duplicate-keys",
+            Self::CloseMidBody => "close-mid-body",
+            Self::RedirectLoop => "redirect-loop",
+            Self::Redirect(_) => "redirect",
+        }
+    }
+}
+
+impl FromStr for HostileKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(url) = s.strip_prefix("redirect=") {
+            // It goes into a Location header as it is: anything a header can carry,
+            // relative references and odd schemes included, is fair for a hostile server.
+            if url.is_empty() || http::HeaderValue::from_str(url).is_err() {
+                return Err(format!(
+                    "{s:?}: the URL of redirect=URL must be non-empty visible ASCII"
+                ));
+            }
+            return Ok(Self::Redirect(url.to_owned()));
+        }
+        Ok(match s {
+            "endless" => Self::Endless,
+            "deep" => Self::Deep,
+            "not-utf8" => Self::NotUtf8,
+            "duplicate-keys" => Self::DuplicateKeys,
+            "close-mid-body" => Self::CloseMidBody,
+            "redirect-loop" => Self::RedirectLoop,
+            _ => {
+                return Err(format!(
+                    "unknown hostile answer {s:?}; one of: endless, deep, not-utf8, \
+                     duplicate-keys, close-mid-body, redirect-loop, redirect=URL"
+                ));
+            }
+        })
+    }
+}
+
+/// An endpoint by the name the fault knobs take, with the list of names when unknown.
+fn parse_endpoint(name: &str) -> Result<Endpoint, String> {
+    <Endpoint as ValueEnum>::from_str(name, false).map_err(|_| {
+        let names: Vec<_> = Endpoint::value_variants()
+            .iter()
+            .map(|e| e.as_str())
+            .collect();
+        format!("unknown endpoint {name:?}; one of: {}", names.join(", "))
+    })
 }
 
 /// A pre-registered client:
@@ -1059,6 +1184,70 @@ mod tests {
         );
         assert!("mcp".parse::<EndpointFault>().is_err());
         assert!("mcp:1:42".parse::<EndpointFault>().is_err());
+    }
+
+    #[test]
+    fn hostile_answers_parse() {
+        let h: HostileAnswer = "prm:redirect=http://169.254.169.254/latest/meta-data"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            h,
+            HostileAnswer::new(
+                Endpoint::Prm,
+                HostileKind::Redirect("http://169.254.169.254/latest/meta-data".into())
+            )
+        );
+        for (s, kind) in [
+            ("endless", HostileKind::Endless),
+            ("deep", HostileKind::Deep),
+            ("not-utf8", HostileKind::NotUtf8),
+            ("duplicate-keys", HostileKind::DuplicateKeys),
+            ("close-mid-body", HostileKind::CloseMidBody),
+            ("redirect-loop", HostileKind::RedirectLoop),
+        ] {
+            let h: HostileAnswer = format!("as_metadata:{s}").parse().unwrap();
+            assert_eq!(h, HostileAnswer::new(Endpoint::AsMetadata, kind.clone()));
+            assert_eq!(kind.as_str(), s);
+        }
+        assert!(
+            "mcp:nope"
+                .parse::<HostileAnswer>()
+                .unwrap_err()
+                .contains("one of: endless")
+        );
+        assert!(
+            "nope:deep"
+                .parse::<HostileAnswer>()
+                .unwrap_err()
+                .contains("one of")
+        );
+        assert!("mcp".parse::<HostileAnswer>().is_err());
+        assert!("mcp:redirect=".parse::<HostileAnswer>().is_err());
+        assert!("mcp:redirect=a\nb".parse::<HostileAnswer>().is_err());
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            knobs: Knobs,
+        }
+        let k = Cli::try_parse_from([
+            "tb",
+            "--hostile",
+            "mcp:deep",
+            "--hostile",
+            "token:redirect-loop",
+            "--h2-goaway-after",
+            "3",
+        ])
+        .unwrap()
+        .knobs;
+        assert_eq!(k.hostile.len(), 2);
+        assert_eq!(k.h2_goaway_after, Some(3));
+        assert_eq!(k.faults_for(Endpoint::Mcp).hostile, Some(HostileKind::Deep));
+        assert_eq!(k.faults_for(Endpoint::Prm).hostile, None);
+        let off = Knobs::default();
+        assert!(off.hostile.is_empty() && off.h2_goaway_after.is_none());
     }
 
     #[test]

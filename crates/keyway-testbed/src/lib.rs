@@ -10,7 +10,10 @@
 //! realm path and OpenID-only metadata, GitHub's errors with HTTP 200. Dynamic
 //! registrations can be read and deleted (RFC 7592) unless
 //! `--no-registration-management`; pre-registered clients may authenticate with
-//! private_key_jwt (RFC 7523, [`ClientSpec::private_key_jwt`]).
+//! private_key_jwt (RFC 7523, [`ClientSpec::private_key_jwt`]). `--hostile
+//! ENDPOINT:KIND` ([`HostileKind`]) makes every answer of an endpoint hostile (endless,
+//! 100,000 deep, not UTF-8, duplicate keys, cut mid-body, redirected), and
+//! `--h2-goaway-after N` tells HTTP/2 connections to go away mid-request.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyway_testbed::TestbedError> {
@@ -31,6 +34,7 @@ mod db;
 mod dpop;
 mod faults;
 mod fixture;
+mod hostile;
 mod interactive;
 mod knobs;
 mod legacy;
@@ -63,8 +67,9 @@ use tokio_util::sync::CancellationToken;
 pub use crate::{
     clock::{Clock, ManualClock, SystemClock},
     knobs::{
-        ClientSpec, Endpoint, EndpointFault, Fixture, IdpQuirks, IssMode, Knobs, McpRevision,
-        MetadataDoc, PkceAdvertised, PrmLocation, ScopeList, TokenAuthMethod,
+        ClientSpec, Endpoint, EndpointFault, Fixture, HostileAnswer, HostileKind, IdpQuirks,
+        IssMode, Knobs, McpRevision, MetadataDoc, PkceAdvertised, PrmLocation, ScopeList,
+        TokenAuthMethod,
     },
     stats::{AuthorizeSeen, Stats, TokenSeen},
 };
@@ -135,7 +140,7 @@ impl Testbed {
         let shutdown = CancellationToken::new();
         let mcp_listener = serve::Listener {
             tls: tls.clone(),
-            counted: Some(shared.clone()),
+            mcp: true,
         };
 
         let (rs_router, rs_table) = resource::routes(&shared, shutdown.child_token());
@@ -148,6 +153,7 @@ impl Testbed {
                 app,
                 shutdown.clone(),
                 serve::Listener::default(),
+                shared.clone(),
             )));
             let app = finish(&shared, rs_router, rs_table)?;
             tasks.push(tokio::spawn(serve::serve(
@@ -155,6 +161,7 @@ impl Testbed {
                 app,
                 shutdown.clone(),
                 mcp_listener,
+                shared.clone(),
             )));
         } else {
             let mut table = rs_table;
@@ -172,6 +179,7 @@ impl Testbed {
                 app,
                 shutdown.clone(),
                 mcp_listener,
+                shared.clone(),
             )));
         }
         Ok(Self {
@@ -256,6 +264,12 @@ impl Testbed {
     /// Returns once `n` `resources/unsubscribe` requests in all were served.
     pub async fn unsubscribes_reach(&self, n: u64) {
         self.shared.tools.unsubscribes.reach(n).await;
+    }
+
+    /// Returns once `n` endless answers (`--hostile ENDPOINT:endless`) in all have
+    /// stopped, as each does when its client hangs up.
+    pub async fn endless_answers_stop(&self, n: u64) {
+        self.shared.endless_stopped.reach(n).await;
     }
 
     /// Drop the connection of the next MCP request without an answer, and forget

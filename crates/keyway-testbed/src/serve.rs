@@ -1,9 +1,16 @@
 //! The accept loop. It is ours rather than `axum::serve` so a request can drop its
-//! own connection without an answer (`--drop-after`), as a crashed server would, and
+//! own connection without an answer (`--drop-after`), as a crashed server would, so
+//! an HTTP/2 connection can be told to go away mid-request (`--h2-goaway-after`), and
 //! so the MCP listener can speak TLS (HTTP/2 or HTTP/1.1 by ALPN) and count its
 //! connections.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::Router;
 use hyper_util::{
@@ -19,11 +26,12 @@ use crate::{faults::ConnectionKill, shared::Shared};
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
-/// What a listener is for: the MCP server's counts its connections and may speak TLS.
+/// What a listener is for: the MCP server's may speak TLS, and its connections are
+/// counted apart too (`mcp_connections`).
 #[derive(Clone, Default)]
 pub(crate) struct Listener {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub counted: Option<Arc<Shared>>,
+    pub mcp: bool,
 }
 
 pub(crate) async fn serve(
@@ -31,8 +39,10 @@ pub(crate) async fn serve(
     app: Router,
     shutdown: CancellationToken,
     role: Listener,
+    shared: Arc<Shared>,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let goaway_after = shared.knobs.h2_goaway_after;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -47,14 +57,26 @@ pub(crate) async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        if let Some(shared) = &role.counted {
-            shared.stats().mcp_connections += 1;
+        {
+            let mut stats = shared.stats();
+            stats.connections_accepted += 1;
+            stats.mcp_connections += u64::from(role.mcp);
         }
         let kill = CancellationToken::new();
+        let goaway = CancellationToken::new();
         let app = app.clone();
         let conn_kill = kill.clone();
+        let conn_goaway = goaway.clone();
+        let requests = AtomicU64::new(0);
         let service =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                let nth = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                if req.version() == http::Version::HTTP_2
+                    && goaway_after.is_some_and(|after| nth == after.saturating_add(1))
+                {
+                    // The connection's task sends GOAWAY while this request is served.
+                    conn_goaway.cancel();
+                }
                 req.extensions_mut()
                     .insert(ConnectionKill(conn_kill.clone()));
                 app.clone().oneshot(req)
@@ -62,32 +84,68 @@ pub(crate) async fn serve(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let tls = role.tls.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let served = async {
                 match tls {
-                    None => {
-                        let _ = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await;
-                    }
+                    None => drive(&builder, TokioIo::new(stream), service, &goaway, &shared).await,
                     Some(acceptor) => {
                         let Ok(Ok(stream)) =
                             tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)).await
                         else {
                             return;
                         };
-                        let _ = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await;
+                        drive(&builder, TokioIo::new(stream), service, &goaway, &shared).await;
                     }
                 }
             };
             tokio::select! {
+                // The connection first: what a request wrote before it killed its
+                // connection (`--hostile ENDPOINT:close-mid-body`) is flushed by this
+                // poll, before the kill below drops the socket.
+                biased;
                 () = served => {}
                 () = kill.cancelled() => {}
                 () = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// Serve one connection to its end, shutting it down gracefully (GOAWAY on HTTP/2)
+/// once `goaway` is cancelled.
+async fn drive<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    goaway: &CancellationToken,
+    shared: &Shared,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut told = false;
+    loop {
+        tokio::select! {
+            // Before the connection is polled again, so GOAWAY leaves ahead of the
+            // answer to the request that asked for it.
+            biased;
+            () = goaway.cancelled(), if !told => {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+                shared.stats().goaways_sent += 1;
+            }
+            _ = conn.as_mut() => break,
+        }
     }
 }
 

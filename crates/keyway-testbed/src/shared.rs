@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) rounds: Arc<crate::interactive::Rounds>,
     /// DPoP nonce, replay cache and spurious replays (`--dpop*`).
     pub(crate) dpop: crate::dpop::DpopState,
+    /// Endless answers (`--hostile ENDPOINT:endless`) that stopped; a test waits on it
+    /// to see one stop when its client hangs up.
+    pub endless_stopped: Arc<Counter>,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -62,6 +65,7 @@ impl Shared {
             hung: Default::default(),
             drop_next: Default::default(),
             tools: Default::default(),
+            endless_stopped: Default::default(),
             rounds: Arc::new(crate::interactive::Rounds::new(
                 knobs.request_state_bytes,
                 knobs.input_required_forever,
@@ -85,6 +89,7 @@ impl Shared {
         stats.most_slow_calls_at_once = self.tools.most_slow_at_once();
         stats.resource_subscribes = self.tools.subscribes.get();
         stats.resource_unsubscribes = self.tools.unsubscribes.get();
+        stats.endless_answers_stopped = self.endless_stopped.get();
         stats
     }
 

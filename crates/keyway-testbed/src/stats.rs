@@ -51,6 +51,16 @@ pub struct Stats {
     pub dropped_connections: u64,
     /// Answers replaced by an injected 5xx (`--fail-nth`).
     pub injected_failures: u64,
+    /// Answers made hostile (`--hostile`), per kind: `endless`, `deep`, `not-utf8`,
+    /// `duplicate-keys`, `close-mid-body`, `redirect-loop`, `redirect`.
+    pub hostile_answers: BTreeMap<String, u64>,
+    /// Endless answers (`--hostile ENDPOINT:endless`) that stopped, as they do when
+    /// their client hangs up: none goes on being made for no one.
+    pub endless_answers_stopped: u64,
+    /// HTTP/2 connections told to go away (`--h2-goaway-after`).
+    pub goaways_sent: u64,
+    /// Connections accepted on every listener, HTTP/1.1 and HTTP/2 alike.
+    pub connections_accepted: u64,
     /// MCP requests that carried a token the testbed accepted.
     pub authorized_mcp_requests: u64,
     /// MCP requests that carried any bearer token at all (accepted or not).

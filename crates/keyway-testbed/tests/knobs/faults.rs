@@ -1,4 +1,4 @@
-//! --drop-after, --fail-nth, --delay, --oversize.
+//! --drop-after, --fail-nth, --delay, --oversize, --h2-goaway-after.
 
 use std::time::{Duration, Instant};
 
@@ -137,4 +137,73 @@ async fn drop_next_request_drops_exactly_one() {
     assert!(b.http.post(b.tb.mcp_url()).body("{}").send().await.is_err());
     assert!(b.http.post(b.tb.mcp_url()).body("{}").send().await.is_ok());
     assert_eq!(b.tb.stats().dropped_connections, 1);
+}
+
+/// A CA and a certificate it issued for 127.0.0.1, as PEM files in `dir`: (CA, chain,
+/// key).
+fn test_pki(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "keyway-testbed test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (chain, key) = (dir.join("chain.pem"), dir.join("key.pem"));
+    std::fs::write(&chain, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (ca_cert.pem().into_bytes(), chain, key)
+}
+
+#[tokio::test]
+async fn h2_goaway_after_moves_the_client_to_a_new_connection() {
+    const AFTER: u64 = 2;
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_pki(pki.path());
+    let b = bed(|k| {
+        k.tls_cert = Some(chain);
+        k.tls_key = Some(key);
+        k.h2_goaway_after = Some(AFTER);
+    })
+    .await;
+    // One client, so one connection until the server says go away.
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let prm = b.tb.prm_url().unwrap();
+    assert!(prm.starts_with("https://127.0.0.1:"), "{prm}");
+    for n in 1..=AFTER + 2 {
+        let r = http.get(&prm).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "request {n}");
+        assert_eq!(r.status(), StatusCode::OK, "request {n}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["resource"], b.tb.mcp_url(), "request {n}");
+    }
+    let stats = b.tb.stats();
+    assert!(stats.goaways_sent >= 1, "{stats:?}");
+    assert!(stats.connections_accepted >= 2, "{stats:?}");
+    assert_eq!(stats.http2_requests, AFTER + 2);
+}
+
+#[tokio::test]
+async fn connections_are_counted_and_http1_is_never_told_to_go_away() {
+    let b = bed(|k| k.h2_goaway_after = Some(0)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            b.get(&b.tb.prm_url().unwrap()).await.status(),
+            StatusCode::OK
+        );
+    }
+    let stats = b.tb.stats();
+    assert_eq!(stats.goaways_sent, 0);
+    // Kept alive: one connection for the three requests.
+    assert_eq!(stats.connections_accepted, 1);
 }

@@ -8,6 +8,7 @@ mod fixture;
 mod flow;
 mod grants;
 mod harness;
+mod hostile;
 mod idp_quirks;
 mod listeners;
 mod mcp;
