@@ -44,8 +44,11 @@
 pub mod auth;
 pub mod bridge;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
+pub mod json;
 pub mod manage;
 pub mod mcp;
 pub mod merge;

@@ -2,9 +2,59 @@
 //! Response Validation"). Pure: the loopback listener, a pasted URL and the follow
 //! mode all come here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use oauth2::AuthorizationCode;
+
+/// The query parameters of one authorization response, decoded: the first value of
+/// each name, and which names came more than once (RFC 6749 §3.1: response
+/// parameters "MUST NOT be included more than once"). Debug shows the names only:
+/// the values hold the authorization code.
+#[derive(Clone, Default)]
+pub struct CallbackParams {
+    values: HashMap<String, String>,
+    repeated: BTreeSet<String>,
+}
+
+impl CallbackParams {
+    /// Decode a query string (`application/x-www-form-urlencoded`; bytes that are
+    /// not UTF-8 are replaced, so such a value matches nothing keyway sent).
+    pub fn parse(query: &str) -> Self {
+        let mut params = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if params.values.contains_key(name.as_ref()) {
+                params.repeated.insert(name.into_owned());
+            } else {
+                params.values.insert(name.into_owned(), value.into_owned());
+            }
+        }
+        params
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Whether `name` came more than once.
+    pub fn repeated(&self, name: &str) -> bool {
+        self.repeated.contains(name)
+    }
+}
+
+impl std::fmt::Debug for CallbackParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.values.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("CallbackParams")
+            .field("names", &names)
+            .field("repeated", &self.repeated)
+            .finish()
+    }
+}
+
+/// The parameters whose repetition makes a response ambiguous.
+const SINGLE: [&str; 4] = ["state", "code", "iss", "error"];
 
 /// What the flow recorded before sending the user away.
 #[derive(Debug)]
@@ -60,6 +110,12 @@ pub enum Refusal {
         /// `error_description`, made printable.
         description: Option<String>,
     },
+    /// A parameter that decides the outcome came more than once (RFC 6749 §3.1).
+    #[error("the authorization response carries {name} more than once: refusing it")]
+    Repeated {
+        /// The parameter's name.
+        name: &'static str,
+    },
     /// Neither a `code` nor an `error`.
     #[error("authorization was cancelled: the response has neither a code nor an error")]
     Cancelled,
@@ -67,10 +123,14 @@ pub enum Refusal {
 
 /// The verdict on the query parameters of one authorization response: `state` first
 /// (another one is ignored), then `iss` (a mismatch refuses before any `error` field
-/// is read), then `error`, then `code`.
-pub(crate) fn judge(expected: &Expected<'_>, params: &HashMap<String, String>) -> Verdict {
-    if params.get("state").map(String::as_str) != Some(expected.state) {
+/// is read), then `error`, then `code`. Ours with a repeated `state`, `code`, `iss`
+/// or `error` is refused: which one the server meant cannot be told.
+pub(crate) fn judge(expected: &Expected<'_>, params: &CallbackParams) -> Verdict {
+    if params.get("state") != Some(expected.state) {
         return Verdict::Ignore;
+    }
+    if let Some(name) = SINGLE.into_iter().find(|n| params.repeated(n)) {
+        return Verdict::Refused(Refusal::Repeated { name });
     }
     // RFC 9207 §2.4: compare first; on a mismatch do not act on error fields at all.
     match params.get("iss") {
@@ -89,11 +149,11 @@ pub(crate) fn judge(expected: &Expected<'_>, params: &HashMap<String, String>) -
         }
         return Verdict::Refused(Refusal::Failed {
             error: printable(error),
-            description: params.get("error_description").map(|d| printable(d)),
+            description: params.get("error_description").map(printable),
         });
     }
     match params.get("code") {
-        Some(code) if !code.is_empty() => Verdict::Code(AuthorizationCode::new(code.clone())),
+        Some(code) if !code.is_empty() => Verdict::Code(AuthorizationCode::new(code.to_owned())),
         _ => Verdict::Refused(Refusal::Cancelled),
     }
 }
@@ -112,11 +172,11 @@ pub(crate) fn printable(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
+    fn params(pairs: &[(&str, &str)]) -> CallbackParams {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        CallbackParams::parse(&query)
     }
 
     const ISS: &str = "https://as.example/t";
@@ -170,6 +230,34 @@ mod tests {
             judge(&exp(false), &p),
             Verdict::Refused(Refusal::IssMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_parameter_that_decides_the_outcome_must_come_once() {
+        for (query, name) in [
+            ("state=s1&code=a&code=b", "code"),
+            ("state=s1&state=s1&code=a", "state"),
+            ("state=s1&code=a&iss=x&iss=y", "iss"),
+            ("state=s1&error=a&error=b&code=c", "error"),
+        ] {
+            let p = CallbackParams::parse(query);
+            assert!(
+                matches!(judge(&exp(false), &p), Verdict::Refused(Refusal::Repeated { name: n }) if n == name),
+                "{query}"
+            );
+        }
+        // Another flow's, even repeated: not ours to refuse.
+        let p = CallbackParams::parse("state=other&state=s1&code=a");
+        assert!(matches!(judge(&exp(false), &p), Verdict::Ignore));
+        // Other parameters may repeat.
+        let p = CallbackParams::parse("state=s1&code=a&x=1&x=2");
+        assert!(matches!(judge(&exp(false), &p), Verdict::Code(_)));
+        // Debug names the parameters, never the code.
+        let shown = format!("{p:?}");
+        assert!(
+            shown.contains("code") && !shown.contains("\"a\""),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -129,8 +129,24 @@ async fn start(
         .map_err(|e| failed(describe(&e)))?;
     let status = resp.status().as_u16();
     let body = read_capped(resp, 64 * 1024).await.map_err(failed)?;
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|_| failed(format!("HTTP {status}: {}", snippet(&body))))?;
+    read_start(status, &body)
+}
+
+/// Read a device authorization endpoint's answer (RFC 8628 §3.2). Pure; a
+/// successful answer's text (it holds the device code) is never shown.
+pub(crate) fn read_start(status: u16, body: &[u8]) -> Result<DeviceStart, AuthError> {
+    let failed = |detail: String| AuthError::Device { detail };
+    let json: Value = match crate::json::parse(body) {
+        Ok(json) => json,
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(failed(format!("HTTP {status}: {}", snippet(body))));
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "HTTP {status}: the answer is not JSON ({e})"
+            )));
+        }
+    };
     if !(200..300).contains(&status) {
         let e = json.get("error").and_then(Value::as_str).unwrap_or("error");
         return Err(failed(format!("HTTP {status}: {}", printable(e))));
@@ -153,6 +169,7 @@ async fn start(
         verification_uri_complete: text("verification_uri_complete").map(|s| printable(&s)),
         expires_in: Duration::from_secs(secs("expires_in").unwrap_or(600).min(3600)),
         // RFC 8628 §3.2: 5 seconds when absent.
-        interval: Duration::from_secs(secs("interval").unwrap_or(5).min(60)),
+        // Between 1 and 60 s: an interval of 0 would poll without a pause.
+        interval: Duration::from_secs(secs("interval").unwrap_or(5).clamp(1, 60)),
     })
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use url::Url;
 
 use super::{
+    callback::printable,
     challenge::{self, BearerChallenge},
     fetch::{Fetched, get_json},
     metadata::{AuthServerMetadata, ProtectedResourceMetadata},
@@ -334,52 +335,30 @@ async fn find_prm(
             }
             continue;
         };
-        let metadata: ProtectedResourceMetadata = match serde_json::from_value(body.clone()) {
+        let metadata = match read_resource_metadata(body, mcp_url) {
             Ok(m) => m,
-            Err(e) => {
-                report.step(
-                    PRM,
-                    url,
-                    &fetched,
-                    "rejected",
-                    Some(format!("malformed metadata: {e}")),
-                );
-                continue;
+            Err(refusal) => {
+                report.step(PRM, url, &fetched, "rejected", Some(refusal.to_string()));
+                match refusal {
+                    PrmRefusal::Malformed(_) => continue,
+                    PrmRefusal::ResourceMismatch { resource } => report.problem(
+                        ProblemCode::ResourceMismatch,
+                        true,
+                        format!(
+                            "the protected resource metadata at {url} is for {resource:?}, not {mcp_url}: refusing it (RFC 9728 §3.3)"
+                        ),
+                    ),
+                    PrmRefusal::NoAuthorizationServers => report.problem(
+                        ProblemCode::NoAuthorizationServers,
+                        true,
+                        format!(
+                            "the protected resource metadata at {url} lists no authorization server"
+                        ),
+                    ),
+                }
+                return None;
             }
         };
-        if !urls::resource_matches(&metadata.resource, mcp_url) {
-            report.step(
-                PRM,
-                url,
-                &fetched,
-                "rejected",
-                Some("resource does not match the server URL".into()),
-            );
-            report.problem(
-                ProblemCode::ResourceMismatch,
-                true,
-                format!(
-                    "the protected resource metadata at {url} is for {:?}, not {mcp_url}: refusing it (RFC 9728 §3.3)",
-                    metadata.resource
-                ),
-            );
-            return None;
-        }
-        if metadata.authorization_servers.is_empty() {
-            report.step(
-                PRM,
-                url,
-                &fetched,
-                "rejected",
-                Some("no authorization_servers".into()),
-            );
-            report.problem(
-                ProblemCode::NoAuthorizationServers,
-                true,
-                format!("the protected resource metadata at {url} lists no authorization server"),
-            );
-            return None;
-        }
         report.step(PRM, url, &fetched, "used", None);
         return Some(FoundResource {
             url: url.to_string(),
@@ -465,38 +444,22 @@ async fn fetch_server_metadata(
             report.step(ASM, url, &fetched, outcome, None);
             continue;
         };
-        let metadata: AuthServerMetadata = match serde_json::from_value(body.clone()) {
+        let metadata = match read_server_metadata(body, issuer) {
             Ok(m) => m,
-            Err(e) => {
-                report.step(
-                    ASM,
-                    url,
-                    &fetched,
-                    "rejected",
-                    Some(format!("malformed metadata: {e}")),
-                );
+            Err(refusal) => {
+                report.step(ASM, url, &fetched, "rejected", Some(refusal.to_string()));
+                if let AsRefusal::IssuerMismatch { named } = refusal {
+                    report.problem(
+                        ProblemCode::IssuerMismatch,
+                        false,
+                        format!(
+                            "the metadata at {url} names issuer {named:?}, not {issuer:?}: refusing it (RFC 8414 §3.3)"
+                        ),
+                    );
+                }
                 continue;
             }
         };
-        // RFC 8414 §3.3: identical, by simple string comparison.
-        if metadata.issuer != issuer {
-            report.step(
-                ASM,
-                url,
-                &fetched,
-                "rejected",
-                Some(format!("issuer is {:?}", metadata.issuer)),
-            );
-            report.problem(
-                ProblemCode::IssuerMismatch,
-                false,
-                format!(
-                    "the metadata at {url} names issuer {:?}, not {issuer:?}: refusing it (RFC 8414 §3.3)",
-                    metadata.issuer
-                ),
-            );
-            continue;
-        }
         report.step(ASM, url, &fetched, "used", None);
         report.authorization_server = Some(FoundServer {
             issuer: issuer.to_owned(),
@@ -507,6 +470,72 @@ async fn fetch_server_metadata(
         return Some(metadata);
     }
     None
+}
+
+/// Why a protected resource metadata document (RFC 9728) was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PrmRefusal {
+    /// Not the document's shape; the next candidate URL is tried.
+    #[error("malformed metadata: {0}")]
+    Malformed(String),
+    /// For another resource (RFC 9728 §3.3): discovery stops.
+    #[error("resource does not match the server URL")]
+    ResourceMismatch {
+        /// The `resource` it names, made printable.
+        resource: String,
+    },
+    /// No `authorization_servers`: discovery stops.
+    #[error("no authorization_servers")]
+    NoAuthorizationServers,
+}
+
+/// Read a protected resource metadata document fetched for `mcp_url`. Pure: the
+/// server's bytes decide only the result, and every text in a refusal is printable.
+pub(crate) fn read_resource_metadata(
+    body: &serde_json::Value,
+    mcp_url: &Url,
+) -> Result<ProtectedResourceMetadata, PrmRefusal> {
+    let metadata: ProtectedResourceMetadata = serde_json::from_value(body.clone())
+        .map_err(|e| PrmRefusal::Malformed(printable(&e.to_string())))?;
+    if !urls::resource_matches(&metadata.resource, mcp_url) {
+        return Err(PrmRefusal::ResourceMismatch {
+            resource: printable(&metadata.resource),
+        });
+    }
+    if metadata.authorization_servers.is_empty() {
+        return Err(PrmRefusal::NoAuthorizationServers);
+    }
+    Ok(metadata)
+}
+
+/// Why an authorization server metadata document (RFC 8414) was refused; either
+/// way the next candidate URL is tried.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AsRefusal {
+    /// Not the document's shape.
+    #[error("malformed metadata: {0}")]
+    Malformed(String),
+    /// Names another issuer (RFC 8414 §3.3, by simple string comparison).
+    #[error("issuer is {named:?}")]
+    IssuerMismatch {
+        /// The `issuer` it names, made printable.
+        named: String,
+    },
+}
+
+/// Read an authorization server metadata document fetched for `issuer`. Pure.
+pub(crate) fn read_server_metadata(
+    body: &serde_json::Value,
+    issuer: &str,
+) -> Result<AuthServerMetadata, AsRefusal> {
+    let metadata: AuthServerMetadata = serde_json::from_value(body.clone())
+        .map_err(|e| AsRefusal::Malformed(printable(&e.to_string())))?;
+    if metadata.issuer != issuer {
+        return Err(AsRefusal::IssuerMismatch {
+            named: printable(&metadata.issuer),
+        });
+    }
+    Ok(metadata)
 }
 
 /// 2025-03-26: no protected resource metadata. The MCP origin is the issuer.
@@ -567,7 +596,7 @@ async fn legacy_server(
 }
 
 /// The checks on a selected server that decide whether a code flow may start.
-fn check_server(t: &AuthTarget, policy: &UrlPolicy, report: &mut DiscoveryReport) {
+pub(crate) fn check_server(t: &AuthTarget, policy: &UrlPolicy, report: &mut DiscoveryReport) {
     let m = &t.metadata;
     match &m.code_challenge_methods_supported {
         None => report.problem(

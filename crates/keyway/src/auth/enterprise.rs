@@ -108,7 +108,7 @@ async fn exchange(
         .map_err(|e| failed(describe(&e)))?;
     let status = resp.status().as_u16();
     let body = read_capped(resp, 64 * 1024).await.map_err(failed)?;
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    let json: Option<Value> = crate::json::parse(&body).ok();
     if !(200..300).contains(&status) {
         let e = json
             .as_ref()

@@ -90,7 +90,7 @@ pub(crate) async fn get_json(http: &reqwest::Client, url: &Url, policy: &UrlPoli
                 detail: snippet(&body),
             };
         }
-        return match serde_json::from_slice::<Value>(&body) {
+        return match crate::json::parse(&body) {
             Ok(v @ Value::Object(_)) => Fetched::Json {
                 status: status.as_u16(),
                 body: v,

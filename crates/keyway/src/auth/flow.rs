@@ -1054,7 +1054,7 @@ fn pasted(
         return None;
     }
     if let Ok(u) = Url::parse(line) {
-        let params: HashMap<String, String> = u.query_pairs().into_owned().collect();
+        let params = callback::CallbackParams::parse(u.query().unwrap_or_default());
         return match callback::judge(expected, &params) {
             Verdict::Ignore => None,
             Verdict::Code(c) => Some(Ok(c)),

@@ -20,8 +20,8 @@ pub const CALLBACK_PATH: &str = "/callback";
 /// A callback whose `state` matched; answer it with the page to show.
 #[derive(Debug)]
 pub struct Arrived {
-    /// The query parameters of the callback, decoded (the last of a repeated name).
-    pub params: HashMap<String, String>,
+    /// The query parameters of the callback, decoded.
+    pub params: super::callback::CallbackParams,
     /// Send the page to show; without an answer within 30 s (or if this is dropped)
     /// the tab is told keyway is no longer waiting.
     pub reply: oneshot::Sender<Page>,
@@ -66,10 +66,23 @@ impl Loopback {
             .with_state(shared);
         let stop = CancellationToken::new();
         let stopped = stop.clone();
+        // The gateway's edge, for its limits: a browser sends its request at once, so
+        // a connection that dawdles over its headers (slowloris) is closed, and a
+        // flood of connections waits in the kernel's queue.
+        let limits = crate::gateway::edge::EdgeLimits {
+            max_connections: 16,
+            max_body: 0,
+            ..Default::default()
+        };
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
+            let _ = crate::gateway::edge::serve(
+                listener,
+                app,
+                limits,
+                async move { stopped.cancelled().await },
+                Duration::from_secs(1),
+            )
+            .await;
         });
         Ok(Self { addr, rx, stop })
     }
@@ -112,19 +125,20 @@ impl Drop for Loopback {
 async fn callback(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     let params = query_params(query);
     // Not this flow's: never consumes it. A stale tab or a forged request.
-    let tx = (params.get("state") == Some(&shared.state)).then(|| shared.tx.clone());
+    let tx = (params.get("state") == Some(shared.state.as_str())).then(|| shared.tx.clone());
     deliver(tx, params).await
 }
 
-fn query_params(query: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
+fn query_params(query: Option<String>) -> super::callback::CallbackParams {
+    super::callback::CallbackParams::parse(query.as_deref().unwrap_or_default())
 }
 
 /// Hand a callback to the flow waiting for it (`None`: no flow is), and answer the
 /// browser with what the flow made of it.
-async fn deliver(tx: Option<mpsc::Sender<Arrived>>, params: HashMap<String, String>) -> Response {
+async fn deliver(
+    tx: Option<mpsc::Sender<Arrived>>,
+    params: super::callback::CallbackParams,
+) -> Response {
     let Some(tx) = tx else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -296,7 +310,7 @@ mod tests {
         let browser =
             tokio::spawn(async move { cb.answer(Some("code=for-b&state=state-b".into())).await });
         let arrived = b.next(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(arrived.params["code"], "for-b");
+        assert_eq!(arrived.params.get("code"), Some("for-b"));
         arrived.reply.send(Page::Done).unwrap();
         assert_eq!(browser.await.unwrap().status(), StatusCode::OK);
         assert!(a.next(Duration::from_millis(0)).await.is_none());

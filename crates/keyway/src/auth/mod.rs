@@ -18,7 +18,7 @@ pub mod browser;
 pub mod callback;
 pub mod challenge;
 pub mod client;
-mod device;
+pub(crate) mod device;
 pub mod discovery;
 pub mod dpop;
 pub mod enterprise;

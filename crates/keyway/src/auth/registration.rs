@@ -450,16 +450,29 @@ pub(crate) async fn register(
         .map_err(|e| failed(describe(&e)))?;
     let status = resp.status().as_u16();
     let bytes = read_capped(resp, 64 * 1024).await.map_err(failed)?;
-    let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+    read_answer(status, &bytes, &endpoint, m, redirect_uris, policy)
+}
+
+/// Read a registration endpoint's answer (RFC 7591 §3.2) to a registration sent to
+/// `endpoint` for `redirect_uris`. Pure: every text in an error is printable.
+pub(crate) fn read_answer(
+    status: u16,
+    bytes: &[u8],
+    endpoint: &url::Url,
+    m: &AuthServerMetadata,
+    redirect_uris: &[String],
+    policy: &UrlPolicy,
+) -> Result<StoredRegistration, AuthError> {
+    let failed = |detail: String| AuthError::Registration {
+        issuer: m.issuer.clone(),
+        detail,
+    };
+    let parsed = crate::json::parse(bytes);
+    let json = parsed.as_ref().ok();
     if !(200..300).contains(&status) {
-        let detail = match json
-            .as_ref()
-            .and_then(|j| j.get("error"))
-            .and_then(Value::as_str)
-        {
+        let detail = match json.and_then(|j| j.get("error")).and_then(Value::as_str) {
             Some(e) => {
                 let d = json
-                    .as_ref()
                     .and_then(|j| j.get("error_description"))
                     .and_then(Value::as_str);
                 format!(
@@ -469,15 +482,16 @@ pub(crate) async fn register(
                         .unwrap_or_default()
                 )
             }
-            None => format!("HTTP {status}: {}", snippet(&bytes)),
+            None => format!("HTTP {status}: {}", snippet(bytes)),
         };
         return Err(failed(detail));
     }
-    let Some(obj) = json.as_ref().and_then(Value::as_object) else {
-        return Err(failed(format!(
-            "the answer is not a JSON object: {}",
-            snippet(&bytes)
-        )));
+    // A successful answer holds the client's secrets: its text is never shown, only
+    // what is wrong with it.
+    let obj = match &parsed {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => return Err(failed("the answer is not a JSON object".into())),
+        Err(e) => return Err(failed(format!("the answer is not JSON ({e})"))),
     };
     let client_id = obj
         .get("client_id")
@@ -494,9 +508,10 @@ pub(crate) async fn register(
         .get("token_endpoint_auth_method")
         .and_then(Value::as_str)
     {
-        Some(m) => AuthMethod::parse(m).ok_or_else(|| {
+        Some(chosen) => AuthMethod::parse(chosen).ok_or_else(|| {
             failed(format!(
-                "the server chose auth method {m:?}, which keyway cannot use"
+                "the server chose auth method {:?}, which keyway cannot use",
+                printable(chosen)
             ))
         })?,
         None if secret.is_some() => AuthMethod::ClientSecretBasic,

@@ -293,19 +293,15 @@ pub(crate) fn parse_response(
     body: &[u8],
     proved: bool,
 ) -> Result<TokenResponse, TokenError> {
-    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let parsed = crate::json::parse(body);
+    let json = parsed.as_ref().ok();
     if !(200..300).contains(&status) {
         return Err(
-            match json
-                .as_ref()
-                .and_then(|j| j.get("error"))
-                .and_then(Value::as_str)
-            {
+            match json.and_then(|j| j.get("error")).and_then(Value::as_str) {
                 Some(error) => TokenError::OAuth {
                     status,
                     error: printable(error),
                     description: json
-                        .as_ref()
                         .and_then(|j| j.get("error_description"))
                         .and_then(Value::as_str)
                         .map(printable),
@@ -317,11 +313,22 @@ pub(crate) fn parse_response(
             },
         );
     }
-    let Some(Value::Object(obj)) = json else {
-        return Err(TokenError::Malformed {
-            status,
-            detail: format!("not a JSON object: {}", snippet(body)),
-        });
+    // A successful answer's body holds tokens: its text is never shown, only what
+    // is wrong with it.
+    let obj = match parsed {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => {
+            return Err(TokenError::Malformed {
+                status,
+                detail: "not a JSON object".into(),
+            });
+        }
+        Err(e) => {
+            return Err(TokenError::Malformed {
+                status,
+                detail: format!("not JSON ({e})"),
+            });
+        }
     };
     let malformed = |detail: &str| TokenError::Malformed {
         status,

@@ -21,7 +21,7 @@ use std::{
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader},
+    io::{AsyncRead, AsyncWrite, BufReader},
     sync::{Notify, mpsc, oneshot},
 };
 
@@ -35,6 +35,7 @@ use crate::{
     client::{ClientError, Policy},
     mcp::wire::{Backpressure, Inbound, Message, Protocol, Wire, WireConfig, WireError, WireKind},
     merge::ToolFilter,
+    stdio::Line,
 };
 
 /// What the bridge asks of its owner when the server wants (more) authorization.
@@ -388,7 +389,8 @@ where
     let writer = tokio::spawn(write_out(out, finished));
     let reopener = tokio::spawn(reopen_streams(shared.clone(), ended_rx));
 
-    let mut lines = BufReader::new(input).lines();
+    let mut input = BufReader::new(input);
+    let mut lines = crate::stdio::LineSplitter::new(crate::mcp::MAX_MESSAGE);
     let tasks = tokio_util::task::TaskTracker::new();
     // The latest request, run on this task while the client waits for it: a client
     // that sends one request at a time costs no task per request. Should the client
@@ -416,10 +418,10 @@ where
             }
         }
         let read = match current.as_mut() {
-            None => lines.next_line().await,
+            None => crate::stdio::next_line(&mut input, &mut lines).await,
             Some(request) => tokio::select! {
                 // `next_line` is cancel-safe: a line half read stays in the buffer.
-                read = lines.next_line() => read,
+                read = crate::stdio::next_line(&mut input, &mut lines) => read,
                 () = request => {
                     current = None;
                     continue;
@@ -434,7 +436,11 @@ where
             }
         }
         let line = match read {
-            Ok(Some(l)) => l,
+            Ok(Some(Line::Text(l))) => l,
+            Ok(Some(unusable)) => {
+                shared.out(Message::from_value(&unreadable_line(&unusable)));
+                continue;
+            }
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "reading stdin failed");
@@ -566,6 +572,20 @@ where
     let _ = finish.send(());
     let _ = writer.await;
     Ok(stats)
+}
+
+/// The JSON-RPC parse error (`id` null: it cannot be read) answering a line of the
+/// client's that is not a message at all.
+pub(crate) fn unreadable_line(line: &Line) -> Value {
+    let why = match line {
+        Line::TooLong { bytes } => format!(
+            "parse error: a line of {bytes} bytes; keyway takes messages of at most {} MiB",
+            crate::mcp::MAX_MESSAGE >> 20
+        ),
+        Line::NotUtf8 => "parse error: the line is not UTF-8".to_owned(),
+        Line::Text(_) => "parse error".to_owned(),
+    };
+    json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": why}})
 }
 
 /// The client's first `initialize`: which revision to speak upstream. A 2026-07-28

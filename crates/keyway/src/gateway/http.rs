@@ -368,13 +368,19 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         Ok(b) => b,
         Err(r) => return r,
     };
-    let message: Value = match serde_json::from_slice(&body) {
+    // Strict: a client's message whose keys repeat could read one way here and
+    // another way at the server behind.
+    let message: Value = match crate::json::parse(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(Value::Array(batch)) => return handle_batch(&s, &headers, batch).await,
-        _ => {
+        parsed => {
+            let why = match parsed {
+                Err(e) => format!("parse error: {e}"),
+                Ok(_) => "parse error: one JSON-RPC object per request".to_owned(),
+            };
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error: one JSON-RPC object per request"}})),
+                Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": why}})),
             )
                 .into_response();
         }

@@ -1599,7 +1599,7 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncWriteExt, BufReader};
     // Messages for the client, as JSON text (on one line: serde_json writes no line
     // breaks, and answers passed on from a server were checked to be on one).
     let (tx, mut rx) = mpsc::channel::<String>(STDIO_QUEUE);
@@ -1636,19 +1636,34 @@ where
             }
         }
     });
-    let mut lines = BufReader::new(input).lines();
+    let mut input = BufReader::new(input);
+    let mut lines = crate::stdio::LineSplitter::new(crate::mcp::MAX_MESSAGE);
     let mut tasks = tokio::task::JoinSet::new();
     // The client is gone: its listen streams end (they would wait for it forever).
     let closing = tokio_util::sync::CancellationToken::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(STDIO_QUEUE));
-    while let Some(line) = lines.next_line().await? {
+    while let Some(line) = crate::stdio::next_line(&mut input, &mut lines).await? {
+        let line = match line {
+            crate::stdio::Line::Text(line) => line,
+            unusable => {
+                let _ = tx
+                    .send(crate::bridge::unreadable_line(&unusable).to_string())
+                    .await;
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let message: Value = match serde_json::from_str(&line) {
+        // Strict, as over HTTP: repeated keys could read otherwise at the server.
+        let message: Value = match crate::json::parse_str(&line) {
             Ok(v @ Value::Object(_)) => v,
-            _ => {
-                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}).to_string()).await;
+            parsed => {
+                let why = match parsed {
+                    Err(e) => format!("parse error: {e}"),
+                    Ok(_) => "parse error: one JSON-RPC object per line".to_owned(),
+                };
+                let _ = tx.send(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": why}}).to_string()).await;
                 continue;
             }
         };

@@ -9,7 +9,7 @@ mod bearer;
 mod error;
 mod message;
 pub mod modern;
-mod sse;
+pub(crate) mod sse;
 /// The largest single message keyway reads or accepts (an answer, an event, a
 /// request to the gateway).
 pub const MAX_MESSAGE: usize = sse::MAX_EVENT;

@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::wire::Message;
+use crate::auth::callback::printable;
 
 /// The revision with per-request metadata that keyway speaks.
 pub const MODERN_VERSION: &str = "2026-07-28";
@@ -437,7 +438,8 @@ fn walk(
     for (key, prop) in props {
         path.push(key.clone());
         if let Some(h) = prop.get("x-mcp-header") {
-            let at = path.join(".");
+            // The server's own words, shown in errors: printable and bounded.
+            let at = printable(&path.join("."));
             let Some(name) = h.as_str() else {
                 return Err(InvalidAnnotation::NotString { at });
             };
@@ -449,12 +451,12 @@ fn walk(
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             let header = HeaderName::try_from(format!("mcp-param-{name}"));
             let (true, Ok(header)) = (token, header) else {
-                let name = name.to_owned();
+                let name = printable(name);
                 return Err(InvalidAnnotation::NotToken { at, name });
             };
             let lower = name.to_ascii_lowercase();
             if seen.contains(&lower) {
-                let name = name.to_owned();
+                let name = printable(name);
                 return Err(InvalidAnnotation::Duplicate { at, name });
             }
             let primitive = match prop.get("type") {

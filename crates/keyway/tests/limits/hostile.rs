@@ -1,0 +1,1 @@
+//! keyway as a client against the testbed's hostile answers.
