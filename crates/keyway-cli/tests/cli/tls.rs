@@ -299,3 +299,73 @@ async fn initialize_error(c: &mut Client) -> (serde_json::Value, String) {
         .to_owned();
     (r, err)
 }
+
+/// An HTTP/2 server that sends GOAWAY while calls are in flight (a server going
+/// down for a deploy, a load balancer rotating connections): the calls it already
+/// took are answered, and the next ones go on a new connection, none of them failed
+/// or sent twice (the same requests reach the server as without the GOAWAYs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_goaway_mid_call_loses_no_call() {
+    let (calm, _) = calls_over_h2(None).await;
+    let (posts, stats) = calls_over_h2(Some(4)).await;
+    assert!(stats.goaways_sent >= 2, "{stats:?}");
+    assert!(
+        stats.mcp_connections > stats.goaways_sent,
+        "a new connection after each GOAWAY: {stats:?}"
+    );
+    assert_eq!(posts, calm, "requests sent again: {stats:?}");
+}
+
+/// Rounds of six slow calls at once through a bridge to a TLS testbed that sends
+/// GOAWAY on each connection's request `goaway_after + 1`: the POSTs the testbed saw
+/// after the handshake, and its counters. Each call is answered exactly once.
+async fn calls_over_h2(goaway_after: Option<u64>) -> (u64, keyway_testbed::Stats) {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_pki(pki.path());
+    let tb = testbed(|k| {
+        k.tls_cert = Some(chain);
+        k.tls_key = Some(key);
+        k.h2_goaway_after = goaway_after;
+    })
+    .await;
+    let token = tb.mint_access_token("mcp:tools");
+    let k = Keyway::new();
+    let mut c = Client::spawn_with(
+        &k,
+        &["proxy", tb.mcp_url(), "--token", &token],
+        &[
+            ("SSL_CERT_FILE", ca.as_os_str()),
+            ("SSL_CERT_DIR", OsStr::new("")),
+        ],
+    );
+    c.initialize().await;
+    let posts = |s: &keyway_testbed::Stats| -> u64 {
+        s.paths
+            .iter()
+            .filter(|(p, _)| p.starts_with("POST ") && p.ends_with(" /mcp"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let before = posts(&tb.stats());
+    const ROUNDS: i64 = 4;
+    const CALLS: i64 = 6;
+    for round in 0..ROUNDS {
+        let first = 100 + round * CALLS;
+        for id in first..first + CALLS {
+            c.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"ms": 50}}}))
+                .await;
+        }
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < CALLS as usize {
+            let m = c.next().await;
+            if let Some(id) = m["id"].as_i64().filter(|_| m.get("method").is_none()) {
+                assert_eq!(text(&m), "waited 50 ms", "call {id}: {m}");
+                assert!(answered.insert(id), "call {id} answered twice");
+            }
+        }
+    }
+    c.finish().await;
+    let stats = tb.stats();
+    (posts(&stats) - before, stats)
+}

@@ -117,7 +117,8 @@ pub enum ProblemCode {
     /// The Bearer challenge names no `resource_metadata` (RFC 9728 §5.1); the
     /// well-known locations are probed instead.
     NoResourceMetadataInChallenge,
-    /// The `resource_metadata` URL the challenge named did not answer with metadata.
+    /// The `resource_metadata` URL the challenge named did not answer with metadata;
+    /// fatal when no metadata was found elsewhere either.
     ResourceMetadataUnusable,
     /// No protected resource metadata anywhere: treated as a 2025-03-26 server.
     NoProtectedResourceMetadata,
@@ -271,6 +272,17 @@ pub async fn discover(
                 challenge_scope,
                 resource_scopes,
             })
+        }
+        // A server whose challenge names its resource metadata is no 2025-03-26
+        // server: when that metadata cannot be had (and none is at the well-known
+        // places), its endpoints are not guessed from its origin.
+        None if report.has(ProblemCode::ResourceMetadataUnusable) => {
+            report
+                .problems
+                .iter_mut()
+                .filter(|p| p.code == ProblemCode::ResourceMetadataUnusable)
+                .for_each(|p| p.fatal = true);
+            None
         }
         None => legacy_server(http, mcp_url, policy, &mut report).await.map(
             |(issuer, metadata, source)| AuthTarget {

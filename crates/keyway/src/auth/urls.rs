@@ -319,8 +319,8 @@ pub enum UrlRefusal {
     },
 }
 
-/// A URL as errors show it: without user and password, and with its query replaced
-/// (an API key often rides there).
+/// A URL as errors show it: without user and password, with its query replaced (an
+/// API key often rides there), and at most 200 characters.
 pub fn redacted(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
@@ -329,8 +329,16 @@ pub fn redacted(url: &Url) -> String {
         u.set_query(Some("…"));
     }
     u.set_fragment(None);
-    u.to_string()
+    // A URL is ASCII once parsed; a server's may still be megabytes long.
+    let text = u.to_string();
+    match text.char_indices().nth(MAX_SHOWN) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
+
+/// The most characters of a URL an error shows.
+const MAX_SHOWN: usize = 200;
 
 /// [`redacted`] for text that may not parse: then at most its first 60 characters
 /// before any `?`.

@@ -539,7 +539,11 @@ pub fn request_headers(
     let meta: Meta<'_> = serde_json::from_str(params.meta?.get()).ok()?;
     let version = string(meta.version)?;
     let mut out = Vec::with_capacity(4);
-    if let Ok(v) = HeaderValue::from_str(&version) {
+    // A revision is a date: anything but visible ASCII is not one (and would not be
+    // a header a server can read).
+    if version.bytes().all(|b| b.is_ascii_graphic())
+        && let Ok(v) = HeaderValue::from_str(&version)
+    {
         out.push((HeaderName::from_static("mcp-protocol-version"), v));
     }
     let Some(method) = message.method() else {
@@ -591,6 +595,22 @@ mod tests {
 
     fn list(tools: Value) -> Value {
         json!({ "tools": tools })
+    }
+
+    #[test]
+    fn a_revision_that_is_not_visible_ascii_sends_no_version_header() {
+        // Found by fuzz/ gateway_message: obs-text is a valid header value to http,
+        // but no revision, and not one a server can read as text.
+        for (version, sent) in [("2026-07-28", true), ("2026-07-28é", false), ("a b", false)] {
+            let text = json!({"jsonrpc": "2.0", "id": 1, "method": "ping",
+                "params": {"_meta": {META_PROTOCOL_VERSION: version}}})
+            .to_string();
+            let headers =
+                request_headers(&Message::parse(text).unwrap(), &ToolHeaders::default()).unwrap();
+            let has = headers.iter().any(|(n, _)| n == "mcp-protocol-version");
+            assert_eq!(has, sent, "{version}");
+            assert!(headers.iter().all(|(_, v)| v.to_str().is_ok()));
+        }
     }
 
     #[test]

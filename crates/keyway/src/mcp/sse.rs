@@ -50,6 +50,10 @@ pub struct Parser {
     buf: Vec<u8>,
     /// Where the unparsed bytes in `buf` start.
     at: usize,
+    /// How many bytes from `at` on are known to hold no line end: a line that
+    /// arrives in many pieces is searched once, not once per piece (a hostile line
+    /// of 16 MiB would otherwise cost gigabytes of searching).
+    searched: usize,
     /// The last line ended with CR: an LF right after it belongs to that line end.
     after_cr: bool,
     /// The stream's first bytes have been checked for a BOM.
@@ -74,6 +78,7 @@ impl Parser {
         if self.at > 0 && self.at == self.buf.len() {
             self.buf.clear();
             self.at = 0;
+            self.searched = 0;
         }
         if self.buf.len() - self.at + bytes.len() + self.data.len() > MAX_EVENT {
             return Err(SseError::TooLarge);
@@ -102,7 +107,14 @@ impl Parser {
                 self.after_cr = false;
             }
             let rest = &self.buf[self.at..];
-            let end = memchr::memchr2(b'\n', b'\r', rest)?;
+            let Some(found) = memchr::memchr2(b'\n', b'\r', &rest[self.searched..]) else {
+                self.searched = rest.len();
+                // Lines that ended no event still give their space back.
+                self.compact();
+                return None;
+            };
+            let end = self.searched + found;
+            self.searched = 0;
             self.after_cr = rest[end] == b'\r';
             let (start, line_end) = (self.at, self.at + end);
             self.at = line_end + 1;
@@ -407,6 +419,37 @@ mod tests {
             assert!(p.next().is_none());
         }
         assert!(refused, "20 MiB of data lines are refused");
+    }
+
+    #[test]
+    fn a_line_in_many_pieces_is_searched_once() {
+        let mut p = Parser::default();
+        p.feed(b"data: ").unwrap();
+        assert!(p.next().is_none());
+        for n in 1..=1000 {
+            p.feed(&[b'x'; 64]).unwrap();
+            assert!(p.next().is_none());
+            // Only the new piece was searched: what came before is known line-free.
+            assert_eq!(p.searched, 6 + 64 * n);
+        }
+        p.feed(b"\n\n").unwrap();
+        assert_eq!(p.next().map(|e| e.data.len()), Some(64_000));
+        assert_eq!(p.searched, 0);
+    }
+
+    #[test]
+    fn lines_that_end_no_event_give_their_space_back() {
+        // Comments and fields forever, each arriving split across reads, and never
+        // a blank line: the buffer holds about one line, not the stream.
+        let mut p = Parser::default();
+        for _ in 0..20_000 {
+            p.feed(b"tail\n: a comment that arrives in two reads, over and over ")
+                .unwrap();
+            assert!(p.next().is_none());
+            p.feed(b"...\nevent: x\nhead-of-").unwrap();
+            assert!(p.next().is_none());
+        }
+        assert!(p.buf.capacity() < 64 * 1024, "{}", p.buf.capacity());
     }
 
     #[test]

@@ -1679,6 +1679,25 @@ impl WireTransport {
     }
 }
 
+/// For a message that answers a request (an id, no method) but that rmcp cannot
+/// read: a JSON-RPC error answering that id, saying why.
+fn unreadable_answer(
+    message: &Message,
+    why: &serde_json::Error,
+) -> Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleClient>> {
+    if message.method().is_some() {
+        return None;
+    }
+    let id = message.value().get("id").cloned()?;
+    let reason = crate::auth::callback::printable(&why.to_string());
+    serde_json::from_value(serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32603, "message": format!("the server's answer could not be read: {reason}")},
+    }))
+    .ok()
+}
+
 impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
     type Error = WireError;
 
@@ -1710,7 +1729,15 @@ impl rmcp::transport::Transport<rmcp::RoleClient> for WireTransport {
             match self.inbound.recv().await? {
                 Inbound::Message(v) => match serde_json::from_str(v.text()) {
                     Ok(m) => return Some(m),
-                    Err(e) => tracing::warn!(error = %e, "a message rmcp cannot read; skipped"),
+                    Err(e) => {
+                        // An answer rmcp cannot read still ends the request it answers,
+                        // as an error; skipped, the request would wait forever.
+                        if let Some(answer) = unreadable_answer(&v, &e) {
+                            tracing::warn!(error = %e, "an answer rmcp cannot read");
+                            return Some(answer);
+                        }
+                        tracing::warn!(error = %e, "a message rmcp cannot read; skipped");
+                    }
                 },
                 // Legacy SSE: the stream is the connection.
                 Inbound::StreamEnded(_) if self.wire.inner.config.kind == WireKind::LegacySse => {
