@@ -385,6 +385,9 @@ pub async fn fan_out(env: &Env, home: &Path, timeout_s: f64) -> Result<FanOut> {
 pub struct Gateway {
     pub calls_per_s: f64,
     pub p50: f64,
+    pub p99: f64,
+    /// The slowest call.
+    pub max: f64,
     /// The gateway's CPU time per call (µs), when measured.
     pub cpu_us_per_call: Option<f64>,
 }
@@ -425,6 +428,8 @@ pub async fn callers(
     Ok(Gateway {
         calls_per_s: samples.len() as f64 / secs,
         p50: percentile(&samples, 50.0).unwrap_or(f64::NAN),
+        p99: percentile(&samples, 99.0).unwrap_or(f64::NAN),
+        max: samples.iter().copied().fold(f64::NAN, f64::max),
         cpu_us_per_call: None,
     })
 }

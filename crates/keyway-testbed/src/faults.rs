@@ -58,6 +58,19 @@ pub(crate) async fn faults(
     if let Some(delay) = rules.delay {
         tokio::time::sleep(delay).await;
     }
+    if rules.hang_percent.is_some_and(roll) {
+        shared.stats().random_hangs += 1;
+        // Accepted, and never answered: the client's own deadline ends it.
+        std::future::pending::<()>().await;
+    }
+    if rules.fail_percent.is_some_and(roll) {
+        shared.stats().random_failures += 1;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "temporarily_unavailable", "error_description": "injected by --fail-percent"})),
+        )
+            .into_response();
+    }
     if endpoint == Endpoint::Mcp
         && shared.knobs.claims_2026
         && let Some(method) = req.headers().get("mcp-method")
@@ -127,6 +140,11 @@ pub(crate) async fn faults(
         Some(size) => pad(resp, size).await,
         None => resp,
     }
+}
+
+/// True for a random `percent` of the calls.
+fn roll(percent: u8) -> bool {
+    rand::random_range(0..100u8) < percent
 }
 
 /// Make an answer at least `size` bytes: a padding field in a JSON object, a comment

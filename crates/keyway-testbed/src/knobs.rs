@@ -434,6 +434,18 @@ pub struct Knobs {
     #[arg(long, value_name = "ENDPOINT:N[:STATUS]", help_heading = "Faults")]
     pub fail_nth: Vec<EndpointFault>,
 
+    /// Answer a random PERCENT of the requests to ENDPOINT with 503, as an overloaded
+    /// server does (for load runs; `--fail-nth` is the deterministic one).
+    /// ENDPOINT:PERCENT; may repeat.
+    #[arg(long, value_name = "ENDPOINT:PERCENT", help_heading = "Faults", value_parser = percent_fault)]
+    pub fail_percent: Vec<EndpointFault>,
+
+    /// Never answer a random PERCENT of the requests to ENDPOINT (the connection stays
+    /// open until the client gives up), as a wedged backend does. ENDPOINT:PERCENT;
+    /// may repeat.
+    #[arg(long, value_name = "ENDPOINT:PERCENT", help_heading = "Faults", value_parser = percent_fault)]
+    pub hang_percent: Vec<EndpointFault>,
+
     /// Delay every answer of ENDPOINT by MS milliseconds. ENDPOINT:MS; may repeat.
     #[arg(long, value_name = "ENDPOINT:MS", help_heading = "Faults")]
     pub delay: Vec<EndpointFault>,
@@ -484,6 +496,8 @@ impl Knobs {
             fail_nth: pick(&self.fail_nth).map(|f| (f.n, f.status.unwrap_or(503))),
             delay: pick(&self.delay).map(|f| Duration::from_millis(f.n)),
             oversize: pick(&self.oversize).map(|f| f.n as usize),
+            fail_percent: pick(&self.fail_percent).map(|f| f.n as u8),
+            hang_percent: pick(&self.hang_percent).map(|f| f.n as u8),
             hostile: self
                 .hostile
                 .iter()
@@ -549,7 +563,20 @@ pub(crate) struct EndpointFaults {
     pub fail_nth: Option<(u64, u16)>,
     pub delay: Option<Duration>,
     pub oversize: Option<usize>,
+    pub fail_percent: Option<u8>,
+    pub hang_percent: Option<u8>,
     pub hostile: Option<HostileKind>,
+}
+
+/// `ENDPOINT:PERCENT`, PERCENT from 0 to 100.
+fn percent_fault(s: &str) -> Result<EndpointFault, String> {
+    let fault: EndpointFault = s.parse()?;
+    if fault.n > 100 || fault.status.is_some() {
+        return Err(format!(
+            "{s:?}: expected ENDPOINT:PERCENT with PERCENT from 0 to 100"
+        ));
+    }
+    Ok(fault)
 }
 
 fn parse_field_override(s: &str) -> Result<(String, String), String> {

@@ -59,6 +59,10 @@ pub struct Stats {
     pub endless_answers_stopped: u64,
     /// HTTP/2 connections told to go away (`--h2-goaway-after`).
     pub goaways_sent: u64,
+    /// Requests answered 503 by `--fail-percent`.
+    pub random_failures: u64,
+    /// Requests never answered by `--hang-percent`.
+    pub random_hangs: u64,
     /// Connections accepted on every listener, HTTP/1.1 and HTTP/2 alike.
     pub connections_accepted: u64,
     /// MCP requests that carried a token the testbed accepted.

@@ -1,4 +1,5 @@
-//! --drop-after, --fail-nth, --delay, --oversize, --h2-goaway-after.
+//! --drop-after, --fail-nth, --fail-percent, --hang-percent, --delay, --oversize,
+//! --h2-goaway-after.
 
 use std::time::{Duration, Instant};
 
@@ -206,4 +207,56 @@ async fn connections_are_counted_and_http1_is_never_told_to_go_away() {
     assert_eq!(stats.goaways_sent, 0);
     // Kept alive: one connection for the three requests.
     assert_eq!(stats.connections_accepted, 1);
+}
+
+#[tokio::test]
+async fn fail_and_hang_percent_fail_or_hold_that_share_of_requests() {
+    // 100%: every request to the endpoint; other endpoints untouched.
+    let b = bed(|k| k.fail_percent = vec![EndpointFault::new(Endpoint::Mcp, 100)]).await;
+    let at = b.tb.mint_access_token("mcp:tools");
+    let r = b
+        .http
+        .post(b.tb.mcp_url())
+        .bearer_auth(&at)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(b.tb.stats().random_failures, 1);
+    let prm = b.http.get(b.tb.prm_url().unwrap()).send().await.unwrap();
+    assert_eq!(prm.status(), StatusCode::OK);
+
+    let b = bed(|k| k.hang_percent = vec![EndpointFault::new(Endpoint::Mcp, 100)]).await;
+    let at = b.tb.mint_access_token("mcp:tools");
+    let held = b
+        .http
+        .post(b.tb.mcp_url())
+        .bearer_auth(&at)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"}))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .expect_err("never answered");
+    assert!(held.is_timeout(), "{held:?}");
+    assert_eq!(b.tb.stats().random_hangs, 1);
+
+    // 0% does nothing, and more than 100 is refused.
+    let b = bed(|k| k.fail_percent = vec![EndpointFault::new(Endpoint::Mcp, 0)]).await;
+    let at = b.tb.mint_access_token("mcp:tools");
+    b.mcp_session(&at).await;
+    assert_eq!(b.tb.stats().random_failures, 0);
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        knobs: keyway_testbed::Knobs,
+    }
+    for bad in ["mcp:101", "mcp:5:503", "nowhere:5"] {
+        let refused = <Cli as clap::Parser>::try_parse_from(["testbed", "--hang-percent", bad]);
+        assert!(refused.is_err(), "{bad}");
+    }
+    let taken = <Cli as clap::Parser>::try_parse_from(["testbed", "--hang-percent", "mcp:1"]);
+    assert_eq!(taken.ok().map(|c| c.knobs.hang_percent.len()), Some(1));
 }
