@@ -222,7 +222,7 @@ pub async fn run(keyway: PathBuf, work: PathBuf, args: LoadArgs) -> Result<()> {
     report(&samples, &tally, elapsed, &args)
 }
 
-/// A failure's message as a class: digits and quoted ids taken out.
+/// A failure's message as a class: each run of digits folded into one `N`.
 fn reason(message: &str) -> String {
     let mut out = String::new();
     for c in message.chars().take(160) {

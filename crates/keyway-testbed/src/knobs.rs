@@ -496,8 +496,10 @@ impl Knobs {
             fail_nth: pick(&self.fail_nth).map(|f| (f.n, f.status.unwrap_or(503))),
             delay: pick(&self.delay).map(|f| Duration::from_millis(f.n)),
             oversize: pick(&self.oversize).map(|f| f.n as usize),
-            fail_percent: pick(&self.fail_percent).map(|f| f.n as u8),
-            hang_percent: pick(&self.hang_percent).map(|f| f.n as u8),
+            fail_percent: pick(&self.fail_percent)
+                .map(|f| u8::try_from(f.n.min(100)).unwrap_or(100)),
+            hang_percent: pick(&self.hang_percent)
+                .map(|f| u8::try_from(f.n.min(100)).unwrap_or(100)),
             hostile: self
                 .hostile
                 .iter()

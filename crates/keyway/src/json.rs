@@ -104,9 +104,9 @@ impl<'de> Visitor<'de> for Strict {
     }
 }
 
-/// A key as an error may show it: no control characters, at most 64 of them.
+/// A key as an error may show it.
 fn shown(key: &str) -> String {
-    key.chars().filter(|c| !c.is_control()).take(64).collect()
+    crate::text::shown(key, 64)
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ mod secret;
 pub mod status;
 pub mod stdio;
 pub mod store;
+mod text;
 pub mod web;
 
 pub use secret::Secret;

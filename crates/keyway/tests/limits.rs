@@ -88,9 +88,22 @@ async fn the_callback_listener_closes_a_slowloris_connection() {
     let addr: SocketAddr = ([127, 0, 0, 1], listener.port()).into();
     let took = drip(addr, "/callback?state=the-state&code=c").await;
     assert!(took <= HEADER_TIMEOUT + Duration::from_secs(1), "{took:?}");
-    // Another flow's callback is still answered (and this one's not consumed).
+    // The listener still answers (another flow's callback: refused), and the flow's
+    // own callback still arrives.
     let answer = answers(addr, "/callback?state=other&code=c").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let mut listener = listener;
+    let own = tokio::spawn(async move {
+        let arrived = listener
+            .next(Duration::from_secs(30))
+            .await
+            .expect("the callback");
+        assert_eq!(arrived.params.get("code"), Some("the-code"));
+        let _ = arrived.reply.send(keyway::auth::loopback::Page::Done);
+    });
+    let answer = answers(addr, "/callback?state=the-state&code=the-code").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    own.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -36,6 +36,13 @@ impl CallbackParams {
         self.values.get(name).map(String::as_str)
     }
 
+    /// The names that came, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let mut names: Vec<&str> = self.values.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names.into_iter()
+    }
+
     /// Whether `name` came more than once.
     pub fn repeated(&self, name: &str) -> bool {
         self.repeated.contains(name)
@@ -44,8 +51,7 @@ impl CallbackParams {
 
 impl std::fmt::Debug for CallbackParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&str> = self.values.keys().map(String::as_str).collect();
-        names.sort_unstable();
+        let names: Vec<&str> = self.names().collect();
         f.debug_struct("CallbackParams")
             .field("names", &names)
             .field("repeated", &self.repeated)
@@ -158,14 +164,10 @@ pub(crate) fn judge(expected: &Expected<'_>, params: &CallbackParams) -> Verdict
     }
 }
 
-/// A server-chosen string made safe to show: no control characters, bounded.
+/// A server-chosen string made safe to show: nothing a terminal would act on, at
+/// most 200 characters.
 pub(crate) fn printable(s: &str) -> String {
-    let cleaned: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
-    if s.chars().count() > 200 {
-        format!("{cleaned}…")
-    } else {
-        cleaned
-    }
+    crate::text::shown(s, 200)
 }
 
 #[cfg(test)]

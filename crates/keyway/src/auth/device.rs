@@ -143,7 +143,7 @@ pub(crate) fn read_start(status: u16, body: &[u8]) -> Result<DeviceStart, AuthEr
         }
         Err(e) => {
             return Err(failed(format!(
-                "HTTP {status}: the answer is not JSON ({e})"
+                "HTTP {status}: the answer is not valid JSON: {e}"
             )));
         }
     };

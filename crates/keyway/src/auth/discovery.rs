@@ -339,11 +339,7 @@ async fn find_prm(
             };
             report.step(PRM, url, &fetched, outcome, None);
             if i < named_count {
-                report.problem(
-                    ProblemCode::ResourceMetadataUnusable,
-                    false,
-                    format!("the resource_metadata URL named by the challenge ({url}) did not answer with metadata"),
-                );
+                unusable_named(report, url);
             }
             continue;
         };
@@ -352,19 +348,27 @@ async fn find_prm(
             Err(refusal) => {
                 report.step(PRM, url, &fetched, "rejected", Some(refusal.to_string()));
                 match refusal {
-                    PrmRefusal::Malformed(_) => continue,
+                    PrmRefusal::Malformed(_) => {
+                        if i < named_count {
+                            unusable_named(report, url);
+                        }
+                        continue;
+                    }
                     PrmRefusal::ResourceMismatch { resource } => report.problem(
                         ProblemCode::ResourceMismatch,
                         true,
                         format!(
-                            "the protected resource metadata at {url} is for {resource:?}, not {mcp_url}: refusing it (RFC 9728 §3.3)"
+                            "the protected resource metadata at {} is for {resource:?}, not {}: refusing it (RFC 9728 §3.3)",
+                            urls::redacted(url),
+                            urls::redacted(mcp_url)
                         ),
                     ),
                     PrmRefusal::NoAuthorizationServers => report.problem(
                         ProblemCode::NoAuthorizationServers,
                         true,
                         format!(
-                            "the protected resource metadata at {url} lists no authorization server"
+                            "the protected resource metadata at {} lists no authorization server",
+                            urls::redacted(url)
                         ),
                     ),
                 }
@@ -378,6 +382,19 @@ async fn find_prm(
         });
     }
     None
+}
+
+/// The challenge's `resource_metadata` URL gave nothing usable (fatal later when no
+/// metadata is found elsewhere either).
+fn unusable_named(report: &mut DiscoveryReport, url: &Url) {
+    report.problem(
+        ProblemCode::ResourceMetadataUnusable,
+        false,
+        format!(
+            "the resource_metadata URL named by the challenge ({}) did not answer with usable metadata; the server's operator can fix it, or add the server with a static token (--token)",
+            urls::redacted(url)
+        ),
+    );
 }
 
 async fn find_server(
@@ -465,7 +482,8 @@ async fn fetch_server_metadata(
                         ProblemCode::IssuerMismatch,
                         false,
                         format!(
-                            "the metadata at {url} names issuer {named:?}, not {issuer:?}: refusing it (RFC 8414 §3.3)"
+                            "the metadata at {} names issuer {named:?}, not {issuer:?}: refusing it (RFC 8414 §3.3)",
+                            urls::redacted(url)
                         ),
                     );
                 }

@@ -71,7 +71,9 @@ impl Loopback {
         // flood of connections waits in the kernel's queue.
         let limits = crate::gateway::edge::EdgeLimits {
             max_connections: 16,
-            max_body: 0,
+            // A browser sends its one request; a connection kept open after it
+            // would hold a slot (16 of them idle, and the real redirect waits).
+            keep_alive: false,
             ..Default::default()
         };
         tokio::spawn(async move {

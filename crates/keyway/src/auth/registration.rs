@@ -491,7 +491,7 @@ pub(crate) fn read_answer(
     let obj = match &parsed {
         Ok(Value::Object(obj)) => obj,
         Ok(_) => return Err(failed("the answer is not a JSON object".into())),
-        Err(e) => return Err(failed(format!("the answer is not JSON ({e})"))),
+        Err(e) => return Err(failed(format!("the answer is not valid JSON: {e}"))),
     };
     let client_id = obj
         .get("client_id")

@@ -326,7 +326,7 @@ pub(crate) fn parse_response(
         Err(e) => {
             return Err(TokenError::Malformed {
                 status,
-                detail: format!("not JSON ({e})"),
+                detail: format!("not valid JSON: {e}"),
             });
         }
     };

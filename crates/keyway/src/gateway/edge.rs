@@ -58,6 +58,8 @@ pub struct EdgeLimits {
     pub body_timeout: Duration,
     /// Largest request body (one JSON-RPC message).
     pub max_body: usize,
+    /// Whether a connection stays open for more requests (HTTP/1.1 keep-alive).
+    pub keep_alive: bool,
 }
 
 impl Default for EdgeLimits {
@@ -67,6 +69,7 @@ impl Default for EdgeLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_body: crate::mcp::MAX_MESSAGE,
+            keep_alive: true,
         }
     }
 }
@@ -164,7 +167,7 @@ impl Edge {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout)
-            .keep_alive(true);
+            .keep_alive(self.limits.keep_alive);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {

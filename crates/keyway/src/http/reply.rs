@@ -173,7 +173,7 @@ pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let clean: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if crate::text::unshowable(c) { ' ' } else { c })
         .collect();
     clean.trim().to_owned()
 }

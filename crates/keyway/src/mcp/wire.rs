@@ -1689,11 +1689,19 @@ fn unreadable_answer(
         return None;
     }
     let id = message.value().get("id").cloned()?;
-    let reason = crate::auth::callback::printable(&why.to_string());
+    // rmcp says only "unrecognized JSON-RPC message"; the strict parser names a
+    // repeated key when that is what is wrong.
+    let reason = match crate::json::parse_str(message.text()) {
+        Err(e) => e.to_string(),
+        Ok(_) => why.to_string(),
+    };
+    let reason = crate::auth::callback::printable(&reason);
     serde_json::from_value(serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
-        "error": {"code": -32603, "message": format!("the server's answer could not be read: {reason}")},
+        "error": {"code": -32603, "message": format!(
+            "the server's answer is not valid JSON-RPC ({reason}); report it to the server's operator"
+        )},
     }))
     .ok()
 }

@@ -106,7 +106,7 @@ async fn hostile_metadata_ends_discovery_with_what_was_wrong() {
             HostileKind::DuplicateKeys,
             "appears twice",
         ),
-        (Endpoint::AsMetadata, HostileKind::CloseMidBody, ""),
+        (Endpoint::AsMetadata, HostileKind::CloseMidBody, "body"),
         (Endpoint::Prm, HostileKind::RedirectLoop, "redirects"),
     ] {
         let tb = testbed(&[(endpoint, kind.clone())], |_| {}).await;
@@ -152,7 +152,7 @@ async fn hostile_token_and_registration_answers_are_clear_errors() {
         (Endpoint::Token, HostileKind::Endless, "larger than"),
         // 200,000 bytes: past what keyway reads of a token answer.
         (Endpoint::Token, HostileKind::Deep, "larger than"),
-        (Endpoint::Token, HostileKind::NotUtf8, "not JSON"),
+        (Endpoint::Token, HostileKind::NotUtf8, "not valid JSON"),
         (Endpoint::Token, HostileKind::DuplicateKeys, "appears twice"),
         (Endpoint::Token, HostileKind::CloseMidBody, "token"),
         (Endpoint::Token, HostileKind::RedirectLoop, "307"),
@@ -162,7 +162,7 @@ async fn hostile_token_and_registration_answers_are_clear_errors() {
             HostileKind::DuplicateKeys,
             "appears twice",
         ),
-        (Endpoint::Register, HostileKind::NotUtf8, "not JSON"),
+        (Endpoint::Register, HostileKind::NotUtf8, "not valid JSON"),
     ] {
         let tb = testbed(&[(endpoint, kind.clone())], |_| {}).await;
         let e = authorize(&tb).await;
@@ -183,8 +183,8 @@ async fn hostile_mcp_answers_end_the_call_with_a_clear_error() {
     for (kind, expected) in [
         (HostileKind::Endless, "larger than"),
         (HostileKind::Deep, "recursion limit"),
-        (HostileKind::NotUtf8, "could not be read"),
-        (HostileKind::DuplicateKeys, "could not be read"),
+        (HostileKind::NotUtf8, "not valid JSON-RPC"),
+        (HostileKind::DuplicateKeys, "appears twice"),
         (HostileKind::CloseMidBody, "broke"),
         (HostileKind::RedirectLoop, "307"),
     ] {
