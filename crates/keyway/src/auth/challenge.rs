@@ -286,7 +286,11 @@ fn parse_one(header: &str) -> Vec<Challenge> {
                 cur.pos += end;
             }
         }
-        // Parameters until the next scheme (a token not followed by `=`).
+        // Parameters until the next scheme (a token not followed by `=`). The names
+        // seen are kept in a set: looked up in the list, a header of 16,000 `a=b,`
+        // pairs cost a quadratic 10^8 comparisons (found by fuzz/ www_authenticate,
+        // which ran 20 to 80 times slower than the other targets).
+        let mut seen = std::collections::HashSet::new();
         loop {
             cur.skip_ws_and_commas();
             if cur.peek().is_none() || !cur.at_param() {
@@ -303,7 +307,7 @@ fn parse_one(header: &str) -> Vec<Challenge> {
                 cur.token().to_owned()
             };
             // A repeated parameter is invalid (RFC 9110 §11.2); the first one counts.
-            if challenge.param(&name).is_none() {
+            if seen.insert(name.clone()) {
                 challenge.params.push((name, value));
             }
         }
