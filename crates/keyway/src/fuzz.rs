@@ -465,7 +465,8 @@ pub fn bridge_line(data: &[u8]) {
     }
 }
 
-fn split_lines(input: &[u8], limit: usize, piece: usize) -> Vec<Line> {
+/// `input` split into lines of at most `limit` bytes, fed `piece` bytes at a time.
+pub(crate) fn split_lines(input: &[u8], limit: usize, piece: usize) -> Vec<Line> {
     let mut lines = LineSplitter::new(limit);
     let mut out = Vec::new();
     for chunk in input.chunks(piece) {

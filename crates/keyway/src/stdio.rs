@@ -159,21 +159,6 @@ mod unix {
 mod tests {
     use super::*;
 
-    fn split(input: &[u8], limit: usize, piece: usize) -> Vec<Line> {
-        let mut lines = LineSplitter::new(limit);
-        let mut out = Vec::new();
-        for chunk in input.chunks(piece.max(1)) {
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let (used, line) = lines.push(rest);
-                rest = &rest[used..];
-                out.extend(line);
-            }
-        }
-        out.extend(lines.finish());
-        out
-    }
-
     #[test]
     fn lines_as_stdio_frames_them_whatever_the_reads() {
         let input = b"{\"a\":1}\r\n\n\xff\xfe\n0123456789abcdef\nlast";
@@ -185,7 +170,11 @@ mod tests {
             Line::Text("last".into()),
         ];
         for piece in 1..=input.len() {
-            assert_eq!(split(input, 10, piece), want, "reads of {piece} bytes");
+            assert_eq!(
+                crate::fuzz::split_lines(input, 10, piece),
+                want,
+                "reads of {piece} bytes"
+            );
         }
     }
 

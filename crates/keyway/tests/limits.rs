@@ -25,12 +25,15 @@ use tokio::{
     time::Instant,
 };
 
-/// The header timeout of every listener (`EdgeLimits::default`).
+/// The header timeout of every listener (`EdgeLimits::default`); a drip is seen
+/// closed within two more steps of the clock.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A slowloris client: a request's head, then one more header byte a second, never
-/// finished. Returns how long, on the test's clock, the listener took to close the
-/// connection; fails if it answered or never closed in ten minutes of dripping.
+/// A slowloris client: a request's head, then one more header byte for each second
+/// the test's paused clock is moved on, never finished. Returns how long, on that
+/// clock, the listener took to close the connection; fails if it answered or never
+/// closed in ten minutes of dripping. The bytes are written raw on purpose: no HTTP
+/// client (hyper, reqwest) can send half a header and stop, which is the attack.
 async fn drip(addr: SocketAddr, path: &str) -> Duration {
     let stream = TcpStream::connect(addr).await.unwrap();
     let start = Instant::now();
@@ -47,7 +50,8 @@ async fn drip(addr: SocketAddr, path: &str) -> Duration {
                 // Refused: the listener has closed its side.
                 return;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // The clock is paused: moved on by hand, nothing waits in real time.
+            tokio::time::advance(Duration::from_secs(1)).await;
         }
         panic!("the listener kept a dripping connection open for ten minutes");
     };
@@ -65,19 +69,18 @@ async fn drip(addr: SocketAddr, path: &str) -> Duration {
     took
 }
 
-/// A complete request still gets an answer beside the slow one.
-async fn answers(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).await.unwrap();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    assert!(text.starts_with("HTTP/1.1 "), "{text}");
-    text
+/// A complete request still gets an answer beside the slow one: its status.
+async fn answers(addr: SocketAddr, path: &str) -> u16 {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test(start_paused = true)]
@@ -87,11 +90,10 @@ async fn the_callback_listener_closes_a_slowloris_connection() {
         .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], listener.port()).into();
     let took = drip(addr, "/callback?state=the-state&code=c").await;
-    assert!(took <= HEADER_TIMEOUT + Duration::from_secs(1), "{took:?}");
+    assert!(took <= HEADER_TIMEOUT + Duration::from_secs(2), "{took:?}");
     // The listener still answers (another flow's callback: refused), and the flow's
     // own callback still arrives.
-    let answer = answers(addr, "/callback?state=other&code=c").await;
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(answers(addr, "/callback?state=other&code=c").await, 400);
     let mut listener = listener;
     let own = tokio::spawn(async move {
         let arrived = listener
@@ -101,8 +103,10 @@ async fn the_callback_listener_closes_a_slowloris_connection() {
         assert_eq!(arrived.params.get("code"), Some("the-code"));
         let _ = arrived.reply.send(keyway::auth::loopback::Page::Done);
     });
-    let answer = answers(addr, "/callback?state=the-state&code=the-code").await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answers(addr, "/callback?state=the-state&code=the-code").await,
+        200
+    );
     own.await.unwrap();
 }
 
@@ -125,10 +129,9 @@ async fn the_gateway_closes_a_slowloris_connection() {
         Duration::from_secs(1),
     ));
     let took = drip(addr, "/mcp").await;
-    assert!(took <= HEADER_TIMEOUT + Duration::from_secs(1), "{took:?}");
+    assert!(took <= HEADER_TIMEOUT + Duration::from_secs(2), "{took:?}");
     // Without the token: refused, but answered.
-    let answer = answers(addr, "/mcp").await;
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(answers(addr, "/mcp").await, 401);
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,8 +154,8 @@ async fn the_settings_page_closes_a_slowloris_connection() {
     let (ui, _secret) = Ui::new(store, http, options, addr.port());
     tokio::spawn(ui.serve(listener, std::future::pending()));
     let took = drip(addr, "/").await;
-    assert!(took <= HEADER_TIMEOUT + Duration::from_secs(1), "{took:?}");
+    assert!(took <= HEADER_TIMEOUT + Duration::from_secs(2), "{took:?}");
     // Without the link's secret: refused, but answered.
-    let answer = answers(addr, "/").await;
-    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    let status = answers(addr, "/").await;
+    assert!((200..500).contains(&status), "{status}");
 }
