@@ -171,12 +171,31 @@ pub fn dpop_only<'a>(values: impl IntoIterator<Item = &'a str>) -> bool {
     all.iter().any(|c| c.scheme == "dpop") && !all.iter().any(|c| c.scheme == "bearer")
 }
 
+/// RFC 9110 §5.6.2 `tchar`.
 fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '!' | '#'
+                | '$'
+                | '%'
+                | '&'
+                | '\''
+                | '*'
+                | '+'
+                | '-'
+                | '.'
+                | '^'
+                | '_'
+                | '`'
+                | '|'
+                | '~'
+        )
 }
 
+/// RFC 9110 §11.2 `token68` characters, before its trailing `=`s.
 fn is_token68_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-._~+/".contains(c)
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '+' | '/')
 }
 
 struct Cursor<'a> {
