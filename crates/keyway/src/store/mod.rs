@@ -10,7 +10,9 @@
 
 mod binding;
 mod crypto;
+mod postgres;
 pub mod rmcp_adapter;
+mod sealed;
 mod sqlite;
 pub mod state;
 pub mod tokens;
@@ -21,6 +23,7 @@ use oauth2::{AccessToken, RefreshToken};
 use serde::{Deserialize, Serialize};
 
 pub use crypto::{KeySource, private_token_file};
+pub use postgres::{PgOptions, PostgresStore};
 pub use sqlite::{OpenOptions, SqliteStore};
 
 use crate::{
@@ -396,6 +399,10 @@ pub enum StoreError {
     /// SQLite failed (busy past its timeout, disk full, ...); SQLite's message.
     #[error("the store failed: {0}")]
     Sqlite(String),
+    /// The Postgres store failed (unreachable, a statement refused...); what
+    /// Postgres or the driver said, never the database's password.
+    #[error("the Postgres store failed: {0}")]
+    Postgres(String),
     /// A stored value does not decrypt or does not parse; what failed.
     #[error("a stored value cannot be decrypted or read ({0}); the store key may be wrong")]
     Decode(String),

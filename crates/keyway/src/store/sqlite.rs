@@ -9,26 +9,17 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use base64::Engine as _;
-use oauth2::{AccessToken, ClientSecret, RefreshToken};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
 
 use super::{
-    AuthKind, Credential, LastStatus, NewServer, OAuthCredential, PendingFlowSummary, ServerChange,
-    ServerRecord, Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
+    AuthKind, Credential, LastStatus, NewServer, PendingFlowSummary, ServerChange, ServerRecord,
+    Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
     crypto::{self, Cipher, KeySource},
-    from_unix, unix,
+    sealed, unix,
 };
 use crate::{
     Secret,
-    auth::{
-        AuthError, AuthMethod, RegistrationKind, RegistrationStore, StoredRegistration,
-        dpop::DpopKey,
-        profile::Quirks,
-        registration::{Management, RegistrationExtras},
-        token::TokenType,
-    },
+    auth::{AuthError, RegistrationStore, StoredRegistration},
 };
 
 /// The schema this keyway writes: 1, the tables ([`MIGRATIONS`]); 2, every sealed
@@ -500,44 +491,6 @@ fn now() -> u64 {
     unix(SystemTime::now())
 }
 
-fn decode_json<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode(format!("{what}: {e}")))
-}
-
-/// The sealed part of a credential.
-#[derive(Serialize, Deserialize)]
-struct CredentialSecret {
-    token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
-    /// `DPoP` for a DPoP-bound access token; absent for Bearer. Sealed, so nobody
-    /// can turn a bound token into a Bearer one by editing the file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    token_type: Option<String>,
-    /// The DPoP private key (PKCS#8 DER, base64url).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    dpop_key: Option<String>,
-    /// The provider's quirks, when not the standard's (token parameters may be
-    /// secret-ish: sealed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    quirks: Option<Quirks>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct RegistrationSecret {
-    client_secret: Option<String>,
-    /// A pre-registered private_key_jwt client's key (PEM) and algorithm.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    private_key_pem: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    signing_alg: Option<String>,
-    /// RFC 7592 management: `registration_client_uri` and its access token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    management_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    management_token: Option<String>,
-}
-
 const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
 
 fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
@@ -613,48 +566,7 @@ fn write_credential(
     c: &Credential,
     version: u64,
 ) -> Result<(), StoreError> {
-    let (secret, o): (CredentialSecret, Option<&OAuthCredential>) = match c {
-        Credential::Bearer { token } => (
-            CredentialSecret {
-                token: token.expose().to_owned(),
-                refresh_token: None,
-                token_type: None,
-                dpop_key: None,
-                quirks: None,
-            },
-            None,
-        ),
-        Credential::OAuth(o) => (
-            CredentialSecret {
-                token: o.access_token.secret().clone(),
-                refresh_token: o.refresh_token.as_ref().map(|r| r.secret().clone()),
-                token_type: (o.token_type == TokenType::Dpop).then(|| "DPoP".to_owned()),
-                dpop_key: o
-                    .dpop
-                    .as_ref()
-                    .map(|k| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.pkcs8())),
-                quirks: (o.quirks != Quirks::default()).then(|| o.quirks.clone()),
-            },
-            Some(o),
-        ),
-    };
-    let plain = zeroize::Zeroizing::new(
-        serde_json::to_vec(&secret).map_err(|e| StoreError::Decode(e.to_string()))?,
-    );
-    let as_metadata = o
-        .and_then(|o| o.as_metadata.as_ref())
-        .and_then(|m| serde_json::to_string(m).ok());
-    let aad = binding::credential(
-        server_id,
-        &binding::server_url(tx, server_id)?,
-        c.kind(),
-        o.map(|o| o.issuer.as_str()),
-        o.map(|o| o.token_endpoint.as_str()),
-        o.map(|o| o.client_id.as_str()),
-        o.map(|o| o.resource.as_str()),
-        as_metadata.as_deref(),
-    );
-    let sealed = cipher.seal(&aad, &plain);
+    let row = sealed::seal_credential(cipher, server_id, &binding::server_url(tx, server_id)?, c)?;
     tx.execute(
         "INSERT INTO credentials (server_id, kind, sealed, expires_at, issued_at, scope, issuer, token_endpoint,
                                   client_id, resource, as_metadata, version, updated_at)
@@ -666,16 +578,16 @@ fn write_credential(
              updated_at = excluded.updated_at",
         params![
             server_id,
-            c.kind(),
-            sealed,
-            o.and_then(|o| o.expires_at).map(|t| unix(t) as i64),
-            o.map(|o| unix(o.issued_at) as i64),
-            o.map(|o| o.scopes.join(" ")),
-            o.map(|o| o.issuer.as_str()),
-            o.map(|o| o.token_endpoint.as_str()),
-            o.map(|o| o.client_id.as_str()),
-            o.map(|o| o.resource.as_str()),
-            as_metadata,
+            row.kind,
+            row.sealed,
+            row.expires_at,
+            row.issued_at,
+            row.scope,
+            row.issuer,
+            row.token_endpoint,
+            row.client_id,
+            row.resource,
+            row.as_metadata,
             version as i64,
             now() as i64,
         ],
@@ -696,16 +608,18 @@ fn read_credential(
             params![server_id],
             |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
+                    sealed::CredentialRow {
+                        kind: r.get(0)?,
+                        sealed: r.get(1)?,
+                        expires_at: r.get(2)?,
+                        issued_at: r.get(3)?,
+                        scope: r.get(4)?,
+                        issuer: r.get(5)?,
+                        token_endpoint: r.get(6)?,
+                        client_id: r.get(7)?,
+                        resource: r.get(8)?,
+                        as_metadata: r.get(9)?,
+                    },
                     r.get::<_, i64>(10)?,
                     r.get::<_, i64>(11)?,
                     r.get::<_, String>(12)?,
@@ -714,101 +628,19 @@ fn read_credential(
             },
         )
         .optional()?;
-    let Some((
-        kind,
-        sealed,
-        expires,
-        issued,
-        scope,
-        issuer,
-        token_endpoint,
-        client_id,
-        resource,
-        meta,
-        version,
-        updated,
-        url,
-        name,
-    )) = row
-    else {
+    let Some((row, version, updated, url, name)) = row else {
         return Ok(None);
     };
-    let aad = binding::credential(
+    sealed::open_credential(
+        cipher,
         server_id,
         &url,
-        &kind,
-        issuer.as_deref(),
-        token_endpoint.as_deref(),
-        client_id.as_deref(),
-        resource.as_deref(),
-        meta.as_deref(),
-    );
-    let plain = cipher
-        .open(&aad, &sealed)
-        .map_err(|_| StoreError::Unreadable {
-            what: format!("the stored credential of {name}"),
-            fix: format!(
-                "`keyway logout {name}` forgets it; then `keyway authorize {name}` (or, for a token, remove the server and add it again with --token)"
-            ),
-        })?;
-    let secret: CredentialSecret = decode_json("credential", &plain)?;
-    let dpop = match &secret.dpop_key {
-        None => None,
-        Some(b64) => {
-            let der = zeroize::Zeroizing::new(
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(b64)
-                    .map_err(|e| StoreError::Decode(format!("the DPoP key of {name}: {e}")))?,
-            );
-            Some(std::sync::Arc::new(DpopKey::from_pkcs8(&der).map_err(
-                |e| StoreError::Decode(format!("the DPoP key of {name}: {e}")),
-            )?))
-        }
-    };
-    let token_type = match secret.token_type.as_deref() {
-        Some("DPoP") => TokenType::Dpop,
-        None => TokenType::Bearer,
-        // Never guess Bearer for a type this keyway does not know.
-        Some(other) => {
-            return Err(StoreError::Decode(format!(
-                "the credential of {name} has a token type this keyway does not know ({}); update keyway",
-                crate::auth::callback::printable(other)
-            )));
-        }
-    };
-    let credential = match kind.as_str() {
-        "bearer" => Credential::Bearer {
-            token: Secret::new(secret.token),
-        },
-        _ => {
-            let missing =
-                |what: &str| StoreError::Decode(format!("oauth credential without {what}"));
-            Credential::OAuth(Box::new(OAuthCredential {
-                access_token: AccessToken::new(secret.token),
-                refresh_token: secret.refresh_token.map(RefreshToken::new),
-                expires_at: expires.map(|s| from_unix(s.max(0) as u64)),
-                issued_at: from_unix(issued.unwrap_or(0).max(0) as u64),
-                scopes: scope
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
-                issuer: issuer.ok_or_else(|| missing("issuer"))?,
-                token_endpoint: token_endpoint.ok_or_else(|| missing("token endpoint"))?,
-                client_id: client_id.ok_or_else(|| missing("client id"))?,
-                resource: resource.ok_or_else(|| missing("resource"))?,
-                as_metadata: meta.and_then(|m| serde_json::from_str(&m).ok()),
-                token_type,
-                dpop,
-                quirks: secret.quirks.clone().unwrap_or_default(),
-            }))
-        }
-    };
-    Ok(Some(StoredCredential {
-        credential,
-        version: version as u64,
-        updated_at: updated as u64,
-    }))
+        &name,
+        row,
+        version as u64,
+        updated as u64,
+    )
+    .map(Some)
 }
 
 #[async_trait::async_trait]
@@ -832,14 +664,8 @@ impl Store for SqliteStore {
             if find_server(&tx, &s.name)?.is_some() {
                 return Err(StoreError::NameTaken(s.name.clone()));
             }
-            let names: Vec<&str> = s.headers.iter().map(|(k, _)| k.as_str()).collect();
-            let sealed_headers = if s.headers.is_empty() {
-                None
-            } else {
-                let pairs: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
-                let plain = zeroize::Zeroizing::new(serde_json::to_vec(&pairs).map_err(|e| StoreError::Decode(e.to_string()))?);
-                Some(cipher.seal(&binding::headers(&s.id, &s.url), &plain))
-            };
+            let (sealed_headers, names) =
+                sealed::seal_headers(cipher, &s.id, &s.url, &sealed::plain_headers(&s.headers))?;
             let t = now() as i64;
             tx.execute(
                 "INSERT INTO servers (id, name, url, transport, auth, enabled, sealed_headers, header_names, created_at, updated_at)
@@ -851,7 +677,7 @@ impl Store for SqliteStore {
                     s.transport.as_str(),
                     s.auth.as_str(),
                     sealed_headers,
-                    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()),
+                    names,
                     t
                 ],
             )?;
@@ -898,13 +724,14 @@ impl Store for SqliteStore {
             let Some((Some(sealed), url, name)) = row else {
                 return Ok(Vec::new());
             };
-            let plain = cipher
-                .open(&binding::headers(&id, &url), &sealed)
-                .map_err(|_| StoreError::Unreadable {
-                    what: format!("the stored headers of {name}"),
-                    fix: format!("remove {name} and add it again with its --header values"),
-                })?;
-            let pairs: Vec<(String, String)> = decode_json("headers", &plain)?;
+            let pairs = sealed::open_headers(
+                cipher,
+                &id,
+                &url,
+                &sealed,
+                format!("the stored headers of {name}"),
+                format!("remove {name} and add it again with its --header values"),
+            )?;
             Ok(pairs
                 .into_iter()
                 .map(|(k, v)| (k, Secret::new(v)))
@@ -1024,49 +851,32 @@ impl Store for SqliteStore {
                 // The headers: the new ones, or the old ones opened to be sealed to a
                 // new URL.
                 let headers: Option<Vec<(String, String)>> = match &change.headers {
-                    Some(h) => Some(
-                        h.iter()
-                            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                            .collect(),
-                    ),
+                    Some(h) => Some(sealed::plain_headers(h)),
                     None if moved => {
-                        let sealed: Option<Vec<u8>> = tx.query_row(
+                        let stored: Option<Vec<u8>> = tx.query_row(
                             "SELECT sealed_headers FROM servers WHERE id = ?1",
                             params![id],
                             |r| r.get(0),
                         )?;
-                        match sealed {
+                        match stored {
                             None => None,
-                            Some(sealed) => {
-                                let plain = cipher
-                                    .open(&binding::headers(&id, &old.url), &sealed)
-                                    .map_err(|_| StoreError::Unreadable {
-                                        what: format!("the stored headers of {}", old.name),
-                                        fix: "give the headers again with --header".into(),
-                                    })?;
-                                Some(decode_json("headers", &plain)?)
-                            }
+                            Some(stored) => Some(sealed::open_headers(
+                                cipher,
+                                &id,
+                                &old.url,
+                                &stored,
+                                format!("the stored headers of {}", old.name),
+                                "give the headers again with --header".into(),
+                            )?),
                         }
                     }
                     None => None,
                 };
                 if let Some(pairs) = &headers {
-                    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-                    let sealed = if pairs.is_empty() {
-                        None
-                    } else {
-                        let plain = zeroize::Zeroizing::new(
-                            serde_json::to_vec(pairs).map_err(|e| StoreError::Decode(e.to_string()))?,
-                        );
-                        Some(cipher.seal(&binding::headers(&id, &url), &plain))
-                    };
+                    let (sealed, names) = sealed::seal_headers(cipher, &id, &url, pairs)?;
                     tx.execute(
                         "UPDATE servers SET sealed_headers = ?2, header_names = ?3 WHERE id = ?1",
-                        params![
-                            id,
-                            sealed,
-                            serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
-                        ],
+                        params![id, sealed, names],
                     )?;
                 }
                 if moved {
@@ -1317,7 +1127,7 @@ impl SqliteStore {
             data.to_vec(),
         );
         self.run(move |conn, cipher| {
-            let sealed = cipher.seal(&format!("pending_flows.data:{key}"), &data);
+            let sealed = cipher.seal(&sealed::pending_flow_aad(&key), &data);
             conn.execute(
                 "INSERT OR REPLACE INTO pending_flows (state_hash, server_id, issuer, data, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1343,7 +1153,7 @@ impl SqliteStore {
             sealed
                 .map(|s| {
                     cipher
-                        .open(&format!("pending_flows.data:{key}"), &s)
+                        .open(&sealed::pending_flow_aad(&key), &s)
                         .map(|p| p.to_vec())
                 })
                 .transpose()
@@ -1392,65 +1202,18 @@ impl RegistrationStore for SqliteStore {
                         "SELECT client_id, sealed, auth_method, kind, redirect_uris FROM registrations WHERE issuer = ?1",
                         params![issuer],
                         |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, Option<Vec<u8>>>(1)?,
-                                r.get::<_, String>(2)?,
-                                r.get::<_, String>(3)?,
-                                r.get::<_, String>(4)?,
-                            ))
+                            Ok(sealed::RegistrationRow {
+                                client_id: r.get(0)?,
+                                sealed: r.get(1)?,
+                                auth_method: r.get(2)?,
+                                kind: r.get(3)?,
+                                redirect_uris: r.get(4)?,
+                            })
                         },
                     )
                     .optional()?;
-                let Some((client_id, sealed, method, kind, redirects)) = row else { return Ok(None) };
-                let secret: RegistrationSecret = match sealed {
-                    Some(s) => {
-                        let aad = binding::registration(&issuer, &client_id, &method, &kind, &redirects);
-                        let plain = cipher.open(&aad, &s).map_err(|_| StoreError::Unreadable {
-                            what: format!("the stored client registration at {issuer}"),
-                            fix: "authorize again: keyway registers anew when the server allows it, or pass --client-id and --client-secret".into(),
-                        })?;
-                        decode_json("registration", &plain)?
-                    }
-                    None => RegistrationSecret::default(),
-                };
-                let extras = RegistrationExtras {
-                    private_key: match &secret.private_key_pem {
-                        Some(pem) => Some(
-                            crate::auth::SigningKey::from_pem(
-                                &Secret::new(pem.as_str()),
-                                secret.signing_alg.as_deref(),
-                            )
-                            .map_err(|e| {
-                                StoreError::Decode(format!(
-                                    "the stored private key of the client at {issuer}: {e}"
-                                ))
-                            })?,
-                        ),
-                        None => None,
-                    },
-                    management: match (&secret.management_uri, &secret.management_token) {
-                        (Some(uri), Some(token)) => Some(Management {
-                            uri: uri.clone(),
-                            token: Secret::new(token.as_str()),
-                        }),
-                        _ => None,
-                    },
-                };
-                let client_secret = secret.client_secret.clone().map(ClientSecret::new);
-                Ok(Some(StoredRegistration {
-                    issuer: issuer.clone(),
-                    client_id,
-                    client_secret,
-                    auth_method: AuthMethod::parse(&method).unwrap_or(AuthMethod::None),
-                    redirect_uris: serde_json::from_str(&redirects).unwrap_or_default(),
-                    kind: match kind.as_str() {
-                        "preregistered" => RegistrationKind::Preregistered,
-                        "metadata_document" => RegistrationKind::MetadataDocument,
-                        _ => RegistrationKind::Dynamic,
-                    },
-                    extras,
-                }))
+                let Some(row) = row else { return Ok(None) };
+                sealed::open_registration(cipher, &issuer, row).map(Some)
             })
             .await?)
     }
@@ -1459,39 +1222,17 @@ impl RegistrationStore for SqliteStore {
         let r = r.clone();
         Ok(self
             .run(move |conn, cipher| {
-                let kind = match r.kind {
-                    RegistrationKind::Preregistered => "preregistered",
-                    RegistrationKind::MetadataDocument => "metadata_document",
-                    RegistrationKind::Dynamic => "dynamic",
-                };
-                let redirects = serde_json::to_string(&r.redirect_uris).unwrap_or_else(|_| "[]".into());
-                let secret = RegistrationSecret {
-                    client_secret: r.client_secret.as_ref().map(|s| s.secret().clone()),
-                    private_key_pem: r.extras.private_key.as_ref().map(|k| k.pem().expose().to_owned()),
-                    signing_alg: r.extras.private_key.as_ref().map(|k| k.algorithm()),
-                    management_uri: r.extras.management.as_ref().map(|m| m.uri.clone()),
-                    management_token: r.extras.management.as_ref().map(|m| m.token.expose().to_owned()),
-                };
-                let any = secret.client_secret.is_some()
-                    || secret.private_key_pem.is_some()
-                    || secret.management_uri.is_some();
-                let sealed = any.then(|| {
-                    let plain = zeroize::Zeroizing::new(
-                        serde_json::to_vec(&secret).unwrap_or_default(),
-                    );
-                    let aad = binding::registration(&r.issuer, &r.client_id, r.auth_method.as_str(), kind, &redirects);
-                    cipher.seal(&aad, &plain)
-                });
+                let row = sealed::seal_registration(cipher, &r);
                 conn.execute(
                     "INSERT OR REPLACE INTO registrations (issuer, client_id, sealed, auth_method, kind, redirect_uris, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         r.issuer,
-                        r.client_id,
-                        sealed,
-                        r.auth_method.as_str(),
-                        kind,
-                        redirects,
+                        row.client_id,
+                        row.sealed,
+                        row.auth_method,
+                        row.kind,
+                        row.redirect_uris,
                         now() as i64
                     ],
                 )?;

@@ -1,8 +1,11 @@
-//! The encrypted SQLite store, on real files in a temporary home.
+//! The encrypted store: SQLite on real files in a temporary home, Postgres on a
+//! throwaway cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod files;
+mod pg;
+mod postgres;
 mod records;
 mod refresh;
 mod tampering;

@@ -1,0 +1,1101 @@
+//! The Postgres store, for a gateway shared by a team across replicas: the same tables
+//! as the SQLite store, the same sealed values ([`sealed`]), written through a pool of
+//! tokio-postgres connections (deadpool-postgres).
+//!
+//! The key never lives in the database: it comes from `KEYWAY_STORE_KEY` or from the
+//! key file `store.key` in the key directory given to [`PostgresStore::open`] (made,
+//! 0600, for a new store when neither exists). A database sealed with another key is
+//! refused, never rewritten.
+//!
+//! Concurrency across replicas: every credential write locks its server's row first,
+//! so the compare-and-swap of [`Store::save_credential`] holds across processes and
+//! machines; leases are rows with an expiry, taken in one statement, so a holder that
+//! died frees its lease once the lease's time is up.
+//!
+//! Why tokio-postgres with deadpool-postgres rather than sqlx: keyway builds its SQL at
+//! run time and needs no compile-time checking or migrations runner (the SQLite store
+//! has its own), and tokio-postgres is the driver sqlx-free Rust Postgres code uses,
+//! with a small pool crate over it; sqlx would bring a second SQLite driver beside
+//! rusqlite.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Row, error::SqlState};
+
+use super::{
+    AuthKind, Credential, LastStatus, NewServer, PendingFlowSummary, ServerChange, ServerRecord,
+    Store, StoreError, StoreInfo, StoredCredential, Transport,
+    crypto::{self, Cipher, KeySource},
+    sealed, unix,
+};
+use crate::{
+    Secret,
+    auth::{AuthError, RegistrationStore, StoredRegistration},
+};
+
+/// The schema this keyway writes in Postgres (the SQLite store's schema 4, created
+/// whole: a Postgres store never held the older forms).
+const SCHEMA_VERSION: i64 = 4;
+const KEY_CHECK: &[u8] = b"keyway store key check v1";
+
+/// Connections the pool opens at most, unless configured.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long a connection may take to open before the store says the database cannot
+/// be reached.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS keyway_meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS servers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    transport TEXT NOT NULL CHECK (transport IN ('http', 'sse')),
+    auth TEXT NOT NULL CHECK (auth IN ('none', 'token', 'oauth')),
+    enabled BOOLEAN NOT NULL DEFAULT TRUE,
+    sealed_headers BYTEA,
+    header_names TEXT NOT NULL DEFAULT '[]',
+    last_status TEXT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    deleted_at BIGINT,
+    protocol TEXT,
+    tools BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS servers_live_name ON servers (name) WHERE deleted_at IS NULL;
+CREATE TABLE IF NOT EXISTS credentials (
+    server_id TEXT PRIMARY KEY REFERENCES servers (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('bearer', 'oauth')),
+    sealed BYTEA NOT NULL,
+    expires_at BIGINT,
+    issued_at BIGINT,
+    scope TEXT,
+    issuer TEXT,
+    token_endpoint TEXT,
+    client_id TEXT,
+    resource TEXT,
+    as_metadata TEXT,
+    version BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    CHECK (kind = 'bearer' OR (issuer IS NOT NULL AND token_endpoint IS NOT NULL
+                               AND client_id IS NOT NULL AND resource IS NOT NULL))
+);
+CREATE TABLE IF NOT EXISTS registrations (
+    issuer TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    sealed BYTEA,
+    auth_method TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    redirect_uris TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_flows (
+    state_hash TEXT PRIMARY KEY,
+    server_id TEXT,
+    issuer TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+"#;
+
+const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
+
+/// How to open a Postgres store.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Where the key file `store.key` is (or is made, for a new store) when
+    /// `KEYWAY_STORE_KEY` is not set.
+    pub key_dir: PathBuf,
+    /// Connections the pool opens at most.
+    pub pool_size: usize,
+}
+
+impl PgOptions {
+    /// The key file in `key_dir`, and [`DEFAULT_POOL_SIZE`] connections.
+    pub fn new(key_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            key_dir: key_dir.into(),
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
+/// The Postgres [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    cipher: std::sync::Arc<Cipher>,
+    key_source: KeySource,
+    /// The database's URL without its password, for messages.
+    shown: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.shown)
+            .field("key_source", &self.key_source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Postgres URL without its password (and without its query, which may carry
+/// one), for messages and `keyway doctor`.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(a Postgres URL keyway cannot read)".into(),
+    }
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        return StoreError::Postgres(format!("{} ({})", db.message(), db.code().code()));
+    }
+    StoreError::Postgres(crate::text::shown(&e.to_string(), 300))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        other => StoreError::Postgres(format!("no database connection: {other}")),
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        pg_error(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        pool_error(e)
+    }
+}
+
+fn now() -> i64 {
+    unix(SystemTime::now()) as i64
+}
+
+fn server_row(r: &Row) -> Result<ServerRecord, StoreError> {
+    let transport: String = r.try_get(3)?;
+    let auth: String = r.try_get(5)?;
+    let header_names: String = r.try_get(6)?;
+    let status: Option<String> = r.try_get(9)?;
+    Ok(ServerRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        url: r.try_get(2)?,
+        transport: Transport::parse(&transport).unwrap_or(Transport::Http),
+        enabled: r.try_get(4)?,
+        auth: AuthKind::parse(&auth).unwrap_or(AuthKind::None),
+        header_names: serde_json::from_str(&header_names).unwrap_or_default(),
+        created_at: r.try_get::<_, i64>(7)?.max(0) as u64,
+        updated_at: r.try_get::<_, i64>(8)?.max(0) as u64,
+        last_status: status.as_deref().and_then(LastStatus::parse),
+        last_error: r.try_get(10)?,
+        protocol: r.try_get(11)?,
+        tools: r
+            .try_get::<_, Option<i64>>(12)?
+            .and_then(|n| u32::try_from(n).ok()),
+    })
+}
+
+async fn find_server(
+    c: &impl deadpool_postgres::GenericClient,
+    name_or_id: &str,
+) -> Result<Option<ServerRecord>, StoreError> {
+    c.query_opt(
+        &format!(
+            "SELECT {SERVER_COLUMNS} FROM servers WHERE deleted_at IS NULL AND (id = $1 OR name = $1)
+             ORDER BY (id = $1) DESC LIMIT 1"
+        ),
+        &[&name_or_id],
+    )
+    .await?
+    .map(|r| server_row(&r))
+    .transpose()
+}
+
+/// Lock server `id`'s row for the rest of the transaction, so credential writes to
+/// it take turns across every replica; its URL, or `None` when it is not there.
+async fn lock_server(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT url FROM servers WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?)
+}
+
+async fn credential_version(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT version FROM credentials WHERE server_id = $1",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+        .map(|v| v.max(0) as u64))
+}
+
+async fn write_credential(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cipher: &Cipher,
+    server_id: &str,
+    server_url: &str,
+    c: &Credential,
+    version: u64,
+) -> Result<(), StoreError> {
+    let row = sealed::seal_credential(cipher, server_id, server_url, c)?;
+    tx.execute(
+        "INSERT INTO credentials (server_id, kind, sealed, expires_at, issued_at, scope, issuer, token_endpoint,
+                                  client_id, resource, as_metadata, version, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (server_id) DO UPDATE SET kind = excluded.kind, sealed = excluded.sealed,
+             expires_at = excluded.expires_at, issued_at = excluded.issued_at, scope = excluded.scope,
+             issuer = excluded.issuer, token_endpoint = excluded.token_endpoint, client_id = excluded.client_id,
+             resource = excluded.resource, as_metadata = excluded.as_metadata, version = excluded.version,
+             updated_at = excluded.updated_at",
+        &[
+            &server_id,
+            &row.kind,
+            &row.sealed,
+            &row.expires_at,
+            &row.issued_at,
+            &row.scope,
+            &row.issuer,
+            &row.token_endpoint,
+            &row.client_id,
+            &row.resource,
+            &row.as_metadata,
+            &(version as i64),
+            &now(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(m) if m.ends_with(&format!("({})", SqlState::UNIQUE_VIOLATION.code())))
+}
+
+impl PostgresStore {
+    /// Connect to the database at `url` (`postgres://user:password@host:port/db`,
+    /// TLS as its `sslmode` says, verified against the platform's roots), create the
+    /// tables in a new database, and find the key that opens it (see the module's
+    /// documentation).
+    ///
+    /// Fails when the database cannot be reached, when a newer keyway wrote it
+    /// ([`StoreError::TooNew`]), or when no key at hand opens it
+    /// ([`StoreError::KeyMissing`], [`StoreError::WrongKey`]); an existing database is
+    /// never rewritten or wiped.
+    pub async fn open(url: &Secret, options: PgOptions) -> Result<Self, StoreError> {
+        let shown = shown_url(url.expose());
+        let mut config: tokio_postgres::Config = url.expose().parse().map_err(|_| {
+            StoreError::Postgres(format!(
+                "{shown} is not a Postgres URL; give one as postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("keyway");
+        let tls = crate::http::tls_config().ok_or_else(|| {
+            StoreError::Postgres("no TLS configuration could be made for the database".into())
+        })?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Postgres(format!("cannot make the connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(format!(
+                "cannot reach the database {shown}: {}; check the URL, and that the database runs and takes connections from here",
+                match e.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => crate::text::shown(&e.to_string(), 300),
+                }
+            )),
+            other => pool_error(other),
+        })?;
+        let tx = client.transaction().await?;
+        // One migration at a time across replicas starting together.
+        tx.execute("SELECT pg_advisory_xact_lock(7271727)", &[])
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        let version: Option<i64> = tx
+            .query_opt(
+                "SELECT value FROM keyway_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await?
+            .map(|r| r.try_get::<_, Vec<u8>>(0))
+            .transpose()?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok());
+        match version {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::TooNew {
+                    path: PathBuf::from(&shown),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO keyway_meta (key, value) VALUES ('schema_version', $1)",
+                    &[&SCHEMA_VERSION.to_string().into_bytes()],
+                )
+                .await?;
+            }
+        }
+        let (key, key_source) = unlock(&tx, &options.key_dir, &shown).await?;
+        tx.commit().await?;
+        Ok(Self {
+            pool,
+            cipher: std::sync::Arc::new(Cipher::new(&key)),
+            key_source,
+            shown,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Whether a server has a credential row, without opening it.
+    pub async fn has_credential(&self, server_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM credentials WHERE server_id = $1",
+                &[&server_id],
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Record a pending flow (sealed), keyed by a hash of its `state`.
+    pub async fn save_pending_flow(
+        &self,
+        state: &str,
+        server_id: Option<&str>,
+        issuer: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = super::state::state_hash(state);
+        let sealed = self.cipher.seal(&sealed::pending_flow_aad(&key), data);
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO pending_flows (state_hash, server_id, issuer, data, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (state_hash) DO UPDATE SET server_id = excluded.server_id,
+                     issuer = excluded.issuer, data = excluded.data, created_at = excluded.created_at",
+                &[&key, &server_id, &issuer, &sealed, &now()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The data of a live pending flow.
+    pub async fn load_pending_flow(&self, state: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = super::state::state_hash(state);
+        let cutoff = now() - super::state::PENDING_FLOW_TTL.as_secs() as i64;
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT data FROM pending_flows WHERE state_hash = $1 AND created_at >= $2",
+                &[&key, &cutoff],
+            )
+            .await?;
+        row.map(|r| {
+            let sealed: Vec<u8> = r.try_get(0)?;
+            self.cipher
+                .open(&sealed::pending_flow_aad(&key), &sealed)
+                .map(|p| p.to_vec())
+        })
+        .transpose()
+    }
+
+    /// Forget a pending flow (none under that `state` is not an error).
+    pub async fn delete_pending_flow(&self, state: &str) -> Result<(), StoreError> {
+        let key = super::state::state_hash(state);
+        self.client()
+            .await?
+            .execute("DELETE FROM pending_flows WHERE state_hash = $1", &[&key])
+            .await?;
+        Ok(())
+    }
+}
+
+/// Find the key that opens this database, or make one for a new database (never
+/// stored in it: only a value sealed with it, to tell a wrong key).
+async fn unlock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key_dir: &Path,
+    shown: &str,
+) -> Result<(crypto::StoreKey, KeySource), StoreError> {
+    let check: Option<Vec<u8>> = tx
+        .query_opt("SELECT value FROM keyway_meta WHERE key = 'key_check'", &[])
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let Some(check) = check else {
+        let (key, source) = match crypto::candidate_keys(key_dir, false)?.into_iter().next() {
+            Some(found) => found,
+            None => {
+                std::fs::create_dir_all(key_dir).map_err(|source| StoreError::Io {
+                    path: key_dir.to_owned(),
+                    source,
+                })?;
+                crypto::create_key(key_dir, false)?
+            }
+        };
+        let sealed = Cipher::new(&key).seal("meta.key_check", KEY_CHECK);
+        tx.execute(
+            "INSERT INTO keyway_meta (key, value) VALUES ('key_check', $1)",
+            &[&sealed],
+        )
+        .await?;
+        return Ok((key, source));
+    };
+    let candidates = crypto::candidate_keys(key_dir, false)?;
+    if candidates.is_empty() {
+        return Err(StoreError::KeyMissing {
+            path: PathBuf::from(shown),
+            looked: crypto::looked_in(key_dir, false),
+        });
+    }
+    let tried: Vec<String> = candidates.iter().map(|(_, s)| s.to_string()).collect();
+    for (key, source) in candidates {
+        if Cipher::new(&key)
+            .open("meta.key_check", &check)
+            .is_ok_and(|v| v.as_slice() == KEY_CHECK)
+        {
+            return Ok((key, source));
+        }
+    }
+    Err(StoreError::WrongKey {
+        path: PathBuf::from(shown),
+        tried: tried.join(", "),
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn create_server(
+        &self,
+        s: &NewServer,
+        credential: Option<&Credential>,
+    ) -> Result<ServerRecord, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(existing) = find_server(&tx, &s.id).await?.filter(|e| e.id == s.id) {
+            if existing.name == s.name && existing.url == s.url {
+                return Ok(existing);
+            }
+            return Err(StoreError::NameTaken(s.id.clone()));
+        }
+        if find_server(&tx, &s.name).await?.is_some() {
+            return Err(StoreError::NameTaken(s.name.clone()));
+        }
+        let (sealed_headers, names) = sealed::seal_headers(
+            &self.cipher,
+            &s.id,
+            &s.url,
+            &sealed::plain_headers(&s.headers),
+        )?;
+        let t = now();
+        let inserted = tx
+            .execute(
+                "INSERT INTO servers (id, name, url, transport, auth, enabled, sealed_headers, header_names, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, TRUE, $6, $7, $8, $8)",
+                &[
+                    &s.id,
+                    &s.name,
+                    &s.url,
+                    &s.transport.as_str(),
+                    &s.auth.as_str(),
+                    &sealed_headers,
+                    &names,
+                    &t,
+                ],
+            )
+            .await
+            .map_err(StoreError::from);
+        // Another replica created the same name (or id) meanwhile.
+        if let Err(e) = inserted {
+            return Err(if is_unique_violation(&e) {
+                StoreError::NameTaken(s.name.clone())
+            } else {
+                e
+            });
+        }
+        if let Some(c) = credential {
+            write_credential(&tx, &self.cipher, &s.id, &s.url, c, 1).await?;
+        }
+        let record = find_server(&tx, &s.id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchServer(s.id.clone()))?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(record)
+    }
+
+    async fn servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {SERVER_COLUMNS} FROM servers WHERE deleted_at IS NULL ORDER BY name"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(server_row)
+            .collect()
+    }
+
+    async fn server(&self, name_or_id: &str) -> Result<Option<ServerRecord>, StoreError> {
+        find_server(&self.client().await?, name_or_id).await
+    }
+
+    async fn headers(&self, server_id: &str) -> Result<Vec<(String, Secret)>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT sealed_headers, url, name FROM servers WHERE id = $1",
+                &[&server_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(Vec::new());
+        };
+        let Some(stored) = row.try_get::<_, Option<Vec<u8>>>(0)? else {
+            return Ok(Vec::new());
+        };
+        let (url, name): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+        let pairs = sealed::open_headers(
+            &self.cipher,
+            server_id,
+            &url,
+            &stored,
+            format!("the stored headers of {name}"),
+            format!("remove {name} and add it again with its --header values"),
+        )?;
+        Ok(pairs
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect())
+    }
+
+    async fn set_enabled(&self, server_id: &str, enabled: bool) -> Result<(), StoreError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE servers SET enabled = $2, updated_at = $3 WHERE id = $1 AND deleted_at IS NULL",
+                &[&server_id, &enabled, &now()],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NoSuchServer(server_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        server_id: &str,
+        status: LastStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE servers SET last_status = $2, last_error = $3 WHERE id = $1",
+                &[&server_id, &status.as_str(), &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_protocol(
+        &self,
+        server_id: &str,
+        revision: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE servers SET protocol = $2 WHERE id = $1",
+                &[&server_id, &revision],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_tools(&self, server_id: &str, count: Option<u32>) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE servers SET tools = $2 WHERE id = $1",
+                &[&server_id, &count.map(i64::from)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM credentials WHERE server_id = $1",
+            &[&server_id],
+        )
+        .await?;
+        let n = tx
+            .execute(
+                "UPDATE servers SET deleted_at = $2, updated_at = $2, sealed_headers = NULL WHERE id = $1 AND deleted_at IS NULL",
+                &[&server_id, &now()],
+            )
+            .await?;
+        tx.commit().await?;
+        super::credential_written();
+        if n == 0 {
+            return Err(StoreError::NoSuchServer(server_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn purge_server(&self, server_id: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM credentials WHERE server_id = $1",
+            &[&server_id],
+        )
+        .await?;
+        tx.execute("DELETE FROM servers WHERE id = $1", &[&server_id])
+            .await?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(())
+    }
+
+    async fn update_server(
+        &self,
+        server_id: &str,
+        change: &ServerChange,
+    ) -> Result<ServerRecord, StoreError> {
+        let id = server_id;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if lock_server(&tx, id).await?.is_none() {
+            return Err(StoreError::NoSuchServer(id.to_owned()));
+        }
+        let old = find_server(&tx, id)
+            .await?
+            .filter(|s| s.id == id)
+            .ok_or_else(|| StoreError::NoSuchServer(id.to_owned()))?;
+        if let Some(name) = &change.name
+            && find_server(&tx, name)
+                .await?
+                .is_some_and(|other| other.id != id)
+        {
+            return Err(StoreError::NameTaken(name.clone()));
+        }
+        let url = change.url.clone().unwrap_or_else(|| old.url.clone());
+        let moved = url != old.url;
+        let headers: Option<Vec<(String, String)>> = match &change.headers {
+            Some(h) => Some(sealed::plain_headers(h)),
+            None if moved => {
+                let stored: Option<Vec<u8>> = tx
+                    .query_one("SELECT sealed_headers FROM servers WHERE id = $1", &[&id])
+                    .await?
+                    .try_get(0)?;
+                match stored {
+                    None => None,
+                    Some(stored) => Some(sealed::open_headers(
+                        &self.cipher,
+                        id,
+                        &old.url,
+                        &stored,
+                        format!("the stored headers of {}", old.name),
+                        "give the headers again with --header".into(),
+                    )?),
+                }
+            }
+            None => None,
+        };
+        if let Some(pairs) = &headers {
+            let (sealed, names) = sealed::seal_headers(&self.cipher, id, &url, pairs)?;
+            tx.execute(
+                "UPDATE servers SET sealed_headers = $2, header_names = $3 WHERE id = $1",
+                &[&id, &sealed, &names],
+            )
+            .await?;
+        }
+        if moved {
+            tx.execute("DELETE FROM credentials WHERE server_id = $1", &[&id])
+                .await?;
+            tx.execute(
+                "UPDATE servers SET url = $2, last_status = NULL, last_error = NULL, protocol = NULL, tools = NULL WHERE id = $1",
+                &[&id, &url],
+            )
+            .await?;
+        }
+        if let Some(name) = &change.name {
+            let renamed = tx
+                .execute("UPDATE servers SET name = $2 WHERE id = $1", &[&id, name])
+                .await
+                .map_err(StoreError::from);
+            if let Err(e) = renamed {
+                return Err(if is_unique_violation(&e) {
+                    StoreError::NameTaken(name.clone())
+                } else {
+                    e
+                });
+            }
+        }
+        if let Some(t) = change.transport {
+            tx.execute(
+                "UPDATE servers SET transport = $2, protocol = NULL WHERE id = $1",
+                &[&id, &t.as_str()],
+            )
+            .await?;
+        }
+        if let Some(a) = change.auth {
+            tx.execute(
+                "UPDATE servers SET auth = $2 WHERE id = $1",
+                &[&id, &a.as_str()],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE servers SET updated_at = $2 WHERE id = $1",
+            &[&id, &now()],
+        )
+        .await?;
+        let record = find_server(&tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchServer(id.to_owned()))?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(record)
+    }
+
+    async fn replace_server(&self, old_id: &str, new_id: &str) -> Result<ServerRecord, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let old = find_server(&tx, old_id)
+            .await?
+            .filter(|s| s.id == old_id)
+            .ok_or_else(|| StoreError::NoSuchServer(old_id.to_owned()))?;
+        tx.execute("DELETE FROM credentials WHERE server_id = $1", &[&old_id])
+            .await?;
+        tx.execute("DELETE FROM servers WHERE id = $1", &[&old_id])
+            .await?;
+        let n = tx
+            .execute(
+                "UPDATE servers SET name = $2, updated_at = $3 WHERE id = $1 AND deleted_at IS NULL",
+                &[&new_id, &old.name, &now()],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NoSuchServer(new_id.to_owned()));
+        }
+        let record = find_server(&tx, new_id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchServer(new_id.to_owned()))?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(record)
+    }
+
+    async fn credential(&self, server_id: &str) -> Result<Option<StoredCredential>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT c.kind, c.sealed, c.expires_at, c.issued_at, c.scope, c.issuer, c.token_endpoint,
+                        c.client_id, c.resource, c.as_metadata, c.version, c.updated_at, s.url, s.name
+                 FROM credentials c JOIN servers s ON s.id = c.server_id WHERE c.server_id = $1",
+                &[&server_id],
+            )
+            .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let row = sealed::CredentialRow {
+            kind: r.try_get(0)?,
+            sealed: r.try_get(1)?,
+            expires_at: r.try_get(2)?,
+            issued_at: r.try_get(3)?,
+            scope: r.try_get(4)?,
+            issuer: r.try_get(5)?,
+            token_endpoint: r.try_get(6)?,
+            client_id: r.try_get(7)?,
+            resource: r.try_get(8)?,
+            as_metadata: r.try_get(9)?,
+        };
+        let (version, updated): (i64, i64) = (r.try_get(10)?, r.try_get(11)?);
+        let (url, name): (String, String) = (r.try_get(12)?, r.try_get(13)?);
+        sealed::open_credential(
+            &self.cipher,
+            server_id,
+            &url,
+            &name,
+            row,
+            version.max(0) as u64,
+            updated.max(0) as u64,
+        )
+        .map(Some)
+    }
+
+    async fn save_credential(
+        &self,
+        server_id: &str,
+        credential: &Credential,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(url) = lock_server(&tx, server_id).await? else {
+            return Err(StoreError::NoSuchServer(server_id.to_owned()));
+        };
+        let current = credential_version(&tx, server_id).await?;
+        if let Some(expected) = expected_version
+            && current != Some(expected)
+        {
+            return Err(StoreError::Conflict);
+        }
+        let version = current.map_or(1, |v| v + 1);
+        write_credential(&tx, &self.cipher, server_id, &url, credential, version).await?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(version)
+    }
+
+    async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM credentials WHERE server_id = $1",
+                &[&server_id],
+            )
+            .await?;
+        super::credential_written();
+        Ok(())
+    }
+
+    async fn set_token(&self, server_id: &str, token: &Secret) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(url) = lock_server(&tx, server_id).await? else {
+            return Err(StoreError::NoSuchServer(server_id.to_owned()));
+        };
+        tx.execute(
+            "UPDATE servers SET auth = 'token', updated_at = $2 WHERE id = $1",
+            &[&server_id, &now()],
+        )
+        .await?;
+        let version = credential_version(&tx, server_id)
+            .await?
+            .map_or(1, |v| v + 1);
+        let c = Credential::Bearer {
+            token: token.clone(),
+        };
+        write_credential(&tx, &self.cipher, server_id, &url, &c, version).await?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(version)
+    }
+
+    /// A lease is a row with an expiry: taken when there is none, when it has
+    /// expired (its holder died or hung), or when `holder` holds it already (which
+    /// extends it). One statement, so two replicas never both take it.
+    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let until = now_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "INSERT INTO leases (key, holder, expires_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+                 WHERE leases.expires_at_ms <= $4 OR leases.holder = excluded.holder
+                 RETURNING holder",
+                &[&key, &holder, &until, &now_ms],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM leases WHERE key = $1 AND holder = $2",
+                &[&key, &holder],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pending_flows(&self) -> Result<Vec<PendingFlowSummary>, StoreError> {
+        let client = self.client().await?;
+        let cutoff = now() - super::state::PENDING_FLOW_TTL.as_secs() as i64;
+        client
+            .execute(
+                "DELETE FROM pending_flows WHERE created_at < $1",
+                &[&cutoff],
+            )
+            .await?;
+        client
+            .query(
+                "SELECT server_id, issuer, created_at FROM pending_flows ORDER BY created_at",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PendingFlowSummary {
+                    server_id: r.try_get(0)?,
+                    issuer: r.try_get(1)?,
+                    created_at: r.try_get::<_, i64>(2)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> StoreInfo {
+        StoreInfo {
+            path: PathBuf::from(&self.shown),
+            key_source: self.key_source.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::auth::PendingFlows for PostgresStore {
+    async fn begin(&self, state: &str, flow: &crate::auth::PendingFlow) -> Result<(), AuthError> {
+        let data = zeroize::Zeroizing::new(
+            serde_json::to_vec(flow).map_err(|e| AuthError::Store(e.to_string()))?,
+        );
+        Ok(self
+            .save_pending_flow(state, None, &flow.issuer, &data)
+            .await?)
+    }
+
+    async fn end(&self, state: &str) -> Result<(), AuthError> {
+        Ok(self.delete_pending_flow(state).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl RegistrationStore for PostgresStore {
+    async fn load(&self, issuer: &str) -> Result<Option<StoredRegistration>, AuthError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT client_id, sealed, auth_method, kind, redirect_uris FROM registrations WHERE issuer = $1",
+                &[&issuer],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let row = sealed::RegistrationRow {
+            client_id: r.try_get(0).map_err(StoreError::from)?,
+            sealed: r.try_get(1).map_err(StoreError::from)?,
+            auth_method: r.try_get(2).map_err(StoreError::from)?,
+            kind: r.try_get(3).map_err(StoreError::from)?,
+            redirect_uris: r.try_get(4).map_err(StoreError::from)?,
+        };
+        Ok(Some(sealed::open_registration(&self.cipher, issuer, row)?))
+    }
+
+    async fn save(&self, r: &StoredRegistration) -> Result<(), AuthError> {
+        let row = sealed::seal_registration(&self.cipher, r);
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO registrations (issuer, client_id, sealed, auth_method, kind, redirect_uris, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (issuer) DO UPDATE SET client_id = excluded.client_id, sealed = excluded.sealed,
+                     auth_method = excluded.auth_method, kind = excluded.kind,
+                     redirect_uris = excluded.redirect_uris, created_at = excluded.created_at",
+                &[
+                    &r.issuer,
+                    &row.client_id,
+                    &row.sealed,
+                    &row.auth_method,
+                    &row.kind,
+                    &row.redirect_uris,
+                    &now(),
+                ],
+            )
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn forget(&self, issuer: &str) -> Result<(), AuthError> {
+        self.client()
+            .await?
+            .execute("DELETE FROM registrations WHERE issuer = $1", &[&issuer])
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+}
