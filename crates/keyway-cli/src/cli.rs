@@ -29,6 +29,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KEYWAY_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// Keep servers and credentials in this Postgres database instead of the home's
+    /// SQLite file (a team's gateway). No password here: other users see arguments;
+    /// put the whole URL in KEYWAY_STORE, or the password in PGPASSWORD. The store key
+    /// comes from KEYWAY_STORE_KEY or the home's store.key, never the database.
+    #[arg(long, global = true, value_name = "postgres://USER@HOST:PORT/DB")]
+    pub store: Option<String>,
+
     /// Print results as JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use keyway::store::{LocationError, StoreLocation};
+
 use crate::cli::GlobalArgs;
 
 #[derive(Debug, Clone)]
@@ -13,6 +15,8 @@ pub struct Settings {
     pub home_explicit: bool,
     /// Use the OS keychain for the store key (off with KEYWAY_NO_KEYCHAIN=1).
     pub use_keychain: bool,
+    /// Where the store is: `--store`, else `KEYWAY_STORE`, else the home.
+    pub store: Result<StoreLocation, LocationError>,
 }
 
 impl Settings {
@@ -22,6 +26,12 @@ impl Settings {
             home_explicit: global.home.is_some(),
             use_keychain: std::env::var_os("KEYWAY_NO_KEYCHAIN")
                 .is_none_or(|v| v.is_empty() || v == "0"),
+            store: match &global.store {
+                Some(flag) => StoreLocation::parse(flag, true),
+                None => {
+                    StoreLocation::parse(&std::env::var("KEYWAY_STORE").unwrap_or_default(), false)
+                }
+            },
         }
     }
 }

@@ -38,6 +38,7 @@ mod hostile;
 mod interactive;
 mod knobs;
 mod legacy;
+pub mod postgres;
 mod resource;
 mod serve;
 mod shared;

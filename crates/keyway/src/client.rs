@@ -66,8 +66,8 @@ use crate::{
         wire::{self, Wire, WireConfig, WireError, WireKind},
     },
     store::{
-        AuthKind, Credential, LastStatus, OpenOptions, ServerRecord, SqliteStore, Store,
-        StoreError, Transport,
+        AnyStore, AuthKind, Credential, LastStatus, OpenOptions, ServerRecord, Store, StoreError,
+        StoreLocation, Transport,
         tokens::{StoredTokens, credential_from_grant},
     },
 };
@@ -118,6 +118,9 @@ pub struct Options {
     pub home: PathBuf,
     /// Whether the store key is in the OS keychain ([`keychain_wanted`] by default).
     pub use_keychain: bool,
+    /// Where saved servers are: the home's SQLite store (the default) or a Postgres
+    /// database, whose key comes from `KEYWAY_STORE_KEY` or the home's key file.
+    pub store: StoreLocation,
     /// The MCP revision to speak ([`Protocol::Auto`] by default).
     pub protocol: Protocol,
 }
@@ -130,6 +133,7 @@ impl Default for Options {
             reporter: Arc::new(Silent),
             home: default_home(),
             use_keychain: keychain_wanted(),
+            store: StoreLocation::Home,
             protocol: Protocol::Auto,
         }
     }
@@ -295,7 +299,7 @@ pub enum Credentials {
     /// authorizations are saved there.
     Stored {
         /// The store.
-        store: SqliteStore,
+        store: AnyStore,
         /// The server.
         server: ServerRecord,
         /// Its tokens.
@@ -705,7 +709,7 @@ impl Policy {
 /// Save what an authorization yielded for a saved server: its pre-registered client
 /// (so a refresh finds it), the credential, and the status.
 pub async fn save_grant(
-    store: &SqliteStore,
+    store: &AnyStore,
     server_id: &str,
     grant: &Grant,
 ) -> Result<(), ClientError> {
@@ -760,21 +764,24 @@ impl Session {
             })?;
             return Self::open_url(url, options).await;
         }
-        let store = SqliteStore::open(
+        let store = AnyStore::open(
+            &options.store,
             &options.home,
             OpenOptions {
                 use_keychain: options.use_keychain,
             },
-        )?;
+        )
+        .await?;
         Self::open_stored(store, target, options).await
     }
 
     /// A session with the server saved as `name` (or with that id) in `store`.
     pub async fn open_stored(
-        store: SqliteStore,
+        store: impl Into<AnyStore>,
         name: &str,
         options: Options,
     ) -> Result<Self, ClientError> {
+        let store = store.into();
         let server = store
             .server(name)
             .await?

@@ -61,7 +61,7 @@ pub async fn execute(args: &AddArgs, settings: &Settings, quiet: bool) -> Result
     let options = auth::options(&args.auth)?;
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let req = AddRequest {
         url: url.clone(),
         name: args.name.clone(),

@@ -5,7 +5,7 @@ use anyhow::{Context, anyhow};
 use keyway::{
     auth::{AuthOptions, Grant},
     manage::AuthorizeError,
-    store::{Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError},
+    store::{AnyStore, Credential, LastStatus, ServerRecord, Store, StoreError},
 };
 
 use super::{auth, store};
@@ -22,7 +22,7 @@ pub async fn run(
     printer: &Printer,
 ) -> Result<(), CliError> {
     let options = auth::options(&args.auth)?;
-    let store = store::open(settings)?;
+    let store = store::open(settings).await?;
     let server = store::find(&store, &args.name).await?;
     if server.auth == keyway::store::AuthKind::Token {
         let client = keyway::auth::ClientOptions {
@@ -52,7 +52,7 @@ pub async fn run(
 /// A server saved with a static token whose server offers no OAuth sign-in: say so,
 /// rather than try to register with an authorization server that is not there.
 async fn refuse_token_only(
-    store: &SqliteStore,
+    store: &AnyStore,
     server: &ServerRecord,
     client: keyway::auth::ClientOptions,
 ) -> Result<(), CliError> {
@@ -83,7 +83,7 @@ async fn refuse_token_only(
 /// Run the flow for a saved server and save what it yields
 /// ([`keyway::manage::authorize`]).
 pub async fn authorize_server(
-    store: &SqliteStore,
+    store: &AnyStore,
     server: &ServerRecord,
     options: AuthOptions,
     quiet: bool,
@@ -107,7 +107,7 @@ pub fn authorize_error(e: AuthorizeError) -> CliError {
 }
 
 pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let store = store::open(settings)?;
+    let store = store::open(settings).await?;
     let server = store::find(&store, &args.name).await?;
     let stored = match store.credential(&server.id).await {
         Ok(s) => s,
@@ -155,7 +155,7 @@ pub async fn logout(args: NameArg, settings: &Settings, printer: &Printer) -> Re
 }
 
 /// Whether a credential row exists, readable or not.
-async fn has_credential(store: &SqliteStore, server_id: &str) -> Result<bool, CliError> {
+async fn has_credential(store: &AnyStore, server_id: &str) -> Result<bool, CliError> {
     store
         .has_credential(server_id)
         .await

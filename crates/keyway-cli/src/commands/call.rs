@@ -21,7 +21,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         (None, [server, tool]) => (Some(server.clone()), tool.clone()),
         // `github__search_issues`, as `keyway tools` and `keyway serve` name it.
         (None, [prefixed]) => {
-            let st = store::open(settings)?;
+            let st = store::open(settings).await?;
             let (server, tool) = by_prefixed_name(&st, prefixed).await?;
             (Some(server), tool)
         }
@@ -42,6 +42,8 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
         reporter: auth::reporter(printer.quiet()),
         home: settings.home.clone(),
         use_keychain: settings.use_keychain,
+        // The store is opened here, below, and handed over.
+        store: keyway::store::StoreLocation::Home,
         protocol: args.protocol.clone(),
     };
     let waiting = crate::progress::Waiting::start(format!(
@@ -57,7 +59,7 @@ pub async fn run(args: CallArgs, settings: &Settings, printer: &Printer) -> Resu
             Session::open_url(url, options).await
         }
         None => {
-            let st = store::open(settings)?;
+            let st = store::open(settings).await?;
             Session::open_stored(st, target.as_deref().unwrap_or_default(), options).await
         }
     }
@@ -124,7 +126,7 @@ fn arguments(raw: &str) -> Result<JsonObject, CliError> {
 /// The saved server and tool of a prefixed name (`github__search_issues`), with the
 /// prefixes `keyway tools` gives the enabled servers.
 async fn by_prefixed_name(
-    st: &keyway::store::SqliteStore,
+    st: &keyway::store::AnyStore,
     name: &str,
 ) -> Result<(String, String), CliError> {
     use keyway::store::Store;

@@ -65,6 +65,7 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
         home: home.path().join("home"),
         home_explicit: true,
         use_keychain: false,
+        store: Ok(keyway::store::StoreLocation::Home),
     };
     let mut knobs = Knobs::default();
     knobs.token_lifetime = TOKEN_LIFETIME;
@@ -124,7 +125,7 @@ pub async fn run(args: DemoArgs, _settings: &Settings, printer: &Printer) -> Res
     ));
 
     // 3. List.
-    let st = store::open(&settings)?;
+    let st = store::open(&settings).await?;
     let mut rows = Vec::new();
     for rec in st.servers().await.map_err(store::store_error)? {
         rows.push(servers::row(&st, &rec).await?.0);

@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let rec = store::find(&st, &args.name).await?;
     let mut change = ServerChange::default();
     let mut notes = Vec::new();

@@ -116,7 +116,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         // The tokens it obtains are kept for the URL: in the server saved for it, or
         // a new entry (named by --save, or after the host), so the next start of the
         // client does not authorize again.
-        let st = store::open(settings)?;
+        let st = store::open(settings).await?;
         let saved = match &args.save {
             Some(name) => st.server(name).await.map_err(store::store_error)?,
             None => st
@@ -192,7 +192,7 @@ pub async fn run(args: ProxyArgs, settings: &Settings, printer: &Printer) -> Res
         };
         (st, server)
     } else {
-        let st = store::open(settings)?;
+        let st = store::open(settings).await?;
         let server = store::find(&st, &args.target).await?;
         (st, server)
     };

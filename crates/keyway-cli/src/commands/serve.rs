@@ -23,7 +23,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             "listening on {addr}, beyond loopback, needs --token-file (a token you hand to the clients on purpose)"
         )));
     }
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let http = args.deadlines.client()?;
     let mut upstreams = Vec::new();
     for s in st

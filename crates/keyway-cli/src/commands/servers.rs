@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use keyway::{
     status::{Action, State},
-    store::{Credential, ServerRecord, SqliteStore, Store},
+    store::{AnyStore, Credential, ServerRecord, Store},
 };
 
 use super::store;
@@ -15,10 +15,7 @@ use crate::{cli::NameArg, exit::CliError, printer::Printer, settings::Settings};
 pub type Row = keyway::manage::Card;
 
 /// The row of `rec` and its credential, when it can be read.
-pub async fn row(
-    st: &SqliteStore,
-    rec: &ServerRecord,
-) -> Result<(Row, Option<Credential>), CliError> {
+pub async fn row(st: &AnyStore, rec: &ServerRecord) -> Result<(Row, Option<Credential>), CliError> {
     keyway::manage::card(st, rec)
         .await
         .map_err(store::store_error)
@@ -49,7 +46,7 @@ fn now() -> u64 {
 }
 
 pub async fn list(settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let mut rows = Vec::new();
     for rec in st.servers().await.map_err(store::store_error)? {
         rows.push(row(&st, &rec).await?.0);
@@ -121,7 +118,7 @@ pub fn print_table(rows: &[Row], printer: &Printer) {
 }
 
 pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let rec = store::find(&st, &args.name).await?;
     let (r, cred) = row(&st, &rec).await?;
     let credential = match &cred {
@@ -229,7 +226,7 @@ pub async fn show(args: NameArg, settings: &Settings, printer: &Printer) -> Resu
 }
 
 pub async fn remove(args: NameArg, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let rec = store::find(&st, &args.name).await?;
     // Its tokens are revoked first, as logout does: a removed server should leave no
     // live grant behind at its authorization server.
@@ -257,7 +254,7 @@ pub async fn set_enabled(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let rec = store::find(&st, &args.name).await?;
     st.set_enabled(&rec.id, enabled)
         .await
@@ -278,8 +275,10 @@ pub async fn doctor(
 ) -> Result<(), CliError> {
     let home_mode = home_mode(&settings.home);
     let db = settings.home.join("keyway.db");
-    // A doctor that made a store (and a key) would change what it reports on.
-    if !db.exists() {
+    // A doctor that made a store (and a key) would change what it reports on. A
+    // Postgres store is opened whatever it holds.
+    let in_home = matches!(settings.store, Ok(keyway::store::StoreLocation::Home));
+    if in_home && !db.exists() {
         if printer.json_mode() {
             printer.json(&serde_json::json!({
                 "home": settings.home,
@@ -299,7 +298,7 @@ pub async fn doctor(
         }
         return Ok(());
     }
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let info = st.describe();
     let records = st.servers().await.map_err(store::store_error)?;
     let checked = if args.offline {

@@ -3,7 +3,7 @@
 use anyhow::anyhow;
 use keyway::{
     Secret,
-    store::{OpenOptions, ServerRecord, SqliteStore, Store, StoreError},
+    store::{AnyStore, OpenOptions, ServerRecord, Store, StoreError},
 };
 
 use crate::{
@@ -12,13 +12,19 @@ use crate::{
     settings::Settings,
 };
 
-pub fn open(settings: &Settings) -> Result<SqliteStore, CliError> {
-    SqliteStore::open(
+pub async fn open(settings: &Settings) -> Result<AnyStore, CliError> {
+    let location = settings
+        .store
+        .clone()
+        .map_err(|e| CliError::failure(e).with_status(ExitStatus::Usage))?;
+    AnyStore::open(
+        &location,
         &settings.home,
         OpenOptions {
             use_keychain: settings.use_keychain,
         },
     )
+    .await
     .map_err(store_error)
 }
 
@@ -39,7 +45,7 @@ pub fn store_error(e: StoreError) -> CliError {
 }
 
 /// The names of the saved servers (to pick a new one that is not taken).
-pub async fn names(store: &SqliteStore) -> Result<Vec<String>, CliError> {
+pub async fn names(store: &AnyStore) -> Result<Vec<String>, CliError> {
     Ok(store
         .servers()
         .await
@@ -50,7 +56,7 @@ pub async fn names(store: &SqliteStore) -> Result<Vec<String>, CliError> {
 }
 
 /// The servers `names` names (by name or id), or every enabled one when it is empty.
-pub async fn chosen(store: &SqliteStore, names: &[String]) -> Result<Vec<ServerRecord>, CliError> {
+pub async fn chosen(store: &AnyStore, names: &[String]) -> Result<Vec<ServerRecord>, CliError> {
     if names.is_empty() {
         return Ok(store
             .servers()
@@ -76,7 +82,7 @@ pub fn header_pairs(headers: &[(http::HeaderName, Secret)]) -> Vec<(String, Secr
 }
 
 /// A saved server by name or id.
-pub async fn find(store: &SqliteStore, name: &str) -> Result<ServerRecord, CliError> {
+pub async fn find(store: &AnyStore, name: &str) -> Result<ServerRecord, CliError> {
     store
         .server(name)
         .await
@@ -296,7 +302,7 @@ pub fn header_names(
 
 /// A saved server's extra headers, ready to send.
 pub async fn saved_headers(
-    store: &SqliteStore,
+    store: &AnyStore,
     server: &ServerRecord,
 ) -> Result<Vec<(http::HeaderName, Secret)>, CliError> {
     Ok(header_names(
@@ -363,7 +369,7 @@ pub fn choice(t: keyway::store::Transport) -> keyway::mcp::TransportChoice {
 
 /// Whether a saved server is still there and enabled (asked before reconnecting).
 pub struct StillSaved {
-    pub store: SqliteStore,
+    pub store: AnyStore,
     pub id: String,
 }
 

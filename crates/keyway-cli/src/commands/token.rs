@@ -22,7 +22,7 @@ pub async fn set_token(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let server = store::find(&st, &args.name).await?;
     if server.auth == AuthKind::Oauth {
         return Err(CliError::failure(anyhow!(SetTokenError::OAuthServer {

@@ -9,7 +9,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use keyway::{
     mcp::{ConnectError, Connection, WireConfig},
     merge,
-    store::{LastStatus, ServerRecord, SqliteStore, Store, tokens::StoredTokens},
+    store::{AnyStore, LastStatus, ServerRecord, Store, tokens::StoredTokens},
 };
 use serde::Serialize;
 
@@ -79,7 +79,7 @@ pub async fn run(
     printer: &Printer,
 ) -> Result<(), CliError> {
     let timeout = Duration::from_secs_f64(args.timeout);
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let servers = store::chosen(&st, &args.names).await?;
     if servers.is_empty() {
         let saved = st.servers().await.map_err(store::store_error)?.len();
@@ -305,7 +305,7 @@ fn nothing_answered(rows: &[ServerRow]) -> Result<(), CliError> {
 /// Connect to one server and list its tools within `timeout` (a dropped connection
 /// gets one more try), and record how it went as the server's state; how long it took.
 pub async fn check_one(
-    st: &SqliteStore,
+    st: &AnyStore,
     s: &ServerRecord,
     http: &keyway::http::WireClient,
     timeout: Duration,
@@ -351,7 +351,7 @@ pub struct Checked {
 
 /// Check `servers` at once (the disabled ones are reported, not contacted).
 pub async fn check_servers(
-    st: &SqliteStore,
+    st: &AnyStore,
     servers: &[ServerRecord],
     timeout: Duration,
 ) -> anyhow::Result<Vec<Checked>> {
@@ -399,7 +399,7 @@ pub async fn check(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let servers = if args.names.is_empty() {
         st.servers().await.map_err(store::store_error)?
     } else {
@@ -486,7 +486,7 @@ pub fn checked_outcome(checked: &[Checked]) -> Result<(), CliError> {
 
 /// Connect and list; a dropped connection gets one more try.
 async fn list_with_retry(
-    st: &SqliteStore,
+    st: &AnyStore,
     s: &ServerRecord,
     http: &keyway::http::WireClient,
     what: What,
@@ -501,7 +501,7 @@ async fn list_with_retry(
 }
 
 async fn list_once(
-    st: &SqliteStore,
+    st: &AnyStore,
     s: &ServerRecord,
     http: &keyway::http::WireClient,
     what: What,

@@ -420,7 +420,7 @@ pub async fn import(
         entries.extend(found);
         results.extend(skipped);
     }
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     // A URL that is saved already (by an earlier import or an add) is not added again.
@@ -610,7 +610,7 @@ pub async fn export(
     settings: &Settings,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let servers = store::chosen(&st, &args.names).await?;
     if servers.is_empty() {
         return Err(CliError::failure(anyhow!("no enabled servers to export"))

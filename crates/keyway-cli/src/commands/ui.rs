@@ -12,7 +12,7 @@ use crate::{cli::UiArgs, exit::CliError, printer::Printer, settings::Settings};
 pub async fn run(args: UiArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
     let stop = StopSignals::install()?;
     let options = auth::options(&args.auth)?;
-    let st = store::open(settings)?;
+    let st = store::open(settings).await?;
     let http =
         keyway::http::WireClient::new(&Default::default()).context("building the HTTP client")?;
     let port = args.listen.unwrap_or(0);

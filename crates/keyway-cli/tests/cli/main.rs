@@ -13,6 +13,7 @@ mod harness;
 mod hygiene;
 mod legacy;
 mod lifecycle;
+mod postgres;
 mod profiles;
 mod proxy;
 mod proxy_url;

@@ -17,7 +17,7 @@ use crate::{
     naming,
     probe::{Probe, ProbeClass, ProbeOptions},
     store::{
-        AuthKind, Credential, LastStatus, NewServer, ServerRecord, SqliteStore, Store, StoreError,
+        AnyStore, AuthKind, Credential, LastStatus, NewServer, ServerRecord, Store, StoreError,
         Transport, tokens::StoredTokens,
     },
 };
@@ -139,7 +139,7 @@ impl AddError {
 /// (and its headers) away; after it, the server stays whatever happens, and listing
 /// its tools only records how that went.
 pub async fn add(
-    st: &SqliteStore,
+    st: &AnyStore,
     http: &crate::http::WireClient,
     req: AddRequest,
     reporter: Arc<dyn Reporter>,
@@ -336,7 +336,7 @@ pub fn new_id() -> String {
 }
 
 async fn report(
-    st: &SqliteStore,
+    st: &AnyStore,
     rec: &ServerRecord,
     class: &str,
     tools: Option<usize>,
@@ -396,7 +396,7 @@ pub enum AuthorizeError {
 /// Run the flow for a saved server and save what it yields (with the pre-registered
 /// client it used, so refreshes can authenticate later).
 pub async fn authorize(
-    st: &SqliteStore,
+    st: &AnyStore,
     http: &crate::http::WireClient,
     rec: &ServerRecord,
     options: AuthOptions,
@@ -462,7 +462,7 @@ pub enum VerifyError {
 /// Connect with the stored credential and list tools; the outcome becomes the
 /// server's status (and tool count, and protocol revision).
 pub async fn verify(
-    st: &SqliteStore,
+    st: &AnyStore,
     http: &crate::http::WireClient,
     rec: &ServerRecord,
     progress: &dyn Progress,

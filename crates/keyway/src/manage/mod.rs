@@ -22,7 +22,7 @@ use crate::{
     probe::{Probe, ProbeClass, ProbeOptions},
     status::{Action, CredentialView, State, state_and_action},
     store::{
-        AuthKind, Credential, LastStatus, ServerRecord, SqliteStore, Store, StoreError,
+        AnyStore, AuthKind, Credential, LastStatus, ServerRecord, Store, StoreError,
         StoredCredential, Transport,
     },
 };
@@ -79,7 +79,7 @@ pub struct Card {
 /// The card of `rec`, and its credential when it can be read. A credential that does
 /// not open is this server's problem ([`Card::unreadable`]), not an error.
 pub async fn card(
-    st: &SqliteStore,
+    st: &AnyStore,
     rec: &ServerRecord,
 ) -> Result<(Card, Option<Credential>), StoreError> {
     let per_row = |e: &StoreError| {
@@ -136,7 +136,7 @@ pub async fn card(
 }
 
 /// The cards of every saved server, in the store's order.
-pub async fn cards(st: &SqliteStore) -> Result<Vec<Card>, StoreError> {
+pub async fn cards(st: &AnyStore) -> Result<Vec<Card>, StoreError> {
     let mut out = Vec::new();
     for rec in st.servers().await? {
         out.push(card(st, &rec).await?.0);
@@ -202,7 +202,7 @@ pub fn header_names(
 
 /// A saved server's headers as they are sent ([`header_names`]).
 pub async fn saved_headers(
-    st: &SqliteStore,
+    st: &AnyStore,
     rec: &ServerRecord,
 ) -> Result<Vec<(http::HeaderName, Secret)>, StoreError> {
     Ok(header_names(st.headers(&rec.id).await?))
@@ -256,7 +256,7 @@ impl std::fmt::Display for Revocation {
 
 /// Revoke a stored credential at its authorization server, when it can be (RFC 7009:
 /// the refresh token, which takes the access tokens with it, else the access token).
-pub async fn revoke(st: &SqliteStore, credential: &Credential) -> Revocation {
+pub async fn revoke(st: &AnyStore, credential: &Credential) -> Revocation {
     let Credential::OAuth(o) = credential else {
         return Revocation::StaticToken;
     };
@@ -348,7 +348,7 @@ impl std::fmt::Display for Removal {
 /// Revoke what `rec` holds, if anything can be read (RFC 7009), then remove it and
 /// its credential; then delete its dynamic registration where the server allows it
 /// (RFC 7592) and no other saved server uses that client.
-pub async fn remove(st: &SqliteStore, rec: &ServerRecord) -> Result<Removal, StoreError> {
+pub async fn remove(st: &AnyStore, rec: &ServerRecord) -> Result<Removal, StoreError> {
     let stored = st.credential(&rec.id).await;
     let revocation = match &stored {
         Ok(Some(stored)) => Some(revoke(st, &stored.credential).await),
@@ -371,7 +371,7 @@ pub async fn remove(st: &SqliteStore, rec: &ServerRecord) -> Result<Removal, Sto
 
 /// Delete (RFC 7592) and forget the dynamic registration `o` was issued to, unless
 /// another saved server's credential names the same client.
-async fn deregister(st: &SqliteStore, o: &crate::store::OAuthCredential) -> Option<Deregistration> {
+async fn deregister(st: &AnyStore, o: &crate::store::OAuthCredential) -> Option<Deregistration> {
     let registration = RegistrationStore::load(st, &o.issuer)
         .await
         .ok()
@@ -468,7 +468,7 @@ pub enum SetTokenError {
 /// `check` is false, when a token that cannot be tried is saved anyway). A refused
 /// token is never saved.
 pub async fn set_token(
-    st: &SqliteStore,
+    st: &AnyStore,
     http: &crate::http::WireClient,
     rec: &ServerRecord,
     token: &Secret,

@@ -8,6 +8,7 @@
 //! missing or wrong is an error and is never wiped; a refresh that rotates a refresh
 //! token happens once across all processes ([`tokens::StoredTokens`]).
 
+mod any;
 mod binding;
 mod crypto;
 mod postgres;
@@ -22,6 +23,7 @@ use std::{fmt, path::PathBuf, time::SystemTime};
 use oauth2::{AccessToken, RefreshToken};
 use serde::{Deserialize, Serialize};
 
+pub use any::{AnyStore, LocationError, StoreLocation};
 pub use crypto::{KeySource, private_token_file};
 pub use postgres::{PgOptions, PostgresStore};
 pub use sqlite::{OpenOptions, SqliteStore};

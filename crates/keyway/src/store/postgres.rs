@@ -131,11 +131,15 @@ impl PgOptions {
     }
 }
 
-/// The Postgres [`Store`].
+/// The Postgres [`Store`]; clones share one pool.
 #[derive(Clone)]
 pub struct PostgresStore {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
     pool: Pool,
-    cipher: std::sync::Arc<Cipher>,
+    cipher: Cipher,
     key_source: KeySource,
     /// The database's URL without its password, for messages.
     shown: String,
@@ -144,8 +148,8 @@ pub struct PostgresStore {
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("database", &self.shown)
-            .field("key_source", &self.key_source)
+            .field("database", &self.inner.shown)
+            .field("key_source", &self.inner.key_source)
             .finish_non_exhaustive()
     }
 }
@@ -391,15 +395,17 @@ impl PostgresStore {
         let (key, key_source) = unlock(&tx, &options.key_dir, &shown).await?;
         tx.commit().await?;
         Ok(Self {
-            pool,
-            cipher: std::sync::Arc::new(Cipher::new(&key)),
-            key_source,
-            shown,
+            inner: std::sync::Arc::new(Inner {
+                pool,
+                cipher: Cipher::new(&key),
+                key_source,
+                shown,
+            }),
         })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        Ok(self.pool.get().await?)
+        Ok(self.inner.pool.get().await?)
     }
 
     /// Whether a server has a credential row, without opening it.
@@ -424,7 +430,10 @@ impl PostgresStore {
         data: &[u8],
     ) -> Result<(), StoreError> {
         let key = super::state::state_hash(state);
-        let sealed = self.cipher.seal(&sealed::pending_flow_aad(&key), data);
+        let sealed = self
+            .inner
+            .cipher
+            .seal(&sealed::pending_flow_aad(&key), data);
         self.client()
             .await?
             .execute(
@@ -452,7 +461,8 @@ impl PostgresStore {
             .await?;
         row.map(|r| {
             let sealed: Vec<u8> = r.try_get(0)?;
-            self.cipher
+            self.inner
+                .cipher
                 .open(&sealed::pending_flow_aad(&key), &sealed)
                 .map(|p| p.to_vec())
         })
@@ -542,7 +552,7 @@ impl Store for PostgresStore {
             return Err(StoreError::NameTaken(s.name.clone()));
         }
         let (sealed_headers, names) = sealed::seal_headers(
-            &self.cipher,
+            &self.inner.cipher,
             &s.id,
             &s.url,
             &sealed::plain_headers(&s.headers),
@@ -574,7 +584,7 @@ impl Store for PostgresStore {
             });
         }
         if let Some(c) = credential {
-            write_credential(&tx, &self.cipher, &s.id, &s.url, c, 1).await?;
+            write_credential(&tx, &self.inner.cipher, &s.id, &s.url, c, 1).await?;
         }
         let record = find_server(&tx, &s.id)
             .await?
@@ -620,7 +630,7 @@ impl Store for PostgresStore {
         };
         let (url, name): (String, String) = (row.try_get(1)?, row.try_get(2)?);
         let pairs = sealed::open_headers(
-            &self.cipher,
+            &self.inner.cipher,
             server_id,
             &url,
             &stored,
@@ -761,7 +771,7 @@ impl Store for PostgresStore {
                 match stored {
                     None => None,
                     Some(stored) => Some(sealed::open_headers(
-                        &self.cipher,
+                        &self.inner.cipher,
                         id,
                         &old.url,
                         &stored,
@@ -773,7 +783,7 @@ impl Store for PostgresStore {
             None => None,
         };
         if let Some(pairs) = &headers {
-            let (sealed, names) = sealed::seal_headers(&self.cipher, id, &url, pairs)?;
+            let (sealed, names) = sealed::seal_headers(&self.inner.cipher, id, &url, pairs)?;
             tx.execute(
                 "UPDATE servers SET sealed_headers = $2, header_names = $3 WHERE id = $1",
                 &[&id, &sealed, &names],
@@ -886,7 +896,7 @@ impl Store for PostgresStore {
         let (version, updated): (i64, i64) = (r.try_get(10)?, r.try_get(11)?);
         let (url, name): (String, String) = (r.try_get(12)?, r.try_get(13)?);
         sealed::open_credential(
-            &self.cipher,
+            &self.inner.cipher,
             server_id,
             &url,
             &name,
@@ -915,7 +925,15 @@ impl Store for PostgresStore {
             return Err(StoreError::Conflict);
         }
         let version = current.map_or(1, |v| v + 1);
-        write_credential(&tx, &self.cipher, server_id, &url, credential, version).await?;
+        write_credential(
+            &tx,
+            &self.inner.cipher,
+            server_id,
+            &url,
+            credential,
+            version,
+        )
+        .await?;
         tx.commit().await?;
         super::credential_written();
         Ok(version)
@@ -950,7 +968,7 @@ impl Store for PostgresStore {
         let c = Credential::Bearer {
             token: token.clone(),
         };
-        write_credential(&tx, &self.cipher, server_id, &url, &c, version).await?;
+        write_credential(&tx, &self.inner.cipher, server_id, &url, &c, version).await?;
         tx.commit().await?;
         super::credential_written();
         Ok(version)
@@ -1018,8 +1036,8 @@ impl Store for PostgresStore {
 
     fn describe(&self) -> StoreInfo {
         StoreInfo {
-            path: PathBuf::from(&self.shown),
-            key_source: self.key_source.to_string(),
+            path: PathBuf::from(&self.inner.shown),
+            key_source: self.inner.key_source.to_string(),
         }
     }
 }
@@ -1062,11 +1080,15 @@ impl RegistrationStore for PostgresStore {
             kind: r.try_get(3).map_err(StoreError::from)?,
             redirect_uris: r.try_get(4).map_err(StoreError::from)?,
         };
-        Ok(Some(sealed::open_registration(&self.cipher, issuer, row)?))
+        Ok(Some(sealed::open_registration(
+            &self.inner.cipher,
+            issuer,
+            row,
+        )?))
     }
 
     async fn save(&self, r: &StoredRegistration) -> Result<(), AuthError> {
-        let row = sealed::seal_registration(&self.cipher, r);
+        let row = sealed::seal_registration(&self.inner.cipher, r);
         self.client()
             .await?
             .execute(

@@ -10,13 +10,13 @@ use rmcp::transport::auth::{
     StoredAuthorizationState, StoredCredentials, VendorExtraTokenFields,
 };
 
-use super::{Credential, OAuthCredential, SqliteStore, Store, from_unix, unix};
+use super::{AnyStore, Credential, OAuthCredential, Store, from_unix, unix};
 
 /// rmcp's `CredentialStore` for one stored server. rmcp's credentials carry no token
 /// endpoint or resource, so the adapter is made with the binding they belong to.
 #[derive(Debug, Clone)]
 pub struct RmcpCredentials {
-    store: SqliteStore,
+    store: AnyStore,
     server_id: String,
     token_endpoint: String,
     resource: String,
@@ -26,7 +26,13 @@ pub struct RmcpCredentials {
 impl RmcpCredentials {
     /// The adapter for the stored server `server_id`; credentials rmcp saves are bound
     /// to `token_endpoint` and `resource`.
-    pub fn new(store: SqliteStore, server_id: &str, token_endpoint: &str, resource: &str) -> Self {
+    pub fn new(
+        store: impl Into<AnyStore>,
+        server_id: &str,
+        token_endpoint: &str,
+        resource: &str,
+    ) -> Self {
+        let store = store.into();
         Self {
             store,
             server_id: server_id.to_owned(),
@@ -177,7 +183,7 @@ impl CredentialStore for RmcpCredentials {
 
 /// Releases the lease when dropped.
 struct LeaseGuard {
-    store: SqliteStore,
+    store: AnyStore,
     key: String,
     holder: String,
 }
@@ -196,13 +202,14 @@ impl Drop for LeaseGuard {
 /// rmcp's `StateStore` over the pending flows table.
 #[derive(Debug, Clone)]
 pub struct RmcpStates {
-    store: SqliteStore,
+    store: AnyStore,
     issuer: String,
 }
 
 impl RmcpStates {
     /// The adapter for flows against the authorization server `issuer`.
-    pub fn new(store: SqliteStore, issuer: &str) -> Self {
+    pub fn new(store: impl Into<AnyStore>, issuer: &str) -> Self {
+        let store = store.into();
         Self {
             store,
             issuer: issuer.to_owned(),

@@ -42,7 +42,7 @@ use crate::{
     Secret,
     auth::{AuthOptions, Callbacks},
     manage::Card,
-    store::SqliteStore,
+    store::AnyStore,
 };
 
 /// What the page is made with.
@@ -76,7 +76,7 @@ pub struct Ui {
 
 #[derive(Debug)]
 struct Inner {
-    store: SqliteStore,
+    store: AnyStore,
     http: crate::http::WireClient,
     options: UiOptions,
     port: u16,
@@ -116,11 +116,12 @@ impl Ui {
     /// The page's state for a listener on 127.0.0.1:`port`, and the one-time secret
     /// its link carries (`http://127.0.0.1:PORT/login?k=SECRET`).
     pub fn new(
-        store: SqliteStore,
+        store: impl Into<AnyStore>,
         http: crate::http::WireClient,
         options: UiOptions,
         port: u16,
     ) -> (Self, Secret) {
+        let store = store.into();
         let (sessions, secret) = Sessions::new(port);
         let callbacks = Callbacks::new(format!(
             "http://127.0.0.1:{port}{}",
@@ -287,7 +288,7 @@ impl Ui {
         self.inner.poke.notify_one();
     }
 
-    fn store(&self) -> &SqliteStore {
+    fn store(&self) -> &AnyStore {
         &self.inner.store
     }
 }

@@ -298,3 +298,34 @@ async fn pg_the_database_password_is_never_shown() {
     assert!(text.contains("cannot reach the database"), "{text}");
     assert!(!text.contains("not-the-password-42"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_one_refresh_across_replicas() {
+    use std::sync::Arc;
+
+    use keyway::store::tokens::StoredTokens;
+
+    let url = pg::cluster().fresh_database().await;
+    let keys = tempfile::tempdir().unwrap();
+    let a = open(&url, keys.path()).await;
+    let tb = crate::refresh::authorized_in(|_| {}, a.clone(), Default::default()).await;
+    // Another handle on the database stands for another replica.
+    let b = open(&url, keys.path()).await;
+    let sources = [
+        StoredTokens::new(Arc::new(a.clone()), "srv"),
+        StoredTokens::new(Arc::new(b), "srv"),
+    ];
+    let tasks = (0..16).map(|i| {
+        let s = sources[i % 2].clone();
+        tokio::spawn(async move { s.current().await.unwrap().unwrap() })
+    });
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(access_token(&t.await.unwrap()));
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "everyone got the one new token");
+    assert_eq!(tb.stats().refreshes, 1);
+    assert_eq!(tb.stats().reuse_revocations, 0);
+    assert_eq!(a.credential("srv").await.unwrap().unwrap().version, 2);
+}

@@ -45,10 +45,24 @@ async fn authorized_with(
     home: &std::path::Path,
     opts: AuthOptions,
 ) -> (Testbed, keyway::store::SqliteStore) {
+    let store = open(home).unwrap();
+    let tb = authorized_in(knobs, store.clone(), opts).await;
+    (tb, store)
+}
+
+/// A testbed, and `store` holding the server `srv` on it with a credential due for a
+/// refresh (authorized through the testbed, as a person would).
+pub async fn authorized_in<S>(
+    knobs: impl FnOnce(&mut Knobs),
+    store: S,
+    opts: AuthOptions,
+) -> Testbed
+where
+    S: Store + keyway::auth::RegistrationStore + Clone + 'static,
+{
     let mut k = Knobs::default();
     knobs(&mut k);
     let tb = Testbed::start(k).await.unwrap();
-    let store = open(home).unwrap();
     let opts = AuthOptions {
         browser: BrowserMode::Follow,
         ..opts
@@ -72,7 +86,7 @@ async fn authorized_with(
         headers: vec![],
     };
     store.create_server(&server, Some(&c)).await.unwrap();
-    (tb, store)
+    tb
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -434,7 +448,7 @@ async fn a_private_key_jwt_client_refreshes_from_the_store_in_another_process() 
         headers: vec![],
     };
     store.create_server(&server, None).await.unwrap();
-    keyway::client::save_grant(&store, "srv", &grant)
+    keyway::client::save_grant(&store.clone().into(), "srv", &grant)
         .await
         .unwrap();
     drop(store);
