@@ -32,7 +32,7 @@ pub struct GlobalArgs {
     /// Keep servers and credentials in this Postgres database instead of the home's
     /// SQLite file (a team's gateway). No password here: other users see arguments;
     /// put the whole URL in KEYWAY_STORE, or the password in PGPASSWORD. The store key
-    /// comes from KEYWAY_STORE_KEY or the home's store.key, never the database.
+    /// comes from KEYWAY_STORE_KEY (the same on every machine), never the database.
     #[arg(long, global = true, value_name = "postgres://USER@HOST:PORT/DB")]
     pub store: Option<String>,
 
@@ -185,7 +185,7 @@ pub enum Command {
     /// (as `prefix__name`) and resources, each call routed to its server. On stdio by
     /// default; Streamable HTTP with --listen.
     #[command(
-        after_help = "Examples:\n  keyway serve                                  (stdio, for one MCP client)\n  keyway serve --listen 127.0.0.1:8931 --token-file ~/.keyway-serve-token"
+        after_help = "Examples:\n  keyway serve                                  (stdio, for one MCP client)\n  keyway serve --listen 127.0.0.1:8931 --token-file ~/.keyway-serve-token\n  keyway serve --listen 0.0.0.0:8931 --token-file /run/secrets/token --check-config\n\nProbes (no token needed): GET /healthz answers 200 while the gateway serves; GET /readyz\nanswers 200 when its store answers, else 503."
     )]
     Serve(ServeArgs),
 
@@ -415,6 +415,12 @@ pub struct ServeArgs {
     /// (where two use one name, the first server wins, and the start says so).
     #[arg(long, value_name = "MODE", default_value = "always")]
     pub prefix: keyway::gateway::PrefixMode,
+
+    /// Check what the gateway would start with and exit: the flags, the token file, the
+    /// store and its key, each enabled server's URL, headers and credential. Contacts
+    /// no server and listens on nothing; exits 1 when something would fail.
+    #[arg(long)]
+    pub check_config: bool,
 
     #[command(flatten)]
     pub deadlines: DeadlineArgs,

@@ -62,6 +62,17 @@ impl CliError {
         }
     }
 
+    /// The error and its hint in one line, for a report that lists several.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Usage(e) => e.to_string().trim().to_owned(),
+            Self::Failed { error, hint, .. } => match hint {
+                Some(h) => format!("{error:#} ({h})"),
+                None => format!("{error:#}"),
+            },
+        }
+    }
+
     /// A failed connection: exit 3 when the fix is to authorize.
     pub fn connect(e: keyway::mcp::ConnectError) -> Self {
         if e.needs_authorization() {

@@ -660,7 +660,7 @@ impl Policy {
                 // Whatever comes of it, the credential may have changed under us.
                 let _forget = ForgetOnDrop(tokens);
                 let lease = format!("authorize:{}", server.id);
-                let holder = format!("keyway-{}", std::process::id());
+                let holder = crate::store::lease_holder("keyway");
                 let started = tokio::time::Instant::now();
                 let wait_limit =
                     self.authorizer.options().callback_timeout + Duration::from_secs(30);

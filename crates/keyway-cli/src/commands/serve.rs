@@ -14,7 +14,6 @@ use super::{store, testbed_signals::StopSignals};
 use crate::{cli::ServeArgs, exit::CliError, printer::Printer, settings::Settings};
 
 pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
-    let _ = printer;
     if let Some(addr) = args.listen
         && !addr.ip().is_loopback()
         && args.token_file.is_none()
@@ -22,6 +21,9 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         return Err(store::usage(format!(
             "listening on {addr}, beyond loopback, needs --token-file (a token you hand to the clients on purpose)"
         )));
+    }
+    if args.check_config {
+        return check_config(&args, settings, printer).await;
     }
     let st = store::open(settings).await?;
     let http = args.deadlines.client()?;
@@ -109,7 +111,11 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 gw.clone(),
                 Guard::for_addr(local, token, &args.allowed_host),
                 limits,
-            );
+            )
+            // The probes, outside the guard: they carry no token.
+            .merge(gateway::health::routes(Arc::new(
+                gateway::health::StoreAnswers(st.clone()),
+            )));
             eprintln!("keyway gateway on http://{local}/mcp for {count} server(s)");
             eprintln!(
                 "clients send Authorization: Bearer <the token in {}>",
@@ -187,4 +193,131 @@ fn read_token(path: &std::path::Path, ours: bool) -> Result<Secret, CliError> {
         }
     }
     Ok(Secret::new(token.to_owned()))
+}
+
+/// `keyway serve --check-config`: what the gateway would start with, checked without
+/// contacting a server or listening. Problems (what would fail) exit 1; warnings
+/// (what would start but not work yet, such as a server needing authorization) do not.
+async fn check_config(
+    args: &ServeArgs,
+    settings: &Settings,
+    printer: &Printer,
+) -> Result<(), CliError> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    match (args.listen, &args.token_file) {
+        (None, _) => lines.push("listen      stdio".into()),
+        (Some(addr), Some(path)) => {
+            lines.push(format!("listen      http://{addr}/mcp"));
+            match read_token(path, false) {
+                Ok(_) => lines.push(format!(
+                    "token       {} (readable, long enough)",
+                    path.display()
+                )),
+                Err(e) => problems.push(format!("the token file: {}", e.message())),
+            }
+        }
+        (Some(addr), None) => {
+            lines.push(format!("listen      http://{addr}/mcp"));
+            let path = settings.home.join(GATEWAY_TOKEN_FILE);
+            lines.push(format!(
+                "token       {} ({})",
+                path.display(),
+                if path.exists() {
+                    "there"
+                } else {
+                    "made at the first start"
+                }
+            ));
+        }
+    }
+    // A check that made a store (and a key) would change what it checks.
+    if matches!(settings.store, Ok(keyway::store::StoreLocation::Home))
+        && !settings.home.join("keyway.db").exists()
+    {
+        lines.push(format!(
+            "store       none yet in {}",
+            settings.home.display()
+        ));
+        warnings.push("no servers: the gateway would offer nothing (keyway add URL)".into());
+        return report(printer, lines, problems, warnings);
+    }
+    let st = match store::open(settings).await {
+        Ok(st) => st,
+        Err(e) => {
+            // Nothing else can be checked without the store.
+            problems.push(format!("the store: {}", e.message()));
+            return report(printer, lines, problems, warnings);
+        }
+    };
+    let info = st.describe();
+    lines.push(format!("store       {}", info.path.display()));
+    lines.push(format!("key         {}", info.key_source));
+    let servers = st.servers().await.map_err(store::store_error)?;
+    let enabled: Vec<_> = servers.iter().filter(|s| s.enabled).collect();
+    lines.push(format!(
+        "servers     {} enabled of {}",
+        enabled.len(),
+        servers.len()
+    ));
+    if enabled.is_empty() {
+        warnings
+            .push("no enabled servers: the gateway would offer nothing (keyway add URL)".into());
+    }
+    for s in enabled {
+        if let Err(e) = store::saved_url(s) {
+            problems.push(format!("{}: {}", s.name, e.message()));
+            continue;
+        }
+        if let Err(e) = st.headers(&s.id).await {
+            problems.push(format!("{}: its headers: {e}", s.name));
+        }
+        match st.credential(&s.id).await {
+            Ok(Some(_)) => {}
+            Ok(None) if s.auth == keyway::store::AuthKind::None => {}
+            Ok(None) => warnings.push(format!(
+                "{} has no credential yet: its tools answer with an error until `keyway authorize {}`",
+                s.name, s.name
+            )),
+            Err(e) => problems.push(format!("{}: {e}", s.name)),
+        }
+    }
+    report(printer, lines, problems, warnings)
+}
+
+fn report(
+    printer: &Printer,
+    lines: Vec<String>,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+) -> Result<(), CliError> {
+    if printer.json_mode() {
+        printer.json(&serde_json::json!({
+            "ok": problems.is_empty(),
+            "checked": lines,
+            "problems": problems,
+            "warnings": warnings,
+        }))?;
+    } else {
+        for l in &lines {
+            printer.result(l);
+        }
+        for w in &warnings {
+            printer.result(format!("warning     {w}"));
+        }
+        for p in &problems {
+            printer.result(format!("problem     {p}"));
+        }
+        if problems.is_empty() {
+            printer.result("config      ok: the gateway would start");
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(
+        CliError::failure(anyhow!("{} problem(s) found", problems.len()))
+            .with_hint("each is listed above with what to do"),
+    )
 }

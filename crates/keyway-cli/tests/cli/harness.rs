@@ -21,6 +21,9 @@ impl Keyway {
             // Never the user's keychain: the store key goes in a file in the test home.
             .env("KEYWAY_NO_KEYCHAIN", "1")
             .env_remove("KEYWAY_STORE_KEY")
+            // Never the user's team store either.
+            .env_remove("KEYWAY_STORE")
+            .env_remove("PGPASSWORD")
             .env_remove("KEYWAY_TOKEN")
             .env_remove("KEYWAY_CLIENT_SECRET")
             .env_remove("KEYWAY_LOG")

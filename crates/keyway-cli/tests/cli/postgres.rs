@@ -4,8 +4,11 @@
 
 use crate::harness::{Keyway, json, stderr, stdout, testbed};
 
+/// A team's store key (32 bytes, base64).
+const KEY: &str = "a2V5d2F5J3MgdGVhbSBzdG9yZSBrZXksIDMyIGJ5dGU=";
+
 /// `keyway ARGS` with the store in the database at `url` (the URL, password and all,
-/// in the environment, where other users cannot read it).
+/// in the environment, where other users cannot read it) and the store key `key`.
 async fn run(k: &Keyway, url: &str, key: Option<&str>, args: &[&str]) -> std::process::Output {
     let mut cmd = k.cmd(args);
     cmd.env("KEYWAY_STORE", url);
@@ -20,22 +23,30 @@ async fn two_homes_share_servers_and_tokens_through_one_postgres_store() {
     let url = keyway_testbed::postgres::cluster().fresh_database().await;
     let tb = testbed(|_| {}).await;
     let first = Keyway::new();
+    // A new store without its key: refused, with how to make one.
+    let out = run(&first, &url, None, &["list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("head -c 32 /dev/urandom"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(
         &first,
         &url,
-        None,
+        Some(KEY),
         &["add", tb.mcp_url(), "--name", "work", "--browser", "follow"],
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    // Nothing went to the home's SQLite file; the key did go to the home (0600).
+    // Nothing went to the home: no SQLite file, no key file.
     assert!(!first.home.path().join("keyway.db").exists());
-    let key = std::fs::read_to_string(first.home.path().join("store.key")).unwrap();
+    assert!(!first.home.path().join("store.key").exists());
 
     // Another home (another machine of the team) with the same key sees the server
     // and uses its tokens: no second authorization.
     let second = Keyway::new();
-    let out = run(&second, &url, Some(key.trim()), &["list", "--json"]).await;
+    let out = run(&second, &url, Some(KEY), &["list", "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = json(&out);
     assert_eq!(rows[0]["name"], "work");
@@ -43,7 +54,7 @@ async fn two_homes_share_servers_and_tokens_through_one_postgres_store() {
     let out = run(
         &second,
         &url,
-        Some(key.trim()),
+        Some(KEY),
         &[
             "call",
             "work",
@@ -54,7 +65,7 @@ async fn two_homes_share_servers_and_tokens_through_one_postgres_store() {
     )
     .await;
     assert_eq!(stdout(&out), "from the team store\n", "{}", stderr(&out));
-    let out = run(&second, &url, Some(key.trim()), &["doctor", "--offline"]).await;
+    let out = run(&second, &url, Some(KEY), &["doctor", "--offline"]).await;
     let text = stdout(&out);
     assert!(
         text.contains("store       postgres://keyway:***@"),
@@ -71,7 +82,7 @@ async fn two_homes_share_servers_and_tokens_through_one_postgres_store() {
         "{}",
         stderr(&out)
     );
-    let out = run(&second, &url, Some(key.trim()), &["list", "--json"]).await;
+    let out = run(&second, &url, Some(KEY), &["list", "--json"]).await;
     assert_eq!(json(&out).as_array().unwrap().len(), 1);
 }
 
@@ -106,4 +117,63 @@ async fn a_store_flag_with_a_password_or_of_another_kind_is_refused() {
     assert!(err.contains("cannot reach the database"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
     assert!(!k.home.path().join("keyway.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_on_postgres_answers_its_probes_and_is_not_ready_without_its_store() {
+    let url = keyway_testbed::postgres::cluster().fresh_database().await;
+    let tb = testbed(|k| k.open = true).await;
+    let k = Keyway::new();
+    let out = run(
+        &k,
+        &url,
+        Some(KEY),
+        &["add", tb.mcp_url(), "--name", "open"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_child, gw) = crate::serve::listen_with(
+        &k,
+        &[],
+        &[("KEYWAY_STORE", url.as_str()), ("KEYWAY_STORE_KEY", KEY)],
+    )
+    .await;
+    let base = gw.url.trim_end_matches("/mcp").to_owned();
+    let http = reqwest::Client::new();
+    let get = |path: &str, host: &str| {
+        http.get(format!("{base}{path}"))
+            .header("host", host)
+            .send()
+    };
+    // No token, and a Host the guard would refuse: probes come from anywhere.
+    let r = get("/healthz", "10.1.2.3:8788").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    let r = get("/readyz", "10.1.2.3:8788").await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The MCP endpoint is still guarded.
+    let r = http.post(&gw.url).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The database goes away (no new connections, the open ones ended): not ready,
+    // and the answer says no more than that.
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let admin =
+        keyway_testbed::postgres::connect(&url.replace(&format!("/{name}"), "/postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .unwrap();
+    let r = get("/readyz", "localhost").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), "not ready\n");
+    assert_eq!(get("/healthz", "localhost").await.unwrap().status(), 200);
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    assert_eq!(get("/readyz", "localhost").await.unwrap().status(), 200);
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
-    harness::{Keyway, dead_mcp_url, testbed},
+    harness::{Keyway, dead_mcp_url, stderr, stdout, testbed},
     proxy::{Client, text},
 };
 
@@ -149,9 +149,19 @@ pub struct Gw {
 /// Start `keyway serve --listen`, return it, its URL and its token (from the file it
 /// names).
 pub async fn listen(k: &Keyway, extra: &[&str]) -> (tokio::process::Child, Gw) {
+    listen_with(k, extra, &[]).await
+}
+
+/// [`listen`] with these environment variables set.
+pub async fn listen_with(
+    k: &Keyway,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, Gw) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut cmd = tokio::process::Command::from(k.cmd(&args));
+    cmd.envs(env.iter().copied());
     cmd.stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true);
@@ -652,4 +662,64 @@ async fn a_handshake_call_gets_its_progress_before_its_answer() {
     post_as(&gw, decline, &[("mcp-session-id", session.as_str())]).await;
     let done: Value = asking.await.unwrap().json().await.unwrap();
     assert_eq!(text(&done), "elicitation decline", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_says_what_would_start_and_what_would_fail() {
+    let k = Keyway::new();
+    // An empty home: fine, nothing made, a warning that there is nothing to serve.
+    let out = k
+        .run_async(&["serve", "--listen", "127.0.0.1:0", "--check-config"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("would offer nothing"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!k.home.path().join("keyway.db").exists());
+    assert!(!k.home.path().join("gateway.token").exists());
+
+    // An OAuth server not yet authorized: a warning; a token file others can change: a
+    // problem, exit 1, and no listener was opened.
+    let tb = crate::harness::testbed(|_| {}).await;
+    let out = k
+        .run_async(&["add", tb.mcp_url(), "--name", "later", "--no-authorize"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token_file = k.home.path().join("token");
+    std::fs::write(&token_file, "a-long-enough-gateway-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = k
+        .run_async(&[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--check-config",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let v = crate::harness::json(&out);
+    assert_eq!(v["ok"], false);
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("chmod 600"), "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("keyway authorize later"), "{v}");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = k
+        .run_async(&[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--check-config",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("config      ok"), "{}", stdout(&out));
 }

@@ -9,6 +9,7 @@
 //! `server/discover` and per-request answers with no session ([`modern`]).
 
 pub mod edge;
+pub mod health;
 pub mod http;
 mod listen;
 pub mod modern;

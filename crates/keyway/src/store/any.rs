@@ -56,13 +56,18 @@ impl StoreLocation {
         if text.is_empty() {
             return Ok(Self::Home);
         }
+        // Text that does not parse is never shown: it may be a libpq `key=value` string
+        // with a password in it.
         let Ok(mut url) = url::Url::parse(text) else {
-            return Err(LocationError::Unknown(crate::text::shown(text, 80)));
+            return Err(LocationError::Unknown("it".into()));
         };
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(LocationError::Unknown(shown_url(text)));
         }
-        if url.password().is_some() {
+        let password_in_query = url
+            .query_pairs()
+            .any(|(k, _)| k == "password" || k == "passfile");
+        if url.password().is_some() || password_in_query {
             if from_args {
                 return Err(LocationError::PasswordInArgs);
             }
@@ -100,7 +105,7 @@ impl From<PostgresStore> for AnyStore {
 impl AnyStore {
     /// Open the store at `location`: the SQLite store in `home` (its key where
     /// [`SqliteStore::open`] looks), or the Postgres database (its key from
-    /// `KEYWAY_STORE_KEY` or `home`'s key file, see [`PostgresStore::open`]).
+    /// `KEYWAY_STORE_KEY`, see [`PostgresStore::open`]).
     pub async fn open(
         location: &StoreLocation,
         home: &Path,
@@ -114,7 +119,7 @@ impl AnyStore {
                     .map_err(|e| StoreError::Sqlite(format!("store task failed: {e}")))?
                     .map(Self::Sqlite)
             }
-            StoreLocation::Postgres(url) => PostgresStore::open(url, PgOptions::new(home))
+            StoreLocation::Postgres(url) => PostgresStore::open(url, PgOptions::from_env())
                 .await
                 .map(Self::Postgres),
         }
@@ -304,5 +309,18 @@ mod tests {
         let err = StoreLocation::parse("mysql://root:hunter2@db/x", false).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(StoreLocation::parse("/var/lib/keyway", true).is_err());
+        assert_eq!(
+            StoreLocation::parse("postgres://keyway@db/keyway?password=hunter2", true).err(),
+            Some(LocationError::PasswordInArgs)
+        );
+        // Text that is not a URL is not shown: it may be libpq's form, password and all.
+        for text in [
+            "host=db password=hunter2",
+            "postgres://keyway:hunter2@db:99999/keyway",
+        ] {
+            let err = StoreLocation::parse(text, false).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        }
     }
 }

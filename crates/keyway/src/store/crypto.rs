@@ -38,6 +38,8 @@ pub enum KeySource {
     Keychain,
     /// The key file at this path (`store.key` in the home).
     File(PathBuf),
+    /// Handed over by the program that opened the store.
+    Given,
 }
 
 impl std::fmt::Display for KeySource {
@@ -46,6 +48,7 @@ impl std::fmt::Display for KeySource {
             Self::Env => f.write_str("KEYWAY_STORE_KEY"),
             Self::Keychain => f.write_str("the OS keychain"),
             Self::File(p) => write!(f, "the key file {}", p.display()),
+            Self::Given => f.write_str("the key given to the store"),
         }
     }
 }
@@ -67,7 +70,7 @@ impl StoreKey {
     }
 
     /// Base64 (standard) or hex.
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let t = text.trim();
         let bytes = Zeroizing::new(
             if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {

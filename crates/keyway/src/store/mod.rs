@@ -312,6 +312,15 @@ pub enum StoreError {
         /// The places looked in, for the message.
         looked: String,
     },
+    /// A new shared store (Postgres) and no key given for it: one is never made there,
+    /// since every machine sharing the store needs the same.
+    #[error(
+        "the new store at {path} needs its key: set KEYWAY_STORE_KEY to 32 random bytes in base64 (`head -c 32 /dev/urandom | base64`), the same on every machine that shares the store, and keep it safe. Nothing was written"
+    )]
+    KeyNeeded {
+        /// The database (its URL without the password).
+        path: PathBuf,
+    },
     /// Keys were found, but none of them opens the store.
     #[error(
         "no store key opens {path} (tried: {tried}); it was made with another key. Set KEYWAY_STORE_KEY to the right one, or move the file aside to start over. The store was not changed"
@@ -526,6 +535,16 @@ pub struct StoreInfo {
     pub path: PathBuf,
     /// Where the key came from, in words ([`KeySource`]'s `Display`).
     pub key_source: String,
+}
+
+/// A lease holder's name: `prefix`, this process, and a random tag, so two processes
+/// with the same id (each replica is PID 1 in its container) never pass for one.
+pub(crate) fn lease_holder(prefix: &str) -> String {
+    use rand::Rng as _;
+    let mut tag = [0u8; 6];
+    rand::rng().fill_bytes(&mut tag);
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{}-{tag}", std::process::id())
 }
 
 /// Seconds since the epoch.

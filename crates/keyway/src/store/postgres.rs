@@ -2,14 +2,15 @@
 //! as the SQLite store, the same sealed values ([`sealed`]), written through a pool of
 //! tokio-postgres connections (deadpool-postgres).
 //!
-//! The key never lives in the database: it comes from `KEYWAY_STORE_KEY` or from the
-//! key file `store.key` in the key directory given to [`PostgresStore::open`] (made,
-//! 0600, for a new store when neither exists). A database sealed with another key is
-//! refused, never rewritten.
+//! The key never lives in the database, and is never made for it: every machine that
+//! shares the store needs the same one, so it is given ([`PgOptions::from_env`] reads
+//! `KEYWAY_STORE_KEY`). A database sealed with another key is refused, never
+//! rewritten. The tables live in a schema of their own, `keyway`.
 //!
 //! Concurrency across replicas: every credential write locks its server's row first,
 //! so the compare-and-swap of [`Store::save_credential`] holds across processes and
-//! machines; leases are rows with an expiry, taken in one statement, so a holder that
+//! machines, and a removal or logout cannot interleave with a refresh; leases are rows
+//! with an expiry on the database's clock, taken in one statement, so a holder that
 //! died frees its lease once the lease's time is up.
 //!
 //! Why tokio-postgres with deadpool-postgres rather than sqlx: keyway builds its SQL at
@@ -19,7 +20,7 @@
 //! rusqlite.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, SystemTime},
 };
 
@@ -40,6 +41,8 @@ use crate::{
 /// The schema this keyway writes in Postgres (the SQLite store's schema 4, created
 /// whole: a Postgres store never held the older forms).
 const SCHEMA_VERSION: i64 = 4;
+/// The Postgres schema keyway's tables are in.
+const SCHEMA_NAME: &str = "keyway";
 const KEY_CHECK: &[u8] = b"keyway store key check v1";
 
 /// Connections the pool opens at most, unless configured.
@@ -112,21 +115,40 @@ CREATE TABLE IF NOT EXISTS leases (
 const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
 
 /// How to open a Postgres store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgOptions {
-    /// Where the key file `store.key` is (or is made, for a new store) when
-    /// `KEYWAY_STORE_KEY` is not set.
-    pub key_dir: PathBuf,
+    /// The store key (32 bytes, base64 or hex); `None` opens nothing but says so.
+    pub key: Option<Secret>,
     /// Connections the pool opens at most.
     pub pool_size: usize,
+    key_source: KeySource,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 impl PgOptions {
-    /// The key file in `key_dir`, and [`DEFAULT_POOL_SIZE`] connections.
-    pub fn new(key_dir: impl Into<PathBuf>) -> Self {
+    /// The key from `KEYWAY_STORE_KEY`, and [`DEFAULT_POOL_SIZE`] connections.
+    pub fn from_env() -> Self {
         Self {
-            key_dir: key_dir.into(),
+            key: std::env::var("KEYWAY_STORE_KEY").ok().map(Secret::new),
             pool_size: DEFAULT_POOL_SIZE,
+            key_source: KeySource::Env,
+        }
+    }
+
+    /// This key, and [`DEFAULT_POOL_SIZE`] connections.
+    pub fn with_key(key: Secret) -> Self {
+        Self {
+            key: Some(key),
+            pool_size: DEFAULT_POOL_SIZE,
+            key_source: KeySource::Given,
         }
     }
 }
@@ -256,6 +278,20 @@ async fn lock_server(
         .transpose()?)
 }
 
+/// Lock the rows of servers `ids` (removed or not), in one order whoever asks, for
+/// the rest of the transaction.
+async fn lock_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    tx.query(
+        "SELECT id FROM servers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn credential_version(
     tx: &deadpool_postgres::Transaction<'_>,
     id: &str,
@@ -309,8 +345,23 @@ async fn write_credential(
     Ok(())
 }
 
-fn is_unique_violation(e: &StoreError) -> bool {
-    matches!(e, StoreError::Postgres(m) if m.ends_with(&format!("({})", SqlState::UNIQUE_VIOLATION.code())))
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// Whether `host` is this machine (where TLS to the database guards nothing).
+fn is_local(host: &tokio_postgres::config::Host) -> bool {
+    match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    }
 }
 
 impl PostgresStore {
@@ -320,7 +371,8 @@ impl PostgresStore {
     /// documentation).
     ///
     /// Fails when the database cannot be reached, when a newer keyway wrote it
-    /// ([`StoreError::TooNew`]), or when no key at hand opens it
+    /// ([`StoreError::TooNew`]), when a new database is given no key
+    /// ([`StoreError::KeyNeeded`]), or when the key given does not open it
     /// ([`StoreError::KeyMissing`], [`StoreError::WrongKey`]); an existing database is
     /// never rewritten or wiped.
     pub async fn open(url: &Secret, options: PgOptions) -> Result<Self, StoreError> {
@@ -334,6 +386,20 @@ impl PostgresStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("keyway");
+        // keyway's tables in a schema of their own: never another program's `servers`.
+        let options_text = match config.get_options() {
+            Some(o) => format!("{o} -c search_path={SCHEMA_NAME}"),
+            None => format!("-c search_path={SCHEMA_NAME}"),
+        };
+        config.options(&options_text);
+        // libpq's default, `prefer`, lets anyone on the path answer "no TLS" and read
+        // the password: beyond this machine, TLS is required unless the URL says
+        // otherwise.
+        let says_sslmode = url::Url::parse(url.expose())
+            .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslmode"));
+        if !says_sslmode && !config.get_hosts().iter().all(is_local) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         let tls = crate::http::tls_config().ok_or_else(|| {
             StoreError::Postgres("no TLS configuration could be made for the database".into())
         })?;
@@ -364,35 +430,49 @@ impl PostgresStore {
         // One migration at a time across replicas starting together.
         tx.execute("SELECT pg_advisory_xact_lock(7271727)", &[])
             .await?;
-        tx.batch_execute(SCHEMA).await?;
-        let version: Option<i64> = tx
-            .query_opt(
-                "SELECT value FROM keyway_meta WHERE key = 'schema_version'",
+        // A newer keyway's store is left as it is: checked before any statement here.
+        let version: Option<i64> = match tx
+            .query_one(
+                &format!("SELECT to_regclass('{SCHEMA_NAME}.keyway_meta') IS NOT NULL"),
                 &[],
             )
             .await?
-            .map(|r| r.try_get::<_, Vec<u8>>(0))
-            .transpose()?
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse().ok());
-        match version {
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::TooNew {
-                    path: PathBuf::from(&shown),
-                    found,
-                    known: SCHEMA_VERSION,
-                });
-            }
-            Some(_) => {}
-            None => {
-                tx.execute(
-                    "INSERT INTO keyway_meta (key, value) VALUES ('schema_version', $1)",
-                    &[&SCHEMA_VERSION.to_string().into_bytes()],
+            .try_get::<_, bool>(0)?
+        {
+            false => None,
+            true => tx
+                .query_opt(
+                    "SELECT value FROM keyway_meta WHERE key = 'schema_version'",
+                    &[],
                 )
-                .await?;
-            }
+                .await?
+                .map(|r| r.try_get::<_, Vec<u8>>(0))
+                .transpose()?
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok()),
+        };
+        if let Some(found) = version
+            && found > SCHEMA_VERSION
+        {
+            return Err(StoreError::TooNew {
+                path: PathBuf::from(&shown),
+                found,
+                known: SCHEMA_VERSION,
+            });
         }
-        let (key, key_source) = unlock(&tx, &options.key_dir, &shown).await?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA_NAME};"))
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        if version.is_none() {
+            tx.execute(
+                "INSERT INTO keyway_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&SCHEMA_VERSION.to_string().into_bytes()],
+            )
+            .await?;
+        }
+        let key = unlock(&tx, options.key.as_ref(), &shown).await?;
+        let key_source = options.key_source;
         tx.commit().await?;
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
@@ -480,57 +560,56 @@ impl PostgresStore {
     }
 }
 
-/// Find the key that opens this database, or make one for a new database (never
-/// stored in it: only a value sealed with it, to tell a wrong key).
+/// The key that opens this database: `key`, checked against the value sealed with the
+/// key the database was made with; for a new database, `key` becomes its key (only a
+/// value sealed with it is stored, to tell a wrong key later).
 async fn unlock(
     tx: &deadpool_postgres::Transaction<'_>,
-    key_dir: &Path,
+    key: Option<&Secret>,
     shown: &str,
-) -> Result<(crypto::StoreKey, KeySource), StoreError> {
+) -> Result<crypto::StoreKey, StoreError> {
     let check: Option<Vec<u8>> = tx
         .query_opt("SELECT value FROM keyway_meta WHERE key = 'key_check'", &[])
         .await?
         .map(|r| r.try_get(0))
         .transpose()?;
-    let Some(check) = check else {
-        let (key, source) = match crypto::candidate_keys(key_dir, false)?.into_iter().next() {
-            Some(found) => found,
-            None => {
-                std::fs::create_dir_all(key_dir).map_err(|source| StoreError::Io {
-                    path: key_dir.to_owned(),
-                    source,
-                })?;
-                crypto::create_key(key_dir, false)?
-            }
-        };
-        let sealed = Cipher::new(&key).seal("meta.key_check", KEY_CHECK);
-        tx.execute(
-            "INSERT INTO keyway_meta (key, value) VALUES ('key_check', $1)",
-            &[&sealed],
-        )
-        .await?;
-        return Ok((key, source));
-    };
-    let candidates = crypto::candidate_keys(key_dir, false)?;
-    if candidates.is_empty() {
-        return Err(StoreError::KeyMissing {
-            path: PathBuf::from(shown),
-            looked: crypto::looked_in(key_dir, false),
-        });
-    }
-    let tried: Vec<String> = candidates.iter().map(|(_, s)| s.to_string()).collect();
-    for (key, source) in candidates {
-        if Cipher::new(&key)
-            .open("meta.key_check", &check)
-            .is_ok_and(|v| v.as_slice() == KEY_CHECK)
-        {
-            return Ok((key, source));
+    let key = match key {
+        Some(text) => crypto::StoreKey::parse(text.expose()).ok_or(StoreError::BadEnvKey)?,
+        None if check.is_none() => {
+            return Err(StoreError::KeyNeeded {
+                path: PathBuf::from(shown),
+            });
         }
+        None => {
+            return Err(StoreError::KeyMissing {
+                path: PathBuf::from(shown),
+                looked: "KEYWAY_STORE_KEY".into(),
+            });
+        }
+    };
+    let cipher = Cipher::new(&key);
+    match check {
+        None => {
+            let sealed = cipher.seal("meta.key_check", KEY_CHECK);
+            tx.execute(
+                "INSERT INTO keyway_meta (key, value) VALUES ('key_check', $1)",
+                &[&sealed],
+            )
+            .await?;
+            Ok(key)
+        }
+        Some(check)
+            if cipher
+                .open("meta.key_check", &check)
+                .is_ok_and(|v| v.as_slice() == KEY_CHECK) =>
+        {
+            Ok(key)
+        }
+        Some(_) => Err(StoreError::WrongKey {
+            path: PathBuf::from(shown),
+            tried: "KEYWAY_STORE_KEY".into(),
+        }),
     }
-    Err(StoreError::WrongKey {
-        path: PathBuf::from(shown),
-        tried: tried.join(", "),
-    })
 }
 
 #[async_trait::async_trait]
@@ -574,13 +653,13 @@ impl Store for PostgresStore {
                 ],
             )
             .await
-            .map_err(StoreError::from);
+            ;
         // Another replica created the same name (or id) meanwhile.
         if let Err(e) = inserted {
             return Err(if is_unique_violation(&e) {
                 StoreError::NameTaken(s.name.clone())
             } else {
-                e
+                e.into()
             });
         }
         if let Some(c) = credential {
@@ -703,6 +782,7 @@ impl Store for PostgresStore {
     async fn remove_server(&self, server_id: &str) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        lock_rows(&tx, &[server_id]).await?;
         tx.execute(
             "DELETE FROM credentials WHERE server_id = $1",
             &[&server_id],
@@ -725,6 +805,7 @@ impl Store for PostgresStore {
     async fn purge_server(&self, server_id: &str) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        lock_rows(&tx, &[server_id]).await?;
         tx.execute(
             "DELETE FROM credentials WHERE server_id = $1",
             &[&server_id],
@@ -802,13 +883,12 @@ impl Store for PostgresStore {
         if let Some(name) = &change.name {
             let renamed = tx
                 .execute("UPDATE servers SET name = $2 WHERE id = $1", &[&id, name])
-                .await
-                .map_err(StoreError::from);
+                .await;
             if let Err(e) = renamed {
                 return Err(if is_unique_violation(&e) {
                     StoreError::NameTaken(name.clone())
                 } else {
-                    e
+                    e.into()
                 });
             }
         }
@@ -842,6 +922,7 @@ impl Store for PostgresStore {
     async fn replace_server(&self, old_id: &str, new_id: &str) -> Result<ServerRecord, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        lock_rows(&tx, &[old_id, new_id]).await?;
         let old = find_server(&tx, old_id)
             .await?
             .filter(|s| s.id == old_id)
@@ -940,13 +1021,16 @@ impl Store for PostgresStore {
     }
 
     async fn forget_credential(&self, server_id: &str) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "DELETE FROM credentials WHERE server_id = $1",
-                &[&server_id],
-            )
-            .await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // After a refresh holding the row, never before it: a logout stays a logout.
+        lock_rows(&tx, &[server_id]).await?;
+        tx.execute(
+            "DELETE FROM credentials WHERE server_id = $1",
+            &[&server_id],
+        )
+        .await?;
+        tx.commit().await?;
         super::credential_written();
         Ok(())
     }
@@ -976,22 +1060,21 @@ impl Store for PostgresStore {
 
     /// A lease is a row with an expiry: taken when there is none, when it has
     /// expired (its holder died or hung), or when `holder` holds it already (which
-    /// extends it). One statement, so two replicas never both take it.
+    /// extends it). One statement, on the database's clock (replicas' clocks may
+    /// differ), so two replicas never both take it.
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let until = now_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        let ttl_ms = ttl.as_millis().min(i64::MAX as u128 / 2) as i64;
         let row = self
             .client()
             .await?
             .query_opt(
-                "INSERT INTO leases (key, holder, expires_at_ms) VALUES ($1, $2, $3)
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
+                 INSERT INTO leases (key, holder, expires_at_ms)
+                 SELECT $1, $2, now.ms + $3 FROM now
                  ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
-                 WHERE leases.expires_at_ms <= $4 OR leases.holder = excluded.holder
+                 WHERE leases.expires_at_ms <= (SELECT ms FROM now) OR leases.holder = excluded.holder
                  RETURNING holder",
-                &[&key, &holder, &until, &now_ms],
+                &[&key, &holder, &ttl_ms],
             )
             .await?;
         Ok(row.is_some())

@@ -38,7 +38,7 @@ impl RmcpCredentials {
             server_id: server_id.to_owned(),
             token_endpoint: token_endpoint.to_owned(),
             resource: resource.to_owned(),
-            holder: format!("rmcp-{}-{server_id}", std::process::id()),
+            holder: super::lease_holder(&format!("rmcp-{server_id}")),
         }
     }
 }

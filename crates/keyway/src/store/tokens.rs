@@ -12,7 +12,6 @@ use std::{
 
 use futures::future::BoxFuture;
 use oauth2::AccessToken;
-use rand::Rng;
 use rmcp::transport::auth::AuthError as RmcpAuthError;
 
 use super::{Credential, LastStatus, OAuthCredential, Store, StoreError, StoredCredential};
@@ -124,13 +123,7 @@ impl StoredTokens {
     /// [`StoredTokens::new`] deciding expiry by `clock`. Refreshed tokens are dated by
     /// it too, so a clock moved past one token's refresh time refreshes exactly once.
     pub fn with_clock(store: Arc<dyn Store>, server_id: &str, clock: Clock) -> Arc<Self> {
-        let mut tag = [0u8; 6];
-        rand::rng().fill_bytes(&mut tag);
-        let holder = format!(
-            "{}-{}",
-            std::process::id(),
-            tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let holder = super::lease_holder("tokens");
         Arc::new(Self {
             clock,
             store,

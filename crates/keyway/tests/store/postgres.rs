@@ -17,9 +17,13 @@ use oauth2::ClientSecret;
 
 use crate::{pg, records::oauth};
 
-/// A store on a fresh database, its key in `keys` (made there on first open).
-async fn open(url: &str, keys: &std::path::Path) -> PostgresStore {
-    PostgresStore::open(&Secret::new(url), PgOptions::new(keys))
+/// The team's store key (any 32 bytes, in hex), and another one.
+const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const OTHER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+/// The store at `url`, opened with [`KEY`].
+async fn open(url: &str) -> PostgresStore {
+    PostgresStore::open(&Secret::new(url), PgOptions::with_key(Secret::new(KEY)))
         .await
         .expect("open the Postgres store")
 }
@@ -45,8 +49,7 @@ fn access_token(c: &Credential) -> String {
 #[tokio::test]
 async fn pg_servers_credentials_and_headers_round_trip() {
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let store = open(&url, keys.path()).await;
+    let store = open(&url).await;
 
     let rec = store
         .create_server(&server("id1", "one"), Some(&oauth("at1", Some("rt1"))))
@@ -77,7 +80,7 @@ async fn pg_servers_credentials_and_headers_round_trip() {
     let db = pg::connect(&url).await;
     let dump: String = db
         .query_one(
-            "SELECT string_agg(encode(sealed, 'escape') || coalesce(issuer, ''), ' ') FROM credentials",
+            "SELECT string_agg(encode(sealed, 'escape') || coalesce(issuer, ''), ' ') FROM keyway.credentials",
             &[],
         )
         .await
@@ -125,9 +128,8 @@ async fn pg_servers_credentials_and_headers_round_trip() {
 #[tokio::test]
 async fn pg_two_replicas_share_the_records_and_take_turns_writing_a_credential() {
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let a = open(&url, keys.path()).await;
-    let b = open(&url, keys.path()).await;
+    let a = open(&url).await;
+    let b = open(&url).await;
     a.create_server(&server("id1", "one"), Some(&oauth("at1", Some("rt1"))))
         .await
         .unwrap();
@@ -166,9 +168,8 @@ async fn pg_two_replicas_share_the_records_and_take_turns_writing_a_credential()
 #[tokio::test]
 async fn pg_a_lease_is_held_by_one_replica_until_released_or_expired() {
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let a = open(&url, keys.path()).await;
-    let b = open(&url, keys.path()).await;
+    let a = open(&url).await;
+    let b = open(&url).await;
     let long = Duration::from_secs(600);
     assert!(a.try_lease("refresh:one", "a", long).await.unwrap());
     assert!(!b.try_lease("refresh:one", "b", long).await.unwrap());
@@ -193,8 +194,7 @@ async fn pg_a_lease_is_held_by_one_replica_until_released_or_expired() {
 #[tokio::test]
 async fn pg_registrations_and_pending_flows_round_trip() {
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let store = open(&url, keys.path()).await;
+    let store = open(&url).await;
     let r = StoredRegistration {
         issuer: "https://as.example".into(),
         client_id: "cid".into(),
@@ -228,8 +228,7 @@ async fn pg_registrations_and_pending_flows_round_trip() {
 #[tokio::test]
 async fn pg_a_row_edited_outside_keyway_does_not_open_and_a_wrong_key_is_refused() {
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let store = open(&url, keys.path()).await;
+    let store = open(&url).await;
     store
         .create_server(&server("id1", "one"), Some(&oauth("at1", Some("rt1"))))
         .await
@@ -237,7 +236,7 @@ async fn pg_a_row_edited_outside_keyway_does_not_open_and_a_wrong_key_is_refused
     // Pointing the token endpoint elsewhere in the database: the credential is not used.
     let db = pg::connect(&url).await;
     db.execute(
-        "UPDATE credentials SET token_endpoint = 'https://evil.example/token'",
+        "UPDATE keyway.credentials SET token_endpoint = 'https://evil.example/token'",
         &[],
     )
     .await
@@ -247,21 +246,29 @@ async fn pg_a_row_edited_outside_keyway_does_not_open_and_a_wrong_key_is_refused
         Err(StoreError::Unreadable { .. })
     ));
 
-    // No key at hand: refused, no key made for a database that has one.
-    let other = tempfile::tempdir().unwrap();
-    let err = PostgresStore::open(&Secret::new(url.as_str()), PgOptions::new(other.path()))
+    // No key: refused. Another key: refused. The database is as it was.
+    let mut no_key = PgOptions::with_key(Secret::new(KEY));
+    no_key.key = None;
+    let err = PostgresStore::open(&Secret::new(url.as_str()), no_key.clone())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::KeyMissing { .. }), "{err}");
-    assert!(!other.path().join("store.key").exists());
-    // Another key (made by another database) does not open it either.
-    open(&pg::cluster().fresh_database().await, other.path()).await;
-    let err = PostgresStore::open(&Secret::new(url.as_str()), PgOptions::new(other.path()))
+    let err = PostgresStore::open(
+        &Secret::new(url.as_str()),
+        PgOptions::with_key(Secret::new(OTHER_KEY)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    // A new database is never given a key of keyway's making: it asks for one.
+    let fresh = pg::cluster().fresh_database().await;
+    let err = PostgresStore::open(&Secret::new(fresh.as_str()), no_key)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    assert!(matches!(err, StoreError::KeyNeeded { .. }), "{err}");
+    assert!(err.to_string().contains("KEYWAY_STORE_KEY"), "{err}");
     let servers: i64 = db
-        .query_one("SELECT count(*) FROM servers", &[])
+        .query_one("SELECT count(*) FROM keyway.servers", &[])
         .await
         .unwrap()
         .get(0);
@@ -271,8 +278,7 @@ async fn pg_a_row_edited_outside_keyway_does_not_open_and_a_wrong_key_is_refused
 #[tokio::test]
 async fn pg_the_database_password_is_never_shown() {
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let store = open(&url, keys.path()).await;
+    let store = open(&url).await;
     let password = url::Url::parse(&url)
         .unwrap()
         .password()
@@ -291,9 +297,12 @@ async fn pg_the_database_password_is_never_shown() {
     // A wrong password: the error says what failed, not the password tried.
     let mut wrong = url::Url::parse(&url).unwrap();
     wrong.set_password(Some("not-the-password-42")).unwrap();
-    let err = PostgresStore::open(&Secret::new(wrong.as_str()), PgOptions::new(keys.path()))
-        .await
-        .unwrap_err();
+    let err = PostgresStore::open(
+        &Secret::new(wrong.as_str()),
+        PgOptions::with_key(Secret::new(KEY)),
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("cannot reach the database"), "{text}");
     assert!(!text.contains("not-the-password-42"), "{text}");
@@ -306,11 +315,10 @@ async fn pg_one_refresh_across_replicas() {
     use keyway::store::tokens::StoredTokens;
 
     let url = pg::cluster().fresh_database().await;
-    let keys = tempfile::tempdir().unwrap();
-    let a = open(&url, keys.path()).await;
+    let a = open(&url).await;
     let tb = crate::refresh::authorized_in(|_| {}, a.clone(), Default::default()).await;
     // Another handle on the database stands for another replica.
-    let b = open(&url, keys.path()).await;
+    let b = open(&url).await;
     let sources = [
         StoredTokens::new(Arc::new(a.clone()), "srv"),
         StoredTokens::new(Arc::new(b), "srv"),
@@ -328,4 +336,32 @@ async fn pg_one_refresh_across_replicas() {
     assert_eq!(tb.stats().refreshes, 1);
     assert_eq!(tb.stats().reuse_revocations, 0);
     assert_eq!(a.credential("srv").await.unwrap().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn pg_replicas_adding_one_name_at_once_make_one_server() {
+    let url = pg::cluster().fresh_database().await;
+    let (a, b) = (open(&url).await, open(&url).await);
+    let adds = (0..8).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            store
+                .create_server(&server(&format!("id{i}"), "shared"), None)
+                .await
+        }
+    });
+    let results = futures::future::join_all(adds).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(StoreError::NameTaken(n)) if n == "shared")),
+        "{results:?}"
+    );
+    assert_eq!(b.servers().await.unwrap().len(), 1);
 }
