@@ -416,6 +416,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MODE", default_value = "always")]
     pub prefix: keyway::gateway::PrefixMode,
 
+    /// A web origin (https://chat.example) whose pages may call the gateway, with its
+    /// token, from the browser (CORS); may repeat. None by default.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+
     /// Check what the gateway would start with and exit: the flags, the token file, the
     /// store and its key, each enabled server's URL, headers and credential. Contacts
     /// no server and listens on nothing; exits 1 when something would fail.

@@ -22,6 +22,14 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             "listening on {addr}, beyond loopback, needs --token-file (a token you hand to the clients on purpose)"
         )));
     }
+    if !args.cors_origin.is_empty() && args.listen.is_none() {
+        return Err(store::usage(
+            "--cors-origin is for the HTTP listener: add --listen ADDR".into(),
+        ));
+    }
+    for o in &args.cors_origin {
+        gateway::http::web_origin(o).map_err(|e| store::usage(format!("--cors-origin: {e}")))?;
+    }
     if args.check_config {
         return check_config(&args, settings, printer).await;
     }
@@ -107,15 +115,14 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 max_connections: args.max_connections as usize,
                 ..EdgeLimits::default()
             };
-            let app = gateway::http::app(
-                gw.clone(),
-                Guard::for_addr(local, token, &args.allowed_host),
-                limits,
-            )
-            // The probes, outside the guard: they carry no token.
-            .merge(gateway::health::routes(Arc::new(
-                gateway::health::StoreAnswers(st.clone()),
-            )));
+            let guard = Guard::for_addr(local, token, &args.allowed_host)
+                .with_cors_origins(&args.cors_origin)
+                .map_err(|e| store::usage(format!("--cors-origin: {e}")))?;
+            let app = gateway::http::app(gw.clone(), guard, limits)
+                // The probes, outside the guard: they carry no token.
+                .merge(gateway::health::routes(Arc::new(
+                    gateway::health::StoreAnswers(st.clone()),
+                )));
             eprintln!("keyway gateway on http://{local}/mcp for {count} server(s)");
             eprintln!(
                 "clients send Authorization: Bearer <the token in {}>",
@@ -206,6 +213,9 @@ async fn check_config(
     let mut problems: Vec<String> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
     let mut lines: Vec<String> = Vec::new();
+    if !args.cors_origin.is_empty() {
+        lines.push(format!("cors        {}", args.cors_origin.join(", ")));
+    }
     match (args.listen, &args.token_file) {
         (None, _) => lines.push("listen      stdio".into()),
         (Some(addr), Some(path)) => {

@@ -723,3 +723,74 @@ async fn check_config_says_what_would_start_and_what_would_fail() {
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).contains("config      ok"), "{}", stdout(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_of_an_allowed_origin_call_the_gateway_through_cors_and_others_do_not() {
+    let (_open, k) = alpha().await;
+    let (_child, gw) = listen(&k, &["--cors-origin", "https://chat.example"]).await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, &gw.url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, mcp-protocol-version",
+            )
+            .send()
+    };
+    // The allowed origin's preflight is answered without a token.
+    let r = preflight("https://chat.example").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://chat.example");
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("mcp-protocol-version"),
+        "{allowed}"
+    );
+    assert!(h.get("access-control-allow-credentials").is_none());
+    // Another origin's is not: no header lets its page read anything.
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // Without the token, the page reads the 401 and its challenge.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "page", "version": "1"}}});
+    let r = post(&gw.url, init.clone(), &[("origin", "https://chat.example")]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://chat.example"
+    );
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        exposed.contains("www-authenticate") && exposed.contains("mcp-session-id"),
+        "{exposed}"
+    );
+    // With it, the call goes through and the session header is readable.
+    let r = post_as(&gw, init.clone(), &[("origin", "https://chat.example")]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("mcp-session-id").is_some());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://chat.example"
+    );
+    // Another origin, even with the token: refused.
+    let r = post_as(&gw, init, &[("origin", "https://evil.example")]).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // What is not an origin is a usage error.
+    for bad in ["*", "https://chat.example/app", "chat.example"] {
+        let out = k
+            .run_async(&["serve", "--listen", "127.0.0.1:0", "--cors-origin", bad])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+    }
+}

@@ -6,7 +6,10 @@
 //! origin), and the gateway's bearer token (always required: a page the user visits
 //! can send a request to a loopback port, but cannot know the token). A POST must say
 //! `Content-Type: application/json`, which a page cannot send to another origin
-//! without the browser asking first (CORS), and which the gateway never allows.
+//! without the browser asking first (CORS), and which the gateway allows only for the
+//! origins it is given ([`Guard::cors_origins`]; none by default). Pages of those may
+//! call it with the token, and read its `WWW-Authenticate`, session and protocol
+//! headers; no other origin gets an answer it can read.
 
 use std::{
     convert::Infallible,
@@ -48,6 +51,39 @@ pub struct Guard {
     pub proxied: Vec<String>,
     /// The token clients must present.
     pub token: Secret,
+    /// Web origins (`https://chat.example`) whose pages may call the gateway, with
+    /// the token, through CORS (`--cors-origin`); none by default.
+    pub cors_origins: Vec<String>,
+}
+
+/// Why a `--cors-origin` was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{given} is not a web origin: give its scheme and host (and port), as https://chat.example; `*` is never allowed, since pages would send the gateway's token from anywhere"
+)]
+pub struct BadOrigin {
+    /// What was given (made printable).
+    pub given: String,
+}
+
+/// `text` as browsers send it in `Origin`: `scheme://host[:port]`, http or https,
+/// nothing after.
+pub fn web_origin(text: &str) -> Result<String, BadOrigin> {
+    let bad = || BadOrigin {
+        given: crate::text::shown(text, 100),
+    };
+    let url = url::Url::parse(text.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 impl Guard {
@@ -72,7 +108,20 @@ impl Guard {
             hosts,
             proxied,
             token,
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// This guard, letting pages of `origins` call the gateway too (each checked
+    /// with [`web_origin`]).
+    pub fn with_cors_origins(mut self, origins: &[String]) -> Result<Self, BadOrigin> {
+        for o in origins {
+            let o = web_origin(o)?;
+            if !self.cors_origins.contains(&o) {
+                self.cors_origins.push(o);
+            }
+        }
+        Ok(self)
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -91,9 +140,9 @@ impl Guard {
         }
         let https_too = self.proxied.iter().any(|h| h == host_name);
         if let Some(origin) = headers.get(header::ORIGIN)
-            && !origin
-                .to_str()
-                .is_ok_and(|o| same_origin(o, &host, https_too))
+            && !origin.to_str().is_ok_and(|o| {
+                same_origin(o, &host, https_too) || self.cors_origins.iter().any(|c| c == o)
+            })
         {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -281,7 +330,8 @@ impl AppState {
 /// [`super::edge::serve`], which applies the connection limits of `limits`; the body
 /// limits are applied here.
 pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
-    Router::new()
+    let cors = cors_layer(&guard.cors_origins);
+    let router = Router::new()
         .route(
             "/mcp",
             post(handle_post).get(handle_get).delete(handle_delete),
@@ -299,7 +349,52 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(guard),
             guarded,
-        ))
+        ));
+    match cors {
+        None => router,
+        // Outside the guard: a preflight carries no token and is answered here, and
+        // the guard's own refusals (a 401 and its WWW-Authenticate) reach the page.
+        Some(cors) => router.layer(cors),
+    }
+}
+
+/// The CORS policy for `origins` (tower-http's): preflights answered for them alone,
+/// the headers an MCP client sends allowed, the ones it must read exposed
+/// (`WWW-Authenticate` for its authorization, the session and protocol headers). No
+/// cookies: the gateway's token goes in `Authorization`, so credentials mode is off.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    let name = |n: &'static str| header::HeaderName::from_static(n);
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                name("mcp-session-id"),
+                name("mcp-protocol-version"),
+                name("last-event-id"),
+            ])
+            .expose_headers([
+                header::WWW_AUTHENTICATE,
+                name("mcp-session-id"),
+                name("mcp-protocol-version"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// The guard as a layer: a request that fails it is answered here, before any
@@ -819,6 +914,28 @@ async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_origins_are_written_as_browsers_send_them() {
+        assert_eq!(
+            web_origin("https://Chat.Example:443").as_deref(),
+            Ok("https://chat.example")
+        );
+        assert_eq!(
+            web_origin("http://127.0.0.1:3000/").as_deref(),
+            Ok("http://127.0.0.1:3000")
+        );
+        for bad in [
+            "*",
+            "null",
+            "chat.example",
+            "https://chat.example/app",
+            "ftp://x.example",
+            "https://u:p@x.example",
+        ] {
+            assert!(web_origin(bad).is_err(), "{bad}");
+        }
+    }
 
     /// The guard is a layer over every route, tested in memory: each method of
     /// `/mcp`, and a path no route has, is refused the same way without the token or
