@@ -794,3 +794,47 @@ async fn pages_of_an_allowed_origin_call_the_gateway_through_cors_and_others_do_
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_and_time_each_servers_calls_behind_the_token() {
+    let (_open, k) = alpha().await;
+    let (_child, gw) = listen(&k, &[]).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    assert_eq!(post_as(&gw, init, &[]).await.status(), 200);
+    for id in 2..5 {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "alpha__echo", "arguments": {"text": "counted"}}});
+        assert_eq!(post_as(&gw, call, &[]).await.status(), 200);
+    }
+    let metrics = gw.url.replace("/mcp", "/metrics");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&metrics).send().await.unwrap().status(), 401);
+    let r = http
+        .get(&metrics)
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    // The three calls, and whatever the gateway itself asked at the start.
+    let ok = text
+        .lines()
+        .find(|l| l.starts_with(r#"keyway_upstream_requests_total{server="alpha",outcome="ok"}"#))
+        .unwrap_or_else(|| panic!("{text}"));
+    let n: u64 = ok.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 3, "{ok}");
+    assert!(
+        text.contains(
+            r#"keyway_upstream_request_duration_seconds_bucket{le="0.005",server="alpha"}"#
+        ) || text.contains(
+            r#"keyway_upstream_request_duration_seconds_bucket{server="alpha",le="0.005"}"#
+        ),
+        "{text}"
+    );
+}

@@ -336,6 +336,19 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
             "/mcp",
             post(handle_post).get(handle_get).delete(handle_delete),
         )
+        // Behind the guard: the metrics name the servers.
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    super::metrics::render(),
+                )
+            }),
+        )
         .with_state(AppState {
             gw,
             limits,

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod health;
 pub mod http;
 mod listen;
+pub mod metrics;
 pub mod modern;
 mod reverse;
 mod rounds;

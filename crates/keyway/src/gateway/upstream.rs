@@ -410,8 +410,14 @@ impl Upstream {
         params: Value,
         carrier: Option<&Carrier>,
     ) -> Result<Value, UpstreamError> {
-        let answer = self.exchange(method, params, carrier).await?;
-        self.value_of(&self.result_of(method, &answer)?)
+        let started = std::time::Instant::now();
+        let result = async {
+            let answer = self.exchange(method, params, carrier).await?;
+            self.result_of(method, &answer)
+        }
+        .await;
+        self.observe(started, &result);
+        self.value_of(&result?)
     }
 
     /// [`Upstream::request_carrying`] with the result as the server wrote it, for a
@@ -422,8 +428,25 @@ impl Upstream {
         params: Value,
         carrier: Option<&Carrier>,
     ) -> Result<Box<RawValue>, UpstreamError> {
-        let answer = self.exchange(method, params, carrier).await?;
-        self.result_of(method, &answer)
+        let started = std::time::Instant::now();
+        let result = async {
+            let answer = self.exchange(method, params, carrier).await?;
+            self.result_of(method, &answer)
+        }
+        .await;
+        self.observe(started, &result);
+        result
+    }
+
+    /// Count and time a request in the gateway's metrics.
+    fn observe<T>(&self, started: std::time::Instant, result: &Result<T, UpstreamError>) {
+        use super::metrics::{Outcome, record_since};
+        let outcome = match result {
+            Ok(_) => Outcome::Ok,
+            Err(UpstreamError::Rpc { .. }) => Outcome::RpcError,
+            Err(_) => Outcome::Failed,
+        };
+        record_since(&self.name, outcome, started);
     }
 
     /// An answer's result as the server wrote it (`null` when it has none), or its
