@@ -89,25 +89,55 @@ fn metrics() -> &'static Metrics {
     })
 }
 
-/// Count a request to `server` that ended as `outcome` after `took`.
-pub fn record(server: &str, outcome: Outcome, took: Duration) {
-    let m = metrics();
-    m.requests
-        .get_or_create(&RequestLabels {
-            server: server.to_owned(),
-            outcome: outcome.as_str().to_owned(),
-        })
-        .inc();
-    m.seconds
-        .get_or_create(&ServerLabels {
-            server: server.to_owned(),
-        })
-        .observe(took.as_secs_f64());
+/// One server's metrics, looked up once (when the gateway connects to it), so a
+/// request is counted without building labels or searching the families.
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    ok: Counter,
+    rpc_error: Counter,
+    failed: Counter,
+    seconds: Histogram,
 }
 
-/// Time a request: [`record`] with the time since `started`.
-pub fn record_since(server: &str, outcome: Outcome, started: Instant) {
-    record(server, outcome, started.elapsed());
+impl ServerMetrics {
+    /// The metrics of the server named `server`.
+    pub fn new(server: &str) -> Self {
+        let m = metrics();
+        let counter = |outcome: Outcome| {
+            m.requests
+                .get_or_create(&RequestLabels {
+                    server: server.to_owned(),
+                    outcome: outcome.as_str().to_owned(),
+                })
+                .clone()
+        };
+        Self {
+            ok: counter(Outcome::Ok),
+            rpc_error: counter(Outcome::RpcError),
+            failed: counter(Outcome::Failed),
+            seconds: m
+                .seconds
+                .get_or_create(&ServerLabels {
+                    server: server.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Count a request that ended as `outcome` after `took`.
+    pub fn record(&self, outcome: Outcome, took: Duration) {
+        match outcome {
+            Outcome::Ok => self.ok.inc(),
+            Outcome::RpcError => self.rpc_error.inc(),
+            Outcome::Failed => self.failed.inc(),
+        };
+        self.seconds.observe(took.as_secs_f64());
+    }
+
+    /// [`ServerMetrics::record`] with the time since `started`.
+    pub fn record_since(&self, outcome: Outcome, started: Instant) {
+        self.record(outcome, started.elapsed());
+    }
 }
 
 /// Every metric, in the Prometheus text format.
@@ -124,8 +154,10 @@ mod tests {
 
     #[test]
     fn requests_are_counted_and_timed_by_server_and_outcome() {
-        record("metrics-test", Outcome::Ok, Duration::from_millis(12));
-        record("metrics-test", Outcome::RpcError, Duration::from_millis(3));
+        let m = ServerMetrics::new("metrics-test");
+        m.record(Outcome::Ok, Duration::from_millis(12));
+        // Another handle on the same server counts into the same series.
+        ServerMetrics::new("metrics-test").record(Outcome::RpcError, Duration::from_millis(3));
         let text = render();
         assert!(
             text.contains(

@@ -190,6 +190,8 @@ pub(crate) struct Upstream {
     /// The latest `subscriptions/listen` the server acknowledged (by
     /// [`Listening::opened`]).
     acknowledged: tokio::sync::watch::Sender<u64>,
+    /// Its requests' counts and times (`/metrics`).
+    metrics: super::metrics::ServerMetrics,
 }
 
 /// An upstream's `subscriptions/listen`.
@@ -246,6 +248,7 @@ impl Upstream {
             timeout,
             listening: Mutex::default(),
             acknowledged: tokio::sync::watch::Sender::new(0),
+            metrics: super::metrics::ServerMetrics::new(name),
         });
         tokio::spawn(route(up.clone(), inbound, events));
         up.handshake().await?;
@@ -440,13 +443,13 @@ impl Upstream {
 
     /// Count and time a request in the gateway's metrics.
     fn observe<T>(&self, started: std::time::Instant, result: &Result<T, UpstreamError>) {
-        use super::metrics::{Outcome, record_since};
+        use super::metrics::Outcome;
         let outcome = match result {
             Ok(_) => Outcome::Ok,
             Err(UpstreamError::Rpc { .. }) => Outcome::RpcError,
             Err(_) => Outcome::Failed,
         };
-        record_since(&self.name, outcome, started);
+        self.metrics.record_since(outcome, started);
     }
 
     /// An answer's result as the server wrote it (`null` when it has none), or its
