@@ -14,10 +14,19 @@ use futures::future::BoxFuture;
 /// How long `/readyz` waits for [`Readiness::ready`] before answering 503.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why the gateway cannot serve now (logged; `/readyz` says only "not ready").
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// The store does not answer.
+    #[error("the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// What `/readyz` asks.
 pub trait Readiness: Send + Sync {
     /// `Ok` when the gateway can serve; else what is wrong, for the log.
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>>;
 }
 
 /// The probe routes, to merge into the gateway's router after its guard.
@@ -53,14 +62,11 @@ pub fn routes(readiness: Arc<dyn Readiness>) -> Router {
 pub struct StoreAnswers(pub crate::store::AnyStore);
 
 impl Readiness for StoreAnswers {
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
         Box::pin(async move {
             use crate::store::Store as _;
-            self.0
-                .servers()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("the store: {e}"))
+            self.0.servers().await?;
+            Ok(())
         })
     }
 }

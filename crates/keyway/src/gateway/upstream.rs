@@ -413,14 +413,7 @@ impl Upstream {
         params: Value,
         carrier: Option<&Carrier>,
     ) -> Result<Value, UpstreamError> {
-        let started = std::time::Instant::now();
-        let result = async {
-            let answer = self.exchange(method, params, carrier).await?;
-            self.result_of(method, &answer)
-        }
-        .await;
-        self.observe(started, &result);
-        self.value_of(&result?)
+        self.value_of(&self.request_raw(method, params, carrier).await?)
     }
 
     /// [`Upstream::request_carrying`] with the result as the server wrote it, for a
