@@ -105,6 +105,8 @@ pub(crate) fn redirect_matches(registered: &str, requested: &str) -> bool {
 #[derive(Clone, Debug)]
 pub(crate) struct Code {
     pub client_id: String,
+    /// The person who authorized (`login_hint`, else `--subject`).
+    pub subject: String,
     pub redirect_uri: String,
     pub challenge: String,
     pub method: String,
@@ -143,6 +145,8 @@ impl Default for QuirkGrant {
 #[derive(Clone, Debug)]
 pub(crate) struct AccessToken {
     pub client_id: String,
+    /// The person the token is for (`sub`); the client's id for client_credentials.
+    pub subject: String,
     pub scope: Vec<String>,
     pub resource: Option<String>,
     pub issued_at: SystemTime,
@@ -151,6 +155,35 @@ pub(crate) struct AccessToken {
     pub revoked: bool,
     /// The DPoP key thumbprint the token is bound to (RFC 9449 §6: `cnf.jkt`).
     pub jkt: Option<String>,
+}
+
+/// What a new access token is for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewAccess<'a> {
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub scope: &'a [String],
+    pub resource: Option<&'a str>,
+    pub family: Option<u64>,
+    /// The DPoP key thumbprint to bind the token to.
+    pub jkt: Option<&'a str>,
+}
+
+impl AccessToken {
+    /// A live token for `new`, issued at `now`.
+    pub fn new(new: &NewAccess<'_>, now: SystemTime, lifetime: Duration) -> Self {
+        Self {
+            client_id: new.client_id.to_owned(),
+            subject: new.subject.to_owned(),
+            scope: new.scope.to_vec(),
+            resource: new.resource.map(str::to_owned),
+            issued_at: now,
+            expires_at: now + lifetime,
+            family: new.family,
+            revoked: false,
+            jkt: new.jkt.map(str::to_owned),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +199,8 @@ pub(crate) struct RefreshToken {
 #[derive(Clone, Debug)]
 pub(crate) struct Family {
     pub client_id: String,
+    /// The person of the original authorization: every refresh keeps it.
+    pub subject: String,
     pub scope: Vec<String>,
     pub resource: Option<String>,
     pub revoked: bool,
@@ -174,6 +209,8 @@ pub(crate) struct Family {
 #[derive(Clone, Debug)]
 pub(crate) struct DeviceGrant {
     pub client_id: String,
+    /// The person who approves (`--subject`).
+    pub subject: String,
     pub user_code: String,
     pub scope: Vec<String>,
     pub resource: Option<String>,
@@ -205,6 +242,8 @@ pub(crate) struct Db {
 #[derive(Debug)]
 pub(crate) struct Issued {
     pub access_token: String,
+    /// The person the tokens are for.
+    pub subject: String,
     pub refresh_token: Option<String>,
     pub scope: Vec<String>,
 }
@@ -218,13 +257,20 @@ impl Db {
         db
     }
 
-    pub fn new_family(&mut self, client_id: &str, scope: &[String], resource: Option<&str>) -> u64 {
+    pub fn new_family(
+        &mut self,
+        client_id: &str,
+        subject: &str,
+        scope: &[String],
+        resource: Option<&str>,
+    ) -> u64 {
         self.next_family += 1;
         let id = self.next_family;
         self.families.insert(
             id,
             Family {
                 client_id: client_id.to_owned(),
+                subject: subject.to_owned(),
                 scope: scope.to_vec(),
                 resource: resource.map(str::to_owned),
                 revoked: false,
@@ -233,38 +279,11 @@ impl Db {
         id
     }
 
-    pub fn mint_access(
-        &mut self,
-        client_id: &str,
-        scope: &[String],
-        resource: Option<&str>,
-        family: Option<u64>,
-        now: SystemTime,
-        lifetime: Duration,
-    ) -> String {
-        let token = random_token("tb_at_");
+    /// Record an access token issued as `token` (an opaque string or a JWT).
+    pub fn insert_access(&mut self, token: String, at: AccessToken) -> String {
         self.secrets.push(token.clone());
-        self.access.insert(
-            token.clone(),
-            AccessToken {
-                client_id: client_id.to_owned(),
-                scope: scope.to_vec(),
-                resource: resource.map(str::to_owned),
-                issued_at: now,
-                expires_at: now + lifetime,
-                family,
-                revoked: false,
-                jkt: None,
-            },
-        );
+        self.access.insert(token.clone(), at);
         token
-    }
-
-    /// Bind an access token to a DPoP key (or leave it unbound with `None`).
-    pub fn bind_access(&mut self, token: &str, jkt: Option<&str>) {
-        if let Some(at) = self.access.get_mut(token) {
-            at.jkt = jkt.map(str::to_owned);
-        }
     }
 
     pub fn mint_refresh(&mut self, family: u64, jkt: Option<&str>) -> String {
@@ -453,15 +472,27 @@ mod tests {
         assert!(!seen.take("c", &format!("x{JTI_CACHE_LEN}"), exp, now));
     }
 
+    fn mint(db: &mut Db, client_id: &str, family: Option<u64>) -> String {
+        let new = NewAccess {
+            client_id,
+            subject: "someone",
+            scope: &[],
+            resource: None,
+            family,
+            jkt: None,
+        };
+        let at = AccessToken::new(&new, SystemTime::now(), Duration::from_secs(9));
+        db.insert_access(random_token("tb_at_"), at)
+    }
+
     #[test]
     fn removing_a_client_revokes_what_it_holds() {
         let mut db = Db::new(&[ClientSpec::public("gone"), ClientSpec::public("kept")]);
-        let now = SystemTime::now();
-        let f1 = db.new_family("gone", &[], None);
-        let f2 = db.new_family("kept", &[], None);
-        let a1 = db.mint_access("gone", &[], None, Some(f1), now, Duration::from_secs(9));
-        let a2 = db.mint_access("kept", &[], None, Some(f2), now, Duration::from_secs(9));
-        let loose = db.mint_access("gone", &[], None, None, now, Duration::from_secs(9));
+        let f1 = db.new_family("gone", "s", &[], None);
+        let f2 = db.new_family("kept", "s", &[], None);
+        let a1 = mint(&mut db, "gone", Some(f1));
+        let a2 = mint(&mut db, "kept", Some(f2));
+        let loose = mint(&mut db, "gone", None);
         let r1 = db.mint_refresh(f1, None);
         let r2 = db.mint_refresh(f2, None);
         assert!(db.remove_client("gone"));
@@ -474,11 +505,10 @@ mod tests {
     #[test]
     fn revoking_a_family_revokes_its_tokens_only() {
         let mut db = Db::default();
-        let now = SystemTime::now();
-        let f1 = db.new_family("c", &[], None);
-        let f2 = db.new_family("c", &[], None);
-        let a1 = db.mint_access("c", &[], None, Some(f1), now, Duration::from_secs(9));
-        let a2 = db.mint_access("c", &[], None, Some(f2), now, Duration::from_secs(9));
+        let f1 = db.new_family("c", "s", &[], None);
+        let f2 = db.new_family("c", "s", &[], None);
+        let a1 = mint(&mut db, "c", Some(f1));
+        let a2 = mint(&mut db, "c", Some(f2));
         let r1 = db.mint_refresh(f1, None);
         let r2 = db.mint_refresh(f2, Some("jkt"));
         db.revoke_family(f1);

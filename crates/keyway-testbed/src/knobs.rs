@@ -211,6 +211,19 @@ pub struct Knobs {
     #[arg(long, help_heading = "Authorization server")]
     pub no_introspection: bool,
 
+    /// The person a grant is for when its authorization request names none with
+    /// `login_hint`, and the person of every device grant: the `sub` of their tokens
+    /// (client_credentials tokens have the client's id). 1 to 64 ASCII letters,
+    /// digits and `-_.@`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "testbed-user",
+        value_parser = parse_subject,
+        help_heading = "Authorization server"
+    )]
+    pub subject: String,
+
     // ------------------------------------------------------------------ tokens
     /// Access-token lifetime in seconds (`expires_in`).
     #[arg(long, default_value_t = 3600, help_heading = "Tokens")]
@@ -244,6 +257,14 @@ pub struct Knobs {
     /// resource it was issued for).
     #[arg(long, help_heading = "Tokens")]
     pub no_audience_binding: bool,
+
+    /// Issue access tokens as JWTs (RFC 9068: `typ` at+jwt, ES256) signed by a key
+    /// made at start and published at the jwks endpoint, which every metadata
+    /// document then names as `jwks_uri`. Claims: iss, sub, aud (the token's resource,
+    /// else the client id), client_id, scope, iat, exp, jti, and cnf.jkt when
+    /// DPoP-bound. Off: opaque random access tokens and an empty JWKS.
+    #[arg(long, help_heading = "Tokens")]
+    pub jwt_access_tokens: bool,
 
     // ------------------------------------------------------------------ DPoP
     /// DPoP (RFC 9449): the AS metadata lists `dpop_signing_alg_values_supported`
@@ -579,6 +600,24 @@ fn percent_fault(s: &str) -> Result<EndpointFault, String> {
         ));
     }
     Ok(fault)
+}
+
+/// Whether `s` may name a person (`--subject`, `login_hint`): 1 to 64 ASCII letters,
+/// digits and `-_.@`.
+pub(crate) fn valid_subject(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+fn parse_subject(s: &str) -> Result<String, String> {
+    if valid_subject(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: expected 1 to 64 ASCII letters, digits and -_.@"
+        ))
+    }
 }
 
 fn parse_field_override(s: &str) -> Result<(String, String), String> {
@@ -1136,6 +1175,40 @@ mod tests {
         for other in ["--dpop", "--dpop-nonce", "--dpop-refuse-proofs"] {
             assert!(Cli::try_parse_from(["tb", "--dpop-resource-only", other]).is_err());
         }
+    }
+
+    #[test]
+    fn subject_and_jwt_access_tokens_parse() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            knobs: Knobs,
+        }
+        let k = Knobs::default();
+        assert_eq!(
+            (k.subject.as_str(), k.jwt_access_tokens),
+            ("testbed-user", false)
+        );
+        let k = Cli::try_parse_from([
+            "tb",
+            "--subject",
+            "alice@example.org",
+            "--jwt-access-tokens",
+        ])
+        .unwrap()
+        .knobs;
+        assert_eq!(
+            (k.subject.as_str(), k.jwt_access_tokens),
+            ("alice@example.org", true)
+        );
+        let too_long = "x".repeat(65);
+        for bad in ["", "two words", "zoë", "a/b", too_long.as_str()] {
+            assert!(
+                Cli::try_parse_from(["tb", "--subject", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(valid_subject(&"x".repeat(64)) && valid_subject("A-z_0.9@"));
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //! private_key_jwt (RFC 7523, [`ClientSpec::private_key_jwt`]). `--hostile
 //! ENDPOINT:KIND` ([`HostileKind`]) makes every answer of an endpoint hostile (endless,
 //! 100,000 deep, not UTF-8, duplicate keys, cut mid-body, redirected), and
-//! `--h2-goaway-after N` tells HTTP/2 connections to go away mid-request.
+//! `--h2-goaway-after N` tells HTTP/2 connections to go away mid-request. Every grant
+//! is for a person (`login_hint`, else `--subject`; the client itself for
+//! client_credentials), the `sub` introspection tells; `--jwt-access-tokens` issues
+//! access tokens as JWTs (RFC 9068) that verify against the jwks endpoint, whose key
+//! [`Testbed::rotate_signing_key`] rotates.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyway_testbed::TestbedError> {
@@ -42,6 +46,7 @@ pub mod postgres;
 mod resource;
 mod serve;
 mod shared;
+mod signing;
 mod stats;
 mod tools;
 
@@ -72,9 +77,15 @@ pub use crate::{
         IssMode, Knobs, McpRevision, MetadataDoc, PkceAdvertised, PrmLocation, ScopeList,
         TokenAuthMethod,
     },
+    signing::SigningError,
     stats::{AuthorizeSeen, Stats, TokenSeen},
 };
-use crate::{faults::RouteTable, shared::Shared, shared::Urls};
+use crate::{
+    db::NewAccess,
+    faults::RouteTable,
+    shared::{Shared, Urls},
+    signing::SigningKeys,
+};
 
 /// Why a testbed could not start.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +99,9 @@ pub enum TestbedError {
     },
     #[error("invalid knob: {0}")]
     InvalidKnob(String),
+    /// The authorization server's signing key could not be made.
+    #[error("cannot make a signing key: {0}")]
+    SigningKey(#[source] SigningError),
 }
 
 /// Where a running testbed can be reached; printed by `keyway testbed`.
@@ -137,7 +151,8 @@ impl Testbed {
             None => rs_addr,
         };
         let urls = Urls::new(&knobs, rs_addr, as_addr);
-        let shared = Arc::new(Shared::new(knobs, clock, urls));
+        let signing = SigningKeys::generate().map_err(TestbedError::SigningKey)?;
+        let shared = Arc::new(Shared::new(knobs, clock, urls, signing));
         let shutdown = CancellationToken::new();
         let mcp_listener = serve::Listener {
             tls: tls.clone(),
@@ -295,26 +310,75 @@ impl Testbed {
     }
 
     /// Mint an access token for this server with `scope` (space separated), as if an
-    /// administrator had issued a static API token. It expires per `--token-lifetime`.
+    /// administrator had issued a static API token to the `--subject` person. It
+    /// expires per `--token-lifetime`; with `--jwt-access-tokens` it is a JWT.
     pub fn mint_access_token(&self, scope: &str) -> String {
-        let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
-        let now = self.shared.now();
-        self.shared.db().mint_access(
-            "testbed-minted",
-            &scopes,
-            Some(&self.shared.urls.resource),
-            None,
-            now,
-            self.shared.knobs.access_token_lifetime(),
-        )
+        self.mint(&self.shared.knobs.subject, scope, None, None)
+    }
+
+    /// Mint an access token for `subject` with `scope` (space separated) for
+    /// `resource` (`None`: this server's own, [`Testbed::resource`]), as
+    /// [`Testbed::mint_access_token`] does. A token for another resource is what
+    /// this authorization server would give a client of that other server (its `aud`
+    /// is that resource); this server's MCP endpoint refuses it unless
+    /// `--no-audience-binding`.
+    pub fn mint_access_token_for(
+        &self,
+        subject: &str,
+        scope: &str,
+        resource: Option<&str>,
+    ) -> String {
+        self.mint(subject, scope, resource, None)
     }
 
     /// Mint an access token bound to the DPoP key with thumbprint `jkt` (RFC 7638,
     /// SHA-256), as [`Testbed::mint_access_token`] does for a bearer token.
     pub fn mint_dpop_bound_access_token(&self, scope: &str, jkt: &str) -> String {
-        let token = self.mint_access_token(scope);
-        self.shared.db().bind_access(&token, Some(jkt));
-        token
+        self.mint(&self.shared.knobs.subject, scope, None, Some(jkt))
+    }
+
+    /// The `kid` of the key that signs JWT access tokens now (`--jwt-access-tokens`).
+    pub fn signing_kid(&self) -> String {
+        self.shared.signing.current_kid()
+    }
+
+    /// Rotate the authorization server's signing key: a new key (with a new `kid`)
+    /// signs JWT access tokens from now on, and the jwks endpoint lists it first.
+    /// With `keep_old` the keys listed until now stay listed after it (tokens they
+    /// signed still verify); without, only the new key is listed.
+    pub fn rotate_signing_key(&self, keep_old: bool) {
+        if let Err(e) = self.shared.signing.rotate(keep_old) {
+            // Cannot happen: making a P-256 key fails only when the random source
+            // does, and aws-lc aborts the process then rather than return; the start
+            // of this testbed made one the same way.
+            panic!("the testbed could not make a new signing key: {e}");
+        }
+    }
+
+    fn mint(
+        &self,
+        subject: &str,
+        scope: &str,
+        resource: Option<&str>,
+        jkt: Option<&str>,
+    ) -> String {
+        let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+        let new = NewAccess {
+            client_id: MINTED_CLIENT_ID,
+            subject,
+            scope: &scopes,
+            resource: Some(resource.unwrap_or(&self.shared.urls.resource)),
+            family: None,
+            jkt,
+        };
+        let mut db = self.shared.db();
+        match self.shared.mint_access(&mut db, &new) {
+            Ok(token) => token,
+            // Signing cannot fail: the key signed once when it was made (so it parses
+            // and signs), the claims are strings and numbers (serde_json writes them),
+            // and aws-lc aborts rather than return when its random source fails.
+            Err(e) => panic!("the testbed could not sign an access token: {e}"),
+        }
     }
 
     /// The DPoP nonce proofs must carry now (with `--dpop-nonce`).
@@ -342,6 +406,9 @@ impl Drop for Testbed {
         self.shutdown.cancel();
     }
 }
+
+/// The `client_id` of tokens minted by [`Testbed::mint_access_token`] and its kin.
+const MINTED_CLIENT_ID: &str = "testbed-minted";
 
 /// Connections the kernel queues for the testbed before it accepts them. tokio's
 /// `TcpListener::bind` asks for 128; a client that opens a few hundred connections at
@@ -381,6 +448,12 @@ fn validate(k: &Knobs) -> Result<(), TestbedError> {
                 "{name} {path:?}: use a plain path"
             )));
         }
+    }
+    if !knobs::valid_subject(&k.subject) {
+        return Err(TestbedError::InvalidKnob(format!(
+            "--subject {:?}: use 1 to 64 ASCII letters, digits and -_.@",
+            k.subject
+        )));
     }
     let dpop_at_as = k.dpop
         || k.dpop_nonce

@@ -13,8 +13,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 
 use crate::{
     clock::Clock,
-    db::Db,
+    db::{AccessToken, Db, NewAccess, random_token},
     knobs::{Endpoint, EndpointFaults, IdpQuirks, Knobs, MetadataDoc, PrmLocation},
+    signing::{SigningError, SigningKeys},
     stats::Stats,
 };
 
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     /// Endless answers (`--hostile ENDPOINT:endless`) that stopped; a test waits on it
     /// to see one stop when its client hangs up.
     pub endless_stopped: Arc<Counter>,
+    /// The keys JWT access tokens are signed with (`--jwt-access-tokens`).
+    pub(crate) signing: SigningKeys,
     faults: HashMap<Endpoint, EndpointFaults>,
 }
 
@@ -53,7 +56,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub fn new(knobs: Knobs, clock: Arc<dyn Clock>, urls: Urls) -> Self {
+    pub fn new(knobs: Knobs, clock: Arc<dyn Clock>, urls: Urls, signing: SigningKeys) -> Self {
         let faults = Endpoint::value_variants()
             .iter()
             .map(|e| (*e, knobs.faults_for(*e)))
@@ -78,8 +81,29 @@ impl Shared {
             knobs,
             clock,
             urls,
+            signing,
             faults,
         }
+    }
+
+    /// The `issuer` of the AS metadata (`--issuer-override`, else the real one).
+    pub fn advertised_issuer(&self) -> &str {
+        self.knobs
+            .issuer_override
+            .as_deref()
+            .unwrap_or(&self.urls.issuer)
+    }
+
+    /// Issue an access token for `new` into `db`, now: an opaque random string, or
+    /// with `--jwt-access-tokens` a JWT (RFC 9068) signed by the current key.
+    pub fn mint_access(&self, db: &mut Db, new: &NewAccess<'_>) -> Result<String, SigningError> {
+        let at = AccessToken::new(new, self.now(), self.knobs.access_token_lifetime());
+        let token = if self.knobs.jwt_access_tokens {
+            self.signing.sign_access(self.advertised_issuer(), &at)?
+        } else {
+            random_token("tb_at_")
+        };
+        Ok(db.insert_access(token, at))
     }
 
     /// The counters as they are now.

@@ -93,6 +93,9 @@ pub struct Stats {
     pub dpop_replays_refused: u64,
     /// Token responses whose tokens were DPoP-bound (`token_type` DPoP).
     pub dpop_bound_tokens_issued: u64,
+    /// Access tokens the token endpoint issued, per subject (the person, or the
+    /// client's id for client_credentials).
+    pub tokens_by_subject: BTreeMap<String, u64>,
     /// Requests refused by an `--idp-quirks` rule (authorization, device
     /// authorization and token requests), e.g. Entra refusing `resource`.
     pub quirk_refusals: u64,
@@ -122,6 +125,8 @@ pub struct AuthorizeSeen {
     pub access_type: Option<String>,
     /// `prompt`, as sent.
     pub prompt: Option<String>,
+    /// `login_hint` (the person, when the client names one), as sent.
+    pub login_hint: Option<String>,
 }
 
 /// What a token request asked for (never the secrets it carried).

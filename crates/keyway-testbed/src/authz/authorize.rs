@@ -1,5 +1,6 @@
 //! `GET /authorize`: approves at once (or denies with `--deny`) and redirects back with
-//! a code, the state, and the `iss` the knobs ask for (RFC 9207).
+//! a code, the state, and the `iss` the knobs ask for (RFC 9207). The person who
+//! approves is the request's `login_hint`, else `--subject`.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::{
 use super::{client_auth::find_client, quirks, single_params};
 use crate::{
     db::{CODE_LIFETIME, Code, random_token},
-    knobs::IssMode,
+    knobs::{IssMode, valid_subject},
     shared::Shared,
     stats::AuthorizeSeen,
 };
@@ -43,6 +44,7 @@ pub(crate) async fn authorize(
         audience: get("audience").map(str::to_owned),
         access_type: get("access_type").map(str::to_owned),
         prompt: get("prompt").map(str::to_owned),
+        login_hint: get("login_hint").map(str::to_owned),
     });
 
     // Errors about the client or its redirect are shown here, never redirected (RFC
@@ -76,6 +78,17 @@ pub(crate) async fn authorize(
                 format!("code_challenge_method {method} is not supported"),
             ));
         }
+        // The person who authorizes: the one the client names, else the default.
+        let subject = match get("login_hint") {
+            Some(hint) if valid_subject(hint) => hint.to_owned(),
+            Some(_) => {
+                return Err((
+                    "invalid_request",
+                    "login_hint must be 1 to 64 ASCII letters, digits and -_.@".to_owned(),
+                ));
+            }
+            None => shared.knobs.subject.clone(),
+        };
         let grant = quirks::grant(&shared, &params).map_err(|r| {
             if r.by_quirk {
                 shared.stats().quirk_refusals += 1;
@@ -90,6 +103,7 @@ pub(crate) async fn authorize(
         }
         Ok(Code {
             client_id: client.id.clone(),
+            subject,
             redirect_uri: redirect_uri.to_owned(),
             challenge: challenge.to_owned(),
             method: method.to_owned(),

@@ -46,6 +46,7 @@ pub(crate) async fn device_authorization(
         device_code.clone(),
         DeviceGrant {
             client_id: caller.client.id,
+            subject: shared.knobs.subject.clone(),
             user_code: user.clone(),
             scope: grant.scope,
             resource: grant.resource,

@@ -19,6 +19,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json, Router,
+    extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -48,9 +49,7 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> (Router<Arc<Shared>>, Vec<(String,
             let oidc = *doc != MetadataDoc::Oauth;
             router = router.route(
                 &path,
-                get(move |state: axum::extract::State<Arc<Shared>>| async move {
-                    Json(metadata(&state, oidc))
-                }),
+                get(move |state: State<Arc<Shared>>| async move { Json(metadata(&state, oidc)) }),
             );
             table.push((path, Endpoint::AsMetadata));
         }
@@ -63,11 +62,7 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> (Router<Arc<Shared>>, Vec<(String,
     };
     add("authorize", Endpoint::Authorize, get(authorize::authorize));
     add("token", Endpoint::Token, post(token::token));
-    add(
-        "jwks",
-        Endpoint::Jwks,
-        get(|| async { Json(json!({"keys": []})) }),
-    );
+    add("jwks", Endpoint::Jwks, get(jwks));
     if !k.no_dcr {
         add("register", Endpoint::Register, post(register::register));
     }
@@ -113,14 +108,7 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
     }
     let mut obj = serde_json::Map::new();
     let mut put = |k: &str, v: Value| obj.insert(k.to_owned(), v);
-    put(
-        "issuer",
-        json!(
-            k.issuer_override
-                .clone()
-                .unwrap_or_else(|| u.issuer.clone())
-        ),
-    );
+    put("issuer", json!(shared.advertised_issuer()));
     put(
         "authorization_endpoint",
         json!(
@@ -200,8 +188,11 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
             json!([crate::dpop::ALG]),
         );
     }
-    if oidc {
+    if oidc || k.jwt_access_tokens {
+        // RFC 8414 §2: where the keys that sign (here, JWT access tokens) are.
         obj.insert("jwks_uri".into(), json!(u.endpoint_url("jwks")));
+    }
+    if oidc {
         obj.insert("subject_types_supported".into(), json!(["public"]));
         obj.insert(
             "id_token_signing_alg_values_supported".into(),
@@ -209,6 +200,16 @@ pub(crate) fn metadata(shared: &Shared, oidc: bool) -> Value {
         );
     }
     Value::Object(obj)
+}
+
+/// The JWK Set (RFC 7517 §5): the keys that sign JWT access tokens with
+/// `--jwt-access-tokens`, none without.
+async fn jwks(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    if shared.knobs.jwt_access_tokens {
+        Json(shared.signing.jwks())
+    } else {
+        Json(json!({"keys": []}))
+    }
 }
 
 /// Form or query parameters, refusing a parameter given twice (RFC 6749 §3.1, §3.2).

@@ -22,10 +22,11 @@ use super::{
     single_params,
 };
 use crate::{
-    db::{DEVICE_CODE_GRANT, Db, Issued, pkce_matches},
+    db::{DEVICE_CODE_GRANT, Db, Issued, NewAccess, pkce_matches},
     dpop::{self, At, Expect},
     knobs::{IdpQuirks, TokenAuthMethod},
     shared::Shared,
+    signing::SigningError,
     stats::TokenSeen,
 };
 
@@ -45,6 +46,16 @@ fn refuse(error: &'static str, why: impl Into<String>) -> Refusal {
         error,
         why: why.into(),
         by_quirk: false,
+    }
+}
+
+/// The access token could not be signed (`--jwt-access-tokens`).
+impl From<SigningError> for Refusal {
+    fn from(e: SigningError) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            ..refuse("server_error", e.to_string())
+        }
     }
 }
 
@@ -136,7 +147,14 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &str) -> Response {
     match result {
         Ok(issued) => {
             seen.outcome = "ok".into();
-            shared.stats().log_token(seen);
+            {
+                let mut stats = shared.stats();
+                stats.log_token(seen);
+                *stats
+                    .tokens_by_subject
+                    .entry(issued.subject.clone())
+                    .or_default() += 1;
+            }
             let token_type = if jkt.is_some() {
                 shared.stats().dpop_bound_tokens_issued += 1;
                 "DPoP"
@@ -269,20 +287,24 @@ fn authorization_code(
         ));
     }
     let resource = resource.or(stored.resource.as_deref()).map(str::to_owned);
-    let family = db.new_family(&caller.client.id, &stored.scope, resource.as_deref());
+    let family = db.new_family(
+        &caller.client.id,
+        &stored.subject,
+        &stored.scope,
+        resource.as_deref(),
+    );
     if let Some(c) = db.codes.get_mut(code) {
         c.issued_family = Some(family);
     }
-    let mut issued = issue(
-        shared,
-        &mut db,
-        &caller.client.id,
-        &stored.scope,
-        resource.as_deref(),
-        Some(family),
-        stored.quirks.refresh_allowed,
+    let new = NewAccess {
+        client_id: &caller.client.id,
+        subject: &stored.subject,
+        scope: &stored.scope,
+        resource: resource.as_deref(),
+        family: Some(family),
         jkt,
-    );
+    };
+    let mut issued = issue(shared, &mut db, &new, stored.quirks.refresh_allowed)?;
     drop(db);
     if let Some(shown) = stored.quirks.scope_shown {
         issued.scope = shown;
@@ -354,17 +376,15 @@ fn refresh(
     if rotate && let Some(old) = db.refresh.get_mut(presented) {
         old.used = true;
     }
-    let resource = family.resource.as_deref();
-    let mut issued = issue(
-        shared,
-        &mut db,
-        &caller.client.id,
-        &scope,
-        resource,
-        Some(rt.family),
-        rotate,
+    let new = NewAccess {
+        client_id: &caller.client.id,
+        subject: &family.subject,
+        scope: &scope,
+        resource: family.resource.as_deref(),
+        family: Some(rt.family),
         jkt,
-    );
+    };
+    let mut issued = issue(shared, &mut db, &new, rotate)?;
     if !rotate && !k.omit_refresh_token_on_refresh {
         issued.refresh_token = Some(presented.clone());
     }
@@ -392,21 +412,21 @@ fn client_credentials(
     // What the token is for and carries, as an authorization request would decide
     // (with Auth0, `audience` on this request picks the resource).
     let grant = quirks::grant(shared, p)?;
-    let now = shared.now();
-    let mut db = shared.db();
-    let token = db.mint_access(
-        &caller.client.id,
-        &grant.scope,
-        grant.resource.as_deref(),
-        None,
-        now,
-        shared.knobs.access_token_lifetime(),
-    );
-    db.bind_access(&token, jkt);
-    drop(db);
+    // No person: the client acts for itself.
+    let subject = &caller.client.id;
+    let new = NewAccess {
+        client_id: &caller.client.id,
+        subject,
+        scope: &grant.scope,
+        resource: grant.resource.as_deref(),
+        family: None,
+        jkt,
+    };
+    let token = shared.mint_access(&mut shared.db(), &new)?;
     shared.stats().client_credentials_grants += 1;
     Ok(Issued {
         access_token: token,
+        subject: subject.clone(),
         refresh_token: None,
         scope: grant.quirks.scope_shown.unwrap_or(grant.scope),
     })
@@ -446,71 +466,60 @@ fn device_code(
         }
         grant.approved = true;
     }
-    let (scope, resource, decided) = (
-        grant.scope.clone(),
-        grant.resource.clone(),
-        grant.quirks.clone(),
-    );
-    db.devices.remove(code);
-    let family = db.new_family(&caller.client.id, &scope, resource.as_deref());
-    let mut issued = issue(
-        shared,
-        &mut db,
+    let Some(grant) = db.devices.remove(code) else {
+        // Found just above, under the same lock.
+        return Err(refuse("invalid_grant", "unknown device code"));
+    };
+    let family = db.new_family(
         &caller.client.id,
-        &scope,
-        resource.as_deref(),
-        Some(family),
-        decided.refresh_allowed,
-        jkt,
+        &grant.subject,
+        &grant.scope,
+        grant.resource.as_deref(),
     );
+    let new = NewAccess {
+        client_id: &caller.client.id,
+        subject: &grant.subject,
+        scope: &grant.scope,
+        resource: grant.resource.as_deref(),
+        family: Some(family),
+        jkt,
+    };
+    let mut issued = issue(shared, &mut db, &new, grant.quirks.refresh_allowed)?;
     drop(db);
-    if let Some(shown) = decided.scope_shown {
+    if let Some(shown) = grant.quirks.scope_shown {
         issued.scope = shown;
     }
     shared.stats().device_grants += 1;
     Ok(issued)
 }
 
-/// Mint an access token (and a refresh token when the knobs allow and `with_refresh`),
-/// both bound to the DPoP key `jkt` when there is one.
-#[allow(clippy::too_many_arguments)]
+/// Mint an access token for `new` (and a refresh token of its family when the knobs
+/// allow and `with_refresh`), both bound to its DPoP key when there is one.
 fn issue(
     shared: &Shared,
     db: &mut Db,
-    client_id: &str,
-    scope: &[String],
-    resource: Option<&str>,
-    family: Option<u64>,
+    new: &NewAccess<'_>,
     with_refresh: bool,
-    jkt: Option<&str>,
-) -> Issued {
+) -> Result<Issued, SigningError> {
     let k = &shared.knobs;
-    let now = shared.now();
-    db.sweep(now);
-    let access_token = db.mint_access(
-        client_id,
-        scope,
-        resource,
-        family,
-        now,
-        k.access_token_lifetime(),
-    );
-    db.bind_access(&access_token, jkt);
+    db.sweep(shared.now());
+    let access_token = shared.mint_access(db, new)?;
     let may_refresh = db
         .clients
-        .get(client_id)
+        .get(new.client_id)
         .is_none_or(|c| c.may_use("refresh_token"));
     let wants_refresh = with_refresh
         && may_refresh
         && !k.no_refresh_token
-        && (!k.refresh_requires_offline_access || scope.iter().any(|s| s == "offline_access"));
-    let refresh_token = match family {
-        Some(f) if wants_refresh => Some(db.mint_refresh(f, jkt)),
+        && (!k.refresh_requires_offline_access || new.scope.iter().any(|s| s == "offline_access"));
+    let refresh_token = match new.family {
+        Some(f) if wants_refresh => Some(db.mint_refresh(f, new.jkt)),
         _ => None,
     };
-    Issued {
+    Ok(Issued {
         access_token,
+        subject: new.subject.to_owned(),
         refresh_token,
-        scope: scope.to_vec(),
-    }
+        scope: new.scope.to_vec(),
+    })
 }

@@ -84,6 +84,7 @@ pub(crate) async fn introspect(
                 "active": true,
                 "token_type": "Bearer",
                 "client_id": at.client_id,
+                "sub": at.subject,
                 "scope": at.scope.join(" "),
                 "aud": at.resource,
                 "iss": shared.urls.issuer,
