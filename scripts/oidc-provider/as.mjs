@@ -13,6 +13,9 @@
 // env: RS_CLIENT_SECRET  secret of the resource server's introspection client
 //      DPOP_NONCE=1      every DPoP proof must carry the server's nonce (§8)
 //      ACCESS_TTL=SECS   access token lifetime (default 600)
+//      ACCESS_FORMAT=jwt access tokens as JWTs (RFC 9068, signed with the provider's
+//                        key, published at its jwks_uri), for keyway's gateway
+// The person signed in is the authorization request's login_hint, else interop-user.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
@@ -25,6 +28,7 @@ if (!rsSecret) {
 const loopback = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const requireNonce = process.env.DPOP_NONCE === '1';
 const accessTokenTTL = Number(process.env.ACCESS_TTL || 600);
+const accessTokenFormat = process.env.ACCESS_FORMAT === 'jwt' ? 'jwt' : 'opaque';
 const grants = {};
 
 const server = http.createServer();
@@ -75,7 +79,7 @@ server.listen(0, '127.0.0.1', () => {
         useGrantedResource: async () => false,
         async getResourceServerInfo(ctx, resource) {
           if (!loopback.has(new URL(resource).hostname)) throw new errors.InvalidTarget();
-          return { scope: 'mcp:tools mcp:admin', audience: resource, accessTokenTTL, accessTokenFormat: 'opaque' };
+          return { scope: 'mcp:tools mcp:admin', audience: resource, accessTokenTTL, accessTokenFormat };
         },
       },
     },
@@ -87,7 +91,8 @@ server.listen(0, '127.0.0.1', () => {
     const details = await provider.interactionDetails(ctx.req, ctx.res);
     let result;
     if (details.prompt.name === 'login') {
-      result = { login: { accountId: 'interop-user' } };
+      const hint = details.params.login_hint;
+      result = { login: { accountId: /^[\w.@-]{1,64}$/.test(hint || '') ? hint : 'interop-user' } };
     } else {
       const grant = details.grantId
         ? await provider.Grant.find(details.grantId)

@@ -187,7 +187,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  keyway serve                                  (stdio, for one MCP client)\n  keyway serve --listen 127.0.0.1:8931 --token-file ~/.keyway-serve-token\n  keyway serve --listen 0.0.0.0:8931 --token-file /run/secrets/token --check-config\n\nProbes (no token needed): GET /healthz answers 200 while the gateway serves; GET /readyz\nanswers 200 when its store answers, else 503."
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 
     /// Bridge a local MCP client (stdio) to a remote server: every message both ways,
     /// authorizing, refreshing and reconnecting as needed. Only MCP frames go to stdout;
@@ -428,7 +428,47 @@ pub struct ServeArgs {
     pub check_config: bool,
 
     #[command(flatten)]
+    pub sign_in: SignInArgs,
+
+    #[command(flatten)]
     pub deadlines: DeadlineArgs,
+}
+
+/// A team's gateway: callers sign in with the organisation's authorization server.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Team sign-in")]
+pub struct SignInArgs {
+    /// The organisation's authorization server (its issuer URL). Callers sign in there
+    /// and send its access tokens, issued for this gateway, instead of the gateway's
+    /// token; the gateway publishes protected resource metadata naming it.
+    #[arg(
+        long,
+        value_name = "ISSUER",
+        requires = "listen",
+        conflicts_with = "token_file"
+    )]
+    pub authorization_server: Option<String>,
+
+    /// The URL clients reach the gateway at (behind a load balancer, the balancer's),
+    /// such as https://mcp.example.com/mcp: every token must be issued for it. Default:
+    /// http://ADDR:PORT/mcp of --listen, which must then be a loopback address.
+    #[arg(long, value_name = "URL", requires = "authorization_server")]
+    pub public_url: Option<url::Url>,
+
+    /// A scope every caller's token must carry (may repeat).
+    #[arg(long, value_name = "SCOPE", requires = "authorization_server")]
+    pub require_scope: Vec<String>,
+
+    /// Check tokens by asking the authorization server (introspection, RFC 7662) as
+    /// this client of it, instead of verifying them as JWTs with its published keys.
+    /// The client's secret comes from --introspection-secret-file or the environment
+    /// variable KEYWAY_INTROSPECTION_SECRET.
+    #[arg(long, value_name = "CLIENT_ID", requires = "authorization_server")]
+    pub introspection_client: Option<String>,
+
+    /// A file holding the introspection client's secret, readable by you only.
+    #[arg(long, value_name = "FILE", requires = "introspection_client")]
+    pub introspection_secret_file: Option<std::path::PathBuf>,
 }
 
 /// The time limits on each request to a server.

@@ -48,7 +48,7 @@ pub async fn run(command: Command, settings: &Settings, printer: &Printer) -> Re
         Command::Resources(args) => {
             tools::run(args.into(), tools::What::Resources, settings, printer).await
         }
-        Command::Serve(args) => serve::run(args, settings, printer).await,
+        Command::Serve(args) => serve::run(*args, settings, printer).await,
         Command::Ui(args) => ui::run(*args, settings, printer).await,
         Command::Testbed(args) => testbed::run(*args, printer).await,
         Command::Completions(args) => {

@@ -5,7 +5,12 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use keyway::{
     Secret,
-    gateway::{self, Gateway, UpstreamConfig, edge::EdgeLimits, http::Guard},
+    gateway::{
+        self, Gateway, UpstreamConfig,
+        edge::EdgeLimits,
+        http::Guard,
+        inbound::{ProtectedResource, ResourceSettings, StartError, Verification},
+    },
     mcp::wire::WireConfig,
     store::{Store, tokens::StoredTokens},
 };
@@ -14,13 +19,20 @@ use super::{store, testbed_signals::StopSignals};
 use crate::{cli::ServeArgs, exit::CliError, printer::Printer, settings::Settings};
 
 pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Result<(), CliError> {
+    let sign_in = args.sign_in.authorization_server.is_some();
     if let Some(addr) = args.listen
         && !addr.ip().is_loopback()
-        && args.token_file.is_none()
     {
-        return Err(store::usage(format!(
-            "listening on {addr}, beyond loopback, needs --token-file (a token you hand to the clients on purpose)"
-        )));
+        if sign_in && args.sign_in.public_url.is_none() {
+            return Err(store::usage(format!(
+                "listening on {addr}, beyond loopback, with --authorization-server needs --public-url (the URL clients use, which tokens are issued for)"
+            )));
+        }
+        if !sign_in && args.token_file.is_none() {
+            return Err(store::usage(format!(
+                "listening on {addr}, beyond loopback, needs --token-file (a token you hand to the clients on purpose) or --authorization-server (people sign in)"
+            )));
+        }
     }
     if !args.cors_origin.is_empty() && args.listen.is_none() {
         return Err(store::usage(
@@ -98,12 +110,17 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         Some(addr) => {
             let stop = StopSignals::install()?;
             // Always a token: any web page the user visits can send requests to a
-            // loopback port; only a page that knows the token gets an answer.
+            // loopback port; only a page that knows the token gets an answer. Either
+            // the gateway's own, or a person's from the organisation's server.
             let token_path = args
                 .token_file
                 .clone()
                 .unwrap_or_else(|| settings.home.join(GATEWAY_TOKEN_FILE));
-            let token = read_token(&token_path, args.token_file.is_none())?;
+            let token = if sign_in {
+                Secret::new("")
+            } else {
+                read_token(&token_path, args.token_file.is_none())?
+            };
             let listener = gateway::edge::listen(addr).map_err(|e| {
                 CliError::failure(anyhow!("cannot listen on {addr}: {e}"))
                     .with_hint("pick another port")
@@ -115,19 +132,33 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 max_connections: args.max_connections as usize,
                 ..EdgeLimits::default()
             };
-            let guard = Guard::for_addr(local, token, &args.allowed_host)
+            let mut guard = Guard::for_addr(local, token, &args.allowed_host)
                 .with_cors_origins(&args.cors_origin)
                 .map_err(|e| store::usage(format!("--cors-origin: {e}")))?;
-            let app = gateway::http::app(gw.clone(), guard, limits)
-                // The probes, outside the guard: they carry no token.
-                .merge(gateway::health::routes(Arc::new(
-                    gateway::health::StoreAnswers(st.clone()),
-                )));
+            let resource = match sign_in {
+                true => Some(protected_resource(&args.sign_in, local).await?),
+                false => None,
+            };
+            if let Some(r) = &resource {
+                guard = guard.with_resource(r.clone());
+            }
+            // The probes, outside the guard: they carry no token.
+            let probes =
+                gateway::health::routes(Arc::new(gateway::health::StoreAnswers(st.clone())));
+            let app = gateway::http::app_with(gw.clone(), guard, limits, probes);
             eprintln!("keyway gateway on http://{local}/mcp for {count} server(s)");
-            eprintln!(
-                "clients send Authorization: Bearer <the token in {}>",
-                token_path.display()
-            );
+            match &resource {
+                Some(r) => eprintln!(
+                    "people sign in at {} for {} (resource metadata at {})",
+                    r.issuer(),
+                    r.resource(),
+                    r.metadata_location().1
+                ),
+                None => eprintln!(
+                    "clients send Authorization: Bearer <the token in {}>",
+                    token_path.display()
+                ),
+            }
             gateway::edge::serve(
                 listener,
                 app,
@@ -143,6 +174,50 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             Ok(())
         }
     }
+}
+
+/// The gateway as a protected resource of the organisation's authorization server
+/// (`--authorization-server`), listening at `local`.
+async fn protected_resource(
+    args: &crate::cli::SignInArgs,
+    local: std::net::SocketAddr,
+) -> Result<Arc<ProtectedResource>, CliError> {
+    let Some(issuer) = &args.authorization_server else {
+        return Err(store::usage("--authorization-server is needed".into()));
+    };
+    let resource = match &args.public_url {
+        Some(u) => u.clone(),
+        None => url::Url::parse(&format!("http://{local}/mcp")).context("the gateway's own URL")?,
+    };
+    let mut settings = ResourceSettings::new(resource, issuer);
+    settings.required_scopes = args.require_scope.clone();
+    if let Some(client_id) = &args.introspection_client {
+        let secret = match &args.introspection_secret_file {
+            Some(path) => read_private(path, "introspection secret", 1)?,
+            None => match std::env::var("KEYWAY_INTROSPECTION_SECRET") {
+                Ok(s) if !s.is_empty() => Secret::new(s),
+                _ => {
+                    return Err(store::usage(
+                        "--introspection-client needs its secret: --introspection-secret-file FILE or KEYWAY_INTROSPECTION_SECRET".into(),
+                    ));
+                }
+            },
+        };
+        settings.verification = Verification::Introspection {
+            client_id: client_id.clone(),
+            secret,
+        };
+    }
+    let r = ProtectedResource::start(settings).await.map_err(|e| {
+        let hint = match e {
+            StartError::Resource(_) | StartError::Scope(_) => {
+                "check --public-url and --require-scope"
+            }
+            _ => "check --authorization-server, and that the server answers",
+        };
+        CliError::failure(anyhow!("{e}")).with_hint(hint)
+    })?;
+    Ok(Arc::new(r))
 }
 
 /// The shortest gateway token keyway accepts.
@@ -170,12 +245,18 @@ fn read_token(path: &std::path::Path, ours: bool) -> Result<Secret, CliError> {
         }
         return Ok(token);
     }
+    read_private(path, "token", MIN_TOKEN_LEN)
+}
+
+/// A secret (`what`) from a file you were handed: at least `min_len` characters,
+/// which others cannot change.
+fn read_private(path: &std::path::Path, what: &str, min_len: usize) -> Result<Secret, CliError> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the token file {}", path.display()))?;
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
     let token = text.trim();
-    if token.len() < MIN_TOKEN_LEN {
+    if token.len() < min_len {
         return Err(store::usage(format!(
-            "the token in {} is shorter than {MIN_TOKEN_LEN} characters",
+            "the {what} in {} is shorter than {min_len} characters",
             path.display()
         )));
     }
@@ -185,18 +266,18 @@ fn read_token(path: &std::path::Path, ours: bool) -> Result<Secret, CliError> {
     {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?;
+            .with_context(|| format!("reading the {what} file {}", path.display()))?;
         let me = rustix::process::getuid().as_raw();
         if meta.mode() & 0o022 != 0 || (meta.uid() != me && meta.uid() != 0) {
             return Err(store::usage(format!(
-                "the token file {} can be changed by other users (mode {:03o}, owner {}); `chmod 600` it",
+                "the {what} file {} can be changed by other users (mode {:03o}, owner {}); `chmod 600` it",
                 path.display(),
                 meta.mode() & 0o777,
                 meta.uid()
             )));
         }
         if meta.mode() & 0o004 != 0 {
-            tracing::warn!(file = %path.display(), "the token file is readable by every user of this machine");
+            tracing::warn!(file = %path.display(), "the {what} file is readable by every user of this machine");
         }
     }
     Ok(Secret::new(token.to_owned()))
@@ -216,8 +297,37 @@ async fn check_config(
     if !args.cors_origin.is_empty() {
         lines.push(format!("cors        {}", args.cors_origin.join(", ")));
     }
+    let sign_in = &args.sign_in;
     match (args.listen, &args.token_file) {
         (None, _) => lines.push("listen      stdio".into()),
+        (Some(addr), _) if sign_in.authorization_server.is_some() => {
+            let resource = sign_in
+                .public_url
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| format!("http://{addr}/mcp"));
+            lines.push(format!("listen      http://{addr}/mcp"));
+            lines.push(format!(
+                "sign-in     {} (tokens for {resource}{})",
+                sign_in.authorization_server.as_deref().unwrap_or_default(),
+                if sign_in.require_scope.is_empty() {
+                    String::new()
+                } else {
+                    format!(", scopes {}", sign_in.require_scope.join(" "))
+                }
+            ));
+            match (&sign_in.introspection_client, &sign_in.introspection_secret_file) {
+                (None, _) => lines.push("tokens      JWTs, verified with the server's keys".into()),
+                (Some(id), Some(path)) => match read_private(path, "introspection secret", 1) {
+                    Ok(_) => lines.push(format!("tokens      introspection as {id} (secret in {})", path.display())),
+                    Err(e) => problems.push(format!("the introspection secret: {}", e.message())),
+                },
+                (Some(id), None) => match std::env::var("KEYWAY_INTROSPECTION_SECRET") {
+                    Ok(v) if !v.is_empty() => lines.push(format!("tokens      introspection as {id} (secret from KEYWAY_INTROSPECTION_SECRET)")),
+                    _ => problems.push("--introspection-client needs its secret: --introspection-secret-file FILE or KEYWAY_INTROSPECTION_SECRET".into()),
+                },
+            }
+        }
         (Some(addr), Some(path)) => {
             lines.push(format!("listen      http://{addr}/mcp"));
             match read_token(path, false) {

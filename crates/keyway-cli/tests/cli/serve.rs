@@ -838,3 +838,128 @@ async fn metrics_count_and_time_each_servers_calls_behind_the_token() {
         "{text}"
     );
 }
+
+/// Start `keyway serve --listen` signing people in at `issuer`; its URL.
+async fn listen_signed_in(
+    k: &Keyway,
+    issuer: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, String) {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--authorization-server",
+        issuer,
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = tokio::process::Command::from(k.cmd(&args));
+    cmd.stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut url = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.strip_prefix("keyway gateway on ") {
+            url = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+        if line.starts_with("people sign in at ") {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, url.expect("the address comes first"));
+        }
+    }
+    panic!("the gateway did not start");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn people_sign_in_at_the_organisations_server_and_keyway_itself_gets_them_in() {
+    let org = testbed(|k| k.jwt_access_tokens = true).await;
+    let (_upstream, operator) = alpha().await;
+    let (_gw, url) = listen_signed_in(&operator, org.issuer(), &[]).await;
+
+    // A person with keyway as their MCP client: the gateway's challenge leads to the
+    // organisation's server, where keyway registers and signs in, then calls through.
+    let person = Keyway::new();
+    let out = person
+        .run_async(&["add", &url, "--name", "team", "--browser", "follow"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(org.stats().authorizations, 1);
+    let out = person
+        .run_async(&[
+            "call",
+            "team",
+            "alpha__echo",
+            "--args",
+            r#"{"text":"through"}"#,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "through\n");
+
+    // Without a token, with the gateway's old kind of token, with a token for
+    // another resource: 401 and the challenge.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let other = org.mint_access_token_for("mallory", "", Some("http://127.0.0.1:1/mcp"));
+    for auth in [
+        None,
+        Some("Bearer a-token-of-sixteen-chars"),
+        Some(&*format!("Bearer {other}")),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let r = post(&url, init.clone(), &headers).await;
+        assert_eq!(r.status(), 401, "{auth:?}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_flags_are_checked_before_anything_starts() {
+    let k = Keyway::new();
+    let out = k
+        .run_async(&[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--authorization-server",
+            "https://id.example",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--public-url"), "{}", stderr(&out));
+    let out = k
+        .run_async(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--authorization-server",
+            "http://127.0.0.1:1",
+            "--introspection-client",
+            "gw",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("KEYWAY_INTROSPECTION_SECRET"),
+        "{}",
+        stderr(&out)
+    );
+    let out = k
+        .run_async(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--authorization-server",
+            "http://127.0.0.1:1",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:1"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -454,6 +454,29 @@ async fn find_server(
     None
 }
 
+/// The validated metadata of the authorization server `issuer` itself (RFC 8414 §3,
+/// then OpenID Connect discovery; the `issuer` it names must be exactly this one),
+/// for a protected resource of keyway's own (the team gateway). `Err`: the report of
+/// what was tried; its [`DiscoveryReport::fatal`] problem says why none is usable.
+pub async fn authorization_server(
+    http: &reqwest::Client,
+    issuer: &str,
+    policy: &UrlPolicy,
+) -> Result<AuthServerMetadata, Box<DiscoveryReport>> {
+    let mut report = DiscoveryReport {
+        mcp_url: issuer.to_owned(),
+        challenge: None,
+        steps: Vec::new(),
+        protected_resource: None,
+        authorization_server: None,
+        problems: Vec::new(),
+    };
+    match find_server(http, &[issuer.to_owned()], policy, &mut report).await {
+        Some((_, metadata)) => Ok(metadata),
+        None => Err(Box::new(report)),
+    }
+}
+
 /// Try each metadata URL; the first whose `issuer` is exactly `issuer` wins.
 async fn fetch_server_metadata(
     http: &reqwest::Client,

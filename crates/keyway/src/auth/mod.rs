@@ -22,7 +22,7 @@ pub(crate) mod device;
 pub mod discovery;
 pub mod dpop;
 pub mod enterprise;
-mod fetch;
+pub(crate) mod fetch;
 mod flow;
 pub mod loopback;
 pub mod metadata;

@@ -32,7 +32,10 @@ use axum::{
 use futures::Stream;
 use serde_json::{Value, json};
 
-use super::Gateway;
+use super::{
+    Gateway,
+    inbound::{METADATA_PATH, Principal, ProtectedResource},
+};
 use crate::Secret;
 
 pub use super::edge::{BACKLOG, EdgeLimits, listen};
@@ -49,11 +52,21 @@ pub struct Guard {
     /// Those of `hosts` named by the operator (`--allowed-host`): a proxy in front may
     /// serve the gateway over https under them.
     pub proxied: Vec<String>,
-    /// The token clients must present.
-    pub token: Secret,
+    /// Who may call, and how they prove it.
+    pub callers: Callers,
     /// Web origins (`https://chat.example`) whose pages may call the gateway, with
     /// the token, through CORS (`--cors-origin`); none by default.
     pub cors_origins: Vec<String>,
+}
+
+/// Who may call the gateway.
+#[derive(Clone, Debug)]
+pub enum Callers {
+    /// Whoever holds the gateway's own token (one person, or a few trusted with it).
+    Token(Secret),
+    /// The people of an organisation, each with an access token its authorization
+    /// server issued for the gateway ([`ProtectedResource`]).
+    OAuth(Arc<ProtectedResource>),
 }
 
 /// Why a `--cors-origin` was not taken.
@@ -107,9 +120,29 @@ impl Guard {
         Self {
             hosts,
             proxied,
-            token,
+            callers: Callers::Token(token),
             cors_origins: Vec::new(),
         }
+    }
+
+    /// This guard, serving the people of an organisation instead of the holders of
+    /// the gateway's token: each request needs an access token `resource` accepts.
+    /// The host of the resource URL (a load balancer's, say) is allowed too, over
+    /// https when the URL says so.
+    pub fn with_resource(mut self, resource: Arc<ProtectedResource>) -> Self {
+        if let Ok(url) = url::Url::parse(resource.resource())
+            && let Some(host) = url.host_str()
+        {
+            let host = host.to_ascii_lowercase();
+            if !self.hosts.contains(&host) {
+                self.hosts.push(host.clone());
+            }
+            if url.scheme() == "https" && !self.proxied.contains(&host) {
+                self.proxied.push(host);
+            }
+        }
+        self.callers = Callers::OAuth(resource);
+        self
     }
 
     /// This guard, letting pages of `origins` call the gateway too (each checked
@@ -124,6 +157,8 @@ impl Guard {
         Ok(self)
     }
 
+    /// The checks every request meets before its caller is asked who they are: the
+    /// Host (DNS rebinding) and the Origin.
     fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let refuse = |status: StatusCode, why: &'static str| Refusal(status, why);
         let host = headers
@@ -149,6 +184,32 @@ impl Guard {
                 "requests from another origin are not allowed",
             ));
         }
+        Ok(())
+    }
+
+    /// Who the caller is: the operator, for the gateway's token; a person of the
+    /// organisation, for an access token of its authorization server.
+    async fn caller(&self, headers: &HeaderMap) -> Result<Principal, Response> {
+        let token = match &self.callers {
+            Callers::Token(token) => token,
+            Callers::OAuth(resource) => {
+                return resource.authenticate(headers).await.map_err(|why| {
+                    let mut r = (
+                        why.status(),
+                        Json(json!({
+                            "error": why.code().unwrap_or("invalid_request"),
+                            "error_description": why.to_string(),
+                        })),
+                    )
+                        .into_response();
+                    if why.status() != StatusCode::SERVICE_UNAVAILABLE {
+                        r.headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, resource.challenge(&why));
+                    }
+                    r
+                });
+            }
+        };
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -158,14 +219,13 @@ impl Guard {
             })
             .unwrap_or_default();
         // An empty token (a file cut short) opens nothing.
-        let expected = self.token.expose().as_bytes();
+        let expected = token.expose().as_bytes();
         if expected.is_empty() || !constant_time_eq(given.trim().as_bytes(), expected) {
-            return Err(refuse(
-                StatusCode::UNAUTHORIZED,
-                "the gateway needs its token",
-            ));
+            return Err(
+                Refusal(StatusCode::UNAUTHORIZED, "the gateway needs its token").into_response(),
+            );
         }
-        Ok(())
+        Ok(Principal::operator())
     }
 }
 
@@ -330,7 +390,18 @@ impl AppState {
 /// [`super::edge::serve`], which applies the connection limits of `limits`; the body
 /// limits are applied here.
 pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
+    app_with(gw, guard, limits, Router::new())
+}
+
+/// [`app`] with routes of `open` served outside the guard (the health probes: they
+/// carry no token). A path that matches no route still meets the guard first.
+pub fn app_with(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits, open: Router) -> Router {
     let cors = cors_layer(&guard.cors_origins);
+    let metadata = match &guard.callers {
+        Callers::OAuth(resource) => metadata_routes(resource.clone()),
+        Callers::Token(_) => Router::new(),
+    };
+    let guard = Arc::new(guard);
     let router = Router::new()
         .route(
             "/mcp",
@@ -356,19 +427,39 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
             sessions: Arc::default(),
             streamed: Arc::default(),
         })
-        // A layer on the whole router, so every request meets the guard first: each
-        // route's, one added later, and one that matches no route (which would
-        // otherwise tell a stranger what is there).
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(guard),
-            guarded,
-        ));
+        // A layer on the whole router, so every request meets the guard first.
+        .layer(axum::middleware::from_fn_with_state(guard.clone(), guarded))
+        // Outside the guard: a client reads the metadata before it has a token.
+        .merge(metadata)
+        .merge(open)
+        // A path that matches no route meets the guard too (a 404 would tell a
+        // stranger what is there). Set last: a merge would drop a layered fallback.
+        .fallback_service(
+            axum::routing::any(|| async { StatusCode::NOT_FOUND })
+                .layer(axum::middleware::from_fn_with_state(guard, guarded)),
+        );
     match cors {
         None => router,
         // Outside the guard: a preflight carries no token and is answered here, and
         // the guard's own refusals (a 401 and its WWW-Authenticate) reach the page.
         Some(cors) => router.layer(cors),
     }
+}
+
+/// The protected resource metadata (RFC 9728 §3): at the well-known path with the
+/// resource's path inserted, and at the bare well-known path as well.
+fn metadata_routes(resource: Arc<ProtectedResource>) -> Router {
+    let (path, _) = resource.metadata_location();
+    let doc = resource.metadata();
+    let serve = move || {
+        let doc = doc.clone();
+        async move { Json(doc) }
+    };
+    let mut router = Router::new().route(path, axum::routing::get(serve.clone()));
+    if path != METADATA_PATH {
+        router = router.route(METADATA_PATH, axum::routing::get(serve));
+    }
+    router
 }
 
 /// The CORS policy for `origins` (tower-http's): preflights answered for them alone,
@@ -419,6 +510,13 @@ async fn guarded(
 ) -> Response {
     if let Err(refusal) = guard.check(request.headers()) {
         return refusal.into_response();
+    }
+    let mut request = request;
+    match guard.caller(request.headers()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+        }
+        Err(refusal) => return refusal,
     }
     next.run(request).await
 }
@@ -957,10 +1055,14 @@ mod tests {
     async fn no_route_gets_past_the_guard() {
         use tower::ServiceExt;
         let gw = Gateway::start(Vec::new()).await;
-        let router = app(
+        // With a route outside the guard, as the health probes are: it must not
+        // open the paths no route has.
+        let open = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let router = app_with(
             gw,
             Guard::for_addr("127.0.0.1:7000".parse().unwrap(), Secret::new("t0k"), &[]),
             EdgeLimits::default(),
+            open,
         );
         let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
         let send = |method: &str, path: &str, host: &str, token: Option<&str>| {
@@ -1008,19 +1110,21 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         let r = send("GET", "/admin", good, Some("t0k")).await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = send("GET", "/healthz", "anything", None).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
         let r = send("PUT", "/mcp", good, Some("t0k")).await.unwrap();
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
-    #[test]
-    fn an_empty_token_opens_nothing() {
+    #[tokio::test]
+    async fn an_empty_token_opens_nothing() {
         let g = Guard::for_addr("127.0.0.1:7000".parse().unwrap(), Secret::new(""), &[]);
         for auth in [None, Some("Bearer "), Some("Bearer"), Some("")] {
             let mut h = vec![("host", "127.0.0.1:7000")];
             if let Some(a) = auth {
                 h.push(("authorization", a));
             }
-            assert!(g.check(&headers(&h)).is_err(), "{auth:?}");
+            assert!(!passes(&g, &headers(&h)).await, "{auth:?}");
         }
     }
 
@@ -1040,6 +1144,12 @@ mod tests {
         assert!(!is_json(&HeaderMap::new()));
     }
 
+    /// Whether a request with `h` gets past the guard: its Host and Origin, then its
+    /// caller.
+    async fn passes(g: &Guard, h: &HeaderMap) -> bool {
+        g.check(h).is_ok() && g.caller(h).await.is_ok()
+    }
+
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -1051,39 +1161,42 @@ mod tests {
         h
     }
 
-    #[test]
-    fn host_origin_and_token() {
+    #[tokio::test]
+    async fn host_origin_and_token() {
         let g = Guard::for_addr("127.0.0.1:7000".parse().unwrap(), Secret::new("t0k"), &[]);
         let ok = [("host", "127.0.0.1:7000"), ("authorization", "Bearer t0k")];
-        assert!(g.check(&headers(&ok)).is_ok());
+        assert!(passes(&g, &headers(&ok)).await);
         assert!(
-            g.check(&headers(&[
-                ("host", "localhost:7000"),
-                ("authorization", "Bearer t0k")
-            ]))
-            .is_ok()
+            passes(
+                &g,
+                &headers(&[("host", "localhost:7000"), ("authorization", "Bearer t0k")])
+            )
+            .await
         );
         assert!(
-            g.check(&headers(&[
-                ("host", "evil.example:7000"),
-                ("authorization", "Bearer t0k")
-            ]))
-            .is_err()
+            !passes(
+                &g,
+                &headers(&[
+                    ("host", "evil.example:7000"),
+                    ("authorization", "Bearer t0k")
+                ])
+            )
+            .await
         );
         assert!(
-            g.check(&headers(&[
-                ("host", "127.0.0.1:7000"),
-                ("authorization", "Bearer nope")
-            ]))
-            .is_err()
+            !passes(
+                &g,
+                &headers(&[("host", "127.0.0.1:7000"), ("authorization", "Bearer nope")])
+            )
+            .await
         );
-        assert!(g.check(&headers(&[("host", "127.0.0.1:7000")])).is_err());
+        assert!(!passes(&g, &headers(&[("host", "127.0.0.1:7000")])).await);
         let from_page = [
             ("host", "127.0.0.1:7000"),
             ("authorization", "Bearer t0k"),
             ("origin", "https://evil.example"),
         ];
-        assert!(g.check(&headers(&from_page)).is_err());
+        assert!(!passes(&g, &headers(&from_page)).await);
         // A page of another port on the same machine is another origin.
         for other in [
             "http://localhost:3000",
@@ -1099,7 +1212,7 @@ mod tests {
                 ("authorization", "Bearer t0k"),
                 ("origin", other),
             ];
-            assert!(g.check(&headers(&from)).is_err(), "{other}");
+            assert!(!passes(&g, &headers(&from)).await, "{other}");
         }
         // The gateway's own origin (a page it served, were it to serve one) is fine.
         for (host, own) in [
@@ -1112,7 +1225,7 @@ mod tests {
                 ("authorization", "Bearer t0k"),
                 ("origin", own),
             ];
-            assert!(g.check(&headers(&from)).is_ok(), "{own}");
+            assert!(passes(&g, &headers(&from)).await, "{own}");
         }
         // Behind a proxy under an allowed host, its https origin is the gateway's own.
         let proxied = Guard::for_addr(
@@ -1131,7 +1244,7 @@ mod tests {
                 ("authorization", "Bearer t0k"),
                 ("origin", origin),
             ];
-            assert_eq!(proxied.check(&headers(&from)).is_ok(), ok, "{origin}");
+            assert_eq!(passes(&proxied, &headers(&from)).await, ok, "{origin}");
         }
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("localhost"), "localhost");

@@ -11,6 +11,7 @@
 pub mod edge;
 pub mod health;
 pub mod http;
+pub mod inbound;
 mod listen;
 pub mod metrics;
 pub mod modern;

@@ -5,6 +5,7 @@
 
 mod dpop;
 mod flows;
+mod gateway;
 mod harness;
 mod hostile;
 mod profiles;

@@ -1,0 +1,244 @@
+//! The team gateway as a protected resource: a testbed is the organisation's
+//! authorization server, and the gateway (no upstreams: its own answers are enough
+//! to see who gets in) serves only tokens that server issued for it.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use keyway::{
+    Secret,
+    gateway::{
+        Gateway,
+        edge::{EdgeLimits, listen, serve},
+        http::{Guard, app},
+        inbound::{ProtectedResource, ResourceSettings, Verification},
+    },
+};
+use keyway_testbed::{ClientSpec, Knobs, Testbed, TokenAuthMethod};
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::harness::testbed;
+
+/// A gateway trusting `tb`, on a port of its own, and the clock it decides expiry by.
+struct Gw {
+    url: String,
+    origin: String,
+    resource: Arc<ProtectedResource>,
+    clock: Arc<Mutex<SystemTime>>,
+}
+
+async fn gateway(tb: &Testbed, tune: impl FnOnce(&mut ResourceSettings)) -> Gw {
+    let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/mcp");
+    let clock = Arc::new(Mutex::new(SystemTime::now()));
+    let mut settings = ResourceSettings::new(Url::parse(&url).unwrap(), tb.issuer());
+    let c = clock.clone();
+    settings.clock = Arc::new(move || *c.lock().unwrap());
+    // A token naming a key fetched a moment ago makes the gateway look again now.
+    settings.keys_cooldown = Duration::ZERO;
+    tune(&mut settings);
+    let resource = Arc::new(ProtectedResource::start(settings).await.unwrap());
+    let guard = Guard::for_addr(addr, Secret::new(""), &[]).with_resource(resource.clone());
+    let gw = Gateway::start(Vec::new()).await;
+    let limits = EdgeLimits::default();
+    tokio::spawn(serve(
+        listener,
+        app(gw, guard, limits),
+        limits,
+        std::future::pending(),
+        Duration::ZERO,
+    ));
+    Gw {
+        url,
+        origin: format!("http://{addr}"),
+        resource,
+        clock,
+    }
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}})
+}
+
+/// POST initialize with `token`: the status and `WWW-Authenticate`.
+async fn call(gw: &Gw, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(&gw.url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (r.status().as_u16(), challenge)
+}
+
+fn jwt_testbed(k: &mut Knobs) {
+    k.jwt_access_tokens = true;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_names_the_server_and_a_call_without_a_token_is_challenged() {
+    let tb = testbed(jwt_testbed).await;
+    let gw = gateway(&tb, |s| s.required_scopes = vec!["mcp:tools".into()]).await;
+    let http = reqwest::Client::new();
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let doc: Value = http
+            .get(format!("{}{path}", gw.origin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["resource"], gw.url.as_str(), "{path}");
+        assert_eq!(doc["authorization_servers"], json!([tb.issuer()]));
+        assert_eq!(doc["scopes_supported"], json!(["mcp:tools"]));
+    }
+    let (status, challenge) = call(&gw, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:tools\"",
+            gw.origin
+        )
+    );
+    let (status, challenge) = call(&gw, Some("not-a-jwt")).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_live_token_of_the_server_for_this_gateway_gets_in() {
+    let tb = testbed(jwt_testbed).await;
+    let gw = gateway(&tb, |_| {}).await;
+    let good = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    assert_eq!(call(&gw, Some(&good)).await.0, 200);
+
+    // Another audience: a token the same server issued for another resource.
+    let other = tb.mint_access_token_for("alice", "", Some("https://other.example/mcp"));
+    let (status, challenge) = call(&gw, Some(&other)).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("another resource"), "{challenge}");
+
+    // Another issuer: a token of another server, for this gateway.
+    let elsewhere = testbed(jwt_testbed).await;
+    let foreign = elsewhere.mint_access_token_for("alice", "", Some(&gw.url));
+    let (status, challenge) = call(&gw, Some(&foreign)).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+
+    // Expired: the gateway's clock moves past the token's lifetime and the leeway.
+    *gw.clock.lock().unwrap() += Duration::from_secs(24 * 3600);
+    let (status, challenge) = call(&gw, Some(&good)).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("has expired"), "{challenge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_fetched_when_a_token_first_names_it() {
+    let tb = testbed(jwt_testbed).await;
+    let gw = gateway(&tb, |_| {}).await;
+    let before = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    assert_eq!(call(&gw, Some(&before)).await.0, 200);
+    assert_eq!(
+        gw.resource.lookups(),
+        1,
+        "the keys are fetched once, at start"
+    );
+    tb.rotate_signing_key(false);
+    let after = tb.mint_access_token_for("bob", "", Some(&gw.url));
+    assert_eq!(call(&gw, Some(&after)).await.0, 200);
+    assert_eq!(call(&gw, Some(&after)).await.0, 200);
+    assert_eq!(gw.resource.lookups(), 2, "one fetch for the new key");
+    // A key the server no longer publishes is not taken once the set is read again.
+    let forged = {
+        let mut parts: Vec<String> = after.split('.').map(str::to_owned).collect();
+        parts[2] = "AAAA".into();
+        parts.join(".")
+    };
+    assert_eq!(call(&gw, Some(&forged)).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_required_scope_is_refused_with_insufficient_scope() {
+    let tb = testbed(jwt_testbed).await;
+    let gw = gateway(&tb, |s| s.required_scopes = vec!["mcp:tools".into()]).await;
+    let without = tb.mint_access_token_for("alice", "email", Some(&gw.url));
+    let (status, challenge) = call(&gw, Some(&without)).await;
+    assert_eq!(status, 403);
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    let with = tb.mint_access_token_for("alice", "mcp:tools email", Some(&gw.url));
+    assert_eq!(call(&gw, Some(&with)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_introspected_once_per_half_minute() {
+    let tb = testbed(|k| {
+        k.clients = vec![ClientSpec::confidential(
+            "the-gateway",
+            "a-secret-of-the-gateway",
+            TokenAuthMethod::ClientSecretBasic,
+        )];
+    })
+    .await;
+    let gw = gateway(&tb, |s| {
+        s.verification = Verification::Introspection {
+            client_id: "the-gateway".into(),
+            secret: Secret::new("a-secret-of-the-gateway"),
+        };
+    })
+    .await;
+    let good = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    assert_eq!(call(&gw, Some(&good)).await.0, 200);
+    assert_eq!(call(&gw, Some(&good)).await.0, 200);
+    assert_eq!(gw.resource.lookups(), 1);
+    let other = tb.mint_access_token_for("alice", "", Some("https://other.example/mcp"));
+    assert_eq!(call(&gw, Some(&other)).await.0, 401);
+    let (status, challenge) = call(&gw, Some("tb_at_never-issued")).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("not active"), "{challenge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_keys_or_introspection_is_a_clear_error_at_start() {
+    let tb = testbed(|k| k.no_introspection = true).await;
+    let r = ResourceSettings::new(Url::parse("http://127.0.0.1:1/mcp").unwrap(), tb.issuer());
+    let mut intro = r.clone();
+    intro.verification = Verification::Introspection {
+        client_id: "x".into(),
+        secret: Secret::new("y"),
+    };
+    let e = ProtectedResource::start(intro).await.unwrap_err();
+    assert!(e.to_string().contains("no introspection_endpoint"), "{e}");
+    let mut bad = r.clone();
+    bad.resource = Url::parse("http://gw.example/mcp").unwrap();
+    let e = ProtectedResource::start(bad).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cannot be the gateway's resource URL"),
+        "{e}"
+    );
+    let mut wrong = r;
+    wrong.issuer = format!("{}/elsewhere", tb.issuer());
+    let e = ProtectedResource::start(wrong).await.unwrap_err();
+    assert!(e.to_string().contains("/elsewhere"), "{e}");
+}
