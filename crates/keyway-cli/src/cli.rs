@@ -51,6 +51,26 @@ pub struct GlobalArgs {
     /// Write logs to this file instead of stderr.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<std::path::PathBuf>,
+
+    /// How log lines are written: `text` for people, `json` (one object per line,
+    /// with the fields of the request it belongs to) for a log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWAY_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    // No doc comments here: clap would list them under the flag, at length.
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

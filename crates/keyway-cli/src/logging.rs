@@ -3,12 +3,13 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, fmt::writer::BoxMakeWriter};
 
 pub fn init(
     verbose: u8,
     quiet: bool,
     file: Option<&std::path::Path>,
+    format: crate::cli::LogFormat,
 ) -> Result<(), crate::exit::CliError> {
     let default = match (quiet, verbose) {
         // rmcp logs transport failures that keyway already reports as errors with a
@@ -23,7 +24,7 @@ pub fn init(
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(verbose >= 2);
-    match file {
+    let (writer, ansi) = match file {
         Some(path) => {
             // Logs name servers, URLs and errors: readable by their owner only.
             let mut options = std::fs::OpenOptions::new();
@@ -50,18 +51,25 @@ pub fn init(
                         })?;
                 }
             }
-            let _ = builder
-                .with_writer(std::sync::Mutex::new(f))
-                .with_ansi(false)
-                .try_init();
+            (BoxMakeWriter::new(std::sync::Mutex::new(f)), false)
         }
-        None => {
-            let _ = builder
-                .with_writer(|| SpinnerSafeStderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .try_init();
-        }
-    }
+        None => (
+            BoxMakeWriter::new(|| SpinnerSafeStderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    let builder = builder.with_writer(writer);
+    let _ = match format {
+        crate::cli::LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        // The event's fields at the top level, with those of the request (its span)
+        // under "span": one object per line, no colours.
+        crate::cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
     Ok(())
 }
 

@@ -43,6 +43,7 @@ fn run() -> Result<(), CliError> {
         cli.global.verbose,
         cli.global.quiet,
         cli.global.log_file.as_deref(),
+        cli.global.log_format,
     )?;
     progress::init(
         cli.global.quiet || cli.global.json,

@@ -963,3 +963,44 @@ async fn sign_in_flags_are_checked_before_anything_starts() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_is_logged_under_its_id_as_json_without_the_token() {
+    let (_upstream, k) = alpha().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    let log_arg = log.to_str().unwrap().to_owned();
+    let (_gw, gw) = listen(&k, &["-v", "--log-format", "json", "--log-file", &log_arg]).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let r = post_as(&gw, init.clone(), &[("x-request-id", "from-the-proxy-42")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "from-the-proxy-42");
+    // Not an id (too long): the gateway makes its own.
+    let long = "x".repeat(65);
+    let r = post_as(&gw, init, &[("x-request-id", long.as_str())]).await;
+    let made = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 16, "{made}");
+
+    // The log is written as the requests are answered; read it until both are in.
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let answered = lines.iter().filter(|l| l["message"] == "answered").count();
+        if answered >= 2 {
+            assert!(!text.contains(&gw.token), "the token reached the log");
+            break lines;
+        }
+        tokio::task::yield_now().await;
+    };
+    let answered: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "answered")
+        .collect();
+    assert_eq!(answered[0]["span"]["request_id"], "from-the-proxy-42");
+    assert_eq!(answered[0]["span"]["subject"], "operator");
+    assert_eq!(answered[0]["status"], 200);
+    assert_eq!(answered[1]["span"]["request_id"], made.as_str());
+}

@@ -31,6 +31,7 @@ use axum::{
 };
 use futures::Stream;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::{
     Gateway,
@@ -508,17 +509,67 @@ async fn guarded(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(refusal) = guard.check(request.headers()) {
-        return refusal.into_response();
-    }
-    let mut request = request;
-    match guard.caller(request.headers()).await {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
+    let id = request_id(request.headers());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        issuer = tracing::field::Empty,
+        subject = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let mut response = async {
+        if let Err(refusal) = guard.check(request.headers()) {
+            return refusal.into_response();
         }
-        Err(refusal) => return refusal,
+        let mut request = request;
+        match guard.caller(request.headers()).await {
+            Ok(principal) => {
+                let span = tracing::Span::current();
+                span.record("issuer", principal.issuer.as_str());
+                span.record("subject", principal.subject.as_str());
+                request.extensions_mut().insert(principal);
+            }
+            Err(refusal) => return refusal,
+        }
+        next.run(request).await
     }
-    next.run(request).await
+    .instrument(span.clone())
+    .await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "answered"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// The header carrying a request's id, both ways: one a proxy in front gave (when it
+/// looks like an id) is kept, else the gateway makes one. Every log line of the
+/// request carries it, and the answer names it.
+pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The id of a request: the caller's `X-Request-Id` when it is 1 to 64 of
+/// `A-Za-z0-9-_.:`, else 16 random hex digits.
+fn request_id(headers: &HeaderMap) -> String {
+    let given = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    match given {
+        Some(v) => v.to_owned(),
+        None => format!("{:016x}", rand::random::<u64>()),
+    }
 }
 
 /// A request's body, read only now that its headers passed the guard: at most
