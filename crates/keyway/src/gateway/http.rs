@@ -35,7 +35,7 @@ use tracing::Instrument as _;
 
 use super::{
     Gateway,
-    inbound::{METADATA_PATH, Principal, ProtectedResource},
+    inbound::{METADATA_PATH, Principal, ProtectedResource, Rejection},
 };
 use crate::Secret;
 
@@ -194,21 +194,10 @@ impl Guard {
         let token = match &self.callers {
             Callers::Token(token) => token,
             Callers::OAuth(resource) => {
-                return resource.authenticate(headers).await.map_err(|why| {
-                    let mut r = (
-                        why.status(),
-                        Json(json!({
-                            "error": why.code().unwrap_or("invalid_request"),
-                            "error_description": why.to_string(),
-                        })),
-                    )
-                        .into_response();
-                    if why.status() != StatusCode::SERVICE_UNAVAILABLE {
-                        r.headers_mut()
-                            .insert(header::WWW_AUTHENTICATE, resource.challenge(&why));
-                    }
-                    r
-                });
+                return resource
+                    .authenticate(headers)
+                    .await
+                    .map_err(|why| refused(resource, &why));
             }
         };
         let given = headers
@@ -228,6 +217,33 @@ impl Guard {
         }
         Ok(Principal::operator())
     }
+}
+
+/// The answer to a caller whose token is not taken: the status, the challenge
+/// (RFC 6750 §3), and a body saying why in the gateway's words. Why the server could
+/// not be asked stays in the log: a stranger learns only that it could not.
+fn refused(resource: &ProtectedResource, why: &Rejection) -> Response {
+    let description = match why {
+        Rejection::Unavailable(detail) => {
+            tracing::warn!("a token could not be checked: {detail}");
+            "the authorization server could not be asked about the token; try again shortly"
+                .to_owned()
+        }
+        other => {
+            tracing::debug!(reason = %other, "caller refused");
+            other.to_string()
+        }
+    };
+    let body = match why.code() {
+        Some(code) => json!({"error": code, "error_description": description}),
+        None => json!({"error_description": description}),
+    };
+    let mut r = (why.status(), Json(body)).into_response();
+    if why.status() != StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, resource.challenge(why));
+    }
+    r
 }
 
 /// Whether `origin` is the origin the request was sent to: http (or https behind a
@@ -330,13 +346,24 @@ impl Drop for Streaming {
     }
 }
 
-/// The live sessions of handshake-era clients, the oldest forgotten first beyond
-/// [`MAX_SESSIONS`] (its client is told 404 and starts a new one, as the transport
-/// provides).
+/// The live sessions of handshake-era clients, each with the person who started it,
+/// the oldest forgotten first beyond [`MAX_SESSIONS`] (its client is told 404 and
+/// starts a new one, as the transport provides). A session answers only to its
+/// person: another caller naming its id is told it does not exist.
 #[derive(Default)]
 struct Sessions {
-    live: std::collections::HashSet<String>,
+    live: std::collections::HashMap<String, Owner>,
     order: std::collections::VecDeque<String>,
+}
+
+/// Who a session belongs to: the issuer and subject of its caller.
+type Owner = (String, String);
+
+/// The owner a request's caller would be.
+fn owner(caller: Option<&Principal>) -> Owner {
+    caller
+        .map(|p| (p.issuer.clone(), p.subject.clone()))
+        .unwrap_or_default()
 }
 
 /// Sessions kept at once.
@@ -344,7 +371,7 @@ const MAX_SESSIONS: usize = 4096;
 
 impl Sessions {
     /// A new session; the one forgotten to make room for it, if any.
-    fn start(&mut self, id: String) -> Option<String> {
+    fn start(&mut self, id: String, owner: Owner) -> Option<String> {
         let forgotten = if self.order.len() >= MAX_SESSIONS {
             self.order.pop_front()
         } else {
@@ -353,14 +380,18 @@ impl Sessions {
         if let Some(old) = &forgotten {
             self.live.remove(old);
         }
-        self.live.insert(id.clone());
+        self.live.insert(id.clone(), owner);
         self.order.push_back(id);
         forgotten
     }
 
-    fn end(&mut self, id: &str) -> bool {
+    /// End `id`, if it is `owner`'s.
+    fn end(&mut self, id: &str, owner: &Owner) -> bool {
+        if self.live.get(id) != Some(owner) {
+            return false;
+        }
         self.order.retain(|s| s != id);
-        self.live.remove(id)
+        self.live.remove(id).is_some()
     }
 }
 
@@ -369,11 +400,11 @@ impl AppState {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A request naming a session that is not (or no longer) live: 404, so the client
-    /// starts a new one.
-    fn unknown_session(&self, headers: &HeaderMap) -> Option<Response> {
+    /// A request naming a session that is not (or no longer) live, or not its
+    /// caller's: 404, so the client starts a new one.
+    fn unknown_session(&self, headers: &HeaderMap, owner: &Owner) -> Option<Response> {
         let id = session_of(headers);
-        if id.is_empty() || self.sessions().live.contains(id) {
+        if id.is_empty() || self.sessions().live.get(id) == Some(owner) {
             return None;
         }
         Some(
@@ -613,6 +644,7 @@ async fn read_body(
 
 async fn handle_post(State(s): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
+    let owner = owner(parts.extensions.get::<Principal>());
     let headers = parts.headers;
     if !is_json(&headers) {
         return (
@@ -629,7 +661,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
     // another way at the server behind.
     let message: Value = match crate::json::parse(&body) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(Value::Array(batch)) => return handle_batch(&s, &headers, batch).await,
+        Ok(Value::Array(batch)) => return handle_batch(&s, &headers, &owner, batch).await,
         parsed => {
             let why = match parsed {
                 Err(e) => format!("parse error: {e}"),
@@ -679,7 +711,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             own_session.as_str()
         }
         None => {
-            if let Some(r) = s.unknown_session(&headers) {
+            if let Some(r) = s.unknown_session(&headers, &owner) {
                 return r;
             }
             session_of(&headers)
@@ -778,7 +810,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
                 .into_response();
             if is_initialize && let Ok(v) = HeaderValue::from_str(session) {
                 r.headers_mut().insert("mcp-session-id", v);
-                let forgotten = s.sessions().start(session.to_owned());
+                let forgotten = s.sessions().start(session.to_owned(), owner.clone());
                 if let Some(old) = forgotten {
                     let gw = s.gw.clone();
                     tokio::spawn(async move { gw.end_session(&old).await });
@@ -796,7 +828,12 @@ const MAX_BATCH: usize = 100;
 /// alone (at once, side by side) in the client's session, the answers together in one
 /// array (202 when there are none). 2026-07-28 has no batches, and `initialize` may
 /// not be in one.
-async fn handle_batch(s: &AppState, headers: &HeaderMap, batch: Vec<Value>) -> Response {
+async fn handle_batch(
+    s: &AppState,
+    headers: &HeaderMap,
+    owner: &Owner,
+    batch: Vec<Value>,
+) -> Response {
     let invalid = |why: &str| {
         (
             StatusCode::BAD_REQUEST,
@@ -822,7 +859,7 @@ async fn handle_batch(s: &AppState, headers: &HeaderMap, batch: Vec<Value>) -> R
     {
         return invalid("initialize may not be part of a batch");
     }
-    if let Some(r) = s.unknown_session(headers) {
+    if let Some(r) = s.unknown_session(headers, owner) {
         return r;
     }
     let session = session_of(headers);
@@ -860,8 +897,13 @@ fn session_of(headers: &HeaderMap) -> &str {
         .unwrap_or_default()
 }
 
-async fn handle_get(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(r) = s.unknown_session(&headers) {
+async fn handle_get(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<Principal>>,
+    headers: HeaderMap,
+) -> Response {
+    let owner = owner(caller.as_ref().map(|c| &c.0));
+    if let Some(r) = s.unknown_session(&headers, &owner) {
         return r;
     }
     let rx = s.gw.subscribe();
@@ -1059,12 +1101,16 @@ where
 
 /// DELETE ends the session it names (later requests naming it get 404), and what
 /// it holds at the servers ([`Gateway::end_session`](super::Gateway::end_session)).
-async fn handle_delete(State(s): State<AppState>, headers: HeaderMap) -> Response {
+async fn handle_delete(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<Principal>>,
+    headers: HeaderMap,
+) -> Response {
     let id = session_of(&headers);
     if id.is_empty() {
         return StatusCode::OK.into_response();
     }
-    let ended = s.sessions().end(id);
+    let ended = s.sessions().end(id, &owner(caller.as_ref().map(|c| &c.0)));
     if ended {
         s.gw.end_session(id).await;
         StatusCode::OK.into_response()

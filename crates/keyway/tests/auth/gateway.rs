@@ -166,7 +166,7 @@ async fn a_rotated_key_is_fetched_when_a_token_first_names_it() {
     assert_eq!(call(&gw, Some(&after)).await.0, 200);
     assert_eq!(call(&gw, Some(&after)).await.0, 200);
     assert_eq!(gw.resource.lookups(), 2, "one fetch for the new key");
-    // A key the server no longer publishes is not taken once the set is read again.
+    // A token whose signature does not verify with the key it names is refused.
     let forged = {
         let mut parts: Vec<String> = after.split('.').map(str::to_owned).collect();
         parts[2] = "AAAA".into();
@@ -241,4 +241,169 @@ async fn a_server_without_keys_or_introspection_is_a_clear_error_at_start() {
     wrong.issuer = format!("{}/elsewhere", tb.issuer());
     let e = ProtectedResource::start(wrong).await.unwrap_err();
     assert!(e.to_string().contains("/elsewhere"), "{e}");
+}
+
+/// A JWT with `header` and `claims`, signed with HMAC key `secret` (or unsigned for
+/// `alg: none`): what an attacker who knows only public things can make.
+fn forged(header: Value, claims: Value, secret: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let input = format!("{}.{}", b64(&header), b64(&claims));
+    if header["alg"] == "none" {
+        return format!("{input}.");
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = header["kid"].as_str().map(str::to_owned);
+    jsonwebtoken::encode(&h, &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_and_malformed_headers_are_refused() {
+    let tb = testbed(jwt_testbed).await;
+    let gw = gateway(&tb, |_| {}).await;
+    let good = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    let kid = jsonwebtoken::decode_header(&good).unwrap().kid.unwrap();
+    let claims = json!({"iss": tb.issuer(), "sub": "mallory", "aud": gw.url,
+        "exp": 4_000_000_000u64});
+    // alg none, and HS256 keyed with what the JWKS publishes.
+    let jwks: Value = reqwest::get(format!("{}/jwks", tb.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let x = jwks["keys"][0]["x"].as_str().unwrap().as_bytes().to_vec();
+    let none = forged(json!({"alg": "none", "kid": kid}), claims.clone(), b"");
+    let hs = forged(json!({"alg": "HS256", "kid": kid}), claims.clone(), &x);
+    for (token, why) in [(none, "malformed"), (hs, "HS256")] {
+        let (status, challenge) = call(&gw, Some(&token)).await;
+        assert_eq!(status, 401, "{why}");
+        assert!(challenge.contains(why), "{why}: {challenge}");
+    }
+    // Not one Bearer token: 400 invalid_request (RFC 6750 §3.1).
+    for bad in ["Bearer a b", "Bearer"] {
+        let r = reqwest::Client::new()
+            .post(&gw.url)
+            .header("authorization", bad)
+            .json(&initialize())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_request\"")
+        );
+    }
+    let r = reqwest::Client::new()
+        .post(&gw.url)
+        .header("authorization", format!("Bearer {good}"))
+        .header("authorization", format!("Bearer {good}"))
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "two Authorization headers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_within_the_cooldown_waits_for_it() {
+    let tb = testbed(jwt_testbed).await;
+    // The default cooldown: the keys were read a moment ago, at start.
+    let gw = gateway(&tb, |s| s.keys_cooldown = Duration::from_secs(600)).await;
+    tb.rotate_signing_key(false);
+    let after = tb.mint_access_token_for("bob", "", Some(&gw.url));
+    let (status, challenge) = call(&gw, Some(&after)).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("does not publish"), "{challenge}");
+    assert_eq!(gw.resource.lookups(), 1, "no fetch within the cooldown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_answers_only_to_the_person_who_started_it() {
+    let tb = testbed(jwt_testbed).await;
+    let gw = gateway(&tb, |_| {}).await;
+    let alice = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    let bob = tb.mint_access_token_for("bob", "", Some(&gw.url));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&gw.url)
+        .bearer_auth(&alice)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    let send = |token: &str, method: reqwest::Method| {
+        let mut req = http
+            .request(method.clone(), &gw.url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25");
+        if method == reqwest::Method::POST {
+            req = req.json(&ping);
+        }
+        req.send()
+    };
+    assert_eq!(
+        send(&bob, reqwest::Method::POST).await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        send(&bob, reqwest::Method::DELETE).await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        send(&alice, reqwest::Method::POST).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        send(&alice, reqwest::Method::DELETE)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_be_asked_is_a_503_that_names_nothing_of_it() {
+    let tb = testbed(|k| {
+        k.clients = vec![ClientSpec::confidential(
+            "the-gateway",
+            "the-right-secret",
+            TokenAuthMethod::ClientSecretBasic,
+        )];
+    })
+    .await;
+    let gw = gateway(&tb, |s| {
+        s.verification = Verification::Introspection {
+            client_id: "the-gateway".into(),
+            secret: Secret::new("a-wrong-secret"),
+        };
+    })
+    .await;
+    let token = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    let r = reqwest::Client::new()
+        .post(&gw.url)
+        .bearer_auth(&token)
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("could not be asked"), "{body}");
+    assert!(
+        !body.contains("introspect") && !body.contains("invalid_client"),
+        "{body}"
+    );
 }

@@ -79,6 +79,10 @@ pub fn check(
             return Err(Rejection::NotYetValid);
         }
     }
+    // A DPoP-bound token (RFC 9449 §6) proves nothing without its key's proof.
+    if claims.get("cnf").and_then(|c| c.get("jkt")).is_some() {
+        return Err(Rejection::Bound);
+    }
     let subject = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT => s.clone(),
         _ => return Err(Rejection::NoSubject),
@@ -222,6 +226,7 @@ mod tests {
             (with("sub", json!("")), Rejection::NoSubject),
             (with("sub", json!(7)), Rejection::NoSubject),
             (with("sub", json!("x".repeat(256))), Rejection::NoSubject),
+            (with("cnf", json!({"jkt": "abc"})), Rejection::Bound),
         ];
         for (claims, want) in cases {
             assert_eq!(check(&claims, &e, false), Err(want.clone()), "{claims:?}");

@@ -28,6 +28,9 @@ pub const KEEP_FOR: Duration = Duration::from_secs(30);
 const MAX_KEPT: usize = 10_000;
 /// The largest introspection answer read.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Introspection requests under way at once: tokens nobody has seen make one each,
+/// and strangers can send those; the server is not to be flooded on their account.
+const AT_ONCE: usize = 8;
 
 /// The gateway's client at the introspection endpoint.
 #[derive(Debug)]
@@ -36,6 +39,7 @@ pub struct Introspector {
     endpoint: Url,
     client: OAuthClient,
     kept: std::sync::Mutex<HashMap<[u8; 32], Kept>>,
+    at_once: tokio::sync::Semaphore,
     calls: AtomicU64,
 }
 
@@ -54,6 +58,7 @@ impl Introspector {
             endpoint,
             client,
             kept: Default::default(),
+            at_once: tokio::sync::Semaphore::new(AT_ONCE),
             calls: AtomicU64::new(0),
         }
     }
@@ -75,12 +80,25 @@ impl Introspector {
         {
             return kept.claims.clone().ok_or(Rejection::Inactive);
         }
-        let claims = self.ask(token, now).await?;
+        let claims = {
+            // Never closed, so acquiring fails only if it were.
+            let _turn = self
+                .at_once
+                .acquire()
+                .await
+                .map_err(|_| Rejection::Unavailable("introspection closed".into()))?;
+            self.ask(token, now).await?
+        };
         {
             let mut kept = self.lock();
             if kept.len() >= MAX_KEPT {
+                // Make room: the lapsed answers first, then the refusals (junk
+                // tokens), and only then the people's.
                 let now = Instant::now();
                 kept.retain(|_, k| k.until > now);
+                if kept.len() >= MAX_KEPT {
+                    kept.retain(|_, k| k.claims.is_some());
+                }
                 if kept.len() >= MAX_KEPT {
                     kept.clear();
                 }
@@ -145,10 +163,25 @@ impl Introspector {
                 _ => None,
             })
             .ok_or_else(|| unavailable("the answer is not a JSON object".into()))?;
-        Ok(match answer.get("active") {
-            Some(Value::Bool(true)) => Some(answer),
-            Some(Value::Bool(false)) => None,
+        match answer.get("active") {
+            Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => return Ok(None),
             _ => return Err(unavailable("the answer has no boolean \"active\"".into())),
-        })
+        }
+        // `token_type_hint` is only a hint: a server may answer for a refresh or ID
+        // token it was given instead (Hydra's `token_use`, Keycloak's `typ`).
+        let text = |k: &str| answer.get(k).and_then(Value::as_str);
+        let other_use = text("token_use").is_some_and(|u| u != "access_token")
+            || text("typ").is_some_and(|t| {
+                matches!(
+                    t.to_ascii_lowercase().as_str(),
+                    "refresh" | "offline" | "id"
+                )
+            })
+            || text("token_type").is_some_and(|t| t.eq_ignore_ascii_case("refresh_token"));
+        if other_use {
+            return Err(Rejection::NotAccessToken);
+        }
+        Ok(Some(answer))
     }
 }

@@ -44,8 +44,27 @@ pub struct KeySet {
 
 #[derive(Debug)]
 struct Cached {
-    keys: Vec<Jwk>,
+    keys: Vec<Key>,
+    /// When the keys were last read.
     fetched: Instant,
+    /// When they were last asked for, read or not: the cooldown counts from here,
+    /// so a server that does not answer is not asked on every request.
+    attempted: Instant,
+}
+
+/// A published key, ready to verify with.
+#[derive(Clone)]
+struct Key {
+    jwk: Jwk,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.jwk.common.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the key set could not be had.
@@ -70,6 +89,7 @@ impl KeySet {
         max_age: Duration,
     ) -> Result<Self, KeysUnavailable> {
         let keys = read(&http, &url, &policy).await?;
+        let now = Instant::now();
         Ok(Self {
             http,
             url,
@@ -78,7 +98,8 @@ impl KeySet {
             max_age,
             cached: std::sync::RwLock::new(Cached {
                 keys,
-                fetched: Instant::now(),
+                fetched: now,
+                attempted: now,
             }),
             fetching: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(1),
@@ -106,17 +127,16 @@ impl KeySet {
                 "at+jwt" | "application/at+jwt" | "jwt"
             )
         {
-            return Err(Rejection::Malformed);
+            return Err(Rejection::NotAccessToken);
         }
-        let jwk = self.key(header.kid.as_deref(), header.alg).await?;
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| Rejection::UnknownKey)?;
+        let key = self.key(header.kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(header.alg);
         // Every claim is checked by `claims::check`, on the injected clock.
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature
@@ -125,47 +145,90 @@ impl KeySet {
                 | jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
                 | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_) => Rejection::Signature,
                 _ => Rejection::Malformed,
-            })
+            })?;
+        if looks_like_id_token(header.typ.as_deref(), &claims) {
+            return Err(Rejection::NotAccessToken);
+        }
+        Ok(claims)
     }
 
-    /// The key a token names (`kid`; without one, the only key that fits `alg`),
-    /// fetching the set again when it is missing or the set is stale.
-    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Jwk, Rejection> {
-        let (found, stale, recent) = {
-            let c = self.cached.read().unwrap_or_else(|p| p.into_inner());
-            let age = c.fetched.elapsed();
-            (
-                pick(&c.keys, kid, alg),
-                age >= self.max_age,
-                age < self.cooldown,
-            )
-        };
-        match found {
-            Some(k) if !stale => return Ok(k),
-            None if recent && !stale => return Err(Rejection::UnknownKey),
+    /// The key a token names (`kid`; without one, the only key that fits `alg`).
+    /// The keys are read again when none fits (the server rotated) or they are older
+    /// than the maximum age, at most once per cooldown counted from the last attempt,
+    /// one read at a time. A stale key still serves while the read is under way or
+    /// the server does not answer: it is the server's until it says otherwise.
+    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Key, Rejection> {
+        let (found, stale, tried_lately) = self.look(kid, alg);
+        match &found {
+            Some(k) if !stale => return Ok(k.clone()),
+            _ if tried_lately => return found.ok_or(Rejection::UnknownKey),
             _ => {}
         }
-        let _one = self.fetching.lock().await;
-        // Another caller may have fetched while this one waited.
-        {
-            let c = self.cached.read().unwrap_or_else(|p| p.into_inner());
-            if c.fetched.elapsed() < self.cooldown.min(self.max_age) {
-                return pick(&c.keys, kid, alg).ok_or(Rejection::UnknownKey);
-            }
+        // A caller with a key in hand does not wait for the read; one without waits
+        // for the read under way rather than starting another.
+        let _one = match &found {
+            Some(k) => match self.fetching.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(k.clone()),
+            },
+            None => self.fetching.lock().await,
+        };
+        let (again, stale, tried_lately) = self.look(kid, alg);
+        if tried_lately {
+            return again.or(found).ok_or(Rejection::UnknownKey);
         }
-        match read(&self.http, &self.url, &self.policy).await {
+        if let Some(k) = &again
+            && !stale
+        {
+            return Ok(k.clone());
+        }
+        let read = read(&self.http, &self.url, &self.policy).await;
+        let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
+        c.attempted = Instant::now();
+        match read {
             Ok(keys) => {
                 self.fetches.fetch_add(1, Ordering::Relaxed);
-                let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
                 c.keys = keys;
-                c.fetched = Instant::now();
+                c.fetched = c.attempted;
                 pick(&c.keys, kid, alg).ok_or(Rejection::UnknownKey)
             }
-            // A stale set still serves while the server cannot be reached: a key
-            // it held is the server's until it says otherwise.
-            Err(e) => found.ok_or(Rejection::Unavailable(e.to_string())),
+            Err(e) => {
+                tracing::warn!("{e}");
+                found.ok_or(Rejection::Unavailable(e.to_string()))
+            }
         }
     }
+
+    /// The key that fits, whether the set is stale, and whether it was asked for
+    /// within the cooldown.
+    fn look(&self, kid: Option<&str>, alg: Algorithm) -> (Option<Key>, bool, bool) {
+        let c = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        (
+            pick(&c.keys, kid, alg),
+            c.fetched.elapsed() >= self.max_age,
+            c.attempted.elapsed() < self.cooldown,
+        )
+    }
+}
+
+/// Whether a JWT that is not typed `at+jwt` (RFC 9068 §2.1; many providers write
+/// `JWT` or nothing) is an ID token: it carries claims only ID tokens carry (`nonce`,
+/// `at_hash`, `c_hash`), or says so (`token_use`, as Cognito writes it). Its audience
+/// would usually refuse it; this keeps one whose audience happens to fit out too.
+fn looks_like_id_token(typ: Option<&str>, claims: &Map<String, Value>) -> bool {
+    let typed = typ.is_some_and(|t| {
+        matches!(
+            t.to_ascii_lowercase().as_str(),
+            "at+jwt" | "application/at+jwt"
+        )
+    });
+    let id_claims = ["nonce", "at_hash", "c_hash"]
+        .iter()
+        .any(|c| claims.contains_key(*c));
+    let said = claims
+        .get("token_use")
+        .is_some_and(|u| u.as_str() != Some("access"));
+    !typed && (id_claims || said)
 }
 
 /// The signing algorithms taken: asymmetric ones only (a shared secret would let
@@ -185,8 +248,9 @@ const ACCEPTED: &[Algorithm] = &[
 /// The key for `kid` and `alg`: by id when the token names one; else the one key
 /// whose type fits the algorithm. A key that says which algorithm it is for must
 /// say `alg`, and a key meant for encryption (`use: enc`) never verifies.
-fn pick(keys: &[Jwk], kid: Option<&str>, alg: Algorithm) -> Option<Jwk> {
-    let fits = |k: &&Jwk| {
+fn pick(keys: &[Key], kid: Option<&str>, alg: Algorithm) -> Option<Key> {
+    let fits = |k: &&Key| {
+        let k = &k.jwk;
         let alg_ok = match &k.common.key_algorithm {
             None => family_fits(k, alg),
             Some(named) => key_algorithm(*named) == Some(alg),
@@ -200,7 +264,7 @@ fn pick(keys: &[Jwk], kid: Option<&str>, alg: Algorithm) -> Option<Jwk> {
     match kid {
         Some(kid) => keys
             .iter()
-            .filter(|k| k.common.key_id.as_deref() == Some(kid))
+            .filter(|k| k.jwk.common.key_id.as_deref() == Some(kid))
             .find(fits)
             .cloned(),
         None => {
@@ -251,7 +315,7 @@ async fn read(
     http: &reqwest::Client,
     url: &Url,
     policy: &UrlPolicy,
-) -> Result<Vec<Jwk>, KeysUnavailable> {
+) -> Result<Vec<Key>, KeysUnavailable> {
     let unavailable = |detail: String| KeysUnavailable {
         url: url.to_string(),
         detail,
@@ -270,7 +334,35 @@ async fn read(
     };
     Ok(keys
         .iter()
-        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .filter_map(|k| {
+            let jwk = serde_json::from_value::<Jwk>(k.clone()).ok()?;
+            let decoding = DecodingKey::from_jwk(&jwk).ok()?;
+            Some(Key { jwk, decoding })
+        })
         .take(MAX_KEYS)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn id_tokens_are_told_from_access_tokens() {
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        let at = claims(json!({"sub": "a", "auth_time": 1}));
+        let id = claims(json!({"sub": "a", "nonce": "n"}));
+        let cognito_id = claims(json!({"sub": "a", "token_use": "id"}));
+        let cognito_at = claims(json!({"sub": "a", "token_use": "access"}));
+        assert!(!looks_like_id_token(None, &at));
+        assert!(!looks_like_id_token(Some("JWT"), &at));
+        assert!(looks_like_id_token(Some("JWT"), &id));
+        assert!(looks_like_id_token(None, &cognito_id));
+        assert!(!looks_like_id_token(None, &cognito_at));
+        // Typed as an access token, it is one.
+        assert!(!looks_like_id_token(Some("at+jwt"), &id));
+    }
 }

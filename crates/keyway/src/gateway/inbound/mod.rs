@@ -36,10 +36,22 @@ pub enum Rejection {
     /// No `Authorization: Bearer` came.
     #[error("this gateway needs an access token from its authorization server")]
     Missing,
-    /// The token is not one this gateway can read (not a JWT, a malformed one, or a
-    /// JWT that is not an access token), or the header is not `Bearer TOKEN`.
+    /// The `Authorization` header is not one `Bearer TOKEN` (RFC 6750 §2.1), or the
+    /// token is longer than any access token.
+    #[error("the Authorization header must be one Bearer token")]
+    BadRequest,
+    /// The token is not one this gateway can read (not a JWT, or a malformed one).
     #[error("the access token is malformed")]
     Malformed,
+    /// A token that is not an access token: an ID token (its `nonce`, `at_hash`,
+    /// `c_hash` or `token_use`), a refresh token (introspection's `token_use` or
+    /// `typ`), or one of another `typ`.
+    #[error("the token is not an access token")]
+    NotAccessToken,
+    /// A token bound to a DPoP key (`cnf.jkt`, RFC 9449 §6), sent as a Bearer token:
+    /// without the key's proof it is a stolen token for all the gateway can tell.
+    #[error("the access token is bound to a DPoP key, and this gateway takes Bearer tokens only")]
+    Bound,
     /// A JWT signed with an algorithm the gateway does not take.
     #[error("the access token is signed with {0}, which this gateway does not accept")]
     Algorithm(String),
@@ -83,6 +95,7 @@ impl Rejection {
     /// for a good one without the scope, 503 when it could not be checked.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Scope(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
@@ -93,6 +106,7 @@ impl Rejection {
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Self::Missing | Self::Unavailable(_) => None,
+            Self::BadRequest => Some("invalid_request"),
             Self::Scope(_) => Some("insufficient_scope"),
             _ => Some("invalid_token"),
         }
@@ -173,7 +187,7 @@ impl ResourceSettings {
 pub enum StartError {
     /// The gateway's URL cannot be a resource identifier.
     #[error(
-        "{0} cannot be the gateway's resource URL: give the https URL clients use (http only on loopback), without a query or fragment"
+        "{0} cannot be the gateway's resource URL: give the https URL clients use (http only on loopback), without a user, query or fragment"
     )]
     Resource(String),
     /// A required scope is not a scope (RFC 6749 §3.3).
@@ -272,6 +286,12 @@ impl ProtectedResource {
             || r.query().is_some()
             || r.fragment().is_some()
             || r.host().is_none()
+            || !r.username().is_empty()
+            || r.password().is_some()
+            // Segments the router would read as parameters or wildcards.
+            || r.path_segments().into_iter().flatten().any(|seg| {
+                seg.starts_with(':') || seg.starts_with('*') || seg.contains(['{', '}'])
+            })
         {
             return Err(StartError::Resource(crate::text::shown(r.as_str(), 200)));
         }
@@ -304,11 +324,7 @@ impl ProtectedResource {
                         .map(|p| p.message.clone())
                         .unwrap_or_else(|| "no usable metadata".into()),
                 })?;
-        let endpoint = |what: &'static str| -> Result<Option<Url>, StartError> {
-            let named = match what {
-                "jwks_uri" => metadata.extra.get("jwks_uri").and_then(Value::as_str),
-                _ => metadata.introspection_endpoint.as_deref(),
-            };
+        let endpoint = |what: &'static str, named: Option<&str>| {
             named
                 .map(|u| {
                     policy
@@ -319,7 +335,8 @@ impl ProtectedResource {
         };
         let verifier = match &settings.verification {
             Verification::Jwt => {
-                let Some(url) = endpoint("jwks_uri")? else {
+                let jwks_uri = metadata.extra.get("jwks_uri").and_then(Value::as_str);
+                let Some(url) = endpoint("jwks_uri", jwks_uri)? else {
                     return Err(StartError::NoKeys {
                         issuer: settings.issuer.clone(),
                     });
@@ -336,7 +353,8 @@ impl ProtectedResource {
                 )
             }
             Verification::Introspection { client_id, secret } => {
-                let Some(url) = endpoint("introspection_endpoint")? else {
+                let named = metadata.introspection_endpoint.as_deref();
+                let Some(url) = endpoint("introspection_endpoint", named)? else {
                     return Err(StartError::NoIntrospection {
                         issuer: settings.issuer.clone(),
                     });
@@ -462,24 +480,27 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Rejection> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return if headers.contains_key(header::AUTHORIZATION) {
-            Err(Rejection::Malformed)
+            Err(Rejection::BadRequest)
         } else {
             Err(Rejection::Missing)
         };
     };
-    let text = value.to_str().map_err(|_| Rejection::Malformed)?;
-    let (scheme, token) = text.split_once(' ').ok_or(Rejection::Malformed)?;
+    let text = value.to_str().map_err(|_| Rejection::BadRequest)?;
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Rejection::Missing);
     }
     let token = token.trim_start_matches(' ');
     let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
     let body = token.trim_end_matches('=');
-    if body.is_empty() || !body.chars().all(token68) {
-        return Err(Rejection::Malformed);
+    if body.is_empty() || token.len() > MAX_TOKEN || !body.chars().all(token68) {
+        return Err(Rejection::BadRequest);
     }
     Ok(token)
 }
+
+/// The longest access token taken (a JWT with many claims is a few KB).
+const MAX_TOKEN: usize = 16 * 1024;
 
 /// A scope token (RFC 6749 §3.3): `%x21 / %x23-5B / %x5D-7E`, at least one.
 fn is_scope(s: &str) -> bool {
@@ -517,12 +538,18 @@ mod tests {
             "Bearer a\"b",
             "Bearer ===",
         ] {
-            assert_eq!(bearer(&headers(&[bad])), Err(Rejection::Malformed), "{bad}");
+            assert_eq!(
+                bearer(&headers(&[bad])),
+                Err(Rejection::BadRequest),
+                "{bad}"
+            );
         }
         assert_eq!(
             bearer(&headers(&["Bearer a", "Bearer b"])),
-            Err(Rejection::Malformed)
+            Err(Rejection::BadRequest)
         );
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN + 1));
+        assert_eq!(bearer(&headers(&[&long])), Err(Rejection::BadRequest));
     }
 
     #[test]
