@@ -142,6 +142,11 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             if let Some(r) = &resource {
                 guard = guard.with_resource(r.clone());
             }
+            // On a shared database, replicas serve each other's sessions: their ids
+            // are sealed with a key every replica derives from the store key.
+            if matches!(st, keyway::store::AnyStore::Postgres(_)) {
+                guard = guard.with_session_key(st.sealing_key("gateway session ids"));
+            }
             // The probes, outside the guard: they carry no token.
             let probes =
                 gateway::health::routes(Arc::new(gateway::health::StoreAnswers(st.clone())));

@@ -37,7 +37,7 @@ use super::{
     Gateway,
     inbound::{METADATA_PATH, Principal, ProtectedResource, Rejection},
 };
-use crate::Secret;
+use crate::{Secret, store::SealingKey};
 
 pub use super::edge::{BACKLOG, EdgeLimits, listen};
 
@@ -58,6 +58,9 @@ pub struct Guard {
     /// Web origins (`https://chat.example`) whose pages may call the gateway, with
     /// the token, through CORS (`--cors-origin`); none by default.
     pub cors_origins: Vec<String>,
+    /// Seals session ids ([`Guard::with_session_key`]); without it they are random
+    /// and known only to this process.
+    pub session_key: Option<Arc<SealingKey>>,
 }
 
 /// Who may call the gateway.
@@ -123,7 +126,18 @@ impl Guard {
             proxied,
             callers: Callers::Token(token),
             cors_origins: Vec::new(),
+            session_key: None,
         }
+    }
+
+    /// This guard, making session ids that any gateway with the same `key` reads:
+    /// each id is the session's person (issuer and subject) sealed with the key, so
+    /// a replica behind the same load balancer serves a session another one started,
+    /// to that person only. (What a session holds at a server, its subscriptions
+    /// and its stream, stays with the replica where it happened.)
+    pub fn with_session_key(mut self, key: SealingKey) -> Self {
+        self.session_key = Some(Arc::new(key));
+        self
     }
 
     /// This guard, serving the people of an organisation instead of the holders of
@@ -327,6 +341,42 @@ struct AppState {
     /// Requests answered on an event stream of their own, by session and id (JSON
     /// text): what comes in their course goes there, not to the session's GET stream.
     streamed: Streamed,
+    /// Seals and opens session ids, when they are to be read by other replicas.
+    session_key: Option<Arc<SealingKey>>,
+}
+
+/// What a sealed session id is bound to.
+const SESSION_AAD: &str = "keyway gateway session id v1";
+
+/// A new session id for `owner`: sealed with `key` (base64url, so visible ASCII as
+/// the transport asks), else 32 random hex digits.
+fn new_session_id(key: Option<&SealingKey>, owner: &Owner) -> String {
+    let mut nonce = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
+    let random: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    match key {
+        None => random,
+        Some(key) => {
+            let plain = json!({"i": owner.0, "s": owner.1, "n": random}).to_string();
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                key.seal(SESSION_AAD, plain.as_bytes()),
+            )
+        }
+    }
+}
+
+/// The owner sealed in session id `id`, if `key` sealed it.
+fn sealed_owner(key: &SealingKey, id: &str) -> Option<Owner> {
+    // A sealed id of any owner is well under this; longer is not one of ours.
+    if id.len() > 2048 {
+        return None;
+    }
+    let sealed =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, id).ok()?;
+    let plain = key.open(SESSION_AAD, &sealed)?;
+    let v: Value = serde_json::from_slice(&plain).ok()?;
+    Some((v["i"].as_str()?.to_owned(), v["s"].as_str()?.to_owned()))
 }
 
 type Streamed = Arc<Mutex<std::collections::HashSet<(String, String)>>>;
@@ -407,6 +457,17 @@ impl AppState {
         if id.is_empty() || self.sessions().live.get(id) == Some(owner) {
             return None;
         }
+        // Another replica started it (or this one forgot it): it is taken on here.
+        if let Some(key) = &self.session_key
+            && sealed_owner(key, id).as_ref() == Some(owner)
+        {
+            let forgotten = self.sessions().start(id.to_owned(), owner.clone());
+            if let Some(old) = forgotten {
+                let gw = self.gw.clone();
+                tokio::spawn(async move { gw.end_session(&old).await });
+            }
+            return None;
+        }
         Some(
             (
                 StatusCode::NOT_FOUND,
@@ -458,6 +519,7 @@ pub fn app_with(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits, open: Router
             requests: Arc::default(),
             sessions: Arc::default(),
             streamed: Arc::default(),
+            session_key: guard.session_key.clone(),
         })
         // A layer on the whole router, so every request meets the guard first.
         .layer(axum::middleware::from_fn_with_state(guard.clone(), guarded))
@@ -705,9 +767,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         // A new session's id is made first: the gateway keeps what its client
         // declares in `initialize` under it.
         None if is_initialize => {
-            let mut id = [0u8; 16];
-            rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
-            own_session = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            own_session = new_session_id(s.session_key.as_deref(), &owner);
             own_session.as_str()
         }
         None => {
@@ -1110,7 +1170,13 @@ async fn handle_delete(
     if id.is_empty() {
         return StatusCode::OK.into_response();
     }
-    let ended = s.sessions().end(id, &owner(caller.as_ref().map(|c| &c.0)));
+    let owner = owner(caller.as_ref().map(|c| &c.0));
+    let ended = s.sessions().end(id, &owner)
+        // One another replica started: there is nothing of it here to end.
+        || s
+            .session_key
+            .as_ref()
+            .is_some_and(|key| sealed_owner(key, id).as_ref() == Some(&owner));
     if ended {
         s.gw.end_session(id).await;
         StatusCode::OK.into_response()

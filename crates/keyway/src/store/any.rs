@@ -103,6 +103,14 @@ impl From<PostgresStore> for AnyStore {
 }
 
 impl AnyStore {
+    /// A key derived from the store key for `purpose` (see [`super::SealingKey`]).
+    pub fn sealing_key(&self, purpose: &str) -> super::SealingKey {
+        match self {
+            Self::Sqlite(s) => s.sealing_key(purpose),
+            Self::Postgres(s) => s.sealing_key(purpose),
+        }
+    }
+
     /// Open the store at `location`: the SQLite store in `home` (its key where
     /// [`SqliteStore::open`] looks), or the Postgres database (its key from
     /// `KEYWAY_STORE_KEY`, see [`PostgresStore::open`]).

@@ -88,6 +88,54 @@ impl StoreKey {
     fn encode(&self) -> Zeroizing<String> {
         Zeroizing::new(STANDARD.encode(self.0.as_ref()))
     }
+
+    /// A key of its own for `purpose`, derived from this one (HMAC-SHA256 of the
+    /// purpose under this key: this key is uniformly random, so the result is too),
+    /// so a value sealed for one purpose never opens as another's.
+    pub(crate) fn derive(&self, purpose: &str) -> StoreKey {
+        let hmac = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.0.as_ref());
+        let tag = aws_lc_rs::hmac::sign(
+            &hmac,
+            format!("keyway derived key v1\0{purpose}").as_bytes(),
+        );
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(&tag.as_ref()[..32]);
+        Self(k)
+    }
+}
+
+/// A key for sealing values outside the store (XChaCha20-Poly1305), derived from the
+/// store key for one purpose ([`SqliteStore::sealing_key`](super::SqliteStore::sealing_key)):
+/// every process that opens the same store has the same one, so what one seals,
+/// another opens (the gateway's session ids, across replicas). `Debug` shows nothing.
+pub struct SealingKey(Cipher);
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey([redacted])")
+    }
+}
+
+impl SealingKey {
+    pub(crate) fn derived(key: &StoreKey, purpose: &str) -> Self {
+        Self(Cipher::new(&key.derive(purpose)))
+    }
+
+    /// A random key: for a process that shares its sealed values with no other.
+    pub fn random() -> Self {
+        Self(Cipher::new(&StoreKey::random()))
+    }
+
+    /// `plain`, sealed under `aad` (bound to it: it opens only under the same).
+    pub fn seal(&self, aad: &str, plain: &[u8]) -> Vec<u8> {
+        self.0.seal(aad, plain)
+    }
+
+    /// What [`SealingKey::seal`] sealed under `aad`; `None` for anything else
+    /// (another key, another `aad`, a changed byte).
+    pub fn open(&self, aad: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        self.0.open(aad, sealed).ok()
+    }
 }
 
 /// Seals and opens values with the store key.
@@ -342,6 +390,27 @@ fn keychain_set(home: &Path, key: &StoreKey) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_agree_per_purpose_and_differ_from_the_store_key() {
+        let k = StoreKey::random();
+        let again = StoreKey(Zeroizing::new(*k.0));
+        let a = SealingKey::derived(&k, "gateway session ids");
+        let sealed = a.seal("x", b"hello");
+        // Another process with the same store key derives the same key.
+        let b = SealingKey::derived(&again, "gateway session ids");
+        assert_eq!(b.open("x", &sealed).unwrap().as_slice(), b"hello");
+        assert!(b.open("y", &sealed).is_none());
+        // Another purpose, or the store key itself, opens nothing of it.
+        assert!(
+            SealingKey::derived(&k, "other")
+                .open("x", &sealed)
+                .is_none()
+        );
+        assert!(Cipher::new(&k).open("x", &sealed).is_err());
+        assert_ne!(*k.derive("a").0, *k.derive("b").0);
+        assert!(!format!("{a:?}").contains(|c: char| c.is_ascii_digit()));
+    }
 
     #[test]
     fn sealed_values_open_only_with_their_key_and_row() {

@@ -24,7 +24,7 @@ use oauth2::{AccessToken, RefreshToken};
 use serde::{Deserialize, Serialize};
 
 pub use any::{AnyStore, LocationError, StoreLocation};
-pub use crypto::{KeySource, private_token_file};
+pub use crypto::{KeySource, SealingKey, private_token_file};
 pub use postgres::{PgOptions, PostgresStore};
 pub use sqlite::{OpenOptions, SqliteStore};
 

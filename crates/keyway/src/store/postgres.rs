@@ -162,6 +162,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: Pool,
     cipher: Cipher,
+    /// The store key, for the keys derived from it ([`PostgresStore::sealing_key`]).
+    key: super::crypto::StoreKey,
     key_source: KeySource,
     /// The database's URL without its password, for messages.
     shown: String,
@@ -365,6 +367,14 @@ fn is_local(host: &tokio_postgres::config::Host) -> bool {
 }
 
 impl PostgresStore {
+    /// A key derived from the store key for `purpose` (see [`SealingKey`]): every
+    /// replica sharing the database (and so its key) derives the same.
+    ///
+    /// [`SealingKey`]: super::SealingKey
+    pub fn sealing_key(&self, purpose: &str) -> super::SealingKey {
+        super::SealingKey::derived(&self.inner.key, purpose)
+    }
+
     /// Connect to the database at `url` (`postgres://user:password@host:port/db`,
     /// TLS as its `sslmode` says, verified against the platform's roots), create the
     /// tables in a new database, and find the key that opens it (see the module's
@@ -478,6 +488,7 @@ impl PostgresStore {
             inner: std::sync::Arc::new(Inner {
                 pool,
                 cipher: Cipher::new(&key),
+                key,
                 key_source,
                 shown,
             }),

@@ -118,6 +118,8 @@ struct Inner {
     path: PathBuf,
     conn: Mutex<Connection>,
     cipher: Cipher,
+    /// The store key, for the keys derived from it ([`SqliteStore::sealing_key`]).
+    key: super::crypto::StoreKey,
     key_source: KeySource,
     /// Leases this process holds: key -> (holder, the locked file).
     leases: Mutex<HashMap<String, (String, std::fs::File)>>,
@@ -133,6 +135,11 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// A key derived from the store key for `purpose` (see [`SealingKey`]).
+    pub fn sealing_key(&self, purpose: &str) -> super::SealingKey {
+        super::SealingKey::derived(&self.inner.key, purpose)
+    }
+
     /// Open (or create) the store in `home`: `home` is created (0700) if missing, the
     /// database `keyway.db` in it (0600) is created or migrated to the current schema,
     /// and the key that opens it is found (or, for a new store, made: see
@@ -195,6 +202,7 @@ impl SqliteStore {
                 path,
                 conn: Mutex::new(conn),
                 cipher,
+                key,
                 key_source,
                 leases: Mutex::new(HashMap::new()),
             }),

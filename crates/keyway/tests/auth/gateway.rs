@@ -15,6 +15,7 @@ use keyway::{
         http::{Guard, app},
         inbound::{ProtectedResource, ResourceSettings, Verification},
     },
+    store::SealingKey,
 };
 use keyway_testbed::{ClientSpec, Knobs, Testbed, TokenAuthMethod};
 use serde_json::{Value, json};
@@ -31,9 +32,21 @@ struct Gw {
 }
 
 async fn gateway(tb: &Testbed, tune: impl FnOnce(&mut ResourceSettings)) -> Gw {
+    replica(tb, None, None, tune).await
+}
+
+/// A gateway as [`gateway`] makes, with the public `url` of the replicas it stands
+/// beside (default: its own) and the key they seal session ids with.
+async fn replica(
+    tb: &Testbed,
+    url: Option<&str>,
+    sessions: Option<SealingKey>,
+    tune: impl FnOnce(&mut ResourceSettings),
+) -> Gw {
     let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}/mcp");
+    let own = format!("http://{addr}/mcp");
+    let url = url.unwrap_or(&own).to_owned();
     let clock = Arc::new(Mutex::new(SystemTime::now()));
     let mut settings = ResourceSettings::new(Url::parse(&url).unwrap(), tb.issuer());
     let c = clock.clone();
@@ -42,7 +55,10 @@ async fn gateway(tb: &Testbed, tune: impl FnOnce(&mut ResourceSettings)) -> Gw {
     settings.keys_cooldown = Duration::ZERO;
     tune(&mut settings);
     let resource = Arc::new(ProtectedResource::start(settings).await.unwrap());
-    let guard = Guard::for_addr(addr, Secret::new(""), &[]).with_resource(resource.clone());
+    let mut guard = Guard::for_addr(addr, Secret::new(""), &[]).with_resource(resource.clone());
+    if let Some(key) = sessions {
+        guard = guard.with_session_key(key);
+    }
     let gw = Gateway::start(Vec::new()).await;
     let limits = EdgeLimits::default();
     tokio::spawn(serve(
@@ -53,7 +69,7 @@ async fn gateway(tb: &Testbed, tune: impl FnOnce(&mut ResourceSettings)) -> Gw {
         Duration::ZERO,
     ));
     Gw {
-        url,
+        url: own,
         origin: format!("http://{addr}"),
         resource,
         clock,
@@ -406,4 +422,59 @@ async fn a_server_that_cannot_be_asked_is_a_503_that_names_nothing_of_it() {
         !body.contains("introspect") && !body.contains("invalid_client"),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_key_serve_each_others_sessions_to_their_person_only() {
+    let tb = testbed(jwt_testbed).await;
+    // Two replicas behind one public URL; tests reach each at its own address. Both
+    // derive one sealing key (as from one store key); a third has another.
+    let public = "http://127.0.0.1:1/mcp";
+    let store = tempfile::tempdir().unwrap();
+    let st = keyway::store::SqliteStore::open(
+        store.path(),
+        keyway::store::OpenOptions {
+            use_keychain: false,
+        },
+    )
+    .unwrap();
+    let key = || st.sealing_key("gateway session ids");
+    let a = replica(&tb, Some(public), Some(key()), |_| {}).await;
+    let b = replica(&tb, Some(public), Some(key()), |_| {}).await;
+    let other = replica(&tb, Some(public), Some(SealingKey::random()), |_| {}).await;
+    let alice = tb.mint_access_token_for("alice", "", Some(public));
+    let bob = tb.mint_access_token_for("bob", "", Some(public));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&a.url)
+        .bearer_auth(&alice)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert!(
+        !session.contains("alice"),
+        "the id names no one in the clear"
+    );
+    let ping = |gw: &Gw, token: &str, id: &str| {
+        http.post(&gw.url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(ping(&b, &alice, &session).await.unwrap()), 200);
+    assert_eq!(status(ping(&b, &bob, &session).await.unwrap()), 404);
+    assert_eq!(status(ping(&other, &alice, &session).await.unwrap()), 404);
+    let mut changed = session.clone().into_bytes();
+    let last = changed.len() - 2;
+    changed[last] = if changed[last] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).unwrap();
+    assert_eq!(status(ping(&b, &alice, &changed).await.unwrap()), 404);
 }
