@@ -68,6 +68,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
         };
         let kind = store::wire_kind(s.transport);
         let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id);
+        tokens.counted_as(&s.name);
         upstreams.push(UpstreamConfig {
             name: s.name.clone(),
             wire: WireConfig {

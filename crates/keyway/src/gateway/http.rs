@@ -208,10 +208,14 @@ impl Guard {
         let token = match &self.callers {
             Callers::Token(token) => token,
             Callers::OAuth(resource) => {
-                return resource
-                    .authenticate(headers)
-                    .await
-                    .map_err(|why| refused(resource, &why));
+                let checked = resource.authenticate(headers).await;
+                super::metrics::record_caller(match &checked {
+                    Ok(_) => "accepted",
+                    Err(Rejection::Missing) => "missing",
+                    Err(Rejection::Unavailable(_)) => "unavailable",
+                    Err(why) => why.code().unwrap_or("invalid_token"),
+                });
+                return checked.map_err(|why| refused(resource, &why));
             }
         };
         let given = headers

@@ -49,10 +49,17 @@ struct ServerLabels {
     server: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     seconds: Family<ServerLabels, Histogram, fn() -> Histogram>,
+    refreshes: Family<RequestLabels, Counter>,
+    callers: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -81,10 +88,24 @@ fn metrics() -> &'static Metrics {
             prometheus_client::registry::Unit::Seconds,
             seconds.clone(),
         );
+        let refreshes = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Refreshes of each upstream server's token by this process, by outcome (ok, rejected: the refresh token was refused and the server needs authorization, failed: no usable answer)",
+            refreshes.clone(),
+        );
+        let callers = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "inbound_requests",
+            "Requests to the gateway by what came of their caller's token (accepted, missing, invalid_request, invalid_token, insufficient_scope, unavailable)",
+            callers.clone(),
+        );
         Metrics {
             registry,
             requests,
             seconds,
+            refreshes,
+            callers,
         }
     })
 }
@@ -138,6 +159,44 @@ impl ServerMetrics {
     pub fn record_since(&self, outcome: Outcome, started: Instant) {
         self.record(outcome, started.elapsed());
     }
+}
+
+/// How a token refresh ended, for [`record_refresh`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// New tokens were saved.
+    Ok,
+    /// The refresh token (or the client) was refused: authorization is needed.
+    Rejected,
+    /// No usable answer (unreachable, a server error).
+    Failed,
+}
+
+/// Count a refresh of the token of the server named `server`.
+pub fn record_refresh(server: &str, outcome: RefreshOutcome) {
+    let outcome = match outcome {
+        RefreshOutcome::Ok => "ok",
+        RefreshOutcome::Rejected => "rejected",
+        RefreshOutcome::Failed => "failed",
+    };
+    metrics()
+        .refreshes
+        .get_or_create(&RequestLabels {
+            server: server.to_owned(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+/// Count a request to the gateway whose caller's token came to `outcome`: one of
+/// a fixed set of words (`accepted`, or a refusal's OAuth error code).
+pub(crate) fn record_caller(outcome: &'static str) {
+    metrics()
+        .callers
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
 }
 
 /// Every metric, in the Prometheus text format.

@@ -98,6 +98,8 @@ pub struct StoredTokens {
     local: tokio::sync::Mutex<()>,
     refreshes: AtomicU64,
     store_reads: AtomicU64,
+    /// The server's name in the metrics ([`StoredTokens::counted_as`]).
+    metrics_name: std::sync::OnceLock<String>,
     recent: std::sync::Mutex<Option<Recent>>,
     /// The last (resource, URI) checked and the verdict: a connection asks for the same
     /// URI on every request.
@@ -131,10 +133,24 @@ impl StoredTokens {
             holder,
             local: tokio::sync::Mutex::new(()),
             refreshes: AtomicU64::new(0),
+            metrics_name: std::sync::OnceLock::new(),
             store_reads: AtomicU64::new(0),
             recent: std::sync::Mutex::new(None),
             checked: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Count this source's refreshes in the process's metrics
+    /// (`keyway_token_refreshes_total`) under the server name `name`; the first name
+    /// given sticks.
+    pub fn counted_as(&self, name: &str) {
+        let _ = self.metrics_name.set(name.to_owned());
+    }
+
+    fn count(&self, outcome: crate::gateway::metrics::RefreshOutcome) {
+        if let Some(name) = self.metrics_name.get() {
+            crate::gateway::metrics::record_refresh(name, outcome);
+        }
     }
 
     /// Refreshes this source made.
@@ -332,6 +348,7 @@ impl StoredTokens {
                 {
                     Ok(version) => {
                         self.refreshes.fetch_add(1, Ordering::Relaxed);
+                        self.count(crate::gateway::metrics::RefreshOutcome::Ok);
                         Ok(Outcome::Use(c, version))
                     }
                     Err(StoreError::Conflict) => Ok(Outcome::Changed),
@@ -356,6 +373,7 @@ impl StoredTokens {
                     tracing::warn!(error = %err, "could not forget a registration the server no longer knows");
                 }
                 tracing::info!(server = %self.server_id, error = %e, "the authorization server no longer knows keyway's client; authorization is needed");
+                self.count(crate::gateway::metrics::RefreshOutcome::Rejected);
                 let _ = self
                     .store
                     .set_status(
@@ -372,6 +390,7 @@ impl StoredTokens {
             }
             Err(RefreshError::Rejected(e)) => {
                 tracing::info!(server = %self.server_id, error = %e, "refresh token rejected; authorization is needed");
+                self.count(crate::gateway::metrics::RefreshOutcome::Rejected);
                 let _ = self
                     .store
                     .set_status(
@@ -389,9 +408,13 @@ impl StoredTokens {
             }
             Err(e) if !grant.expired(now) => {
                 tracing::warn!(server = %self.server_id, error = %e, "refresh failed; using the current token while it lasts");
+                self.count(crate::gateway::metrics::RefreshOutcome::Failed);
                 Ok(Outcome::Use(seen.credential.clone(), seen.version))
             }
-            Err(e) => Err(TokenFailure::Refresh(e)),
+            Err(e) => {
+                self.count(crate::gateway::metrics::RefreshOutcome::Failed);
+                Err(TokenFailure::Refresh(e))
+            }
         }
     }
 

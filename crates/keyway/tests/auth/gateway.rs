@@ -325,6 +325,19 @@ async fn forged_tokens_and_malformed_headers_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "two Authorization headers");
+    // Each kind of refusal is counted (the counters are the process's, shared by
+    // the tests running beside this one: they only grow).
+    let metrics = keyway::gateway::metrics::render();
+    for outcome in ["invalid_token", "invalid_request"] {
+        let line = format!("keyway_inbound_requests_total{{outcome=\"{outcome}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(n >= 2, "{outcome}: {n}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,9 @@ async fn one_refresh_across_tasks_and_store_handles() {
         StoredTokens::new(Arc::new(store.clone()), "srv"),
         StoredTokens::new(Arc::new(other), "srv"),
     ];
+    for s in &sources {
+        s.counted_as("metrics-one-refresh");
+    }
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = sources[i % 2].clone();
@@ -120,6 +123,13 @@ async fn one_refresh_across_tasks_and_store_handles() {
     assert_eq!(stats.reuse_revocations, 0);
     assert_eq!(sources[0].refreshes() + sources[1].refreshes(), 1);
     assert_eq!(store.credential("srv").await.unwrap().unwrap().version, 2);
+    let metrics = keyway::gateway::metrics::render();
+    assert!(
+        metrics.contains(
+            r#"keyway_token_refreshes_total{server="metrics-one-refresh",outcome="ok"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -277,8 +287,16 @@ async fn invalid_grant_leaves_the_credential_and_marks_needs_auth() {
         .unwrap();
     assert!(r.status().is_success());
     let source = StoredTokens::new(Arc::new(store.clone()), "srv");
+    source.counted_as("metrics-refused-refresh");
     // Not expired yet: the current token is still offered.
     assert!(source.current().await.unwrap().is_some());
+    let metrics = keyway::gateway::metrics::render();
+    assert!(
+        metrics.contains(
+            r#"keyway_token_refreshes_total{server="metrics-refused-refresh",outcome="rejected"} 1"#
+        ),
+        "{metrics}"
+    );
     let after = store.credential("srv").await.unwrap().unwrap();
     assert_eq!(after.version, 1, "the stored credential is unchanged");
     assert_eq!(
