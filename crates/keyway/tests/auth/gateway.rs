@@ -253,6 +253,13 @@ async fn a_server_without_keys_or_introspection_is_a_clear_error_at_start() {
             .contains("cannot be the gateway's resource URL"),
         "{e}"
     );
+    let mut with_user = r.clone();
+    with_user.resource = Url::parse("https://ops:hunter2@gw.example/mcp").unwrap();
+    let e = ProtectedResource::start(with_user)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gw.example") && !e.contains("hunter2"), "{e}");
     let mut wrong = r;
     wrong.issuer = format!("{}/elsewhere", tb.issuer());
     let e = ProtectedResource::start(wrong).await.unwrap_err();

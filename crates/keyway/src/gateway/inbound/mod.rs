@@ -293,15 +293,16 @@ impl ProtectedResource {
                 seg.starts_with(':') || seg.starts_with('*') || seg.contains(['{', '}'])
             })
         {
-            return Err(StartError::Resource(crate::text::shown(r.as_str(), 200)));
+            // Never its user or password: the message goes to a terminal and logs.
+            return Err(StartError::Resource(crate::auth::urls::redacted(r)));
         }
         if let Some(bad) = settings.required_scopes.iter().find(|s| !is_scope(s)) {
             return Err(StartError::Scope(crate::text::shown(bad, 100)));
         }
         let issuer_url = Url::parse(&settings.issuer).map_err(|_| StartError::Issuer {
-            issuer: crate::text::shown(&settings.issuer, 200),
+            issuer: crate::auth::urls::redacted_str(&settings.issuer),
             refusal: UrlRefusal::NotAUrl {
-                url: crate::text::shown(&settings.issuer, 200),
+                url: crate::auth::urls::redacted_str(&settings.issuer),
             },
         })?;
         // The operator named this server: the URL rules judge it by its own class
