@@ -50,6 +50,13 @@ pub(crate) async fn faults(
         stats.endpoint(endpoint)
     };
     let rules = shared.faults(endpoint).clone();
+    if endpoint == Endpoint::Jwks && shared.keys_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "temporarily_unavailable", "error_description": "the keys are down (Testbed::set_keys_down)"})),
+        )
+            .into_response();
+    }
     if endpoint == Endpoint::Mcp && shared.hung.load(std::sync::atomic::Ordering::SeqCst) {
         // Accept the request and never answer, as a wedged server does.
         std::future::pending::<()>().await;

@@ -296,6 +296,14 @@ impl Testbed {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Make the jwks endpoint answer 503 (a key server that is down), or recover.
+    /// Its requests are still counted.
+    pub fn set_keys_down(&self, down: bool) {
+        self.shared
+            .keys_down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Make the MCP endpoint hang (accept requests and never answer), or recover.
     pub fn set_hung(&self, hung: bool) {
         self.shared

@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     /// Set at run time: MCP requests never get an answer (a hung server).
     pub hung: std::sync::atomic::AtomicBool,
+    /// Set at run time: the jwks endpoint answers 503 (a key server that is down).
+    pub keys_down: std::sync::atomic::AtomicBool,
     /// Set at run time: the next MCP request's connection is dropped, once.
     pub drop_next: std::sync::atomic::AtomicBool,
     /// `slow` calls their client cancelled (the tools bump it; [`Shared::snapshot`]
@@ -66,6 +68,7 @@ impl Shared {
             stats: Mutex::new(Stats::default()),
             sessions: Arc::new(LocalSessionManager::default()),
             hung: Default::default(),
+            keys_down: Default::default(),
             drop_next: Default::default(),
             tools: Default::default(),
             endless_stopped: Default::default(),

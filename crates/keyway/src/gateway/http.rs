@@ -422,11 +422,22 @@ fn owner(caller: Option<&Principal>) -> Owner {
 
 /// Sessions kept at once.
 const MAX_SESSIONS: usize = 4096;
+/// Sessions kept at once for one person: beyond it, their own oldest is forgotten,
+/// so no one can push everyone else's sessions out by opening thousands.
+const MAX_SESSIONS_PER_PERSON: usize = MAX_SESSIONS / 8;
 
 impl Sessions {
-    /// A new session; the one forgotten to make room for it, if any.
+    /// A new session; the one forgotten to make room for it, if any: the person's
+    /// own oldest when they hold their share, else the oldest of all when full.
     fn start(&mut self, id: String, owner: Owner) -> Option<String> {
-        let forgotten = if self.order.len() >= MAX_SESSIONS {
+        let theirs = self.live.values().filter(|o| **o == owner).count();
+        let forgotten = if theirs >= MAX_SESSIONS_PER_PERSON {
+            let live = &self.live;
+            self.order
+                .iter()
+                .position(|s| live.get(s) == Some(&owner))
+                .and_then(|at| self.order.remove(at))
+        } else if self.order.len() >= MAX_SESSIONS {
             self.order.pop_front()
         } else {
             None
@@ -1293,6 +1304,25 @@ mod tests {
             }
             assert!(!passes(&g, &headers(&h)).await, "{auth:?}");
         }
+    }
+
+    #[test]
+    fn one_person_cannot_push_out_everyone_elses_sessions() {
+        let mut sessions = Sessions::default();
+        let alice = ("iss".to_owned(), "alice".to_owned());
+        let mallory = ("iss".to_owned(), "mallory".to_owned());
+        assert_eq!(sessions.start("a1".into(), alice.clone()), None);
+        let mut forgotten = Vec::new();
+        for i in 0..MAX_SESSIONS {
+            forgotten.extend(sessions.start(format!("m{i}"), mallory.clone()));
+        }
+        // Mallory's own oldest went, never alice's.
+        assert!(sessions.live.contains_key("a1"));
+        assert_eq!(forgotten.len(), MAX_SESSIONS - MAX_SESSIONS_PER_PERSON);
+        assert_eq!(forgotten[0], "m0");
+        let mallorys = sessions.live.values().filter(|o| **o == mallory).count();
+        assert_eq!(mallorys, MAX_SESSIONS_PER_PERSON);
+        assert_eq!(sessions.order.len(), sessions.live.len());
     }
 
     #[test]

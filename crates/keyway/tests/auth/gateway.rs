@@ -498,3 +498,31 @@ async fn replicas_sharing_a_key_serve_each_others_sessions_to_their_person_only(
     let changed = String::from_utf8(changed).unwrap();
     assert_eq!(status(ping(&b, &alice, &changed).await.unwrap()), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_key_server_is_down_the_keys_held_still_serve() {
+    let tb = testbed(jwt_testbed).await;
+    // Every key set is stale at once and may be read again at once: each request
+    // tries (the cooldown's own test is `a_new_key_within_the_cooldown_waits_for_it`).
+    let gw = gateway(&tb, |s| s.keys_max_age = Duration::ZERO).await;
+    let fetches = || tb.stats().endpoint(keyway_testbed::Endpoint::Jwks);
+    let at_start = fetches();
+    tb.set_keys_down(true);
+    let token = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    for _ in 0..3 {
+        assert_eq!(call(&gw, Some(&token)).await.0, 200);
+    }
+    assert_eq!(
+        fetches(),
+        at_start + 3,
+        "asked each time, refused each time"
+    );
+    // A key it never held cannot be had while the server is down: 503, saying
+    // nothing of the server.
+    tb.rotate_signing_key(false);
+    let new = tb.mint_access_token_for("alice", "", Some(&gw.url));
+    assert_eq!(call(&gw, Some(&new)).await.0, 503);
+    // Back up: the new key is read and taken.
+    tb.set_keys_down(false);
+    assert_eq!(call(&gw, Some(&new)).await.0, 200);
+}
