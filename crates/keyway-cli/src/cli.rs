@@ -399,6 +399,7 @@ pub struct ServeArgs {
     /// A file holding the token clients must send (Authorization: Bearer), readable
     /// by you only. Without it, keyway makes one in its home (gateway.token) and says
     /// where; a token is always required. Required when listening beyond loopback.
+    /// With --authorization-server it opens /metrics only (for a scraper).
     #[arg(long, value_name = "FILE", requires = "listen")]
     pub token_file: Option<std::path::PathBuf>,
 
@@ -461,12 +462,7 @@ pub struct SignInArgs {
     /// The organisation's authorization server (its issuer URL). Callers sign in there
     /// and send its access tokens, issued for this gateway, instead of the gateway's
     /// token; the gateway publishes protected resource metadata naming it.
-    #[arg(
-        long,
-        value_name = "ISSUER",
-        requires = "listen",
-        conflicts_with = "token_file"
-    )]
+    #[arg(long, value_name = "ISSUER", requires = "listen")]
     pub authorization_server: Option<String>,
 
     /// The URL clients reach the gateway at (behind a load balancer, the balancer's),

@@ -112,16 +112,13 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             let stop = StopSignals::install()?;
             // Always a token: any web page the user visits can send requests to a
             // loopback port; only a page that knows the token gets an answer. Either
-            // the gateway's own, or a person's from the organisation's server.
+            // the gateway's own, or a person's from the organisation's server (the
+            // gateway's own then opens /metrics alone, for a scraper).
             let token_path = args
                 .token_file
                 .clone()
                 .unwrap_or_else(|| settings.home.join(GATEWAY_TOKEN_FILE));
-            let token = if sign_in {
-                Secret::new("")
-            } else {
-                read_token(&token_path, args.token_file.is_none())?
-            };
+            let token = read_token(&token_path, args.token_file.is_none())?;
             let listener = gateway::edge::listen(addr).map_err(|e| {
                 CliError::failure(anyhow!("cannot listen on {addr}: {e}"))
                     .with_hint("pick another port")
@@ -133,7 +130,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 max_connections: args.max_connections as usize,
                 ..EdgeLimits::default()
             };
-            let mut guard = Guard::for_addr(local, token, &args.allowed_host)
+            let mut guard = Guard::for_addr(local, token.clone(), &args.allowed_host)
                 .with_cors_origins(&args.cors_origin)
                 .map_err(|e| store::usage(format!("--cors-origin: {e}")))?;
             let resource = match sign_in {
@@ -141,7 +138,7 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 false => None,
             };
             if let Some(r) = &resource {
-                guard = guard.with_resource(r.clone());
+                guard = guard.with_resource(r.clone()).with_metrics_token(token);
             }
             // On a shared database, replicas serve each other's sessions: their ids
             // are sealed with a key every replica derives from the store key.
@@ -154,12 +151,18 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             let app = gateway::http::app_with(gw.clone(), guard, limits, probes);
             eprintln!("keyway gateway on http://{local}/mcp for {count} server(s)");
             match &resource {
-                Some(r) => eprintln!(
-                    "people sign in at {} for {} (resource metadata at {})",
-                    r.issuer(),
-                    r.resource(),
-                    r.metadata_location().1
-                ),
+                Some(r) => {
+                    eprintln!(
+                        "people sign in at {} for {} (resource metadata at {})",
+                        r.issuer(),
+                        r.resource(),
+                        r.metadata_location().1
+                    );
+                    eprintln!(
+                        "/metrics takes Authorization: Bearer <the token in {}>",
+                        token_path.display()
+                    );
+                }
                 None => eprintln!(
                     "clients send Authorization: Bearer <the token in {}>",
                     token_path.display()
@@ -322,6 +325,16 @@ async fn check_config(
                     format!(", scopes {}", sign_in.require_scope.join(" "))
                 }
             ));
+            match &args.token_file {
+                Some(path) => match read_token(path, false) {
+                    Ok(_) => lines.push(format!("metrics     token in {}", path.display())),
+                    Err(e) => problems.push(format!("the token file: {}", e.message())),
+                },
+                None => lines.push(format!(
+                    "metrics     token in {}",
+                    settings.home.join(GATEWAY_TOKEN_FILE).display()
+                )),
+            }
             match (&sign_in.introspection_client, &sign_in.introspection_secret_file) {
                 (None, _) => lines.push("tokens      JWTs, verified with the server's keys".into()),
                 (Some(id), Some(path)) => match read_private(path, "introspection secret", 1) {

@@ -898,14 +898,35 @@ async fn people_sign_in_at_the_organisations_server_and_keyway_itself_gets_them_
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "through\n");
 
-    // Without a token, with the gateway's old kind of token, with a token for
-    // another resource: 401 and the challenge.
+    // /metrics takes the gateway's own token (a scraper's), never a person's.
+    let metrics = url.replace("/mcp", "/metrics");
+    let alice = org.mint_access_token_for("alice", "", Some(&url));
+    let http = reqwest::Client::new();
+    let r = http.get(&metrics).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let own = std::fs::read_to_string(operator.home.path().join("gateway.token")).unwrap();
+    let r = http
+        .get(&metrics)
+        .bearer_auth(own.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(r#"keyway_inbound_requests_total{outcome="accepted"}"#),
+        "{text}"
+    );
+
+    // Without a token, with the gateway's own token, with a token for another
+    // resource: 401 and the challenge.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let other = org.mint_access_token_for("mallory", "", Some("http://127.0.0.1:1/mcp"));
     for auth in [
         None,
         Some("Bearer a-token-of-sixteen-chars"),
+        Some(&*format!("Bearer {}", own.trim())),
         Some(&*format!("Bearer {other}")),
     ] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();

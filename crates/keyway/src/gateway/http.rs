@@ -61,6 +61,9 @@ pub struct Guard {
     /// Seals session ids ([`Guard::with_session_key`]); without it they are random
     /// and known only to this process.
     pub session_key: Option<Arc<SealingKey>>,
+    /// With [`Callers::OAuth`], the token that opens `/metrics` (a scraper's; people's
+    /// tokens never do). Without it, `/metrics` is closed to everyone.
+    pub metrics_token: Option<Secret>,
 }
 
 /// Who may call the gateway.
@@ -127,7 +130,16 @@ impl Guard {
             callers: Callers::Token(token),
             cors_origins: Vec::new(),
             session_key: None,
+            metrics_token: None,
         }
+    }
+
+    /// With people signing in ([`Guard::with_resource`]), `/metrics` opens to
+    /// `token` alone: a scraper holds a fixed token, and the metrics name the
+    /// servers, which is for operators, not every person with an account.
+    pub fn with_metrics_token(mut self, token: Secret) -> Self {
+        self.metrics_token = Some(token);
+        self
     }
 
     /// This guard, making session ids that any gateway with the same `key` reads:
@@ -203,11 +215,20 @@ impl Guard {
     }
 
     /// Who the caller is: the operator, for the gateway's token; a person of the
-    /// organisation, for an access token of its authorization server.
-    async fn caller(&self, headers: &HeaderMap) -> Result<Principal, Response> {
-        let token = match &self.callers {
-            Callers::Token(token) => token,
-            Callers::OAuth(resource) => {
+    /// organisation, for an access token of its authorization server. `/metrics`
+    /// (`metrics`) of a gateway people sign in to takes the metrics token alone.
+    async fn caller(&self, headers: &HeaderMap, metrics: bool) -> Result<Principal, Response> {
+        let token = match (&self.callers, &self.metrics_token) {
+            (Callers::Token(token), _) => token,
+            (Callers::OAuth(_), Some(token)) if metrics => token,
+            (Callers::OAuth(_), None) if metrics => {
+                return Err(Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "the metrics are not served: the gateway was given no token for them",
+                )
+                .into_response());
+            }
+            (Callers::OAuth(resource), _) => {
                 let checked = resource.authenticate(headers).await;
                 super::metrics::record_caller(match &checked {
                     Ok(_) => "accepted",
@@ -632,7 +653,8 @@ async fn guarded(
             return refusal.into_response();
         }
         let mut request = request;
-        match guard.caller(request.headers()).await {
+        let metrics = request.uri().path() == "/metrics";
+        match guard.caller(request.headers(), metrics).await {
             Ok(principal) => {
                 let span = tracing::Span::current();
                 span.record("issuer", principal.issuer.as_str());
@@ -1344,7 +1366,7 @@ mod tests {
     /// Whether a request with `h` gets past the guard: its Host and Origin, then its
     /// caller.
     async fn passes(g: &Guard, h: &HeaderMap) -> bool {
-        g.check(h).is_ok() && g.caller(h).await.is_ok()
+        g.check(h).is_ok() && g.caller(h, false).await.is_ok()
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
