@@ -172,7 +172,8 @@ pub async fn listen_with(
         if let Some(rest) = line.strip_prefix("keyway gateway on ") {
             url = Some(rest.split_whitespace().next().unwrap().to_owned());
         }
-        if let Some(rest) = line.strip_prefix("clients send Authorization: Bearer <the token in ") {
+        // The last line of the start, in both modes: where the gateway's token is.
+        if let Some((_, rest)) = line.split_once("Authorization: Bearer <the token in ") {
             let path = rest.trim_end_matches('>');
             let token = std::fs::read_to_string(path).unwrap().trim().to_owned();
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -845,31 +846,10 @@ async fn listen_signed_in(
     issuer: &str,
     extra: &[&str],
 ) -> (tokio::process::Child, String) {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--authorization-server",
-        issuer,
-    ];
+    let mut args = vec!["--authorization-server", issuer];
     args.extend_from_slice(extra);
-    let mut cmd = tokio::process::Command::from(k.cmd(&args));
-    cmd.stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut url = None;
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if let Some(rest) = line.strip_prefix("keyway gateway on ") {
-            url = Some(rest.split_whitespace().next().unwrap().to_owned());
-        }
-        if line.starts_with("people sign in at ") {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, url.expect("the address comes first"));
-        }
-    }
-    panic!("the gateway did not start");
+    let (child, gw) = listen(k, &args).await;
+    (child, gw.url)
 }
 
 #[tokio::test(flavor = "multi_thread")]

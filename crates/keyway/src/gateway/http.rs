@@ -64,6 +64,8 @@ pub struct Guard {
     /// With [`Callers::OAuth`], the token that opens `/metrics` (a scraper's; people's
     /// tokens never do). Without it, `/metrics` is closed to everyone.
     pub metrics_token: Option<Secret>,
+    /// The caller the gateway's token stands for, made once.
+    operator: Caller,
 }
 
 /// Who may call the gateway.
@@ -131,6 +133,7 @@ impl Guard {
             cors_origins: Vec::new(),
             session_key: None,
             metrics_token: None,
+            operator: Arc::new(Principal::operator()),
         }
     }
 
@@ -217,7 +220,7 @@ impl Guard {
     /// Who the caller is: the operator, for the gateway's token; a person of the
     /// organisation, for an access token of its authorization server. `/metrics`
     /// (`metrics`) of a gateway people sign in to takes the metrics token alone.
-    async fn caller(&self, headers: &HeaderMap, metrics: bool) -> Result<Principal, Response> {
+    async fn caller(&self, headers: &HeaderMap, metrics: bool) -> Result<Caller, Response> {
         let token = match (&self.callers, &self.metrics_token) {
             (Callers::Token(token), _) => token,
             (Callers::OAuth(_), Some(token)) if metrics => token,
@@ -236,7 +239,7 @@ impl Guard {
                     Err(Rejection::Unavailable(_)) => "unavailable",
                     Err(why) => why.code().unwrap_or("invalid_token"),
                 });
-                return checked.map_err(|why| refused(resource, &why));
+                return checked.map(Arc::new).map_err(|why| refused(resource, &why));
             }
         };
         let given = headers
@@ -254,7 +257,7 @@ impl Guard {
                 Refusal(StatusCode::UNAUTHORIZED, "the gateway needs its token").into_response(),
             );
         }
-        Ok(Principal::operator())
+        Ok(self.operator.clone())
     }
 }
 
@@ -434,12 +437,23 @@ struct Sessions {
 /// Who a session belongs to: the issuer and subject of its caller.
 type Owner = (String, String);
 
-/// The owner a request's caller would be.
+/// The owner a request's caller would be (made only when a session starts).
 fn owner(caller: Option<&Principal>) -> Owner {
     caller
         .map(|p| (p.issuer.clone(), p.subject.clone()))
         .unwrap_or_default()
 }
+
+/// Whether `caller` is `owner` (compared in place: no owner is made per request).
+fn owns(owner: &Owner, caller: Option<&Principal>) -> bool {
+    match caller {
+        Some(p) => owner.0 == p.issuer && owner.1 == p.subject,
+        None => owner.0.is_empty() && owner.1.is_empty(),
+    }
+}
+
+/// The caller the guard put on a request.
+type Caller = Arc<Principal>;
 
 /// Sessions kept at once.
 const MAX_SESSIONS: usize = 4096;
@@ -471,9 +485,9 @@ impl Sessions {
         forgotten
     }
 
-    /// End `id`, if it is `owner`'s.
-    fn end(&mut self, id: &str, owner: &Owner) -> bool {
-        if self.live.get(id) != Some(owner) {
+    /// End `id`, if it is `caller`'s.
+    fn end(&mut self, id: &str, caller: Option<&Principal>) -> bool {
+        if !self.live.get(id).is_some_and(|o| owns(o, caller)) {
             return false;
         }
         self.order.retain(|s| s != id);
@@ -488,16 +502,22 @@ impl AppState {
 
     /// A request naming a session that is not (or no longer) live, or not its
     /// caller's: 404, so the client starts a new one.
-    fn unknown_session(&self, headers: &HeaderMap, owner: &Owner) -> Option<Response> {
+    fn unknown_session(&self, headers: &HeaderMap, caller: Option<&Principal>) -> Option<Response> {
         let id = session_of(headers);
-        if id.is_empty() || self.sessions().live.get(id) == Some(owner) {
+        if id.is_empty()
+            || self
+                .sessions()
+                .live
+                .get(id)
+                .is_some_and(|o| owns(o, caller))
+        {
             return None;
         }
         // Another replica started it (or this one forgot it): it is taken on here.
         if let Some(key) = &self.session_key
-            && sealed_owner(key, id).as_ref() == Some(owner)
+            && let Some(owner) = sealed_owner(key, id).filter(|o| owns(o, caller))
         {
-            let forgotten = self.sessions().start(id.to_owned(), owner.clone());
+            let forgotten = self.sessions().start(id.to_owned(), owner);
             if let Some(old) = forgotten {
                 let gw = self.gw.clone();
                 tokio::spawn(async move { gw.end_session(&old).await });
@@ -743,7 +763,7 @@ async fn read_body(
 
 async fn handle_post(State(s): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
-    let owner = owner(parts.extensions.get::<Principal>());
+    let caller = parts.extensions.get::<Caller>().map(|c| &**c);
     let headers = parts.headers;
     if !is_json(&headers) {
         return (
@@ -760,7 +780,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
     // another way at the server behind.
     let message: Value = match crate::json::parse(&body) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(Value::Array(batch)) => return handle_batch(&s, &headers, &owner, batch).await,
+        Ok(Value::Array(batch)) => return handle_batch(&s, &headers, caller, batch).await,
         parsed => {
             let why = match parsed {
                 Err(e) => format!("parse error: {e}"),
@@ -804,11 +824,11 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         // A new session's id is made first: the gateway keeps what its client
         // declares in `initialize` under it.
         None if is_initialize => {
-            own_session = new_session_id(s.session_key.as_deref(), &owner);
+            own_session = new_session_id(s.session_key.as_deref(), &owner(caller));
             own_session.as_str()
         }
         None => {
-            if let Some(r) = s.unknown_session(&headers, &owner) {
+            if let Some(r) = s.unknown_session(&headers, caller) {
                 return r;
             }
             session_of(&headers)
@@ -907,7 +927,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
                 .into_response();
             if is_initialize && let Ok(v) = HeaderValue::from_str(session) {
                 r.headers_mut().insert("mcp-session-id", v);
-                let forgotten = s.sessions().start(session.to_owned(), owner.clone());
+                let forgotten = s.sessions().start(session.to_owned(), owner(caller));
                 if let Some(old) = forgotten {
                     let gw = s.gw.clone();
                     tokio::spawn(async move { gw.end_session(&old).await });
@@ -928,7 +948,7 @@ const MAX_BATCH: usize = 100;
 async fn handle_batch(
     s: &AppState,
     headers: &HeaderMap,
-    owner: &Owner,
+    caller: Option<&Principal>,
     batch: Vec<Value>,
 ) -> Response {
     let invalid = |why: &str| {
@@ -956,7 +976,7 @@ async fn handle_batch(
     {
         return invalid("initialize may not be part of a batch");
     }
-    if let Some(r) = s.unknown_session(headers, owner) {
+    if let Some(r) = s.unknown_session(headers, caller) {
         return r;
     }
     let session = session_of(headers);
@@ -996,11 +1016,10 @@ fn session_of(headers: &HeaderMap) -> &str {
 
 async fn handle_get(
     State(s): State<AppState>,
-    caller: Option<axum::Extension<Principal>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    let owner = owner(caller.as_ref().map(|c| &c.0));
-    if let Some(r) = s.unknown_session(&headers, &owner) {
+    if let Some(r) = s.unknown_session(&headers, caller.as_ref().map(|c| &*c.0)) {
         return r;
     }
     let rx = s.gw.subscribe();
@@ -1200,20 +1219,21 @@ where
 /// it holds at the servers ([`Gateway::end_session`](super::Gateway::end_session)).
 async fn handle_delete(
     State(s): State<AppState>,
-    caller: Option<axum::Extension<Principal>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
     let id = session_of(&headers);
     if id.is_empty() {
         return StatusCode::OK.into_response();
     }
-    let owner = owner(caller.as_ref().map(|c| &c.0));
-    let ended = s.sessions().end(id, &owner)
+    let caller = caller.as_ref().map(|c| &*c.0);
+    let ended = s.sessions().end(id, caller)
         // One another replica started: there is nothing of it here to end.
         || s
             .session_key
             .as_ref()
-            .is_some_and(|key| sealed_owner(key, id).as_ref() == Some(&owner));
+            .and_then(|key| sealed_owner(key, id))
+            .is_some_and(|o| owns(&o, caller));
     if ended {
         s.gw.end_session(id).await;
         StatusCode::OK.into_response()

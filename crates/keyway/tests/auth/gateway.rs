@@ -206,8 +206,9 @@ async fn a_token_without_a_required_scope_is_refused_with_insufficient_scope() {
     assert_eq!(call(&gw, Some(&with)).await.0, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opaque_tokens_are_introspected_once_per_half_minute() {
+/// A testbed with opaque tokens, and a gateway introspecting them as its client
+/// `the-gateway`, presenting `secret` (the right one is `a-secret-of-the-gateway`).
+async fn introspecting(secret: &str) -> (Testbed, Gw) {
     let tb = testbed(|k| {
         k.clients = vec![ClientSpec::confidential(
             "the-gateway",
@@ -219,10 +220,16 @@ async fn opaque_tokens_are_introspected_once_per_half_minute() {
     let gw = gateway(&tb, |s| {
         s.verification = Verification::Introspection {
             client_id: "the-gateway".into(),
-            secret: Secret::new("a-secret-of-the-gateway"),
+            secret: Secret::new(secret),
         };
     })
     .await;
+    (tb, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_introspected_once_per_half_minute() {
+    let (tb, gw) = introspecting("a-secret-of-the-gateway").await;
     let good = tb.mint_access_token_for("alice", "", Some(&gw.url));
     assert_eq!(call(&gw, Some(&good)).await.0, 200);
     assert_eq!(call(&gw, Some(&good)).await.0, 200);
@@ -412,21 +419,7 @@ async fn a_session_answers_only_to_the_person_who_started_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_cannot_be_asked_is_a_503_that_names_nothing_of_it() {
-    let tb = testbed(|k| {
-        k.clients = vec![ClientSpec::confidential(
-            "the-gateway",
-            "the-right-secret",
-            TokenAuthMethod::ClientSecretBasic,
-        )];
-    })
-    .await;
-    let gw = gateway(&tb, |s| {
-        s.verification = Verification::Introspection {
-            client_id: "the-gateway".into(),
-            secret: Secret::new("a-wrong-secret"),
-        };
-    })
-    .await;
+    let (tb, gw) = introspecting("a-wrong-secret").await;
     let token = tb.mint_access_token_for("alice", "", Some(&gw.url));
     let r = reqwest::Client::new()
         .post(&gw.url)
