@@ -605,6 +605,16 @@ pub struct EditArgs {
     #[arg(long, value_name = "NAME")]
     pub rename: Option<String>,
 
+    /// Behind a team gateway (`keyway serve --authorization-server`), each person
+    /// authorizes this server as themselves, through a link the gateway gives them;
+    /// the server's own credential is not used.
+    #[arg(long, conflicts_with = "shared")]
+    pub per_person: bool,
+
+    /// Undo --per-person: the gateway uses the server's own credential for everyone.
+    #[arg(long)]
+    pub shared: bool,
+
     /// Allow plain http to a non-loopback host for the server's headers or token
     /// (development only).
     #[arg(long)]

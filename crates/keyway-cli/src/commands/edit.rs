@@ -107,13 +107,31 @@ pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Resu
         store::check_secrets_destination(parsed, has_secrets, args.allow_http)?;
         change.url = args.url.clone();
     }
-    if change.name.is_none()
+    let per_person = match (args.per_person, args.shared) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+    .filter(|p| *p != rec.per_person);
+    let nothing = change.name.is_none()
         && change.url.is_none()
         && change.transport.is_none()
-        && change.headers.is_none()
-    {
+        && change.headers.is_none();
+    if nothing && per_person.is_none() {
+        if args.per_person || args.shared {
+            printer.result(format!(
+                "{} is already {}",
+                rec.name,
+                if rec.per_person {
+                    "per-person"
+                } else {
+                    "shared"
+                }
+            ));
+            return Ok(());
+        }
         return Err(store::usage(
-            "nothing to change: give --url, --transport, --header, --remove-header or --rename"
+            "nothing to change: give --url, --transport, --header, --remove-header, --rename, --per-person or --shared"
                 .into(),
         ));
     }
@@ -133,10 +151,23 @@ pub async fn run(args: EditArgs, settings: &Settings, printer: &Printer) -> Resu
             format!("its credential was for the old URL and is gone ({revoked})")
         });
     }
-    let updated = st
-        .update_server(&rec.id, &change)
-        .await
-        .map_err(store::store_error)?;
+    if let Some(p) = per_person {
+        st.set_per_person(&rec.id, p)
+            .await
+            .map_err(store::store_error)?;
+        notes.push(if p {
+            "behind a team gateway, each person authorizes it as themselves".to_owned()
+        } else {
+            "behind a team gateway, everyone uses its own credential".to_owned()
+        });
+    }
+    let updated = if nothing {
+        store::find(&st, &rec.id).await?
+    } else {
+        st.update_server(&rec.id, &change)
+            .await
+            .map_err(store::store_error)?
+    };
     let (row, _) = super::servers::row(&st, &updated).await?;
     if printer.json_mode() {
         let mut v = serde_json::to_value(&row).map_err(|e| anyhow!("{e}"))?;

@@ -7,12 +7,14 @@ use keyway::{
     Secret,
     gateway::{
         self, Gateway, UpstreamConfig,
+        connect::{Connector, PerPersonServer},
         edge::EdgeLimits,
         http::Guard,
         inbound::{ProtectedResource, ResourceSettings, StartError, Verification},
+        people::{Gateways, People},
     },
     mcp::wire::WireConfig,
-    store::{Store, tokens::StoredTokens},
+    store::{Person, Store, tokens::StoredTokens},
 };
 
 use super::{store, testbed_signals::StopSignals};
@@ -48,6 +50,8 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
     let st = store::open(settings).await?;
     let http = args.deadlines.client()?;
     let mut upstreams = Vec::new();
+    // The servers each person authorizes as themselves: (index in `upstreams`, id).
+    let mut per_person = Vec::new();
     for s in st
         .servers()
         .await
@@ -66,6 +70,17 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             }
             Err(e) => return Err(store::store_error(e)),
         };
+        if s.per_person {
+            if !sign_in || args.listen.is_none() {
+                tracing::warn!(server = %s.name, "not served: it is per-person");
+                eprintln!(
+                    "warning: {} is not served: each person authorizes it as themselves, which needs --listen and --authorization-server (or `keyway edit {} --shared`)",
+                    s.name, s.name
+                );
+                continue;
+            }
+            per_person.push((upstreams.len(), s.id.clone(), url.clone()));
+        }
         let kind = store::wire_kind(s.transport);
         let tokens = StoredTokens::new(Arc::new(st.clone()), &s.id);
         tokens.counted_as(&s.name);
@@ -94,8 +109,15 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
     }
     let count = upstreams.len();
     let prefix = args.prefix;
-    let gw = Gateway::start_with(upstreams, prefix).await;
-    if prefix == keyway::gateway::PrefixMode::Never {
+    // Each person's own gateway is made when they first come (with --per-person
+    // servers); otherwise one for everyone, connected now.
+    let gw = match per_person.is_empty() {
+        true => Some(Gateway::start_with(upstreams.clone(), prefix).await),
+        false => None,
+    };
+    if let Some(gw) = &gw
+        && prefix == keyway::gateway::PrefixMode::Never
+    {
         for clash in gw.clashes().await {
             tracing::warn!("{clash}");
             eprintln!("warning: {clash} (--prefix never: the first server wins a name)");
@@ -103,6 +125,10 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
     }
     match args.listen {
         None => {
+            let gw = match gw {
+                Some(gw) => gw,
+                None => Gateway::start_with(upstreams, prefix).await,
+            };
             gateway::serve_stdio(gw, keyway::stdio::input(), keyway::stdio::output())
                 .await
                 .context("serving on stdio")?;
@@ -146,9 +172,20 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
                 guard = guard.with_session_key(st.sealing_key("gateway session ids"));
             }
             // The probes, outside the guard: they carry no token.
-            let probes =
+            let mut open =
                 gateway::health::routes(Arc::new(gateway::health::StoreAnswers(st.clone())));
-            let app = gateway::http::app_with(gw.clone(), guard, limits, probes);
+            let gateways: Gateways = match (gw, &resource) {
+                (Some(gw), _) => gw.into(),
+                (None, Some(resource)) => {
+                    let (people, routes) =
+                        people(&st, resource.clone(), upstreams, &per_person, prefix).await?;
+                    open = open.merge(routes);
+                    people.into()
+                }
+                // Per-person servers are served with sign-in alone (see above).
+                (None, None) => Gateway::start_with(upstreams, prefix).await.into(),
+            };
+            let app = gateway::http::app_with(gateways.clone(), guard, limits, open);
             eprintln!("keyway gateway on http://{local}/mcp for {count} server(s)");
             match &resource {
                 Some(r) => {
@@ -179,10 +216,80 @@ pub async fn run(args: ServeArgs, settings: &Settings, printer: &Printer) -> Res
             )
             .await
             .context("serving HTTP")?;
-            gw.close().await;
+            match gateways {
+                Gateways::One(gw) => gw.close().await,
+                Gateways::People(p) => p.close().await,
+            }
             Ok(())
         }
     }
+}
+
+/// Each person's gateway: `upstreams` with, for the `per_person` ones, the
+/// person's own tokens; and the pages where people authorize those.
+async fn people(
+    st: &keyway::store::AnyStore,
+    resource: Arc<ProtectedResource>,
+    upstreams: Vec<UpstreamConfig>,
+    per_person: &[(usize, String, url::Url)],
+    prefix: keyway::gateway::PrefixMode,
+) -> Result<(Arc<People>, axum::Router), CliError> {
+    let public = url::Url::parse(resource.resource()).context("the gateway's own URL")?;
+    let servers = per_person
+        .iter()
+        .map(|(i, id, url)| PerPersonServer {
+            id: id.clone(),
+            name: upstreams[*i].name.clone(),
+            url: url.clone(),
+        })
+        .collect();
+    let options = keyway::auth::AuthOptions {
+        client_name: "keyway gateway".into(),
+        ..Default::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(st.clone());
+    let connector = Connector::start(store.clone(), resource, public, servers, options)
+        .await
+        .map_err(|e| {
+            CliError::failure(anyhow!("{e}"))
+                .with_hint("people sign in at --authorization-server to authorize per-person servers: check that it answers")
+        })?;
+    let routes = connector.routes();
+    let per_person: Arc<Vec<(usize, String)>> = Arc::new(
+        per_person
+            .iter()
+            .map(|(i, id, _)| (*i, id.clone()))
+            .collect(),
+    );
+    let upstreams = Arc::new(upstreams);
+    let build: keyway::gateway::people::Build = Arc::new(move |who| {
+        let (store, connector, upstreams, per_person) = (
+            store.clone(),
+            connector.clone(),
+            upstreams.clone(),
+            per_person.clone(),
+        );
+        Box::pin(async move {
+            let person = Person {
+                issuer: who.issuer,
+                subject: who.subject,
+            };
+            let mut configs = (*upstreams).clone();
+            for (i, id) in per_person.iter() {
+                let tokens = StoredTokens::for_person(
+                    store.clone(),
+                    id,
+                    person.clone(),
+                    Arc::new(std::time::SystemTime::now),
+                );
+                tokens.counted_as(&configs[*i].name);
+                configs[*i].wire.tokens = tokens;
+            }
+            let links = connector.for_person(person);
+            Gateway::start_for(configs, prefix, Some(links)).await
+        })
+    });
+    Ok((People::new(build), routes))
 }
 
 /// The gateway as a protected resource of the organisation's authorization server

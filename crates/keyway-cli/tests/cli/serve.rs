@@ -1005,3 +1005,150 @@ async fn each_request_is_logged_under_its_id_as_json_without_the_token() {
     assert_eq!(answered[0]["status"], 200);
     assert_eq!(answered[1]["span"]["request_id"], made.as_str());
 }
+
+/// A browser that signs in as `person` wherever it is asked to: it follows `url`'s
+/// redirects, adding `login_hint` at the authorization servers (the testbed approves
+/// whoever that names, as a person would sign in). The last page's status and text.
+async fn browse_as(person: &str, url: &str) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut at = url::Url::parse(url).unwrap();
+    for _ in 0..10 {
+        if at.path().ends_with("/authorize") {
+            at.query_pairs_mut().append_pair("login_hint", person);
+        }
+        let r = http.get(at.clone()).send().await.unwrap();
+        if !r.status().is_redirection() {
+            return (r.status().as_u16(), r.text().await.unwrap());
+        }
+        let next = r.headers()["location"].to_str().unwrap().to_owned();
+        at = at.join(&next).unwrap();
+    }
+    panic!("too many redirects from {url}");
+}
+
+/// Start a handshake session at the gateway as the holder of `token`, declaring URL
+/// elicitations; its id.
+async fn session_as(url: &str, token: &str) -> String {
+    let bearer = format!("Bearer {token}");
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"url": {}}},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let r = post(url, init, &[("authorization", &bearer)]).await;
+    assert_eq!(r.status(), 200);
+    r.headers()["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
+/// `alpha__echo` called as the holder of `token` in `session`: the answer.
+async fn echo_as(url: &str, token: &str, session: &str, text: &str) -> Value {
+    let bearer = format!("Bearer {token}");
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "alpha__echo", "arguments": {"text": text}}});
+    let r = post(
+        url,
+        call,
+        &[
+            ("authorization", &bearer),
+            ("mcp-session-id", session),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+    )
+    .await;
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_person_connects_a_per_person_server_through_a_link_and_calls_it_as_themselves() {
+    let org = testbed(|k| k.jwt_access_tokens = true).await;
+    let upstream = testbed(|_| {}).await;
+    let operator = Keyway::new();
+    let out = operator
+        .run_async(&[
+            "add",
+            upstream.mcp_url(),
+            "--name",
+            "alpha",
+            "--no-authorize",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = operator.run_async(&["edit", "alpha", "--per-person"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_gw, url) = listen_signed_in(&operator, org.issuer(), &[]).await;
+    let alice = org.mint_access_token_for("alice", "", Some(&url));
+    let bob = org.mint_access_token_for("bob", "", Some(&url));
+
+    // Alice's first call: a URL elicitation, pointing at the gateway's own page.
+    let session = session_as(&url, &alice).await;
+    let answer = echo_as(&url, &alice, &session, "hi").await;
+    assert_eq!(answer["error"]["code"], -32042, "{answer}");
+    let link = answer["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        link.starts_with(&url.replace("/mcp", "/connect/")),
+        "{link}"
+    );
+
+    // Bob opens Alice's link: refused at the sign-in, and the link is spent.
+    let (status, page) = browse_as("bob", &link).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("someone else"), "{page}");
+    let (status, _) = browse_as("alice", &link).await;
+    assert_eq!(status, 410);
+
+    // A new link, opened by Alice: she signs in, authorizes alpha, and her call goes
+    // through with her own token.
+    let answer = echo_as(&url, &alice, &session, "hi").await;
+    let link = answer["error"]["data"]["elicitations"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, page) = browse_as("alice", &link).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("alpha is connected"), "{page}");
+    let answer = echo_as(&url, &alice, &session, "hi").await;
+    assert_eq!(answer["result"]["content"][0]["text"], "hi", "{answer}");
+    let stats = upstream.stats();
+    assert_eq!(stats.tokens_by_subject.get("alice"), Some(&1), "{stats:?}");
+    assert_eq!(stats.tokens_by_subject.get("bob"), None);
+
+    // Bob is not Alice: his call asks him to connect his own account.
+    let bobs = session_as(&url, &bob).await;
+    let answer = echo_as(&url, &bob, &bobs, "hi").await;
+    assert_eq!(answer["error"]["code"], -32042, "{answer}");
+
+    // As a 2026-07-28 client: the link comes `input_required`.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "alpha__echo", "arguments": {"text": "hi"},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}});
+    let bearer = format!("Bearer {bob}");
+    let r = post(
+        &url,
+        call,
+        &[
+            ("authorization", &bearer),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "alpha__echo"),
+        ],
+    )
+    .await;
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["result"]["resultType"], "input_required", "{answer}");
+    let asked = &answer["result"]["inputRequests"]["keyway-connect"];
+    assert_eq!(asked["method"], "elicitation/create");
+    assert_eq!(asked["params"]["mode"], "url");
+    assert!(
+        asked["params"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/connect/")
+    );
+}

@@ -29,6 +29,9 @@ use super::{
     urls::UrlPolicy,
 };
 
+mod web;
+pub use web::WebFlow;
+
 /// [`crate::http::guarded`] as an [`AuthError`].
 fn guarded_client(policy: &UrlPolicy) -> Result<reqwest::Client, AuthError> {
     crate::http::guarded(policy).map_err(|e| AuthError::Config(e.to_string()))
@@ -781,31 +784,15 @@ impl Authorizer {
         };
 
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut url = auth_endpoint.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code");
-            q.append_pair("client_id", &client.client_id);
-            q.append_pair("redirect_uri", &redirect_uri);
-            if !wanted.is_empty() {
-                q.append_pair("scope", &wanted.join(" "));
-            }
-            q.append_pair("state", state.secret());
-            q.append_pair("code_challenge", challenge.as_str());
-            q.append_pair("code_challenge_method", challenge.method().as_str());
-            if self.quirks.send_resource {
-                q.append_pair("resource", &t.resource);
-            }
-            for (k, v) in &self.quirks.authorize_params {
-                if !profile::Quirks::AUTHORIZE_RESERVED.contains(&k.as_str()) {
-                    q.append_pair(k, v);
-                }
-            }
-            // RFC 9449 §10: the code is bound to the key that will redeem it.
-            if let Some(key) = &self.dpop {
-                q.append_pair("dpop_jkt", key.thumbprint());
-            }
-        }
+        let url = self.authorization_url(
+            auth_endpoint,
+            &client.client_id,
+            &redirect_uri,
+            wanted,
+            state.secret(),
+            &challenge,
+            &t.resource,
+        );
         let expected = Expected {
             state: state.secret(),
             issuer: &t.metadata.issuer,
@@ -865,6 +852,48 @@ impl Authorizer {
             now,
             self.dpop.clone(),
         ))
+    }
+
+    /// The authorization request (RFC 6749 §4.1.1 with PKCE, RFC 8707's `resource`
+    /// unless the provider refuses it, the provider's own parameters, and RFC 9449's
+    /// `dpop_jkt` when the code is to be bound).
+    #[allow(clippy::too_many_arguments)]
+    fn authorization_url(
+        &self,
+        auth_endpoint: &Url,
+        client_id: &str,
+        redirect_uri: &str,
+        wanted: &[String],
+        state: &str,
+        challenge: &PkceCodeChallenge,
+        resource: &str,
+    ) -> Url {
+        let mut url = auth_endpoint.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code");
+            q.append_pair("client_id", client_id);
+            q.append_pair("redirect_uri", redirect_uri);
+            if !wanted.is_empty() {
+                q.append_pair("scope", &wanted.join(" "));
+            }
+            q.append_pair("state", state);
+            q.append_pair("code_challenge", challenge.as_str());
+            q.append_pair("code_challenge_method", challenge.method().as_str());
+            if self.quirks.send_resource {
+                q.append_pair("resource", resource);
+            }
+            for (k, v) in &self.quirks.authorize_params {
+                if !profile::Quirks::AUTHORIZE_RESERVED.contains(&k.as_str()) {
+                    q.append_pair(k, v);
+                }
+            }
+            // RFC 9449 §10: the code is bound to the key that will redeem it.
+            if let Some(key) = &self.dpop {
+                q.append_pair("dpop_jkt", key.thumbprint());
+            }
+        }
+        url
     }
 
     /// Get the person to `url` and wait for the code, per the browser mode.

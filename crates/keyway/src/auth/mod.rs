@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use browser::{BrowserError, BrowserMode, Opener};
 pub use client::{AuthMethod, ClientAuth, KeyError, OAuthClient, RegistrationKind, SigningKey};
 pub use discovery::{DiscoveryReport, Problem, ProblemCode};
-pub use flow::{Authorizer, StepUp, stable_ports as stable_callback_ports};
+pub use flow::{Authorizer, StepUp, WebFlow, stable_ports as stable_callback_ports};
 pub use loopback::Callbacks;
 pub use registration::{
     ClientOptions, MemoryRegistrations, PendingFlow, PendingFlows, REGISTRATION_METADATA_FIELDS,

@@ -399,6 +399,17 @@ pub fn registration_metadata(
     Ok(map)
 }
 
+/// Whether `uri` comes back to this machine (http on a loopback address or `localhost`).
+fn is_loopback_redirect(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|u| {
+        u.scheme() == "http"
+            && matches!(
+                crate::auth::urls::host_class(&u),
+                crate::auth::urls::HostClass::Loopback
+            )
+    })
+}
+
 /// Register dynamically (RFC 7591) as a native public client, and use what the
 /// server hands back, including the auth method it chose (§3.2.1). An `endpoint` the
 /// URL rules refuse is an error before anything is sent: nothing about keyway's client
@@ -422,7 +433,9 @@ pub(crate) async fn register(
         "grant_types": grant_types,
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
-        "application_type": "native",
+        // OpenID Connect Registration §2: a client whose redirects come back to this
+        // machine is native; one at a web server's own URL (the team gateway) is web.
+        "application_type": if redirect_uris.iter().all(|u| is_loopback_redirect(u)) { "native" } else { "web" },
         "software_id": "keyway",
         "software_version": env!("CARGO_PKG_VERSION"),
     });

@@ -360,7 +360,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[derive(Clone)]
 struct AppState {
-    gw: Arc<Gateway>,
+    gw: super::people::Gateways,
     limits: EdgeLimits,
     /// Numbers the 2026-07-28 requests, each of which is a session of its own.
     requests: Arc<std::sync::atomic::AtomicU64>,
@@ -464,7 +464,7 @@ const MAX_SESSIONS_PER_PERSON: usize = MAX_SESSIONS / 8;
 impl Sessions {
     /// A new session; the one forgotten to make room for it, if any: the person's
     /// own oldest when they hold their share, else the oldest of all when full.
-    fn start(&mut self, id: String, owner: Owner) -> Option<String> {
+    fn start(&mut self, id: String, owner: Owner) -> Option<(String, Owner)> {
         let theirs = self.live.values().filter(|o| **o == owner).count();
         let forgotten = if theirs >= MAX_SESSIONS_PER_PERSON {
             let live = &self.live;
@@ -477,9 +477,7 @@ impl Sessions {
         } else {
             None
         };
-        if let Some(old) = &forgotten {
-            self.live.remove(old);
-        }
+        let forgotten = forgotten.and_then(|old| self.live.remove(&old).map(|o| (old, o)));
         self.live.insert(id.clone(), owner);
         self.order.push_back(id);
         forgotten
@@ -500,6 +498,15 @@ impl AppState {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// End what the gateway holds for a session forgotten to make room.
+    fn end_forgotten(&self, forgotten: Option<(String, Owner)>) {
+        if let Some((old, owner)) = forgotten
+            && let Some(gw) = self.gw.of_owner(&owner.0, &owner.1)
+        {
+            tokio::spawn(async move { gw.end_session(&old).await });
+        }
+    }
+
     /// A request naming a session that is not (or no longer) live, or not its
     /// caller's: 404, so the client starts a new one.
     fn unknown_session(&self, headers: &HeaderMap, caller: Option<&Principal>) -> Option<Response> {
@@ -518,10 +525,7 @@ impl AppState {
             && let Some(owner) = sealed_owner(key, id).filter(|o| owns(o, caller))
         {
             let forgotten = self.sessions().start(id.to_owned(), owner);
-            if let Some(old) = forgotten {
-                let gw = self.gw.clone();
-                tokio::spawn(async move { gw.end_session(&old).await });
-            }
+            self.end_forgotten(forgotten);
             return None;
         }
         Some(
@@ -544,7 +548,13 @@ pub fn app(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits) -> Router {
 
 /// [`app`] with routes of `open` served outside the guard (the health probes: they
 /// carry no token). A path that matches no route still meets the guard first.
-pub fn app_with(gw: Arc<Gateway>, guard: Guard, limits: EdgeLimits, open: Router) -> Router {
+pub fn app_with(
+    gw: impl Into<super::people::Gateways>,
+    guard: Guard,
+    limits: EdgeLimits,
+    open: Router,
+) -> Router {
+    let gw = gw.into();
     let cors = cors_layer(&guard.cors_origins);
     let metadata = match &guard.callers {
         Callers::OAuth(resource) => metadata_routes(resource.clone()),
@@ -764,6 +774,7 @@ async fn read_body(
 async fn handle_post(State(s): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let caller = parts.extensions.get::<Caller>().map(|c| &**c);
+    let gw = s.gw.for_caller(caller).await;
     let headers = parts.headers;
     if !is_json(&headers) {
         return (
@@ -844,7 +855,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
         }
         let id = request_id.clone().unwrap_or(Value::Null);
         let params = message.get("params").cloned().unwrap_or(Value::Null);
-        let (gw, session) = (s.gw.clone(), session.to_owned());
+        let session = session.to_owned();
         let stream = async_stream_events(move |tx| async move {
             let (out, mut rx) = tokio::sync::mpsc::channel::<String>(64);
             let listening = gw.listen(&session, id, params, out);
@@ -891,12 +902,12 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             streamed: s.streamed.clone(),
             key,
         };
-        return Sse::new(answer_with_progress(s.gw.clone(), streaming, message)).into_response();
+        return Sse::new(answer_with_progress(gw, streaming, message)).into_response();
     }
-    match s.gw.handle(session, message).await {
+    match gw.handle(session, message).await {
         None if is_initialize => {
             // Cancelled before its session started: nothing of it is kept.
-            s.gw.end_session(session).await;
+            gw.end_session(session).await;
             let id = request_id.unwrap_or(Value::Null);
             Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": CANCELLED, "message": "cancelled by the client"}})).into_response()
         }
@@ -928,10 +939,7 @@ async fn handle_post(State(s): State<AppState>, request: axum::extract::Request)
             if is_initialize && let Ok(v) = HeaderValue::from_str(session) {
                 r.headers_mut().insert("mcp-session-id", v);
                 let forgotten = s.sessions().start(session.to_owned(), owner(caller));
-                if let Some(old) = forgotten {
-                    let gw = s.gw.clone();
-                    tokio::spawn(async move { gw.end_session(&old).await });
-                }
+                s.end_forgotten(forgotten);
             }
             r
         }
@@ -980,11 +988,12 @@ async fn handle_batch(
         return r;
     }
     let session = session_of(headers);
+    let gw = &s.gw.for_caller(caller).await;
     let answers = futures::future::join_all(batch.into_iter().map(|message| async move {
         match message {
             Value::Object(_) => {
                 let request_id = message.get("method").and(message.get("id")).cloned();
-                match s.gw.handle(session, message).await {
+                match gw.handle(session, message).await {
                     Some(answer) => serde_json::from_str::<Value>(&answer).ok(),
                     // Cancelled meanwhile: a request still gets its answer.
                     None => request_id.map(|id| {
@@ -1019,11 +1028,13 @@ async fn handle_get(
     caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = s.unknown_session(&headers, caller.as_ref().map(|c| &*c.0)) {
+    let caller = caller.as_ref().map(|c| &*c.0);
+    if let Some(r) = s.unknown_session(&headers, caller) {
         return r;
     }
-    let rx = s.gw.subscribe();
-    let listener = s.gw.listener(session_of(&headers));
+    let gw = s.gw.for_caller(caller).await;
+    let rx = gw.subscribe();
+    let listener = gw.listener(session_of(&headers));
     let stream = events(
         rx,
         session_of(&headers).to_owned(),
@@ -1235,7 +1246,7 @@ async fn handle_delete(
             .and_then(|key| sealed_owner(key, id))
             .is_some_and(|o| owns(&o, caller));
     if ended {
-        s.gw.end_session(id).await;
+        s.gw.for_caller(caller).await.end_session(id).await;
         StatusCode::OK.into_response()
     } else {
         StatusCode::NOT_FOUND.into_response()
@@ -1361,7 +1372,7 @@ mod tests {
         // Mallory's own oldest went, never alice's.
         assert!(sessions.live.contains_key("a1"));
         assert_eq!(forgotten.len(), MAX_SESSIONS - MAX_SESSIONS_PER_PERSON);
-        assert_eq!(forgotten[0], "m0");
+        assert_eq!(forgotten[0], ("m0".to_owned(), mallory.clone()));
         let mallorys = sessions.live.values().filter(|o| **o == mallory).count();
         assert_eq!(mallorys, MAX_SESSIONS_PER_PERSON);
         assert_eq!(sessions.order.len(), sessions.live.len());

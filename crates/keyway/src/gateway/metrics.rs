@@ -60,6 +60,7 @@ struct Metrics {
     seconds: Family<ServerLabels, Histogram, fn() -> Histogram>,
     refreshes: Family<RequestLabels, Counter>,
     callers: Family<OutcomeLabels, Counter>,
+    flows: Family<RequestLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,12 +101,19 @@ fn metrics() -> &'static Metrics {
             "Requests to the gateway by what came of their caller's token (accepted, missing, invalid_request, invalid_token, insufficient_scope, unavailable)",
             callers.clone(),
         );
+        let flows = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "connect_flows",
+            "People's authorizations of per-person servers through the gateway's links, by step (offered: a call was answered with a link, started: the link was opened, completed: their tokens are stored, refused: the link was not theirs, spent or expired, or the server refused)",
+            flows.clone(),
+        );
         Metrics {
             registry,
             requests,
             seconds,
             refreshes,
             callers,
+            flows,
         }
     })
 }
@@ -184,6 +192,36 @@ pub fn record_refresh(server: &str, outcome: RefreshOutcome) {
         .get_or_create(&RequestLabels {
             server: server.to_owned(),
             outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+/// A step of a person's authorization of a per-person server ([`FlowStep`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowStep {
+    /// A call was answered with a link.
+    Offered,
+    /// The link was opened.
+    Started,
+    /// The person's tokens are stored.
+    Completed,
+    /// The link was not theirs, was spent or expired, or a server refused.
+    Refused,
+}
+
+/// Count a step of a person's authorization of the server named `server`.
+pub fn record_flow(server: &str, step: FlowStep) {
+    let step = match step {
+        FlowStep::Offered => "offered",
+        FlowStep::Started => "started",
+        FlowStep::Completed => "completed",
+        FlowStep::Refused => "refused",
+    };
+    metrics()
+        .flows
+        .get_or_create(&RequestLabels {
+            server: server.to_owned(),
+            outcome: step.to_owned(),
         })
         .inc();
 }

@@ -8,6 +8,7 @@
 //! handshake revisions, one whose requests carry MCP 2026-07-28 metadata gets
 //! `server/discover` and per-request answers with no session ([`modern`]).
 
+pub mod connect;
 pub mod edge;
 pub mod health;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod inbound;
 mod listen;
 pub mod metrics;
 pub mod modern;
+pub mod people;
 mod reverse;
 mod rounds;
 pub mod upstream;
@@ -49,6 +51,27 @@ const PROTOCOLS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-
 
 /// The synthetic tool of a server that needs authorization.
 const AUTHORIZE_TOOL: &str = "keyway_authorize";
+
+/// The key of the gateway's own question in a 2026-07-28 `input_required` answer
+/// (a link where the person authorizes a server).
+const CONNECT_INPUT: &str = "keyway-connect";
+
+/// Whether the client of a call takes URL elicitations: a 2026-07-28 one says so in
+/// the request's metadata, a handshake-era one said so at `initialize`.
+fn takes_url_elicitation(params: &Value, carrier: &Carrier, modern: bool) -> bool {
+    if modern {
+        params
+            .pointer("/_meta/io.modelcontextprotocol~1clientCapabilities/elicitation/url")
+            .is_some()
+    } else {
+        carrier
+            .client()
+            .is_some_and(|c| c.capabilities.pointer("/elicitation/url").is_some())
+    }
+}
+
+/// MCP's URLElicitationRequiredError (2025-11-25).
+const URL_ELICITATION_REQUIRED: i64 = -32042;
 
 /// How the tools and prompts of the upstreams are named downstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,6 +181,9 @@ pub struct Gateway {
     me: std::sync::Weak<Gateway>,
     /// The streams open to each session (its client can be asked something).
     listeners: Arc<Mutex<HashMap<String, usize>>>,
+    /// For one person's gateway ([`people`]): links where they authorize a server
+    /// that needs it, answered to their calls as URL elicitations.
+    links: Option<Arc<dyn people::ConnectLinks>>,
 }
 
 /// A stream open to a session's client, counted while it lives
@@ -367,6 +393,17 @@ impl Gateway {
 
     /// [`Gateway::start`] naming the tools and prompts as `prefix` says.
     pub async fn start_with(configs: Vec<UpstreamConfig>, prefix: PrefixMode) -> Arc<Self> {
+        Self::start_for(configs, prefix, None).await
+    }
+
+    /// [`Gateway::start_with`] for one person ([`people`]): a call to a server that
+    /// needs their authorization is answered with a link from `links`, as a URL
+    /// elicitation where the client takes one.
+    pub async fn start_for(
+        configs: Vec<UpstreamConfig>,
+        prefix: PrefixMode,
+        links: Option<Arc<dyn people::ConnectLinks>>,
+    ) -> Arc<Self> {
         let prefixed = match prefix {
             PrefixMode::Always => true,
             PrefixMode::Conditional => configs.len() > 1,
@@ -409,6 +446,7 @@ impl Gateway {
         }
         let gw = Arc::new_cyclic(|me| Self {
             me: me.clone(),
+            links,
             parked: Mutex::default(),
             listeners: Arc::default(),
             names,
@@ -496,6 +534,12 @@ impl Gateway {
         )
         .await?;
         *self.slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Slot::Ready(u.clone());
+        // A person who just authorized it sees its tools now.
+        if self.links.is_some() {
+            let _ = self.downstream.send(Notice::everyone(
+                json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+            ));
+        }
         Ok(u)
     }
 
@@ -721,7 +765,7 @@ impl Gateway {
                 built(self.initialize(&params))
             }
             "ping" => built(json!({})),
-            "tools/call" => self.call_tool(params, carrier).await,
+            "tools/call" => self.call_tool(params, carrier, modern).await,
             "prompts/get" => self
                 .by_prefix("prompts/get", params, carrier)
                 .await
@@ -906,9 +950,17 @@ impl Gateway {
                     }
                 }
                 Err(UpstreamError::NeedsAuth { server }) if tools => {
+                    let description = match self.links {
+                        Some(_) => format!(
+                            "{server} needs you to connect your account: call this tool for the link, then list the tools again."
+                        ),
+                        None => format!(
+                            "{server} needs authorization: run `keyway authorize {server}` in a terminal, then call its tools again."
+                        ),
+                    };
                     out.push(json!({
                         "name": format!("{prefix}{}{AUTHORIZE_TOOL}", merge::SEPARATOR),
-                        "description": format!("{server} needs authorization: run `keyway authorize {server}` in a terminal, then call its tools again."),
+                        "description": description,
                         "inputSchema": {"type": "object", "properties": {}},
                     }));
                 }
@@ -1040,8 +1092,26 @@ impl Gateway {
                 || filter.ignores(&format!("{}{}{tool}", self.prefixes[i], merge::SEPARATOR)))
     }
 
-    async fn call_tool(&self, mut params: Value, carrier: &Carrier) -> Result<Outcome, Value> {
+    async fn call_tool(
+        &self,
+        mut params: Value,
+        carrier: &Carrier,
+        modern: bool,
+    ) -> Result<Outcome, Value> {
         let (i, tool) = self.route_name("tools", &params).await?;
+        // The answer to the gateway's own question (a retried 2026-07-28 call) is the
+        // gateway's: the server never asked it.
+        if let Some(answers) = params
+            .get_mut("inputResponses")
+            .and_then(Value::as_object_mut)
+        {
+            answers.remove(CONNECT_INPUT);
+            if answers.is_empty()
+                && let Some(p) = params.as_object_mut()
+            {
+                p.remove("inputResponses");
+            }
+        }
         if self.ignored(i, &tool) {
             let name = params
                 .get("name")
@@ -1058,6 +1128,10 @@ impl Gateway {
             Ok(u) => u,
             Err(_) => match self.revive(i).await {
                 Ok(u) => u,
+                Err(UpstreamError::NeedsAuth { .. }) if self.links.is_some() => {
+                    let takes_urls = takes_url_elicitation(&params, carrier, modern);
+                    return self.connect_answer(i, takes_urls, modern).await;
+                }
                 Err(e) => return tool_error(e.to_string()),
             },
         };
@@ -1069,13 +1143,77 @@ impl Gateway {
         }
         params["name"] = json!(tool);
         // The result goes back as the server wrote it (the hot path of a gateway).
+        let takes_urls = self.links.is_some() && takes_url_elicitation(&params, carrier, modern);
         match upstream
             .request_raw("tools/call", params, Some(carrier))
             .await
         {
             Ok(result) => Ok(Outcome::Raw(result)),
             Err(UpstreamError::Rpc { error, .. }) => Err(error),
+            // Their token was refused (revoked, or its refresh was): they authorize
+            // again.
+            Err(UpstreamError::NeedsAuth { .. }) if self.links.is_some() => {
+                self.connect_answer(i, takes_urls, modern).await
+            }
             Err(e) => tool_error(e.to_string()),
+        }
+    }
+
+    /// A call to server `i`, which needs the person's authorization: a link where
+    /// they give it, as the client can take it. A 2026-07-28 client that takes URL
+    /// elicitations gets it `input_required`; a handshake-era one, the
+    /// URLElicitationRequiredError (-32042); any other, a tool error with the link
+    /// in its text, for the person to open.
+    async fn connect_answer(
+        &self,
+        i: usize,
+        takes_urls: bool,
+        modern: bool,
+    ) -> Result<Outcome, Value> {
+        let server = &self.names[i];
+        let tool_error = |text: String| {
+            Ok(Outcome::Built(
+                json!({"content": [{"type": "text", "text": text}], "isError": true}),
+            ))
+        };
+        let link = match self.links.as_ref() {
+            Some(links) => links.link(server).await,
+            None => None,
+        };
+        let link = match link {
+            None => {
+                return tool_error(format!(
+                    "{server} needs authorization, which the gateway's administrator gives"
+                ));
+            }
+            Some(Err(why)) => {
+                return tool_error(format!(
+                    "{server} needs you to connect your account, and the gateway could not make the link for it: {why}"
+                ));
+            }
+            Some(Ok(link)) => link,
+        };
+        metrics::record_flow(server, metrics::FlowStep::Offered);
+        let message = format!(
+            "Connect your {server} account: open the page, sign in, and allow access. Then call the tool again."
+        );
+        let elicitation = json!({
+            "mode": "url",
+            "elicitationId": link.elicitation_id,
+            "url": link.url,
+            "message": message,
+        });
+        match (takes_urls, modern) {
+            (true, true) => Ok(Outcome::Built(json!({
+                "resultType": "input_required",
+                "inputRequests": {CONNECT_INPUT: {"method": "elicitation/create", "params": elicitation}},
+            }))),
+            (true, false) => Err(json!({
+                "code": URL_ELICITATION_REQUIRED,
+                "message": format!("{server} needs you to connect your account first"),
+                "data": {"elicitations": [elicitation]},
+            })),
+            (false, _) => tool_error(format!("{message}\n{}", link.url)),
         }
     }
 

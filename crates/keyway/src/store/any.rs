@@ -5,8 +5,9 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    Credential, NewServer, OpenOptions, PendingFlowSummary, PgOptions, PostgresStore, ServerChange,
-    ServerRecord, SqliteStore, Store, StoreError, StoreInfo, StoredCredential, postgres::shown_url,
+    Credential, NewServer, OpenOptions, PendingFlowSummary, Person, PgOptions, PostgresStore,
+    ServerChange, ServerRecord, SqliteStore, Store, StoreError, StoreInfo, StoredCredential,
+    postgres::shown_url,
 };
 use crate::{
     Secret,
@@ -253,6 +254,44 @@ impl Store for AnyStore {
     }
     async fn set_token(&self, server_id: &str, token: &Secret) -> Result<u64, StoreError> {
         either!(self, s => s.set_token(server_id, token).await)
+    }
+    async fn set_per_person(&self, server_id: &str, per_person: bool) -> Result<(), StoreError> {
+        either!(self, s => s.set_per_person(server_id, per_person).await)
+    }
+    async fn person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<Option<StoredCredential>, StoreError> {
+        either!(self, s => s.person_credential(server_id, person).await)
+    }
+    async fn save_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+        credential: &Credential,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        either!(self, s => s.save_person_credential(server_id, person, credential, expected_version).await)
+    }
+    async fn forget_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<(), StoreError> {
+        either!(self, s => s.forget_person_credential(server_id, person).await)
+    }
+    async fn put_flow(
+        &self,
+        key: &str,
+        server_id: Option<&str>,
+        issuer: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        either!(self, s => s.put_flow(key, server_id, issuer, data).await)
+    }
+    async fn take_flow(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        either!(self, s => s.take_flow(key).await)
     }
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         either!(self, s => s.try_lease(key, holder, ttl).await)

@@ -168,6 +168,37 @@ pub struct ServerRecord {
     /// How many tools the server listed at the last connection that listed them
     /// ([`Store::set_tools`]); `None` before any, or after its URL changed.
     pub tools: Option<u32>,
+    /// Whether each person behind a team gateway authorizes it as themselves
+    /// ([`Store::set_per_person`]): the gateway then sends a person's own tokens
+    /// ([`Store::person_credential`]), never the server's own credential.
+    pub per_person: bool,
+}
+
+/// A person signed in at the organisation's authorization server, as a team gateway
+/// knows them: the issuer and subject of their access token. A per-person server's
+/// tokens are kept for each of them apart ([`Store::person_credential`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct Person {
+    /// The organisation's authorization server.
+    pub issuer: String,
+    /// Who they are there (`sub`).
+    pub subject: String,
+}
+
+impl Person {
+    /// What a person's credential for `server_id` is sealed to, in the place of the
+    /// server's id: a credential moved to another person's row does not open.
+    pub(crate) fn binding(&self, server_id: &str) -> String {
+        serde_json::json!(["keyway/person/1", server_id, self.issuer, self.subject]).to_string()
+    }
+
+    /// A short name for the person that does not show who they are (a hash of the
+    /// issuer and subject), for lease keys and logs.
+    pub fn tag(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("{}\0{}", self.issuer, self.subject));
+        digest[..9].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// A server to create.
@@ -508,6 +539,45 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
     /// Give a server a static token in place of whatever credential it had, and mark
     /// it as a token server, in one transaction. Returns the credential's new version.
     async fn set_token(&self, server_id: &str, token: &crate::Secret) -> Result<u64, StoreError>;
+
+    /// Mark a server as authorized by each person behind a team gateway, or not
+    /// ([`ServerRecord::per_person`]).
+    async fn set_per_person(&self, server_id: &str, per_person: bool) -> Result<(), StoreError>;
+    /// `person`'s own credential for a per-person server, decrypted; `None` if they
+    /// have none.
+    async fn person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<Option<StoredCredential>, StoreError>;
+    /// Write `person`'s credential for a server, as [`Store::save_credential`] does
+    /// the server's own (compare-and-swap on `expected_version`).
+    async fn save_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+        credential: &Credential,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// Delete `person`'s credential for a server (none stored is not an error).
+    async fn forget_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<(), StoreError>;
+
+    /// Keep `data` (sealed) under the secret `key` for [`state::PENDING_FLOW_TTL`]:
+    /// a step of a flow that any process sharing the store may take next.
+    async fn put_flow(
+        &self,
+        key: &str,
+        server_id: Option<&str>,
+        issuer: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Take what [`Store::put_flow`] kept under `key`, once: it is gone after this
+    /// (for whoever asks next, in any process), and `None` once it expired.
+    async fn take_flow(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Take a lease named `key` for `ttl` unless another holder has a live one.
     /// Returns whether `holder` holds it now (`true` also when it held it already).

@@ -28,8 +28,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Row, error::SqlState};
 
 use super::{
-    AuthKind, Credential, LastStatus, NewServer, PendingFlowSummary, ServerChange, ServerRecord,
-    Store, StoreError, StoreInfo, StoredCredential, Transport,
+    AuthKind, Credential, LastStatus, NewServer, PendingFlowSummary, Person, ServerChange,
+    ServerRecord, Store, StoreError, StoreInfo, StoredCredential, Transport,
     crypto::{self, Cipher, KeySource},
     sealed, unix,
 };
@@ -40,7 +40,7 @@ use crate::{
 
 /// The schema this keyway writes in Postgres (the SQLite store's schema 4, created
 /// whole: a Postgres store never held the older forms).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 /// The Postgres schema keyway's tables are in.
 const SCHEMA_NAME: &str = "keyway";
 const KEY_CHECK: &[u8] = b"keyway store key check v1";
@@ -105,6 +105,25 @@ CREATE TABLE IF NOT EXISTS pending_flows (
     data BYTEA NOT NULL,
     created_at BIGINT NOT NULL
 );
+ALTER TABLE servers ADD COLUMN IF NOT EXISTS per_person BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE IF NOT EXISTS person_credentials (
+    server_id TEXT NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    person_issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('bearer', 'oauth')),
+    sealed BYTEA NOT NULL,
+    expires_at BIGINT,
+    issued_at BIGINT,
+    scope TEXT,
+    issuer TEXT,
+    token_endpoint TEXT,
+    client_id TEXT,
+    resource TEXT,
+    as_metadata TEXT,
+    version BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (server_id, person_issuer, subject)
+);
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -112,7 +131,7 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 "#;
 
-const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
+const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools, per_person";
 
 /// How to open a Postgres store.
 #[derive(Clone)]
@@ -245,6 +264,7 @@ fn server_row(r: &Row) -> Result<ServerRecord, StoreError> {
         tools: r
             .try_get::<_, Option<i64>>(12)?
             .and_then(|n| u32::try_from(n).ok()),
+        per_person: r.try_get(13)?,
     })
 }
 
@@ -473,10 +493,10 @@ impl PostgresStore {
         tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA_NAME};"))
             .await?;
         tx.batch_execute(SCHEMA).await?;
-        if version.is_none() {
+        if version.is_none_or(|v| v < SCHEMA_VERSION) {
             tx.execute(
                 "INSERT INTO keyway_meta (key, value) VALUES ('schema_version', $1)
-                 ON CONFLICT (key) DO NOTHING",
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 &[&SCHEMA_VERSION.to_string().into_bytes()],
             )
             .await?;
@@ -799,6 +819,11 @@ impl Store for PostgresStore {
             &[&server_id],
         )
         .await?;
+        tx.execute(
+            "DELETE FROM person_credentials WHERE server_id = $1",
+            &[&server_id],
+        )
+        .await?;
         let n = tx
             .execute(
                 "UPDATE servers SET deleted_at = $2, updated_at = $2, sealed_headers = NULL WHERE id = $1 AND deleted_at IS NULL",
@@ -886,6 +911,11 @@ impl Store for PostgresStore {
             tx.execute("DELETE FROM credentials WHERE server_id = $1", &[&id])
                 .await?;
             tx.execute(
+                "DELETE FROM person_credentials WHERE server_id = $1",
+                &[&id],
+            )
+            .await?;
+            tx.execute(
                 "UPDATE servers SET url = $2, last_status = NULL, last_error = NULL, protocol = NULL, tools = NULL WHERE id = $1",
                 &[&id, &url],
             )
@@ -940,6 +970,11 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::NoSuchServer(old_id.to_owned()))?;
         tx.execute("DELETE FROM credentials WHERE server_id = $1", &[&old_id])
             .await?;
+        tx.execute(
+            "DELETE FROM person_credentials WHERE server_id = $1",
+            &[&old_id],
+        )
+        .await?;
         tx.execute("DELETE FROM servers WHERE id = $1", &[&old_id])
             .await?;
         let n = tx
@@ -1044,6 +1079,183 @@ impl Store for PostgresStore {
         tx.commit().await?;
         super::credential_written();
         Ok(())
+    }
+
+    async fn set_per_person(&self, server_id: &str, per_person: bool) -> Result<(), StoreError> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE servers SET per_person = $2, updated_at = $3 WHERE id = $1 AND deleted_at IS NULL",
+                &[&server_id, &per_person, &now()],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NoSuchServer(server_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<Option<StoredCredential>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT c.kind, c.sealed, c.expires_at, c.issued_at, c.scope, c.issuer, c.token_endpoint,
+                        c.client_id, c.resource, c.as_metadata, c.version, c.updated_at, s.url, s.name
+                 FROM person_credentials c JOIN servers s ON s.id = c.server_id
+                 WHERE c.server_id = $1 AND c.person_issuer = $2 AND c.subject = $3 AND s.deleted_at IS NULL",
+                &[&server_id, &person.issuer, &person.subject],
+            )
+            .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let row = sealed::CredentialRow {
+            kind: r.try_get(0)?,
+            sealed: r.try_get(1)?,
+            expires_at: r.try_get(2)?,
+            issued_at: r.try_get(3)?,
+            scope: r.try_get(4)?,
+            issuer: r.try_get(5)?,
+            token_endpoint: r.try_get(6)?,
+            client_id: r.try_get(7)?,
+            resource: r.try_get(8)?,
+            as_metadata: r.try_get(9)?,
+        };
+        let (version, updated): (i64, i64) = (r.try_get(10)?, r.try_get(11)?);
+        let (url, name): (String, String) = (r.try_get(12)?, r.try_get(13)?);
+        sealed::open_credential(
+            &self.inner.cipher,
+            &person.binding(server_id),
+            &url,
+            &name,
+            row,
+            version.max(0) as u64,
+            updated.max(0) as u64,
+        )
+        .map(Some)
+    }
+
+    async fn save_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+        credential: &Credential,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The server's row first, then the person's: the order every writer takes.
+        let Some(url) = lock_server(&tx, server_id).await? else {
+            return Err(StoreError::NoSuchServer(server_id.to_owned()));
+        };
+        let current = tx
+            .query_opt(
+                "SELECT version FROM person_credentials
+                 WHERE server_id = $1 AND person_issuer = $2 AND subject = $3 FOR UPDATE",
+                &[&server_id, &person.issuer, &person.subject],
+            )
+            .await?
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()?
+            .map(|v| v.max(0) as u64);
+        if let Some(expected) = expected_version
+            && current != Some(expected)
+        {
+            return Err(StoreError::Conflict);
+        }
+        let version = current.map_or(1, |v| v + 1);
+        let row = sealed::seal_credential(
+            &self.inner.cipher,
+            &person.binding(server_id),
+            &url,
+            credential,
+        )?;
+        tx.execute(
+            "INSERT INTO person_credentials (server_id, person_issuer, subject, kind, sealed, expires_at,
+                 issued_at, scope, issuer, token_endpoint, client_id, resource, as_metadata, version, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (server_id, person_issuer, subject) DO UPDATE SET kind = excluded.kind,
+                 sealed = excluded.sealed, expires_at = excluded.expires_at, issued_at = excluded.issued_at,
+                 scope = excluded.scope, issuer = excluded.issuer, token_endpoint = excluded.token_endpoint,
+                 client_id = excluded.client_id, resource = excluded.resource,
+                 as_metadata = excluded.as_metadata, version = excluded.version,
+                 updated_at = excluded.updated_at",
+            &[
+                &server_id,
+                &person.issuer,
+                &person.subject,
+                &row.kind,
+                &row.sealed,
+                &row.expires_at,
+                &row.issued_at,
+                &row.scope,
+                &row.issuer,
+                &row.token_endpoint,
+                &row.client_id,
+                &row.resource,
+                &row.as_metadata,
+                &(version as i64),
+                &now(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        super::credential_written();
+        Ok(version)
+    }
+
+    async fn forget_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM person_credentials WHERE server_id = $1 AND person_issuer = $2 AND subject = $3",
+                &[&server_id, &person.issuer, &person.subject],
+            )
+            .await?;
+        super::credential_written();
+        Ok(())
+    }
+
+    async fn put_flow(
+        &self,
+        key: &str,
+        server_id: Option<&str>,
+        issuer: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.save_pending_flow(key, server_id, issuer, data).await
+    }
+
+    async fn take_flow(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = super::state::state_hash(key);
+        let cutoff = now() - super::state::PENDING_FLOW_TTL.as_secs() as i64;
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM pending_flows WHERE state_hash = $1 RETURNING data, created_at",
+                &[&key],
+            )
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let (sealed, created): (Vec<u8>, i64) = (r.try_get(0)?, r.try_get(1)?);
+        if created < cutoff {
+            return Ok(None);
+        }
+        self.inner
+            .cipher
+            .open(&sealed::pending_flow_aad(&key), &sealed)
+            .map(|p| Some(p.to_vec()))
     }
 
     async fn set_token(&self, server_id: &str, token: &Secret) -> Result<u64, StoreError> {

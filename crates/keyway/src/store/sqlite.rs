@@ -12,8 +12,8 @@ use std::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    AuthKind, Credential, LastStatus, NewServer, PendingFlowSummary, ServerChange, ServerRecord,
-    Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
+    AuthKind, Credential, LastStatus, NewServer, PendingFlowSummary, Person, ServerChange,
+    ServerRecord, Store, StoreError, StoreInfo, StoredCredential, Transport, binding,
     crypto::{self, Cipher, KeySource},
     sealed, unix,
 };
@@ -25,7 +25,7 @@ use crate::{
 /// The schema this keyway writes: 1, the tables ([`MIGRATIONS`]); 2, every sealed
 /// value bound to the columns that decide where it goes ([`binding`]); 3 and on,
 /// [`LATER_MIGRATIONS`].
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 const KEY_CHECK: &[u8] = b"keyway store key check v1";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,6 +92,30 @@ const LATER_MIGRATIONS: &[(i64, &str)] = &[
     (3, "ALTER TABLE servers ADD COLUMN protocol TEXT;"),
     // 4: how many tools the server listed at the last connection (`Store::set_tools`).
     (4, "ALTER TABLE servers ADD COLUMN tools INTEGER;"),
+    // 5: servers whose tokens are each person's own, behind a team gateway, and those
+    // tokens ([`Store::person_credential`]).
+    (
+        5,
+        "ALTER TABLE servers ADD COLUMN per_person INTEGER NOT NULL DEFAULT 0;
+         CREATE TABLE person_credentials (
+             server_id TEXT NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+             person_issuer TEXT NOT NULL,
+             subject TEXT NOT NULL,
+             kind TEXT NOT NULL CHECK (kind IN ('bearer', 'oauth')),
+             sealed BLOB NOT NULL,
+             expires_at INTEGER,
+             issued_at INTEGER,
+             scope TEXT,
+             issuer TEXT,
+             token_endpoint TEXT,
+             client_id TEXT,
+             resource TEXT,
+             as_metadata TEXT,
+             version INTEGER NOT NULL,
+             updated_at INTEGER NOT NULL,
+             PRIMARY KEY (server_id, person_issuer, subject)
+         );",
+    ),
 ];
 
 /// How to open a store.
@@ -499,7 +523,7 @@ fn now() -> u64 {
     unix(SystemTime::now())
 }
 
-const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools";
+const SERVER_COLUMNS: &str = "id, name, url, transport, enabled, auth, header_names, created_at, updated_at, last_status, last_error, protocol, tools, per_person";
 
 fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
     let transport: String = r.get(3)?;
@@ -522,6 +546,7 @@ fn server_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServerRecord> {
         tools: r
             .get::<_, Option<i64>>(12)?
             .and_then(|n| u32::try_from(n).ok()),
+        per_person: r.get::<_, i64>(13)? != 0,
     })
 }
 
@@ -810,6 +835,7 @@ impl Store for SqliteStore {
         let written = self.run(move |conn, _| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+            tx.execute("DELETE FROM person_credentials WHERE server_id = ?1", params![id])?;
             let n = tx.execute(
                 "UPDATE servers SET deleted_at = ?2, updated_at = ?2, sealed_headers = NULL WHERE id = ?1 AND deleted_at IS NULL",
                 params![id, now() as i64],
@@ -828,6 +854,10 @@ impl Store for SqliteStore {
             .run(move |conn, _| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+                tx.execute(
+                    "DELETE FROM person_credentials WHERE server_id = ?1",
+                    params![id],
+                )?;
                 tx.execute("DELETE FROM servers WHERE id = ?1", params![id])?;
                 tx.commit()?;
                 Ok(())
@@ -889,6 +919,7 @@ impl Store for SqliteStore {
                 }
                 if moved {
                     tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![id])?;
+                    tx.execute("DELETE FROM person_credentials WHERE server_id = ?1", params![id])?;
                     tx.execute(
                         "UPDATE servers SET url = ?2, last_status = NULL, last_error = NULL, protocol = NULL, tools = NULL WHERE id = ?1",
                         params![id, url],
@@ -928,6 +959,7 @@ impl Store for SqliteStore {
                     .filter(|s| s.id == old_id)
                     .ok_or_else(|| StoreError::NoSuchServer(old_id.clone()))?;
                 tx.execute("DELETE FROM credentials WHERE server_id = ?1", params![old_id])?;
+                tx.execute("DELETE FROM person_credentials WHERE server_id = ?1", params![old_id])?;
                 tx.execute("DELETE FROM servers WHERE id = ?1", params![old_id])?;
                 let n = tx.execute(
                     "UPDATE servers SET name = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
@@ -1018,6 +1050,199 @@ impl Store for SqliteStore {
             .await;
         super::credential_written();
         written
+    }
+
+    async fn set_per_person(&self, server_id: &str, per_person: bool) -> Result<(), StoreError> {
+        let id = server_id.to_owned();
+        self.run(move |conn, _| {
+            let n = conn.execute(
+                "UPDATE servers SET per_person = ?2, updated_at = ?3 WHERE id = ?1 AND deleted_at IS NULL",
+                params![id, per_person as i64, now() as i64],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NoSuchServer(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<Option<StoredCredential>, StoreError> {
+        let (id, person) = (server_id.to_owned(), person.clone());
+        self.run(move |conn, cipher| {
+            let row = conn
+                .query_row(
+                    "SELECT c.kind, c.sealed, c.expires_at, c.issued_at, c.scope, c.issuer, c.token_endpoint,
+                            c.client_id, c.resource, c.as_metadata, c.version, c.updated_at, s.url, s.name
+                     FROM person_credentials c JOIN servers s ON s.id = c.server_id
+                     WHERE c.server_id = ?1 AND c.person_issuer = ?2 AND c.subject = ?3 AND s.deleted_at IS NULL",
+                    params![id, person.issuer, person.subject],
+                    |r| {
+                        Ok((
+                            sealed::CredentialRow {
+                                kind: r.get(0)?,
+                                sealed: r.get(1)?,
+                                expires_at: r.get(2)?,
+                                issued_at: r.get(3)?,
+                                scope: r.get(4)?,
+                                issuer: r.get(5)?,
+                                token_endpoint: r.get(6)?,
+                                client_id: r.get(7)?,
+                                resource: r.get(8)?,
+                                as_metadata: r.get(9)?,
+                            },
+                            r.get::<_, i64>(10)?,
+                            r.get::<_, i64>(11)?,
+                            r.get::<_, String>(12)?,
+                            r.get::<_, String>(13)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((row, version, updated, url, name)) = row else {
+                return Ok(None);
+            };
+            sealed::open_credential(
+                cipher,
+                &person.binding(&id),
+                &url,
+                &name,
+                row,
+                version as u64,
+                updated as u64,
+            )
+            .map(Some)
+        })
+        .await
+    }
+
+    async fn save_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+        credential: &Credential,
+        expected_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let (id, person, c) = (server_id.to_owned(), person.clone(), credential.clone());
+        let written = self
+            .run(move |conn, cipher| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let current: Option<i64> = tx
+                    .query_row(
+                        "SELECT version FROM person_credentials
+                         WHERE server_id = ?1 AND person_issuer = ?2 AND subject = ?3",
+                        params![id, person.issuer, person.subject],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let current = current.map(|v| v as u64);
+                if let Some(expected) = expected_version
+                    && current != Some(expected)
+                {
+                    return Err(StoreError::Conflict);
+                }
+                let url: Option<String> = tx
+                    .query_row(
+                        "SELECT url FROM servers WHERE id = ?1 AND deleted_at IS NULL",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(url) = url else {
+                    return Err(StoreError::NoSuchServer(id));
+                };
+                let version = current.map_or(1, |v| v + 1);
+                let row = sealed::seal_credential(cipher, &person.binding(&id), &url, &c)?;
+                tx.execute(
+                    "INSERT INTO person_credentials (server_id, person_issuer, subject, kind, sealed, expires_at,
+                         issued_at, scope, issuer, token_endpoint, client_id, resource, as_metadata, version, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     ON CONFLICT (server_id, person_issuer, subject) DO UPDATE SET kind = excluded.kind,
+                         sealed = excluded.sealed, expires_at = excluded.expires_at, issued_at = excluded.issued_at,
+                         scope = excluded.scope, issuer = excluded.issuer, token_endpoint = excluded.token_endpoint,
+                         client_id = excluded.client_id, resource = excluded.resource,
+                         as_metadata = excluded.as_metadata, version = excluded.version,
+                         updated_at = excluded.updated_at",
+                    params![
+                        id,
+                        person.issuer,
+                        person.subject,
+                        row.kind,
+                        row.sealed,
+                        row.expires_at,
+                        row.issued_at,
+                        row.scope,
+                        row.issuer,
+                        row.token_endpoint,
+                        row.client_id,
+                        row.resource,
+                        row.as_metadata,
+                        version as i64,
+                        now() as i64
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(version)
+            })
+            .await;
+        super::credential_written();
+        written
+    }
+
+    async fn forget_person_credential(
+        &self,
+        server_id: &str,
+        person: &Person,
+    ) -> Result<(), StoreError> {
+        let (id, person) = (server_id.to_owned(), person.clone());
+        let written = self
+            .run(move |conn, _| {
+                conn.execute(
+                    "DELETE FROM person_credentials WHERE server_id = ?1 AND person_issuer = ?2 AND subject = ?3",
+                    params![id, person.issuer, person.subject],
+                )?;
+                Ok(())
+            })
+            .await;
+        super::credential_written();
+        written
+    }
+
+    async fn put_flow(
+        &self,
+        key: &str,
+        server_id: Option<&str>,
+        issuer: &str,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.save_pending_flow(key, server_id, issuer, data).await
+    }
+
+    async fn take_flow(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = super::state::state_hash(key);
+        self.run(move |conn, cipher| {
+            let cutoff = now().saturating_sub(super::state::PENDING_FLOW_TTL.as_secs()) as i64;
+            let sealed: Option<(Vec<u8>, i64)> = conn
+                .query_row(
+                    "DELETE FROM pending_flows WHERE state_hash = ?1 RETURNING data, created_at",
+                    params![key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            sealed
+                .filter(|(_, created)| *created >= cutoff)
+                .map(|(s, _)| {
+                    cipher
+                        .open(&sealed::pending_flow_aad(&key), &s)
+                        .map(|p| p.to_vec())
+                })
+                .transpose()
+        })
+        .await
     }
 
     /// A lease is an OS file lock on `<home>/locks/<key>.lock`: exclusive across

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use oauth2::AccessToken;
 use rmcp::transport::auth::AuthError as RmcpAuthError;
 
-use super::{Credential, LastStatus, OAuthCredential, Store, StoreError, StoredCredential};
+use super::{Credential, LastStatus, OAuthCredential, Person, Store, StoreError, StoredCredential};
 use crate::{
     auth::{
         ClientAuth, Grant, OAuthClient, RefreshError, RegistrationKind, refresh, token::TokenType,
@@ -94,6 +94,9 @@ pub struct StoredTokens {
     clock: Clock,
     store: Arc<dyn Store>,
     server_id: String,
+    /// Whose tokens these are: a person's own for a per-person server behind a team
+    /// gateway ([`StoredTokens::for_person`]), else the server's.
+    person: Option<Person>,
     holder: String,
     local: tokio::sync::Mutex<()>,
     refreshes: AtomicU64,
@@ -125,10 +128,32 @@ impl StoredTokens {
     /// [`StoredTokens::new`] deciding expiry by `clock`. Refreshed tokens are dated by
     /// it too, so a clock moved past one token's refresh time refreshes exactly once.
     pub fn with_clock(store: Arc<dyn Store>, server_id: &str, clock: Clock) -> Arc<Self> {
+        Self::build(store, server_id, None, clock)
+    }
+
+    /// `person`'s own tokens for the per-person server `server_id`
+    /// ([`Store::person_credential`]), refreshed once across every process as the
+    /// server's own are, on `clock`.
+    pub fn for_person(
+        store: Arc<dyn Store>,
+        server_id: &str,
+        person: Person,
+        clock: Clock,
+    ) -> Arc<Self> {
+        Self::build(store, server_id, Some(person), clock)
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        server_id: &str,
+        person: Option<Person>,
+        clock: Clock,
+    ) -> Arc<Self> {
         let holder = super::lease_holder("tokens");
         Arc::new(Self {
             clock,
             store,
+            person,
             server_id: server_id.to_owned(),
             holder,
             local: tokio::sync::Mutex::new(()),
@@ -265,7 +290,7 @@ impl StoredTokens {
         loop {
             self.store_reads.fetch_add(1, Ordering::Relaxed);
             let writes = super::credential_writes();
-            let Some(stored) = self.store.credential(&self.server_id).await? else {
+            let Some(stored) = self.read().await? else {
                 self.remember(None, None, writes);
                 return Ok(None);
             };
@@ -293,7 +318,10 @@ impl StoredTokens {
                     Some(stored.credential)
                 });
             }
-            let lease = format!("refresh:{}", self.server_id);
+            let lease = match &self.person {
+                None => format!("refresh:{}", self.server_id),
+                Some(p) => format!("refresh:{}:{}", self.server_id, p.tag()),
+            };
             if self
                 .store
                 .try_lease(&lease, &self.holder, LEASE_TTL)
@@ -334,18 +362,14 @@ impl StoredTokens {
         grant: Grant,
         now: SystemTime,
     ) -> Result<Outcome, TokenFailure> {
-        match self.store.credential(&self.server_id).await? {
+        match self.read().await? {
             Some(cur) if cur.version == seen.version => {}
             _ => return Ok(Outcome::Changed),
         }
         match refresh(&grant, now).await {
             Ok(fresh) => {
                 let c = Credential::OAuth(Box::new(credential_from_grant(&fresh)));
-                match self
-                    .store
-                    .save_credential(&self.server_id, &c, Some(seen.version))
-                    .await
-                {
+                match self.write(&c, seen.version).await {
                     Ok(version) => {
                         self.refreshes.fetch_add(1, Ordering::Relaxed);
                         self.count(crate::gateway::metrics::RefreshOutcome::Ok);
@@ -374,13 +398,7 @@ impl StoredTokens {
                 }
                 tracing::info!(server = %self.server_id, error = %e, "the authorization server no longer knows keyway's client; authorization is needed");
                 self.count(crate::gateway::metrics::RefreshOutcome::Rejected);
-                let _ = self
-                    .store
-                    .set_status(
-                        &self.server_id,
-                        LastStatus::NeedsAuth,
-                        Some("the authorization server no longer knows keyway's client"),
-                    )
+                self.needs_auth("the authorization server no longer knows keyway's client")
                     .await;
                 Ok(if grant.expired(now) {
                     Outcome::Unusable
@@ -391,14 +409,7 @@ impl StoredTokens {
             Err(RefreshError::Rejected(e)) => {
                 tracing::info!(server = %self.server_id, error = %e, "refresh token rejected; authorization is needed");
                 self.count(crate::gateway::metrics::RefreshOutcome::Rejected);
-                let _ = self
-                    .store
-                    .set_status(
-                        &self.server_id,
-                        LastStatus::NeedsAuth,
-                        Some("the refresh token was rejected"),
-                    )
-                    .await;
+                self.needs_auth("the refresh token was rejected").await;
                 // The stored credential stays as it is; an expired token is not offered.
                 Ok(if grant.expired(now) {
                     Outcome::Unusable
@@ -415,6 +426,41 @@ impl StoredTokens {
                 self.count(crate::gateway::metrics::RefreshOutcome::Failed);
                 Err(TokenFailure::Refresh(e))
             }
+        }
+    }
+
+    /// The credential these tokens are: the person's, else the server's.
+    async fn read(&self) -> Result<Option<StoredCredential>, StoreError> {
+        match &self.person {
+            None => self.store.credential(&self.server_id).await,
+            Some(p) => self.store.person_credential(&self.server_id, p).await,
+        }
+    }
+
+    /// Write `c` in place of version `seen` (compare-and-swap).
+    async fn write(&self, c: &Credential, seen: u64) -> Result<u64, StoreError> {
+        match &self.person {
+            None => {
+                self.store
+                    .save_credential(&self.server_id, c, Some(seen))
+                    .await
+            }
+            Some(p) => {
+                self.store
+                    .save_person_credential(&self.server_id, p, c, Some(seen))
+                    .await
+            }
+        }
+    }
+
+    /// The authorization server refused the refresh: the server's status says so.
+    /// A person's refusal is theirs alone, and is not the server's status.
+    async fn needs_auth(&self, why: &str) {
+        if self.person.is_none() {
+            let _ = self
+                .store
+                .set_status(&self.server_id, LastStatus::NeedsAuth, Some(why))
+                .await;
         }
     }
 

@@ -365,3 +365,9 @@ async fn pg_replicas_adding_one_name_at_once_make_one_server() {
     );
     assert_eq!(b.servers().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn pg_people_keep_their_own_tokens() {
+    let url = pg::cluster().fresh_database().await;
+    crate::records::people_keep_their_own_tokens(&open(&url).await).await;
+}

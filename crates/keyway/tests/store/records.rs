@@ -336,3 +336,106 @@ async fn a_dpop_bound_credential_keeps_its_key_sealed_with_it() {
         "the DPoP key's DER is stored in the clear"
     );
 }
+
+/// A per-person server's tokens, each person's apart: what a team gateway keeps
+/// (shared by the SQLite and Postgres tests).
+pub async fn people_keep_their_own_tokens(store: &dyn Store) {
+    use keyway::store::Person;
+    let person = |s: &str| Person {
+        issuer: "https://org.example".into(),
+        subject: s.into(),
+    };
+    let (alice, bob) = (person("alice"), person("bob"));
+    store
+        .create_server(&server("pp", "github"), Some(&oauth("shared", None)))
+        .await
+        .unwrap();
+    assert!(!store.server("pp").await.unwrap().unwrap().per_person);
+    store.set_per_person("pp", true).await.unwrap();
+    assert!(store.server("pp").await.unwrap().unwrap().per_person);
+
+    assert!(
+        store
+            .person_credential("pp", &alice)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let v = store
+        .save_person_credential("pp", &alice, &oauth("alice-at", Some("alice-rt")), None)
+        .await
+        .unwrap();
+    assert_eq!(v, 1);
+    store
+        .save_person_credential("pp", &bob, &oauth("bob-at", None), None)
+        .await
+        .unwrap();
+    let token = |c: &Credential| match c {
+        Credential::OAuth(o) => o.access_token.secret().clone(),
+        Credential::Bearer { token } => token.expose().to_owned(),
+    };
+    let read = store
+        .person_credential("pp", &alice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (token(&read.credential), read.version),
+        ("alice-at".into(), 1)
+    );
+    let read = store.person_credential("pp", &bob).await.unwrap().unwrap();
+    assert_eq!(token(&read.credential), "bob-at");
+    // The server's own credential is apart from theirs.
+    let own = store.credential("pp").await.unwrap().unwrap();
+    assert_eq!(token(&own.credential), "shared");
+
+    // Compare-and-swap, as the server's own.
+    assert!(matches!(
+        store
+            .save_person_credential("pp", &alice, &oauth("stale", None), Some(7))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    let v = store
+        .save_person_credential("pp", &alice, &oauth("alice-2", None), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+    store.forget_person_credential("pp", &bob).await.unwrap();
+    assert!(store.person_credential("pp", &bob).await.unwrap().is_none());
+    assert!(
+        store
+            .person_credential("pp", &alice)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A flow step is taken once.
+    store
+        .put_flow("link-secret", Some("pp"), "https://org.example", b"step")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_flow("link-secret").await.unwrap().as_deref(),
+        Some(&b"step"[..])
+    );
+    assert!(store.take_flow("link-secret").await.unwrap().is_none());
+
+    // A removed server takes its people's tokens with it.
+    store.remove_server("pp").await.unwrap();
+    assert!(
+        store
+            .person_credential("pp", &alice)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn people_keep_their_own_tokens_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    people_keep_their_own_tokens(&store).await;
+}

@@ -43,7 +43,7 @@ async fn a_schema_1_store_keeps_every_secret_and_is_bound_from_then_on() {
     let home = schema1_home();
     assert_eq!(user_version(home.path()), 1);
     let store = open(home.path()).unwrap();
-    assert_eq!(user_version(home.path()), 4);
+    assert_eq!(user_version(home.path()), 5);
     // A keyway from before that is still running finds none of the columns it seals
     // into: it fails loudly rather than writing values that would not open.
     for old in [
@@ -131,7 +131,7 @@ async fn a_damaged_value_does_not_stop_the_upgrade() {
     .unwrap();
     drop(db);
     let store = open(home.path()).unwrap();
-    assert_eq!(user_version(home.path()), 4);
+    assert_eq!(user_version(home.path()), 5);
     let servers = store.servers().await.unwrap();
     let err = store.credential(&servers[0].id).await.unwrap_err();
     assert!(matches!(err, StoreError::Unreadable { .. }), "{err}");

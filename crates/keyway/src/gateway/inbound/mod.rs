@@ -427,6 +427,11 @@ impl ProtectedResource {
         }
     }
 
+    /// The scopes every token must carry (`--require-scope`).
+    pub fn required_scopes(&self) -> &[String] {
+        &self.required_scopes
+    }
+
     /// Who the request's token speaks for.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Rejection> {
         let token = bearer(headers)?;
