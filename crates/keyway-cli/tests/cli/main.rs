@@ -18,6 +18,7 @@ mod profiles;
 mod proxy;
 mod proxy_url;
 mod race;
+mod replicas;
 mod security;
 mod serve;
 mod serve_generations;

@@ -192,7 +192,7 @@ pub async fn post_as(gw: &Gw, body: Value, headers: &[(&str, &str)]) -> reqwest:
     post(&gw.url, body, &all).await
 }
 
-async fn post(url: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+pub async fn post(url: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = reqwest::Client::new().post(url).json(&body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -1009,7 +1009,7 @@ async fn each_request_is_logged_under_its_id_as_json_without_the_token() {
 /// A browser that signs in as `person` wherever it is asked to: it follows `url`'s
 /// redirects, adding `login_hint` at the authorization servers (the testbed approves
 /// whoever that names, as a person would sign in). The last page's status and text.
-async fn browse_as(person: &str, url: &str) -> (u16, String) {
+pub async fn browse_as(person: &str, url: &str) -> (u16, String) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

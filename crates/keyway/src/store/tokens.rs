@@ -255,9 +255,12 @@ impl StoredTokens {
     fn reusable(&self) -> Option<Option<Arc<Credential>>> {
         let recent = self.recent();
         let r = recent.as_ref()?;
+        // A person with no token yet may have just authorized through another
+        // replica (whose write this process does not count): that is read again.
         let fresh = r.read_at.elapsed() < REUSE_FOR
             && r.writes == super::credential_writes()
-            && r.due.is_none_or(|due| (self.clock)() < due);
+            && r.due.is_none_or(|due| (self.clock)() < due)
+            && (r.credential.is_some() || self.person.is_none());
         fresh.then(|| r.credential.clone())
     }
 
