@@ -121,7 +121,7 @@ impl Direct {
 }
 
 /// The JSON-RPC answer with `id` among an event stream's `data:` lines.
-fn sse_answer(body: &[u8], id: Option<&Value>) -> Option<Value> {
+pub fn sse_answer(body: &[u8], id: Option<&Value>) -> Option<Value> {
     let text = std::str::from_utf8(body).ok()?;
     text.lines()
         .filter_map(|l| l.strip_prefix("data:"))

@@ -13,6 +13,7 @@ mod remote;
 mod report;
 mod scenarios;
 mod stdio;
+mod team;
 mod upstream;
 
 use std::{
@@ -96,6 +97,9 @@ enum Command {
     /// The gateway under many callers for minutes, in front of an upstream that fails
     /// and hangs a share of calls (`bench/load`); no peers, no rounds.
     Load(load::LoadArgs),
+    /// The team gateway: 1 and 3 replicas on one Postgres, people authorizing a
+    /// per-person upstream, 32 callers (`bench/team`); no peers, no rounds.
+    Team(team::TeamArgs),
 }
 
 /// Access-token lifetime of the refresh-storm testbed.
@@ -133,9 +137,15 @@ async fn run(mut args: Args) -> Result<()> {
         bail!("--rounds and --calls must be at least 1");
     }
     let root = std::fs::canonicalize(&args.root).context("the --root directory")?;
-    if let Some(Command::Load(load)) = args.command {
-        let keyway = root.join("target").join(&args.profile).join("keyway");
-        return load::run(keyway, root.join("target/bench/load"), load).await;
+    let keyway = root.join("target").join(&args.profile).join("keyway");
+    match args.command {
+        Some(Command::Load(load)) => {
+            return load::run(keyway, root.join("target/bench/load"), load).await;
+        }
+        Some(Command::Team(team)) => {
+            return team::run(keyway, root.join("target/bench/team"), team).await;
+        }
+        None => {}
     }
     let work = tempfile::Builder::new()
         .prefix("keyway-bench-")

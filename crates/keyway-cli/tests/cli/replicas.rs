@@ -116,7 +116,12 @@ async fn three_replicas_serve_two_people_their_own_tokens_and_survive_a_killed_o
             &env,
         )
         .await;
-        addrs.push(gw.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned());
+        addrs.push(
+            gw.url
+                .trim_start_matches("http://")
+                .trim_end_matches("/mcp")
+                .to_owned(),
+        );
         replicas.push(child);
     }
     front(entry, addrs.clone());
@@ -217,7 +222,11 @@ async fn three_replicas_serve_two_people_their_own_tokens_and_survive_a_killed_o
         answered += n;
     }
     // Only calls under way on the killed replica broke (at most one per loop).
-    assert!(broken.load(Ordering::Relaxed) <= 4, "{}", broken.load(Ordering::Relaxed));
+    assert!(
+        broken.load(Ordering::Relaxed) <= 4,
+        "{}",
+        broken.load(Ordering::Relaxed)
+    );
 
     // Each person's calls reached each upstream with their own tokens, refreshed
     // once per expiry across the replicas: no refresh token was used twice, no
@@ -245,4 +254,3 @@ async fn three_replicas_serve_two_people_their_own_tokens_and_survive_a_killed_o
         broken.load(Ordering::Relaxed)
     );
 }
-

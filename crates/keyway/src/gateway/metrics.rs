@@ -61,6 +61,7 @@ struct Metrics {
     refreshes: Family<RequestLabels, Counter>,
     callers: Family<OutcomeLabels, Counter>,
     flows: Family<RequestLabels, Counter>,
+    store_operations: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -107,7 +108,14 @@ fn metrics() -> &'static Metrics {
             "People's authorizations of per-person servers through the gateway's links, by step (offered: a call was answered with a link, started: the link was opened, completed: their tokens are stored, refused: the link was not theirs, spent or expired, or the server refused)",
             flows.clone(),
         );
+        let store_operations = Counter::default();
+        registry.register(
+            "store_operations",
+            "Operations on a Postgres store (a statement, one round trip, or a transaction)",
+            store_operations.clone(),
+        );
         Metrics {
+            store_operations,
             registry,
             requests,
             seconds,
@@ -194,6 +202,11 @@ pub fn record_refresh(server: &str, outcome: RefreshOutcome) {
             outcome: outcome.to_owned(),
         })
         .inc();
+}
+
+/// Count an operation on a Postgres store.
+pub(crate) fn record_store_operation() {
+    metrics().store_operations.inc();
 }
 
 /// A step of a person's authorization of a per-person server ([`FlowStep`]).

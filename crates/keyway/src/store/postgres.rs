@@ -515,7 +515,10 @@ impl PostgresStore {
         })
     }
 
+    /// A connection from the pool, for one operation: a statement (one round trip)
+    /// or a transaction. Counted in the metrics (`keyway_store_operations_total`).
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        crate::gateway::metrics::record_store_operation();
         Ok(self.inner.pool.get().await?)
     }
 

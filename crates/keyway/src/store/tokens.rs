@@ -309,18 +309,23 @@ impl StoredTokens {
                 Credential::OAuth(o) => o.clone(),
             };
             let now = (self.clock)();
-            let grant_view = self.grant(&oauth).await?;
-            if !force && !grant_view.needs_refresh(now) {
+            // Whether it is due needs no client: the registration is read only for
+            // a refresh (a read per use would double the store's work on a gateway).
+            let due = crate::auth::refresh_due(oauth.expires_at, oauth.issued_at)
+                .is_some_and(|due| due <= now);
+            if !force && !due {
                 self.remember(Some(&stored.credential), Some(stored.version), writes);
                 return Ok(Some(stored.credential));
             }
             if oauth.refresh_token.is_none() {
-                return Ok(if grant_view.expired(now) {
+                let expired = oauth.expires_at.is_some_and(|at| at <= now);
+                return Ok(if expired {
                     None
                 } else {
                     Some(stored.credential)
                 });
             }
+            let grant_view = self.grant(&oauth).await?;
             let lease = match &self.person {
                 None => format!("refresh:{}", self.server_id),
                 Some(p) => format!("refresh:{}:{}", self.server_id, p.tag()),
