@@ -354,31 +354,64 @@ async fn call(
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-/// A browser signing in as `person` wherever it is asked: the testbed approves whom
-/// `login_hint` names.
+/// A browser signing in as `person` wherever it is asked (with its cookies, pressing
+/// the link page's button): the testbed approves whom `login_hint` names.
 async fn browse_as(person: &str, url: &str) -> Result<()> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
+    let mut jar: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
     let mut at = url::Url::parse(url)?;
-    for _ in 0..10 {
-        if at.path().ends_with("/authorize") {
+    let mut post = false;
+    for _ in 0..12 {
+        if at
+            .query_pairs()
+            .any(|(k, v)| k == "response_type" && v == "code")
+            && !at.query_pairs().any(|(k, _)| k == "login_hint")
+        {
             at.query_pairs_mut().append_pair("login_hint", person);
         }
-        let r = http.get(at.clone()).send().await?;
-        if !r.status().is_redirection() {
-            if !r.status().is_success() {
-                bail!("{person}'s authorization ended with {}", r.status());
-            }
-            return Ok(());
+        let cookies = jar
+            .entry(at.host_str().unwrap_or_default().to_owned())
+            .or_default();
+        let mut req = if post {
+            http.post(at.clone())
+        } else {
+            http.get(at.clone())
+        };
+        post = false;
+        if !cookies.is_empty() {
+            let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", header.join("; "));
         }
-        let next = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .context("a redirect without a Location")?
-            .to_owned();
-        at = at.join(&next)?;
+        let r = req.send().await?;
+        for c in r.headers().get_all("set-cookie") {
+            let pair = c.to_str()?.split(';').next().unwrap_or_default();
+            if let Some((k, v)) = pair.split_once('=') {
+                cookies.retain(|(n, _)| n != k.trim());
+                cookies.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        if r.status().is_redirection() {
+            let next = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .context("a redirect without a Location")?
+                .to_owned();
+            at = at.join(&next)?;
+            continue;
+        }
+        let status = r.status();
+        let text = r.text().await?;
+        if status.is_success() && text.contains("<form method=\"post\">") {
+            post = true;
+            continue;
+        }
+        if !status.is_success() {
+            bail!("{person}'s authorization ended with {status}");
+        }
+        return Ok(());
     }
     bail!("too many redirects for {person}")
 }

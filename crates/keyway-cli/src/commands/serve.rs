@@ -280,6 +280,7 @@ async fn people(
                     store.clone(),
                     id,
                     person.clone(),
+                    connector.registrations(),
                     Arc::new(std::time::SystemTime::now),
                 );
                 tokens.counted_as(&configs[*i].name);

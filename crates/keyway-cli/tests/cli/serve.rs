@@ -1007,24 +1007,58 @@ async fn each_request_is_logged_under_its_id_as_json_without_the_token() {
 }
 
 /// A browser that signs in as `person` wherever it is asked to: it follows `url`'s
-/// redirects, adding `login_hint` at the authorization servers (the testbed approves
-/// whoever that names, as a person would sign in). The last page's status and text.
+/// redirects with its cookies, presses the link page's button, and adds
+/// `login_hint` to authorization requests (the testbed approves whoever that names,
+/// as a person would sign in). The last page's status and text.
 pub async fn browse_as(person: &str, url: &str) -> (u16, String) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // The browser's cookies, by host (a jar of its own: one browser).
+    let mut jar: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
     let mut at = url::Url::parse(url).unwrap();
-    for _ in 0..10 {
-        if at.path().ends_with("/authorize") {
+    let mut post = false;
+    for _ in 0..12 {
+        if at
+            .query_pairs()
+            .any(|(k, v)| k == "response_type" && v == "code")
+            && !at.query_pairs().any(|(k, _)| k == "login_hint")
+        {
             at.query_pairs_mut().append_pair("login_hint", person);
         }
-        let r = http.get(at.clone()).send().await.unwrap();
-        if !r.status().is_redirection() {
-            return (r.status().as_u16(), r.text().await.unwrap());
+        let host = at.host_str().unwrap_or_default().to_owned();
+        let mut req = if post {
+            http.post(at.clone())
+        } else {
+            http.get(at.clone())
+        };
+        post = false;
+        let cookies = jar.entry(host).or_default();
+        if !cookies.is_empty() {
+            let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", header.join("; "));
         }
-        let next = r.headers()["location"].to_str().unwrap().to_owned();
-        at = at.join(&next).unwrap();
+        let r = req.send().await.unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let pair = c.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            cookies.retain(|(n, _)| n != k);
+            cookies.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        if r.status().is_redirection() {
+            let next = r.headers()["location"].to_str().unwrap().to_owned();
+            at = at.join(&next).unwrap();
+            continue;
+        }
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        // The page a link shows first: its button posts to it.
+        if status == 200 && text.contains("<form method=\"post\">") {
+            post = true;
+            continue;
+        }
+        return (status, text);
     }
     panic!("too many redirects from {url}");
 }
@@ -1151,4 +1185,67 @@ async fn each_person_connects_a_per_person_server_through_a_link_and_calls_it_as
             .unwrap()
             .contains("/connect/")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_done_connect_flow_goes_nowhere_in_another_browser_or_at_the_other_callback() {
+    let org = testbed(|k| k.jwt_access_tokens = true).await;
+    let upstream = testbed(|_| {}).await;
+    let operator = Keyway::new();
+    for args in [
+        vec!["add", upstream.mcp_url(), "--name", "alpha", "--no-authorize"],
+        vec!["edit", "alpha", "--per-person"],
+    ] {
+        let out = operator.run_async(&args).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (_gw, url) = listen_signed_in(&operator, org.issuer(), &[]).await;
+    let alice = org.mint_access_token_for("alice", "", Some(&url));
+    let session = session_as(&url, &alice).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_owned();
+    // Alice's browser takes the link (a GET alone spends nothing) and is sent to
+    // sign in; the org signs her in and sends her back with a code.
+    let started = || async {
+        let answer = echo_as(&url, &alice, &session, "hi").await;
+        let link = answer["error"]["data"]["elicitations"][0]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let page = http.get(&link).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let r = http.post(&link).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let mut authorize = url::Url::parse(&location(&r)).unwrap();
+        authorize
+            .query_pairs_mut()
+            .append_pair("login_hint", "alice");
+        let back = http.get(authorize).send().await.unwrap();
+        (cookie, location(&back))
+    };
+
+    // Sent on to another browser (without Alice's cookie): refused.
+    let (_, callback) = started().await;
+    assert!(callback.contains("/oauth/callback/sign-in?"), "{callback}");
+    let r = http.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("another browser"));
+
+    // Brought to the other kind's callback, even in her browser: refused.
+    let (cookie, callback) = started().await;
+    let elsewhere = callback.replace("/oauth/callback/sign-in?", "/oauth/callback/server?");
+    let r = http
+        .get(&elsewhere)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("wrong place"));
+    assert_eq!(upstream.stats().authorizations, 0);
 }

@@ -44,9 +44,12 @@ use crate::{
     store::{Person, Store, StoreError, tokens::credential_from_grant},
 };
 
-/// Where a person's browser comes back from an authorization server, relative to
-/// the gateway's public MCP URL.
-pub const CALLBACK_PATH: &str = "/oauth/callback";
+/// Where a person's browser comes back from signing in at the organisation's server.
+pub const SIGN_IN_CALLBACK: &str = "/oauth/callback/sign-in";
+/// Where it comes back from a per-person server's authorization server. Each kind
+/// has its own redirect, so a code from one server is never taken for the other's
+/// (an authorization server mix-up).
+pub const SERVER_CALLBACK: &str = "/oauth/callback/server";
 /// Where a link points, relative to the gateway's public MCP URL (`/connect/{link}`).
 pub const CONNECT_PATH: &str = "/connect";
 
@@ -87,6 +90,7 @@ pub struct Connector {
     /// The gateway's public MCP URL; the pages are beside it.
     public: Url,
     servers: HashMap<String, PerPersonServer>,
+    registrations: Arc<dyn RegistrationStore>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -115,7 +119,21 @@ struct Pending {
     person: Person,
     server_id: String,
     server: String,
+    /// The hash of the browser's cookie, once a browser took the link: every later
+    /// step must come from that browser, so a half-done flow sent to someone else
+    /// (to put their upstream account under the sender's name) goes nowhere.
+    browser: Option<String>,
 }
+
+/// The cookie that ties a flow's steps to the browser that opened its link.
+const COOKIE: &str = "keyway-connect";
+/// Its name over https, where the `__Host-` prefix makes browsers keep it to this
+/// origin, with `Secure` and `Path=/`.
+const SECURE_COOKIE: &str = "__Host-keyway-connect";
+
+/// Links one person's gateway makes for one server in a minute, at most: a client
+/// calling in a loop does not fill the store with them.
+const LINKS_PER_MINUTE: usize = 10;
 
 impl Connector {
     /// A connector for `servers`, signing people in at the issuer `resource` trusts.
@@ -135,9 +153,13 @@ impl Connector {
             )));
         }
         let issuer = resource.issuer().to_owned();
-        let policy =
-            crate::auth::urls::UrlPolicy::for_server_resolved(&public, options.allow_http).await;
-        let http = crate::http::guarded(&policy).map_err(|e| ConnectorError::Issuer {
+        // The operator named this server: its own class sets the URL rules.
+        let issuer_url = Url::parse(&issuer).map_err(|_| ConnectorError::Issuer {
+            issuer: issuer.clone(),
+            why: "it is not a URL".into(),
+        })?;
+        let policy = crate::auth::urls::UrlPolicy::for_server(&issuer_url, options.allow_http);
+        let http = crate::http::client().map_err(|e| ConnectorError::Issuer {
             issuer: issuer.clone(),
             why: e.to_string(),
         })?;
@@ -153,12 +175,10 @@ impl Connector {
         let registrations: Arc<dyn RegistrationStore> = Arc::new(GatewayRegistrations {
             store: store.clone(),
         });
-        let authorizer =
-            Authorizer::new(options, registrations, Arc::new(Silent)).map_err(|e| {
-                ConnectorError::Issuer {
-                    issuer: issuer.clone(),
-                    why: e.to_string(),
-                }
+        let authorizer = Authorizer::new(options, registrations.clone(), Arc::new(Silent))
+            .map_err(|e| ConnectorError::Issuer {
+                issuer: issuer.clone(),
+                why: e.to_string(),
             })?;
         Ok(Arc::new(Self {
             store,
@@ -167,7 +187,14 @@ impl Connector {
             authorizer,
             public,
             servers: servers.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            registrations,
         }))
+    }
+
+    /// The gateway's client registrations (apart from keyway's own commands'), for
+    /// refreshing people's tokens with the client they were issued to.
+    pub fn registrations(&self) -> Arc<dyn RegistrationStore> {
+        self.registrations.clone()
     }
 
     /// Whether `server` (a name) is one each person authorizes.
@@ -186,8 +213,12 @@ impl Connector {
         u.to_string()
     }
 
-    fn callback(&self) -> String {
-        self.beside(CALLBACK_PATH)
+    fn secure(&self) -> bool {
+        self.public.scheme() == "https"
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure() { SECURE_COOKIE } else { COOKIE }
     }
 
     /// A new link where `person` authorizes `server`.
@@ -198,6 +229,7 @@ impl Connector {
             person: person.clone(),
             server_id: s.id.clone(),
             server: s.name.clone(),
+            browser: None,
         });
         Some(
             self.keep(&secret, &step)
@@ -235,22 +267,28 @@ impl Connector {
             .map_err(|e| StoreError::Decode(e.to_string()))
     }
 
-    /// `GET /connect/{link}`: the link taken, and the browser sent to sign in.
-    async fn open(&self, secret: &str) -> Response {
-        let step = match self.take(secret).await {
+    /// `POST /connect/{link}` (the button of the page a GET shows, so a link
+    /// previewer does not spend it): the link taken, the browser given its cookie,
+    /// and sent to sign in.
+    async fn open(&self, secret: &str, headers: &HeaderMap) -> Response {
+        let mut step = match self.take(secret).await {
             Ok(Some(Step::Link(p))) => p,
             Ok(_) => return spent(),
             Err(e) => return trouble(&e),
         };
         metrics::record_flow(&step.server, FlowStep::Started);
+        // One cookie for every flow of this browser: two links opened side by side
+        // both go on.
+        let browser = self.browser_cookie(headers).unwrap_or_else(random_id);
+        step.browser = Some(hash(&browser));
         let scopes = self.resource.required_scopes().to_vec();
-        match self
+        let response = match self
             .authorizer
             .begin_web_for(
                 &self.org,
                 self.resource.resource(),
                 &scopes,
-                &self.callback(),
+                &self.beside(SIGN_IN_CALLBACK),
             )
             .await
         {
@@ -258,8 +296,34 @@ impl Connector {
                 let state = flow.state().to_owned();
                 self.go(&state, &Step::SignIn(step, flow), &url).await
             }
-            Err(e) => self.failed(&step, "signing you in could not start", &e),
+            Err(e) => return self.failed(&step, "signing you in could not start", &e),
+        };
+        self.with_cookie(response, &browser)
+    }
+
+    /// The browser's cookie of this gateway, if it sent one.
+    fn browser_cookie(&self, headers: &HeaderMap) -> Option<String> {
+        let name = self.cookie_name();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, v)| *k == name && (16..=64).contains(&v.len()))
+            .map(|(_, v)| v.to_owned())
+    }
+
+    fn with_cookie(&self, mut response: Response, value: &str) -> Response {
+        let cookie = format!(
+            "{}={value}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax{}",
+            self.cookie_name(),
+            if self.secure() { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
         }
+        response
     }
 
     /// Keep `step` under `state` and send the browser to `url`.
@@ -270,8 +334,9 @@ impl Connector {
         redirect(url.as_str())
     }
 
-    /// `GET /oauth/callback`: the step its `state` names, taken and carried on.
-    async fn came_back(&self, query: &str) -> Response {
+    /// `GET` at a callback: the step its `state` names, taken, and carried on when
+    /// it is that callback's kind and comes from the browser that opened the link.
+    async fn came_back(&self, sign_in: bool, headers: &HeaderMap, query: &str) -> Response {
         let state = url::form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "state")
             .map(|(_, v)| v.into_owned());
@@ -282,11 +347,35 @@ impl Connector {
                 "This page is where a sign-in comes back, and this request is not one.",
             );
         };
-        match self.take(&state).await {
-            Ok(Some(Step::SignIn(p, flow))) => self.signed_in(p, flow, query).await,
-            Ok(Some(Step::Upstream(p, flow))) => self.authorized(p, flow, query).await,
-            Ok(_) => spent(),
-            Err(e) => trouble(&e),
+        let step = match self.take(&state).await {
+            Ok(Some(step)) => step,
+            Ok(None) => return spent(),
+            Err(e) => return trouble(&e),
+        };
+        let (p, flow, at_sign_in) = match step {
+            Step::SignIn(p, flow) => (p, flow, true),
+            Step::Upstream(p, flow) => (p, flow, false),
+            Step::Link(_) => return spent(),
+        };
+        if at_sign_in != sign_in {
+            tracing::warn!(server = %p.server, "a callback came to the other kind's redirect; refused");
+            return self.refused(&p, "the answer came back to the wrong place");
+        }
+        let same_browser = match (&p.browser, self.browser_cookie(headers)) {
+            (Some(expected), Some(sent)) => constant_eq(expected, &hash(&sent)),
+            _ => false,
+        };
+        if !same_browser {
+            tracing::warn!(server = %p.server, person = %p.person.tag(), "a connect flow came back in another browser; refused");
+            return self.refused(
+                &p,
+                "this page was reached in another browser than the one that opened the link",
+            );
+        }
+        if at_sign_in {
+            self.signed_in(p, flow, query).await
+        } else {
+            self.authorized(p, flow, query).await
         }
     }
 
@@ -318,12 +407,13 @@ impl Connector {
                 "The link was made for another person, so it was not used. Ask your MCP client for a link of your own: call the tool again.",
             );
         }
-        let Some(server) = self.servers.get(&p.server) else {
+        // By id: the tokens are stored under it, for the URL this replica knows it by.
+        let Some(server) = self.servers.values().find(|s| s.id == p.server_id) else {
             return self.refused(&p, "the server is no longer one people authorize here");
         };
         match self
             .authorizer
-            .begin_web(&server.url, &[], &self.callback())
+            .begin_web(&server.url, &[], &self.beside(SERVER_CALLBACK))
             .await
         {
             Ok((url, flow)) => {
@@ -382,26 +472,34 @@ impl Connector {
     /// The routes of the pages: outside the gateway's guard (a browser carries no
     /// token; the link and the `state` are the secrets).
     pub fn routes(self: &Arc<Self>) -> Router {
+        let callback = |sign_in: bool| {
+            axum::routing::get(
+                move |State(c): State<Arc<Self>>, headers: HeaderMap, RawQuery(q): RawQuery| async move {
+                    c.came_back(sign_in, &headers, q.as_deref().unwrap_or_default())
+                        .await
+                },
+            )
+        };
         Router::new()
             .route(
                 &format!("{CONNECT_PATH}/{{link}}"),
-                axum::routing::get(
-                    |State(c): State<Arc<Self>>, Path(link): Path<String>| async move {
+                axum::routing::get(|Path(link): Path<String>| async move {
+                    if link.len() > 128 {
+                        return spent();
+                    }
+                    confirm()
+                })
+                .post(
+                    |State(c): State<Arc<Self>>, Path(link): Path<String>, headers: HeaderMap| async move {
                         if link.len() > 128 {
                             return spent();
                         }
-                        c.open(&link).await
+                        c.open(&link, &headers).await
                     },
                 ),
             )
-            .route(
-                CALLBACK_PATH,
-                axum::routing::get(
-                    |State(c): State<Arc<Self>>, RawQuery(q): RawQuery| async move {
-                        c.came_back(q.as_deref().unwrap_or_default()).await
-                    },
-                ),
-            )
+            .route(SIGN_IN_CALLBACK, callback(true))
+            .route(SERVER_CALLBACK, callback(false))
             .with_state(self.clone())
     }
 
@@ -410,6 +508,7 @@ impl Connector {
         Arc::new(PersonLinks {
             connector: self.clone(),
             person,
+            made: std::sync::Mutex::default(),
         })
     }
 }
@@ -417,12 +516,70 @@ impl Connector {
 struct PersonLinks {
     connector: Arc<Connector>,
     person: Person,
+    /// When links were made in the last minute, by server.
+    made: std::sync::Mutex<HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
+}
+
+impl PersonLinks {
+    /// Count one more link for `server`, unless the minute's are all made.
+    fn allow(&self, server: &str) -> bool {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let times = made.entry(server.to_owned()).or_default();
+        let minute = std::time::Duration::from_secs(60);
+        while times.front().is_some_and(|t| t.elapsed() > minute) {
+            times.pop_front();
+        }
+        if times.len() >= LINKS_PER_MINUTE {
+            return false;
+        }
+        times.push_back(std::time::Instant::now());
+        true
+    }
 }
 
 impl ConnectLinks for PersonLinks {
     fn link<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Option<Result<ConnectLink, String>>> {
-        Box::pin(self.connector.link(&self.person, server))
+        Box::pin(async move {
+            if !self.connector.is_per_person(server) {
+                return None;
+            }
+            if !self.allow(server) {
+                return Some(Err(format!(
+                    "{LINKS_PER_MINUTE} links were made for you in the last minute; open the last one, or call again in a minute"
+                )));
+            }
+            self.connector.link(&self.person, server).await
+        })
     }
+
+    fn covers(&self, server: &str) -> bool {
+        self.connector.is_per_person(server)
+    }
+}
+
+/// The page a link shows before anything is spent: a button that posts to it.
+fn confirm() -> Response {
+    page_with(
+        StatusCode::OK,
+        "Connect your account",
+        "Your MCP client sent you here to connect one of the gateway's servers to your own account: you will sign in, then allow access.",
+        "<form method=\"post\"><button type=\"submit\" style=\"font-size:1em;padding:.5em 1em\">Continue</button></form>",
+    )
+}
+
+/// SHA-256 of `s`, base64url.
+fn hash(s: &str) -> String {
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// 256 random bits, base64url.
@@ -470,12 +627,18 @@ fn trouble(e: &StoreError) -> Response {
 
 /// A small page: a title and a sentence, escaped, not cached, not framed.
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    page_with(status, title, text, "")
+}
+
+/// [`page`] with `html` after the sentence: markup of the gateway's own, never
+/// anything from a request or a server.
+fn page_with(status: StatusCode, title: &str, text: &str, html: &'static str) -> Response {
     let escape = crate::web::page::escape;
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head>\
          <body style=\"font-family:system-ui,sans-serif;max-width:36em;margin:3em auto;line-height:1.5\">\
-         <h1 style=\"font-size:1.4em\">{t}</h1><p>{x}</p></body></html>",
+         <h1 style=\"font-size:1.4em\">{t}</h1><p>{x}</p>{html}</body></html>",
         t = escape(title),
         x = escape(text)
     );
@@ -486,7 +649,7 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(
-                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
                 ),
             ),
             (

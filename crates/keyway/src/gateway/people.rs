@@ -31,6 +31,10 @@ pub trait ConnectLinks: Send + Sync {
     /// `None` when `server` is not one each person authorizes. `Err`: why no link
     /// could be made, in words for the person.
     fn link<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Option<Result<ConnectLink, String>>>;
+
+    /// Whether `server` is one each person authorizes (its calls may be answered
+    /// with a link).
+    fn covers(&self, server: &str) -> bool;
 }
 
 /// Makes a person's gateway.
@@ -79,8 +83,11 @@ impl People {
             let mut all = self.gateways();
             let key = (person.issuer.clone(), person.subject.clone());
             let evicted = if !all.contains_key(&key) && all.len() >= MAX_PEOPLE {
+                // Of the gateways made: one still being made is someone's first
+                // request, under way.
                 let oldest = all
                     .iter()
+                    .filter(|(_, e)| e.cell.initialized())
                     .min_by_key(|(_, e)| e.used)
                     .map(|(k, _)| k.clone());
                 oldest.and_then(|k| all.remove(&k))

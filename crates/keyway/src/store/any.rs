@@ -278,8 +278,9 @@ impl Store for AnyStore {
         &self,
         server_id: &str,
         person: &Person,
+        version: Option<u64>,
     ) -> Result<(), StoreError> {
-        either!(self, s => s.forget_person_credential(server_id, person).await)
+        either!(self, s => s.forget_person_credential(server_id, person, version).await)
     }
     async fn put_flow(
         &self,

@@ -559,11 +559,13 @@ pub trait Store: RegistrationStore + Send + Sync + fmt::Debug {
         credential: &Credential,
         expected_version: Option<u64>,
     ) -> Result<u64, StoreError>;
-    /// Delete `person`'s credential for a server (none stored is not an error).
+    /// Delete `person`'s credential for a server (none stored is not an error); with
+    /// `version`, only while the stored one is still that version.
     async fn forget_person_credential(
         &self,
         server_id: &str,
         person: &Person,
+        version: Option<u64>,
     ) -> Result<(), StoreError>;
 
     /// Keep `data` (sealed) under the secret `key` for [`state::PENDING_FLOW_TTL`]:

@@ -1217,12 +1217,19 @@ impl Store for PostgresStore {
         &self,
         server_id: &str,
         person: &Person,
+        version: Option<u64>,
     ) -> Result<(), StoreError> {
         self.client()
             .await?
             .execute(
-                "DELETE FROM person_credentials WHERE server_id = $1 AND person_issuer = $2 AND subject = $3",
-                &[&server_id, &person.issuer, &person.subject],
+                "DELETE FROM person_credentials WHERE server_id = $1 AND person_issuer = $2 AND subject = $3
+                 AND ($4::BIGINT IS NULL OR version = $4)",
+                &[
+                    &server_id,
+                    &person.issuer,
+                    &person.subject,
+                    &version.map(|v| v as i64),
+                ],
             )
             .await?;
         super::credential_written();
@@ -1236,6 +1243,15 @@ impl Store for PostgresStore {
         issuer: &str,
         data: &[u8],
     ) -> Result<(), StoreError> {
+        // Expired steps go as new ones come: links people never opened do not pile up.
+        let cutoff = now() - super::state::PENDING_FLOW_TTL.as_secs() as i64;
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM pending_flows WHERE created_at < $1",
+                &[&cutoff],
+            )
+            .await?;
         self.save_pending_flow(key, server_id, issuer, data).await
     }
 

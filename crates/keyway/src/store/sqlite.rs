@@ -1197,13 +1197,15 @@ impl Store for SqliteStore {
         &self,
         server_id: &str,
         person: &Person,
+        version: Option<u64>,
     ) -> Result<(), StoreError> {
         let (id, person) = (server_id.to_owned(), person.clone());
         let written = self
             .run(move |conn, _| {
                 conn.execute(
-                    "DELETE FROM person_credentials WHERE server_id = ?1 AND person_issuer = ?2 AND subject = ?3",
-                    params![id, person.issuer, person.subject],
+                    "DELETE FROM person_credentials WHERE server_id = ?1 AND person_issuer = ?2 AND subject = ?3
+                     AND (?4 IS NULL OR version = ?4)",
+                    params![id, person.issuer, person.subject, version.map(|v| v as i64)],
                 )?;
                 Ok(())
             })
@@ -1219,6 +1221,16 @@ impl Store for SqliteStore {
         issuer: &str,
         data: &[u8],
     ) -> Result<(), StoreError> {
+        // Expired steps go as new ones come: links people never opened do not pile up.
+        self.run(|conn, _| {
+            let cutoff = now().saturating_sub(super::state::PENDING_FLOW_TTL.as_secs()) as i64;
+            conn.execute(
+                "DELETE FROM pending_flows WHERE created_at < ?1",
+                params![cutoff],
+            )?;
+            Ok(())
+        })
+        .await?;
         self.save_pending_flow(key, server_id, issuer, data).await
     }
 

@@ -97,6 +97,9 @@ pub struct StoredTokens {
     /// Whose tokens these are: a person's own for a per-person server behind a team
     /// gateway ([`StoredTokens::for_person`]), else the server's.
     person: Option<Person>,
+    /// Where the client the tokens were issued to is registered: the store's own
+    /// registrations, or the gateway's ([`StoredTokens::for_person`]).
+    registrations: Option<Arc<dyn crate::auth::RegistrationStore>>,
     holder: String,
     local: tokio::sync::Mutex<()>,
     refreshes: AtomicU64,
@@ -133,27 +136,35 @@ impl StoredTokens {
 
     /// `person`'s own tokens for the per-person server `server_id`
     /// ([`Store::person_credential`]), refreshed once across every process as the
-    /// server's own are, on `clock`.
+    /// server's own are, on `clock`, with the client `registrations` holds (the
+    /// gateway's). A refresh token the server refuses is forgotten: the person
+    /// authorizes again.
     pub fn for_person(
         store: Arc<dyn Store>,
         server_id: &str,
         person: Person,
+        registrations: Arc<dyn crate::auth::RegistrationStore>,
         clock: Clock,
     ) -> Arc<Self> {
-        Self::build(store, server_id, Some(person), clock)
+        Self::build(store, server_id, Some((person, registrations)), clock)
     }
 
     fn build(
         store: Arc<dyn Store>,
         server_id: &str,
-        person: Option<Person>,
+        person: Option<(Person, Arc<dyn crate::auth::RegistrationStore>)>,
         clock: Clock,
     ) -> Arc<Self> {
+        let (person, registrations) = match person {
+            Some((p, r)) => (Some(p), Some(r)),
+            None => (None, None),
+        };
         let holder = super::lease_holder("tokens");
         Arc::new(Self {
             clock,
             store,
             person,
+            registrations,
             server_id: server_id.to_owned(),
             holder,
             local: tokio::sync::Mutex::new(()),
@@ -395,19 +406,20 @@ impl StoredTokens {
                 if e.code() == Some("invalid_client")
                     && grant.client.kind == RegistrationKind::Dynamic =>
             {
-                if let Ok(Some(r)) =
-                    RegistrationStoreExt::registration(self.store.as_ref(), &grant.issuer).await
+                let registrations = self.registrations();
+                if let Ok(Some(r)) = registrations.load(&grant.issuer).await
                     && r.client_id == grant.client.client_id
-                    && let Err(err) =
-                        crate::auth::RegistrationStore::forget(self.store.as_ref(), &grant.issuer)
-                            .await
+                    && let Err(err) = registrations.forget(&grant.issuer).await
                 {
                     tracing::warn!(error = %err, "could not forget a registration the server no longer knows");
                 }
                 tracing::info!(server = %self.server_id, error = %e, "the authorization server no longer knows keyway's client; authorization is needed");
                 self.count(crate::gateway::metrics::RefreshOutcome::Rejected);
-                self.needs_auth("the authorization server no longer knows keyway's client")
-                    .await;
+                self.needs_auth(
+                    "the authorization server no longer knows keyway's client",
+                    seen.version,
+                )
+                .await;
                 Ok(if grant.expired(now) {
                     Outcome::Unusable
                 } else {
@@ -417,7 +429,8 @@ impl StoredTokens {
             Err(RefreshError::Rejected(e)) => {
                 tracing::info!(server = %self.server_id, error = %e, "refresh token rejected; authorization is needed");
                 self.count(crate::gateway::metrics::RefreshOutcome::Rejected);
-                self.needs_auth("the refresh token was rejected").await;
+                self.needs_auth("the refresh token was rejected", seen.version)
+                    .await;
                 // The stored credential stays as it is; an expired token is not offered.
                 Ok(if grant.expired(now) {
                     Outcome::Unusable
@@ -462,20 +475,44 @@ impl StoredTokens {
     }
 
     /// The authorization server refused the refresh: the server's status says so.
-    /// A person's refusal is theirs alone, and is not the server's status.
-    async fn needs_auth(&self, why: &str) {
-        if self.person.is_none() {
-            let _ = self
-                .store
-                .set_status(&self.server_id, LastStatus::NeedsAuth, Some(why))
-                .await;
+    /// A person's refusal is theirs alone, and is not the server's status: their
+    /// dead credential (version `seen`, unless another process replaced it since) is
+    /// forgotten, so their next call gets a link instead of trying it again.
+    async fn needs_auth(&self, why: &str, seen: u64) {
+        match &self.person {
+            None => {
+                let _ = self
+                    .store
+                    .set_status(&self.server_id, LastStatus::NeedsAuth, Some(why))
+                    .await;
+            }
+            Some(p) => {
+                if let Err(e) = self
+                    .store
+                    .forget_person_credential(&self.server_id, p, Some(seen))
+                    .await
+                {
+                    tracing::warn!(server = %self.server_id, error = %e, "could not forget a person's refused credential");
+                }
+            }
+        }
+    }
+
+    /// Where the tokens' client is registered.
+    fn registrations(&self) -> &dyn crate::auth::RegistrationStore {
+        match &self.registrations {
+            Some(r) => r.as_ref(),
+            None => self.store.as_ref(),
         }
     }
 
     /// The stored credential as a [`Grant`], with the client it belongs to.
     async fn grant(&self, o: &OAuthCredential) -> Result<Grant, TokenFailure> {
-        let registration =
-            RegistrationStoreExt::registration(self.store.as_ref(), &o.issuer).await?;
+        let registration = self
+            .registrations()
+            .load(&o.issuer)
+            .await
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
         let client = client_of(o, registration);
         Ok(Grant {
             access_token: o.access_token.clone(),
@@ -515,27 +552,6 @@ pub fn credential_from_grant(g: &Grant) -> OAuthCredential {
         token_type: g.token_type,
         dpop: g.dpop.clone(),
         quirks: g.quirks.clone(),
-    }
-}
-
-/// Registrations through the store, with store errors.
-#[async_trait::async_trait]
-trait RegistrationStoreExt {
-    async fn registration(
-        &self,
-        issuer: &str,
-    ) -> Result<Option<crate::auth::StoredRegistration>, StoreError>;
-}
-
-#[async_trait::async_trait]
-impl<T: Store + ?Sized> RegistrationStoreExt for T {
-    async fn registration(
-        &self,
-        issuer: &str,
-    ) -> Result<Option<crate::auth::StoredRegistration>, StoreError> {
-        crate::auth::RegistrationStore::load(self, issuer)
-            .await
-            .map_err(|e| StoreError::Sqlite(e.to_string()))
     }
 }
 

@@ -401,7 +401,22 @@ pub async fn people_keep_their_own_tokens(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(v, 2);
-    store.forget_person_credential("pp", &bob).await.unwrap();
+    // Forgetting a version that is no longer stored does nothing.
+    store
+        .forget_person_credential("pp", &alice, Some(1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .person_credential("pp", &alice)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store
+        .forget_person_credential("pp", &bob, None)
+        .await
+        .unwrap();
     assert!(store.person_credential("pp", &bob).await.unwrap().is_none());
     assert!(
         store

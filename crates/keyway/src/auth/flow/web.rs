@@ -49,6 +49,9 @@ pub struct WebFlow {
     pub metadata: AuthServerMetadata,
     /// What the provider needs done differently.
     pub quirks: Quirks,
+    /// The URL whose class sets the URL rules of the flow's requests: the MCP
+    /// server's, or (signing a person in at a known server) the issuer's.
+    judged_by: String,
     state: String,
     code_verifier: String,
 }
@@ -104,7 +107,7 @@ impl Authorizer {
                 "a web flow's tokens are Bearer: DPoP cannot be demanded for it".into(),
             ));
         }
-        flow.begin_web_at(&target, redirect_uri).await
+        flow.begin_web_at(&target, redirect_uri, mcp_url).await
     }
 
     /// Start a web flow at a known authorization server (`metadata`) for `resource`,
@@ -125,21 +128,23 @@ impl Authorizer {
             challenge_scope: Some(wanted.to_vec()),
             resource_scopes: None,
         };
-        let resource_url = Url::parse(resource)
-            .map_err(|_| AuthError::Config(format!("{resource} is not a URL")))?;
-        let policy = UrlPolicy::for_server_resolved(&resource_url, self.options.allow_http).await;
+        // The operator named this server: its own class sets the rules.
+        let issuer = Url::parse(&metadata.issuer)
+            .map_err(|_| AuthError::Config(format!("{} is not a URL", metadata.issuer)))?;
+        let policy = UrlPolicy::for_server_resolved(&issuer, self.options.allow_http).await;
         let flow = Self {
             http: guarded_client(&policy)?,
             policy,
             ..self.clone()
         };
-        flow.begin_web_at(&target, redirect_uri).await
+        flow.begin_web_at(&target, redirect_uri, &issuer).await
     }
 
     async fn begin_web_at(
         &self,
         t: &AuthTarget,
         redirect_uri: &str,
+        judged_by: &Url,
     ) -> Result<(Url, WebFlow), AuthError> {
         let methods = t.metadata.code_challenge_methods_supported.as_deref();
         if !methods.is_some_and(|m| m.iter().any(|m| m == "S256")) {
@@ -211,6 +216,7 @@ impl Authorizer {
                 scopes: wanted,
                 metadata: t.metadata.clone(),
                 quirks: this.quirks,
+                judged_by: judged_by.to_string(),
                 state: state.secret().clone(),
                 code_verifier: verifier.secret().clone(),
             },
@@ -234,9 +240,9 @@ impl Authorizer {
                 ));
             }
         };
-        let resource = Url::parse(&flow.resource)
-            .map_err(|_| AuthError::Config(format!("{} is not a URL", flow.resource)))?;
-        let policy = UrlPolicy::for_server_resolved(&resource, self.options.allow_http).await;
+        let judged_by = Url::parse(&flow.judged_by)
+            .map_err(|_| AuthError::Config(format!("{} is not a URL", flow.judged_by)))?;
+        let policy = UrlPolicy::for_server_resolved(&judged_by, self.options.allow_http).await;
         let this = Self {
             http: guarded_client(&policy)?,
             policy,
