@@ -346,7 +346,14 @@ async fn call(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    let status = r.status();
     let bytes = r.bytes().await?;
+    if !status.is_success() {
+        bail!(
+            "{status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        );
+    }
     if sse {
         return crate::direct::sse_answer(&bytes, Some(&json!(1)))
             .context("no answer in the event stream");

@@ -1144,6 +1144,23 @@ async fn each_person_connects_a_per_person_server_through_a_link_and_calls_it_as
     let (status, page) = browse_as("alice", &link).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("alpha is connected"), "{page}");
+    // Her list shows alpha's own tools now, in the authorize tool's place.
+    let bearer = format!("Bearer {alice}");
+    let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}});
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let tools: Value = post(&url, list, &headers).await.json().await.unwrap();
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"alpha__echo"), "{names:?}");
+    assert!(!names.contains(&"alpha__keyway_authorize"), "{names:?}");
     let answer = echo_as(&url, &alice, &session, "hi").await;
     assert_eq!(answer["result"]["content"][0]["text"], "hi", "{answer}");
     let stats = upstream.stats();
@@ -1193,7 +1210,13 @@ async fn a_half_done_connect_flow_goes_nowhere_in_another_browser_or_at_the_othe
     let upstream = testbed(|_| {}).await;
     let operator = Keyway::new();
     for args in [
-        vec!["add", upstream.mcp_url(), "--name", "alpha", "--no-authorize"],
+        vec![
+            "add",
+            upstream.mcp_url(),
+            "--name",
+            "alpha",
+            "--no-authorize",
+        ],
         vec!["edit", "alpha", "--per-person"],
     ] {
         let out = operator.run_async(&args).await;

@@ -907,6 +907,25 @@ impl Gateway {
         let lists = join_all((0..self.slots.len()).map(|i| async move {
             let u = match self.slot(i) {
                 Ok(u) => u,
+                // A server the person authorizes may have been authorized since
+                // (through its link, on any replica): tried again.
+                Err(UpstreamError::NeedsAuth { .. })
+                    if self
+                        .links
+                        .as_ref()
+                        .is_some_and(|l| l.covers(&self.names[i])) =>
+                {
+                    match tokio::time::timeout(LIST_TIMEOUT, self.revive(i)).await {
+                        Ok(Ok(u)) => u,
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(UpstreamError::Failed {
+                                server: self.names[i].clone(),
+                                message: "no answer within 10 s".into(),
+                            });
+                        }
+                    }
+                }
                 Err(e) => return Err(e),
             };
             tokio::time::timeout(LIST_TIMEOUT, all_pages(&u, method, key))
