@@ -440,8 +440,16 @@ impl Gateway {
         }))
         .await;
         for (name, slot) in names.iter().zip(&connected) {
-            if let Slot::Down(e) = slot {
-                tracing::warn!(server = %name, "not available: {e}");
+            match slot {
+                // A person's own server before they authorized it: their first call
+                // gets its link.
+                Slot::Down(UpstreamError::NeedsAuth { .. })
+                    if links.as_ref().is_some_and(|l| l.covers(name)) =>
+                {
+                    tracing::debug!(server = %name, "not authorized by this person yet");
+                }
+                Slot::Down(e) => tracing::warn!(server = %name, "not available: {e}"),
+                Slot::Ready(_) => {}
             }
         }
         let gw = Arc::new_cyclic(|me| Self {
