@@ -115,18 +115,7 @@ pub async fn run(keyway: PathBuf, work: PathBuf, args: LoadArgs) -> Result<()> {
     .kill_on_drop(true)
     .spawn()
     .context("starting keyway serve")?;
-    let mut err = BufReader::new(gateway.stderr.take().context("no stderr")?).lines();
-    let url = loop {
-        let line = err.next_line().await?.context("keyway serve ended")?;
-        if let Some(rest) = line.strip_prefix("keyway gateway on ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+    let url = gateway_url(&mut gateway).await?;
     let pid = gateway.id().context("keyway serve exited")?;
     let token = std::fs::read_to_string(home.join("gateway.token"))?
         .trim()
@@ -223,6 +212,24 @@ pub async fn run(keyway: PathBuf, work: PathBuf, args: LoadArgs) -> Result<()> {
 }
 
 /// A failure's message as a class: each run of digits folded into one `N`.
+/// The URL `keyway serve --listen` (started with its stderr piped) says it listens
+/// on; the rest of what it writes is read and dropped.
+pub async fn gateway_url(gateway: &mut tokio::process::Child) -> Result<String> {
+    let mut err = BufReader::new(gateway.stderr.take().context("no stderr")?).lines();
+    let url = loop {
+        let line = err.next_line().await?.context("keyway serve ended")?;
+        if let Some(rest) = line.strip_prefix("keyway gateway on ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+    Ok(url)
+}
+
 fn reason(message: &str) -> String {
     let mut out = String::new();
     for c in message.chars().take(160) {

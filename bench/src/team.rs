@@ -20,7 +20,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(clap::Args, Debug)]
 pub struct TeamArgs {
@@ -159,18 +158,7 @@ impl Team<'_> {
                 .kill_on_drop(true)
                 .spawn()
                 .context("starting keyway serve")?;
-            let mut err = BufReader::new(child.stderr.take().context("no stderr")?).lines();
-            let url = loop {
-                let line = err.next_line().await?.context("keyway serve ended")?;
-                if let Some(rest) = line.strip_prefix("keyway gateway on ") {
-                    break rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                }
-            };
-            tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+            let url = crate::load::gateway_url(&mut child).await?;
             addrs.push(
                 url.trim_start_matches("http://")
                     .trim_end_matches("/mcp")

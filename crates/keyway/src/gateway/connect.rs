@@ -34,7 +34,7 @@ use url::Url;
 use super::{
     inbound::{Principal, ProtectedResource},
     metrics::{self, FlowStep},
-    people::{ConnectLink, ConnectLinks},
+    people::{ConnectLink, ConnectLinks, LinkError},
 };
 use crate::{
     auth::{
@@ -222,7 +222,11 @@ impl Connector {
     }
 
     /// A new link where `person` authorizes `server`.
-    pub async fn link(&self, person: &Person, server: &str) -> Option<Result<ConnectLink, String>> {
+    pub async fn link(
+        &self,
+        person: &Person,
+        server: &str,
+    ) -> Option<Result<ConnectLink, LinkError>> {
         let s = self.servers.get(server)?;
         let secret = random_id();
         let step = Step::Link(Pending {
@@ -240,7 +244,7 @@ impl Connector {
                 })
                 .map_err(|e| {
                     tracing::warn!(error = %e, "could not keep a connect link");
-                    "the gateway's store did not take it; try again".to_owned()
+                    LinkError::Store
                 }),
         )
     }
@@ -538,15 +542,16 @@ impl PersonLinks {
 }
 
 impl ConnectLinks for PersonLinks {
-    fn link<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Option<Result<ConnectLink, String>>> {
+    fn link<'a>(
+        &'a self,
+        server: &'a str,
+    ) -> BoxFuture<'a, Option<Result<ConnectLink, LinkError>>> {
         Box::pin(async move {
             if !self.connector.is_per_person(server) {
                 return None;
             }
             if !self.allow(server) {
-                return Some(Err(format!(
-                    "{LINKS_PER_MINUTE} links were made for you in the last minute; open the last one, or call again in a minute"
-                )));
+                return Some(Err(LinkError::TooMany(LINKS_PER_MINUTE)));
             }
             self.connector.link(&self.person, server).await
         })

@@ -25,12 +25,27 @@ pub struct ConnectLink {
     pub elicitation_id: String,
 }
 
+/// Why no link could be made: said to the person in their tool's answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The person asked for too many links in the last minute.
+    #[error(
+        "{0} links were made for you in the last minute; open the last one, or call again in a minute"
+    )]
+    TooMany(usize),
+    /// The store did not keep the link (the log says why).
+    #[error("the gateway's store did not take it; try again")]
+    Store,
+}
+
 /// Makes [`ConnectLink`]s for the person behind one [`Gateway`].
 pub trait ConnectLinks: Send + Sync {
     /// A link where this person authorizes `server` (a configured server's name);
     /// `None` when `server` is not one each person authorizes. `Err`: why no link
-    /// could be made, in words for the person.
-    fn link<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Option<Result<ConnectLink, String>>>;
+    /// could be made.
+    fn link<'a>(&'a self, server: &'a str)
+    -> BoxFuture<'a, Option<Result<ConnectLink, LinkError>>>;
 
     /// Whether `server` is one each person authorizes (its calls may be answered
     /// with a link).

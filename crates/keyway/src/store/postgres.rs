@@ -329,6 +329,33 @@ async fn credential_version(
         .map(|v| v.max(0) as u64))
 }
 
+/// A credential row as `SELECT c.kind, c.sealed, c.expires_at, c.issued_at, c.scope,
+/// c.issuer, c.token_endpoint, c.client_id, c.resource, c.as_metadata, c.version,
+/// c.updated_at, s.url, s.name` gives it: the sealed row, its version and update time,
+/// and its server's URL and name (what it is bound to).
+fn credential_row(
+    r: &tokio_postgres::Row,
+) -> Result<(sealed::CredentialRow, i64, i64, String, String), StoreError> {
+    Ok((
+        sealed::CredentialRow {
+            kind: r.try_get(0)?,
+            sealed: r.try_get(1)?,
+            expires_at: r.try_get(2)?,
+            issued_at: r.try_get(3)?,
+            scope: r.try_get(4)?,
+            issuer: r.try_get(5)?,
+            token_endpoint: r.try_get(6)?,
+            client_id: r.try_get(7)?,
+            resource: r.try_get(8)?,
+            as_metadata: r.try_get(9)?,
+        },
+        r.try_get(10)?,
+        r.try_get(11)?,
+        r.try_get(12)?,
+        r.try_get(13)?,
+    ))
+}
+
 async fn write_credential(
     tx: &deadpool_postgres::Transaction<'_>,
     cipher: &Cipher,
@@ -1011,20 +1038,7 @@ impl Store for PostgresStore {
         let Some(r) = row else {
             return Ok(None);
         };
-        let row = sealed::CredentialRow {
-            kind: r.try_get(0)?,
-            sealed: r.try_get(1)?,
-            expires_at: r.try_get(2)?,
-            issued_at: r.try_get(3)?,
-            scope: r.try_get(4)?,
-            issuer: r.try_get(5)?,
-            token_endpoint: r.try_get(6)?,
-            client_id: r.try_get(7)?,
-            resource: r.try_get(8)?,
-            as_metadata: r.try_get(9)?,
-        };
-        let (version, updated): (i64, i64) = (r.try_get(10)?, r.try_get(11)?);
-        let (url, name): (String, String) = (r.try_get(12)?, r.try_get(13)?);
+        let (row, version, updated, url, name) = credential_row(&r)?;
         sealed::open_credential(
             &self.inner.cipher,
             server_id,
@@ -1118,20 +1132,7 @@ impl Store for PostgresStore {
         let Some(r) = row else {
             return Ok(None);
         };
-        let row = sealed::CredentialRow {
-            kind: r.try_get(0)?,
-            sealed: r.try_get(1)?,
-            expires_at: r.try_get(2)?,
-            issued_at: r.try_get(3)?,
-            scope: r.try_get(4)?,
-            issuer: r.try_get(5)?,
-            token_endpoint: r.try_get(6)?,
-            client_id: r.try_get(7)?,
-            resource: r.try_get(8)?,
-            as_metadata: r.try_get(9)?,
-        };
-        let (version, updated): (i64, i64) = (r.try_get(10)?, r.try_get(11)?);
-        let (url, name): (String, String) = (r.try_get(12)?, r.try_get(13)?);
+        let (row, version, updated, url, name) = credential_row(&r)?;
         sealed::open_credential(
             &self.inner.cipher,
             &person.binding(server_id),

@@ -628,6 +628,33 @@ fn write_credential(
     Ok(())
 }
 
+/// A credential row as `SELECT c.kind, c.sealed, c.expires_at, c.issued_at, c.scope,
+/// c.issuer, c.token_endpoint, c.client_id, c.resource, c.as_metadata, c.version,
+/// c.updated_at, s.url, s.name` gives it: the sealed row, its version and update time,
+/// and its server's URL and name (what it is bound to).
+type CredentialColumns = (sealed::CredentialRow, i64, i64, String, String);
+
+fn credential_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialColumns> {
+    Ok((
+        sealed::CredentialRow {
+            kind: r.get(0)?,
+            sealed: r.get(1)?,
+            expires_at: r.get(2)?,
+            issued_at: r.get(3)?,
+            scope: r.get(4)?,
+            issuer: r.get(5)?,
+            token_endpoint: r.get(6)?,
+            client_id: r.get(7)?,
+            resource: r.get(8)?,
+            as_metadata: r.get(9)?,
+        },
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
 fn read_credential(
     conn: &Connection,
     cipher: &Cipher,
@@ -639,26 +666,7 @@ fn read_credential(
                     c.client_id, c.resource, c.as_metadata, c.version, c.updated_at, s.url, s.name
              FROM credentials c JOIN servers s ON s.id = c.server_id WHERE c.server_id = ?1",
             params![server_id],
-            |r| {
-                Ok((
-                    sealed::CredentialRow {
-                        kind: r.get(0)?,
-                        sealed: r.get(1)?,
-                        expires_at: r.get(2)?,
-                        issued_at: r.get(3)?,
-                        scope: r.get(4)?,
-                        issuer: r.get(5)?,
-                        token_endpoint: r.get(6)?,
-                        client_id: r.get(7)?,
-                        resource: r.get(8)?,
-                        as_metadata: r.get(9)?,
-                    },
-                    r.get::<_, i64>(10)?,
-                    r.get::<_, i64>(11)?,
-                    r.get::<_, String>(12)?,
-                    r.get::<_, String>(13)?,
-                ))
-            },
+            credential_row,
         )
         .optional()?;
     let Some((row, version, updated, url, name)) = row else {
@@ -1081,26 +1089,7 @@ impl Store for SqliteStore {
                      FROM person_credentials c JOIN servers s ON s.id = c.server_id
                      WHERE c.server_id = ?1 AND c.person_issuer = ?2 AND c.subject = ?3 AND s.deleted_at IS NULL",
                     params![id, person.issuer, person.subject],
-                    |r| {
-                        Ok((
-                            sealed::CredentialRow {
-                                kind: r.get(0)?,
-                                sealed: r.get(1)?,
-                                expires_at: r.get(2)?,
-                                issued_at: r.get(3)?,
-                                scope: r.get(4)?,
-                                issuer: r.get(5)?,
-                                token_endpoint: r.get(6)?,
-                                client_id: r.get(7)?,
-                                resource: r.get(8)?,
-                                as_metadata: r.get(9)?,
-                            },
-                            r.get::<_, i64>(10)?,
-                            r.get::<_, i64>(11)?,
-                            r.get::<_, String>(12)?,
-                            r.get::<_, String>(13)?,
-                        ))
-                    },
+                    credential_row,
                 )
                 .optional()?;
             let Some((row, version, updated, url, name)) = row else {
